@@ -1,0 +1,5 @@
+"""CLI: build commands (placeholder until its issue lands)."""
+
+
+def register(sub) -> None:
+    pass

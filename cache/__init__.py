@@ -1,0 +1,1 @@
+"""Everything content-addressed: blob store, tags, cache keys, layer tars, archive formats."""

@@ -1,0 +1,1 @@
+"""Dockerfile text -> typed AST; the BuildKit word lexer; .dockerignore matching. Pure, no I/O."""

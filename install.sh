@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Install pybuild on Debian (as root) with everything it needs: the Debian packages it drives,
+# a virtualenv with its Python dependencies, `pybuild` on PATH, and the busybox base image that
+# fixtures build FROM. Idempotent: a second run only checks. `--test` adds what the tests use.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+cd "$here"
+
+pkgs=(busybox-static iproute2 skopeo umoci)
+if [ "${1:-}" = "--test" ]; then
+  pkgs+=(docker-registry docker.io hyperfine)
+fi
+python3 -c 'import ensurepip, venv' 2>/dev/null || pkgs+=(python3-venv)
+
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "install.sh: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+extra=""
+[ "${1:-}" = "--test" ] && extra="[test]"
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".${extra}"
+ln -sf "$here/.venv/bin/pybuild" /usr/local/bin/pybuild
+
+# The base image that demos and tests build FROM, made from the host's busybox-static.
+if [ -f fixtures/busybox.py ]; then
+  .venv/bin/python fixtures/busybox.py
+fi

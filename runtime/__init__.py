@@ -1,0 +1,1 @@
+"""Everything that touches the kernel: namespaces, mounts, overlayfs, the sandbox, containers."""
