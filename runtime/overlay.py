@@ -1,0 +1,114 @@
+"""overlayfs mounts of layer dirs: the merged view a RUN writes into and a COPY reads from.
+
+Layer dirs at rest are already in overlay format (0/0 char-dev whiteouts, trusted.overlay.opaque),
+so they stack as lowerdirs directly. The mount uses the new mount API (fsopen + one
+`lowerdir+` per layer), which has no page-size limit on the option string; on kernels without it
+(< 6.8) it falls back to mount(2) with `/proc/self/fd/N` names, short enough for ~200 layers.
+Options are fixed for builds: redirect_dir, index and metacopy off, so the upper dir is a plain
+tree of changes that `cache.layers` can tar without looking at the lowers.
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from runtime import kernel
+from runtime.errors import KernelCallError, SandboxError
+
+_BUILD_OPTS = (("redirect_dir", "off"), ("index", "off"), ("metacopy", "off"))
+
+
+def mount_overlay(target: str | os.PathLike, lowerdirs: Sequence[str | os.PathLike],
+                  upperdir: str | os.PathLike | None = None,
+                  workdir: str | os.PathLike | None = None) -> None:
+    """Mount an overlay of lowerdirs (top first) [+ upper/work] on target, read-only without upper.
+
+    The kernel needs one lower dir with an upper dir, two without.
+    """
+    if len(lowerdirs) < (1 if upperdir is not None else 2):
+        raise SandboxError("overlay needs a lower dir and an upper dir, or two lower dirs")
+    if (upperdir is None) != (workdir is None):
+        raise SandboxError("overlay needs both an upper dir and a work dir, or neither")
+    for d in lowerdirs:
+        if not os.path.isdir(d):
+            raise SandboxError(f"layer dir {os.fsdecode(d)} is missing (run `pybuild prune`?)")
+    try:
+        _mount_new_api(target, lowerdirs, upperdir, workdir)
+    except KernelCallError as e:
+        if not (e.errno == errno.ENOSYS or e.errno == errno.EINVAL and "lowerdir+" in e.what):
+            raise
+        _mount_legacy(target, lowerdirs, upperdir, workdir)
+
+
+def _mount_new_api(target, lowerdirs, upperdir, workdir) -> None:
+    fd = kernel.fsopen("overlay")
+    try:
+        for d in lowerdirs:
+            kernel.fsconfig(fd, kernel.FSCONFIG_SET_STRING, "lowerdir+", os.fspath(d))
+        if upperdir is not None:
+            kernel.fsconfig(fd, kernel.FSCONFIG_SET_STRING, "upperdir", os.fspath(upperdir))
+            kernel.fsconfig(fd, kernel.FSCONFIG_SET_STRING, "workdir", os.fspath(workdir))
+        for key, value in _BUILD_OPTS:
+            kernel.fsconfig(fd, kernel.FSCONFIG_SET_STRING, key, value)
+        kernel.fsconfig(fd, kernel.FSCONFIG_CMD_CREATE)
+        mfd = kernel.fsmount(fd, kernel.MOUNT_ATTR_RDONLY if upperdir is None else 0)
+        try:
+            kernel.move_mount(mfd, os.fspath(target))
+        finally:
+            os.close(mfd)
+    finally:
+        os.close(fd)
+
+
+def _mount_legacy(target, lowerdirs, upperdir, workdir) -> None:
+    fds = [os.open(d, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC) for d in lowerdirs]
+    try:
+        opts = "lowerdir=" + ":".join(f"/proc/self/fd/{fd}" for fd in fds)
+        if upperdir is not None:
+            opts += f",upperdir={os.fspath(upperdir)},workdir={os.fspath(workdir)}"
+        opts += "".join(f",{k}={v}" for k, v in _BUILD_OPTS)
+        if len(opts) >= 4096:
+            raise SandboxError(f"too many layers ({len(lowerdirs)}) for this kernel's overlay mount "
+                               "options; a kernel >= 6.8 has no such limit")
+        flags = kernel.MS_RDONLY if upperdir is None else 0
+        kernel.mount("overlay", target, "overlay", flags, opts)
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def mounted(lowerdirs: Sequence[Path], upperdir: Path | None = None,
+            workdir: Path | None = None) -> Iterator[Path]:
+    """Yield the merged Path of an overlay in the host mount namespace; unmount on exit.
+
+    Without upperdir the view is read-only. With an upperdir but no workdir, a work dir is made
+    next to it (it must be on the same filesystem) and removed afterwards. With no lowerdirs an
+    empty lower dir stands in, so the upper dir alone is what is seen.
+    """
+    made: list[str] = []
+    try:
+        base = os.fspath(Path(upperdir).parent) if upperdir is not None else None
+        if upperdir is not None and workdir is None:
+            workdir = Path(tempfile.mkdtemp(prefix=".work-", dir=base))
+            made.append(os.fspath(workdir))
+        lowers = list(lowerdirs)
+        if not lowers or (len(lowers) == 1 and upperdir is None):  # the kernel wants two then
+            empty = tempfile.mkdtemp(prefix=".empty-", dir=base)
+            made.append(empty)
+            lowers.append(Path(empty))
+        target = tempfile.mkdtemp(prefix="pybuild-merged-", dir=base)
+        made.append(target)
+        mount_overlay(target, lowers, upperdir, workdir)
+        try:
+            yield Path(target)
+        finally:
+            kernel.umount2(target, kernel.MNT_DETACH)
+    finally:
+        for d in reversed(made):
+            shutil.rmtree(d, ignore_errors=True)
