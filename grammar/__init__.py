@@ -1,1 +1,26 @@
-"""Dockerfile text -> typed AST; the BuildKit word lexer; .dockerignore matching. Pure, no I/O."""
+"""Dockerfile text -> typed AST; the BuildKit word lexer; .dockerignore matching. Pure, no I/O.
+
+Public entry points: ``grammar.parse(text, filename)`` -> ``grammar.ast.Dockerfile``,
+``grammar.validate(df, build_args)``, ``grammar.lexer.ShellLex``,
+``grammar.dockerignore.IgnoreMatcher`` and ``grammar.dump.dump(df)``. Importing this
+package is cheap: lark is only imported the first time something is parsed.
+"""
+
+from .errors import DockerfileError, ExpansionError
+
+
+def parse(text, filename: str = "Dockerfile"):
+    """Parse a Dockerfile (str or bytes) into ``ast.Dockerfile``; raises DockerfileError."""
+    from .parser import parse as _parse
+
+    return _parse(text, filename)
+
+
+def validate(df, build_args=None) -> None:
+    """Reject everything a build would reject, before any step runs (see grammar.validate)."""
+    from .validate import validate as _validate
+
+    _validate(df, build_args or {})
+
+
+__all__ = ["DockerfileError", "ExpansionError", "parse", "validate"]
