@@ -1,5 +1,175 @@
-"""CLI: build commands (placeholder until its issue lands)."""
+"""CLI: `pybuild build` — docker build's flags, BuildKit's semantics.
+
+The whole Dockerfile is parsed and validated before any step runs, so a mistake on line 40
+fails in milliseconds. Tags are applied only after every step succeeded: nothing half-built is
+tagged.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
 
 
 def register(sub) -> None:
-    pass
+    p = sub.add_parser("build", help="build an image from a Dockerfile",
+                       description="Build an image from a Dockerfile and a context directory.")
+    p.add_argument("context", metavar="CONTEXT", help="the build context directory")
+    p.add_argument("-t", "--tag", action="append", default=[], metavar="NAME[:TAG]",
+                   help="name the image (repeatable)")
+    p.add_argument("-f", "--file", metavar="FILE",
+                   help="the Dockerfile (default: CONTEXT/Dockerfile; - reads stdin)")
+    p.add_argument("--build-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="set a build-time ARG (KEY alone takes it from the environment)")
+    p.add_argument("--target", metavar="STAGE", help="build only up to this stage")
+    p.add_argument("--no-cache", action="store_true", help="do not use the build cache")
+    p.add_argument("--no-cache-filter", action="append", default=[], metavar="STAGE",
+                   help="do not use the cache for these stages (comma list, repeatable)")
+    p.add_argument("--progress", choices=("auto", "tty", "plain", "json"), default="auto",
+                   help="progress output (default: auto = live view on a terminal, else plain)")
+    p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
+                   help="set a label on the final image")
+    p.add_argument("--network", choices=("default", "host", "none"), default="default",
+                   help="network of RUN steps (default: the host's, as BuildKit without CNI)")
+    p.add_argument("--secret", action="append", default=[], metavar="id=ID,src=FILE",
+                   help="a secret for RUN --mount=type=secret")
+    p.add_argument("--output", "-o", metavar="type=oci|docker,dest=PATH",
+                   help="also write the image as an archive")
+    p.add_argument("--iidfile", metavar="FILE", help="write the image ID to FILE")
+    p.add_argument("--compression", choices=("gzip", "zstd"), default="gzip",
+                   help="layer compression for --output (default gzip)")
+    p.add_argument("--platform", metavar="PLATFORM",
+                   help="target platform (only the host's platform is supported)")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the image ID")
+    p.set_defaults(func=run_build)
+
+
+def _key_values(items: list[str], flag: str, *, from_env: bool = False) -> dict[str, str]:
+    from builder.errors import BuildError
+
+    out: dict[str, str] = {}
+    for item in items:
+        k, eq, v = item.partition("=")
+        if not k:
+            raise BuildError(f"{flag} {item!r}: expected KEY=VALUE")
+        if not eq:
+            if not from_env:
+                raise BuildError(f"{flag} {item!r}: expected KEY=VALUE")
+            if k not in os.environ:
+                continue
+            v = os.environ[k]
+        out[k] = v
+    return out
+
+
+def _secrets(items: list[str]) -> dict[str, Path]:
+    from builder.errors import BuildError
+
+    out: dict[str, Path] = {}
+    for item in items:
+        fields = dict(f.partition("=")[::2] for f in item.split(","))
+        sid = fields.get("id")
+        src = fields.get("src") or fields.get("source")
+        env = fields.get("env")
+        if not sid:
+            raise BuildError(f"--secret {item!r}: expected id=ID,src=FILE")
+        if env and not src:
+            if env not in os.environ:
+                raise BuildError(f"--secret {item!r}: environment variable {env} is not set")
+            import tempfile
+
+            fd, tmp = tempfile.mkstemp(prefix="pybuild-secret-")
+            os.write(fd, os.environ[env].encode())
+            os.close(fd)
+            src = tmp
+        if not src or not Path(src).is_file():
+            raise BuildError(f"--secret {item!r}: file {src!r} not found")
+        out[sid] = Path(src).resolve()
+    return out
+
+
+def _parse_output(spec: str) -> dict[str, str]:
+    from builder.errors import BuildError
+
+    fields = dict(f.partition("=")[::2] for f in spec.split(","))
+    if "type" not in fields and "dest" not in fields and spec:
+        fields = {"type": "docker", "dest": spec}
+    if fields.get("type") not in ("oci", "docker") or not fields.get("dest"):
+        raise BuildError(f"--output {spec!r}: expected type=oci|docker,dest=PATH")
+    return fields
+
+
+def read_dockerfile(args) -> tuple[str, str, Path | None]:
+    """(text, display name, path) of the Dockerfile the user asked for."""
+    from builder.errors import BuildError
+
+    if args.file == "-":
+        return sys.stdin.read(), "Dockerfile", None
+    path = Path(args.file) if args.file else Path(args.context) / "Dockerfile"
+    try:
+        text = path.read_bytes().decode("utf-8", "replace")
+    except FileNotFoundError:
+        raise BuildError(f"failed to read Dockerfile: {path}: no such file (use -f to name another)") \
+            from None
+    except IsADirectoryError:
+        raise BuildError(f"failed to read Dockerfile: {path} is a directory") from None
+    return text, path.name, path
+
+
+def run_build(args) -> int:
+    import grammar
+    from builder.errors import BuildError
+    from builder.plan import host_arch, plan
+    from grammar.validate import validate
+
+    context = Path(args.context)
+    if not context.is_dir():
+        raise BuildError(f"unable to prepare context: path {args.context!r} not found")
+    if args.platform and args.platform not in (f"linux/{host_arch()}", "linux"):
+        raise BuildError(f"--platform {args.platform}: only linux/{host_arch()} (this machine) is supported")
+    build_args = _key_values(args.build_arg, "--build-arg", from_env=True)
+    labels = _key_values(args.label, "--label")
+    text, name, path = read_dockerfile(args)
+    df = grammar.parse(text, filename=name)
+    validate(df, build_args)
+    the_plan = plan(df, build_args, args.target)
+    output = _parse_output(args.output) if args.output else None
+    secrets = _secrets(args.secret)
+    epoch_text = build_args.get("SOURCE_DATE_EPOCH") or os.environ.get("SOURCE_DATE_EPOCH") or "0"
+    try:
+        epoch = int(epoch_text)
+    except ValueError:
+        raise BuildError(f"SOURCE_DATE_EPOCH={epoch_text!r}: expected whole seconds since 1970") from None
+
+    from builder.progress import make_progress
+    from builder.solve import BuildOptions, build
+    from cache.store import Store
+
+    opts = BuildOptions(
+        context=context.resolve(), dockerfile=df, dockerfile_path=path.resolve() if path else None,
+        tags=args.tag, build_args=build_args, target=args.target, no_cache=args.no_cache,
+        no_cache_filter=[s.strip().lower() for f in args.no_cache_filter for s in f.split(",") if s.strip()],
+        labels=labels, network=args.network, secrets=secrets, epoch=epoch)
+    store = Store.open()
+    progress = make_progress("plain" if args.quiet and args.progress == "auto" else args.progress,
+                             open(os.devnull, "w") if args.quiet else None)
+    try:
+        image_id = build(store, the_plan, opts, progress)
+    finally:
+        progress.close()
+    for tag in args.tag:
+        store.tag(tag, image_id)
+    if output:
+        from cache.archive import save
+
+        save(store, [args.tag[0] if args.tag else image_id], Path(output["dest"]),
+             fmt=output["type"], compression=args.compression)
+    if args.iidfile:
+        Path(args.iidfile).write_text(image_id)
+    if args.quiet:
+        print(image_id)
+    else:
+        print(f"writing image {image_id} done", file=sys.stderr)
+        for tag in args.tag:
+            print(f"naming to {tag} done", file=sys.stderr)
+    return 0

@@ -1,0 +1,148 @@
+"""COPY and ADD as build steps: pick the source tree, key the step by content, write the layer.
+
+The file semantics (wildcards, directories, --chown/--chmod, --parents, archives) live in
+`builder.copying`; this module decides where sources come from (the context, another stage, an
+image, heredocs, URLs) and what goes into the cache key: the sources' content digest, never
+their mtimes.
+"""
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from pathlib import Path
+
+from builder import executors
+from grammar import ast
+
+
+def _is_url(src: str) -> bool:
+    return src.startswith(("http://", "https://"))
+
+
+def _is_git(src: str) -> bool:
+    return src.startswith("git@") or src.endswith(".git") or ".git#" in src
+
+
+def execute(run, ins: ast.Copy | ast.Add, n: int) -> None:
+    is_add = isinstance(ins, ast.Add)
+    kind = "ADD" if is_add else "COPY"
+    if not ins.sources or not ins.dest:
+        raise run.error(ins, f"{kind} requires at least two arguments, but only one was provided. "
+                        "Destination could not be determined")
+    heredocs = {f"<<{h.name}": h for h in ins.heredocs}
+    heredocs.update({f"<<-{h.name}": h for h in ins.heredocs})
+    srcs = [s if s in heredocs else run.expand(ins, s) for s in ins.sources]
+    dest = run.expand(ins, ins.dest)
+    chown = run.expand(ins, ins.flag("chown") or "") or None
+    chmod = run.expand(ins, ins.flag("chmod") or "") or None
+    link = ins.has_flag("link") and (ins.flag("link") or "true").lower() != "false"
+    parents = ins.has_flag("parents") and (ins.flag("parents") or "true").lower() != "false"
+    excludes = [run.expand(ins, e or "") for e in ins.flag_values("exclude")]
+    unpack = (ins.flag("unpack") or "true").lower() != "false" if is_add else False
+    checksum = run.expand(ins, ins.flag("checksum") or "") or None if is_add else None
+    frm = None if is_add else ins.flag("from")
+    workdir = run.state.config["config"].get("WorkingDir") or "/"
+    for s in srcs:
+        if not is_add and _is_url(s):
+            raise run.error(ins, "source can't be a URL for COPY")
+        if _is_git(s) and (_is_url(s) or s.startswith("git@")):
+            raise run.error(ins, f"{kind} of a git repository is not supported by pybuild yet: {s}")
+    if checksum and not all(_is_url(s) for s in srcs):
+        raise run.error(ins, "checksum requires HTTP(S) or Git sources")
+
+    flags_text = "".join(f"--{name}={val} " for name, val in
+                         (("parents", "true" if parents else None), ("chown", chown), ("chmod", chmod))
+                         if val)
+    created_by = f"{kind} {flags_text}{' '.join(srcs)} {dest} # buildkit"
+
+    with contextlib.ExitStack() as stack:
+        groups = _source_groups(run, ins, srcs, heredocs, frm, checksum, stack)
+        digests = []
+        for tree, names, from_key, _ in groups:
+            selected = tree.select(names, excludes)
+            digests.append(from_key or tree.digest(selected))
+        inputs = {"kind": kind, "srcs": srcs, "dest": dest, "chown": chown, "chmod": chmod,
+                  "parents": parents, "link": link, "exclude": excludes, "workdir": workdir,
+                  "unpack": unpack, "sources": digests}
+
+        def do(vertex):
+            from builder.copying import add_archive, copy, is_archive
+            from builder.users import resolve_chown
+            from runtime.overlay import mounted
+
+            store = run.solver.store
+            with executors._scratch(store) as (upper, work):
+                lowers = [] if link else run.lowerdirs()
+                with mounted(lowers, upper, work) as root:
+                    root = Path(root)
+                    owner = resolve_chown(chown, root) if chown else None
+                    for tree, names, _, local in groups:
+                        selected = tree.select(names, excludes)
+                        archives = [s for s in selected if is_add and unpack and local
+                                    and is_archive(s.path)]
+                        plain = [s for s in selected if s not in archives]
+                        if plain or not archives:
+                            copy(plain, root, dest, workdir=workdir, chown=owner, chmod=chmod,
+                                 parents=parents, multiple=len(srcs) > 1)
+                        for a in archives:
+                            add_archive(a.path, root, dest, workdir=workdir, chown=owner)
+                return store.commit_layer(upper)
+
+        run.layer_step(ins, n, created_by, inputs, do)
+
+
+def _source_groups(run, ins, srcs, heredocs, frm, checksum, stack):
+    """[(tree, names, key-or-None, local)]: where each source is read from; only local (context)
+    archives are unpacked by ADD."""
+    from builder.context import BuildContext
+    from runtime.overlay import mounted
+
+    store = run.solver.store
+    if frm:
+        i = run.solver.plan.stage_by_ref(frm, run.stage.index)
+        if i is not None:
+            state = run.solver.stage_result(i)
+            diff_ids, key = state.diff_ids, state.key
+        else:
+            img = store.image(frm)
+            diff_ids, key = img.diff_ids, img.id
+        root = stack.enter_context(mounted([store.layer_dir(d) for d in reversed(diff_ids)]))
+        return [(BuildContext(Path(root), None, ignore=False), srcs, f"{key}:{srcs}", False)]
+
+    groups = []
+    local = [s for s in srcs if s not in heredocs and not _is_url(s)]
+    if local:
+        groups.append((run.solver.context(), local, None, True))
+    extra = [s for s in srcs if s in heredocs or _is_url(s)]
+    if extra:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pybuild-src-")))
+        names = []
+        for s in extra:
+            if s in heredocs:
+                h = heredocs[s]
+                body = h.text()
+                if h.expand:
+                    body = _expand_heredoc(run, ins, body)
+                (tmp / h.name).write_text(body)
+                (tmp / h.name).chmod(0o644)
+                names.append(h.name)
+            else:
+                from builder.fetch import fetch_url
+
+                got = fetch_url(s, tmp, checksum=checksum)
+                names.append(got.relative_to(tmp).as_posix())
+        groups.append((BuildContext(tmp, None, ignore=False), names, None, False))
+    return groups
+
+
+def _expand_heredoc(run, ins, body: str) -> str:
+    """Expand `$VAR` in an unquoted COPY heredoc body, keeping quotes and newlines as written."""
+    import re
+
+    env = run.expansion_env()
+
+    def sub(m: re.Match) -> str:
+        name = m.group(1) or m.group(2)
+        return env.get(name, "")
+
+    return re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)", sub, body)

@@ -1,0 +1,190 @@
+"""Build progress: plain lines like BuildKit's `--progress=plain`, JSON lines, or a live rich view.
+
+The solver reports events (start, log, cached, done, error) per vertex; a printer renders them.
+`auto` picks the live view only when stderr is a terminal, so CI logs stay plain. rich is
+imported only by the live view.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from collections import deque
+
+TAIL_LINES = 10
+
+
+class Vertex:
+    """One line of progress: a step or an internal action such as loading the context."""
+
+    def __init__(self, num: int, name: str):
+        self.num = num
+        self.name = name
+        self.started = time.monotonic()
+        self.finished: float | None = None
+        self.cached = False
+        self.error: str | None = None
+        self.tail: deque[str] = deque(maxlen=TAIL_LINES)
+        self._partial = b""
+
+    @property
+    def elapsed(self) -> float:
+        return (self.finished or time.monotonic()) - self.started
+
+
+class Progress:
+    """Base printer: keeps vertices, subclasses decide how to show them. Thread-safe."""
+
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stderr
+        self.lock = threading.Lock()
+        self.vertices: list[Vertex] = []
+        self.t0 = time.monotonic()
+
+    def start(self, name: str) -> Vertex:
+        with self.lock:
+            v = Vertex(len(self.vertices) + 1, name)
+            self.vertices.append(v)
+            self.on_start(v)
+            return v
+
+    def log(self, v: Vertex, data: bytes) -> None:
+        with self.lock:
+            data = v._partial + data
+            *lines, v._partial = data.split(b"\n")
+            for raw in lines:
+                line = raw.decode("utf-8", "replace").rstrip("\r")
+                v.tail.append(line)
+                self.on_log(v, line)
+
+    def cached(self, v: Vertex) -> None:
+        with self.lock:
+            v.cached = True
+            v.finished = time.monotonic()
+            self.on_cached(v)
+
+    def done(self, v: Vertex) -> None:
+        with self.lock:
+            self._flush_partial(v)
+            v.finished = time.monotonic()
+            self.on_done(v)
+
+    def fail(self, v: Vertex, message: str) -> None:
+        with self.lock:
+            self._flush_partial(v)
+            v.finished = time.monotonic()
+            v.error = message
+            self.on_error(v)
+
+    def close(self) -> None:
+        pass
+
+    def _flush_partial(self, v: Vertex) -> None:
+        if v._partial:
+            line = v._partial.decode("utf-8", "replace")
+            v._partial = b""
+            v.tail.append(line)
+            self.on_log(v, line)
+
+    # hooks
+    def on_start(self, v: Vertex) -> None: ...
+    def on_log(self, v: Vertex, line: str) -> None: ...
+    def on_cached(self, v: Vertex) -> None: ...
+    def on_done(self, v: Vertex) -> None: ...
+    def on_error(self, v: Vertex) -> None: ...
+
+
+class PlainProgress(Progress):
+    """BuildKit's plain format: `#N name`, `#N 0.123 output`, `#N CACHED`, `#N DONE 0.2s`."""
+
+    def _w(self, text: str) -> None:
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def on_start(self, v):
+        self._w(f"#{v.num} {v.name}")
+
+    def on_log(self, v, line):
+        self._w(f"#{v.num} {v.elapsed:.3f} {line}")
+
+    def on_cached(self, v):
+        self._w(f"#{v.num} CACHED")
+
+    def on_done(self, v):
+        self._w(f"#{v.num} DONE {v.elapsed:.1f}s")
+
+    def on_error(self, v):
+        self._w(f"#{v.num} ERROR: {v.error}")
+
+
+class JsonProgress(Progress):
+    """One JSON object per line: {"vertex", "name", "status", "time", "line"?}."""
+
+    def _emit(self, v: Vertex, status: str, **extra) -> None:
+        rec = {"vertex": v.num, "name": v.name, "status": status,
+               "time": round(time.monotonic() - self.t0, 3), **extra}
+        self.stream.write(json.dumps(rec) + "\n")
+        self.stream.flush()
+
+    def on_start(self, v):
+        self._emit(v, "started")
+
+    def on_log(self, v, line):
+        self._emit(v, "log", line=line)
+
+    def on_cached(self, v):
+        self._emit(v, "cached")
+
+    def on_done(self, v):
+        self._emit(v, "done", duration=round(v.elapsed, 3))
+
+    def on_error(self, v):
+        self._emit(v, "error", error=v.error)
+
+
+class TtyProgress(Progress):
+    """A live view like BuildKit's: one line per step with a timer, the tail of a running step."""
+
+    def __init__(self, stream=None):
+        super().__init__(stream)
+        from rich.console import Console
+        from rich.live import Live
+
+        self.console = Console(file=self.stream, highlight=False)
+        self.live = Live(console=self.console, refresh_per_second=8, transient=False,
+                         get_renderable=self._render)
+        self.live.start()
+
+    def _render(self):
+        from rich.text import Text
+
+        with self.lock:
+            out = Text()
+            total = time.monotonic() - self.t0
+            out.append(f"[+] Building {total:.1f}s\n", style="bold blue")
+            for v in self.vertices:
+                if v.cached:
+                    out.append(f" => CACHED {v.name}\n", style="blue")
+                    continue
+                style = "red" if v.error else ("blue" if v.finished else "")
+                out.append(f" => {v.name}".ljust(60) + f" {v.elapsed:5.1f}s\n", style=style)
+                if not v.finished or v.error:
+                    for line in list(v.tail)[-6:]:
+                        out.append(f" => => {line}\n", style="dim")
+            return out
+
+    def close(self):
+        self.live.stop()
+
+
+def make_progress(mode: str, stream=None) -> Progress:
+    """`auto` -> live view on a terminal, plain lines otherwise; `tty`, `plain`, `json` forced."""
+    stream = stream or sys.stderr
+    if mode == "auto":
+        mode = "tty" if stream.isatty() else "plain"
+    if mode == "tty":
+        return TtyProgress(stream)
+    if mode == "json":
+        return JsonProgress(stream)
+    return PlainProgress(stream)

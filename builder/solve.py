@@ -1,0 +1,235 @@
+"""Solving a plan: run each needed stage, step by step, skipping every step whose key is cached.
+
+A step's key is `cache.keys.step_key(kind, parent_key, inputs)` (DESIGN.md): config-only steps
+roll the key forward without touching the store; RUN, COPY, ADD and WORKDIR look their key up in
+the store's cache index and, on a miss, execute (`builder.executors`) and record the layer.
+Independent stages run in parallel threads; a stage waits only for the stages it reads.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from builder import imageconfig as ic
+from builder.plan import Plan, Stage
+from grammar import ast
+from grammar.errors import DockerfileError, ExpansionError
+
+
+@dataclass
+class BuildOptions:
+    context: Path
+    dockerfile: ast.Dockerfile
+    dockerfile_path: Path | None = None
+    tags: list[str] = field(default_factory=list)
+    build_args: dict[str, str] = field(default_factory=dict)
+    target: str | None = None
+    no_cache: bool = False
+    no_cache_filter: list[str] = field(default_factory=list)
+    labels: dict[str, str] = field(default_factory=dict)
+    network: str = "default"
+    secrets: dict[str, Path] = field(default_factory=dict)
+    epoch: int = 0
+
+
+@dataclass
+class ImageState:
+    """What a step leaves behind: its key, the layer chain and the image config."""
+
+    key: str
+    diff_ids: list[str]
+    config: dict
+    args: dict[str, str | None] = field(default_factory=dict)  # declared ARGs, for child stages
+
+
+class StageRun:
+    """The dispatch state of one stage while its instructions run."""
+
+    def __init__(self, solver: Solver, stage: Stage, state: ImageState, args: dict[str, str | None]):
+        self.solver = solver
+        self.stage = stage
+        self.state = state
+        self.args = args  # in-scope ARGs (None: declared without a value)
+        self.cmd_set = False
+        self.total = len(stage.instructions) + 1
+        self.no_cache = solver.opts.no_cache or (stage.name or "") in solver.opts.no_cache_filter
+
+    # -- environment ------------------------------------------------------------------------
+    @property
+    def df(self) -> ast.Dockerfile:
+        return self.solver.plan.dockerfile
+
+    def expansion_env(self) -> dict[str, str]:
+        """ARGs then ENV: "ENV always overrides ARG"."""
+        env = {k: v for k, v in self.args.items() if v is not None}
+        env.update(ic.env_dict(self.state.config))
+        return env
+
+    def run_env(self) -> list[str]:
+        """The environment of a RUN: the image Env plus the declared ARGs not shadowed by it."""
+        env = list(self.state.config["config"].get("Env") or [])
+        names = {e.partition("=")[0] for e in env}
+        for k, v in self.args.items():
+            if v is not None and k not in names:
+                env.append(f"{k}={v}")
+        return env
+
+    def expand(self, ins: ast.Instruction, word: str) -> str:
+        from grammar.lexer import ShellLex
+
+        try:
+            return ShellLex(self.df.escape).process_word(word, self.expansion_env())
+        except ExpansionError as e:
+            raise e.at(self.df.filename, ins.line) from None
+
+    def expand_words(self, ins: ast.Instruction, word: str) -> list[str]:
+        from grammar.lexer import ShellLex
+
+        try:
+            return ShellLex(self.df.escape).process_words(word, self.expansion_env())
+        except ExpansionError as e:
+            raise e.at(self.df.filename, ins.line) from None
+
+    def error(self, ins: ast.Instruction, message: str) -> DockerfileError:
+        return DockerfileError(self.df.filename, ins.line, message)
+
+    # -- steps ------------------------------------------------------------------------------
+    def step_name(self, n: int, text: str) -> str:
+        multi = len(self.solver.plan.order) > 1 or self.stage.name
+        prefix = f"{self.stage.label} " if multi else ""
+        text = " ".join(text.split())
+        if len(text) > 80:
+            text = text[:77] + "..."
+        return f"[{prefix}{n}/{self.total}] {text}"
+
+    def config_step(self, ins: ast.Instruction, created_by: str) -> None:
+        """A config-only step: history entry, key rolled forward, nothing in the store."""
+        from cache.keys import step_key
+
+        ic.add_history(self.state.config, created_by, empty_layer=True, epoch=self.solver.opts.epoch)
+        self.state.key = step_key(ins.kind, self.state.key, {"created_by": created_by})
+
+    def layer_step(self, ins: ast.Instruction, n: int, created_by: str, inputs: dict, execute) -> None:
+        """A layer step: cached by key, else `execute(vertex) -> diff_id | None` runs it."""
+        from cache.errors import StoreError
+        from cache.keys import step_key
+
+        store = self.solver.store
+        key = step_key(ins.kind, self.state.key, inputs)
+        vertex = self.solver.progress.start(self.step_name(n, ins.original or ins.kind))
+        hit = None if self.no_cache else store.cache_get(key)
+        if hit is not None:
+            diff_id = hit.get("diff_id")
+            try:
+                if diff_id:
+                    store.layer_dir(diff_id)
+            except StoreError:
+                hit = None
+        if hit is not None:
+            self.solver.progress.cached(vertex)
+            diff_id = hit.get("diff_id")
+        else:
+            try:
+                diff_id = execute(vertex)
+            except BaseException as e:
+                self.solver.progress.fail(vertex, str(e).splitlines()[0] if str(e) else type(e).__name__)
+                raise
+            store.cache_put(key, {"diff_id": diff_id})
+            self.solver.progress.done(vertex)
+        if diff_id:
+            ic.add_layer(self.state.config, diff_id)
+            self.state.diff_ids = [*self.state.diff_ids, diff_id]
+        ic.add_history(self.state.config, created_by, empty_layer=not diff_id, epoch=self.solver.opts.epoch)
+        self.state.key = key
+
+    def lowerdirs(self, diff_ids: list[str] | None = None) -> list[Path]:
+        store = self.solver.store
+        return [store.layer_dir(d) for d in reversed(self.state.diff_ids if diff_ids is None else diff_ids)]
+
+
+class Solver:
+    def __init__(self, store, plan: Plan, opts: BuildOptions, progress):
+        self.store = store
+        self.plan = plan
+        self.opts = opts
+        self.progress = progress
+        self.results: dict[int, Future] = {}
+        self._lock = threading.Lock()
+        self._contexts: dict = {}
+
+    def run(self) -> ImageState:
+        order = self.plan.order
+        workers = max(1, min(len(order), os.cpu_count() or 2, 4))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="stage") as pool:
+            for i in order:
+                self.results[i] = pool.submit(self._run_stage, self.plan.stages[i])
+            try:
+                return self.results[self.plan.target].result()
+            except BaseException:
+                for f in self.results.values():
+                    f.cancel()
+                raise
+
+    def stage_result(self, index: int) -> ImageState:
+        return self.results[index].result()
+
+    def context(self):
+        """The build context (walked and hashed lazily, once per build)."""
+        from builder.context import BuildContext
+
+        with self._lock:
+            if "ctx" not in self._contexts:
+                self._contexts["ctx"] = BuildContext(
+                    self.opts.context, self.opts.dockerfile_path,
+                    stat_cache=Path(self.store.root) / "context-stat-cache.json")
+            return self._contexts["ctx"]
+
+    # -- a stage -----------------------------------------------------------------------------
+    def _base_state(self, st: Stage) -> tuple[ImageState, dict[str, str | None]]:
+        from cache.errors import StoreError
+
+        if st.base_stage is not None:
+            parent = self.stage_result(st.base_stage)
+            return (ImageState(parent.key, list(parent.diff_ids), ic.inherit(parent.config)),
+                    dict(parent.args))
+        if st.base == "scratch":
+            return ImageState("scratch", [], ic.scratch_config()), {}
+        try:
+            img = self.store.image(st.base)
+        except StoreError:
+            raise DockerfileError(
+                self.plan.dockerfile.filename, st.from_.line,
+                f"base image {st.base} is not in the store: load it with `pybuild load -i FILE`, "
+                f"or make busybox:latest with `python3 fixtures/busybox.py`") from None
+        return ImageState(img.id, list(img.diff_ids), ic.inherit(img.config)), {}
+
+    def _run_stage(self, st: Stage) -> ImageState:
+        from builder import executors
+
+        v = self.progress.start(f"[{st.label + ' ' if len(self.plan.order) > 1 or st.name else ''}"
+                                f"1/{len(st.instructions) + 1}] FROM {st.base}")
+        try:
+            state, args = self._base_state(st)
+        except BaseException as e:
+            self.progress.fail(v, str(e))
+            raise
+        self.progress.done(v)
+        run = StageRun(self, st, state, args)
+        triggers = state.config.get("config", {}).get("OnBuild") or []
+        if triggers:
+            state.config["config"]["OnBuild"] = None
+            executors.run_onbuild(run, triggers)
+        for n, ins in enumerate(st.instructions, start=2):
+            executors.dispatch(run, ins, n)
+        state.args = dict(run.args)  # stages FROM this one inherit declared ARGs
+        return state
+
+
+def build(store, plan: Plan, opts: BuildOptions, progress) -> str:
+    """Run the plan, store the final image and return its ID (the config digest)."""
+    final = Solver(store, plan, opts, progress).run()
+    config = ic.finalize(final.config, opts.epoch, opts.labels)
+    return store.put_image(config)
