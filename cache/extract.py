@@ -1,0 +1,351 @@
+"""Safe layer extraction: every path is resolved inside the destination, by file descriptor,
+one component at a time; symlinks met on the way are followed as if the destination were `/`
+(like openat2's RESOLVE_IN_ROOT), and the final component is never followed. So no entry --
+`..`, absolute names, links pointing out, a symlink laid down earlier and written through later,
+whiteouts naming parents -- can touch anything outside. (containerd's TestBreakouts is the list.)
+
+Reading uses stdlib tarfile in stream mode as a header parser only; what is written, and how,
+is decided here, never by tarfile's extract().
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import tarfile
+
+from cache.compress import CHUNK, HashingWriter, open_decompressed
+from cache.errors import StoreError
+
+WH = ".wh."
+WH_OPQ = ".wh..wh..opq"
+_MAX_HOPS = 40
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class _HashingReader:
+    def __init__(self, raw):
+        self.raw = raw
+        self.h = HashingWriter()
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.raw.read(CHUNK if n is None or n < 0 else n)
+        self.h.write(data)
+        return data
+
+    def drain(self) -> None:
+        while self.read(CHUNK):
+            pass
+
+
+def clean(name: str) -> list[str]:
+    """Lexical clean relative to `/` (what filepath.Join("/", name) does): `..` never climbs
+    above the root, so a name alone can never leave it."""
+    comps: list[str] = []
+    for c in name.split("/"):
+        if c in ("", "."):
+            continue
+        if c == "..":
+            if comps:
+                comps.pop()
+            continue
+        comps.append(c)
+    return comps
+
+
+def _in_userns() -> bool:
+    try:
+        with open("/proc/self/uid_map") as f:
+            return f.read().split() != ["0", "0", "4294967295"]
+    except OSError:
+        return True
+
+
+class _Root:
+    """Directory fds resolved inside `dest`."""
+
+    def __init__(self, dest):
+        self.fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+    def open_dir(self, comps: list[str], create: bool, what: str) -> int | None:
+        """An fd of the directory `comps` names, symlinks followed in-root; missing dirs made
+        when `create`, else None. The caller closes the fd."""
+        pending = list(comps)
+        fds = [os.dup(self.fd)]
+        hops = 0
+        try:
+            while pending:
+                c = pending.pop(0)
+                if c in ("", "."):
+                    continue
+                if c == "..":
+                    if len(fds) > 1:
+                        os.close(fds.pop())
+                    continue
+                cur = fds[-1]
+                try:
+                    st = os.stat(c, dir_fd=cur, follow_symlinks=False)
+                except FileNotFoundError:
+                    if not create:
+                        return None
+                    os.mkdir(c, 0o755, dir_fd=cur)
+                    st = os.stat(c, dir_fd=cur, follow_symlinks=False)
+                if stat.S_ISLNK(st.st_mode):
+                    hops += 1
+                    if hops > _MAX_HOPS:
+                        raise StoreError(f"layer entry {what!r}: too many levels of symbolic links")
+                    target = os.readlink(c, dir_fd=cur)
+                    if target.startswith("/"):
+                        for fd in fds[1:]:
+                            os.close(fd)
+                        del fds[1:]
+                    pending[:0] = target.split("/")
+                    continue
+                if not stat.S_ISDIR(st.st_mode):
+                    if not create:
+                        return None
+                    raise StoreError(f"layer entry {what!r}: a parent is not a directory")
+                fds.append(os.open(c, _DIR_FLAGS, dir_fd=cur))
+            return fds.pop()
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+
+def _remove(parent: int, name: str) -> None:
+    try:
+        st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        shutil.rmtree(name, dir_fd=parent)
+    else:
+        os.unlink(name, dir_fd=parent)
+
+
+def _xattrs(m: tarfile.TarInfo) -> dict[str, bytes]:
+    out = {}
+    for k, v in m.pax_headers.items():
+        if not k.startswith("SCHILY.xattr."):
+            continue
+        n = k[len("SCHILY.xattr."):]
+        if n == "security.capability" or (n.startswith("user.") and not n.startswith("user.overlay.")):
+            out[n] = v.encode("utf-8", "surrogateescape")
+    return out
+
+
+class _Extractor:
+    def __init__(self, dest, whiteouts: str, devices: bool | None):
+        if whiteouts not in ("overlay", "apply"):
+            raise ValueError(whiteouts)
+        self.overlay = whiteouts == "overlay"
+        self.root = _Root(dest)
+        self.is_root = os.geteuid() == 0
+        self.devices = (self.is_root and not _in_userns()) if devices is None else devices
+        self.opaque_xattr = "trusted.overlay.opaque" if self.is_root else "user.overlay.opaque"
+        self.created: dict[tuple[int, int], set[str]] = {}
+        self.dirs: list[tuple[list[str], int, int]] = []
+
+    def _mark(self, parent: int, name: str) -> None:
+        st = os.fstat(parent)
+        self.created.setdefault((st.st_dev, st.st_ino), set()).add(name)
+
+    def _made_here(self, parent: int, name: str) -> bool:
+        st = os.fstat(parent)
+        return name in self.created.get((st.st_dev, st.st_ino), ())
+
+    def entry(self, tf: tarfile.TarFile, m: tarfile.TarInfo) -> None:
+        comps = clean(m.name)
+        if not comps:
+            return  # the root itself: its attributes belong to whoever owns dest
+        *pcomps, base = comps
+        if base.startswith(WH):
+            return self.whiteout(m.name, pcomps, base)
+        parent = self.root.open_dir(pcomps, True, m.name)
+        try:
+            self.create(tf, m, parent, base, comps)
+        finally:
+            os.close(parent)
+
+    def whiteout(self, raw: str, pcomps: list[str], base: str) -> None:
+        if base == WH_OPQ:
+            parent = self.root.open_dir(pcomps, self.overlay, raw)
+            if parent is None:
+                return
+            try:
+                if self.overlay:
+                    os.setxattr(parent, self.opaque_xattr, b"y")
+                else:
+                    keep = self.created.get((os.fstat(parent).st_dev, os.fstat(parent).st_ino), set())
+                    for n in os.listdir(parent):
+                        if n not in keep:
+                            _remove(parent, n)
+            finally:
+                os.close(parent)
+            return
+        name = base[len(WH):]
+        if name in ("", ".", "..") or "/" in name:
+            raise StoreError(f"invalid whiteout entry {raw!r} in layer")
+        if name.startswith(WH):
+            return  # AUFS metadata (.wh..wh.plnk etc.): not a path
+        parent = self.root.open_dir(pcomps, self.overlay, raw)
+        if parent is None:
+            return  # nothing there to delete
+        try:
+            if self.overlay:
+                if self._made_here(parent, name):
+                    return  # a file and its whiteout in one layer: the file stays (image-spec)
+                _remove(parent, name)
+                os.mknod(name, stat.S_IFCHR | 0o600, 0, dir_fd=parent)
+                self._mark(parent, name)
+            else:
+                _remove(parent, name)
+        finally:
+            os.close(parent)
+
+    def create(self, tf, m: tarfile.TarInfo, parent: int, name: str, comps: list[str]) -> None:
+        try:
+            old = os.stat(name, dir_fd=parent, follow_symlinks=False)
+        except FileNotFoundError:
+            old = None
+        if m.isdir():
+            if old is not None and not stat.S_ISDIR(old.st_mode):
+                _remove(parent, name)
+                old = None
+            if old is None:
+                os.mkdir(name, 0o700, dir_fd=parent)
+            fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
+            try:
+                self._owner_xattrs(fd, m)
+            finally:
+                os.close(fd)
+            self.dirs.append((comps, m.mode, int(m.mtime)))
+            self._mark(parent, name)
+            return
+        if m.islnk():
+            return self.hardlink(m, parent, name, old)
+        if (m.ischr() or m.isblk()) and not self.devices:
+            return  # not allowed here (rootless or in a user namespace): skipped like docker
+        if old is not None:
+            _remove(parent, name)
+        mtime_ns = int(m.mtime) * 1_000_000_000
+        if m.isreg():
+            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                         0o600, dir_fd=parent)
+            try:
+                src = tf.extractfile(m)
+                left = m.size
+                while left:
+                    data = src.read(min(left, CHUNK))
+                    if not data:
+                        raise StoreError(f"truncated layer: {m.name!r} is shorter than its header says")
+                    _write_all(fd, data)
+                    left -= len(data)
+                self._owner_xattrs(fd, m)
+                os.chmod(fd, m.mode & 0o7777)
+                os.utime(fd, ns=(mtime_ns, mtime_ns))
+            finally:
+                os.close(fd)
+        elif m.issym():
+            os.symlink(m.linkname, name, dir_fd=parent)
+            if self.is_root:
+                _try(os.chown, name, m.uid, m.gid, dir_fd=parent, follow_symlinks=False)
+            os.utime(name, ns=(mtime_ns, mtime_ns), dir_fd=parent, follow_symlinks=False)
+        elif m.ischr() or m.isblk() or m.isfifo():
+            kind = stat.S_IFCHR if m.ischr() else stat.S_IFBLK if m.isblk() else stat.S_IFIFO
+            dev = os.makedev(m.devmajor, m.devminor) if kind != stat.S_IFIFO else 0
+            os.mknod(name, kind | 0o600, dev, dir_fd=parent)
+            fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+            try:
+                proc = f"/proc/self/fd/{fd}"  # the inode we just made, not a path to resolve
+                if self.is_root:
+                    _try(os.chown, proc, m.uid, m.gid)
+                os.chmod(proc, m.mode & 0o7777)
+                os.utime(proc, ns=(mtime_ns, mtime_ns))
+            finally:
+                os.close(fd)
+        else:
+            return  # unknown types (sparse/GNU extensions) are not created
+        self._mark(parent, name)
+
+    def hardlink(self, m, parent: int, name: str, old) -> None:
+        tcomps = clean(m.linkname)
+        if not tcomps:
+            raise StoreError(f"layer entry {m.name!r}: hardlink to the root directory")
+        *tp, tbase = tcomps
+        tparent = self.root.open_dir(tp, False, m.linkname)
+        if tparent is None:
+            raise StoreError(f"layer entry {m.name!r}: hardlink target {m.linkname!r} does not exist")
+        try:
+            try:
+                tst = os.stat(tbase, dir_fd=tparent, follow_symlinks=False)
+            except FileNotFoundError:
+                raise StoreError(f"layer entry {m.name!r}: hardlink target {m.linkname!r} does not "
+                                 "exist") from None
+            if stat.S_ISDIR(tst.st_mode):
+                raise StoreError(f"layer entry {m.name!r}: hardlink to a directory")
+            if old is not None:
+                if (old.st_dev, old.st_ino) == (tst.st_dev, tst.st_ino):
+                    return
+                _remove(parent, name)
+            os.link(tbase, name, src_dir_fd=tparent, dst_dir_fd=parent, follow_symlinks=False)
+            self._mark(parent, name)
+        finally:
+            os.close(tparent)
+
+    def _owner_xattrs(self, fd: int, m) -> None:
+        if self.is_root:
+            _try(os.chown, fd, m.uid, m.gid)
+        for k, v in _xattrs(m).items():
+            _try(os.setxattr, fd, k, v)
+
+    def finish(self) -> None:
+        for comps, mode, mtime in reversed(self.dirs):
+            fd = self.root.open_dir(comps, False, "/".join(comps))
+            if fd is None:
+                continue
+            try:
+                os.chmod(fd, mode & 0o7777)
+                os.utime(fd, ns=(mtime * 1_000_000_000,) * 2)
+            finally:
+                os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def _try(fn, *args, **kw) -> None:
+    try:
+        fn(*args, **kw)
+    except OSError:
+        pass  # ownership/xattrs the kernel refuses here (userns, fs without xattrs)
+
+
+def extract_stream(tar, dest, *, whiteouts: str = "overlay", devices: bool | None = None) -> str:
+    """See cache.layers.extract. `tar` is a binary file object (gzip/zstd/plain sniffed)."""
+    reader = _HashingReader(open_decompressed(tar))
+    ex = _Extractor(dest, whiteouts, devices)
+    try:
+        try:
+            tf = tarfile.open(fileobj=reader, mode="r|")  # noqa: SIM115 - closed below
+        except tarfile.ReadError as e:
+            raise StoreError(f"not a tar archive ({e})") from None
+        try:
+            for m in tf:
+                ex.entry(tf, m)
+        except (tarfile.TarError, EOFError) as e:
+            raise StoreError(f"corrupt or truncated layer tar ({e})") from None
+        finally:
+            tf.close()
+        ex.finish()
+        reader.drain()
+    finally:
+        ex.root.close()
+    return reader.h.digest
