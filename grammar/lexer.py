@@ -335,6 +335,8 @@ class _Run:
             raise _LexError("syntax error: bad substitution")
         name = self._name()
         ch = self._next()
+        if ch == _EOF:  # BuildKit says "unsupported modifier (\ufffd)"; this is clearer
+            raise _LexError("syntax error: missing '}'")
         chs = ch
         null_is_unset = False
         if ch == "}":

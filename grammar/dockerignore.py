@@ -1,0 +1,282 @@
+""".dockerignore reading and matching with BuildKit's (moby/patternmatcher) semantics.
+
+Patterns are anchored at the context root (``*.log`` is top level only; ``**/*.log``
+is everywhere), ``*``/``?`` never cross ``/``, ``**`` spans any number of directories,
+a pattern that matches a directory also matches everything below it, ``!pattern``
+re-includes, and the last matching pattern wins.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .errors import DockerfileError
+
+_REGEX_META = frozenset(".+()|{}$")
+
+
+class IgnoreError(DockerfileError):
+    """A malformed .dockerignore pattern (reported against the ignore file)."""
+
+
+def go_clean(p: str) -> str:
+    """Go's ``filepath.Clean`` for ``/`` paths (collapses ``//``, ``.``, ``..``)."""
+    if p == "":
+        return "."
+    rooted = p.startswith("/")
+    parts: list[str] = []
+    for seg in p.split("/"):
+        if seg in ("", "."):
+            continue
+        if seg == "..":
+            if parts and parts[-1] != "..":
+                parts.pop()
+            elif not rooted:
+                parts.append("..")
+            continue
+        parts.append(seg)
+    out = ("/" if rooted else "") + "/".join(parts)
+    return out or "."
+
+
+def ignore_file_names(dockerfile: str = "Dockerfile") -> list[str]:
+    """Ignore files to look for, best first: ``<Dockerfile path>.dockerignore`` then the
+    context's ``.dockerignore`` (the builder reads the first that exists)."""
+    return [f"{dockerfile}.dockerignore", ".dockerignore"]
+
+
+def parse_ignore(text: str | bytes) -> list[str]:
+    """The patterns of a .dockerignore file, normalised as BuildKit's ``ReadAll`` does:
+    ``#`` comments only in column 0, blank lines skipped, spaces trimmed, paths cleaned,
+    one leading ``/`` dropped, ``!`` kept as an exception marker."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", errors="replace")
+    text = text.removeprefix("\ufeff")
+    out = []
+    for line in text.split("\n"):
+        line = line.removesuffix("\r")
+        if line.startswith("#"):
+            continue
+        pat = line.strip()
+        if not pat:
+            continue
+        invert = pat.startswith("!")
+        if invert:
+            pat = pat[1:].strip()
+        if pat:
+            pat = go_clean(pat)
+            if len(pat) > 1 and pat.startswith("/"):
+                pat = pat[1:]
+        out.append("!" + pat if invert else pat)
+    return out
+
+
+def _scan_chunk(p: str) -> tuple[str, str]:
+    p = p.lstrip("*")
+    in_range = False
+    i = 0
+    while i < len(p):
+        c = p[i]
+        if c == "\\":
+            if i + 1 < len(p):
+                i += 1
+        elif c == "[":
+            in_range = True
+        elif c == "]":
+            in_range = False
+        elif c == "*" and not in_range:
+            break
+        i += 1
+    return p[:i], p[i:]
+
+
+def _get_esc(chunk: str) -> str:
+    if not chunk or chunk[0] in "-]":
+        raise ValueError
+    if chunk[0] == "\\":
+        chunk = chunk[1:]
+        if not chunk:
+            raise ValueError
+    rest = chunk[1:]
+    if not rest:
+        raise ValueError
+    return rest
+
+
+def _check_chunk(chunk: str) -> None:
+    while chunk:
+        c = chunk[0]
+        if c == "[":
+            chunk = chunk[1:]
+            chunk = chunk.removeprefix("^")
+            nrange = 0
+            while True:
+                if chunk.startswith("]") and nrange > 0:
+                    chunk = chunk[1:]
+                    break
+                chunk = _get_esc(chunk)
+                if chunk[0] == "-":
+                    chunk = _get_esc(chunk[1:])
+                nrange += 1
+        elif c == "\\":
+            chunk = chunk[1:]
+            if not chunk:
+                raise ValueError
+            chunk = chunk[1:]
+        else:
+            chunk = chunk[1:]
+
+
+def check_glob(pattern: str) -> None:
+    """Raise ValueError if ``pattern`` is not valid ``filepath.Match`` syntax."""
+    rest = pattern
+    while rest:
+        chunk, rest = _scan_chunk(rest)
+        _check_chunk(chunk)
+
+
+class _Pattern:
+    __slots__ = ("exclusion", "kind", "ndirs", "regex", "text")
+
+    def __init__(self, text: str, exclusion: bool):
+        self.text = text
+        self.exclusion = exclusion
+        self.ndirs = len(text.split("/"))
+        self.regex: re.Pattern | None = None
+        self.kind = self._compile(text)
+
+    def _compile(self, p: str) -> str:
+        out = ["^"]
+        kind = "exact"
+        i, n = 0, len(p)
+        first = True
+        while i < n:
+            ch = p[i]
+            i += 1
+            if ch == "*":
+                if i < n and p[i] == "*":
+                    i += 1
+                    if i < n and p[i] == "/":
+                        i += 1
+                    if i >= n:
+                        if kind == "exact":
+                            kind = "prefix"
+                        else:
+                            out.append(".*")
+                            kind = "regex"
+                    else:
+                        out.append("(.*/)?")
+                        kind = "regex"
+                    if first:
+                        kind = "suffix"
+                else:
+                    out.append("[^/]*")
+                    kind = "regex"
+            elif ch == "?":
+                out.append("[^/]")
+                kind = "regex"
+            elif ch in _REGEX_META:
+                out.append("\\" + ch)
+            elif ch == "\\":
+                if i < n:
+                    out.append("\\" + p[i])
+                    i += 1
+                    kind = "regex"
+                else:
+                    out.append("\\")
+            elif ch in "[]":
+                out.append(ch)
+                kind = "regex"
+            else:
+                out.append(ch)
+            first = False
+        if kind == "regex":
+            try:
+                self.regex = re.compile("".join(out) + r"\Z")
+            except re.error as e:
+                raise ValueError(str(e)) from None
+        return kind
+
+    def match(self, path: str) -> bool:
+        kind = self.kind
+        if kind == "exact":
+            return path == self.text
+        if kind == "prefix":
+            return path.startswith(self.text[:-2])
+        if kind == "suffix":
+            suffix = self.text[2:]
+            if path.endswith(suffix):
+                return True
+            return suffix.startswith("/") and path == suffix[1:]
+        return self.regex.match(path) is not None
+
+
+class IgnoreMatcher:
+    """Compiled .dockerignore patterns. ``matches(relpath)`` is True when the path is
+    excluded from the build context. Raises ``IgnoreError`` for a malformed pattern."""
+
+    def __init__(self, patterns, filename: str = ".dockerignore"):
+        self.patterns: list[_Pattern] = []
+        self.has_exceptions = False
+        for raw in patterns:
+            p = raw.strip()
+            if not p:
+                continue
+            p = go_clean(p)
+            exclusion = p.startswith("!")
+            if exclusion:
+                if len(p) == 1:
+                    raise IgnoreError(filename, 0, 'illegal exclusion pattern: "!"')
+                p = p[1:]
+                self.has_exceptions = True
+            try:
+                check_glob(p)
+                self.patterns.append(_Pattern(p, exclusion))
+            except ValueError:
+                raise IgnoreError(filename, 0, f"syntax error in pattern: {raw}") from None
+
+    @staticmethod
+    def _prepare(path: str) -> str | None:
+        path = go_clean(path)
+        return None if path == "." else path
+
+    def matches(self, path: str) -> bool:
+        """True if ``path`` (``/``-separated, relative to the context) or any of its parent
+        directories is excluded, after exceptions (last match wins)."""
+        path = self._prepare(path)
+        if path is None:
+            return False
+        parent = path.rsplit("/", 1)[0] if "/" in path else "."
+        parents = parent.split("/")
+        matched = False
+        for pat in self.patterns:
+            if pat.exclusion != matched:
+                continue
+            m = pat.match(path)
+            if not m and parent != ".":
+                for i in range(len(parents)):
+                    if pat.match("/".join(parents[: i + 1])):
+                        m = True
+                        break
+            if m:
+                matched = not pat.exclusion
+        return matched
+
+    def matches_legacy(self, path: str) -> bool:
+        """patternmatcher's deprecated ``Matches``: only the ancestor at the pattern's own
+        depth is tried. Kept for conformance with the upstream tables, not for builds."""
+        path = self._prepare(path)
+        if path is None:
+            return False
+        parent = path.rsplit("/", 1)[0] if "/" in path else "."
+        parents = parent.split("/")
+        matched = False
+        for pat in self.patterns:
+            if pat.exclusion != matched:
+                continue
+            m = pat.match(path)
+            if not m and parent != "." and pat.ndirs <= len(parents):
+                m = pat.match("/".join(parents[: pat.ndirs]))
+            if m:
+                matched = not pat.exclusion
+        return matched
