@@ -9,11 +9,11 @@ package is cheap: lark is only imported the first time something is parsed.
 from .errors import DockerfileError, ExpansionError
 
 
-def parse(text, filename: str = "Dockerfile"):
+def parse(text, filename: str = "Dockerfile", *, strict: bool = True):
     """Parse a Dockerfile (str or bytes) into ``ast.Dockerfile``; raises DockerfileError."""
     from .parser import parse as _parse
 
-    return _parse(text, filename)
+    return _parse(text, filename, strict=strict)
 
 
 def validate(df, build_args=None) -> None:

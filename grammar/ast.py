@@ -224,6 +224,11 @@ class Onbuild(Instruction):
     expression: str = ""
 
 
+@dataclass(frozen=True, kw_only=True)
+class Unknown(Instruction):
+    """An unknown keyword, kept only by ``parse(..., strict=False)``; args are dropped."""
+
+
 @dataclass(frozen=True)
 class Dockerfile:
     """A parsed Dockerfile: directives, instructions in order, the escape char in force."""

@@ -435,14 +435,17 @@ def _command(args: list[str], is_json: bool) -> ast.Command:
 class _Builder:
     """Turns (keyword, flags, rest) into a typed instruction."""
 
-    def __init__(self, filename: str, escape: str):
+    def __init__(self, filename: str, escape: str, strict: bool = True):
         self.filename = filename
         self.escape = escape
+        self.strict = strict
 
     def build(self, keyword: str, flag_words: list[str], rest: str, original: str,
               start: int, end: int, heredocs: list[ast.Heredoc]) -> ast.Instruction:
         kw = keyword.upper()
         cls = ast.INSTRUCTIONS.get(kw)
+        if cls is None and not self.strict:
+            return ast.Unknown(line=start, end_line=end, keyword=keyword, original=original)
         if cls is None:
             msg = with_suggestion(f"unknown instruction: {keyword}", keyword, KEYWORDS)
             raise DockerfileError(self.filename, start, msg)
@@ -529,8 +532,11 @@ def _parse_doc(doc: str, escape: str, filename: str, logical: list[_Logical]):
         raise DockerfileError(filename, where, f"cannot parse instruction: {e}") from None
 
 
-def parse(text: str | bytes, filename: str = "Dockerfile") -> ast.Dockerfile:
+def parse(text: str | bytes, filename: str = "Dockerfile", *, strict: bool = True) -> ast.Dockerfile:
     """Parse Dockerfile ``text``; raises ``DockerfileError`` with the line of the mistake.
+
+    ``strict=False`` keeps unknown instructions as ``ast.Unknown`` (BuildKit's AST level,
+    for tools and conformance) instead of raising ``unknown instruction``.
 
     Only the syntax level is checked here (as BuildKit's parser does); instruction
     arguments, flags and their values are checked by ``grammar.validate``.
@@ -544,7 +550,7 @@ def parse(text: str | bytes, filename: str = "Dockerfile") -> ast.Dockerfile:
     escape = reader.escape
     doc = "\n".join(ll.text for ll in logical) + "\n"
     tree = _parse_doc(doc, escape, filename, logical)
-    builder = _Builder(filename, escape)
+    builder = _Builder(filename, escape, strict)
     instructions = []
     for ll, inst in zip(logical, tree.children, strict=True):
         keyword, flags, rest = _split_tree(inst, doc, 0, escape)
