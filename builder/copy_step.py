@@ -86,7 +86,7 @@ def execute(run, ins: ast.Copy | ast.Add, n: int) -> None:
                                  parents=parents, multiple=len(srcs) > 1)
                         for a in archives:
                             add_archive(a.path, root, dest, workdir=workdir, chown=owner)
-                return store.commit_layer(upper)
+                return executors._commit(run, upper)
 
         run.layer_step(ins, n, created_by, inputs, do)
 

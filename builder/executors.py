@@ -283,8 +283,9 @@ def _scratch(store):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _commit(store, upper: Path):
-    return store.commit_layer(upper)
+def _commit(run, upper: Path):
+    """The upper dir becomes the step's layer (None when the step changed nothing)."""
+    return run.solver.store.commit_layer(upper, epoch=run.solver.opts.epoch)
 
 
 def _workdir_path(run, raw: str, ins) -> str:
@@ -313,7 +314,7 @@ def _workdir(run, ins: ast.Workdir, n: int) -> None:
             with mounted(run.lowerdirs(), upper, work) as root:
                 owner = resolve_chown(user, Path(root)) if user else None
                 make_dirs(Path(root), path, owner)
-            return _commit(store, upper)
+            return _commit(run, upper)
 
     run.layer_step(ins, n, f"WORKDIR {path}", {"path": path, "user": user}, execute)
 
@@ -353,6 +354,8 @@ def _run(run, ins: ast.Run, n: int) -> None:
             spec_argv, extra = _heredoc_script(ins, argv, stack)
             sandbox_mounts.extend(extra)
             r, w = os.pipe()
+            devnull = os.open(os.devnull, os.O_RDONLY)
+            stack.callback(os.close, devnull)
             reader = threading.Thread(target=_pump, args=(r, run.solver.progress, vertex), daemon=True)
             reader.start()
             try:
@@ -361,7 +364,7 @@ def _run(run, ins: ast.Run, n: int) -> None:
                     env=script_env, cwd=cwd, user=cfg.get("User") or "",
                     hostname=run.solver.opts.build_args.get("BUILDKIT_SANDBOX_HOSTNAME", "buildkitsandbox"),
                     network="none" if network == "none" else "host", mounts=sandbox_mounts,
-                    stdin=None, stdout=w, stderr=w)
+                    stdin=devnull, stdout=w, stderr=w)
                 rc = sandbox_run(spec)
             finally:
                 os.close(w)
@@ -374,7 +377,7 @@ def _run(run, ins: ast.Run, n: int) -> None:
                 if tail:
                     msg += f"\n  last output:\n{tail}"
                 raise BuildError(msg)
-            return _commit(store, upper)
+            return _commit(run, upper)
 
     run.layer_step(ins, n, created_by, inputs, execute)
 

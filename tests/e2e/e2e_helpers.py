@@ -1,0 +1,35 @@
+"""Helpers for end-to-end tests: build a context with the CLI, look at the result."""
+from __future__ import annotations
+
+import contextlib
+import uuid
+from pathlib import Path
+
+
+def config_of(pybuild, ref: str) -> dict:
+    """The stored image config of `ref` (what docker inspect's Config shows), ID as `_id`."""
+    from cache.store import Store
+
+    img = Store.open().image(ref)
+    return {**img.config, "_id": img.id}
+
+
+def build(pybuild, ctx: Path, dockerfile: str, *args: str, tag: str | None = None):
+    """Build `dockerfile` in `ctx`; return (config, fs) where `fs()` mounts the rootfs read-only."""
+    (ctx / "Dockerfile").write_text(dockerfile)
+    tag = tag or f"t-{uuid.uuid4().hex[:8]}"
+    r = pybuild("build", "--progress", "plain", "-t", tag, *args, str(ctx))
+    assert r.returncode == 0, r.stderr
+    return config_of(pybuild, tag), (lambda: image_fs(tag))
+
+
+@contextlib.contextmanager
+def image_fs(ref: str):
+    """The image's filesystem: a read-only overlay of its layer dirs."""
+    from cache.store import Store
+    from runtime.overlay import mounted
+
+    store = Store.open()
+    img = store.image(ref)
+    with mounted([store.layer_dir(d) for d in reversed(img.diff_ids)]) as root:
+        yield Path(root)

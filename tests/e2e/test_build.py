@@ -1,0 +1,341 @@
+"""`pybuild build` end to end, as a user runs it: a context dir, a Dockerfile, the CLI.
+
+The built filesystem is checked through a read-only overlay of the image's layers, the config
+through the store: what `docker run` / `docker inspect` of the image would show.
+"""
+import json
+import os
+import stat
+
+import pytest
+
+from e2e_helpers import build, config_of, image_fs
+
+pytestmark = pytest.mark.usefixtures("busybox_root")
+
+
+def test_hello_fixture_builds_and_runs(pybuild, repo_root):
+    r = pybuild("build", "-t", "hello", str(repo_root / "fixtures" / "hello"))
+    assert r.returncode == 0, r.stderr
+    r = pybuild("run", "--rm", "hello")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "Hello from pybuild!\nbuilt by pybuild\n"
+
+
+def test_workdir_chain_and_relative_copy(tmp_path, pybuild):
+    (tmp_path / "f.txt").write_text("x")
+    cfg, fs = build(pybuild, tmp_path, """\
+FROM busybox
+WORKDIR /a
+WORKDIR b
+WORKDIR ../c/d
+COPY f.txt .
+RUN pwd > /pwd.txt
+""")
+    assert cfg["config"]["WorkingDir"] == "/a/c/d"
+    with fs() as root:
+        assert (root / "a/c/d/f.txt").read_text() == "x"
+        assert (root / "a/b").is_dir()
+        assert (root / "pwd.txt").read_text() == "/a/c/d\n"
+
+
+def test_copy_semantics_dirs_wildcards_renames_trailing_slash(tmp_path, pybuild):
+    (tmp_path / "dir/sub").mkdir(parents=True)
+    (tmp_path / "dir/a.txt").write_text("a")
+    (tmp_path / "dir/sub/b.txt").write_text("b")
+    (tmp_path / "one.py").write_text("1")
+    (tmp_path / "two.py").write_text("2")
+    cfg, fs = build(pybuild, tmp_path, """\
+FROM busybox
+COPY dir /copied
+COPY dir/ /copied2/
+COPY *.py /py/
+COPY one.py /renamed.py
+COPY one.py /intodir/
+""")
+    with fs() as root:
+        assert (root / "copied/a.txt").read_text() == "a"  # a directory copies its contents
+        assert (root / "copied/sub/b.txt").read_text() == "b"
+        assert not (root / "copied/dir").exists()
+        assert (root / "copied2/sub/b.txt").exists()
+        assert sorted(p.name for p in (root / "py").iterdir()) == ["one.py", "two.py"]
+        assert (root / "renamed.py").read_text() == "1"
+        assert (root / "intodir/one.py").read_text() == "1"
+
+
+def test_copy_ownership_and_modes(tmp_path, pybuild):
+    (tmp_path / "s.sh").write_text("#!/bin/sh\n")
+    os.chmod(tmp_path / "s.sh", 0o4755)
+    (tmp_path / "data").write_text("d")
+    cfg, fs = build(pybuild, tmp_path, """\
+FROM busybox
+COPY s.sh /bin/s.sh
+COPY --chown=app:app data /home/app/data
+COPY --chown=1234:5678 --chmod=640 data /numeric
+""")
+    with fs() as root:
+        st = os.lstat(root / "bin/s.sh")
+        assert stat.S_IMODE(st.st_mode) == 0o4755  # setuid kept
+        assert (st.st_uid, st.st_gid) == (0, 0)
+        st = os.lstat(root / "home/app/data")
+        assert (st.st_uid, st.st_gid) == (1000, 1000)
+        st = os.lstat(root / "numeric")
+        assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (1234, 5678, 0o640)
+
+
+def test_dockerignore_hides_files_and_exceptions_bring_them_back(tmp_path, pybuild):
+    (tmp_path / "keep.txt").write_text("k")
+    (tmp_path / "secret.key").write_text("s")
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs/a.log").write_text("a")
+    (tmp_path / "logs/important.log").write_text("i")
+    (tmp_path / ".dockerignore").write_text("*.key\nlogs/*.log\n!logs/important.log\n")
+    cfg, fs = build(pybuild, tmp_path, "FROM busybox\nCOPY . /ctx/\n")
+    with fs() as root:
+        assert (root / "ctx/keep.txt").exists()
+        assert not (root / "ctx/secret.key").exists()
+        assert not (root / "ctx/logs/a.log").exists()
+        assert (root / "ctx/logs/important.log").exists()
+
+
+def test_deletions_and_opaque_dirs_show_in_the_image(tmp_path, pybuild):
+    cfg, fs = build(pybuild, tmp_path, """\
+FROM busybox
+RUN mkdir -p /d/old && echo x > /d/old/f && echo y > /d/keep && echo z > /gone
+RUN rm /gone && rm -rf /d && mkdir /d && echo new > /d/new
+""")
+    with fs() as root:
+        assert not (root / "gone").exists()
+        assert sorted(p.name for p in (root / "d").iterdir()) == ["new"]
+
+
+def test_hard_and_symbolic_links_and_fifos_and_empty_dirs(tmp_path, pybuild):
+    cfg, fs = build(pybuild, tmp_path, """\
+FROM busybox
+RUN echo data > /f && ln /f /hard && ln -s /f /soft && mkfifo /fifo && mkdir /empty
+""")
+    with fs() as root:
+        a, b = os.lstat(root / "f"), os.lstat(root / "hard")
+        assert a.st_ino == b.st_ino and a.st_nlink == 2
+        assert os.readlink(root / "soft") == "/f"
+        assert stat.S_ISFIFO(os.lstat(root / "fifo").st_mode)
+        assert list((root / "empty").iterdir()) == []
+
+
+def test_multistage_copy_from_and_target(tmp_path, pybuild):
+    text = """\
+FROM busybox AS builder
+RUN echo built > /artifact
+FROM busybox AS other
+RUN echo other > /other
+FROM busybox
+COPY --from=builder /artifact /artifact
+"""
+    cfg, fs = build(pybuild, tmp_path, text)
+    with fs() as root:
+        assert (root / "artifact").read_text() == "built\n"
+        assert not (root / "other").exists()
+    cfg, fs = build(pybuild, tmp_path, text, "--target", "other", tag="t-other")
+    with fs() as root:
+        assert (root / "other").exists()
+        assert not (root / "artifact").exists()
+
+
+def test_arg_and_env_precedence(tmp_path, pybuild):
+    cfg, fs = build(pybuild, tmp_path, """\
+ARG V=meta
+FROM busybox
+ARG V
+ARG W=default
+ENV X=$W-env
+RUN echo "$V $W $X" > /out
+ENV W=from-env
+RUN echo "$W" > /out2
+""", "--build-arg", "W=cli")
+    with fs() as root:
+        assert (root / "out").read_text() == "meta cli cli-env\n"
+        assert (root / "out2").read_text() == "from-env\n"  # ENV overrides ARG
+    env = cfg["config"]["Env"]
+    assert "X=cli-env" in env and not any(e.startswith("V=") for e in env)
+
+
+@pytest.mark.parametrize("expr,expected", [
+    ("${U:-d}", "d"), ("${S:-d}", "set"), ("${E:-d}", "d"), ("${E-d}", ""),
+    ("${S:+alt}", "alt"), ("${U:+alt}", ""), ("${P#*/}", "b/c"), ("${P##*/}", "c"),
+    ("${P%/*}", "a/b"), ("${P%%/*}", "a"), ("${P/b/X}", "a/X/c"), ("${P//\\//-}", "a-b-c"),
+])
+def test_substitution_modifiers_in_env(tmp_path, pybuild, expr, expected):
+    cfg, _ = build(pybuild, tmp_path, f"FROM busybox\nENV S=set E= P=a/b/c\nENV R={expr}\n")
+    assert f"R={expected}" in cfg["config"]["Env"]
+
+
+def test_cmd_entrypoint_interplay_and_shell(tmp_path, pybuild):
+    cfg, _ = build(pybuild, tmp_path, """\
+FROM busybox
+CMD ["a"]
+ENTRYPOINT ["/bin/echo"]
+""")
+    assert cfg["config"]["Entrypoint"] == ["/bin/echo"] and cfg["config"]["Cmd"] == ["a"]
+    cfg, _ = build(pybuild, tmp_path, """\
+FROM busybox
+SHELL ["/bin/sh", "-xc"]
+ENTRYPOINT echo hi
+""")
+    assert cfg["config"]["Entrypoint"] == ["/bin/sh", "-xc", "echo hi"]
+    assert cfg["config"]["Cmd"] is None  # ENTRYPOINT clears an inherited CMD
+
+
+def test_user_applies_to_run_and_config(tmp_path, pybuild):
+    cfg, fs = build(pybuild, tmp_path, """\
+FROM busybox
+USER app
+RUN id -u > /tmp/uid && touch /tmp/mine
+""")
+    assert cfg["config"]["User"] == "app"
+    with fs() as root:
+        assert (root / "tmp/uid").read_text() == "1000\n"
+        assert os.lstat(root / "tmp/mine").st_uid == 1000
+
+
+def test_heredocs_in_run_and_copy(tmp_path, pybuild):
+    cfg, fs = build(pybuild, tmp_path, """\
+FROM busybox
+ENV NAME=world
+RUN <<EOF
+echo one > /one
+echo two > /two
+EOF
+COPY <<EOT /greeting
+hello $NAME
+EOT
+RUN cat <<'X' > /quoted
+keep $NAME
+X
+""")
+    with fs() as root:
+        assert (root / "one").read_text() == "one\n" and (root / "two").read_text() == "two\n"
+        assert (root / "greeting").read_text() == "hello world\n"
+        assert (root / "quoted").read_text() == "keep $NAME\n"
+
+
+def test_metadata_instructions_land_in_config(tmp_path, pybuild):
+    cfg, _ = build(pybuild, tmp_path, """\
+FROM busybox
+LABEL a=1 "b c"="2"
+EXPOSE 80 53/udp 8000-8001
+VOLUME /data
+STOPSIGNAL SIGINT
+HEALTHCHECK --interval=5s --retries=2 CMD true
+""", "--label", "from-cli=yes")
+    c = cfg["config"]
+    assert c["Labels"] == {"a": "1", "b c": "2", "from-cli": "yes"}
+    assert set(c["ExposedPorts"]) == {"80/tcp", "53/udp", "8000/tcp", "8001/tcp"}
+    assert c["Volumes"] == {"/data": {}}
+    assert c["StopSignal"] == "SIGINT"
+    assert c["Healthcheck"] == {"Test": ["CMD-SHELL", "true"], "Interval": 5_000_000_000, "Retries": 2}
+    hist = [h["created_by"] for h in cfg["history"]][-6:]
+    assert hist[0] == "LABEL a=1 b c=2"
+    assert all(h.get("empty_layer") for h in cfg["history"][-6:])
+
+
+def test_add_local_tar_is_extracted(tmp_path, pybuild):
+    import tarfile
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "inside.txt").write_text("in tar")
+    with tarfile.open(tmp_path / "bundle.tar.gz", "w:gz") as tf:
+        tf.add(src / "inside.txt", arcname="pkg/inside.txt")
+    cfg, fs = build(pybuild, tmp_path, "FROM busybox\nADD bundle.tar.gz /opt/\n")
+    with fs() as root:
+        assert (root / "opt/pkg/inside.txt").read_text() == "in tar"
+
+
+def test_escape_directive(tmp_path, pybuild):
+    cfg, fs = build(pybuild, tmp_path, "# escape=`\nFROM busybox\nRUN echo a `\n  b > /out\n")
+    with fs() as root:
+        assert (root / "out").read_text() == "a b\n"
+
+
+def test_fully_cached_rebuild_and_touch_keep_the_cache_content_change_busts_it(tmp_path, pybuild):
+    (tmp_path / "f").write_text("1")
+    text = "FROM busybox\nCOPY f /f\nRUN cat /f > /g\n"
+    (tmp_path / "Dockerfile").write_text(text)
+    first = pybuild("build", "--progress", "plain", "-t", "c1", str(tmp_path))
+    assert first.returncode == 0, first.stderr
+    again = pybuild("build", "--progress", "plain", "-t", "c2", str(tmp_path))
+    assert again.stderr.count("CACHED") == 2
+    os.utime(tmp_path / "f", (1, 1))
+    touched = pybuild("build", "--progress", "plain", "-t", "c3", str(tmp_path))
+    assert touched.stderr.count("CACHED") == 2
+    (tmp_path / "f").write_text("2")
+    changed = pybuild("build", "--progress", "plain", "-t", "c4", str(tmp_path))
+    assert changed.stderr.count("CACHED") == 0
+    ids = [config_of(pybuild, t)["_id"] for t in ("c1", "c2", "c3", "c4")]
+    assert ids[0] == ids[1] == ids[2] != ids[3]
+    nocache = pybuild("build", "--no-cache", "--progress", "plain", "-t", "c5", str(tmp_path))
+    assert nocache.stderr.count("CACHED") == 0
+    assert config_of(pybuild, "c5")["_id"] == ids[3]  # reproducible: same digest without cache
+
+
+def test_failing_run_reports_line_command_exit_code_and_tags_nothing(tmp_path, pybuild):
+    (tmp_path / "Dockerfile").write_text("FROM busybox\nRUN echo before\nRUN echo oops >&2; exit 3\n")
+    r = pybuild("build", "--progress", "plain", "-t", "broken", str(tmp_path))
+    assert r.returncode == 1
+    last = r.stderr.strip().splitlines()
+    err = [line for line in last if line.startswith("pybuild: error:")]
+    assert err and "Dockerfile:3" in err[0] and "exit code: 3" in err[0]
+    assert "oops" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert pybuild("inspect", "broken").returncode != 0
+
+
+def test_a_mistake_late_in_the_dockerfile_fails_before_any_step(tmp_path, pybuild):
+    (tmp_path / "Dockerfile").write_text("FROM busybox\nRUN touch /ran\n" + "LABEL a=b\n" * 38 + "RUNN x\n")
+    r = pybuild("build", "--progress", "plain", str(tmp_path))
+    assert r.returncode == 1
+    assert r.stderr.strip() == "pybuild: error: Dockerfile:41: unknown instruction: RUNN (did you mean RUN?)"
+
+
+def test_same_dockerfile_same_digest_on_two_store_roots(tmp_path, pybuild, busybox_root, other_busybox_root):
+    (tmp_path / "f").write_text("content")
+    (tmp_path / "Dockerfile").write_text("FROM busybox\nCOPY f /f\nRUN echo hi > /hi\nCMD [\"cat\", \"/hi\"]\n")
+    ids = []
+    for root in (busybox_root, other_busybox_root):
+        r = pybuild("--root", str(root), "build", "-q", str(tmp_path))
+        assert r.returncode == 0, r.stderr
+        ids.append(r.stdout.strip())
+    assert ids[0] == ids[1] and ids[0].startswith("sha256:")
+
+
+def test_history_matches_buildkit_format(tmp_path, pybuild):
+    cfg, _ = build(pybuild, tmp_path, """\
+FROM busybox
+ARG A=1
+RUN echo $A
+ENV K=v
+CMD echo hi
+""")
+    new = [h["created_by"] for h in cfg["history"]][-4:]
+    assert new == ["ARG A=1", "RUN |1 A=1 /bin/sh -c echo $A # buildkit", "ENV K=v",
+                   'CMD ["/bin/sh" "-c" "echo hi"]']
+    assert json.dumps(cfg).count("1970-01-01T00:00:00Z") >= 5
+
+
+def test_run_mounts_cache_tmpfs_secret_bind(tmp_path, pybuild):
+    (tmp_path / "tok").write_text("s3cret")
+    (tmp_path / "ctxfile").write_text("from context")
+    cfg, fs = build(pybuild, tmp_path, """\
+FROM busybox
+RUN --mount=type=cache,target=/cache echo x >> /cache/n && wc -l < /cache/n > /count
+RUN --mount=type=tmpfs,target=/t touch /t/x && ls /t > /tlist
+RUN --mount=type=secret,id=tok cat /run/secrets/tok > /secret-len-check && wc -c < /run/secrets/tok > /len
+RUN --mount=type=bind,source=ctxfile,target=/m cat /m > /bound
+""", "--secret", f"id=tok,src={tmp_path / 'tok'}")
+    with fs() as root:
+        assert (root / "count").read_text().strip() == "1"
+        assert not (root / "cache").exists() or not any((root / "cache").iterdir())
+        assert (root / "tlist").read_text() == "x\n"
+        assert (root / "len").read_text().strip() == "6"
+        assert not (root / "run/secrets/tok").exists()
+        assert (root / "bound").read_text() == "from context"
