@@ -82,6 +82,7 @@ RESOLVE_IN_ROOT = 0x10
 # prctl
 PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
+PR_SET_NAME = 15
 PR_CAPBSET_READ = 23
 PR_CAPBSET_DROP = 24
 PR_SET_NO_NEW_PRIVS = 38
@@ -139,6 +140,21 @@ def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 
     if r < 0:
         raise _fail(f"prctl({option})")
     return r
+
+
+def c_string(s: str) -> int:
+    """Address of a NUL-terminated copy of s, for prctl arguments (kept alive in a cache)."""
+    buf = ctypes.create_string_buffer(s.encode())
+    _keep.append(buf)
+    return ctypes.addressof(buf)
+
+
+_keep: list = []
+
+
+def overwrite(address: int, data: bytes) -> None:
+    """Write data at a raw address of this process (used to retitle pid 1's argv area)."""
+    ctypes.memmove(address, data, len(data))
 
 
 def sethostname(name: str) -> None:

@@ -1,0 +1,313 @@
+"""The container's filesystem: stub layer, overlay, /proc, /dev, /sys, masks, binds, pivot_root.
+
+Two halves. `make_stub` runs on the host before the fork and writes a tiny *bottom* lower layer
+holding every mount point the sandbox needs (/proc, /dev, /sys, /etc/hosts, mount targets). Being
+the lowest layer, it only fills gaps: the image's own entries win, and nothing the sandbox injects
+ever lands in the upper dir, so the layer diff stays exactly what the command wrote.
+`setup` runs inside the new mount and pid namespaces (as pid 1) and builds the view Docker gives:
+fresh procfs, a tmpfs /dev with the host's null/zero/full/random/urandom/tty bound in, devpts,
+shm, mqueue, read-only sysfs, Docker's masked and read-only paths, generated /etc/hosts,
+/etc/resolv.conf and /etc/hostname, the caller's bind/tmpfs mounts, then pivot_root.
+
+Every mount target inside the rootfs is opened with openat2(RESOLVE_IN_ROOT) and mounted on
+through /proc/self/fd/N, so a symlink in the image (say /etc/hosts -> ../../../../etc/shadow)
+resolves inside the container root and never reaches the host. /proc, /dev and /sys must be
+real directories (CVE-2019-19921, CVE-2026-41579); a masked-path source must be a real
+/dev/null (CVE-2025-31133).
+"""
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from dataclasses import dataclass, field
+
+from runtime import kernel
+from runtime.errors import KernelCallError, SandboxError
+from runtime.overlay import mount_overlay
+
+MASKED_PATHS = (
+    "/proc/acpi", "/proc/asound", "/proc/interrupts", "/proc/kcore", "/proc/keys",
+    "/proc/latency_stats", "/proc/sched_debug", "/proc/scsi", "/proc/timer_list",
+    "/proc/timer_stats", "/sys/firmware", "/sys/devices/virtual/powercap",
+)
+READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
+DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+DEV_LINKS = (("ptmx", "pts/ptmx"), ("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
+             ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"))
+ETC_FILES = ("/etc/hosts", "/etc/resolv.conf", "/etc/hostname")
+
+_IN_ROOT = kernel.RESOLVE_IN_ROOT | kernel.RESOLVE_NO_MAGICLINKS
+_NO_LINKS = kernel.RESOLVE_IN_ROOT | kernel.RESOLVE_NO_SYMLINKS | kernel.RESOLVE_NO_MAGICLINKS
+
+
+@dataclass
+class MountPlan:
+    """What `setup` mounts; built on the host, used in the child (plain data, no fds)."""
+    rootdir: str
+    lowerdirs: list[str]
+    upperdir: str
+    workdir: str
+    etc_files: dict[str, str]          # container path -> host file generated for this run
+    mounts: list = field(default_factory=list)   # sandbox.Mount
+    new_netns: bool = False
+
+
+def _fdpath(fd: int) -> str:
+    return f"/proc/self/fd/{fd}"
+
+
+# --- host side: the stub layer ----------------------------------------------------------------
+
+def make_stub(stub: str, mounts: list) -> None:
+    """Write the bottom layer of mount points (dirs 0755, empty files 0644, mtimes 0)."""
+    dirs = {"proc", "dev", "sys", "etc"}
+    files = {p.lstrip("/") for p in ETC_FILES}
+    for m in mounts:
+        rel = os.path.normpath(m.target).lstrip("/")
+        if not rel or rel == ".":
+            raise SandboxError(f"cannot mount over the container root ({m.target!r})")
+        if m.type != "tmpfs" and m.source and not os.path.isdir(m.source):
+            files.add(rel)
+        else:
+            dirs.add(rel)
+    made = []
+    for rel in sorted(dirs | {os.path.dirname(f) for f in files} - {""}):
+        p = os.path.join(stub, rel)
+        os.makedirs(p, mode=0o755, exist_ok=True)
+        made.append(p)
+    for rel in sorted(files):
+        p = os.path.join(stub, rel)
+        os.makedirs(os.path.dirname(p), mode=0o755, exist_ok=True)
+        if not os.path.lexists(p):
+            os.close(os.open(p, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o644))
+        made.append(p)
+    for p in made + [stub]:
+        os.utime(p, ns=(0, 0), follow_symlinks=False)
+
+
+# --- child side -----------------------------------------------------------------------------
+
+def _open(rootfd: int, path: str, resolve: int, flags: int = 0) -> int:
+    return kernel.openat2(rootfd, path, os.O_PATH | flags, resolve)
+
+
+def _real_dir(rootfd: int, path: str) -> int:
+    """Open /proc, /dev or /sys, refusing anything but a real directory in the image."""
+    try:
+        fd = _open(rootfd, path, _NO_LINKS)
+    except KernelCallError as e:
+        if e.errno == errno.ELOOP:
+            raise SandboxError(f"refusing to mount on {path}: it is a symlink in the image") from None
+        raise
+    if not stat.S_ISDIR(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise SandboxError(f"refusing to mount on {path}: it is not a directory in the image")
+    return fd
+
+
+def _target(rootfd: int, path: str, is_dir: bool, created: list) -> int:
+    """Open a mount target, resolving symlinks inside the root; create it when missing.
+
+    The stub layer normally provides every target; creation is the fallback for an image that
+    hides a stub entry (a whiteout or opaque dir above it, or a symlink into a missing place).
+    Created paths are recorded (path, parent mtime) so the host removes them from the upper dir.
+    """
+    try:
+        fd = _open(rootfd, path, _IN_ROOT)
+    except KernelCallError as e:
+        if e.errno != errno.ENOENT:
+            raise
+        parent, name = os.path.split(os.path.normpath(path))
+        if not name:
+            raise
+        pfd = _target(rootfd, parent or "/", True, created)
+        try:
+            pst = os.fstat(pfd)
+            if is_dir:
+                os.mkdir(name, 0o755, dir_fd=pfd)
+            else:
+                os.close(os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                                 0o644, dir_fd=pfd))
+        except FileExistsError:
+            raise SandboxError(f"cannot mount on {path}: it is a dangling symlink in the image") from None
+        finally:
+            where = os.readlink(_fdpath(pfd))
+            os.close(pfd)
+        fd = _open(rootfd, path, _IN_ROOT)
+        created.append((os.path.join(where, name), pst.st_atime_ns, pst.st_mtime_ns))
+    st = os.fstat(fd)
+    if stat.S_ISDIR(st.st_mode) != is_dir:
+        os.close(fd)
+        want = "a directory" if is_dir else "a file"
+        raise SandboxError(f"cannot mount on {path}: the image has it, but not as {want}")
+    return fd
+
+
+def _bind_ro(rootfd: int, path: str, resolve: int, extra: int = 0) -> None:
+    """Remount the mount now on top of path read-only (reopened so we get the new mount)."""
+    fd = _open(rootfd, path, resolve)
+    try:
+        kernel.mount(None, _fdpath(fd), None,
+                     kernel.MS_BIND | kernel.MS_REMOUNT | kernel.MS_RDONLY | extra)
+    finally:
+        os.close(fd)
+
+
+def _check_char(fd: int, path: str, major: int, minor: int) -> None:
+    st = os.fstat(fd)
+    if not stat.S_ISCHR(st.st_mode) or (os.major(st.st_rdev), os.minor(st.st_rdev)) != (major, minor):
+        raise SandboxError(f"host {path} is not the expected device {major}:{minor}; refusing to use it")
+
+
+def _setup_dev(rootfd: int, rootdir: str) -> None:
+    fd = _real_dir(rootfd, "/dev")
+    try:
+        kernel.mount("tmpfs", _fdpath(fd), "tmpfs", kernel.MS_NOSUID | kernel.MS_STRICTATIME,
+                     "mode=755,size=65536k")
+    finally:
+        os.close(fd)
+    dev = os.path.join(rootdir, "dev")   # our fresh tmpfs: nothing from the image is in it
+    for name in DEVICES:
+        host = f"/dev/{name}"
+        try:
+            hfd = os.open(host, os.O_PATH | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except OSError:
+            continue
+        try:
+            st = os.fstat(hfd)
+            if not stat.S_ISCHR(st.st_mode):
+                continue
+            target = os.path.join(dev, name)
+            os.close(os.open(target, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o666))
+            kernel.mount(_fdpath(hfd), target, None, kernel.MS_BIND)
+        finally:
+            os.close(hfd)
+    os.mkdir(os.path.join(dev, "pts"), 0o755)
+    kernel.mount("devpts", os.path.join(dev, "pts"), "devpts", kernel.MS_NOSUID | kernel.MS_NOEXEC,
+                 "newinstance,ptmxmode=0666,mode=0620,gid=5")
+    os.mkdir(os.path.join(dev, "shm"), 0o1777)
+    kernel.mount("shm", os.path.join(dev, "shm"), "tmpfs",
+                 kernel.MS_NOSUID | kernel.MS_NODEV | kernel.MS_NOEXEC, "mode=1777,size=65536k")
+    os.mkdir(os.path.join(dev, "mqueue"), 0o755)
+    try:
+        kernel.mount("mqueue", os.path.join(dev, "mqueue"), "mqueue",
+                     kernel.MS_NOSUID | kernel.MS_NODEV | kernel.MS_NOEXEC)
+    except KernelCallError:
+        os.rmdir(os.path.join(dev, "mqueue"))
+    for name, target in DEV_LINKS:
+        os.symlink(target, os.path.join(dev, name))
+
+
+def _setup_sys(rootfd: int, new_netns: bool) -> None:
+    fd = _real_dir(rootfd, "/sys")
+    flags = kernel.MS_NOSUID | kernel.MS_NOEXEC | kernel.MS_NODEV | kernel.MS_RDONLY
+    try:
+        try:
+            kernel.mount("sysfs", _fdpath(fd), "sysfs", flags)
+        except KernelCallError as e:
+            if e.errno != errno.EPERM or new_netns:
+                raise
+            kernel.mount("/sys", _fdpath(fd), None, kernel.MS_BIND | kernel.MS_REC)
+            _bind_ro(rootfd, "/sys", _NO_LINKS, kernel.MS_NOSUID | kernel.MS_NOEXEC | kernel.MS_NODEV)
+    finally:
+        os.close(fd)
+
+
+def _mask(rootfd: int, rootdir: str, devnull: int) -> None:
+    paths = list(MASKED_PATHS)
+    cpu = os.path.join(rootdir, "sys/devices/system/cpu")
+    try:
+        paths += [f"/sys/devices/system/cpu/{c}/thermal_throttle" for c in sorted(os.listdir(cpu))
+                  if c.startswith("cpu") and c[3:].isdigit()]
+    except OSError:
+        pass
+    for path in paths:
+        try:
+            fd = _open(rootfd, path, _NO_LINKS)
+        except KernelCallError as e:
+            if e.errno in (errno.ENOENT, errno.ENOTDIR):
+                continue
+            raise
+        try:
+            if stat.S_ISDIR(os.fstat(fd).st_mode):
+                kernel.mount("tmpfs", _fdpath(fd), "tmpfs", kernel.MS_RDONLY, "size=0,nr_inodes=1")
+            else:
+                kernel.mount(_fdpath(devnull), _fdpath(fd), None, kernel.MS_BIND)
+        finally:
+            os.close(fd)
+
+
+def _readonly(rootfd: int) -> None:
+    keep = kernel.MS_NOSUID | kernel.MS_NODEV | kernel.MS_NOEXEC
+    for path in READONLY_PATHS:
+        try:
+            fd = _open(rootfd, path, _NO_LINKS)
+        except KernelCallError as e:
+            if e.errno == errno.ENOENT:
+                continue
+            raise
+        try:
+            kernel.mount(_fdpath(fd), _fdpath(fd), None, kernel.MS_BIND | kernel.MS_REC)
+        finally:
+            os.close(fd)
+        _bind_ro(rootfd, path, _NO_LINKS, keep)
+
+
+def _bind_file(rootfd: int, target: str, source: str, readonly: bool, created: list) -> None:
+    sfd = os.open(source, os.O_PATH | os.O_CLOEXEC)
+    try:
+        is_dir = stat.S_ISDIR(os.fstat(sfd).st_mode)
+        fd = _target(rootfd, target, is_dir, created)
+        try:
+            kernel.mount(_fdpath(sfd), _fdpath(fd), None, kernel.MS_BIND | kernel.MS_REC)
+        finally:
+            os.close(fd)
+    finally:
+        os.close(sfd)
+    if readonly:
+        _bind_ro(rootfd, target, _IN_ROOT)
+
+
+def _user_mounts(rootfd: int, mounts: list, created: list) -> None:
+    for m in sorted(mounts, key=lambda m: os.path.normpath(m.target).count("/")):
+        if m.type == "tmpfs":
+            fd = _target(rootfd, m.target, True, created)
+            try:
+                flags = kernel.MS_NOSUID | kernel.MS_NODEV | (kernel.MS_RDONLY if m.readonly else 0)
+                kernel.mount("tmpfs", _fdpath(fd), "tmpfs", flags, ",".join(m.options) or None)
+            finally:
+                os.close(fd)
+        else:
+            if not os.path.exists(m.source):
+                raise SandboxError(f"mount source {m.source} does not exist")
+            _bind_file(rootfd, m.target, m.source, m.readonly, created)
+
+
+def setup(plan: MountPlan, created: list) -> None:
+    """In the new mount ns (as the new pid ns's pid 1): build the rootfs and pivot_root into it."""
+    kernel.mount(None, "/", None, kernel.MS_REC | kernel.MS_PRIVATE)
+    mount_overlay(plan.rootdir, plan.lowerdirs, plan.upperdir, plan.workdir)
+    devnull = os.open("/dev/null", os.O_PATH | os.O_CLOEXEC | os.O_NOFOLLOW)
+    _check_char(devnull, "/dev/null", 1, 3)
+    rootfd = os.open(plan.rootdir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fd = _real_dir(rootfd, "/proc")
+        try:
+            kernel.mount("proc", _fdpath(fd), "proc", kernel.MS_NOSUID | kernel.MS_NOEXEC | kernel.MS_NODEV)
+        finally:
+            os.close(fd)
+        _setup_dev(rootfd, plan.rootdir)
+        _setup_sys(rootfd, plan.new_netns)
+        _mask(rootfd, plan.rootdir, devnull)
+        _readonly(rootfd)
+        for target, source in plan.etc_files.items():
+            _bind_file(rootfd, target, source, True, created)
+        _user_mounts(rootfd, plan.mounts, created)
+        os.fchdir(rootfd)
+    finally:
+        os.close(rootfd)
+        os.close(devnull)
+    kernel.pivot_root(".", ".")
+    kernel.umount2(".", kernel.MNT_DETACH)
+    os.chdir("/")
