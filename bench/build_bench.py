@@ -44,7 +44,7 @@ COPY_CTX = "FROM busybox\nCOPY . /ctx\n"
 
 def timed(cmd: list[str], env=None) -> float:
     t = time.perf_counter()
-    r = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    r = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, check=False)
     if r.returncode != 0:
         sys.exit(f"bench: {' '.join(cmd)} failed:\n{r.stderr[-2000:]}")
     return time.perf_counter() - t
@@ -65,7 +65,7 @@ class Pybuild:
 
     def reset(self) -> None:
         subprocess.run([sys.executable, "-m", "builder", "prune", "-a", "-f"], env=self.env,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
 
 
 class BuildKit:
@@ -74,12 +74,13 @@ class BuildKit:
     def __init__(self, tmp: Path, pyb: Pybuild):
         self.tmp = tmp
         self.sock = f"unix://{tmp}/docker.sock"
+        self.log = open(tmp / "dockerd.log", "w")  # noqa: SIM115 - lives as long as dockerd
         self.proc = subprocess.Popen(
             ["dockerd", "--data-root", str(tmp / "data"), "--exec-root", str(tmp / "exec"),
              "--pidfile", str(tmp / "pid"), "-H", self.sock, "--iptables=false", "--bridge=none"],
-            stdout=subprocess.DEVNULL, stderr=open(tmp / "dockerd.log", "w"))
+            stdout=subprocess.DEVNULL, stderr=self.log)
         for _ in range(100):
-            if subprocess.run([DOCKER, "-H", self.sock, "info"], capture_output=True).returncode == 0:
+            if subprocess.run([DOCKER, "-H", self.sock, "info"], capture_output=True, check=False).returncode == 0:
                 break
             time.sleep(0.2)
         else:
@@ -98,11 +99,12 @@ class BuildKit:
 
     def reset(self) -> None:
         subprocess.run([DOCKER, "-H", self.sock, "builder", "prune", "-a", "-f"],
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
 
     def close(self) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=30)
+        self.log.close()
 
 
 def make_copy_context(root: Path, files: int, total_mb: int) -> Path:

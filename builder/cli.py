@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 1
-    except Exception as e:  # noqa: BLE001 - the one place errors become one line
+    except Exception as e:
         if args.debug:
             raise
         if isinstance(e, _user_error_types()):

@@ -117,10 +117,11 @@ def read_dockerfile(args) -> tuple[str, str, Path | None]:
 
 
 def run_build(args) -> int:
+    from grammar.validate import validate
+
     import grammar
     from builder.errors import BuildError
     from builder.plan import host_arch, plan
-    from grammar.validate import validate
 
     context = Path(args.context)
     if not context.is_dir():
@@ -151,12 +152,12 @@ def run_build(args) -> int:
         no_cache_filter=[s.strip().lower() for f in args.no_cache_filter for s in f.split(",") if s.strip()],
         labels=labels, network=args.network, secrets=secrets, epoch=epoch)
     store = Store.open()
-    progress = make_progress("plain" if args.quiet and args.progress == "auto" else args.progress,
-                             open(os.devnull, "w") if args.quiet else None)
-    try:
-        image_id = build(store, the_plan, opts, progress)
-    finally:
-        progress.close()
+    with open(os.devnull, "w") as devnull:
+        progress = make_progress("plain" if args.quiet else args.progress, devnull if args.quiet else None)
+        try:
+            image_id = build(store, the_plan, opts, progress)
+        finally:
+            progress.close()
     for tag in args.tag:
         store.tag(tag, image_id)
     if output:

@@ -21,7 +21,7 @@ def _busybox_template(tmp_path_factory) -> Path:
     """busybox:latest made once per session by fixtures/busybox.py, copied per test."""
     root = tmp_path_factory.mktemp("busybox-store")
     r = subprocess.run([sys.executable, str(REPO / "fixtures" / "busybox.py"), "--root", str(root)],
-                       capture_output=True, text=True)
+                       capture_output=True, text=True, check=False)
     assert r.returncode == 0, r.stderr
     return root
 
@@ -50,5 +50,5 @@ def pybuild():
     """Run the CLI as a user would: a separate process, text output, the test's environment."""
     def run(*args: str, input: str | None = None, timeout: float = 120):
         return subprocess.run([sys.executable, "-m", "builder", *args], capture_output=True,
-                              text=True, input=input, timeout=timeout, cwd=REPO)
+                              text=True, input=input, timeout=timeout, cwd=REPO, check=False)
     return run

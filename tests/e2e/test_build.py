@@ -8,8 +8,7 @@ import os
 import stat
 
 import pytest
-
-from e2e_helpers import build, config_of, image_fs
+from e2e_helpers import build, config_of
 
 pytestmark = pytest.mark.usefixtures("busybox_root")
 
@@ -45,7 +44,7 @@ def test_copy_semantics_dirs_wildcards_renames_trailing_slash(tmp_path, pybuild)
     (tmp_path / "dir/sub/b.txt").write_text("b")
     (tmp_path / "one.py").write_text("1")
     (tmp_path / "two.py").write_text("2")
-    cfg, fs = build(pybuild, tmp_path, """\
+    _, fs = build(pybuild, tmp_path, """\
 FROM busybox
 COPY dir /copied
 COPY dir/ /copied2/
@@ -67,7 +66,7 @@ def test_copy_ownership_and_modes(tmp_path, pybuild):
     (tmp_path / "s.sh").write_text("#!/bin/sh\n")
     os.chmod(tmp_path / "s.sh", 0o4755)
     (tmp_path / "data").write_text("d")
-    cfg, fs = build(pybuild, tmp_path, """\
+    _, fs = build(pybuild, tmp_path, """\
 FROM busybox
 COPY s.sh /bin/s.sh
 COPY --chown=app:app data /home/app/data
@@ -90,7 +89,7 @@ def test_dockerignore_hides_files_and_exceptions_bring_them_back(tmp_path, pybui
     (tmp_path / "logs/a.log").write_text("a")
     (tmp_path / "logs/important.log").write_text("i")
     (tmp_path / ".dockerignore").write_text("*.key\nlogs/*.log\n!logs/important.log\n")
-    cfg, fs = build(pybuild, tmp_path, "FROM busybox\nCOPY . /ctx/\n")
+    _, fs = build(pybuild, tmp_path, "FROM busybox\nCOPY . /ctx/\n")
     with fs() as root:
         assert (root / "ctx/keep.txt").exists()
         assert not (root / "ctx/secret.key").exists()
@@ -99,7 +98,7 @@ def test_dockerignore_hides_files_and_exceptions_bring_them_back(tmp_path, pybui
 
 
 def test_deletions_and_opaque_dirs_show_in_the_image(tmp_path, pybuild):
-    cfg, fs = build(pybuild, tmp_path, """\
+    _, fs = build(pybuild, tmp_path, """\
 FROM busybox
 RUN mkdir -p /d/old && echo x > /d/old/f && echo y > /d/keep && echo z > /gone
 RUN rm /gone && rm -rf /d && mkdir /d && echo new > /d/new
@@ -110,7 +109,7 @@ RUN rm /gone && rm -rf /d && mkdir /d && echo new > /d/new
 
 
 def test_hard_and_symbolic_links_and_fifos_and_empty_dirs(tmp_path, pybuild):
-    cfg, fs = build(pybuild, tmp_path, """\
+    _, fs = build(pybuild, tmp_path, """\
 FROM busybox
 RUN echo data > /f && ln /f /hard && ln -s /f /soft && mkfifo /fifo && mkdir /empty
 """)
@@ -131,11 +130,11 @@ RUN echo other > /other
 FROM busybox
 COPY --from=builder /artifact /artifact
 """
-    cfg, fs = build(pybuild, tmp_path, text)
+    _, fs = build(pybuild, tmp_path, text)
     with fs() as root:
         assert (root / "artifact").read_text() == "built\n"
         assert not (root / "other").exists()
-    cfg, fs = build(pybuild, tmp_path, text, "--target", "other", tag="t-other")
+    _, fs = build(pybuild, tmp_path, text, "--target", "other", tag="t-other")
     with fs() as root:
         assert (root / "other").exists()
         assert not (root / "artifact").exists()
@@ -198,7 +197,7 @@ RUN id -u > /tmp/uid && touch /tmp/mine
 
 
 def test_heredocs_in_run_and_copy(tmp_path, pybuild):
-    cfg, fs = build(pybuild, tmp_path, """\
+    _, fs = build(pybuild, tmp_path, """\
 FROM busybox
 ENV NAME=world
 RUN <<EOF
@@ -246,13 +245,13 @@ def test_add_local_tar_is_extracted(tmp_path, pybuild):
     (src / "inside.txt").write_text("in tar")
     with tarfile.open(tmp_path / "bundle.tar.gz", "w:gz") as tf:
         tf.add(src / "inside.txt", arcname="pkg/inside.txt")
-    cfg, fs = build(pybuild, tmp_path, "FROM busybox\nADD bundle.tar.gz /opt/\n")
+    _, fs = build(pybuild, tmp_path, "FROM busybox\nADD bundle.tar.gz /opt/\n")
     with fs() as root:
         assert (root / "opt/pkg/inside.txt").read_text() == "in tar"
 
 
 def test_escape_directive(tmp_path, pybuild):
-    cfg, fs = build(pybuild, tmp_path, "# escape=`\nFROM busybox\nRUN echo a `\n  b > /out\n")
+    _, fs = build(pybuild, tmp_path, "# escape=`\nFROM busybox\nRUN echo a `\n  b > /out\n")
     with fs() as root:
         assert (root / "out").read_text() == "a b\n"
 
@@ -325,7 +324,7 @@ CMD echo hi
 def test_run_mounts_cache_tmpfs_secret_bind(tmp_path, pybuild):
     (tmp_path / "tok").write_text("s3cret")
     (tmp_path / "ctxfile").write_text("from context")
-    cfg, fs = build(pybuild, tmp_path, """\
+    _, fs = build(pybuild, tmp_path, """\
 FROM busybox
 RUN --mount=type=cache,target=/cache echo x >> /cache/n && wc -l < /cache/n > /count
 RUN --mount=type=tmpfs,target=/t touch /t/x && ls /t > /tlist
