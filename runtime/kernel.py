@@ -157,6 +157,28 @@ def overwrite(address: int, data: bytes) -> None:
     ctypes.memmove(address, data, len(data))
 
 
+def ioctl_int(fd: int, request: int, arg: int = 0) -> None:
+    if _libc.ioctl(ctypes.c_int(fd), ctypes.c_ulong(request), ctypes.c_ulong(arg)) < 0:
+        raise _fail(f"ioctl {request:#x}")
+
+
+def loopback_up() -> None:
+    """Set `lo` up in this network namespace (SIOCGIFFLAGS/SIOCSIFFLAGS, no netlink import)."""
+    fd = _libc.socket(ctypes.c_int(2), ctypes.c_int(2 | 0o2000000), ctypes.c_int(0))  # AF_INET, DGRAM|CLOEXEC
+    if fd < 0:
+        raise _fail("socket")
+    try:
+        ifr = ctypes.create_string_buffer(b"lo", 40)
+        if _libc.ioctl(fd, ctypes.c_ulong(0x8913), ifr) < 0:        # SIOCGIFFLAGS
+            raise _fail("get flags of lo")
+        flags = int.from_bytes(ifr.raw[16:18], "little") | 0x1      # IFF_UP
+        ctypes.memmove(ctypes.addressof(ifr) + 16, flags.to_bytes(2, "little"), 2)
+        if _libc.ioctl(fd, ctypes.c_ulong(0x8914), ifr) < 0:        # SIOCSIFFLAGS
+            raise _fail("set lo up")
+    finally:
+        os.close(fd)
+
+
 def sethostname(name: str) -> None:
     b = name.encode()
     if _libc.sethostname(b, ctypes.c_size_t(len(b))) != 0:

@@ -29,6 +29,7 @@ from runtime import kernel, rootfs, users
 from runtime.errors import KernelCallError, SandboxError
 
 INIT_TITLE = "pybuild-init"
+TIOCSCTTY = 0x540E
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT,
                      signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH)
@@ -283,6 +284,7 @@ def run(spec: SandboxSpec, *, forward_signals: bool = False) -> int:
 
 
 # --- the children (never return; every path ends in os._exit) ------------------------------
+# After pivot_root the host's Python library is out of reach: nothing below may import.
 
 def _report(w: int, e: BaseException) -> None:
     if isinstance(e, SandboxError):
@@ -349,16 +351,6 @@ def _keeper(spec: SandboxSpec, plan: rootfs.MountPlan, w: int, r: int, parent: i
     os._exit(code)
 
 
-def _lo_up() -> None:
-    import fcntl
-    import socket
-    import struct
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        ifr = struct.pack("16sH14x", b"lo", 0)
-        flags = struct.unpack("16sH14x", fcntl.ioctl(s, 0x8913, ifr))[1]   # SIOCGIFFLAGS
-        fcntl.ioctl(s, 0x8914, struct.pack("16sH14x", b"lo", flags | 0x1))  # SIOCSIFFLAGS IFF_UP
-
-
 def _set_title(title: str) -> None:
     """Show pid 1 as `title` in the container's ps and /proc/1/cmdline, not the host python."""
     kernel.prctl(kernel.PR_SET_NAME, kernel.c_string(title[:15]))
@@ -385,7 +377,7 @@ def _init(spec: SandboxSpec, plan: rootfs.MountPlan, w: int) -> None:
         kernel.sethostname(spec.hostname)
         _set_title(INIT_TITLE)
         if spec.network == "none":
-            _lo_up()
+            kernel.loopback_up()
         user = users.resolve(spec.user)
         env = _environ(spec.env, user)
         child: list[int] = []
@@ -448,9 +440,7 @@ def _exec(spec: SandboxSpec, user: users.ExecUser, env: dict[str, str], w: int) 
         signal.pthread_sigmask(signal.SIG_SETMASK, [])
         os.setsid()
         if spec.tty:
-            import fcntl
-            import termios
-            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+            kernel.ioctl_int(0, TIOCSCTTY, 0)
         try:
             os.chdir(spec.cwd)
         except OSError as e:
