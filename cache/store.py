@@ -110,7 +110,8 @@ class Store:
     # ---- atomic files and JSON indexes ---------------------------------------------------
 
     def _tmpfile(self, prefix: str = "w-"):
-        fd, name = tempfile.mkstemp(dir=self.tmp, prefix=prefix)
+        """Named `<kind>-<pid>-...` so prune can tell a live writer's file from garbage."""
+        fd, name = tempfile.mkstemp(dir=self.tmp, prefix=f"{prefix}{os.getpid()}-")
         return os.fdopen(fd, "wb"), Path(name)
 
     def _write_file(self, path: Path, data: bytes) -> None:
@@ -198,7 +199,7 @@ class Store:
 
     def new_scratch(self) -> Path:
         """A fresh empty dir under tmp/ (same filesystem as layers/, so commit is a rename)."""
-        return Path(tempfile.mkdtemp(dir=self.tmp, prefix="scratch-"))
+        return Path(tempfile.mkdtemp(dir=self.tmp, prefix=f"scratch-{os.getpid()}-"))
 
     def layer_path(self, diff_id: str) -> Path:
         return self.layers / check_digest(diff_id, "diff_id")[7:]
@@ -230,6 +231,7 @@ class Store:
             with self._update("layers.json") as idx:
                 info = idx.setdefault(res.diff_id, {"origin": "built", "blobs": {}})
                 info["size"] = res.size
+                info["pid"] = os.getpid()  # prune keeps it while we live, until referenced
                 if "epoch" not in info and info["origin"] == "built":
                     info["epoch"] = epoch
         return res.diff_id
@@ -320,11 +322,13 @@ class Store:
                 raise StoreError(f"layer {diff_id} changed on disk (it now hashes to {got}); "
                                  "remove the image and build it again")
             os.chmod(tmp, 0o644)
-            os.rename(tmp, self.blob_path(h.digest))
+            with self.locked():
+                os.rename(tmp, self.blob_path(h.digest))
+                with self._update("layers.json") as idx:
+                    idx[diff_id].setdefault("blobs", {})[compression] = {"digest": h.digest,
+                                                                         "size": h.size}
         finally:
             tmp.unlink(missing_ok=True)
-        with self._update("layers.json") as idx:
-            idx[diff_id].setdefault("blobs", {})[compression] = {"digest": h.digest, "size": h.size}
         return {"mediaType": MEDIA_TYPES[compression], "digest": h.digest, "size": h.size}
 
     def add_received_layer(self, diff_id: str, blob_digest: str, blob_size: int, compression: str,
@@ -346,9 +350,10 @@ class Store:
         return self.put_config_bytes(canonical_json(config))
 
     def put_config_bytes(self, raw: bytes) -> str:
-        image_id = self.put_blob(raw)
-        with self._update("images.json") as idx:
-            idx.setdefault(image_id, {"added": int(time.time()), "manifests": {}})
+        with self.locked():  # blob and record together: prune never sees one without the other
+            image_id = self.put_blob(raw)
+            with self._update("images.json") as idx:
+                idx.setdefault(image_id, {"added": int(time.time()), "manifests": {}})
         return image_id
 
     def images(self) -> dict[str, dict]:
@@ -443,10 +448,12 @@ class Store:
         cfg_size = self.blob_path(img.id).stat().st_size
         doc = im.manifest({"mediaType": im.MT_OCI_CONFIG, "digest": img.id, "size": cfg_size}, layers)
         raw = canonical_json(doc)
-        digest = self.put_blob(raw)
-        with self._update("images.json") as idx:
-            idx.setdefault(img.id, {"added": int(time.time())}).setdefault("manifests", {})[compression] = digest
-        self._write_index()
+        with self.locked():
+            digest = self.put_blob(raw)
+            with self._update("images.json") as idx:
+                rec = idx.setdefault(img.id, {"added": int(time.time())})
+                rec.setdefault("manifests", {})[compression] = digest
+            self._write_index()
         return {"mediaType": im.MT_OCI_MANIFEST, "digest": digest, "size": len(raw),
                 "platform": im.platform_of(img.config)}
 

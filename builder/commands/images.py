@@ -1,5 +1,369 @@
-"""CLI: images commands (placeholder until its issue lands)."""
+"""CLI: image commands in docker's words — images, tag, rmi, inspect, history, import, save,
+load, prune. Everything heavy is imported inside the handlers (start-up is a hot path)."""
+from __future__ import annotations
+
+import sys
 
 
 def register(sub) -> None:
-    pass
+    p = sub.add_parser("images", help="list images", description="List images in the store.")
+    p.add_argument("repository", nargs="?", help="only this repository (e.g. busybox)")
+    p.add_argument("-q", "--quiet", action="store_true", help="only image IDs")
+    p.add_argument("--no-trunc", action="store_true", help="full image IDs")
+    p.set_defaults(func=cmd_images)
+
+    p = sub.add_parser("tag", help="name an image", description="Create a tag TARGET for SOURCE.")
+    p.add_argument("source", metavar="SOURCE_IMAGE[:TAG]")
+    p.add_argument("target", metavar="TARGET_IMAGE[:TAG]")
+    p.set_defaults(func=cmd_tag)
+
+    p = sub.add_parser("rmi", help="remove images", description="Remove one or more images.")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("-f", "--force", action="store_true", help="remove an image with several tags by ID")
+    p.set_defaults(func=cmd_rmi)
+
+    p = sub.add_parser("inspect", help="show image details as JSON",
+                       description="Show low-level information on images, as docker inspect does.")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("-f", "--format", help="Go-template subset: {{.Id}}, {{.Config.Env}}, {{json .Config}}")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("history", help="show the history of an image")
+    p.add_argument("image", metavar="IMAGE")
+    p.add_argument("--no-trunc", action="store_true", help="do not truncate output")
+    p.add_argument("-q", "--quiet", action="store_true", help="only image IDs")
+    p.set_defaults(func=cmd_history)
+
+    p = sub.add_parser("import", help="make an image from a rootfs tarball",
+                       description="Import the contents of a tarball (plain, gzip or zstd) as a "
+                                   "one-layer image, like docker import.")
+    p.add_argument("file", metavar="FILE", help="the tarball (- for stdin)")
+    p.add_argument("name", nargs="?", metavar="REPOSITORY[:TAG]")
+    p.add_argument("-m", "--message", default="", help="commit message for the history entry")
+    p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser("save", help="write images to an archive",
+                       description="Save images to a tar archive: docker-archive in the dual "
+                                   "form (OCI layout + manifest.json) by default.")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
+    p.add_argument("--format", choices=("docker", "oci"), default="docker",
+                   help="docker (default: loads in docker, podman, skopeo) or oci (plain OCI archive)")
+    p.add_argument("--compression", choices=("gzip", "zstd"), default="gzip",
+                   help="layer compression (default gzip)")
+    p.set_defaults(func=cmd_save)
+
+    p = sub.add_parser("load", help="load images from an archive",
+                       description="Load images from a docker-archive (old or new), an OCI "
+                                   "archive or an OCI layout directory.")
+    p.add_argument("-i", "--input", metavar="FILE", help="read FILE instead of stdin")
+    p.add_argument("-q", "--quiet", action="store_true", help="print nothing")
+    p.set_defaults(func=cmd_load)
+
+    p = sub.add_parser("prune", help="remove garbage and unused data",
+                       description="Remove leftovers of killed processes and every blob, layer "
+                                   "and manifest no image or build-cache entry refers to. "
+                                   "Tagged images, untagged images and the build cache stay "
+                                   "unless -a is given.")
+    p.add_argument("-a", "--all", action="store_true",
+                   help="also remove untagged images and the whole build cache")
+    p.add_argument("-f", "--force", action="store_true", help="do not ask (accepted for docker parity)")
+    p.set_defaults(func=cmd_prune)
+
+
+def _store():
+    from cache.store import Store
+    return Store.open()
+
+
+def human_size(n: float) -> str:
+    """Docker's units: decimal, three significant digits (`4.26MB`)."""
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            if unit == "B":
+                return f"{int(n)}B"
+            return f"{n:.3g}{unit}"
+        n /= 1000
+    return f"{n}"
+
+
+def human_ago(created: str) -> str:
+    import calendar
+    import time
+    try:
+        t = calendar.timegm(time.strptime(created[:19], "%Y-%m-%dT%H:%M:%S"))
+    except (ValueError, TypeError):
+        return "N/A"
+    d = max(0, time.time() - t)
+    for secs, unit in ((365 * 86400, "year"), (30 * 86400, "month"), (7 * 86400, "week"),
+                       (86400, "day"), (3600, "hour"), (60, "minute")):
+        if d >= 2 * secs:
+            return f"{int(d // secs)} {unit}s ago"
+        if d >= secs:
+            return f"{'an' if unit == 'hour' else 'a'} {unit} ago"
+    return "Less than a second ago" if d < 1 else f"{int(d)} seconds ago"
+
+
+def _image_size(store, img) -> int:
+    total = 0
+    for d in img.diff_ids:
+        info = store.layer_info(d) or {}
+        total += info.get("size") or 0
+    return total
+
+
+def _table(rows: list[list[str]]) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("   ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
+def cmd_images(args) -> int:
+    from cache import refs
+    store = _store()
+    by_image: dict[str, list[str]] = {}
+    for full, image_id in store.tags().items():
+        by_image.setdefault(image_id, []).append(full)
+    rows = []
+    for image_id in store.images():
+        names = sorted(by_image.get(image_id, [])) or [None]
+        img = store.image(image_id)
+        for full in names:
+            repo, tag = refs.split_tag(full) if full else ("<none>", "<none>")
+            repo = refs.familiar_repo(repo) if full else repo
+            if args.repository:
+                try:
+                    want = refs.familiar_repo(refs.parse(args.repository)[0])
+                except Exception:  # noqa: BLE001 - a filter that cannot match
+                    want = args.repository
+                if repo != want:
+                    continue
+            rows.append((img.config.get("created", ""), repo, tag, image_id, _image_size(store, img)))
+    rows.sort(key=lambda r: (r[0], r[1], r[2]), reverse=True)
+    if args.quiet:
+        seen = set()
+        for r in rows:
+            if r[3] not in seen:
+                seen.add(r[3])
+                print(r[3] if args.no_trunc else r[3][7:19])
+        return 0
+    out = [["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"]]
+    for created, repo, tag, image_id, size in rows:
+        out.append([repo, tag, image_id if args.no_trunc else image_id[7:19], human_ago(created),
+                    human_size(size)])
+    _table(out)
+    return 0
+
+
+def cmd_tag(args) -> int:
+    store = _store()
+    store.tag(args.target, store.resolve(args.source))
+    return 0
+
+
+def cmd_rmi(args) -> int:
+    from cache import gc, refs
+    from cache.errors import StoreError
+    store = _store()
+    errors = 0
+    for ref in args.images:
+        try:
+            image_id = store.resolve(ref)
+            tags = store.tags_of(image_id)
+            full = None
+            try:
+                full = refs.normalize(ref)
+            except StoreError:
+                pass
+            if full in tags and len(tags) > 1:
+                store.untag(ref)
+                print(f"Untagged: {refs.familiar(full)}")
+                continue
+            if full not in tags and len(tags) > 1 and not args.force:
+                raise StoreError(f"conflict: unable to delete {ref} (must be forced) - image is "
+                                 f"referenced in multiple repositories")
+            for t in tags:
+                print(f"Untagged: {refs.familiar(t)}")
+            store.remove_image(image_id)
+            print(f"Deleted: {image_id}")
+        except StoreError as e:
+            print(f"pybuild: error: {e}", file=sys.stderr)
+            errors += 1
+    gc.prune(store, tmp=False)
+    return 1 if errors else 0
+
+
+def inspect_doc(store, img) -> dict:
+    """What `docker inspect IMAGE` shows, from our records."""
+    from cache import refs
+    cfg = img.config
+    return {
+        "Id": img.id,
+        "RepoTags": [refs.familiar(t) for t in store.tags_of(img.id)],
+        "RepoDigests": [],
+        "Parent": "",
+        "Comment": (cfg.get("history") or [{}])[-1].get("comment", "") if cfg.get("history") else "",
+        "Created": cfg.get("created", ""),
+        "Author": cfg.get("author", ""),
+        "Config": cfg.get("config") or {},
+        "Architecture": cfg.get("architecture", ""),
+        "Variant": cfg.get("variant", ""),
+        "Os": cfg.get("os", ""),
+        "Size": _image_size(store, img),
+        "RootFS": {"Type": "layers", "Layers": list(img.diff_ids)},
+        "Metadata": {"LastTagTime": "0001-01-01T00:00:00Z"},
+    }
+
+
+def render_format(fmt: str, doc: dict) -> str:
+    """A small subset of Go templates: {{.A.B}} and {{json .A.B}}."""
+    import json
+    import re
+
+    def lookup(path: str):
+        v = doc
+        for part in [p for p in path.split(".") if p]:
+            v = v.get(part) if isinstance(v, dict) else None
+        return v
+
+    def sub(m):
+        is_json, path = m.group(1), m.group(2)
+        v = lookup(path)
+        if is_json:
+            return json.dumps(v)
+        if isinstance(v, list):
+            return "[" + " ".join(str(x) for x in v) + "]"
+        if isinstance(v, dict):
+            return "map[" + " ".join(f"{k}:{x}" for k, x in sorted(v.items())) + "]"
+        return "<no value>" if v is None else str(v)
+    return re.sub(r"\{\{\s*(json\s+)?(\.[\w.]*)\s*\}\}", sub, fmt)
+
+
+def cmd_inspect(args) -> int:
+    import json
+    store = _store()
+    docs = [inspect_doc(store, store.image(r)) for r in args.images]
+    if args.format:
+        for d in docs:
+            print(render_format(args.format, d))
+    else:
+        print(json.dumps(docs, indent=4))
+    return 0
+
+
+def cmd_history(args) -> int:
+    store = _store()
+    img = store.image(args.image)
+    hist = img.config.get("history") or []
+    sizes = [(store.layer_info(d) or {}).get("size", 0) for d in img.diff_ids]
+    rows = []
+    li = 0
+    for h in hist:
+        size = 0
+        if not h.get("empty_layer"):
+            size = sizes[li] if li < len(sizes) else 0
+            li += 1
+        rows.append((h, size))
+    rows.reverse()
+    if args.quiet:
+        for i, _ in enumerate(rows):
+            print((img.id if args.no_trunc else img.id[7:19]) if i == 0 else "<missing>")
+        return 0
+    out = [["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"]]
+    for i, (h, size) in enumerate(rows):
+        by = h.get("created_by", "")
+        if not args.no_trunc and len(by) > 45:
+            by = by[:44] + "…"
+        ident = (img.id if args.no_trunc else img.id[7:19]) if i == 0 else "<missing>"
+        out.append([ident, human_ago(h.get("created", "")), by, human_size(size), h.get("comment", "")])
+    _table(out)
+    return 0
+
+
+def cmd_import(args) -> int:
+    import platform
+    import shutil
+
+    from cache import image as im
+    from cache.layers import extract
+    store = _store()
+    scratch = store.new_scratch()
+    try:
+        root = scratch / "rootfs"
+        root.mkdir()
+        if args.file == "-":
+            extract(sys.stdin.buffer, root)
+        else:
+            with open(args.file, "rb") as f:
+                extract(f, root)
+        diff_id = store.commit_layer(root, epoch=None)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
+    cfg = im.new_config(arch=arch, created=im.rfc3339())
+    cfg = im.add_step(cfg, "", diff_id=diff_id, created=cfg["created"],
+                      comment=args.message or "Imported from " + args.file)
+    image_id = store.put_image(cfg)
+    if args.name:
+        store.tag(args.name, image_id)
+    print(image_id)
+    return 0
+
+
+def cmd_save(args) -> int:
+    from cache.archive import save
+    from cache.errors import StoreError
+    store = _store()
+    if args.output:
+        save(store, args.images, args.output, fmt=args.format, compression=args.compression)
+        return 0
+    if sys.stdout.isatty():
+        raise StoreError("refusing to write an archive to a terminal: use -o FILE or redirect stdout")
+    sys.stdout.flush()
+    save(store, args.images, sys.stdout.buffer, fmt=args.format, compression=args.compression)
+    sys.stdout.buffer.flush()
+    return 0
+
+
+def cmd_load(args) -> int:
+    import os
+    import tempfile
+
+    from cache import refs
+    from cache.archive import load
+    store = _store()
+    tmp = None
+    try:
+        path = args.input
+        if not path:
+            if sys.stdin.isatty():
+                from cache.errors import StoreError
+                raise StoreError("no archive given: use -i FILE or pipe one to stdin")
+            fd, tmp = tempfile.mkstemp(dir=store.tmp, prefix=f"stdin-{os.getpid()}-")
+            with os.fdopen(fd, "wb") as f:
+                while data := sys.stdin.buffer.read(1 << 20):
+                    f.write(data)
+            path = tmp
+        loaded = load(store, path)
+    finally:
+        if tmp:
+            os.unlink(tmp)
+    if not args.quiet:
+        for image_id, names in loaded:
+            if names:
+                for n in names:
+                    print(f"Loaded image: {refs.familiar(n)}")
+            else:
+                print(f"Loaded image ID: {image_id}")
+    return 0
+
+
+def cmd_prune(args) -> int:
+    from cache.gc import prune
+    rep = prune(_store(), all_=args.all)
+    parts = [f"{rep.tmp} leftover files", f"{rep.blobs} blobs", f"{rep.layers} layer dirs"]
+    if args.all:
+        parts += [f"{rep.images} untagged images", f"{rep.cache_entries} build-cache entries"]
+    print("Deleted " + ", ".join(parts))
+    print(f"Total reclaimed space: {human_size(rep.bytes)}")
+    return 0
