@@ -1,0 +1,576 @@
+"""The build context and other COPY sources: select paths the BuildKit way, and hash them.
+
+A `SourceTree` is a directory that COPY/ADD read from: the build context (`BuildContext`, with
+`.dockerignore` applied and owners reset to 0:0 as BuildKit's context transfer does) or another
+stage's rootfs for `COPY --from` (owners kept, nothing ignored).
+
+`select()` turns the Dockerfile's source words into `Selected` roots: paths are clamped to the
+tree (a leading `/` or `..` cannot leave it), Go `filepath.Match` wildcards are expanded (a
+wildcard matching nothing is fine, a missing or ignored literal path is an error), top-level
+symlinks are followed inside the tree as if it were a chroot. `walk()` lists what a selection
+contributes (ignored files are invisible, `--exclude` and `--parents` patterns applied) and
+`digest()` hashes exactly that - paths, types, modes, owners, link targets, file capabilities and
+bytes, never mtimes - so the step cache key changes when the output would, and a `touch` costs a
+stat: file hashes are memoized by (dev, ino, size, mtime_ns, ctime_ns) in a small JSON file.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import posixpath
+import re
+import stat
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from builder.errors import BuildError
+
+CAP_XATTR = "security.capability"
+_MAX_LINKS = 255
+# A file whose mtime/ctime is this close to "now" may still change within the same timestamp
+# tick; its hash is used but not memoized (git's "racy" rule; see moby/buildkit#4950).
+_RACY_NS = 50_000_000
+
+
+# --------------------------------------------------------------------------- Go glob matching
+
+def has_wildcards(s: str) -> bool:
+    """True if `s` has an unescaped `*`, `?` or `[` (BuildKit's containsWildcards)."""
+    i = 0
+    while i < len(s):
+        c = s[i]
+        if c == "\\":
+            i += 2
+            continue
+        if c in "*?[":
+            return True
+        i += 1
+    return False
+
+
+_glob_cache: dict[str, re.Pattern] = {}
+
+
+def _bad_pattern(pattern: str) -> BuildError:
+    return BuildError(f"syntax error in pattern: {pattern!r}")
+
+
+def compile_glob(pattern: str) -> re.Pattern:
+    """Compile a Go `filepath.Match` pattern to a regex; `*` and `?` never match `/`."""
+    rx = _glob_cache.get(pattern)
+    if rx is not None:
+        return rx
+    out = []
+    i, n = 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        if c == "\\":
+            if i + 1 >= n:
+                raise _bad_pattern(pattern)
+            out.append(re.escape(pattern[i + 1]))
+            i += 2
+        elif c == "*":
+            out.append("[^/]*")
+            i += 1
+        elif c == "?":
+            out.append("[^/]")
+            i += 1
+        elif c == "[":
+            i += 1
+            neg = i < n and pattern[i] == "^"
+            if neg:
+                i += 1
+            items = []
+            first = True
+            while True:
+                if i >= n:
+                    raise _bad_pattern(pattern)
+                if pattern[i] == "]" and not first:
+                    i += 1
+                    break
+                first = False
+                lo, i = _class_char(pattern, i)
+                if i < n and pattern[i] == "-":
+                    hi, i = _class_char(pattern, i + 1)
+                    if hi < lo:
+                        raise _bad_pattern(pattern)
+                    items.append(re.escape(lo) + "-" + re.escape(hi))
+                else:
+                    items.append(re.escape(lo))
+            out.append("[" + ("^" if neg else "") + "".join(items) + "]")
+        else:
+            out.append(re.escape(c))
+            i += 1
+    rx = re.compile("".join(out) + r"\Z", re.DOTALL)
+    _glob_cache[pattern] = rx
+    return rx
+
+
+def _class_char(pattern: str, i: int) -> tuple[str, int]:
+    n = len(pattern)
+    if i >= n or pattern[i] in "-]":
+        raise _bad_pattern(pattern)
+    if pattern[i] == "\\":
+        if i + 1 >= n:
+            raise _bad_pattern(pattern)
+        return pattern[i + 1], i + 2
+    return pattern[i], i + 1
+
+
+def go_match(pattern: str, name: str) -> bool:
+    """Go's `filepath.Match(pattern, name)` (a bad pattern raises BuildError)."""
+    return compile_glob(pattern).match(name) is not None
+
+
+# --------------------------------------------------------------------------- chroot-like paths
+
+def resolve_in_root(root: str, path: str, *, follow_final: bool = True,
+                    exists=None) -> str:
+    """Resolve `path` inside `root` as if `root` were `/` (containerd's RootPath).
+
+    Symlinks are followed with absolute targets taken relative to `root` and `..` clamped at
+    it, so the result never leaves `root`. Components that do not exist are kept literally.
+    `exists(rel, st)` may hide paths (the context's ignored files). Returns a host path.
+    """
+    root = root.rstrip("/")
+    todo = [p for p in path.split("/") if p and p != "."]
+    todo.reverse()
+    done: list[str] = []
+    links = 0
+    missing = False
+    while todo:
+        comp = todo.pop()
+        if comp == "..":
+            if done:
+                done.pop()
+            continue
+        if missing or (not todo and not follow_final):
+            done.append(comp)
+            continue
+        rel = "/".join(done + [comp])
+        try:
+            st = os.lstat(root + "/" + rel)
+        except OSError:
+            st = None
+        if st is not None and exists is not None and not exists(rel, st):
+            st = None
+        if st is None or not stat.S_ISLNK(st.st_mode):
+            missing = st is None
+            done.append(comp)
+            continue
+        links += 1
+        if links > _MAX_LINKS:
+            raise BuildError(f"too many levels of symbolic links: /{rel}")
+        target = os.readlink(root + "/" + rel)
+        if target.startswith("/"):
+            done = []
+        todo.extend(reversed([t for t in target.split("/") if t and t != "."]))
+    return root + "/" + "/".join(done) if done else (root or "/")
+
+
+# --------------------------------------------------------------------------- selection
+
+@dataclass(frozen=True)
+class Entry:
+    """One path a selection contributes: `rel` is relative to the selected root ('' = itself)."""
+
+    rel: str
+    path: str
+    st: os.stat_result
+
+
+@dataclass(frozen=True)
+class Selected:
+    """One resolved COPY source root.
+
+    `rel` is the path inside the tree after following symlinks ('' = the tree root), `real` the
+    host path, `name` the base name the user wrote (a followed link keeps its own name, as in
+    BuildKit), `link` the unfollowed host path. `includes` are `--parents` patterns and
+    `excludes` `--exclude` patterns, both relative to this root.
+    """
+
+    tree: SourceTree = field(repr=False, compare=False)
+    source: str
+    rel: str
+    real: str
+    link: str
+    name: str
+    is_dir: bool
+    includes: tuple[str, ...] = ()
+    excludes: tuple[str, ...] = ()
+    wildcard: bool = False
+
+    @property
+    def path(self) -> Path:
+        """The host path COPY reads (top-level symlinks followed inside the tree)."""
+        return Path(self.real)
+
+
+def _load_matcher(patterns, what: str = "--exclude"):
+    """An IgnoreMatcher for --exclude/--parents patterns (patternmatcher syntax)."""
+    from grammar.dockerignore import IgnoreMatcher
+    from grammar.errors import DockerfileError
+
+    try:
+        return IgnoreMatcher(list(patterns), filename=what)
+    except DockerfileError as e:
+        raise BuildError(f"invalid {what} pattern: {getattr(e, 'message', e)}") from None
+
+
+class SourceTree:
+    """A directory COPY reads from; `COPY --from=<stage>` uses it directly on the rootfs."""
+
+    reset_owner = False
+
+    def __init__(self, root: Path | str, *, stat_cache: Path | None = None):
+        self.root = os.path.realpath(os.fspath(root))
+        self._ignore = None
+        self._stat_cache_path = Path(stat_cache) if stat_cache else None
+        self._hashes: dict[str, list] | None = None
+        self._hashes_dirty = False
+        self._seen: set[str] = set()
+
+    # -- visibility (the context hides .dockerignored paths) --------------------------------
+    def ignored(self, rel: str) -> bool:
+        """True if `rel` (relative to the root) is .dockerignored."""
+        return self._ignore is not None and rel != "" and self._ignore.matches(rel)
+
+    def _has_exceptions(self) -> bool:
+        return self._ignore is not None and bool(getattr(self._ignore, "has_exceptions", True))
+
+    def _visible(self, rel: str, st: os.stat_result) -> bool:
+        if not self.ignored(rel):
+            return True
+        if stat.S_ISDIR(st.st_mode) and self._has_exceptions():
+            return any(True for _ in self._walk_dir(os.path.join(self.root, rel), rel, "",
+                                                   [], None, (), None))
+        return False
+
+    def resolve(self, rel: str, *, follow: bool = True) -> str:
+        """Host path of `rel` inside the tree, following symlinks like a chroot."""
+        return resolve_in_root(self.root, rel, follow_final=follow,
+                               exists=self._visible if self._ignore is not None else None)
+
+    def _lstat_visible(self, path: str) -> os.stat_result | None:
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return None
+        rel = self._rel(path)
+        if rel is None or (self._ignore is not None and not self._visible(rel, st)):
+            return None
+        return st
+
+    def _rel(self, path: str) -> str | None:
+        if path == self.root:
+            return ""
+        if path.startswith(self.root.rstrip("/") + "/"):
+            return path[len(self.root.rstrip("/")) + 1:]
+        return None
+
+    # -- select ------------------------------------------------------------------------------
+    def select(self, srcs: Sequence[str], excludes: Sequence[str] = (), *,
+               allow_empty_wildcard: bool = True, parents: bool = False,
+               follow_top_symlinks: bool = True) -> list[Selected]:
+        """Resolve COPY source words to selections (BuildKit semantics, see module doc)."""
+        excludes = tuple(excludes)
+        if excludes:
+            _load_matcher(excludes)  # validate patterns early
+        out: list[Selected] = []
+        for src in srcs:
+            includes: tuple[str, ...] = ()
+            required = None
+            if parents:
+                base, sep, pattern = src.partition("/./")
+                if not sep:
+                    base, pattern = "/", src
+                pattern = posixpath.normpath("/" + pattern).lstrip("/")
+                if pattern:
+                    includes = (pattern,)
+                    if not has_wildcards(base) and not has_wildcards(pattern):
+                        required = "/" + posixpath.join(posixpath.normpath("/" + base).lstrip("/"),
+                                                        pattern)
+                src = base
+            clean = "/" + posixpath.normpath("/" + src).lstrip("/")
+            if required is not None:
+                req = self.resolve(required, follow=True)
+                if self._lstat_visible(req) is None:
+                    raise BuildError(f'failed to compute cache key: "{required}": not found')
+            out.extend(self._select_one(src, clean, includes, excludes, allow_empty_wildcard,
+                                        follow_top_symlinks))
+        return out
+
+    def _select_one(self, src, clean, includes, excludes, allow_empty, follow):
+        parts = [p for p in clean.split("/") if p]
+        fixed: list[str] = []
+        rest: list[str] = []
+        for p in parts:
+            if rest or has_wildcards(p):
+                rest.append(p)
+            else:
+                fixed.append(p)
+        if not rest:
+            return [self._make(src, "/".join(fixed), includes, excludes, follow, False)]
+        base = self.resolve("/".join(fixed), follow=True)
+        pattern = "/".join(rest)
+        rx = compile_glob(pattern)
+        depth = None if "[^" in pattern else len(rest)
+        matches: list[str] = []
+        if self._lstat_visible(base) is not None and os.path.isdir(base):
+            self._glob_walk(base, "", rx, depth, matches)
+        if not matches and not allow_empty:
+            raise BuildError(f'failed to compute cache key: "{clean}": not found')
+        out = []
+        for m in matches:
+            rel = self._rel(m)
+            out.append(self._make(src, rel, includes, excludes, follow, True))
+        return out
+
+    def _glob_walk(self, top, relbase, rx, depth, out):
+        try:
+            names = sorted(os.listdir(top))
+        except OSError:
+            return
+        for name in names:
+            path = top + "/" + name
+            rel = relbase + "/" + name if relbase else name
+            st = self._lstat_visible(path)
+            if st is None:
+                continue
+            if rx.match(rel):
+                out.append(path)
+                continue
+            if stat.S_ISDIR(st.st_mode) and (depth is None or rel.count("/") + 1 < depth):
+                self._glob_walk(path, rel, rx, depth, out)
+
+    def _make(self, src, rel, includes, excludes, follow, wildcard) -> Selected:
+        link = self.resolve(rel, follow=False)
+        real = self.resolve(rel, follow=True) if follow else link
+        st = self._lstat_visible(real)
+        if st is None:
+            raise BuildError(f'failed to compute cache key: "/{rel}": not found')
+        name = posixpath.basename(rel.rstrip("/")) or posixpath.basename(real) or "/"
+        return Selected(tree=self, source=src, rel=self._rel(real) or "", real=real, link=link,
+                        name=name, is_dir=stat.S_ISDIR(st.st_mode), includes=includes,
+                        excludes=excludes, wildcard=wildcard)
+
+    # -- walk --------------------------------------------------------------------------------
+    def walk(self, sel: Selected, *, follow: bool = True) -> Iterator[Entry]:
+        """Entries of a selection, parents before children, names sorted; the root first."""
+        path = sel.real if follow else sel.link
+        st = os.lstat(path)
+        yield Entry("", path, st)
+        if not stat.S_ISDIR(st.st_mode):
+            return
+        inc = _load_matcher(sel.includes) if sel.includes else None
+        exc = _load_matcher(sel.excludes) if sel.excludes else None
+        yield from self._walk_dir(path, sel.rel, "", [], inc, sel.includes, exc)
+
+    def _walk_dir(self, path, treerel, rel, pending, inc, incpats, exc, inc_hit=False):
+        """Yield visible entries below `path`.
+
+        `pending` holds parent dirs that are hidden themselves (ignored or excluded with
+        exceptions present, or not yet matched by a --parents pattern): they are emitted just
+        before the first descendant that is, like fsutil's lazy parent dirs.
+        """
+        try:
+            with os.scandir(path) as it:
+                ents = sorted(it, key=lambda e: e.name)
+        except OSError as e:
+            raise BuildError(f"failed to read /{treerel}: {e.strerror}") from None
+        ign = self._ignore
+        ign_exc = self._has_exceptions()
+        exc_exc = exc is not None and bool(getattr(exc, "has_exceptions", True))
+        for de in ents:
+            name = de.name
+            r = rel + "/" + name if rel else name
+            tr = treerel + "/" + name if treerel else name
+            st = de.stat(follow_symlinks=False)
+            isdir = stat.S_ISDIR(st.st_mode)
+            hidden = ign is not None and ign.matches(tr)
+            if hidden and not (isdir and ign_exc):
+                continue
+            excluded = exc is not None and exc.matches(r)
+            if excluded and not (isdir and exc_exc):
+                continue
+            included = inc_hit or inc is None or inc.matches(r)
+            if not included and not isdir:
+                continue
+            entry = Entry(r, de.path, st)
+            if hidden or excluded or not included:
+                if not included and not _may_match_below(incpats, r):
+                    continue
+                pending.append(entry)
+                yield from self._walk_dir(de.path, tr, r, pending, inc, incpats, exc, inc_hit)
+                if pending and pending[-1] is entry:
+                    pending.pop()
+                continue
+            if pending:
+                yield from pending
+                pending.clear()
+            yield entry
+            if isdir:
+                yield from self._walk_dir(de.path, tr, r, pending, inc, incpats, exc,
+                                          inc_hit or inc is not None)
+
+    # -- digest ------------------------------------------------------------------------------
+    def owner(self, st: os.stat_result) -> tuple[int, int]:
+        return (0, 0) if self.reset_owner else (st.st_uid, st.st_gid)
+
+    def digest(self, selected: Sequence[Selected]) -> str:
+        """sha256 over what the selections would copy; mtimes never count."""
+        h = hashlib.sha256()
+        for sel in selected:
+            h.update(f"S\0{sel.name}\0{int(sel.is_dir)}\0{sel.includes}\0{sel.excludes}\n"
+                     .encode("utf-8", "surrogateescape"))
+            links: dict[tuple[int, int], str] = {}
+            for e in self.walk(sel):
+                st = e.st
+                mode = st.st_mode
+                uid, gid = self.owner(st)
+                extra = ""
+                if stat.S_ISREG(mode):
+                    key = (st.st_dev, st.st_ino)
+                    if st.st_nlink > 1 and key in links:
+                        extra = "hardlink:" + links[key]
+                    else:
+                        if st.st_nlink > 1:
+                            links[key] = e.rel
+                        extra = self.file_hash(e.path, st)
+                elif stat.S_ISLNK(mode):
+                    extra = os.readlink(e.path)
+                elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+                    extra = f"{os.major(st.st_rdev)},{os.minor(st.st_rdev)}"
+                cap = _get_cap(e.path)
+                h.update(f"{e.rel}\0{stat.S_IFMT(mode):o}\0{stat.S_IMODE(mode):o}\0{uid}\0{gid}"
+                         f"\0{extra}\0{cap}\n".encode("utf-8", "surrogateescape"))
+        self.save_stat_cache()
+        return "sha256:" + h.hexdigest()
+
+    def file_hash(self, path: str, st: os.stat_result) -> str:
+        """sha256 of a file's bytes, memoized by its stat identity (a touch is a re-read)."""
+        cache = self._load_stat_cache()
+        sig = [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+        hit = cache.get(path)
+        if hit is not None and hit[:5] == sig:
+            self._seen.add(path)
+            return hit[5]
+        try:
+            with open(path, "rb") as f:
+                hexd = hashlib.file_digest(f, "sha256").hexdigest()
+        except OSError as e:
+            raise BuildError(f"failed to read {path}: {e.strerror}") from None
+        now = time.time_ns()
+        if max(st.st_mtime_ns, st.st_ctime_ns) < now - _RACY_NS:
+            cache[path] = sig + [hexd]
+            self._seen.add(path)
+            self._hashes_dirty = True
+        return hexd
+
+    def _load_stat_cache(self) -> dict:
+        if self._hashes is None:
+            self._hashes = {}
+            p = self._stat_cache_path
+            if p is not None:
+                try:
+                    data = json.loads(p.read_text())
+                    if isinstance(data, dict) and data.get("v") == 1:
+                        self._hashes = data["files"]
+                except (OSError, ValueError, KeyError):
+                    pass
+        return self._hashes
+
+    def save_stat_cache(self) -> None:
+        """Write the memo (tmp + rename) if it changed; unseen entries are dropped when big."""
+        p = self._stat_cache_path
+        if p is None or not self._hashes_dirty or self._hashes is None:
+            return
+        files = self._hashes
+        if len(files) > 250_000:
+            files = {k: v for k, v in files.items() if k in self._seen}
+        tmp = p.with_name(p.name + f".tmp{os.getpid()}")
+        try:
+            p.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps({"v": 1, "files": files}, separators=(",", ":")))
+            os.replace(tmp, p)
+            self._hashes_dirty = False
+        except OSError:
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
+
+
+def _may_match_below(patterns: Sequence[str], rel: str) -> bool:
+    """Could a path under dir `rel` match one of the --parents patterns? (prunes the walk)"""
+    segs = rel.split("/")
+    for pat in patterns:
+        psegs = pat.strip("/").split("/")
+        ok = True
+        for i, s in enumerate(segs):
+            if i >= len(psegs):
+                ok = False
+                break
+            if "**" in psegs[i]:
+                return True
+            if not go_match(psegs[i], s):
+                ok = False
+                break
+        if ok:
+            return True
+    return False
+
+
+def _get_cap(path: str) -> str:
+    try:
+        return os.getxattr(path, CAP_XATTR, follow_symlinks=False).hex()
+    except OSError as e:
+        if e.errno in (errno.ENODATA, errno.ENOTSUP, errno.EPERM, errno.ENOENT, errno.EACCES):
+            return ""
+        return ""
+
+
+class BuildContext(SourceTree):
+    """The local build context: `.dockerignore` applied, owners reset to 0:0 (BuildKit)."""
+
+    reset_owner = True
+
+    def __init__(self, root: Path | str, dockerfile: Path | str | None = None, *,
+                 ignore: bool = True, stat_cache: Path | None = None):
+        super().__init__(root, stat_cache=stat_cache)
+        self.ignore_file: Path | None = None
+        self.ignore_patterns: list[str] = []
+        if not os.path.isdir(self.root):
+            raise BuildError(f"unable to prepare context: path {str(root)!r} not found")
+        if ignore:
+            self._load_ignore(dockerfile)
+
+    def _load_ignore(self, dockerfile) -> None:
+        candidates = []
+        if dockerfile is not None:
+            df = Path(dockerfile)
+            candidates.append(df.with_name(df.name + ".dockerignore"))
+        candidates.append(Path(self.root) / ".dockerignore")
+        for cand in candidates:
+            try:
+                raw = cand.read_bytes()
+            except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+                continue
+            except OSError as e:
+                raise BuildError(f"failed to read {cand}: {e.strerror}") from None
+            from grammar.dockerignore import IgnoreMatcher, parse_ignore
+            from grammar.errors import DockerfileError
+
+            try:
+                self.ignore_patterns = parse_ignore(raw)
+                self._ignore = (IgnoreMatcher(self.ignore_patterns, filename=str(cand))
+                                if self.ignore_patterns else None)
+            except DockerfileError as e:
+                raise BuildError(f"{cand.name}: {getattr(e, 'message', e)}") from None
+            self.ignore_file = cand
+            return
