@@ -89,6 +89,9 @@ class _Root:
                 try:
                     st = os.stat(c, dir_fd=cur, follow_symlinks=False)
                 except FileNotFoundError:
+                    if pending and pending[0] == "..":
+                        pending.pop(0)  # `missing/..` cancels out, as containerd's RootPath does
+                        continue
                     if not create:
                         return None
                     os.mkdir(c, 0o755, dir_fd=cur)
