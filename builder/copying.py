@@ -1,0 +1,580 @@
+"""COPY/ADD into a rootfs with BuildKit's file semantics (fsutil's copier + go-archive's Untar).
+
+The destination root is the step's overlay merged mount; every path in it is resolved like a
+chroot (`builder.context.resolve_in_root`), so a symlink in the image such as `/app -> /etc`
+sends files to `<root>/etc` and no link target can lead outside the root. Files written are
+created fresh (`O_EXCL|O_NOFOLLOW`) after removing whatever non-directory was there.
+
+Behaviour verified in moby/buildkit (solver/llbsolver/file/backend.go, vendor/.../fsutil/copy,
+frontend/dockerfile/dockerfile_copy_test.go):
+- a directory source copies its contents; an existing destination dir keeps its own owner and
+  mode, sub-directories that exist in both are merged and take the source's metadata;
+- a file goes inside the destination if that is an existing directory, else it is the name;
+- created parent dirs are 0755 (or the octal --chmod), owned by --chown's user or root;
+- owners: --chown if given, else 0:0 for the build context, else kept (COPY --from);
+- modes kept incl. setuid/setgid/sticky unless --chmod (octal, or chmod(1) symbolic, applied
+  to files and dirs alike); mtimes and xattrs kept; symlinks inside dirs are copied as links,
+  hardlinks within one source are kept, fifos and devices are re-created, sockets become
+  empty files ("socket copied as stub").
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import posixpath
+import shutil
+import stat
+import tarfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from builder.context import Selected, resolve_in_root
+from builder.errors import BuildError
+
+_SPECIAL = stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX
+_MULTI_ERR = ("When using COPY with more than one source file, the destination must be a "
+              "directory and end with a /")
+
+
+# --------------------------------------------------------------------------- --chmod
+
+class Chmod:
+    """A parsed --chmod: octal (`0755`) or chmod(1) symbolic (`u+x,g-w`, `a=rX`, `go=u-w`)."""
+
+    def __init__(self, spec: str):
+        self.spec = spec
+        self.octal: int | None = None
+        self._cmds: list[tuple] = []
+        if spec[:1].isdigit():
+            try:
+                v = int(spec, 8)
+            except ValueError:
+                raise _chmod_error(spec) from None
+            if v > 0o7777:
+                raise _chmod_error(spec)
+            self.octal = v
+            return
+        try:
+            self._parse(spec)
+        except (IndexError, ValueError):
+            raise BuildError(f"invalid chmod parameter: '{spec}': invalid syntax (use octal "
+                             "like 0755 or symbolic like u+x,g-w)") from None
+
+    # BSD setmode(3) semantics with a zero umask, as tonistiigi/dchapes-mode implements them.
+    def _parse(self, s: str) -> None:
+        std = 0o6777
+        while True:
+            who = 0
+            while True:
+                if not s:
+                    raise ValueError
+                c = s[0]
+                if c == "a":
+                    who |= std
+                elif c == "u":
+                    who |= stat.S_ISUID | 0o700
+                elif c == "g":
+                    who |= stat.S_ISGID | 0o070
+                elif c == "o":
+                    who |= 0o007
+                else:
+                    break
+                s = s[1:]
+            while True:
+                op, s = s[0], s[1:]
+                if op not in "+-=":
+                    raise ValueError
+                who &= ~stat.S_ISVTX
+                equal_done = False
+                perm = permx = 0
+                while True:
+                    b = s[:1]
+                    if b == "r":
+                        perm |= 0o444
+                    elif b == "w":
+                        perm |= 0o222
+                    elif b == "x":
+                        perm |= 0o111
+                    elif b == "X":
+                        if op != "-":
+                            permx = 0o111
+                        else:
+                            perm |= 0o111
+                    elif b == "s":
+                        if who == 0 or who & ~0o007:
+                            perm |= stat.S_ISUID | stat.S_ISGID
+                    elif b == "t":
+                        if who == 0 or who & ~0o007:
+                            who |= stat.S_ISVTX
+                            perm |= stat.S_ISVTX
+                    elif b in ("u", "g", "o"):
+                        if perm:
+                            self._add(op, who, perm)
+                            perm = 0
+                        if op == "=":
+                            equal_done = True
+                        if permx:
+                            self._add("X", who, permx)
+                            permx = 0
+                        self._cmds.append(("copy", b, op, who))
+                    else:
+                        if perm or (op == "=" and not equal_done):
+                            self._add(op, who, perm)
+                        if permx:
+                            self._add("X", who, permx)
+                        break
+                    s = s[1:]
+                if not s:
+                    return
+                if s[0] == ",":
+                    s = s[1:]
+                    break
+
+    def _add(self, op: str, who: int, bits: int) -> None:
+        if op == "=":
+            self._cmds.append(("-", who if who else 0o6777))
+            op = "+"
+        self._cmds.append((op, (who & bits) if who else bits))
+
+    def apply(self, mode: int) -> int:
+        """The new permission bits (incl. setuid/setgid/sticky) for a file of st_mode `mode`."""
+        if self.octal is not None:
+            return self.octal
+        orig = stat.S_IMODE(mode)
+        new = orig
+        for cmd in self._cmds:
+            kind = cmd[0]
+            if kind == "+":
+                new |= cmd[1]
+            elif kind == "-":
+                new &= ~cmd[1]
+            elif kind == "X":
+                if orig & 0o111 or stat.S_ISDIR(mode):
+                    new |= cmd[1]
+            else:
+                _, src, op, who = cmd
+                shift = {"u": 6, "g": 3, "o": 0}[src]
+                value = (new >> shift) & 0o7
+                mask = 0o7777
+                targets = [sh for bit, sh in ((0o400, 6), (0o040, 3), (0o004, 0))
+                           if not who or who & bit]
+                for sh in targets:
+                    if op in "-=":
+                        clr = 0o7 if op == "=" else value
+                        new &= ~((clr << sh) & mask)
+                    if op in "+=":
+                        new |= (value << sh) & mask
+        return new & 0o7777
+
+
+def _chmod_error(spec: str) -> BuildError:
+    return BuildError(f"invalid chmod parameter: '{spec}'. it should be octal string and between "
+                      "0 and 07777")
+
+
+def parse_chmod(spec: str | None) -> Chmod | None:
+    """Validate a --chmod value early (plan time); None stays None."""
+    return Chmod(spec) if spec else None
+
+
+# --------------------------------------------------------------------------- destinations
+
+def dest_path(dest: str, workdir: str = "/") -> str:
+    """BuildKit's pathRelativeToWorkingDir: absolute, cleaned, trailing `/` (or `/.`) kept."""
+    p = dest if dest not in ("", ".") else "./"
+    full = p if p.startswith("/") else posixpath.join(workdir or "/", p)
+    out = "/" + posixpath.normpath("/" + full).lstrip("/")
+    if (p.endswith(("/", "/."))) and not out.endswith("/"):
+        out += "/"
+    return out
+
+
+def _mkdir_all(path: str, mode: int, owner: tuple[int, int] | None) -> list[str]:
+    """os.MkdirAll on an already root-resolved host path; new dirs get mode and owner."""
+    created = []
+    todo = []
+    p = path
+    while True:
+        try:
+            st = os.stat(p)
+        except FileNotFoundError:
+            todo.append(p)
+            p = os.path.dirname(p)
+            continue
+        except NotADirectoryError:
+            raise BuildError(f"mkdir {p}: not a directory") from None
+        if not stat.S_ISDIR(st.st_mode):
+            raise BuildError(f"mkdir {p}: not a directory")
+        break
+    for d in reversed(todo):
+        try:
+            os.mkdir(d, 0o700)
+        except FileExistsError:
+            if os.path.isdir(d):
+                continue
+            raise
+        os.chown(d, *(owner or (0, 0)), follow_symlinks=False)
+        os.chmod(d, mode)
+        created.append(d)
+    return created
+
+
+def make_dirs(root: Path, path: str, owner: tuple[int, int] | None = None,
+              mode: int = 0o755) -> None:
+    """`mkdir -p` of an absolute image path inside `root` (WORKDIR); new dirs get `owner`."""
+    _mkdir_all(resolve_in_root(os.fspath(root), path), mode, owner)
+
+
+def _shown(dest_root: str, path: str) -> str:
+    return "/" + os.path.relpath(path, dest_root).lstrip("./") if path != dest_root else "/"
+
+
+# --------------------------------------------------------------------------- copy
+
+def copy(selected: Sequence[Selected], dest_root: Path, dest: str, *, workdir: str = "/",
+         chown: tuple[int, int] | None = None, chmod: str | Chmod | None = None,
+         parents: bool = False, src_is_context: bool | None = None,
+         follow_top_symlinks: bool = True, multiple: bool | None = None,
+         unpack: bool = False) -> None:
+    """COPY the selections into `dest_root` at `dest` (relative to `workdir`).
+
+    `src_is_context` None means "as the selection's tree says" (the build context resets
+    owners to 0:0, a stage rootfs keeps them). `parents` re-selects each source word with
+    --parents semantics unless the selections already carry --parents patterns. `multiple`
+    tells that the instruction had several source words. `unpack` extracts local archives
+    (ADD) into `dest` instead of copying them.
+    """
+    if not selected:
+        return
+    if parents and not any(s.includes for s in selected):
+        selected = _reselect_parents(selected)
+        if not selected:
+            return
+    mode = chmod if isinstance(chmod, Chmod) else parse_chmod(chmod)
+    root = os.path.realpath(os.fspath(dest_root))
+    dpath = dest_path(dest, workdir)
+    is_dir_dest = dpath.endswith(("/", "/."))
+    dst = resolve_in_root(root, dpath)
+    if (len(selected) > 1 or multiple) and not is_dir_dest and not os.path.isdir(dst):
+        raise BuildError(_MULTI_ERR)
+    dirmode = mode.octal if mode is not None and mode.octal is not None else 0o755
+    # the dest's parent (or the dest itself with a trailing slash) exists before anything
+    ensure = dpath if is_dir_dest else posixpath.dirname(dpath.rstrip("/")) or "/"
+    _mkdir_all(resolve_in_root(root, ensure), dirmode, chown)
+    for sel in selected:
+        reset = sel.tree.reset_owner if src_is_context is None else src_is_context
+        if unpack and is_archive(sel.path):
+            add_archive(sel.path, Path(root), dest, workdir=workdir, chown=chown)
+            continue
+        _Copier(root, sel, chown, mode, reset, follow_top_symlinks).run(dst, dirmode)
+
+
+def _reselect_parents(selected: Sequence[Selected]) -> list[Selected]:
+    out: list[Selected] = []
+    seen = set()
+    for s in selected:
+        key = (id(s.tree), s.source)
+        if key in seen:
+            continue
+        seen.add(key)
+        out.extend(s.tree.select([s.source], s.excludes, parents=True))
+    return out
+
+
+class _Copier:
+    def __init__(self, root, sel, chown, mode, reset_owner, follow):
+        self.root = root
+        self.sel = sel
+        self.chown = chown
+        self.mode = mode
+        self.reset = reset_owner
+        self.follow = follow
+        self.inodes: dict[tuple[int, int], str] = {}
+
+    def run(self, dst: str, dirmode: int) -> None:
+        sel = self.sel
+        src = sel.real if self.follow else sel.link
+        try:
+            sst = os.lstat(src)
+        except OSError as e:
+            raise BuildError(f'failed to copy "/{sel.rel}": {e.strerror}') from None
+        try:
+            dfi = os.stat(dst)
+        except (FileNotFoundError, NotADirectoryError):
+            dfi = None
+        src_dir = stat.S_ISDIR(sst.st_mode)
+        target = dst
+        if not src_dir and dfi is not None and stat.S_ISDIR(dfi.st_mode):
+            target = os.path.join(dst, sel.name)
+        parent = target if (src_dir and dfi is None) else os.path.dirname(target)
+        _mkdir_all(parent, dirmode, self.chown)
+        entries = sel.tree.walk(sel, follow=self.follow)
+        # the walk yields parents before children; dirs get their metadata after their
+        # contents are written (so their mtime sticks), hence the stack
+        stack: list[tuple[str, str, os.stat_result, bool, str]] = []
+        for e in entries:
+            if e.rel == "":
+                if src_dir:
+                    if not os.path.isdir(target) or os.path.islink(target):
+                        raise BuildError(f"cannot copy to non-directory: "
+                                         f"{_shown(self.root, target)}")
+                    stack.append(("", target, e.st, False, e.path))
+                    continue
+                self._put(e.path, target, e.st)
+                continue
+            while stack and not (e.rel.startswith(stack[-1][0] + "/") or stack[-1][0] == ""):
+                self._finish_dir(*stack.pop())
+            t = os.path.join(target, e.rel)
+            if stat.S_ISDIR(e.st.st_mode):
+                try:
+                    tst = os.lstat(t)
+                except FileNotFoundError:
+                    tst = None
+                if tst is None:
+                    os.mkdir(t, 0o700)
+                elif not stat.S_ISDIR(tst.st_mode):
+                    raise BuildError(f"cannot copy to non-directory: {_shown(self.root, t)}")
+                stack.append((e.rel, t, e.st, True, e.path))
+            else:
+                self._put(e.path, t, e.st)
+        while stack:
+            self._finish_dir(*stack.pop())
+
+    def _owner(self, st) -> tuple[int, int]:
+        if self.chown is not None:
+            return self.chown
+        return (0, 0) if self.reset else (st.st_uid, st.st_gid)
+
+    def _finish_dir(self, rel, target, st, apply_meta, src) -> None:
+        if apply_meta:
+            self._meta(target, st, False, src)
+        else:
+            # the top-level destination dir keeps its owner and mode; BuildKit restores the
+            # source's timestamps on it
+            os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+
+    def _put(self, src: str, target: str, st: os.stat_result) -> None:
+        """Write one non-directory at `target` (replacing a non-directory already there)."""
+        try:
+            tst = os.lstat(target)
+        except FileNotFoundError:
+            tst = None
+        except NotADirectoryError:
+            raise BuildError(f"cannot copy to non-directory: "
+                             f"{_shown(self.root, os.path.dirname(target))}") from None
+        if tst is not None:
+            if stat.S_ISDIR(tst.st_mode):
+                raise BuildError(f"cannot replace to directory {_shown(self.root, target)} "
+                                 "with file")
+            os.unlink(target)
+        m = st.st_mode
+        is_link = stat.S_ISLNK(m)
+        if stat.S_ISREG(m):
+            key = (st.st_dev, st.st_ino)
+            first = self.inodes.get(key) if st.st_nlink > 1 else None
+            if first is not None:
+                os.link(first, target, follow_symlinks=False)
+            else:
+                if st.st_nlink > 1:
+                    self.inodes[key] = target
+                _copy_bytes(src, target)
+        elif is_link:
+            os.symlink(os.readlink(src), target)
+        elif stat.S_ISFIFO(m) or stat.S_ISCHR(m) or stat.S_ISBLK(m):
+            os.mknod(target, stat.S_IFMT(m) | 0o600, st.st_rdev)
+        elif stat.S_ISSOCK(m):
+            os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
+        self._meta(target, st, is_link, src)
+
+    def _meta(self, target: str, st: os.stat_result, is_link: bool, src: str | None = None):
+        os.chown(target, *self._owner(st), follow_symlinks=False)
+        if not is_link:
+            perm = self.mode.apply(st.st_mode) if self.mode is not None else stat.S_IMODE(
+                st.st_mode)
+            os.chmod(target, perm)
+        if src is not None:
+            _copy_xattrs(src, target)
+        os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+
+
+def _copy_xattrs(src: str, dst: str) -> None:
+    """Copy extended attributes; failures are ignored as in BuildKit (it only logs them)."""
+    try:
+        names = os.listxattr(src, follow_symlinks=False)
+    except OSError:
+        return
+    for name in names:
+        if name.startswith("trusted.overlay."):
+            continue
+        try:
+            os.setxattr(dst, name, os.getxattr(src, name, follow_symlinks=False),
+                        follow_symlinks=False)
+        except OSError:
+            pass
+
+
+def _copy_bytes(src: str, dst: str) -> None:
+    fd_in = os.open(src, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        fd_out = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        try:
+            size = os.fstat(fd_in).st_size
+            done = 0
+            try:
+                while done < size:
+                    n = os.copy_file_range(fd_in, fd_out, min(size - done, 1 << 30))
+                    if n == 0:
+                        break
+                    done += n
+            except OSError as e:
+                if e.errno not in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL,
+                                   errno.EPERM, errno.EIO) or done:
+                    raise
+                while True:
+                    buf = os.read(fd_in, 1 << 20)
+                    if not buf:
+                        break
+                    os.write(fd_out, buf)
+        finally:
+            os.close(fd_out)
+    except OSError as e:
+        raise BuildError(f"failed to copy file: {e.strerror}: {dst}") from None
+    finally:
+        os.close(fd_in)
+
+
+# --------------------------------------------------------------------------- ADD archives
+
+_MAGIC = ((b"\x1f\x8b", "gz"), (b"BZh", "bz2"), (b"\xfd7zXZ\x00", "xz"),
+          (b"\x28\xb5\x2f\xfd", "zst"))
+
+
+def _open_stream(f):
+    """Wrap an open archive file in the decompressor its magic bytes call for."""
+    head = f.read(6)
+    f.seek(0)
+    kind = next((k for magic, k in _MAGIC if head.startswith(magic)), None)
+    if kind == "gz":
+        import gzip
+        return gzip.GzipFile(fileobj=f)
+    if kind == "bz2":
+        import bz2
+        return bz2.BZ2File(f)
+    if kind == "xz":
+        import lzma
+        return lzma.LZMAFile(f)
+    if kind == "zst":
+        import zstandard  # only for zstd archives
+        return zstandard.ZstdDecompressor().stream_reader(f)
+    return f
+
+
+def is_archive(path: Path | str) -> bool:
+    """True for a regular file that is a (possibly compressed) tar: magic bytes, not the name."""
+    try:
+        st = os.lstat(path)
+        if not stat.S_ISREG(st.st_mode):
+            return False
+        with open(path, "rb") as f:
+            stream = _open_stream(f)
+            with tarfile.open(fileobj=stream, mode="r|") as tf:
+                return tf.next() is not None
+    except Exception:  # noqa: BLE001 - any decoding failure means "not an archive"
+        return False
+
+
+def add_archive(path: Path | str, dest_root: Path, dest: str, *, workdir: str = "/",
+                chown: tuple[int, int] | None = None) -> None:
+    """ADD a local tar: extract it into the directory `dest` (go-archive's Untar, chrooted).
+
+    Entries keep the archive's uid/gid unless --chown; implied parent dirs are 0755 root;
+    existing files are replaced, existing dirs merged; a name escaping the dest is an error
+    and every path is resolved inside the dest dir, so archive symlinks cannot lead out.
+    """
+    root = os.path.realpath(os.fspath(dest_root))
+    ddir = resolve_in_root(root, dest_path(dest, workdir))
+    _mkdir_all(ddir, 0o755, chown)
+    dirs = []
+    try:
+        with open(path, "rb") as f, tarfile.open(fileobj=_open_stream(f), mode="r|") as tf:
+            for m in tf:
+                _extract_one(tf, m, ddir, chown, dirs)
+    except (tarfile.TarError, EOFError, OSError) as e:
+        if isinstance(e, OSError) and e.filename:
+            raise BuildError(f"failed to extract {os.path.basename(path)}: {e.strerror}: "
+                             f"{_shown(root, e.filename)}") from None
+        raise BuildError(f"failed to extract {os.path.basename(path)}: {e}") from None
+    for p, mtime in reversed(dirs):
+        os.utime(p, (mtime, mtime), follow_symlinks=False)
+
+
+def _extract_one(tf, m: tarfile.TarInfo, ddir: str, chown, dirs) -> None:
+    if m.type in (tarfile.XGLTYPE,):
+        return
+    name = posixpath.normpath(m.name)
+    if name.startswith("../") or name == "..":
+        raise BuildError(f"failed to extract: {m.name!r} is outside of the destination")
+    name = name.lstrip("/")
+    if name in ("", "."):
+        if m.isdir():
+            return
+        raise BuildError(f"failed to extract: invalid entry name {m.name!r}")
+    parent_rel, base = posixpath.split(name)
+    parent = resolve_in_root(ddir, parent_rel)
+    if not os.path.isdir(parent):
+        _mkdir_all(parent, 0o755, None)
+    target = os.path.join(parent, base)
+    try:
+        tst = os.lstat(target)
+    except FileNotFoundError:
+        tst = None
+    if tst is not None and not (stat.S_ISDIR(tst.st_mode) and m.isdir()):
+        if stat.S_ISDIR(tst.st_mode):
+            shutil.rmtree(target)
+        else:
+            os.unlink(target)
+    if m.isdir():
+        if tst is None or not stat.S_ISDIR(tst.st_mode):
+            os.mkdir(target, 0o700)
+    elif m.isreg():
+        src = tf.extractfile(m)
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            while True:
+                buf = src.read(1 << 20)
+                if not buf:
+                    break
+                out.write(buf)
+    elif m.issym():
+        os.symlink(m.linkname, target)
+    elif m.islnk():
+        lname = posixpath.normpath(m.linkname).lstrip("/")
+        if lname.startswith("../"):
+            raise BuildError(f"failed to extract: invalid hardlink {m.name!r} -> {m.linkname!r}")
+        lp, lb = posixpath.split(lname)
+        os.link(os.path.join(resolve_in_root(ddir, lp), lb), target, follow_symlinks=False)
+    elif m.ischr() or m.isblk() or m.isfifo():
+        kind = stat.S_IFCHR if m.ischr() else stat.S_IFBLK if m.isblk() else stat.S_IFIFO
+        os.mknod(target, kind | 0o600, os.makedev(m.devmajor, m.devminor))
+    else:
+        raise BuildError(f"failed to extract: unhandled tar header type {m.type!r} for "
+                         f"{m.name!r}")
+    uid, gid = chown if chown is not None else (m.uid, m.gid)
+    os.chown(target, uid, gid, follow_symlinks=False)
+    for k, v in (m.pax_headers or {}).items():
+        if k.startswith("SCHILY.xattr."):
+            try:
+                os.setxattr(target, k[len("SCHILY.xattr."):],
+                            v.encode("utf-8", "surrogateescape"), follow_symlinks=False)
+            except OSError:
+                pass
+    if not m.issym():
+        os.chmod(target, m.mode & 0o7777)
+    mtime = max(int(m.mtime), 0)
+    if m.isdir():
+        dirs.append((target, mtime))
+    elif not m.issym() and not m.islnk():
+        os.utime(target, (mtime, mtime))
+    elif m.issym():
+        os.utime(target, (mtime, mtime), follow_symlinks=False)
