@@ -7,6 +7,7 @@ package is cheap: lark is only imported the first time something is parsed.
 """
 
 from .errors import DockerfileError, ExpansionError
+from .validate import validate
 
 
 def parse(text, filename: str = "Dockerfile", *, strict: bool = True):
@@ -14,13 +15,6 @@ def parse(text, filename: str = "Dockerfile", *, strict: bool = True):
     from .parser import parse as _parse
 
     return _parse(text, filename, strict=strict)
-
-
-def validate(df, build_args=None) -> None:
-    """Reject everything a build would reject, before any step runs (see grammar.validate)."""
-    from .validate import validate as _validate
-
-    _validate(df, build_args or {})
 
 
 __all__ = ["DockerfileError", "ExpansionError", "parse", "validate"]

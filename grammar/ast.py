@@ -102,7 +102,8 @@ class Instruction:
 
     @property
     def kind(self) -> str:
-        """Instruction name upper-cased (``RUN``, ``COPY``...)."""
+        """Instruction name upper-cased (``RUN``, ``COPY``...). Note: ``Healthcheck.kind`` is a
+        field (its ``NONE``/``CMD`` type) and shadows this; ``keyword.upper()`` always works."""
         return self.keyword.upper()
 
     def flag(self, name: str) -> str | None:
