@@ -166,6 +166,8 @@ class _Reader:
             text = text.split(None, 1)[1]
         if kw not in _HEREDOC_KEYWORDS:
             return False
+        if "[" not in text:  # cannot be exec form: skip splitting the line
+            return True
         _, _, rest = _split_line(text, self.escape)
         return not _is_json_array(rest)
 
