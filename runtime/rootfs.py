@@ -106,33 +106,41 @@ def _real_dir(rootfd: int, path: str) -> int:
     return fd
 
 
-def _target(rootfd: int, path: str, is_dir: bool, created: list) -> int:
+def _target(rootfd: int, path: str, is_dir: bool, created: list, depth: int = 0) -> int:
     """Open a mount target, resolving symlinks inside the root; create it when missing.
 
     The stub layer normally provides every target; creation is the fallback for an image that
     hides a stub entry (a whiteout or opaque dir above it, or a symlink into a missing place).
-    Created paths are recorded (path, parent mtime) so the host removes them from the upper dir.
+    A dangling symlink is followed inside the root and its target created there, as runc's
+    MkdirAllInRoot does. Created paths are recorded (host path, parent atime/mtime) so the host
+    removes them from the upper dir after the run.
     """
     try:
         fd = _open(rootfd, path, _IN_ROOT)
     except KernelCallError as e:
         if e.errno != errno.ENOENT:
             raise
+        if depth > 40:
+            raise SandboxError(f"cannot mount on {path}: too many levels of symlinks") from None
         parent, name = os.path.split(os.path.normpath(path))
         if not name:
             raise
-        pfd = _target(rootfd, parent or "/", True, created)
+        pfd = _target(rootfd, parent or "/", True, created, depth + 1)
         try:
-            pst = os.fstat(pfd)
-            if is_dir:
-                os.mkdir(name, 0o755, dir_fd=pfd)
-            else:
-                os.close(os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
-                                 0o644, dir_fd=pfd))
-        except FileExistsError:
-            raise SandboxError(f"cannot mount on {path}: it is a dangling symlink in the image") from None
-        finally:
             where = os.readlink(_fdpath(pfd))
+            pst = os.fstat(pfd)
+            try:
+                if is_dir:
+                    os.mkdir(name, 0o755, dir_fd=pfd)
+                else:
+                    os.close(os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW
+                                     | os.O_CLOEXEC, 0o644, dir_fd=pfd))
+            except FileExistsError:   # a dangling symlink: follow it, inside the root
+                link = os.readlink(name, dir_fd=pfd)
+                root = os.readlink(_fdpath(rootfd))
+                cparent = "/" + os.path.relpath(where, root).lstrip(".")
+                return _target(rootfd, os.path.join(cparent, link), is_dir, created, depth + 1)
+        finally:
             os.close(pfd)
         fd = _open(rootfd, path, _IN_ROOT)
         created.append((os.path.join(where, name), pst.st_atime_ns, pst.st_mtime_ns))
