@@ -313,6 +313,7 @@ class _Copier:
         # the walk yields parents before children; dirs get their metadata after their
         # contents are written (so their mtime sticks), hence the stack
         stack: list[tuple[str, str, os.stat_result, bool, str]] = []
+        fresh: set[str] = set()   # dirs made by this copy: nothing to replace inside them
         for e in entries:
             if e.rel == "":
                 if src_dir:
@@ -326,18 +327,22 @@ class _Copier:
             while stack and not (e.rel.startswith(stack[-1][0] + "/") or stack[-1][0] == ""):
                 self._finish_dir(*stack.pop())
             t = os.path.join(target, e.rel)
+            new_parent = os.path.dirname(t) in fresh
             if stat.S_ISDIR(e.st.st_mode):
-                try:
-                    tst = os.lstat(t)
-                except FileNotFoundError:
-                    tst = None
+                tst = None
+                if not new_parent:
+                    try:
+                        tst = os.lstat(t)
+                    except FileNotFoundError:
+                        pass
                 if tst is None:
                     os.mkdir(t, 0o700)
+                    fresh.add(t)
                 elif not stat.S_ISDIR(tst.st_mode):
                     raise BuildError(f"cannot copy to non-directory: {_shown(self.root, t)}")
                 stack.append((e.rel, t, e.st, True, e.path))
             else:
-                self._put(e.path, t, e.st)
+                self._put(e.path, t, e.st, new_parent)
         while stack:
             self._finish_dir(*stack.pop())
 
@@ -354,12 +359,14 @@ class _Copier:
             # source's timestamps on it
             os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
 
-    def _put(self, src: str, target: str, st: os.stat_result) -> None:
+    def _put(self, src: str, target: str, st: os.stat_result, fresh: bool = False) -> None:
         """Write one non-directory at `target` (replacing a non-directory already there)."""
+        tst = None
         try:
-            tst = os.lstat(target)
+            if not fresh:
+                tst = os.lstat(target)
         except FileNotFoundError:
-            tst = None
+            pass
         except NotADirectoryError:
             raise BuildError(f"cannot copy to non-directory: "
                              f"{_shown(self.root, os.path.dirname(target))}") from None
