@@ -179,6 +179,7 @@ class _DirSource:
 @dataclass
 class _Staged:
     blobs: dict[str, Path] = field(default_factory=dict)      # digest -> tmp file
+    tmps: list[Path] = field(default_factory=list)            # every tmp file we made
     layers: list[tuple[str, str, int, str, int]] = field(default_factory=list)
     configs: list[bytes] = field(default_factory=list)
     tags: list[tuple[str, bytes]] = field(default_factory=list)  # (full name, config raw)
@@ -202,11 +203,13 @@ def _read_json(src, name: str, expected: str | None = None):
 def _stage_layer(store, st: _Staged, src, name: str, diff_id: str, expected: str | None,
                  expected_size: int | None = None) -> None:
     """Copy a layer blob to tmp/ hashing it, then hash its uncompressed tar: both must match."""
-    out, tmp = store._tmpfile("ld-")
-    h = HashingWriter(out)
-    with out, src.open(name) as f:
-        while data := f.read(CHUNK):
-            h.write(data)
+    with src.open(name) as f:
+        out, tmp = store._tmpfile("ld-")
+        st.tmps.append(tmp)
+        h = HashingWriter(out)
+        with out:
+            while data := f.read(CHUNK):
+                h.write(data)
     st.blobs[h.digest] = tmp
     if expected is not None and h.digest != expected:
         raise StoreError(f"digest mismatch for layer {name}: expected {expected}, got {h.digest}")
@@ -338,7 +341,7 @@ def load(store, path) -> list[tuple[str, list[str]]]:
             raise StoreError(f"{path}: not an image archive (no manifest.json or index.json)")
         return _commit(store, st)
     finally:
-        for tmp in st.blobs.values():
+        for tmp in st.tmps:
             tmp.unlink(missing_ok=True)
         src.close()
 

@@ -13,10 +13,12 @@ import json
 import os
 import re
 import shutil
+import time
 from dataclasses import dataclass
 
 _SHA = re.compile(r"sha256:[0-9a-f]{64}")
 _TMP = re.compile(r"^[a-z]+-(\d+)-")
+PIN_SECONDS = 3600
 
 
 @dataclass
@@ -100,7 +102,8 @@ def prune(store, *, all_: bool = False, tmp: bool = True) -> PruneReport:
         _refs_in(store._read_json("cachekeys.json"), keep)
         layers = store._read_json("layers.json")
         for d, info in layers.items():
-            if info.get("pid") and _alive(info["pid"]) and info["pid"] != os.getpid():
+            if (info.get("pid") and info["pid"] != os.getpid() and _alive(info["pid"])
+                    and time.time() - info.get("t", 0) < PIN_SECONDS):
                 keep.add(d)
         # close over configs -> diff_ids, manifests -> blobs, layers -> their blobs
         for image_id in list(keep):

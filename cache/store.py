@@ -231,7 +231,9 @@ class Store:
             with self._update("layers.json") as idx:
                 info = idx.setdefault(res.diff_id, {"origin": "built", "blobs": {}})
                 info["size"] = res.size
-                info["pid"] = os.getpid()  # prune keeps it while we live, until referenced
+                # prune spares it while this process lives (for an hour at most): a build
+                # between commit_layer and put_image/cache_put must not lose its layer
+                info["pid"], info["t"] = os.getpid(), int(time.time())
                 if "epoch" not in info and info["origin"] == "built":
                     info["epoch"] = epoch
         return res.diff_id

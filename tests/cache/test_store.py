@@ -1,0 +1,172 @@
+"""The store contract other packages code against: root selection, layers, images, tags, refs,
+the build-cache index, concurrency and prune."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cache import image as im
+from cache.errors import StoreError
+from cache.keys import step_key
+from cache.store import Store, default_root
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_root_from_env_then_root_default(monkeypatch, tmp_path):
+    monkeypatch.setenv("PYBUILD_ROOT", str(tmp_path / "x"))
+    assert Store.open().root == tmp_path / "x"
+    assert json.loads((tmp_path / "x" / "oci-layout").read_text()) == {"imageLayoutVersion": "1.0.0"}
+    assert json.loads((tmp_path / "x" / "index.json").read_text())["schemaVersion"] == 2
+    monkeypatch.delenv("PYBUILD_ROOT")
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    expect = Path("/var/lib/pybuild") if os.geteuid() == 0 else tmp_path / "xdg" / "pybuild"
+    assert default_root() == expect
+
+
+def test_commit_layer_moves_dir_in_and_empty_dir_is_no_layer(store_root):
+    store = Store.open()
+    scratch = store.new_scratch()
+    assert scratch.parent == store.root / "tmp"
+    (scratch / "empty").mkdir()
+    assert store.commit_layer(scratch / "empty") is None
+    (scratch / "u").mkdir()
+    (scratch / "u" / "hello").write_text("hi")
+    diff_id = store.commit_layer(scratch / "u")
+    assert diff_id.startswith("sha256:") and not (scratch / "u").exists()
+    assert (store.layer_dir(diff_id) / "hello").read_text() == "hi"
+    # the same content again: deduplicated, the second upper dir is dropped
+    (scratch / "v").mkdir()
+    (scratch / "v" / "hello").write_text("hi")
+    os.utime(scratch / "v" / "hello", (5, 5))
+    assert store.commit_layer(scratch / "v") == diff_id
+
+
+def test_images_tags_and_docker_ref_normalisation(busybox_root):
+    store = Store.open()
+    bb = store.resolve("busybox")
+    for ref in ("busybox:latest", "docker.io/library/busybox", "docker.io/library/busybox:latest",
+                "library/busybox", bb, bb[7:], bb[7:19], bb[:14]):
+        assert store.resolve(ref) == bb, ref
+    img = store.image("busybox")
+    assert img.id == bb and img.config["config"]["Cmd"] == ["sh"]
+    assert img.container_config["Env"] == ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
+    assert len(img.diff_ids) == 1 and (store.layer_dir(img.diff_ids[0]) / "bin" / "busybox").is_file()
+    store.tag("localhost:5000/team/app:v1", bb)
+    assert store.resolve("localhost:5000/team/app:v1") == bb
+    with pytest.raises(StoreError, match="no such image: team/app:v1"):
+        store.resolve("team/app:v1")
+    with pytest.raises(StoreError, match="no such image: nothere"):
+        store.image("nothere")
+    with pytest.raises(StoreError, match="invalid reference format"):
+        store.tag("Bad Name", bb)
+
+
+def test_put_image_id_is_config_digest_and_history_like_buildkit(busybox_root):
+    store = Store.open()
+    base = store.image("busybox")
+    cfg = im.add_step(base.config, 'ENV A=1', diff_id=None, created="1970-01-01T00:00:00Z")
+    image_id = store.put_image(cfg)
+    assert store.image(image_id).config["history"][-1] == {
+        "created": "1970-01-01T00:00:00Z", "created_by": "ENV A=1",
+        "comment": "buildkit.dockerfile.v0", "empty_layer": True}
+    import hashlib
+    assert image_id == "sha256:" + hashlib.sha256(store.blob_path(image_id).read_bytes()).hexdigest()
+    assert store.put_image(cfg) == image_id  # deterministic config bytes
+    bad = im.add_step(base.config, "RUN x", diff_id="sha256:" + "0" * 64)
+    with pytest.raises(StoreError, match="not in the store"):
+        store.put_image(bad)
+
+
+def test_step_key_is_canonical():
+    a = step_key("run", "sha256:" + "1" * 64, {"cmd": ["sh", "-c", "x"], "env": {"A": "1", "B": "2"}})
+    b = step_key("run", "sha256:" + "1" * 64, {"env": {"B": "2", "A": "1"}, "cmd": ["sh", "-c", "x"]})
+    assert a == b and a.startswith("sha256:") and len(a) == 71
+    assert a != step_key("run", None, {"cmd": ["sh", "-c", "x"], "env": {"A": "1", "B": "2"}})
+
+
+def test_cache_index(store_root):
+    store = Store.open()
+    assert store.cache_get("k") is None
+    store.cache_put("k", {"diff_id": None, "config": {"a": 1}})
+    assert Store.open().cache_get("k") == {"diff_id": None, "config": {"a": 1}}
+
+
+def test_concurrent_writers_lose_no_update(store_root):
+    """Four processes each add 25 cache entries at once: the file lock keeps all 100."""
+    code = (f"import sys; sys.path.insert(0, {str(REPO)!r})\nfrom cache.store import Store\ns = Store.open()\n"
+            "for i in range(25): s.cache_put(f'{sys.argv[1]}-{i}', {'i': i})\n")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(n)]) for n in range(4)]
+    assert all(p.wait(60) == 0 for p in procs)
+    assert len(json.loads((store_root / "cachekeys.json").read_text())) == 100
+
+
+def test_prune_removes_garbage_never_a_referenced_blob(busybox_root, pybuild):
+    store = Store.open()
+    bb = store.image("busybox")
+    store.manifest(bb.id, "gzip")  # makes compressed blobs + manifest, all referenced
+    referenced = {p.name for p in store.blobs.iterdir()}
+    # garbage: a dead process's tmp file, an unreferenced blob and layer, a cache-held layer
+    (store.tmp / "w-999999999-dead").write_text("half written")
+    stray = store.put_blob(b"nobody refers to me")
+    s = store.new_scratch()
+    (s / "u").mkdir()
+    (s / "u" / "f").write_text("orphan")
+    orphan = store.commit_layer(s / "u")
+    (s / "c").mkdir()
+    (s / "c" / "f").write_text("cached")
+    cached = store.commit_layer(s / "c")
+    store.cache_put("step", {"layer": cached})
+    store.layer_info(orphan)  # recorded with our pid; a CLI prune is another process
+    import shutil
+    shutil.rmtree(s)
+    with store._update("layers.json") as idx:  # as if the committing build had exited
+        idx[orphan]["pid"] = idx[cached]["pid"] = 999999999
+    r = pybuild("prune")
+    assert r.returncode == 0, r.stderr
+    assert "Total reclaimed space" in r.stdout
+    left = {p.name for p in store.blobs.iterdir()}
+    assert referenced <= left and stray[7:] not in left
+    assert not (store.tmp / "w-999999999-dead").exists()
+    assert not store.layer_path(orphan).exists() and store.layer_path(cached).exists()
+    assert store.layer_path(bb.diff_ids[0]).exists()
+    r = pybuild("prune", "-a")
+    assert r.returncode == 0 and not store.layer_path(cached).exists()
+    assert store.resolve("busybox") == bb.id and store.layer_path(bb.diff_ids[0]).exists()
+
+
+def test_rmi_untags_then_deletes(busybox_root, pybuild):
+    store = Store.open()
+    bb = store.resolve("busybox")
+    assert pybuild("tag", "busybox", "mine:1").returncode == 0
+    r = pybuild("rmi", "mine:1")
+    assert r.returncode == 0 and r.stdout.strip() == "Untagged: mine:1"
+    assert store.resolve("busybox") == bb
+    with store._update("layers.json") as idx:  # the session that made busybox still runs
+        for info in idx.values():
+            info.pop("pid", None)
+    r = pybuild("rmi", "busybox")
+    assert r.returncode == 0 and f"Deleted: {bb}" in r.stdout
+    assert not any(store.layers.iterdir()) and not any(store.blobs.iterdir())
+    r = pybuild("rmi", "busybox")
+    assert r.returncode == 1 and r.stderr.strip() == "pybuild: error: no such image: busybox"
+
+
+def test_images_inspect_history_cli(busybox_root, pybuild):
+    r = pybuild("images")
+    assert r.returncode == 0
+    header, row = r.stdout.splitlines()[:2]
+    assert header.split() == ["REPOSITORY", "TAG", "IMAGE", "ID", "CREATED", "SIZE"]
+    assert row.split()[:2] == ["busybox", "latest"]
+    r = pybuild("inspect", "busybox")
+    doc = json.loads(r.stdout)[0]
+    assert doc["RepoTags"] == ["busybox:latest"] and doc["Config"]["Cmd"] == ["sh"]
+    assert doc["RootFS"]["Layers"] == list(Store.open().image("busybox").diff_ids)
+    assert pybuild("inspect", "-f", "{{json .Config.Cmd}}", "busybox").stdout == '["sh"]\n'
+    r = pybuild("history", "busybox")
+    assert r.returncode == 0 and len(r.stdout.splitlines()) == 2
