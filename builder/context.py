@@ -541,8 +541,12 @@ class BuildContext(SourceTree):
     reset_owner = True
 
     def __init__(self, root: Path | str, dockerfile: Path | str | None = None, *,
-                 ignore: bool = True, stat_cache: Path | None = None):
+                 ignore: bool = True, stat_cache: Path | None = None,
+                 reset_owner: bool | None = None):
+        """`ignore=False` makes a plain source tree (a stage rootfs for COPY --from): nothing
+        is ignored and owners are kept unless `reset_owner=True`."""
         super().__init__(root, stat_cache=stat_cache)
+        self.reset_owner = ignore if reset_owner is None else reset_owner
         self.ignore_file: Path | None = None
         self.ignore_patterns: list[str] = []
         if not os.path.isdir(self.root):

@@ -124,6 +124,9 @@ def test_owner_is_root_for_the_context_kept_for_a_stage_and_chown_wins(ctx, root
     stage = SourceTree(ctx)
     copy(stage.select(["a.txt", "dir"]), root, "/stage/")
     assert _owner(root / "stage" / "a.txt") == (1000, 1001)
+    # the builder's spelling for a --from tree keeps owners as well
+    copy(BuildContext(ctx, None, ignore=False).select(["a.txt"]), root, "/stage2")
+    assert _owner(root / "stage2") == (1000, 1001)
     _copy(ctx, root, ["dir"], "/chowned/new/parent/", chown=(300, 400))
     for p in ("chowned", "chowned/new", "chowned/new/parent", "chowned/new/parent/sub",
               "chowned/new/parent/sub/deep"):
