@@ -179,6 +179,18 @@ def loopback_up() -> None:
         os.close(fd)
 
 
+def open_pty() -> tuple[int, str]:
+    """posix_openpt + unlockpt + ptsname in this mount namespace: (master fd, slave path)."""
+    fd = _libc.posix_openpt(ctypes.c_int(os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC))
+    if fd < 0:
+        raise _fail("open /dev/ptmx")
+    buf = ctypes.create_string_buffer(64)
+    if _libc.unlockpt(fd) != 0 or _libc.ptsname_r(fd, buf, ctypes.c_size_t(64)) != 0:
+        os.close(fd)
+        raise _fail("unlock pty")
+    return fd, buf.value.decode()
+
+
 def sethostname(name: str) -> None:
     b = name.encode()
     if _libc.sethostname(b, ctypes.c_size_t(len(b))) != 0:

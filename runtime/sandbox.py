@@ -70,7 +70,8 @@ class SandboxSpec:
     stdin: int | None = None                              # fds; None = inherit the caller's
     stdout: int | None = None
     stderr: int | None = None
-    tty: bool = False                                     # stdin is a terminal to make controlling
+    tty: bool = False          # allocate a pty inside the container; the master is Sandbox.tty
+    make_cwd: bool = False                                # create cwd if missing (docker run -w)
 
 
 class Sandbox:
@@ -83,6 +84,7 @@ class Sandbox:
         self._upperdir = upperdir
         self._rootdir = rootdir
         self.returncode: int | None = None
+        self.tty: int | None = None     # the pty master when spec.tty (the caller closes it)
 
     def signal(self, sig: int) -> None:
         """Send sig to the command (the keeper and pid 1 forward it)."""
@@ -197,6 +199,9 @@ def _resolv_conf(network: str) -> str:
 
 
 def _validate(spec: SandboxSpec) -> None:
+    if os.geteuid() != 0:
+        raise SandboxError("the sandbox needs root for now: run pybuild as root (rootless mode "
+                           "with user namespaces is not implemented yet)")
     if not spec.argv:
         raise SandboxError("no command given to run")
     if spec.network not in ("host", "none"):
@@ -245,15 +250,25 @@ def start(spec: SandboxSpec) -> Sandbox:
                                 upperdir=upper, workdir=work, etc_files=etc_files,
                                 mounts=list(spec.mounts), new_netns=spec.network == "none")
         r, w = os.pipe2(os.O_CLOEXEC)
+        psock = csock = None
+        if spec.tty:
+            import socket
+            psock, csock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     except BaseException:
         shutil.rmtree(rundir, ignore_errors=True)
         raise
     parent = os.getpid()
     pid = os.fork()
     if pid == 0:
-        _keeper(spec, plan, w, r, parent)   # never returns
+        _keeper(spec, plan, w, r, parent, csock)   # never returns
     os.close(w)
-    return Sandbox(pid, r, rundir, upper, rootdir)
+    sb = Sandbox(pid, r, rundir, upper, rootdir)
+    if psock is not None:
+        csock.close()
+        with psock:
+            _, fds, _, _ = socket.recv_fds(psock, 16, 1)
+        sb.tty = fds[0] if fds else None
+    return sb
 
 
 def run(spec: SandboxSpec, *, forward_signals: bool = False) -> int:
@@ -315,7 +330,15 @@ def _forward_to(pid_holder: list) -> None:
         signal.signal(sig, handler)
 
 
-def _keeper(spec: SandboxSpec, plan: rootfs.MountPlan, w: int, r: int, parent: int) -> None:
+def _close_fds_except(keep: list[int]) -> None:
+    low = 3
+    for fd in sorted(k for k in keep if k >= 3):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, 1 << 20)
+
+
+def _keeper(spec: SandboxSpec, plan: rootfs.MountPlan, w: int, r: int, parent: int, csock) -> None:
     code = 125
     try:
         signal.set_wakeup_fd(-1)
@@ -332,8 +355,7 @@ def _keeper(spec: SandboxSpec, plan: rootfs.MountPlan, w: int, r: int, parent: i
                 os.dup2(fd, i, inheritable=True)
         if w < 3:
             w = os.dup(w)
-        os.closerange(3, w)
-        os.closerange(w + 1, 1 << 20)
+        _close_fds_except([w] + ([csock.fileno()] if csock is not None else []))
         os.set_inheritable(w, False)
         os.setsid()
         flags = kernel.CLONE_NEWNS | kernel.CLONE_NEWPID | kernel.CLONE_NEWUTS | kernel.CLONE_NEWIPC
@@ -342,7 +364,7 @@ def _keeper(spec: SandboxSpec, plan: rootfs.MountPlan, w: int, r: int, parent: i
         kernel.unshare(flags)
         pid1 = os.fork()
         if pid1 == 0:
-            _init(spec, plan, w)
+            _init(spec, plan, w, csock)
         target.append(pid1)
         _, status = os.waitpid(pid1, 0)
         code = _status(status)
@@ -363,7 +385,7 @@ def _set_title(title: str) -> None:
         kernel.overwrite(start, title.encode()[:n - 2].ljust(n - 1, b"\0") + b" ")
 
 
-def _init(spec: SandboxSpec, plan: rootfs.MountPlan, w: int) -> None:
+def _init(spec: SandboxSpec, plan: rootfs.MountPlan, w: int, csock) -> None:
     code = 125
     try:
         kernel.prctl(kernel.PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -380,11 +402,17 @@ def _init(spec: SandboxSpec, plan: rootfs.MountPlan, w: int) -> None:
             kernel.loopback_up()
         user = users.resolve(spec.user)
         env = _environ(spec.env, user)
+        pts = None
+        if csock is not None:    # a pty of the container's own devpts, master sent to the caller
+            master, pts = kernel.open_pty()
+            csock.sendmsg([b"t"], [(1, 1, master.to_bytes(4, "little"))])   # SCM_RIGHTS
+            os.close(master)
+            csock.close()
         child: list[int] = []
         _forward_to(child)
         pid = os.fork()
         if pid == 0:
-            _exec(spec, user, env, w)
+            _exec(spec, user, env, w, pts)
         child.append(pid)
         while True:
             reaped, status = os.waitpid(-1, 0)
@@ -432,16 +460,23 @@ class _ExecFailure(Exception):
         self.code = code
 
 
-def _exec(spec: SandboxSpec, user: users.ExecUser, env: dict[str, str], w: int) -> None:
+def _exec(spec: SandboxSpec, user: users.ExecUser, env: dict[str, str], w: int, pts: str | None) -> None:
     code = 125
     try:
         for sig in FORWARDED_SIGNALS + (signal.SIGPIPE, signal.SIGXFSZ):
             signal.signal(sig, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, [])
         os.setsid()
-        if spec.tty:
-            kernel.ioctl_int(0, TIOCSCTTY, 0)
+        if pts is not None:
+            fd = os.open(pts, os.O_RDWR)
+            kernel.ioctl_int(fd, TIOCSCTTY, 0)
+            for i in (0, 1, 2):
+                os.dup2(fd, i)
+            if fd > 2:
+                os.close(fd)
         try:
+            if spec.make_cwd:
+                os.makedirs(spec.cwd, mode=0o755, exist_ok=True)
             os.chdir(spec.cwd)
         except OSError as e:
             raise SandboxError(f"cannot change to working directory {spec.cwd}: "
