@@ -66,26 +66,19 @@ def execute(run, ins: ast.Copy | ast.Add, n: int) -> None:
                   "unpack": unpack, "sources": digests}
 
         def do(vertex):
-            from builder.copying import add_archive, copy, is_archive
+            from builder.copying import copy
             from builder.users import resolve_chown
             from runtime.overlay import mounted
 
-            store = run.solver.store
-            with executors._scratch(store) as (upper, work):
+            with executors._scratch(run.solver.store) as (upper, work):
                 lowers = [] if link else run.lowerdirs()
                 with mounted(lowers, upper, work) as root:
                     root = Path(root)
                     owner = resolve_chown(chown, root) if chown else None
                     for tree, names, _, local in groups:
-                        selected = tree.select(names, excludes)
-                        archives = [s for s in selected if is_add and unpack and local
-                                    and is_archive(s.path)]
-                        plain = [s for s in selected if s not in archives]
-                        if plain or not archives:
-                            copy(plain, root, dest, workdir=workdir, chown=owner, chmod=chmod,
-                                 parents=parents, multiple=len(srcs) > 1)
-                        for a in archives:
-                            add_archive(a.path, root, dest, workdir=workdir, chown=owner)
+                        copy(tree.select(names, excludes), root, dest, workdir=workdir, chown=owner,
+                             chmod=chmod, parents=parents, multiple=len(srcs) > 1,
+                             unpack=is_add and unpack and local)
                 return executors._commit(run, upper)
 
         run.layer_step(ins, n, created_by, inputs, do)
@@ -94,7 +87,7 @@ def execute(run, ins: ast.Copy | ast.Add, n: int) -> None:
 def _source_groups(run, ins, srcs, heredocs, frm, checksum, stack):
     """[(tree, names, key-or-None, local)]: where each source is read from; only local (context)
     archives are unpacked by ADD."""
-    from builder.context import BuildContext
+    from builder.context import BuildContext, SourceTree
     from runtime.overlay import mounted
 
     store = run.solver.store
@@ -107,7 +100,7 @@ def _source_groups(run, ins, srcs, heredocs, frm, checksum, stack):
             img = store.image(frm)
             diff_ids, key = img.diff_ids, img.id
         root = stack.enter_context(mounted([store.layer_dir(d) for d in reversed(diff_ids)]))
-        return [(BuildContext(Path(root), None, ignore=False), srcs, f"{key}:{srcs}", False)]
+        return [(SourceTree(Path(root)), srcs, f"{key}:{srcs}", False)]
 
     groups = []
     local = [s for s in srcs if s not in heredocs and not _is_url(s)]

@@ -312,7 +312,7 @@ def _workdir(run, ins: ast.Workdir, n: int) -> None:
         store = run.solver.store
         with _scratch(store) as (upper, work):
             with mounted(run.lowerdirs(), upper, work) as root:
-                owner = resolve_chown(user, Path(root)) if user else None
+                owner = resolve_chown(user, Path(root), strict=False) if user else None
                 make_dirs(Path(root), path, owner)
             return _commit(run, upper)
 

@@ -110,7 +110,7 @@ class StageRun:
         from cache.keys import step_key
 
         ic.add_history(self.state.config, created_by, empty_layer=True, epoch=self.solver.opts.epoch)
-        self.state.key = step_key(ins.kind, self.state.key, {"created_by": created_by})
+        self.state.key = step_key(ins.keyword.upper(), self.state.key, {"created_by": created_by})
 
     def layer_step(self, ins: ast.Instruction, n: int, created_by: str, inputs: dict, execute) -> None:
         """A layer step: cached by key, else `execute(vertex) -> diff_id | None` runs it."""
@@ -118,8 +118,8 @@ class StageRun:
         from cache.keys import step_key
 
         store = self.solver.store
-        key = step_key(ins.kind, self.state.key, inputs)
-        vertex = self.solver.progress.start(self.step_name(n, ins.original or ins.kind))
+        key = step_key(ins.keyword.upper(), self.state.key, inputs)
+        vertex = self.solver.progress.start(self.step_name(n, ins.original or ins.keyword.upper()))
         hit = None if self.no_cache else store.cache_get(key)
         if hit is not None:
             diff_id = hit.get("diff_id")

@@ -227,7 +227,8 @@ STOPSIGNAL SIGINT
 HEALTHCHECK --interval=5s --retries=2 CMD true
 """, "--label", "from-cli=yes")
     c = cfg["config"]
-    assert c["Labels"] == {"a": "1", "b c": "2", "from-cli": "yes"}
+    new_labels = {k: v for k, v in c["Labels"].items() if not k.startswith("org.pybuild.fixture")}
+    assert new_labels == {"a": "1", "b c": "2", "from-cli": "yes"}
     assert set(c["ExposedPorts"]) == {"80/tcp", "53/udp", "8000/tcp", "8001/tcp"}
     assert c["Volumes"] == {"/data": {}}
     assert c["StopSignal"] == "SIGINT"
