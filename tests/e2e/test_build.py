@@ -233,9 +233,9 @@ HEALTHCHECK --interval=5s --retries=2 CMD true
     assert c["Volumes"] == {"/data": {}}
     assert c["StopSignal"] == "SIGINT"
     assert c["Healthcheck"] == {"Test": ["CMD-SHELL", "true"], "Interval": 5_000_000_000, "Retries": 2}
-    hist = [h["created_by"] for h in cfg["history"]][-6:]
+    hist = [h["created_by"] for h in cfg["history"]][-5:]
     assert hist[0] == "LABEL a=1 b c=2"
-    assert all(h.get("empty_layer") for h in cfg["history"][-6:])
+    assert all(h.get("empty_layer") for h in cfg["history"][-5:])
 
 
 def test_add_local_tar_is_extracted(tmp_path, pybuild):
