@@ -320,3 +320,25 @@ def test_bad_specs_are_clear_errors(busybox_layer):
         capture([busybox_layer], ["true"], mounts=[Mount(target="/x", source="/nonexistent")])
     with pytest.raises(SandboxError, match="layer dir .* is missing"):
         capture(["/nonexistent-layer"], ["true"])
+
+
+def test_killing_the_sandbox_leaves_no_process_behind(busybox_layer):
+    sb = start(SandboxSpec(lowerdirs=[busybox_layer], argv=["sleep", "3217"]))
+    time.sleep(0.3)
+    sb.kill()
+    assert sb.wait() == 128 + 9
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        left = [p for p in os.listdir("/proc") if p.isdigit() and _cmdline(p) == "sleep\x003217"]
+        if not left:
+            break
+        time.sleep(0.05)
+    assert not left
+
+
+def _cmdline(pid: str) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().rstrip(b"\0").decode(errors="replace")
+    except OSError:
+        return ""
