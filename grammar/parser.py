@@ -37,9 +37,30 @@ def _lark(escape: str):
 
         text = (Path(__file__).with_name("dockerfile.lark")).read_text(encoding="utf-8")
         text = text.replace("@ESC@", re.escape(escape))
-        p = lark.Lark(text, parser="lalr", lexer="contextual")
+        p = lark.Lark(text, parser="lalr", lexer="contextual", cache=_cache_file(text, lark.__version__))
         _parsers[escape] = p
     return p
+
+
+def _cache_file(grammar: str, version: str) -> str | bool:
+    """Where lark keeps the compiled LALR tables (saves ~50 ms per process start).
+
+    In the user's own cache dir, never a shared /tmp (lark's cache is a pickle); keyed by the
+    grammar text and lark's version. False (no cache) when that dir cannot be made.
+    """
+    import hashlib
+    import os
+
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    d = os.path.join(base, "pybuild")
+    try:
+        os.makedirs(d, mode=0o700, exist_ok=True)
+    except OSError:
+        return False
+    if not os.access(d, os.W_OK) or os.stat(d).st_uid != os.getuid():
+        return False
+    h = hashlib.sha256(f"{version}\0{grammar}".encode()).hexdigest()[:24]
+    return os.path.join(d, f"dockerfile-grammar-{h}.lark-cache")
 
 
 @dataclass
