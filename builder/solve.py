@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from builder import imageconfig as ic
+from builder.errors import BuildError
 from builder.plan import Plan, Stage
 from grammar import ast
 from grammar.errors import DockerfileError, ExpansionError
@@ -223,9 +224,20 @@ class Solver:
             state.config["config"]["OnBuild"] = None
             executors.run_onbuild(run, triggers)
         for n, ins in enumerate(st.instructions, start=2):
-            executors.dispatch(run, ins, n)
+            try:
+                executors.dispatch(run, ins, n)
+            except BuildError as e:
+                raise located(e, self.plan.dockerfile.filename, ins.line) from None
         state.args = dict(run.args)  # stages FROM this one inherit declared ARGs
         return state
+
+
+def located(e: BuildError, filename: str, line: int) -> BuildError:
+    """The error with the Dockerfile line it came from in front, as every user error has."""
+    msg = str(e)
+    if msg.startswith(f"{filename}:"):
+        return e
+    return BuildError(f"{filename}:{line}: {msg}")
 
 
 def build(store, plan: Plan, opts: BuildOptions, progress) -> str:

@@ -1,7 +1,6 @@
 """Fixtures for end-to-end tests: a throw-away store with busybox:latest, and the CLI."""
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -27,7 +26,8 @@ def _busybox_template(tmp_path_factory) -> Path:
 
 
 def _copy_store(template: Path, dest: Path) -> Path:
-    shutil.copytree(template, dest, symlinks=True)
+    """`cp -a`: owners, modes, devices and xattrs kept (layer dirs must stay byte-exact)."""
+    subprocess.run(["cp", "-a", str(template), str(dest)], check=True)
     return dest
 
 

@@ -339,3 +339,65 @@ RUN --mount=type=bind,source=ctxfile,target=/m cat /m > /bound
         assert (root / "len").read_text().strip() == "6"
         assert not (root / "run/secrets/tok").exists()
         assert (root / "bound").read_text() == "from context"
+
+
+def test_onbuild_triggers_run_in_the_child_and_are_cleared(tmp_path, pybuild):
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base/Dockerfile").write_text(
+        "FROM busybox\nONBUILD RUN echo triggered > /onbuild\nONBUILD COPY marker /marker\n")
+    r = pybuild("build", "-t", "onbase", str(tmp_path / "base"))
+    assert r.returncode == 0, r.stderr
+    assert config_of(pybuild, "onbase")["config"]["OnBuild"] == [
+        "RUN echo triggered > /onbuild", "COPY marker /marker"]
+    (tmp_path / "child").mkdir()
+    (tmp_path / "child/marker").write_text("m")
+    cfg, fs = build(pybuild, tmp_path / "child", "FROM onbase\nRUN cat /onbuild\n")
+    assert not cfg["config"].get("OnBuild")  # no grandchildren
+    with fs() as root:
+        assert (root / "onbuild").read_text() == "triggered\n"
+        assert (root / "marker").read_text() == "m"
+
+
+def test_copy_from_an_image_in_the_store(tmp_path, pybuild):
+    _, fs = build(pybuild, tmp_path, "FROM scratch\nCOPY --from=busybox:latest /bin/busybox /bb\n")
+    with fs() as root:
+        assert os.access(root / "bb", os.X_OK)
+        assert sorted(p.name for p in root.iterdir()) == ["bb"]
+
+
+def test_dockerfile_from_stdin_iidfile_and_json_progress(tmp_path, pybuild):
+    iid = tmp_path / "iid"
+    r = pybuild("build", "-f", "-", "--iidfile", str(iid), "--progress", "json", "-t", "stdin",
+                str(tmp_path), input="FROM busybox\nRUN echo from-stdin\n")
+    assert r.returncode == 0, r.stderr
+    events = [json.loads(line) for line in r.stderr.splitlines() if line.startswith("{")]
+    assert any(e["status"] == "log" and e["line"] == "from-stdin" for e in events)
+    assert any(e["status"] == "done" and "RUN echo from-stdin" in e["name"] for e in events)
+    assert iid.read_text() == config_of(pybuild, "stdin")["_id"]
+
+
+def test_output_writes_an_archive_that_load_takes_back(tmp_path, pybuild, other_busybox_root):
+    (tmp_path / "Dockerfile").write_text("FROM busybox\nRUN echo out > /out\n")
+    dest = tmp_path / "img.tar"
+    r = pybuild("build", "-t", "outimg", "--output", f"type=docker,dest={dest}", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    r = pybuild("--root", str(other_busybox_root), "load", "-i", str(dest))
+    assert r.returncode == 0, r.stderr
+    r = pybuild("--root", str(other_busybox_root), "run", "--rm", "outimg", "cat", "/out")
+    assert r.stdout == "out\n"
+
+
+def test_missing_copy_source_is_one_line_with_the_dockerfile_line(tmp_path, pybuild):
+    (tmp_path / "Dockerfile").write_text("FROM busybox\nCOPY nothere /x\n")
+    r = pybuild("build", "--progress", "plain", str(tmp_path))
+    assert r.returncode == 1
+    err = [line for line in r.stderr.splitlines() if line.startswith("pybuild: error:")]
+    assert err == ['pybuild: error: Dockerfile:2: failed to compute cache key: "/nothere": not found']
+
+
+def test_unknown_base_image_says_how_to_get_it(tmp_path, pybuild):
+    (tmp_path / "Dockerfile").write_text("FROM nosuch:1\n")
+    r = pybuild("build", "--progress", "plain", str(tmp_path))
+    assert r.returncode == 1
+    assert "Dockerfile:1: base image nosuch:1 is not in the store" in r.stderr
+    assert "Traceback" not in r.stderr
