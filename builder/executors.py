@@ -126,7 +126,8 @@ def _entrypoint(run, ins: ast.Entrypoint, n: int) -> None:
 
 def _shell(run, ins: ast.Shell, n: int) -> None:
     run.state.config["config"]["Shell"] = list(ins.shell)
-    run.config_step(ins, f"SHELL {ic.go_list(ins.shell)}")
+    # BuildKit: fmt.Sprintf("SHELL %v", c.Shell), Go's %v of a []string: [a b], unquoted
+    run.config_step(ins, f"SHELL [{' '.join(ins.shell)}]")
 
 
 def _expose(run, ins: ast.Expose, n: int) -> None:
