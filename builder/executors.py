@@ -231,7 +231,8 @@ def _healthcheck(run, ins: ast.Healthcheck, n: int) -> None:
 
 
 def _go_struct(hc: dict) -> str:
-    """`%v` of Docker's HealthConfig (close enough for history: field order as Go declares)."""
+    """BuildKit's `%+v` of the dereferenced HealthcheckConfig (a struct value, so no `&`), fields
+    in Go's declaration order."""
     order = ["Test", "Interval", "Timeout", "StartPeriod", "StartInterval", "Retries"]
     parts = []
     for k in order:
@@ -242,7 +243,7 @@ def _go_struct(hc: dict) -> str:
             parts.append(f"Retries:{v}")
         else:
             parts.append(f"{k}:{_go_duration(v)}")
-    return "&{" + " ".join(parts) + "}"
+    return "{" + " ".join(parts) + "}"
 
 
 def _go_duration(ns: int) -> str:
