@@ -8,7 +8,9 @@ so every machine gets the same bytes for the same library version.
 from __future__ import annotations
 
 import hashlib
+import queue
 import struct
+import threading
 import zlib
 
 from cache.errors import StoreError
@@ -68,19 +70,20 @@ class GzipWriter:
 
 
 class ZstdWriter:
+    """stream_writer, not compressobj: same bytes, ~1/3 less memory in multi-threaded mode."""
+
     def __init__(self, out):
         import zstandard
-        self.c = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=-1).compressobj()
-        self.out = out
+        self._frame = zstandard.FLUSH_FRAME
+        self.w = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=-1).stream_writer(
+            out, closefd=False)
 
     def write(self, data) -> int:
-        c = self.c.compress(data)
-        if c:
-            self.out.write(c)
+        self.w.write(data)
         return len(data)
 
     def close(self) -> None:
-        self.out.write(self.c.flush())
+        self.w.flush(self._frame)
 
 
 class PlainWriter:
@@ -94,15 +97,53 @@ class PlainWriter:
         pass
 
 
-def compressor(kind: str, out):
-    """A writer with write()/close() that compresses into `out` (`gzip`, `zstd` or `none`)."""
+class ThreadedWriter:
+    """Hands writes to a thread that runs `inner.write` (compression releases the GIL), so
+    reading+hashing the tar and compressing it use two cores. Data must not be mutated after
+    write() (pass bytes). close() flushes, closes `inner` and re-raises a worker error."""
+
+    def __init__(self, inner, depth: int = 8):
+        self.inner = inner
+        self.q: queue.Queue = queue.Queue(depth)
+        self.err: BaseException | None = None
+        self.t = threading.Thread(target=self._run, name="layer-compress", daemon=True)
+        self.t.start()
+
+    def _run(self) -> None:
+        while (data := self.q.get()) is not None:
+            if self.err is None:
+                try:
+                    self.inner.write(data)
+                except BaseException as e:  # noqa: BLE001 - re-raised in the writer's thread
+                    self.err = e
+
+    def write(self, data) -> int:
+        if self.err is not None:
+            self.close()
+        self.q.put(bytes(data))
+        return len(data)
+
+    def close(self) -> None:
+        if self.t.is_alive():
+            self.q.put(None)
+            self.t.join()
+        if self.err is not None:
+            raise self.err
+        self.inner.close()
+
+
+def compressor(kind: str, out, *, threaded: bool = False):
+    """A writer with write()/close() that compresses into `out` (`gzip`, `zstd` or `none`);
+    `threaded` runs the compression in a second thread (same bytes, more throughput)."""
     if kind == "gzip":
-        return GzipWriter(out)
-    if kind == "zstd":
-        return ZstdWriter(out)
-    if kind == "none":
+        w = GzipWriter(out)
+    elif kind == "zstd":
+        w = ZstdWriter(out)
+    elif kind == "none":
         return PlainWriter(out)
-    raise StoreError(f"unknown compression {kind!r} (use gzip or zstd)")
+    else:
+        raise StoreError(f"unknown compression {kind!r} (use gzip or zstd)")
+    return ThreadedWriter(w) if threaded else w
 
 
 def sniff(head: bytes) -> str:

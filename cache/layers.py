@@ -123,8 +123,6 @@ def write_tar(dir, out=None, *, epoch: int | None = 0) -> TarResult:
     root = os.fsencode(os.path.abspath(dir))
     o = _Out(out)
     seen: dict[tuple[int, int], bytes] = {}
-    buf = bytearray(CHUNK)
-    view = memoryview(buf)
 
     def mt(st) -> int:
         m = st.st_mtime_ns // 1_000_000_000
@@ -164,7 +162,7 @@ def write_tar(dir, out=None, *, epoch: int | None = 0) -> TarResult:
             size = st.st_size
             o.add(tarfmt.header(rel, mode=mode, uid=st.st_uid, gid=st.st_gid, size=size,
                                 mtime=mt(st), typeflag=tarfmt.REG, xattrs=xattrs))
-            _copy_file(full, size, o, view)
+            _copy_file(full, size, o)
             o.add(tarfmt.pad(size))
         elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
             o.add(tarfmt.header(rel, mode=mode, uid=st.st_uid, gid=st.st_gid, mtime=mt(st),
@@ -179,17 +177,17 @@ def write_tar(dir, out=None, *, epoch: int | None = 0) -> TarResult:
     return TarResult(o.h.digest, o.h.size)
 
 
-def _copy_file(path: bytes, size: int, o: _Out, view: memoryview) -> None:
+def _copy_file(path: bytes, size: int, o: _Out) -> None:
     """Exactly `size` bytes (the header's promise): a file that shrank meanwhile is an error."""
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
         left = size
         while left:
-            n = os.readv(fd, [view[:min(left, len(view))]])
-            if n == 0:
+            data = os.read(fd, min(left, CHUNK))  # fresh bytes: a threaded sink may keep them
+            if not data:
                 raise StoreError(f"{os.fsdecode(path)}: file changed size while writing the layer")
-            o.big(view[:n])
-            left -= n
+            o.big(data)
+            left -= len(data)
     finally:
         os.close(fd)
 

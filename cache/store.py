@@ -315,7 +315,7 @@ class Store:
         try:
             with f:
                 h = HashingWriter(f)
-                c = compressor(compression, h)
+                c = compressor(compression, h, threaded=True)
                 got = self.layer_tar(diff_id, c)
                 c.close()
                 f.flush()
