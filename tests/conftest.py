@@ -42,7 +42,8 @@ def busybox_store(tmp_path_factory):
 def busybox_root(busybox_store, tmp_path, monkeypatch) -> Path:
     """A private copy of the busybox store (cheap: ~2 MB); PYBUILD_ROOT points at it."""
     root = tmp_path / "bbstore"
-    shutil.copytree(busybox_store.root, root, symlinks=True)
+    # cp -a keeps owners and xattrs, which are part of a layer dir's content
+    subprocess.run(["cp", "-a", str(busybox_store.root), str(root)], check=True)
     monkeypatch.setenv("PYBUILD_ROOT", str(root))
     return root
 
