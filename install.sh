@@ -28,7 +28,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 extra=""
 [ "${1:-}" = "--test" ] && extra="[test]"
-.venv/bin/python -m pip install -q --disable-pip-version-check -e ".${extra}"
+.venv/bin/python -m pip install -q --disable-pip-version-check --config-settings editable_mode=compat -e ".${extra}"
 ln -sf "$here/.venv/bin/pybuild" /usr/local/bin/pybuild
 
 # The base image that demos and tests build FROM, made from the host's busybox-static.

@@ -73,6 +73,7 @@ class BuildKit:
 
     def __init__(self, tmp: Path, pyb: Pybuild):
         self.tmp = tmp
+        tmp.mkdir(parents=True, exist_ok=True)
         self.sock = f"unix://{tmp}/docker.sock"
         self.log = open(tmp / "dockerd.log", "w")  # noqa: SIM115 - lives as long as dockerd
         self.proc = subprocess.Popen(
@@ -157,6 +158,7 @@ def main() -> int:
         copy_ctx = None if a.no_copy else make_copy_context(tmp, a.files, a.mb)
         pyb = Pybuild(tmp / "store")
         results = {"pybuild": run_cases(pyb, tmp, a.runs, copy_ctx)}
+        print("pybuild:", {k: round(v, 3) for k, v in results["pybuild"].items()}, flush=True)
         if not a.no_docker and DOCKER and shutil.which("dockerd"):
             bk = BuildKit(tmp / "docker", pyb)
             try:

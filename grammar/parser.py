@@ -42,25 +42,20 @@ def _lark(escape: str):
     return p
 
 
-def _cache_file(grammar: str, version: str) -> str | bool:
-    """Where lark keeps the compiled LALR tables (saves ~50 ms per process start).
+#: Where lark may keep its compiled LALR tables (a pickle); set by the caller that owns a
+#: private cache dir (builder.parsecache). None: no cache, grammar/ does no I/O of its own.
+CACHE_DIR: str | None = None
 
-    In the user's own cache dir, never a shared /tmp (lark's cache is a pickle); keyed by the
-    grammar text and lark's version. False (no cache) when that dir cannot be made.
-    """
+
+def _cache_file(grammar: str, version: str) -> str | bool:
+    """The cache file for this grammar text and lark version, or False when there is no dir."""
+    if not CACHE_DIR:
+        return False
     import hashlib
     import os
 
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    d = os.path.join(base, "pybuild")
-    try:
-        os.makedirs(d, mode=0o700, exist_ok=True)
-    except OSError:
-        return False
-    if not os.access(d, os.W_OK) or os.stat(d).st_uid != os.getuid():
-        return False
     h = hashlib.sha256(f"{version}\0{grammar}".encode()).hexdigest()[:24]
-    return os.path.join(d, f"dockerfile-grammar-{h}.lark-cache")
+    return os.path.join(CACHE_DIR, f"dockerfile-grammar-{h}.lark-cache")
 
 
 @dataclass

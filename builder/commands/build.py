@@ -117,10 +117,8 @@ def read_dockerfile(args) -> tuple[str, str, Path | None]:
 
 
 def run_build(args) -> int:
-    from grammar.validate import validate
-
-    import grammar
     from builder.errors import BuildError
+    from builder.parsecache import parse_and_validate
     from builder.plan import host_arch, plan
 
     context = Path(args.context)
@@ -131,8 +129,7 @@ def run_build(args) -> int:
     build_args = _key_values(args.build_arg, "--build-arg", from_env=True)
     labels = _key_values(args.label, "--label")
     text, name, path = read_dockerfile(args)
-    df = grammar.parse(text, filename=name)
-    validate(df, build_args)
+    df = parse_and_validate(text, name, build_args)
     the_plan = plan(df, build_args, args.target)
     output = _parse_output(args.output) if args.output else None
     secrets = _secrets(args.secret)
