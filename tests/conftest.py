@@ -56,15 +56,25 @@ def _docker_client() -> str | None:
     return None
 
 
+DOCKERD = "/usr/sbin/dockerd"
+NO_DOCKER = (None if os.path.exists(DOCKERD) and _docker_client() and os.geteuid() == 0 else
+             "needs root and docker.io's dockerd and client (./test.sh installs them: "
+             "apt-get install docker.io)")
+
+
+def pytest_collection_modifyitems(items):
+    """Tests that use a real dockerd are skipped, with the reason, where none can run."""
+    if NO_DOCKER:
+        for item in items:
+            if "dockerd" in getattr(item, "fixturenames", ()):
+                item.add_marker(pytest.mark.skipif(True, reason=NO_DOCKER))
+
+
 @pytest.fixture(scope="session")
 def dockerd():
     """A private dockerd (own socket, data-root, no bridge, no iptables) for the session; yields
     the docker CLI prefix. Use `docker run --network none`."""
-    daemon, client = "/usr/sbin/dockerd", _docker_client()
-    if not os.path.exists(daemon) or client is None:
-        pytest.skip("dockerd/docker not installed (apt-get install docker.io)")
-    if os.geteuid() != 0:
-        pytest.skip("dockerd needs root")
+    daemon, client = DOCKERD, _docker_client()
     base = Path(tempfile.mkdtemp(prefix="pbd-", dir="/tmp"))  # short: unix socket path limit
     sock = base / "d.sock"
     log = open(base / "dockerd.log", "wb")  # noqa: SIM115 - closed at teardown
@@ -78,12 +88,12 @@ def dockerd():
         deadline = time.monotonic() + 60
         while True:
             if proc.poll() is not None:
-                pytest.skip(f"dockerd exited at start: {(base / 'dockerd.log').read_text()[-500:]}")
+                pytest.fail(f"dockerd exited at start: {(base / 'dockerd.log').read_text()[-500:]}")
             if sock.exists() and subprocess.run(cli + ["version"], capture_output=True,
                                                 check=False).returncode == 0:
                 break
             if time.monotonic() > deadline:
-                pytest.skip("dockerd did not come up within 60 s")
+                pytest.fail("dockerd did not come up within 60 s")
             time.sleep(0.2)
         yield cli
     finally:
