@@ -286,8 +286,9 @@ def _scratch(store):
 
 
 def _commit(run, upper: Path):
-    """The upper dir becomes the step's layer (None when the step changed nothing)."""
-    return run.solver.store.commit_layer(upper, epoch=run.solver.opts.epoch)
+    """The upper dir becomes the step's layer; like BuildKit, a step that changed nothing
+    still gets one (the empty tar, sha256:5f70bf18...)."""
+    return run.solver.store.commit_layer(upper, epoch=run.solver.opts.epoch, keep_empty=True)
 
 
 def _workdir_path(run, raw: str, ins) -> str:

@@ -207,12 +207,13 @@ class Store:
     def layer_info(self, diff_id: str) -> dict | None:
         return self._read_json("layers.json").get(diff_id)
 
-    def commit_layer(self, upper, *, epoch: int | None = 0) -> str | None:
+    def commit_layer(self, upper, *, epoch: int | None = 0, keep_empty: bool = False) -> str | None:
         """Move an overlay upper dir (or any dir in overlay format) into the store as a layer;
-        returns its diff_id, or None for an empty dir (the step made no layer)."""
+        returns its diff_id. An empty dir gives None (no layer) unless `keep_empty`: BuildKit
+        commits the 1024-byte empty tar for a RUN/COPY/WORKDIR that changed nothing."""
         from cache.layers import is_empty_dir, write_tar
         upper = Path(upper)
-        if is_empty_dir(upper):
+        if not keep_empty and is_empty_dir(upper):
             return None
         res = write_tar(upper, None, epoch=epoch)
         dest = self.layer_path(res.diff_id)

@@ -23,6 +23,20 @@ from runtime.errors import KernelCallError, SandboxError
 _BUILD_OPTS = (("redirect_dir", "off"), ("index", "off"), ("metacopy", "off"))
 
 
+def distinct_layers(lowerdirs: Sequence[str | os.PathLike]) -> list:
+    """Each layer dir once, at its topmost place. An image can hold the same layer twice (two
+    steps that changed nothing both have the empty layer) and overlayfs refuses a lower dir
+    given twice (ELOOP); the lower copy can add nothing the upper one does not already show."""
+    seen: set[str] = set()
+    out = []
+    for d in lowerdirs:
+        key = os.path.realpath(d)
+        if key not in seen:
+            seen.add(key)
+            out.append(d)
+    return out
+
+
 def mount_overlay(target: str | os.PathLike, lowerdirs: Sequence[str | os.PathLike],
                   upperdir: str | os.PathLike | None = None,
                   workdir: str | os.PathLike | None = None) -> None:
@@ -30,6 +44,7 @@ def mount_overlay(target: str | os.PathLike, lowerdirs: Sequence[str | os.PathLi
 
     The kernel needs one lower dir with an upper dir, two without.
     """
+    lowerdirs = distinct_layers(lowerdirs)
     if len(lowerdirs) < (1 if upperdir is not None else 2):
         raise SandboxError("overlay needs a lower dir and an upper dir, or two lower dirs")
     if (upperdir is None) != (workdir is None):
@@ -97,7 +112,7 @@ def mounted(lowerdirs: Sequence[Path], upperdir: Path | None = None,
         if upperdir is not None and workdir is None:
             workdir = Path(tempfile.mkdtemp(prefix=".work-", dir=base))
             made.append(os.fspath(workdir))
-        lowers = list(lowerdirs)
+        lowers = distinct_layers(lowerdirs)
         if not lowers or (len(lowers) == 1 and upperdir is None):  # the kernel wants two then
             empty = tempfile.mkdtemp(prefix=".empty-", dir=base)
             made.append(empty)

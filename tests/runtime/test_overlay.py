@@ -93,3 +93,15 @@ def test_missing_layer_is_a_clear_error(tmp_path):
     with pytest.raises(SandboxError, match="layer dir .*nope is missing"), \
             mounted([tmp_path / "nope", tmp_path]):
         pass
+
+
+def test_the_same_layer_twice_in_a_stack_mounts(tmp_path):
+    """Two steps that changed nothing both carry the empty layer: the stack must still mount."""
+    from runtime.overlay import mounted
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    (b / "f").write_text("b")
+    with mounted([a, b, a]) as root:
+        assert (root / "f").read_text() == "b"
