@@ -59,8 +59,8 @@ def execute(run, ins: ast.Copy | ast.Add, n: int) -> None:
         groups = _source_groups(run, ins, srcs, heredocs, frm, checksum, stack)
         digests = []
         for tree, names, from_key, _ in groups:
-            selected = tree.select(names, excludes)
-            digests.append(from_key or tree.digest(selected))
+            # a stage or image source is keyed by its own key: no mount, no walk on a cache hit
+            digests.append(from_key or tree.digest(tree.select(names, excludes)))
         inputs = {"kind": kind, "srcs": srcs, "dest": dest, "chown": chown, "chmod": chmod,
                   "parents": parents, "link": link, "exclude": excludes, "workdir": workdir,
                   "unpack": unpack, "sources": digests}
@@ -76,6 +76,8 @@ def execute(run, ins: ast.Copy | ast.Add, n: int) -> None:
                     root = Path(root)
                     owner = resolve_chown(chown, root) if chown else None
                     for tree, names, _, local in groups:
+                        if callable(tree):
+                            tree = tree()
                         copy(tree.select(names, excludes), root, dest, workdir=workdir, chown=owner,
                              chmod=chmod, parents=parents, multiple=len(srcs) > 1,
                              unpack=is_add and unpack and local)
@@ -85,8 +87,9 @@ def execute(run, ins: ast.Copy | ast.Add, n: int) -> None:
 
 
 def _source_groups(run, ins, srcs, heredocs, frm, checksum, stack):
-    """[(tree, names, key-or-None, local)]: where each source is read from; only local (context)
-    archives are unpacked by ADD."""
+    """[(tree, names, key-or-None, local)]: where each source is read from (`tree` may be a
+    callable that mounts a stage's rootfs when the step runs); only local (context) archives
+    are unpacked by ADD."""
     from builder.context import BuildContext, SourceTree
     from runtime.overlay import mounted
 
@@ -99,8 +102,11 @@ def _source_groups(run, ins, srcs, heredocs, frm, checksum, stack):
         else:
             img = store.image(frm)
             diff_ids, key = img.diff_ids, img.id
-        root = stack.enter_context(mounted([store.layer_dir(d) for d in reversed(diff_ids)]))
-        return [(SourceTree(Path(root)), srcs, f"{key}:{srcs}", False)]
+        def stage_tree():  # mounted only when the step runs
+            layers = [store.layer_dir(d) for d in reversed(diff_ids)]
+            return SourceTree(Path(stack.enter_context(mounted(layers))))
+
+        return [(stage_tree, srcs, f"{key}:{srcs}", False)]
 
     groups = []
     local = [s for s in srcs if s not in heredocs and not _is_url(s)]

@@ -420,7 +420,7 @@ def _make_context(root: Path, case: Case) -> Path:
     return ctx
 
 
-@pytest.mark.parametrize("case", _params())
+@pytest.mark.parametrize("case", list(_params()))
 def test_same_image_as_buildkit(builders, tmp_path, request, case: Case):
     if case.old_bk and builders.old:
         request.applymarker(pytest.mark.xfail(strict=True, reason=case.old_bk))
