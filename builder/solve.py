@@ -159,7 +159,7 @@ class Solver:
         self.progress = progress
         self.results: dict[int, Future] = {}
         self._lock = threading.Lock()
-        self._contexts: dict = {}
+        self._ctx = None
 
     def run(self) -> ImageState:
         order = self.plan.order
@@ -182,11 +182,10 @@ class Solver:
         from builder.context import BuildContext
 
         with self._lock:
-            if "ctx" not in self._contexts:
-                self._contexts["ctx"] = BuildContext(
-                    self.opts.context, self.opts.dockerfile_path,
-                    stat_cache=Path(self.store.root) / "context-stat-cache.json")
-            return self._contexts["ctx"]
+            if self._ctx is None:
+                self._ctx = BuildContext(self.opts.context, self.opts.dockerfile_path,
+                                         stat_cache=Path(self.store.root) / "context-stat-cache.json")
+            return self._ctx
 
     # -- a stage -----------------------------------------------------------------------------
     def _base_state(self, st: Stage) -> tuple[ImageState, dict[str, str | None]]:
