@@ -548,11 +548,7 @@ def _extract_one(tf, m: tarfile.TarInfo, ddir: str, chown, dirs) -> None:
         src = tf.extractfile(m)
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         with os.fdopen(fd, "wb") as out:
-            while True:
-                buf = src.read(1 << 20)
-                if not buf:
-                    break
-                out.write(buf)
+            shutil.copyfileobj(src, out, 1 << 20)
     elif m.issym():
         os.symlink(m.linkname, target)
     elif m.islnk():

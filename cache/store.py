@@ -292,12 +292,7 @@ class Store:
         _kind, blob = next(iter(sorted(info["blobs"].items())))
         h = HashingWriter(out)
         with open(self.blob_path(blob["digest"]), "rb") as f:
-            r = open_decompressed(f)
-            while True:
-                data = r.read(CHUNK)
-                if not data:
-                    break
-                h.write(data)
+            shutil.copyfileobj(open_decompressed(f), h, CHUNK)
         return h.digest
 
     def layer_blob(self, diff_id: str, compression: str = "gzip") -> dict:

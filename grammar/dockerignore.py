@@ -243,28 +243,19 @@ class IgnoreMatcher:
     def matches(self, path: str) -> bool:
         """True if ``path`` (``/``-separated, relative to the context) or any of its parent
         directories is excluded, after exceptions (last match wins)."""
-        path = self._prepare(path)
-        if path is None:
-            return False
-        parent = path.rsplit("/", 1)[0] if "/" in path else "."
-        parents = parent.split("/")
-        matched = False
-        for pat in self.patterns:
-            if pat.exclusion != matched:
-                continue
-            m = pat.match(path)
-            if not m and parent != ".":
-                for i in range(len(parents)):
-                    if pat.match("/".join(parents[: i + 1])):
-                        m = True
-                        break
-            if m:
-                matched = not pat.exclusion
-        return matched
+        def any_parent(pat, parents):
+            return any(pat.match("/".join(parents[: i + 1])) for i in range(len(parents)))
+        return self._match(path, any_parent)
 
     def matches_legacy(self, path: str) -> bool:
         """patternmatcher's deprecated ``Matches``: only the ancestor at the pattern's own
         depth is tried. Kept for conformance with the upstream tables, not for builds."""
+        def parent_at_depth(pat, parents):
+            return pat.ndirs <= len(parents) and pat.match("/".join(parents[: pat.ndirs]))
+        return self._match(path, parent_at_depth)
+
+    def _match(self, path: str, parent_matches) -> bool:
+        """Last match wins; `parent_matches(pat, parents)` says whether an ancestor counts."""
         path = self._prepare(path)
         if path is None:
             return False
@@ -274,9 +265,6 @@ class IgnoreMatcher:
         for pat in self.patterns:
             if pat.exclusion != matched:
                 continue
-            m = pat.match(path)
-            if not m and parent != "." and pat.ndirs <= len(parents):
-                m = pat.match("/".join(parents[: pat.ndirs]))
-            if m:
+            if pat.match(path) or (parent != "." and parent_matches(pat, parents)):
                 matched = not pat.exclusion
         return matched

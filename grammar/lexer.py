@@ -202,6 +202,15 @@ class _Run:
         self.unmatched.add(name)
         return "", False
 
+    def _stop_on_closed(self, stop: str, raw_escapes: bool, missing: str) -> str:
+        """`_stop_on` for a delimiter that must be there: running out of input is `missing`."""
+        try:
+            return self._stop_on(stop, raw_escapes)[0]
+        except _LexError:
+            if self._peek() == _EOF:
+                raise _LexError(missing) from None
+            raise
+
     def _stop_on(self, stop: str, raw_escapes: bool) -> tuple[str, list[str]]:
         saved = self.raw_escapes
         self.raw_escapes = raw_escapes
@@ -352,12 +361,7 @@ class _Run:
             raw = ch in ("#", "%")
             if null_is_unset and raw:
                 raise _LexError(f"unsupported modifier ({chs}) in substitution")
-            try:
-                word, _ = self._stop_on("}", raw)
-            except _LexError:
-                if self._peek() == _EOF:
-                    raise _LexError("syntax error: missing '}'") from None
-                raise
+            word = self._stop_on_closed("}", raw, "syntax error: missing '}'")
             value, found = self._get_env(name)
             if self.lex.skip_unset_env and not found:
                 return f"${{{name}{chs}{word}}}"
@@ -384,18 +388,8 @@ class _Run:
             replace_all = self._peek() == "/"
             if replace_all:
                 self._next()
-            try:
-                pattern, _ = self._stop_on("/", True)
-            except _LexError:
-                if self._peek() == _EOF:
-                    raise _LexError("syntax error: missing '/' in ${}") from None
-                raise
-            try:
-                repl, _ = self._stop_on("}", True)
-            except _LexError:
-                if self._peek() == _EOF:
-                    raise _LexError("syntax error: missing '}'") from None
-                raise
+            pattern = self._stop_on_closed("/", True, "syntax error: missing '/' in ${}")
+            repl = self._stop_on_closed("}", True, "syntax error: missing '}'")
             value, found = self._get_env(name)
             if self.lex.skip_unset_env and not found:
                 return f"${{{name}/{pattern}/{repl}}}"
