@@ -1,11 +1,11 @@
 """The `pybuild` command line: docker's words and flags, one module per command group.
 
-Start-up is a hot path: this module imports only argparse; each command module keeps its heavy
+Start-up is a hot path: argparse is imported only when a command is parsed (`--version` and
+a replayed build never do); each command module keeps its heavy
 imports (lark, rich, zstandard, pyroute2) inside the functions that use them.
 """
 from __future__ import annotations
 
-import argparse
 import importlib
 import os
 import sys
@@ -28,7 +28,9 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
     return tuple(types)
 
 
-def make_parser() -> argparse.ArgumentParser:
+def make_parser():
+    import argparse
+
     parser = argparse.ArgumentParser(
         prog="pybuild",
         description="Build, ship and run OCI container images without a daemon.")
@@ -48,14 +50,24 @@ def main(argv: list[str] | None = None) -> int:
     if argv in (["--version"], ["-v"]):  # fast path: no parser, no command modules
         print(f"pybuild {VERSION}")
         return 0
-    parser = make_parser()
-    args = parser.parse_args(argv)
-    if args.root:
-        os.environ["PYBUILD_ROOT"] = os.path.abspath(args.root)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 0
+    debug, pending = "--debug" in argv, None
     try:
+        if "build" in argv:  # fast path: a fully cached rebuild replays its record
+            from builder import replay
+
+            pending = replay.attempt(argv)
+            if isinstance(pending, int):
+                return pending
+        parser = make_parser()
+        args = parser.parse_args(argv)
+        debug = args.debug
+        if args.root:
+            os.environ["PYBUILD_ROOT"] = os.path.abspath(args.root)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 0
+        if args.command == "build":
+            args.replay = pending
         rc = args.func(args)
     except KeyboardInterrupt:
         print("pybuild: interrupted", file=sys.stderr)
@@ -63,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         return 1
     except Exception as e:
-        if args.debug:
+        if debug:
             raise
         if isinstance(e, _user_error_types()):
             print(f"pybuild: error: {e}", file=sys.stderr)
@@ -76,7 +88,6 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     return int(rc or 0)
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -130,12 +130,13 @@ def go_match(pattern: str, name: str) -> bool:
 # --------------------------------------------------------------------------- chroot-like paths
 
 def resolve_in_root(root: str, path: str, *, follow_final: bool = True,
-                    exists=None) -> str:
+                    exists=None, observe=None) -> str:
     """Resolve `path` inside `root` as if `root` were `/` (containerd's RootPath).
 
     Symlinks are followed with absolute targets taken relative to `root` and `..` clamped at
     it, so the result never leaves `root`. Components that do not exist are kept literally.
-    `exists(rel, st)` may hide paths (the context's ignored files). Returns a host path.
+    `exists(rel, st)` may hide paths (the context's ignored files); `observe(path, st)` hears
+    of every path looked at (see `builder.replay`). Returns a host path.
     """
     root = root.rstrip("/")
     todo = [p for p in path.split("/") if p and p != "."]
@@ -157,6 +158,8 @@ def resolve_in_root(root: str, path: str, *, follow_final: bool = True,
             st = os.lstat(root + "/" + rel)
         except OSError:
             st = None
+        if st is not None and observe is not None:
+            observe(root + "/" + rel, st)
         if st is not None and exists is not None and not exists(rel, st):
             st = None
         if st is None or not stat.S_ISLNK(st.st_mode):
@@ -234,6 +237,7 @@ class SourceTree:
         self._hashes: dict[str, list] | None = None
         self._hashes_dirty = False
         self._seen: set[str] = set()
+        self.observe = None  # callable(path, st) told of every path the build looks at
 
     # -- visibility (the context hides .dockerignored paths) --------------------------------
     def ignored(self, rel: str) -> bool:
@@ -253,14 +257,19 @@ class SourceTree:
 
     def resolve(self, rel: str, *, follow: bool = True) -> str:
         """Host path of `rel` inside the tree, following symlinks like a chroot."""
+        if self.observe is not None:
+            self.observe(self.root, os.lstat(self.root))
         return resolve_in_root(self.root, rel, follow_final=follow,
-                               exists=self._visible if self._ignore is not None else None)
+                               exists=self._visible if self._ignore is not None else None,
+                               observe=self.observe)
 
     def _lstat_visible(self, path: str) -> os.stat_result | None:
         try:
             st = os.lstat(path)
         except OSError:
             return None
+        if self.observe is not None:
+            self.observe(path, st)
         rel = self._rel(path)
         if rel is None or (self._ignore is not None and not self._visible(rel, st)):
             return None
@@ -364,6 +373,8 @@ class SourceTree:
         """Entries of a selection, parents before children, names sorted; the root first."""
         path = sel.real if follow else sel.link
         st = os.lstat(path)
+        if self.observe is not None:
+            self.observe(path, st)
         yield Entry("", path, st)
         if not stat.S_ISDIR(st.st_mode):
             return
@@ -395,6 +406,8 @@ class SourceTree:
             hidden = ign is not None and ign.matches(tr)
             if hidden and not (isdir and ign_exc):
                 continue
+            if self.observe is not None:
+                self.observe(de.path, st)
             excluded = exc is not None and exc.matches(r)
             if excluded and not (isdir and exc_exc):
                 continue

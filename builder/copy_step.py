@@ -128,6 +128,8 @@ def _source_groups(run, ins, srcs, heredocs, frm, checksum, stack):
             else:
                 from builder.fetch import fetch_url
 
+                if run.solver.recorder:
+                    run.solver.recorder.volatile = True  # a URL can change under the same name
                 got = fetch_url(s, tmp, checksum=checksum)
                 names.append(got.relative_to(tmp).as_posix())
         groups.append((BuildContext(tmp, None, ignore=False), names, None, False))

@@ -24,6 +24,7 @@ class Vertex:
         self.started = time.monotonic()
         self.finished: float | None = None
         self.cached = False
+        self.step = False  # a layer step (a replay of the build shows it CACHED)
         self.error: str | None = None
         self.tail: deque[str] = deque(maxlen=TAIL_LINES)
         self._partial = b""

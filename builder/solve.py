@@ -121,6 +121,7 @@ class StageRun:
         store = self.solver.store
         key = step_key(ins.keyword.upper(), self.state.key, inputs)
         vertex = self.solver.progress.start(self.step_name(n, ins.original or ins.keyword.upper()))
+        vertex.step = True  # a replay shows it CACHED
         hit = None if self.no_cache else store.cache_get(key)
         if hit is not None:
             diff_id = hit.get("diff_id")
@@ -152,8 +153,9 @@ class StageRun:
 
 
 class Solver:
-    def __init__(self, store, plan: Plan, opts: BuildOptions, progress):
-        self.store = store
+    def __init__(self, store, plan: Plan, opts: BuildOptions, progress, recorder=None):
+        self.recorder = recorder  # builder.replay.Recorder: what a replay must check again
+        self.store = recorder.store(store) if recorder else store
         self.plan = plan
         self.opts = opts
         self.progress = progress
@@ -185,6 +187,8 @@ class Solver:
             if self._ctx is None:
                 self._ctx = BuildContext(self.opts.context, self.opts.dockerfile_path,
                                          stat_cache=Path(self.store.root) / "context-stat-cache.json")
+                if self.recorder:
+                    self._ctx.observe = self.recorder.observe
             return self._ctx
 
     # -- a stage -----------------------------------------------------------------------------
@@ -239,8 +243,8 @@ def located(e: BuildError, filename: str, line: int) -> BuildError:
     return BuildError(f"{filename}:{line}: {msg}")
 
 
-def build(store, plan: Plan, opts: BuildOptions, progress) -> str:
+def build(store, plan: Plan, opts: BuildOptions, progress, recorder=None) -> str:
     """Run the plan, store the final image and return its ID (the config digest)."""
-    final = Solver(store, plan, opts, progress).run()
+    final = Solver(store, plan, opts, progress, recorder).run()
     config = ic.finalize(final.config, opts.epoch, opts.labels)
     return store.put_image(config)

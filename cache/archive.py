@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cache import image as im
-from cache import refs, tarfmt
+from cache import layout, refs, tarfmt
 from cache.compress import CHUNK, HashingWriter, open_decompressed, sniff
 from cache.errors import StoreError
 
@@ -363,7 +363,7 @@ def _commit(store, st: _Staged) -> list[tuple[str, list[str]]]:
             result.setdefault(store.put_config_bytes(raw), [])
         for full, raw in st.tags:
             image_id = digest_bytes(raw)
-            with store._update("tags.json") as tags:
+            with store._update(layout.TAGS) as tags:
                 tags[full] = image_id
             result[image_id].append(full)
         store._write_index()

@@ -16,6 +16,8 @@ import shutil
 import time
 from dataclasses import dataclass
 
+from cache import layout
+
 _SHA = re.compile(r"sha256:[0-9a-f]{64}")
 _TMP = re.compile(r"^[a-z]+-(\d+)-")
 PIN_SECONDS = 3600
@@ -89,18 +91,18 @@ def prune(store, *, all_: bool = False, tmp: bool = True) -> PruneReport:
             tagged = set(tags.values())
             dangling = [i for i in images if i not in tagged]
             if dangling:
-                with store._update("images.json") as idx:
+                with store._update(layout.IMAGES) as idx:
                     for i in dangling:
                         idx.pop(i, None)
                 rep.images = len(dangling)
                 images = store.images()
-            cache = store._read_json("cachekeys.json")
+            cache = store._read_json(layout.CACHEKEYS)
             if cache:
                 rep.cache_entries = len(cache)
-                store._write_json("cachekeys.json", {})
+                store._write_json(layout.CACHEKEYS, {})
         keep: set[str] = set(images) | set(tags.values())
-        _refs_in(store._read_json("cachekeys.json"), keep)
-        layers = store._read_json("layers.json")
+        _refs_in(store._read_json(layout.CACHEKEYS), keep)
+        layers = store._read_json(layout.LAYERS)
         for d, info in layers.items():
             if (info.get("pid") and info["pid"] != os.getpid() and _alive(info["pid"])
                     and time.time() - info.get("t", 0) < PIN_SECONDS):
@@ -126,7 +128,7 @@ def prune(store, *, all_: bool = False, tmp: bool = True) -> PruneReport:
         # sweep
         dropped = [d for d in layers if d not in keep]
         if dropped:
-            with store._update("layers.json") as idx:
+            with store._update(layout.LAYERS) as idx:
                 for d in dropped:
                     idx.pop(d, None)
         for e in os.scandir(store.layers):
@@ -139,7 +141,7 @@ def prune(store, *, all_: bool = False, tmp: bool = True) -> PruneReport:
                 rep.bytes += _size(e.path)
                 os.unlink(e.path)
                 rep.blobs += 1
-        with store._update("images.json") as idx:
+        with store._update(layout.IMAGES) as idx:
             for rec in idx.values():
                 mans = rec.get("manifests") or {}
                 for comp in [c for c, d in mans.items() if not store.has_blob(d)]:

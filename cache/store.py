@@ -28,7 +28,7 @@ import threading
 import time
 from pathlib import Path
 
-from cache import refs
+from cache import layout, refs
 from cache.errors import StoreError
 from cache.image import Image
 
@@ -37,13 +37,7 @@ _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 
 def default_root() -> Path:
-    env = os.environ.get("PYBUILD_ROOT")
-    if env:
-        return Path(env)
-    if os.geteuid() == 0:
-        return Path("/var/lib/pybuild")
-    xdg = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
-    return Path(xdg) / "pybuild"
+    return Path(layout.default_root())
 
 
 def check_digest(d: str, what: str = "digest") -> str:
@@ -205,7 +199,7 @@ class Store:
         return self.layers / check_digest(diff_id, "diff_id")[7:]
 
     def layer_info(self, diff_id: str) -> dict | None:
-        return self._read_json("layers.json").get(diff_id)
+        return self._read_json(layout.LAYERS).get(diff_id)
 
     def commit_layer(self, upper, *, epoch: int | None = 0, keep_empty: bool = False) -> str | None:
         """Move an overlay upper dir (or any dir in overlay format) into the store as a layer;
@@ -229,7 +223,7 @@ class Store:
                     self._copy_layer_in(upper, dest, res.diff_id, epoch)
                     shutil.rmtree(upper, ignore_errors=True)
                 _fsync_dir(self.layers)
-            with self._update("layers.json") as idx:
+            with self._update(layout.LAYERS) as idx:
                 info = idx.setdefault(res.diff_id, {"origin": "built", "blobs": {}})
                 info["size"] = res.size
                 # prune spares it while this process lives (for an hour at most): a build
@@ -322,7 +316,7 @@ class Store:
             os.chmod(tmp, 0o644)
             with self.locked():
                 os.rename(tmp, self.blob_path(h.digest))
-                with self._update("layers.json") as idx:
+                with self._update(layout.LAYERS) as idx:
                     idx[diff_id].setdefault("blobs", {})[compression] = {"digest": h.digest,
                                                                          "size": h.size}
         finally:
@@ -331,7 +325,7 @@ class Store:
 
     def add_received_layer(self, diff_id: str, blob_digest: str, blob_size: int, compression: str,
                            size: int | None = None) -> None:
-        with self._update("layers.json") as idx:
+        with self._update(layout.LAYERS) as idx:
             info = idx.setdefault(diff_id, {"origin": "received", "blobs": {}})
             info.setdefault("blobs", {})[compression] = {"digest": blob_digest, "size": blob_size}
             if size is not None:
@@ -350,15 +344,15 @@ class Store:
     def put_config_bytes(self, raw: bytes) -> str:
         with self.locked():  # blob and record together: prune never sees one without the other
             image_id = self.put_blob(raw)
-            with self._update("images.json") as idx:
+            with self._update(layout.IMAGES) as idx:
                 idx.setdefault(image_id, {"added": int(time.time()), "manifests": {}})
         return image_id
 
     def images(self) -> dict[str, dict]:
-        return self._read_json("images.json")
+        return self._read_json(layout.IMAGES)
 
     def tags(self) -> dict[str, str]:
-        return self._read_json("tags.json")
+        return self._read_json(layout.TAGS)
 
     def image(self, ref_or_id: str) -> Image:
         image_id = self.resolve(ref_or_id)
@@ -372,14 +366,14 @@ class Store:
         """Point `name` (normalised like docker) at an image; returns the full name."""
         image_id = self.resolve(image_id)
         full = refs.normalize(name)
-        with self._update("tags.json") as tags:
+        with self._update(layout.TAGS) as tags:
             tags[full] = image_id
         self._write_index()
         return full
 
     def untag(self, name: str) -> str:
         full = refs.normalize(name)
-        with self._update("tags.json") as tags:
+        with self._update(layout.TAGS) as tags:
             if full not in tags:
                 raise StoreError(f"no such image: {name}")
             image_id = tags.pop(full)
@@ -423,10 +417,10 @@ class Store:
     def remove_image(self, image_id: str) -> None:
         """Drop an image record and its tags (blobs go at the next prune)."""
         with self.locked():
-            with self._update("tags.json") as tags:
+            with self._update(layout.TAGS) as tags:
                 for t in [t for t, i in tags.items() if i == image_id]:
                     del tags[t]
-            with self._update("images.json") as idx:
+            with self._update(layout.IMAGES) as idx:
                 idx.pop(image_id, None)
         self._write_index()
 
@@ -448,7 +442,7 @@ class Store:
         raw = canonical_json(doc)
         with self.locked():
             digest = self.put_blob(raw)
-            with self._update("images.json") as idx:
+            with self._update(layout.IMAGES) as idx:
                 rec = idx.setdefault(img.id, {"added": int(time.time())})
                 rec.setdefault("manifests", {})[compression] = digest
             self._write_index()
@@ -480,9 +474,9 @@ class Store:
     # ---- build cache ---------------------------------------------------------------------
 
     def cache_get(self, key: str) -> dict | None:
-        return self._read_json("cachekeys.json").get(key)
+        return self._read_json(layout.CACHEKEYS).get(key)
 
     def cache_put(self, key: str, value: dict) -> None:
         json.dumps(value)  # fail here, not half-way through the index write
-        with self._update("cachekeys.json") as idx:
+        with self._update(layout.CACHEKEYS) as idx:
             idx[key] = value

@@ -149,10 +149,16 @@ def run_build(args) -> int:
         no_cache_filter=[s.strip().lower() for f in args.no_cache_filter for s in f.split(",") if s.strip()],
         labels=labels, network=args.network, secrets=secrets, epoch=epoch)
     store = Store.open()
+    pending = getattr(args, "replay", None)  # builder.replay.Pending: record this build
+    recorder = None
+    if pending is not None and not args.no_cache:
+        from builder.replay import Recorder
+
+        recorder = Recorder()
     with open(os.devnull, "w") as devnull:
         progress = make_progress("plain" if args.quiet else args.progress, devnull if args.quiet else None)
         try:
-            image_id = build(store, the_plan, opts, progress)
+            image_id = build(store, the_plan, opts, progress, recorder)
         finally:
             progress.close()
     for tag in args.tag:
@@ -162,12 +168,9 @@ def run_build(args) -> int:
 
         save(store, [args.tag[0] if args.tag else image_id], Path(output["dest"]),
              fmt=output["type"], compression=args.compression)
-    if args.iidfile:
-        Path(args.iidfile).write_text(image_id)
-    if args.quiet:
-        print(image_id)
-    else:
-        print(f"writing image {image_id} done", file=sys.stderr)
-        for tag in args.tag:
-            print(f"naming to {tag} done", file=sys.stderr)
+    if recorder is not None:
+        pending.save(image_id, recorder, store, progress)
+    from builder.replay import announce
+
+    announce(image_id, args.tag, quiet=args.quiet, iidfile=args.iidfile)
     return 0

@@ -1,0 +1,314 @@
+"""A fully cached rebuild replays the record of the last identical build.
+
+Issue 4 wants a cached rebuild no slower than BuildKit's; Python start-up plus the front end,
+planner and solver cost ~150 ms of imports alone. So every successful build leaves a *record*,
+keyed by all it was given - pybuild's own code, the command line, the store root,
+SOURCE_DATE_EPOCH and the bytes of the Dockerfile and .dockerignore - and holding all it looked
+at: the stat identity (inode, size, mtime, ctime, mode) of every context path it resolved or
+walked (a new or deleted file changes its directory's mtime, an edit or touch the file's), the
+image each base or `--from` reference named, the cache entry of each step key, and the image it
+made. `pybuild build` tries the record first: every observation is checked again, and any
+difference - a touched file, a moved tag, a pruned cache entry, a removed image - falls back to
+the full build, which is always right. A replay prints the same steps (all CACHED) and tags the
+same way. Only os, json and zlib are imported; never hashlib, lark, the AST or the solver.
+
+Command lines that depend on more than the above never replay: --no-cache(-filter), --secret,
+--output, `-f -`, unknown or abbreviated flags; nor builds with ADD of a URL.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from cache import layout
+
+RECORD_VERSION = 1
+_VALUE_FLAGS = {"-t": "tag", "--tag": "tag", "-f": "file", "--file": "file",
+                "--build-arg": "build_arg", "--label": "label", "--target": "target",
+                "--progress": "progress", "--network": "network", "--iidfile": "iidfile",
+                "--platform": "platform"}
+_LISTS = ("tag", "build_arg", "label")
+_CODE_DIRS = ("builder", "builder/commands", "grammar", "cache", "runtime")
+_ENV = ("SOURCE_DATE_EPOCH",)
+
+
+def parse_argv(argv: list[str]) -> dict | None:
+    """The options of `pybuild [--root D] [--debug] build ...`, or None when a flag outside
+    the replayable set (or anything unusual) is present: the full build then decides."""
+    o: dict = {"root": None, "tag": [], "build_arg": [], "label": [], "file": None, "target": None,
+               "progress": "auto", "network": "default", "iidfile": None, "platform": None,
+               "quiet": False, "context": None}
+    i, n = 0, len(argv)
+    while i < n and argv[i] != "build":
+        a = argv[i]
+        if a == "--root" and i + 1 < n:
+            o["root"] = argv[i + 1]
+            i += 2
+        elif a.startswith("--root="):
+            o["root"] = a[7:]
+            i += 1
+        elif a == "--debug":
+            i += 1
+        else:
+            return None
+    i += 1
+    if i > n:
+        return None
+    while i < n:
+        a = argv[i]
+        if a in ("-q", "--quiet"):
+            o["quiet"] = True
+            i += 1
+            continue
+        name, eq, val = a.partition("=") if a.startswith("--") else (a, "", "")
+        if name in _VALUE_FLAGS:
+            if not eq:
+                if i + 1 >= n or argv[i + 1].startswith("-"):
+                    return None
+                val = argv[i + 1]
+            i += 1 if eq else 2
+            dest = _VALUE_FLAGS[name]
+            if dest in _LISTS:
+                o[dest].append(val)
+            else:
+                o[dest] = val
+            continue
+        if a.startswith("-") or o["context"] is not None:
+            return None
+        o["context"] = a
+        i += 1
+    if o["context"] is None or o["file"] == "-":
+        return None
+    return o
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode("utf-8", "surrogateescape")
+    except OSError:
+        return None
+
+
+def _code_identity() -> list:
+    """Size and mtime of pybuild's own sources: editing pybuild invalidates every record."""
+    top = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = []
+    for d in _CODE_DIRS:
+        with os.scandir(os.path.join(top, d)) as it:
+            for e in it:
+                if e.name.endswith((".py", ".lark")):
+                    st = e.stat()
+                    out.append((d, e.name, st.st_size, st.st_mtime_ns))
+    out.sort()
+    return out
+
+
+class Pending:
+    """A build that may replay, or be recorded when it runs in full."""
+
+    def __init__(self, opts: dict):
+        import zlib
+
+        self.opts = opts
+        self.root = os.path.abspath(opts["root"] or layout.default_root())
+        self.context = os.path.realpath(opts["context"])
+        self.dockerfile = os.path.abspath(opts["file"] or os.path.join(opts["context"], "Dockerfile"))
+        build_args = []
+        for item in opts["build_arg"]:
+            k, eq, v = item.partition("=")
+            build_args.append([k, v if eq else os.environ.get(k)])
+        slot = [self.root, self.context, self.dockerfile, opts["tag"], build_args, opts["label"],
+                opts["target"], opts["network"], opts["platform"]]
+        text = json.dumps(slot)
+        # one record per command line and context (a rebuild after an edit replaces it)
+        self.slot = f"{zlib.crc32(text.encode()):08x}{zlib.adler32(text.encode()):08x}"
+        ignores = [self.dockerfile + ".dockerignore", os.path.join(self.context, ".dockerignore")]
+        # compared whole, not hashed: no hashlib (OpenSSL) to load on the fast path
+        self.inputs = json.loads(json.dumps(
+            [RECORD_VERSION, slot, _code_identity(), [os.environ.get(e) for e in _ENV],
+             _read(self.dockerfile), [_read(p) for p in ignores]]))
+
+    @property
+    def path(self) -> str:
+        return os.path.join(self.root, "replay", self.slot + ".json")
+
+    # -- replay ------------------------------------------------------------------------------
+    def replay(self) -> str | None:
+        """The image ID when every observation of the record still holds, else None."""
+        try:
+            with open(self.path, "rb") as f:
+                rec = json.load(f)
+        except (OSError, ValueError):
+            return None
+        if not isinstance(rec, dict) or rec.get("inputs") != self.inputs:
+            return None
+        root = self.root
+        image = rec["image"]
+        if image not in layout.read_index(root, layout.IMAGES) or not layout.has_blob(root, image):
+            return None
+        entries = layout.read_index(root, layout.CACHEKEYS)
+        for key, value in rec["keys"].items():
+            if entries.get(key) != value:
+                return None
+            diff_id = value.get("diff_id")
+            if diff_id and not layout.has_layer_dir(root, diff_id):
+                return None
+        tags = layout.read_index(root, layout.TAGS)
+        for name, image_id in rec["tags_read"].items():
+            if tags.get(name) != image_id:
+                return None
+        for rel, sig in rec["files"].items():
+            try:
+                st = os.lstat(os.path.join(self.context, rel) if rel else self.context)
+            except OSError:
+                return None
+            if [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode] != sig:
+                return None
+        self.record = rec
+        return image
+
+    def finish_replay(self, image_id: str) -> int:
+        from builder.progress import make_progress
+
+        rec, o = self.record, self.opts
+        with open(os.devnull, "w") as devnull:
+            progress = make_progress("plain" if o["quiet"] else o["progress"],
+                                     devnull if o["quiet"] else None)
+            try:
+                for name, cached in rec["steps"]:
+                    v = progress.start(name)
+                    (progress.cached if cached else progress.done)(v)
+            finally:
+                progress.close()
+        tags = layout.read_index(self.root, layout.TAGS)
+        if any(tags.get(full) != image_id for full in rec["tags"]):
+            from cache.store import Store
+
+            store = Store.open(self.root)
+            for name in o["tag"]:
+                store.tag(name, image_id)
+        announce(image_id, o["tag"], quiet=o["quiet"], iidfile=o["iidfile"])
+        return 0
+
+    # -- recording ---------------------------------------------------------------------------
+    def save(self, image_id: str, rec: Recorder, store, progress) -> None:
+        """Write the record of a build that just succeeded (never when it read a URL)."""
+        if rec.volatile:
+            return
+        from cache import refs
+        from cache.errors import StoreError
+
+        tags = store.tags()
+        tags_read = {}
+        for ref, got in rec.refs.items():
+            if ref == got:
+                continue
+            try:
+                full = refs.normalize(ref)
+            except StoreError:
+                return  # name@digest or an ID prefix: not worth a record
+            if tags.get(full) != got:
+                return
+            tags_read[full] = got
+        files = {}
+        ctx = self.context.rstrip("/")
+        for path, sig in rec.observed.items():
+            if path == ctx:
+                files[""] = sig
+            elif path.startswith(ctx + "/"):
+                files[path[len(ctx) + 1:]] = sig
+        steps = [[v.name, v.cached or v.step] for v in progress.vertices]
+        doc = {"inputs": self.inputs, "image": image_id, "keys": rec.keys, "tags_read": tags_read,
+               "tags": [refs.normalize(t) for t in self.opts["tag"]], "files": files,
+               "steps": steps}
+        d = os.path.dirname(self.path)
+        tmp = f"{self.path}.tmp{os.getpid()}"
+        try:
+            os.makedirs(d, exist_ok=True)
+            with open(tmp, "w") as f:
+                json.dump(doc, f, separators=(",", ":"))
+            os.replace(tmp, self.path)
+        except OSError:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+
+
+class Recorder:
+    """What a full build looked at, filled in by the solver and the context as they go."""
+
+    def __init__(self):
+        self.observed: dict[str, list[int]] = {}  # host path -> stat identity
+        self.refs: dict[str, str] = {}  # image reference as written -> image ID
+        self.keys: dict[str, dict] = {}  # step key -> cache entry used or made
+        self.volatile = False  # read something a record cannot check (a URL)
+
+    def observe(self, path: str, st: os.stat_result) -> None:
+        self.observed[path] = [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns,
+                               st.st_mode]
+
+    def store(self, store) -> RecordingStore:
+        return RecordingStore(store, self)
+
+
+class RecordingStore:
+    """The store as the solver sees it, noting what a replay must check again."""
+
+    def __init__(self, store, rec: Recorder):
+        self._store = store
+        self._rec = rec
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+    def image(self, ref: str):
+        img = self._store.image(ref)
+        self._rec.refs[ref] = img.id
+        return img
+
+    def resolve(self, ref: str) -> str:
+        image_id = self._store.resolve(ref)
+        self._rec.refs[ref] = image_id
+        return image_id
+
+    def cache_get(self, key: str):
+        value = self._store.cache_get(key)
+        if value is not None:
+            self._rec.keys[key] = value
+        return value
+
+    def cache_put(self, key: str, value: dict) -> None:
+        self._store.cache_put(key, value)
+        self._rec.keys[key] = value
+
+
+def attempt(argv: list[str]):
+    """Replay when possible: returns the exit code, else a `Pending` to record the full
+    build under (None when this command line never replays)."""
+    opts = parse_argv(argv)
+    if opts is None:
+        return None
+    try:
+        pending = Pending(opts)
+        image_id = pending.replay()
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    if image_id is None:
+        return pending
+    return pending.finish_replay(image_id)
+
+
+def announce(image_id: str, tags: list[str], *, quiet: bool, iidfile: str | None) -> None:
+    """How every build ends for the user, full or replayed."""
+    if iidfile:
+        with open(iidfile, "w") as f:
+            f.write(image_id)
+    if quiet:
+        print(image_id)
+    else:
+        print(f"writing image {image_id} done", file=sys.stderr)
+        for tag in tags:
+            print(f"naming to {tag} done", file=sys.stderr)

@@ -1,0 +1,194 @@
+"""A fully cached rebuild replays its record (builder.replay) - and never when it would be wrong.
+
+Each case builds once (full, writes the record), once more (a replay), then changes one thing
+a build depends on and checks the third build sees it exactly as a full build would.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+MULTI = """\
+FROM busybox AS a
+RUN echo a > /a
+FROM busybox
+COPY --from=a /a /a
+COPY src/ /src/
+ARG V=1
+RUN echo $V > /v
+CMD ["cat", "/a"]
+"""
+
+
+@pytest.fixture
+def ctx(tmp_path):
+    c = tmp_path / "ctx"
+    (c / "src" / "sub").mkdir(parents=True)
+    (c / "src" / "f").write_text("one\n")
+    (c / "src" / "sub" / "g").write_text("g\n")
+    (c / "Dockerfile").write_text(MULTI)
+    return c
+
+
+def image_id(pybuild, ctx, *args, ok=True):
+    r = pybuild("build", "--progress", "plain", "-t", "app", *args, str(ctx))
+    if ok:
+        assert r.returncode == 0, r.stderr
+    return r
+
+
+def built(pybuild, ctx, *args) -> tuple[str, str]:
+    """(image ID, progress output) of a build."""
+    r = image_id(pybuild, ctx, *args)
+    line = next(x for x in r.stderr.splitlines() if x.startswith("writing image "))
+    return line.split()[2], r.stderr
+
+
+def steps(out: str) -> list[str]:
+    """`#N name` lines and their outcomes, without numbers or timings."""
+    names = {}
+    result = []
+    for line in out.splitlines():
+        if not line.startswith("#"):
+            continue
+        num, _, rest = line.partition(" ")
+        if num not in names:
+            names[num] = rest
+        elif rest == "CACHED" or rest.startswith("DONE"):
+            result.append(f"{names[num]} -> {rest.split()[0]}")
+    return sorted(result)
+
+
+def test_second_build_replays_with_the_same_output_and_id(busybox_root, pybuild, ctx):
+    first, out1 = built(pybuild, ctx)
+    second, out2 = built(pybuild, ctx)
+    assert second == first
+    assert (busybox_root / "replay").is_dir()
+    want = [s.replace("-> DONE", "-> CACHED") if "FROM" not in s else s for s in steps(out1)]
+    assert steps(out2) == want
+    assert all(s.endswith("CACHED") for s in steps(out2) if "FROM" not in s)
+    assert "naming to app done" in out2
+
+
+def test_replay_loads_neither_front_end_nor_solver(busybox_root, ctx):
+    """What makes it fast: no lark, no AST, no planner, no argparse on a replay."""
+    code = ("import sys; from builder.cli import main; rc = main(['build', '--progress', 'plain',"
+            f" '-t', 'app', {str(ctx)!r}]);"
+            "print(rc, sorted(m for m in ('lark', 'grammar.ast', 'builder.solve', 'argparse',"
+            " 'hashlib') if m in sys.modules))")
+    runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           check=False) for _ in range(2)]
+    assert runs[0].stdout.split()[0] == "0", runs[0].stderr
+    assert "grammar.ast" in runs[0].stdout  # the first build is a full one
+    assert runs[1].stdout.strip() == "0 []", runs[1].stderr
+
+
+def test_content_change_with_same_size_and_mtime_is_seen(busybox_root, pybuild, ctx):
+    first, _ = built(pybuild, ctx)
+    built(pybuild, ctx)
+    f = ctx / "src" / "f"
+    st = f.stat()
+    f.write_text("two\n")  # same size
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))  # and the old mtime: only ctime tells
+    changed, out = built(pybuild, ctx)
+    assert changed != first
+    assert "COPY src/ /src/\n" in out and "#" in out
+    with_two, _ = built(pybuild, ctx)
+    assert with_two == changed
+
+
+def test_touch_keeps_the_image(busybox_root, pybuild, ctx):
+    first, _ = built(pybuild, ctx)
+    built(pybuild, ctx)
+    time.sleep(0.01)
+    os.utime(ctx / "src" / "f")
+    again, out = built(pybuild, ctx)
+    assert again == first
+    assert all(s.endswith("CACHED") for s in steps(out) if "FROM" not in s)
+
+
+@pytest.mark.parametrize("change", ["add", "delete", "rename", "nested-add", "symlink-swap"])
+def test_tree_changes_are_seen(busybox_root, pybuild, ctx, change):
+    first, _ = built(pybuild, ctx)
+    built(pybuild, ctx)
+    src = ctx / "src"
+    if change == "add":
+        (src / "new").write_text("x")
+    elif change == "delete":
+        (src / "f").unlink()
+    elif change == "rename":
+        (src / "f").rename(src / "h")
+    elif change == "nested-add":
+        (src / "sub" / "deeper").mkdir()
+    else:
+        (ctx / "other").mkdir()
+        (ctx / "other" / "x").write_text("x")
+        os.rename(src, ctx / "old-src")
+        os.symlink("other", src)
+    changed, _ = built(pybuild, ctx)
+    assert changed != first
+
+
+def test_dockerfile_and_dockerignore_and_args(busybox_root, pybuild, ctx):
+    first, _ = built(pybuild, ctx)
+    built(pybuild, ctx)
+    assert built(pybuild, ctx, "--build-arg", "V=2")[0] != first
+    assert built(pybuild, ctx)[0] == first
+    (ctx / ".dockerignore").write_text("src/sub\n")
+    ignored, _ = built(pybuild, ctx)
+    assert ignored != first
+    (ctx / ".dockerignore").unlink()
+    assert built(pybuild, ctx)[0] == first
+    (ctx / "Dockerfile").write_text(MULTI.replace("cat", "head"))
+    assert built(pybuild, ctx)[0] != first
+
+
+def test_source_date_epoch_is_an_input(busybox_root, pybuild, ctx, monkeypatch):
+    first, _ = built(pybuild, ctx)
+    built(pybuild, ctx)
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    assert built(pybuild, ctx)[0] != first
+
+
+def test_base_image_retagged(busybox_root, pybuild, ctx, tmp_path):
+    first, _ = built(pybuild, ctx)
+    built(pybuild, ctx)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "Dockerfile").write_text("FROM busybox\nRUN echo new > /new\n")
+    r = pybuild("build", "--progress", "plain", "-t", "busybox", str(other))
+    assert r.returncode == 0, r.stderr
+    assert built(pybuild, ctx)[0] != first
+
+
+def test_removed_image_and_pruned_cache_rebuild(busybox_root, pybuild, ctx):
+    first, _ = built(pybuild, ctx)
+    built(pybuild, ctx)
+    assert pybuild("rmi", "app").returncode == 0
+    again, _ = built(pybuild, ctx)
+    assert again == first
+    assert pybuild("images", "-q").stdout.strip()  # the image is back in the list
+    cache = busybox_root / "cachekeys.json"
+    cache.write_text("{}")  # every cache entry gone: the steps must run again
+    rebuilt, out = built(pybuild, ctx)
+    assert rebuilt == first  # reproducible
+    assert "RUN echo $V > /v" in out and any(s.endswith("DONE") for s in steps(out) if "RUN" in s)
+
+
+def test_new_tag_quiet_iidfile_and_json(busybox_root, pybuild, ctx, tmp_path):
+    first, _ = built(pybuild, ctx)
+    built(pybuild, ctx)
+    iid = tmp_path / "iid"
+    r = pybuild("build", "-q", "--iidfile", str(iid), "-t", "app", str(ctx))
+    assert r.returncode == 0 and r.stdout.strip() == first and iid.read_text() == first
+    r = pybuild("build", "--progress", "json", "-t", "app", str(ctx))
+    events = [json.loads(x) for x in r.stderr.splitlines() if x.startswith("{")]
+    assert {e["status"] for e in events} == {"started", "cached", "done"}
+    r = pybuild("build", "--progress", "plain", "-t", "app", "-t", "app:v2", str(ctx))
+    assert r.returncode == 0
+    assert first in pybuild("inspect", "app:v2").stdout
