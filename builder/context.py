@@ -460,6 +460,8 @@ class SourceTree:
                 elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
                     extra = f"{os.major(st.st_rdev)},{os.minor(st.st_rdev)}"
                 cap = _get_cap(e.path)
+                if self.observe is not None and stat.S_ISREG(mode) and not extra.startswith("hardlink:"):
+                    self.observe(e.path, st, f"{extra}:{cap}")
                 h.update(f"{e.rel}\0{stat.S_IFMT(mode):o}\0{stat.S_IMODE(mode):o}\0{uid}\0{gid}"
                          f"\0{extra}\0{cap}\n".encode("utf-8", "surrogateescape"))
         self.save_stat_cache()

@@ -105,6 +105,31 @@ def _code_identity() -> list:
     return out
 
 
+def _sig(st: os.stat_result) -> list[int]:
+    """A path's stat identity; only the last two fields change on a touch."""
+    return [st.st_dev, st.st_ino, st.st_size, st.st_mode, st.st_uid, st.st_gid,
+            st.st_mtime_ns, st.st_ctime_ns]
+
+
+def _same_content(path: str, now: list[int], sig: list) -> bool:
+    """A regular file whose times changed but whose bytes and capability did not: a touch,
+    which a build keys the same (digests never include mtimes)."""
+    if len(sig) < 9 or now[:6] != sig[:6]:  # only regular files carry their content
+        return False
+    import hashlib
+
+    try:
+        with open(path, "rb") as f:
+            hexd = hashlib.file_digest(f, "sha256").hexdigest()
+        try:
+            cap = os.getxattr(path, "security.capability", follow_symlinks=False).hex()
+        except OSError:
+            cap = ""
+    except OSError:
+        return False
+    return f"{hexd}:{cap}" == sig[8]
+
+
 class Pending:
     """A build that may replay, or be recorded when it runs in full."""
 
@@ -159,13 +184,21 @@ class Pending:
         for name, image_id in rec["tags_read"].items():
             if tags.get(name) != image_id:
                 return None
+        touched = []
         for rel, sig in rec["files"].items():
+            path = os.path.join(self.context, rel) if rel else self.context
             try:
-                st = os.lstat(os.path.join(self.context, rel) if rel else self.context)
+                st = os.lstat(path)
             except OSError:
                 return None
-            if [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode] != sig:
-                return None
+            now = _sig(st)
+            if now != sig[:8]:
+                if not _same_content(path, now, sig):
+                    return None
+                touched.append((rel, now + sig[8:]))
+        if touched:  # a touch: same bytes, mode and owner; remember the new stat identity
+            rec["files"].update(touched)
+            self._write(rec)
         self.record = rec
         return image
 
@@ -215,20 +248,22 @@ class Pending:
         files = {}
         ctx = self.context.rstrip("/")
         for path, sig in rec.observed.items():
-            if path == ctx:
-                files[""] = sig
-            elif path.startswith(ctx + "/"):
-                files[path[len(ctx) + 1:]] = sig
+            if path != ctx and not path.startswith(ctx + "/"):
+                continue
+            content = rec.contents.get(path)
+            files[path[len(ctx) + 1:] if path != ctx else ""] = sig if content is None else [*sig, content]
         steps = [[v.name, v.cached or v.step] for v in progress.vertices]
         doc = {"inputs": self.inputs, "image": image_id, "keys": rec.keys, "tags_read": tags_read,
                "tags": [refs.normalize(t) for t in self.opts["tag"]], "files": files,
                "steps": steps}
-        d = os.path.dirname(self.path)
+        self._write(doc)
+
+    def _write(self, doc: dict) -> None:
         tmp = f"{self.path}.tmp{os.getpid()}"
         try:
-            os.makedirs(d, exist_ok=True)
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
             with open(tmp, "w") as f:
-                json.dump(doc, f, separators=(",", ":"))
+                f.write(json.dumps(doc, separators=(",", ":")))  # the C encoder, not dump's
             os.replace(tmp, self.path)
         except OSError:
             try:
@@ -241,14 +276,16 @@ class Recorder:
     """What a full build looked at, filled in by the solver and the context as they go."""
 
     def __init__(self):
-        self.observed: dict[str, list[int]] = {}  # host path -> stat identity
+        self.observed: dict[str, list[int]] = {}  # host path -> stat identity (`_sig`)
+        self.contents: dict[str, str] = {}  # regular file -> "sha256hex:capability hex"
         self.refs: dict[str, str] = {}  # image reference as written -> image ID
         self.keys: dict[str, dict] = {}  # step key -> cache entry used or made
         self.volatile = False  # read something a record cannot check (a URL)
 
-    def observe(self, path: str, st: os.stat_result) -> None:
-        self.observed[path] = [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns,
-                               st.st_mode]
+    def observe(self, path: str, st: os.stat_result, content: str | None = None) -> None:
+        self.observed[path] = _sig(st)
+        if content is not None:
+            self.contents[path] = content
 
     def store(self, store) -> RecordingStore:
         return RecordingStore(store, self)

@@ -192,3 +192,27 @@ def test_new_tag_quiet_iidfile_and_json(busybox_root, pybuild, ctx, tmp_path):
     r = pybuild("build", "--progress", "plain", "-t", "app", "-t", "app:v2", str(ctx))
     assert r.returncode == 0
     assert first in pybuild("inspect", "app:v2").stdout
+
+
+def test_touch_replays_and_setcap_or_chmod_do_not(busybox_root, ctx, pybuild):
+    """A touch keeps the replay (bytes re-hashed); a chmod or a new file capability is a change."""
+    code = ("import sys; from builder.cli import main; rc = main(['build', '--progress', 'plain',"
+            f" '-t', 'app', {str(ctx)!r}]); print(rc, 'grammar.ast' in sys.modules)")
+
+    def run():
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+        assert r.stdout.split()[0] == "0", r.stderr
+        return r.stdout.split()[1] == "False", r.stderr.split("writing image ")[1].split()[0]
+
+    _, first = run()
+    assert run() == (True, first)
+    time.sleep(0.01)
+    os.utime(ctx / "src" / "f")
+    assert run() == (True, first)  # replayed after a touch
+    os.chmod(ctx / "src" / "f", 0o600)
+    replayed, chmodded = run()
+    assert not replayed and chmodded != first
+    os.setxattr(ctx / "src" / "f", "security.capability",
+                bytes.fromhex("0100000200200000000000000000000000000000"))
+    replayed, capped = run()
+    assert not replayed and capped != chmodded
