@@ -22,6 +22,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+# pybuild as a user runs it: the launcher ./install.sh puts on PATH (no runpy, no pip wrapper)
+LAUNCHER = REPO / ".venv" / "bin" / "pybuild-launcher"
+PYBUILD = [str(LAUNCHER)] if LAUNCHER.exists() else [sys.executable, "-m", "builder"]
 DOCKER = "/usr/bin/docker" if Path("/usr/bin/docker").exists() else shutil.which("docker")
 
 MULTI = """\
@@ -60,11 +63,11 @@ class Pybuild:
                        check=True, stdout=subprocess.DEVNULL)
 
     def build(self, ctx: Path, *extra: str) -> float:
-        return timed([sys.executable, "-m", "builder", "build", "--progress", "plain", *extra,
+        return timed([*PYBUILD, "build", "--progress", "plain", *extra,
                       "-t", "bench", str(ctx)], env=self.env)
 
     def reset(self) -> None:
-        subprocess.run([sys.executable, "-m", "builder", "prune", "-a", "-f"], env=self.env,
+        subprocess.run([*PYBUILD, "prune", "-a", "-f"], env=self.env,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
 
 
@@ -87,7 +90,7 @@ class BuildKit:
         else:
             raise RuntimeError("dockerd did not start: see " + str(tmp / "dockerd.log"))
         arch = tmp / "busybox.tar"
-        subprocess.run([sys.executable, "-m", "builder", "save", "-o", str(arch), "busybox:latest"],
+        subprocess.run([*PYBUILD, "save", "-o", str(arch), "busybox:latest"],
                        env=pyb.env, check=True)
         subprocess.run([DOCKER, "-H", self.sock, "load", "-i", str(arch)], check=True,
                        stdout=subprocess.DEVNULL)
