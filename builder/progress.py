@@ -144,6 +144,20 @@ class JsonProgress(Progress):
         self._emit(v, "error", error=v.error)
 
 
+def _frame(p: Progress) -> list[tuple[str, str]]:
+    """The live view's lines as (text, style): one per step, the tail of a running one."""
+    out = [(f"[+] Building {time.monotonic() - p.t0:.1f}s", "bold blue")]
+    for v in p.vertices:
+        if v.cached:
+            out.append((f" => CACHED {v.name}", "blue"))
+            continue
+        style = "red" if v.error else ("blue" if v.finished else "")
+        out.append((f" => {v.name}".ljust(60) + f" {v.elapsed:5.1f}s", style))
+        if not v.finished or v.error:
+            out.extend((f" => => {line}", "dim") for line in list(v.tail)[-6:])
+    return out
+
+
 class TtyProgress(Progress):
     """A live view like BuildKit's: one line per step with a timer, the tail of a running step."""
 
@@ -162,30 +176,36 @@ class TtyProgress(Progress):
 
         with self.lock:
             out = Text()
-            total = time.monotonic() - self.t0
-            out.append(f"[+] Building {total:.1f}s\n", style="bold blue")
-            for v in self.vertices:
-                if v.cached:
-                    out.append(f" => CACHED {v.name}\n", style="blue")
-                    continue
-                style = "red" if v.error else ("blue" if v.finished else "")
-                out.append(f" => {v.name}".ljust(60) + f" {v.elapsed:5.1f}s\n", style=style)
-                if not v.finished or v.error:
-                    for line in list(v.tail)[-6:]:
-                        out.append(f" => => {line}\n", style="dim")
+            for text, style in _frame(self):
+                out.append(text + "\n", style=style)
             return out
 
     def close(self):
         self.live.stop()
 
 
-def make_progress(mode: str, stream=None) -> Progress:
-    """`auto` -> live view on a terminal, plain lines otherwise; `tty`, `plain`, `json` forced."""
+_ANSI = {"bold blue": "\x1b[1;34m", "blue": "\x1b[34m", "red": "\x1b[31m", "dim": "\x1b[2m"}
+
+
+class FinalTtyProgress(Progress):
+    """The live view's last frame only, printed at close with plain ANSI colours: for a
+    replayed build, where nothing runs, so rich (~40 ms to import) is not worth loading."""
+
+    def close(self):
+        color = self.stream.isatty()  # as rich does: no escapes into a pipe or file
+        self.stream.write("".join(f"{_ANSI[st]}{text}\x1b[0m\n" if st and color else text + "\n"
+                                  for text, st in _frame(self)))
+        self.stream.flush()
+
+
+def make_progress(mode: str, stream=None, *, live: bool = True) -> Progress:
+    """`auto` -> live view on a terminal, plain lines otherwise; `tty`, `plain`, `json` forced.
+    `live=False`: the terminal view's final frame only (nothing will run)."""
     stream = stream or sys.stderr
     if mode == "auto":
         mode = "tty" if stream.isatty() else "plain"
     if mode == "tty":
-        return TtyProgress(stream)
+        return TtyProgress(stream) if live else FinalTtyProgress(stream)
     if mode == "json":
         return JsonProgress(stream)
     return PlainProgress(stream)

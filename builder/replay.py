@@ -208,7 +208,7 @@ class Pending:
         rec, o = self.record, self.opts
         with open(os.devnull, "w") as devnull:
             progress = make_progress("plain" if o["quiet"] else o["progress"],
-                                     devnull if o["quiet"] else None)
+                                     devnull if o["quiet"] else None, live=False)
             try:
                 for name, cached in rec["steps"]:
                     v = progress.start(name)

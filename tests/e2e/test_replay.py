@@ -189,6 +189,10 @@ def test_new_tag_quiet_iidfile_and_json(busybox_root, pybuild, ctx, tmp_path):
     r = pybuild("build", "--progress", "json", "-t", "app", str(ctx))
     events = [json.loads(x) for x in r.stderr.splitlines() if x.startswith("{")]
     assert {e["status"] for e in events} == {"started", "cached", "done"}
+    full = pybuild("build", "--no-cache", "--progress", "tty", "-t", "app", str(ctx)).stderr
+    replayed = pybuild("build", "--progress", "tty", "-t", "app", str(ctx)).stderr
+    assert "\x1b[" not in replayed  # not a terminal: no colours, as rich does
+    assert replayed.count(" => CACHED [") == full.count(" => [") - full.count("FROM busybox")
     r = pybuild("build", "--progress", "plain", "-t", "app", "-t", "app:v2", str(ctx))
     assert r.returncode == 0
     assert first in pybuild("inspect", "app:v2").stdout
