@@ -3,7 +3,8 @@
 Two halves. `make_stub` runs on the host before the fork and writes a tiny *bottom* lower layer
 holding every mount point the sandbox needs (/proc, /dev, /sys, /etc/hosts, mount targets). Being
 the lowest layer, it only fills gaps: the image's own entries win, and nothing the sandbox injects
-ever lands in the upper dir, so the layer diff stays exactly what the command wrote.
+ever lands in the upper dir, so the layer diff stays exactly what the command wrote. (The native
+snapshotter copies the stub in first too, so its snapshot holds the mount points as well.)
 `setup` runs inside the new mount and pid namespaces (as pid 1) and builds the view Docker gives:
 fresh procfs, a tmpfs /dev with the host's null/zero/full/random/urandom/tty bound in, devpts,
 shm, mqueue, read-only sysfs, Docker's masked and read-only paths, generated /etc/hosts,
@@ -51,6 +52,7 @@ class MountPlan:
     etc_files: dict[str, str]          # container path -> host file generated for this run
     mounts: list = field(default_factory=list)   # sandbox.Mount
     new_netns: bool = False
+    tree: str = ""     # native snapshotter: bind this copied rootfs instead of the overlay
 
 
 def _fdpath(fd: int) -> str:
@@ -295,7 +297,10 @@ def _user_mounts(rootfd: int, mounts: list, created: list) -> None:
 def setup(plan: MountPlan, created: list) -> None:
     """In the new mount ns (as the new pid ns's pid 1): build the rootfs and pivot_root into it."""
     kernel.mount(None, "/", None, kernel.MS_REC | kernel.MS_PRIVATE)
-    mount_overlay(plan.rootdir, plan.lowerdirs, plan.upperdir, plan.workdir)
+    if plan.tree:
+        kernel.mount(plan.tree, plan.rootdir, None, kernel.MS_BIND)
+    else:
+        mount_overlay(plan.rootdir, plan.lowerdirs, plan.upperdir, plan.workdir)
     devnull = os.open("/dev/null", os.O_PATH | os.O_CLOEXEC | os.O_NOFOLLOW)
     _check_char(devnull, "/dev/null", 1, 3)
     rootfd = os.open(plan.rootdir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)

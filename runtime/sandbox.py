@@ -9,7 +9,11 @@ Process tree (all plain os.fork, no re-exec: measured fastest, see tests/runtime
                             every fd but 0-2, becomes non-dumpable, execs argv
 
 A and B die with their parent (PR_SET_PDEATHSIG), and when B (pid 1) exits the kernel kills
-everything left in the namespace, so nothing outlives `run`. Errors in A/B/C travel back over a
+everything left in the namespace, so nothing outlives `run`.
+
+The rootfs is an overlay of the layer dirs, or where overlayfs is unusable (`overlay.snapshotter`)
+a plain copy of them (`runtime.snapshot`) bind-mounted in its place and diffed into the upper dir
+after the command: the caller gets the same upper dir either way. Errors in A/B/C travel back over a
 close-on-exec pipe as one line and surface as SandboxError; a command that cannot be executed
 exits 127/126 with docker's message on the container's stderr, as docker does.
 """
@@ -27,6 +31,7 @@ from pathlib import Path
 
 from runtime import kernel, rootfs, users
 from runtime.errors import KernelCallError, SandboxError
+from runtime.privileges import require_root
 
 INIT_TITLE = "pybuild-init"
 TIOCSCTTY = 0x540E
@@ -77,12 +82,17 @@ class SandboxSpec:
 class Sandbox:
     """A started sandbox: `pid` is the keeper (A) in the caller's pid namespace."""
 
-    def __init__(self, pid: int, errfd: int, rundir: str, upperdir: str, rootdir: str):
+    def __init__(self, pid: int, errfd: int, rundir: str, upperdir: str, rootdir: str,
+                 lowers: list[str], keep: bool, tree: str = "", snap=None):
         self.pid = pid
         self._errfd = errfd
         self._rundir = rundir
         self._upperdir = upperdir
         self._rootdir = rootdir
+        self._lowers = lowers      # the stack the command saw, stub layer included
+        self._keep = keep          # the caller's upper dir: its changes are wanted
+        self._tree = tree          # native snapshotter: the copied rootfs, and its snapshot
+        self._snap = snap
         self.returncode: int | None = None
         self.tty: int | None = None     # the pty master when spec.tty (the caller closes it)
 
@@ -107,12 +117,27 @@ class Sandbox:
         self.returncode = code if code >= 0 else 128 - code
         error, created = self._messages()
         try:
-            _remove_placeholders(self._upperdir, self._rootdir, created)
+            _remove_placeholders(self._tree or self._upperdir, self._rootdir, created)
+            if self._keep and not error:
+                self._collect()
         finally:
             shutil.rmtree(self._rundir, ignore_errors=True)
         if error:
             raise SandboxError(error)
         return self.returncode
+
+    def _collect(self) -> None:
+        """Leave the command's changes in the upper dir in the one form both snapshotters give."""
+        from runtime import snapshot
+
+        try:
+            if self._tree:
+                snapshot.diff(self._tree, self._snap, self._upperdir)
+            else:
+                snapshot.drop_redundant_opaque(self._upperdir, self._lowers)
+        except OSError as e:
+            raise SandboxError(f"cannot record the container's changes: {e.strerror}: "
+                               f"{os.fsdecode(e.filename or '')}") from None
 
     def _messages(self) -> tuple[str | None, list]:
         chunks = []
@@ -199,9 +224,7 @@ def _resolv_conf(network: str) -> str:
 
 
 def _validate(spec: SandboxSpec) -> None:
-    if os.geteuid() != 0:
-        raise SandboxError("the sandbox needs root for now: run pybuild as root (rootless mode "
-                           "with user namespaces is not implemented yet)")
+    require_root()
     if not spec.argv:
         raise SandboxError("no command given to run")
     if spec.network not in ("host", "none"):
@@ -221,10 +244,13 @@ def _validate(spec: SandboxSpec) -> None:
 
 def start(spec: SandboxSpec) -> Sandbox:
     """Start the sandbox and return at once; call .wait() for the exit status."""
+    from runtime.overlay import snapshotter
+
     _validate(spec)
     base = None
     if spec.upperdir is not None:
         base = os.fspath(Path(spec.upperdir).parent)
+    native = snapshotter(base) == "native"
     rundir = tempfile.mkdtemp(prefix="pybuild-run-", dir=base)
     try:
         upper = os.fspath(spec.upperdir) if spec.upperdir is not None else os.path.join(rundir, "upper")
@@ -245,10 +271,13 @@ def start(spec: SandboxSpec) -> Sandbox:
             etc_files[target] = p
         rootdir = os.path.join(rundir, "root")
         os.mkdir(rootdir)
-        plan = rootfs.MountPlan(rootdir=rootdir,
-                                lowerdirs=[os.fspath(d) for d in spec.lowerdirs] + [stub],
-                                upperdir=upper, workdir=work, etc_files=etc_files,
-                                mounts=list(spec.mounts), new_netns=spec.network == "none")
+        lowers = [os.fspath(d) for d in spec.lowerdirs] + [stub]
+        tree, snap = "", None
+        if native:
+            tree, snap = _native_tree(rundir, lowers, spec.upperdir is not None)
+        plan = rootfs.MountPlan(rootdir=rootdir, lowerdirs=lowers, upperdir=upper, workdir=work,
+                                etc_files=etc_files, mounts=list(spec.mounts),
+                                new_netns=spec.network == "none", tree=tree)
         r, w = os.pipe2(os.O_CLOEXEC)
         psock = csock = None
         if spec.tty:
@@ -262,13 +291,32 @@ def start(spec: SandboxSpec) -> Sandbox:
     if pid == 0:
         _keeper(spec, plan, w, r, parent, csock)   # never returns
     os.close(w)
-    sb = Sandbox(pid, r, rundir, upper, rootdir)
+    sb = Sandbox(pid, r, rundir, upper, rootdir, lowers, spec.upperdir is not None, tree, snap)
     if psock is not None:
         csock.close()
         with psock:
             _, fds, _, _ = socket.recv_fds(psock, 16, 1)
         sb.tty = fds[0] if fds else None
     return sb
+
+
+def _native_tree(rundir: str, lowers: list[str], keep: bool):
+    """The native snapshotter's rootfs: the layers (stub at the bottom, so mount points never
+    reach the diff, as with overlay) copied into rundir/tree, and its snapshot when kept."""
+    from runtime import snapshot
+
+    tree = os.path.join(rundir, "tree")
+    os.mkdir(tree, 0o755)
+    try:
+        origins = snapshot.materialise(lowers, tree)
+        if not keep:
+            return tree, None
+        snap = snapshot.Snapshot.take(tree, origins)
+        snapshot.settle(snap, rundir)
+    except OSError as e:
+        raise SandboxError(f"cannot copy the image's layers for the native snapshotter: "
+                           f"{e.strerror}: {os.fsdecode(e.filename or '')}") from None
+    return tree, snap
 
 
 def run(spec: SandboxSpec, *, forward_signals: bool = False) -> int:
