@@ -192,9 +192,11 @@ def materialise(layers: Sequence[str | os.PathLike], dest: str | os.PathLike) ->
 def _apply(layer: bytes, dest: bytes, origins: dict[bytes, bytes]) -> None:
     links: dict[tuple[int, int], bytes] = {}
     post: list[tuple[bytes, os.stat_result, dict]] = []   # dirs: metadata after their children
-    stack = [b""]
+    with os.scandir(dest) as it:
+        empty = next(it, None) is None
+    stack = [(b"", empty)]        # (dir, made by this pass: nothing to replace in it)
     while stack:
-        rel = stack.pop()
+        rel, fresh = stack.pop()
         with os.scandir(layer + b"/" + rel if rel else layer) as it:
             entries = list(it)
         for e in entries:
@@ -203,13 +205,16 @@ def _apply(layer: bytes, dest: bytes, origins: dict[bytes, bytes]) -> None:
             st = e.stat(follow_symlinks=False)
             mode = st.st_mode
             if _is_whiteout(st):
-                _remove(dst)
+                if not fresh:
+                    _remove(dst)
                 continue
             if stat.S_ISDIR(mode):
-                try:
-                    have = os.lstat(dst)
-                except FileNotFoundError:
-                    have = None
+                have = None
+                if not fresh:
+                    try:
+                        have = os.lstat(dst)
+                    except FileNotFoundError:
+                        pass
                 if have is not None and not stat.S_ISDIR(have.st_mode):
                     os.unlink(dst)
                     have = None
@@ -219,9 +224,10 @@ def _apply(layer: bytes, dest: bytes, origins: dict[bytes, bytes]) -> None:
                 if have is None:
                     os.mkdir(dst, 0o700)
                 post.append((dst, st, _xattrs(src)))
-                stack.append(crel)
+                stack.append((crel, have is None))
                 continue
-            _remove(dst)
+            if not fresh:
+                _remove(dst)
             if stat.S_ISSOCK(mode):
                 continue
             if st.st_nlink > 1:
