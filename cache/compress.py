@@ -2,11 +2,12 @@
 
 gzip: our own 10-byte header (MTIME 0, no name, XFL 0, OS 255 like Go) around raw zlib deflate
 at level 6, so the bytes depend only on the input and the zlib build. zstd: python-zstandard at
-level 3 in multi-threaded mode (threads=-1): zstd's output is the same for any worker count >= 1,
-so every machine gets the same bytes for the same library version.
+level 3, single-threaded (its bytes do not depend on the core count or on how the input is split),
+run on a pipeline thread of its own.
 """
 from __future__ import annotations
 
+import collections
 import hashlib
 import queue
 import struct
@@ -24,6 +25,7 @@ MEDIA_TYPES = {"gzip": MT_GZIP, "zstd": MT_ZSTD, "none": MT_TAR}
 GZIP_LEVEL = 6
 ZSTD_LEVEL = 3
 CHUNK = 1 << 20
+DEPTH = 16  # buffers per ThreadedWriter pool: 2 x 16 MiB in flight at most
 
 
 class HashingWriter:
@@ -70,13 +72,16 @@ class GzipWriter:
 
 
 class ZstdWriter:
-    """stream_writer, not compressobj: same bytes, ~1/3 less memory in multi-threaded mode."""
+    """Single-threaded zstd (nbWorkers=0): its bytes depend only on the input and the zstd
+    version, never on how writes are split or on the number of cores. Parallelism comes from
+    ThreadedWriter around it (same bytes, via stream_reader); zstd's own worker mode spends
+    ~25% more CPU (job buffer copies, overlap), which a 2-core machine cannot spare."""
 
     def __init__(self, out):
         import zstandard
         self._frame = zstandard.FLUSH_FRAME
-        self.w = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=-1).stream_writer(
-            out, closefd=False)
+        self.w = zstandard.ZstdCompressor(level=ZSTD_LEVEL).stream_writer(
+            out, closefd=False, write_size=CHUNK)
 
     def write(self, data) -> int:
         self.w.write(data)
@@ -97,53 +102,209 @@ class PlainWriter:
         pass
 
 
-class ThreadedWriter:
-    """Hands writes to a thread that runs `inner.write` (compression releases the GIL), so
-    reading+hashing the tar and compressing it use two cores. Data must not be mutated after
-    write() (pass bytes). close() flushes, closes `inner` and re-raises a worker error."""
+_STOP = object()
 
-    def __init__(self, inner, depth: int = 8):
-        self.inner = inner
-        self.q: queue.Queue = queue.Queue(depth)
-        self.err: BaseException | None = None
-        self.t = threading.Thread(target=self._run, name="layer-compress", daemon=True)
-        self.t.start()
 
-    def _run(self) -> None:
-        while (data := self.q.get()) is not None:
-            if self.err is None:
-                try:
-                    self.inner.write(data)
-                except BaseException as e:  # noqa: BLE001 - re-raised in the writer's thread
-                    self.err = e
+class _GzipStream:
+    """GzipWriter's bytes, pulled: readinto() fills a buffer with compressed data, reading input
+    from `source.read()` as needed (the pipeline's shape; see ThreadedWriter)."""
 
-    def write(self, data) -> int:
-        if self.err is not None:
-            self.close()
-        self.q.put(bytes(data))
+    def __init__(self, source):
+        self.source = source
+        self.pending = bytearray()
+        self.w = GzipWriter(self)
+        self.eof = False
+
+    def write(self, data) -> int:  # GzipWriter's output
+        self.pending += data
         return len(data)
 
+    def readinto(self, buf) -> int:
+        while len(self.pending) < len(buf) and not self.eof:
+            data = self.source.read(CHUNK)
+            if data:
+                self.w.write(data)
+            else:
+                self.w.close()
+                self.eof = True
+        n = min(len(buf), len(self.pending))
+        buf[:n] = self.pending[:n]
+        del self.pending[:n]
+        return n
+
+
+def _pull(kind: str, source):
+    if kind == "zstd":
+        import zstandard
+        return zstandard.ZstdCompressor(level=ZSTD_LEVEL).stream_reader(source, read_size=CHUNK)
+    return _GzipStream(source)
+
+
+class ThreadedWriter:
+    """Compression on a second thread, at constant memory, with no allocation per chunk.
+
+    The producer (the tar writer) fills CHUNK-sized buffers from this writer's pool (`block()`,
+    `write_block()`; `write()` copies into them). The compress thread pulls them through the
+    compressor (zstd's stream_reader, which reads input through `read()`) into buffers of a
+    second pool and queues those, in order, for `out` (hashing the blob, writing the file).
+    That last step has no thread of its own: whichever thread would otherwise wait (the
+    producer for a free buffer, the compressor for input) does it, one at a time under a lock,
+    so two busy threads share three jobs (diff_id+read, compress, digest+write) on two cores.
+    An error in either thread is re-raised in the producer by block() or close()."""
+
+    def __init__(self, kind: str, out, depth: int = DEPTH):
+        self.out = out
+        self.free_in: queue.SimpleQueue = queue.SimpleQueue()
+        self.free_out: queue.SimpleQueue = queue.SimpleQueue()
+        for _ in range(depth):
+            self.free_in.put(bytearray(CHUNK))
+            self.free_out.put(bytearray(CHUNK))
+        self.inq: queue.SimpleQueue = queue.SimpleQueue()
+        self.done: collections.deque = collections.deque()
+        self.sink_lock = threading.Lock()
+        self.err: BaseException | None = None
+        self.lent = None
+        self.stopped = False
+        self.reader = _pull(kind, self)
+        self.t = threading.Thread(target=self._compress, name="layer-compress", daemon=True)
+        self.t.start()
+
+    # ---- the compress thread ------------------------------------------------------------
+
+    def _compress(self) -> None:
+        try:
+            while True:
+                buf = self._get(self.free_out, poll=False)
+                n = self.reader.readinto(buf)
+                if not n:
+                    self.free_out.put(buf)
+                    return
+                self.done.append((buf, n))
+        except BaseException as e:  # noqa: BLE001 - re-raised in the producer's thread
+            self.err = self.err or e
+            if self.lent is not None:
+                self.free_in.put(self.lent)
+            while (item := self.inq.get()) is not _STOP:  # give every buffer back until close
+                self.free_in.put(item[0])
+
+    def read(self, _size: int = -1):
+        """The compressor's input: the next filled buffer (the previous one is free again)."""
+        if self.lent is not None:
+            self.free_in.put(self.lent)
+            self.lent = None
+        item = self._get(self.inq, poll=False)
+        if item is _STOP:
+            return b""
+        self.lent = item[0]
+        return memoryview(item[0])[:item[1]]
+
+    # ---- shared -------------------------------------------------------------------------
+
+    def _sink_one(self) -> bool:
+        """Hand the oldest compressed buffer to `out`, unless another thread is doing so."""
+        if not self.done or not self.sink_lock.acquire(False):
+            return False
+        try:
+            try:
+                buf, n = self.done.popleft()
+            except IndexError:
+                return False
+            if self.err is None:
+                try:
+                    self.out.write(memoryview(buf)[:n])
+                except BaseException as e:  # noqa: BLE001 - re-raised in the producer's thread
+                    self.err = e
+        finally:
+            self.sink_lock.release()
+        self.free_out.put(buf)
+        return True
+
+    def _get(self, q: queue.SimpleQueue, *, poll: bool):
+        """q.get(), sinking compressed buffers meanwhile instead of sleeping. Only the compress
+        thread adds to `done`, so it may block when there is nothing to sink; the producer polls,
+        to help as soon as there is."""
+        while True:
+            try:
+                return q.get_nowait()
+            except queue.Empty:
+                pass
+            if self._sink_one():
+                continue
+            if not poll:
+                return q.get()
+            if self.err is not None:
+                self._fail()
+            try:
+                return q.get(timeout=0.0005)
+            except queue.Empty:
+                pass
+
+    # ---- the producer -------------------------------------------------------------------
+
+    def block(self) -> bytearray:
+        """A free buffer of CHUNK bytes to fill and pass to write_block()."""
+        if self.err is not None:
+            self._fail()
+        return self._get(self.free_in, poll=True)
+
+    def write_block(self, buf: bytearray, n: int) -> None:
+        """Queue the first `n` bytes of `buf` (from block()); it must not be touched after."""
+        self.inq.put((buf, n))
+
+    def give_back(self, buf: bytearray) -> None:
+        """Return an unused block()."""
+        self.free_in.put(buf)
+
+    def write(self, data) -> int:
+        mv = memoryview(data).cast("B")
+        for i in range(0, len(mv), CHUNK):
+            part = mv[i:i + CHUNK]
+            buf = self.block()
+            buf[:len(part)] = part
+            self.write_block(buf, len(part))
+        return len(data)
+
+    def _stop(self) -> None:
+        if not self.stopped:
+            self.stopped = True
+            self.inq.put(_STOP)
+
+    def _end(self) -> None:
+        self._stop()
+        self.t.join()
+        self.reader = None  # it refers back to self: free the buffers now, not at the next gc
+
+    def _fail(self):
+        self._end()
+        raise self.err
+
+    def abort(self) -> None:
+        """Stop the compress thread without writing the rest (the producer failed)."""
+        self.err = self.err or StoreError("layer writing was aborted")
+        self._end()
+
     def close(self) -> None:
-        if self.t.is_alive():
-            self.q.put(None)
-            self.t.join()
+        """Write the rest and the compressor's end; re-raises an error of either thread."""
+        self._stop()
+        while self.t.is_alive():
+            if not self._sink_one():
+                self.t.join(0.0005)
+        while self._sink_one():
+            pass
+        self._end()
         if self.err is not None:
             raise self.err
-        self.inner.close()
 
 
 def compressor(kind: str, out, *, threaded: bool = False):
     """A writer with write()/close() that compresses into `out` (`gzip`, `zstd` or `none`);
-    `threaded` runs the compression in a second thread (same bytes, more throughput)."""
-    if kind == "gzip":
-        w = GzipWriter(out)
-    elif kind == "zstd":
-        w = ZstdWriter(out)
-    elif kind == "none":
-        return PlainWriter(out)
-    else:
+    `threaded`: a ThreadedWriter (same bytes, compression beside the caller's thread)."""
+    makers = {"gzip": GzipWriter, "zstd": ZstdWriter, "none": PlainWriter}
+    if kind not in makers:
         raise StoreError(f"unknown compression {kind!r} (use gzip or zstd)")
-    return ThreadedWriter(w) if threaded else w
+    if kind == "none" or not threaded:
+        return makers[kind](out)
+    return ThreadedWriter(kind, out)
 
 
 def sniff(head: bytes) -> str:

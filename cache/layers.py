@@ -10,19 +10,19 @@ char devices) become `.wh.NAME` and an opaque dir (`trusted.overlay.opaque=y`, o
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 from dataclasses import dataclass
 
 from cache import tarfmt
-from cache.compress import CHUNK, HashingWriter
+from cache.compress import CHUNK
 from cache.errors import StoreError
 
 WH_PREFIX = b".wh."
 WH_OPAQUE = b".wh..wh..opq"
 OPAQUE_XATTRS = ("trusted.overlay.opaque", "user.overlay.opaque")
 REDIRECT_XATTRS = ("trusted.overlay.redirect", "user.overlay.redirect")
-_FLUSH_AT = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -66,26 +66,69 @@ def is_whiteout(st: os.stat_result) -> bool:
 
 
 class _Out:
-    """Buffers small header writes so the sink sees ~1 MiB writes, and hashes them (diff_id)."""
+    """The tar stream as CHUNK-sized blocks: headers are copied and file data read straight into
+    the block (no bytes object per read, no joins), each full block hashed (diff_id) and handed
+    on. A pipelined sink (compress.ThreadedWriter) lends its own blocks, so a block is not
+    reused before the compressor is done with it; any other sink gets a memoryview that is only
+    valid during its write() call."""
 
     def __init__(self, out):
-        self.h = HashingWriter(out)
-        self.buf = bytearray()
+        self.sha = hashlib.sha256()
+        self.size = 0
+        self.out = out
+        self.lends = hasattr(out, "write_block")
+        self.block = out.block() if self.lends else bytearray(CHUNK)
+        self.mv = memoryview(self.block)
+        self.pos = 0
 
-    def add(self, data) -> None:
-        self.buf += data
-        if len(self.buf) >= _FLUSH_AT:
-            self.flush()
+    def add(self, data: bytes) -> None:
+        n = len(data)
+        if self.pos + n <= CHUNK:
+            self.mv[self.pos:self.pos + n] = data
+            self.pos += n
+            if self.pos == CHUNK:
+                self.flush()
+            return
+        view = memoryview(data)
+        while view:
+            k = min(len(view), CHUNK - self.pos)
+            self.mv[self.pos:self.pos + k] = view[:k]
+            self.pos += k
+            view = view[k:]
+            if self.pos == CHUNK:
+                self.flush()
 
-    def big(self, data) -> None:
-        if self.buf:
-            self.flush()
-        self.h.write(data)
+    def read_file(self, fd: int, size: int) -> bool:
+        """Read exactly `size` bytes of `fd` into the stream; False if the file ended early."""
+        left = size
+        while left:
+            k = min(left, CHUNK - self.pos)
+            n = os.readv(fd, [self.mv[self.pos:self.pos + k]])
+            if not n:
+                return False
+            self.pos += n
+            left -= n
+            if self.pos == CHUNK:
+                self.flush()
+        return True
 
     def flush(self) -> None:
-        if self.buf:
-            self.h.write(bytes(self.buf))
-            self.buf.clear()
+        if not self.pos:
+            return
+        data = self.mv[:self.pos]
+        self.sha.update(data)
+        self.size += self.pos
+        if self.lends:
+            self.out.write_block(self.block, self.pos)
+            self.block = self.out.block()
+            self.mv = memoryview(self.block)
+        elif self.out is not None:
+            self.out.write(data)
+        self.pos = 0
+
+    @property
+    def digest(self) -> str:
+        return "sha256:" + self.sha.hexdigest()
 
 
 def _walk(root: bytes):
@@ -119,9 +162,25 @@ def _sorted_children(path: bytes):
 
 
 def write_tar(dir, out=None, *, epoch: int | None = 0) -> TarResult:
-    """Write the layer tar of `dir` (overlay format) to `out` (None: only hash it)."""
+    """Write the layer tar of `dir` (overlay format) to `out` (None: only hash it). `out` gets
+    memoryviews valid only during its write() call, unless it lends its own buffers (a
+    compress.ThreadedWriter)."""
     root = os.fsencode(os.path.abspath(dir))
     o = _Out(out)
+    try:
+        _write_entries(root, o, epoch)
+        o.add(tarfmt.END)
+        o.flush()
+    except BaseException:
+        if o.lends:
+            out.abort()  # its compress thread must not wait for more
+        raise
+    if o.lends:
+        out.give_back(o.block)
+    return TarResult(o.digest, o.size)
+
+
+def _write_entries(root: bytes, o: _Out, epoch: int | None) -> None:
     seen: dict[tuple[int, int], bytes] = {}
 
     def mt(st) -> int:
@@ -163,7 +222,8 @@ def write_tar(dir, out=None, *, epoch: int | None = 0) -> TarResult:
             o.add(tarfmt.header(rel, mode=mode, uid=st.st_uid, gid=st.st_gid, size=size,
                                 mtime=mt(st), typeflag=tarfmt.REG, xattrs=xattrs))
             _copy_file(full, size, o)
-            o.add(tarfmt.pad(size))
+            if size % tarfmt.BLOCK:
+                o.add(tarfmt.pad(size))
         elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
             o.add(tarfmt.header(rel, mode=mode, uid=st.st_uid, gid=st.st_gid, mtime=mt(st),
                                 typeflag=tarfmt.CHR if stat.S_ISCHR(mode) else tarfmt.BLK,
@@ -172,22 +232,14 @@ def write_tar(dir, out=None, *, epoch: int | None = 0) -> TarResult:
         elif stat.S_ISFIFO(mode):
             o.add(tarfmt.header(rel, mode=mode, uid=st.st_uid, gid=st.st_gid, mtime=mt(st),
                                 typeflag=tarfmt.FIFO, xattrs=xattrs))
-    o.add(tarfmt.END)
-    o.flush()
-    return TarResult(o.h.digest, o.h.size)
 
 
 def _copy_file(path: bytes, size: int, o: _Out) -> None:
     """Exactly `size` bytes (the header's promise): a file that shrank meanwhile is an error."""
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
-        left = size
-        while left:
-            data = os.read(fd, min(left, CHUNK))  # fresh bytes: a threaded sink may keep them
-            if not data:
-                raise StoreError(f"{os.fsdecode(path)}: file changed size while writing the layer")
-            o.big(data)
-            left -= len(data)
+        if not o.read_file(fd, size):
+            raise StoreError(f"{os.fsdecode(path)}: file changed size while writing the layer")
     finally:
         os.close(fd)
 
