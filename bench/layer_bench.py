@@ -3,10 +3,14 @@
 compression + sha256 digest, one pass) next to `tar | gzip -6` and `tar | zstd -3 -T0` on the same
 generated tree of mixed files (text-like, binaries from /usr, random bytes; small to large).
 
-    python3 bench/layer_bench.py [--size-mb 1024] [--dir DIR] [--keep]
+    python3 bench/layer_bench.py [--size-mb 1024] [--dir DIR] [--keep] [--only zstd,none] [--runs N]
 
 Each variant runs in its own process (so ru_maxrss is its own), page cache warm, output to
-/dev/null. Prints one table; MB = 10^6 bytes of tree content.
+/dev/null; with --runs N each is run N times, interleaved with its peer, and the best time is
+kept (other load on the machine only ever slows a run down). A second peer row does the same
+work as ours with the CLIs (`tee` into `openssl sha256` for the diff_id, `openssl sha256` of the
+blob). The last row is write_tar alone (tar + diff_id, no blob: what committing a layer costs).
+Prints one table; MB = 10^6 bytes of tree content.
 """
 from __future__ import annotations
 
@@ -74,9 +78,12 @@ from cache.layers import write_tar
 t = time.perf_counter()
 with open('/dev/null', 'wb') as null:
     h = HashingWriter(null)
-    c = compressor({kind!r}, h, threaded=True)
-    res = write_tar({tree!r}, c)
-    c.close()
+    if {kind!r} == "none":  # the tar alone: diff_id, no blob
+        res = write_tar({tree!r}, null)
+    else:
+        c = compressor({kind!r}, h, threaded=True)
+        res = write_tar({tree!r}, c)
+        c.close()
 print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, res.diff_id, h.digest)
 """
 
@@ -99,9 +106,24 @@ def run_ours(tree: Path, kind: str) -> tuple[float, int, str]:
     return secs, rss, out.split()[-1]
 
 
-def run_shell(tree: Path, compress: str) -> tuple[float, int]:
-    secs, rss, _ = _timed(["bash", "-c", f"tar -cf - -C {tree} . | {compress} > /dev/null"])
+def run_shell(tree: Path, compress: str, *, hashed: bool = False) -> tuple[float, int]:
+    cmd = f"tar -cf - -C {tree} . | {compress} > /dev/null"
+    if hashed:  # the same work as ours: sha256 of the tar and of the compressed stream
+        cmd = (f"tar -cf - -C {tree} . | tee >(openssl sha256 > /dev/null) | {compress} "
+               "| openssl sha256 > /dev/null")
+    secs, rss, _ = _timed(["bash", "-c", cmd])
     return secs, rss
+
+
+def best(results: list[tuple]) -> tuple:
+    """The fastest of (secs, rss, ...) results, with the largest rss seen."""
+    top = min(results, key=lambda r: r[0])
+    return (top[0], max(r[1] for r in results), *top[2:])
+
+
+def _loadavg() -> str:
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
 
 
 def main(argv=None) -> int:
@@ -109,6 +131,9 @@ def main(argv=None) -> int:
     ap.add_argument("--size-mb", type=int, default=1024, help="tree size in MiB (default 1024)")
     ap.add_argument("--dir", help="where to generate the tree (default: a temp dir)")
     ap.add_argument("--keep", action="store_true", help="keep the generated tree")
+    ap.add_argument("--only", default="gzip,zstd,none",
+                    help="comma-separated variants to run: gzip, zstd, none (default: all)")
+    ap.add_argument("--runs", type=int, default=1, help="runs per variant; the best is kept")
     ap.add_argument("--generate-only", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.generate_only:  # in its own process, so the measuring parent stays small
@@ -125,23 +150,43 @@ def main(argv=None) -> int:
         size = sum(p.stat().st_size for p in tree.rglob("*") if p.is_file())
         files = sum(1 for p in tree.rglob("*") if p.is_file())
         subprocess.run(f"tar -cf - -C {tree} . > /dev/null", shell=True, check=True)  # warm cache
+        only = set(args.only.split(","))
         rows = []
         for kind, shell in (("gzip", "gzip -6"), ("zstd", "zstd -3 -T0 -q")):
+            if kind not in only:
+                continue
             if shutil.which(shell.split()[0]) is None:
                 print(f"skipping {shell}: not installed (apt-get install {shell.split()[0]})")
                 continue
-            s_secs, s_rss = run_shell(tree, shell)
-            o_secs, o_rss, digest = run_ours(tree, kind)
-            _, _, digest2 = run_ours(tree, kind)
-            rows.append((kind, shell, s_secs, s_rss, o_secs, o_rss, digest == digest2))
-        n_secs, n_rss, _ = run_ours(tree, "none")
-        print(f"tree: {files} files, {size / 1e6:.0f} MB; {os.cpu_count()} CPUs")
-        print(f"{'variant':<34}{'MB/s':>8}{'peak RSS':>11}{'vs shell':>10}")
-        for kind, shell, s_secs, s_rss, o_secs, o_rss, same in rows:
-            print(f"{'tar | ' + shell:<34}{size / 1e6 / s_secs:>8.1f}{s_rss / 1024:>9.0f}MB{'':>10}")
-            print(f"{'pybuild write_tar + ' + kind:<34}{size / 1e6 / o_secs:>8.1f}{o_rss / 1024:>9.0f}MB"
+            timings = {"shell": [], "hashed": [], "ours": []}
+            digests = set()
+            for _ in range(args.runs):  # interleaved, so a busy moment hits both
+                timings["shell"].append(run_shell(tree, shell))
+                if kind == "zstd":
+                    timings["hashed"].append(run_shell(tree, shell, hashed=True))
+                secs, rss, digest = run_ours(tree, kind)
+                timings["ours"].append((secs, rss))
+                digests.add(digest)
+            if args.runs == 1:
+                digests.add(run_ours(tree, kind)[2])
+            s_secs, s_rss = best(timings["shell"])
+            h = best(timings["hashed"]) if timings["hashed"] else None
+            o_secs, o_rss = best(timings["ours"])
+            rows.append((kind, shell, s_secs, s_rss, h, o_secs, o_rss, len(digests) == 1))
+        print(f"tree: {files} files, {size / 1e6:.0f} MB; {os.cpu_count()} CPUs; "
+              f"best of {args.runs}; load before: {_loadavg()}")
+        print(f"{'variant':<44}{'MB/s':>8}{'peak RSS':>11}{'vs shell':>10}")
+        for kind, shell, s_secs, s_rss, h, o_secs, o_rss, same in rows:
+            print(f"{'tar | ' + shell:<44}{size / 1e6 / s_secs:>8.1f}{s_rss / 1024:>9.0f}MB{'':>10}")
+            if h:
+                print(f"{'  same, + openssl sha256 of tar and of blob':<44}{size / 1e6 / h[0]:>8.1f}"
+                      f"{h[1] / 1024:>9.0f}MB{s_secs / h[0]:>9.2f}x")
+            print(f"{'pybuild write_tar + ' + kind:<44}{size / 1e6 / o_secs:>8.1f}{o_rss / 1024:>9.0f}MB"
                   f"{s_secs / o_secs:>9.2f}x" + ("" if same else "  (digest differed between runs!)"))
-        print(f"{'pybuild write_tar, no compression':<34}{size / 1e6 / n_secs:>8.1f}{n_rss / 1024:>9.0f}MB")
+        if "none" in only:
+            n_secs, n_rss, _ = best([run_ours(tree, "none") for _ in range(args.runs)])
+            print(f"{'pybuild write_tar alone (tar + diff_id)':<44}{size / 1e6 / n_secs:>8.1f}{n_rss / 1024:>9.0f}MB")
+        print(f"load after: {_loadavg()}")
     finally:
         if not args.keep and not args.dir:
             shutil.rmtree(base, ignore_errors=True)
