@@ -19,7 +19,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parents[1]), str(HERE)]
 
-from conftest import make_busybox_rootfs
+from rootfs_helpers import make_busybox_rootfs
 
 from runtime.sandbox import SandboxSpec, run
 

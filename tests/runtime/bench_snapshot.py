@@ -25,7 +25,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path[:0] = [str(REPO), str(HERE)]
 
-from conftest import make_busybox_rootfs
+from rootfs_helpers import make_busybox_rootfs
 
 from runtime.sandbox import SandboxSpec, run
 

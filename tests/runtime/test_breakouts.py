@@ -8,7 +8,7 @@ import shutil
 import stat
 
 import pytest
-from conftest import make_busybox_rootfs, requires_root
+from rootfs_helpers import make_busybox_rootfs, requires_root
 from sbhelpers import sh, tree
 
 from runtime.errors import SandboxError

@@ -5,7 +5,7 @@ import errno
 import os
 
 import pytest
-from conftest import requires_root
+from rootfs_helpers import requires_root
 
 from runtime.errors import SandboxError
 from runtime.overlay import mounted

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import requires_root
+from rootfs_helpers import requires_root
 
 REPO = Path(__file__).resolve().parents[2]
 HAVE_STORE = (REPO / "cache/store.py").exists() and (REPO / "fixtures/busybox.py").exists()

@@ -7,7 +7,7 @@ import stat
 import time
 
 import pytest
-from conftest import requires_root
+from rootfs_helpers import requires_root
 from sbhelpers import capture, sh, tree
 
 from runtime.errors import SandboxError
@@ -265,7 +265,7 @@ def test_image_without_etc_or_proc_gets_mount_points_that_stay_out_of_the_layer(
     """A rootfs with only /bin: /proc /dev /sys /etc come from the stub layer, not the upper."""
     import shutil
 
-    from conftest import make_busybox_rootfs
+    from rootfs_helpers import make_busybox_rootfs
     layer = make_busybox_rootfs(tmp_path / "l")
     shutil.rmtree(layer / "etc")
     u, w = upper

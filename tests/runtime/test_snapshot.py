@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import requires_root
+from rootfs_helpers import requires_root
 from snaphelpers import listing as _listing
 
 from cache.layers import write_tar

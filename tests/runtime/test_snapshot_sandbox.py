@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from conftest import requires_root
+from rootfs_helpers import requires_root
 from sbhelpers import sh, tree
 from snaphelpers import listing as _listing
 
