@@ -120,6 +120,9 @@ def run_build(args) -> int:
     from builder.errors import BuildError
     from builder.parsecache import parse_and_validate
     from builder.plan import host_arch, plan
+    from runtime.privileges import require_root
+
+    require_root()  # before anything is read or written: one line saying what is needed
 
     context = Path(args.context)
     if not context.is_dir():

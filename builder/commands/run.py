@@ -87,6 +87,10 @@ def cmd_run(args) -> int:
     import secrets
     import shutil
 
+    from runtime.privileges import require_root
+
+    require_root()
+
     from cache.errors import StoreError
     from cache.store import Store
     from runtime.errors import SandboxError

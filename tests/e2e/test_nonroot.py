@@ -87,16 +87,9 @@ def _one_error(r: subprocess.CompletedProcess) -> str:
     return errors[0]
 
 
-CHECK_AT_START = pytest.mark.xfail(
-    strict=True, reason="COPY hashes the context (writing the store's context-stat-cache.json) "
-    "before the step reaches the runtime's root check; builder/commands/build.py should call "
-    "runtime.privileges.require_root() before Store.open")
-
-
 @pytest.mark.parametrize("dockerfile", ["FROM busybox\nRUN echo hi > /x\n",
                                         "FROM busybox\nWORKDIR /a/b\n",
-                                        pytest.param("FROM busybox\nCOPY f.txt /\n",
-                                                     marks=CHECK_AT_START)],
+                                        "FROM busybox\nCOPY f.txt /\n"],
                          ids=["RUN", "WORKDIR", "COPY"])
 def test_build_as_nobody_is_one_clear_error_and_writes_nothing(home, dockerfile):
     (home / "ctx/Dockerfile").write_text(dockerfile)
