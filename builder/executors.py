@@ -380,6 +380,9 @@ def _run(run, ins: ast.Run, n: int) -> None:
                 if tail:
                     msg += f"\n  last output:\n{tail}"
                 raise BuildError(msg)
+            from runtime.rootfs import keep_runc_mount_points
+
+            keep_runc_mount_points(spec.lowerdirs, upper)
             return _commit(run, upper)
 
     run.layer_step(ins, n, created_by, inputs, execute)

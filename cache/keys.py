@@ -15,7 +15,14 @@ def digest_bytes(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
+# Bumped whenever pybuild makes a different layer from the same inputs, so a store's older
+# cache entries stop matching instead of mixing two behaviours in one build (2: RUN layers keep
+# runc's /dev, /proc, /sys mount points; renamed-in dirs are no longer marked opaque).
+KEY_VERSION = 2
+
+
 def step_key(kind: str, parent_key: str | None, inputs: dict) -> str:
     """Key of one build step: its kind, the key of the step below it and every input that can
     change its output (the builder decides what goes into `inputs`; never mtimes)."""
-    return digest_bytes(canonical_json({"kind": kind, "parent": parent_key, "inputs": inputs}))
+    return digest_bytes(canonical_json({"v": KEY_VERSION, "kind": kind, "parent": parent_key,
+                                        "inputs": inputs}))

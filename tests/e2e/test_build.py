@@ -401,3 +401,26 @@ def test_unknown_base_image_says_how_to_get_it(tmp_path, pybuild):
     assert r.returncode == 1
     assert "Dockerfile:1: base image nosuch:1 is not in the store" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_run_on_a_rootfs_without_dev_proc_sys_leaves_them_as_buildkit_does(tmp_path, pybuild):
+    """runc makes /dev, /proc, /sys as mount points and BuildKit keeps them in the RUN's layer;
+    /etc/hosts, /etc/resolv.conf (and an /etc made for them) are stubs it removes."""
+    cfg, fs = build(pybuild, tmp_path, """\
+FROM busybox AS bb
+FROM scratch
+COPY --from=bb /bin /bin
+RUN ["/bin/sh", "-c", "echo made > /made"]
+RUN ["/bin/true"]
+""")
+    with fs() as root:
+        assert sorted(p.name for p in root.iterdir()) == ["bin", "dev", "made", "proc", "sys"]
+        for name in ("dev", "proc", "sys"):
+            st = os.lstat(root / name)
+            assert stat.S_ISDIR(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o755
+            assert (st.st_uid, st.st_gid) == (0, 0) and not list((root / name).iterdir())
+    from cache.store import Store
+
+    store = Store.open()
+    sizes = [store.layer_info(d)["size"] for d in cfg["rootfs"]["diff_ids"]]
+    assert sizes[-1] == 1024  # the second RUN finds them in its base: an empty layer
