@@ -6,8 +6,9 @@ same image ID (config digest), manifest digest and layer diff_ids as ours, and i
 `podman load` reads the docker-archive dual form through its OCI half (index.json) first, so
 the manifest.json half is judged on its own with `podman pull docker-archive:FILE`.
 
-Each test gets its own podman root, runroot, tmpdir and network config dir (nothing is written
-to /var/lib/containers or /etc), removed afterwards. Containers run with `--network none` and
+Each test gets its own podman root, runroot, tmpdir and network config dir, removed afterwards;
+only podman's shared blob-info cache (/var/lib/containers/cache, digest -> compression hints,
+which podman has no flag to move) is touched, as by any podman use. Containers run with `--network none` and
 explicit rlimits: rootful podman raises RLIMIT_NOFILE/NPROC to 1048576/4194304 by default,
 which runc cannot do where CAP_SYS_RESOURCE is absent (as on this project's machines).
 """
