@@ -27,8 +27,8 @@ REDIRECT_XATTRS = ("trusted.overlay.redirect", "user.overlay.redirect")
 
 @dataclass(frozen=True)
 class TarResult:
-    diff_id: str  # sha256 of the uncompressed tar
-    size: int     # its length in bytes
+    diff_id: str | None  # sha256 of the uncompressed tar (None: not hashed)
+    size: int            # its length in bytes
 
 
 def _kept_xattrs(path: bytes, is_link: bool) -> dict[bytes, bytes]:
@@ -72,8 +72,8 @@ class _Out:
     reused before the compressor is done with it; any other sink gets a memoryview that is only
     valid during its write() call."""
 
-    def __init__(self, out):
-        self.sha = hashlib.sha256()
+    def __init__(self, out, hash_tar: bool = True):
+        self.sha = hashlib.sha256() if hash_tar else None
         self.size = 0
         self.out = out
         self.lends = hasattr(out, "write_block")
@@ -116,7 +116,8 @@ class _Out:
         if not self.pos:
             return
         data = self.mv[:self.pos]
-        self.sha.update(data)
+        if self.sha is not None:
+            self.sha.update(data)
         self.size += self.pos
         if self.lends:
             self.out.write_block(self.block, self.pos)
@@ -127,8 +128,8 @@ class _Out:
         self.pos = 0
 
     @property
-    def digest(self) -> str:
-        return "sha256:" + self.sha.hexdigest()
+    def digest(self) -> str | None:
+        return None if self.sha is None else "sha256:" + self.sha.hexdigest()
 
 
 def _walk(root: bytes):
@@ -161,12 +162,13 @@ def _sorted_children(path: bytes):
     return items
 
 
-def write_tar(dir, out=None, *, epoch: int | None = 0) -> TarResult:
+def write_tar(dir, out=None, *, epoch: int | None = 0, hash_tar: bool = True) -> TarResult:
     """Write the layer tar of `dir` (overlay format) to `out` (None: only hash it). `out` gets
     memoryviews valid only during its write() call, unless it lends its own buffers (a
-    compress.ThreadedWriter)."""
+    compress.ThreadedWriter). `hash_tar=False` skips the diff_id (for a layer whose diff_id is
+    known and whose `fingerprint` is checked instead)."""
     root = os.fsencode(os.path.abspath(dir))
-    o = _Out(out)
+    o = _Out(out, hash_tar)
     try:
         _write_entries(root, o, epoch)
         o.add(tarfmt.END)
@@ -178,6 +180,20 @@ def write_tar(dir, out=None, *, epoch: int | None = 0) -> TarResult:
     if o.lends:
         out.give_back(o.block)
     return TarResult(o.digest, o.size)
+
+
+def fingerprint(dir) -> str:
+    """sha256 over the stat identity (name, inode, size, mode, owner, nlink, rdev, mtime and
+    ctime) of every entry below `dir`: a committed layer dir that still has the fingerprint it
+    had at commit holds the same bytes (any write, chmod, chown, xattr or rename moves a ctime),
+    so its tar needs no second hash when its blob is made. The root itself is left out: moving
+    the dir into the store changes its own ctime."""
+    h = hashlib.sha256()
+    for rel, _full, st in _walk(os.fsencode(os.path.abspath(dir))):
+        h.update(b"%s\0%d %d %d %d %d %d %d %d %d %d\n" % (
+            rel, st.st_dev, st.st_ino, st.st_size, st.st_mode, st.st_uid, st.st_gid, st.st_nlink,
+            st.st_rdev, st.st_mtime_ns, st.st_ctime_ns))
+    return "sha256:" + h.hexdigest()
 
 
 def _write_entries(root: bytes, o: _Out, epoch: int | None) -> None:

@@ -209,14 +209,17 @@ class Store:
         upper = Path(upper)
         if not keep_empty and is_empty_dir(upper):
             return None
+        from cache.layers import fingerprint
         res = write_tar(upper, None, epoch=epoch)
         dest = self.layer_path(res.diff_id)
+        moved = None
         with self.locked():
             if dest.exists():
                 shutil.rmtree(upper, ignore_errors=True)
             else:
                 try:
                     os.rename(upper, dest)
+                    moved = fingerprint(dest)  # the inodes just hashed
                 except OSError as e:
                     if e.errno != 18:  # EXDEV: copy through our own tar
                         raise
@@ -226,6 +229,8 @@ class Store:
             with self._update(layout.LAYERS) as idx:
                 info = idx.setdefault(res.diff_id, {"origin": "built", "blobs": {}})
                 info["size"] = res.size
+                if moved is not None:
+                    info["fingerprint"] = moved
                 # prune spares it while this process lives (for an hour at most): a build
                 # between commit_layer and put_image/cache_put must not lose its layer
                 info["pid"], info["t"] = os.getpid(), int(time.time())
@@ -306,7 +311,7 @@ class Store:
             with f:
                 h = HashingWriter(f)
                 c = compressor(compression, h, threaded=True)
-                got = self.layer_tar(diff_id, c)
+                got = self._blob_tar(diff_id, info, c)
                 c.close()
                 f.flush()
                 os.fsync(f.fileno())
@@ -322,6 +327,22 @@ class Store:
         finally:
             tmp.unlink(missing_ok=True)
         return {"mediaType": MEDIA_TYPES[compression], "digest": h.digest, "size": h.size}
+
+    def _blob_tar(self, diff_id: str, info: dict, out) -> str:
+        """`layer_tar` for making a blob: a built layer dir whose fingerprint is what it was at
+        commit, before and after the write, is not hashed again (its diff_id is known)."""
+        from cache.layers import fingerprint, write_tar
+        fp = info.get("fingerprint")
+        if info.get("origin") != "built" or not fp:
+            return self.layer_tar(diff_id, out)
+        path = self.layer_path(diff_id)
+        if fingerprint(path) != fp:
+            return self.layer_tar(diff_id, out)  # hashed: says what it hashes to now
+        res = write_tar(path, out, epoch=info.get("epoch", 0), hash_tar=False)
+        if fingerprint(path) != fp or res.size != info.get("size"):
+            raise StoreError(f"layer {diff_id} changed on disk while it was written; "
+                             "remove the image and build it again")
+        return diff_id
 
     def add_received_layer(self, diff_id: str, blob_digest: str, blob_size: int, compression: str,
                            size: int | None = None) -> None:
