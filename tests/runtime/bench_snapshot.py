@@ -14,30 +14,23 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path[:0] = [str(REPO), str(HERE)]
 
+from bench_run import timed
 from rootfs_helpers import make_busybox_rootfs
 
 from runtime.sandbox import SandboxSpec, run
 
 
 def median_ms(fn, n: int) -> float:
-    fn()   # warm up
-    xs = []
-    for _ in range(n):
-        t = time.perf_counter()
-        fn()
-        xs.append((time.perf_counter() - t) * 1000)
-    return statistics.median(xs)
+    return timed(fn, n)[0]
 
 
 def sandbox_ms(layers: list[Path], script: str, kind: str, scratch: Path, n: int) -> float:
