@@ -1,8 +1,8 @@
 """The `pybuild` command line: docker's words and flags, one module per command group.
 
-Start-up is a hot path: argparse is imported only when a command is parsed (`--version` and
-a replayed build never do); each command module keeps its heavy
-imports (lark, rich, zstandard, pyroute2) inside the functions that use them.
+Start-up is a hot path: argparse is imported only when a command is parsed (`--version` and a
+replayed build never do); each command module keeps its heavy imports (lark, rich, zstandard,
+pyroute2) inside the functions that use them.
 """
 from __future__ import annotations
 
@@ -88,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     return int(rc or 0)
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -16,7 +16,6 @@ stat: file hashes are memoized by (dev, ino, size, mtime_ns, ctime_ns) in a smal
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import os
@@ -542,11 +541,10 @@ def _may_match_below(patterns: Sequence[str], rel: str) -> bool:
 
 
 def _get_cap(path: str) -> str:
+    """The file capability xattr as hex, "" when there is none or it cannot be read."""
     try:
         return os.getxattr(path, CAP_XATTR, follow_symlinks=False).hex()
-    except OSError as e:
-        if e.errno in (errno.ENODATA, errno.ENOTSUP, errno.EPERM, errno.ENOENT, errno.EACCES):
-            return ""
+    except OSError:
         return ""
 
 

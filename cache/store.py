@@ -211,6 +211,8 @@ class Store:
             return None
         from cache.layers import fingerprint
         res = write_tar(upper, None, epoch=epoch)
+        # outside the lock: renaming the dir changes only its own ctime, which is left out
+        fp = fingerprint(upper)
         dest = self.layer_path(res.diff_id)
         moved = None
         with self.locked():
@@ -219,7 +221,7 @@ class Store:
             else:
                 try:
                     os.rename(upper, dest)
-                    moved = fingerprint(dest)  # the inodes just hashed
+                    moved = fp  # the inodes just hashed are the layer's now
                 except OSError as e:
                     if e.errno != 18:  # EXDEV: copy through our own tar
                         raise
