@@ -281,7 +281,6 @@ def cmd_history(args) -> int:
 
 
 def cmd_import(args) -> int:
-    import platform
     import shutil
 
     from cache import image as im
@@ -299,8 +298,7 @@ def cmd_import(args) -> int:
         diff_id = store.commit_layer(root, epoch=None)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
-    cfg = im.new_config(arch=arch, created=im.rfc3339())
+    cfg = im.new_config(created=im.rfc3339())
     cfg = im.add_step(cfg, "", diff_id=diff_id, created=cfg["created"],
                       comment=args.message or "Imported from " + args.file)
     image_id = store.put_image(cfg)
