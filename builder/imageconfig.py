@@ -13,6 +13,7 @@ from cache import image as im
 from cache.image import add_layer  # noqa: F401 - solve adds layers through this module
 from cache.platform import host
 
+
 def scratch_config() -> dict:
     """The config of `FROM scratch` (BuildKit: WorkingDir / and the default PATH)."""
     cfg = im.new_config(env=[f"PATH={DEFAULT_PATH}"], workdir="/")

@@ -334,10 +334,10 @@ def name_ok(name: str) -> bool:
         return False
 
 
-def load(store, path) -> list[tuple[str, list[str]]]:
+def load(store, path, *, label: str | None = None) -> list[tuple[str, list[str]]]:
     """Load an archive file or OCI layout dir; returns [(image id, [full tag names])]. Any
-    fault of the archive is a StoreError `<path>: <file in the archive>: <what is wrong>`, and
-    the store is left as it was."""
+    fault of the archive is a StoreError `<label or path>: <file in the archive>: <what is
+    wrong>`, and the store is left as it was."""
     path = Path(path)
     if not path.exists():
         raise StoreError(f"{path}: no such file or directory")
@@ -353,7 +353,7 @@ def load(store, path) -> list[tuple[str, list[str]]]:
             raise StoreError("not an image archive (no manifest.json or index.json)")
         return _commit(store, st)
     except StoreError as e:
-        raise StoreError(f"{path}: {e}") from None
+        raise StoreError(f"{label or path}: {e}") from None
     finally:
         for tmp in st.tmps:
             tmp.unlink(missing_ok=True)

@@ -371,10 +371,10 @@ class _StdlibReader:
     def __init__(self, raw, kind: str):
         if kind == "bzip2":
             import bz2
-            self.f = bz2.BZ2File(raw)
+            self.f = bz2.BZ2File(raw)  # noqa: SIM115 - a stream reader, like the others here
         else:
             import lzma
-            self.f = lzma.LZMAFile(raw)
+            self.f = lzma.LZMAFile(raw)  # noqa: SIM115 - a stream reader, like the others here
         self.kind = kind
 
     def read(self, n: int = CHUNK) -> bytes:

@@ -13,9 +13,9 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from test_archives import snapshot  # tests/cache/test_archives.py
 
 from cache.store import Store
-from test_archives import snapshot  # tests/cache/test_archives.py
 
 
 def _sha(data: bytes) -> str:
@@ -250,6 +250,26 @@ def test_malformed_import_is_one_clear_error(case, loaded_store, pybuild, tmp_pa
     r = pybuild("import", str(bad), "mal/imported:1")
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 1, (r.returncode, r.stderr)
-    assert len(lines) == 1 and lines[0].startswith("pybuild: error: "), r.stderr
+    assert len(lines) == 1 and lines[0].startswith(f"pybuild: error: {bad}: "), r.stderr
     assert re.search(message, lines[0]), lines[0]
+    assert snapshot(loaded_store) == before
+
+
+def test_malformed_archive_on_stdin_is_named_stdin(loaded_store, pybuild, tmp_path):
+    bad = _tar(tmp_path / "bad.tar", docker_members(manifest=[1]))
+    before = snapshot(loaded_store)
+    r = pybuild("load", input=bad.read_bytes())
+    err = r.stderr.decode()
+    assert r.returncode == 1 and err.startswith("pybuild: error: stdin: manifest.json: [0]: "), err
+    assert err.count("\n") == 1 and snapshot(loaded_store) == before
+
+
+def test_corrupt_gzip_import_names_the_file(loaded_store, pybuild, tmp_path):
+    packed = gzip.compress(_layer(), mtime=0)
+    bad = tmp_path / "rootfs.tar.gz"
+    bad.write_bytes(packed[: len(packed) // 2])
+    before = snapshot(loaded_store)
+    r = pybuild("import", str(bad))
+    assert r.returncode == 1 and r.stderr.startswith(f"pybuild: error: {bad}: "), r.stderr
+    assert re.search("truncated|corrupt", r.stderr) and r.stderr.count("\n") == 1, r.stderr
     assert snapshot(loaded_store) == before
