@@ -371,7 +371,7 @@ class _StdlibReader:
     def __init__(self, raw, kind: str):
         if kind == "bzip2":
             import bz2
-            self.f = bz2.BZ2File(raw)  # noqa: SIM115 - a stream reader, like the others here
+            self.f = bz2.BZ2File(raw)
         else:
             import lzma
             self.f = lzma.LZMAFile(raw)  # noqa: SIM115 - a stream reader, like the others here
