@@ -104,9 +104,6 @@ def save(store, names: list[str], out, *, fmt: str = "docker", compression: str 
 
 # ---- load: sources -------------------------------------------------------------------------
 
-_MAX_LINKS = 40  # link members followed to reach one file (a loop ends here)
-
-
 class _TarSource:
     """Members of an archive tar by name (random access; a compressed archive is first
     decompressed into the store's tmp/, removed again by close() whatever happens)."""
@@ -136,7 +133,7 @@ class _TarSource:
         """The file member `name` names, following link members (docker-archive v1 layer dirs
         may link layer.tar files) inside the archive."""
         want, m = name, self.members.get(name)
-        for _ in range(_MAX_LINKS):
+        for _ in range(fspath.MAX_LINKS):  # a loop ends here
             if m is None:
                 raise StoreError(f"the archive names {want!r}, which is not in it")
             if not (m.issym() or m.islnk()):
