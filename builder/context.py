@@ -28,9 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from builder.errors import BuildError
+from cache import fspath
+from cache.errors import StoreError
 
 CAP_XATTR = "security.capability"
-_MAX_LINKS = 255
 # A file whose mtime/ctime is this close to "now" may still change within the same timestamp
 # tick; its hash is used but not memoized (git's "racy" rule; see moby/buildkit#4950).
 _RACY_NS = 50_000_000
@@ -130,49 +131,14 @@ def go_match(pattern: str, name: str) -> bool:
 
 def resolve_in_root(root: str, path: str, *, follow_final: bool = True,
                     exists=None, observe=None) -> str:
-    """Resolve `path` inside `root` as if `root` were `/` (containerd's RootPath).
-
-    Symlinks are followed with absolute targets taken relative to `root` and `..` clamped at
-    it, so the result never leaves `root`. Components that do not exist are kept literally.
+    """Resolve `path` inside `root` as if `root` were `/` (cache.fspath.resolve, the one
+    in-root walk): a host path that never leaves `root`; missing components kept literally.
     `exists(rel, st)` may hide paths (the context's ignored files); `observe(path, st)` hears
-    of every path looked at (see `builder.replay`). Returns a host path.
-    """
-    root = root.rstrip("/")
-    todo = [p for p in path.split("/") if p and p != "."]
-    todo.reverse()
-    done: list[str] = []
-    links = 0
-    missing = False
-    while todo:
-        comp = todo.pop()
-        if comp == "..":
-            if done:
-                done.pop()
-            continue
-        if missing or (not todo and not follow_final):
-            done.append(comp)
-            continue
-        rel = "/".join(done + [comp])
-        try:
-            st = os.lstat(root + "/" + rel)
-        except OSError:
-            st = None
-        if st is not None and observe is not None:
-            observe(root + "/" + rel, st)
-        if st is not None and exists is not None and not exists(rel, st):
-            st = None
-        if st is None or not stat.S_ISLNK(st.st_mode):
-            missing = st is None
-            done.append(comp)
-            continue
-        links += 1
-        if links > _MAX_LINKS:
-            raise BuildError(f"too many levels of symbolic links: /{rel}")
-        target = os.readlink(root + "/" + rel)
-        if target.startswith("/"):
-            done = []
-        todo.extend(reversed([t for t in target.split("/") if t and t != "."]))
-    return root + "/" + "/".join(done) if done else (root or "/")
+    of every path looked at (see `builder.replay`)."""
+    try:
+        return fspath.resolve(root, path, follow_final=follow_final, visible=exists, observe=observe)
+    except StoreError as e:
+        raise BuildError(str(e)) from None
 
 
 # --------------------------------------------------------------------------- selection

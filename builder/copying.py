@@ -31,6 +31,8 @@ from pathlib import Path
 
 from builder.context import Selected, resolve_in_root
 from builder.errors import BuildError
+from cache.compress import open_decompressed
+from cache.errors import StoreError
 
 _SPECIAL = stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX
 _MULTI_ERR = ("When using COPY with more than one source file, the destination must be a "
@@ -453,28 +455,9 @@ def _copy_bytes(src: str, dst: str) -> None:
 
 # --------------------------------------------------------------------------- ADD archives
 
-_MAGIC = ((b"\x1f\x8b", "gz"), (b"BZh", "bz2"), (b"\xfd7zXZ\x00", "xz"),
-          (b"\x28\xb5\x2f\xfd", "zst"))
-
-
 def _open_stream(f):
-    """Wrap an open archive file in the decompressor its magic bytes call for."""
-    head = f.read(6)
-    f.seek(0)
-    kind = next((k for magic, k in _MAGIC if head.startswith(magic)), None)
-    if kind == "gz":
-        import gzip
-        return gzip.GzipFile(fileobj=f)
-    if kind == "bz2":
-        import bz2
-        return bz2.BZ2File(f)
-    if kind == "xz":
-        import lzma
-        return lzma.LZMAFile(f)
-    if kind == "zst":
-        import zstandard  # only for zstd archives
-        return zstandard.ZstdDecompressor().stream_reader(f)
-    return f
+    """The tar bytes of an archive file, its compression (gzip, zstd, bzip2, xz) sniffed."""
+    return open_decompressed(f)
 
 
 def is_archive(path: Path | str) -> bool:
@@ -507,7 +490,7 @@ def add_archive(path: Path | str, dest_root: Path, dest: str, *, workdir: str = 
         with open(path, "rb") as f, tarfile.open(fileobj=_open_stream(f), mode="r|") as tf:
             for m in tf:
                 _extract_one(tf, m, ddir, chown, dirs)
-    except (tarfile.TarError, EOFError, OSError) as e:
+    except (tarfile.TarError, EOFError, OSError, StoreError) as e:
         if isinstance(e, OSError) and e.filename:
             raise BuildError(f"failed to extract {os.path.basename(path)}: {e.strerror}: "
                              f"{_shown(root, e.filename)}") from None

@@ -7,27 +7,18 @@ have `empty_layer: true`), and with SOURCE_DATE_EPOCH every `created` is that ti
 from __future__ import annotations
 
 import copy
-import datetime as _dt
 
-from builder.plan import DEFAULT_PATH, host_arch
-
-HISTORY_COMMENT = "buildkit.dockerfile.v0"
-
-
-def timestamp(epoch: int) -> str:
-    """RFC 3339 UTC, as Go's time.Time marshals a whole second."""
-    return _dt.datetime.fromtimestamp(epoch, _dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+from builder.plan import DEFAULT_PATH
+from cache import image as im
+from cache.image import add_layer  # noqa: F401 - solve adds layers through this module
+from cache.platform import host
 
 
 def scratch_config() -> dict:
     """The config of `FROM scratch` (BuildKit: WorkingDir / and the default PATH)."""
-    return {
-        "architecture": host_arch(),
-        "os": "linux",
-        "config": {"Env": [f"PATH={DEFAULT_PATH}"], "WorkingDir": "/"},
-        "rootfs": {"type": "layers", "diff_ids": []},
-        "history": [],
-    }
+    cfg = im.new_config(env=[f"PATH={DEFAULT_PATH}"], workdir="/")
+    del cfg["created"]  # set by finalize
+    return cfg
 
 
 def inherit(base: dict) -> dict:
@@ -36,7 +27,8 @@ def inherit(base: dict) -> dict:
     cfg.setdefault("config", {})
     cfg.setdefault("rootfs", {"type": "layers", "diff_ids": []})
     cfg.setdefault("history", [])
-    cfg.setdefault("architecture", host_arch())
+    if "architecture" not in cfg:
+        cfg["architecture"] = host()["architecture"]
     cfg.setdefault("os", "linux")
     env = cfg["config"].get("Env") or []
     if not any(e.startswith("PATH=") for e in env):
@@ -65,14 +57,7 @@ def set_env(cfg: dict, key: str, value: str) -> None:
 
 
 def add_history(cfg: dict, created_by: str, *, empty_layer: bool, epoch: int) -> None:
-    entry = {"created": timestamp(epoch), "created_by": created_by, "comment": HISTORY_COMMENT}
-    if empty_layer:
-        entry["empty_layer"] = True
-    cfg.setdefault("history", []).append(entry)
-
-
-def add_layer(cfg: dict, diff_id: str) -> None:
-    cfg["rootfs"]["diff_ids"] = [*cfg["rootfs"].get("diff_ids", []), diff_id]
+    im.add_history(cfg, created_by, empty_layer=empty_layer, created=im.rfc3339(epoch))
 
 
 def finalize(cfg: dict, epoch: int, labels: dict[str, str]) -> dict:
@@ -80,7 +65,7 @@ def finalize(cfg: dict, epoch: int, labels: dict[str, str]) -> dict:
     out = copy.deepcopy(cfg)
     if labels:
         out["config"]["Labels"] = {**(out["config"].get("Labels") or {}), **labels}
-    out["created"] = timestamp(epoch)
+    out["created"] = im.rfc3339(epoch)
     return out
 
 

@@ -98,9 +98,10 @@ def _safe_name(cid: str) -> str:
 
 
 def _inside(root: Path, rel: str) -> Path:
-    """`rel` under `root`, `..` and leading `/` clamped to the root."""
-    clean = posixpath.normpath("/" + rel).lstrip("/")
-    return root / clean if clean and clean != "." else root
+    """`rel` under `root`, resolved as if `root` were `/` (as BuildKit's fs.RootPath): a
+    symlink in a stage (`x -> /`) cannot make the bind source a host path."""
+    from cache.fspath import resolve
+    return Path(resolve(root, rel))
 
 
 def parse_mounts(run, ins: ast.Run, cwd: str) -> list[RunMount]:

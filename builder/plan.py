@@ -7,31 +7,25 @@ an ARG.
 """
 from __future__ import annotations
 
-import platform as _platform
 from dataclasses import dataclass, field
 
 from builder.errors import BuildError
+from cache import platform
+from cache.platform import host_arch, host_variant
 from grammar import ast
 from grammar.errors import DockerfileError, with_suggestion
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-def host_arch() -> str:
-    """The OCI architecture name of this machine (amd64, arm64, ...)."""
-    m = _platform.machine().lower()
-    return {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386",
-            "ppc64le": "ppc64le", "s390x": "s390x", "riscv64": "riscv64"}.get(m, m)
-
-
 def builtin_args(target_stage: str) -> dict[str, str]:
     """BuildKit's predefined global ARGs (visible in a stage only when re-declared)."""
-    arch = host_arch()
-    plat = f"linux/{arch}"
+    arch, variant = host_arch(), host_variant()
+    plat = platform.to_string(platform.host())
     return {
-        "BUILDPLATFORM": plat, "BUILDOS": "linux", "BUILDARCH": arch, "BUILDVARIANT": "",
+        "BUILDPLATFORM": plat, "BUILDOS": "linux", "BUILDARCH": arch, "BUILDVARIANT": variant,
         "BUILDOSVERSION": "",
-        "TARGETPLATFORM": plat, "TARGETOS": "linux", "TARGETARCH": arch, "TARGETVARIANT": "",
+        "TARGETPLATFORM": plat, "TARGETOS": "linux", "TARGETARCH": arch, "TARGETVARIANT": variant,
         "TARGETOSVERSION": "", "TARGETSTAGE": target_stage,
     }
 

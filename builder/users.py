@@ -11,11 +11,11 @@ error instead (strict=True), because a silently root-owned file is a security su
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from builder.context import resolve_in_root
 from builder.errors import BuildError
+from cache.errors import StoreError
+from cache.fspath import open_in_root
 
 _MAX_BYTES = 10 << 20
 
@@ -31,14 +31,15 @@ def _parse_id(s: str) -> int | None:
 
 
 def _read_db(rootfs: Path, path: str) -> list[list[str]]:
-    p = resolve_in_root(os.fspath(rootfs), path)
     try:
-        with open(p, "rb") as f:
-            if not os.path.isfile(p):
-                raise BuildError(f"{path} is not a regular file")
+        with open_in_root(rootfs, path) as f:
             data = f.read(_MAX_BYTES + 1)
     except (FileNotFoundError, NotADirectoryError):
         return []
+    except IsADirectoryError:
+        raise BuildError(f"{path} is not a regular file") from None
+    except StoreError as e:
+        raise BuildError(str(e)) from None
     except OSError as e:
         raise BuildError(f"failed to read {path}: {e.strerror}") from None
     if len(data) > _MAX_BYTES:

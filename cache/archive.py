@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import json
 import os
+import posixpath
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cache import fspath, layout, platform, refs, schema, tarfmt
 from cache import image as im
-from cache import layout, refs, tarfmt
-from cache.compress import CHUNK, HashingWriter, open_decompressed, sniff
+from cache.compress import CHUNK, MEDIA_TYPES, SNIFF_BYTES, HashingWriter, open_decompressed, sniff
 from cache.errors import StoreError
+from cache.fspath import clean
+from cache.keys import digest_bytes
 
 _MAX_JSON = 16 << 20
 
@@ -103,72 +106,82 @@ def save(store, names: list[str], out, *, fmt: str = "docker", compression: str 
 
 class _TarSource:
     """Members of an archive tar by name (random access; a compressed archive is first
-    decompressed into the store's tmp/)."""
+    decompressed into the store's tmp/, removed again by close() whatever happens)."""
 
     def __init__(self, path: Path, store):
-        self.tmp = None
-        with open(path, "rb") as f:
-            kind = sniff(f.read(4))
-        if kind != "none":
-            out, self.tmp = store._tmpfile("ld-")
-            with out, open(path, "rb") as f:
-                r = open_decompressed(f)
-                while data := r.read(CHUNK):
-                    out.write(data)
-            path = self.tmp
+        self.tmp = self.tf = None
         try:
+            with open(path, "rb") as f:
+                kind = sniff(f.read(SNIFF_BYTES))
+            if kind != "none":
+                out, self.tmp = store._tmpfile("ld-")
+                with out, open(path, "rb") as f:
+                    r = open_decompressed(f)
+                    while data := r.read(CHUNK):
+                        out.write(data)
+                path = self.tmp
             self.tf = tarfile.open(path, "r:")  # noqa: SIM115 - closed in close()
-            self.members = {}
-            for m in self.tf:
-                name = "/".join(p for p in m.name.split("/") if p not in ("", "."))
-                self.members[name] = m
+            self.members = {"/".join(clean(m.name)): m for m in self.tf}
         except (tarfile.TarError, EOFError) as e:
             self.close()
-            raise StoreError(f"{path}: not a valid image archive ({e})") from None
+            raise StoreError(f"not a valid image archive ({e})") from None
+        except BaseException:
+            self.close()
+            raise
+
+    def _member(self, name: str) -> tarfile.TarInfo:
+        """The file member `name` names, following link members (docker-archive v1 layer dirs
+        may link layer.tar files) inside the archive."""
+        want, m = name, self.members.get(name)
+        for _ in range(fspath.MAX_LINKS):  # a loop ends here
+            if m is None:
+                raise StoreError(f"the archive names {want!r}, which is not in it")
+            if not (m.issym() or m.islnk()):
+                if not m.isfile():
+                    raise StoreError(f"archive member {want!r} is not a file")
+                return m
+            target = m.linkname if m.islnk() else posixpath.join(posixpath.dirname(name), m.linkname)
+            name = "/".join(clean(target))
+            m = self.members.get(name)
+        raise StoreError(f"archive member {want!r}: too many levels of links (a loop?)")
 
     def exists(self, name: str) -> bool:
-        return name in self.members
+        return "/".join(clean(name)) in self.members
 
     def open(self, name: str):
-        m = self.members.get(name)
-        if m is None:
-            raise StoreError(f"archive names {name!r}, which is not in it")
-        if m.issym() or m.islnk():  # docker-archive v1 layer dirs may link layer.tar files
-            target = m.linkname if m.islnk() else os.path.normpath(
-                os.path.join(os.path.dirname(name), m.linkname))
-            return self.open("/".join(p for p in target.split("/") if p not in ("", ".")))
-        if not m.isfile():
-            raise StoreError(f"archive member {name!r} is not a file")
+        m = self._member("/".join(clean(name)))
         try:
             return self.tf.extractfile(m)
         except (tarfile.TarError, EOFError) as e:
             raise StoreError(f"archive member {name!r}: {e}") from None
 
     def close(self) -> None:
-        if getattr(self, "tf", None) is not None:
+        if self.tf is not None:
             self.tf.close()
         if self.tmp is not None:
             self.tmp.unlink(missing_ok=True)
 
 
 class _DirSource:
-    def __init__(self, path: Path):
-        self.root = path.resolve()
+    """Files of an OCI layout dir, each resolved inside it (its symlinks cannot lead out)."""
 
-    def _path(self, name: str) -> Path:
-        p = (self.root / name).resolve()
-        if self.root not in p.parents:
-            raise StoreError(f"layout names {name!r}, outside the layout directory")
-        return p
+    def __init__(self, path: Path):
+        self.root = path
 
     def exists(self, name: str) -> bool:
-        return self._path(name).is_file()
+        try:
+            self.open(name).close()
+            return True
+        except StoreError:
+            return False
 
     def open(self, name: str):
         try:
-            return open(self._path(name), "rb")
-        except FileNotFoundError:
-            raise StoreError(f"layout names {name!r}, which is not in it") from None
+            return fspath.open_in_root(self.root, name)
+        except (FileNotFoundError, NotADirectoryError):
+            raise StoreError(f"the layout names {name!r}, which is not in it") from None
+        except IsADirectoryError:
+            raise StoreError(f"layout entry {name!r} is not a file") from None
 
     def close(self) -> None:
         pass
@@ -190,14 +203,14 @@ def _read_json(src, name: str, expected: str | None = None):
         raw = f.read(_MAX_JSON + 1)
     if len(raw) > _MAX_JSON:
         raise StoreError(f"{name}: too large for a JSON document")
-    if expected is not None:
-        from cache.keys import digest_bytes
-        if digest_bytes(raw) != expected:
-            raise StoreError(f"digest mismatch for {name}: expected {expected}, got {digest_bytes(raw)}")
+    if expected is not None and digest_bytes(raw) != expected:
+        raise StoreError(f"digest mismatch for {name}: expected {expected}, got {digest_bytes(raw)}")
     try:
         return json.loads(raw), raw
     except ValueError as e:
         raise StoreError(f"{name}: invalid JSON ({e})") from None
+    except RecursionError:
+        raise StoreError(f"{name}: JSON nested too deeply") from None
 
 
 def _stage_layer(store, st: _Staged, src, name: str, diff_id: str, expected: str | None,
@@ -216,42 +229,38 @@ def _stage_layer(store, st: _Staged, src, name: str, diff_id: str, expected: str
     if expected_size is not None and h.size != expected_size:
         raise StoreError(f"size mismatch for layer {name}: expected {expected_size}, got {h.size}")
     with open(tmp, "rb") as f:
-        kind = sniff(f.read(4))
+        kind = sniff(f.read(SNIFF_BYTES))
+        if kind not in MEDIA_TYPES:
+            raise StoreError(f"layer {name} is {kind}-compressed: image layers are gzip, zstd or "
+                             "uncompressed tars")
         f.seek(0)
         r = open_decompressed(f)
         d = HashingWriter()
-        while data := r.read(CHUNK):
-            d.write(data)
+        try:
+            while data := r.read(CHUNK):
+                d.write(data)
+        except StoreError as e:
+            raise StoreError(f"layer {name}: {e}") from None
     if d.digest != diff_id:
         raise StoreError(f"layer {name} does not match the config's diff_id {diff_id} "
                          f"(its tar hashes to {d.digest}): the archive is corrupt")
     st.layers.append((diff_id, h.digest, h.size, kind, d.size))
 
 
-def _diff_ids(config: dict, where: str) -> list[str]:
-    ids = (config.get("rootfs") or {}).get("diff_ids")
-    if not isinstance(ids, list):
-        raise StoreError(f"{where}: image config has no rootfs.diff_ids")
-    return ids
-
-
 def _load_docker(store, src, st: _Staged) -> None:
-    doc, _ = _read_json(src, "manifest.json")
-    if not isinstance(doc, list) or not doc:
-        raise StoreError("manifest.json: expected a non-empty list of images")
-    for entry in doc:
-        cfg_name = entry.get("Config")
-        if not isinstance(cfg_name, str):
-            raise StoreError("manifest.json: an entry has no Config")
+    doc = schema.docker_manifest(_read_json(src, "manifest.json")[0])
+    for i, entry in enumerate(doc):
+        cfg_name = entry["Config"]
         expected = None
         base = cfg_name.rsplit("/", 1)[-1].removesuffix(".json")
         if len(base) == 64 and all(c in "0123456789abcdef" for c in base):
             expected = "sha256:" + base
         config, raw = _read_json(src, cfg_name, expected)
-        ids = _diff_ids(config, cfg_name)
+        ids = schema.config(config, cfg_name)
         layers = entry.get("Layers") or []
         if len(layers) != len(ids):
-            raise StoreError(f"manifest.json: {len(layers)} layers but the config lists {len(ids)}")
+            raise StoreError(f"manifest.json: [{i}]: {len(layers)} layers but {cfg_name} lists "
+                             f"{len(ids)}")
         for name, diff_id in zip(layers, ids):
             exp = None
             if name.startswith("blobs/sha256/"):
@@ -262,51 +271,48 @@ def _load_docker(store, src, st: _Staged) -> None:
             st.tags.append((refs.normalize(tag), raw))
 
 
-def _host_platform() -> dict:
-    import platform
-    arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
-    return {"os": "linux", "architecture": arch}
+def _blob_name(digest: str) -> str:
+    return f"blobs/sha256/{digest[7:]}"
 
 
 def _manifests(src, desc: dict, depth: int = 0):
     """Yield (descriptor, manifest doc) for image manifests, following nested indexes and
     keeping only the host's platform when an index lists several."""
-    mt = desc.get("mediaType")
-    doc, _ = _read_json(src, f"blobs/sha256/{desc['digest'][7:]}", desc["digest"])
-    if mt in (im.MT_OCI_INDEX, im.MT_DOCKER_LIST) or "manifests" in doc:
-        if depth > 4:
-            raise StoreError("index nesting too deep")
-        children = doc.get("manifests") or []
-        host = _host_platform()
-        pick = [c for c in children if not c.get("platform")
-                or all(c["platform"].get(k) == v for k, v in host.items())]
+    name = _blob_name(desc["digest"])
+    doc, _ = _read_json(src, name, desc["digest"])
+    if isinstance(doc, dict) and schema.is_index(doc, desc.get("mediaType")):
+        if depth >= 4:
+            raise StoreError(f"{name}: indexes nested too deeply")
+        children = schema.index(doc, name)
+        host = platform.host()
+        pick = [c for c in children if not c.get("platform") or platform.matches(c["platform"], host)]
         for c in pick or children[:1]:
             yield from _manifests(src, {**c, "annotations": desc.get("annotations")}, depth + 1)
         return
-    yield desc, doc
+    yield desc, schema.manifest(doc, name)
 
 
 def _load_oci(store, src, st: _Staged) -> None:
-    index, _ = _read_json(src, "index.json")
-    for top in index.get("manifests") or []:
-        from cache.store import check_digest
-        check_digest(top.get("digest"))
+    tops = schema.index(_read_json(src, "index.json")[0], "index.json")
+    if not tops:
+        raise StoreError("index.json: lists no images")
+    for top in tops:
         for desc, man in _manifests(src, top):
-            cfg = man.get("config") or {}
-            config, raw = _read_json(src, f"blobs/sha256/{check_digest(cfg.get('digest'))[7:]}",
-                                     cfg["digest"])
-            ids = _diff_ids(config, cfg["digest"])
+            mname = _blob_name(desc["digest"])
+            cfg = man["config"]
+            cname = _blob_name(cfg["digest"])
+            config, raw = _read_json(src, cname, cfg["digest"])
+            ids = schema.config(config, cname)
             layers = man.get("layers") or []
             if len(layers) != len(ids):
-                raise StoreError(f"manifest {desc['digest']}: {len(layers)} layers but the config "
-                                 f"lists {len(ids)}")
+                raise StoreError(f"{mname}: {len(layers)} layers but the config {cname} lists "
+                                 f"{len(ids)}")
             for layer, diff_id in zip(layers, ids):
-                d = check_digest(layer.get("digest"))
-                name = f"blobs/sha256/{d[7:]}"
+                name = _blob_name(layer["digest"])
                 if not src.exists(name):
-                    raise StoreError(f"manifest {desc['digest']} names layer {d}, which is not in "
+                    raise StoreError(f"{mname} names layer {layer['digest']}, which is not in "
                                      "the archive")
-                _stage_layer(store, st, src, name, diff_id, d, layer.get("size"))
+                _stage_layer(store, st, src, name, diff_id, layer["digest"], layer.get("size"))
             st.configs.append(raw)
             ann = top.get("annotations") or {}
             name = ann.get("io.containerd.image.name") or ann.get("org.opencontainers.image.ref.name")
@@ -325,29 +331,34 @@ def name_ok(name: str) -> bool:
         return False
 
 
-def load(store, path) -> list[tuple[str, list[str]]]:
-    """Load an archive file or OCI layout dir; returns [(image id, [full tag names])]."""
+def load(store, path, *, label: str | None = None) -> list[tuple[str, list[str]]]:
+    """Load an archive file or OCI layout dir; returns [(image id, [full tag names])]. Any
+    fault of the archive is a StoreError `<label or path>: <file in the archive>: <what is
+    wrong>`, and the store is left as it was."""
     path = Path(path)
     if not path.exists():
         raise StoreError(f"{path}: no such file or directory")
-    src = _DirSource(path) if path.is_dir() else _TarSource(path, store)
     st = _Staged()
+    src = None
     try:
+        src = _DirSource(path) if path.is_dir() else _TarSource(path, store)
         if src.exists("manifest.json"):
             _load_docker(store, src, st)
         elif src.exists("index.json"):
             _load_oci(store, src, st)
         else:
-            raise StoreError(f"{path}: not an image archive (no manifest.json or index.json)")
+            raise StoreError("not an image archive (no manifest.json or index.json)")
         return _commit(store, st)
+    except StoreError as e:
+        raise StoreError(f"{label or path}: {e}") from None
     finally:
         for tmp in st.tmps:
             tmp.unlink(missing_ok=True)
-        src.close()
+        if src is not None:
+            src.close()
 
 
 def _commit(store, st: _Staged) -> list[tuple[str, list[str]]]:
-    from cache.keys import digest_bytes
     result: dict[str, list[str]] = {}
     with store.locked():
         for digest, tmp in st.blobs.items():

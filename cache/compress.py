@@ -1,4 +1,5 @@
-"""Deterministic gzip/zstd layer compression and sniffing decompression, all streaming.
+"""Deterministic gzip/zstd layer compression and sniffing decompression (the one place a
+stream's compression is recognised: layers, archives to load, ADD's local tars), all streaming.
 
 gzip: our own 10-byte header (MTIME 0, no name, XFL 0, OS 255 like Go) around raw zlib deflate
 at level 6, so the bytes depend only on the input and the zlib build. zstd: python-zstandard at
@@ -307,12 +308,17 @@ def compressor(kind: str, out, *, threaded: bool = False):
     return ThreadedWriter(kind, out)
 
 
+# magic numbers of the compressions pybuild reads (moby's DecompressStream set): layers are
+# gzip, zstd or none; a local ADD archive or an archive to load may also be bzip2 or xz
+_MAGIC = ((b"\x1f\x8b", "gzip"), (b"\x28\xb5\x2f\xfd", "zstd"), (b"BZh", "bzip2"),
+          (b"\xfd7zXZ\x00", "xz"))
+SNIFF_BYTES = 6
+
+
 def sniff(head: bytes) -> str:
-    if head[:2] == b"\x1f\x8b":
-        return "gzip"
-    if head[:4] == b"\x28\xb5\x2f\xfd":
-        return "zstd"
-    return "none"
+    """The compression of a stream from its first SNIFF_BYTES bytes: gzip, zstd, bzip2, xz or
+    none (plain)."""
+    return next((kind for magic, kind in _MAGIC if head.startswith(magic)), "none")
 
 
 class _GzipReader:
@@ -359,6 +365,28 @@ class _ZstdReader:
             raise StoreError(f"corrupt zstd stream: {e}") from None
 
 
+class _StdlibReader:
+    """bzip2 or xz through the stdlib's multi-stream readers, with our errors."""
+
+    def __init__(self, raw, kind: str):
+        if kind == "bzip2":
+            import bz2
+            self.f = bz2.BZ2File(raw)
+        else:
+            import lzma
+            self.f = lzma.LZMAFile(raw)  # noqa: SIM115 - a stream reader, like the others here
+        self.kind = kind
+
+    def read(self, n: int = CHUNK) -> bytes:
+        import lzma
+        try:
+            return self.f.read(n)
+        except EOFError:
+            raise StoreError(f"truncated {self.kind} stream (unexpected end of data)") from None
+        except (OSError, lzma.LZMAError) as e:
+            raise StoreError(f"corrupt {self.kind} stream ({e})") from None
+
+
 class _Prefixed:
     def __init__(self, head: bytes, raw):
         self.head, self.raw = head, raw
@@ -371,12 +399,15 @@ class _Prefixed:
 
 
 def open_decompressed(raw):
-    """A reader of the uncompressed bytes of `raw` (gzip, zstd or plain, sniffed)."""
-    head = raw.read(4)
+    """A reader (read(n) only) of the uncompressed bytes of `raw`, its compression sniffed;
+    a corrupt or truncated stream raises StoreError."""
+    head = raw.read(SNIFF_BYTES)
     kind = sniff(head)
     src = _Prefixed(head, raw)
     if kind == "gzip":
         return _GzipReader(src)
     if kind == "zstd":
         return _ZstdReader(src)
+    if kind in ("bzip2", "xz"):
+        return _StdlibReader(src, kind)
     return src

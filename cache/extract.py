@@ -1,8 +1,8 @@
-"""Safe layer extraction: every path is resolved inside the destination, by file descriptor,
-one component at a time; symlinks met on the way are followed as if the destination were `/`
-(like openat2's RESOLVE_IN_ROOT), and the final component is never followed. So no entry --
-`..`, absolute names, links pointing out, a symlink laid down earlier and written through later,
-whiteouts naming parents -- can touch anything outside. (containerd's TestBreakouts is the list.)
+"""Safe layer extraction: every parent path is resolved inside the destination by
+cache.fspath's fd walk (symlinks followed as if the destination were `/`), and the final
+component is never followed. So no entry -- `..`, absolute names, links pointing out, a symlink
+laid down earlier and written through later, whiteouts naming parents -- can touch anything
+outside. (containerd's TestBreakouts is the list.)
 
 Reading uses stdlib tarfile in stream mode as a header parser only; what is written, and how,
 is decided here, never by tarfile's extract().
@@ -14,12 +14,13 @@ import shutil
 import stat
 import tarfile
 
+from cache import fspath
+from cache import overlayfmt as ofmt
 from cache.compress import CHUNK, HashingWriter, open_decompressed
 from cache.errors import StoreError
+from cache.fspath import clean
 
-WH = ".wh."
-WH_OPQ = ".wh..wh..opq"
-_MAX_HOPS = 40
+_PATH_MAX = 4096  # Linux: what a path given to a system call may hold, NUL included
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -38,21 +39,6 @@ class _HashingReader:
             pass
 
 
-def clean(name: str) -> list[str]:
-    """Lexical clean relative to `/` (what filepath.Join("/", name) does): `..` never climbs
-    above the root, so a name alone can never leave it."""
-    comps: list[str] = []
-    for c in name.split("/"):
-        if c in ("", "."):
-            continue
-        if c == "..":
-            if comps:
-                comps.pop()
-            continue
-        comps.append(c)
-    return comps
-
-
 def _in_userns() -> bool:
     try:
         with open("/proc/self/uid_map") as f:
@@ -62,7 +48,7 @@ def _in_userns() -> bool:
 
 
 class _Root:
-    """Directory fds resolved inside `dest`."""
+    """Directory fds resolved inside `dest` (cache.fspath's walk)."""
 
     def __init__(self, dest):
         self.fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -73,49 +59,7 @@ class _Root:
     def open_dir(self, comps: list[str], create: bool, what: str) -> int | None:
         """An fd of the directory `comps` names, symlinks followed in-root; missing dirs made
         when `create`, else None. The caller closes the fd."""
-        pending = list(comps)
-        fds = [os.dup(self.fd)]
-        hops = 0
-        try:
-            while pending:
-                c = pending.pop(0)
-                if c in ("", "."):
-                    continue
-                if c == "..":
-                    if len(fds) > 1:
-                        os.close(fds.pop())
-                    continue
-                cur = fds[-1]
-                try:
-                    st = os.stat(c, dir_fd=cur, follow_symlinks=False)
-                except FileNotFoundError:
-                    if pending and pending[0] == "..":
-                        pending.pop(0)  # `missing/..` cancels out, as containerd's RootPath does
-                        continue
-                    if not create:
-                        return None
-                    os.mkdir(c, 0o755, dir_fd=cur)
-                    st = os.stat(c, dir_fd=cur, follow_symlinks=False)
-                if stat.S_ISLNK(st.st_mode):
-                    hops += 1
-                    if hops > _MAX_HOPS:
-                        raise StoreError(f"layer entry {what!r}: too many levels of symbolic links")
-                    target = os.readlink(c, dir_fd=cur)
-                    if target.startswith("/"):
-                        for fd in fds[1:]:
-                            os.close(fd)
-                        del fds[1:]
-                    pending[:0] = target.split("/")
-                    continue
-                if not stat.S_ISDIR(st.st_mode):
-                    if not create:
-                        return None
-                    raise StoreError(f"layer entry {what!r}: a parent is not a directory")
-                fds.append(os.open(c, _DIR_FLAGS, dir_fd=cur))
-            return fds.pop()
-        finally:
-            for fd in fds:
-                os.close(fd)
+        return fspath.open_dir(self.fd, comps, create=create, what=f"layer entry {what!r}")
 
 
 def _remove(parent: int, name: str) -> None:
@@ -135,7 +79,7 @@ def _xattrs(m: tarfile.TarInfo) -> dict[str, bytes]:
         if not k.startswith("SCHILY.xattr."):
             continue
         n = k[len("SCHILY.xattr."):]
-        if n == "security.capability" or (n.startswith("user.") and not n.startswith("user.overlay.")):
+        if ofmt.layer_xattr(n):
             out[n] = v.encode("utf-8", "surrogateescape")
     return out
 
@@ -146,9 +90,9 @@ class _Extractor:
             raise ValueError(whiteouts)
         self.overlay = whiteouts == "overlay"
         self.root = _Root(dest)
+        self.room = _PATH_MAX - 1 - len(os.fsencode(os.path.abspath(dest)))  # bytes below dest
         self.is_root = os.geteuid() == 0
         self.devices = (self.is_root and not _in_userns()) if devices is None else devices
-        self.opaque_xattr = "trusted.overlay.opaque" if self.is_root else "user.overlay.opaque"
         self.created: dict[tuple[int, int], set[str]] = {}
         self.dirs: list[tuple[list[str], int, int]] = []
 
@@ -164,8 +108,11 @@ class _Extractor:
         comps = clean(m.name)
         if not comps:
             return  # the root itself: its attributes belong to whoever owns dest
+        if len(os.fsencode("/".join(comps))) > self.room:
+            raise StoreError(f"layer entry {m.name[:40]!r}...: path too long for the store "
+                             f"(more than {_PATH_MAX - 1} bytes with the layer dir's own)")
         *pcomps, base = comps
-        if base.startswith(WH):
+        if base.startswith(ofmt.WH_PREFIX):
             return self.whiteout(m.name, pcomps, base)
         parent = self.root.open_dir(pcomps, True, m.name)
         try:
@@ -174,13 +121,13 @@ class _Extractor:
             os.close(parent)
 
     def whiteout(self, raw: str, pcomps: list[str], base: str) -> None:
-        if base == WH_OPQ:
+        if base == ofmt.WH_OPAQUE:
             parent = self.root.open_dir(pcomps, self.overlay, raw)
             if parent is None:
                 return
             try:
                 if self.overlay:
-                    os.setxattr(parent, self.opaque_xattr, b"y")
+                    ofmt.set_opaque(parent, user=not self.is_root)
                 else:
                     keep = self.created.get((os.fstat(parent).st_dev, os.fstat(parent).st_ino), set())
                     for n in os.listdir(parent):
@@ -189,10 +136,10 @@ class _Extractor:
             finally:
                 os.close(parent)
             return
-        name = base[len(WH):]
+        name = base[len(ofmt.WH_PREFIX):]
         if name in ("", ".", "..") or "/" in name:
             raise StoreError(f"invalid whiteout entry {raw!r} in layer")
-        if name.startswith(WH):
+        if name.startswith(ofmt.WH_PREFIX):
             return  # AUFS metadata (.wh..wh.plnk etc.): not a path
         parent = self.root.open_dir(pcomps, self.overlay, raw)
         if parent is None:
@@ -202,7 +149,7 @@ class _Extractor:
                 if self._made_here(parent, name):
                     return  # a file and its whiteout in one layer: the file stays (image-spec)
                 _remove(parent, name)
-                os.mknod(name, stat.S_IFCHR | 0o600, 0, dir_fd=parent)
+                ofmt.make_whiteout(name, dir_fd=parent)
                 self._mark(parent, name)
             else:
                 _remove(parent, name)

@@ -8,6 +8,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from cache import platform as _platform
+
 MT_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 MT_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 MT_OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
@@ -43,33 +45,53 @@ def source_date_epoch(default: int | None = None) -> int | None:
     return default
 
 
-def new_config(*, arch: str = "amd64", os_name: str = "linux", created: str | None = None,
-               env: list[str] | None = None, cmd: list[str] | None = None) -> dict:
-    """An empty image config for `FROM scratch`."""
+def new_config(*, platform: dict | None = None, created: str | None = None,
+               env: list[str] | None = None, cmd: list[str] | None = None,
+               workdir: str | None = None) -> dict:
+    """An image config with no layers and no history (`FROM scratch`, an import, a fixture),
+    for this machine's platform unless `platform` is given."""
     cfg: dict = {}
     if env:
         cfg["Env"] = list(env)
     if cmd:
         cfg["Cmd"] = list(cmd)
-    return {"architecture": arch, "os": os_name, "config": cfg,
-            "created": created or rfc3339(source_date_epoch(0)),
+    if workdir:
+        cfg["WorkingDir"] = workdir
+    p = platform or _platform.host()
+    out = {"architecture": p["architecture"], "os": p.get("os", "linux")}
+    if p.get("variant"):
+        out["variant"] = p["variant"]
+    return {**out, "config": cfg, "created": created or rfc3339(source_date_epoch(0)),
             "rootfs": {"type": "layers", "diff_ids": []}, "history": []}
+
+
+def add_history(config: dict, created_by: str, *, empty_layer: bool, created: str,
+                comment: str = HISTORY_COMMENT) -> None:
+    """Append one history entry in place, as BuildKit writes it (`empty_layer: true` for a step
+    that made no layer)."""
+    entry = {"created": created, "created_by": created_by, "comment": comment}
+    if empty_layer:
+        entry["empty_layer"] = True
+    config.setdefault("history", []).append(entry)
+
+
+def add_layer(config: dict, diff_id: str) -> None:
+    """Append a layer to rootfs.diff_ids in place."""
+    rootfs = config.setdefault("rootfs", {"type": "layers", "diff_ids": []})
+    rootfs["diff_ids"] = [*rootfs.get("diff_ids", []), diff_id]
 
 
 def add_step(config: dict, created_by: str, *, diff_id: str | None, created: str | None = None,
              comment: str = HISTORY_COMMENT) -> dict:
-    """A copy of `config` with one history entry (and layer, when `diff_id` is given); a step
-    that makes no layer is recorded with `empty_layer: true`, as BuildKit does."""
+    """A copy of `config` with one history entry (and layer, when `diff_id` is given), its
+    `created` set to the entry's."""
     import copy
     cfg = copy.deepcopy(config)
-    entry = {"created": created or rfc3339(source_date_epoch(0)), "created_by": created_by,
-             "comment": comment}
-    if diff_id is None:
-        entry["empty_layer"] = True
-    else:
-        cfg.setdefault("rootfs", {"type": "layers", "diff_ids": []})["diff_ids"].append(diff_id)
-    cfg.setdefault("history", []).append(entry)
-    cfg["created"] = entry["created"]
+    when = created or rfc3339(source_date_epoch(0))
+    if diff_id is not None:
+        add_layer(cfg, diff_id)
+    add_history(cfg, created_by, empty_layer=diff_id is None, created=when, comment=comment)
+    cfg["created"] = when
     return cfg
 
 

@@ -15,14 +15,13 @@ import os
 import stat
 from dataclasses import dataclass
 
-from cache import tarfmt
+from cache import overlayfmt, tarfmt
 from cache.compress import CHUNK
 from cache.errors import StoreError
+from cache.overlayfmt import REDIRECT_XATTRS, is_opaque, is_whiteout, layer_xattr
 
-WH_PREFIX = b".wh."
-WH_OPAQUE = b".wh..wh..opq"
-OPAQUE_XATTRS = ("trusted.overlay.opaque", "user.overlay.opaque")
-REDIRECT_XATTRS = ("trusted.overlay.redirect", "user.overlay.redirect")
+WH_PREFIX = os.fsencode(overlayfmt.WH_PREFIX)
+WH_OPAQUE = os.fsencode(overlayfmt.WH_OPAQUE)
 
 
 @dataclass(frozen=True)
@@ -41,7 +40,7 @@ def _kept_xattrs(path: bytes, is_link: bool) -> dict[bytes, bytes]:
         if n in REDIRECT_XATTRS:
             raise StoreError(f"{os.fsdecode(path)}: overlay redirect_dir entries cannot be written "
                              "as a layer (mount the overlay with redirect_dir=off)")
-        if n == "security.capability" or (n.startswith("user.") and not n.startswith("user.overlay.")):
+        if layer_xattr(n):
             if is_link:
                 continue
             try:
@@ -49,20 +48,6 @@ def _kept_xattrs(path: bytes, is_link: bool) -> dict[bytes, bytes]:
             except OSError:
                 pass
     return out
-
-
-def _is_opaque(path: bytes) -> bool:
-    for n in OPAQUE_XATTRS:
-        try:
-            if os.getxattr(path, n, follow_symlinks=False) == b"y":
-                return True
-        except OSError:
-            pass
-    return False
-
-
-def is_whiteout(st: os.stat_result) -> bool:
-    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
 
 
 class _Out:
@@ -215,7 +200,7 @@ def _write_entries(root: bytes, o: _Out, epoch: int | None) -> None:
         if stat.S_ISDIR(mode):
             o.add(tarfmt.header(rel + b"/", mode=mode, uid=st.st_uid, gid=st.st_gid, mtime=mt(st),
                                 typeflag=tarfmt.DIR, xattrs=_kept_xattrs(full, False)))
-            if _is_opaque(full):
+            if is_opaque(full):
                 o.add(tarfmt.header(rel + b"/" + WH_OPAQUE, mode=0o600, typeflag=tarfmt.REG))
             continue
         if stat.S_ISLNK(mode):

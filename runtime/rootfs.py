@@ -23,6 +23,7 @@ import os
 import stat
 from dataclasses import dataclass, field
 
+from cache.overlayfmt import is_opaque, is_whiteout
 from runtime import kernel
 from runtime.errors import KernelCallError, SandboxError
 from runtime.overlay import mount_overlay
@@ -89,7 +90,6 @@ def make_stub(stub: str, mounts: list) -> None:
 
 
 RUNC_MOUNT_DIRS = ("dev", "proc", "sys")
-_OPAQUE = "trusted.overlay.opaque"
 
 
 def keep_runc_mount_points(lowerdirs: list, upperdir) -> list[str]:
@@ -118,12 +118,9 @@ def _in_layers(lowerdirs: list, name: str) -> bool:
         except FileNotFoundError:
             st = None
         if st is not None:
-            return not (stat.S_ISCHR(st.st_mode) and st.st_rdev == 0)  # 0/0: a whiteout
-        try:
-            if os.getxattr(os.fspath(layer), _OPAQUE, follow_symlinks=False) == b"y":
-                return False
-        except OSError:
-            pass
+            return not is_whiteout(st)
+        if is_opaque(os.fspath(layer)):
+            return False
     return False
 
 

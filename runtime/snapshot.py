@@ -48,9 +48,9 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from cache.overlayfmt import clear_opaque, is_opaque, is_whiteout, make_whiteout, set_opaque
 from runtime.errors import SandboxError
 
-OPAQUE = "trusted.overlay.opaque"
 _PRIVATE = b"trusted.overlay."          # overlay's own xattrs: never shown through a mount
 
 # --- birth time (statx; Python 3.11 has no os.statx) ------------------------------------------
@@ -161,17 +161,6 @@ def _remove(path: bytes) -> None:
         os.unlink(path)
 
 
-def _is_whiteout(st: os.stat_result) -> bool:
-    return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
-
-
-def _is_opaque(path: bytes) -> bool:
-    try:
-        return os.getxattr(path, OPAQUE, follow_symlinks=False) == b"y"
-    except OSError:
-        return False
-
-
 # --- 1. materialise ---------------------------------------------------------------------------
 
 def materialise(layers: Sequence[str | os.PathLike], dest: str | os.PathLike) -> dict[bytes, bytes]:
@@ -204,7 +193,7 @@ def _apply(layer: bytes, dest: bytes, origins: dict[bytes, bytes]) -> None:
             src, dst = e.path, dest + b"/" + crel
             st = e.stat(follow_symlinks=False)
             mode = st.st_mode
-            if _is_whiteout(st):
+            if is_whiteout(st):
                 if not fresh:
                     _remove(dst)
                 continue
@@ -218,7 +207,7 @@ def _apply(layer: bytes, dest: bytes, origins: dict[bytes, bytes]) -> None:
                 if have is not None and not stat.S_ISDIR(have.st_mode):
                     os.unlink(dst)
                     have = None
-                if have is not None and _is_opaque(src):   # a new dir, as overlay made it
+                if have is not None and is_opaque(src):   # a new dir, as overlay made it
                     shutil.rmtree(dst)
                     have = None
                 if have is None:
@@ -361,7 +350,7 @@ def diff(root: str | os.PathLike, snap: Snapshot, upper: str | os.PathLike) -> N
                 dst = up + b"/" + crel
                 os.rename(src, dst)
                 if is_dir and old is not None and old[0] == stat.S_IFDIR:
-                    os.setxattr(dst, OPAQUE, b"y", follow_symlinks=False)
+                    set_opaque(dst)
                 continue
             now_rec = _record(st, old[8])
             changed = now_rec[:8] != old[:8]
@@ -389,7 +378,7 @@ def diff(root: str | os.PathLike, snap: Snapshot, upper: str | os.PathLike) -> N
 
 def _whiteout(path: bytes) -> None:
     try:
-        os.mknod(path, stat.S_IFCHR, os.makedev(0, 0))
+        make_whiteout(path)
     except PermissionError:
         from runtime.overlay import filesystem_of
 
@@ -417,10 +406,10 @@ def drop_redundant_opaque(upper: str | os.PathLike, lowers: Sequence[str | os.Pa
             crel = rel + b"/" + name if rel else name
             where = _lower_dirs(below, crel)
             path = up + b"/" + crel
-            opaque = _is_opaque(path)
+            opaque = is_opaque(path)
             if not where:
                 if opaque:
-                    os.removexattr(path, OPAQUE, follow_symlinks=False)
+                    clear_opaque(path)
             elif not opaque:
                 stack.append((crel, where))
 
@@ -438,7 +427,7 @@ def _lower_dirs(below: list[bytes], rel: bytes) -> list[bytes]:
         if not stat.S_ISDIR(st.st_mode):
             break
         out.append(layer)
-        if _is_opaque(p):
+        if is_opaque(p):
             break
     return out
 

@@ -281,26 +281,28 @@ def cmd_history(args) -> int:
 
 
 def cmd_import(args) -> int:
-    import platform
     import shutil
 
     from cache import image as im
+    from cache.errors import StoreError
     from cache.layers import extract
     store = _store()
     scratch = store.new_scratch()
     try:
         root = scratch / "rootfs"
         root.mkdir()
-        if args.file == "-":
-            extract(sys.stdin.buffer, root)
-        else:
-            with open(args.file, "rb") as f:
-                extract(f, root)
+        try:
+            if args.file == "-":
+                extract(sys.stdin.buffer, root)
+            else:
+                with open(args.file, "rb") as f:
+                    extract(f, root)
+        except StoreError as e:
+            raise StoreError(f"{'stdin' if args.file == '-' else args.file}: {e}") from None
         diff_id = store.commit_layer(root, epoch=None)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
-    cfg = im.new_config(arch=arch, created=im.rfc3339())
+    cfg = im.new_config(created=im.rfc3339())
     cfg = im.add_step(cfg, "", diff_id=diff_id, created=cfg["created"],
                       comment=args.message or "Imported from " + args.file)
     image_id = store.put_image(cfg)
@@ -344,7 +346,7 @@ def cmd_load(args) -> int:
                 while data := sys.stdin.buffer.read(1 << 20):
                     f.write(data)
             path = tmp
-        loaded = load(store, path)
+        loaded = load(store, path, label="stdin" if tmp else None)
     finally:
         if tmp:
             os.unlink(tmp)

@@ -71,3 +71,19 @@ def test_passwd_is_read_inside_the_rootfs(rootfs, tmp_path_factory):
     # the link cannot reach the host file; inside the rootfs it does not exist
     with pytest.raises(BuildError, match="no such user"):
         resolve_chown("app", rootfs)
+
+
+def test_passwd_that_is_a_fifo_is_an_error_not_a_hang(rootfs):
+    import signal
+    (rootfs / "etc" / "passwd").unlink()
+    os.mkfifo(rootfs / "etc" / "passwd")
+    def blocked(*_):
+        raise TimeoutError("open() of the fifo blocked")
+    old = signal.signal(signal.SIGALRM, blocked)
+    signal.alarm(5)  # open() of a fifo with no writer used to block the build for ever
+    try:
+        with pytest.raises(BuildError, match="/etc/passwd is not a regular file"):
+            resolve_chown("app", rootfs)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)

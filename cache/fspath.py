@@ -1,0 +1,181 @@
+"""Paths inside a root directory, resolved as if the root were `/`: the one walk every
+security-relevant lookup in a tree we do not trust goes through (layer extraction, COPY/ADD
+destinations and sources, `--chown` lookups in an image's /etc, bind-mount sources, OCI layout
+dirs).
+
+The walk is by file descriptor, one component at a time: symlinks met on the way are followed
+with absolute targets taken from the root (like openat2's RESOLVE_IN_ROOT, or containerd's
+RootPath), `..` never climbs above the root, and the final component is followed only when asked.
+So no name -- `..`, absolute, a link pointing out, a link laid down earlier -- reaches outside.
+(containerd's TestBreakouts is the list: tests/cache/test_extract_breakouts.py.)
+"""
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass
+
+from cache.errors import StoreError
+
+MAX_LINKS = 40  # like the kernel's MAXSYMLINKS
+# A walk that creates dirs makes none deeper: trees this deep break the tools that remove and
+# walk them (Python's shutil.rmtree recurses once per level), and no real image has one.
+MAX_DEPTH = 512
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def clean(name: str) -> list[str]:
+    """Lexical clean relative to `/` (what filepath.Join("/", name) does): `..` never climbs
+    above the root, so a name alone can never leave it."""
+    comps: list[str] = []
+    for c in name.split("/"):
+        if c in ("", "."):
+            continue
+        if c == "..":
+            if comps:
+                comps.pop()
+            continue
+        comps.append(c)
+    return comps
+
+
+@dataclass
+class Walked:
+    """Where a walk ended: `fd` is the deepest directory reached (the caller closes it),
+    `names` its path from the root; `tail` what is left below it -- [] when the path names
+    that directory, [name] for a final component that is not a directory (or an unfollowed
+    symlink) or does not exist, more when a middle component is missing or not a directory
+    (then taken literally, lexically cleaned)."""
+
+    fd: int
+    names: list[str]
+    tail: list[str]
+    missing: bool  # the tail does not exist (as opposed to: ends at a non-directory)
+
+
+def walk(root_fd: int, path: str | list[str], *, create: bool = False, follow_final: bool = True,
+         visible=None, observe=None, base: str = "", what: str | None = None) -> Walked:
+    """Resolve `path` under the directory `root_fd` (see the module doc).
+
+    `create`: make missing directories on the way (0755), and refuse a non-directory there.
+    `visible(rel, st)`: False hides an entry (treated as missing; the build context's ignored
+    files). `observe(path, st)`: told of every entry looked at, as `base/rel` (builder.replay).
+    `what` names the path in errors (default: the path)."""
+    pending = list(path) if isinstance(path, list) else path.split("/")
+    what = what if what is not None else "/" + "/".join(clean("/".join(pending)))
+    fds, names = [os.dup(root_fd)], []
+    hops = 0
+    try:
+        while pending:
+            c = pending.pop(0)
+            if c in ("", "."):
+                continue
+            if c == "..":
+                if names:
+                    os.close(fds.pop())
+                    names.pop()
+                continue
+            cur = fds[-1]
+            try:
+                st = os.stat(c, dir_fd=cur, follow_symlinks=False)
+            except FileNotFoundError:
+                st = None
+            if st is not None:
+                if observe is not None:
+                    observe(base + "/" + "/".join([*names, c]), st)
+                if visible is not None and not visible("/".join([*names, c]), st):
+                    st = None
+            if st is None and create:
+                if len(names) >= MAX_DEPTH:
+                    raise StoreError(f"{what}: path too deep (more than {MAX_DEPTH} levels)")
+                os.mkdir(c, 0o755, dir_fd=cur)
+                st = os.stat(c, dir_fd=cur, follow_symlinks=False)
+            if st is None:
+                tail = [c]  # missing: `missing/..` cancels out, as containerd's RootPath does
+                while pending and tail:
+                    p = pending.pop(0)
+                    if p == "..":
+                        tail.pop()
+                    elif p not in ("", "."):
+                        tail.append(p)
+                if tail:
+                    return Walked(fds.pop(), names, tail, True)
+                continue
+            if stat.S_ISLNK(st.st_mode) and (pending or follow_final):
+                hops += 1
+                if hops > MAX_LINKS:
+                    raise StoreError(f"{what}: too many levels of symbolic links")
+                target = os.readlink(c, dir_fd=cur)
+                if target.startswith("/"):
+                    for fd in fds[1:]:
+                        os.close(fd)
+                    del fds[1:], names[:]
+                pending[:0] = target.split("/")
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                fds.append(os.open(c, _DIR_FLAGS, dir_fd=cur))
+                names.append(c)
+                continue
+            if create and pending:
+                raise StoreError(f"{what}: a parent is not a directory")
+            return Walked(fds.pop(), names, [c, *(p for p in pending if p not in ("", "."))], False)
+        return Walked(fds.pop(), names, [], False)
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def open_dir(root_fd: int, path: str | list[str], *, create: bool = False,
+             what: str | None = None) -> int | None:
+    """An fd of the directory `path` names inside the root (symlinks followed in-root), or
+    None when it does not exist (or is not a directory); `create` makes missing ones."""
+    w = walk(root_fd, path, create=create, what=what)
+    if w.tail:
+        os.close(w.fd)
+        if create:
+            raise StoreError(f"{what or path}: a parent is not a directory")
+        return None
+    return w.fd
+
+
+def resolve(root, path: str, *, follow_final: bool = True, visible=None, observe=None) -> str:
+    """The host path that `path` names inside `root` (symlinks followed in-root, the final one
+    only when `follow_final`); components that do not exist are kept literally. For code that
+    must hand a path to another API; anything that can open by fd should use open_in_root."""
+    root = os.fspath(root).rstrip("/") or "/"
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        w = walk(fd, path, follow_final=follow_final, visible=visible, observe=observe,
+                 base=root.rstrip("/"))
+    finally:
+        os.close(fd)
+    os.close(w.fd)
+    rel = "/".join(w.names + w.tail)
+    return root.rstrip("/") + "/" + rel if rel else root
+
+
+def open_in_root(root, path: str, mode: str = "rb"):
+    """Open the regular file `path` names inside `root` for reading, every symlink on the way
+    (the final one included) resolved inside the root. Raises FileNotFoundError,
+    NotADirectoryError, IsADirectoryError like open(), StoreError for a fifo, device or socket."""
+    rfd = os.open(os.fspath(root), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        w = walk(rfd, path)
+    finally:
+        os.close(rfd)
+    try:
+        if not w.tail:
+            raise IsADirectoryError(f"{path}: is a directory")
+        if len(w.tail) > 1:
+            raise (FileNotFoundError if w.missing else NotADirectoryError)(path)
+        if w.missing:
+            raise FileNotFoundError(path)
+        fd = os.open(w.tail[0], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                     dir_fd=w.fd)
+    finally:
+        os.close(w.fd)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise StoreError(f"{path} is not a regular file")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, mode)

@@ -1,0 +1,79 @@
+"""cache.fspath: the one walk inside a root (layer extraction, COPY, --chown lookups, bind
+sources and OCI layout dirs all use it); the containerd breakout list is in
+test_extract_breakouts.py, these are the forms only the path and open APIs have."""
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from cache import fspath
+from cache.errors import StoreError
+
+
+@pytest.fixture
+def root(tmp_path):
+    r = tmp_path / "root"
+    (r / "etc").mkdir(parents=True)
+    (r / "etc" / "passwd").write_text("inside\n")
+    (tmp_path / "passwd").write_text("outside\n")
+    os.symlink("/", r / "escape")
+    os.symlink("../../../../../..", r / "up")
+    os.symlink(str(tmp_path / "passwd"), r / "abs")       # a host path: read inside the root
+    os.symlink("loop2", r / "loop1")
+    os.symlink("loop1", r / "loop2")
+    return r
+
+
+@pytest.mark.parametrize("path,want", [
+    ("escape/etc/passwd", "etc/passwd"), ("up/etc/passwd", "etc/passwd"),
+    ("/../../etc/passwd", "etc/passwd"), ("missing/../etc/passwd", "etc/passwd"),
+    ("missing/x/../../etc/passwd", "etc/passwd"), ("etc/missing/deeper", "etc/missing/deeper"),
+    ("escape", ""), ("up/..", ""),
+])
+def test_resolve_stays_inside(root, path, want):
+    assert fspath.resolve(root, path) == (f"{root}/{want}" if want else str(root))
+
+
+def test_resolve_final_symlink_only_when_asked(root):
+    assert fspath.resolve(root, "escape", follow_final=False) == f"{root}/escape"
+    with pytest.raises(StoreError, match="too many levels of symbolic links"):
+        fspath.resolve(root, "loop1")
+
+
+def test_open_in_root_reads_the_roots_file(root, tmp_path):
+    for p in ("/etc/passwd", "escape/etc/passwd", "up/up/etc/passwd"):
+        with fspath.open_in_root(root, p) as f:
+            assert f.read() == b"inside\n"
+    with pytest.raises(FileNotFoundError):
+        fspath.open_in_root(root, "abs")  # -> <root>/<tmp_path>/passwd, which is not there
+    with pytest.raises(IsADirectoryError):
+        fspath.open_in_root(root, "escape")
+    with pytest.raises(NotADirectoryError):
+        fspath.open_in_root(root, "etc/passwd/x")
+
+
+def test_open_in_root_refuses_a_fifo_without_blocking(root):
+    os.mkfifo(root / "etc" / "fifo")
+    def blocked(*_):
+        raise TimeoutError("open() of the fifo blocked")
+    old = signal.signal(signal.SIGALRM, blocked)
+    signal.alarm(5)  # a blocking open() of a fifo nobody writes would hang here
+    try:
+        with pytest.raises(StoreError, match="not a regular file"):
+            fspath.open_in_root(root, "etc/fifo")
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def test_created_dirs_have_a_depth_limit(tmp_path):
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        d = fspath.open_dir(fd, ["d"] * fspath.MAX_DEPTH, create=True)
+        os.close(d)
+        with pytest.raises(StoreError, match="path too deep"):
+            fspath.open_dir(fd, ["d"] * (fspath.MAX_DEPTH + 1), create=True)
+    finally:
+        os.close(fd)
