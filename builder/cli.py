@@ -2,7 +2,8 @@
 
 Start-up is a hot path: argparse is imported only when a command is parsed (`--version` and a
 replayed build never do); each command module keeps its heavy imports (lark, rich, zstandard,
-pyroute2) inside the functions that use them.
+pyroute2) inside the functions that use them. A failure is the user's (one line, exit 1) or a
+bug (`internal error`, exit 2) as builder.errors decides; `run` exits 125 for both.
 """
 from __future__ import annotations
 
@@ -14,18 +15,6 @@ VERSION = "0.1.0"
 
 # command-group module (under builder.commands) -> each registers its subcommands
 COMMAND_MODULES = ("build", "images", "run")
-
-
-def _user_error_types() -> tuple[type[BaseException], ...]:
-    """The error classes whose message is shown as one line, imported only on failure."""
-    types: list[type[BaseException]] = []
-    for mod, name in (("builder.errors", "BuildError"), ("grammar.errors", "DockerfileError"),
-                      ("cache.errors", "StoreError"), ("runtime.errors", "SandboxError")):
-        try:
-            types.append(getattr(importlib.import_module(mod), name))
-        except (ImportError, AttributeError):
-            pass
-    return tuple(types)
 
 
 def make_parser():
@@ -50,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv in (["--version"], ["-v"]):  # fast path: no parser, no command modules
         print(f"pybuild {VERSION}")
         return 0
-    debug, pending = "--debug" in argv, None
+    debug, pending, args = "--debug" in argv, None, None
     try:
         if "build" in argv:  # fast path: a fully cached rebuild replays its record
             from builder import replay
@@ -75,19 +64,27 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         return 1
     except Exception as e:
-        if debug:
-            raise
-        if isinstance(e, _user_error_types()):
-            print(f"pybuild: error: {e}", file=sys.stderr)
-            return 1
-        if isinstance(e, OSError) and e.errno is not None:
-            where = f": {e.filename}" if e.filename else ""
-            print(f"pybuild: error: {e.strerror}{where}", file=sys.stderr)
-            return 1
-        print(f"pybuild: internal error: {type(e).__name__}: {e} (run with --debug for details)",
-              file=sys.stderr)
-        return 2
+        return _failed(e, debug, getattr(args, "failure_exit", None))
     return int(rc or 0)
+
+
+def _failed(e: Exception, debug: bool, failure_exit: int | None) -> int:
+    """Report a failure: one line for the user's own, `internal error` for a bug (docker's
+    codes: 1 and 2, or the command's own, as `run`'s 125, whose other codes are the
+    container's); --debug adds the traceback."""
+    from builder.errors import user_message
+
+    if debug:
+        import traceback
+
+        traceback.print_exc()
+    msg = user_message(e)
+    if msg is not None:
+        print(f"pybuild: error: {msg}", file=sys.stderr)
+        return failure_exit or 1
+    hint = "" if debug else " (run with --debug for details)"
+    print(f"pybuild: internal error: {type(e).__name__}: {e}{hint}", file=sys.stderr)
+    return failure_exit or 2
 
 
 if __name__ == "__main__":

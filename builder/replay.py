@@ -327,8 +327,13 @@ def attempt(argv: list[str]):
 def announce(image_id: str, tags: list[str], *, quiet: bool, iidfile: str | None) -> None:
     """How every build ends for the user, full or replayed."""
     if iidfile:
-        with open(iidfile, "w") as f:
-            f.write(image_id)
+        try:
+            with open(iidfile, "w") as f:
+                f.write(image_id)
+        except OSError as e:
+            from builder.errors import BuildError
+
+            raise BuildError(f"failed to write image ID to {iidfile}: {e.strerror}") from None
     if quiet:
         print(image_id)
     else:

@@ -113,6 +113,8 @@ def read_dockerfile(args) -> tuple[str, str, Path | None]:
             from None
     except IsADirectoryError:
         raise BuildError(f"failed to read Dockerfile: {path} is a directory") from None
+    except OSError as e:  # EACCES, ENOTDIR, ELOOP...: about the path the user gave
+        raise BuildError(f"failed to read Dockerfile: {path}: {e.strerror}") from None
     return text, path.name, path
 
 
@@ -142,16 +144,16 @@ def run_build(args) -> int:
     except ValueError:
         raise BuildError(f"SOURCE_DATE_EPOCH={epoch_text!r}: expected whole seconds since 1970") from None
 
+    from builder.commands.images import open_store
     from builder.progress import make_progress
     from builder.solve import BuildOptions, build
-    from cache.store import Store
 
     opts = BuildOptions(
         context=context.resolve(), dockerfile=df, dockerfile_path=path.resolve() if path else None,
         tags=args.tag, build_args=build_args, target=args.target, no_cache=args.no_cache,
         no_cache_filter=[s.strip().lower() for f in args.no_cache_filter for s in f.split(",") if s.strip()],
         labels=labels, network=args.network, secrets=secrets, epoch=epoch)
-    store = Store.open()
+    store = open_store()
     pending = getattr(args, "replay", None)  # builder.replay.Pending: record this build
     recorder = None
     if pending is not None and not args.no_cache:
@@ -167,10 +169,10 @@ def run_build(args) -> int:
     for tag in args.tag:
         store.tag(tag, image_id)
     if output:
-        from cache.archive import save
+        from builder.commands.images import save_to
 
-        save(store, [args.tag[0] if args.tag else image_id], Path(output["dest"]),
-             fmt=output["type"], compression=args.compression)
+        save_to(store, [args.tag[0] if args.tag else image_id], output["dest"],
+                fmt=output["type"], compression=args.compression)
     if recorder is not None:
         pending.save(image_id, recorder, store, progress)
     from builder.replay import announce
