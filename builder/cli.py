@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 1
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 - the last resort: every failure gets its report
         return _failed(e, debug, getattr(args, "failure_exit", None))
     return int(rc or 0)
 
