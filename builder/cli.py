@@ -17,18 +17,39 @@ VERSION = "0.1.0"
 COMMAND_MODULES = ("build", "images", "run")
 
 
+def _columns() -> int:
+    """shutil.get_terminal_size().columns without importing shutil (and bz2, lzma with it):
+    argparse asks for it each time it makes a help formatter, on every add_argument."""
+    try:
+        columns = int(os.environ.get("COLUMNS", ""))
+    except ValueError:
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns or 80
+
+
 def make_parser():
     import argparse
 
+    def formatter(prog: str):
+        return argparse.HelpFormatter(prog, width=_columns() - 2)
+
+    def subparser(**kw):
+        return argparse.ArgumentParser(formatter_class=formatter, **kw)
+
     parser = argparse.ArgumentParser(
-        prog="pybuild",
+        prog="pybuild", formatter_class=formatter,
         description="Build, ship and run OCI container images without a daemon.")
     parser.add_argument("--version", action="version", version=f"pybuild {VERSION}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
     parser.add_argument("--root", metavar="DIR",
                         help="store root (default: $PYBUILD_ROOT, /var/lib/pybuild as root, "
                              "else $XDG_DATA_HOME/pybuild)")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=subparser)
     for name in COMMAND_MODULES:
         importlib.import_module(f"builder.commands.{name}").register(sub)
     return parser

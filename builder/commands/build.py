@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # for annotations only: importing pathlib is ~10% of `pybuild --help`
+    from pathlib import Path
 
 
 def register(sub) -> None:
@@ -63,6 +66,8 @@ def _key_values(items: list[str], flag: str, *, from_env: bool = False) -> dict[
 
 
 def _secrets(items: list[str]) -> dict[str, Path]:
+    from pathlib import Path
+
     from builder.errors import BuildError
 
     out: dict[str, Path] = {}
@@ -101,6 +106,8 @@ def _parse_output(spec: str) -> dict[str, str]:
 
 def read_dockerfile(args) -> tuple[str, str, Path | None]:
     """(text, display name, path) of the Dockerfile the user asked for."""
+    from pathlib import Path
+
     from builder.errors import BuildError
 
     if args.file == "-":
@@ -119,6 +126,8 @@ def read_dockerfile(args) -> tuple[str, str, Path | None]:
 
 
 def run_build(args) -> int:
+    from pathlib import Path
+
     from builder.errors import BuildError
     from builder.parsecache import parse_and_validate
     from builder.plan import host_arch, plan
