@@ -33,8 +33,10 @@ def _scan(path: str, rel: str, out: list) -> None:
     with os.scandir(path) as it:
         for e in it:
             name = e.name
+            if name.startswith("."):  # editor and tool files (emacs' .#x.py is a dead link)
+                continue
             if name.endswith(SOURCES):
                 st = e.stat()
                 out.append((f"{rel}/{name}", st.st_ino, st.st_size, st.st_mtime_ns))
-            elif name != "__pycache__" and not name.startswith(".") and e.is_dir():
+            elif name != "__pycache__" and e.is_dir():
                 _scan(e.path, f"{rel}/{name}", out)
