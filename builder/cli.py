@@ -39,13 +39,14 @@ def make_parser():
         return argparse.HelpFormatter(prog, width=_columns() - 2)
 
     def subparser(**kw):
-        return argparse.ArgumentParser(formatter_class=formatter, **kw)
+        kw.setdefault("formatter_class", formatter)
+        return argparse.ArgumentParser(**kw)
 
     parser = argparse.ArgumentParser(
         prog="pybuild", formatter_class=formatter,
         description="Build, ship and run OCI container images without a daemon.")
     parser.add_argument("--version", action="version", version=f"pybuild {VERSION}")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of a failure")
     parser.add_argument("--root", metavar="DIR",
                         help="store root (default: $PYBUILD_ROOT, /var/lib/pybuild as root, "
                              "else $XDG_DATA_HOME/pybuild)")
@@ -90,9 +91,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _failed(e: Exception, debug: bool, failure_exit: int | None) -> int:
-    """Report a failure: one line for the user's own, `internal error` for a bug (docker's
-    codes: 1 and 2, or the command's own, as `run`'s 125, whose other codes are the
-    container's); --debug adds the traceback."""
+    """One line for a failure that is the user's (exit 1), `internal error` for a bug (exit 2);
+    a command whose other exit codes mean something sets failure_exit (`run`: docker's 125).
+    --debug adds the traceback."""
     from builder.errors import user_message
 
     if debug:
