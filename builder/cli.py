@@ -2,7 +2,8 @@
 
 Start-up is a hot path: argparse is imported only when a command is parsed (`--version` and a
 replayed build never do); each command module keeps its heavy imports (lark, rich, zstandard,
-pyroute2) inside the functions that use them.
+pyroute2) inside the functions that use them. A failure is the user's (one line, exit 1) or a
+bug (`internal error`, exit 2) as builder.errors decides; `run` exits 125 for both.
 """
 from __future__ import annotations
 
@@ -16,30 +17,40 @@ VERSION = "0.1.0"
 COMMAND_MODULES = ("build", "images", "run")
 
 
-def _user_error_types() -> tuple[type[BaseException], ...]:
-    """The error classes whose message is shown as one line, imported only on failure."""
-    types: list[type[BaseException]] = []
-    for mod, name in (("builder.errors", "BuildError"), ("grammar.errors", "DockerfileError"),
-                      ("cache.errors", "StoreError"), ("runtime.errors", "SandboxError")):
+def _columns() -> int:
+    """shutil.get_terminal_size().columns without importing shutil (and bz2, lzma with it):
+    argparse asks for it each time it makes a help formatter, on every add_argument."""
+    try:
+        columns = int(os.environ.get("COLUMNS", ""))
+    except ValueError:
+        columns = 0
+    if columns <= 0:
         try:
-            types.append(getattr(importlib.import_module(mod), name))
-        except (ImportError, AttributeError):
-            pass
-    return tuple(types)
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns or 80
 
 
 def make_parser():
     import argparse
 
+    def formatter(prog: str):
+        return argparse.HelpFormatter(prog, width=_columns() - 2)
+
+    def subparser(**kw):
+        kw.setdefault("formatter_class", formatter)
+        return argparse.ArgumentParser(**kw)
+
     parser = argparse.ArgumentParser(
-        prog="pybuild",
+        prog="pybuild", formatter_class=formatter,
         description="Build, ship and run OCI container images without a daemon.")
     parser.add_argument("--version", action="version", version=f"pybuild {VERSION}")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of a failure")
     parser.add_argument("--root", metavar="DIR",
                         help="store root (default: $PYBUILD_ROOT, /var/lib/pybuild as root, "
                              "else $XDG_DATA_HOME/pybuild)")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=subparser)
     for name in COMMAND_MODULES:
         importlib.import_module(f"builder.commands.{name}").register(sub)
     return parser
@@ -50,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv in (["--version"], ["-v"]):  # fast path: no parser, no command modules
         print(f"pybuild {VERSION}")
         return 0
-    debug, pending = "--debug" in argv, None
+    debug, pending, args = "--debug" in argv, None, None
     try:
         if "build" in argv:  # fast path: a fully cached rebuild replays its record
             from builder import replay
@@ -74,20 +85,28 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 1
-    except Exception as e:
-        if debug:
-            raise
-        if isinstance(e, _user_error_types()):
-            print(f"pybuild: error: {e}", file=sys.stderr)
-            return 1
-        if isinstance(e, OSError) and e.errno is not None:
-            where = f": {e.filename}" if e.filename else ""
-            print(f"pybuild: error: {e.strerror}{where}", file=sys.stderr)
-            return 1
-        print(f"pybuild: internal error: {type(e).__name__}: {e} (run with --debug for details)",
-              file=sys.stderr)
-        return 2
+    except Exception as e:  # noqa: BLE001 - the last resort: every failure gets its report
+        return _failed(e, debug, getattr(args, "failure_exit", None))
     return int(rc or 0)
+
+
+def _failed(e: Exception, debug: bool, failure_exit: int | None) -> int:
+    """One line for a failure that is the user's (exit 1), `internal error` for a bug (exit 2);
+    a command whose other exit codes mean something sets failure_exit (`run`: docker's 125).
+    --debug adds the traceback."""
+    from builder.errors import user_message
+
+    if debug:
+        import traceback
+
+        traceback.print_exc()
+    msg = user_message(e)
+    if msg is not None:
+        print(f"pybuild: error: {msg}", file=sys.stderr)
+        return failure_exit or 1
+    hint = "" if debug else " (run with --debug for details)"
+    print(f"pybuild: internal error: {type(e).__name__}: {e}{hint}", file=sys.stderr)
+    return failure_exit or 2
 
 
 if __name__ == "__main__":

@@ -1,9 +1,9 @@
 """A fully cached rebuild should not pay for lark: parsed and validated Dockerfiles are kept.
 
 The key is the Dockerfile's bytes and name, the build args (validation expands meta ARGs in
-FROM) and the identity of the grammar code (size and mtime of its files), so editing pybuild
-or the Dockerfile misses. The cache is a pickle, so it lives only in the user's own private
-dir (0700, owned by them), never in a shared /tmp.
+FROM) and the identity of pybuild's code (builder.codeid, as replay records), so editing
+pybuild or the Dockerfile misses. The cache is a pickle, so it lives only in the user's own
+private dir (0700, owned by them), never in a shared /tmp.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pickle
 import tempfile
 from pathlib import Path
 
-_GRAMMAR_FILES = ("ast.py", "parser.py", "checks.py", "lexer.py", "errors.py", "dockerfile.lark")
+from builder import codeid
 
 
 def cache_dir() -> Path | None:
@@ -32,16 +32,7 @@ def cache_dir() -> Path | None:
 
 
 def _key(text: str, filename: str, build_args: dict[str, str]) -> str:
-    import grammar.errors as anchor  # the grammar package's own files define the parser
-
-    gdir = Path(anchor.__file__).parent
-    h = hashlib.sha256()
-    for name in _GRAMMAR_FILES:
-        try:
-            st = (gdir / name).stat()
-            h.update(f"{name}:{st.st_size}:{st.st_mtime_ns};".encode())
-        except OSError:
-            h.update(f"{name}:-;".encode())
+    h = hashlib.sha256(repr(codeid.identity()).encode())
     h.update(json.dumps([filename, sorted(build_args.items())]).encode())
     h.update(text.encode("utf-8", "surrogatepass"))
     return h.hexdigest()
@@ -50,7 +41,10 @@ def _key(text: str, filename: str, build_args: dict[str, str]) -> str:
 def parse_and_validate(text: str, filename: str, build_args: dict[str, str]):
     """`grammar.parse` + `grammar.validate`, answered from the cache when nothing changed."""
     d = cache_dir()
-    path = d / f"df-{_key(text, filename, build_args)}.pickle" if d else None
+    try:
+        path = d / f"df-{_key(text, filename, build_args)}.pickle" if d else None
+    except OSError:  # pybuild's own files cannot be listed: no cache, the parse still works
+        path = None
     if path is not None:
         try:
             with open(path, "rb") as f:

@@ -2,7 +2,7 @@
 
 Issue 4 wants a cached rebuild no slower than BuildKit's; Python start-up plus the front end,
 planner and solver cost ~150 ms of imports alone. So every successful build leaves a *record*,
-keyed by all it was given - pybuild's own code, the command line, the store root,
+keyed by all it was given - pybuild's own code (builder.codeid), the command line, the store root,
 SOURCE_DATE_EPOCH and the bytes of the Dockerfile and .dockerignore - and holding all it looked
 at: the stat identity (inode, size, mtime, ctime, mode) of every context path it resolved or
 walked (a new or deleted file changes its directory's mtime, an edit or touch the file's), the
@@ -21,6 +21,7 @@ import json
 import os
 import sys
 
+from builder import codeid
 from cache import layout
 
 RECORD_VERSION = 1
@@ -29,7 +30,6 @@ _VALUE_FLAGS = {"-t": "tag", "--tag": "tag", "-f": "file", "--file": "file",
                 "--progress": "progress", "--network": "network", "--iidfile": "iidfile",
                 "--platform": "platform"}
 _LISTS = ("tag", "build_arg", "label")
-_CODE_DIRS = ("builder", "builder/commands", "grammar", "cache", "runtime")
 _ENV = ("SOURCE_DATE_EPOCH",)
 
 
@@ -91,20 +91,6 @@ def _read(path: str) -> str | None:
         return None
 
 
-def _code_identity() -> list:
-    """Size and mtime of pybuild's own sources: editing pybuild invalidates every record."""
-    top = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    out = []
-    for d in _CODE_DIRS:
-        with os.scandir(os.path.join(top, d)) as it:
-            for e in it:
-                if e.name.endswith((".py", ".lark")):
-                    st = e.stat()
-                    out.append((d, e.name, st.st_size, st.st_mtime_ns))
-    out.sort()
-    return out
-
-
 def _sig(st: os.stat_result) -> list[int]:
     """A path's stat identity; only the last two fields change on a touch."""
     return [st.st_dev, st.st_ino, st.st_size, st.st_mode, st.st_uid, st.st_gid,
@@ -152,7 +138,7 @@ class Pending:
         ignores = [self.dockerfile + ".dockerignore", os.path.join(self.context, ".dockerignore")]
         # compared whole, not hashed: no hashlib (OpenSSL) to load on the fast path
         self.inputs = json.loads(json.dumps(
-            [RECORD_VERSION, slot, _code_identity(), [os.environ.get(e) for e in _ENV],
+            [RECORD_VERSION, slot, codeid.identity(), [os.environ.get(e) for e in _ENV],
              _read(self.dockerfile), [_read(p) for p in ignores]]))
 
     @property
@@ -341,8 +327,13 @@ def attempt(argv: list[str]):
 def announce(image_id: str, tags: list[str], *, quiet: bool, iidfile: str | None) -> None:
     """How every build ends for the user, full or replayed."""
     if iidfile:
-        with open(iidfile, "w") as f:
-            f.write(image_id)
+        try:
+            with open(iidfile, "w") as f:
+                f.write(image_id)
+        except OSError as e:
+            from builder.errors import BuildError
+
+            raise BuildError(f"failed to write image ID to {iidfile}: {e.strerror}") from None
     if quiet:
         print(image_id)
     else:

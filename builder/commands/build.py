@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # for annotations only: importing pathlib is ~10% of `pybuild --help`
+    from pathlib import Path
 
 
 def register(sub) -> None:
@@ -63,6 +66,8 @@ def _key_values(items: list[str], flag: str, *, from_env: bool = False) -> dict[
 
 
 def _secrets(items: list[str]) -> dict[str, Path]:
+    from pathlib import Path
+
     from builder.errors import BuildError
 
     out: dict[str, Path] = {}
@@ -101,6 +106,8 @@ def _parse_output(spec: str) -> dict[str, str]:
 
 def read_dockerfile(args) -> tuple[str, str, Path | None]:
     """(text, display name, path) of the Dockerfile the user asked for."""
+    from pathlib import Path
+
     from builder.errors import BuildError
 
     if args.file == "-":
@@ -113,10 +120,14 @@ def read_dockerfile(args) -> tuple[str, str, Path | None]:
             from None
     except IsADirectoryError:
         raise BuildError(f"failed to read Dockerfile: {path} is a directory") from None
+    except OSError as e:  # EACCES, ENOTDIR, ELOOP...: about the path the user gave
+        raise BuildError(f"failed to read Dockerfile: {path}: {e.strerror}") from None
     return text, path.name, path
 
 
 def run_build(args) -> int:
+    from pathlib import Path
+
     from builder.errors import BuildError
     from builder.parsecache import parse_and_validate
     from builder.plan import host_arch, plan
@@ -142,16 +153,16 @@ def run_build(args) -> int:
     except ValueError:
         raise BuildError(f"SOURCE_DATE_EPOCH={epoch_text!r}: expected whole seconds since 1970") from None
 
+    from builder.commands.images import open_store
     from builder.progress import make_progress
     from builder.solve import BuildOptions, build
-    from cache.store import Store
 
     opts = BuildOptions(
         context=context.resolve(), dockerfile=df, dockerfile_path=path.resolve() if path else None,
         tags=args.tag, build_args=build_args, target=args.target, no_cache=args.no_cache,
         no_cache_filter=[s.strip().lower() for f in args.no_cache_filter for s in f.split(",") if s.strip()],
         labels=labels, network=args.network, secrets=secrets, epoch=epoch)
-    store = Store.open()
+    store = open_store()
     pending = getattr(args, "replay", None)  # builder.replay.Pending: record this build
     recorder = None
     if pending is not None and not args.no_cache:
@@ -167,10 +178,10 @@ def run_build(args) -> int:
     for tag in args.tag:
         store.tag(tag, image_id)
     if output:
-        from cache.archive import save
+        from builder.commands.images import save_to
 
-        save(store, [args.tag[0] if args.tag else image_id], Path(output["dest"]),
-             fmt=output["type"], compression=args.compression)
+        save_to(store, [args.tag[0] if args.tag else image_id], output["dest"],
+                fmt=output["type"], compression=args.compression)
     if recorder is not None:
         pending.save(image_id, recorder, store, progress)
     from builder.replay import announce

@@ -71,9 +71,20 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_prune)
 
 
-def _store():
+def open_store():
+    """`Store.open()` of the root the user chose (--root, $PYBUILD_ROOT): a root that is, or
+    lies under, a file is the user's error."""
+    from cache.errors import StoreError
+    from cache.layout import default_root
     from cache.store import Store
-    return Store.open()
+    try:
+        return Store.open()
+    except (NotADirectoryError, FileExistsError) as e:
+        raise StoreError(f"cannot use store at {default_root()}: {e.strerror} (set PYBUILD_ROOT "
+                         "or --root to a directory)") from None
+
+
+_store = open_store  # the name the handlers below use
 
 
 def human_size(n: float) -> str:
@@ -291,12 +302,10 @@ def cmd_import(args) -> int:
     try:
         root = scratch / "rootfs"
         root.mkdir()
+        src = sys.stdin.buffer if args.file == "-" else _open_named(args.file)
         try:
-            if args.file == "-":
-                extract(sys.stdin.buffer, root)
-            else:
-                with open(args.file, "rb") as f:
-                    extract(f, root)
+            with src:
+                extract(src, root)
         except StoreError as e:
             raise StoreError(f"{'stdin' if args.file == '-' else args.file}: {e}") from None
         diff_id = store.commit_layer(root, epoch=None)
@@ -312,12 +321,44 @@ def cmd_import(args) -> int:
     return 0
 
 
+def _open_named(path: str):
+    """Open a file the user named for reading; failing to is the user's error, said so."""
+    from cache.errors import StoreError
+    try:
+        return open(path, "rb")
+    except OSError as e:
+        raise StoreError(f"open {path}: {e.strerror}") from None
+
+
+def save_to(store, names: list[str], dest: str, **kw) -> None:
+    """`cache.archive.save` to a path the user named (save -o, build --output): an OSError
+    about that file or the temporary file it is written to beside it is the user's."""
+    from cache.archive import save
+    from cache.errors import StoreError
+    try:
+        save(store, names, dest, **kw)
+    except OSError as e:
+        if not _about(e, dest):
+            raise
+        raise StoreError(f"failed to write {dest}: {e.strerror}") from None
+
+
+def _about(e: OSError, path: str) -> bool:
+    """Is `e` about the user's `path`, a file inside it or a file beside it (its tmp)?"""
+    import os
+
+    if e.filename is None:
+        return False
+    p, f = os.path.abspath(path), os.path.abspath(e.filename)
+    return f == p or f.startswith(p + "/") or os.path.dirname(f) == os.path.dirname(p)
+
+
 def cmd_save(args) -> int:
     from cache.archive import save
     from cache.errors import StoreError
     store = _store()
     if args.output:
-        save(store, args.images, args.output, fmt=args.format, compression=args.compression)
+        save_to(store, args.images, args.output, fmt=args.format, compression=args.compression)
         return 0
     if sys.stdout.isatty():
         raise StoreError("refusing to write an archive to a terminal: use -o FILE or redirect stdout")
@@ -346,7 +387,13 @@ def cmd_load(args) -> int:
                 while data := sys.stdin.buffer.read(1 << 20):
                     f.write(data)
             path = tmp
-        loaded = load(store, path, label="stdin" if tmp else None)
+        try:
+            loaded = load(store, path, label="stdin" if tmp else None)
+        except OSError as e:
+            if not args.input or not _about(e, args.input):
+                raise
+            from cache.errors import StoreError
+            raise StoreError(f"failed to read {args.input}: {e.strerror}") from None
     finally:
         if tmp:
             os.unlink(tmp)

@@ -39,7 +39,7 @@ def register(sub) -> None:
     p.add_argument("-t", "--tty", action="store_true", help="allocate a pseudo-terminal")
     p.add_argument("image", metavar="IMAGE")
     p.add_argument("command", nargs="...", metavar="COMMAND [ARG...]")
-    p.set_defaults(func=cmd_run)
+    p.set_defaults(func=cmd_run, failure_exit=125)  # docker run: its other codes are the command's
 
 
 def _fail(msg: str) -> int:
@@ -91,8 +91,8 @@ def cmd_run(args) -> int:
 
     require_root()
 
+    from builder.commands.images import open_store
     from cache.errors import StoreError
-    from cache.store import Store
     from runtime.errors import SandboxError
     from runtime.sandbox import SandboxSpec, run
 
@@ -103,7 +103,7 @@ def cmd_run(args) -> int:
     except ValueError as e:
         return _fail(str(e))
     try:
-        store = Store.open()
+        store = open_store()
         img = store.image(args.image)
         lowerdirs = [store.layer_dir(d) for d in reversed(img.diff_ids)]
     except StoreError as e:

@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
+
+REPO = Path(__file__).resolve().parents[2]
 
 MULTI = """\
 FROM busybox AS a
@@ -220,3 +224,36 @@ def test_touch_replays_and_setcap_or_chmod_do_not(busybox_root, ctx, pybuild):
                 bytes.fromhex("0100000200200000000000000000000000000000"))
     replayed, capped = run()
     assert not replayed and capped != chmodded
+
+
+@pytest.mark.parametrize("new_file", ["grammar/zz_new.py", "cache/zz_newpkg/__init__.py"])
+def test_a_new_module_invalidates_records_and_parse_cache(busybox_root, ctx, tmp_path,
+                                                          monkeypatch, new_file):
+    """pybuild's code identity is found by listing its packages: a module that did not exist
+    when a record or a parsed Dockerfile was kept (in a package or a new subpackage) makes
+    both miss, without anyone adding it to a list."""
+    code_copy = tmp_path / "code"
+    for pkg in ("builder", "grammar", "cache", "runtime"):
+        shutil.copytree(REPO / pkg, code_copy / pkg,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))  # a parse cache of its own
+    code = ("import sys; from builder.cli import main; rc = main(sys.argv[1:]);"
+            "print(rc, 'grammar.ast' in sys.modules, 'lark' in sys.modules)")
+
+    def run(*flags):
+        """(replayed, parse cache hit) of a build by the copy of pybuild's code."""
+        r = subprocess.run([sys.executable, "-c", code, "build", "--progress", "plain", *flags,
+                            "-t", "app", str(ctx)], capture_output=True, text=True,
+                           cwd=code_copy, check=False)
+        rc, ast, lark = r.stdout.split()
+        assert rc == "0", r.stderr
+        return ast == "False", lark == "False"
+
+    run()
+    assert run() == (True, True)  # replayed
+    assert run("--no-cache") == (False, True)  # a full build with the parsed Dockerfile
+    new = code_copy / new_file
+    new.parent.mkdir(exist_ok=True)
+    new.write_text("# a module nobody imports yet\n")
+    assert run() == (False, False)  # neither the record nor the parsed Dockerfile is trusted
+    assert run() == (True, True)  # and both are kept again for the new code
