@@ -310,7 +310,7 @@ def _workdir(run, ins: ast.Workdir, n: int) -> None:
     def execute(vertex):
         from builder.copying import make_dirs
         from builder.users import resolve_chown
-        from runtime.overlay import mounted
+        from runtime.snapshotter import mounted
 
         store = run.solver.store
         with _scratch(store) as (upper, work):

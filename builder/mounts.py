@@ -71,7 +71,7 @@ class RunMount:
                 os.chown(d, int(self.opts.get("uid", "0")), int(self.opts.get("gid", "0")))
             return Mount(type="bind", source=str(d), target=self.target, readonly="ro" in self.opts)
         # bind
-        from runtime.overlay import mounted
+        from runtime.snapshotter import mounted
 
         frm = self.opts.get("from")
         if frm:

@@ -244,7 +244,7 @@ def _validate(spec: SandboxSpec) -> None:
 
 def start(spec: SandboxSpec) -> Sandbox:
     """Start the sandbox and return at once; call .wait() for the exit status."""
-    from runtime.overlay import snapshotter
+    from runtime.snapshotter import snapshotter
 
     _validate(spec)
     base = None
