@@ -345,7 +345,7 @@ def _run(run, ins: ast.Run, n: int) -> None:
               "heredocs": [[h.name, h.content] for h in ins.heredocs]}
 
     def execute(vertex):
-        from runtime.sandbox import SandboxSpec
+        from runtime.spec import SandboxSpec
         from runtime.sandbox import run as sandbox_run
 
         store = run.solver.store
@@ -427,7 +427,7 @@ def _heredoc_script(ins: ast.Run, argv: list[str], stack):
     body = h.text()
     if not body.startswith("#!") or not _only_heredoc(ins.command.args[0] if ins.command.args else "", h):
         return argv, []
-    from runtime.sandbox import Mount
+    from runtime.spec import Mount
 
     d = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pybuild-heredoc-")))
     script = d / "script"

@@ -48,7 +48,7 @@ class RunMount:
 
     def realize(self, stack):
         """The `runtime.sandbox.Mount` for this mount; cleanup is registered on `stack`."""
-        from runtime.sandbox import Mount
+        from runtime.spec import Mount
 
         run = self.run
         store = run.solver.store
