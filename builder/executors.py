@@ -345,8 +345,8 @@ def _run(run, ins: ast.Run, n: int) -> None:
               "heredocs": [[h.name, h.content] for h in ins.heredocs]}
 
     def execute(vertex):
-        from runtime.spec import SandboxSpec
         from runtime.sandbox import run as sandbox_run
+        from runtime.spec import SandboxSpec
 
         store = run.solver.store
         with _scratch(store) as (upper, work), contextlib.ExitStack() as stack:

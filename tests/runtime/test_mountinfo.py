@@ -25,7 +25,7 @@ def test_mounts_under_and_unmount_under(tmp_path):
     kept = _tmpfs(top / "kept")
     try:
         assert mountinfo.filesystem_of(nested) == (nested, "tmpfs")
-        assert [m.mount_point for m in mountinfo.mounts_under(top)][0] == nested   # deepest first
+        assert mountinfo.mounts_under(top)[0].mount_point == nested   # deepest first
         assert {m.mount_point for m in mountinfo.mounts_under(top)} == {odd, nested, kept}
         assert mountinfo.mounts_under(top / "kept") == []          # the dir itself is not "under"
         done = mountinfo.unmount_under(top, keep=lambda p: p == kept)
