@@ -37,11 +37,12 @@ def test_kill_9_during_copy_leaves_no_mount(busybox_root, tmp_path, pybuild):
     try:
         deadline = time.monotonic() + 120
         seen: list[str] = []
-        while not seen:     # the build's own view: its COPY overlay, wherever it mounted it
+        while not seen:     # the build's own view: its COPY's merged overlay (not the probe's)
             assert p.poll() is None, f"the build ended before its COPY was seen: {p.stderr.read()!r}"
             assert time.monotonic() < deadline, "the COPY overlay never appeared"
             try:
-                seen = _mounts_under(busybox_root, f"/proc/{p.pid}/mountinfo")
+                seen = [m for m in _mounts_under(busybox_root, f"/proc/{p.pid}/mountinfo")
+                        if "/pybuild-merged-" in m]
             except (FileNotFoundError, ProcessLookupError):
                 pass
             time.sleep(0.005)
