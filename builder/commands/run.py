@@ -75,11 +75,11 @@ def cmd_run(args) -> int:
     from runtime.sandbox import run
     from runtime.spec import NETWORKS, SandboxSpec
 
-    mountns.enter_private()     # a mount made here (the snapshotter's probe) dies with us
     network = args.network or "host"
     if network not in NETWORKS:
         return _fail(f'network mode "{network}" is not supported yet (use host or none)')
     try:
+        mountns.enter_private()     # a mount made here (the snapshotter's probe) dies with us
         extra_env = [e for f in args.env_file for e in config.env_file(_read_env_file(f), os.environ, f)]
         extra_env += config.user_env(args.env, os.environ)
         store = Store.open()
