@@ -94,14 +94,23 @@ def start(spec: SandboxSpec) -> ProcessTree:
     require_root()
     specs.validate(spec)
     rundir = RunDir(spec)
+    fds: list[int] = []
+    psock = csock = None
     try:
         r, w = os.pipe2(os.O_CLOEXEC)
-        psock, csock = tty.channel() if spec.tty else (None, None)
+        fds += [r, w]
+        if spec.tty:
+            psock, csock = tty.channel()
+        parent = os.getpid()
+        pid = os.fork()
     except BaseException:
+        for fd in fds:
+            os.close(fd)
+        for sock in (psock, csock):
+            if sock is not None:
+                sock.close()
         rundir.remove()
         raise
-    parent = os.getpid()
-    pid = os.fork()
     if pid == 0:
         _keeper(spec, rundir.plan, w, r, parent, csock)   # never returns
     os.close(w)
