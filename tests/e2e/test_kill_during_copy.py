@@ -24,6 +24,39 @@ def _mounts_under(root: Path, mountinfo: str = "/proc/self/mountinfo") -> list[s
     return [p for p in points if p.startswith(top)]
 
 
+def _text(f) -> str:
+    f.seek(0)
+    return f.read()
+
+
+def _kill_when_copying(store: Path, ctx: Path, log) -> tuple[list[str], list[str]]:
+    """Build ctx, kill -9 the build once its COPY overlay is mounted; (mounts left under store
+    in our namespace, the COPY mounts the build had)."""
+    p = subprocess.Popen([sys.executable, "-m", "builder", "build", "--progress", "plain", "-t", "big",
+                          str(ctx)], cwd=REPO, stdout=subprocess.DEVNULL, stderr=log)
+    try:
+        deadline = time.monotonic() + 120
+        seen: list[str] = []
+        while not seen:     # the build's own view: its COPY's merged overlay (not the probe's)
+            assert p.poll() is None, f"the build ended before its COPY was seen: {_text(log)}"
+            assert time.monotonic() < deadline, "the COPY overlay never appeared"
+            try:
+                seen = [m for m in _mounts_under(store, f"/proc/{p.pid}/mountinfo")
+                        if "/pybuild-merged-" in m]
+            except (FileNotFoundError, ProcessLookupError):
+                pass
+            time.sleep(0.005)
+        os.kill(p.pid, signal.SIGKILL)
+        assert p.wait(timeout=30) == -signal.SIGKILL
+        return _mounts_under(store), seen
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        for m in _mounts_under(store):      # never leave a mount behind for other tests
+            subprocess.run(["umount", "-l", m], check=False)
+
+
 def test_kill_9_during_copy_leaves_no_mount(busybox_root, tmp_path, pybuild):
     ctx = tmp_path / "ctx"
     for i in range(200):
@@ -32,29 +65,8 @@ def test_kill_9_during_copy_leaves_no_mount(busybox_root, tmp_path, pybuild):
         for j in range(100):
             (d / f"f{j:03d}").write_text(f"{i} {j}\n")
     (ctx / "Dockerfile").write_text("FROM busybox\nCOPY . /data/\n")
-    p = subprocess.Popen([sys.executable, "-m", "builder", "build", "--progress", "plain", "-t", "big",
-                          str(ctx)], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 120
-        seen: list[str] = []
-        while not seen:     # the build's own view: its COPY's merged overlay (not the probe's)
-            assert p.poll() is None, f"the build ended before its COPY was seen: {p.stderr.read()!r}"
-            assert time.monotonic() < deadline, "the COPY overlay never appeared"
-            try:
-                seen = [m for m in _mounts_under(busybox_root, f"/proc/{p.pid}/mountinfo")
-                        if "/pybuild-merged-" in m]
-            except (FileNotFoundError, ProcessLookupError):
-                pass
-            time.sleep(0.005)
-        os.kill(p.pid, signal.SIGKILL)
-        assert p.wait(timeout=30) == -signal.SIGKILL
-        left = _mounts_under(busybox_root)
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
-        for m in _mounts_under(busybox_root):      # never leave a mount behind for other tests
-            subprocess.run(["umount", "-l", m], check=False)
+    with open(tmp_path / "build.log", "w+") as log:     # a file, not a pipe nobody drains
+        left, seen = _kill_when_copying(busybox_root, ctx, log)
     assert left == [], f"left mounted after kill -9 (seen in the build: {seen})"
     r = pybuild("prune")
     assert r.returncode == 0, r.stderr
