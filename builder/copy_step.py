@@ -68,7 +68,7 @@ def execute(run, ins: ast.Copy | ast.Add, n: int) -> None:
         def do(vertex):
             from builder.copying import copy
             from builder.users import resolve_chown
-            from runtime.overlay import mounted
+            from runtime.snapshotter import mounted
 
             with executors._scratch(run.solver.store) as (upper, work):
                 lowers = [] if link else run.lowerdirs()
@@ -91,7 +91,7 @@ def _source_groups(run, ins, srcs, heredocs, frm, checksum, stack):
     callable that mounts a stage's rootfs when the step runs); only local (context) archives
     are unpacked by ADD."""
     from builder.context import BuildContext, SourceTree
-    from runtime.overlay import mounted
+    from runtime.snapshotter import mounted
 
     store = run.solver.store
     if frm:

@@ -310,7 +310,7 @@ def _workdir(run, ins: ast.Workdir, n: int) -> None:
     def execute(vertex):
         from builder.copying import make_dirs
         from builder.users import resolve_chown
-        from runtime.overlay import mounted
+        from runtime.snapshotter import mounted
 
         store = run.solver.store
         with _scratch(store) as (upper, work):
@@ -345,8 +345,8 @@ def _run(run, ins: ast.Run, n: int) -> None:
               "heredocs": [[h.name, h.content] for h in ins.heredocs]}
 
     def execute(vertex):
-        from runtime.sandbox import SandboxSpec
         from runtime.sandbox import run as sandbox_run
+        from runtime.spec import SandboxSpec
 
         store = run.solver.store
         with _scratch(store) as (upper, work), contextlib.ExitStack() as stack:
@@ -427,7 +427,7 @@ def _heredoc_script(ins: ast.Run, argv: list[str], stack):
     body = h.text()
     if not body.startswith("#!") or not _only_heredoc(ins.command.args[0] if ins.command.args else "", h):
         return argv, []
-    from runtime.sandbox import Mount
+    from runtime.spec import Mount
 
     d = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pybuild-heredoc-")))
     script = d / "script"

@@ -48,7 +48,7 @@ class RunMount:
 
     def realize(self, stack):
         """The `runtime.sandbox.Mount` for this mount; cleanup is registered on `stack`."""
-        from runtime.sandbox import Mount
+        from runtime.spec import Mount
 
         run = self.run
         store = run.solver.store
@@ -71,7 +71,7 @@ class RunMount:
                 os.chown(d, int(self.opts.get("uid", "0")), int(self.opts.get("gid", "0")))
             return Mount(type="bind", source=str(d), target=self.target, readonly="ro" in self.opts)
         # bind
-        from runtime.overlay import mounted
+        from runtime.snapshotter import mounted
 
         frm = self.opts.get("from")
         if frm:

@@ -16,6 +16,7 @@ from pathlib import Path
 from builder.errors import BuildError
 from cache.errors import StoreError
 from cache.fspath import open_in_root
+from runtime.users import parse_table
 
 _MAX_BYTES = 10 << 20
 
@@ -44,12 +45,7 @@ def _read_db(rootfs: Path, path: str) -> list[list[str]]:
         raise BuildError(f"failed to read {path}: {e.strerror}") from None
     if len(data) > _MAX_BYTES:
         raise BuildError(f"{path} exceeds {_MAX_BYTES} bytes")
-    rows = []
-    for line in data.decode("utf-8", "surrogateescape").splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            rows.append(line.split(":"))
-    return rows
+    return parse_table(data)
 
 
 def lookup_user(name: str, rootfs: Path) -> tuple[int, int] | None:

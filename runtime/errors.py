@@ -18,3 +18,7 @@ class KernelCallError(SandboxError):
         self.what = what
         msg = f"{what}: {os.strerror(errno)}"
         super().__init__(f"{msg} ({hint})" if hint else msg)
+
+
+class ConfigError(SandboxError):
+    """A container's configuration (the user's flags against the image's config) cannot be run."""

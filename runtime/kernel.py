@@ -11,6 +11,7 @@ import ctypes
 import errno as _errno
 import os
 import platform
+import struct
 
 from runtime.errors import KernelCallError
 
@@ -189,6 +190,30 @@ def open_pty() -> tuple[int, str]:
         os.close(fd)
         raise _fail("unlock pty")
     return fd, buf.value.decode()
+
+
+# --- statx (Python 3.11 has no os.statx) ---------------------------------------------------
+
+_STATX_BTIME = 0x800
+_AT_SYMLINK_NOFOLLOW = 0x100
+_statx = getattr(_libc, "statx", None)     # glibc >= 2.28
+if _statx is not None:
+    _statx.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_uint, ctypes.c_void_p]
+
+
+def btime(path: str | bytes | os.PathLike) -> int:
+    """The birth time of path (not following a symlink) in ns, or 0 where the filesystem (or
+    libc) keeps none. Never raises: a missing birth time is an answer, not an error."""
+    if _statx is None:
+        return 0
+    buf = ctypes.create_string_buffer(256)          # struct statx
+    if _statx(-100, _b(path), _AT_SYMLINK_NOFOLLOW, _STATX_BTIME, buf) != 0:   # AT_FDCWD
+        return 0
+    mask, = struct.unpack_from("I", buf, 0)                      # stx_mask
+    if not mask & _STATX_BTIME:
+        return 0
+    sec, nsec = struct.unpack_from("qI", buf, 80)                # stx_btime
+    return sec * 1_000_000_000 + nsec
 
 
 def sethostname(name: str) -> None:

@@ -51,7 +51,7 @@ class MountPlan:
     upperdir: str
     workdir: str
     etc_files: dict[str, str]          # container path -> host file generated for this run
-    mounts: list = field(default_factory=list)   # sandbox.Mount
+    mounts: list = field(default_factory=list)   # spec.Mount
     new_netns: bool = False
     tree: str = ""     # native snapshotter: bind this copied rootfs instead of the overlay
 

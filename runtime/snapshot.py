@@ -37,49 +37,21 @@ Overlay also marks a fresh directory renamed into an existing one opaque, which 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import os
 import shutil
 import stat
-import struct
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from cache.overlayfmt import clear_opaque, is_opaque, is_whiteout, make_whiteout, set_opaque
+from runtime import kernel
 from runtime.errors import SandboxError
+from runtime.mountinfo import filesystem_of
 
 _PRIVATE = b"trusted.overlay."          # overlay's own xattrs: never shown through a mount
-
-# --- birth time (statx; Python 3.11 has no os.statx) ------------------------------------------
-
-_STATX_BTIME = 0x800
-_AT_SYMLINK_NOFOLLOW = 0x100
-_statx = None
-
-
-def _btime(path: bytes) -> int:
-    """The birth time in ns, or 0 where the filesystem keeps none."""
-    global _statx
-    if _statx is None:
-        libc = ctypes.CDLL(None, use_errno=True)
-        _statx = getattr(libc, "statx", False)
-        if _statx:
-            _statx.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_uint,
-                               ctypes.c_void_p]
-    if not _statx:
-        return 0
-    buf = ctypes.create_string_buffer(256)
-    if _statx(-100, path, _AT_SYMLINK_NOFOLLOW, _STATX_BTIME, buf) != 0:
-        return 0
-    mask, = struct.unpack_from("I", buf, 0)
-    if not mask & _STATX_BTIME:
-        return 0
-    sec, nsec = struct.unpack_from("qI", buf, 80)
-    return sec * 1_000_000_000 + nsec
-
 
 # --- metadata ---------------------------------------------------------------------------------
 
@@ -266,7 +238,7 @@ class Snapshot:
                     names.append(e.name)
                     st = e.stat(follow_symlinks=False)
                     is_dir = stat.S_ISDIR(st.st_mode)
-                    snap.entries[crel] = _record(st, _btime(e.path) if is_dir else 0)
+                    snap.entries[crel] = _record(st, kernel.btime(e.path) if is_dir else 0)
                     snap.max_ctime = max(snap.max_ctime, st.st_ctime_ns)
                     if is_dir:
                         stack.append(crel)
@@ -345,7 +317,7 @@ def diff(root: str | os.PathLike, snap: Snapshot, upper: str | os.PathLike) -> N
             fmt = stat.S_IFMT(st.st_mode)
             is_dir = fmt == stat.S_IFDIR
             if (old is None or old[0] != fmt or old[7] != st.st_ino
-                    or (is_dir and old[8] and _btime(src) != old[8])):
+                    or (is_dir and old[8] and kernel.btime(src) != old[8])):
                 ensure(rel)                       # new, or replaced by another inode
                 dst = up + b"/" + crel
                 os.rename(src, dst)
@@ -380,8 +352,6 @@ def _whiteout(path: bytes) -> None:
     try:
         make_whiteout(path)
     except PermissionError:
-        from runtime.overlay import filesystem_of
-
         where, fstype = filesystem_of(os.path.dirname(path))
         raise SandboxError(f"cannot record a deleted path: {where} ({fstype}) refuses overlay "
                            "whiteouts (0/0 character devices), which layer dirs need; put "
@@ -439,8 +409,6 @@ def mounted(lowerdirs: Sequence[Path], upperdir: Path | None = None) -> Iterator
     """Yield a plain directory holding the merged view of lowerdirs (top first) and upperdir.
     On a clean exit upperdir holds, in overlay format, what it held plus what the caller changed
     (as an overlay upper dir would). Without upperdir the view is a read-only bind mount."""
-    from runtime import kernel
-
     base = os.fspath(Path(upperdir).parent) if upperdir is not None else None
     rundir = tempfile.mkdtemp(prefix="pybuild-tree-", dir=base)
     try:

@@ -23,18 +23,25 @@ class ExecUser:
     home: str = "/"
 
 
-def _read_table(path: str) -> list[list[str]] | None:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            text = f.read()
-    except FileNotFoundError:
-        return None
+def parse_table(data: bytes) -> list[list[str]]:
+    """The rows of a passwd or group file: colon-separated fields of each line that is neither
+    blank nor a `#` comment (moby/sys/user's parser; the one reader of these files, also for
+    the builder's --chown). Undecodable bytes survive as surrogates, so no name matches them."""
     rows = []
-    for line in text.splitlines():
+    for line in data.decode("utf-8", "surrogateescape").splitlines():
         line = line.strip()
         if line and not line.startswith("#"):
             rows.append(line.split(":"))
     return rows
+
+
+def _read_table(path: str) -> list[list[str]] | None:
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return None
+    return parse_table(data)
 
 
 def _numeric(s: str) -> int | None:

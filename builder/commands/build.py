@@ -134,6 +134,9 @@ def run_build(args) -> int:
     from runtime.privileges import require_root
 
     require_root()  # before anything is read or written: one line saying what is needed
+    from runtime.mountns import enter_private
+
+    enter_private()  # before any thread: the overlays COPY mounts die with this process
 
     context = Path(args.context)
     if not context.is_dir():

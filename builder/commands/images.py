@@ -407,9 +407,28 @@ def cmd_load(args) -> int:
     return 0
 
 
+def _tmp_in_use(store, path: str) -> bool:
+    """Whether the tmp/ entry holding path belongs to a live process (gc's rule for tmp/)."""
+    import os
+
+    from cache import gc
+
+    name = os.path.relpath(path, os.path.realpath(store.tmp)).split(os.sep, 1)[0]
+    m = gc._TMP.match(name)
+    return bool(m) and int(m.group(1)) != 0 and gc._alive(int(m.group(1)))
+
+
 def cmd_prune(args) -> int:
     from cache.gc import prune
-    rep = prune(_store(), all_=args.all)
+    from runtime.mountinfo import unmount_under
+
+    store = _store()
+    # Mounts a killed build or an older pybuild left in this mount namespace under tmp/ go first
+    # (builds now mount in a namespace of their own, runtime.mountns): gc's rmtree of a scratch
+    # dir must not walk into a mounted overlay, and cannot remove a mount point.
+    unmount_under(store.tmp, keep=lambda p: _tmp_in_use(store, p))
+    # then gc removes the dead scratch dirs with the rest of the garbage
+    rep = prune(store, all_=args.all)
     parts = [f"{rep.tmp} leftover files", f"{rep.blobs} blobs", f"{rep.layers} layer dirs"]
     if args.all:
         parts += [f"{rep.images} untagged images", f"{rep.cache_entries} build-cache entries"]

@@ -27,7 +27,7 @@ def build(pybuild, ctx: Path, dockerfile: str, *args: str, tag: str | None = Non
 def image_fs(ref: str):
     """The image's filesystem: a read-only overlay of its layer dirs."""
     from cache.store import Store
-    from runtime.overlay import mounted
+    from runtime.snapshotter import mounted
 
     store = Store.open()
     img = store.image(ref)

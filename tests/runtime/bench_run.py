@@ -21,7 +21,8 @@ sys.path[:0] = [str(HERE.parents[1]), str(HERE)]
 
 from rootfs_helpers import make_busybox_rootfs
 
-from runtime.sandbox import SandboxSpec, run
+from runtime.sandbox import run
+from runtime.spec import SandboxSpec
 
 
 def timed(fn, n: int) -> tuple[float, float, float]:

@@ -26,7 +26,8 @@ sys.path[:0] = [str(REPO), str(HERE)]
 from bench_run import timed
 from rootfs_helpers import make_busybox_rootfs
 
-from runtime.sandbox import SandboxSpec, run
+from runtime.sandbox import run
+from runtime.spec import SandboxSpec
 
 
 def median_ms(fn, n: int) -> float:

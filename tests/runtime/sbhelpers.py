@@ -5,7 +5,8 @@ import os
 import tempfile
 from pathlib import Path
 
-from runtime.sandbox import SandboxSpec, run
+from runtime.sandbox import run
+from runtime.spec import SandboxSpec
 
 
 def sh(layers: list[Path], script: str, **kw) -> tuple[int, str, str]:

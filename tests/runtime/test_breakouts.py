@@ -12,7 +12,7 @@ from rootfs_helpers import make_busybox_rootfs, requires_root
 from sbhelpers import sh, tree
 
 from runtime.errors import SandboxError
-from runtime.sandbox import Mount
+from runtime.spec import Mount
 
 pytestmark = requires_root
 

@@ -1,4 +1,5 @@
-"""runtime.overlay.mounted: merged views in the host mount namespace, as the builder's COPY uses."""
+"""runtime.snapshotter.mounted over overlayfs: merged views in this process's mount namespace, as
+the builder's COPY uses."""
 from __future__ import annotations
 
 import errno
@@ -8,7 +9,7 @@ import pytest
 from rootfs_helpers import requires_root
 
 from runtime.errors import SandboxError
-from runtime.overlay import mounted
+from runtime.snapshotter import mounted
 
 pytestmark = requires_root
 
@@ -97,7 +98,7 @@ def test_missing_layer_is_a_clear_error(tmp_path):
 
 def test_the_same_layer_twice_in_a_stack_mounts(tmp_path):
     """Two steps that changed nothing both carry the empty layer: the stack must still mount."""
-    from runtime.overlay import mounted
+    from runtime.snapshotter import mounted
 
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir()

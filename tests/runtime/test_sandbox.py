@@ -10,8 +10,10 @@ import pytest
 from rootfs_helpers import requires_root
 from sbhelpers import capture, sh, tree
 
+from runtime.caps import DEFAULT_CAP_MASK
 from runtime.errors import SandboxError
-from runtime.sandbox import DEFAULT_CAP_MASK, Mount, SandboxSpec, start
+from runtime.process import start
+from runtime.spec import Mount, SandboxSpec
 
 pytestmark = requires_root
 

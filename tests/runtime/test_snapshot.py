@@ -16,7 +16,7 @@ from rootfs_helpers import requires_root
 from snaphelpers import listing as _listing
 
 from cache.layers import write_tar
-from runtime import overlay, snapshot
+from runtime import overlay, snapshot, snapshotter
 from runtime.errors import SandboxError
 
 pytestmark = requires_root
@@ -75,7 +75,7 @@ def _through(kind: str, lowers, op, tmp_path: Path, monkeypatch) -> Path:
     monkeypatch.setenv("PYBUILD_SNAPSHOTTER", kind)
     upper = tmp_path / kind / "upper"
     upper.mkdir(parents=True)
-    with overlay.mounted(lowers, upper) as root:
+    with snapshotter.mounted(lowers, upper) as root:
         op(Path(root))
     return upper
 
@@ -221,7 +221,7 @@ def test_materialised_tree_shows_what_a_read_only_overlay_shows(lowers, tmp_path
     tree = tmp_path / "tree"
     tree.mkdir()
     snapshot.materialise(lowers, tree)
-    with overlay._overlay_mounted(lowers, None, None) as merged:
+    with overlay.mounted(lowers) as merged:
         want = describe(Path(merged))
     assert describe(tree) == want
     assert want[1] == [["h1", "h2"]]
@@ -263,7 +263,7 @@ def test_snapshotter_env_is_checked(monkeypatch):
     monkeypatch.setenv("PYBUILD_SNAPSHOTTER", "zfs")
     with pytest.raises(SandboxError, match="PYBUILD_SNAPSHOTTER='zfs' is not a snapshotter: use "
                                            "overlay, native or auto"):
-        overlay.snapshotter()
+        snapshotter.snapshotter()
 
 
 @pytest.fixture
@@ -285,11 +285,11 @@ def overlay_backed_dir(tmp_path):
 def test_auto_picks_native_where_overlay_refuses_and_says_so_once(overlay_backed_dir, tmp_path,
                                                                   monkeypatch, capsys):
     monkeypatch.delenv("PYBUILD_SNAPSHOTTER", raising=False)
-    monkeypatch.setattr(overlay, "_choice", {})
-    monkeypatch.setattr(overlay, "_noticed", False)
-    assert overlay.snapshotter(tmp_path) == "overlay"
-    assert overlay.snapshotter(overlay_backed_dir) == "native"
-    assert overlay.snapshotter(overlay_backed_dir) == "native"
+    monkeypatch.setattr(snapshotter, "_choice", {})
+    monkeypatch.setattr(snapshotter, "_noticed", False)
+    assert snapshotter.snapshotter(tmp_path) == "overlay"
+    assert snapshotter.snapshotter(overlay_backed_dir) == "native"
+    assert snapshotter.snapshotter(overlay_backed_dir) == "native"
     err = capsys.readouterr().err
     assert err.count("pybuild: notice:") == 1
     assert f"overlayfs refuses upper dirs on {overlay_backed_dir} (overlay)" in err
@@ -304,7 +304,7 @@ def test_native_on_overlayfs_cannot_record_a_deletion_and_says_what_to_do(
     upper.mkdir()
     with pytest.raises(SandboxError, match=r"refuses overlay whiteouts .* put PYBUILD_ROOT on "
                                            r"ext4, xfs, btrfs or tmpfs"), \
-            overlay.mounted(lowers, upper) as root:
+            snapshotter.mounted(lowers, upper) as root:
         os.unlink(root / "file")
 
 
@@ -312,7 +312,7 @@ def test_native_read_only_view_is_read_only(lowers, monkeypatch):
     import errno
 
     monkeypatch.setenv("PYBUILD_SNAPSHOTTER", "native")
-    with overlay.mounted(lowers) as root:
+    with snapshotter.mounted(lowers) as root:
         assert (root / "opq/new").read_text() == "only this"
         with pytest.raises(OSError) as e:
             (root / "x").write_text("x")

@@ -13,7 +13,7 @@ from sbhelpers import sh, tree
 from snaphelpers import listing as _listing
 
 from cache.layers import write_tar
-from runtime.sandbox import Mount
+from runtime.spec import Mount
 
 pytestmark = requires_root
 

@@ -1,0 +1,87 @@
+"""What is mounted where, read from /proc/self/mountinfo (the one reader of that file).
+
+Used to name the filesystem behind a path in error messages, and by `pybuild prune` to find
+mounts that a killed build (or a pybuild older than its private mount namespace, `runtime.mountns`)
+left under the store's tmp/, so they are unmounted before the scratch dirs holding them are
+removed: an rmtree that walks into a live overlay would write whiteouts through it, and a
+mount point cannot be removed at all.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from runtime import kernel
+from runtime.errors import KernelCallError
+
+_ESCAPE = re.compile(r"\\([0-7]{3})")
+
+
+@dataclass(frozen=True)
+class MountEntry:
+    mount_id: int
+    mount_point: str          # as this process sees it (its root and mount namespace)
+    fstype: str
+    source: str
+
+
+def _unescape(field: str) -> str:
+    """mountinfo writes space, tab, newline and backslash in paths as octal escapes (\\040 ...)."""
+    return _ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), field)
+
+
+def mounts(path: str = "/proc/self/mountinfo") -> list[MountEntry]:
+    """Every mount of this process's mount namespace, in mount order (parents before children)."""
+    out = []
+    try:
+        with open(path, encoding="utf-8", errors="surrogateescape") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return out
+    for line in lines:
+        left, sep, right = line.partition(" - ")
+        a, b = left.split(), right.split()
+        if not sep or len(a) < 5 or len(b) < 2:
+            continue
+        out.append(MountEntry(int(a[0]), _unescape(a[4]), b[0], _unescape(b[1])))
+    return out
+
+
+def filesystem_of(path: str | os.PathLike) -> tuple[str, str]:
+    """(mount point, filesystem type) holding path."""
+    real = os.fsdecode(os.path.realpath(path))
+    best = ("/", "unknown")
+    for m in mounts():
+        mnt = m.mount_point
+        if (real == mnt or real.startswith(mnt.rstrip("/") + "/")) and len(mnt) >= len(best[0]):
+            best = (mnt, m.fstype)
+    return best
+
+
+def mounts_under(directory: str | os.PathLike) -> list[MountEntry]:
+    """The mounts strictly below directory (not directory itself), deepest first."""
+    top = os.fsdecode(os.path.realpath(directory)).rstrip("/") + "/"
+    found = [m for m in mounts() if m.mount_point.startswith(top)]
+    return sorted(found, key=lambda m: (m.mount_point.count("/"), m.mount_id), reverse=True)
+
+
+def unmount_under(directory: str | os.PathLike,
+                  keep: Callable[[str], bool] = lambda _path: False) -> list[str]:
+    """Detach every mount strictly below directory for which keep(mount point) is false,
+    deepest (and, on one mount point, latest) first; return the mount points detached.
+    The store root itself and anything mounted above it are never touched."""
+    done = []
+    for m in mounts_under(directory):
+        if keep(m.mount_point):
+            continue
+        try:
+            kernel.umount2(m.mount_point, kernel.MNT_DETACH | kernel.UMOUNT_NOFOLLOW)
+        except KernelCallError as e:
+            if e.errno not in (errno.EINVAL, errno.ENOENT):   # gone already, with a parent
+                raise
+            continue
+        done.append(m.mount_point)
+    return done

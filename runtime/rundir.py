@@ -1,0 +1,134 @@
+"""The host side of one sandbox run: its run dir before the fork, and what is left after.
+
+Before: a private run dir (next to the caller's upper dir, so the native snapshotter's tree and
+the upper dir share a filesystem) holding a throw-away upper/work pair when the caller gave none,
+the stub layer of mount points (`rootfs.make_stub`), the generated /etc files, the mount point of
+the rootfs and, for the native snapshotter, the copied tree and its snapshot; all of it as a
+`rootfs.MountPlan` for pid 1. After: mount points the sandbox had to create are removed from the
+upper dir, the command's changes are left there in the one form both snapshotters give, and the
+run dir goes.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import tempfile
+from pathlib import Path
+
+from runtime import etcfiles, kernel, rootfs, snapshot
+from runtime.errors import KernelCallError, SandboxError
+from runtime.snapshotter import snapshotter
+from runtime.spec import SandboxSpec
+
+
+class RunDir:
+    """Everything on disk for one run; `plan` is what pid 1 mounts."""
+
+    def __init__(self, spec: SandboxSpec):
+        base = os.fspath(Path(spec.upperdir).parent) if spec.upperdir is not None else None
+        native = snapshotter(base) == "native"
+        self.path = tempfile.mkdtemp(prefix="pybuild-run-", dir=base)
+        self.keep = spec.upperdir is not None      # the caller's upper dir: its changes are wanted
+        try:
+            self.upper = (os.fspath(spec.upperdir) if spec.upperdir is not None
+                          else os.path.join(self.path, "upper"))
+            work = (os.fspath(spec.workdir) if spec.workdir is not None
+                    else os.path.join(self.path, "work"))
+            for d in (self.upper, work):
+                os.makedirs(d, exist_ok=True)
+            stub = os.path.join(self.path, "stub")
+            rootfs.make_stub(stub, spec.mounts)
+            etc = os.path.join(self.path, "etc")
+            os.mkdir(etc)
+            etc_files = etcfiles.write(etc, spec.hostname, spec.network)
+            self.rootdir = os.path.join(self.path, "root")
+            os.mkdir(self.rootdir)
+            self.lowers = [os.fspath(d) for d in spec.lowerdirs] + [stub]   # what the command sees
+            self.tree, self.snap = "", None   # native snapshotter: the copied rootfs, its snapshot
+            if native:
+                self.tree, self.snap = self._native_tree()
+            self.plan = rootfs.MountPlan(rootdir=self.rootdir, lowerdirs=self.lowers,
+                                         upperdir=self.upper, workdir=work, etc_files=etc_files,
+                                         mounts=list(spec.mounts),
+                                         new_netns=spec.network == "none", tree=self.tree)
+        except BaseException:
+            self.remove()
+            raise
+
+    def _native_tree(self):
+        """The native snapshotter's rootfs: the layers (stub at the bottom, so mount points never
+        reach the diff, as with overlay) copied into <run dir>/tree, and its snapshot when kept."""
+        tree = os.path.join(self.path, "tree")
+        os.mkdir(tree, 0o755)
+        try:
+            origins = snapshot.materialise(self.lowers, tree)
+            if not self.keep:
+                return tree, None
+            snap = snapshot.Snapshot.take(tree, origins)
+            snapshot.settle(snap, self.path)
+        except OSError as e:
+            raise SandboxError(f"cannot copy the image's layers for the native snapshotter: "
+                               f"{e.strerror}: {os.fsdecode(e.filename or '')}") from None
+        return tree, snap
+
+    def finish(self, created: list, collect: bool) -> None:
+        """After the tree exited: drop created mount points, record changes (when kept and
+        collect), remove the run dir."""
+        try:
+            _remove_placeholders(self.tree or self.upper, self.rootdir, created)
+            if self.keep and collect:
+                self._collect()
+        finally:
+            self.remove()
+
+    def remove(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+    def _collect(self) -> None:
+        """Leave the command's changes in the upper dir in the one form both snapshotters give."""
+        try:
+            if self.tree:
+                snapshot.diff(self.tree, self.snap, self.upper)
+            else:
+                snapshot.drop_redundant_opaque(self.upper, self.lowers)
+        except OSError as e:
+            raise SandboxError(f"cannot record the container's changes: {e.strerror}: "
+                               f"{os.fsdecode(e.filename or '')}") from None
+
+
+def _remove_placeholders(upperdir: str, rootdir: str, created: list) -> None:
+    """Remove mount points the sandbox had to create, from the upper dir, if still empty.
+
+    Done by fd, refusing symlinks, and only for an empty dir or empty regular file, so a command
+    that swapped a parent for a symlink cannot make us delete a host path (CVE-2024-23652).
+    """
+    if not created:
+        return
+    ufd = os.open(upperdir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for path, atime, mtime in reversed(created):
+            rel = os.path.relpath(path, rootdir)
+            if rel.startswith(".."):
+                continue
+            parent, name = os.path.split(rel)
+            try:
+                pfd = kernel.openat2(ufd, parent or ".", os.O_PATH | os.O_DIRECTORY,
+                                     kernel.RESOLVE_BENEATH | kernel.RESOLVE_NO_SYMLINKS)
+            except KernelCallError:
+                continue
+            try:
+                st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
+                if stat.S_ISDIR(st.st_mode):
+                    os.rmdir(name, dir_fd=pfd)
+                elif stat.S_ISREG(st.st_mode) and st.st_size == 0:
+                    os.unlink(name, dir_fd=pfd)
+                else:
+                    continue
+                os.utime(f"/proc/self/fd/{pfd}", ns=(atime, mtime))
+            except OSError:
+                pass
+            finally:
+                os.close(pfd)
+    finally:
+        os.close(ufd)

@@ -1,0 +1,105 @@
+"""`kill -9` of a build while a COPY has its overlay mounted, then `pybuild prune`: no mount under
+the store root survives the build, and prune unmounts (then removes) what an older pybuild or a
+killed process left mounted under the store's tmp/."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="builds mount overlays: run as root")
+
+
+def _mounts_under(root: Path, mountinfo: str = "/proc/self/mountinfo") -> list[str]:
+    top = os.path.realpath(root) + "/"
+    with open(mountinfo) as f:
+        points = [line.split()[4].replace("\\040", " ") for line in f]
+    return [p for p in points if p.startswith(top)]
+
+
+def _text(f) -> str:
+    f.seek(0)
+    return f.read()
+
+
+def _kill_when_copying(store: Path, ctx: Path, log) -> tuple[list[str], list[str]]:
+    """Build ctx, kill -9 the build once its COPY overlay is mounted; (mounts left under store
+    in our namespace, the COPY mounts the build had)."""
+    p = subprocess.Popen([sys.executable, "-m", "builder", "build", "--progress", "plain", "-t", "big",
+                          str(ctx)], cwd=REPO, stdout=subprocess.DEVNULL, stderr=log)
+    try:
+        deadline = time.monotonic() + 120
+        seen: list[str] = []
+        while not seen:     # the build's own view: its COPY's merged overlay (not the probe's)
+            assert p.poll() is None, f"the build ended before its COPY was seen: {_text(log)}"
+            assert time.monotonic() < deadline, "the COPY overlay never appeared"
+            try:
+                seen = [m for m in _mounts_under(store, f"/proc/{p.pid}/mountinfo")
+                        if "/pybuild-merged-" in m]
+            except (FileNotFoundError, ProcessLookupError):
+                pass
+            time.sleep(0.005)
+        os.kill(p.pid, signal.SIGKILL)
+        assert p.wait(timeout=30) == -signal.SIGKILL
+        return _mounts_under(store), seen
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        for m in _mounts_under(store):      # never leave a mount behind for other tests
+            subprocess.run(["umount", "-l", m], check=False)
+
+
+def test_kill_9_during_copy_leaves_no_mount(busybox_root, tmp_path, pybuild):
+    ctx = tmp_path / "ctx"
+    for i in range(200):
+        d = ctx / f"d{i:03d}"
+        d.mkdir(parents=True)
+        for j in range(100):
+            (d / f"f{j:03d}").write_text(f"{i} {j}\n")
+    (ctx / "Dockerfile").write_text("FROM busybox\nCOPY . /data/\n")
+    with open(tmp_path / "build.log", "w+") as log:     # a file, not a pipe nobody drains
+        left, seen = _kill_when_copying(busybox_root, ctx, log)
+    assert left == [], f"left mounted after kill -9 (seen in the build: {seen})"
+    r = pybuild("prune")
+    assert r.returncode == 0, r.stderr
+    assert os.listdir(busybox_root / "tmp") == []
+
+
+def _dead_pid() -> int:
+    p = subprocess.Popen(["true"])
+    p.wait()
+    return p.pid
+
+
+def _overlay_in(scratch: Path) -> Path:
+    for n in ("lower", "upper", "work", "merged"):
+        (scratch / n).mkdir(parents=True)
+    (scratch / "lower" / "file").write_text("from the lower dir\n")
+    subprocess.run(["mount", "-t", "overlay", "overlay", "-o",
+                    f"lowerdir={scratch}/lower,upperdir={scratch}/upper,workdir={scratch}/work",
+                    str(scratch / "merged")], check=True)
+    return scratch / "merged"
+
+
+def test_prune_unmounts_what_a_dead_process_left_and_keeps_a_live_ones(busybox_root, pybuild):
+    tmp = busybox_root / "tmp"
+    dead = _overlay_in(tmp / f"scratch-{_dead_pid()}-old")
+    live = _overlay_in(tmp / f"scratch-{os.getpid()}-mine")      # this test process is alive
+    try:
+        assert sorted(_mounts_under(busybox_root)) == sorted([str(dead), str(live)])
+        r = pybuild("prune")
+        assert r.returncode == 0, r.stderr
+        assert _mounts_under(busybox_root) == [str(live)]
+        assert not dead.parent.exists()                      # gc then removed the scratch dir
+        assert (live / "file").read_text() == "from the lower dir\n"
+    finally:
+        for m in _mounts_under(busybox_root):
+            subprocess.run(["umount", "-l", m], check=False)
