@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from . import ast
+from . import ast, values
 from .errors import DockerfileError, ExpansionError, with_suggestion
 from .goquote import go_quote
 from .lexer import ShellLex
@@ -31,13 +31,7 @@ FLAGS: dict[str, dict[str, str]] = {
 }
 
 _STAGE_NAME = re.compile(r"^[a-z][a-z0-9\-_.]*\Z")
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
-_UNIT_NS = {"ns": 1, "us": 1_000, "µs": 1_000, "μs": 1_000, "ms": 1_000_000, "s": 10**9, "m": 60 * 10**9,
-            "h": 3600 * 10**9}
-_PORT = re.compile(r"^(\d+)(?:-(\d+))?(?:/([A-Za-z]+))?\Z")
 _CHMOD_SYMBOLIC = re.compile(r"^[ugoa]*(?:[-+=](?:[rwxXst]*|[ugo]))+\Z")
-_SIGNALS = frozenset(
-    ["ABRT", "ALRM", "BUS", "CHLD", "CLD", "CONT", "FPE", "HUP", "ILL", "INT", "IO", "IOT", "KILL", "PIPE", "POLL", "PROF", "PWR", "QUIT", "SEGV", "STKFLT", "STOP", "SYS", "TERM", "TRAP", "TSTP", "TTIN", "TTOU", "URG", "USR1", "USR2", "VTALRM", "WINCH", "XCPU", "XFSZ"])
 _MOUNT_TYPES = ("bind", "cache", "tmpfs", "secret", "ssh")
 _MOUNT_KEYS = {
     "bind": {"type", "target", "source", "from", "readonly", "readwrite"},
@@ -76,6 +70,13 @@ class _Checker:
         return DockerfileError(self.filename, self.line, msg)
 
     # ------------------------------------------------------------ helpers
+    def value(self, parse, *args):
+        """A ``grammar.values`` parser's result; its ValueError becomes this line's error."""
+        try:
+            return parse(*args)
+        except ValueError as e:
+            raise self.fail(str(e)) from None
+
     def word(self, value: str | None) -> None:
         """Check substitution syntax (``${a`` unterminated, ``${a:=b}``, bad quotes)."""
         if not value:
@@ -281,34 +282,16 @@ class _Checker:
 
     def i_stopsignal(self, inst: ast.StopSignal) -> None:
         self._one(inst, "STOPSIGNAL", inst.signal)
-        sig = inst.signal
-        if "$" in sig:
-            return
-        if sig.isdigit():
-            if not 1 <= int(sig) <= 64:
-                raise self.fail(f"invalid signal: {sig}")
-            return
-        name = sig.upper().removeprefix("SIG")
-        if name not in _SIGNALS and not re.fullmatch(r"RTM(IN|AX)([+-]\d+)?", name):
-            raise self.fail(with_suggestion(f"invalid signal: {sig}", sig.upper(),
-                                            ["SIG" + s for s in sorted(_SIGNALS)]))
+        if "$" not in inst.signal:
+            self.value(values.stop_signal, inst.signal)
 
     def i_expose(self, inst: ast.Expose) -> None:
         if not inst.ports:
             raise self.fail("EXPOSE requires at least one argument")
         for p in inst.ports:
             self.word(p)
-            if "$" in p:
-                continue
-            m = _PORT.match(p)
-            ok = m is not None and 0 < int(m.group(1)) <= 65535
-            if ok and m.group(2) is not None:
-                ok = int(m.group(1)) <= int(m.group(2)) <= 65535
-            if ok and m.group(3) is not None:
-                ok = m.group(3).lower() in ("tcp", "udp", "sctp")
-            if not ok:
-                raise self.fail(f"invalid port {go_quote(p)} in EXPOSE: use PORT[/PROTO] or START-END[/PROTO] "
-                                "with PROTO tcp, udp or sctp")
+            if "$" not in p:
+                self.value(values.expose_ports, p)
 
     def i_volume(self, inst: ast.Volume) -> None:
         if not inst.paths:
@@ -371,20 +354,11 @@ class _Checker:
             raise self.fail(f"Unknown type {go_quote(inst.kind)} in HEALTHCHECK (try CMD)")
         if inst.command is None or not inst.command.args:
             raise self.fail("Missing command after HEALTHCHECK CMD")
-        for name in ("interval", "timeout", "start-period", "start-interval"):
+        for name in values.HEALTHCHECK_DURATIONS:
             for v in fl.get(name, []):
-                ns = _parse_duration(v or "")
-                if ns is None:
-                    raise self.fail(f"time: invalid duration {go_quote(v or '')} (--{name}, e.g. 30s, 1m30s)")
-                if 0 < ns < 1_000_000:
-                    raise self.fail(f'Interval "{name}" cannot be less than 1ms')
-                if ns < 0:
-                    raise self.fail(f"--{name} cannot be negative ({v})")
+                self.value(values.healthcheck_duration, name, v or "")
         for v in fl.get("retries", []):
-            if not re.fullmatch(r"[+-]?\d+", v or "") or abs(int(v)) > 2**31 - 1:
-                raise self.fail(f'strconv.ParseInt: parsing {go_quote(v or "")}: invalid syntax (--retries)')
-            if int(v) < 0:
-                raise self.fail(f"--retries cannot be negative ({int(v)})")
+            self.value(values.healthcheck_retries, v or "")
 
     def i_onbuild(self, inst: ast.Onbuild) -> None:
         inner = inst.instruction
@@ -412,26 +386,6 @@ def _valid_chmod(v: str) -> bool:
     if re.fullmatch(r"[0-7]+", v):
         return int(v, 8) <= 0o7777
     return all(_CHMOD_SYMBOLIC.match(part) for part in v.split(","))
-
-
-def _parse_duration(s: str) -> int | None:
-    """Go's time.ParseDuration, in nanoseconds (None when malformed)."""
-    sign = 1
-    if s[:1] in ("+", "-"):
-        sign = -1 if s[0] == "-" else 1
-        s = s[1:]
-    if s == "0":
-        return 0
-    if not s:
-        return None
-    pos, total = 0, 0.0
-    while pos < len(s):
-        m = _DURATION_PART.match(s, pos)
-        if not m:
-            return None
-        total += float(m.group(1)) * _UNIT_NS[m.group(2)]
-        pos = m.end()
-    return int(sign * total)
 
 
 def _csv_fields(spec: str) -> list[str] | None:

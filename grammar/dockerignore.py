@@ -11,32 +11,13 @@ from __future__ import annotations
 import re
 
 from .errors import DockerfileError
+from .gopath import clean as go_clean
 
 _REGEX_META = frozenset(".+()|{}$")
 
 
 class IgnoreError(DockerfileError):
     """A malformed .dockerignore pattern (reported against the ignore file)."""
-
-
-def go_clean(p: str) -> str:
-    """Go's ``filepath.Clean`` for ``/`` paths (collapses ``//``, ``.``, ``..``)."""
-    if p == "":
-        return "."
-    rooted = p.startswith("/")
-    parts: list[str] = []
-    for seg in p.split("/"):
-        if seg in ("", "."):
-            continue
-        if seg == "..":
-            if parts and parts[-1] != "..":
-                parts.pop()
-            elif not rooted:
-                parts.append("..")
-            continue
-        parts.append(seg)
-    out = ("/" if rooted else "") + "/".join(parts)
-    return out or "."
 
 
 def ignore_file_names(dockerfile: str = "Dockerfile") -> list[str]:
