@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from . import ast, values
+from . import ast, mountspec, values
 from .errors import DockerfileError, ExpansionError, with_suggestion
 from .goquote import go_quote
 from .lexer import ShellLex
@@ -32,18 +32,7 @@ FLAGS: dict[str, dict[str, str]] = {
 
 _STAGE_NAME = re.compile(r"^[a-z][a-z0-9\-_.]*\Z")
 _CHMOD_SYMBOLIC = re.compile(r"^[ugoa]*(?:[-+=](?:[rwxXst]*|[ugo]))+\Z")
-_MOUNT_TYPES = ("bind", "cache", "tmpfs", "secret", "ssh")
-_MOUNT_KEYS = {
-    "bind": {"type", "target", "source", "from", "readonly", "readwrite"},
-    "cache": {"type", "target", "source", "from", "readonly", "id", "sharing", "mode", "uid", "gid"},
-    "tmpfs": {"type", "target", "size"},
-    "secret": {"type", "target", "id", "env", "required", "mode", "uid", "gid"},
-    "ssh": {"type", "target", "id", "required", "mode", "uid", "gid"},
-}
-_MOUNT_ALIASES = {"dst": "target", "destination": "target", "src": "source", "ro": "readonly",
-                  "rw": "readwrite"}
-_FROM_EXPANSION = ("variable expansion is not supported for --from, define a new stage with FROM using "
-                   "ARG from global scope as a workaround")
+_FROM_EXPANSION = mountspec.FROM_EXPANSION
 
 
 class _AlwaysSet(dict):
@@ -186,60 +175,12 @@ class _Checker:
             self.mount(m or "")
 
     def mount(self, spec: str) -> None:
-        fields = _csv_fields(spec)
-        if fields is None:
-            raise self.fail(f"invalid mount {go_quote(spec)}: bad CSV syntax")
-        opts: dict[str, str | None] = {}
-        for fld in fields:
-            key, eq, value = fld.partition("=")
-            key = key.strip().lower()
-            key = _MOUNT_ALIASES.get(key, key)
-            if not eq:
-                if key not in ("readonly", "readwrite", "required"):
-                    raise self.fail(f"invalid field '{fld}' must be a key=value pair")
-                value = None
-            opts[key] = value
-        mtype = (opts.get("type") or "bind").lower()
-        if mtype not in _MOUNT_TYPES:
-            raise self.fail(with_suggestion(f"unsupported mount type {go_quote(mtype)}", mtype, _MOUNT_TYPES))
-        allowed = _MOUNT_KEYS[mtype]
-        for key, value in opts.items():
-            if key not in allowed:
-                if key == "mode" and mtype == "bind":
-                    raise self.fail('mode not allowed for "bind" type mounts')
-                if key == "from" and mtype == "secret":
-                    raise self.fail("secret mount should not have a from")
-                if key == "sharing":
-                    raise self.fail(f"invalid cache sharing set for {mtype} mount")
-                known = set().union(*_MOUNT_KEYS.values())
-                if key in known:
-                    raise self.fail(f"unexpected key '{key}' for mount type {go_quote(mtype)}")
-                raise self.fail(with_suggestion(f"unexpected key '{key}' in '{key}={value}'", key, sorted(known)))
-            if key == "from" and value and "$" in value:
-                raise self.fail(_FROM_EXPANSION)
+        """The spec's syntax now; values holding ``$`` are checked when the builder expands them."""
+        def later(value: str) -> str | None:
             self.word(value)
-        for key in ("readonly", "readwrite", "required"):
-            v = opts.get(key)
-            if v is not None and v.lower() not in ("true", "false", "1", "0", "t", "f"):
-                raise self.fail(f"invalid value for {key}: {v}")
-        sharing = opts.get("sharing")
-        if sharing is not None and sharing.lower() not in ("shared", "private", "locked"):
-            raise self.fail(f"unsupported sharing value {go_quote(sharing)}")
-        for key in ("uid", "gid"):
-            v = opts.get(key)
-            if v is not None and "$" not in v and not v.isdigit():
-                raise self.fail(f"invalid value for {key}: {v}")
-        mode = opts.get("mode")
-        if mode is not None and "$" not in mode and not re.fullmatch(r"0?[0-7]{1,4}", mode):
-            raise self.fail(f"invalid value for mode: {mode}")
-        size = opts.get("size")
-        if size is not None and "$" not in size and not re.fullmatch(r"(?i)\d+(\.\d+)?\s*([kmgtp]i?b?|b)?", size):
-            raise self.fail(f"invalid value for size: {size}")
-        target = opts.get("target")
-        if mtype in ("bind", "cache", "tmpfs") and not target:
-            raise self.fail(f"mount type={mtype} requires a target (target=/path)")
-        if target is not None and target.strip() == "/":
-            raise self.fail('invalid mount target "/"')
+            return None if "$" in value else value
+
+        self.value(mountspec.parse_mount, spec, later)
 
     def i_shell(self, inst: ast.Shell) -> None:
         if not inst.shell:
@@ -386,19 +327,6 @@ def _valid_chmod(v: str) -> bool:
     if re.fullmatch(r"[0-7]+", v):
         return int(v, 8) <= 0o7777
     return all(_CHMOD_SYMBOLIC.match(part) for part in v.split(","))
-
-
-def _csv_fields(spec: str) -> list[str] | None:
-    """One CSV record (Go encoding/csv rules, as BuildKit's --mount parser); None if malformed."""
-    import csv
-
-    try:
-        rows = list(csv.reader([spec], strict=True))
-    except csv.Error:
-        return None
-    if not rows:
-        return []
-    return list(rows[0])
 
 
 def validate(df: ast.Dockerfile, build_args: Mapping[str, str] | None = None) -> None:

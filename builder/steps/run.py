@@ -13,7 +13,7 @@ from builder.errors import BuildError
 from builder.mounts import parse_mounts
 from builder.steps.config import DEFAULT_SHELL
 from builder.steps.layer import commit, scratch
-from grammar import ast
+from grammar import ast, gopath
 
 RUNC_MOUNT_DIRS = ("dev", "proc", "sys")
 _OPAQUE = "trusted.overlay.opaque"
@@ -30,7 +30,7 @@ def run_step(run, ins: ast.Run, n: int) -> None:
     if security == "insecure":
         raise run.error(ins, "RUN --security=insecure is not allowed: pybuild grants no "
                         "security.insecure entitlement")
-    cwd = cfg.get("WorkingDir") or "/"
+    cwd = gopath.clean(cfg.get("WorkingDir") or "/")  # WorkingDir keeps "/app/" as written
     mounts = parse_mounts(run, ins, cwd)
     declared = [(k, v) for k, v in run.args.items() if v is not None]
     shown = [f"|{len(declared)}", *(f"{k}={v}" for k, v in declared)] if declared else []
