@@ -11,7 +11,7 @@ import posixpath
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from grammar import ast
+from grammar import ast, gopath
 from grammar.mountspec import MountError, MountSpec, parse_mount
 
 
@@ -101,8 +101,8 @@ def _safe_name(cid: str) -> str:
 
 def _inside(root: Path, rel: str) -> Path:
     """`rel` under `root`, `..` and leading `/` clamped to the root."""
-    clean = posixpath.normpath("/" + rel).lstrip("/")
-    return root / clean if clean and clean != "." else root
+    clean = gopath.clean("/" + rel).lstrip("/")
+    return root / clean if clean else root
 
 
 def parse_mounts(run, ins: ast.Run, cwd: str) -> list[RunMount]:
@@ -132,7 +132,7 @@ def parse_mounts(run, ins: ast.Run, cwd: str) -> list[RunMount]:
                 out.append(RunMount(spec, "", run, ins.line, [f"{spec.env}={value}"], sid))
                 continue
             target = target or f"/run/secrets/{sid}"
-        target = posixpath.normpath(posixpath.join(cwd, target))
+        target = gopath.join(cwd, target)
         if target == "/":
             raise run.error(ins, 'invalid mount target "/"')
         out.append(RunMount(spec, target, run, ins.line, secret_id=sid))
