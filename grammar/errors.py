@@ -2,12 +2,6 @@
 
 from __future__ import annotations
 
-KEYWORDS = (
-    "FROM", "RUN", "CMD", "LABEL", "MAINTAINER", "EXPOSE", "ENV", "ADD", "COPY", "ENTRYPOINT",
-    "VOLUME", "USER", "WORKDIR", "ARG", "ONBUILD", "STOPSIGNAL", "HEALTHCHECK", "SHELL",
-)
-
-
 class DockerfileError(Exception):
     """A user mistake in a Dockerfile. ``str()`` is ``Dockerfile:3: <message>``.
 
