@@ -132,7 +132,7 @@ def parse_mounts(run, ins: ast.Run, cwd: str) -> list[RunMount]:
                 out.append(RunMount(spec, "", run, ins.line, [f"{spec.env}={value}"], sid))
                 continue
             target = target or f"/run/secrets/{sid}"
-        target = gopath.join(cwd, target)
+        target = gopath.clean(target if target.startswith("/") else gopath.join(cwd, target))
         if target == "/":
             raise run.error(ins, 'invalid mount target "/"')
         out.append(RunMount(spec, target, run, ins.line, secret_id=sid))

@@ -90,3 +90,13 @@ def test_deeply_nested_substitution_builds(tmp_path, pybuild, depth):
     word = "${A:-" * depth + "deep" + "}" * depth
     cfg, _ = build(pybuild, tmp_path, f"FROM busybox\nENV A={word}\nENV B=${{A}}\n")
     assert "B=deep" in cfg["config"]["Env"] and "A=deep" in cfg["config"]["Env"]
+
+
+def test_mount_targets_relative_to_workdir_absolute_as_given(tmp_path, pybuild):
+    _, fs = build(pybuild, tmp_path, """\
+FROM busybox
+WORKDIR /w/
+RUN --mount=type=cache,target=c --mount=type=tmpfs,target=/abs touch c/x /abs/y && ls /w/c /abs > /seen
+""")
+    with fs() as root:
+        assert (root / "seen").read_text() == "/abs:\ny\n\n/w/c:\nx\n"
