@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from builder import imageconfig as ic
-from builder.steps.dispatch import dispatch, run_onbuild
 from builder.errors import BuildError
 from builder.plan import Plan, Stage
+from builder.steps.dispatch import dispatch, run_onbuild
 from grammar import ast
 from grammar.errors import DockerfileError, ExpansionError
 

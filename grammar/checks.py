@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 
 from . import ast, mountspec, values
-from .errors import DockerfileError, ExpansionError, with_suggestion
+from .errors import FROM_EXPANSION, DockerfileError, ExpansionError, with_suggestion
 from .goquote import go_quote
 from .lexer import ShellLex
 
@@ -32,7 +32,6 @@ FLAGS: dict[str, dict[str, str]] = {
 
 _STAGE_NAME = re.compile(r"^[a-z][a-z0-9\-_.]*\Z")
 _CHMOD_SYMBOLIC = re.compile(r"^[ugoa]*(?:[-+=](?:[rwxXst]*|[ugo]))+\Z")
-_FROM_EXPANSION = mountspec.FROM_EXPANSION
 
 
 class _AlwaysSet(dict):
@@ -260,7 +259,7 @@ class _Checker:
             raise self.fail(f"invalid chmod parameter: '{chmod}'. it should be octal string and between 0 and 07777")
         frm = fl.get("from", [None])[-1]
         if frm is not None and "$" in frm:
-            raise self.fail(_FROM_EXPANSION)
+            raise self.fail(FROM_EXPANSION)
         for e in fl.get("exclude", []):
             from .dockerignore import IgnoreError, IgnoreMatcher
             try:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+FROM_EXPANSION = ("variable expansion is not supported for --from, define a new stage with FROM using "
+                  "ARG from global scope as a workaround")  # RUN --mount from= and COPY --from
+
+
 class DockerfileError(Exception):
     """A user mistake in a Dockerfile. ``str()`` is ``Dockerfile:3: <message>``.
 

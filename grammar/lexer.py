@@ -106,7 +106,7 @@ def _drive(gen):
             stack.pop()
             value, error = done.value, None
             continue
-        except BaseException as e:  # noqa: BLE001 - handed to the caller's frame, as a raise would be
+        except BaseException as e:  # handed to the caller's frame, as a raise would be
             stack.pop()
             if not stack:
                 raise

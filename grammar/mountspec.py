@@ -16,7 +16,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .errors import with_suggestion
+from .errors import FROM_EXPANSION, with_suggestion
 from .goquote import go_quote
 
 MOUNT_TYPES = ("bind", "cache", "tmpfs", "secret", "ssh")
@@ -34,8 +34,6 @@ _BARE = ("readonly", "readwrite", "required")  # keys that may stand alone (= tr
 _GO_BOOL = {"1": True, "t": True, "T": True, "TRUE": True, "true": True, "True": True,
             "0": False, "f": False, "F": False, "FALSE": False, "false": False, "False": False}
 _SIZE = re.compile(r"(?i)\d+(\.\d+)?\s*([kmgtp]i?b?|b)?")
-FROM_EXPANSION = ("variable expansion is not supported for --from, define a new stage with FROM using "
-                  "ARG from global scope as a workaround")
 
 
 class MountError(ValueError):
