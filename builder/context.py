@@ -30,6 +30,7 @@ from pathlib import Path
 from builder.errors import BuildError
 from cache import fspath
 from cache.errors import StoreError
+from grammar.gomatch import compile_match
 
 CAP_XATTR = "security.capability"
 # A file whose mtime/ctime is this close to "now" may still change within the same timestamp
@@ -53,73 +54,12 @@ def has_wildcards(s: str) -> bool:
     return False
 
 
-_glob_cache: dict[str, re.Pattern] = {}
-
-
-def _bad_pattern(pattern: str) -> BuildError:
-    return BuildError(f"syntax error in pattern: {pattern!r}")
-
-
 def compile_glob(pattern: str) -> re.Pattern:
-    """Compile a Go `filepath.Match` pattern to a regex; `*` and `?` never match `/`."""
-    rx = _glob_cache.get(pattern)
-    if rx is not None:
-        return rx
-    out = []
-    i, n = 0, len(pattern)
-    while i < n:
-        c = pattern[i]
-        if c == "\\":
-            if i + 1 >= n:
-                raise _bad_pattern(pattern)
-            out.append(re.escape(pattern[i + 1]))
-            i += 2
-        elif c == "*":
-            out.append("[^/]*")
-            i += 1
-        elif c == "?":
-            out.append("[^/]")
-            i += 1
-        elif c == "[":
-            i += 1
-            neg = i < n and pattern[i] == "^"
-            if neg:
-                i += 1
-            items = []
-            first = True
-            while True:
-                if i >= n:
-                    raise _bad_pattern(pattern)
-                if pattern[i] == "]" and not first:
-                    i += 1
-                    break
-                first = False
-                lo, i = _class_char(pattern, i)
-                if i < n and pattern[i] == "-":
-                    hi, i = _class_char(pattern, i + 1)
-                    if hi < lo:
-                        raise _bad_pattern(pattern)
-                    items.append(re.escape(lo) + "-" + re.escape(hi))
-                else:
-                    items.append(re.escape(lo))
-            out.append("[" + ("^" if neg else "") + "".join(items) + "]")
-        else:
-            out.append(re.escape(c))
-            i += 1
-    rx = re.compile("".join(out) + r"\Z", re.DOTALL)
-    _glob_cache[pattern] = rx
-    return rx
-
-
-def _class_char(pattern: str, i: int) -> tuple[str, int]:
-    n = len(pattern)
-    if i >= n or pattern[i] in "-]":
-        raise _bad_pattern(pattern)
-    if pattern[i] == "\\":
-        if i + 1 >= n:
-            raise _bad_pattern(pattern)
-        return pattern[i + 1], i + 2
-    return pattern[i], i + 1
+    """A Go `filepath.Match` pattern's regex (`grammar.gomatch`); `*` and `?` never match `/`."""
+    try:
+        return compile_match(pattern)
+    except ValueError:
+        raise BuildError(f"syntax error in pattern: {pattern!r}") from None
 
 
 def go_match(pattern: str, name: str) -> bool:

@@ -11,31 +11,35 @@ import posixpath
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from grammar import ast
-
-MOUNT_TYPES = ("bind", "cache", "tmpfs", "secret", "ssh")
+from grammar import ast, gopath
+from grammar.mountspec import MountError, MountSpec, parse_mount
 
 
 @dataclass
 class RunMount:
-    type: str
+    """A parsed `--mount` (`spec`, target resolved against WORKDIR) bound to its stage run."""
+
+    spec: MountSpec
     target: str
-    opts: dict[str, str]
     run: object = None
     line: int = 0
     env: list[str] = field(default_factory=list)
+    secret_id: str = ""
+
+    @property
+    def type(self) -> str:
+        return "env" if self.env else self.spec.type
 
     @property
     def key(self) -> list:
         """What of the mount goes into the RUN's cache key (never cache or secret contents)."""
         k = [self.type, self.target]
         if self.type == "bind":
-            k += [self.opts.get("source", "/"), self.opts.get("from", ""), "rw" in self.opts,
-                  self._bind_source_digest()]
+            k += [self.spec.source or "/", self.spec.from_, not self.spec.readonly, self._bind_source_digest()]
         return k
 
     def _bind_source_digest(self) -> str:
-        frm = self.opts.get("from")
+        frm = self.spec.from_
         run = self.run
         if frm:
             i = run.solver.plan.stage_by_ref(frm, run.stage.index)
@@ -43,7 +47,7 @@ class RunMount:
                 return run.solver.stage_result(i).key
             return run.solver.store.resolve(frm)
         ctx = run.solver.context()
-        src = self.opts.get("source", "/")
+        src = self.spec.source or "/"
         return ctx.digest(ctx.select([src]))
 
     def realize(self, stack):
@@ -54,41 +58,39 @@ class RunMount:
         store = run.solver.store
         if self.type == "env":  # a secret given as an environment variable: nothing to mount
             return None
+        spec = self.spec
         if self.type == "tmpfs":
-            size = self.opts.get("size")
-            return Mount(type="tmpfs", source="tmpfs", target=self.target, readonly=False,
-                         options=[f"size={size}"] if size else [])
+            return Mount(type="tmpfs", source="tmpfs", target=self.target, readonly=spec.readonly,
+                         options=[f"size={spec.size}"] if spec.size else [])
         if self.type == "secret":
-            sid = self.opts["id"]
-            return Mount(type="bind", source=str(run.solver.opts.secrets[sid]), target=self.target,
+            return Mount(type="bind", source=str(run.solver.opts.secrets[self.secret_id]), target=self.target,
                          readonly=True)
         if self.type == "cache":
-            cid = self.opts.get("id") or self.target
-            d = Path(store.root) / "cache-mounts" / _safe_name(cid)
+            d = Path(store.root) / "cache-mounts" / _safe_name(spec.id or self.target)
             if not d.exists():
                 d.mkdir(parents=True, exist_ok=True)
-                os.chmod(d, int(self.opts.get("mode", "755"), 8))
-                os.chown(d, int(self.opts.get("uid", "0")), int(self.opts.get("gid", "0")))
-            return Mount(type="bind", source=str(d), target=self.target, readonly="ro" in self.opts)
+                os.chmod(d, 0o755 if spec.mode is None else spec.mode)
+                os.chown(d, spec.uid or 0, spec.gid or 0)
+            return Mount(type="bind", source=str(d), target=self.target, readonly=spec.readonly)
         # bind
         from runtime.snapshotter import mounted
 
-        frm = self.opts.get("from")
+        frm = spec.from_
         if frm:
             i = run.solver.plan.stage_by_ref(frm, run.stage.index)
             diff_ids = run.solver.stage_result(i).diff_ids if i is not None else store.image(frm).diff_ids
             root = Path(stack.enter_context(mounted([store.layer_dir(d) for d in reversed(diff_ids)])))
         else:
             root = Path(run.solver.opts.context)
-        src = _inside(root, self.opts.get("source", "/"))
-        if "rw" in self.opts:
+        src = _inside(root, spec.source or "/")
+        if not spec.readonly:  # writes go to a throw-away upper dir
             tmp = Path(store.new_scratch())
             (tmp / "u").mkdir()
             (tmp / "w").mkdir()
             stack.callback(lambda: __import__("shutil").rmtree(tmp, ignore_errors=True))
             if src.is_dir():
                 src = Path(stack.enter_context(mounted([src], tmp / "u", tmp / "w")))
-        return Mount(type="bind", source=str(src), target=self.target, readonly="rw" not in self.opts)
+        return Mount(type="bind", source=str(src), target=self.target, readonly=spec.readonly)
 
 
 def _safe_name(cid: str) -> str:
@@ -105,56 +107,34 @@ def _inside(root: Path, rel: str) -> Path:
 
 
 def parse_mounts(run, ins: ast.Run, cwd: str) -> list[RunMount]:
-    """Every `--mount` of a RUN, validated and with relative targets resolved against WORKDIR."""
+    """Every `--mount` of a RUN, expanded, checked (`grammar.mountspec`) and with relative
+    targets resolved against WORKDIR."""
     out: list[RunMount] = []
-    for spec in ins.flag_values("mount"):
-        opts: dict[str, str] = {}
-        mtype = "bind"
-        for field_ in _csv(spec or ""):
-            k, eq, v = field_.partition("=")
-            k = k.strip().lower()
-            if k == "type":
-                mtype = v.strip().lower()
-                continue
-            if k in ("target", "dst", "destination"):
-                k = "target"
-            if k in ("source", "src"):
-                k = "source"
-            if k == "readwrite":
-                k = "rw"
-            if k == "readonly":
-                k = "ro"
-            opts[k] = run.expand(ins, v) if eq and k != "from" else v
-        if mtype not in MOUNT_TYPES:
-            raise run.error(ins, f'unsupported mount type "{mtype}"')
-        if mtype == "ssh":
+    for text in ins.flag_values("mount"):
+        try:
+            spec = parse_mount(text or "", lambda v: run.expand(ins, v))
+        except MountError as e:
+            raise run.error(ins, str(e)) from None
+        if spec.type == "ssh":
             raise run.error(ins, "RUN --mount=type=ssh is not supported by pybuild yet")
-        if mtype == "secret":
-            sid = opts.get("id") or posixpath.basename(opts.get("target", ""))
+        target = spec.target
+        sid = ""
+        if spec.type == "secret":
+            sid = spec.id or posixpath.basename(target)
             if not sid:
                 raise run.error(ins, "secret mount needs an id or a target")
-            opts["id"] = sid
             if sid not in run.solver.opts.secrets:
-                if opts.get("required", "false") in ("", "true"):
+                if spec.required:
                     raise run.error(ins, f'secret "{sid}" is required but was not given: pass '
                                     f"--secret id={sid},src=FILE")
                 continue
-            if "env" in opts and "target" not in opts:
+            if spec.env and not target:
                 value = Path(run.solver.opts.secrets[sid]).read_text().rstrip("\n")
-                out.append(RunMount("env", "", opts, run, ins.line, [f"{opts['env']}={value}"]))
+                out.append(RunMount(spec, "", run, ins.line, [f"{spec.env}={value}"], sid))
                 continue
-            opts.setdefault("target", f"/run/secrets/{sid}")
-        target = opts.get("target")
-        if not target:
-            raise run.error(ins, f"mount type {mtype} needs a target")
-        target = posixpath.normpath(posixpath.join(cwd, target))
+            target = target or f"/run/secrets/{sid}"
+        target = gopath.clean(target if target.startswith("/") else gopath.join(cwd, target))
         if target == "/":
             raise run.error(ins, 'invalid mount target "/"')
-        out.append(RunMount(mtype, target, opts, run, ins.line))
+        out.append(RunMount(spec, target, run, ins.line, secret_id=sid))
     return [m for m in out if m.type != "env"] + [m for m in out if m.type == "env"]
-
-
-def _csv(text: str) -> list[str]:
-    import csv
-
-    return next(csv.reader([text])) if text else []

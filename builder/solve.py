@@ -2,7 +2,7 @@
 
 A step's key is `cache.keys.step_key(kind, parent_key, inputs)` (DESIGN.md): config-only steps
 roll the key forward without touching the store; RUN, COPY, ADD and WORKDIR look their key up in
-the store's cache index and, on a miss, execute (`builder.executors`) and record the layer.
+the store's cache index and, on a miss, execute (`builder.steps.dispatch`) and record the layer.
 Independent stages run in parallel threads; a stage waits only for the stages it reads.
 """
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 from builder import imageconfig as ic
 from builder.errors import BuildError
 from builder.plan import Plan, Stage
+from builder.steps.dispatch import dispatch, run_onbuild
 from grammar import ast
 from grammar.errors import DockerfileError, ExpansionError
 
@@ -211,8 +212,6 @@ class Solver:
         return ImageState(img.id, list(img.diff_ids), ic.inherit(img.config)), {}
 
     def _run_stage(self, st: Stage) -> ImageState:
-        from builder import executors
-
         v = self.progress.start(f"[{st.label + ' ' if len(self.plan.order) > 1 or st.name else ''}"
                                 f"1/{len(st.instructions) + 1}] FROM {st.base}")
         try:
@@ -225,10 +224,10 @@ class Solver:
         triggers = state.config.get("config", {}).get("OnBuild") or []
         if triggers:
             state.config["config"]["OnBuild"] = None
-            executors.run_onbuild(run, triggers)
+            run_onbuild(run, triggers)
         for n, ins in enumerate(st.instructions, start=2):
             try:
-                executors.dispatch(run, ins, n)
+                dispatch(run, ins, n)
             except BuildError as e:
                 raise located(e, self.plan.dockerfile.filename, ins.line) from None
         state.args = dict(run.args)  # stages FROM this one inherit declared ARGs

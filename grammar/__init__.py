@@ -2,8 +2,11 @@
 
 Public entry points: ``grammar.parse(text, filename)`` -> ``grammar.ast.Dockerfile``,
 ``grammar.validate(df, build_args)`` (``grammar.checks``), ``grammar.lexer.ShellLex``,
-``grammar.dockerignore.IgnoreMatcher`` and ``grammar.dump.dump(df)``. Importing this
-package is cheap: lark is only imported the first time something is parsed.
+``grammar.dockerignore.IgnoreMatcher`` and ``grammar.dump.dump(df)``. The value parsers
+that validation and the builder share: ``mountspec`` (RUN --mount), ``values`` (EXPOSE,
+STOPSIGNAL, HEALTHCHECK), ``goduration`` (Go durations), ``gopath`` (Go path.Clean/Join,
+WORKDIR) and ``gomatch`` (Go filepath.Match). Importing this package is cheap: lark is only
+imported the first time something is parsed.
 """
 
 from .errors import DockerfileError, ExpansionError

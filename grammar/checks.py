@@ -12,8 +12,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from . import ast
-from .errors import DockerfileError, ExpansionError, with_suggestion
+from . import ast, mountspec, values
+from .errors import FROM_EXPANSION, DockerfileError, ExpansionError, with_suggestion
 from .goquote import go_quote
 from .lexer import ShellLex
 
@@ -31,25 +31,7 @@ FLAGS: dict[str, dict[str, str]] = {
 }
 
 _STAGE_NAME = re.compile(r"^[a-z][a-z0-9\-_.]*\Z")
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
-_UNIT_NS = {"ns": 1, "us": 1_000, "µs": 1_000, "μs": 1_000, "ms": 1_000_000, "s": 10**9, "m": 60 * 10**9,
-            "h": 3600 * 10**9}
-_PORT = re.compile(r"^(\d+)(?:-(\d+))?(?:/([A-Za-z]+))?\Z")
 _CHMOD_SYMBOLIC = re.compile(r"^[ugoa]*(?:[-+=](?:[rwxXst]*|[ugo]))+\Z")
-_SIGNALS = frozenset(
-    ["ABRT", "ALRM", "BUS", "CHLD", "CLD", "CONT", "FPE", "HUP", "ILL", "INT", "IO", "IOT", "KILL", "PIPE", "POLL", "PROF", "PWR", "QUIT", "SEGV", "STKFLT", "STOP", "SYS", "TERM", "TRAP", "TSTP", "TTIN", "TTOU", "URG", "USR1", "USR2", "VTALRM", "WINCH", "XCPU", "XFSZ"])
-_MOUNT_TYPES = ("bind", "cache", "tmpfs", "secret", "ssh")
-_MOUNT_KEYS = {
-    "bind": {"type", "target", "source", "from", "readonly", "readwrite"},
-    "cache": {"type", "target", "source", "from", "readonly", "id", "sharing", "mode", "uid", "gid"},
-    "tmpfs": {"type", "target", "size"},
-    "secret": {"type", "target", "id", "env", "required", "mode", "uid", "gid"},
-    "ssh": {"type", "target", "id", "required", "mode", "uid", "gid"},
-}
-_MOUNT_ALIASES = {"dst": "target", "destination": "target", "src": "source", "ro": "readonly",
-                  "rw": "readwrite"}
-_FROM_EXPANSION = ("variable expansion is not supported for --from, define a new stage with FROM using "
-                   "ARG from global scope as a workaround")
 
 
 class _AlwaysSet(dict):
@@ -76,6 +58,13 @@ class _Checker:
         return DockerfileError(self.filename, self.line, msg)
 
     # ------------------------------------------------------------ helpers
+    def value(self, parse, *args):
+        """A ``grammar.values`` parser's result; its ValueError becomes this line's error."""
+        try:
+            return parse(*args)
+        except ValueError as e:
+            raise self.fail(str(e)) from None
+
     def word(self, value: str | None) -> None:
         """Check substitution syntax (``${a`` unterminated, ``${a:=b}``, bad quotes)."""
         if not value:
@@ -185,60 +174,12 @@ class _Checker:
             self.mount(m or "")
 
     def mount(self, spec: str) -> None:
-        fields = _csv_fields(spec)
-        if fields is None:
-            raise self.fail(f"invalid mount {go_quote(spec)}: bad CSV syntax")
-        opts: dict[str, str | None] = {}
-        for fld in fields:
-            key, eq, value = fld.partition("=")
-            key = key.strip().lower()
-            key = _MOUNT_ALIASES.get(key, key)
-            if not eq:
-                if key not in ("readonly", "readwrite", "required"):
-                    raise self.fail(f"invalid field '{fld}' must be a key=value pair")
-                value = None
-            opts[key] = value
-        mtype = (opts.get("type") or "bind").lower()
-        if mtype not in _MOUNT_TYPES:
-            raise self.fail(with_suggestion(f"unsupported mount type {go_quote(mtype)}", mtype, _MOUNT_TYPES))
-        allowed = _MOUNT_KEYS[mtype]
-        for key, value in opts.items():
-            if key not in allowed:
-                if key == "mode" and mtype == "bind":
-                    raise self.fail('mode not allowed for "bind" type mounts')
-                if key == "from" and mtype == "secret":
-                    raise self.fail("secret mount should not have a from")
-                if key == "sharing":
-                    raise self.fail(f"invalid cache sharing set for {mtype} mount")
-                known = set().union(*_MOUNT_KEYS.values())
-                if key in known:
-                    raise self.fail(f"unexpected key '{key}' for mount type {go_quote(mtype)}")
-                raise self.fail(with_suggestion(f"unexpected key '{key}' in '{key}={value}'", key, sorted(known)))
-            if key == "from" and value and "$" in value:
-                raise self.fail(_FROM_EXPANSION)
+        """The spec's syntax now; values holding ``$`` are checked when the builder expands them."""
+        def later(value: str) -> str | None:
             self.word(value)
-        for key in ("readonly", "readwrite", "required"):
-            v = opts.get(key)
-            if v is not None and v.lower() not in ("true", "false", "1", "0", "t", "f"):
-                raise self.fail(f"invalid value for {key}: {v}")
-        sharing = opts.get("sharing")
-        if sharing is not None and sharing.lower() not in ("shared", "private", "locked"):
-            raise self.fail(f"unsupported sharing value {go_quote(sharing)}")
-        for key in ("uid", "gid"):
-            v = opts.get(key)
-            if v is not None and "$" not in v and not v.isdigit():
-                raise self.fail(f"invalid value for {key}: {v}")
-        mode = opts.get("mode")
-        if mode is not None and "$" not in mode and not re.fullmatch(r"0?[0-7]{1,4}", mode):
-            raise self.fail(f"invalid value for mode: {mode}")
-        size = opts.get("size")
-        if size is not None and "$" not in size and not re.fullmatch(r"(?i)\d+(\.\d+)?\s*([kmgtp]i?b?|b)?", size):
-            raise self.fail(f"invalid value for size: {size}")
-        target = opts.get("target")
-        if mtype in ("bind", "cache", "tmpfs") and not target:
-            raise self.fail(f"mount type={mtype} requires a target (target=/path)")
-        if target is not None and target.strip() == "/":
-            raise self.fail('invalid mount target "/"')
+            return None if "$" in value else value
+
+        self.value(mountspec.parse_mount, spec, later)
 
     def i_shell(self, inst: ast.Shell) -> None:
         if not inst.shell:
@@ -281,34 +222,16 @@ class _Checker:
 
     def i_stopsignal(self, inst: ast.StopSignal) -> None:
         self._one(inst, "STOPSIGNAL", inst.signal)
-        sig = inst.signal
-        if "$" in sig:
-            return
-        if sig.isdigit():
-            if not 1 <= int(sig) <= 64:
-                raise self.fail(f"invalid signal: {sig}")
-            return
-        name = sig.upper().removeprefix("SIG")
-        if name not in _SIGNALS and not re.fullmatch(r"RTM(IN|AX)([+-]\d+)?", name):
-            raise self.fail(with_suggestion(f"invalid signal: {sig}", sig.upper(),
-                                            ["SIG" + s for s in sorted(_SIGNALS)]))
+        if "$" not in inst.signal:
+            self.value(values.stop_signal, inst.signal)
 
     def i_expose(self, inst: ast.Expose) -> None:
         if not inst.ports:
             raise self.fail("EXPOSE requires at least one argument")
         for p in inst.ports:
             self.word(p)
-            if "$" in p:
-                continue
-            m = _PORT.match(p)
-            ok = m is not None and 0 < int(m.group(1)) <= 65535
-            if ok and m.group(2) is not None:
-                ok = int(m.group(1)) <= int(m.group(2)) <= 65535
-            if ok and m.group(3) is not None:
-                ok = m.group(3).lower() in ("tcp", "udp", "sctp")
-            if not ok:
-                raise self.fail(f"invalid port {go_quote(p)} in EXPOSE: use PORT[/PROTO] or START-END[/PROTO] "
-                                "with PROTO tcp, udp or sctp")
+            if "$" not in p:
+                self.value(values.expose_ports, p)
 
     def i_volume(self, inst: ast.Volume) -> None:
         if not inst.paths:
@@ -336,7 +259,7 @@ class _Checker:
             raise self.fail(f"invalid chmod parameter: '{chmod}'. it should be octal string and between 0 and 07777")
         frm = fl.get("from", [None])[-1]
         if frm is not None and "$" in frm:
-            raise self.fail(_FROM_EXPANSION)
+            raise self.fail(FROM_EXPANSION)
         for e in fl.get("exclude", []):
             from .dockerignore import IgnoreError, IgnoreMatcher
             try:
@@ -371,20 +294,11 @@ class _Checker:
             raise self.fail(f"Unknown type {go_quote(inst.kind)} in HEALTHCHECK (try CMD)")
         if inst.command is None or not inst.command.args:
             raise self.fail("Missing command after HEALTHCHECK CMD")
-        for name in ("interval", "timeout", "start-period", "start-interval"):
+        for name in values.HEALTHCHECK_DURATIONS:
             for v in fl.get(name, []):
-                ns = _parse_duration(v or "")
-                if ns is None:
-                    raise self.fail(f"time: invalid duration {go_quote(v or '')} (--{name}, e.g. 30s, 1m30s)")
-                if 0 < ns < 1_000_000:
-                    raise self.fail(f'Interval "{name}" cannot be less than 1ms')
-                if ns < 0:
-                    raise self.fail(f"--{name} cannot be negative ({v})")
+                self.value(values.healthcheck_duration, name, v or "")
         for v in fl.get("retries", []):
-            if not re.fullmatch(r"[+-]?\d+", v or "") or abs(int(v)) > 2**31 - 1:
-                raise self.fail(f'strconv.ParseInt: parsing {go_quote(v or "")}: invalid syntax (--retries)')
-            if int(v) < 0:
-                raise self.fail(f"--retries cannot be negative ({int(v)})")
+            self.value(values.healthcheck_retries, v or "")
 
     def i_onbuild(self, inst: ast.Onbuild) -> None:
         inner = inst.instruction
@@ -412,39 +326,6 @@ def _valid_chmod(v: str) -> bool:
     if re.fullmatch(r"[0-7]+", v):
         return int(v, 8) <= 0o7777
     return all(_CHMOD_SYMBOLIC.match(part) for part in v.split(","))
-
-
-def _parse_duration(s: str) -> int | None:
-    """Go's time.ParseDuration, in nanoseconds (None when malformed)."""
-    sign = 1
-    if s[:1] in ("+", "-"):
-        sign = -1 if s[0] == "-" else 1
-        s = s[1:]
-    if s == "0":
-        return 0
-    if not s:
-        return None
-    pos, total = 0, 0.0
-    while pos < len(s):
-        m = _DURATION_PART.match(s, pos)
-        if not m:
-            return None
-        total += float(m.group(1)) * _UNIT_NS[m.group(2)]
-        pos = m.end()
-    return int(sign * total)
-
-
-def _csv_fields(spec: str) -> list[str] | None:
-    """One CSV record (Go encoding/csv rules, as BuildKit's --mount parser); None if malformed."""
-    import csv
-
-    try:
-        rows = list(csv.reader([spec], strict=True))
-    except csv.Error:
-        return None
-    if not rows:
-        return []
-    return list(rows[0])
 
 
 def validate(df: ast.Dockerfile, build_args: Mapping[str, str] | None = None) -> None:

@@ -11,32 +11,14 @@ from __future__ import annotations
 import re
 
 from .errors import DockerfileError
+from .gomatch import compile_match
+from .gopath import clean as go_clean
 
 _REGEX_META = frozenset(".+()|{}$")
 
 
 class IgnoreError(DockerfileError):
     """A malformed .dockerignore pattern (reported against the ignore file)."""
-
-
-def go_clean(p: str) -> str:
-    """Go's ``filepath.Clean`` for ``/`` paths (collapses ``//``, ``.``, ``..``)."""
-    if p == "":
-        return "."
-    rooted = p.startswith("/")
-    parts: list[str] = []
-    for seg in p.split("/"):
-        if seg in ("", "."):
-            continue
-        if seg == "..":
-            if parts and parts[-1] != "..":
-                parts.pop()
-            elif not rooted:
-                parts.append("..")
-            continue
-        parts.append(seg)
-    out = ("/" if rooted else "") + "/".join(parts)
-    return out or "."
 
 
 def ignore_file_names(dockerfile: str = "Dockerfile") -> list[str]:
@@ -69,70 +51,6 @@ def parse_ignore(text: str | bytes) -> list[str]:
                 pat = pat[1:]
         out.append("!" + pat if invert else pat)
     return out
-
-
-def _scan_chunk(p: str) -> tuple[str, str]:
-    p = p.lstrip("*")
-    in_range = False
-    i = 0
-    while i < len(p):
-        c = p[i]
-        if c == "\\":
-            if i + 1 < len(p):
-                i += 1
-        elif c == "[":
-            in_range = True
-        elif c == "]":
-            in_range = False
-        elif c == "*" and not in_range:
-            break
-        i += 1
-    return p[:i], p[i:]
-
-
-def _get_esc(chunk: str) -> str:
-    if not chunk or chunk[0] in "-]":
-        raise ValueError
-    if chunk[0] == "\\":
-        chunk = chunk[1:]
-        if not chunk:
-            raise ValueError
-    rest = chunk[1:]
-    if not rest:
-        raise ValueError
-    return rest
-
-
-def _check_chunk(chunk: str) -> None:
-    while chunk:
-        c = chunk[0]
-        if c == "[":
-            chunk = chunk[1:]
-            chunk = chunk.removeprefix("^")
-            nrange = 0
-            while True:
-                if chunk.startswith("]") and nrange > 0:
-                    chunk = chunk[1:]
-                    break
-                chunk = _get_esc(chunk)
-                if chunk[0] == "-":
-                    chunk = _get_esc(chunk[1:])
-                nrange += 1
-        elif c == "\\":
-            chunk = chunk[1:]
-            if not chunk:
-                raise ValueError
-            chunk = chunk[1:]
-        else:
-            chunk = chunk[1:]
-
-
-def check_glob(pattern: str) -> None:
-    """Raise ValueError if ``pattern`` is not valid ``filepath.Match`` syntax."""
-    rest = pattern
-    while rest:
-        chunk, rest = _scan_chunk(rest)
-        _check_chunk(chunk)
 
 
 class _Pattern:
@@ -230,7 +148,7 @@ class IgnoreMatcher:
                 p = p[1:]
                 self.has_exceptions = True
             try:
-                check_glob(p)
+                compile_match(p)  # filepath.Match syntax, as patternmatcher checks it
                 self.patterns.append(_Pattern(p, exclusion))
             except ValueError:
                 raise IgnoreError(filename, 0, f"syntax error in pattern: {raw}") from None

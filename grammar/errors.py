@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-KEYWORDS = (
-    "FROM", "RUN", "CMD", "LABEL", "MAINTAINER", "EXPOSE", "ENV", "ADD", "COPY", "ENTRYPOINT",
-    "VOLUME", "USER", "WORKDIR", "ARG", "ONBUILD", "STOPSIGNAL", "HEALTHCHECK", "SHELL",
-)
+FROM_EXPANSION = ("variable expansion is not supported for --from, define a new stage with FROM using "
+                  "ARG from global scope as a workaround")  # RUN --mount from= and COPY --from
 
 
 class DockerfileError(Exception):

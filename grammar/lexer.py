@@ -7,7 +7,8 @@ of that point (stage ENV + declared ARGs). Behaviour follows BuildKit's
 - ``$name`` / ``${name}``; names are letters/digits/``_`` (Unicode letters too);
   ``$1``.. and ``$@ $* $# $? $- $$ $! $0`` are recognised and unset; a ``$`` with no name is literal.
 - ``${v:-w} ${v-w} ${v:+w} ${v+w} ${v:?m} ${v?m}``, prefix/suffix strip ``# ## % %%``
-  and replace ``/p/r`` ``//p/r`` with ``*``/``?`` patterns; words nest (``${a:-${b}}``).
+  and replace ``/p/r`` ``//p/r`` with ``*``/``?`` patterns; words nest (``${a:-${b}}``) to any
+  depth (``_drive`` keeps the nesting off the Python stack).
 - single quotes are literal; in double quotes the escape char escapes only ``"`` ``$`` and
   itself; elsewhere it escapes any char; a trailing lone escape char is dropped.
 """
@@ -85,6 +86,35 @@ def _trim_prefix(pattern: str, value: str, greedy: bool) -> str:
 
 def _trim_suffix(pattern: str, value: str, greedy: bool) -> str:
     return _trim_prefix(_reverse_pattern(pattern), value[::-1], greedy)[::-1]
+
+
+def _drive(gen):
+    """Run a lexer generator to its value on an explicit stack.
+
+    The lexer's methods nest as the word does (``${a:-${b:-...}}``, quotes in defaults); each
+    is a generator that yields the generator of a nested call and is sent its value, so the
+    nesting depth lives in this list, not in Python frames: 3,000 levels work as in BuildKit.
+    """
+    stack = [gen]
+    value = None
+    error: BaseException | None = None
+    while stack:
+        top = stack[-1]
+        try:
+            sub = top.throw(error) if error is not None else top.send(value)
+        except StopIteration as done:
+            stack.pop()
+            value, error = done.value, None
+            continue
+        except BaseException as e:  # handed to the caller's frame, as a raise would be
+            stack.pop()
+            if not stack:
+                raise
+            value, error = None, e
+            continue
+        stack.append(sub)
+        value, error = None, None
+    return value
 
 
 class _Words:
@@ -178,7 +208,7 @@ class _Run:
 
     def run(self) -> tuple[str, list[str]]:
         try:
-            return self._stop_on(_EOF, self.raw_escapes)
+            return _drive(self._stop_on(_EOF, self.raw_escapes))
         except _LexError as e:
             raise ExpansionError(f"failed to process {go_quote(self.src)}: {e}") from None
 
@@ -205,7 +235,7 @@ class _Run:
     def _stop_on_closed(self, stop: str, raw_escapes: bool, missing: str) -> str:
         """`_stop_on` for a delimiter that must be there: running out of input is `missing`."""
         try:
-            return self._stop_on(stop, raw_escapes)[0]
+            return (yield self._stop_on(stop, raw_escapes))[0]
         except _LexError:
             if self._peek() == _EOF:
                 raise _LexError(missing) from None
@@ -215,7 +245,7 @@ class _Run:
         saved = self.raw_escapes
         self.raw_escapes = raw_escapes
         try:
-            return self._stop_on_inner(stop)
+            return (yield from self._stop_on_inner(stop))
         finally:
             self.raw_escapes = saved
 
@@ -232,7 +262,7 @@ class _Run:
                 self.pos += 1
                 return "".join(result), words.get()
             if ch == "$":
-                tmp = self._dollar()
+                tmp = (yield self._dollar()) if src[self.pos + 1:self.pos + 2] == "{" else self._plain_dollar()
                 result.append(tmp)
                 words.add_string(tmp)
             elif ch == "<":
@@ -244,7 +274,7 @@ class _Run:
                 result.append(tmp)
                 words.add_raw_string(tmp)
             elif quotes and ch == '"':
-                tmp = self._double_quote()
+                tmp = yield self._double_quote()
                 result.append(tmp)
                 words.add_raw_string(tmp)
             else:
@@ -296,7 +326,8 @@ class _Run:
                     out.append(ch)
                 return "".join(out)
             if p == "$":
-                out.append(self._dollar())
+                out.append((yield self._dollar()) if self.src[self.pos + 1:self.pos + 2] == "{"
+                           else self._plain_dollar())
                 continue
             ch = self._next()
             if ch == esc:
@@ -326,16 +357,20 @@ class _Run:
             name.append(self._next())
         return "".join(name)
 
-    def _dollar(self) -> str:
+    def _plain_dollar(self) -> str:
+        """``$name`` (no brace): nothing nests, so a plain call, not a generator."""
         self._next()
-        if self._peek() != "{":
-            name = self._name()
-            if not name:
-                return "$"
-            value, found = self._get_env(name)
-            if not found and self.lex.skip_unset_env:
-                return "$" + name
-            return value
+        name = self._name()
+        if not name:
+            return "$"
+        value, found = self._get_env(name)
+        if not found and self.lex.skip_unset_env:
+            return "$" + name
+        return value
+
+    def _dollar(self) -> str:
+        """``${...}``: a generator (see ``_drive``), as its words nest."""
+        self._next()
         self._next()
         p = self._peek()
         if p == _EOF:
@@ -361,7 +396,7 @@ class _Run:
             raw = ch in ("#", "%")
             if null_is_unset and raw:
                 raise _LexError(f"unsupported modifier ({chs}) in substitution")
-            word = self._stop_on_closed("}", raw, "syntax error: missing '}'")
+            word = yield self._stop_on_closed("}", raw, "syntax error: missing '}'")
             value, found = self._get_env(name)
             if self.lex.skip_unset_env and not found:
                 return f"${{{name}{chs}{word}}}"
@@ -388,8 +423,8 @@ class _Run:
             replace_all = self._peek() == "/"
             if replace_all:
                 self._next()
-            pattern = self._stop_on_closed("/", True, "syntax error: missing '/' in ${}")
-            repl = self._stop_on_closed("}", True, "syntax error: missing '}'")
+            pattern = yield self._stop_on_closed("/", True, "syntax error: missing '/' in ${}")
+            repl = yield self._stop_on_closed("}", True, "syntax error: missing '}'")
             value, found = self._get_env(name)
             if self.lex.skip_unset_env and not found:
                 return f"${{{name}/{pattern}/{repl}}}"

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import ast
-from .errors import KEYWORDS, DockerfileError, ExpansionError, with_suggestion
+from .errors import DockerfileError, ExpansionError, with_suggestion
 
 _DIRECTIVE_RE = re.compile(r"^([a-zA-Z][a-zA-Z0-9]*)[ \t\n\f\r]*=[ \t\n\f\r]*(.+?)[ \t\n\f\r]*\Z")
 _DIRECTIVES = ("syntax", "escape", "check")
@@ -465,7 +465,7 @@ class _Builder:
         if cls is None and not self.strict:
             return ast.Unknown(line=start, end_line=end, keyword=keyword, original=original)
         if cls is None:
-            msg = with_suggestion(f"unknown instruction: {keyword}", keyword, KEYWORDS)
+            msg = with_suggestion(f"unknown instruction: {keyword}", keyword, ast.INSTRUCTIONS)
             raise DockerfileError(self.filename, start, msg)
         flags = tuple(_flag(w) for w in flag_words)
         common = {"line": start, "end_line": end, "keyword": keyword, "flags": flags, "original": original}

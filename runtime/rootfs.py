@@ -23,7 +23,6 @@ import os
 import stat
 from dataclasses import dataclass, field
 
-from cache.overlayfmt import is_opaque, is_whiteout
 from runtime import kernel
 from runtime.errors import KernelCallError, SandboxError
 from runtime.overlay import mount_overlay
@@ -87,41 +86,6 @@ def make_stub(stub: str, mounts: list) -> None:
         made.append(p)
     for p in made + [stub]:
         os.utime(p, ns=(0, 0), follow_symlinks=False)
-
-
-RUNC_MOUNT_DIRS = ("dev", "proc", "sys")
-
-
-def keep_runc_mount_points(lowerdirs: list, upperdir) -> list[str]:
-    """Add /dev, /proc and /sys to a RUN's upper dir when the image lacks them; returns what
-    was added. BuildKit's RUN layers hold them: runc makes these mount points in the rootfs as
-    0755 root dirs and BuildKit's stub cleaner removes only /etc/hosts, /etc/resolv.conf and
-    RUN --mount targets (executor/stubs.go; moby/buildkit#3455 shows proc/ and sys/ in a RUN
-    layer over busybox). pybuild's stub layer keeps them out of the diff, so they are put back
-    here, for RUN only (COPY and WORKDIR run no container in BuildKit either)."""
-    added = []
-    for name in RUNC_MOUNT_DIRS:
-        target = os.path.join(os.fspath(upperdir), name)
-        if os.path.lexists(target) or _in_layers(lowerdirs, name):
-            continue
-        os.mkdir(target, 0o755)
-        os.chmod(target, 0o755)  # whatever the umask
-        added.append("/" + name)
-    return added
-
-
-def _in_layers(lowerdirs: list, name: str) -> bool:
-    """Is top-level `name` in the merged view of overlay-format layer dirs (topmost first)?"""
-    for layer in lowerdirs:
-        try:
-            st = os.lstat(os.path.join(os.fspath(layer), name))
-        except FileNotFoundError:
-            st = None
-        if st is not None:
-            return not is_whiteout(st)
-        if is_opaque(os.fspath(layer)):
-            return False
-    return False
 
 
 # --- child side -----------------------------------------------------------------------------

@@ -66,6 +66,24 @@ def test_token_soup(parts):
     _outcome(b"".join(parts))
 
 
+@st.composite
+def deeply_nested(draw):
+    """``${A:-${B:+...}}`` hundreds to thousands deep, sometimes broken: nesting must never reach
+    Python's recursion limit (BuildKit's Go lexer has no practical depth limit)."""
+    depth = draw(st.integers(200, 3000))
+    opener = draw(st.sampled_from([b"${A:-", b"${A-", b"${A:+", b'"${A:-', b"${A#", b"${A/x/"]))
+    closer = b'}"' if opener.startswith(b'"') else b"}"
+    body = opener * depth + b"x" + closer * (depth - draw(st.integers(0, 2)))
+    kw = draw(st.sampled_from([b"ENV A=", b"ARG A=", b"WORKDIR ", b"LABEL A=", b"EXPOSE "]))
+    return b"FROM x\n" + kw + body + b"\n"
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(deeply_nested())
+def test_deeply_nested_expansions(data):
+    _outcome(data)
+
+
 @pytest.mark.parametrize("data", [b"", b"\xef\xbb\xbf", b"\\", b"FROM x\nRUN <<EOF", b"FROM x\nCMD [1]",
                                   b"FROM x\nRUN [\"a\", NaN]", b"#escape=`\nFROM x\nRUN a`"])
 def test_known_edge_inputs(data):

@@ -103,3 +103,25 @@ def test_error_message_names_the_word_and_is_a_dockerfile_error():
 def test_required_variable_message():
     with pytest.raises(ExpansionError, match="x: need it"):
         ShellLex().process_word("${x:?need it}", {})
+
+
+@pytest.mark.parametrize("depth", [300, 3000])
+def test_deeply_nested_substitution_expands_like_buildkit(depth):
+    """Go's lexer has no practical depth limit; 300 levels used to raise RecursionError."""
+    import grammar
+
+    word = "${A:-" * depth + "x" + "}" * depth
+    df = grammar.parse(f"FROM x\nENV A={word}\nENV B=\"{'${B:+' * depth}y{'}' * depth}\"\n")
+    grammar.validate(df)
+    assert ShellLex().process_word(word, {}) == "x"
+    assert ShellLex().process_word(word, {"A": "set"}) == "set"
+    assert ShellLex().process_word('"' + "${B:+" * depth + "y" + "}" * depth + '"', {"B": "1"}) == "y"
+
+
+def test_deeply_nested_unterminated_is_a_located_error():
+    import grammar
+
+    df = grammar.parse("FROM x\nENV A=" + "${A:-" * 3000 + "x" + "}" * 2999 + "\n")
+    with pytest.raises(DockerfileError) as e:
+        grammar.validate(df)
+    assert e.value.line == 2 and "missing '}'" in e.value.message

@@ -77,7 +77,7 @@ PORT = 'invalid port "{}" in EXPOSE: use PORT[/PROTO] or START-END[/PROTO] with 
     ("FROM x\nCOPY --chown=a --chown=b a b\n", 2, "duplicate flag specified: --chown"),
     ("FROM x\nCOPY https://example.com/x /x\n", 2, "source can't be a URL for COPY"),
     ("FROM x\nCOPY a <<EOF\nEOF\n", 2, "COPY cannot accept a heredoc as a destination"),
-    ("FROM x\nHEALTHCHECK --interval=5 CMD true\n", 2, 'time: invalid duration "5" (--interval, e.g. 30s, 1m30s)'),
+    ("FROM x\nHEALTHCHECK --interval=5 CMD true\n", 2, 'time: missing unit in duration "5" (--interval, e.g. 30s, 1m30s)'),
     ("FROM x\nHEALTHCHECK --timeout=10us CMD true\n", 2, 'Interval "timeout" cannot be less than 1ms'),
     ("FROM x\nHEALTHCHECK --retries=-1 CMD true\n", 2, "--retries cannot be negative (-1)"),
     ("FROM x\nHEALTHCHECK CMD\n", 2, "Missing command after HEALTHCHECK CMD"),

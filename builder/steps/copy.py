@@ -11,7 +11,7 @@ import contextlib
 import tempfile
 from pathlib import Path
 
-from builder import executors
+from builder.steps.layer import commit, scratch
 from grammar import ast
 
 
@@ -23,7 +23,7 @@ def _is_git(src: str) -> bool:
     return src.startswith("git@") or src.endswith(".git") or ".git#" in src
 
 
-def execute(run, ins: ast.Copy | ast.Add, n: int) -> None:
+def copy_step(run, ins: ast.Copy | ast.Add, n: int) -> None:
     is_add = isinstance(ins, ast.Add)
     kind = "ADD" if is_add else "COPY"
     if not ins.sources or not ins.dest:
@@ -70,7 +70,7 @@ def execute(run, ins: ast.Copy | ast.Add, n: int) -> None:
             from builder.users import resolve_chown
             from runtime.snapshotter import mounted
 
-            with executors._scratch(run.solver.store) as (upper, work):
+            with scratch(run.solver.store) as (upper, work):
                 lowers = [] if link else run.lowerdirs()
                 with mounted(lowers, upper, work) as root:
                     root = Path(root)
@@ -81,7 +81,7 @@ def execute(run, ins: ast.Copy | ast.Add, n: int) -> None:
                         copy(tree.select(names, excludes), root, dest, workdir=workdir, chown=owner,
                              chmod=chmod, parents=parents, multiple=len(srcs) > 1,
                              unpack=is_add and unpack and local)
-                return executors._commit(run, upper)
+                return commit(run, upper)
 
         run.layer_step(ins, n, created_by, inputs, do)
 
