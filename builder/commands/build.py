@@ -164,8 +164,8 @@ def run_build(args) -> int:
             image_id = build(store, the_plan, opts, progress, recorder)
         finally:
             progress.close()
-    for tag in args.tag:
-        store.tag(tag, image_id)
+    if args.tag:  # the image is pinned to this process since put_image: prune -a spares it
+        store.tag_all(args.tag, image_id)
     if output:
         from cache.archive import save
 
