@@ -157,7 +157,7 @@ class Pending:
 
     @property
     def path(self) -> str:
-        return os.path.join(self.root, "replay", self.slot + ".json")
+        return os.path.join(self.root, layout.REPLAY_DIR, self.slot + ".json")
 
     # -- replay ------------------------------------------------------------------------------
     def replay(self) -> str | None:

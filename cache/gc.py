@@ -3,9 +3,9 @@
 Roots: every image record (tagged or not) and every build-cache entry; from them, configs,
 manifests, layers (dirs and blobs) are kept. Any `sha256:` string inside a cache entry counts as
 a reference, so the builder can keep layers and images alive without telling us its schema.
-What a running process holds is kept too, each named by its owner (`cache.owner`: pid + start
-time): a layer it committed or an image it stored (a build between commit_layer and put_image,
-or between put_image and its tag: BuildKit's lease), and its tmp/ files and scratch dirs.
+What a running process holds is kept too, named by its owner (`cache.owner`: pid + start time):
+its leases (`cache.leases`: the images and layers a build or container uses, commits or is
+about to tag), and its tmp/ files and scratch dirs.
 `all_=True` also drops untagged images and the whole build cache before collecting.
 """
 from __future__ import annotations
@@ -107,12 +107,12 @@ def prune(store, *, all_: bool = False, tmp: bool = True) -> PruneReport:
     with store.locked():
         if tmp:
             _remove_stale(store, rep)
+        held = store.leases.held_by_others()
         images = images_.records()
         tags = images_.tags()
         if all_:
             tagged = set(tags.values())
-            pinned = images_.pinned()
-            dangling = [i for i in images if i not in tagged and i not in pinned]
+            dangling = [i for i in images if i not in tagged and i not in held]
             if dangling:
                 images_.drop(dangling)
                 rep.images = len(dangling)
@@ -120,7 +120,7 @@ def prune(store, *, all_: bool = False, tmp: bool = True) -> PruneReport:
             rep.cache_entries = store.build_cache.clear()
         keep: set[str] = set(images) | set(tags.values())
         _refs_in(store.build_cache.entries(), keep)
-        keep |= layers.pinned()
+        keep |= held
         infos = layers.infos()
         # close over configs -> diff_ids, manifests -> blobs, layers -> their blobs
         for image_id in list(keep):

@@ -1,14 +1,13 @@
 """Images and tags: image configs (blobs named by their digest, the image ID), images.json,
 tags.json, manifests made on first save/push, and index.json (the OCI layout's index).
 
-    images.json  {image id: {"added": t, "manifests": {compression: digest},
-                             "owner": "pid.start", "t": t}}
+    images.json  {image id: {"added": t, "manifests": {compression: digest}}}
     tags.json    {"docker.io/library/busybox:latest": image id}
 
-`owner`/`t` pin an image its process just stored: prune -a keeps an untagged image while the
-build that made it runs (an hour at most), so the build can still tag it, as BuildKit's lease
-keeps a result referenced until it is exported. A tag is only written under the lock after the
-image's config and layers were seen present under that same lock.
+An image this process stores or opens is held (cache.leases) before the lock under which it is
+written or looked up: prune -a keeps the untagged image of a build until the build has tagged it,
+as BuildKit's lease keeps a result referenced until it is exported. A tag is only written under
+the lock after the image's config and layers were seen present under that same lock.
 """
 from __future__ import annotations
 
@@ -18,18 +17,19 @@ import time
 from pathlib import Path
 
 from cache import image as im
-from cache import layout, owner, refs
+from cache import layout, refs
 from cache.blobs import Blobs, is_digest
 from cache.errors import StoreError
 from cache.image import Image
 from cache.indexes import Indexes
-from cache.layerstore import PIN_SECONDS, LayerStore
+from cache.layerstore import LayerStore
 
 
 class ImageStore:
     def __init__(self, root: Path, blobs: Blobs, layers: LayerStore, indexes: Indexes):
         self.root = Path(root)
         self.blobs, self.layers, self.ix, self.lock = blobs, layers, indexes, indexes.lock
+        self.leases = layers.leases
 
     # ---- reading -------------------------------------------------------------------------
 
@@ -40,9 +40,13 @@ class ImageStore:
         return self.ix.read(layout.TAGS)
 
     def get(self, ref_or_id: str) -> Image:
-        image_id = self.resolve(ref_or_id)
+        """The image, held for this process (its layers with it) from here on."""
+        with self.lock.held():
+            image_id = self.resolve(ref_or_id)
+            self.leases.hold(image_id)  # under the lock: no prune between lookup and hold
+            raw = self.blobs.read(image_id)
         try:
-            config = json.loads(self.blobs.read(image_id))
+            config = json.loads(raw)
         except ValueError as e:
             raise StoreError(f"image {image_id}: corrupt config ({e})") from None
         return Image(image_id, config, tuple((config.get("rootfs") or {}).get("diff_ids") or ()))
@@ -81,12 +85,6 @@ class ImageStore:
     def tags_of(self, image_id: str) -> list[str]:
         return sorted(t for t, i in self.tags().items() if i == image_id)
 
-    def pinned(self) -> set[str]:
-        """Images stored by a process that still runs (for an hour at most)."""
-        return {i for i, rec in self.records().items()
-                if rec.get("owner") and rec["owner"] != owner.token()
-                and time.time() - rec.get("t", 0) < PIN_SECONDS and owner.alive(rec["owner"])}
-
     # ---- writing -------------------------------------------------------------------------
 
     def put(self, config: dict, tags=()) -> str:
@@ -105,11 +103,12 @@ class ImageStore:
         return image_id
 
     def put_config_bytes(self, raw: bytes) -> str:
+        from cache.keys import digest_bytes
+        self.leases.hold(digest_bytes(raw))  # its tag, if any, comes later: prune -a keeps it
         with self.lock.held():  # blob and record together: prune never sees one without the other
             image_id = self.blobs.put(raw)
             with self.ix.update(layout.IMAGES) as idx:
-                rec = idx.setdefault(image_id, {"added": int(time.time()), "manifests": {}})
-                rec["owner"], rec["t"] = owner.token(), int(time.time())
+                idx.setdefault(image_id, {"added": int(time.time()), "manifests": {}})
         return image_id
 
     def tag(self, names, image_id: str) -> list[str]:

@@ -2,31 +2,30 @@
 use, the layers.json index, and the scratch dirs a layer is made in.
 
 layers.json: {diff_id: {"size": n, "origin": "built"|"received", "epoch": e,
-                        "blobs": {compression: {"digest", "size"}}, "fingerprint": ...,
-                        "owner": "pid.start", "t": commit time}}
-`owner`/`t` pin a just-committed layer while its process lives (an hour at most): a build
-between commit_layer and put_image/cache_put must not lose it to a prune.
+                        "blobs": {compression: {"digest", "size"}}, "fingerprint": ...}}
+A layer this process commits or opens is held (cache.leases) before it is looked for under the
+lock: a prune in between cannot take it from a build or a running container.
 """
 from __future__ import annotations
 
 import os
 import re
 import shutil
-import time
 from pathlib import Path
 
 from cache import atomic, layout, owner
 from cache.blobs import Blobs, check_digest
 from cache.errors import StoreError
 from cache.indexes import Indexes
+from cache.leases import Leases
 
-PIN_SECONDS = 3600
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
 class LayerStore:
-    def __init__(self, root: Path, blobs: Blobs, indexes: Indexes):
+    def __init__(self, root: Path, blobs: Blobs, indexes: Indexes, leases: Leases):
         self.dir = Path(root) / layout.LAYERS_DIR
+        self.leases = leases
         self.tmp = indexes.tmp
         self.blobs = blobs
         self.ix = indexes
@@ -64,16 +63,6 @@ class LayerStore:
         info = self.info(diff_id) or {}
         return any(self.blobs.has(b["digest"]) for b in (info.get("blobs") or {}).values())
 
-    def pinned(self) -> set[str]:
-        """Layers committed by a process that still runs (for an hour at most)."""
-        out = set()
-        for d, info in self.infos().items():
-            tok = info.get("owner") or info.get("pid")
-            if (tok and str(tok) != owner.token() and time.time() - info.get("t", 0) < PIN_SECONDS
-                    and owner.alive(tok)):
-                out.add(d)
-        return out
-
     def dir_ids(self) -> list[str]:
         """Every layer dir on disk, as diff_ids (for gc)."""
         return ["sha256:" + e.name for e in os.scandir(self.dir) if _HEX64.match(e.name)]
@@ -105,6 +94,7 @@ class LayerStore:
         fp = fingerprint(upper)
         dest = self.path(res.diff_id)
         moved = None
+        self.leases.hold(res.diff_id)  # until this process is done with it (put_image, exit)
         with self.lock.held():
             if dest.exists():
                 shutil.rmtree(upper, ignore_errors=True)
@@ -124,7 +114,7 @@ class LayerStore:
                 if moved is not None:
                     info["fingerprint"] = moved
                 info.pop("pid", None)
-                info["owner"], info["t"] = owner.token(), int(time.time())
+                info.pop("t", None)
                 if "epoch" not in info and info["origin"] == "built":
                     info["epoch"] = epoch
         return res.diff_id
@@ -148,10 +138,12 @@ class LayerStore:
 
     def dir_of(self, diff_id: str) -> Path:
         """The layer's directory (overlay format), unpacking a received blob on first use."""
-        dest = self.path(diff_id)
-        if dest.exists():
-            return dest
-        info = self.info(diff_id)
+        dest = self.path(check_digest(diff_id, "diff_id"))
+        self.leases.hold(diff_id)
+        with self.lock.held():  # after the hold: a prune from now on keeps it
+            if dest.exists():
+                return dest
+            info = self.info(diff_id)
         if not info or not info.get("blobs"):
             raise StoreError(f"layer {diff_id} is not in the store")
         from cache.layers import extract

@@ -20,6 +20,8 @@ BLOBS_DIR = os.path.join("blobs", "sha256")
 LAYERS_DIR = "layers"
 TMP_DIR = "tmp"          # temporaries and scratch dirs, named by owner (cache.owner)
 REPLAY_DIR = "replay"    # builder.replay's records
+LEASES_DIR = "leases"    # what running processes hold (cache.leases)
+CACHE_MOUNTS_DIR = "cache-mounts"  # RUN --mount=type=cache dirs
 STAT_CACHE = "context-stat-cache.json"
 
 

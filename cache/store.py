@@ -10,6 +10,7 @@ job lives in its own module:
     cachekeys.json              cache.buildcache  the builder's step-key index
     lock, tmp/                  cache.atomic      the flock around every index update; tmp +
                                                   fsync + rename for every file
+    leases/<pid>.<start>        cache.leases      what each running process holds
     (paths and names: cache.layout; garbage collection: cache.gc)
 
 Blobs and layers are in place before an index names them, so a killed process leaves garbage
@@ -27,6 +28,7 @@ from cache.image import Image
 from cache.images import ImageStore
 from cache.indexes import Indexes
 from cache.layerstore import LayerStore
+from cache.leases import Leases
 
 __all__ = ["Store", "check_digest", "default_root"]
 
@@ -37,7 +39,8 @@ def default_root() -> Path:
 
 class Store:
     """Open with Store.open(); all methods are safe to call from several processes.
-    `blob_store`, `layer_store`, `image_store` and `build_cache` are the parts (gc uses them);
+    `blob_store`, `layer_store`, `image_store`, `build_cache` and `leases` are the parts (gc
+    uses them);
     `blobs`, `layers` and `tmp` are the dirs."""
 
     def __init__(self, root: Path):
@@ -47,8 +50,9 @@ class Store:
         self.tmp = self.root / layout.TMP_DIR
         self.lock = atomic.Lock(self.root / layout.LOCK)
         self.indexes = Indexes(self.root, self.lock, self.tmp)
+        self.leases = Leases(self.root)
         self.blob_store = Blobs(self.root, self.tmp)
-        self.layer_store = LayerStore(self.root, self.blob_store, self.indexes)
+        self.layer_store = LayerStore(self.root, self.blob_store, self.indexes, self.leases)
         self.image_store = ImageStore(self.root, self.blob_store, self.layer_store, self.indexes)
         self.build_cache = BuildCache(self.indexes)
 

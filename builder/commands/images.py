@@ -327,7 +327,6 @@ def cmd_save(args) -> int:
 
 def cmd_load(args) -> int:
     import os
-    import tempfile
 
     from cache import refs
     from cache.archive import load
@@ -339,8 +338,8 @@ def cmd_load(args) -> int:
             if sys.stdin.isatty():
                 from cache.errors import StoreError
                 raise StoreError("no archive given: use -i FILE or pipe one to stdin")
-            fd, tmp = tempfile.mkstemp(dir=store.tmp, prefix=f"stdin-{os.getpid()}-")
-            with os.fdopen(fd, "wb") as f:
+            f, tmp = store.tmp_file("stdin")  # prune spares it while this process runs
+            with f:
                 while data := sys.stdin.buffer.read(1 << 20):
                     f.write(data)
             path = tmp

@@ -84,3 +84,18 @@ def test_replay_record_is_written_under_the_store_lock(busybox_root, tmp_path):
     assert record.parent == busybox_root / layout.REPLAY_DIR and json.loads(record.read_text())
     assert [p.name for p in record.parent.iterdir()] == [record.name]
     assert not any((busybox_root / layout.TMP_DIR).iterdir())
+
+
+def test_a_replay_that_writes_nothing_loads_no_writer(busybox_root, tmp_path):
+    """The replay's check path stays os/json/zlib + cache.layout: the writer is loaded only to
+    write a record."""
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM busybox\nENV A=1\n")
+    code = (f"import sys; sys.path.insert(0, {str(REPO)!r})\nfrom builder.cli import main\n"
+            f"rc = main(['build', '-q', '-t', 'app', {str(ctx)!r}])\n"
+            "print(rc, sorted(m for m in ('cache.atomic', 'cache.store', 'fcntl') if m in sys.modules))")
+    runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+            for _ in range(2)]
+    assert runs[0].stdout.splitlines()[-1].startswith("0 ['cache.atomic'"), runs[0].stderr
+    assert runs[1].stdout.splitlines()[-1] == "0 []", runs[1].stderr

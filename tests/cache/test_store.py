@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -122,11 +123,8 @@ def test_prune_removes_garbage_never_a_referenced_blob(busybox_root, pybuild):
     (s / "c" / "f").write_text("cached")
     cached = store.commit_layer(s / "c")
     store.cache_put("step", {"layer": cached})
-    store.layer_info(orphan)  # recorded with our pid; a CLI prune is another process
-    import shutil
     shutil.rmtree(s)
-    with store.indexes.update("layers.json") as idx:  # as if the committing build had exited
-        idx[orphan]["owner"] = idx[cached]["owner"] = "999999999.1"
+    store.leases.release()  # as if the committing build had exited
     r = pybuild("prune")
     assert r.returncode == 0, r.stderr
     assert "Total reclaimed space" in r.stdout
@@ -147,9 +145,8 @@ def test_rmi_untags_then_deletes(busybox_root, pybuild):
     r = pybuild("rmi", "mine:1")
     assert r.returncode == 0 and r.stdout.strip() == "Untagged: mine:1"
     assert store.resolve("busybox") == bb
-    with store.indexes.update("layers.json") as idx:  # the session that made busybox still runs
-        for info in idx.values():
-            info.pop("owner", None)
+    # the copied store holds the lease of the session that made busybox (it still runs)
+    shutil.rmtree(store.root / "leases", ignore_errors=True)
     r = pybuild("rmi", "busybox")
     assert r.returncode == 0 and f"Deleted: {bb}" in r.stdout
     assert not any(store.layers.iterdir()) and not any(store.blobs.iterdir())
@@ -253,3 +250,24 @@ def test_prune_never_deletes_through_a_mount_left_in_a_dead_scratch(busybox_root
     finally:
         subprocess.run(["umount", str(dead / "merged")], check=True)
     assert pybuild("prune").returncode == 0 and not dead.exists()
+
+
+def test_a_layer_a_live_process_uses_survives_prune_all(busybox_root, pybuild):
+    """A build that found its step in the cache mounts that layer: prune -a (which drops the
+    cache) must not take the layer from under it, as BuildKit's lease keeps it."""
+    # an earlier build made the layer and exited
+    made = _child("from cache.store import Store\ns = Store.open()\nd = s.new_scratch() / 'u'\n"
+                  "d.mkdir()\n(d / 'f').write_text('cached step')\n"
+                  "s.cache_put('step', {'diff_id': s.commit_layer(d)})\n")
+    assert made.wait(30) == 0
+    p = _child(f"from cache.store import Store\ns = Store.open()\nd = s.cache_get('step')['diff_id']\n"
+               "print(s.layer_dir(d), flush=True)\ninput()\n")
+    path = Path(p.stdout.readline().strip())
+    try:
+        r = pybuild("prune", "-a")
+        assert r.returncode == 0, r.stderr
+        assert (path / "f").read_text() == "cached step"
+    finally:
+        p.stdin.close()
+        p.wait(30)
+    assert pybuild("prune", "-a").returncode == 0 and not path.exists()

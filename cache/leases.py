@@ -1,0 +1,80 @@
+"""What a running process holds: BuildKit's and containerd's leases, without a daemon.
+
+Each process that uses the store appends the digests it relies on (the image a build starts
+from, every layer dir it mounts or commits, the image it stored and is about to tag) to its own
+file `leases/<pid>.<start>` (cache.owner). gc treats the digests of live owners as roots, and
+removes the files of dead ones; a process also removes its own at exit. A digest is held
+*before* the store lock is taken to check that it is there, so a prune either finished before
+the check (which then sees it gone) or finds the hold.
+"""
+from __future__ import annotations
+
+import atexit
+import os
+import threading
+from pathlib import Path
+
+from cache import layout, owner
+
+_lock = threading.Lock()
+_open: dict[str, tuple[str, int]] = {}  # lease dir -> (owner token, fd), this process's
+
+
+def _drop_mine(only: str | None = None) -> None:
+    with _lock:
+        for d, (tok, fd) in list(_open.items()):
+            if tok == owner.token() and only in (None, d):
+                del _open[d]
+                os.close(fd)
+                try:
+                    os.unlink(os.path.join(d, tok))
+                except OSError:
+                    pass
+
+
+atexit.register(_drop_mine)
+
+
+class Leases:
+    def __init__(self, root: Path):
+        self.dir = str(Path(root) / layout.LEASES_DIR)
+
+    def hold(self, *digests: str) -> None:
+        """Keep `digests` (and what they reference) from gc while this process lives."""
+        tok = owner.token()
+        with _lock:
+            got = _open.get(self.dir)
+            if got is None or got[0] != tok:  # first hold here, or a fork child's first
+                os.makedirs(self.dir, exist_ok=True)
+                fd = os.open(os.path.join(self.dir, tok),
+                             os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+                got = _open[self.dir] = (tok, fd)
+            os.write(got[1], "".join(d + "\n" for d in digests).encode())
+
+    def release(self) -> None:
+        """Let go of everything this process holds in this store (done at exit anyway)."""
+        _drop_mine(self.dir)
+
+    def held_by_others(self) -> set[str]:
+        """Digests held by other live processes; the files of dead ones are removed."""
+        out: set[str] = set()
+        try:
+            entries = list(os.scandir(self.dir))
+        except FileNotFoundError:
+            return out
+        me = owner.token()
+        for e in entries:
+            if e.name == me:
+                continue
+            if not owner.alive(e.name):
+                try:
+                    os.unlink(e.path)
+                except OSError:
+                    pass
+                continue
+            try:
+                with open(e.path) as f:
+                    out.update(line.strip() for line in f if line.startswith("sha256:"))
+            except OSError:
+                pass
+        return out
