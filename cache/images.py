@@ -92,11 +92,11 @@ class ImageStore:
         ID. Every diff_id must be in the store."""
         from cache.keys import canonical_json
         raw = canonical_json(config)
-        diff_ids = [d for d in (config.get("rootfs") or {}).get("diff_ids", [])]
+        diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
         with self.lock.held():
-            for d in diff_ids:
-                if not self.layers.present(d):
-                    raise StoreError(f"image config names layer {d}, which is not in the store")
+            gone = self.layers.missing(diff_ids)
+            if gone:
+                raise StoreError(f"image config names layer {gone[0]}, which is not in the store")
             image_id = self.put_config_bytes(raw)
             if tags:
                 self.tag(tags, image_id)
@@ -118,9 +118,9 @@ class ImageStore:
         with self.lock.held():
             image_id = self.resolve(image_id)
             img = self.get(image_id)  # its config blob is here
-            for d in img.diff_ids:
-                if not self.layers.present(d):
-                    raise StoreError(f"image {image_id} names layer {d}, which is not in the store")
+            gone = self.layers.missing(img.diff_ids)
+            if gone:
+                raise StoreError(f"image {image_id} names layer {gone[0]}, which is not in the store")
             with self.ix.update(layout.TAGS) as tags:
                 for f in full:
                     tags[f] = image_id

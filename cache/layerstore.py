@@ -56,12 +56,18 @@ class LayerStore:
     def infos(self) -> dict[str, dict]:
         return self.ix.read(layout.LAYERS)
 
-    def present(self, diff_id: str) -> bool:
-        """Whether the layer can be used: its dir, or a blob it can be unpacked from."""
-        if self.path(diff_id).exists():
-            return True
-        info = self.info(diff_id) or {}
-        return any(self.blobs.has(b["digest"]) for b in (info.get("blobs") or {}).values())
+    def missing(self, diff_ids) -> list[str]:
+        """The layers that cannot be used: neither their dir nor a blob to unpack is here."""
+        infos = None
+        out = []
+        for d in diff_ids:
+            if self.path(d).exists():
+                continue
+            infos = self.infos() if infos is None else infos
+            blobs = ((infos.get(d) or {}).get("blobs") or {}).values()
+            if not any(self.blobs.has(b["digest"]) for b in blobs):
+                out.append(d)
+        return out
 
     def dir_ids(self) -> list[str]:
         """Every layer dir on disk, as diff_ids (for gc)."""

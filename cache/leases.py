@@ -17,17 +17,17 @@ from pathlib import Path
 from cache import layout, owner
 
 _lock = threading.Lock()
-_open: dict[str, tuple[str, int]] = {}  # lease dir -> (owner token, fd), this process's
+_mine: set[tuple[str, str]] = set()  # (lease dir, owner token) this process wrote
 
 
 def _drop_mine(only: str | None = None) -> None:
+    tok = owner.token()
     with _lock:
-        for d, (tok, fd) in list(_open.items()):
-            if tok == owner.token() and only in (None, d):
-                del _open[d]
-                os.close(fd)
+        for d, t in list(_mine):
+            if t == tok and only in (None, d):
+                _mine.discard((d, t))
                 try:
-                    os.unlink(os.path.join(d, tok))
+                    os.unlink(os.path.join(d, t))
                 except OSError:
                     pass
 
@@ -42,14 +42,21 @@ class Leases:
     def hold(self, *digests: str) -> None:
         """Keep `digests` (and what they reference) from gc while this process lives."""
         tok = owner.token()
+        path = os.path.join(self.dir, tok)
+        line = "".join(d + "\n" for d in digests).encode()
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
         with _lock:
-            got = _open.get(self.dir)
-            if got is None or got[0] != tok:  # first hold here, or a fork child's first
+            _mine.add((self.dir, tok))
+            # opened for each hold, not kept: a process may use many stores (tests do)
+            try:
+                fd = os.open(path, flags, 0o644)
+            except FileNotFoundError:
                 os.makedirs(self.dir, exist_ok=True)
-                fd = os.open(os.path.join(self.dir, tok),
-                             os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
-                got = _open[self.dir] = (tok, fd)
-            os.write(got[1], "".join(d + "\n" for d in digests).encode())
+                fd = os.open(path, flags, 0o644)
+            try:
+                os.write(fd, line)
+            finally:
+                os.close(fd)
 
     def release(self) -> None:
         """Let go of everything this process holds in this store (done at exit anyway)."""
