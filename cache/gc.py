@@ -107,7 +107,7 @@ def prune(store, *, all_: bool = False, tmp: bool = True) -> PruneReport:
     with store.locked():
         if tmp:
             _remove_stale(store, rep)
-        held = store.leases.held_by_others()
+        held = {d for d in store.leases.held_by_others() if _SHA.fullmatch(d)}
         images = images_.records()
         tags = images_.tags()
         if all_:

@@ -63,7 +63,8 @@ class Leases:
         _drop_mine(self.dir)
 
     def held_by_others(self) -> set[str]:
-        """Digests held by other live processes; the files of dead ones are removed."""
+        """Digests held by other live processes; the files of dead ones are removed. This
+        process's own holds do not bind its own prune (`rmi` looks an image up, then drops it)."""
         out: set[str] = set()
         try:
             entries = list(os.scandir(self.dir))

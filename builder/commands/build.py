@@ -164,7 +164,7 @@ def run_build(args) -> int:
             image_id = build(store, the_plan, opts, progress, recorder)
         finally:
             progress.close()
-    if args.tag:  # the image is pinned to this process since put_image: prune -a spares it
+    if args.tag:  # held by this process since put_image (cache.leases): prune -a spares it
         store.tag_all(args.tag, image_id)
     if output:
         from cache.archive import save
