@@ -14,8 +14,8 @@ _NAME = re.compile(r"^[a-z]+-(\d+)(?:\.(\d+))?-")
 _mine: tuple[int, str] | None = None
 
 
-def start_time(pid: int) -> int | None:
-    """The process's start time in clock ticks since boot, or None when there is no such process."""
+def _stat(pid: int) -> tuple[bytes, int] | None:
+    """(state, start time in clock ticks since boot) of a process, or None when there is none."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read()
@@ -24,9 +24,14 @@ def start_time(pid: int) -> int | None:
     # the command name (field 2) may hold spaces and parentheses: count after its last ')'
     fields = stat[stat.rfind(b")") + 2:].split()
     try:
-        return int(fields[19])
+        return fields[0], int(fields[19])
     except (IndexError, ValueError):
         return None
+
+
+def start_time(pid: int) -> int | None:
+    st = _stat(pid)
+    return None if st is None else st[1]
 
 
 def token() -> str:
@@ -44,10 +49,10 @@ def alive(tok) -> bool:
     pid, _, start = str(tok).partition(".")
     if not pid.isdigit() or int(pid) == 0:
         return False
-    now = start_time(int(pid))
-    if now is None:
+    st = _stat(int(pid))
+    if st is None or st[0] in (b"Z", b"X"):  # a zombie holds nothing: it only waits to be reaped
         return False
-    return not start or not start.isdigit() or int(start) == 0 or int(start) == now
+    return not start or not start.isdigit() or int(start) == 0 or int(start) == st[1]
 
 
 def of_name(name: str) -> str | None:

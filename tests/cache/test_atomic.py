@@ -41,6 +41,14 @@ def test_temporaries_name_their_owner(tmp_path):
                        text=True, check=True)
     assert not owner.alive(p.stdout.strip() + ".1")
     assert owner.of_name("garbage") is None and not owner.alive("x.y")
+    z = subprocess.Popen(["true"])  # exits, and is not reaped until wait(): a zombie
+    tok = f"{z.pid}.{owner.start_time(z.pid)}"
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{z.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert not owner.alive(tok)
+    z.wait()
 
 
 def _holder(lock_path: Path, seconds: float) -> subprocess.Popen:
