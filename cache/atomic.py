@@ -38,10 +38,12 @@ def tmp_file(directory, kind: str = "w", mode: int = 0o600):
         return os.fdopen(fd, "wb"), path
 
 
-def publish(tmp, dest, mode: int = 0o644) -> None:
-    """Rename a complete temporary file over `dest` (fsynced first), then fsync dest's dir."""
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
+def publish(tmp, dest, mode: int = 0o644, *, synced: bool = False) -> None:
+    """Rename a complete temporary file over `dest` (fsynced first unless `synced`), then fsync
+    dest's dir."""
+    if not synced:
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
     os.chmod(tmp, mode)
     os.rename(tmp, dest)
     fsync_dir(Path(dest).parent)

@@ -1,4 +1,8 @@
-"""Content-addressed blobs: `blobs/sha256/<hex>`, each written whole under its digest."""
+"""Content-addressed blobs: `blobs/sha256/<hex>`, each written whole under its digest.
+
+A new blob is held for this process (cache.leases) and moved in under the store lock: until an
+index names it (a layer record, an image, a manifest) a prune keeps it for the writer.
+"""
 from __future__ import annotations
 
 import os
@@ -7,6 +11,7 @@ from pathlib import Path
 
 from cache import atomic, layout
 from cache.errors import StoreError
+from cache.leases import Leases
 
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -23,9 +28,10 @@ def is_digest(d) -> bool:
 
 
 class Blobs:
-    def __init__(self, root: Path, tmp: Path):
+    def __init__(self, root: Path, tmp: Path, lock: atomic.Lock, leases: Leases):
         self.dir = Path(root) / layout.BLOBS_DIR
         self.tmp = Path(tmp)
+        self.lock, self.leases = lock, leases
 
     def path(self, digest: str) -> Path:
         return self.dir / check_digest(digest)[7:]
@@ -46,9 +52,15 @@ class Blobs:
     def put(self, data: bytes) -> str:
         from cache.keys import digest_bytes
         d = digest_bytes(data)
-        path = self.path(d)
-        if not path.exists():
-            atomic.write_file(path, data, tmp_dir=self.tmp)
+        self.leases.hold(d)  # first: a prune from now on keeps it, present or written below
+        if not self.path(d).exists():
+            f, tmp = self.tmp_file("w")
+            try:
+                with f:
+                    f.write(data)
+                self._move_in(tmp, d)
+            finally:
+                tmp.unlink(missing_ok=True)
         return d
 
     def tmp_file(self, kind: str = "w"):
@@ -56,8 +68,16 @@ class Blobs:
         return atomic.tmp_file(self.tmp, kind)
 
     def publish(self, tmp, digest: str) -> None:
-        """Move a complete temporary file in as blob `digest` (the caller checked the digest)."""
-        atomic.publish(tmp, self.path(digest))
+        """Move a complete temporary file in as blob `digest` (the caller checked the digest),
+        held for this process until an index names it."""
+        self.leases.hold(digest)
+        self._move_in(tmp, digest)
+
+    def _move_in(self, tmp, digest: str) -> None:
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())  # here, not under the lock
+        with self.lock.held():
+            atomic.publish(tmp, self.path(digest), synced=True)
 
     def ingest(self, src, expected: str | None = None, limit: int | None = None) -> tuple[str, int]:
         """Copy a stream into blobs/ while hashing; a digest mismatch leaves nothing behind."""
@@ -73,8 +93,6 @@ class Blobs:
                     h.write(data)
                     if limit is not None and h.size > limit:
                         raise StoreError("blob is larger than its descriptor says")
-                f.flush()
-                os.fsync(f.fileno())
             if expected is not None and h.digest != expected:
                 raise StoreError(f"digest mismatch: expected {expected}, got {h.digest}")
             self.publish(tmp, h.digest)

@@ -51,7 +51,7 @@ class Store:
         self.lock = atomic.Lock(self.root / layout.LOCK)
         self.indexes = Indexes(self.root, self.lock, self.tmp)
         self.leases = Leases(self.root)
-        self.blob_store = Blobs(self.root, self.tmp)
+        self.blob_store = Blobs(self.root, self.tmp, self.lock, self.leases)
         self.layer_store = LayerStore(self.root, self.blob_store, self.indexes, self.leases)
         self.image_store = ImageStore(self.root, self.blob_store, self.layer_store, self.indexes)
         self.build_cache = BuildCache(self.indexes)

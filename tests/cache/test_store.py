@@ -271,3 +271,19 @@ def test_a_layer_a_live_process_uses_survives_prune_all(busybox_root, pybuild):
         p.stdin.close()
         p.wait(30)
     assert pybuild("prune", "-a").returncode == 0 and not path.exists()
+
+
+def test_a_blob_a_live_process_wrote_survives_prune_until_named(busybox_root, pybuild):
+    """A pull writes blobs before the records naming them: prune keeps them for the writer."""
+    p = _child("import io\nfrom cache.store import Store\n"
+               "print(Store.open().ingest(io.BytesIO(b'pulled, not yet recorded'))[0], flush=True)\n"
+               "input()\n")
+    digest = p.stdout.readline().strip()
+    store = Store.open()
+    try:
+        assert pybuild("prune", "-a").returncode == 0
+        assert store.read_blob(digest) == b"pulled, not yet recorded"
+    finally:
+        p.stdin.close()
+        p.wait(30)
+    assert pybuild("prune").returncode == 0 and not store.has_blob(digest)
