@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from builder.errors import BuildError
-from cache import fspath
+from cache import atomic, fspath
 from cache.errors import StoreError
 from grammar.gomatch import compile_match
 
@@ -413,17 +413,12 @@ class SourceTree:
         files = self._hashes
         if len(files) > 250_000:
             files = {k: v for k, v in files.items() if k in self._seen}
-        tmp = p.with_name(p.name + f".tmp{os.getpid()}")
         try:
             p.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_text(json.dumps({"v": 1, "files": files}, separators=(",", ":")))
-            os.replace(tmp, p)
+            atomic.write_json(p, {"v": 1, "files": files}, compact=True)
             self._hashes_dirty = False
         except OSError:
-            try:
-                tmp.unlink()
-            except OSError:
-                pass
+            pass
 
 
 def _may_match_below(patterns: Sequence[str], rel: str) -> bool:

@@ -11,10 +11,10 @@ import hashlib
 import json
 import os
 import pickle
-import tempfile
 from pathlib import Path
 
 from builder import codeid
+from cache import atomic
 
 
 def cache_dir() -> Path | None:
@@ -58,11 +58,8 @@ def parse_and_validate(text: str, filename: str, build_args: dict[str, str]):
     df = grammar.parse(text, filename=filename)
     grammar.validate(df, build_args)
     if path is not None:
-        fd, tmp = tempfile.mkstemp(dir=d, prefix=".df-")
         try:
-            with os.fdopen(fd, "wb") as f:
-                pickle.dump(df, f, protocol=pickle.HIGHEST_PROTOCOL)
-            os.replace(tmp, path)
+            atomic.write_file(path, pickle.dumps(df, protocol=pickle.HIGHEST_PROTOCOL), mode=0o600)
         except OSError:
-            Path(tmp).unlink(missing_ok=True)
+            pass
     return df

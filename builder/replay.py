@@ -143,7 +143,7 @@ class Pending:
 
     @property
     def path(self) -> str:
-        return os.path.join(self.root, "replay", self.slot + ".json")
+        return os.path.join(self.root, layout.REPLAY_DIR, self.slot + ".json")
 
     # -- replay ------------------------------------------------------------------------------
     def replay(self) -> str | None:
@@ -245,17 +245,16 @@ class Pending:
         self._write(doc)
 
     def _write(self, doc: dict) -> None:
-        tmp = f"{self.path}.tmp{os.getpid()}"
+        """tmp + fsync + rename under the store lock (a prune sees a whole record or none)."""
+        from cache import atomic  # only when writing: the check above imports nothing more
+
         try:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
-            with open(tmp, "w") as f:
-                f.write(json.dumps(doc, separators=(",", ":")))  # the C encoder, not dump's
-            os.replace(tmp, self.path)
+            with atomic.Lock(os.path.join(self.root, layout.LOCK)).held():
+                atomic.write_json(self.path, doc, tmp_dir=os.path.join(self.root, layout.TMP_DIR),
+                                  compact=True)
         except OSError:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
+            pass
 
 
 class Recorder:

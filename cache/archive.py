@@ -14,7 +14,7 @@ import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cache import fspath, layout, platform, refs, schema, tarfmt
+from cache import atomic, fspath, layout, platform, refs, schema, tarfmt
 from cache import image as im
 from cache.compress import CHUNK, MEDIA_TYPES, SNIFF_BYTES, HashingWriter, open_decompressed, sniff
 from cache.errors import StoreError
@@ -58,15 +58,8 @@ def save(store, names: list[str], out, *, fmt: str = "docker", compression: str 
         raise StoreError(f"unknown archive format {fmt!r} (use docker or oci)")
     if isinstance(out, (str, os.PathLike)):
         path = Path(out)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            with open(tmp, "wb") as f:
-                save(store, names, f, fmt=fmt, compression=compression)
-                f.flush()
-                os.fsync(f.fileno())
-            os.rename(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        with atomic.replacing(path, kind="." + path.name) as f:
+            save(store, names, f, fmt=fmt, compression=compression)
         return
     index_entries, manifest_json, blobs = [], [], set()
     for name in names:
@@ -114,7 +107,7 @@ class _TarSource:
             with open(path, "rb") as f:
                 kind = sniff(f.read(SNIFF_BYTES))
             if kind != "none":
-                out, self.tmp = store._tmpfile("ld-")
+                out, self.tmp = store.tmp_file("ld")
                 with out, open(path, "rb") as f:
                     r = open_decompressed(f)
                     while data := r.read(CHUNK):
@@ -217,7 +210,7 @@ def _stage_layer(store, st: _Staged, src, name: str, diff_id: str, expected: str
                  expected_size: int | None = None) -> None:
     """Copy a layer blob to tmp/ hashing it, then hash its uncompressed tar: both must match."""
     with src.open(name) as f:
-        out, tmp = store._tmpfile("ld-")
+        out, tmp = store.tmp_file("ld")
         st.tmps.append(tmp)
         h = HashingWriter(out)
         with out:
@@ -364,18 +357,14 @@ def _commit(store, st: _Staged) -> list[tuple[str, list[str]]]:
         for digest, tmp in st.blobs.items():
             dest = store.blob_path(digest)
             if not dest.exists():
-                with open(tmp, "rb") as f:
-                    os.fsync(f.fileno())
-                os.chmod(tmp, 0o644)
-                os.rename(tmp, dest)
+                store.add_blob_file(tmp, digest)
         for diff_id, digest, size, kind, tar_size in st.layers:
             store.add_received_layer(diff_id, digest, size, kind, tar_size)
         for raw in st.configs:
             result.setdefault(store.put_config_bytes(raw), [])
         for full, raw in st.tags:
             image_id = digest_bytes(raw)
-            with store._update(layout.TAGS) as tags:
-                tags[full] = image_id
+            store.tag(full, image_id)
             result[image_id].append(full)
-        store._write_index()
+        store.write_index()
     return list(result.items())

@@ -1,10 +1,11 @@
-"""Garbage collection for `pybuild prune`.
+"""Garbage collection for `pybuild prune`, through the store parts' public API.
 
 Roots: every image record (tagged or not) and every build-cache entry; from them, configs,
 manifests, layers (dirs and blobs) are kept. Any `sha256:` string inside a cache entry counts as
 a reference, so the builder can keep layers and images alive without telling us its schema.
-A layer committed by a process that is still running is kept too (a build between
-commit_layer and put_image), and so is a tmp/ file or dir whose owner pid is alive.
+What a running process holds is kept too, named by its owner (`cache.owner`: pid + start time):
+its leases (`cache.leases`: the images and layers a build or container uses, commits or is
+about to tag), and its tmp/ files and scratch dirs.
 `all_=True` also drops untagged images and the whole build cache before collecting.
 """
 from __future__ import annotations
@@ -13,14 +14,13 @@ import json
 import os
 import re
 import shutil
-import time
+from collections.abc import Collection
 from dataclasses import dataclass
+from pathlib import Path
 
-from cache import layout
+from cache import owner
 
 _SHA = re.compile(r"sha256:[0-9a-f]{64}")
-_TMP = re.compile(r"^[a-z]+-(\d+)-")
-PIN_SECONDS = 3600
 
 
 @dataclass
@@ -31,16 +31,7 @@ class PruneReport:
     images: int = 0
     cache_entries: int = 0
     bytes: int = 0
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    busy: int = 0  # dead scratch dirs left because something is still mounted in them
 
 
 def _size(path) -> int:
@@ -71,46 +62,60 @@ def _refs_in(value, out: set) -> None:
             _refs_in(v, out)
 
 
-def prune(store, *, all_: bool = False, tmp: bool = True) -> PruneReport:
+def stale_scratch(store) -> list[Path]:
+    """tmp/ entries (scratch dirs and temporary files) whose owning process is gone, or that
+    name no owner: garbage, though a dead build's overlay may still be mounted in one (unmount
+    those first: prune leaves a dir that holds a mount)."""
+    out = []
+    for e in os.scandir(store.tmp):
+        tok = owner.of_name(e.name)
+        if tok is None or not owner.alive(tok):
+            out.append(Path(e.path))
+    return sorted(out)
+
+
+def _remove_stale(store, rep: PruneReport, mounts: Collection[str]) -> None:
+    for path in stale_scratch(store):
+        real = os.path.realpath(path)  # the kernel names mount points by their real path
+        if any(m == real or m.startswith(real + "/") for m in mounts):
+            rep.busy += 1  # rmtree would reach through the mount into what it shows
+            continue
+        rep.bytes += _size(path)
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        rep.tmp += 1
+
+
+def prune(store, *, all_: bool = False, mount_points: Collection[str] | None = None) -> PruneReport:
+    """Remove what nothing references. Dead tmp/ entries go too when the caller says what is
+    mounted in its namespace (`mount_points`, read by runtime.mountinfo: cache runs no kernel
+    code); an entry that still holds a mount is left (rmtree would reach into what it shows)."""
     rep = PruneReport()
+    blobs, layers, images_ = store.blob_store, store.layer_store, store.image_store
     with store.locked():
-        if tmp:
-            for e in os.scandir(store.tmp):
-                m = _TMP.match(e.name)
-                if m and _alive(int(m.group(1))) and int(m.group(1)) != 0:
-                    continue
-                rep.bytes += _size(e.path)
-                if e.is_dir(follow_symlinks=False):
-                    shutil.rmtree(e.path, ignore_errors=True)
-                else:
-                    os.unlink(e.path)
-                rep.tmp += 1
-        images = store.images()
-        tags = store.tags()
+        if mount_points is not None:
+            _remove_stale(store, rep, mount_points)
+        held = {d for d in store.leases.held_by_others() if _SHA.fullmatch(d)}
+        images = images_.records()
+        tags = images_.tags()
         if all_:
             tagged = set(tags.values())
-            dangling = [i for i in images if i not in tagged]
+            dangling = [i for i in images if i not in tagged and i not in held]
             if dangling:
-                with store._update(layout.IMAGES) as idx:
-                    for i in dangling:
-                        idx.pop(i, None)
+                images_.drop(dangling)
                 rep.images = len(dangling)
-                images = store.images()
-            cache = store._read_json(layout.CACHEKEYS)
-            if cache:
-                rep.cache_entries = len(cache)
-                store._write_json(layout.CACHEKEYS, {})
+                images = images_.records()
+            rep.cache_entries = store.build_cache.clear()
         keep: set[str] = set(images) | set(tags.values())
-        _refs_in(store._read_json(layout.CACHEKEYS), keep)
-        layers = store._read_json(layout.LAYERS)
-        for d, info in layers.items():
-            if (info.get("pid") and info["pid"] != os.getpid() and _alive(info["pid"])
-                    and time.time() - info.get("t", 0) < PIN_SECONDS):
-                keep.add(d)
+        _refs_in(store.build_cache.entries(), keep)
+        keep |= held
+        infos = layers.infos()
         # close over configs -> diff_ids, manifests -> blobs, layers -> their blobs
         for image_id in list(keep):
             try:
-                cfg = json.loads(store.blob_path(image_id).read_bytes())
+                cfg = json.loads(blobs.path(image_id).read_bytes())
             except (OSError, ValueError):
                 continue
             if isinstance(cfg, dict):
@@ -119,32 +124,23 @@ def prune(store, *, all_: bool = False, tmp: bool = True) -> PruneReport:
             for mdigest in (images.get(image_id, {}).get("manifests") or {}).values():
                 keep.add(mdigest)
                 try:
-                    _refs_in(json.loads(store.blob_path(mdigest).read_bytes()), keep)
+                    _refs_in(json.loads(blobs.path(mdigest).read_bytes()), keep)
                 except (OSError, ValueError):
                     pass
         for d in list(keep):
-            for b in (layers.get(d, {}).get("blobs") or {}).values():
+            for b in (infos.get(d, {}).get("blobs") or {}).values():
                 keep.add(b["digest"])
         # sweep
-        dropped = [d for d in layers if d not in keep]
-        if dropped:
-            with store._update(layout.LAYERS) as idx:
-                for d in dropped:
-                    idx.pop(d, None)
-        for e in os.scandir(store.layers):
-            if "sha256:" + e.name not in keep:
-                rep.bytes += _size(e.path)
-                shutil.rmtree(e.path, ignore_errors=True)
+        dropped = {d for d in infos if d not in keep} | {d for d in layers.dir_ids() if d not in keep}
+        for d in dropped:
+            if layers.path(d).exists():
+                rep.bytes += _size(layers.path(d))
                 rep.layers += 1
-        for e in os.scandir(store.blobs):
-            if "sha256:" + e.name not in keep:
-                rep.bytes += _size(e.path)
-                os.unlink(e.path)
+        layers.remove(dropped)
+        for d in blobs.digests():
+            if d not in keep:
+                rep.bytes += blobs.remove(d)
                 rep.blobs += 1
-        with store._update(layout.IMAGES) as idx:
-            for rec in idx.values():
-                mans = rec.get("manifests") or {}
-                for comp in [c for c, d in mans.items() if not store.has_blob(d)]:
-                    del mans[comp]
-        store._write_index()
+        images_.forget_missing_manifests()
+        images_.write_index()
     return rep

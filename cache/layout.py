@@ -1,7 +1,8 @@
-"""Where the store lives and how its index files are named, plus read-only looks at them.
+"""Where the store lives and what its files are called, plus read-only looks at its indexes.
 
-Kept free of heavy imports (only os and json) so that a fully cached rebuild can check the
-store without loading `cache.store`; every write still goes through `Store`.
+The one place for the store's paths and names. Kept free of heavy imports (only os and json)
+so that a fully cached rebuild can check the store without loading `cache.store`; every
+write goes through `Store` (and `cache.atomic`).
 """
 from __future__ import annotations
 
@@ -12,6 +13,16 @@ TAGS = "tags.json"
 IMAGES = "images.json"
 LAYERS = "layers.json"
 CACHEKEYS = "cachekeys.json"
+OCI_INDEX = "index.json"
+OCI_LAYOUT = "oci-layout"
+LOCK = "lock"            # flock'ed around every index update
+BLOBS_DIR = os.path.join("blobs", "sha256")
+LAYERS_DIR = "layers"
+TMP_DIR = "tmp"          # temporaries and scratch dirs, named by owner (cache.owner)
+REPLAY_DIR = "replay"    # builder.replay's records
+LEASES_DIR = "leases"    # what running processes hold (cache.leases)
+CACHE_MOUNTS_DIR = "cache-mounts"  # RUN --mount=type=cache dirs
+STAT_CACHE = "context-stat-cache.json"
 
 
 def default_root() -> str:
@@ -37,9 +48,17 @@ def read_index(root: str, name: str) -> dict:
     return value
 
 
+def blob_path(root: str, digest: str) -> str:
+    return os.path.join(root, BLOBS_DIR, digest[7:])
+
+
+def layer_path(root: str, diff_id: str) -> str:
+    return os.path.join(root, LAYERS_DIR, diff_id[7:])
+
+
 def has_blob(root: str, digest: str) -> bool:
-    return digest.startswith("sha256:") and os.path.isfile(os.path.join(root, "blobs", "sha256", digest[7:]))
+    return digest.startswith("sha256:") and os.path.isfile(blob_path(root, digest))
 
 
 def has_layer_dir(root: str, diff_id: str) -> bool:
-    return diff_id.startswith("sha256:") and os.path.isdir(os.path.join(root, "layers", diff_id[7:]))
+    return diff_id.startswith("sha256:") and os.path.isdir(layer_path(root, diff_id))

@@ -178,8 +178,8 @@ def run_build(args) -> int:
             image_id = build(store, the_plan, opts, progress, recorder)
         finally:
             progress.close()
-    for tag in args.tag:
-        store.tag(tag, image_id)
+    if args.tag:  # held by this process since put_image (cache.leases): prune -a spares it
+        store.tag_all(args.tag, image_id)
     if output:
         from builder.commands.images import save_to
 

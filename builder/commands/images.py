@@ -200,7 +200,7 @@ def cmd_rmi(args) -> int:
         except StoreError as e:
             print(f"pybuild: error: {e}", file=sys.stderr)
             errors += 1
-    gc.prune(store, tmp=False)
+    gc.prune(store)
     return 1 if errors else 0
 
 
@@ -370,7 +370,6 @@ def cmd_save(args) -> int:
 
 def cmd_load(args) -> int:
     import os
-    import tempfile
 
     from cache import refs
     from cache.archive import load
@@ -382,8 +381,8 @@ def cmd_load(args) -> int:
             if sys.stdin.isatty():
                 from cache.errors import StoreError
                 raise StoreError("no archive given: use -i FILE or pipe one to stdin")
-            fd, tmp = tempfile.mkstemp(dir=store.tmp, prefix=f"stdin-{os.getpid()}-")
-            with os.fdopen(fd, "wb") as f:
+            f, tmp = store.tmp_file("stdin")  # prune spares it while this process runs
+            with f:
                 while data := sys.stdin.buffer.read(1 << 20):
                     f.write(data)
             path = tmp
@@ -407,28 +406,22 @@ def cmd_load(args) -> int:
     return 0
 
 
-def _tmp_in_use(store, path: str) -> bool:
-    """Whether the tmp/ entry holding path belongs to a live process (gc's rule for tmp/)."""
+def cmd_prune(args) -> int:
     import os
 
-    from cache import gc
-
-    name = os.path.relpath(path, os.path.realpath(store.tmp)).split(os.sep, 1)[0]
-    m = gc._TMP.match(name)
-    return bool(m) and int(m.group(1)) != 0 and gc._alive(int(m.group(1)))
-
-
-def cmd_prune(args) -> int:
-    from cache.gc import prune
-    from runtime.mountinfo import unmount_under
+    from cache.gc import prune, stale_scratch
+    from runtime.mountinfo import mounts, unmount_under
 
     store = _store()
     # Mounts a killed build or an older pybuild left in this mount namespace under tmp/ go first
     # (builds now mount in a namespace of their own, runtime.mountns): gc's rmtree of a scratch
-    # dir must not walk into a mounted overlay, and cannot remove a mount point.
-    unmount_under(store.tmp, keep=lambda p: _tmp_in_use(store, p))
-    # then gc removes the dead scratch dirs with the rest of the garbage
-    rep = prune(store, all_=args.all)
+    # dir must not walk into a mounted overlay, and cannot remove a mount point. A live build's
+    # mounts (its tmp/ entry names a live owner) are kept.
+    tmp = os.path.realpath(store.tmp)
+    dead = {os.path.basename(p) for p in stale_scratch(store)}
+    unmount_under(tmp, keep=lambda p: os.path.relpath(p, tmp).split(os.sep, 1)[0] not in dead)
+    # then gc removes the dead scratch dirs (any that still hold a mount are left)
+    rep = prune(store, all_=args.all, mount_points=[m.mount_point for m in mounts()])
     parts = [f"{rep.tmp} leftover files", f"{rep.blobs} blobs", f"{rep.layers} layer dirs"]
     if args.all:
         parts += [f"{rep.images} untagged images", f"{rep.cache_entries} build-cache entries"]

@@ -1,0 +1,247 @@
+"""Layers at rest: `layers/<hex>/` dirs in overlay format, their compressed blobs made on first
+use, the layers.json index, and the scratch dirs a layer is made in.
+
+layers.json: {diff_id: {"size": n, "origin": "built"|"received", "epoch": e,
+                        "blobs": {compression: {"digest", "size"}}, "fingerprint": ...}}
+A layer this process commits or opens is held (cache.leases) before it is looked for under the
+lock: a prune in between cannot take it from a build or a running container.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+from cache import atomic, layout, owner
+from cache.blobs import Blobs, check_digest
+from cache.errors import StoreError
+from cache.indexes import Indexes
+from cache.leases import Leases
+
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class LayerStore:
+    def __init__(self, root: Path, blobs: Blobs, indexes: Indexes, leases: Leases):
+        self.dir = Path(root) / layout.LAYERS_DIR
+        self.leases = leases
+        self.tmp = indexes.tmp
+        self.blobs = blobs
+        self.ix = indexes
+        self.lock = indexes.lock
+
+    # ---- scratch -------------------------------------------------------------------------
+
+    def new_scratch(self) -> Path:
+        """A fresh empty dir under tmp/ (same filesystem as layers/, so commit is a rename),
+        named for this process (`scratch-<pid>.<start>-...`): prune removes it once the
+        process is gone, never while it runs."""
+        while True:
+            path = self.tmp / owner.temp_name("scratch")
+            try:
+                path.mkdir(mode=0o700)
+            except FileExistsError:
+                continue
+            return path
+
+    # ---- the index -----------------------------------------------------------------------
+
+    def path(self, diff_id: str) -> Path:
+        return self.dir / check_digest(diff_id, "diff_id")[7:]
+
+    def info(self, diff_id: str) -> dict | None:
+        return self.ix.read(layout.LAYERS).get(diff_id)
+
+    def infos(self) -> dict[str, dict]:
+        return self.ix.read(layout.LAYERS)
+
+    def missing(self, diff_ids) -> list[str]:
+        """The layers that cannot be used: neither their dir nor a blob to unpack is here."""
+        infos = None
+        out = []
+        for d in diff_ids:
+            if self.path(d).exists():
+                continue
+            infos = self.infos() if infos is None else infos
+            blobs = ((infos.get(d) or {}).get("blobs") or {}).values()
+            if not any(self.blobs.has(b["digest"]) for b in blobs):
+                out.append(d)
+        return out
+
+    def dir_ids(self) -> list[str]:
+        """Every layer dir on disk, as diff_ids (for gc)."""
+        return ["sha256:" + e.name for e in os.scandir(self.dir) if _HEX64.match(e.name)]
+
+    def remove(self, diff_ids) -> None:
+        """Forget layers and delete their dirs (their blobs go with the blob sweep)."""
+        diff_ids = list(diff_ids)
+        if not diff_ids:
+            return
+        with self.lock.held():
+            with self.ix.update(layout.LAYERS) as idx:
+                for d in diff_ids:
+                    idx.pop(d, None)
+            for d in diff_ids:
+                shutil.rmtree(self.path(d), ignore_errors=True)
+
+    # ---- committing and unpacking --------------------------------------------------------
+
+    def commit(self, upper, *, epoch: int | None = 0, keep_empty: bool = False) -> str | None:
+        """Move an overlay upper dir (or any dir in overlay format) into the store as a layer;
+        returns its diff_id. An empty dir gives None (no layer) unless `keep_empty`: BuildKit
+        commits the 1024-byte empty tar for a RUN/COPY/WORKDIR that changed nothing."""
+        from cache.layers import fingerprint, is_empty_dir, write_tar
+        upper = Path(upper)
+        if not keep_empty and is_empty_dir(upper):
+            return None
+        res = write_tar(upper, None, epoch=epoch)
+        # outside the lock: renaming the dir changes only its own ctime, which is left out
+        fp = fingerprint(upper)
+        dest = self.path(res.diff_id)
+        moved = None
+        self.leases.hold(res.diff_id)  # until this process is done with it (put_image, exit)
+        with self.lock.held():
+            if dest.exists():
+                shutil.rmtree(upper, ignore_errors=True)
+            else:
+                try:
+                    os.rename(upper, dest)
+                    moved = fp  # the inodes just hashed are the layer's now
+                except OSError as e:
+                    if e.errno != 18:  # EXDEV: copy through our own tar
+                        raise
+                    self._copy_in(upper, dest, res.diff_id, epoch)
+                    shutil.rmtree(upper, ignore_errors=True)
+                atomic.fsync_dir(self.dir)
+            with self.ix.update(layout.LAYERS) as idx:
+                info = idx.setdefault(res.diff_id, {"origin": "built", "blobs": {}})
+                info["size"] = res.size
+                if moved is not None:
+                    info["fingerprint"] = moved
+                info.pop("pid", None)
+                info.pop("t", None)
+                if "epoch" not in info and info["origin"] == "built":
+                    info["epoch"] = epoch
+        return res.diff_id
+
+    def _copy_in(self, src: Path, dest: Path, diff_id: str, epoch) -> None:
+        from cache.layers import extract, write_tar
+        f, tmp = atomic.tmp_file(self.tmp, "cp")
+        scratch = self.new_scratch()
+        try:
+            with f:
+                write_tar(src, f, epoch=epoch)
+            (scratch / "layer").mkdir(mode=0o700)
+            with open(tmp, "rb") as r:
+                got = extract(r, scratch / "layer")
+            if got != diff_id:
+                raise StoreError(f"layer copy changed its content ({got} != {diff_id})")
+            os.rename(scratch / "layer", dest)
+        finally:
+            tmp.unlink(missing_ok=True)
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    def dir_of(self, diff_id: str) -> Path:
+        """The layer's directory (overlay format), unpacking a received blob on first use."""
+        dest = self.path(check_digest(diff_id, "diff_id"))
+        self.leases.hold(diff_id)
+        with self.lock.held():  # after the hold: a prune from now on keeps it
+            if dest.exists():
+                return dest
+            info = self.info(diff_id)
+        if not info or not info.get("blobs"):
+            raise StoreError(f"layer {diff_id} is not in the store")
+        from cache.layers import extract
+        _kind, blob = next(iter(sorted(info["blobs"].items())))
+        scratch = self.new_scratch()
+        try:
+            (scratch / "layer").mkdir(mode=0o700)
+            with open(self.blobs.path(blob["digest"]), "rb") as f:
+                got = extract(f, scratch / "layer")
+            if got != diff_id:
+                raise StoreError(f"layer blob {blob['digest']} does not match its diff_id "
+                                 f"{diff_id} (got {got})")
+            with self.lock.held():
+                if not dest.exists():
+                    os.rename(scratch / "layer", dest)
+                    atomic.fsync_dir(self.dir)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        return dest
+
+    # ---- tars and blobs ------------------------------------------------------------------
+
+    def tar(self, diff_id: str, out) -> str:
+        """Write the uncompressed layer tar to `out`; returns the diff_id it hashed to."""
+        from cache.compress import CHUNK, HashingWriter, open_decompressed
+        info = self.info(diff_id)
+        if info is None:
+            raise StoreError(f"layer {diff_id} is not in the store")
+        if info.get("origin") == "built":
+            from cache.layers import write_tar
+            return write_tar(self.path(diff_id), out, epoch=info.get("epoch", 0)).diff_id
+        _kind, blob = next(iter(sorted(info["blobs"].items())))
+        h = HashingWriter(out)
+        with open(self.blobs.path(blob["digest"]), "rb") as f:
+            shutil.copyfileobj(open_decompressed(f), h, CHUNK)
+        return h.digest
+
+    def blob(self, diff_id: str, compression: str = "gzip") -> dict:
+        """A descriptor {mediaType, digest, size} of the layer compressed as asked, making and
+        keeping the blob on first use (byte-identical every time for built layers)."""
+        from cache.compress import MEDIA_TYPES, HashingWriter, compressor
+        if compression not in MEDIA_TYPES:
+            raise StoreError(f"unknown compression {compression!r} (use gzip or zstd)")
+        info = self.info(diff_id)
+        if info is None:
+            raise StoreError(f"layer {diff_id} is not in the store")
+        have = info.get("blobs", {}).get(compression)
+        if have and self.blobs.has(have["digest"]):
+            return {"mediaType": MEDIA_TYPES[compression], "digest": have["digest"], "size": have["size"]}
+        f, tmp = atomic.tmp_file(self.tmp, "z")
+        try:
+            with f:
+                h = HashingWriter(f)
+                c = compressor(compression, h, threaded=True)
+                got = self._blob_tar(diff_id, info, c)
+                c.close()
+                f.flush()
+                os.fsync(f.fileno())  # here, not under the lock
+            if got != diff_id:
+                raise StoreError(f"layer {diff_id} changed on disk (it now hashes to {got}); "
+                                 "remove the image and build it again")
+            with self.lock.held():
+                self.blobs.publish(tmp, h.digest)
+                with self.ix.update(layout.LAYERS) as idx:
+                    if diff_id not in idx:
+                        raise StoreError(f"layer {diff_id} was removed while it was compressed")
+                    idx[diff_id].setdefault("blobs", {})[compression] = {"digest": h.digest,
+                                                                         "size": h.size}
+        finally:
+            tmp.unlink(missing_ok=True)
+        return {"mediaType": MEDIA_TYPES[compression], "digest": h.digest, "size": h.size}
+
+    def _blob_tar(self, diff_id: str, info: dict, out) -> str:
+        """`tar` for making a blob: a built layer dir whose fingerprint is what it was at
+        commit, before and after the write, is not hashed again (its diff_id is known)."""
+        from cache.layers import fingerprint, write_tar
+        fp = info.get("fingerprint")
+        if info.get("origin") != "built" or not fp:
+            return self.tar(diff_id, out)
+        path = self.path(diff_id)
+        if fingerprint(path) != fp:
+            return self.tar(diff_id, out)  # hashed: says what it hashes to now
+        res = write_tar(path, out, epoch=info.get("epoch", 0), hash_tar=False)
+        if fingerprint(path) != fp or res.size != info.get("size"):
+            raise StoreError(f"layer {diff_id} changed on disk while it was written; "
+                             "remove the image and build it again")
+        return diff_id
+
+    def add_received(self, diff_id: str, blob_digest: str, blob_size: int, compression: str,
+                     size: int | None = None) -> None:
+        with self.ix.update(layout.LAYERS) as idx:
+            info = idx.setdefault(diff_id, {"origin": "received", "blobs": {}})
+            info.setdefault("blobs", {})[compression] = {"digest": blob_digest, "size": blob_size}
+            if size is not None:
+                info.setdefault("size", size)

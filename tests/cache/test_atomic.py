@@ -1,0 +1,109 @@
+"""cache.atomic and cache.owner: whole files or none, one lock across processes, owners that
+name one process (pid + start time), and replay records written through them."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cache import atomic, layout, owner
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_write_is_whole_or_not_at_all(tmp_path):
+    dest = tmp_path / "f.json"
+    atomic.write_json(dest, {"a": 1})
+    assert json.loads(dest.read_text()) == {"a": 1} and dest.stat().st_mode & 0o777 == 0o644
+    with pytest.raises(RuntimeError), atomic.replacing(dest) as f:
+        f.write(b"half")
+        raise RuntimeError("killed half-way")
+    assert json.loads(dest.read_text()) == {"a": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.json"]  # no temporary left
+    atomic.write_file(dest, b"x", mode=0o600, tmp_dir=tmp_path)
+    assert dest.read_bytes() == b"x" and dest.stat().st_mode & 0o777 == 0o600
+
+
+def test_temporaries_name_their_owner(tmp_path):
+    f, path = atomic.tmp_file(tmp_path, "ld")
+    f.close()
+    tok = owner.of_name(path.name)
+    assert tok == owner.token() and tok.split(".")[0] == str(os.getpid())
+    assert owner.alive(tok)
+    pid, start = tok.split(".")
+    assert not owner.alive(f"{pid}.{int(start) + 1}")  # same pid, another process: a reused pid
+    p = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                       text=True, check=True)
+    assert not owner.alive(p.stdout.strip() + ".1")
+    assert owner.of_name("garbage") is None and not owner.alive("x.y")
+    z = subprocess.Popen(["true"])  # exits, and is not reaped until wait(): a zombie
+    tok = f"{z.pid}.{owner.start_time(z.pid)}"
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{z.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert not owner.alive(tok)
+    z.wait()
+
+
+def _holder(lock_path: Path, seconds: float) -> subprocess.Popen:
+    code = (f"import sys, time; sys.path.insert(0, {str(REPO)!r})\nfrom cache import atomic\n"
+            f"with atomic.Lock({str(lock_path)!r}).held():\n print('held', flush=True)\n"
+            f" time.sleep({seconds})\n")
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "held"
+    return p
+
+
+def test_lock_is_exclusive_across_processes_and_reentrant(tmp_path):
+    lock = atomic.Lock(tmp_path / "lock")
+    with lock.held(), lock.held():
+        pass  # re-entrant in one process
+    p = _holder(tmp_path / "lock", 0.6)
+    t = time.monotonic()
+    with lock.held():
+        waited = time.monotonic() - t
+    p.wait(10)
+    assert waited > 0.3
+
+
+def test_replay_record_is_written_under_the_store_lock(busybox_root, tmp_path):
+    """A replay record waits for the store lock (a prune holding it sees the whole record or
+    none), goes through tmp/ and leaves no temporary behind."""
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM busybox\n")
+    code = (f"import sys; sys.path.insert(0, {str(REPO)!r})\nfrom builder import replay\n"
+            f"p = replay.Pending(replay.parse_argv(['build', {str(ctx)!r}]))\n"
+            "p._write({'inputs': p.inputs})\nprint(p.path)\n")
+    holder = _holder(busybox_root / layout.LOCK, 1.0)
+    t = time.monotonic()
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    waited = time.monotonic() - t
+    holder.wait(10)
+    assert r.returncode == 0, r.stderr
+    assert waited > 0.5, "the record was written while another process held the store lock"
+    record = Path(r.stdout.strip())
+    assert record.parent == busybox_root / layout.REPLAY_DIR and json.loads(record.read_text())
+    assert [p.name for p in record.parent.iterdir()] == [record.name]
+    assert not any((busybox_root / layout.TMP_DIR).iterdir())
+
+
+def test_a_replay_that_writes_nothing_loads_no_writer(busybox_root, tmp_path):
+    """The replay's check path stays os/json/zlib + cache.layout: the writer is loaded only to
+    write a record."""
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM busybox\nENV A=1\n")
+    code = (f"import sys; sys.path.insert(0, {str(REPO)!r})\nfrom builder.cli import main\n"
+            f"rc = main(['build', '-q', '-t', 'app', {str(ctx)!r}])\n"
+            "print(rc, sorted(m for m in ('cache.atomic', 'cache.store', 'fcntl') if m in sys.modules))")
+    runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+            for _ in range(2)]
+    assert runs[0].stdout.splitlines()[-1].startswith("0 ['cache.atomic'"), runs[0].stderr
+    assert runs[1].stdout.splitlines()[-1] == "0 []", runs[1].stderr
