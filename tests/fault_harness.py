@@ -288,10 +288,10 @@ RUN echo "$(cat /size)" > /app/size
 """
 
 
-def crash_context(ctx: Path) -> Path:
+def crash_context(ctx: Path, files: int = 3000) -> Path:
     """A context whose COPY and RUN steps take long enough to be killed in the middle."""
     (ctx / "files").mkdir(parents=True, exist_ok=True)
-    for i in range(300):
+    for i in range(files):
         (ctx / "files" / f"f{i}").write_bytes(hashlib.sha256(str(i).encode()).digest() * (i % 50 + 1))
     (ctx / "big").write_bytes(b"".join(hashlib.sha256(str(i).encode()).digest() for i in range(200_000)))
     (ctx / "Dockerfile").write_text(CRASH_DOCKERFILE)
@@ -301,6 +301,8 @@ def crash_context(ctx: Path) -> Path:
 def kills(root: Path, reference_root: Path, ctx: Path, n: int, seed: int = 0,
           log=lambda s: None) -> list[str]:
     """Kill `n` builds with SIGKILL at random moments in `root` (a busybox store), then check it.
+    The first kill, and a quarter of the others, land the moment an overlay is mounted (a COPY);
+    the others at a random time within an uninterrupted build's duration.
     `reference_root` (another busybox store) gets the uninterrupted build: the ID to match."""
     rng = random.Random(seed)
     t0 = time.monotonic()
@@ -311,19 +313,26 @@ def kills(root: Path, reference_root: Path, ctx: Path, n: int, seed: int = 0,
         return [f"kills: the uninterrupted build failed: {ref.stderr.strip()[-500:]}"]
     failures = []
     for i in range(n):
-        args = ["build", "-q", "-t", "crash", "-t", f"crash:{i % 3}"]
+        args = ["build", "-q", "-t", "crash", "-t", f"crash:{i % 2}"]
         if rng.random() < 0.7:
             args.append("--no-cache")
         delay = rng.uniform(0.05, span * 1.1)
+        at_mount = i == 0 or rng.random() < 0.25
         p = subprocess.Popen([sys.executable, "-m", "builder", "--root", str(root), *args, str(ctx)],
                              cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                              start_new_session=True)
+        if at_mount:  # the moment a COPY's overlay is mounted on the host
+            while p.poll() is None and not mounts_under(root):
+                time.sleep(0.002)
+            delay = 0
         try:
             p.wait(delay)
+            how = f"finished (exit {p.returncode}) before {delay:.2f}s"
         except subprocess.TimeoutExpired:
             p.send_signal(signal.SIGKILL)
             p.wait()
-        log(f"kill {i + 1}/{n} after {delay:.2f}s")
+            how = "killed with an overlay mounted" if at_mount else f"killed after {delay:.2f}s"
+        log(f"build {i + 1}/{n} {how} (an uninterrupted one takes {span:.2f}s)")
         failures += check_store(root, f"kills seed={seed} after kill {i}")
     r = cli(root, "build", "-q", "-t", "crash", str(ctx))
     if image_id(r) != want:
