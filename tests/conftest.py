@@ -5,14 +5,12 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
+from busybox_fixture import REPO, copy_store, make_busybox_store, run_pybuild
 
 
 @pytest.fixture
@@ -24,28 +22,31 @@ def store_root(tmp_path, monkeypatch) -> Path:
 
 
 @pytest.fixture(scope="session")
+def repo_root() -> Path:
+    """This checkout (the CLI under test runs with it as cwd)."""
+    return REPO
+
+
+@pytest.fixture(scope="session")
 def busybox_store(tmp_path_factory):
-    """A Store holding busybox:latest, made once per session: treat it as read-only (use
-    `busybox_root` to get a copy you may change)."""
-    sys.path.insert(0, str(REPO / "fixtures"))
-    try:
-        from busybox import make_busybox
-    finally:
-        sys.path.remove(str(REPO / "fixtures"))
-    from cache.store import Store
-    store = Store.open(tmp_path_factory.mktemp("busybox-store") / "root")
-    make_busybox(store)
-    return store
+    """A Store holding busybox:latest, made once per session by fixtures/busybox.py: treat it as
+    read-only (`busybox_root` gives a copy you may change)."""
+    return make_busybox_store(tmp_path_factory.mktemp("busybox-store") / "root")
 
 
 @pytest.fixture
-def busybox_root(busybox_store, tmp_path, monkeypatch) -> Path:
-    """A private copy of the busybox store (cheap: ~2 MB); PYBUILD_ROOT points at it."""
-    root = tmp_path / "bbstore"
-    # cp -a keeps owners and xattrs, which are part of a layer dir's content
-    subprocess.run(["cp", "-a", str(busybox_store.root), str(root)], check=True)
+def busybox_root(busybox_store, tmp_path_factory, monkeypatch) -> Path:
+    """A store root of this test's own holding busybox:latest (a cheap ~2 MB copy);
+    PYBUILD_ROOT points at it. Outside tmp_path, so a build context of tmp_path stays small."""
+    root = copy_store(busybox_store.root, tmp_path_factory.mktemp("store") / "root")
     monkeypatch.setenv("PYBUILD_ROOT", str(root))
     return root
+
+
+@pytest.fixture
+def other_busybox_root(busybox_store, tmp_path_factory) -> Path:
+    """A second, independent store root (for "same digest on another machine" checks)."""
+    return copy_store(busybox_store.root, tmp_path_factory.mktemp("store2") / "root")
 
 
 def _docker_client() -> str | None:
@@ -110,15 +111,8 @@ def dockerd():
         shutil.rmtree(base, ignore_errors=True)
 
 
-def run_pybuild(*args: str, input: bytes | str | None = None, timeout: float = 120,
-                env: dict | None = None) -> subprocess.CompletedProcess:
-    """The CLI as a user runs it: its own process, this test's environment (PYBUILD_ROOT)."""
-    return subprocess.run([sys.executable, "-m", "builder", *args], capture_output=True,
-                          text=not isinstance(input, bytes), input=input, timeout=timeout,
-                          cwd=REPO, check=False, env=env)
-
-
 @pytest.fixture
 def pybuild():
-    """run_pybuild as a fixture: `pybuild("images")` -> CompletedProcess (text output)."""
+    """The CLI as a user runs it: `pybuild("images")` -> CompletedProcess (text output unless
+    input is bytes); see busybox_fixture.run_pybuild."""
     return run_pybuild

@@ -334,7 +334,8 @@ RUN --mount=type=bind,source=ctxfile,target=/m cat /m > /bound
 """, "--secret", f"id=tok,src={tmp_path / 'tok'}")
     with fs() as root:
         assert (root / "count").read_text().strip() == "1"
-        assert not (root / "cache").exists() or not any((root / "cache").iterdir())
+        # BuildKit's stub cleaner removes a mount target the RUN made (executor/stubs.go)
+        assert not (root / "cache").exists()
         assert (root / "tlist").read_text() == "x\n"
         assert (root / "len").read_text().strip() == "6"
         assert not (root / "run/secrets/tok").exists()

@@ -162,6 +162,11 @@ def test_comments_and_blank_lines_inside_continuation_warn():
 def test_import_does_not_load_lark():
     import subprocess
     import sys
-    code = "import sys, grammar; assert 'lark' not in sys.modules"
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=str(PDIR.parents[2] / "main")
-                   if (PDIR.parents[2] / "main").is_dir() else None)
+    from pathlib import Path
+    repo = Path(__file__).resolve().parents[2]  # this checkout, wherever it is cloned
+    code = ("import sys, grammar; assert 'lark' not in sys.modules, 'lark loaded'; "
+            "print(grammar.__file__)")
+    r = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True,
+                       check=False)
+    assert r.returncode == 0, r.stderr
+    assert Path(r.stdout.strip()).resolve() == repo / "grammar" / "__init__.py"

@@ -1,16 +1,20 @@
-"""What the runtime tests share besides fixtures: a busybox rootfs from the host's busybox-static
-and the skip marker for machines that cannot run the sandbox. A module of its own (not conftest)
-so test files import it by a name no other test directory uses."""
+"""What the runtime tests share besides fixtures: a bare busybox layer dir and the skip marker for
+machines that cannot run the sandbox. A module of its own (not conftest) so test files import it
+by a name no other test directory uses.
+
+The layer is laid out by fixtures/busybox.py's make_rootfs (the one busybox rootfs builder); it
+differs from the busybox:latest image in two ways the runtime tests need: it is a plain layer dir
+(runtime is tested without a store), and its passwd/group add a user `alice` with supplementary
+groups (wheel, staff) for the user/group resolution tests."""
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
+from busybox_fixture import busybox_module
 
-BUSYBOX = shutil.which("busybox") or "/bin/busybox"
+BUSYBOX = busybox_module().BUSYBOX
 
 PASSWD = ("root:x:0:0:root:/root:/bin/sh\n"
           "nobody:x:65534:65534:nobody:/home:/bin/false\n"
@@ -32,18 +36,10 @@ requires_root = pytest.mark.skipif(
 
 
 def make_busybox_rootfs(root: Path) -> Path:
-    """A minimal layer dir: /bin/busybox + applet links, /etc/passwd and /etc/group, /root, /tmp."""
-    (root / "bin").mkdir(parents=True)
-    (root / "etc").mkdir()
-    (root / "root").mkdir(mode=0o700)
-    (root / "tmp").mkdir(mode=0o1777)
-    (root / "home/alice").mkdir(parents=True)
-    os.chown(root / "home/alice", 1000, 1000)
-    shutil.copy2(BUSYBOX, root / "bin/busybox")
-    applets = subprocess.run([BUSYBOX, "--list"], capture_output=True, text=True, check=True).stdout.split()
-    for a in applets:
-        if a != "busybox":
-            os.symlink("busybox", root / "bin" / a)
+    """A minimal layer dir: fixtures/busybox.py's rootfs with the users above and /home/alice."""
+    root.mkdir(parents=True)
+    busybox_module().make_rootfs(root)
     (root / "etc/passwd").write_text(PASSWD)
     (root / "etc/group").write_text(GROUP)
+    os.rename(root / "home/app", root / "home/alice")
     return root

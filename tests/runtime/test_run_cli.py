@@ -6,91 +6,73 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from rootfs_helpers import requires_root
 
 REPO = Path(__file__).resolve().parents[2]
-HAVE_STORE = (REPO / "cache/store.py").exists() and (REPO / "fixtures/busybox.py").exists()
 
-pytestmark = [requires_root, pytest.mark.skipif(not HAVE_STORE, reason="needs cache/store.py and "
-                                                "fixtures/busybox.py (the store issue)")]
+pytestmark = requires_root
 
 
-@pytest.fixture(scope="module")
-def store_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("store") / "root"
-    r = subprocess.run([sys.executable, str(REPO / "fixtures/busybox.py"), "--root", str(root)],
-                       capture_output=True, text=True, check=False)
-    assert r.returncode == 0, r.stderr
-    return root
-
-
-def pybuild(store_root: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYBUILD_ROOT=str(store_root), PYTHONPATH=str(REPO))
-    return subprocess.run([sys.executable, "-m", "builder", *args], input=stdin, capture_output=True,
-                          text=True, env=env, cwd=REPO, timeout=60, check=False)
-
-
-def test_default_cmd_env_and_exit_code(store_root):
-    r = pybuild(store_root, "run", "--rm", "busybox", "sh", "-c", 'echo "$PATH"; hostname; exit 3')
+def test_default_cmd_env_and_exit_code(busybox_root, pybuild):
+    r = pybuild("run", "--rm", "busybox", "sh", "-c", 'echo "$PATH"; hostname; exit 3')
     assert r.returncode == 3, r.stderr
     path, host = r.stdout.split()
     assert path == "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
     assert len(host) == 12
 
 
-def test_image_cmd_is_used_without_args(store_root):
-    r = pybuild(store_root, "run", "-i", "busybox", stdin="echo from-image-cmd; exit 4\n")
+def test_image_cmd_is_used_without_args(busybox_root, pybuild):
+    r = pybuild("run", "-i", "busybox", input="echo from-image-cmd; exit 4\n")
     assert (r.returncode, r.stdout) == (4, "from-image-cmd\n")
 
 
-def test_flags_env_workdir_user_entrypoint(store_root, tmp_path):
+def test_flags_env_workdir_user_entrypoint(busybox_root, pybuild, tmp_path):
     envfile = tmp_path / "env"
     envfile.write_text("# comment\nB=from-file\n")
-    r = pybuild(store_root, "run", "-e", "A=1", "--env-file", str(envfile), "-w", "/made/here", "-u", "app",
+    r = pybuild("run", "-e", "A=1", "--env-file", str(envfile), "-w", "/made/here", "-u", "app",
                 "--hostname", "box", "busybox", "sh", "-c", 'echo $A $B $HOSTNAME $(pwd) $(id -un)')
     assert r.stdout == "1 from-file box /made/here app\n", r.stderr
-    r = pybuild(store_root, "run", "--entrypoint", "echo", "busybox", "hi")
+    r = pybuild("run", "--entrypoint", "echo", "busybox", "hi")
     assert r.stdout == "hi\n"
 
 
-def test_stdin_only_with_i(store_root):
-    assert pybuild(store_root, "run", "-i", "busybox", "cat", stdin="in\n").stdout == "in\n"
-    assert pybuild(store_root, "run", "busybox", "cat", stdin="in\n").stdout == ""
+def test_stdin_only_with_i(busybox_root, pybuild):
+    assert pybuild("run", "-i", "busybox", "cat", input="in\n").stdout == "in\n"
+    assert pybuild("run", "busybox", "cat", input="in\n").stdout == ""
 
 
-def test_network_none(store_root):
-    r = pybuild(store_root, "run", "--network", "none", "busybox", "ls", "/sys/class/net")
+def test_network_none(busybox_root, pybuild):
+    r = pybuild("run", "--network", "none", "busybox", "ls", "/sys/class/net")
     assert r.stdout.split() == ["lo"]
 
 
-def test_errors_follow_docker_exit_codes(store_root):
-    r = pybuild(store_root, "run", "nosuchimage")
+def test_errors_follow_docker_exit_codes(busybox_root, pybuild):
+    r = pybuild("run", "nosuchimage")
     assert r.returncode == 125 and r.stderr == "pybuild: error: no such image: nosuchimage\n"
-    r = pybuild(store_root, "run", "busybox", "nosuchcmd")
+    r = pybuild("run", "busybox", "nosuchcmd")
     assert r.returncode == 127
     assert r.stderr == 'pybuild: error: exec: "nosuchcmd": executable file not found in $PATH\n'
-    r = pybuild(store_root, "run", "busybox", "/etc/passwd")
+    r = pybuild("run", "busybox", "/etc/passwd")
     assert r.returncode == 126
-    r = pybuild(store_root, "run", "-u", "bob", "busybox", "true")
+    r = pybuild("run", "-u", "bob", "busybox", "true")
     assert r.returncode == 125
     assert r.stderr == "pybuild: error: unable to find user bob: no matching entries in passwd file\n"
-    r = pybuild(store_root, "run", "--network", "bridge", "busybox", "true")
+    r = pybuild("run", "--network", "bridge", "busybox", "true")
     assert r.returncode == 125 and "not supported yet" in r.stderr
 
 
-def test_nothing_is_left_in_the_store_tmp(store_root):
-    before = set(os.listdir(store_root / "tmp"))
-    assert pybuild(store_root, "run", "busybox", "sh", "-c", "echo x > /new").returncode == 0
-    assert set(os.listdir(store_root / "tmp")) == before
+def test_nothing_is_left_in_the_store_tmp(busybox_root, pybuild):
+    before = set(os.listdir(busybox_root / "tmp"))
+    assert pybuild("run", "busybox", "sh", "-c", "echo x > /new").returncode == 0
+    assert set(os.listdir(busybox_root / "tmp")) == before
 
 
-def test_tty(store_root):
+def test_tty(busybox_root, pybuild):
     """-t: the command's stdio is a pty of the container's own devpts."""
     import pty
     import select
     master, slave = pty.openpty()
-    env = dict(os.environ, PYBUILD_ROOT=str(store_root), PYTHONPATH=str(REPO))
+    env = dict(os.environ, PYBUILD_ROOT=str(busybox_root))
     p = subprocess.Popen([sys.executable, "-m", "builder", "run", "-t", "busybox", "sh", "-c", "tty; exit 6"],
                          stdin=slave, stdout=slave, stderr=slave, env=env, cwd=REPO)
     os.close(slave)

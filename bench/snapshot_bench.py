@@ -7,7 +7,7 @@
    busybox image, minus the same build without them (ms per step, as a user sees it);
 3. the sandbox again on a bigger layer (--files N files of 10 KiB), where the copy dominates.
 
-    sudo python3 tests/runtime/bench_snapshot.py [-n 20] [--files 10000]
+    sudo python3 bench/snapshot_bench.py [-n 20] [--files 10000]
 """
 from __future__ import annotations
 
@@ -19,12 +19,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]
-sys.path[:0] = [str(REPO), str(HERE)]
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
-from bench_run import timed
-from rootfs_helpers import make_busybox_rootfs
+from busybox_fixture import busybox_module, make_busybox_store
+from run_bench import timed
 
 from runtime.sandbox import run
 from runtime.spec import SandboxSpec
@@ -69,7 +68,9 @@ def main() -> int:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(dir="/var/tmp") as d:
         d = Path(d)
-        layer = make_busybox_rootfs(d / "layer")
+        layer = d / "layer"
+        layer.mkdir()
+        busybox_module().make_rootfs(layer)
         print(f"1. sandbox.run with an upper dir, busybox layer ({args.n} runs, median ms)")
         for script in ("true", "echo changed > /etc/passwd"):
             ov = sandbox_ms([layer], script, "overlay", d, args.n)
@@ -77,8 +78,7 @@ def main() -> int:
             print(f"   {script:32s} overlay {ov:6.1f}   native {nat:6.1f}   ({nat / ov:.2f}x)")
 
         root = d / "store"
-        subprocess.run([sys.executable, str(REPO / "fixtures/busybox.py"), "--root", str(root)],
-                       check=True, capture_output=True)
+        make_busybox_store(root)
         ctx = d / "ctx"
         ctx.mkdir()
         base = "FROM busybox\n"

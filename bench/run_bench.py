@@ -3,7 +3,7 @@
 layer, against `unshare -mpfiun true` (namespaces only) and a plain fork+exec of true, all from
 this Python process; then `pybuild run busybox true` as a user would time it.
 
-    sudo python3 tests/runtime/bench_run.py [-n 50]
+    sudo python3 bench/run_bench.py [-n 50]
 """
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ import tempfile
 import time
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE.parents[1]), str(HERE)]
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
-from rootfs_helpers import make_busybox_rootfs
+from busybox_fixture import busybox_module
 
 from runtime.sandbox import run
 from runtime.spec import SandboxSpec
@@ -41,7 +41,9 @@ def main() -> int:
     ap.add_argument("-n", type=int, default=50)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
-        layer = make_busybox_rootfs(Path(d) / "layer")
+        layer = Path(d) / "layer"
+        layer.mkdir()
+        busybox_module().make_rootfs(layer)
         up = Path(d) / "up"
         devnull = os.open(os.devnull, os.O_RDWR)
         spec = SandboxSpec(lowerdirs=[layer], argv=["/bin/true"], stdin=devnull)
@@ -65,7 +67,7 @@ def main() -> int:
         if os.environ.get("PYBUILD_ROOT"):
             rows.append(("`pybuild run busybox true` (CLI process)",
                          lambda: subprocess.run([sys.executable, "-m", "builder", "run", "busybox", "true"],
-                                                check=True, cwd=HERE.parents[1])))
+                                                check=True, cwd=REPO)))
         base = None
         print(f"{'what':45} {'median':>8} {'p10':>8} {'p90':>8}  ratio")
         for name, fn in rows:

@@ -1,0 +1,255 @@
+"""The import graph of grammar/, cache/, runtime/ and builder/, read from the source with `ast`:
+no cycle anywhere (lazy imports inside functions count: a cycle hidden behind one is still a
+design bug), dependencies one way (builder -> grammar, cache, runtime; runtime -> cache), and the
+start-up paths (`--help`, a replayed build, `pybuild run`) free of rich, lark, zstandard and
+pyroute2.
+
+An edge is every import statement a module holds, wherever it is: `import a.b`, `from a import
+b` (to the submodule a.b when there is one, else to a), relative forms resolved against the
+module's package. Importing a.b also runs a/__init__.py; that implicit edge is left out (else
+every package whose __init__ imports a submodule lazily would count as a cycle)."""
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from busybox_fixture import copy_store
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGES = ("grammar", "cache", "runtime", "builder")
+HEAVY = ("rich", "lark", "zstandard", "pyroute2")
+# what each package may import of the others (DESIGN.md: dependencies point one way)
+ALLOWED = {"grammar": set(), "cache": set(), "runtime": {"cache"},
+           "builder": {"grammar", "cache", "runtime"}}
+
+
+def _modules() -> dict[str, Path]:
+    """Dotted name -> file, for every module of the four packages."""
+    out = {}
+    for pkg in PACKAGES:
+        for p in sorted((REPO / pkg).rglob("*.py")):
+            parts = list(p.relative_to(REPO).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts.pop()
+            out[".".join(parts)] = p
+    return out
+
+
+MODULES = _modules()
+
+
+def _is_package(name: str) -> bool:
+    return MODULES[name].name == "__init__.py"
+
+
+def _base(name: str, level: int) -> str:
+    """The package a relative import of `level` dots in module `name` starts from."""
+    parts = name.split(".")
+    if not _is_package(name):
+        parts.pop()
+    return ".".join(parts[:len(parts) - (level - 1)] if level > 1 else parts)
+
+
+def _type_checking_only(node: ast.AST, parents: dict) -> bool:
+    while node in parents:
+        node = parents[node]
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            return True
+    return False
+
+
+def imports_of(name: str) -> list[tuple[str, int, bool]]:
+    """(imported module, line, at module level?) for every import in module `name`; the target
+    is the dotted name as imported (project or not)."""
+    tree = ast.parse(MODULES[name].read_text(), str(MODULES[name]))
+    parents = {c: p for p in ast.walk(tree) for c in ast.iter_child_nodes(p)}
+
+    def module_level(node) -> bool:
+        while node in parents:
+            node = parents[node]
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+                return False
+        return True
+
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            mod = node.module or ""
+            if node.level:
+                base = _base(name, node.level)
+                mod = f"{base}.{mod}" if mod and base else (mod or base)
+            targets = [f"{mod}.{a.name}" if f"{mod}.{a.name}" in MODULES else mod
+                       for a in node.names]
+        else:
+            continue
+        if _type_checking_only(node, parents):
+            continue
+        for t in targets:
+            out.append((t, node.lineno, module_level(node)))
+    return out
+
+
+def graph() -> dict[str, dict[str, int]]:
+    """module -> {imported project module: first line}."""
+    g: dict[str, dict[str, int]] = {m: {} for m in MODULES}
+    for m in MODULES:
+        for t, line, _ in imports_of(m):
+            if t in MODULES and t != m:
+                g[m].setdefault(t, line)
+    return g
+
+
+def cycles(g: dict[str, dict[str, int]]) -> list[list[str]]:
+    """One cycle path (first node repeated at the end) per strongly connected component with
+    more than one module (Tarjan's algorithm, iterative)."""
+    index, low, on, stack, sccs, counter = {}, {}, set(), [], [], [0]
+    for root in sorted(g):
+        if root in index:
+            continue
+        work = [(root, iter(sorted(g[root])))]
+        index[root] = low[root] = counter[0]
+        counter[0] += 1
+        stack.append(root)
+        on.add(root)
+        while work:
+            v, it = work[-1]
+            w = next(it, None)
+            if w is None:
+                work.pop()
+                if work:
+                    low[work[-1][0]] = min(low[work[-1][0]], low[v])
+                if low[v] == index[v]:
+                    comp = []
+                    while True:
+                        x = stack.pop()
+                        on.discard(x)
+                        comp.append(x)
+                        if x == v:
+                            break
+                    if len(comp) > 1:
+                        sccs.append(sorted(comp))
+            elif w not in index:
+                index[w] = low[w] = counter[0]
+                counter[0] += 1
+                stack.append(w)
+                on.add(w)
+                work.append((w, iter(sorted(g[w]))))
+            elif w in on:
+                low[v] = min(low[v], index[w])
+    out = []
+    for comp in sccs:  # a shortest way back to the component's first module
+        members, start = set(comp), comp[0]
+        prev, frontier = {start: None}, [start]
+        while frontier and start not in [w for v in frontier for w in g[v]]:
+            nxt = []
+            for v in frontier:
+                for w in sorted(g[v]):
+                    if w in members and w not in prev:
+                        prev[w] = v
+                        nxt.append(w)
+            frontier = nxt
+        last = next(v for v in frontier if start in g[v])
+        path = [last]
+        while prev[path[-1]] is not None:
+            path.append(prev[path[-1]])
+        out.append(path[::-1] + [start])
+    return out
+
+
+def _describe(g, path: list[str]) -> str:
+    return " -> ".join(f"{a} (line {g[a][b]})" for a, b in zip(path, path[1:])) + f" -> {path[-1]}"
+
+
+def test_the_graph_sees_lazy_relative_and_submodule_imports():
+    """The reader itself: lazy (function-level) and relative imports are edges, and `from
+    package import submodule` points at the submodule (grammar/__init__ imports .parser lazily)."""
+    targets = {t: level for t, _, level in imports_of("grammar")}
+    assert targets.get("grammar.errors") is True
+    assert targets.get("grammar.parser") is False
+    assert cycles({"a": {"b": 1}, "b": {"c": 2}, "c": {"a": 3}, "d": {"a": 4}}) == [["a", "b", "c", "a"]]
+
+
+def test_no_import_cycle():
+    g = graph()
+    found = cycles(g)
+    assert not found, "import cycles (lazy imports included):\n" + "\n".join(
+        _describe(g, c) for c in found)
+
+
+def test_dependencies_point_one_way():
+    bad = []
+    for m in MODULES:
+        pkg = m.split(".")[0]
+        for t, line, _ in imports_of(m):
+            other = t.split(".")[0]
+            if other in ALLOWED and other != pkg and other not in ALLOWED[pkg]:
+                bad.append(f"{MODULES[m].relative_to(REPO)}:{line} imports {t}")
+    assert not bad, "layering (builder -> grammar, cache, runtime; runtime -> cache):\n" + "\n".join(bad)
+
+
+_PROBE = """
+import json, sys
+sys.argv = ["pybuild", *json.loads(sys.argv[1])]
+from builder.cli import main
+try:
+    rc = main(sys.argv[1:])
+except SystemExit as e:
+    rc = e.code
+print(json.dumps([rc, sorted(m for m in sys.modules if m.split(".")[0] in {packages})]),
+      file=sys.__stderr__)
+"""
+
+
+def loaded(*args: str) -> tuple[int, list[str]]:
+    """(exit code, modules loaded) for `pybuild ARGS` run in a fresh interpreter."""
+    code = _PROBE.format(packages=repr(set(PACKAGES) | set(HEAVY)))
+    r = subprocess.run([sys.executable, "-c", code, json.dumps(args)], cwd=REPO,
+                       capture_output=True, text=True, timeout=120, check=False)
+    rc, mods = json.loads(r.stderr.strip().splitlines()[-1])
+    return rc, mods
+
+
+def _start_up_paths(tmp_path) -> dict[str, tuple[int, list[str]]]:
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "f").write_text("x\n")
+    (ctx / "Dockerfile").write_text("FROM busybox\nCOPY f /f\nRUN cat /f\nENV A=1\n")
+    build = ("build", "--progress", "plain", "-t", "app", str(ctx))
+    first = loaded(*build)
+    assert first[0] == 0
+    return {"--help": loaded("--help"), "a replayed build": loaded(*build),
+            "pybuild run": loaded("run", "--rm", "app", "true")}
+
+
+@pytest.fixture(scope="module")
+def start_up(tmp_path_factory, busybox_store) -> dict[str, tuple[int, list[str]]]:
+    """path -> (exit code, modules loaded), on a copy of the busybox store."""
+    root = copy_store(busybox_store.root, tmp_path_factory.mktemp("store") / "root")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PYBUILD_ROOT", str(root))
+        return _start_up_paths(tmp_path_factory.mktemp("ctx"))
+
+
+def test_start_up_paths_load_no_heavy_library(start_up):
+    """What the user waits for: `--help`, a replayed build and `pybuild run` import none of
+    rich, lark, zstandard, pyroute2 (each costs tens of ms)."""
+    for what, (rc, mods) in start_up.items():
+        assert rc == 0, what
+        assert not [m for m in mods if m.split(".")[0] in HEAVY], (what, mods)
+
+
+def test_start_up_modules_import_no_heavy_library_at_module_level(start_up):
+    """Stronger than what one run loads: no module of those paths imports a heavy library at
+    module level, so no branch of them (another flag, an error path) can pull one in at import."""
+    start_up_modules = {m for _, mods in start_up.values() for m in mods if m in MODULES}
+    bad = [f"{MODULES[m].relative_to(REPO)}:{line} imports {t}"
+           for m in sorted(start_up_modules) for t, line, top in imports_of(m)
+           if top and t.split(".")[0] in HEAVY]
+    assert start_up_modules, "the probe saw no project module"
+    assert not bad, "heavy imports at module level on a start-up path:\n" + "\n".join(bad)
