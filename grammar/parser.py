@@ -526,11 +526,24 @@ class _Builder:
         return cls(args=(typ, *args), kind=typ.upper(), command=command, **common)
 
     def _onbuild(self, cls, rest, common, heredocs):
-        if not rest:
-            return cls(args=(), instruction=None, expression="", **common)
-        keyword, flags, inner_rest = _split_line(rest, self.escape)
-        inner = self.build(keyword, flags, inner_rest, rest, common["line"], common["end_line"], heredocs)
-        return cls(args=(), instruction=inner, expression=rest, **common)
+        """A chain (`ONBUILD ONBUILD ... RUN a`) is unrolled in a loop, not by recursion, so
+        any length parses; validation then refuses the chain on its line, as BuildKit does."""
+        chain = []  # (expression, common) of each ONBUILD, outermost first
+        while True:
+            if not rest:
+                inner = cls(args=(), instruction=None, expression="", **common)
+                break
+            chain.append((rest, common))
+            keyword, flags, inner_rest = _split_line(rest, self.escape)
+            if keyword.upper() != "ONBUILD":
+                inner = self.build(keyword, flags, inner_rest, rest, common["line"], common["end_line"],
+                                   heredocs)
+                break
+            common = {**common, "keyword": keyword, "flags": tuple(_flag(w) for w in flags), "original": rest}
+            rest = inner_rest
+        for expression, c in reversed(chain):
+            inner = cls(args=(), instruction=inner, expression=expression, **c)
+        return inner
 
 
 def _flag(word: str) -> ast.Flag:
