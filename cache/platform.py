@@ -44,6 +44,21 @@ def normalize(arch: str, variant: str = "") -> tuple[str, str]:
     return arch, variant
 
 
+def parse(spec: str) -> dict:
+    """`linux`, `linux/arm64`, `linux/arm/v7` as docker users write them -> a platform dict
+    (normalised as containerd's platforms.Parse does); ValueError for anything else."""
+    parts = spec.lower().split("/")
+    if not 1 <= len(parts) <= 3 or not all(parts):
+        raise ValueError(f'"{spec}": expected os[/arch[/variant]], e.g. linux/amd64')
+    out = {"os": parts[0]}
+    if len(parts) > 1:
+        arch, variant = normalize(parts[1], parts[2] if len(parts) > 2 else "")
+        out["architecture"] = arch
+        if variant:
+            out["variant"] = variant
+    return out
+
+
 def from_machine(machine: str, byteorder: str = sys.byteorder) -> dict:
     """The OCI platform of a Linux machine whose `uname -m` is `machine`."""
     m = machine.lower()

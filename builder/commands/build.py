@@ -130,7 +130,7 @@ def run_build(args) -> int:
 
     from builder.errors import BuildError
     from builder.parsecache import parse_and_validate
-    from builder.plan import host_arch, plan
+    from builder.plan import plan
     from runtime.privileges import require_root
 
     require_root()  # before anything is read or written: one line saying what is needed
@@ -141,8 +141,17 @@ def run_build(args) -> int:
     context = Path(args.context)
     if not context.is_dir():
         raise BuildError(f"unable to prepare context: path {args.context!r} not found")
-    if args.platform and args.platform not in (f"linux/{host_arch()}", "linux"):
-        raise BuildError(f"--platform {args.platform}: only linux/{host_arch()} (this machine) is supported")
+    if args.platform:
+        from cache import platform
+
+        host = platform.host()
+        try:
+            want = {**host, **platform.parse(args.platform)}  # what it leaves out is the host's
+        except ValueError as e:
+            raise BuildError(f"--platform {e}") from None
+        if platform.to_string(want) != platform.to_string(host):
+            raise BuildError(f"--platform {args.platform}: only {platform.to_string(host)} (this machine) "
+                             "is supported")
     build_args = _key_values(args.build_arg, "--build-arg", from_env=True)
     labels = _key_values(args.label, "--label")
     text, name, path = read_dockerfile(args)

@@ -54,3 +54,21 @@ def test_configs_carry_the_host_platform_with_its_variant(monkeypatch):
     args = plan.builtin_args("")
     assert args["TARGETPLATFORM"] == "linux/arm/v7" and args["TARGETVARIANT"] == "v7"
     assert args["TARGETARCH"] == "arm"
+
+
+@pytest.mark.parametrize("spec,want", [
+    ("linux", {"os": "linux"}),
+    ("linux/amd64", {"os": "linux", "architecture": "amd64"}),
+    ("Linux/x86_64", {"os": "linux", "architecture": "amd64"}),
+    ("linux/arm64/v8", {"os": "linux", "architecture": "arm64"}),
+    ("linux/arm", {"os": "linux", "architecture": "arm", "variant": "v7"}),
+    ("linux/arm/v6", {"os": "linux", "architecture": "arm", "variant": "v6"}),
+])
+def test_parse_as_docker_users_write_platforms(spec, want):
+    assert platform.parse(spec) == want
+
+
+@pytest.mark.parametrize("spec", ["", "/", "linux/", "linux//v7", "a/b/c/d"])
+def test_parse_refuses_malformed_platforms(spec):
+    with pytest.raises(ValueError, match="expected os"):
+        platform.parse(spec)

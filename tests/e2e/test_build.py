@@ -425,3 +425,19 @@ RUN ["/bin/true"]
     store = Store.open()
     sizes = [store.layer_info(d)["size"] for d in cfg["rootfs"]["diff_ids"]]
     assert sizes[-1] == 1024  # the second RUN finds them in its base: an empty layer
+
+
+def test_platform_flag_accepts_the_host_in_any_spelling_and_refuses_others(tmp_path, pybuild):
+    """`--platform` is the host's (with what it leaves out taken from the host) or one clear line."""
+    from cache import platform
+
+    (tmp_path / "Dockerfile").write_text("FROM busybox\nENV A=1\n")
+    host = platform.host()
+    for spec in ("linux", platform.to_string(host), "linux/" + os.uname().machine):
+        r = pybuild("build", "-q", "--platform", spec, str(tmp_path))
+        assert r.returncode == 0, (spec, r.stderr)
+    other = "linux/s390x" if host["architecture"] != "s390x" else "linux/amd64"
+    for spec, why in ((other, f"only {platform.to_string(host)} (this machine) is supported"),
+                      ("linux//x", "expected os[/arch[/variant]]")):
+        r = pybuild("build", "-q", "--platform", spec, str(tmp_path))
+        assert r.returncode == 1 and r.stderr.count("\n") == 1 and why in r.stderr, r.stderr
