@@ -30,6 +30,7 @@ from pathlib import Path
 from builder.errors import BuildError
 from cache import atomic, fspath
 from cache.errors import StoreError
+from grammar import gopath
 from grammar.gomatch import compile_match
 
 CAP_XATTR = "security.capability"
@@ -203,14 +204,13 @@ class SourceTree:
                 base, sep, pattern = src.partition("/./")
                 if not sep:
                     base, pattern = "/", src
-                pattern = posixpath.normpath("/" + pattern).lstrip("/")
+                pattern = gopath.clean("/" + pattern).lstrip("/")
                 if pattern:
                     includes = (pattern,)
                     if not has_wildcards(base) and not has_wildcards(pattern):
-                        required = "/" + posixpath.join(posixpath.normpath("/" + base).lstrip("/"),
-                                                        pattern)
+                        required = gopath.join("/", base, pattern)
                 src = base
-            clean = "/" + posixpath.normpath("/" + src).lstrip("/")
+            clean = gopath.clean("/" + src)
             if required is not None:
                 req = self.resolve(required, follow=True)
                 if self._lstat_visible(req) is None:

@@ -33,6 +33,7 @@ from builder.context import Selected, resolve_in_root
 from builder.errors import BuildError
 from cache.compress import open_decompressed
 from cache.errors import StoreError
+from grammar import gopath
 
 _SPECIAL = stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX
 _MULTI_ERR = ("When using COPY with more than one source file, the destination must be a "
@@ -186,7 +187,7 @@ def dest_path(dest: str, workdir: str = "/") -> str:
     """BuildKit's pathRelativeToWorkingDir: absolute, cleaned, trailing `/` (or `/.`) kept."""
     p = dest if dest not in ("", ".") else "./"
     full = p if p.startswith("/") else posixpath.join(workdir or "/", p)
-    out = "/" + posixpath.normpath("/" + full).lstrip("/")
+    out = gopath.clean("/" + full)
     if (p.endswith(("/", "/."))) and not out.endswith("/"):
         out += "/"
     return out

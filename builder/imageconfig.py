@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import copy
 
-from builder.plan import DEFAULT_PATH
 from cache import image as im
 from cache.image import add_layer  # noqa: F401 - solve adds layers through this module
 from cache.platform import host
+from runtime.spec import DEFAULT_PATH
 
 
 def scratch_config() -> dict:

@@ -11,6 +11,7 @@ import posixpath
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cache import layout
 from grammar import ast, gopath
 from grammar.mountspec import MountError, MountSpec, parse_mount
 
@@ -66,7 +67,7 @@ class RunMount:
             return Mount(type="bind", source=str(run.solver.opts.secrets[self.secret_id]), target=self.target,
                          readonly=True)
         if self.type == "cache":
-            d = Path(store.root) / "cache-mounts" / _safe_name(spec.id or self.target)
+            d = Path(store.root) / layout.CACHE_MOUNTS_DIR / _safe_name(spec.id or self.target)
             if not d.exists():
                 d.mkdir(parents=True, exist_ok=True)
                 os.chmod(d, 0o755 if spec.mode is None else spec.mode)

@@ -15,8 +15,6 @@ from cache.platform import host_arch, host_variant
 from grammar import ast
 from grammar.errors import DockerfileError, with_suggestion
 
-DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
 
 def builtin_args(target_stage: str) -> dict[str, str]:
     """BuildKit's predefined global ARGs (visible in a stage only when re-declared)."""

@@ -17,6 +17,7 @@ from builder import imageconfig as ic
 from builder.errors import BuildError
 from builder.plan import Plan, Stage
 from builder.steps.dispatch import dispatch, run_onbuild
+from cache import layout
 from grammar import ast
 from grammar.errors import DockerfileError, ExpansionError
 
@@ -187,7 +188,7 @@ class Solver:
         with self._lock:
             if self._ctx is None:
                 self._ctx = BuildContext(self.opts.context, self.opts.dockerfile_path,
-                                         stat_cache=Path(self.store.root) / "context-stat-cache.json")
+                                         stat_cache=Path(self.store.root) / layout.STAT_CACHE)
                 if self.recorder:
                     self._ctx.observe = self.recorder.observe
             return self._ctx
