@@ -235,21 +235,29 @@ def test_prune_removes_a_killed_builds_scratch_never_a_live_one(busybox_root, py
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
-def test_prune_never_deletes_through_a_mount_left_in_a_dead_scratch(busybox_root, pybuild):
+def test_prune_never_deletes_through_a_mount_left_in_a_dead_scratch(busybox_root, pybuild, tmp_path):
     """A killed build may leave a mount (its overlay, a bind of the context) in its scratch:
-    removing the dir would delete what the mount shows. Prune leaves it until it is unmounted."""
+    removing the dir with the mount in place would delete what the mount shows. gc alone
+    leaves such a dir; `pybuild prune` first detaches the dead owner's mounts, then removes it."""
+    from cache import gc
+
+    users = tmp_path / "context"
+    users.mkdir()
+    (users / "precious").write_text("user data")
     store = Store.open()
     dead = store.tmp / "scratch-999999999.1-0000"
     (dead / "merged").mkdir(parents=True)
-    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(dead / "merged")], check=True)
+    subprocess.run(["mount", "--bind", str(users), str(dead / "merged")], check=True)
     try:
-        (dead / "merged" / "precious").write_text("user data")
+        rep = gc.prune(store, mount_points=[os.path.realpath(dead / "merged")])
+        assert rep.busy == 1 and (dead / "merged" / "precious").exists()
         r = pybuild("prune")
         assert r.returncode == 0, r.stderr
-        assert (dead / "merged" / "precious").read_text() == "user data"
     finally:
-        subprocess.run(["umount", str(dead / "merged")], check=True)
-    assert pybuild("prune").returncode == 0 and not dead.exists()
+        subprocess.run(["umount", str(dead / "merged")], capture_output=True, check=False)
+    assert (users / "precious").read_text() == "user data"
+    assert not dead.exists()
+    assert not [ln for ln in open("/proc/self/mountinfo") if str(store.tmp) in ln]
 
 
 def test_a_layer_a_live_process_uses_survives_prune_all(busybox_root, pybuild):

@@ -96,27 +96,27 @@ def test_tty(busybox_root, pybuild):
     assert b"/dev/pts/0" in out
 
 
-def test_docker_rules_for_hostname_user_workdir_and_env(store_root):
+def test_docker_rules_for_hostname_user_workdir_and_env(busybox_root, pybuild):
     import socket
     # --network host given: the host's name, as docker (the default network gets the ID's 12 hex)
-    r = pybuild(store_root, "run", "--network", "host", "busybox", "sh", "-c", "hostname; echo $HOSTNAME")
+    r = pybuild("run", "--network", "host", "busybox", "sh", "-c", "hostname; echo $HOSTNAME")
     assert r.stdout == f"{socket.gethostname()}\n" * 2, r.stderr
     # -e K=V overrides the image's PATH in place; a bare unset name removes the image's variable
-    r = pybuild(store_root, "run", "-e", "PATH=/bin", "-e", "NOT_SET_HERE_X", "busybox", "env")
+    r = pybuild("run", "-e", "PATH=/bin", "-e", "NOT_SET_HERE_X", "busybox", "env")
     lines = r.stdout.splitlines()
     assert lines[0] == "PATH=/bin" and not any(ln.startswith("NOT_SET_HERE_X") for ln in lines)
-    r = pybuild(store_root, "run", "-w", "rel", "busybox", "true")
+    r = pybuild("run", "-w", "rel", "busybox", "true")
     assert r.returncode == 125
     assert r.stderr == ("pybuild: error: the working directory 'rel' is invalid, it needs to be an "
                         "absolute path\n")
-    r = pybuild(store_root, "run", "--entrypoint", "", "busybox")
+    r = pybuild("run", "--entrypoint", "", "busybox")
     assert (r.returncode, r.stderr) == (125, "pybuild: error: no command specified\n")
 
 
-def test_env_file_values_are_passed_through_untrimmed(store_root, tmp_path):
+def test_env_file_values_are_passed_through_untrimmed(busybox_root, pybuild, tmp_path):
     envfile = tmp_path / "env"
     envfile.write_text("  A=  two spaces  \n")
-    r = pybuild(store_root, "run", "--env-file", str(envfile), "busybox", "sh", "-c", 'printf "[%s]" "$A"')
+    r = pybuild("run", "--env-file", str(envfile), "busybox", "sh", "-c", 'printf "[%s]" "$A"')
     assert r.stdout == "[  two spaces  ]", r.stderr
-    r = pybuild(store_root, "run", "--env-file", str(tmp_path / "missing"), "busybox", "true")
+    r = pybuild("run", "--env-file", str(tmp_path / "missing"), "busybox", "true")
     assert r.returncode == 125 and r.stderr.startswith("pybuild: error: --env-file ")
