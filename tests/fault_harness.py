@@ -473,7 +473,7 @@ def mutate_archive(rng: random.Random, data: bytes) -> tuple[str, bytes]:
         return f"gzip then truncate at {cut}", z[:cut]
     members = _members(data)
     jsons = [i for i, (m, body) in enumerate(members) if body is not None and
-             (m.name.endswith(".json") or m.name.startswith("blobs/") and body[:1] in b"{[")]
+             (m.name.endswith(".json") or (m.name.startswith("blobs/") and body[:1] in b"{["))]
     if op in ("json", "member-json-list") and jsons:
         i = rng.choice(jsons)
         info, body = members[i]

@@ -32,6 +32,6 @@ def run_onbuild(run, triggers: list[str]) -> None:
         try:
             df = grammar.parse(text, filename=f"{run.df.filename} (ONBUILD of {run.stage.base})")
         except DockerfileError as e:
-            raise run.error(run.stage.from_, f"bad ONBUILD trigger {text!r} in base image: {e.message}")
+            raise run.error(run.stage.from_, f"bad ONBUILD trigger {text!r} in base image: {e.message}") from None
         for ins in df.instructions:
             dispatch(run, ins, 1)

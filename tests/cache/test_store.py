@@ -257,7 +257,8 @@ def test_prune_never_deletes_through_a_mount_left_in_a_dead_scratch(busybox_root
         subprocess.run(["umount", str(dead / "merged")], capture_output=True, check=False)
     assert (users / "precious").read_text() == "user data"
     assert not dead.exists()
-    assert not [ln for ln in open("/proc/self/mountinfo") if str(store.tmp) in ln]
+    with open("/proc/self/mountinfo") as f:
+        assert not [ln for ln in f if str(store.tmp) in ln]
 
 
 def test_a_layer_a_live_process_uses_survives_prune_all(busybox_root, pybuild):
@@ -268,7 +269,7 @@ def test_a_layer_a_live_process_uses_survives_prune_all(busybox_root, pybuild):
                   "d.mkdir()\n(d / 'f').write_text('cached step')\n"
                   "s.cache_put('step', {'diff_id': s.commit_layer(d)})\n")
     assert made.wait(30) == 0
-    p = _child(f"from cache.store import Store\ns = Store.open()\nd = s.cache_get('step')['diff_id']\n"
+    p = _child("from cache.store import Store\ns = Store.open()\nd = s.cache_get('step')['diff_id']\n"
                "print(s.layer_dir(d), flush=True)\ninput()\n")
     path = Path(p.stdout.readline().strip())
     try:
