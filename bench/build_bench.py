@@ -47,7 +47,8 @@ COPY_CTX = "FROM busybox\nCOPY . /ctx\n"
 
 def timed(cmd: list[str], env=None) -> float:
     t = time.perf_counter()
-    r = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, check=False)
+    r = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                       check=False)
     if r.returncode != 0:
         sys.exit(f"bench: {' '.join(cmd)} failed:\n{r.stderr[-2000:]}")
     return time.perf_counter() - t
@@ -84,7 +85,8 @@ class BuildKit:
              "--pidfile", str(tmp / "pid"), "-H", self.sock, "--iptables=false", "--bridge=none"],
             stdout=subprocess.DEVNULL, stderr=self.log)
         for _ in range(100):
-            if subprocess.run([DOCKER, "-H", self.sock, "info"], capture_output=True, check=False).returncode == 0:
+            if subprocess.run([DOCKER, "-H", self.sock, "info"], capture_output=True,
+                              check=False).returncode == 0:
                 break
             time.sleep(0.2)
         else:

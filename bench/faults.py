@@ -20,11 +20,13 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "tests")]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # busybox_fixture, ...
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo ahead of tests/
 
 import fault_harness as fh
 from busybox_fixture import copy_store, make_busybox_store
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _kind(failure: str) -> str:
@@ -81,7 +83,7 @@ def main(argv=None) -> int:
             shutil.rmtree(work, ignore_errors=True)
 
     broken = 0
-    for part, (n, failures, secs) in results.items():
+    for _n, failures, _secs in results.values():
         for f in failures:
             print(f)
         broken += len(failures)

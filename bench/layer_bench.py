@@ -201,7 +201,8 @@ def main(argv=None) -> int:
                       f"{saved[1] / 1024:>9.0f}MB{s_secs / saved[0]:>9.2f}x")
         if "none" in only:
             n_secs, n_rss, _ = best([run_ours(tree, "none") for _ in range(args.runs)])
-            print(f"{'pybuild write_tar alone (tar + diff_id)':<44}{size / 1e6 / n_secs:>8.1f}{n_rss / 1024:>9.0f}MB")
+            print(f"{'pybuild write_tar alone (tar + diff_id)':<44}{size / 1e6 / n_secs:>8.1f}"
+                  f"{n_rss / 1024:>9.0f}MB")
         print(f"load after: {_loadavg()}")
     finally:
         if not args.keep and not args.dir:

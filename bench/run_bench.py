@@ -16,13 +16,15 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "tests")]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # busybox_fixture, ...
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo ahead of tests/
 
 from busybox_fixture import busybox_module
 
 from runtime.sandbox import run
 from runtime.spec import SandboxSpec
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def timed(fn, n: int) -> tuple[float, float, float]:

@@ -19,14 +19,16 @@ import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "tests")]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # busybox_fixture, ...
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo ahead of tests/
 
 from busybox_fixture import busybox_module, make_busybox_store
 from run_bench import timed
 
 from runtime.sandbox import run
 from runtime.spec import SandboxSpec
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def median_ms(fn, n: int) -> float:

@@ -36,7 +36,8 @@ class RunMount:
         """What of the mount goes into the RUN's cache key (never cache or secret contents)."""
         k = [self.type, self.target]
         if self.type == "bind":
-            k += [self.spec.source or "/", self.spec.from_, not self.spec.readonly, self._bind_source_digest()]
+            k += [self.spec.source or "/", self.spec.from_, not self.spec.readonly,
+                  self._bind_source_digest()]
         return k
 
     def _bind_source_digest(self) -> str:

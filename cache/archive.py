@@ -14,7 +14,7 @@ import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cache import atomic, fspath, layout, platform, refs, schema, tarfmt
+from cache import atomic, fspath, platform, refs, schema, tarfmt
 from cache import image as im
 from cache.compress import CHUNK, MEDIA_TYPES, SNIFF_BYTES, HashingWriter, open_decompressed, sniff
 from cache.errors import StoreError
@@ -254,7 +254,7 @@ def _load_docker(store, src, st: _Staged) -> None:
         if len(layers) != len(ids):
             raise StoreError(f"manifest.json: [{i}]: {len(layers)} layers but {cfg_name} lists "
                              f"{len(ids)}")
-        for name, diff_id in zip(layers, ids):
+        for name, diff_id in zip(layers, ids, strict=True):
             exp = None
             if name.startswith("blobs/sha256/"):
                 exp = "sha256:" + name.rsplit("/", 1)[-1]
@@ -300,7 +300,7 @@ def _load_oci(store, src, st: _Staged) -> None:
             if len(layers) != len(ids):
                 raise StoreError(f"{mname}: {len(layers)} layers but the config {cname} lists "
                                  f"{len(ids)}")
-            for layer, diff_id in zip(layers, ids):
+            for layer, diff_id in zip(layers, ids, strict=True):
                 name = _blob_name(layer["digest"])
                 if not src.exists(name):
                     raise StoreError(f"{mname} names layer {layer['digest']}, which is not in "

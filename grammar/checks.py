@@ -80,8 +80,8 @@ class _Checker:
         for f in inst.flags:
             typ = spec.get(f.name)
             if typ is None:
-                raise self.fail(with_suggestion(f"unknown flag: --{f.name}", f.name, spec, case_sensitive=True)
-                                .replace("did you mean ", "did you mean --"))
+                msg = with_suggestion(f"unknown flag: --{f.name}", f.name, spec, case_sensitive=True)
+                raise self.fail(msg.replace("did you mean ", "did you mean --"))
             if f.name in seen and typ != _MULTI:
                 raise self.fail(f"duplicate flag specified: --{f.name}")
             if typ == _BOOL:
@@ -256,7 +256,8 @@ class _Checker:
                 self.word(v)
         chmod = fl.get("chmod", [None])[-1]
         if chmod is not None and "$" not in chmod and not _valid_chmod(chmod):
-            raise self.fail(f"invalid chmod parameter: '{chmod}'. it should be octal string and between 0 and 07777")
+            raise self.fail(f"invalid chmod parameter: '{chmod}'. "
+                            "it should be octal string and between 0 and 07777")
         frm = fl.get("from", [None])[-1]
         if frm is not None and "$" in frm:
             raise self.fail(FROM_EXPANSION)

@@ -65,7 +65,7 @@ def suggest(value: str, options, *, case_sensitive: bool = False) -> str | None:
         d = levenshtein(key, opt if case_sensitive else opt.lower())
         if d < best_d:
             best, best_d = opt, d
-    if best is None or best_d == 0 and case_sensitive:
+    if best is None or best_d == 0:  # an exact match (BuildKit's Search ok=true): nothing to suggest
         return None
     if not case_sensitive:
         if value.islower():

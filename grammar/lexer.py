@@ -262,7 +262,8 @@ class _Run:
                 self.pos += 1
                 return "".join(result), words.get()
             if ch == "$":
-                tmp = (yield self._dollar()) if src[self.pos + 1:self.pos + 2] == "{" else self._plain_dollar()
+                braced = src[self.pos + 1:self.pos + 2] == "{"
+                tmp = (yield self._dollar()) if braced else self._plain_dollar()
                 result.append(tmp)
                 words.add_string(tmp)
             elif ch == "<":

@@ -23,7 +23,8 @@ MOUNT_TYPES = ("bind", "cache", "tmpfs", "secret", "ssh")
 SHARING_MODES = ("shared", "private", "locked")
 _KEYS = {
     "bind": {"type", "target", "source", "from", "readonly", "readwrite"},
-    "cache": {"type", "target", "source", "from", "readonly", "readwrite", "id", "sharing", "mode", "uid", "gid"},
+    "cache": {"type", "target", "source", "from", "readonly", "readwrite", "id", "sharing", "mode", "uid",
+              "gid"},
     "tmpfs": {"type", "target", "size"},
     "secret": {"type", "target", "id", "env", "required", "mode", "uid", "gid"},
     "ssh": {"type", "target", "id", "required", "mode", "uid", "gid"},

@@ -14,7 +14,9 @@ from .goduration import parse_duration
 from .goquote import go_quote
 
 SIGNALS = frozenset(
-    ["ABRT", "ALRM", "BUS", "CHLD", "CLD", "CONT", "FPE", "HUP", "ILL", "INT", "IO", "IOT", "KILL", "PIPE", "POLL", "PROF", "PWR", "QUIT", "SEGV", "STKFLT", "STOP", "SYS", "TERM", "TRAP", "TSTP", "TTIN", "TTOU", "URG", "USR1", "USR2", "VTALRM", "WINCH", "XCPU", "XFSZ"])
+    ["ABRT", "ALRM", "BUS", "CHLD", "CLD", "CONT", "FPE", "HUP", "ILL", "INT", "IO", "IOT", "KILL", "PIPE",
+     "POLL", "PROF", "PWR", "QUIT", "SEGV", "STKFLT", "STOP", "SYS", "TERM", "TRAP", "TSTP", "TTIN", "TTOU",
+     "URG", "USR1", "USR2", "VTALRM", "WINCH", "XCPU", "XFSZ"])
 _PORT = re.compile(r"^(\d+)(?:-(\d+))?(?:/([A-Za-z]+))?\Z")
 HEALTHCHECK_DURATIONS = {"interval": "Interval", "timeout": "Timeout", "start-period": "StartPeriod",
                          "start-interval": "StartInterval"}
@@ -28,7 +30,8 @@ def stop_signal(sig: str) -> str:
         return sig
     name = sig.upper().removeprefix("SIG")
     if name not in SIGNALS and not re.fullmatch(r"RTM(IN|AX)([+-]\d+)?", name):
-        raise ValueError(with_suggestion(f"invalid signal: {sig}", sig.upper(), ["SIG" + s for s in sorted(SIGNALS)]))
+        names = ["SIG" + s for s in sorted(SIGNALS)]
+        raise ValueError(with_suggestion(f"invalid signal: {sig}", sig.upper(), names))
     return sig
 
 

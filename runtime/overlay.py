@@ -59,7 +59,7 @@ def mount_overlay(target: str | os.PathLike, lowerdirs: Sequence[str | os.PathLi
     try:
         _mount_new_api(target, lowerdirs, upperdir, workdir)
     except KernelCallError as e:
-        if not (e.errno == errno.ENOSYS or e.errno == errno.EINVAL and "lowerdir+" in e.what):
+        if not (e.errno == errno.ENOSYS or (e.errno == errno.EINVAL and "lowerdir+" in e.what)):
             raise
         _mount_legacy(target, lowerdirs, upperdir, workdir)
 

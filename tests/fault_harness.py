@@ -473,7 +473,7 @@ def mutate_archive(rng: random.Random, data: bytes) -> tuple[str, bytes]:
         return f"gzip then truncate at {cut}", z[:cut]
     members = _members(data)
     jsons = [i for i, (m, body) in enumerate(members) if body is not None and
-             (m.name.endswith(".json") or m.name.startswith("blobs/") and body[:1] in b"{[")]
+             (m.name.endswith(".json") or (m.name.startswith("blobs/") and body[:1] in b"{["))]
     if op in ("json", "member-json-list") and jsons:
         i = rng.choice(jsons)
         info, body = members[i]
@@ -546,8 +546,9 @@ def archives(root: Path, work: Path, n: int, seed: int = 0, log=lambda s: None) 
         arch.write_bytes(data)
         found = check_load(root, arch, f"seed={seed} case={i} ({what})")
         failures += found
-        if found or json.dumps(tags_of(root), sort_keys=True) != json.dumps(tags_of(pristine), sort_keys=True) \
-                or store_state(root) != store_state(pristine):
+        tags_changed = (json.dumps(tags_of(root), sort_keys=True)
+                        != json.dumps(tags_of(pristine), sort_keys=True))
+        if found or tags_changed or store_state(root) != store_state(pristine):
             shutil.rmtree(root)
             copy_store(pristine, root)  # the next case starts from the same store
         log(f"archive {i + 1}/{n}: {what}")

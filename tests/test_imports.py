@@ -163,7 +163,8 @@ def cycles(g: dict[str, dict[str, int]]) -> list[list[str]]:
 
 
 def _describe(g, path: list[str]) -> str:
-    return " -> ".join(f"{a} (line {g[a][b]})" for a, b in zip(path, path[1:])) + f" -> {path[-1]}"
+    hops = zip(path, path[1:], strict=False)
+    return " -> ".join(f"{a} (line {g[a][b]})" for a, b in hops) + f" -> {path[-1]}"
 
 
 def test_the_graph_sees_lazy_relative_and_submodule_imports():

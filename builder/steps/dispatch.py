@@ -11,8 +11,9 @@ from grammar.errors import DockerfileError
 
 _HANDLERS = {
     ast.Env: config.env, ast.Label: config.label, ast.Maintainer: config.maintainer, ast.Arg: config.arg,
-    ast.Cmd: config.cmd, ast.Entrypoint: config.entrypoint, ast.Shell: config.shell, ast.Expose: config.expose,
-    ast.Volume: config.volume, ast.User: config.user, ast.StopSignal: config.stopsignal,
+    ast.Cmd: config.cmd, ast.Entrypoint: config.entrypoint, ast.Shell: config.shell,
+    ast.Expose: config.expose, ast.Volume: config.volume, ast.User: config.user,
+    ast.StopSignal: config.stopsignal,
     ast.Healthcheck: config.healthcheck, ast.Onbuild: config.onbuild, ast.Workdir: workdir, ast.Run: run_step,
     ast.Copy: copy_step, ast.Add: copy_step,
 }
@@ -32,6 +33,7 @@ def run_onbuild(run, triggers: list[str]) -> None:
         try:
             df = grammar.parse(text, filename=f"{run.df.filename} (ONBUILD of {run.stage.base})")
         except DockerfileError as e:
-            raise run.error(run.stage.from_, f"bad ONBUILD trigger {text!r} in base image: {e.message}")
+            raise run.error(run.stage.from_,
+                            f"bad ONBUILD trigger {text!r} in base image: {e.message}") from None
         for ins in df.instructions:
             dispatch(run, ins, 1)

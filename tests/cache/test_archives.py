@@ -16,8 +16,10 @@ import pytest
 from cache.layers import extract
 from cache.store import Store
 
-needs_skopeo = pytest.mark.skipif(shutil.which("skopeo") is None, reason="skopeo not installed (apt-get install skopeo)")
-needs_umoci = pytest.mark.skipif(shutil.which("umoci") is None, reason="umoci not installed (apt-get install umoci)")
+needs_skopeo = pytest.mark.skipif(shutil.which("skopeo") is None,
+                                  reason="skopeo not installed (apt-get install skopeo)")
+needs_umoci = pytest.mark.skipif(shutil.which("umoci") is None,
+                                 reason="umoci not installed (apt-get install umoci)")
 
 
 def _unpack(archive: Path, dest: Path) -> None:
@@ -54,7 +56,8 @@ def test_skopeo_inspects_both_forms(saved):
     bb = Store.open().image("busybox")
     for ref in (f"docker-archive:{saved['docker']}", f"oci-archive:{saved['oci']}:latest",
                 f"oci-archive:{saved['docker']}:latest"):
-        r = subprocess.run(["skopeo", "inspect", "--config", ref], check=False, capture_output=True, text=True)
+        r = subprocess.run(["skopeo", "inspect", "--config", ref], check=False, capture_output=True,
+                           text=True)
         assert r.returncode == 0, (ref, r.stderr)
         cfg = json.loads(r.stdout)
         assert cfg["rootfs"]["diff_ids"] == list(bb.diff_ids) and cfg["config"]["Cmd"] == ["sh"]
@@ -127,7 +130,8 @@ def test_load_into_a_fresh_store_gives_the_same_image(saved, fmt, tmp_path, pybu
 
 def test_load_an_oci_layout_dir_and_zstd(busybox_root, pybuild, tmp_path, monkeypatch):
     arch = tmp_path / "z.tar"
-    assert pybuild("save", "--format", "oci", "--compression", "zstd", "-o", str(arch), "busybox").returncode == 0
+    r = pybuild("save", "--format", "oci", "--compression", "zstd", "-o", str(arch), "busybox")
+    assert r.returncode == 0
     layout = tmp_path / "layout"
     layout.mkdir()
     _unpack(arch, layout)

@@ -25,7 +25,8 @@ def test_saved_image_loads_and_runs_in_docker(dockerd, busybox_root, pybuild, tm
     assert r.stdout.decode().splitlines() == [
         "root", "app:x:1000:1000:app:/home/app:/bin/sh", "drwxrwxrwt",
         "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
-    r = docker(dockerd, "run", "--rm", "--network", "none", "-u", "app", "pybuild-test/bb:1", "sh", "-c", "id -u; pwd")
+    r = docker(dockerd, "run", "--rm", "--network", "none", "-u", "app", "pybuild-test/bb:1",
+               "sh", "-c", "id -u; pwd")
     assert r.stdout.decode().split()[0] == "1000"
     ours = json.loads(pybuild("inspect", "busybox").stdout)[0]["Id"]
     theirs = json.loads(docker(dockerd, "inspect", "pybuild-test/bb:1").stdout)[0]["Id"]

@@ -146,7 +146,8 @@ def test_hardlink_through_relative_symlink(box, target, extra):
     root, _ = box
     apply(root, tar_of(("dir", "etc", 0o770), ("file", "/etc/passwd", b"inside", 0o644),
                        ("dir", "breakouts", 0o755), *[("dir", d, 0o755) for d in extra],
-                       ("sym", target, "breakouts/d1"), ("link", "/breakouts/d1/passwd", "breakouts/mypasswd")))
+                       ("sym", target, "breakouts/d1"),
+                       ("link", "/breakouts/d1/passwd", "breakouts/mypasswd")))
     assert same_file(root, "breakouts/mypasswd", "etc/passwd")
 
 
@@ -234,7 +235,8 @@ def test_whiteout_of_parent_root_or_current_dir_is_rejected(box, name):
 
 def test_whiteout_symlink_removes_only_the_link(box):
     root, _ = box
-    setup(root, ("dir", "etc", 0o755), ("file", "etc/passwd", b"all users", 0o644), ("sym", "/etc", "localetc"))
+    setup(root, ("dir", "etc", 0o755), ("file", "etc/passwd", b"all users", 0o644),
+          ("sym", "/etc", "localetc"))
     apply(root, tar_of(("file", ".wh.localetc", b"", 0o644)))
     assert read(root, "etc/passwd") == b"all users"
     assert not os.path.lexists(root / "localetc")
@@ -259,14 +261,16 @@ def test_whiteout_directory_name_is_a_plain_path(box):
 
 def test_whiteout_dead_symlink_parent_is_a_no_op(box):
     root, _ = box
-    setup(root, ("dir", "etc", 0o755), ("file", "etc/passwd", b"all users", 0o644), ("sym", "/dne", "localetc"))
+    setup(root, ("dir", "etc", 0o755), ("file", "etc/passwd", b"all users", 0o644),
+          ("sym", "/dne", "localetc"))
     apply(root, tar_of(("file", "localetc/.wh.etc", b"", 0o644)))
     assert read(root, "etc/passwd") == b"all users"
 
 
 def test_whiteout_relative_path_is_cleaned(box):
     root, _ = box
-    setup(root, ("dir", "etc", 0o755), ("file", "etc/passwd", b"all users", 0o644), ("sym", "/dne", "localetc"))
+    setup(root, ("dir", "etc", 0o755), ("file", "etc/passwd", b"all users", 0o644),
+          ("sym", "/dne", "localetc"))
     apply(root, tar_of(("file", "dne/../.wh.etc", b"", 0o644)))
     assert not (root / "etc").exists()
 
@@ -291,8 +295,8 @@ def test_hardlink_to_symlink_links_the_symlink(box, target):
 def test_hardlink_symlink_chmod_does_not_touch_host(box):
     root, outside = box  # HardlinkSymlinkChmod: a symlink to a host file, then a link to it
     canary = outside / "canary"
-    apply(root, tar_of(("sym", str(canary), str(outside / "also-exists")), ("link", str(outside / "also-exists"),
-                                                                             "sketchylink")))
+    apply(root, tar_of(("sym", str(canary), str(outside / "also-exists")),
+                       ("link", str(outside / "also-exists"), "sketchylink")))
     assert stat.S_IMODE(canary.stat().st_mode) == 0o400
 
 
@@ -324,7 +328,8 @@ def test_device_nodes_only_where_allowed(box):
 def test_opaque_in_apply_mode_hides_lower_children_only(box):
     root, _ = box
     setup(root, ("dir", "d", 0o755), ("file", "d/old", b"1", 0o644), ("dir", "d/sub", 0o755))
-    apply(root, tar_of(("dir", "d", 0o755), ("file", "d/new", b"2", 0o644), ("file", "d/.wh..wh..opq", b"", 0)))
+    apply(root, tar_of(("dir", "d", 0o755), ("file", "d/new", b"2", 0o644),
+                       ("file", "d/.wh..wh..opq", b"", 0)))
     assert sorted(os.listdir(root / "d")) == ["new"]
 
 

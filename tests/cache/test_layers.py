@@ -103,7 +103,8 @@ def test_gnu_tar_reads_it(tmp_path):
     (tmp_path / "l.tar").write_bytes(data)
     out = tmp_path / "out"
     out.mkdir()
-    r = subprocess.run(["tar", "-xpf", str(tmp_path / "l.tar"), "-C", str(out)], check=False, capture_output=True, text=True)
+    r = subprocess.run(["tar", "-xpf", str(tmp_path / "l.tar"), "-C", str(out)], check=False,
+                       capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert (out / "b" / "x").read_bytes() == b"x" * 70000
     assert os.path.samefile(out / "b" / "x", out / "b" / "x-hard")
@@ -149,7 +150,8 @@ def test_gzip_header_is_fixed(tmp_path):
     desc = store.layer_blob(store.commit_layer(upper), "gzip")
     head = store.blob_path(desc["digest"]).read_bytes()[:10]
     assert head == b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"  # no name, mtime 0, OS fixed
-    r = subprocess.run(["gzip", "-t"], input=store.blob_path(desc["digest"]).read_bytes(), check=False, capture_output=True)
+    r = subprocess.run(["gzip", "-t"], input=store.blob_path(desc["digest"]).read_bytes(), check=False,
+                       capture_output=True)
     assert r.returncode == 0
 
 
@@ -160,7 +162,8 @@ def test_zstd_blob_decompresses_with_the_cli(tmp_path):
     make_tree(upper)
     diff_id = store.commit_layer(upper)
     desc = store.layer_blob(diff_id, "zstd")
-    r = subprocess.run(["zstd", "-dc"], input=store.blob_path(desc["digest"]).read_bytes(), check=False, capture_output=True)
+    r = subprocess.run(["zstd", "-dc"], input=store.blob_path(desc["digest"]).read_bytes(), check=False,
+                       capture_output=True)
     assert r.returncode == 0
     import hashlib
     assert "sha256:" + hashlib.sha256(r.stdout).hexdigest() == diff_id

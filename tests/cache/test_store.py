@@ -56,7 +56,8 @@ def test_images_tags_and_docker_ref_normalisation(busybox_root):
         assert store.resolve(ref) == bb, ref
     img = store.image("busybox")
     assert img.id == bb and img.config["config"]["Cmd"] == ["sh"]
-    assert img.container_config["Env"] == ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
+    assert img.container_config["Env"] == ["PATH=/usr/local/sbin:/usr/local/bin:"
+                                           "/usr/sbin:/usr/bin:/sbin:/bin"]
     assert len(img.diff_ids) == 1 and (store.layer_dir(img.diff_ids[0]) / "bin" / "busybox").is_file()
     store.tag("localhost:5000/team/app:v1", bb)
     assert store.resolve("localhost:5000/team/app:v1") == bb
@@ -100,7 +101,8 @@ def test_cache_index(store_root):
 
 def test_concurrent_writers_lose_no_update(store_root):
     """Four processes each add 25 cache entries at once: the file lock keeps all 100."""
-    code = (f"import sys; sys.path.insert(0, {str(REPO)!r})\nfrom cache.store import Store\ns = Store.open()\n"
+    code = (f"import sys; sys.path.insert(0, {str(REPO)!r})\n"
+            "from cache.store import Store\ns = Store.open()\n"
             "for i in range(25): s.cache_put(f'{sys.argv[1]}-{i}', {'i': i})\n")
     procs = [subprocess.Popen([sys.executable, "-c", code, str(n)]) for n in range(4)]
     assert all(p.wait(60) == 0 for p in procs)
@@ -257,7 +259,8 @@ def test_prune_never_deletes_through_a_mount_left_in_a_dead_scratch(busybox_root
         subprocess.run(["umount", str(dead / "merged")], capture_output=True, check=False)
     assert (users / "precious").read_text() == "user data"
     assert not dead.exists()
-    assert not [ln for ln in open("/proc/self/mountinfo") if str(store.tmp) in ln]
+    with open("/proc/self/mountinfo") as f:
+        assert not [ln for ln in f if str(store.tmp) in ln]
 
 
 def test_a_layer_a_live_process_uses_survives_prune_all(busybox_root, pybuild):
@@ -268,7 +271,7 @@ def test_a_layer_a_live_process_uses_survives_prune_all(busybox_root, pybuild):
                   "d.mkdir()\n(d / 'f').write_text('cached step')\n"
                   "s.cache_put('step', {'diff_id': s.commit_layer(d)})\n")
     assert made.wait(30) == 0
-    p = _child(f"from cache.store import Store\ns = Store.open()\nd = s.cache_get('step')['diff_id']\n"
+    p = _child("from cache.store import Store\ns = Store.open()\nd = s.cache_get('step')['diff_id']\n"
                "print(s.layer_dir(d), flush=True)\ninput()\n")
     path = Path(p.stdout.readline().strip())
     try:

@@ -299,7 +299,8 @@ def test_a_mistake_late_in_the_dockerfile_fails_before_any_step(tmp_path, pybuil
 
 def test_same_dockerfile_same_digest_on_two_store_roots(tmp_path, pybuild, busybox_root, other_busybox_root):
     (tmp_path / "f").write_text("content")
-    (tmp_path / "Dockerfile").write_text("FROM busybox\nCOPY f /f\nRUN echo hi > /hi\nCMD [\"cat\", \"/hi\"]\n")
+    (tmp_path / "Dockerfile").write_text("FROM busybox\nCOPY f /f\nRUN echo hi > /hi\n"
+                                         "CMD [\"cat\", \"/hi\"]\n")
     ids = []
     for root in (busybox_root, other_busybox_root):
         r = pybuild("--root", str(root), "build", "-q", str(tmp_path))

@@ -27,7 +27,8 @@ RUN --mount=type=cache,id=c1,target=/c,ro=0 cat /c/f > /seen
 
 
 def test_cache_mount_readonly_is_read_only(tmp_path, pybuild):
-    r = _build_fails(pybuild, tmp_path, "FROM busybox\nRUN --mount=type=cache,target=/c,readonly touch /c/f\n")
+    r = _build_fails(pybuild, tmp_path,
+                     "FROM busybox\nRUN --mount=type=cache,target=/c,readonly touch /c/f\n")
     assert "Read-only file system" in r.stdout + r.stderr
 
 
@@ -51,7 +52,8 @@ RUN --mount=type=bind,source=d,target=/m,readwrite=True touch /m/x && ls /m > /l
 
 def test_bad_mount_boolean_is_one_line_error(tmp_path, pybuild):
     r = _build_fails(pybuild, tmp_path, "FROM busybox\nRUN --mount=type=cache,target=/c,readonly=yes true\n")
-    assert r.stderr.strip().splitlines()[-1] == "pybuild: error: Dockerfile:2: invalid value for readonly: yes"
+    assert r.stderr.strip().splitlines()[-1] == ("pybuild: error: Dockerfile:2: "
+                                                 "invalid value for readonly: yes")
 
 
 def test_healthcheck_go_durations_land_in_config_and_history(tmp_path, pybuild):

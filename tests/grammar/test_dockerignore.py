@@ -69,4 +69,5 @@ def test_bare_exclamation_is_rejected_with_the_ignore_file_name():
 
 
 def test_dockerfile_specific_ignore_file_wins():
-    assert ignore_file_names("docker/app.Dockerfile") == ["docker/app.Dockerfile.dockerignore", ".dockerignore"]
+    assert ignore_file_names("docker/app.Dockerfile") == ["docker/app.Dockerfile.dockerignore",
+                                                          ".dockerignore"]

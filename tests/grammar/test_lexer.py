@@ -45,7 +45,8 @@ def _matches_cases():
     if not LEXDIR.is_dir():
         return []
     cases = []
-    for n, line in enumerate((LEXDIR / "processwithmatches-cases.tsv").read_text(encoding="utf-8").split("\n"), 1):
+    text = (LEXDIR / "processwithmatches-cases.tsv").read_text(encoding="utf-8")
+    for n, line in enumerate(text.split("\n"), 1):
         if not line or line.startswith(("#", "input\t")):
             continue
         cols = [json.loads(c) for c in line.split("\t")]

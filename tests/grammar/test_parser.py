@@ -142,7 +142,8 @@ def test_typed_fields():
     assert i[5].pairs == (ast.KeyValue("LEGACY", "some value", legacy=True),)
     assert i[6].command == ast.Command(True, ("run", "--it"))
     assert i[7].command == ast.Command(False, ("exec app",))
-    assert (i[8].kind, i[8].command, i[8].flag("interval")) == ("CMD", ast.Command(False, ("curl -f x",)), "5s")
+    want = ("CMD", ast.Command(False, ("curl -f x",)), "5s")
+    assert (i[8].kind, i[8].command, i[8].flag("interval")) == want
     assert (i[9].kind, i[9].command) == ("NONE", None)
     assert isinstance(i[10].instruction, ast.Run) and i[10].expression == "RUN echo hi"
     assert i[11].shell == ("/bin/bash", "-c")

@@ -20,7 +20,8 @@ RUN --mount=type=secret,id=tok,required --mount=type=bind,source=.,target=/src,r
 RUN --mount=type=tmpfs,target=/tmp,size=64m --mount=type=ssh --security=sandbox true
 COPY --chown=1000:1000 --chmod=u=rwX,go=rX --link --exclude=*.pyc a b /dst/
 COPY --from=build --chmod=0755 /x /y
-ADD --checksum=sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef https://example.com/f /f
+ADD --checksum=sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef \
+https://example.com/f /f
 ADD --keep-git-dir=true --unpack=false x.tar /opt/
 COPY <<EOF /etc/motd
 hello ${V}
@@ -54,11 +55,14 @@ PORT = 'invalid port "{}" in EXPOSE: use PORT[/PROTO] or START-END[/PROTO] with 
     ("FROM x\nRUN --netwrk=none true\n", 2, "unknown flag: --netwrk (did you mean --network?)"),
     ("FROM x\nRUN --network=bridge true\n", 2, 'invalid network mode "bridge"'),
     ("FROM x\nRUN --security=root true\n", 2, 'security "root" is not valid'),
-    ("FROM x\nRUN --mount=type=cahce,target=/c true\n", 2, 'unsupported mount type "cahce" (did you mean cache?)'),
-    ("FROM x\nRUN --mount=type=bind,target=/a,mode=0700 true\n", 2, 'mode not allowed for "bind" type mounts'),
+    ("FROM x\nRUN --mount=type=cahce,target=/c true\n", 2,
+     'unsupported mount type "cahce" (did you mean cache?)'),
+    ("FROM x\nRUN --mount=type=bind,target=/a,mode=0700 true\n", 2,
+     'mode not allowed for "bind" type mounts'),
     ("FROM x\nRUN --mount=type=secret,id=a,from=b true\n", 2, "secret mount should not have a from"),
     ("FROM x\nRUN --mount=type=cache,target=/c,sharing=some true\n", 2, 'unsupported sharing value "some"'),
-    ("FROM x\nRUN --mount=type=cache,target=/c,bogus true\n", 2, "invalid field 'bogus' must be a key=value pair"),
+    ("FROM x\nRUN --mount=type=cache,target=/c,bogus true\n", 2,
+     "invalid field 'bogus' must be a key=value pair"),
     ("FROM x\nRUN --mount=type=bind true\n", 2, "mount type=bind requires a target (target=/path)"),
     ("FROM x\nRUN --mount=type=bind,target=/ true\n", 2, 'invalid mount target "/"'),
     ("FROM x\nRUN --mount=type=bind,target=/a,from=$X true\n", 2, FROM_EXPANSION),
@@ -77,7 +81,8 @@ PORT = 'invalid port "{}" in EXPOSE: use PORT[/PROTO] or START-END[/PROTO] with 
     ("FROM x\nCOPY --chown=a --chown=b a b\n", 2, "duplicate flag specified: --chown"),
     ("FROM x\nCOPY https://example.com/x /x\n", 2, "source can't be a URL for COPY"),
     ("FROM x\nCOPY a <<EOF\nEOF\n", 2, "COPY cannot accept a heredoc as a destination"),
-    ("FROM x\nHEALTHCHECK --interval=5 CMD true\n", 2, 'time: missing unit in duration "5" (--interval, e.g. 30s, 1m30s)'),
+    ("FROM x\nHEALTHCHECK --interval=5 CMD true\n", 2,
+     'time: missing unit in duration "5" (--interval, e.g. 30s, 1m30s)'),
     ("FROM x\nHEALTHCHECK --timeout=10us CMD true\n", 2, 'Interval "timeout" cannot be less than 1ms'),
     ("FROM x\nHEALTHCHECK --retries=-1 CMD true\n", 2, "--retries cannot be negative (-1)"),
     ("FROM x\nHEALTHCHECK CMD\n", 2, "Missing command after HEALTHCHECK CMD"),
@@ -87,7 +92,8 @@ PORT = 'invalid port "{}" in EXPOSE: use PORT[/PROTO] or START-END[/PROTO] with 
     ("FROM x\nSTOPSIGNAL 99\n", 2, "invalid signal: 99"),
     ("FROM x\nEXPOSE 80/tcpp\n", 2, PORT.format("80/tcpp")),
     ("FROM x\nEXPOSE 70000\n", 2, PORT.format("70000")),
-    ("FROM x AS 1st\n", 1, 'invalid name for build stage: "1st", name can\'t start with a number or contain symbols'),
+    ("FROM x AS 1st\n", 1,
+     'invalid name for build stage: "1st", name can\'t start with a number or contain symbols'),
     ("FROM x AS a\nFROM y AS A\n", 2, 'duplicate stage name "a" (first defined on line 1)'),
     ("FROM x y\n", 1, "FROM requires either one or three arguments"),
     ("FROM x AT y\n", 1, "FROM requires either one or three arguments"),
@@ -95,7 +101,8 @@ PORT = 'invalid port "{}" in EXPOSE: use PORT[/PROTO] or START-END[/PROTO] with 
     ("ARG A\n", 1, "dockerfile contains no stages to build"),
     ("ARG BASE\nFROM ${BASE}\n", 2, "base name (${BASE}) should not be blank"),
     ("FROM x\nENV a=${b\n", 2, """failed to process "${b": syntax error: missing '}'"""),
-    ("FROM x\nWORKDIR ${a:=b}\n", 2, """failed to process "${a:=b}": unsupported modifier (:=) in substitution"""),
+    ("FROM x\nWORKDIR ${a:=b}\n", 2,
+     """failed to process "${a:=b}": unsupported modifier (:=) in substitution"""),
     ("FROM x\nLABEL a=\"b\n", 2,
      """failed to process "\\"b": unexpected end of statement while looking for matching double-quote"""),
     ("FROM x\nUSER\n", 2, "USER requires exactly one argument"),
@@ -108,7 +115,8 @@ PORT = 'invalid port "{}" in EXPOSE: use PORT[/PROTO] or START-END[/PROTO] with 
     ("FROM x\nWORKDIR --foo /a\n", 2, "unknown flag: --foo"),
     ("FROM x\nENV a=${b#\\q}\n", 2, ('failed to process "${b#\\\\q}": invalid pattern (\\q) in substitution: '
      "invalid escape '\\q'")),
-    ("FROM x\n\n\n\nRUN ok\nRUN \\\n  --mount=type=nope,target=/x true\n", 6, 'unsupported mount type "nope"'),
+    ("FROM x\n\n\n\nRUN ok\nRUN \\\n  --mount=type=nope,target=/x true\n", 6,
+     'unsupported mount type "nope"'),
 ])
 def test_rejected_with_line_and_message(text, line, msg):
     with pytest.raises(grammar.DockerfileError) as e:

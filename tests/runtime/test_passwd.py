@@ -5,7 +5,8 @@ from runtime import users
 
 
 def test_parse_table_skips_blank_and_comment_lines_and_keeps_odd_bytes():
-    data = b"root:x:0:0:root:/root:/bin/sh\n\n  # comment\n  app:x:1000:1000::/home/app:/bin/sh  \n\xff:x:7:7\n"
+    data = (b"root:x:0:0:root:/root:/bin/sh\n\n  # comment\n"
+            b"  app:x:1000:1000::/home/app:/bin/sh  \n\xff:x:7:7\n")
     rows = users.parse_table(data)
     assert rows[:2] == [["root", "x", "0", "0", "root", "/root", "/bin/sh"],
                         ["app", "x", "1000", "1000", "", "/home/app", "/bin/sh"]]
