@@ -3,7 +3,9 @@
 Patterns are anchored at the context root (``*.log`` is top level only; ``**/*.log``
 is everywhere), ``*``/``?`` never cross ``/``, ``**`` spans any number of directories,
 a pattern that matches a directory also matches everything below it, ``!pattern``
-re-includes, and the last matching pattern wins.
+re-includes, and the last matching pattern wins. The ``**`` handling and patternmatcher's
+exact/prefix/suffix shortcuts are here; everything between ``**``s (``*``, ``?``, classes,
+escapes) is compiled by ``grammar.gomatch`` in its ``patternmatcher`` mode.
 """
 
 from __future__ import annotations
@@ -11,10 +13,8 @@ from __future__ import annotations
 import re
 
 from .errors import DockerfileError
-from .gomatch import compile_match
+from .gomatch import translate
 from .gopath import clean as go_clean
-
-_REGEX_META = frozenset(".+()|{}$")
 
 
 class IgnoreError(DockerfileError):
@@ -53,7 +53,38 @@ def parse_ignore(text: str | bytes) -> list[str]:
     return out
 
 
+def _split_doublestar(p: str) -> list[str | None]:
+    """``p`` as glob chunks with ``None`` for each ``**`` (a ``/`` right after it is eaten, as
+    patternmatcher does). Escapes and classes are skipped whole, so ``\\**`` is no ``**``."""
+    parts: list[str | None] = []
+    chunk = []
+    i, n = 0, len(p)
+    while i < n:
+        c = p[i]
+        if c == "*" and p[i + 1:i + 2] == "*":
+            if chunk:
+                parts.append("".join(chunk))
+                chunk = []
+            parts.append(None)
+            i += 3 if p[i + 2:i + 3] == "/" else 2
+            continue
+        j = i + 2 if c == "\\" else i + 1
+        if c == "[":  # a checked pattern: the class ends at the first unescaped ] after one char
+            j = i + 2 if p[i + 1:i + 2] != "^" else i + 3
+            while p[j] != "]":
+                j += 2 if p[j] == "\\" else 1
+            j += 1
+        chunk.append(p[i:j])
+        i = j
+    if chunk:
+        parts.append("".join(chunk))
+    return parts
+
+
 class _Pattern:
+    """One pattern as patternmatcher compiles it: exact, ``prefix**``, ``**suffix`` or a regex
+    whose ``**`` is ours and whose glob chunks are ``grammar.gomatch``'s."""
+
     __slots__ = ("exclusion", "kind", "ndirs", "regex", "text")
 
     def __init__(self, text: str, exclusion: bool):
@@ -64,56 +95,26 @@ class _Pattern:
         self.kind = self._compile(text)
 
     def _compile(self, p: str) -> str:
-        out = ["^"]
-        kind = "exact"
-        i, n = 0, len(p)
-        first = True
-        while i < n:
-            ch = p[i]
-            i += 1
-            if ch == "*":
-                if i < n and p[i] == "*":
-                    i += 1
-                    if i < n and p[i] == "/":
-                        i += 1
-                    if i >= n:
-                        if kind == "exact":
-                            kind = "prefix"
-                        else:
-                            out.append(".*")
-                            kind = "regex"
-                    else:
-                        out.append("(.*/)?")
-                        kind = "regex"
-                    if first:
-                        kind = "suffix"
-                else:
-                    out.append("[^/]*")
-                    kind = "regex"
-            elif ch == "?":
-                out.append("[^/]")
-                kind = "regex"
-            elif ch in _REGEX_META:
-                out.append("\\" + ch)
-            elif ch == "\\":
-                if i < n:
-                    out.append("\\" + p[i])
-                    i += 1
-                    kind = "regex"
-                else:
-                    out.append("\\")
-            elif ch in "[]":
-                out.append(ch)
-                kind = "regex"
+        translate(p, patternmatcher=True)  # syntax first: ValueError with the reason
+        parts = _split_doublestar(p)
+        globs = [c for c in parts if c is not None]
+        # patternmatcher's rule (a `]` too makes it a regex: `**]` is no suffix match)
+        literal = not any(ch in c for c in globs for ch in "*?[]\\")
+        stars = parts.count(None)
+        if not stars and literal:
+            return "exact"
+        if literal and stars == 1 and parts[0] is None:
+            return "suffix"  # also a lone **: the empty suffix
+        if literal and stars == 1 and parts[-1] is None:
+            return "prefix"
+        out = []
+        for k, c in enumerate(parts):
+            if c is not None:
+                out.append(translate(c, patternmatcher=True))
             else:
-                out.append(ch)
-            first = False
-        if kind == "regex":
-            try:
-                self.regex = re.compile("".join(out) + r"\Z")
-            except re.error as e:
-                raise ValueError(str(e)) from None
-        return kind
+                out.append(".*" if k == len(parts) - 1 else "(.*/)?")
+        self.regex = re.compile("^" + "".join(out) + r"\Z")
+        return "regex"
 
     def match(self, path: str) -> bool:
         kind = self.kind
@@ -148,10 +149,9 @@ class IgnoreMatcher:
                 p = p[1:]
                 self.has_exceptions = True
             try:
-                compile_match(p)  # filepath.Match syntax, as patternmatcher checks it
                 self.patterns.append(_Pattern(p, exclusion))
-            except ValueError:
-                raise IgnoreError(filename, 0, f"syntax error in pattern: {raw}") from None
+            except ValueError as e:
+                raise IgnoreError(filename, 0, f"syntax error in pattern: {raw} ({e})") from None
 
     @staticmethod
     def _prepare(path: str) -> str | None:

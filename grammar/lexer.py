@@ -450,3 +450,11 @@ class _Run:
         while self._peek() in ("\t", "\r", " ") and self._peek() != _EOF:
             space.append(self._next())
         return "<<" + "".join(space)
+
+
+def expand_heredoc(content: str, env: Mapping[str, str]) -> str:
+    """An unquoted COPY/ADD heredoc body after expansion, as BuildKit's ``ExpandRaw`` makes it
+    (dockerfile2llb ``dispatch``): a lexer with ``\\`` as escape whatever the ``escape``
+    directive says, quote processing off: quotes stay as written, ``${v:-w}`` works, a ``\\``
+    is dropped before any character (``\\$`` keeps a ``$``). RUN heredocs are left to the shell."""
+    return ShellLex("\\", skip_process_quotes=True).process_word(content, env)

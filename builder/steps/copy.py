@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 
 from builder.steps.layer import commit, scratch
-from grammar import ast
+from grammar import ExpansionError, ast
 
 
 def _is_url(src: str) -> bool:
@@ -137,13 +137,10 @@ def _source_groups(run, ins, srcs, heredocs, frm, checksum, stack):
 
 
 def _expand_heredoc(run, ins, body: str) -> str:
-    """Expand `$VAR` in an unquoted COPY heredoc body, keeping quotes and newlines as written."""
-    import re
+    """An unquoted COPY/ADD heredoc body expanded by grammar's lexer, as BuildKit does it."""
+    from grammar.lexer import expand_heredoc
 
-    env = run.expansion_env()
-
-    def sub(m: re.Match) -> str:
-        name = m.group(1) or m.group(2)
-        return env.get(name, "")
-
-    return re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)", sub, body)
+    try:
+        return expand_heredoc(body, run.expansion_env())
+    except ExpansionError as e:
+        raise e.at(run.df.filename, ins.line) from None

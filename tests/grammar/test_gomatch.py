@@ -2,7 +2,7 @@
 import pytest
 
 from grammar.dockerignore import IgnoreError, IgnoreMatcher
-from grammar.gomatch import match
+from grammar.gomatch import match, translate
 
 
 @pytest.mark.parametrize(("pattern", "name", "want"), [
@@ -28,3 +28,21 @@ def test_dockerignore_checks_syntax_with_the_same_compiler():
     # filepath.Match accepts a reversed range, but patternmatcher's own regexp (Go's) does not
     with pytest.raises(IgnoreError):
         IgnoreMatcher(["[b-a]"])
+
+
+@pytest.mark.parametrize("pattern", ["[b-a]", "\\d", "\\y", "\\é", "[\\w]", "[*]", "[?a]",
+                                     "[[:alpha:]]"])
+def test_patternmatcher_mode_refuses_what_re2_reads_otherwise(pattern):
+    translate(pattern)  # a valid filepath.Match pattern ...
+    with pytest.raises(ValueError):
+        translate(pattern, patternmatcher=True)  # ... that .dockerignore's regexp would differ on
+
+
+@pytest.mark.parametrize(("pattern", "path", "want"), [
+    ("\\**", "*x", True), ("\\**", "*/x", True), ("\\**", "a*", False),  # \* then **: prefix-like
+    ("**]", "a]", False), ("**]", "]", True),  # patternmatcher: `]` makes it a regex, no suffix
+    ("[\\]a]x", "]x", True), ("a\\ b", "a b", True), ("[a-c]/**/z", "b/q/r/z", True),
+    ("[[]x", "[x", True),
+])
+def test_dockerignore_doublestar_around_gomatch_chunks(pattern, path, want):
+    assert IgnoreMatcher([pattern]).matches(path) is want
