@@ -14,6 +14,7 @@ from builder.steps.config import DEFAULT_SHELL
 from builder.steps.layer import commit, scratch
 from cache.overlayfmt import is_opaque, is_whiteout
 from grammar import ast, gopath
+from grammar.parser import parse_heredoc
 
 RUNC_MOUNT_DIRS = ("dev", "proc", "sys")
 
@@ -138,9 +139,10 @@ def _run_argv(run, ins: ast.Run) -> list[str]:
 
 
 def _only_heredoc(text: str, h: ast.Heredoc) -> bool:
-    word = text.strip()
-    return word.lstrip("0123456789") in (f"<<{h.name}", f"<<-{h.name}", f"<<'{h.name}'",
-                                         f'<<"{h.name}"', f"<<-'{h.name}'", f'<<-"{h.name}"')
+    """Is the command nothing but this heredoc's marker (`<<EOF`, `3<<-'E"O"F'`, ...)? Read by
+    the parser's one marker reader, as BuildKit's dispatchRun uses parser.MustParseHeredoc."""
+    marker = parse_heredoc(text.strip())
+    return marker is not None and marker[0] == h.name
 
 
 def _heredoc_script(ins: ast.Run, argv: list[str], stack):

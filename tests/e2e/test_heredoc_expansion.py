@@ -106,3 +106,12 @@ def test_a_failed_expansion_in_a_heredoc_is_one_error_line(tmp_path, pybuild):
     assert "Traceback" not in r.stderr
     err = [ln for ln in r.stderr.splitlines() if ln.startswith("pybuild: error:")]
     assert len(err) == 1 and "B: B must be set" in err[0] and ":2" in err[0], r.stderr
+
+
+@pytest.mark.parametrize("marker", ["<<EOF", '<<"EOF"', "<<E'O'F", '<<-E"O"F', '3<<EOF'])
+def test_a_lone_heredoc_with_a_shebang_runs_as_a_script_file(tmp_path, pybuild, marker):
+    """convert.go `dispatchRun`: a RUN that is only a heredoc marker (parser.MustParseHeredoc,
+    any quoting) and whose body starts with `#!` runs the body as a file under /dev/pipes/."""
+    _, fs = build(pybuild, tmp_path, f"FROM busybox\nRUN {marker}\n#!/bin/sh\necho \"$0\" > /how\nEOF\n")
+    with fs() as root:
+        assert (root / "how").read_text() == "/dev/pipes/EOF\n"
