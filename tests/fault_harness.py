@@ -36,6 +36,8 @@ from pathlib import Path
 
 from busybox_fixture import REPO, copy_store
 
+from runtime import mountinfo
+
 SHARED_CANDIDATES = [Path(p) for p in (os.environ.get("PYBUILD_CONFORMANCE"),) if p] + [
     REPO.parent / "shared" / "conformance", Path("/work/shared/conformance")]
 
@@ -193,16 +195,12 @@ def cli(root: Path, *args: str, timeout: float = 300, **kw) -> subprocess.Comple
                           **kw)
 
 
-def mounts_under(root: Path) -> list[str]:
-    """Mount points at or under `root` in this process's mount namespace."""
+def mounts_under(root: Path, pid: int | str = "self") -> list[str]:
+    """Mount points at or under `root` as process `pid` sees them (its mount namespace: a build
+    mounts its overlays in a private one, `runtime.mountns`); [] once the process is gone."""
     root = os.path.realpath(root)
-    out = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            target = line.split()[4].encode().decode("unicode_escape")
-            if target == root or target.startswith(root + "/"):
-                out.append(target)
-    return out
+    return [m.mount_point for m in mountinfo.mounts(f"/proc/{pid}/mountinfo")
+            if m.mount_point == root or m.mount_point.startswith(root + "/")]
 
 
 def store_state(root: Path) -> dict[str, str]:
@@ -296,11 +294,57 @@ def crash_context(ctx: Path, files: int = 3000) -> Path:
     return ctx
 
 
+def step_in_progress(pid: int, root: Path) -> str | None:
+    """What step work build `pid` is doing now, as seen from outside: an overlay of a COPY or
+    WORKDIR mounted under the store in its namespace, or a child process (a RUN's sandbox);
+    None between steps, before the first, or once the process is gone."""
+    if any("/pybuild-merged-" in m for m in mounts_under(root, pid)):
+        return "with an overlay mounted"
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    for t in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{t}/children") as f:
+                if f.read().split():
+                    return "with a RUN's process running"
+        except OSError:
+            continue
+    return None
+
+
+def kill_build(p: subprocess.Popen, root: Path) -> str | None:
+    """SIGKILL build `p`, stopped first so what it was doing is seen exactly; where in a step the
+    kill landed (`step_in_progress`), or None if the build had ended or was between steps."""
+    try:
+        os.kill(p.pid, signal.SIGSTOP)
+    except ProcessLookupError:
+        pass
+    where = step_in_progress(p.pid, root) if p.poll() is None else None
+    if p.poll() is None:
+        p.send_signal(signal.SIGKILL)
+    return where if p.wait() == -signal.SIGKILL else None
+
+
+def _wait_for_overlay(p: subprocess.Popen, root: Path, timeout: float = 120) -> bool:
+    """Poll the build's own mountinfo until a COPY's merged overlay shows (True), or it ends."""
+    deadline = time.monotonic() + timeout
+    while p.poll() is None and time.monotonic() < deadline:
+        if any("/pybuild-merged-" in m for m in mounts_under(root, p.pid)):
+            return True
+        time.sleep(0.002)
+    return False
+
+
 def kills(root: Path, reference_root: Path, ctx: Path, n: int, seed: int = 0,
-          log=lambda s: None) -> list[str]:
+          log=lambda s: None, min_in_step: int | None = None) -> list[str]:
     """Kill `n` builds with SIGKILL at random moments in `root` (a busybox store), then check it.
-    The first kill, and a quarter of the others, land the moment an overlay is mounted (a COPY);
-    the others at a random time within an uninterrupted build's duration.
+    The first kill, and a quarter of the others, land the moment a COPY's overlay is mounted (a
+    --no-cache build, so one is): a build that ends first is a failure. The others come at a
+    random time within an uninterrupted build's duration; one that finds the build finished is
+    retried (twice at most, --no-cache, earlier). At least `min_in_step` kills (default: half,
+    rounded up, and every overlay kill) must land inside a step (`step_in_progress`).
     `reference_root` (another busybox store) gets the uninterrupted build: the ID to match."""
     rng = random.Random(seed)
     t0 = time.monotonic()
@@ -310,28 +354,44 @@ def kills(root: Path, reference_root: Path, ctx: Path, n: int, seed: int = 0,
     if want is None:
         return [f"kills: the uninterrupted build failed: {ref.stderr.strip()[-500:]}"]
     failures = []
+    in_step = at_mount_kills = 0
     for i in range(n):
-        args = ["build", "-q", "-t", "crash", "-t", f"crash:{i % 2}"]
-        if rng.random() < 0.7:
-            args.append("--no-cache")
-        delay = rng.uniform(0.05, span * 1.1)
         at_mount = i == 0 or rng.random() < 0.25
-        p = subprocess.Popen([sys.executable, "-m", "builder", "--root", str(root), *args, str(ctx)],
-                             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                             start_new_session=True)
-        if at_mount:  # the moment a COPY's overlay is mounted on the host
-            while p.poll() is None and not mounts_under(root):
-                time.sleep(0.002)
-            delay = 0
-        try:
-            p.wait(delay)
-            how = f"finished (exit {p.returncode}) before {delay:.2f}s"
-        except subprocess.TimeoutExpired:
-            p.send_signal(signal.SIGKILL)
-            p.wait()
-            how = "killed with an overlay mounted" if at_mount else f"killed after {delay:.2f}s"
-        log(f"build {i + 1}/{n} {how} (an uninterrupted one takes {span:.2f}s)")
-        failures += check_store(root, f"kills seed={seed} after kill {i}")
+        no_cache = at_mount or rng.random() < 0.7
+        delay = rng.uniform(0.05, span * 1.1)
+        at_mount_kills += at_mount
+        for attempt in range(1 if at_mount else 3):
+            args = ["build", "-q", "-t", "crash", "-t", f"crash:{i % 2}"]
+            args += ["--no-cache"] if no_cache else []
+            p = subprocess.Popen([sys.executable, "-m", "builder", "--root", str(root), *args,
+                                  str(ctx)], cwd=REPO, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL, start_new_session=True)
+            if at_mount:
+                seen = _wait_for_overlay(p, root)
+                where = kill_build(p, root)
+                how = (f"killed {where}" if where else
+                       f"not killed in a step (exit {p.returncode}, overlay seen: {seen})")
+                if where is None:
+                    failures.append(f"kills seed={seed} build {i}: meant to die with a COPY's "
+                                    f"overlay mounted, {how}")
+            else:
+                try:
+                    p.wait(delay)
+                    where, how = None, f"finished (exit {p.returncode}) before {delay:.2f}s"
+                except subprocess.TimeoutExpired:
+                    where = kill_build(p, root)
+                    how = f"killed after {delay:.2f}s " + (where or "between steps")
+            log(f"build {i + 1}/{n} attempt {attempt + 1}: {how} (an uninterrupted one takes "
+                f"{span:.2f}s)")
+            failures += check_store(root, f"kills seed={seed} after build {i} attempt {attempt}")
+            in_step += where is not None
+            if at_mount or p.returncode != 0:
+                break
+            no_cache, delay = True, rng.uniform(0.05, span * 0.8)
+    wanted = max(at_mount_kills, (n + 1) // 2) if min_in_step is None else min_in_step
+    if in_step < wanted:
+        failures.append(f"kills seed={seed}: only {in_step} of {n} kills landed inside a step, "
+                        f"{wanted} wanted (a bigger context makes steps longer)")
     r = cli(root, "build", "-q", "-t", "crash", str(ctx))
     if image_id(r) != want:
         failures.append(f"kills seed={seed}: rebuild gave {image_id(r)} (exit {r.returncode}: "
@@ -473,7 +533,7 @@ def mutate_archive(rng: random.Random, data: bytes) -> tuple[str, bytes]:
         return f"gzip then truncate at {cut}", z[:cut]
     members = _members(data)
     jsons = [i for i, (m, body) in enumerate(members) if body is not None and
-             (m.name.endswith(".json") or m.name.startswith("blobs/") and body[:1] in b"{[")]
+             (m.name.endswith(".json") or (m.name.startswith("blobs/") and body[:1] in b"{["))]
     if op in ("json", "member-json-list") and jsons:
         i = rng.choice(jsons)
         info, body = members[i]
@@ -546,8 +606,7 @@ def archives(root: Path, work: Path, n: int, seed: int = 0, log=lambda s: None) 
         arch.write_bytes(data)
         found = check_load(root, arch, f"seed={seed} case={i} ({what})")
         failures += found
-        if found or json.dumps(tags_of(root), sort_keys=True) != json.dumps(tags_of(pristine), sort_keys=True) \
-                or store_state(root) != store_state(pristine):
+        if found or tags_of(root) != tags_of(pristine) or store_state(root) != store_state(pristine):
             shutil.rmtree(root)
             copy_store(pristine, root)  # the next case starts from the same store
         log(f"archive {i + 1}/{n}: {what}")

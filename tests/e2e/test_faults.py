@@ -22,7 +22,7 @@ def test_killed_builds_leave_a_consistent_store(busybox_root, busybox_store, cle
     `prune` leaves no scratch dir and no mount under the store root."""
     reference = copy_store(busybox_store.root, cleanup / "reference")
     ctx = crash_context(cleanup / "ctx", files=500)
-    failures = kills(busybox_root, reference, ctx, 3, seed=0)
+    failures = kills(busybox_root, reference, ctx, 3, seed=0, log=print)
     assert not failures, "\n".join(failures)
 
 

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from runtime.mountinfo import mounts
+
 REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="builds mount overlays: run as root")
@@ -19,9 +21,7 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="builds mount overlays
 
 def _mounts_under(root: Path, mountinfo: str = "/proc/self/mountinfo") -> list[str]:
     top = os.path.realpath(root) + "/"
-    with open(mountinfo) as f:
-        points = [line.split()[4].replace("\\040", " ") for line in f]
-    return [p for p in points if p.startswith(top)]
+    return [m.mount_point for m in mounts(mountinfo) if m.mount_point.startswith(top)]
 
 
 def _text(f) -> str:
