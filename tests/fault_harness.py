@@ -263,6 +263,18 @@ def check_store(root: Path, where: str) -> list[str]:
     return bad
 
 
+def unclean_error(r: subprocess.CompletedProcess) -> str | None:
+    """None if a failed command failed as a user's error must: exit 1, stderr one
+    `pybuild: error:` line, no traceback; else what was wrong with it."""
+    lines = r.stderr.splitlines()
+    bad = [f"exit {r.returncode}"] if r.returncode != 1 else []
+    if "Traceback" in r.stderr:
+        bad.append("a traceback")
+    if len(lines) != 1 or not lines[0].startswith("pybuild: error: "):
+        bad.append("stderr is not one 'pybuild: error:' line")
+    return ", ".join(bad) or None
+
+
 def image_id(r: subprocess.CompletedProcess) -> str | None:
     """The image ID a `build -q` printed."""
     line = r.stdout.strip().splitlines()[-1:] if r.returncode == 0 else []
@@ -419,7 +431,9 @@ def unmount_under(root: Path) -> None:
 
 def races(root: Path, ctx: Path, rounds: int, seed: int = 0, log=lambda s: None) -> list[str]:
     """Two build loops (each its own tag, cached and --no-cache builds of its own Dockerfile)
-    race a loop of tag/rmi of a third name, `prune` and `prune -a`, for `rounds` rounds each."""
+    race a loop of tag/rmi of a third name, `prune` and `prune -a`, for `rounds` rounds each.
+    A build may lose a race, but only as a user's error does (`unclean_error`), and each loop
+    must succeed at least once (else nothing was checked)."""
     failures: list[str] = []
     lock = threading.Lock()
 
@@ -431,14 +445,21 @@ def races(root: Path, ctx: Path, rounds: int, seed: int = 0, log=lambda s: None)
         rng = random.Random(f"{seed}:{name}")
         d = ctx / name
         d.mkdir(parents=True, exist_ok=True)
+        built = 0
         for i in range(rounds):
             (d / "f").write_text(f"{name} {i % 3}\n")
             (d / "Dockerfile").write_text(
                 f"FROM busybox\nCOPY f /f\nRUN cat /f > /g && echo {name} >> /g\nENV N={i % 3}\n")
             args = ["build", "-q", "-t", name] + (["--no-cache"] if rng.random() < 0.5 else [])
             r = cli(root, *args, str(d))
-            if r.returncode != 0:
-                continue  # losing a race may fail a build; only a success promises something
+            if r.returncode != 0:  # losing a race may fail a build, cleanly
+                problem = unclean_error(r)
+                if problem:
+                    fail(f"races seed={seed} {name} round {i}: build failed badly ({problem}): "
+                         f"{r.stderr.strip()[-300:]}")
+                log(f"{name} round {i + 1}/{rounds}: build failed: {r.stderr.strip()[-200:]}")
+                continue
+            built += 1
             got = image_id(r)
             ins = cli(root, "inspect", name)
             if ins.returncode != 0:
@@ -452,21 +473,32 @@ def races(root: Path, ctx: Path, rounds: int, seed: int = 0, log=lambda s: None)
                 fail(f"races seed={seed} {name} round {i}: built {got}, then save {name}: "
                      f"{sv.stderr.strip()[-200:]}")
             log(f"{name} round {i + 1}/{rounds}")
+        if not built:
+            fail(f"races seed={seed} {name}: none of {rounds} builds succeeded")
 
     def collector() -> None:
         rng = random.Random(f"{seed}:gc")
         for i in range(rounds * 2):
             op = rng.choice(["prune", "prune-a", "rmi"])
             if op == "rmi":
-                cli(root, "tag", "busybox", "scratchtag")
-                r = cli(root, "rmi", "scratchtag")
+                r = cli(root, "tag", "busybox", "scratchtag")
+                if r.returncode == 0:
+                    r = cli(root, "rmi", "scratchtag")
             else:
                 r = cli(root, "prune", "-f", *(["-a"] if op == "prune-a" else []))
             if r.returncode != 0 or "Traceback" in r.stderr:
                 fail(f"races seed={seed} {op} round {i}: exit {r.returncode}: {r.stderr.strip()[-200:]}")
 
-    threads = [threading.Thread(target=f, args=a) for f, a in
-               ((builder, ("one",)), (builder, ("two",)), (collector, ()))]
+    def caught(fn, *args) -> threading.Thread:
+        """A thread whose exception is a failure (else it would end only that thread)."""
+        def run() -> None:
+            try:
+                fn(*args)
+            except Exception as e:  # noqa: BLE001 - the finding itself
+                fail(f"races seed={seed} {fn.__name__}{args}: {type(e).__name__}: {e}")
+        return threading.Thread(target=run)
+
+    threads = [caught(builder, "one"), caught(builder, "two"), caught(collector)]
     for t in threads:
         t.start()
     for t in threads:
@@ -567,14 +599,8 @@ def check_load(root: Path, archive: Path, what: str) -> list[str]:
     before = store_state(root)
     tmp_before = tmp_leftovers(root)
     r = cli(root, "load", "-q", "-i", str(archive), timeout=120)
-    bad = []
-    lines = r.stderr.splitlines()
-    if r.returncode not in (0, 1):
-        bad.append(f"exit {r.returncode}")
-    if "Traceback" in r.stderr:
-        bad.append("a traceback")
-    if r.returncode == 1 and (len(lines) != 1 or not lines[0].startswith("pybuild: error: ")):
-        bad.append("stderr is not one 'pybuild: error:' line")
+    problem = unclean_error(r) if r.returncode != 0 else "Traceback" in r.stderr and "a traceback"
+    bad = [problem] if problem else []
     if r.returncode != 0 and store_state(root) != before:
         bad.append("the store changed")
     left = sorted(set(tmp_leftovers(root)) - set(tmp_before))
