@@ -7,11 +7,13 @@ line naming the seed or case that reproduces it:
 
 - fuzz: mutated Dockerfiles through grammar.parse + grammar.validate in-process: an AST or a
   located DockerfileError, never another exception;
-- kills: builds SIGKILLed at random moments; then every tag resolves, images/inspect/save work,
-  a rebuild gives the uninterrupted build's image ID, and after `prune` no scratch dir and no
-  mount is left under the store root;
-- races: two build loops, `rmi` and `prune`/`prune -a` in parallel: every build that exits 0
-  leaves a tag that inspect and save can use;
+- kills: builds SIGKILLed at random moments, at least half of them (and every one aimed at a
+  COPY's mounted overlay) inside a step, seen from outside the build; then every tag resolves,
+  images/inspect/save work, a rebuild gives the uninterrupted build's image ID, and after
+  `prune` no scratch dir and no mount is left under the store root;
+- races: two build loops, `rmi` and `prune`/`prune -a` in parallel: each loop builds at least
+  once, every build that exits 0 leaves a tag that inspect and save can use, and one that loses
+  a race fails as a user's error (exit 1, one `pybuild: error:` line);
 - archives: mutations of a valid `pybuild save` archive: `load` exits 0, or 1 with one
   `pybuild: error:` line and no traceback, the store unchanged and nothing left in its tmp/.
 

@@ -40,11 +40,8 @@ def _kill_when_copying(store: Path, ctx: Path, log) -> tuple[list[str], list[str
         while not seen:     # the build's own view: its COPY's merged overlay (not the probe's)
             assert p.poll() is None, f"the build ended before its COPY was seen: {_text(log)}"
             assert time.monotonic() < deadline, "the COPY overlay never appeared"
-            try:
-                seen = [m for m in _mounts_under(store, f"/proc/{p.pid}/mountinfo")
-                        if "/pybuild-merged-" in m]
-            except (FileNotFoundError, ProcessLookupError):
-                pass
+            seen = [m for m in _mounts_under(store, f"/proc/{p.pid}/mountinfo")   # [] once gone
+                    if "/pybuild-merged-" in m]
             time.sleep(0.005)
         os.kill(p.pid, signal.SIGKILL)
         assert p.wait(timeout=30) == -signal.SIGKILL
