@@ -310,8 +310,9 @@ def crash_context(ctx: Path, files: int = 3000) -> Path:
 
 def step_in_progress(pid: int, root: Path) -> str | None:
     """What step work build `pid` is doing now, as seen from outside: an overlay of a COPY or
-    WORKDIR mounted under the store in its namespace, or a child process (a RUN's sandbox);
-    None between steps, before the first, or once the process is gone."""
+    WORKDIR mounted under the store in its namespace, a child process (a RUN's sandbox), or
+    its scratch dir in the store's tmp/ (a filesystem step's upper dir, from before the mount
+    until its layer is committed); None between steps, before the first, or once it is gone."""
     if any("/pybuild-merged-" in m for m in mounts_under(root, pid)):
         return "with an overlay mounted"
     try:
@@ -325,6 +326,8 @@ def step_in_progress(pid: int, root: Path) -> str | None:
                     return "with a RUN's process running"
         except OSError:
             continue
+    if any(n.startswith(f"scratch-{pid}.") for n in tmp_leftovers(root)):
+        return "with a step's scratch dir in use"
     return None
 
 
@@ -356,11 +359,11 @@ def kills(root: Path, reference_root: Path, ctx: Path, n: int, seed: int = 0,
     """Kill `n` builds with SIGKILL at random moments in `root` (a busybox store), then check it.
     The first kill, and a quarter of the others, land the moment a COPY's overlay is mounted (a
     --no-cache build, so one is): a build that ends first is a failure. The others come at a
-    random time within an uninterrupted build's duration; one that finds the build finished is
-    retried (twice at most, --no-cache, earlier). At least `min_in_step` kills (default: half,
-    rounded up, and every overlay kill) must land inside a step (`step_in_progress`).
-    `reference_root` (another busybox store) gets the uninterrupted build: the ID to match."""
-    rng = random.Random(seed)
+    random time within an uninterrupted build's duration; one that finds the build finished or
+    between steps is retried (twice at most, --no-cache, past start-up). At least `min_in_step`
+    kills (default: half, rounded up, and every overlay kill) must land inside a step
+    (`step_in_progress`). `reference_root` (another busybox store) gets the uninterrupted
+    build: the ID to match."""
     t0 = time.monotonic()
     ref = cli(reference_root, "build", "-q", "--no-cache", "-t", "crash", str(ctx))
     span = time.monotonic() - t0
@@ -370,6 +373,7 @@ def kills(root: Path, reference_root: Path, ctx: Path, n: int, seed: int = 0,
     failures = []
     in_step = at_mount_kills = 0
     for i in range(n):
+        rng = random.Random(f"{seed}:{i}")  # build i's plan, whatever the retries before it
         at_mount = i == 0 or rng.random() < 0.25
         no_cache = at_mount or rng.random() < 0.7
         delay = rng.uniform(0.05, span * 1.1)
@@ -392,6 +396,8 @@ def kills(root: Path, reference_root: Path, ctx: Path, n: int, seed: int = 0,
                 try:
                     p.wait(delay)
                     where, how = None, f"finished (exit {p.returncode}) before {delay:.2f}s"
+                    if p.returncode != 0:
+                        failures.append(f"kills seed={seed} build {i}: failed on its own, {how}")
                 except subprocess.TimeoutExpired:
                     where = kill_build(p, root)
                     how = f"killed after {delay:.2f}s " + (where or "between steps")
@@ -399,9 +405,9 @@ def kills(root: Path, reference_root: Path, ctx: Path, n: int, seed: int = 0,
                 f"{span:.2f}s)")
             failures += check_store(root, f"kills seed={seed} after build {i} attempt {attempt}")
             in_step += where is not None
-            if at_mount or p.returncode != 0:
+            if at_mount or where is not None:
                 break
-            no_cache, delay = True, rng.uniform(0.05, span * 0.8)
+            no_cache, delay = True, rng.uniform(span * 0.3, span * 0.8)  # past start-up
     wanted = max(at_mount_kills, (n + 1) // 2) if min_in_step is None else min_in_step
     if in_step < wanted:
         failures.append(f"kills seed={seed}: only {in_step} of {n} kills landed inside a step, "
