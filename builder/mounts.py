@@ -89,7 +89,9 @@ class RunMount:
             tmp = Path(store.new_scratch())
             (tmp / "u").mkdir()
             (tmp / "w").mkdir()
-            stack.callback(lambda: __import__("shutil").rmtree(tmp, ignore_errors=True))
+            import shutil
+
+            stack.callback(shutil.rmtree, tmp, ignore_errors=True)
             if src.is_dir():
                 src = Path(stack.enter_context(mounted([src], tmp / "u", tmp / "w")))
         return Mount(type="bind", source=str(src), target=self.target, readonly=spec.readonly)

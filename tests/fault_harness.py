@@ -7,11 +7,13 @@ line naming the seed or case that reproduces it:
 
 - fuzz: mutated Dockerfiles through grammar.parse + grammar.validate in-process: an AST or a
   located DockerfileError, never another exception;
-- kills: builds SIGKILLed at random moments; then every tag resolves, images/inspect/save work,
-  a rebuild gives the uninterrupted build's image ID, and after `prune` no scratch dir and no
-  mount is left under the store root;
-- races: two build loops, `rmi` and `prune`/`prune -a` in parallel: every build that exits 0
-  leaves a tag that inspect and save can use;
+- kills: builds SIGKILLed at random moments, at least half of them (and every one aimed at a
+  COPY's mounted overlay) inside a step, seen from outside the build; then every tag resolves,
+  images/inspect/save work, a rebuild gives the uninterrupted build's image ID, and after
+  `prune` no scratch dir and no mount is left under the store root;
+- races: two build loops, `rmi` and `prune`/`prune -a` in parallel: each loop builds at least
+  once, every build that exits 0 leaves a tag that inspect and save can use, and one that loses
+  a race fails as a user's error (exit 1, one `pybuild: error:` line);
 - archives: mutations of a valid `pybuild save` archive: `load` exits 0, or 1 with one
   `pybuild: error:` line and no traceback, the store unchanged and nothing left in its tmp/.
 
@@ -35,6 +37,8 @@ import time
 from pathlib import Path
 
 from busybox_fixture import REPO, copy_store
+
+from runtime import mountinfo
 
 SHARED_CANDIDATES = [Path(p) for p in (os.environ.get("PYBUILD_CONFORMANCE"),) if p] + [
     REPO.parent / "shared" / "conformance", Path("/work/shared/conformance")]
@@ -193,16 +197,12 @@ def cli(root: Path, *args: str, timeout: float = 300, **kw) -> subprocess.Comple
                           **kw)
 
 
-def mounts_under(root: Path) -> list[str]:
-    """Mount points at or under `root` in this process's mount namespace."""
+def mounts_under(root: Path, pid: int | str = "self") -> list[str]:
+    """Mount points at or under `root` as process `pid` sees them (its mount namespace: a build
+    mounts its overlays in a private one, `runtime.mountns`); [] once the process is gone."""
     root = os.path.realpath(root)
-    out = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            target = line.split()[4].encode().decode("unicode_escape")
-            if target == root or target.startswith(root + "/"):
-                out.append(target)
-    return out
+    return [m.mount_point for m in mountinfo.mounts(f"/proc/{pid}/mountinfo")
+            if m.mount_point == root or m.mount_point.startswith(root + "/")]
 
 
 def store_state(root: Path) -> dict[str, str]:
@@ -265,6 +265,18 @@ def check_store(root: Path, where: str) -> list[str]:
     return bad
 
 
+def unclean_error(r: subprocess.CompletedProcess) -> str | None:
+    """None if a failed command failed as a user's error must: exit 1, stderr one
+    `pybuild: error:` line, no traceback; else what was wrong with it."""
+    lines = r.stderr.splitlines()
+    bad = [f"exit {r.returncode}"] if r.returncode != 1 else []
+    if "Traceback" in r.stderr:
+        bad.append("a traceback")
+    if len(lines) != 1 or not lines[0].startswith("pybuild: error: "):
+        bad.append("stderr is not one 'pybuild: error:' line")
+    return ", ".join(bad) or None
+
+
 def image_id(r: subprocess.CompletedProcess) -> str | None:
     """The image ID a `build -q` printed."""
     line = r.stdout.strip().splitlines()[-1:] if r.returncode == 0 else []
@@ -296,13 +308,62 @@ def crash_context(ctx: Path, files: int = 3000) -> Path:
     return ctx
 
 
+def step_in_progress(pid: int, root: Path) -> str | None:
+    """What step work build `pid` is doing now, as seen from outside: an overlay of a COPY or
+    WORKDIR mounted under the store in its namespace, a child process (a RUN's sandbox), or
+    its scratch dir in the store's tmp/ (a filesystem step's upper dir, from before the mount
+    until its layer is committed); None between steps, before the first, or once it is gone."""
+    if any("/pybuild-merged-" in m for m in mounts_under(root, pid)):
+        return "with an overlay mounted"
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    for t in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{t}/children") as f:
+                if f.read().split():
+                    return "with a RUN's process running"
+        except OSError:
+            continue
+    if any(n.startswith(f"scratch-{pid}.") for n in tmp_leftovers(root)):
+        return "with a step's scratch dir in use"
+    return None
+
+
+def kill_build(p: subprocess.Popen, root: Path) -> str | None:
+    """SIGKILL build `p`, stopped first so what it was doing is seen exactly; where in a step the
+    kill landed (`step_in_progress`), or None if the build had ended or was between steps."""
+    try:
+        os.kill(p.pid, signal.SIGSTOP)
+    except ProcessLookupError:
+        pass
+    where = step_in_progress(p.pid, root) if p.poll() is None else None
+    if p.poll() is None:
+        p.send_signal(signal.SIGKILL)
+    return where if p.wait() == -signal.SIGKILL else None
+
+
+def _wait_for_overlay(p: subprocess.Popen, root: Path, timeout: float = 120) -> bool:
+    """Poll the build's own mountinfo until a COPY's merged overlay shows (True), or it ends."""
+    deadline = time.monotonic() + timeout
+    while p.poll() is None and time.monotonic() < deadline:
+        if any("/pybuild-merged-" in m for m in mounts_under(root, p.pid)):
+            return True
+        time.sleep(0.002)
+    return False
+
+
 def kills(root: Path, reference_root: Path, ctx: Path, n: int, seed: int = 0,
-          log=lambda s: None) -> list[str]:
+          log=lambda s: None, min_in_step: int | None = None) -> list[str]:
     """Kill `n` builds with SIGKILL at random moments in `root` (a busybox store), then check it.
-    The first kill, and a quarter of the others, land the moment an overlay is mounted (a COPY);
-    the others at a random time within an uninterrupted build's duration.
-    `reference_root` (another busybox store) gets the uninterrupted build: the ID to match."""
-    rng = random.Random(seed)
+    The first kill, and a quarter of the others, land the moment a COPY's overlay is mounted (a
+    --no-cache build, so one is): a build that ends first is a failure. The others come at a
+    random time within an uninterrupted build's duration; one that finds the build finished or
+    between steps is retried (twice at most, --no-cache, past start-up). At least `min_in_step`
+    kills (default: half, rounded up, and every overlay kill) must land inside a step
+    (`step_in_progress`). `reference_root` (another busybox store) gets the uninterrupted
+    build: the ID to match."""
     t0 = time.monotonic()
     ref = cli(reference_root, "build", "-q", "--no-cache", "-t", "crash", str(ctx))
     span = time.monotonic() - t0
@@ -310,28 +371,47 @@ def kills(root: Path, reference_root: Path, ctx: Path, n: int, seed: int = 0,
     if want is None:
         return [f"kills: the uninterrupted build failed: {ref.stderr.strip()[-500:]}"]
     failures = []
+    in_step = at_mount_kills = 0
     for i in range(n):
-        args = ["build", "-q", "-t", "crash", "-t", f"crash:{i % 2}"]
-        if rng.random() < 0.7:
-            args.append("--no-cache")
-        delay = rng.uniform(0.05, span * 1.1)
+        rng = random.Random(f"{seed}:{i}")  # build i's plan, whatever the retries before it
         at_mount = i == 0 or rng.random() < 0.25
-        p = subprocess.Popen([sys.executable, "-m", "builder", "--root", str(root), *args, str(ctx)],
-                             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                             start_new_session=True)
-        if at_mount:  # the moment a COPY's overlay is mounted on the host
-            while p.poll() is None and not mounts_under(root):
-                time.sleep(0.002)
-            delay = 0
-        try:
-            p.wait(delay)
-            how = f"finished (exit {p.returncode}) before {delay:.2f}s"
-        except subprocess.TimeoutExpired:
-            p.send_signal(signal.SIGKILL)
-            p.wait()
-            how = "killed with an overlay mounted" if at_mount else f"killed after {delay:.2f}s"
-        log(f"build {i + 1}/{n} {how} (an uninterrupted one takes {span:.2f}s)")
-        failures += check_store(root, f"kills seed={seed} after kill {i}")
+        no_cache = at_mount or rng.random() < 0.7
+        delay = rng.uniform(0.05, span * 1.1)
+        at_mount_kills += at_mount
+        for attempt in range(1 if at_mount else 3):
+            args = ["build", "-q", "-t", "crash", "-t", f"crash:{i % 2}"]
+            args += ["--no-cache"] if no_cache else []
+            p = subprocess.Popen([sys.executable, "-m", "builder", "--root", str(root), *args,
+                                  str(ctx)], cwd=REPO, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL, start_new_session=True)
+            if at_mount:
+                seen = _wait_for_overlay(p, root)
+                where = kill_build(p, root)
+                how = (f"killed {where}" if where else
+                       f"not killed in a step (exit {p.returncode}, overlay seen: {seen})")
+                if where is None:
+                    failures.append(f"kills seed={seed} build {i}: meant to die with a COPY's "
+                                    f"overlay mounted, {how}")
+            else:
+                try:
+                    p.wait(delay)
+                    where, how = None, f"finished (exit {p.returncode}) before {delay:.2f}s"
+                    if p.returncode != 0:
+                        failures.append(f"kills seed={seed} build {i}: failed on its own, {how}")
+                except subprocess.TimeoutExpired:
+                    where = kill_build(p, root)
+                    how = f"killed after {delay:.2f}s " + (where or "between steps")
+            log(f"build {i + 1}/{n} attempt {attempt + 1}: {how} (an uninterrupted one takes "
+                f"{span:.2f}s)")
+            failures += check_store(root, f"kills seed={seed} after build {i} attempt {attempt}")
+            in_step += where is not None
+            if at_mount or where is not None:
+                break
+            no_cache, delay = True, rng.uniform(span * 0.3, span * 0.8)  # past start-up
+    wanted = max(at_mount_kills, (n + 1) // 2) if min_in_step is None else min_in_step
+    if in_step < wanted:
+        failures.append(f"kills seed={seed}: only {in_step} of {n} kills landed inside a step, "
+                        f"{wanted} wanted (a bigger context makes steps longer)")
     r = cli(root, "build", "-q", "-t", "crash", str(ctx))
     if image_id(r) != want:
         failures.append(f"kills seed={seed}: rebuild gave {image_id(r)} (exit {r.returncode}: "
@@ -359,7 +439,9 @@ def unmount_under(root: Path) -> None:
 
 def races(root: Path, ctx: Path, rounds: int, seed: int = 0, log=lambda s: None) -> list[str]:
     """Two build loops (each its own tag, cached and --no-cache builds of its own Dockerfile)
-    race a loop of tag/rmi of a third name, `prune` and `prune -a`, for `rounds` rounds each."""
+    race a loop of tag/rmi of a third name, `prune` and `prune -a`, for `rounds` rounds each.
+    A build may lose a race, but only as a user's error does (`unclean_error`), and each loop
+    must succeed at least once (else nothing was checked)."""
     failures: list[str] = []
     lock = threading.Lock()
 
@@ -371,14 +453,21 @@ def races(root: Path, ctx: Path, rounds: int, seed: int = 0, log=lambda s: None)
         rng = random.Random(f"{seed}:{name}")
         d = ctx / name
         d.mkdir(parents=True, exist_ok=True)
+        built = 0
         for i in range(rounds):
             (d / "f").write_text(f"{name} {i % 3}\n")
             (d / "Dockerfile").write_text(
                 f"FROM busybox\nCOPY f /f\nRUN cat /f > /g && echo {name} >> /g\nENV N={i % 3}\n")
             args = ["build", "-q", "-t", name] + (["--no-cache"] if rng.random() < 0.5 else [])
             r = cli(root, *args, str(d))
-            if r.returncode != 0:
-                continue  # losing a race may fail a build; only a success promises something
+            if r.returncode != 0:  # losing a race may fail a build, cleanly
+                problem = unclean_error(r)
+                if problem:
+                    fail(f"races seed={seed} {name} round {i}: build failed badly ({problem}): "
+                         f"{r.stderr.strip()[-300:]}")
+                log(f"{name} round {i + 1}/{rounds}: build failed: {r.stderr.strip()[-200:]}")
+                continue
+            built += 1
             got = image_id(r)
             ins = cli(root, "inspect", name)
             if ins.returncode != 0:
@@ -392,21 +481,32 @@ def races(root: Path, ctx: Path, rounds: int, seed: int = 0, log=lambda s: None)
                 fail(f"races seed={seed} {name} round {i}: built {got}, then save {name}: "
                      f"{sv.stderr.strip()[-200:]}")
             log(f"{name} round {i + 1}/{rounds}")
+        if not built:
+            fail(f"races seed={seed} {name}: none of {rounds} builds succeeded")
 
     def collector() -> None:
         rng = random.Random(f"{seed}:gc")
         for i in range(rounds * 2):
             op = rng.choice(["prune", "prune-a", "rmi"])
             if op == "rmi":
-                cli(root, "tag", "busybox", "scratchtag")
-                r = cli(root, "rmi", "scratchtag")
+                r = cli(root, "tag", "busybox", "scratchtag")
+                if r.returncode == 0:
+                    r = cli(root, "rmi", "scratchtag")
             else:
                 r = cli(root, "prune", "-f", *(["-a"] if op == "prune-a" else []))
             if r.returncode != 0 or "Traceback" in r.stderr:
                 fail(f"races seed={seed} {op} round {i}: exit {r.returncode}: {r.stderr.strip()[-200:]}")
 
-    threads = [threading.Thread(target=f, args=a) for f, a in
-               ((builder, ("one",)), (builder, ("two",)), (collector, ()))]
+    def caught(fn, *args) -> threading.Thread:
+        """A thread whose exception is a failure (else it would end only that thread)."""
+        def run() -> None:
+            try:
+                fn(*args)
+            except Exception as e:  # noqa: BLE001 - the finding itself
+                fail(f"races seed={seed} {fn.__name__}{args}: {type(e).__name__}: {e}")
+        return threading.Thread(target=run)
+
+    threads = [caught(builder, "one"), caught(builder, "two"), caught(collector)]
     for t in threads:
         t.start()
     for t in threads:
@@ -507,14 +607,8 @@ def check_load(root: Path, archive: Path, what: str) -> list[str]:
     before = store_state(root)
     tmp_before = tmp_leftovers(root)
     r = cli(root, "load", "-q", "-i", str(archive), timeout=120)
-    bad = []
-    lines = r.stderr.splitlines()
-    if r.returncode not in (0, 1):
-        bad.append(f"exit {r.returncode}")
-    if "Traceback" in r.stderr:
-        bad.append("a traceback")
-    if r.returncode == 1 and (len(lines) != 1 or not lines[0].startswith("pybuild: error: ")):
-        bad.append("stderr is not one 'pybuild: error:' line")
+    problem = unclean_error(r) if r.returncode != 0 else "Traceback" in r.stderr and "a traceback"
+    bad = [problem] if problem else []
     if r.returncode != 0 and store_state(root) != before:
         bad.append("the store changed")
     left = sorted(set(tmp_leftovers(root)) - set(tmp_before))
@@ -546,9 +640,7 @@ def archives(root: Path, work: Path, n: int, seed: int = 0, log=lambda s: None) 
         arch.write_bytes(data)
         found = check_load(root, arch, f"seed={seed} case={i} ({what})")
         failures += found
-        tags_changed = (json.dumps(tags_of(root), sort_keys=True)
-                        != json.dumps(tags_of(pristine), sort_keys=True))
-        if found or tags_changed or store_state(root) != store_state(pristine):
+        if found or tags_of(root) != tags_of(pristine) or store_state(root) != store_state(pristine):
             shutil.rmtree(root)
             copy_store(pristine, root)  # the next case starts from the same store
         log(f"archive {i + 1}/{n}: {what}")

@@ -6,14 +6,18 @@ pyroute2.
 
 An edge is every import statement a module holds, wherever it is: `import a.b`, `from a import
 b` (to the submodule a.b when there is one, else to a), relative forms resolved against the
-module's package. Importing a.b also runs a/__init__.py; that implicit edge is left out (else
-every package whose __init__ imports a submodule lazily would count as a cycle)."""
+module's package, and `importlib.import_module(...)` / `__import__(...)` calls whose name is a
+constant, or a constant prefix plus a loop variable over a tuple of names (builder/cli.py's
+COMMAND_MODULES); any other dynamic import fails test_every_dynamic_import_is_resolved.
+Importing a.b also runs a/__init__.py; that implicit edge is left out (else every package whose
+__init__ imports a submodule lazily would count as a cycle)."""
 from __future__ import annotations
 
 import ast
 import json
 import subprocess
 import sys
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -62,6 +66,76 @@ def _type_checking_only(node: ast.AST, parents: dict) -> bool:
     return False
 
 
+def _names_of(node: ast.AST, consts: dict[str, list[str]]) -> list[str] | None:
+    """The strings a tuple/list literal of str constants, or a module-level name bound to one,
+    holds; None if it is anything else."""
+    if isinstance(node, ast.Name):
+        return consts.get(node.id)
+    if isinstance(node, (ast.Tuple, ast.List)) and all(
+            isinstance(e, ast.Constant) and isinstance(e.value, str) for e in node.elts):
+        return [e.value for e in node.elts]
+    return None
+
+
+def _loop_values(var: str, node: ast.AST, parents: dict, consts) -> list[str] | None:
+    """The values loop variable `var` takes in the nearest for-loop or comprehension around
+    `node` that binds it, when it iterates over a known tuple of names; else None."""
+    while node in parents:
+        node = parents[node]
+        loops = [node] if isinstance(node, ast.For) else \
+            node.generators if isinstance(node, (ast.ListComp, ast.SetComp, ast.GeneratorExp,
+                                                 ast.DictComp)) else []
+        for loop in loops:
+            if isinstance(loop.target, ast.Name) and loop.target.id == var:
+                return _names_of(loop.iter, consts)
+    return None
+
+
+def _is_import_call(node: ast.AST) -> bool:
+    f = node.func if isinstance(node, ast.Call) else None
+    return (isinstance(f, ast.Attribute) and f.attr == "import_module" and
+            isinstance(f.value, ast.Name) and f.value.id == "importlib") or \
+        (isinstance(f, ast.Name) and f.id in ("import_module", "__import__"))
+
+
+def dynamic_imports(tree: ast.Module, parents: dict) -> list[tuple[ast.Call, list[str] | None]]:
+    """(call, modules it imports, or None when that cannot be read from the source) for every
+    importlib.import_module / __import__ call in `tree`. Resolved: a constant absolute name;
+    f"prefix{var}" or "prefix" + var where var loops over a tuple of names (a literal, or one
+    bound at module level)."""
+    bound = [n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and
+             not isinstance(n.ctx, ast.Load)] + [a.arg for a in ast.walk(tree) if isinstance(a, ast.arg)]
+    consts = {t.id: v for st in tree.body if isinstance(st, ast.Assign) and len(st.targets) == 1
+              for t in st.targets if isinstance(t, ast.Name) and bound.count(t.id) == 1
+              for v in [_names_of(st.value, {})] if v is not None}   # bound once, at module level
+    out = []
+    for node in ast.walk(tree):
+        if not _is_import_call(node):
+            continue
+        arg = node.args[0] if node.args and not node.keywords else None
+        prefix = var = None
+        if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+            prefix, var = arg.value, ""
+        elif isinstance(arg, ast.JoinedStr) and len(arg.values) == 2 and \
+                isinstance(arg.values[0], ast.Constant) and \
+                isinstance(arg.values[1], ast.FormattedValue) and \
+                isinstance(arg.values[1].value, ast.Name) and arg.values[1].conversion == -1 and \
+                arg.values[1].format_spec is None:
+            prefix, var = arg.values[0].value, arg.values[1].value.id
+        elif isinstance(arg, ast.BinOp) and isinstance(arg.op, ast.Add) and \
+                isinstance(arg.left, ast.Constant) and isinstance(arg.left.value, str) and \
+                isinstance(arg.right, ast.Name):
+            prefix, var = arg.left.value, arg.right.id
+        values = None
+        if var == "":
+            values = [""]
+        elif var:
+            values = _loop_values(var, node, parents, consts)
+        ok = values is not None and not prefix.startswith(".")   # relative: needs package=
+        out.append((node, [prefix + v for v in values] if ok else None))
+    return out
+
+
 def imports_of(name: str) -> list[tuple[str, int, bool]]:
     """(imported module, line, at module level?) for every import in module `name`; the target
     is the dotted name as imported (project or not)."""
@@ -75,9 +149,12 @@ def imports_of(name: str) -> list[tuple[str, int, bool]]:
                 return False
         return True
 
+    dynamic = dict(dynamic_imports(tree, parents))
     out = []
     for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
+        if node in dynamic:
+            targets = dynamic[node] or []
+        elif isinstance(node, ast.Import):
             targets = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom):
             mod = node.module or ""
@@ -163,8 +240,7 @@ def cycles(g: dict[str, dict[str, int]]) -> list[list[str]]:
 
 
 def _describe(g, path: list[str]) -> str:
-    hops = zip(path, path[1:], strict=False)
-    return " -> ".join(f"{a} (line {g[a][b]})" for a, b in hops) + f" -> {path[-1]}"
+    return " -> ".join(f"{a} (line {g[a][b]})" for a, b in pairwise(path)) + f" -> {path[-1]}"
 
 
 def test_the_graph_sees_lazy_relative_and_submodule_imports():
@@ -174,6 +250,42 @@ def test_the_graph_sees_lazy_relative_and_submodule_imports():
     assert targets.get("grammar.errors") is True
     assert targets.get("grammar.parser") is False
     assert cycles({"a": {"b": 1}, "b": {"c": 2}, "c": {"a": 3}, "d": {"a": 4}}) == [["a", "b", "c", "a"]]
+
+
+def _dynamic(source: str) -> list[list[str] | None]:
+    tree = ast.parse(source)
+    return [t for _, t in dynamic_imports(tree, {c: p for p in ast.walk(tree)
+                                                 for c in ast.iter_child_nodes(p)})]
+
+
+def test_the_graph_sees_dynamic_imports():
+    """`importlib.import_module` of a constant, or of a prefix plus a name looped over a tuple
+    of names, is an edge (builder/cli.py imports its command modules so); anything else is
+    reported as unresolved, not silently left out."""
+    cli_edges = {t for t, _, _ in imports_of("builder.cli")}
+    assert {"builder.commands.build", "builder.commands.images", "builder.commands.run"} <= cli_edges
+    names = "NAMES = ('a', 'b')\nimport importlib\n"
+    assert _dynamic(names + "def f():\n    for n in NAMES:\n        importlib.import_module(f'p.{n}')\n") \
+        == [["p.a", "p.b"]]
+    assert _dynamic(names + "[importlib.import_module('p.' + n) for n in ('c',)]\n") == [["p.c"]]
+    assert _dynamic("__import__('shutil')\nimportlib.import_module('x.y')\n") == [["shutil"], ["x.y"]]
+    for unresolvable in ("importlib.import_module(name)\n", "__import__(f'p.{n}')\n",
+                         "importlib.import_module('.x', package='p')\n",
+                         "def f(NAMES):\n    for n in NAMES:\n        importlib.import_module(f'p.{n}')\n",
+                         "for n in g():\n    importlib.import_module(f'p.{n}')\n"):
+        assert _dynamic(names + unresolvable) == [None], unresolvable
+
+
+def test_every_dynamic_import_is_resolved():
+    """An import the graph cannot read would hide its edges from the cycle and layering checks."""
+    bad = []
+    for path in MODULES.values():
+        tree = ast.parse(path.read_text(), str(path))
+        parents = {c: p for p in ast.walk(tree) for c in ast.iter_child_nodes(p)}
+        bad += [f"{path.relative_to(REPO)}:{call.lineno}: {ast.unparse(call)}"
+                for call, targets in dynamic_imports(tree, parents) if targets is None]
+    assert not bad, "dynamic imports the import graph cannot resolve (use a plain import, or " \
+        "a constant prefix plus a name from a module-level tuple):\n" + "\n".join(bad)
 
 
 def test_no_import_cycle():

@@ -22,14 +22,14 @@ def test_killed_builds_leave_a_consistent_store(busybox_root, busybox_store, cle
     `prune` leaves no scratch dir and no mount under the store root."""
     reference = copy_store(busybox_store.root, cleanup / "reference")
     ctx = crash_context(cleanup / "ctx", files=500)
-    failures = kills(busybox_root, reference, ctx, 3, seed=0)
+    failures = kills(busybox_root, reference, ctx, 3, seed=0, log=print)
     assert not failures, "\n".join(failures)
 
 
 def test_builds_racing_rmi_and_prune_leave_usable_tags(busybox_root, cleanup):
     """Two build loops race tag/rmi, prune and prune -a: each build that exits 0 leaves a tag
     that inspect and save can use."""
-    failures = races(busybox_root, cleanup / "ctx", 3, seed=0)
+    failures = races(busybox_root, cleanup / "ctx", 3, seed=0, log=print)
     assert not failures, "\n".join(failures)
 
 

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from runtime.mountinfo import mounts
+
 REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="builds mount overlays: run as root")
@@ -19,9 +21,7 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="builds mount overlays
 
 def _mounts_under(root: Path, mountinfo: str = "/proc/self/mountinfo") -> list[str]:
     top = os.path.realpath(root) + "/"
-    with open(mountinfo) as f:
-        points = [line.split()[4].replace("\\040", " ") for line in f]
-    return [p for p in points if p.startswith(top)]
+    return [m.mount_point for m in mounts(mountinfo) if m.mount_point.startswith(top)]
 
 
 def _text(f) -> str:
@@ -40,11 +40,8 @@ def _kill_when_copying(store: Path, ctx: Path, log) -> tuple[list[str], list[str
         while not seen:     # the build's own view: its COPY's merged overlay (not the probe's)
             assert p.poll() is None, f"the build ended before its COPY was seen: {_text(log)}"
             assert time.monotonic() < deadline, "the COPY overlay never appeared"
-            try:
-                seen = [m for m in _mounts_under(store, f"/proc/{p.pid}/mountinfo")
-                        if "/pybuild-merged-" in m]
-            except (FileNotFoundError, ProcessLookupError):
-                pass
+            seen = [m for m in _mounts_under(store, f"/proc/{p.pid}/mountinfo")   # [] once gone
+                    if "/pybuild-merged-" in m]
             time.sleep(0.005)
         os.kill(p.pid, signal.SIGKILL)
         assert p.wait(timeout=30) == -signal.SIGKILL

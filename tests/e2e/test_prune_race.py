@@ -28,11 +28,14 @@ def test_builds_racing_prune_all_tag_only_whole_images(busybox_root, tmp_path):
     built: list[str] = []
     failed: list[str] = []
     prunes = [0]
+    errors: list[str] = []      # an assert or exception in a thread would end only that thread:
+    raised: list[BaseException] = []    # both are collected and checked here
 
     def pruner():
         while time.monotonic() < stop:
             r = _cli("prune", "-a")
-            assert r.returncode == 0, r.stderr
+            if r.returncode != 0:
+                errors.append(f"prune -a exit {r.returncode}: {r.stderr.strip()[-300:]}")
             prunes[0] += 1
 
     def hot_pruner():
@@ -59,12 +62,22 @@ def test_builds_racing_prune_all_tag_only_whole_images(busybox_root, tmp_path):
             r = _cli("build", "--no-cache", "-q", "-t", tag, str(ctx))
             (built if r.returncode == 0 else failed).append(tag if r.returncode == 0 else r.stderr)
 
-    threads = [threading.Thread(target=pruner), threading.Thread(target=hot_pruner)]
-    threads += [threading.Thread(target=builder, args=(n,)) for n in range(2)]
+    def caught(fn, *args):
+        def run():
+            try:
+                fn(*args)
+            except BaseException as e:  # noqa: BLE001 - re-raised in the test's own thread
+                raised.append(e)
+        return threading.Thread(target=run)
+
+    threads = [caught(pruner), caught(hot_pruner)] + [caught(builder, n) for n in range(2)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    if raised:
+        raise raised[0]
+    assert not errors, errors[:3]
     assert prunes[0] >= 4 and built, (prunes, failed)
     # a build racing prune succeeds (docker's and BuildKit's do): nothing it used may vanish
     assert not failed, failed[:3]

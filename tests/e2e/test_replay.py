@@ -68,6 +68,12 @@ def steps(out: str) -> list[str]:
     return sorted(result)
 
 
+def _cached_only(out: str) -> bool:
+    """Every step but FROM reported CACHED, and there were such steps (MULTI has four)."""
+    done = [s for s in steps(out) if "FROM" not in s]
+    return len(done) == 4 and all(s.endswith("CACHED") for s in done)
+
+
 def test_second_build_replays_with_the_same_output_and_id(busybox_root, pybuild, ctx):
     first, out1 = built(pybuild, ctx)
     second, out2 = built(pybuild, ctx)
@@ -75,7 +81,7 @@ def test_second_build_replays_with_the_same_output_and_id(busybox_root, pybuild,
     assert (busybox_root / "replay").is_dir()
     want = [s.replace("-> DONE", "-> CACHED") if "FROM" not in s else s for s in steps(out1)]
     assert steps(out2) == want
-    assert all(s.endswith("CACHED") for s in steps(out2) if "FROM" not in s)
+    assert _cached_only(out2)
     assert "naming to app done" in out2
 
 
@@ -113,7 +119,7 @@ def test_touch_keeps_the_image(busybox_root, pybuild, ctx):
     os.utime(ctx / "src" / "f")
     again, out = built(pybuild, ctx)
     assert again == first
-    assert all(s.endswith("CACHED") for s in steps(out) if "FROM" not in s)
+    assert _cached_only(out)
 
 
 @pytest.mark.parametrize("change", ["add", "delete", "rename", "nested-add", "symlink-swap"])
@@ -196,7 +202,7 @@ def test_new_tag_quiet_iidfile_and_json(busybox_root, pybuild, ctx, tmp_path):
     full = pybuild("build", "--no-cache", "--progress", "tty", "-t", "app", str(ctx)).stderr
     replayed = pybuild("build", "--progress", "tty", "-t", "app", str(ctx)).stderr
     assert "\x1b[" not in replayed  # not a terminal: no colours, as rich does
-    assert replayed.count(" => CACHED [") == full.count(" => [") - full.count("FROM busybox")
+    assert replayed.count(" => CACHED [") == full.count(" => [") - full.count("FROM busybox") > 0
     r = pybuild("build", "--progress", "plain", "-t", "app", "-t", "app:v2", str(ctx))
     assert r.returncode == 0
     assert first in pybuild("inspect", "app:v2").stdout

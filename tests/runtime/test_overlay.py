@@ -9,6 +9,7 @@ import pytest
 from rootfs_helpers import requires_root
 
 from runtime.errors import SandboxError
+from runtime.mountinfo import mounts
 from runtime.snapshotter import mounted
 
 pytestmark = requires_root
@@ -24,8 +25,7 @@ def _layer(d, files: dict[str, str]):
 
 
 def _mounted_at(path) -> bool:
-    with open("/proc/self/mountinfo") as f:
-        return any(line.split()[4] == str(path) for line in f)
+    return any(m.mount_point == str(path) for m in mounts())
 
 
 def test_read_only_view_top_first(tmp_path):
