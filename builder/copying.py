@@ -33,6 +33,7 @@ from builder.context import Selected, resolve_in_root
 from builder.errors import BuildError
 from cache.compress import open_decompressed
 from cache.errors import StoreError
+from cache.overlayfmt import layer_xattr
 from grammar import gopath
 
 _SPECIAL = stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX
@@ -409,13 +410,15 @@ class _Copier:
 
 
 def _copy_xattrs(src: str, dst: str) -> None:
-    """Copy extended attributes; failures are ignored as in BuildKit (it only logs them)."""
+    """Copy the xattrs a layer holds (overlayfmt.layer_xattr: never overlay's own, which would
+    let a user's file delete the base image's dirs); failures are ignored as in BuildKit (it
+    only logs them)."""
     try:
         names = os.listxattr(src, follow_symlinks=False)
     except OSError:
         return
     for name in names:
-        if name.startswith("trusted.overlay."):
+        if not layer_xattr(name):
             continue
         try:
             os.setxattr(dst, name, os.getxattr(src, name, follow_symlinks=False),
@@ -550,7 +553,7 @@ def _extract_one(tf, m: tarfile.TarInfo, ddir: str, chown, dirs) -> None:
     uid, gid = chown if chown is not None else (m.uid, m.gid)
     os.chown(target, uid, gid, follow_symlinks=False)
     for k, v in (m.pax_headers or {}).items():
-        if k.startswith("SCHILY.xattr."):
+        if k.startswith("SCHILY.xattr.") and layer_xattr(k[len("SCHILY.xattr."):]):
             try:
                 os.setxattr(target, k[len("SCHILY.xattr."):],
                             v.encode("utf-8", "surrogateescape"), follow_symlinks=False)

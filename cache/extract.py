@@ -127,7 +127,7 @@ class _Extractor:
                 return
             try:
                 if self.overlay:
-                    ofmt.set_opaque(parent, user=not self.is_root)
+                    ofmt.set_opaque(parent)
                 else:
                     keep = self.created.get((os.fstat(parent).st_dev, os.fstat(parent).st_ino), set())
                     for n in os.listdir(parent):

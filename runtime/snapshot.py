@@ -46,12 +46,10 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from cache.overlayfmt import clear_opaque, is_opaque, is_whiteout, make_whiteout, set_opaque
+from cache.overlayfmt import clear_opaque, is_opaque, is_whiteout, make_whiteout, private_xattr, set_opaque
 from runtime import kernel
 from runtime.errors import SandboxError
 from runtime.mountinfo import filesystem_of
-
-_PRIVATE = b"trusted.overlay."          # overlay's own xattrs: never shown through a mount
 
 # --- metadata ---------------------------------------------------------------------------------
 
@@ -64,7 +62,7 @@ def _xattrs(path: bytes) -> dict[str, bytes]:
         raise
     out = {}
     for n in names:
-        if n.encode().startswith(_PRIVATE):
+        if private_xattr(n):          # overlay's own: never shown through a mount
             continue
         try:
             out[n] = os.getxattr(path, n, follow_symlinks=False)
