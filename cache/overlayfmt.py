@@ -81,3 +81,58 @@ def layer_xattr(name: str) -> bool:
     overlay's own.) The one rule for what is written to a layer tar and for what COPY, ADD
     and layer extraction take from user content into a layer dir."""
     return name == "security.capability" or (name.startswith("user.") and not private_xattr(name))
+
+
+def _join(a, b):
+    return a + (b"/" if isinstance(a, bytes) else "/") + b
+
+
+def dir_layers(layers, rel) -> list:
+    """The layer dirs (of `layers`, topmost first) whose directory `rel` overlay merges into the
+    directory `rel` of their merged view, topmost first; [] when rel is no directory there. Each
+    component is looked up as overlay does: the topmost layer holding it decides (a whiteout
+    deletes, a non-directory hides everything below), and below a directory the merge goes on
+    until a layer where it is not a directory, or where it is opaque. A layer dir's own root is
+    always merged (overlay ignores an opaque marker there). `rel`: str or bytes, `/`-separated."""
+    below = [os.fspath(d) for d in layers]
+    sep = b"/" if isinstance(rel, bytes) else "/"
+    path = None
+    for name in (c for c in rel.split(sep) if c):
+        path = name if path is None else _join(path, name)
+        below = _step(below, path)[1]
+        if not below:
+            return []
+    return below
+
+
+def lookup(layers, rel) -> os.stat_result | None:
+    """What `rel` is in the merged view of overlay-format layer dirs (topmost first): the lstat
+    of the entry overlay shows, or None when no layer has it or it is deleted (a whiteout, or
+    hidden by an opaque dir or a non-directory on the way). See `dir_layers`."""
+    sep = b"/" if isinstance(rel, bytes) else "/"
+    parent, _, name = rel.strip(sep).rpartition(sep)
+    if not name:
+        return None
+    return _step(dir_layers(layers, parent), _join(parent, name) if parent else name)[0]
+
+
+def _step(layers: list, path) -> tuple[os.stat_result | None, list]:
+    """Look up `path` in `layers` (those merged into its parent dir, topmost first): what overlay
+    shows there, and the layers merged into it when it is a directory."""
+    top, merged = None, []
+    for layer in layers:
+        p = _join(layer, path)
+        try:
+            st = os.lstat(p)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        if top is None:
+            if is_whiteout(st):
+                return None, []
+            top = st
+        if not stat.S_ISDIR(st.st_mode) or not stat.S_ISDIR(top.st_mode):
+            break
+        merged.append(layer)
+        if is_opaque(p):
+            break
+    return top, merged
