@@ -3,7 +3,10 @@
 The destination root is the step's overlay merged mount; every path in it is resolved like a
 chroot (`builder.context.resolve_in_root`), so a symlink in the image such as `/app -> /etc`
 sends files to `<root>/etc` and no link target can lead outside the root. Files written are
-created fresh (`O_EXCL|O_NOFOLLOW`) after removing whatever non-directory was there.
+created fresh (`O_EXCL|O_NOFOLLOW`) after removing whatever non-directory was there. Missing
+parents are made by fd through `cache.fspath` (its depth cap), and ADD's local tars are
+unpacked by `cache.extract` in its `untar` mode; xattrs are filtered by
+`cache.overlayfmt.layer_xattr`, so overlay's own never come from user content.
 
 Behaviour verified in moby/buildkit (solver/llbsolver/file/backend.go, vendor/.../fsutil/copy,
 frontend/dockerfile/dockerfile_copy_test.go):
