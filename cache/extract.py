@@ -118,7 +118,8 @@ class _Extractor:
         self.untar = whiteouts == "untar"
         self.owner = owner
         self.root = (_Root(dest, (0o755, (0, 0)), "archive entry") if self.untar else _Root(dest))
-        where = os.readlink(f"/proc/self/fd/{self.root.fd}")
+        where = (os.readlink(f"/proc/self/fd/{self.root.fd}") if isinstance(dest, int)
+                 else os.path.abspath(dest))   # the path later walks of this tree start from
         self.room = _PATH_MAX - 1 - len(os.fsencode(where))  # bytes below dest
         self.is_root = os.geteuid() == 0
         self.devices = (self.is_root and not _in_userns()) if devices is None else devices
