@@ -18,6 +18,7 @@ is decided here, never by tarfile's extract().
 from __future__ import annotations
 
 import os
+import posixpath
 import shutil
 import stat
 import tarfile
@@ -97,16 +98,10 @@ def _xattrs(m: tarfile.TarInfo) -> dict[str, bytes]:
 
 
 def _escapes(name: str) -> bool:
-    """Does `name` climb above the root (go-archive's breakout check)?"""
-    depth = 0
-    for c in name.split("/"):
-        if c == "..":
-            depth -= 1
-            if depth < 0:
-                return True
-        elif c not in ("", "."):
-            depth += 1
-    return False
+    """Does the relative `name` climb above the root (go-archive's breakout check)? An
+    absolute name is rooted: its `..` stops at `/`, as filepath.Clean does."""
+    n = posixpath.normpath(name)
+    return n == ".." or n.startswith("../")
 
 
 class _Extractor:
@@ -263,7 +258,7 @@ class _Extractor:
             finally:
                 os.close(fd)
         elif self.untar:
-            raise StoreError(f"unhandled tar header type {m.type!r}")
+            raise StoreError(f"{m.name!r}: unhandled tar header type {m.type!r}")
         else:
             return  # unknown types (sparse/GNU extensions) are not created
         self._mark(parent, name)
