@@ -3,7 +3,10 @@
 The destination root is the step's overlay merged mount; every path in it is resolved like a
 chroot (`builder.context.resolve_in_root`), so a symlink in the image such as `/app -> /etc`
 sends files to `<root>/etc` and no link target can lead outside the root. Files written are
-created fresh (`O_EXCL|O_NOFOLLOW`) after removing whatever non-directory was there.
+created fresh (`O_EXCL|O_NOFOLLOW`) after removing whatever non-directory was there. Missing
+parents are made by fd through `cache.fspath` (its depth cap), and ADD's local tars are
+unpacked by `cache.extract` in its `untar` mode; xattrs are filtered by
+`cache.overlayfmt.layer_xattr`, so overlay's own never come from user content.
 
 Behaviour verified in moby/buildkit (solver/llbsolver/file/backend.go, vendor/.../fsutil/copy,
 frontend/dockerfile/dockerfile_copy_test.go):
@@ -23,7 +26,6 @@ from __future__ import annotations
 import errno
 import os
 import posixpath
-import shutil
 import stat
 import tarfile
 from collections.abc import Sequence
@@ -31,8 +33,11 @@ from pathlib import Path
 
 from builder.context import Selected, resolve_in_root
 from builder.errors import BuildError
+from cache import fspath
 from cache.compress import open_decompressed
 from cache.errors import StoreError
+from cache.extract import extract_stream
+from cache.overlayfmt import layer_xattr
 from grammar import gopath
 
 _SPECIAL = stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX
@@ -193,44 +198,37 @@ def dest_path(dest: str, workdir: str = "/") -> str:
     return out
 
 
-def _mkdir_all(path: str, mode: int, owner: tuple[int, int] | None) -> list[str]:
-    """os.MkdirAll on an already root-resolved host path; new dirs get mode and owner."""
-    created = []
-    todo = []
-    p = path
-    while True:
-        try:
-            st = os.stat(p)
-        except FileNotFoundError:
-            todo.append(p)
-            p = os.path.dirname(p)
-            continue
-        except NotADirectoryError:
-            raise BuildError(f"mkdir {p}: not a directory") from None
-        if not stat.S_ISDIR(st.st_mode):
-            raise BuildError(f"mkdir {p}: not a directory")
-        break
-    for d in reversed(todo):
-        try:
-            os.mkdir(d, 0o700)
-        except FileExistsError:
-            if os.path.isdir(d):
-                continue
-            raise
-        os.chown(d, *(owner or (0, 0)), follow_symlinks=False)
-        os.chmod(d, mode)
-        created.append(d)
-    return created
+def _open_dirs(root: str, path: str, mode: int, owner: tuple[int, int] | None) -> int:
+    """os.MkdirAll of the image path `path` inside `root` (symlinks followed in-root, by fd,
+    cache.fspath's depth cap); new dirs get `mode` and `owner` (default root). Returns the
+    directory's fd (the caller closes it); errors name the path inside the image."""
+    rfd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        w = fspath.walk(rfd, path, create=True, mode=mode, owner=owner or (0, 0), what=path)
+    except StoreError as e:
+        raise BuildError(f"mkdir {e}") from None
+    finally:
+        os.close(rfd)
+    if w.tail:
+        os.close(w.fd)
+        raise BuildError(f"mkdir {path}: not a directory")
+    return w.fd
+
+
+def _mkdir_all(root: str, path: str, mode: int, owner: tuple[int, int] | None) -> None:
+    os.close(_open_dirs(root, path, mode, owner))
 
 
 def make_dirs(root: Path, path: str, owner: tuple[int, int] | None = None,
               mode: int = 0o755) -> None:
     """`mkdir -p` of an absolute image path inside `root` (WORKDIR); new dirs get `owner`."""
-    _mkdir_all(resolve_in_root(os.fspath(root), path), mode, owner)
+    _mkdir_all(os.fspath(root), path, mode, owner)
 
 
 def _shown(dest_root: str, path: str) -> str:
-    return "/" + os.path.relpath(path, dest_root).lstrip("./") if path != dest_root else "/"
+    """The image path of the host path `path` under `dest_root`."""
+    rel = os.path.relpath(path, dest_root)
+    return "/" if rel == "." else "/" + rel
 
 
 # --------------------------------------------------------------------------- copy
@@ -264,7 +262,7 @@ def copy(selected: Sequence[Selected], dest_root: Path, dest: str, *, workdir: s
     dirmode = mode.octal if mode is not None and mode.octal is not None else 0o755
     # the dest's parent (or the dest itself with a trailing slash) exists before anything
     ensure = dpath if is_dir_dest else posixpath.dirname(dpath.rstrip("/")) or "/"
-    _mkdir_all(resolve_in_root(root, ensure), dirmode, chown)
+    _mkdir_all(root, ensure, dirmode, chown)
     for sel in selected:
         reset = sel.tree.reset_owner if src_is_context is None else src_is_context
         if unpack and is_archive(sel.path):
@@ -311,7 +309,7 @@ class _Copier:
         if not src_dir and dfi is not None and stat.S_ISDIR(dfi.st_mode):
             target = os.path.join(dst, sel.name)
         parent = target if (src_dir and dfi is None) else os.path.dirname(target)
-        _mkdir_all(parent, dirmode, self.chown)
+        _mkdir_all(self.root, _shown(self.root, parent), dirmode, self.chown)
         entries = sel.tree.walk(sel, follow=self.follow)
         # the walk yields parents before children; dirs get their metadata after their
         # contents are written (so their mtime sticks), hence the stack
@@ -409,13 +407,15 @@ class _Copier:
 
 
 def _copy_xattrs(src: str, dst: str) -> None:
-    """Copy extended attributes; failures are ignored as in BuildKit (it only logs them)."""
+    """Copy the xattrs a layer holds (overlayfmt.layer_xattr: never overlay's own, which would
+    let a user's file delete the base image's dirs); failures are ignored as in BuildKit (it
+    only logs them)."""
     try:
         names = os.listxattr(src, follow_symlinks=False)
     except OSError:
         return
     for name in names:
-        if name.startswith("trusted.overlay."):
+        if not layer_xattr(name):
             continue
         try:
             os.setxattr(dst, name, os.getxattr(src, name, follow_symlinks=False),
@@ -477,91 +477,17 @@ def is_archive(path: Path | str) -> bool:
 
 def add_archive(path: Path | str, dest_root: Path, dest: str, *, workdir: str = "/",
                 chown: tuple[int, int] | None = None) -> None:
-    """ADD a local tar: extract it into the directory `dest` (go-archive's Untar, chrooted).
-
-    Entries keep the archive's uid/gid unless --chown; implied parent dirs are 0755 root;
-    existing files are replaced, existing dirs merged; a name escaping the dest is an error
-    and every path is resolved inside the dest dir, so archive symlinks cannot lead out.
-    """
+    """ADD a local tar: extract it into the directory `dest` (go-archive's Untar, chrooted at
+    `dest`), with cache.extract's fd-based extractor in its `untar` mode: entries keep the
+    archive's uid/gid unless --chown; implied parent dirs are 0755 root; existing files are
+    replaced, existing dirs merged; a name escaping the dest is an error and every path is
+    resolved inside the dest dir, so archive symlinks cannot lead out."""
     root = os.path.realpath(os.fspath(dest_root))
-    ddir = resolve_in_root(root, dest_path(dest, workdir))
-    _mkdir_all(ddir, 0o755, chown)
-    dirs = []
+    dfd = _open_dirs(root, dest_path(dest, workdir), 0o755, chown)
     try:
-        with open(path, "rb") as f, tarfile.open(fileobj=_open_stream(f), mode="r|") as tf:
-            for m in tf:
-                _extract_one(tf, m, ddir, chown, dirs)
-    except (tarfile.TarError, EOFError, OSError, StoreError) as e:
-        if isinstance(e, OSError) and e.filename:
-            raise BuildError(f"failed to extract {os.path.basename(path)}: {e.strerror}: "
-                             f"{_shown(root, e.filename)}") from None
+        with open(path, "rb") as f:
+            extract_stream(f, dfd, whiteouts="untar", owner=chown)
+    except StoreError as e:
         raise BuildError(f"failed to extract {os.path.basename(path)}: {e}") from None
-    for p, mtime in reversed(dirs):
-        os.utime(p, (mtime, mtime), follow_symlinks=False)
-
-
-def _extract_one(tf, m: tarfile.TarInfo, ddir: str, chown, dirs) -> None:
-    if m.type in (tarfile.XGLTYPE,):
-        return
-    name = posixpath.normpath(m.name)
-    if name.startswith("../") or name == "..":
-        raise BuildError(f"failed to extract: {m.name!r} is outside of the destination")
-    name = name.lstrip("/")
-    if name in ("", "."):
-        if m.isdir():
-            return
-        raise BuildError(f"failed to extract: invalid entry name {m.name!r}")
-    parent_rel, base = posixpath.split(name)
-    parent = resolve_in_root(ddir, parent_rel)
-    if not os.path.isdir(parent):
-        _mkdir_all(parent, 0o755, None)
-    target = os.path.join(parent, base)
-    try:
-        tst = os.lstat(target)
-    except FileNotFoundError:
-        tst = None
-    if tst is not None and not (stat.S_ISDIR(tst.st_mode) and m.isdir()):
-        if stat.S_ISDIR(tst.st_mode):
-            shutil.rmtree(target)
-        else:
-            os.unlink(target)
-    if m.isdir():
-        if tst is None or not stat.S_ISDIR(tst.st_mode):
-            os.mkdir(target, 0o700)
-    elif m.isreg():
-        src = tf.extractfile(m)
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            shutil.copyfileobj(src, out, 1 << 20)
-    elif m.issym():
-        os.symlink(m.linkname, target)
-    elif m.islnk():
-        lname = posixpath.normpath(m.linkname).lstrip("/")
-        if lname.startswith("../"):
-            raise BuildError(f"failed to extract: invalid hardlink {m.name!r} -> {m.linkname!r}")
-        lp, lb = posixpath.split(lname)
-        os.link(os.path.join(resolve_in_root(ddir, lp), lb), target, follow_symlinks=False)
-    elif m.ischr() or m.isblk() or m.isfifo():
-        kind = stat.S_IFCHR if m.ischr() else stat.S_IFBLK if m.isblk() else stat.S_IFIFO
-        os.mknod(target, kind | 0o600, os.makedev(m.devmajor, m.devminor))
-    else:
-        raise BuildError(f"failed to extract: unhandled tar header type {m.type!r} for "
-                         f"{m.name!r}")
-    uid, gid = chown if chown is not None else (m.uid, m.gid)
-    os.chown(target, uid, gid, follow_symlinks=False)
-    for k, v in (m.pax_headers or {}).items():
-        if k.startswith("SCHILY.xattr."):
-            try:
-                os.setxattr(target, k[len("SCHILY.xattr."):],
-                            v.encode("utf-8", "surrogateescape"), follow_symlinks=False)
-            except OSError:
-                pass
-    if not m.issym():
-        os.chmod(target, m.mode & 0o7777)
-    mtime = max(int(m.mtime), 0)
-    if m.isdir():
-        dirs.append((target, mtime))
-    elif not m.issym() and not m.islnk():
-        os.utime(target, (mtime, mtime))
-    elif m.issym():
-        os.utime(target, (mtime, mtime), follow_symlinks=False)
+    finally:
+        os.close(dfd)

@@ -4,12 +4,21 @@ component is never followed. So no entry -- `..`, absolute names, links pointing
 laid down earlier and written through later, whiteouts naming parents -- can touch anything
 outside. (containerd's TestBreakouts is the list.)
 
+Two uses, one extractor. A layer tar unpacks into a fresh layer dir (`whiteouts="overlay"`:
+`.wh.` entries become overlay whiteouts and opaque markers) or onto a tree (`"apply"`). ADD of a
+local tar (`untar`) merges into an existing directory of the image as go-archive's Untar and
+BuildKit's unpack do: `.wh.` entries are plain files there (which the layer writer then refuses),
+names and hardlink targets that climb out of the destination are errors, implied parents are 0755
+root, --chown's ids replace every entry's, and a hardlink entry takes its header's owner and mode.
+Either way only `overlayfmt.layer_xattr` xattrs are set: overlay's own never come from a tar.
+
 Reading uses stdlib tarfile in stream mode as a header parser only; what is written, and how,
 is decided here, never by tarfile's extract().
 """
 from __future__ import annotations
 
 import os
+import posixpath
 import shutil
 import stat
 import tarfile
@@ -48,10 +57,13 @@ def _in_userns() -> bool:
 
 
 class _Root:
-    """Directory fds resolved inside `dest` (cache.fspath's walk)."""
+    """Directory fds resolved inside `dest` (a path or a directory fd; cache.fspath's walk)."""
 
-    def __init__(self, dest):
-        self.fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    def __init__(self, dest, implied: tuple[int, tuple[int, int]] | None = None, label="layer entry"):
+        self.fd = (os.dup(dest) if isinstance(dest, int)
+                   else os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))
+        self.mode, self.owner = implied or (None, None)
+        self.label = label
 
     def close(self) -> None:
         os.close(self.fd)
@@ -59,7 +71,8 @@ class _Root:
     def open_dir(self, comps: list[str], create: bool, what: str) -> int | None:
         """An fd of the directory `comps` names, symlinks followed in-root; missing dirs made
         when `create`, else None. The caller closes the fd."""
-        return fspath.open_dir(self.fd, comps, create=create, what=f"layer entry {what!r}")
+        return fspath.open_dir(self.fd, comps, create=create, what=f"{self.label} {what!r}",
+                               mode=self.mode, owner=self.owner)
 
 
 def _remove(parent: int, name: str) -> None:
@@ -84,13 +97,25 @@ def _xattrs(m: tarfile.TarInfo) -> dict[str, bytes]:
     return out
 
 
+def _escapes(name: str) -> bool:
+    """Does the relative `name` climb above the root (go-archive's breakout check)? An
+    absolute name is rooted: its `..` stops at `/`, as filepath.Clean does."""
+    n = posixpath.normpath(name)
+    return n == ".." or n.startswith("../")
+
+
 class _Extractor:
-    def __init__(self, dest, whiteouts: str, devices: bool | None):
-        if whiteouts not in ("overlay", "apply"):
+    def __init__(self, dest, whiteouts: str, devices: bool | None,
+                 owner: tuple[int, int] | None = None):
+        if whiteouts not in ("overlay", "apply", "untar"):
             raise ValueError(whiteouts)
         self.overlay = whiteouts == "overlay"
-        self.root = _Root(dest)
-        self.room = _PATH_MAX - 1 - len(os.fsencode(os.path.abspath(dest)))  # bytes below dest
+        self.untar = whiteouts == "untar"
+        self.owner = owner
+        self.root = (_Root(dest, (0o755, (0, 0)), "archive entry") if self.untar else _Root(dest))
+        where = (os.readlink(f"/proc/self/fd/{self.root.fd}") if isinstance(dest, int)
+                 else os.path.abspath(dest))   # the path later walks of this tree start from
+        self.room = _PATH_MAX - 1 - len(os.fsencode(where))  # bytes below dest
         self.is_root = os.geteuid() == 0
         self.devices = (self.is_root and not _in_userns()) if devices is None else devices
         self.created: dict[tuple[int, int], set[str]] = {}
@@ -105,14 +130,29 @@ class _Extractor:
         return name in self.created.get((st.st_dev, st.st_ino), ())
 
     def entry(self, tf: tarfile.TarFile, m: tarfile.TarInfo) -> None:
+        if not self.untar:
+            return self._entry(tf, m)
+        if _escapes(m.name):
+            raise StoreError(f"{m.name!r} is outside of the destination")
+        if m.islnk() and _escapes(m.linkname):
+            raise StoreError(f"invalid hardlink {m.name!r} -> {m.linkname!r}: outside of the "
+                             "destination")
+        if self.owner is not None:
+            m.uid, m.gid = self.owner
+        try:
+            self._entry(tf, m)
+        except OSError as e:
+            raise StoreError(f"{m.name}: {e.strerror}") from None
+
+    def _entry(self, tf: tarfile.TarFile, m: tarfile.TarInfo) -> None:
         comps = clean(m.name)
         if not comps:
             return  # the root itself: its attributes belong to whoever owns dest
         if len(os.fsencode("/".join(comps))) > self.room:
-            raise StoreError(f"layer entry {m.name[:40]!r}...: path too long for the store "
+            raise StoreError(f"{self.root.label} {m.name[:40]!r}...: path too long for the store "
                              f"(more than {_PATH_MAX - 1} bytes with the layer dir's own)")
         *pcomps, base = comps
-        if base.startswith(ofmt.WH_PREFIX):
+        if base.startswith(ofmt.WH_PREFIX) and not self.untar:
             return self.whiteout(m.name, pcomps, base)
         parent = self.root.open_dir(pcomps, True, m.name)
         try:
@@ -127,7 +167,7 @@ class _Extractor:
                 return
             try:
                 if self.overlay:
-                    ofmt.set_opaque(parent, user=not self.is_root)
+                    ofmt.set_opaque(parent)
                 else:
                     keep = self.created.get((os.fstat(parent).st_dev, os.fstat(parent).st_ino), set())
                     for n in os.listdir(parent):
@@ -217,6 +257,8 @@ class _Extractor:
                 os.utime(proc, ns=(mtime_ns, mtime_ns))
             finally:
                 os.close(fd)
+        elif self.untar:
+            raise StoreError(f"{m.name!r}: unhandled tar header type {m.type!r}")
         else:
             return  # unknown types (sparse/GNU extensions) are not created
         self._mark(parent, name)
@@ -224,25 +266,29 @@ class _Extractor:
     def hardlink(self, m, parent: int, name: str, old) -> None:
         tcomps = clean(m.linkname)
         if not tcomps:
-            raise StoreError(f"layer entry {m.name!r}: hardlink to the root directory")
+            raise StoreError(f"{self.root.label} {m.name!r}: hardlink to the root directory")
         *tp, tbase = tcomps
         tparent = self.root.open_dir(tp, False, m.linkname)
         if tparent is None:
-            raise StoreError(f"layer entry {m.name!r}: hardlink target {m.linkname!r} does not exist")
+            raise StoreError(f"{self.root.label} {m.name!r}: hardlink target {m.linkname!r} does not exist")
         try:
             try:
                 tst = os.stat(tbase, dir_fd=tparent, follow_symlinks=False)
             except FileNotFoundError:
-                raise StoreError(f"layer entry {m.name!r}: hardlink target {m.linkname!r} does not "
+                raise StoreError(f"{self.root.label} {m.name!r}: hardlink target {m.linkname!r} does not "
                                  "exist") from None
             if stat.S_ISDIR(tst.st_mode):
-                raise StoreError(f"layer entry {m.name!r}: hardlink to a directory")
+                raise StoreError(f"{self.root.label} {m.name!r}: hardlink to a directory")
             if old is not None:
                 if (old.st_dev, old.st_ino) == (tst.st_dev, tst.st_ino):
                     return
                 _remove(parent, name)
             os.link(tbase, name, src_dir_fd=tparent, dst_dir_fd=parent, follow_symlinks=False)
             self._mark(parent, name)
+            if self.untar:   # the header's owner and mode, as go-archive applies them
+                os.chown(name, m.uid, m.gid, dir_fd=parent, follow_symlinks=False)
+                if not stat.S_ISLNK(tst.st_mode):
+                    os.chmod(name, m.mode & 0o7777, dir_fd=parent)
         finally:
             os.close(tparent)
 
@@ -278,10 +324,13 @@ def _try(fn, *args, **kw) -> None:
         pass  # ownership/xattrs the kernel refuses here (userns, fs without xattrs)
 
 
-def extract_stream(tar, dest, *, whiteouts: str = "overlay", devices: bool | None = None) -> str:
-    """See cache.layers.extract. `tar` is a binary file object (gzip/zstd/plain sniffed)."""
+def extract_stream(tar, dest, *, whiteouts: str = "overlay", devices: bool | None = None,
+                   owner: tuple[int, int] | None = None) -> str:
+    """See cache.layers.extract. `tar` is a binary file object (gzip/zstd/plain sniffed);
+    `dest` a path or a directory fd. `whiteouts="untar"` is ADD's mode (module doc), where
+    `owner` (--chown) replaces every entry's uid/gid."""
     reader = _HashingReader(open_decompressed(tar))
-    ex = _Extractor(dest, whiteouts, devices)
+    ex = _Extractor(dest, whiteouts, devices, owner)
     try:
         try:
             tf = tarfile.open(fileobj=reader, mode="r|")  # noqa: SIM115 - closed below

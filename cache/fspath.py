@@ -54,10 +54,12 @@ class Walked:
 
 
 def walk(root_fd: int, path: str | list[str], *, create: bool = False, follow_final: bool = True,
-         visible=None, observe=None, base: str = "", what: str | None = None) -> Walked:
+         visible=None, observe=None, base: str = "", what: str | None = None,
+         mode: int | None = None, owner: tuple[int, int] | None = None) -> Walked:
     """Resolve `path` under the directory `root_fd` (see the module doc).
 
-    `create`: make missing directories on the way (0755), and refuse a non-directory there.
+    `create`: make missing directories on the way (0755, or `mode` and `owner` set on each new
+    one), and refuse a non-directory there.
     `visible(rel, st)`: False hides an entry (treated as missing; the build context's ignored
     files). `observe(path, st)`: told of every entry looked at, as `base/rel` (builder.replay).
     `what` names the path in errors (default: the path)."""
@@ -85,11 +87,13 @@ def walk(root_fd: int, path: str | list[str], *, create: bool = False, follow_fi
                     observe(base + "/" + "/".join([*names, c]), st)
                 if visible is not None and not visible("/".join([*names, c]), st):
                     st = None
+            made = False
             if st is None and create:
                 if len(names) >= MAX_DEPTH:
                     raise StoreError(f"{what}: path too deep (more than {MAX_DEPTH} levels)")
-                os.mkdir(c, 0o755, dir_fd=cur)
+                os.mkdir(c, 0o755 if mode is None else 0o700, dir_fd=cur)
                 st = os.stat(c, dir_fd=cur, follow_symlinks=False)
+                made = True
             if st is None:
                 tail = [c]  # missing: `missing/..` cancels out, as containerd's RootPath does
                 while pending and tail:
@@ -115,6 +119,10 @@ def walk(root_fd: int, path: str | list[str], *, create: bool = False, follow_fi
             if stat.S_ISDIR(st.st_mode):
                 fds.append(os.open(c, _DIR_FLAGS, dir_fd=cur))
                 names.append(c)
+                if made and owner is not None:
+                    os.fchown(fds[-1], *owner)
+                if made and mode is not None:
+                    os.fchmod(fds[-1], mode)
                 continue
             if create and pending:
                 raise StoreError(f"{what}: a parent is not a directory")
@@ -126,10 +134,12 @@ def walk(root_fd: int, path: str | list[str], *, create: bool = False, follow_fi
 
 
 def open_dir(root_fd: int, path: str | list[str], *, create: bool = False,
-             what: str | None = None) -> int | None:
+             what: str | None = None, mode: int | None = None,
+             owner: tuple[int, int] | None = None) -> int | None:
     """An fd of the directory `path` names inside the root (symlinks followed in-root), or
-    None when it does not exist (or is not a directory); `create` makes missing ones."""
-    w = walk(root_fd, path, create=create, what=what)
+    None when it does not exist (or is not a directory); `create` makes missing ones (with
+    `mode` and `owner`, see walk)."""
+    w = walk(root_fd, path, create=create, what=what, mode=mode, owner=owner)
     if w.tail:
         os.close(w.fd)
         if create:

@@ -46,12 +46,18 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from cache.overlayfmt import clear_opaque, is_opaque, is_whiteout, make_whiteout, set_opaque
+from cache.overlayfmt import (
+    clear_opaque,
+    dir_layers,
+    is_opaque,
+    is_whiteout,
+    make_whiteout,
+    private_xattr,
+    set_opaque,
+)
 from runtime import kernel
 from runtime.errors import SandboxError
 from runtime.mountinfo import filesystem_of
-
-_PRIVATE = b"trusted.overlay."          # overlay's own xattrs: never shown through a mount
 
 # --- metadata ---------------------------------------------------------------------------------
 
@@ -64,7 +70,7 @@ def _xattrs(path: bytes) -> dict[str, bytes]:
         raise
     out = {}
     for n in names:
-        if n.encode().startswith(_PRIVATE):
+        if private_xattr(n):          # overlay's own: never shown through a mount
             continue
         try:
             out[n] = os.getxattr(path, n, follow_symlinks=False)
@@ -367,39 +373,21 @@ def drop_redundant_opaque(upper: str | os.PathLike, lowers: Sequence[str | os.Pa
     one form, the one `diff` writes. Only merged dirs (dirs in both upper and a lower) can hold
     such a dir, so only they are walked."""
     up = os.fsencode(upper)
-    stack: list[tuple[bytes, list[bytes]]] = [(b"", [os.fsencode(d) for d in lowers])]
+    below = [os.fsencode(d) for d in lowers]
+    stack = [b""]
     while stack:
-        rel, below = stack.pop()
+        rel = stack.pop()
         with os.scandir(up + b"/" + rel if rel else up) as it:
             dirs = [e.name for e in it if e.is_dir(follow_symlinks=False)]
         for name in dirs:
             crel = rel + b"/" + name if rel else name
-            where = _lower_dirs(below, crel)
             path = up + b"/" + crel
             opaque = is_opaque(path)
-            if not where:
+            if not dir_layers(below, crel):
                 if opaque:
                     clear_opaque(path)
             elif not opaque:
-                stack.append((crel, where))
-
-
-def _lower_dirs(below: list[bytes], rel: bytes) -> list[bytes]:
-    """The layers (of those holding rel's parent as a dir) in which overlay finds rel as a
-    directory: top down, stopping at a whiteout, a non-directory or an opaque dir."""
-    out = []
-    for layer in below:
-        p = layer + b"/" + rel
-        try:
-            st = os.lstat(p)
-        except FileNotFoundError:
-            continue
-        if not stat.S_ISDIR(st.st_mode):
-            break
-        out.append(layer)
-        if is_opaque(p):
-            break
-    return out
+                stack.append(crel)
 
 
 # --- the native counterpart of overlay.mounted --------------------------------------------------

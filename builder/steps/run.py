@@ -12,7 +12,7 @@ from builder.errors import BuildError
 from builder.mounts import parse_mounts
 from builder.steps.config import DEFAULT_SHELL
 from builder.steps.layer import commit, scratch
-from cache.overlayfmt import is_opaque, is_whiteout
+from cache.overlayfmt import lookup
 from grammar import ast, gopath
 from grammar.parser import parse_heredoc
 
@@ -91,26 +91,12 @@ def keep_runc_mount_points(lowerdirs: list, upperdir) -> list[str]:
     added = []
     for name in RUNC_MOUNT_DIRS:
         target = os.path.join(os.fspath(upperdir), name)
-        if os.path.lexists(target) or _in_layers(lowerdirs, name):
+        if os.path.lexists(target) or lookup(lowerdirs, name) is not None:
             continue
         os.mkdir(target, 0o755)
         os.chmod(target, 0o755)  # whatever the umask
         added.append("/" + name)
     return added
-
-
-def _in_layers(lowerdirs: list, name: str) -> bool:
-    """Is top-level `name` in the merged view of overlay-format layer dirs (topmost first)?"""
-    for layer in lowerdirs:
-        try:
-            st = os.lstat(os.path.join(os.fspath(layer), name))
-        except FileNotFoundError:
-            st = None
-        if st is not None:
-            return not is_whiteout(st)
-        if is_opaque(os.fspath(layer)):
-            return False
-    return False
 
 
 def _pump(fd: int, progress, vertex) -> None:

@@ -401,3 +401,44 @@ def test_add_archive_cannot_escape(tmp_path, root):
     assert (root / "x" / str(outside).lstrip("/") / "pwned").exists()
     assert (root / "x" / "pwned2").exists()
     assert not (tmp_path / "pwned2").exists()
+
+
+def test_add_archive_wh_names_are_plain_files_and_escaping_hardlinks_fail(tmp_path, root):
+    """go-archive's Untar (what ADD runs) has no whiteouts: `.wh.x` is a file, x stays."""
+    (root / "existing" / "keep").write_text("k")
+    arc = tmp_path / "wh.tar"
+    arc.write_bytes(_tar_bytes([_ti(".wh.keep", b""), _ti("d/.wh..wh..opq", b"")]))
+    add_archive(arc, root, "/existing")
+    assert sorted(os.listdir(root / "existing")) == [".wh.keep", "d", "keep"]
+    assert os.listdir(root / "existing" / "d") == [".wh..wh..opq"]
+    bad = tmp_path / "bad.tar"
+    bad.write_bytes(_tar_bytes([_ti("h", None, type=tarfile.LNKTYPE, linkname="../../etc/x")]))
+    with pytest.raises(BuildError, match="invalid hardlink 'h'"):
+        add_archive(bad, root, "/x")
+
+
+def test_add_archive_chown_applies_to_every_entry_and_implied_dirs_are_root(tmp_path, root):
+    arc = tmp_path / "o.tar"
+    arc.write_bytes(_tar_bytes([
+        _ti("a/b/f", b"1", uid=7, gid=7),
+        _ti("a/b/l", None, type=tarfile.SYMTYPE, linkname="f", uid=7, gid=7),
+        _ti("a/b/h", None, type=tarfile.LNKTYPE, linkname="a/b/f", mode=0o600, uid=7, gid=7),
+    ]))
+    add_archive(arc, root, "/o/p", chown=(100, 200))
+    assert _info(root / "o" / "p") == (stat.S_IFDIR, 0o755, 100, 200)       # the dest: --chown
+    assert _info(root / "o" / "p" / "a" / "b") == (stat.S_IFDIR, 0o755, 0, 0)  # implied: root
+    for n in ("f", "l", "h"):
+        assert _owner(root / "o" / "p" / "a" / "b" / n) == (100, 200)
+    assert _mode(root / "o" / "p" / "a" / "b" / "f") == 0o600   # the hardlink's header mode
+
+
+def test_mkdir_errors_name_the_image_path_and_depth_is_capped(ctx, root):
+    (root / "file").write_text("f")
+    with pytest.raises(BuildError) as e:
+        _copy(ctx, root, ["a.txt"], "/file/sub/")
+    assert str(e.value).startswith("mkdir /file/sub/") and str(root) not in str(e.value)
+    (root / ".cfg").write_text("f")
+    with pytest.raises(BuildError, match=r"cannot copy to non-directory: /\.cfg$"):
+        _copy(ctx, root, ["dir"], "/.cfg")
+    with pytest.raises(BuildError, match="path too deep"):
+        make_dirs(root, "/d" * 600)

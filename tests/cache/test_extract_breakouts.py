@@ -352,3 +352,40 @@ def test_extract_returns_the_diff_id_of_the_uncompressed_stream(box, tmp_path):
     root, _ = box
     data = tar_of(("file", "a", b"hello", 0o644))
     assert extract(io.BytesIO(gzip.compress(data)), root) == "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+UNTAR_CASES = {
+    "symlink-then-write": [("sym", "/../../..", "up"), ("file", "up/pwned", b"x", 0o644)],
+    "abs-symlink-out": [("sym", "TMP", "esc"), ("file", "esc/pwned", b"x", 0o644)],
+    "link-through-symlink": [("sym", "TMP/canary", "c"), ("link", "c", "hard")],
+    "dir-over-symlink": [("sym", "/..", "d"), ("dir", "d/sub", 0o755), ("file", "d/sub/f", b"x", 0o644)],
+}
+
+
+@pytest.mark.parametrize("case", sorted(UNTAR_CASES))
+def test_untar_mode_stays_inside_an_existing_dest_dir(box, case):
+    """ADD's mode (extract INTO an existing dir, by fd): the same walk keeps every entry inside."""
+    from cache.extract import extract_stream
+
+    root, outside = box
+    (root / "dest").mkdir()
+    entries = [tuple(str(outside) if v == "TMP" else v.replace("TMP", str(outside))
+                     if isinstance(v, str) else v for v in e) for e in UNTAR_CASES[case]]
+    fd = os.open(root / "dest", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        try:
+            extract_stream(io.BytesIO(tar_of(*entries)), fd, whiteouts="untar")
+        except StoreError:
+            pass      # refusing is fine too; writing outside is not
+    finally:
+        os.close(fd)
+    assert sorted(os.listdir(root)) == ["dest"]
+
+
+def test_untar_mode_refuses_names_that_climb_out(box):
+    from cache.extract import extract_stream
+
+    root, _ = box
+    with pytest.raises(StoreError, match="outside of the destination"):
+        extract_stream(io.BytesIO(tar_of(("file", "a/../../x", b"x", 0o644))), os.fspath(root),
+                       whiteouts="untar")

@@ -6,6 +6,8 @@ import os
 import stat
 from pathlib import Path
 
+from cache.overlayfmt import is_opaque, is_whiteout
+
 
 def listing(upper: Path) -> dict[str, str]:
     """rel path -> what a layer of it says: whiteout, opaque dir, dir, file:<sha>, link:<target>..."""
@@ -15,14 +17,10 @@ def listing(upper: Path) -> dict[str, str]:
             p = Path(root) / n
             rel = str(p.relative_to(upper))
             st = os.lstat(p)
-            if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
+            if is_whiteout(st):
                 out[rel] = "whiteout"
             elif stat.S_ISDIR(st.st_mode):
-                try:
-                    opaque = os.getxattr(p, "trusted.overlay.opaque") == b"y"
-                except OSError:
-                    opaque = False
-                out[rel] = "opaque" if opaque else "dir"
+                out[rel] = "opaque" if is_opaque(p) else "dir"
             elif stat.S_ISLNK(st.st_mode):
                 out[rel] = "link:" + os.readlink(p)
             elif stat.S_ISREG(st.st_mode):
