@@ -192,7 +192,8 @@ def _write_entries(root: bytes, o: _Out, epoch: int | None) -> None:
         mode = st.st_mode
         parent, _, base = rel.rpartition(b"/")
         if base.startswith(WH_PREFIX) and not is_whiteout(st):
-            raise StoreError(f"{os.fsdecode(full)}: names starting with .wh. cannot be stored in a layer")
+            raise StoreError(f"/{os.fsdecode(rel)}: names starting with .wh. cannot be stored in a layer "
+                             "(OCI layers use them for deletions)")
         if is_whiteout(st):
             name = (parent + b"/" if parent else b"") + WH_PREFIX + base
             o.add(tarfmt.header(name, mode=0o600, typeflag=tarfmt.REG))

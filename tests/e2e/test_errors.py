@@ -161,3 +161,13 @@ def test_run_exits_125_for_every_failure_of_its_own(broken_store, pybuild, tmp_p
     r = pybuild("--root", str(tmp_path / "afile"), "run", "busybox", "true")  # the user's
     assert r.returncode == 125
     one_line_error(r, "cannot use store", "afile")
+
+
+def test_a_whiteout_name_in_the_context_is_named_as_the_image_path(busybox_root, pybuild, tmp_path):
+    """`.wh.` names mean deletions in an OCI layer: pybuild refuses to store one, and the error
+    names the path in the image, not the host's scratch dir."""
+    (tmp_path / ".wh.x").write_text("x")
+    (tmp_path / "Dockerfile").write_text("FROM busybox\nCOPY .wh.x /app/\n")
+    r = pybuild("build", "-q", str(tmp_path))
+    line = one_line_error(r, "/app/.wh.x", "names starting with .wh. cannot be stored")
+    assert "scratch" not in line and str(busybox_root) not in line
