@@ -5,7 +5,7 @@ identity, so editing, adding or removing any source file of a package that affec
 invalidates both. The files are found by listing the package directories (subpackages
 included), never named one by one: a new module counts without anyone remembering to add it.
 The identity is stat data only (path, inode, size, mtime), no hashing: it is computed on the
-replay fast path, once per process. Only os is imported.
+replay fast path, once per process. A dangling link counts as no file. Only os is imported.
 """
 from __future__ import annotations
 
@@ -36,7 +36,10 @@ def _scan(path: str, rel: str, out: list) -> None:
             if name.startswith("."):  # editor and tool files (emacs' .#x.py is a dead link)
                 continue
             if name.endswith(SOURCES):
-                st = e.stat()
+                try:
+                    st = e.stat()
+                except FileNotFoundError:  # a dangling symlink: no file, nothing to run
+                    continue
                 out.append((f"{rel}/{name}", st.st_ino, st.st_size, st.st_mtime_ns))
             elif name != "__pycache__" and e.is_dir():
                 _scan(e.path, f"{rel}/{name}", out)

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from builder.errors import BuildError
-from cache import atomic, fspath
+from cache import atomic, fspath, layout
 from cache.errors import StoreError
 from grammar import gopath
 from grammar.gomatch import compile_match
@@ -415,7 +415,9 @@ class SourceTree:
             files = {k: v for k, v in files.items() if k in self._seen}
         try:
             p.parent.mkdir(parents=True, exist_ok=True)
-            atomic.write_json(p, {"v": 1, "files": files}, compact=True)
+            tmp = p.parent / layout.TMP_DIR    # the store's tmp/: prune removes a killed write's temporary
+            atomic.write_json(p, {"v": 1, "files": files}, compact=True,
+                              tmp_dir=tmp if tmp.is_dir() else None)
             self._hashes_dirty = False
         except OSError:
             pass

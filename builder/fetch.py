@@ -18,6 +18,7 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 from builder.errors import BuildError
+from grammar import gopath
 
 _TIMEOUT = 60
 
@@ -28,7 +29,7 @@ def url_filename(url: str) -> str:
         path = urllib.parse.urlsplit(url).path
     except ValueError:
         return "__unnamed__"
-    base = posixpath.basename(posixpath.normpath(path)) if path else ""
+    base = posixpath.basename(gopath.clean(path)) if path else ""
     if base in ("", ".", "/", ".."):
         return "__unnamed__"
     return base

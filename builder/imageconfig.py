@@ -9,8 +9,6 @@ from __future__ import annotations
 import copy
 
 from cache import image as im
-from cache.image import add_layer  # noqa: F401 - solve adds layers through this module
-from cache.platform import host
 from runtime.spec import DEFAULT_PATH
 
 
@@ -27,9 +25,7 @@ def inherit(base: dict) -> dict:
     cfg.setdefault("config", {})
     cfg.setdefault("rootfs", {"type": "layers", "diff_ids": []})
     cfg.setdefault("history", [])
-    if "architecture" not in cfg:
-        cfg["architecture"] = host()["architecture"]
-    cfg.setdefault("os", "linux")
+    im.ensure_platform(cfg)
     env = cfg["config"].get("Env") or []
     if not any(e.startswith("PATH=") for e in env):
         cfg["config"]["Env"] = [f"PATH={DEFAULT_PATH}", *env]

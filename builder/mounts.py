@@ -53,7 +53,7 @@ class RunMount:
         return ctx.digest(ctx.select([src]))
 
     def realize(self, stack):
-        """The `runtime.sandbox.Mount` for this mount; cleanup is registered on `stack`."""
+        """The `runtime.spec.Mount` for this mount; cleanup is registered on `stack`."""
         from runtime.spec import Mount
 
         run = self.run
@@ -81,7 +81,8 @@ class RunMount:
         if frm:
             i = run.solver.plan.stage_by_ref(frm, run.stage.index)
             diff_ids = run.solver.stage_result(i).diff_ids if i is not None else store.image(frm).diff_ids
-            root = Path(stack.enter_context(mounted([store.layer_dir(d) for d in reversed(diff_ids)])))
+            layers = [store.layer_dir(d) for d in reversed(diff_ids)]
+            root = Path(stack.enter_context(mounted(layers, tmp=store.tmp)))
         else:
             root = Path(run.solver.opts.context)
         src = _inside(root, spec.source or "/")

@@ -18,6 +18,7 @@ from builder.errors import BuildError
 from builder.plan import Plan, Stage
 from builder.steps.dispatch import dispatch, run_onbuild
 from cache import layout
+from cache.image import add_layer
 from grammar import ast
 from grammar.errors import DockerfileError, ExpansionError
 
@@ -144,7 +145,7 @@ class StageRun:
             store.cache_put(key, {"diff_id": diff_id})
             self.solver.progress.done(vertex)
         if diff_id:
-            ic.add_layer(self.state.config, diff_id)
+            add_layer(self.state.config, diff_id)
             self.state.diff_ids = [*self.state.diff_ids, diff_id]
         ic.add_history(self.state.config, created_by, empty_layer=not diff_id, epoch=self.solver.opts.epoch)
         self.state.key = key

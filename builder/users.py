@@ -14,11 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from builder.errors import BuildError
-from cache.errors import StoreError
-from cache.fspath import open_in_root
-from runtime.users import parse_table
-
-_MAX_BYTES = 10 << 20
+from runtime.errors import SandboxError
+from runtime.users import read_table
 
 
 def _parse_id(s: str) -> int | None:
@@ -33,19 +30,9 @@ def _parse_id(s: str) -> int | None:
 
 def _read_db(rootfs: Path, path: str) -> list[list[str]]:
     try:
-        with open_in_root(rootfs, path) as f:
-            data = f.read(_MAX_BYTES + 1)
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-    except IsADirectoryError:
-        raise BuildError(f"{path} is not a regular file") from None
-    except StoreError as e:
+        return read_table(path, rootfs) or []
+    except SandboxError as e:
         raise BuildError(str(e)) from None
-    except OSError as e:
-        raise BuildError(f"failed to read {path}: {e.strerror}") from None
-    if len(data) > _MAX_BYTES:
-        raise BuildError(f"{path} exceeds {_MAX_BYTES} bytes")
-    return parse_table(data)
 
 
 def lookup_user(name: str, rootfs: Path) -> tuple[int, int] | None:

@@ -79,15 +79,28 @@ def write_json(dest, value, *, tmp_dir=None, mode: int = 0o644, compact: bool = 
     write_file(dest, text.encode(), tmp_dir=tmp_dir, mode=mode)
 
 
+_locks: dict[str, Lock] = {}    # real path -> the one Lock of this process for that file
+_locks_guard = threading.Lock()
+
+
 class Lock:
     """An exclusive lock on the file `path`: across processes (flock) and threads (RLock),
-    re-entrant. Closing the file drops the flock, so a killed holder never leaves it taken."""
+    re-entrant. Closing the file drops the flock, so a killed holder never leaves it taken.
 
-    def __init__(self, path):
-        self.path = Path(path)
-        self._tlock = threading.RLock()
-        self._depth = 0
-        self._fd: int | None = None
+    `Lock(path)` gives one object per real path per process: two separate instances would each
+    open the file, and flock on the second fd would wait for the first forever."""
+
+    def __new__(cls, path):
+        key = os.path.realpath(path)
+        with _locks_guard:
+            lock = _locks.get(key)
+            if lock is None:
+                lock = _locks[key] = super().__new__(cls)
+                lock.path = Path(path)
+                lock._tlock = threading.RLock()
+                lock._depth = 0
+                lock._fd = None
+            return lock
 
     @contextlib.contextmanager
     def held(self):

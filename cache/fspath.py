@@ -26,7 +26,9 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 def clean(name: str) -> list[str]:
     """Lexical clean relative to `/` (what filepath.Join("/", name) does): `..` never climbs
-    above the root, so a name alone can never leave it."""
+    above the root, so a name alone can never leave it. The components of Go's path.Clean on
+    a `/` path: the one form for cache/ and runtime/, which may not import grammar.gopath (Go's
+    path package in full, relative paths too, for Dockerfile values); tests check they agree."""
     comps: list[str] = []
     for c in name.split("/"):
         if c in ("", "."):
@@ -37,6 +39,11 @@ def clean(name: str) -> list[str]:
             continue
         comps.append(c)
     return comps
+
+
+def clean_abs(name: str) -> str:
+    """Go's path.Clean of `name` taken from `/`: `clean` as a path (`/a/b`, `/`)."""
+    return "/" + "/".join(clean(name))
 
 
 @dataclass

@@ -57,11 +57,8 @@ def new_config(*, platform: dict | None = None, created: str | None = None,
         cfg["Cmd"] = list(cmd)
     if workdir:
         cfg["WorkingDir"] = workdir
-    p = platform or _platform.host()
-    out = {"architecture": p["architecture"], "os": p.get("os", "linux")}
-    if p.get("variant"):
-        out["variant"] = p["variant"]
-    return {**out, "config": cfg, "created": created or rfc3339(source_date_epoch(0)),
+    return {**_platform_fields(platform or _platform.host()), "config": cfg,
+            "created": created or rfc3339(source_date_epoch(0)),
             "rootfs": {"type": "layers", "diff_ids": []}, "history": []}
 
 
@@ -101,8 +98,26 @@ def manifest(config_desc: dict, layer_descs: list[dict], *, oci: bool = True) ->
             "config": config_desc, "layers": layer_descs}
 
 
+def _platform_fields(p: dict) -> dict:
+    out = {"architecture": p["architecture"], "os": p.get("os") or "linux"}
+    if p.get("variant"):
+        out["variant"] = p["variant"]
+    return out
+
+
+def ensure_platform(config: dict) -> None:
+    """Give a config that names no architecture this machine's platform (architecture and
+    variant, as `new_config` does), in place; one that names one keeps it."""
+    if not config.get("architecture"):
+        config.pop("variant", None)
+        config.update(_platform_fields({**_platform.host(), "os": config.get("os") or "linux"}))
+    config.setdefault("os", "linux")
+
+
 def platform_of(config: dict) -> dict:
-    p = {"architecture": config.get("architecture", "amd64"), "os": config.get("os", "linux")}
-    if config.get("variant"):
-        p["variant"] = config["variant"]
-    return p
+    """The platform an image config is for, normalised as containerd does (`cache.platform`);
+    a config naming no architecture is for this machine (what `ensure_platform` gives it)."""
+    if not config.get("architecture"):
+        return _platform_fields({**_platform.host(), "os": config.get("os") or "linux"})
+    arch, variant = _platform.normalize(config["architecture"], config.get("variant") or "")
+    return _platform_fields({"architecture": arch, "variant": variant, "os": config.get("os")})

@@ -1,9 +1,9 @@
-"""Which process owns a file, dir or pin, and whether that process still runs.
+"""Which process owns a temporary file or dir, or a lease, and whether that process still runs.
 
 An owner is `pid.start` (the start time in clock ticks since boot, /proc/<pid>/stat field 22):
 a pid alone is reused by the kernel, pid + start time names one process for the life of the
-machine. Temporary names (`<kind>-<pid>.<start>-<random>`) and the pins of the store's indexes
-carry it, so prune removes exactly what a dead process left behind and never a live one's.
+machine. Temporary names (`<kind>-<pid>.<start>-<random>`) and the leases (`cache.leases`) carry
+it, so prune removes exactly what a dead process left behind and never a live one's.
 """
 from __future__ import annotations
 
@@ -66,3 +66,15 @@ def of_name(name: str) -> str | None:
 def temp_name(kind: str) -> str:
     """A fresh temporary name owned by this process."""
     return f"{kind}-{token()}-{os.urandom(6).hex()}"
+
+
+def temp_dir(parent, kind: str) -> str:
+    """A fresh empty dir `<parent>/<kind>-<owner>-<random>` (mode 0700) owned by this process:
+    put in the store's tmp/, prune removes it once the process is gone."""
+    while True:
+        path = os.path.join(os.fspath(parent), temp_name(kind))
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            continue
+        return path

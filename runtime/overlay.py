@@ -103,12 +103,15 @@ def _mount_legacy(target, lowerdirs, upperdir, workdir) -> None:
 
 @contextlib.contextmanager
 def mounted(lowerdirs: Sequence[Path], upperdir: Path | None = None,
-            workdir: Path | None = None) -> Iterator[Path]:
+            workdir: Path | None = None, *, base: str | os.PathLike | None = None) -> Iterator[Path]:
     """The merged Path of the layer dirs (top first), an overlay unmounted on exit: see
-    `runtime.snapshotter.mounted`, which picks this or the native snapshotter's copy."""
+    `runtime.snapshotter.mounted`, which picks this or the native snapshotter's copy. Its mount
+    point (and work dir) go in `base`, default next to upperdir, else the system temp dir."""
     made: list[str] = []
     try:
-        base = os.fspath(Path(upperdir).parent) if upperdir is not None else None
+        if base is None and upperdir is not None:
+            base = Path(upperdir).parent
+        base = os.fspath(base) if base is not None else None
         if upperdir is not None and workdir is None:
             workdir = Path(tempfile.mkdtemp(prefix=".work-", dir=base))
             made.append(os.fspath(workdir))

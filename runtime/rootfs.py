@@ -23,6 +23,7 @@ import os
 import stat
 from dataclasses import dataclass, field
 
+from cache.fspath import clean
 from runtime import kernel
 from runtime.errors import KernelCallError, SandboxError
 from runtime.overlay import mount_overlay
@@ -66,8 +67,8 @@ def make_stub(stub: str, mounts: list) -> None:
     dirs = {"proc", "dev", "sys", "etc"}
     files = {p.lstrip("/") for p in ETC_FILES}
     for m in mounts:
-        rel = os.path.normpath(m.target).lstrip("/")
-        if not rel or rel == ".":
+        rel = "/".join(clean(m.target))
+        if not rel:
             raise SandboxError(f"cannot mount over the container root ({m.target!r})")
         if m.type != "tmpfs" and m.source and not os.path.isdir(m.source):
             files.add(rel)
@@ -124,10 +125,10 @@ def _target(rootfd: int, path: str, is_dir: bool, created: list, depth: int = 0)
             raise
         if depth > 40:
             raise SandboxError(f"cannot mount on {path}: too many levels of symlinks") from None
-        parent, name = os.path.split(os.path.normpath(path))
+        *up, name = clean(path) or [""]
         if not name:
             raise
-        pfd = _target(rootfd, parent or "/", True, created, depth + 1)
+        pfd = _target(rootfd, "/" + "/".join(up), True, created, depth + 1)
         try:
             where = os.readlink(_fdpath(pfd))
             pst = os.fstat(pfd)
@@ -280,7 +281,7 @@ def _bind_file(rootfd: int, target: str, source: str, readonly: bool, created: l
 
 
 def _user_mounts(rootfd: int, mounts: list, created: list) -> None:
-    for m in sorted(mounts, key=lambda m: os.path.normpath(m.target).count("/")):
+    for m in sorted(mounts, key=lambda m: len(clean(m.target))):
         if m.type == "tmpfs":
             fd = _target(rootfd, m.target, True, created)
             try:

@@ -393,11 +393,15 @@ def drop_redundant_opaque(upper: str | os.PathLike, lowers: Sequence[str | os.Pa
 # --- the native counterpart of overlay.mounted --------------------------------------------------
 
 @contextlib.contextmanager
-def mounted(lowerdirs: Sequence[Path], upperdir: Path | None = None) -> Iterator[Path]:
+def mounted(lowerdirs: Sequence[Path], upperdir: Path | None = None, *,
+            base: str | os.PathLike | None = None) -> Iterator[Path]:
     """Yield a plain directory holding the merged view of lowerdirs (top first) and upperdir.
     On a clean exit upperdir holds, in overlay format, what it held plus what the caller changed
-    (as an overlay upper dir would). Without upperdir the view is a read-only bind mount."""
-    base = os.fspath(Path(upperdir).parent) if upperdir is not None else None
+    (as an overlay upper dir would). Without upperdir the view is a read-only bind mount. The
+    copy goes in `base` (on upperdir's filesystem), default next to upperdir, else the temp dir."""
+    if base is None and upperdir is not None:
+        base = Path(upperdir).parent
+    base = os.fspath(base) if base is not None else None
     rundir = tempfile.mkdtemp(prefix="pybuild-tree-", dir=base)
     try:
         tree = os.path.join(rundir, "root")

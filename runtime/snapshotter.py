@@ -16,9 +16,10 @@ import shutil
 import sys
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from cache import owner
 from runtime import kernel, overlay, snapshot
 from runtime.errors import KernelCallError, SandboxError
 from runtime.mountinfo import filesystem_of
@@ -91,8 +92,9 @@ def overlay_problem(base: str) -> str | None:
         shutil.rmtree(probe, ignore_errors=True)
 
 
+@contextlib.contextmanager
 def mounted(lowerdirs: Sequence[Path], upperdir: Path | None = None,
-            workdir: Path | None = None) -> contextlib.AbstractContextManager[Path]:
+            workdir: Path | None = None, *, tmp: str | os.PathLike | None = None) -> Iterator[Path]:
     """A context manager yielding the merged Path of the layer dirs (top first).
 
     With overlayfs: an overlay in this process's mount namespace, unmounted on exit. Without
@@ -101,9 +103,22 @@ def mounted(lowerdirs: Sequence[Path], upperdir: Path | None = None,
     lower dir stands in, so the upper dir alone is what is seen. With the native snapshotter: a
     copy whose changes are written to upperdir on a clean exit (`runtime.snapshot.mounted`).
     Either way the upper dir ends in the same form (redundant opaque markers dropped).
+
+    What the mount needs on disk goes next to upperdir (a store's scratch dir); a read-only view
+    puts it in one dir named for this process (`mount-<pid>.<start>-...`, `cache.owner`) under
+    `tmp` (the store's tmp/), so what a killed build leaves is what `pybuild prune` removes.
+    Without either it uses the system temp dir (for callers outside a store).
     """
     require_root()
-    base = Path(upperdir).parent if upperdir is not None else None
-    if snapshotter(base) == "native":
-        return snapshot.mounted(lowerdirs, upperdir)
-    return overlay.mounted(lowerdirs, upperdir, workdir)
+    with contextlib.ExitStack() as stack:
+        base = None
+        if upperdir is not None:
+            base = Path(upperdir).parent
+        elif tmp is not None:
+            base = Path(owner.temp_dir(tmp, "mount"))
+            stack.callback(shutil.rmtree, base, ignore_errors=True)
+        if snapshotter(base) == "native":
+            view = snapshot.mounted(lowerdirs, upperdir, base=base)
+        else:
+            view = overlay.mounted(lowerdirs, upperdir, workdir, base=base)
+        yield stack.enter_context(view)

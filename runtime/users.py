@@ -1,18 +1,23 @@
 """Docker's `-u` forms resolved against the container's own /etc/passwd and /etc/group.
 
 This runs inside the sandbox after pivot_root, so it reads the image's files, never the host's
-(and never loads NSS modules from the image: plain text parsing only, cf. CVE-2019-14271).
+(and never loads NSS modules from the image: plain text parsing only, cf. CVE-2019-14271);
+`read_table` is the one bounded reader of these files, the builder's --chown uses it too.
 Semantics follow moby/sys/user GetExecUser: `name`, `uid`, `name:group`, `uid:gid`; the empty
 string means uid 0; a numeric id needs no entry; supplementary groups come from /etc/group
 membership only when no group was given explicitly.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
+from cache.errors import StoreError
+from cache.fspath import open_in_root
 from runtime.errors import SandboxError
 
 MAX_ID = 2**31 - 1
+MAX_TABLE_BYTES = 10 << 20   # a passwd or group file larger than this is not one
 
 
 @dataclass
@@ -35,12 +40,26 @@ def parse_table(data: bytes) -> list[list[str]]:
     return rows
 
 
-def _read_table(path: str) -> list[list[str]] | None:
+def read_table(path: str, root: str | os.PathLike = "/") -> list[list[str]] | None:
+    """The rows (`parse_table`) of the passwd or group file `path` inside `root`, every symlink
+    on the way resolved inside it (`cache.fspath.open_in_root`), or None when there is none.
+    The one bounded reader of these files, for `-u`/USER (in the sandbox, root `/`) and for
+    --chown (a rootfs on the host): a fifo, device or directory, or a file over 10 MiB, is a
+    SandboxError, so an image's /etc/passwd that is a fifo or a link to /dev/zero cannot hang
+    the step or fill memory."""
     try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
+        with open_in_root(root, path) as f:
+            data = f.read(MAX_TABLE_BYTES + 1)
+    except (FileNotFoundError, NotADirectoryError):
         return None
+    except IsADirectoryError:
+        raise SandboxError(f"the image's {path} is not a regular file") from None
+    except StoreError as e:
+        raise SandboxError(f"the image's {e}") from None
+    except OSError as e:
+        raise SandboxError(f"cannot read the image's {path}: {e.strerror}") from None
+    if len(data) > MAX_TABLE_BYTES:
+        raise SandboxError(f"the image's {path} is larger than {MAX_TABLE_BYTES >> 20} MiB")
     return parse_table(data)
 
 
@@ -65,7 +84,7 @@ def resolve(spec: str, passwd: str = "/etc/passwd", group: str = "/etc/group") -
     user_part, _, group_part = spec.partition(":")
     has_group = ":" in spec
     out = ExecUser()
-    users = _read_table(passwd)
+    users = read_table(passwd)
     uid_arg = _numeric(user_part) if user_part else 0
     matched = None
     for row in users or []:
@@ -84,7 +103,7 @@ def resolve(spec: str, passwd: str = "/etc/passwd", group: str = "/etc/group") -
         out.uid = uid_arg
 
     if has_group or matched is not None:
-        groups = _read_table(group) or []
+        groups = read_table(group) or []
         if has_group:
             gid_arg = _numeric(group_part)
             found = next((r for r in groups if len(r) >= 3 and (

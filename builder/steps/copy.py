@@ -104,7 +104,7 @@ def _source_groups(run, ins, srcs, heredocs, frm, checksum, stack):
             diff_ids, key = img.diff_ids, img.id
         def stage_tree():  # mounted only when the step runs
             layers = [store.layer_dir(d) for d in reversed(diff_ids)]
-            return SourceTree(Path(stack.enter_context(mounted(layers))))
+            return SourceTree(Path(stack.enter_context(mounted(layers, tmp=store.tmp))))
 
         return [(stage_tree, srcs, f"{key}:{srcs}", False)]
 

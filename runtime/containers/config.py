@@ -9,9 +9,9 @@ ReplaceOrAppendEnvValues, SetupWorkingDirectory).
 """
 from __future__ import annotations
 
-import posixpath
 from collections.abc import Mapping, Sequence
 
+from cache.fspath import clean_abs
 from runtime.errors import ConfigError
 from runtime.spec import DEFAULT_PATH
 
@@ -103,8 +103,7 @@ def workdir(requested: str | None, image: Mapping) -> str:
     wd = requested or image.get("WorkingDir") or "/"
     if not wd.startswith("/"):
         raise ConfigError(f"the working directory '{wd}' is invalid, it needs to be an absolute path")
-    wd = posixpath.normpath(wd)
-    return "/" + wd.lstrip("/")      # Go's Clean: no leading "//"
+    return clean_abs(wd)
 
 
 def user(requested: str | None, image: Mapping) -> str:
