@@ -65,12 +65,17 @@ def _key_values(items: list[str], flag: str, *, from_env: bool = False) -> dict[
     return out
 
 
-def _secrets(items: list[str]) -> dict[str, Path]:
+def _secrets(items: list[str], store, cleanup) -> dict[str, Path]:
+    """--secret id=ID,src=FILE|env=VAR -> {id: file}. A secret from the environment is written
+    to a 0600 file in an owner-named dir under the store's tmp/, removed when the build ends
+    (`cleanup`, an ExitStack) and by `pybuild prune` after a kill, never left in /tmp."""
     from pathlib import Path
 
     from builder.errors import BuildError
+    from cache import owner
 
     out: dict[str, Path] = {}
+    env_dir = None
     for item in items:
         fields = dict(f.partition("=")[::2] for f in item.split(","))
         sid = fields.get("id")
@@ -81,12 +86,17 @@ def _secrets(items: list[str]) -> dict[str, Path]:
         if env and not src:
             if env not in os.environ:
                 raise BuildError(f"--secret {item!r}: environment variable {env} is not set")
-            import tempfile
+            if env_dir is None:
+                import shutil
 
-            fd, tmp = tempfile.mkstemp(prefix="pybuild-secret-")
-            os.write(fd, os.environ[env].encode())
-            os.close(fd)
-            src = tmp
+                env_dir = owner.temp_dir(store.tmp, "secret")
+                cleanup.callback(shutil.rmtree, env_dir, ignore_errors=True)
+            src = os.path.join(env_dir, str(len(out)))
+            fd = os.open(src, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            try:
+                os.write(fd, os.environ[env].encode())
+            finally:
+                os.close(fd)
         if not src or not Path(src).is_file():
             raise BuildError(f"--secret {item!r}: file {src!r} not found")
         out[sid] = Path(src).resolve()
@@ -158,45 +168,51 @@ def run_build(args) -> int:
     df = parse_and_validate(text, name, build_args)
     the_plan = plan(df, build_args, args.target)
     output = _parse_output(args.output) if args.output else None
-    secrets = _secrets(args.secret)
-    epoch_text = build_args.get("SOURCE_DATE_EPOCH") or os.environ.get("SOURCE_DATE_EPOCH") or "0"
-    try:
-        epoch = int(epoch_text)
-    except ValueError:
-        raise BuildError(f"SOURCE_DATE_EPOCH={epoch_text!r}: expected whole seconds since 1970") from None
+    import contextlib
 
     from builder.commands.images import open_store
-    from builder.progress import make_progress
-    from builder.solve import BuildOptions, build
 
-    opts = BuildOptions(
-        context=context.resolve(), dockerfile=df, dockerfile_path=path.resolve() if path else None,
-        tags=args.tag, build_args=build_args, target=args.target, no_cache=args.no_cache,
-        no_cache_filter=[s.strip().lower() for f in args.no_cache_filter for s in f.split(",") if s.strip()],
-        labels=labels, network=args.network, secrets=secrets, epoch=epoch)
     store = open_store()
-    pending = getattr(args, "replay", None)  # builder.replay.Pending: record this build
-    recorder = None
-    if pending is not None and not args.no_cache:
-        from builder.replay import Recorder
-
-        recorder = Recorder()
-    with open(os.devnull, "w") as devnull:
-        progress = make_progress("plain" if args.quiet else args.progress, devnull if args.quiet else None)
+    with contextlib.ExitStack() as cleanup:
+        secrets = _secrets(args.secret, store, cleanup)
+        epoch_text = build_args.get("SOURCE_DATE_EPOCH") or os.environ.get("SOURCE_DATE_EPOCH") or "0"
         try:
-            image_id = build(store, the_plan, opts, progress, recorder)
-        finally:
-            progress.close()
-    if args.tag:  # held by this process since put_image (cache.leases): prune -a spares it
-        store.tag_all(args.tag, image_id)
-    if output:
-        from builder.commands.images import save_to
+            epoch = int(epoch_text)
+        except ValueError:
+            raise BuildError(f"SOURCE_DATE_EPOCH={epoch_text!r}: expected whole seconds since 1970") from None
 
-        save_to(store, [args.tag[0] if args.tag else image_id], output["dest"],
-                fmt=output["type"], compression=args.compression)
-    if recorder is not None:
-        pending.save(image_id, recorder, store, progress)
-    from builder.replay import announce
+        from builder.progress import make_progress
+        from builder.solve import BuildOptions, build
 
-    announce(image_id, args.tag, quiet=args.quiet, iidfile=args.iidfile)
+        opts = BuildOptions(
+            context=context.resolve(), dockerfile=df, dockerfile_path=path.resolve() if path else None,
+            tags=args.tag, build_args=build_args, target=args.target, no_cache=args.no_cache,
+            no_cache_filter=[s.strip().lower() for f in args.no_cache_filter for s in f.split(",")
+                             if s.strip()],
+            labels=labels, network=args.network, secrets=secrets, epoch=epoch)
+        pending = getattr(args, "replay", None)  # builder.replay.Pending: record this build
+        recorder = None
+        if pending is not None and not args.no_cache:
+            from builder.replay import Recorder
+
+            recorder = Recorder()
+        with open(os.devnull, "w") as devnull:
+            progress = make_progress("plain" if args.quiet else args.progress,
+                                     devnull if args.quiet else None)
+            try:
+                image_id = build(store, the_plan, opts, progress, recorder)
+            finally:
+                progress.close()
+        if args.tag:  # held by this process since put_image (cache.leases): prune -a spares it
+            store.tag_all(args.tag, image_id)
+        if output:
+            from builder.commands.images import save_to
+
+            save_to(store, [args.tag[0] if args.tag else image_id], output["dest"],
+                    fmt=output["type"], compression=args.compression)
+        if recorder is not None:
+            pending.save(image_id, recorder, store, progress)
+        from builder.replay import announce
+
+        announce(image_id, args.tag, quiet=args.quiet, iidfile=args.iidfile)
     return 0

@@ -442,3 +442,19 @@ def test_platform_flag_accepts_the_host_in_any_spelling_and_refuses_others(tmp_p
                       ("linux//x", "expected os[/arch[/variant]]")):
         r = pybuild("build", "-q", "--platform", spec, str(tmp_path))
         assert r.returncode == 1 and r.stderr.count("\n") == 1 and why in r.stderr, r.stderr
+
+
+def test_a_secret_from_the_environment_is_never_left_on_disk(tmp_path, pybuild, busybox_root, monkeypatch):
+    """`--secret id=tok,env=VAR` reaches RUN --mount=type=secret; the file pybuild writes it to
+    lives in the store's tmp/ only while the build runs (it was left in /tmp for good)."""
+    import glob
+
+    monkeypatch.setenv("PB_TEST_TOKEN", "s3cret-value")
+    before = set(glob.glob("/tmp/pybuild-secret-*"))
+    _, fs = build(pybuild, tmp_path, "FROM busybox\n"
+                  "RUN --mount=type=secret,id=tok cp /run/secrets/tok /seen\n",
+                  "--secret", "id=tok,env=PB_TEST_TOKEN")
+    with fs() as root:
+        assert (root / "seen").read_text() == "s3cret-value"
+    assert set(glob.glob("/tmp/pybuild-secret-*")) == before
+    assert not list((busybox_root / "tmp").glob("secret-*"))
