@@ -8,10 +8,11 @@ their mtimes.
 from __future__ import annotations
 
 import contextlib
-import tempfile
+import shutil
 from pathlib import Path
 
 from builder.steps.layer import commit, scratch
+from cache import owner
 from grammar import ExpansionError, ast
 
 
@@ -114,7 +115,8 @@ def _source_groups(run, ins, srcs, heredocs, frm, checksum, stack):
         groups.append((run.solver.context(), local, None, True))
     extra = [s for s in srcs if s in heredocs or _is_url(s)]
     if extra:
-        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pybuild-src-")))
+        tmp = Path(owner.temp_dir(store.tmp, "src"))  # in the store's tmp/: prune removes it after a kill
+        stack.callback(shutil.rmtree, tmp, ignore_errors=True)
         names = []
         for s in extra:
             if s in heredocs:

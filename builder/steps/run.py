@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import shutil
 import threading
 from pathlib import Path
 
@@ -12,6 +12,7 @@ from builder.errors import BuildError
 from builder.mounts import parse_mounts
 from builder.steps.config import DEFAULT_SHELL
 from builder.steps.layer import commit, scratch
+from cache import owner
 from cache.overlayfmt import lookup
 from grammar import ast, gopath
 from grammar.parser import parse_heredoc
@@ -49,7 +50,7 @@ def run_step(run, ins: ast.Run, n: int) -> None:
             script_env = list(env)
             for m in mounts:
                 script_env.extend(m.env)
-            spec_argv, extra = _heredoc_script(ins, argv, stack)
+            spec_argv, extra = _heredoc_script(ins, argv, stack, store.tmp)
             sandbox_mounts.extend(extra)
             r, w = os.pipe()
             devnull = os.open(os.devnull, os.O_RDONLY)
@@ -131,7 +132,7 @@ def _only_heredoc(text: str, h: ast.Heredoc) -> bool:
     return marker is not None and marker[0] == h.name
 
 
-def _heredoc_script(ins: ast.Run, argv: list[str], stack):
+def _heredoc_script(ins: ast.Run, argv: list[str], stack, tmp):
     """`RUN <<EOF` with a `#!` line runs the heredoc as a script file, as BuildKit does."""
     if not ins.heredocs or ins.command.exec_form or len(ins.heredocs) != 1:
         return argv, []
@@ -141,7 +142,8 @@ def _heredoc_script(ins: ast.Run, argv: list[str], stack):
         return argv, []
     from runtime.spec import Mount
 
-    d = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pybuild-heredoc-")))
+    d = Path(owner.temp_dir(tmp, "heredoc"))  # in the store's tmp/: prune removes it after a kill
+    stack.callback(shutil.rmtree, d, ignore_errors=True)
     script = d / "script"
     script.write_text(body)
     script.chmod(0o755)

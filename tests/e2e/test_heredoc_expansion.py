@@ -115,3 +115,30 @@ def test_a_lone_heredoc_with_a_shebang_runs_as_a_script_file(tmp_path, pybuild, 
     _, fs = build(pybuild, tmp_path, f"FROM busybox\nRUN {marker}\n#!/bin/sh\necho \"$0\" > /how\nEOF\n")
     with fs() as root:
         assert (root / "how").read_text() == "/dev/pipes/EOF\n"
+
+
+def test_heredoc_files_live_in_the_store_tmp_only_while_the_step_runs(tmp_path, busybox_root,
+                                                                     monkeypatch):
+    """A RUN heredoc's script is written under the store's tmp/ in a dir named for this process,
+    so a kill leaves it to `pybuild prune`; nothing goes to $TMPDIR, and nothing stays."""
+    import subprocess
+    import sys
+    import time
+
+    private = tmp_path / "tmpdir"
+    private.mkdir()
+    monkeypatch.setenv("TMPDIR", str(private))
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM busybox\nRUN <<EOF\n#!/bin/sh\nsleep 2\nEOF\n")
+    p = subprocess.Popen([sys.executable, "-m", "builder", "build", "-q", str(ctx)],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    seen, in_tmpdir = [], []
+    while p.poll() is None:
+        seen += [e.name for e in (busybox_root / "tmp").iterdir() if e.name.startswith("heredoc-")]
+        in_tmpdir += [e.name for e in private.iterdir()]
+        time.sleep(0.05)
+    assert p.returncode == 0, p.stderr.read()
+    assert seen and f"-{p.pid}." in seen[0], seen
+    assert not in_tmpdir
+    assert list((busybox_root / "tmp").iterdir()) == []
