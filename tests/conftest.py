@@ -71,6 +71,14 @@ def pytest_collection_modifyitems(items):
                 item.add_marker(pytest.mark.skipif(True, reason=NO_DOCKER))
 
 
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM it when the test process dies, however it dies (a
+    pytest killed by a timeout must not leave a dockerd running)."""
+    from runtime import kernel
+
+    kernel.prctl(kernel.PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 @pytest.fixture(scope="session")
 def dockerd():
     """A private dockerd (own socket, data-root, no bridge, no iptables) for the session; yields
@@ -83,7 +91,7 @@ def dockerd():
         [daemon, "--data-root", str(base / "data"), "--exec-root", str(base / "exec"),
          "--pidfile", str(base / "d.pid"), "-H", f"unix://{sock}", "--iptables=false",
          "--ip-masq=false", "--bridge=none"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent)
     cli = [client, "-H", f"unix://{sock}"]
     try:
         deadline = time.monotonic() + 60
