@@ -1,6 +1,7 @@
-"""`kill -9` of a build while a COPY has its overlay mounted, then `pybuild prune`: no mount under
-the store root survives the build, and prune unmounts (then removes) what an older pybuild or a
-killed process left mounted under the store's tmp/."""
+"""`kill -9` of a build while a COPY has its overlay mounted (or a COPY --from its stage's view),
+then `pybuild prune`: no mount under the store root survives the build, nothing lands in the
+system temp dir, and prune unmounts (then removes) what an older pybuild or a killed process left
+mounted under the store's tmp/."""
 from __future__ import annotations
 
 import os
@@ -29,19 +30,18 @@ def _text(f) -> str:
     return f.read()
 
 
-def _kill_when_copying(store: Path, ctx: Path, log) -> tuple[list[str], list[str]]:
-    """Build ctx, kill -9 the build once its COPY overlay is mounted; (mounts left under store
-    in our namespace, the COPY mounts the build had)."""
+def _kill_when_mounted(store: Path, ctx: Path, log, want, env=None) -> tuple[list[str], list[str]]:
+    """Build ctx, kill -9 the build once a mount point `want(m)` shows in its own mount namespace;
+    (mounts left under store in ours, the build's mounts that were wanted)."""
     p = subprocess.Popen([sys.executable, "-m", "builder", "build", "--progress", "plain", "-t", "big",
-                          str(ctx)], cwd=REPO, stdout=subprocess.DEVNULL, stderr=log)
+                          str(ctx)], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=log)
     try:
         deadline = time.monotonic() + 120
         seen: list[str] = []
-        while not seen:     # the build's own view: its COPY's merged overlay (not the probe's)
-            assert p.poll() is None, f"the build ended before its COPY was seen: {_text(log)}"
-            assert time.monotonic() < deadline, "the COPY overlay never appeared"
-            seen = [m for m in _mounts_under(store, f"/proc/{p.pid}/mountinfo")   # [] once gone
-                    if "/pybuild-merged-" in m]
+        while not seen:     # the build's own view (its namespace is private), [] once it is gone
+            assert p.poll() is None, f"the build ended before its mount was seen: {_text(log)}"
+            assert time.monotonic() < deadline, "the mount never appeared"
+            seen = [m for m in _mounts_under(store, f"/proc/{p.pid}/mountinfo") if want(m)]
             time.sleep(0.005)
         os.kill(p.pid, signal.SIGKILL)
         assert p.wait(timeout=30) == -signal.SIGKILL
@@ -54,17 +54,43 @@ def _kill_when_copying(store: Path, ctx: Path, log) -> tuple[list[str], list[str
             subprocess.run(["umount", "-l", m], check=False)
 
 
-def test_kill_9_during_copy_leaves_no_mount(busybox_root, tmp_path, pybuild):
-    ctx = tmp_path / "ctx"
-    for i in range(200):
+def _many_files(ctx: Path, dirs: int) -> None:
+    for i in range(dirs):
         d = ctx / f"d{i:03d}"
         d.mkdir(parents=True)
         for j in range(100):
             (d / f"f{j:03d}").write_text(f"{i} {j}\n")
+
+
+def test_kill_9_during_copy_leaves_no_mount(busybox_root, tmp_path, pybuild):
+    ctx = tmp_path / "ctx"
+    _many_files(ctx, 200)
     (ctx / "Dockerfile").write_text("FROM busybox\nCOPY . /data/\n")
     with open(tmp_path / "build.log", "w+") as log:     # a file, not a pipe nobody drains
-        left, seen = _kill_when_copying(busybox_root, ctx, log)
+        left, seen = _kill_when_mounted(busybox_root, ctx, log, lambda m: "/pybuild-merged-" in m)
     assert left == [], f"left mounted after kill -9 (seen in the build: {seen})"
+    r = pybuild("prune")
+    assert r.returncode == 0, r.stderr
+    assert os.listdir(busybox_root / "tmp") == []
+
+
+@pytest.mark.parametrize("snap", ["overlay", "native"])
+def test_kill_9_during_copy_from_leaves_only_what_prune_removes(snap, busybox_root, tmp_path, pybuild):
+    """A `COPY --from=stage` has the stage's rootfs mounted read-only (an overlay, or the native
+    snapshotter's full copy): nothing of it lands in the system temp dir, and prune then leaves
+    the store's tmp/ empty (DESIGN.md: a crash leaves only garbage that prune removes)."""
+    ctx = tmp_path / "ctx"
+    _many_files(ctx, 100)
+    (ctx / "Dockerfile").write_text("FROM busybox AS src\nCOPY . /data/\n"
+                                    "FROM busybox\nCOPY --from=src /data /copy/\n")
+    systmp = tmp_path / "systmp"      # the build's system temp dir ($TMPDIR), empty before
+    systmp.mkdir()
+    env = {**os.environ, "TMPDIR": str(systmp), "PYBUILD_SNAPSHOTTER": snap}
+    ro_view = "/pybuild-merged-" if snap == "overlay" else "/view"
+    with open(tmp_path / "build.log", "w+") as log:
+        _, views = _kill_when_mounted(busybox_root, ctx, log,
+                                      lambda m: ro_view in m and "/scratch-" not in m, env)
+    assert os.listdir(systmp) == [], f"the build put its mount of {views} in the system temp dir"
     r = pybuild("prune")
     assert r.returncode == 0, r.stderr
     assert os.listdir(busybox_root / "tmp") == []
