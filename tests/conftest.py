@@ -65,10 +65,10 @@ NO_DOCKER = (None if os.path.exists(DOCKERD) and _docker_client() and os.geteuid
 
 def pytest_collection_modifyitems(items):
     """Tests that use a real dockerd are skipped, with the reason, where none can run."""
-    if NO_DOCKER:
-        for item in items:
-            if "dockerd" in getattr(item, "fixturenames", ()):
-                item.add_marker(pytest.mark.skipif(True, reason=NO_DOCKER))
+    skip = pytest.mark.skipif(NO_DOCKER is not None, reason=NO_DOCKER or "")
+    for item in items:
+        if "dockerd" in getattr(item, "fixturenames", ()):
+            item.add_marker(skip)
 
 
 def _die_with_parent() -> None:
