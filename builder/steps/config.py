@@ -105,15 +105,18 @@ def shell(run, ins: ast.Shell, n: int) -> None:
     run.config_step(ins, f"SHELL [{' '.join(ins.shell)}]")
 
 
+def _add_to_set(run, field: str, keys: list[str]) -> None:
+    """ExposedPorts and Volumes are Go sets in the config: {key: {}}; a new copy, keys added."""
+    cfg = run.state.config["config"]
+    cfg[field] = {**(cfg.get(field) or {}), **{k: {} for k in keys}}
+
+
 def expose(run, ins: ast.Expose, n: int) -> None:
     ports: list[str] = []
     for raw in ins.ports:
         for word in run.expand_words(ins, raw):
             ports.extend(_value(run, ins, values.expose_ports, word))
-    exposed = dict(run.state.config["config"].get("ExposedPorts") or {})
-    for p in ports:
-        exposed[p] = {}
-    run.state.config["config"]["ExposedPorts"] = exposed
+    _add_to_set(run, "ExposedPorts", ports)
     run.config_step(ins, f"EXPOSE [{' '.join(ports)}]")
 
 
@@ -125,10 +128,7 @@ def volume(run, ins: ast.Volume, n: int) -> None:
             if not p.strip():
                 raise run.error(ins, "VOLUME specified can not be an empty string")
             paths.append(p)
-    vols = dict(run.state.config["config"].get("Volumes") or {})
-    for p in paths:
-        vols[p] = {}
-    run.state.config["config"]["Volumes"] = vols
+    _add_to_set(run, "Volumes", paths)
     run.config_step(ins, f"VOLUME [{' '.join(paths)}]")
 
 
