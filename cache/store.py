@@ -69,7 +69,9 @@ class Store:
                                           tmp_dir=s.tmp)
                     if not (s.root / layout.OCI_INDEX).exists():
                         s.image_store.write_index()
-        except PermissionError as e:
+        except (PermissionError, NotADirectoryError, FileExistsError) as e:
+            # the root the user chose (--root, $PYBUILD_ROOT) cannot be written, or is or lies
+            # under a file
             raise StoreError(f"cannot use store at {s.root}: {e.strerror} (set PYBUILD_ROOT or "
                              "--root to a directory you can write)") from None
         return s

@@ -170,9 +170,9 @@ def run_build(args) -> int:
     output = _parse_output(args.output) if args.output else None
     import contextlib
 
-    from builder.commands.images import open_store
+    from cache.store import Store
 
-    store = open_store()
+    store = Store.open()
     with contextlib.ExitStack() as cleanup:
         secrets = _secrets(args.secret, store, cleanup)
         epoch_text = build_args.get("SOURCE_DATE_EPOCH") or os.environ.get("SOURCE_DATE_EPOCH") or "0"

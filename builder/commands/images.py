@@ -71,20 +71,12 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_prune)
 
 
-def open_store():
-    """`Store.open()` of the root the user chose (--root, $PYBUILD_ROOT): a root that is, or
-    lies under, a file is the user's error."""
-    from cache.errors import StoreError
-    from cache.layout import default_root
+def _store():
+    """The store the user chose (--root, $PYBUILD_ROOT); cache.store is loaded only when a
+    command runs, not for `--help`."""
     from cache.store import Store
-    try:
-        return Store.open()
-    except (NotADirectoryError, FileExistsError) as e:
-        raise StoreError(f"cannot use store at {default_root()}: {e.strerror} (set PYBUILD_ROOT "
-                         "or --root to a directory)") from None
 
-
-_store = open_store  # the name the handlers below use
+    return Store.open()
 
 
 def human_size(n: float) -> str:

@@ -67,8 +67,8 @@ def cmd_run(args) -> int:
 
     require_root()
 
-    from builder.commands.images import open_store
     from cache.errors import StoreError
+    from cache.store import Store
     from runtime import mountns
     from runtime.containers import config
     from runtime.errors import SandboxError
@@ -82,7 +82,7 @@ def cmd_run(args) -> int:
         mountns.enter_private()     # a mount made here (the snapshotter's probe) dies with us
         extra_env = [e for f in args.env_file for e in config.env_file(_read_env_file(f), os.environ, f)]
         extra_env += config.user_env(args.env, os.environ)
-        store = open_store()
+        store = Store.open()
         img = store.image(args.image)
         lowerdirs = [store.layer_dir(d) for d in reversed(img.diff_ids)]
         cfg = img.config.get("config") or {}
