@@ -11,6 +11,7 @@ import posixpath
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from builder.steps.layer import scratch
 from cache import layout
 from grammar import ast, gopath
 from grammar.mountspec import MountError, MountSpec, parse_mount
@@ -86,15 +87,9 @@ class RunMount:
         else:
             root = Path(run.solver.opts.context)
         src = _inside(root, spec.source or "/")
-        if not spec.readonly:  # writes go to a throw-away upper dir
-            tmp = Path(store.new_scratch())
-            (tmp / "u").mkdir()
-            (tmp / "w").mkdir()
-            import shutil
-
-            stack.callback(shutil.rmtree, tmp, ignore_errors=True)
-            if src.is_dir():
-                src = Path(stack.enter_context(mounted([src], tmp / "u", tmp / "w")))
+        if not spec.readonly and src.is_dir():  # writes go to a throw-away upper dir
+            upper, work = stack.enter_context(scratch(store))
+            src = Path(stack.enter_context(mounted([src], upper, work)))
         return Mount(type="bind", source=str(src), target=self.target, readonly=spec.readonly)
 
 
@@ -134,7 +129,10 @@ def parse_mounts(run, ins: ast.Run, cwd: str) -> list[RunMount]:
                                     f"--secret id={sid},src=FILE")
                 continue
             if spec.env and not target:
-                value = Path(run.solver.opts.secrets[sid]).read_text().rstrip("\n")
+                try:  # any bytes: the environment carries them as os.fsdecode does
+                    value = os.fsdecode(Path(run.solver.opts.secrets[sid]).read_bytes()).rstrip("\n")
+                except OSError as e:
+                    raise run.error(ins, f"secret {sid}: {e.strerror}") from None
                 out.append(RunMount(spec, "", run, ins.line, [f"{spec.env}={value}"], sid))
                 continue
             target = target or f"/run/secrets/{sid}"

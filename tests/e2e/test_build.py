@@ -458,3 +458,14 @@ def test_a_secret_from_the_environment_is_never_left_on_disk(tmp_path, pybuild, 
         assert (root / "seen").read_text() == "s3cret-value"
     assert set(glob.glob("/tmp/pybuild-secret-*")) == before
     assert not list((busybox_root / "tmp").glob("secret-*"))
+
+
+def test_a_secret_as_env_may_hold_any_bytes(tmp_path, pybuild):
+    """`RUN --mount=type=secret,id=s,env=X`: the file's bytes reach X whatever they are (a
+    non-UTF-8 secret was an internal error)."""
+    (tmp_path / "s").write_bytes(b"ab\xff\xfe\n")
+    _, fs = build(pybuild, tmp_path, "FROM busybox\n"
+                  "RUN --mount=type=secret,id=s,env=X printf %s \"$X\" | od -An -tx1 | tr -d ' \\n' > /x\n",
+                  "--secret", f"id=s,src={tmp_path / 's'}")
+    with fs() as root:
+        assert (root / "x").read_text() == "6162fffe"
