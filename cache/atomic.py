@@ -60,12 +60,10 @@ def replacing(dest, *, tmp_dir=None, mode: int = 0o644, kind: str = "w"):
             yield f
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.rename(tmp, dest)
+        publish(tmp, dest, mode, synced=True)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    fsync_dir(dest.parent)
 
 
 def write_file(dest, data: bytes, *, tmp_dir=None, mode: int = 0o644) -> None:

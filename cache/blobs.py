@@ -54,7 +54,7 @@ class Blobs:
         d = digest_bytes(data)
         self.leases.hold(d)  # first: a prune from now on keeps it, present or written below
         if not self.path(d).exists():
-            f, tmp = self.tmp_file("w")
+            f, tmp = atomic.tmp_file(self.tmp, "w")
             try:
                 with f:
                     f.write(data)
@@ -62,10 +62,6 @@ class Blobs:
             finally:
                 tmp.unlink(missing_ok=True)
         return d
-
-    def tmp_file(self, kind: str = "w"):
-        """A temporary (file, path) beside the blobs' filesystem, for `publish`."""
-        return atomic.tmp_file(self.tmp, kind)
 
     def publish(self, tmp, digest: str) -> None:
         """Move a complete temporary file in as blob `digest` (the caller checked the digest),
@@ -82,7 +78,7 @@ class Blobs:
     def ingest(self, src, expected: str | None = None, limit: int | None = None) -> tuple[str, int]:
         """Copy a stream into blobs/ while hashing; a digest mismatch leaves nothing behind."""
         from cache.compress import CHUNK, HashingWriter
-        f, tmp = self.tmp_file("in")
+        f, tmp = atomic.tmp_file(self.tmp, "in")
         try:
             with f:
                 h = HashingWriter(f)

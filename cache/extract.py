@@ -18,7 +18,6 @@ is decided here, never by tarfile's extract().
 from __future__ import annotations
 
 import os
-import posixpath
 import shutil
 import stat
 import tarfile
@@ -30,7 +29,6 @@ from cache.errors import StoreError
 from cache.fspath import clean
 
 _PATH_MAX = 4096  # Linux: what a path given to a system call may hold, NUL included
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class _HashingReader:
@@ -97,13 +95,6 @@ def _xattrs(m: tarfile.TarInfo) -> dict[str, bytes]:
     return out
 
 
-def _escapes(name: str) -> bool:
-    """Does the relative `name` climb above the root (go-archive's breakout check)? An
-    absolute name is rooted: its `..` stops at `/`, as filepath.Clean does."""
-    n = posixpath.normpath(name)
-    return n == ".." or n.startswith("../")
-
-
 class _Extractor:
     def __init__(self, dest, whiteouts: str, devices: bool | None,
                  owner: tuple[int, int] | None = None):
@@ -132,9 +123,9 @@ class _Extractor:
     def entry(self, tf: tarfile.TarFile, m: tarfile.TarInfo) -> None:
         if not self.untar:
             return self._entry(tf, m)
-        if _escapes(m.name):
+        if fspath.climbs(m.name):
             raise StoreError(f"{m.name!r} is outside of the destination")
-        if m.islnk() and _escapes(m.linkname):
+        if m.islnk() and fspath.climbs(m.linkname):
             raise StoreError(f"invalid hardlink {m.name!r} -> {m.linkname!r}: outside of the "
                              "destination")
         if self.owner is not None:
@@ -207,7 +198,7 @@ class _Extractor:
                 old = None
             if old is None:
                 os.mkdir(name, 0o700, dir_fd=parent)
-            fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
+            fd = os.open(name, fspath.DIR_FLAGS, dir_fd=parent)
             try:
                 self._owner_xattrs(fd, m)
             finally:

@@ -21,7 +21,7 @@ MAX_LINKS = 40  # like the kernel's MAXSYMLINKS
 # A walk that creates dirs makes none deeper: trees this deep break the tools that remove and
 # walk them (Python's shutil.rmtree recurses once per level), and no real image has one.
 MAX_DEPTH = 512
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def clean(name: str) -> list[str]:
@@ -39,6 +39,20 @@ def clean(name: str) -> list[str]:
             continue
         comps.append(c)
     return comps
+
+
+def climbs(name: str) -> bool:
+    """Does a relative `name` climb above where it starts (go-archive's breakout check)? A
+    rooted name never does: its `..` stops at `/`, as filepath.Clean does."""
+    if name.startswith("/"):
+        return False
+    depth = 0
+    for c in name.split("/"):
+        if c not in ("", "."):
+            depth += -1 if c == ".." else 1
+            if depth < 0:
+                return True
+    return False
 
 
 def clean_abs(name: str) -> str:
@@ -124,7 +138,7 @@ def walk(root_fd: int, path: str | list[str], *, create: bool = False, follow_fi
                 pending[:0] = target.split("/")
                 continue
             if stat.S_ISDIR(st.st_mode):
-                fds.append(os.open(c, _DIR_FLAGS, dir_fd=cur))
+                fds.append(os.open(c, DIR_FLAGS, dir_fd=cur))
                 names.append(c)
                 if made and owner is not None:
                     os.fchown(fds[-1], *owner)

@@ -3,10 +3,9 @@ whole through `cache.atomic`, read-modify-written only under the store lock."""
 from __future__ import annotations
 
 import contextlib
-import json
 from pathlib import Path
 
-from cache import atomic
+from cache import atomic, layout
 from cache.errors import StoreError
 
 
@@ -14,12 +13,9 @@ class Indexes:
     def __init__(self, root: Path, lock: atomic.Lock, tmp: Path):
         self.root, self.lock, self.tmp = Path(root), lock, Path(tmp)
 
-    def read(self, name: str):
+    def read(self, name: str) -> dict:
         try:
-            with open(self.root / name, "rb") as f:
-                return json.load(f)
-        except FileNotFoundError:
-            return {}
+            return layout.read_index(str(self.root), name)
         except ValueError as e:
             raise StoreError(f"{self.root / name}: corrupt store index ({e})") from None
 

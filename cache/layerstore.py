@@ -8,6 +8,7 @@ lock: a prune in between cannot take it from a build or a running container.
 """
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
@@ -37,13 +38,7 @@ class LayerStore:
         """A fresh empty dir under tmp/ (same filesystem as layers/, so commit is a rename),
         named for this process (`scratch-<pid>.<start>-...`): prune removes it once the
         process is gone, never while it runs."""
-        while True:
-            path = self.tmp / owner.temp_name("scratch")
-            try:
-                path.mkdir(mode=0o700)
-            except FileExistsError:
-                continue
-            return path
+        return Path(owner.temp_dir(self.tmp, "scratch"))
 
     # ---- the index -----------------------------------------------------------------------
 
@@ -109,7 +104,7 @@ class LayerStore:
                     os.rename(upper, dest)
                     moved = fp  # the inodes just hashed are the layer's now
                 except OSError as e:
-                    if e.errno != 18:  # EXDEV: copy through our own tar
+                    if e.errno != errno.EXDEV:  # another filesystem: copy through our own tar
                         raise
                     self._copy_in(upper, dest, res.diff_id, epoch)
                     shutil.rmtree(upper, ignore_errors=True)
