@@ -11,15 +11,14 @@ from dataclasses import dataclass, field
 
 from builder.errors import BuildError
 from cache import platform
-from cache.platform import host_arch, host_variant
 from grammar import ast
 from grammar.errors import DockerfileError, with_suggestion
 
 
 def builtin_args(target_stage: str) -> dict[str, str]:
     """BuildKit's predefined global ARGs (visible in a stage only when re-declared)."""
-    arch, variant = host_arch(), host_variant()
-    plat = platform.to_string(platform.host())
+    host = platform.host()
+    arch, variant, plat = host["architecture"], host.get("variant", ""), platform.to_string(host)
     return {
         "BUILDPLATFORM": plat, "BUILDOS": "linux", "BUILDARCH": arch, "BUILDVARIANT": variant,
         "BUILDOSVERSION": "",

@@ -105,12 +105,17 @@ def _platform_fields(p: dict) -> dict:
     return out
 
 
+def _host_platform(config: dict) -> dict:
+    """This machine's architecture and variant, with the config's os."""
+    return _platform_fields({**_platform.host(), "os": config.get("os") or "linux"})
+
+
 def ensure_platform(config: dict) -> None:
     """Give a config that names no architecture this machine's platform (architecture and
     variant, as `new_config` does), in place; one that names one keeps it."""
     if not config.get("architecture"):
         config.pop("variant", None)
-        config.update(_platform_fields({**_platform.host(), "os": config.get("os") or "linux"}))
+        config.update(_host_platform(config))
     config.setdefault("os", "linux")
 
 
@@ -118,6 +123,6 @@ def platform_of(config: dict) -> dict:
     """The platform an image config is for, normalised as containerd does (`cache.platform`);
     a config naming no architecture is for this machine (what `ensure_platform` gives it)."""
     if not config.get("architecture"):
-        return _platform_fields({**_platform.host(), "os": config.get("os") or "linux"})
+        return _host_platform(config)
     arch, variant = _platform.normalize(config["architecture"], config.get("variant") or "")
     return _platform_fields({"architecture": arch, "variant": variant, "os": config.get("os")})

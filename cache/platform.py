@@ -85,14 +85,6 @@ def host() -> dict:
     return dict(_host())
 
 
-def host_arch() -> str:
-    return host()["architecture"]
-
-
-def host_variant() -> str:
-    return host().get("variant", "")
-
-
 def to_string(p: dict) -> str:
     """`linux/arm/v7`, `linux/amd64`."""
     parts = [p.get("os", "linux"), p.get("architecture", "")]
