@@ -456,11 +456,6 @@ def _copy_bytes(src: str, dst: str) -> None:
 
 # --------------------------------------------------------------------------- ADD archives
 
-def _open_stream(f):
-    """The tar bytes of an archive file, its compression (gzip, zstd, bzip2, xz) sniffed."""
-    return open_decompressed(f)
-
-
 def is_archive(path: Path | str) -> bool:
     """True for a regular file that is a (possibly compressed) tar: magic bytes, not the name."""
     try:
@@ -468,7 +463,7 @@ def is_archive(path: Path | str) -> bool:
         if not stat.S_ISREG(st.st_mode):
             return False
         with open(path, "rb") as f:
-            stream = _open_stream(f)
+            stream = open_decompressed(f)
             with tarfile.open(fileobj=stream, mode="r|") as tf:
                 return tf.next() is not None
     except Exception:  # noqa: BLE001 - any decoding failure means "not an archive"

@@ -205,9 +205,7 @@ class Pending:
         if any(tags.get(full) != image_id for full in rec["tags"]):
             from cache.store import Store
 
-            store = Store.open(self.root)
-            for name in o["tag"]:
-                store.tag(name, image_id)
+            Store.open(self.root).tag_all(o["tag"], image_id)  # all or none, as a full build
         announce(image_id, o["tag"], quiet=o["quiet"], iidfile=o["iidfile"])
         return 0
 

@@ -43,12 +43,17 @@ class SandboxSpec:
     make_cwd: bool = False                                # create cwd if missing (docker run -w)
 
 
+def check_network(mode: str) -> None:
+    """The network modes a sandbox has today; callers check a user's flag early with this."""
+    if mode not in NETWORKS:
+        raise SandboxError(f"network mode {mode!r} is not supported yet (use host or none)")
+
+
 def validate(spec: SandboxSpec) -> None:
     """Raise SandboxError for a spec the sandbox cannot run, before anything is made."""
     if not spec.argv:
         raise SandboxError("no command given to run")
-    if spec.network not in NETWORKS:
-        raise SandboxError(f"network mode {spec.network!r} is not supported yet (use host or none)")
+    check_network(spec.network)
     if not spec.cwd.startswith("/"):
         raise SandboxError(f"the working directory must be an absolute path, not {spec.cwd!r}")
     for m in spec.mounts:

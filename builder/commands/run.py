@@ -59,9 +59,7 @@ def _read_env_file(path: str) -> str:
 
 
 def cmd_run(args) -> int:
-    import secrets
     import shutil
-    import socket
 
     from runtime.privileges import require_root
 
@@ -73,12 +71,11 @@ def cmd_run(args) -> int:
     from runtime.containers import config
     from runtime.errors import SandboxError
     from runtime.sandbox import run
-    from runtime.spec import NETWORKS, SandboxSpec
+    from runtime.spec import SandboxSpec, check_network
 
     network = args.network or "host"
-    if network not in NETWORKS:
-        return _fail(f'network mode "{network}" is not supported yet (use host or none)')
     try:
+        check_network(network)
         mountns.enter_private()     # a mount made here (the snapshotter's probe) dies with us
         extra_env = [e for f in args.env_file for e in config.env_file(_read_env_file(f), os.environ, f)]
         extra_env += config.user_env(args.env, os.environ)
@@ -87,8 +84,8 @@ def cmd_run(args) -> int:
         lowerdirs = [store.layer_dir(d) for d in reversed(img.diff_ids)]
         cfg = img.config.get("config") or {}
         argv = config.argv(cfg, args.entrypoint, args.command)
-        hostname = config.hostname(args.hostname, secrets.token_hex(32), args.network,
-                                   socket.gethostname())
+        hostname = config.hostname(args.hostname, os.urandom(32).hex(), args.network,
+                                   os.uname().nodename)
         env = config.environment(cfg.get("Env") or [], extra_env, hostname, args.tty)
         cwd = config.workdir(args.workdir, cfg)
         user = config.user(args.user, cfg)
