@@ -61,10 +61,11 @@ def filesystem_of(path: str | os.PathLike) -> tuple[str, str]:
     return best
 
 
-def mounts_under(directory: str | os.PathLike) -> list[MountEntry]:
-    """The mounts strictly below directory (not directory itself), deepest first."""
+def mounts_under(directory: str | os.PathLike, mountinfo: str = "/proc/self/mountinfo") -> list[MountEntry]:
+    """The mounts strictly below directory (not directory itself), deepest first, in the mount
+    namespace `mountinfo` describes (another process's: `/proc/<pid>/mountinfo`)."""
     top = os.fsdecode(os.path.realpath(directory)).rstrip("/") + "/"
-    found = [m for m in mounts() if m.mount_point.startswith(top)]
+    found = [m for m in mounts(mountinfo) if m.mount_point.startswith(top)]
     return sorted(found, key=lambda m: (m.mount_point.count("/"), m.mount_id), reverse=True)
 
 

@@ -198,11 +198,9 @@ def cli(root: Path, *args: str, timeout: float = 300, **kw) -> subprocess.Comple
 
 
 def mounts_under(root: Path, pid: int | str = "self") -> list[str]:
-    """Mount points at or under `root` as process `pid` sees them (its mount namespace: a build
+    """Mount points under `root` as process `pid` sees them (its mount namespace: a build
     mounts its overlays in a private one, `runtime.mountns`); [] once the process is gone."""
-    root = os.path.realpath(root)
-    return [m.mount_point for m in mountinfo.mounts(f"/proc/{pid}/mountinfo")
-            if m.mount_point == root or m.mount_point.startswith(root + "/")]
+    return [m.mount_point for m in mountinfo.mounts_under(root, f"/proc/{pid}/mountinfo")]
 
 
 def store_state(root: Path) -> dict[str, str]:
@@ -431,8 +429,7 @@ def kills(root: Path, reference_root: Path, ctx: Path, n: int, seed: int = 0,
 
 def unmount_under(root: Path) -> None:
     """Clean-up for the caller (a test's tmp dir must be removable whatever pybuild left)."""
-    for target in sorted(mounts_under(root), key=len, reverse=True):
-        subprocess.run(["umount", "-l", target], capture_output=True, check=False)
+    mountinfo.unmount_under(root)
 
 
 # --- races: builds, rmi and prune in parallel ------------------------------------------------

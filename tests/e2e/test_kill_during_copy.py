@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime.mountinfo import mounts
+from runtime.mountinfo import mounts_under
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -21,8 +21,7 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="builds mount overlays
 
 
 def _mounts_under(root: Path, mountinfo: str = "/proc/self/mountinfo") -> list[str]:
-    top = os.path.realpath(root) + "/"
-    return [m.mount_point for m in mounts(mountinfo) if m.mount_point.startswith(top)]
+    return [m.mount_point for m in mounts_under(root, mountinfo)]
 
 
 def _text(f) -> str:
