@@ -14,7 +14,7 @@ import sys
 VERSION = "0.1.0"
 
 # command-group module (under builder.commands) -> each registers its subcommands
-COMMAND_MODULES = ("build", "images", "run")
+COMMAND_MODULES = ("build", "images", "registry", "run")
 
 
 def _columns() -> int:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from builder import imageconfig as ic
+from builder.baseimage import PullOptions
 from builder.errors import BuildError
 from builder.plan import Plan, Stage
 from builder.steps.dispatch import dispatch, run_onbuild
@@ -37,6 +38,7 @@ class BuildOptions:
     network: str = "default"
     secrets: dict[str, Path] = field(default_factory=dict)
     epoch: int = 0
+    pull: PullOptions = field(default_factory=PullOptions)
 
 
 @dataclass
@@ -165,6 +167,8 @@ class Solver:
         self.results: dict[int, Future] = {}
         self._lock = threading.Lock()
         self._ctx = None
+        self._pulls: dict[str, threading.Lock] = {}
+        self._pulled: set[str] = set()  # refs checked with the registry in this build
 
     def run(self) -> ImageState:
         order = self.plan.order
@@ -196,7 +200,6 @@ class Solver:
 
     # -- a stage -----------------------------------------------------------------------------
     def _base_state(self, st: Stage) -> tuple[ImageState, dict[str, str | None]]:
-        from cache.errors import StoreError
 
         if st.base_stage is not None:
             parent = self.stage_result(st.base_stage)
@@ -204,14 +207,41 @@ class Solver:
                     dict(parent.args))
         if st.base == "scratch":
             return ImageState("scratch", [], ic.scratch_config()), {}
-        try:
-            img = self.store.image(st.base)
-        except StoreError:
-            raise DockerfileError(
-                self.plan.dockerfile.filename, st.from_.line,
-                f"base image {st.base} is not in the store: load it with `pybuild load -i FILE`, "
-                f"or make busybox:latest with `python3 fixtures/busybox.py`") from None
+        img = self.image(st.base, st.from_.line)
         return ImageState(img.id, list(img.diff_ids), ic.inherit(img.config)), {}
+
+    def image(self, ref: str, line: int):
+        """An image FROM or COPY --from names: from the store, pulled when missing (or always,
+        with --pull), its pull's lines shown under its own vertex."""
+        from builder.baseimage import get_image, log_view
+        from cache.errors import StoreError
+
+        with self._lock:
+            lock = self._pulls.setdefault(ref, threading.Lock())
+        with lock:  # two stages FROM one image pull it once
+            try:
+                return self.store.image(ref) if ref in self._pulled else self._get(ref, get_image, log_view)
+            except StoreError as e:
+                raise DockerfileError(self.plan.dockerfile.filename, line, f"{ref}: {e}") from None
+
+    def _get(self, ref: str, get_image, log_view):
+        v = None
+
+        def log(text: str) -> None:
+            nonlocal v
+            if v is None:
+                v = self.progress.start(f"[internal] pull {ref}")
+            self.progress.log(v, (text + "\n").encode())
+        try:
+            img = get_image(self.store, ref, self.opts.pull, log_view(log))
+        except BaseException as e:
+            if v is not None:
+                self.progress.fail(v, str(e))
+            raise
+        if v is not None:
+            self.progress.done(v)
+        self._pulled.add(ref)
+        return img
 
     def _run_stage(self, st: Stage) -> ImageState:
         v = self.progress.start(f"[{st.label + ' ' if len(self.plan.order) > 1 or st.name else ''}"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from cache import atomic, fspath, platform, refs, schema, tarfmt
 from cache import image as im
-from cache.compress import CHUNK, MEDIA_TYPES, SNIFF_BYTES, HashingWriter, open_decompressed, sniff
+from cache.compress import CHUNK, SNIFF_BYTES, HashingWriter, layer_digest, open_decompressed, sniff
 from cache.errors import StoreError
 from cache.fspath import clean
 from cache.keys import digest_bytes
@@ -221,23 +221,14 @@ def _stage_layer(store, st: _Staged, src, name: str, diff_id: str, expected: str
         raise StoreError(f"digest mismatch for layer {name}: expected {expected}, got {h.digest}")
     if expected_size is not None and h.size != expected_size:
         raise StoreError(f"size mismatch for layer {name}: expected {expected_size}, got {h.size}")
-    with open(tmp, "rb") as f:
-        kind = sniff(f.read(SNIFF_BYTES))
-        if kind not in MEDIA_TYPES:
-            raise StoreError(f"layer {name} is {kind}-compressed: image layers are gzip, zstd or "
-                             "uncompressed tars")
-        f.seek(0)
-        r = open_decompressed(f)
-        d = HashingWriter()
-        try:
-            while data := r.read(CHUNK):
-                d.write(data)
-        except StoreError as e:
-            raise StoreError(f"layer {name}: {e}") from None
-    if d.digest != diff_id:
+    try:
+        kind, got, tar_size = layer_digest(tmp)
+    except StoreError as e:
+        raise StoreError(f"layer {name}: {e}") from None
+    if got != diff_id:
         raise StoreError(f"layer {name} does not match the config's diff_id {diff_id} "
-                         f"(its tar hashes to {d.digest}): the archive is corrupt")
-    st.layers.append((diff_id, h.digest, h.size, kind, d.size))
+                         f"(its tar hashes to {got}): the archive is corrupt")
+    st.layers.append((diff_id, h.digest, h.size, kind, tar_size))
 
 
 def _load_docker(store, src, st: _Staged) -> None:

@@ -411,3 +411,19 @@ def open_decompressed(raw):
     if kind in ("bzip2", "xz"):
         return _StdlibReader(src, kind)
     return src
+
+
+def layer_digest(path) -> tuple[str, str, int]:
+    """(compression, diff_id, tar size) of a layer blob file: what its uncompressed tar hashes
+    to, the check a received blob must pass against its config's diff_id."""
+    with open(path, "rb") as f:
+        kind = sniff(f.read(SNIFF_BYTES))
+        if kind not in MEDIA_TYPES:
+            raise StoreError(f"it is {kind}-compressed: image layers are gzip, zstd or "
+                             "uncompressed tars")
+        f.seek(0)
+        d = HashingWriter()
+        r = open_decompressed(f)
+        while data := r.read(CHUNK):
+            d.write(data)
+    return kind, d.digest, d.size

@@ -121,7 +121,9 @@ def prune(store, *, all_: bool = False, mount_points: Collection[str] | None = N
             if isinstance(cfg, dict):
                 keep.update(d for d in (cfg.get("rootfs") or {}).get("diff_ids") or ()
                             if isinstance(d, str))
-            for mdigest in (images.get(image_id, {}).get("manifests") or {}).values():
+            rec = images.get(image_id, {})
+            source = (rec.get("source_manifest") or {}).get("digest")
+            for mdigest in [*(rec.get("manifests") or {}).values(), *([source] if source else [])]:
                 keep.add(mdigest)
                 try:
                     _refs_in(json.loads(blobs.path(mdigest).read_bytes()), keep)
@@ -141,6 +143,7 @@ def prune(store, *, all_: bool = False, mount_points: Collection[str] | None = N
             if d not in keep:
                 rep.bytes += blobs.remove(d)
                 rep.blobs += 1
+        store.sources.forget(set(blobs.digests()))
         images_.forget_missing_manifests()
         images_.write_index()
     return rep

@@ -1,8 +1,15 @@
 """Images and tags: image configs (blobs named by their digest, the image ID), images.json,
 tags.json, manifests made on first save/push, and index.json (the OCI layout's index).
 
-    images.json  {image id: {"added": t, "manifests": {compression: digest}}}
+    images.json  {image id: {"added": t, "manifests": {compression: digest},
+                             "repo_digests": ["host/repo@sha256:...", ...],
+                             "source_manifest": {"digest", "mediaType"}}}
     tags.json    {"docker.io/library/busybox:latest": image id}
+
+`repo_digests` are docker's RepoDigests: the manifest digests this image has in registries
+(pulled or pushed), so `name@sha256:...` resolves locally and is never asked for again.
+`source_manifest` is the exact manifest a pulled image came with; a push of the unchanged
+image sends those bytes again, so its digest stays what the registry it came from says.
 
 An image this process stores or opens is held (cache.leases) before the lock under which it is
 written or looked up: prune -a keeps the untagged image of a build until the build has tagged it,
@@ -70,6 +77,10 @@ class ImageStore:
                 if digest is None:
                     return image_id
             if digest is not None:
+                named = f"{repo}@{digest}"
+                for image_id, rec in images.items():
+                    if named in (rec.get("repo_digests") or ()):
+                        return image_id
                 for image_id, rec in images.items():
                     if digest in (rec.get("manifests") or {}).values() or digest == image_id:
                         return image_id
@@ -127,6 +138,26 @@ class ImageStore:
             self.write_index()
         return full
 
+    def record_distribution(self, image_id: str, repo_digest: str,
+                            source_manifest: dict | None = None) -> None:
+        """Remember that `repo_digest` (`host/repo@sha256:...`) is this image in a registry;
+        `source_manifest` ({digest, mediaType}, its bytes a blob) when it was pulled."""
+        with self.ix.update(layout.IMAGES) as idx:
+            rec = idx.setdefault(image_id, {"added": int(time.time()), "manifests": {}})
+            repo = repo_digest.partition("@")[0]
+            digests = [d for d in rec.get("repo_digests") or () if d.partition("@")[0] != repo]
+            rec["repo_digests"] = sorted([*digests, repo_digest])
+            if source_manifest is not None:
+                rec["source_manifest"] = dict(source_manifest)
+
+    def repo_digest(self, image_id: str, repo: str) -> str | None:
+        """The manifest digest this image is known by in `repo` (full name), if any."""
+        for d in (self.records().get(image_id) or {}).get("repo_digests") or ():
+            name, _, digest = d.partition("@")
+            if name == repo:
+                return digest
+        return None
+
     def untag(self, name: str) -> str:
         full = refs.normalize(name)
         with self.lock.held():
@@ -163,7 +194,11 @@ class ImageStore:
                     if not self.blobs.has(d)]
             for rec, c in gone:
                 del rec["manifests"][c]
-            if gone:
+            lost = [rec for rec in idx.values() if (rec.get("source_manifest") or {}).get("digest")
+                    and not self.blobs.has(rec["source_manifest"]["digest"])]
+            for rec in lost:
+                del rec["source_manifest"]
+            if gone or lost:
                 self.ix.write(layout.IMAGES, idx)
 
     def manifest(self, image_id: str, compression: str = "gzip") -> dict:

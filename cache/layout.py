@@ -13,6 +13,7 @@ TAGS = "tags.json"
 IMAGES = "images.json"
 LAYERS = "layers.json"
 CACHEKEYS = "cachekeys.json"
+SOURCES = "sources.json"    # registry repos known to hold each blob (cache.sources)
 OCI_INDEX = "index.json"
 OCI_LAYOUT = "oci-layout"
 LOCK = "lock"            # flock'ed around every index update

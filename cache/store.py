@@ -8,6 +8,7 @@ job lives in its own module:
     images.json, tags.json,     cache.images      image configs, tags, manifests, and the OCI
       index.json, oci-layout                      layout's index (the root is a valid layout)
     cachekeys.json              cache.buildcache  the builder's step-key index
+    sources.json                cache.sources     registry repos known to hold each blob
     lock, tmp/                  cache.atomic      the flock around every index update; tmp +
                                                   fsync + rename for every file
     leases/<pid>.<start>        cache.leases      what each running process holds
@@ -29,6 +30,7 @@ from cache.images import ImageStore
 from cache.indexes import Indexes
 from cache.layerstore import LayerStore
 from cache.leases import Leases
+from cache.sources import Sources
 
 __all__ = ["Store", "check_digest", "default_root"]
 
@@ -55,6 +57,7 @@ class Store:
         self.layer_store = LayerStore(self.root, self.blob_store, self.indexes, self.leases)
         self.image_store = ImageStore(self.root, self.blob_store, self.layer_store, self.indexes)
         self.build_cache = BuildCache(self.indexes)
+        self.sources = Sources(self.indexes)
 
     @classmethod
     def open(cls, root=None) -> Store:
@@ -170,6 +173,13 @@ class Store:
 
     def remove_image(self, image_id: str) -> None:
         self.image_store.remove(image_id)
+
+    def record_distribution(self, image_id: str, repo_digest: str,
+                            source_manifest: dict | None = None) -> None:
+        self.image_store.record_distribution(image_id, repo_digest, source_manifest)
+
+    def repo_digest(self, image_id: str, repo: str) -> str | None:
+        return self.image_store.repo_digest(image_id, repo)
 
     def manifest(self, image_id: str, compression: str = "gzip") -> dict:
         return self.image_store.manifest(image_id, compression)

@@ -15,6 +15,8 @@ if TYPE_CHECKING:  # for annotations only: importing pathlib is ~10% of `pybuild
 
 
 def register(sub) -> None:
+    from builder.commands.registry import parse_bool
+
     p = sub.add_parser("build", help="build an image from a Dockerfile",
                        description="Build an image from a Dockerfile and a context directory.")
     p.add_argument("context", metavar="CONTEXT", help="the build context directory")
@@ -36,8 +38,14 @@ def register(sub) -> None:
                    help="network of RUN steps (default: the host's, as BuildKit without CNI)")
     p.add_argument("--secret", action="append", default=[], metavar="id=ID,src=FILE",
                    help="a secret for RUN --mount=type=secret")
-    p.add_argument("--output", "-o", metavar="type=oci|docker,dest=PATH",
-                   help="also write the image as an archive")
+    p.add_argument("--output", "-o", metavar="type=oci|docker,dest=PATH | type=registry",
+                   help="also write the image as an archive, or push it (type=registry)")
+    p.add_argument("--pull", action="store_true",
+                   help="always check the registry for a newer version of base images")
+    p.add_argument("--push", action="store_true",
+                   help="push the image to its registry (every -t name) after the build")
+    p.add_argument("--tls-verify", default=True, metavar="BOOL", type=parse_bool,
+                   help="verify registries' TLS certificates (default true)")
     p.add_argument("--iidfile", metavar="FILE", help="write the image ID to FILE")
     p.add_argument("--compression", choices=("gzip", "zstd"), default="gzip",
                    help="layer compression for --output (default gzip)")
@@ -109,9 +117,28 @@ def _parse_output(spec: str) -> dict[str, str]:
     fields = dict(f.partition("=")[::2] for f in spec.split(","))
     if "type" not in fields and "dest" not in fields and spec:
         fields = {"type": "docker", "dest": spec}
+    if fields.get("type") == "registry":
+        return fields
     if fields.get("type") not in ("oci", "docker") or not fields.get("dest"):
-        raise BuildError(f"--output {spec!r}: expected type=oci|docker,dest=PATH")
+        raise BuildError(f"--output {spec!r}: expected type=oci|docker,dest=PATH or type=registry")
     return fields
+
+
+def _push(store, args) -> None:
+    """--push / --output type=registry: every -t name, as `pybuild push` would."""
+    from builder.transferview import TransferView
+    from cache.registry.push import push
+
+    for name in args.tag:
+        view = TransferView("plain" if args.progress in ("auto", "tty") else args.progress,
+                            quiet=args.quiet)
+        try:
+            got = push(store, name, tls_verify=args.tls_verify, progress=view,
+                       compression=args.compression)
+        finally:
+            view.close()
+        if not args.quiet:
+            print(f"pushing {got.name} done: {got.digest}", file=sys.stderr)
 
 
 def read_dockerfile(args) -> tuple[str, str, Path | None]:
@@ -168,6 +195,20 @@ def run_build(args) -> int:
     df = parse_and_validate(text, name, build_args)
     the_plan = plan(df, build_args, args.target)
     output = _parse_output(args.output) if args.output else None
+    push = args.push or (output is not None and output["type"] == "registry")
+    if output is not None and output["type"] == "registry":
+        args.tag = [*args.tag, *(n for n in output.get("name", "").split(";") if n)]
+        output = None
+    from cache import refs
+    from cache.errors import StoreError
+
+    for t in args.tag:  # before the build: a bad name fails in milliseconds, not at the end
+        try:
+            refs.normalize(t)
+        except StoreError as e:
+            raise BuildError(f"invalid tag {t!r}: {e}") from None
+    if push and not args.tag:
+        raise BuildError("--push needs a name to push to: add -t REGISTRY/NAME:TAG")
     import contextlib
 
     from cache.store import Store
@@ -181,6 +222,7 @@ def run_build(args) -> int:
         except ValueError:
             raise BuildError(f"SOURCE_DATE_EPOCH={epoch_text!r}: expected whole seconds since 1970") from None
 
+        from builder.baseimage import PullOptions
         from builder.progress import make_progress
         from builder.solve import BuildOptions, build
 
@@ -189,7 +231,8 @@ def run_build(args) -> int:
             tags=args.tag, build_args=build_args, target=args.target, no_cache=args.no_cache,
             no_cache_filter=[s.strip().lower() for f in args.no_cache_filter for s in f.split(",")
                              if s.strip()],
-            labels=labels, network=args.network, secrets=secrets, epoch=epoch)
+            labels=labels, network=args.network, secrets=secrets, epoch=epoch,
+            pull=PullOptions("always" if args.pull else "missing", args.tls_verify))
         pending = getattr(args, "replay", None)  # builder.replay.Pending: record this build
         recorder = None
         if pending is not None and not args.no_cache:
@@ -210,6 +253,8 @@ def run_build(args) -> int:
 
             save_to(store, [args.tag[0] if args.tag else image_id], output["dest"],
                     fmt=output["type"], compression=args.compression)
+        if push:
+            _push(store, args)
         if recorder is not None:
             pending.save(image_id, recorder, store, progress)
         from builder.replay import announce

@@ -14,6 +14,8 @@ import sys
 
 
 def register(sub) -> None:
+    from builder.commands.registry import parse_bool
+
     p = sub.add_parser(
         "run", help="run a command in a new container",
         description="Run a command in a new container from IMAGE, in the foreground. The network "
@@ -36,6 +38,11 @@ def register(sub) -> None:
                    help="container name (accepted; recorded once the container lifecycle lands)")
     p.add_argument("-i", "--interactive", action="store_true", help="keep stdin open")
     p.add_argument("-t", "--tty", action="store_true", help="allocate a pseudo-terminal")
+    p.add_argument("--pull", choices=("missing", "always", "never"), default="missing",
+                   help="pull the image: when missing (default), always, or never")
+    p.add_argument("--tls-verify", default=True, metavar="BOOL", type=parse_bool,
+                   help="verify the registry's TLS certificate when pulling (default true)")
+    p.add_argument("-q", "--quiet", action="store_true", help="pull without progress output")
     p.add_argument("image", metavar="IMAGE")
     p.add_argument("command", nargs="...", metavar="COMMAND [ARG...]")
     p.set_defaults(func=cmd_run, failure_exit=125)  # docker run: its other codes are the command's
@@ -44,6 +51,28 @@ def register(sub) -> None:
 def _fail(msg: str) -> int:
     print(f"pybuild: error: {msg}", file=sys.stderr)
     return 125
+
+
+def _image(store, args):
+    """The image to run, pulled as --pull says (docker's "Unable to find image" first)."""
+    from builder.baseimage import PullOptions, get_image
+    from cache.errors import StoreError
+
+    if args.pull != "always":
+        try:
+            return store.image(args.image)
+        except StoreError:
+            if args.pull == "never":
+                raise
+        if not args.quiet:
+            print(f"Unable to find image '{args.image}' locally", file=sys.stderr)
+    from builder.transferview import TransferView
+
+    view = TransferView("auto", quiet=args.quiet)
+    try:
+        return get_image(store, args.image, PullOptions(args.pull, args.tls_verify), view)
+    finally:
+        view.close()
 
 
 def _read_env_file(path: str) -> str:
@@ -80,7 +109,7 @@ def cmd_run(args) -> int:
         extra_env = [e for f in args.env_file for e in config.env_file(_read_env_file(f), os.environ, f)]
         extra_env += config.user_env(args.env, os.environ)
         store = Store.open()
-        img = store.image(args.image)
+        img = _image(store, args)
         lowerdirs = [store.layer_dir(d) for d in reversed(img.diff_ids)]
         cfg = img.config.get("config") or {}
         argv = config.argv(cfg, args.entrypoint, args.command)

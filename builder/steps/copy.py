@@ -101,7 +101,7 @@ def _source_groups(run, ins, srcs, heredocs, frm, checksum, stack):
             state = run.solver.stage_result(i)
             diff_ids, key = state.diff_ids, state.key
         else:
-            img = store.image(frm)
+            img = run.solver.image(frm, ins.line)
             diff_ids, key = img.diff_ids, img.id
         def stage_tree():  # mounted only when the step runs
             layers = [store.layer_dir(d) for d in reversed(diff_ids)]

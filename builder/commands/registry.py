@@ -1,0 +1,148 @@
+"""CLI: `pybuild pull`, `push`, `login`, `logout` — docker's words, flags and output.
+
+Progress goes to stderr (a bar per layer on a terminal, docker's plain lines otherwise, JSON lines
+with `--progress json`); stdout gets only the result (the full reference after a pull, the
+digest line after a push), so `-q` and scripts read one line.
+"""
+from __future__ import annotations
+
+import sys
+
+
+def _tls_flag(p) -> None:
+    p.add_argument("--tls-verify", default="true", metavar="BOOL", type=parse_bool,
+                   help="verify the registry's TLS certificate (default true; podman's flag)")
+    p.add_argument("--progress", choices=("auto", "tty", "plain", "json"), default="auto",
+                   help="progress output on stderr (default: bars on a terminal, else plain)")
+
+
+def parse_bool(v: str) -> bool:
+    """`--tls-verify=false` as podman reads it."""
+    import argparse
+    low = v.lower()
+    if low in ("true", "1", "yes"):
+        return True
+    if low in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, not {v!r}")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("pull", help="download an image from a registry",
+                       description="Download an image from a registry (docker.io names resolve "
+                                   "through the mirrors of registries.conf).")
+    p.add_argument("ref", metavar="NAME[:TAG|@DIGEST]")
+    p.add_argument("--platform", metavar="OS/ARCH[/VARIANT]",
+                   help="the platform to pull from a multi-platform image (default: this host's)")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the image reference")
+    _tls_flag(p)
+    p.set_defaults(func=cmd_pull)
+
+    p = sub.add_parser("push", help="upload an image to a registry",
+                       description="Upload an image to a registry.")
+    p.add_argument("ref", metavar="NAME[:TAG]")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the digest")
+    p.add_argument("--compression", choices=("gzip", "zstd"), default="gzip",
+                   help="layer compression for layers built here (default gzip)")
+    _tls_flag(p)
+    p.set_defaults(func=cmd_push)
+
+    p = sub.add_parser("login", help="log in to a registry",
+                       description="Check credentials against a registry and store them where "
+                                   "docker does (~/.docker/config.json or $DOCKER_CONFIG).")
+    p.add_argument("server", nargs="?", metavar="SERVER", help="registry (default docker.io)")
+    p.add_argument("-u", "--username", metavar="USER")
+    p.add_argument("-p", "--password", metavar="PASSWORD",
+                   help="password (insecure: it shows in the process list; use --password-stdin)")
+    p.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    p.add_argument("--tls-verify", default="true", metavar="BOOL", type=parse_bool,
+                   help="verify the registry's TLS certificate (default true)")
+    p.set_defaults(func=cmd_login)
+
+    p = sub.add_parser("logout", help="log out from a registry",
+                       description="Remove the stored credentials of a registry.")
+    p.add_argument("server", nargs="?", metavar="SERVER", help="registry (default docker.io)")
+    p.set_defaults(func=cmd_logout)
+
+
+def _store():
+    from cache.store import Store
+    return Store.open()
+
+
+def cmd_pull(args) -> int:
+    from builder.transferview import TransferView
+    from cache import refs
+    from cache.registry.pull import pull
+
+    repo, tag, digest = refs.parse(args.ref)
+    view = TransferView(args.progress, quiet=args.quiet)
+    try:
+        if not args.quiet and tag == "latest" and ":" not in args.ref.rsplit("/", 1)[-1] \
+                and digest is None:
+            view({"status": "Using default tag: latest"})
+        got = pull(_store(), args.ref, platform=args.platform, tls_verify=args.tls_verify,
+                   progress=view)
+        shown = refs.familiar(got.name) if got.name else f"{refs.familiar_repo(repo)}@{digest}"
+        view({"status": f"Digest: {got.digest}"})
+        view({"status": f"Status: Downloaded newer image for {shown}" if got.downloaded
+              else f"Status: Image is up to date for {shown}"})
+    finally:
+        view.close()
+    print(got.name if got.name else f"{repo}@{digest}")
+    return 0
+
+
+def cmd_push(args) -> int:
+    from builder.transferview import TransferView
+    from cache.registry.push import push
+
+    view = TransferView(args.progress, quiet=args.quiet)
+    try:
+        got = push(_store(), args.ref, tls_verify=args.tls_verify, progress=view,
+                   compression=args.compression)
+    finally:
+        view.close()
+    print(got.digest if args.quiet else f"{got.name.rpartition(':')[2]}: digest: {got.digest} "
+          f"size: {got.size}")
+    return 0
+
+
+def cmd_login(args) -> int:
+    from builder.errors import BuildError
+    from cache.registry import auth
+
+    user, password = args.username, args.password
+    if args.password_stdin:
+        if password:
+            raise BuildError("--password and --password-stdin are mutually exclusive")
+        if not user:
+            raise BuildError("must provide --username with --password-stdin")
+        password = sys.stdin.read().rstrip("\r\n")
+    if not user:
+        if not sys.stdin.isatty():
+            raise BuildError("cannot perform an interactive login from a non TTY device "
+                             "(use -u USER --password-stdin)")
+        user = input("Username: ").strip()
+    if not password:
+        if not sys.stdin.isatty():
+            raise BuildError("cannot perform an interactive login from a non TTY device "
+                             "(use --password-stdin)")
+        import getpass
+        password = getpass.getpass("Password: ")
+    if not user or not password:
+        raise BuildError("username and password are both required")
+    auth.login(args.server or "docker.io", user, password, tls_verify=args.tls_verify)
+    print("Login Succeeded")
+    return 0
+
+
+def cmd_logout(args) -> int:
+    from cache.registry import auth
+
+    server = args.server or "docker.io"
+    if auth.logout(server):
+        print(f"Removing login credentials for {server}")
+    else:
+        print(f"Not logged in to {server}")
+    return 0

@@ -1,0 +1,124 @@
+"""Push: an image in the store -> a tag in a registry (docker push).
+
+Layers first, a few at a time, then the config, the manifest last, so a registry never holds a
+manifest whose blobs it lacks. Each blob is skipped when the registry has it (HEAD), mounted from
+another repository of the same registry that is known to hold it (cache.sources), else
+uploaded (client.push_blob: monolithic when small, chunked when large). An image pulled and
+pushed unchanged is sent with the exact manifest it came with, so its digest stays the same.
+"""
+from __future__ import annotations
+
+import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from cache import refs, schema
+from cache.errors import StoreError
+from cache.keys import digest_bytes
+from cache.registry.errors import RegistryError
+from cache.registry.pull import open_repository, short
+
+JOBS = 3  # docker's max-concurrent-uploads is 5; 2 cores here
+
+
+@dataclass
+class Pushed:
+    name: str       # full name:tag
+    digest: str     # manifest digest
+    size: int       # manifest size
+
+
+def _silent(event: dict) -> None:
+    pass
+
+
+def _manifest_for(store, image, compression: str) -> tuple[bytes, str]:
+    """The manifest bytes to send: the pulled one when all its blobs are here, else ours."""
+    rec = store.images().get(image.id) or {}
+    src = rec.get("source_manifest")
+    if src and store.has_blob(src["digest"]):
+        raw = store.read_blob(src["digest"])
+        try:
+            doc = schema.manifest(json.loads(raw), src["digest"])
+        except (ValueError, StoreError):
+            doc = None
+        if doc and all(store.has_blob(d["digest"]) for d in [doc["config"], *(doc.get("layers") or [])]):
+            return raw, src["mediaType"]
+    desc = store.manifest(image.id, compression)
+    return store.read_blob(desc["digest"]), desc["mediaType"]
+
+
+def push(store, ref: str, *, conf=None, tls_verify: bool = True, progress=None,
+         compression: str = "gzip", jobs: int = JOBS) -> Pushed:
+    progress = progress or _silent
+    repo_full, tag, digest = refs.parse(ref)
+    if tag is None:
+        raise StoreError(f"cannot push a digest reference: {ref} (push a tag)")
+    name = f"{repo_full}:{tag}"
+    try:
+        image = store.image(name)
+    except StoreError:
+        raise StoreError(f"an image does not exist locally with the tag: {refs.familiar(name)}") from None
+    progress({"status": f"The push refers to repository [{refs.familiar_repo(repo_full)}]"})
+    progress({"status": "Preparing", "id": "manifest"})
+    raw, media_type = _manifest_for(store, image, compression)
+    doc = schema.manifest(json.loads(raw), "manifest")
+    (repo,) = open_repository(repo_full, conf=conf, tls_verify=tls_verify, push=True)
+    here = f"{repo.endpoint.host}/{repo.endpoint.path}"
+    layers = list({d["digest"]: d for d in doc.get("layers") or []}.values())
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def one(desc: dict) -> None:
+        digest, size = desc["digest"], desc["size"]
+        sid = short(digest)
+        try:
+            if repo.blob_size(digest) is not None:
+                progress({"status": "Layer already exists", "id": sid})
+                return
+            for src in reversed(store.sources.of(digest)):
+                host, _, path = src.partition("/")
+                if host == repo.endpoint.host and path != repo.endpoint.path \
+                        and repo.mount_blob(digest, path):
+                    progress({"status": f"Mounted from {path}", "id": sid})
+                    return
+            last = [0]
+
+            def moved(n: int) -> None:
+                if n - last[0] >= (1 << 20) or n == size:
+                    last[0] = n
+                    progress({"status": "Pushing", "id": sid,
+                              "progressDetail": {"current": n, "total": size}})
+            repo.push_blob(digest, size, store.blob_path(digest), progress=moved)
+            progress({"status": "Pushed", "id": sid})
+        except BaseException as e:
+            with lock:
+                errors.append(e)
+            raise
+
+    for desc in layers:
+        progress({"status": "Preparing", "id": short(desc["digest"])})
+    if len(layers) > 1:
+        with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="push") as pool:
+            for f in [pool.submit(one, d) for d in layers]:
+                try:
+                    f.result()
+                except BaseException:  # noqa: BLE001 - the first failure is raised below
+                    pass
+        if errors:
+            raise errors[0]
+    else:
+        for d in layers:
+            one(d)
+    cfg = doc["config"]
+    if repo.blob_size(cfg["digest"]) is None:
+        repo.push_blob(cfg["digest"], cfg["size"], store.blob_path(cfg["digest"]))
+    got = repo.put_manifest(tag, raw, media_type)
+    want = digest_bytes(raw)
+    if got and got != want:
+        raise RegistryError(f"{repo.name}: the registry stored the manifest as {got}, not {want}")
+    store.record_distribution(image.id, f"{repo_full}@{want}")
+    store.sources.add([cfg["digest"], *(d["digest"] for d in layers)], here)
+    progress({"status": f"{tag}: digest: {want} size: {len(raw)}"})
+    return Pushed(name, want, len(raw))
