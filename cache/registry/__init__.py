@@ -1,0 +1,1 @@
+"""Talking to OCI registries: transport, auth, pull, push and build-cache export."""
