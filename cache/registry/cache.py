@@ -82,6 +82,10 @@ class Importer:
     def name(self) -> str:
         return f"{getattr(self.source, 'name', self.source)}:{self.ref_tag}"
 
+    @property
+    def loaded(self) -> bool:
+        return self._loaded
+
     def load(self) -> None:
         """Read the manifest and config (small) once; StoreError says what is wrong."""
         with self._lock:
