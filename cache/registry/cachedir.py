@@ -75,7 +75,7 @@ class CacheDir:
     def blob_size(self, digest: str) -> int | None:
         try:
             return self._blob(digest).stat().st_size
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return None
 
     def fetch_blob(self, digest: str, out, *, size: int | None = None, progress=None) -> int:
@@ -90,7 +90,7 @@ class CacheDir:
                     h.write(data)
                     if progress is not None:
                         progress(h.size)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             raise StoreError(f"{self.root}: blob {digest} is missing") from None
         if h.digest != digest or (size is not None and h.size != size):
             raise StoreError(f"{self.root}: blob {digest} is corrupt (its bytes hash to "
