@@ -250,3 +250,15 @@ def test_registry_cache_without_the_client_is_one_line(pybuild, busybox_root, ct
     assert r.returncode == 1 and r.stderr.count("\n") == 1, r.stderr
     assert "--cache-to type=registry needs the registry client" in r.stderr
     assert not ran(r, "RAN-ONE")  # refused before any step
+
+
+def test_mode_min_holds_the_stages_the_final_image_is_from(pybuild, busybox_root, ctx, tmp_path):
+    chain = ("FROM busybox AS base\nRUN echo base > /base\nFROM busybox AS side\nRUN echo side > /side\n"
+             "FROM base\nCOPY --from=side /side /side\nRUN echo top > /top\n")
+    d = tmp_path / "cache"
+    build(pybuild, busybox_root, ctx, chain, "--cache-to", f"type=local,dest={d}",
+          "--cache-to", f"type=local,dest={d},mode=max,tag=max")
+    min_steps = cache_doc(d)[1]["pybuild.cache"]["steps"]
+    max_steps = cache_doc(d, "max")[1]["pybuild.cache"]["steps"]
+    assert len(min_steps) == 3 and len(max_steps) == 4 and set(min_steps) < set(max_steps)
+    assert len(json.loads((d / "index.json").read_text())["manifests"]) == 2  # two tags, one dir
