@@ -39,6 +39,8 @@ class BuildOptions:
     secrets: dict[str, Path] = field(default_factory=dict)
     epoch: int = 0
     pull: PullOptions = field(default_factory=PullOptions)
+    cache_from: list = field(default_factory=list)  # builder.cacheopts.CacheSpec, asked in order
+    cache_to: list = field(default_factory=list)  # CacheSpec: exported after the build
 
 
 @dataclass
@@ -62,6 +64,7 @@ class StageRun:
         self.cmd_set = False
         self.total = len(stage.instructions) + 1
         self.no_cache = solver.opts.no_cache or (stage.name or "") in solver.opts.no_cache_filter
+        self.layer_steps = 0  # layer steps passed so far (their order in an exported cache)
 
     # -- environment ------------------------------------------------------------------------
     @property
@@ -135,6 +138,8 @@ class StageRun:
                     store.layer_dir(diff_id)
             except StoreError:
                 hit = None
+        if hit is None and not self.no_cache and self.solver.importers:
+            hit = self.solver.import_step(key, vertex)
         if hit is not None:
             self.solver.progress.cached(vertex)
             diff_id = hit.get("diff_id")
@@ -146,6 +151,8 @@ class StageRun:
                 raise
             store.cache_put(key, {"diff_id": diff_id})
             self.solver.progress.done(vertex)
+        self.solver.passed(self.stage.index, self.layer_steps, key, diff_id)
+        self.layer_steps += 1
         if diff_id:
             add_layer(self.state.config, diff_id)
             self.state.diff_ids = [*self.state.diff_ids, diff_id]
@@ -169,6 +176,16 @@ class Solver:
         self._ctx = None
         self._pulls: dict[str, threading.Lock] = {}
         self._pulled: set[str] = set()  # refs checked with the registry in this build
+        self._passed: list[tuple[int, int, str, str | None]] = []  # (stage, nth, key, diff_id)
+        self._import_lock = threading.Lock()
+        self.importers = []  # (CacheSpec, cache.registry.cache.Importer), asked in order
+        self.exporters = []  # (CacheSpec, target): opened first, so a bad one fails before step 1
+        if opts.cache_from or opts.cache_to:
+            from builder.cacheopts import open_target
+            from cache.registry.cache import Importer
+
+            self.importers = [(spec, Importer(open_target(spec), spec.tag)) for spec in opts.cache_from]
+            self.exporters = [(spec, open_target(spec)) for spec in opts.cache_to]
 
     def run(self) -> ImageState:
         order = self.plan.order
@@ -182,6 +199,75 @@ class Solver:
                 for f in self.results.values():
                     f.cancel()
                 raise
+
+    # -- the imported and exported build cache ---------------------------------------------
+    def passed(self, stage: int, nth: int, key: str, diff_id: str | None) -> None:
+        """Note a layer step the build went through (for --cache-to)."""
+        with self._lock:
+            self._passed.append((stage, nth, key, diff_id))
+
+    def import_step(self, key: str, vertex) -> dict | None:
+        """A local miss: the first --cache-from that has the step, its layer now in the store
+        and the key recorded locally; None when none has it. A cache that cannot be read is a
+        warning and a miss, as in BuildKit: the step runs."""
+        from cache.errors import StoreError
+
+        store = self.store
+        with self._import_lock:  # each cache's manifest is read once, on the first miss
+            for spec, imp in self.importers:
+                if not imp.loaded:
+                    v = self.progress.start(f"importing cache manifest from {spec.describe()}")
+                    try:
+                        imp.load()
+                    except StoreError as e:
+                        self.warn(v, f"cache import from {spec.describe()} failed: {e} "
+                                     "(building without it)")
+                    self.progress.done(v)
+        for spec, imp in self.importers:
+            try:
+                hit = imp.lookup(store, key)
+                if hit is not None and hit["diff_id"]:
+                    store.layer_dir(hit["diff_id"])
+            except StoreError as e:
+                self.warn(vertex, f"cache import from {spec.describe()} failed: {e} (running the step)")
+                continue
+            if hit is not None:
+                store.cache_put(key, hit)
+                return hit
+        return None
+
+    def warn(self, vertex, message: str) -> None:
+        self.progress.log(vertex, f"WARNING: {message}\n".encode())
+
+    def cache_steps(self, mode: str) -> list[tuple[str, str | None]]:
+        """The layer steps an export holds: mode=max every stage built, mode=min the final
+        image's own (the target stage and the stages it is FROM), in Dockerfile order."""
+        stages = None
+        if mode == "min":
+            stages, i = set(), self.plan.target
+            while i is not None:
+                stages.add(i)
+                i = self.plan.stages[i].base_stage
+        with self._lock:
+            passed = sorted(self._passed)
+        return [(key, d) for st, _n, key, d in passed if stages is None or st in stages]
+
+    def export_caches(self) -> None:
+        from cache.errors import StoreError
+        from cache.registry.cache import export
+
+        for spec, target in self.exporters:
+            v = self.progress.start(f"exporting cache to {spec.describe()}")
+            try:
+                export(self.store, self.cache_steps(spec.mode), target, spec.tag)
+            except (StoreError, OSError) as e:
+                why = f"{e.strerror}: {e.filename}" if isinstance(e, OSError) and e.strerror else str(e)
+                msg = f"--cache-to {spec.describe()}: {why}"
+                if not spec.ignore_error:
+                    self.progress.fail(v, msg)
+                    raise BuildError(msg) from None
+                self.warn(v, msg)
+            self.progress.done(v)
 
     def stage_result(self, index: int) -> ImageState:
         return self.results[index].result()
@@ -276,6 +362,10 @@ def located(e: BuildError, filename: str, line: int) -> BuildError:
 
 def build(store, plan: Plan, opts: BuildOptions, progress, recorder=None) -> str:
     """Run the plan, store the final image and return its ID (the config digest)."""
-    final = Solver(store, plan, opts, progress, recorder).run()
+    solver = Solver(store, plan, opts, progress, recorder)
+    final = solver.run()
     config = ic.finalize(final.config, opts.epoch, opts.labels)
-    return store.put_image(config)
+    image_id = store.put_image(config)
+    solver.export_caches()
+    return image_id
+

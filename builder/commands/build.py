@@ -51,6 +51,12 @@ def register(sub) -> None:
                    help="layer compression for --output (default gzip)")
     p.add_argument("--platform", metavar="PLATFORM",
                    help="target platform (only the host's platform is supported)")
+    p.add_argument("--cache-to", action="append", default=[], metavar="SPEC",
+                   help="export the build cache: type=local,dest=DIR or type=registry,ref=REF "
+                        "[,mode=min|max] (repeatable)")
+    p.add_argument("--cache-from", action="append", default=[], metavar="SPEC",
+                   help="use a build cache exported by --cache-to: type=local,src=DIR or "
+                        "type=registry,ref=REF or REF (repeatable)")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the image ID")
     p.set_defaults(func=run_build)
 
@@ -223,6 +229,7 @@ def run_build(args) -> int:
             raise BuildError(f"SOURCE_DATE_EPOCH={epoch_text!r}: expected whole seconds since 1970") from None
 
         from builder.baseimage import PullOptions
+        from builder.cacheopts import build_options
         from builder.progress import make_progress
         from builder.solve import BuildOptions, build
 
@@ -232,7 +239,8 @@ def run_build(args) -> int:
             no_cache_filter=[s.strip().lower() for f in args.no_cache_filter for s in f.split(",")
                              if s.strip()],
             labels=labels, network=args.network, secrets=secrets, epoch=epoch,
-            pull=PullOptions("always" if args.pull else "missing", args.tls_verify))
+            pull=PullOptions("always" if args.pull else "missing", args.tls_verify),
+            **build_options(args.cache_to, args.cache_from))
         pending = getattr(args, "replay", None)  # builder.replay.Pending: record this build
         recorder = None
         if pending is not None and not args.no_cache:
