@@ -397,11 +397,15 @@ def test_missing_copy_source_is_one_line_with_the_dockerfile_line(tmp_path, pybu
     assert err == ['pybuild: error: Dockerfile:2: failed to compute cache key: "/nothere": not found']
 
 
-def test_unknown_base_image_says_how_to_get_it(tmp_path, pybuild):
-    (tmp_path / "Dockerfile").write_text("FROM nosuch:1\n")
+def test_unknown_base_image_says_where_it_looked(tmp_path, pybuild):
+    """Not in the store, so it is pulled from docker.io, which this machine cannot reach (or,
+    on one that can, has no such image): one line that names the image and the registry."""
+    (tmp_path / "Dockerfile").write_text("FROM nosuch-pybuild-test:1\n")
     r = pybuild("build", "--progress", "plain", str(tmp_path))
     assert r.returncode == 1
-    assert "Dockerfile:1: base image nosuch:1 is not in the store" in r.stderr
+    err = [line for line in r.stderr.splitlines() if line.startswith("pybuild:")]
+    assert len(err) == 1 and err[0].startswith("pybuild: error: Dockerfile:1: nosuch-pybuild-test:1: ")
+    assert "docker.io" in err[0]
     assert "Traceback" not in r.stderr
 
 
