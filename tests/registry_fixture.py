@@ -187,6 +187,7 @@ class Registry:
     password: str | None = None
     tokens: TokenService | None = None
     log: Path | None = None
+    pid: int | None = None      # the docker-registry process
 
     @property
     def url(self) -> str:
@@ -247,7 +248,7 @@ def run_registry(workdir, *, auth: str | None = None, users: dict[str, str] | No
         if proc is None:
             raise RuntimeError(f"docker-registry did not start: {log_path.read_text()[-800:]}")
         first = next(iter(users.items())) if auth else (None, None)
-        yield Registry(f"127.0.0.1:{port}", storage, auth, first[0], first[1], tokens, log_path)
+        yield Registry(f"127.0.0.1:{port}", storage, auth, first[0], first[1], tokens, log_path, proc.pid)
     finally:
         if proc is not None:
             _stop(proc)
