@@ -192,7 +192,7 @@ def _decode_entry(entry, where: str) -> tuple[str, str] | None:
         return TOKEN_USER, entry["identitytoken"]
     if entry.get("auth"):
         try:
-            user, sep, secret = base64.b64decode(entry["auth"]).decode("utf-8").partition(":")
+            user, sep, secret = base64.b64decode(entry["auth"], validate=True).decode("utf-8").partition(":")
         except (ValueError, UnicodeDecodeError):
             raise RegistryError(f"{where}: invalid base64 in \"auth\"") from None
         if not sep:
@@ -458,7 +458,8 @@ def verify_login(registry: str, user: str, password: str, *, tls_verify: bool = 
             if resp.status == 401 and not h and a.retry_401(resp, [], what):
                 continue
             if resp.status in (401, 403):
-                raise unauthorized(what, host, _error_detail(data) or "incorrect username or password")
+                detail = "incorrect username or password" if h else _error_detail(data)
+                raise unauthorized(what, host, detail or "incorrect username or password")
             raise RegistryError(f"{display_host(host)}: GET /v2/: {resp.status} {resp.reason}")
     raise unauthorized(what, host, "incorrect username or password")
 
