@@ -159,7 +159,8 @@ def push_and_fetch(reg, path, tmp_path) -> str:
 
 
 def test_basic_auth(auth_registry, isolated_registry_env, tmp_path):
-    with pytest.raises(Unauthorized, match=f"unauthorized: .*\\(run `pybuild login {auth_registry.host}`\\)$"):
+    hint = f"\\(run `pybuild login {auth_registry.host}`\\)$"
+    with pytest.raises(Unauthorized, match="unauthorized: .*" + hint):
         Repository(Endpoint(auth_registry.host, "basic/x")).get_manifest("latest")
     login_file(isolated_registry_env, auth_registry)
     push_and_fetch(auth_registry, "basic/ok", tmp_path)
@@ -236,7 +237,8 @@ def test_login_logout(fixture, request, isolated_registry_env, tmp_path):
 def test_login_into_creds_store(auth_registry, isolated_registry_env, helper):
     cfg = write_json(docker_config(isolated_registry_env), {"credsStore": "pbtest"})
     auth.login(auth_registry.host, auth_registry.user, auth_registry.password)
-    assert json.loads(helper.read_text()) == {auth_registry.host: [auth_registry.user, auth_registry.password]}
+    user, pw = auth_registry.user, auth_registry.password
+    assert json.loads(helper.read_text()) == {auth_registry.host: [user, pw]}
     assert json.loads(cfg.read_text()) == {"credsStore": "pbtest"}
     assert credentials(auth_registry.host) == (auth_registry.user, auth_registry.password)
     assert auth.logout(auth_registry.host) is True
