@@ -170,9 +170,10 @@ class Response:
             raise TransportError(f"{self.host}: connection lost while reading: {_describe(e)}") from None
         if not data:
             remaining = self._resp.length
-            self._finish()
             if remaining:
+                self._discard()
                 raise TransportError(f"{self.host}: connection closed with {remaining} bytes unread")
+            self._finish()
         return data
 
     def read_all(self, limit: int | None = None) -> bytes:
