@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from busybox_fixture import REPO, copy_store, make_busybox_store, run_pybuild
+from registry_fixture import NO_REGISTRY, run_registry
 
 
 @pytest.fixture
@@ -63,12 +64,20 @@ NO_DOCKER = (None if os.path.exists(DOCKERD) and _docker_client() and os.geteuid
              "apt-get install docker.io)")
 
 
+REGISTRY_FIXTURES = ("registry", "auth_registry", "token_registry")
+
+
 def pytest_collection_modifyitems(items):
-    """Tests that use a real dockerd are skipped, with the reason, where none can run."""
+    """Tests that use a real dockerd or docker-registry are skipped, with the reason, where
+    none can run."""
     skip = pytest.mark.skipif(NO_DOCKER is not None, reason=NO_DOCKER or "")
+    skip_registry = pytest.mark.skipif(NO_REGISTRY is not None, reason=NO_REGISTRY or "")
     for item in items:
-        if "dockerd" in getattr(item, "fixturenames", ()):
+        names = getattr(item, "fixturenames", ())
+        if "dockerd" in names:
             item.add_marker(skip)
+        if any(n in names for n in REGISTRY_FIXTURES):
+            item.add_marker(skip_registry)
 
 
 def _die_with_parent() -> None:
@@ -124,3 +133,26 @@ def pybuild():
     """The CLI as a user runs it: `pybuild("images")` -> CompletedProcess (text output unless
     input is bytes); see busybox_fixture.run_pybuild."""
     return run_pybuild
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory):
+    """A docker-registry on 127.0.0.1 (plain http, no auth) for the session: a
+    registry_fixture.Registry (.host, .url, .storage). Use repository names of your own."""
+    with run_registry(tmp_path_factory.mktemp("registry")) as reg:
+        yield reg
+
+
+@pytest.fixture(scope="session")
+def auth_registry(tmp_path_factory):
+    """A docker-registry behind htpasswd Basic auth; .user / .password are valid."""
+    with run_registry(tmp_path_factory.mktemp("auth-registry"), auth="htpasswd") as reg:
+        yield reg
+
+
+@pytest.fixture(scope="session")
+def token_registry(tmp_path_factory):
+    """A docker-registry with token auth from a loopback token service (.tokens: its
+    TokenService, which records requests); .user / .password are valid."""
+    with run_registry(tmp_path_factory.mktemp("token-registry"), auth="token") as reg:
+        yield reg

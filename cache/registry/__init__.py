@@ -1,1 +1,1 @@
-"""Talking to OCI registries: transport, auth, pull, push and build-cache export."""
+"""Talking to OCI registries: transport, auth, registries.conf, the client, OCI layout dirs."""
