@@ -14,6 +14,18 @@ from busybox_fixture import REPO, copy_store, make_busybox_store, run_pybuild
 from registry_fixture import NO_REGISTRY, run_registry
 
 
+@pytest.fixture(autouse=True)
+def registry_env(tmp_path, monkeypatch):
+    """Every test has registry credentials and registries.conf of its own (none to begin
+    with), so the machine's logins and mirrors never leak in, and a short retry budget."""
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-config"))
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "xdg-run"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
+    monkeypatch.setenv("CONTAINERS_REGISTRIES_CONF", str(tmp_path / "registries.conf"))
+    monkeypatch.delenv("REGISTRY_AUTH_FILE", raising=False)
+    monkeypatch.setenv("PYBUILD_REGISTRY_RETRY_BUDGET", "1")
+
+
 @pytest.fixture
 def store_root(tmp_path, monkeypatch) -> Path:
     """An empty store root of this test's own; PYBUILD_ROOT points at it."""

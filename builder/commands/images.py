@@ -203,7 +203,8 @@ def inspect_doc(store, img) -> dict:
     return {
         "Id": img.id,
         "RepoTags": [refs.familiar(t) for t in store.tags_of(img.id)],
-        "RepoDigests": [],
+        "RepoDigests": [f"{refs.familiar_repo(d.partition('@')[0])}@{d.partition('@')[2]}"
+                        for d in (store.images().get(img.id) or {}).get("repo_digests") or ()],
         "Parent": "",
         "Comment": (cfg.get("history") or [{}])[-1].get("comment", "") if cfg.get("history") else "",
         "Created": cfg.get("created", ""),

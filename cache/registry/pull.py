@@ -135,7 +135,7 @@ def pull(store, ref: str, *, platform: str | None = None, conf=None, tls_verify:
         if desc.get("mediaType", MT_GZIP) not in _LAYER_TYPES:
             raise RegistryError(f"{where}: layer {desc['digest']} has media type "
                                 f"{desc.get('mediaType')!r}, which is not an image layer")
-    progress({"status": f"Pulling from {refs.familiar_repo(repo_full)}", "id": tag or top_digest})
+    progress({"status": f"Pulling from {repo_full.partition('/')[2]}", "id": tag or top_digest})
     todo = []
     missing = set(store.layer_store.missing(diff_ids))
     for desc, diff_id in zip(layers, diff_ids, strict=True):

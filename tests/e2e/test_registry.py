@@ -114,8 +114,8 @@ def test_json_progress_is_one_object_per_line(pushed, empty_root, pybuild):
 def test_from_copy_from_and_run_pull_what_is_missing(pushed, empty_root, pybuild, tmp_path):
     ctx = tmp_path / "ctx"
     ctx.mkdir()
-    (ctx / "Dockerfile").write_text(f"FROM {pushed}\nCOPY --from={pushed} /bin/busybox /bb\n"
-                                    "RUN /bb echo built > /built\n")
+    (ctx / "Dockerfile").write_text(f"FROM {pushed}\nCOPY --from={pushed} /bin/busybox /opt/busybox\n"
+                                    "RUN /opt/busybox echo built > /built\n")
     r = ok(pybuild("build", "--progress", "plain", "-t", "app", str(ctx)))
     assert f"[internal] pull {pushed}" in r.stderr
     assert r.stderr.count("[internal] pull") == 1  # FROM and COPY --from pull it once

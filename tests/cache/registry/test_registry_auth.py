@@ -53,8 +53,8 @@ def docker_config(home):
     return home / ".docker" / "config.json"
 
 
-def test_lookup_order(isolated_registry_env, tmp_path, monkeypatch):
-    home = isolated_registry_env
+def test_lookup_order(isolated_home, tmp_path, monkeypatch):
+    home = isolated_home
     assert credentials("r.example") is None
     write_json(docker_config(home), {"auths": {"https://r.example/v1/": {"auth": b64("docker", "d")},
                                                "https://index.docker.io/v1/": {"auth": b64("hub", "h")}}})
@@ -76,8 +76,8 @@ def test_lookup_order(isolated_registry_env, tmp_path, monkeypatch):
     assert runtime.exists()
 
 
-def test_identity_token_and_bad_entries(isolated_registry_env):
-    cfg = write_json(docker_config(isolated_registry_env), {"auths": {
+def test_identity_token_and_bad_entries(isolated_home):
+    cfg = write_json(docker_config(isolated_home), {"auths": {
         "a.example": {"auth": b64("u", "p"), "identitytoken": "tok"}, "b.example": {"auth": "!!!"}}})
     assert credentials("a.example") == ("<token>", "tok")
     with pytest.raises(RegistryError, match=f"{cfg}: invalid base64"):
@@ -120,11 +120,11 @@ def helper(tmp_path, monkeypatch):
     return store
 
 
-def test_credential_helpers(isolated_registry_env, helper):
+def test_credential_helpers(isolated_home, helper):
     helper.write_text(json.dumps({"h.example": ["helper-user", "hs"],
                                   "https://index.docker.io/v1/": ["hub-helper", "x"],
                                   "s.example": ["store-user", "ss"]}))
-    write_json(docker_config(isolated_registry_env), {
+    write_json(docker_config(isolated_home), {
         "credHelpers": {"h.example": "pbtest", "docker.io": "pbtest", "m.example": "missing"},
         "auths": {"h.example": {"auth": b64("file", "f")}, "s.example": {"auth": b64("file", "f")},
                   "plain.example": {"auth": b64("plain", "p")}},
@@ -158,25 +158,25 @@ def push_and_fetch(reg, path, tmp_path) -> str:
     return d
 
 
-def test_basic_auth(auth_registry, isolated_registry_env, tmp_path):
+def test_basic_auth(auth_registry, isolated_home, tmp_path):
     hint = f"\\(run `pybuild login {auth_registry.host}`\\)$"
     with pytest.raises(Unauthorized, match="unauthorized: .*" + hint):
         Repository(Endpoint(auth_registry.host, "basic/x")).get_manifest("latest")
-    login_file(isolated_registry_env, auth_registry)
+    login_file(isolated_home, auth_registry)
     push_and_fetch(auth_registry, "basic/ok", tmp_path)
-    login_file(isolated_registry_env, auth_registry, password="wrong")
+    login_file(isolated_home, auth_registry, password="wrong")
     with pytest.raises(Unauthorized) as e:
         Repository(Endpoint(auth_registry.host, "basic/ok")).get_manifest("latest")
     assert str(e.value) == (f"{auth_registry.host}/basic/ok: unauthorized: incorrect username or password "
                             f"(run `pybuild login {auth_registry.host}`)")
 
 
-def test_token_auth(token_registry, isolated_registry_env, tmp_path):
+def test_token_auth(token_registry, isolated_home, tmp_path):
     tokens = token_registry.tokens
     with pytest.raises(Unauthorized, match="\\(run `pybuild login"):
         Repository(Endpoint(token_registry.host, "tok/x"), push=True).push_blob(
             digest_bytes(b"x"), 1, write_json(tmp_path / "x", 1))
-    login_file(isolated_registry_env, token_registry)
+    login_file(isolated_home, token_registry)
     n = len(tokens.requests)
     push_and_fetch(token_registry, "tok/ok", tmp_path)
     asked = tokens.requests[n:]
@@ -184,18 +184,18 @@ def test_token_auth(token_registry, isolated_registry_env, tmp_path):
     assert ("GET", token_registry.user, ["repository:tok/ok:pull"]) in asked
     # anonymous pulls of public/ work (the token service grants them), pushes do not
     public = push_and_fetch(token_registry, "public/thing", tmp_path)
-    docker_config(isolated_registry_env).unlink()
+    docker_config(isolated_home).unlink()
     assert Repository(Endpoint(token_registry.host, "public/thing")).blob_size(public) == 3000
     with pytest.raises(Unauthorized, match="authentication required \\(run `pybuild login"):
         Repository(Endpoint(token_registry.host, "tok/ok")).blob_size(public)
-    login_file(isolated_registry_env, token_registry, password="wrong")
+    login_file(isolated_home, token_registry, password="wrong")
     with pytest.raises(Unauthorized, match="incorrect username or password \\(run `pybuild login"):
         Repository(Endpoint(token_registry.host, "tok/ok")).get_manifest("latest")
 
 
-def test_identity_token_uses_oauth2_post(token_registry, isolated_registry_env, tmp_path):
+def test_identity_token_uses_oauth2_post(token_registry, isolated_home, tmp_path):
     rt = token_registry.tokens.identity_token(token_registry.user)
-    write_json(docker_config(isolated_registry_env), {"auths": {token_registry.host: {
+    write_json(docker_config(isolated_home), {"auths": {token_registry.host: {
         "auth": b64(token_registry.user, "unused"), "identitytoken": rt}}})
     n = len(token_registry.tokens.requests)
     push_and_fetch(token_registry, "tok/identity", tmp_path)
@@ -203,9 +203,9 @@ def test_identity_token_uses_oauth2_post(token_registry, isolated_registry_env, 
     assert methods == {"POST"}
 
 
-def test_token_refreshed_on_expiry(tmp_path, isolated_registry_env):
+def test_token_refreshed_on_expiry(tmp_path, isolated_home):
     with run_registry(tmp_path / "reg", auth="token", token_expires_in=2) as reg:
-        login_file(isolated_registry_env, reg)
+        login_file(isolated_home, reg)
         r = Repository(Endpoint(reg.host, "tok/expiry"))
         assert r.blob_size(digest_bytes(b"a")) is None
         n = len(reg.tokens.requests)
@@ -217,9 +217,9 @@ def test_token_refreshed_on_expiry(tmp_path, isolated_registry_env):
 
 
 @pytest.mark.parametrize("fixture", ["auth_registry", "token_registry"])
-def test_login_logout(fixture, request, isolated_registry_env, tmp_path):
+def test_login_logout(fixture, request, isolated_home, tmp_path):
     reg = request.getfixturevalue(fixture)
-    cfg = docker_config(isolated_registry_env)
+    cfg = docker_config(isolated_home)
     with pytest.raises(Unauthorized, match="incorrect username or password"):
         auth.login(reg.host, reg.user, "wrong")
     assert not cfg.exists()
@@ -234,8 +234,8 @@ def test_login_logout(fixture, request, isolated_registry_env, tmp_path):
     assert auth.logout(reg.host) is False
 
 
-def test_login_into_creds_store(auth_registry, isolated_registry_env, helper):
-    cfg = write_json(docker_config(isolated_registry_env), {"credsStore": "pbtest"})
+def test_login_into_creds_store(auth_registry, isolated_home, helper):
+    cfg = write_json(docker_config(isolated_home), {"credsStore": "pbtest"})
     auth.login(auth_registry.host, auth_registry.user, auth_registry.password)
     user, pw = auth_registry.user, auth_registry.password
     assert json.loads(helper.read_text()) == {auth_registry.host: [user, pw]}
@@ -245,7 +245,7 @@ def test_login_into_creds_store(auth_registry, isolated_registry_env, helper):
     assert json.loads(helper.read_text()) == {}
 
 
-def test_login_to_docker_io_key(isolated_registry_env):
+def test_login_to_docker_io_key(isolated_home):
     assert auth.server_url("docker.io") == "https://index.docker.io/v1/"
     assert auth.server_url("index.docker.io") == "https://index.docker.io/v1/"
     assert auth.server_url("127.0.0.1:5000") == "127.0.0.1:5000"

@@ -139,14 +139,14 @@ def test_drops_forever_give_up(faulty, monkeypatch):
         repo.fetch_blob(DIGEST, io.BytesIO())
 
 
-def test_redirect_to_another_host_drops_authorization(faulty, isolated_registry_env):
+def test_redirect_to_another_host_drops_authorization(faulty, isolated_home):
     import base64
     import json
     storage, _ = faulty([])
     front, repo = faulty([])
     front.need_auth = True
     front.redirect_to = f"http://localhost:{storage.server_address[1]}/storage/blob?sig=abc"
-    cfg = isolated_registry_env / ".docker" / "config.json"
+    cfg = isolated_home / ".docker" / "config.json"
     cfg.parent.mkdir()
     cfg.write_text(json.dumps({"auths": {repo.host: {"auth": base64.b64encode(b"u:p").decode()}}}))
     out = io.BytesIO()
