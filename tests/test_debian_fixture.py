@@ -12,7 +12,7 @@ from pathlib import Path
 import debian_fixture
 import pytest
 from debian_fixture import push_debian, skip_reason
-from test_registry_proxy import local_registry  # until tests/registry_fixture.py lands
+from registry_proxy import local_registry
 
 pytestmark = pytest.mark.skipif(skip_reason() is not None, reason=skip_reason() or "")
 

@@ -3,14 +3,12 @@ mode, pass-through of uploads (monolithic, chunked PATCH, chunked request bodies
 upstream responses, keep-alive, Location rewriting, and constant memory."""
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import http.client
 import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -21,49 +19,11 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from registry_proxy import FaultProxy
+from registry_proxy import REGISTRY, FaultProxy, local_registry
 
-REGISTRY = "/usr/bin/docker-registry"
 pytestmark = pytest.mark.skipif(
     not os.path.exists(REGISTRY) or not shutil.which("curl"),
     reason="needs Debian's docker-registry and curl (apt-get install docker-registry curl)")
-
-
-def _die_with_parent() -> None:
-    from runtime import kernel
-
-    kernel.prctl(kernel.PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-@contextlib.contextmanager
-def local_registry(base: Path, htpasswd: str | None = None):
-    """A docker-registry on 127.0.0.1 (a port it picks; read from its log); yields "host:port".
-    `htpasswd` (a file path) turns on Basic auth."""
-    base.mkdir(parents=True, exist_ok=True)
-    auth = (f"auth:\n  htpasswd:\n    realm: test-realm\n    path: {htpasswd}\n"
-            if htpasswd else "")
-    (base / "config.yml").write_text(
-        "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: true\n"
-        f"storage:\n  filesystem:\n    rootdirectory: {base / 'data'}\n"
-        "  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:0\n  secret: test\n" + auth)
-    logf = base / "registry.log"
-    with open(logf, "wb") as log:
-        proc = subprocess.Popen([REGISTRY, "serve", str(base / "config.yml")], stdout=log,
-                                stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
-    try:
-        deadline = time.monotonic() + 20
-        while not (m := re.search(r"listening on (127\.0\.0\.1:\d+)", logf.read_text())):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"docker-registry did not start: {logf.read_text()[-800:]}")
-            time.sleep(0.02)
-        yield m.group(1)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 UPSTREAM_LOG: list[Path] = []
