@@ -109,6 +109,7 @@ class FaultProxy:
         self._server: http.server.ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._conns: set[socket.socket] = set()
+        self.errors: list[str] = []     # tracebacks of the proxy's own failures (not printed)
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -118,8 +119,8 @@ class FaultProxy:
         class Handler(_Handler):
             pass
         Handler.proxy = proxy
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
+        self._server = _Server(("127.0.0.1", 0), Handler)
+        self._server.proxy = self
         self._thread = threading.Thread(target=self._server.serve_forever, name="fault-proxy",
                                         kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
@@ -139,6 +140,9 @@ class FaultProxy:
             except OSError:
                 pass
         self._thread.join(5)
+        deadline = time.monotonic() + 5     # the handlers end (and record any error) first
+        while self._conns and time.monotonic() < deadline:
+            time.sleep(0.01)
         self._server = None
 
     def __enter__(self) -> FaultProxy:
@@ -249,6 +253,19 @@ def _error_body(status: int) -> bytes:
                                    "detail": None}]}).encode()
 
 
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    proxy: FaultProxy
+
+    def handle_error(self, request, client_address) -> None:
+        """A handler's unexpected exception: kept in proxy.errors (a test may assert it is
+        empty) rather than printed into the test's output."""
+        import traceback
+
+        with self.proxy._lock:
+            self.proxy.errors.append(traceback.format_exc())
+
+
 class _Dropped(Exception):
     """The client connection is gone (or was cut on purpose)."""
 
@@ -265,6 +282,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         super().setup()
         with self.proxy._lock:
             self.proxy._conns.add(self.connection)
+
+    def handle(self):
+        try:
+            super().handle()
+        except (ConnectionError, TimeoutError):
+            pass    # the client went away between requests (a reset while idle, say)
 
     def finish(self):
         try:

@@ -40,6 +40,7 @@ def upstream():
 def proxy(upstream):
     with FaultProxy(f"http://{upstream}") as p:
         yield p
+    assert p.errors == [], p.errors[0]
 
 
 def req(url: str, method: str = "GET", data: bytes | None = None, headers=None, timeout=30):
@@ -305,3 +306,68 @@ def test_stop_cuts_idle_keepalive_connections(upstream):
     with pytest.raises((ConnectionError, http.client.HTTPException, OSError)):
         c.request("GET", "/v2/")
         c.getresponse()
+
+
+def _tiny_layout(path: Path, layers: int = 3, size: int = 2 << 20) -> None:
+    """An OCI layout (tag "t") of `layers` random uncompressed layers: skopeo's test input."""
+    blobs = path / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+
+    def put(data: bytes) -> dict:
+        d = "sha256:" + hashlib.sha256(data).hexdigest()
+        (blobs / d[7:]).write_bytes(data)
+        return {"digest": d, "size": len(data)}
+
+    import io
+    import tarfile
+    descs = []
+    for i in range(layers):
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tf:
+            ti = tarfile.TarInfo(f"f{i}")
+            ti.size = size
+            tf.addfile(ti, io.BytesIO(os.urandom(size)))
+        descs.append({"mediaType": "application/vnd.oci.image.layer.v1.tar", **put(buf.getvalue())})
+    config = put(json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {
+        "type": "layers", "diff_ids": [d["digest"] for d in descs]}}).encode())
+    manifest = put(json.dumps({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", **config},
+        "layers": descs}).encode())
+    (path / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
+    (path / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.manifest.v1+json", **manifest,
+        "annotations": {"org.opencontainers.image.ref.name": "t"}}]}))
+
+
+@pytest.mark.skipif(not shutil.which("skopeo"), reason="needs skopeo (apt-get install skopeo)")
+def test_skopeo_push_and_pull_through_the_proxy(proxy, tmp_path):
+    """A real client, parallel blob requests and streamed (chunked) PATCH bodies: skopeo pushes
+    through the proxy (HEAD of each blob before its upload) and pulls the same bytes back."""
+    _tiny_layout(tmp_path / "oci")
+    ref = f"{proxy.host}/test/skopeo:t"
+    subprocess.run(["skopeo", "copy", "--quiet", "--dest-tls-verify=false",
+                    f"oci:{tmp_path / 'oci'}:t", f"docker://{ref}"], check=True, capture_output=True)
+    log = proxy.requests()
+    puts = [e for e in log if e.method == "PUT" and "/blobs/uploads/" in e.path]
+    assert len(puts) == 4 and {e.status for e in puts} == {201}
+    # skopeo HEADs each blob (by its uncompressed digest: it gzips as it uploads) before the
+    # POST that starts its upload; with parallel uploads: never more POSTs than HEADs so far
+    heads = posts = 0
+    for e in log:
+        heads += e.method == "HEAD" and "/blobs/sha256:" in e.path
+        posts += e.method == "POST"
+        assert posts <= heads
+    assert posts == 4
+    assert any(e.headers.get("transfer-encoding") == "chunked" and e.received > 2 << 20
+               for e in proxy.requests("PATCH"))
+    assert proxy.requests("PUT", "/manifests/t$")[0].status == 201
+    proxy.reset_log()
+    subprocess.run(["skopeo", "copy", "--quiet", "--src-tls-verify=false", f"docker://{ref}",
+                    f"dir:{tmp_path / 'out'}"], check=True, capture_output=True)
+    info = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    for layer in info["layers"]:
+        got = (tmp_path / "out" / layer["digest"][7:]).read_bytes()
+        assert "sha256:" + hashlib.sha256(got).hexdigest() == layer["digest"]
+    assert len(proxy.requests("GET", "/blobs/sha256:")) == 4      # 3 layers + config
+
