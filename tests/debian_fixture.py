@@ -1,0 +1,218 @@
+"""A real Debian bookworm (minbase) base image for the registry tests, pushed by an independent
+tool (skopeo), never by pybuild, so a pybuild pull is checked against something it did not write.
+
+    from debian_fixture import push_debian, skip_reason
+    pytestmark = pytest.mark.skipif(skip_reason() is not None, reason=skip_reason() or "")
+    pushed = push_debian("127.0.0.1:5000")      # -> Pushed(ref="127.0.0.1:5000/library/debian:
+                                                #    bookworm", digest="sha256:...")
+
+The rootfs tar is made once by `mmdebstrap --variant=minbase --mode=root --format=tar` (about
+20 s, network) and cached at CACHE_TAR with a key file beside it (mmdebstrap version, suite,
+variant, mirror, SOURCE_DATE_EPOCH, the tar's sha256): later runs take no network while the key
+matches. Both are written atomically under a lock, so parallel sessions build it once.
+push_debian lays the tar out as a one-layer OCI image layout (the tar hard-linked in as an
+uncompressed layer, so no copy) and runs `skopeo copy oci:... docker://HOST/REPO:TAG`
+(skopeo gzips the layer on the way, as a docker push would).
+
+A plain module (not conftest) so bench/ scripts can use it too.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import NamedTuple
+
+CACHE_DIR = Path("/var/cache/pybuild-tests")
+CACHE_TAR = CACHE_DIR / "debian-bookworm-minbase.tar"
+CACHE_KEY = CACHE_DIR / "debian-bookworm-minbase.json"
+SUITE, VARIANT = "bookworm", "minbase"
+MIRROR = "http://deb.debian.org/debian"
+SOURCE_DATE_EPOCH = 1700000000   # 2023-11-14: fixed, so file times and the config's "created"
+                                 # do not change from one build to the next
+ARCHES = {"amd64": ("amd64", None), "arm64": ("arm64", "v8"), "armhf": ("arm", "v7"),
+          "armel": ("arm", "v5"), "i386": ("386", None), "ppc64el": ("ppc64le", None),
+          "s390x": ("s390x", None), "riscv64": ("riscv64", None)}
+
+
+class Pushed(NamedTuple):
+    ref: str       # "HOST/REPO:TAG"
+    digest: str    # the manifest digest as pushed (skopeo --digestfile)
+
+
+def mmdebstrap_version() -> str | None:
+    if not shutil.which("mmdebstrap"):
+        return None
+    r = subprocess.run(["mmdebstrap", "--version"], capture_output=True, text=True, check=False)
+    return r.stdout.strip() if r.returncode == 0 else None
+
+
+def _want_key(version: str) -> dict:
+    return {"mmdebstrap": version, "suite": SUITE, "variant": VARIANT, "mirror": MIRROR,
+            "source_date_epoch": SOURCE_DATE_EPOCH}
+
+
+def _cached_key() -> dict | None:
+    """The cache's key (with its tar's sha256 and size) when the tar is there, complete, and was
+    made by this mmdebstrap; else None."""
+    try:
+        key = json.loads(CACHE_KEY.read_text())
+        size = CACHE_TAR.stat().st_size
+    except (OSError, ValueError):
+        return None
+    version = mmdebstrap_version()
+    if (not isinstance(key, dict) or key.get("size") != size
+            or {k: key.get(k) for k in _want_key("")} != _want_key(version or key["mmdebstrap"])):
+        return None
+    return key
+
+
+def _mirror_reachable(timeout: float = 5) -> bool:
+    try:
+        req = urllib.request.Request(f"{MIRROR}/dists/{SUITE}/InRelease", method="HEAD")
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def skip_reason() -> str | None:
+    """None when push_debian can work here; else what to do (for pytest.mark.skipif). Checked
+    once per process."""
+    global _skip
+    if _skip is ...:
+        _skip = _find_skip_reason()
+    return _skip
+
+
+_skip: str | None = ...  # type: ignore[assignment]
+
+
+def _find_skip_reason() -> str | None:
+    if not shutil.which("skopeo"):
+        return "needs skopeo to push the Debian base image (apt-get install skopeo)"
+    if _cached_key() is not None:
+        return None
+    where = f"no cached Debian image at {CACHE_TAR}"
+    if mmdebstrap_version() is None:
+        return f"{where} and no mmdebstrap to make it (apt-get install mmdebstrap)"
+    if os.geteuid() != 0:
+        return f"{where}, and mmdebstrap --mode=root needs root: run the tests as root once"
+    if not _mirror_reachable():
+        return (f"{where}, and {MIRROR} is unreachable: run the tests once with network "
+                "(the image is cached after that)")
+    return None
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while b := f.read(1 << 20):
+            h.update(b)
+    return "sha256:" + h.hexdigest()
+
+
+def debian_tar() -> tuple[Path, dict]:
+    """(the cached rootfs tar, its key), made with mmdebstrap first when missing or stale."""
+    key = _cached_key()
+    if key is not None:
+        return CACHE_TAR, key
+    from cache.atomic import Lock, publish, write_json
+
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    with Lock(CACHE_DIR / ".debian.lock").held():
+        key = _cached_key()         # another process made it while this one waited
+        if key is not None:
+            return CACHE_TAR, key
+        version = mmdebstrap_version()
+        if version is None:
+            raise RuntimeError("mmdebstrap is not installed (apt-get install mmdebstrap)")
+        tmp = CACHE_DIR / f".debian-{os.getpid()}.tar"
+        env = dict(os.environ, SOURCE_DATE_EPOCH=str(SOURCE_DATE_EPOCH))
+        try:
+            r = subprocess.run(["mmdebstrap", f"--variant={VARIANT}", "--mode=root",
+                                "--format=tar", "--quiet", SUITE, str(tmp), MIRROR],
+                               env=env, capture_output=True, text=True, check=False, timeout=900)
+            if r.returncode != 0:
+                raise RuntimeError(f"mmdebstrap failed ({r.returncode}): {r.stderr[-2000:]}")
+            key = dict(_want_key(version), sha256=_sha256_file(tmp), size=tmp.stat().st_size)
+            CACHE_KEY.unlink(missing_ok=True)   # a crash from here on leaves no matching key
+            publish(tmp, CACHE_TAR)
+            write_json(CACHE_KEY, key)
+        finally:
+            tmp.unlink(missing_ok=True)
+    return CACHE_TAR, key
+
+
+def _write_blob(layout: Path, data: bytes) -> tuple[str, int]:
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    (layout / "blobs" / "sha256" / digest[7:]).write_bytes(data)
+    return digest, len(data)
+
+
+def make_layout(layout: Path, tag: str = SUITE) -> Path:
+    """An OCI image layout at `layout` holding the Debian image under `tag`: one uncompressed
+    layer (the cached tar, hard-linked when on the same filesystem), the host's platform."""
+    tar, key = debian_tar()
+    (layout / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
+    layer = layout / "blobs" / "sha256" / key["sha256"][7:]
+    if not layer.exists():
+        try:
+            os.link(tar, layer)
+        except OSError:
+            shutil.copyfile(tar, layer)
+    dpkg_arch = subprocess.run(["dpkg", "--print-architecture"], capture_output=True, text=True,
+                               check=True).stdout.strip()
+    arch, variant = ARCHES.get(dpkg_arch, (dpkg_arch, None))
+    created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(SOURCE_DATE_EPOCH))
+    config = {"created": created, "architecture": arch, "os": "linux",
+              "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:"
+                                 "/sbin:/bin"], "Cmd": ["bash"]},
+              "rootfs": {"type": "layers", "diff_ids": [key["sha256"]]},
+              "history": [{"created": created, "created_by":
+                           f"{key['mmdebstrap']} --variant={VARIANT} {SUITE} {MIRROR}"}]}
+    if variant:
+        config["variant"] = variant
+    cdigest, csize = _write_blob(layout, json.dumps(config, sort_keys=True).encode())
+    manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                           "digest": cdigest, "size": csize},
+                "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                            "digest": key["sha256"], "size": key["size"]}]}
+    mdigest, msize = _write_blob(layout, json.dumps(manifest, sort_keys=True).encode())
+    (layout / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
+    (layout / "index.json").write_text(json.dumps({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                       "digest": mdigest, "size": msize,
+                       "annotations": {"org.opencontainers.image.ref.name": tag}}]}))
+    return layout
+
+
+def push_debian(registry_host: str, repo: str = "library/debian", tag: str = SUITE, *,
+                tls_verify: bool = False, creds: str | None = None,
+                manifest_format: str | None = None) -> Pushed:
+    """Push the Debian bookworm minbase image to `registry_host` as REPO:TAG with skopeo: one
+    gzip layer (~63 MB), an OCI manifest, or a Docker schema2 one with manifest_format="v2s2"
+    (skopeo's --format). `creds` is "user:password" for a registry with auth."""
+    ref = f"{registry_host}/{repo}:{tag}"
+    with tempfile.TemporaryDirectory(prefix="debian-oci-", dir=CACHE_DIR
+                                     if os.access(CACHE_DIR, os.W_OK) else None) as d:
+        layout = make_layout(Path(d) / "layout", tag)
+        cmd = ["skopeo", "copy", "--quiet", f"--dest-tls-verify={str(tls_verify).lower()}",
+               "--digestfile", str(Path(d) / "digest")]
+        if creds:
+            cmd.append(f"--dest-creds={creds}")
+        if manifest_format:
+            cmd.append(f"--format={manifest_format}")
+        r = subprocess.run([*cmd, f"oci:{layout}:{tag}", f"docker://{ref}"],
+                           capture_output=True, text=True, check=False, timeout=600)
+        if r.returncode != 0:
+            raise RuntimeError(f"skopeo copy to {ref} failed: {r.stderr.strip()[-2000:]}")
+        return Pushed(ref, (Path(d) / "digest").read_text().strip())
