@@ -34,7 +34,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
-from registry_proxy import local_registry  # noqa: E402 - after the path set-up
+from registry_fixture import run_registry  # noqa: E402 - after the path set-up
 
 LAUNCHER = REPO / ".venv" / "bin" / "pybuild-launcher"
 # pybuild as a user runs it, this checkout's code (cwd REPO)
@@ -191,7 +191,8 @@ def bench_tool(tool: Tool, ref: str, work: Path, rounds: int) -> dict[str, list[
         else:
             shutil.rmtree(dest, ignore_errors=True)
     for i in range(rounds):
-        with local_registry(work / f"{tool.name}-reg-{i}") as host:
+        with run_registry(work / f"{tool.name}-reg-{i}") as reg:
+            host = reg.host
             out["push"].append(tool.push(local, ref, f"{host}/bench/pushed:latest"))
         shutil.rmtree(work / f"{tool.name}-reg-{i}", ignore_errors=True)
     shutil.rmtree(local, ignore_errors=True)
@@ -219,7 +220,8 @@ def main() -> None:
         t = time.perf_counter()
         raw = make_image(work / "src-oci", args.mb, args.layers)
         gen = time.perf_counter() - t
-        with local_registry(work / "src-reg") as host:
+        with run_registry(work / "src-reg") as reg:
+            host = reg.host
             ref = f"{host}/bench/src:latest"
             seed_s, _ = run_measured(["skopeo", "copy", "--quiet", "--dest-tls-verify=false",
                                       f"oci:{work / 'src-oci'}:latest", f"docker://{ref}"])

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from busybox_fixture import REPO, copy_store, make_busybox_store, run_pybuild
-from registry_fixture import NO_REGISTRY, run_registry
+from registry_fixture import NO_REGISTRY, die_with_parent, run_registry
 
 
 @pytest.fixture(autouse=True)
@@ -92,14 +92,6 @@ def pytest_collection_modifyitems(items):
             item.add_marker(skip_registry)
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM it when the test process dies, however it dies (a
-    pytest killed by a timeout must not leave a dockerd running)."""
-    from runtime import kernel
-
-    kernel.prctl(kernel.PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
 @pytest.fixture(scope="session")
 def dockerd():
     """A private dockerd (own socket, data-root, no bridge, no iptables) for the session; yields
@@ -112,7 +104,7 @@ def dockerd():
         [daemon, "--data-root", str(base / "data"), "--exec-root", str(base / "exec"),
          "--pidfile", str(base / "d.pid"), "-H", f"unix://{sock}", "--iptables=false",
          "--ip-masq=false", "--bridge=none"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent)
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=die_with_parent)
     cli = [client, "-H", f"unix://{sock}"]
     try:
         deadline = time.monotonic() + 60

@@ -198,8 +198,9 @@ class Registry:
         return Endpoint(self.host, path)
 
 
-def _config(port: int, storage: Path, auth: str) -> str:
-    return (f"version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\n"
+def _config(port: int, storage: Path, auth: str, request_log: bool = False) -> str:
+    log = "  level: info\n" if request_log else "  level: warn\n  accesslog:\n    disabled: true\n"
+    return (f"version: 0.1\nlog:\n{log}"
             f"storage:\n  filesystem:\n    rootdirectory: {storage}\n  delete:\n    enabled: true\n"
             f"  maintenance:\n    uploadpurging:\n      enabled: false\n"
             f"http:\n  addr: 127.0.0.1:{port}\n  secret: pybuild-test-{secrets.token_hex(8)}\n"
@@ -208,9 +209,11 @@ def _config(port: int, storage: Path, auth: str) -> str:
 
 @contextlib.contextmanager
 def run_registry(workdir, *, auth: str | None = None, users: dict[str, str] | None = None,
-                 key: SigningKey | None = None, token_expires_in: int = 300):
+                 key: SigningKey | None = None, token_expires_in: int = 300,
+                 request_log: bool = False):
     """A running registry (see the module doc). auth: None, "htpasswd" or "token"; users:
-    {name: password} (default {"pybuild": "s3cret"}); key: a SigningKey to reuse."""
+    {name: password} (default {"pybuild": "s3cret"}); key: a SigningKey to reuse; request_log:
+    the registry logs every request (method, uri, remote address) to .log."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     users = dict(users or {"pybuild": "s3cret"})
@@ -236,7 +239,7 @@ def run_registry(workdir, *, auth: str | None = None, users: dict[str, str] | No
         for _ in range(5):                       # a port taken between free_port and bind: retry
             port = free_port()
             conf = workdir / "config.yml"
-            conf.write_text(_config(port, storage, auth_yaml))
+            conf.write_text(_config(port, storage, auth_yaml, request_log))
             log = open(log_path, "wb")  # noqa: SIM115 - closed right after Popen
             proc = subprocess.Popen([REGISTRY_BIN, "serve", str(conf)], stdout=log, stderr=subprocess.STDOUT,
                                     start_new_session=True, preexec_fn=die_with_parent)

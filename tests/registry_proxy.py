@@ -14,26 +14,21 @@ Rules match by method and a regex searched in the path (query included); the fir
 that matches a request fires, and rules with `times` expire after firing that many times.
 Every request is logged (`proxy.log`, `proxy.requests()`), fault or not.
 
-`local_registry(dir)` starts a bare docker-registry to put it in front of (the proxy's own
-tests and bench/registry_bench.py; the shared pytest fixture is tests/registry_fixture.py).
-A plain module (not a fixture) so bench/ scripts can use it too.
+Put it in front of a registry from `registry_fixture.run_registry(dir)`. A plain module (not a
+fixture) so bench/ scripts can use it too.
 """
 from __future__ import annotations
 
-import contextlib
 import http.client
 import http.server
 import json
 import re
 import select
-import signal
 import socket
-import subprocess
 import threading
 import time
 import urllib.parse
 from dataclasses import dataclass, field
-from pathlib import Path
 
 CHUNK = 1 << 16
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
@@ -516,46 +511,3 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if resp.will_close and self._up is not None:
             self._up.close()
             self._up = None
-
-
-REGISTRY = "/usr/bin/docker-registry"
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM it when the parent dies, however it dies."""
-    from runtime import kernel
-
-    kernel.prctl(kernel.PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-@contextlib.contextmanager
-def local_registry(base: Path, htpasswd: str | None = None, timeout: float = 20):
-    """Debian's `docker-registry serve` on 127.0.0.1 (a free port it picks; read from its log)
-    with storage under `base`; yields "127.0.0.1:PORT" and stops it after. `htpasswd` (a file)
-    turns on Basic auth (realm "test-realm")."""
-    base = Path(base)
-    base.mkdir(parents=True, exist_ok=True)
-    auth = (f"auth:\n  htpasswd:\n    realm: test-realm\n    path: {htpasswd}\n"
-            if htpasswd else "")
-    (base / "config.yml").write_text(
-        "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: true\n"
-        f"storage:\n  filesystem:\n    rootdirectory: {base / 'data'}\n"
-        "  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:0\n  secret: test\n" + auth)
-    logf = base / "registry.log"
-    with open(logf, "wb") as log:
-        proc = subprocess.Popen([REGISTRY, "serve", str(base / "config.yml")], stdout=log,
-                                stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
-    try:
-        deadline = time.monotonic() + timeout
-        while not (m := re.search(r"listening on (127\.0\.0\.1:\d+)", logf.read_text())):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"docker-registry did not start: {logf.read_text()[-800:]}")
-            time.sleep(0.02)
-        yield m.group(1)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()

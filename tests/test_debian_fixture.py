@@ -12,14 +12,15 @@ from pathlib import Path
 import debian_fixture
 import pytest
 from debian_fixture import push_debian, skip_reason
-from registry_proxy import local_registry
+from registry_fixture import run_registry
 
 pytestmark = pytest.mark.skipif(skip_reason() is not None, reason=skip_reason() or "")
 
 
 @pytest.fixture(scope="module")
 def registry():
-    with tempfile.TemporaryDirectory(prefix="deb-reg-") as d, local_registry(Path(d)) as host:
+    with tempfile.TemporaryDirectory(prefix="deb-reg-") as d, run_registry(Path(d)) as reg:
+        host = reg.host
         yield host
 
 

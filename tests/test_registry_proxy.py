@@ -19,7 +19,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from registry_proxy import REGISTRY, FaultProxy, local_registry
+from registry_fixture import REGISTRY_BIN as REGISTRY
+from registry_fixture import run_registry
+from registry_proxy import FaultProxy
 
 pytestmark = pytest.mark.skipif(
     not os.path.exists(REGISTRY) or not shutil.which("curl"),
@@ -31,8 +33,10 @@ UPSTREAM_LOG: list[Path] = []
 
 @pytest.fixture(scope="module")
 def upstream():
-    with tempfile.TemporaryDirectory(prefix="fp-reg-") as d, local_registry(Path(d)) as host:
-        UPSTREAM_LOG[:] = [Path(d) / "registry.log"]
+    with tempfile.TemporaryDirectory(prefix="fp-reg-") as d, \
+            run_registry(Path(d), request_log=True) as reg:
+        host = reg.host
+        UPSTREAM_LOG[:] = [reg.log]
         yield host
 
 
@@ -243,9 +247,9 @@ def test_unauthorized_without_upstream_auth(proxy):
 def test_unauthorized_copies_upstream_challenge(tmp_path):
     """With an htpasswd registry: the 401 carries the upstream's challenge even though the
     client sent good credentials (a forced re-auth); Authorization presence is logged."""
-    htp = tmp_path / "htpasswd"
-    subprocess.run(["htpasswd", "-Bbc", str(htp), "user", "pw"], check=True, capture_output=True)
-    with local_registry(tmp_path / "reg", str(htp)) as host, FaultProxy(host) as proxy:
+    with run_registry(tmp_path / "reg", auth="htpasswd", users={"user": "pw"}) as reg, \
+            FaultProxy(reg.host) as proxy:
+        host = reg.host
         direct = req(f"http://{host}/v2/")
         assert direct[0] == 401
         auth = {"Authorization": "Basic dXNlcjpwdw=="}
