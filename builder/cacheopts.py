@@ -109,27 +109,18 @@ def build_options(cache_to: list[str], cache_from: list[str]) -> dict[str, list[
             "cache_from": [parse(v, "--cache-from") for v in cache_from]}
 
 
-def open_target(spec: CacheSpec):
+def open_target(spec: CacheSpec, *, tls_verify: bool = True):
     """The repository or dir `spec` names: an object with get_manifest, fetch_blob (import)
-    and blob_size, push_blob, put_manifest (export), as cache.registry.client.Repository."""
+    and blob_size, push_blob, put_manifest (export), as cache.registry.client.Repository.
+    A registry cache is read from and written to the registry itself, never a mirror."""
     if spec.type == "local":
-        from cache.registry.cachedir import CacheDir
+        from cache.registry.layoutdir import LayoutDir
 
-        return CacheDir(spec.path)
-    try:
-        from cache.registry.client import Repository
-    except ModuleNotFoundError as e:
-        if not (e.name or "").startswith("cache.registry"):
-            raise
-        raise BuildError(f"{spec.flag} type=registry needs the registry client "
-                         "(cache.registry.client is not installed)") from None
-    # TODO(lead): endpoint choice (mirrors for import, push endpoint for export) and tls
-    # options belong to the registry client's config; this is the spec's shape.
+        return LayoutDir(spec.path, create=spec.flag == "--cache-to")
     from cache.refs import parse as parse_ref
     from cache.registry import config
+    from cache.registry.client import Repository
 
     repo, _tag, _digest = parse_ref(spec.ref)
-    conf = config.load()
-    push = spec.flag == "--cache-to"
-    endpoint = conf.push_endpoint(repo) if push else conf.pull_endpoints(repo)[0]
-    return Repository(endpoint, push=push)
+    return Repository(config.load().push_endpoint(repo), push=spec.flag == "--cache-to",
+                      tls_verify=tls_verify)

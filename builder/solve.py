@@ -184,8 +184,10 @@ class Solver:
             from builder.cacheopts import open_target
             from cache.registry.cache import Importer
 
-            self.importers = [(spec, Importer(open_target(spec), spec.tag)) for spec in opts.cache_from]
-            self.exporters = [(spec, open_target(spec)) for spec in opts.cache_to]
+            tls = opts.pull.tls_verify
+            self.importers = [(spec, Importer(open_target(spec, tls_verify=tls), spec.tag))
+                              for spec in opts.cache_from]
+            self.exporters = [(spec, open_target(spec, tls_verify=tls)) for spec in opts.cache_to]
 
     def run(self) -> ImageState:
         order = self.plan.order

@@ -18,7 +18,7 @@ import io
 import json
 import threading
 
-from cache.compress import CHUNK, MEDIA_TYPES, HashingWriter, open_decompressed
+from cache.compress import MEDIA_TYPES
 from cache.errors import StoreError
 from cache.image import MT_OCI_CONFIG, MT_OCI_MANIFEST
 
@@ -155,49 +155,17 @@ class Importer:
 
     def _receive(self, store, diff_id: str, desc: dict) -> None:
         """Fetch one layer blob into the store and record it as a received layer."""
+        from cache.registry import layerfetch
+
         digest, size = desc["digest"], desc["size"]
-        compression = _COMPRESSION[desc["mediaType"]]
-        if not store.has_blob(digest):
-            f, tmp = store.tmp_file("cache")
-            try:
-                with f:
-                    h = HashingWriter(_Capped(f, size, digest))
-                    self.source.fetch_blob(digest, h, size=size)
-                if h.digest != digest or h.size != size:
-                    raise StoreError(f"{self.name}: layer blob {digest} does not match its digest")
-                _check_diff_id(tmp, diff_id, digest, self.name)
-                store.add_blob_file(tmp, digest)
-            finally:
-                tmp.unlink(missing_ok=True)
+        if store.has_blob(digest):
+            kind, tar_size = layerfetch.check(store.blob_path(digest), diff_id,
+                                              f"{self.name}: layer {digest}")
         else:
-            _check_diff_id(store.blob_path(digest), diff_id, digest, self.name)
-        store.add_received_layer(diff_id, digest, size, compression)
-
-
-def _check_diff_id(path, diff_id: str, digest: str, name: str) -> None:
-    """The blob at `path` decompresses to the tar `diff_id` names (the cache says so; a store
-    records only what it checked)."""
-
-    h = HashingWriter()
-    try:
-        with open(path, "rb") as f:
-            r = open_decompressed(f)
-            while data := r.read(CHUNK):
-                h.write(data)
-    except StoreError as e:
-        raise StoreError(f"{name}: layer blob {digest}: {e}") from None
-    if h.digest != diff_id:
-        raise StoreError(f"{name}: layer blob {digest} is not layer {diff_id}")
-
-
-class _Capped:
-    """A file that refuses more than `size` bytes (a source that sends too much stops here)."""
-
-    def __init__(self, out, size: int, digest: str):
-        self.out, self.left, self.digest = out, size, digest
-
-    def write(self, data) -> int:
-        self.left -= len(data)
-        if self.left < 0:
-            raise StoreError(f"layer blob {self.digest} is larger than its descriptor says")
-        return self.out.write(data)
+            staged = layerfetch.stage(store, self.source, desc, diff_id)
+            try:
+                store.add_blob_file(staged.tmp, digest)
+            finally:
+                staged.tmp.unlink(missing_ok=True)
+            kind, tar_size = staged.compression, staged.tar_size
+        store.add_received_layer(diff_id, digest, size, kind, tar_size)

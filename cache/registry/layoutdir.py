@@ -23,9 +23,14 @@ LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
 
 class LayoutDir:
     def __init__(self, path, *, create: bool = False):
+        """`create`: a dir to write, made (with oci-layout and index.json) on the first write."""
         self.root = Path(path)
         self.name = str(self.root)
-        if create:
+        self.create = create
+
+    def _prepare(self) -> None:
+        if self.create:
+            self.create = False
             try:
                 (self.root / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
                 if not (self.root / "oci-layout").exists():
@@ -34,8 +39,6 @@ class LayoutDir:
                     atomic.write_json(self.root / "index.json", _empty_index())
             except OSError as e:
                 raise RegistryError(f"cannot create OCI layout {self.root}: {e.strerror}") from None
-        elif not (self.root / "oci-layout").is_file():
-            raise RegistryError(f"{self.root} is not an OCI image layout (no oci-layout file)")
 
     # ---- index ------------------------------------------------------------------------------
 
@@ -76,6 +79,8 @@ class LayoutDir:
     # ---- manifests --------------------------------------------------------------------------
 
     def get_manifest(self, reference: str, accept=MANIFEST_TYPES) -> Manifest:
+        if not (self.root / "oci-layout").is_file():  # asked here: a missing source is a miss
+            raise NotFound(f"{self.root} is not an OCI image layout (no oci-layout file)")
         entry = self._entry(reference)
         if entry is None and not is_digest(reference):
             raise NotFound(f"manifest unknown: {self._ref(reference)} not found")
@@ -111,6 +116,7 @@ class LayoutDir:
         digest = digest_bytes(raw)
         if is_digest(reference) and reference != digest:
             raise DigestMismatch(f"{self._ref(reference)}: these manifest bytes hash to {digest}")
+        self._prepare()
         self._put_bytes(digest, raw)
         entry = {"mediaType": media_type, "digest": digest, "size": len(raw)}
         with atomic.Lock(self.root / "oci-layout").held():
@@ -140,7 +146,7 @@ class LayoutDir:
     def blob_size(self, digest: str) -> int | None:
         try:
             return self.blob_path(digest).stat().st_size
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return None
 
     def fetch_blob(self, digest: str, out, *, size: int | None = None, progress=None) -> int:
@@ -175,6 +181,7 @@ class LayoutDir:
 
     def push_blob(self, digest: str, size: int, path, *, progress=None) -> None:
         """Copy the file in, checking it hashes to `digest` and has `size` bytes."""
+        self._prepare()
         dest = self.blob_path(digest)
         if dest.exists():
             return

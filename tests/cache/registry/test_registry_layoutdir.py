@@ -12,7 +12,7 @@ from test_registry_client import blob_file, push_image, repo
 
 from cache.image import MT_OCI_MANIFEST
 from cache.keys import digest_bytes
-from cache.registry.errors import DigestMismatch, NotFound, RegistryError
+from cache.registry.errors import DigestMismatch, NotFound
 from cache.registry.layoutdir import LayoutDir
 
 
@@ -54,9 +54,10 @@ def test_round_trip_through_a_registry(registry, tmp_path):
 
 
 def test_errors(tmp_path):
-    with pytest.raises(RegistryError, match="not an OCI image layout"):
-        LayoutDir(tmp_path / "none")
+    with pytest.raises(NotFound, match="not an OCI image layout"):
+        LayoutDir(tmp_path / "none").get_manifest("latest")
     d = LayoutDir(tmp_path / "oci", create=True)
+    d.put_manifest("other", b"{}", "application/vnd.oci.image.manifest.v1+json")
     with pytest.raises(NotFound, match="manifest unknown"):
         d.get_manifest("nope")
     assert d.head_manifest("nope") is None
