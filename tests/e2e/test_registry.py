@@ -282,3 +282,29 @@ def test_from_busybox_resolves_through_a_docker_io_mirror(busybox_root, registry
     # blocked registries are refused before any request
     conf.write_text('[[registry]]\nlocation = "docker.io"\nblocked = true\n')
     one_error_line(pybuild("pull", "busybox:other"), "blocked")
+
+
+def test_build_pull_takes_a_moved_tag_and_keeps_a_current_one(busybox_root, registry, pybuild,
+                                                              tmp_path, monkeypatch):
+    base = f"{registry.host}/moving/base:1"
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM busybox\nRUN echo v2 > /v\n")
+    ok(pybuild("tag", "busybox", base))
+    ok(pybuild("push", base))
+    monkeypatch.setenv("PYBUILD_ROOT", str(tmp_path / "ci"))
+    (ctx / "Dockerfile").write_text(f"FROM {base}\nRUN cat /v 2>/dev/null || echo none\n")
+    r = ok(pybuild("build", "--pull", "--progress", "plain", str(ctx)))
+    assert "[internal] pull" in r.stderr
+    r = ok(pybuild("build", "--pull", "--progress", "plain", str(ctx)))
+    assert "Image is up to date" not in r.stderr and "Pull complete" not in r.stderr
+    # the tag moves on in the registry: --pull takes the new image, a plain build does not
+    monkeypatch.setenv("PYBUILD_ROOT", str(busybox_root))
+    (ctx / "Dockerfile").write_text("FROM busybox\nRUN echo v2 > /v\n")
+    ok(pybuild("build", "-q", "-t", base, str(ctx)))
+    ok(pybuild("push", base))
+    monkeypatch.setenv("PYBUILD_ROOT", str(tmp_path / "ci"))
+    (ctx / "Dockerfile").write_text(f"FROM {base}\nRUN cat /v > /seen\n")
+    one_error_line(pybuild("build", "-q", str(ctx)), "/v")  # the old base has no /v
+    ok(pybuild("build", "--pull", "-q", "-t", "seen", str(ctx)))
+    assert ok(pybuild("run", "--rm", "seen", "cat", "/seen")).stdout == "v2\n"
