@@ -188,32 +188,44 @@ class Registry:
     tokens: TokenService | None = None
     log: Path | None = None
     pid: int | None = None      # the docker-registry process
+    ca: Path | None = None      # with tls=True: the self-signed certificate it serves
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}"
+        return f"{'https' if self.ca else 'http'}://{self.host}"
 
     def endpoint(self, path: str):
         from cache.registry.config import Endpoint
         return Endpoint(self.host, path)
 
 
-def _config(port: int, storage: Path, auth: str, request_log: bool = False) -> str:
+def self_signed(directory: Path) -> tuple[Path, Path]:
+    """(certificate, key) for 127.0.0.1, made by the openssl CLI."""
+    directory.mkdir(parents=True, exist_ok=True)
+    cert, key = directory / "tls.crt", directory / "tls.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+                    "-out", str(cert), "-days", "2", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    return cert, key
+
+
+def _config(port: int, storage: Path, auth: str, request_log: bool = False, tls: str = "") -> str:
     log = "  level: info\n" if request_log else "  level: warn\n  accesslog:\n    disabled: true\n"
     return (f"version: 0.1\nlog:\n{log}"
             f"storage:\n  filesystem:\n    rootdirectory: {storage}\n  delete:\n    enabled: true\n"
             f"  maintenance:\n    uploadpurging:\n      enabled: false\n"
-            f"http:\n  addr: 127.0.0.1:{port}\n  secret: pybuild-test-{secrets.token_hex(8)}\n"
+            f"http:\n  addr: 127.0.0.1:{port}\n  secret: pybuild-test-{secrets.token_hex(8)}\n{tls}"
             f"{auth}")
 
 
 @contextlib.contextmanager
 def run_registry(workdir, *, auth: str | None = None, users: dict[str, str] | None = None,
                  key: SigningKey | None = None, token_expires_in: int = 300,
-                 request_log: bool = False):
+                 request_log: bool = False, tls: bool = False):
     """A running registry (see the module doc). auth: None, "htpasswd" or "token"; users:
     {name: password} (default {"pybuild": "s3cret"}); key: a SigningKey to reuse; request_log:
-    the registry logs every request (method, uri, remote address) to .log."""
+    the registry logs every request (method, uri, remote address) to .log; tls: serve https
+    with a self-signed certificate (.ca)."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     users = dict(users or {"pybuild": "s3cret"})
@@ -233,25 +245,30 @@ def run_registry(workdir, *, auth: str | None = None, users: dict[str, str] | No
                      f"    issuer: {ISSUER}\n    rootcertbundle: {tokens.key.cert}\n")
     elif auth is not None:
         raise ValueError(f"auth must be None, 'htpasswd' or 'token', not {auth!r}")
+    ca, tls_yaml = None, ""
+    if tls:
+        ca, tls_key = self_signed(workdir / "tls")
+        tls_yaml = f"  tls:\n    certificate: {ca}\n    key: {tls_key}\n"
     log_path = workdir / "registry.log"
     proc = None
     try:
         for _ in range(5):                       # a port taken between free_port and bind: retry
             port = free_port()
             conf = workdir / "config.yml"
-            conf.write_text(_config(port, storage, auth_yaml, request_log))
+            conf.write_text(_config(port, storage, auth_yaml, request_log, tls_yaml))
             log = open(log_path, "wb")  # noqa: SIM115 - closed right after Popen
             proc = subprocess.Popen([REGISTRY_BIN, "serve", str(conf)], stdout=log, stderr=subprocess.STDOUT,
                                     start_new_session=True, preexec_fn=die_with_parent)
             log.close()
-            if _wait_ready(proc, port):
+            if _wait_ready(proc, port, tls=tls):
                 break
             _stop(proc)
             proc = None
         if proc is None:
             raise RuntimeError(f"docker-registry did not start: {log_path.read_text()[-800:]}")
         first = next(iter(users.items())) if auth else (None, None)
-        yield Registry(f"127.0.0.1:{port}", storage, auth, first[0], first[1], tokens, log_path, proc.pid)
+        yield Registry(f"127.0.0.1:{port}", storage, auth, first[0], first[1], tokens, log_path, proc.pid,
+                       ca)
     finally:
         if proc is not None:
             _stop(proc)
@@ -259,13 +276,16 @@ def run_registry(workdir, *, auth: str | None = None, users: dict[str, str] | No
             tokens.stop()
 
 
-def _wait_ready(proc: subprocess.Popen, port: int, timeout: float = 20) -> bool:
+def _wait_ready(proc: subprocess.Popen, port: int, timeout: float = 20, tls: bool = False) -> bool:
+    import ssl
+    ctx = ssl._create_unverified_context() if tls else None  # a readiness probe only
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             return False
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=2):
+            with urllib.request.urlopen(f"{'https' if tls else 'http'}://127.0.0.1:{port}/v2/",
+                                        timeout=2, context=ctx):
                 return True
         except urllib.error.HTTPError as e:
             if e.code == 401:
