@@ -48,7 +48,7 @@ class RunMount:
             i = run.solver.plan.stage_by_ref(frm, run.stage.index)
             if i is not None:
                 return run.solver.stage_result(i).key
-            return run.solver.store.resolve(frm)
+            return run.solver.image(frm, self.line).id  # pulled when missing, as FROM
         ctx = run.solver.context()
         src = self.spec.source or "/"
         return ctx.digest(ctx.select([src]))
@@ -81,7 +81,8 @@ class RunMount:
         frm = spec.from_
         if frm:
             i = run.solver.plan.stage_by_ref(frm, run.stage.index)
-            diff_ids = run.solver.stage_result(i).diff_ids if i is not None else store.image(frm).diff_ids
+            diff_ids = (run.solver.stage_result(i).diff_ids if i is not None
+                        else run.solver.image(frm, self.line).diff_ids)
             layers = [store.layer_dir(d) for d in reversed(diff_ids)]
             root = Path(stack.enter_context(mounted(layers, tmp=store.tmp)))
         else:

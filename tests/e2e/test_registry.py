@@ -115,10 +115,11 @@ def test_from_copy_from_and_run_pull_what_is_missing(pushed, empty_root, pybuild
     ctx = tmp_path / "ctx"
     ctx.mkdir()
     (ctx / "Dockerfile").write_text(f"FROM {pushed}\nCOPY --from={pushed} /bin/busybox /opt/busybox\n"
-                                    "RUN /opt/busybox echo built > /built\n")
+                                    "RUN /opt/busybox echo built > /built\n"
+                                    f"RUN --mount=from={pushed},target=/m test -x /m/bin/busybox\n")
     r = ok(pybuild("build", "--progress", "plain", "-t", "app", str(ctx)))
     assert f"[internal] pull {pushed}" in r.stderr
-    assert r.stderr.count("[internal] pull") == 1  # FROM and COPY --from pull it once
+    assert r.stderr.count("[internal] pull") == 1  # FROM, COPY --from, --mount pull it once
     assert ok(pybuild("run", "--rm", "app", "cat", "/built")).stdout == "built\n"
     # run pulls a missing image, saying so as docker does
     ok(pybuild("rmi", "app"))
