@@ -17,11 +17,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import tarfile
-import tempfile
 from pathlib import Path
 
+import podman_fixture
 import pytest
 
 PODMAN = shutil.which("podman")
@@ -36,29 +35,8 @@ RUN mkdir /data && echo built-by-pybuild > /data/f && rm -rf /home/app
 ENV MODE=podman
 CMD ["cat", "/data/f"]
 """
+podman = podman_fixture.podman  # the fixture, shared with tests/e2e/test_registry_interop.py
 RUN_OPTS = ["--rm", "--network", "none", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"]
-
-
-@pytest.fixture
-def podman():
-    """A podman CLI prefix with storage of its own; yields a function running it."""
-    base = Path(tempfile.mkdtemp(prefix="pbpm-", dir="/tmp"))
-    cli = [PODMAN, "--root", str(base / "root"), "--runroot", str(base / "run"),
-           "--tmpdir", str(base / "tmp"), "--network-config-dir", str(base / "net"),
-           "--storage-driver", "vfs", "--events-backend", "none", "--cgroup-manager", "cgroupfs"]
-
-    def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-        r = subprocess.run([*cli, *args], capture_output=True, text=True, timeout=120, check=False)
-        if check:
-            assert r.returncode == 0, f"podman {' '.join(args)}: {r.stderr[-500:]}"
-        return r
-
-    try:
-        yield run
-    finally:
-        run("rm", "-af", check=False)
-        subprocess.run(["umount", "-R", "-l", str(base)], capture_output=True, check=False)
-        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture
