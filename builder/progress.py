@@ -25,6 +25,7 @@ class Vertex:
         self.finished: float | None = None
         self.cached = False
         self.step = False  # a layer step (a replay of the build shows it CACHED)
+        self.once = False  # work the next identical build does not do again (a pull)
         self.error: str | None = None
         self.tail: deque[str] = deque(maxlen=TAIL_LINES)
         self._partial = b""

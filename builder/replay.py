@@ -236,7 +236,7 @@ class Pending:
                 continue
             content = rec.contents.get(path)
             files[path[len(ctx) + 1:] if path != ctx else ""] = sig if content is None else [*sig, content]
-        steps = [[v.name, v.cached or v.step] for v in progress.vertices]
+        steps = [[v.name, v.cached or v.step] for v in progress.vertices if not v.once]
         doc = {"inputs": self.inputs, "image": image_id, "keys": rec.keys, "tags_read": tags_read,
                "tags": [refs.normalize(t) for t in self.opts["tag"]], "files": files,
                "steps": steps}

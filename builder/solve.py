@@ -319,6 +319,7 @@ class Solver:
             nonlocal v
             if v is None:
                 v = self.progress.start(f"[internal] pull {ref}")
+                v.once = True  # the image is in the store from now on: a replay shows no pull
             self.progress.log(v, (text + "\n").encode())
         try:
             img = get_image(self.store, ref, self.opts.pull, log_view(log))
