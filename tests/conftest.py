@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -11,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from busybox_fixture import REPO, copy_store, make_busybox_store, run_pybuild
-from registry_fixture import NO_REGISTRY, die_with_parent, run_registry
+from registry_fixture import NO_REGISTRY, die_with_parent, run_registry, stop
 
 
 @pytest.fixture(autouse=True)
@@ -119,13 +118,7 @@ def dockerd():
             time.sleep(0.2)
         yield cli
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop(proc, 30)
         log.close()
         subprocess.run(["umount", "-R", "-l", str(base / "data")], capture_output=True, check=False)
         subprocess.run(["umount", "-R", "-l", str(base / "exec")], capture_output=True, check=False)

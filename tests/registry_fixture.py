@@ -262,7 +262,7 @@ def run_registry(workdir, *, auth: str | None = None, users: dict[str, str] | No
             log.close()
             if _wait_ready(proc, port, tls=tls):
                 break
-            _stop(proc)
+            stop(proc)
             proc = None
         if proc is None:
             raise RuntimeError(f"docker-registry did not start: {log_path.read_text()[-800:]}")
@@ -271,7 +271,7 @@ def run_registry(workdir, *, auth: str | None = None, users: dict[str, str] | No
                        ca)
     finally:
         if proc is not None:
-            _stop(proc)
+            stop(proc)
         if tokens is not None:
             tokens.stop()
 
@@ -296,11 +296,12 @@ def _wait_ready(proc: subprocess.Popen, port: int, timeout: float = 20, tls: boo
     return False
 
 
-def _stop(proc: subprocess.Popen) -> None:
+def stop(proc: subprocess.Popen, wait: float = 10) -> None:
+    """SIGTERM a server the tests started, SIGKILL it after `wait` seconds."""
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         try:
-            proc.wait(10)
+            proc.wait(wait)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cache.registry import http
-from cache.registry.config import DOCKER_IO, api_host
+from cache.registry.config import DOCKER_IO, api_host, read_user_file
 from cache.registry.errors import RegistryError, Unauthorized, display_host, unauthorized
 
 DOCKER_IO_KEY = "https://index.docker.io/v1/"
@@ -155,12 +155,9 @@ def auth_files() -> list[tuple[Path, bool]]:
 
 
 def _load(path: Path) -> dict | None:
-    try:
-        raw = path.read_bytes()
-    except (FileNotFoundError, NotADirectoryError):
+    raw = read_user_file(path)
+    if raw is None:
         return None
-    except OSError as e:
-        raise RegistryError(f"cannot read {path}: {e.strerror}") from None
     try:
         data = json.loads(raw or b"{}")
     except (ValueError, UnicodeDecodeError) as e:

@@ -200,13 +200,21 @@ def _parse(data: dict, src: str) -> tuple[list[Registry], list[str] | None]:
     return regs, search
 
 
-def _read(path: Path) -> dict | None:
+def read_user_file(path: Path) -> bytes | None:
+    """The bytes of a configuration file the user keeps (registries.conf, auth files), None
+    when it is not there; any other failure is one line naming it."""
     try:
-        raw = path.read_bytes()
+        return path.read_bytes()
     except (FileNotFoundError, NotADirectoryError):
         return None
     except OSError as e:
         raise RegistryError(f"cannot read {path}: {e.strerror}") from None
+
+
+def _read(path: Path) -> dict | None:
+    raw = read_user_file(path)
+    if raw is None:
+        return None
     try:
         return tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:

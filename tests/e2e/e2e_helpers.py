@@ -2,8 +2,28 @@
 from __future__ import annotations
 
 import contextlib
+import subprocess
 import uuid
 from pathlib import Path
+
+
+def ok(r) -> subprocess.CompletedProcess:
+    """A command that must have worked; its stderr tail says why not."""
+    assert r.returncode == 0, r.stderr[-2000:]
+    return r
+
+
+def one_error_line(r, *words) -> str:
+    """The failure a user sees: non-zero, one `pybuild: error:` line with `words` in it, no
+    traceback."""
+    assert r.returncode != 0, r.stdout
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("pybuild:")]
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("pybuild: error: "), r.stderr
+    assert "Traceback" not in r.stderr and "internal error" not in r.stderr, r.stderr
+    for w in words:
+        assert w in lines[0], lines[0]
+    return lines[0]
 
 
 def config_of(pybuild, ref: str) -> dict:

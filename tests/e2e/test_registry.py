@@ -14,27 +14,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from e2e_helpers import ok, one_error_line
 from registry_fixture import run_registry
 
 SKOPEO = shutil.which("skopeo")
 needs_skopeo = pytest.mark.skipif(SKOPEO is None, reason="needs skopeo (./install.sh installs it)")
-
-
-def ok(r) -> subprocess.CompletedProcess:
-    assert r.returncode == 0, r.stderr[-2000:]
-    return r
-
-
-def one_error_line(r, *words) -> str:
-    """The failure a user sees: non-zero, one `pybuild: error:` line, no traceback."""
-    assert r.returncode != 0, r.stdout
-    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("pybuild:")]
-    assert len(lines) == 1, r.stderr
-    assert lines[0].startswith("pybuild: error: "), r.stderr
-    assert "Traceback" not in r.stderr and "internal error" not in r.stderr, r.stderr
-    for w in words:
-        assert w in lines[0], lines[0]
-    return lines[0]
 
 
 def skopeo_inspect(ref: str, *extra: str) -> dict:

@@ -20,6 +20,7 @@ from pathlib import Path
 import debian_fixture
 import podman_fixture
 import pytest
+from e2e_helpers import ok, one_error_line
 from podman_fixture import NO_PODMAN, RUN_OPTS
 
 podman = podman_fixture.podman  # the fixture
@@ -36,23 +37,6 @@ RUN mkdir /data && echo built-by-pybuild > /data/f
 ENV MODE=interop
 CMD ["cat", "/data/f"]
 """
-
-
-def ok(r) -> subprocess.CompletedProcess:
-    assert r.returncode == 0, r.stderr[-2000:]
-    return r
-
-
-def one_error_line(r, *words) -> str:
-    """The failure a user sees: non-zero, one `pybuild: error:` line, no traceback."""
-    assert r.returncode != 0, r.stdout
-    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("pybuild:")]
-    assert len(lines) == 1, r.stderr
-    assert lines[0].startswith("pybuild: error: "), r.stderr
-    assert "Traceback" not in r.stderr and "internal error" not in r.stderr, r.stderr
-    for w in words:
-        assert w in lines[0], lines[0]
-    return lines[0]
 
 
 def skopeo(*args: str) -> subprocess.CompletedProcess:
