@@ -71,6 +71,8 @@ def _image(store, args):
     view = TransferView("auto", quiet=args.quiet)
     try:
         return get_image(store, args.image, PullOptions(args.pull, args.tls_verify), view)
+    except StoreError as e:
+        raise StoreError(f"{args.image}: {e}") from None
     finally:
         view.close()
 

@@ -47,8 +47,12 @@ def test_network_none(busybox_root, pybuild):
 
 
 def test_errors_follow_docker_exit_codes(busybox_root, pybuild):
-    r = pybuild("run", "nosuchimage")
+    r = pybuild("run", "--pull", "never", "nosuchimage")
     assert r.returncode == 125 and r.stderr == "pybuild: error: no such image: nosuchimage\n"
+    r = pybuild("run", "nosuchimage")  # pulled from docker.io, which this machine cannot reach
+    lines = r.stderr.splitlines()
+    assert r.returncode == 125 and lines[0] == "Unable to find image 'nosuchimage' locally"
+    assert len(lines) == 2 and lines[1].startswith("pybuild: error: nosuchimage: "), r.stderr
     r = pybuild("run", "busybox", "nosuchcmd")
     assert r.returncode == 127
     assert r.stderr == 'pybuild: error: exec: "nosuchcmd": executable file not found in $PATH\n'
