@@ -199,8 +199,14 @@ def bench_tool(tool: Tool, ref: str, work: Path, rounds: int) -> dict[str, list[
     return out
 
 
-def stored_bytes(host_dir: Path) -> int:
-    return sum(f.stat().st_size for f in (host_dir / "data").rglob("data") if f.is_file())
+def stored_bytes(storage: Path) -> int:
+    """Bytes of the blobs a registry stores (distribution's filesystem layout under `storage`:
+    docker/registry/v2/blobs/sha256/<2>/<hex>/data)."""
+    blobs = storage / "docker" / "registry" / "v2" / "blobs"
+    total = sum(f.stat().st_size for f in blobs.rglob("data") if f.is_file())
+    if not total:
+        sys.exit(f"bench: no blobs under {blobs}: has the registry's storage layout moved?")
+    return total
 
 
 def main() -> None:
@@ -226,7 +232,7 @@ def main() -> None:
             seed_s, _ = run_measured(["skopeo", "copy", "--quiet", "--dest-tls-verify=false",
                                       f"oci:{work / 'src-oci'}:latest", f"docker://{ref}"])
             shutil.rmtree(work / "src-oci")
-            gz = stored_bytes(work / "src-reg")
+            gz = stored_bytes(reg.storage)
             print(f"image: {args.layers} layers, {raw / 1e6:.0f} MB raw, {gz / 1e6:.0f} MB gzip in "
                   f"the registry (generated in {gen:.1f} s, seeded by skopeo in {seed_s:.1f} s)\n")
             tools = [SKOPEO]
