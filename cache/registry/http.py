@@ -245,7 +245,8 @@ def _describe(e: BaseException) -> str:
     return str(e) or type(e).__name__
 
 
-def _retry_after(resp: Response) -> float | None:
+def retry_after(resp: Response) -> float | None:
+    """Seconds a 429/503's Retry-After asks for (delta or HTTP date), None without one."""
     value = resp.header("Retry-After")
     if not value:
         return None
@@ -348,7 +349,7 @@ def request(method: str, url: str, *, headers: dict | None = None, body=None, ve
             if resp.status not in RETRY_STATUS or not retry:
                 return resp
             error = f"{resp.status} {resp.reason}".strip()
-            delay = _retry_after(resp)
+            delay = retry_after(resp)
             resp.drain()
         if attempt >= n_attempts or spent >= budget:
             tail = f" after {attempt} attempts" if attempt > 1 else ""
