@@ -368,7 +368,9 @@ class Repository:
                        size: int | None = None) -> None:
         """The closing PUT. Its answer may be lost after the registry committed the blob (a 5xx
         or a dropped connection, then 404 for the session it closed): each failure asks the
-        registry (HEAD) before it tries again, so a blob that arrived is never sent twice."""
+        registry (HEAD) before it tries again, so a blob that arrived is never sent twice. A
+        5xx is retried on the same session; a connection dropped while a body was going out
+        starts a new session (_Restart), as the old one may hold part of it."""
         failures, spent = 0, 0.0
         while True:
             try:
@@ -377,6 +379,10 @@ class Repository:
                                      headers={"Content-Type": "application/octet-stream",
                                               "Content-Length": str(length)})
             except http.TransportError as e:
+                if size is not None and self._arrived(digest, size):
+                    return
+                if body is not None:  # part of the body may be in the session: start a new one
+                    raise _Restart from None
                 resp, error = None, str(e)
             if resp is not None:
                 with resp:

@@ -251,18 +251,22 @@ def test_push_recovers_from_a_put_whose_answer_was_lost(big_root, registry, prox
     assert all(e.status == 500 for e in proxy.requests("PUT", "/blobs/uploads/"))
 
 
-def test_a_connection_dropped_during_an_upload(big_root, registry, proxy):
-    ref = f"{proxy.host}/faults/dropped:1"
+@pytest.mark.parametrize("method", ["PATCH", "PUT"])
+def test_a_connection_dropped_during_an_upload(method, big_root, registry, proxy):
+    """The request reaches the registry, its answer never comes back: the connection is cut
+    while the proxy holds the answer (PATCH: a chunk of the big layer; PUT: a closing PUT)."""
+    ref = f"{proxy.host}/faults/dropped-{method.lower()}:1"
     ok(run_pybuild("tag", f"{registry.host}/faults/big:1", ref))
     done = threading.Event()
+    path = "/blobs/uploads/" if method == "PUT" else ""
 
-    def watch() -> None:  # the first PATCH: hold its answer back, then cut every connection
-        while not done.is_set() and not proxy.requests("PATCH"):
+    def watch() -> None:  # every answer waits 0.4 s: cut while the first `method`'s waits
+        while not done.is_set() and not proxy.requests(method, path):
             time.sleep(0.001)
-        proxy.slow(0.5)
-        time.sleep(0.2)
+        time.sleep(0.15)
         cut_connections(proxy)
         proxy.slow(0)
+    proxy.slow(0.4)
     t = threading.Thread(target=watch)
     t.start()
     try:
@@ -270,9 +274,15 @@ def test_a_connection_dropped_during_an_upload(big_root, registry, proxy):
     finally:
         done.set()
         t.join()
-    assert any(e.status == 0 for e in proxy.log), [(e.method, e.status) for e in proxy.log]
+    log = [(e.method, e.path.split("?")[0].rsplit("/", 1)[-1][:20], e.status) for e in proxy.log]
+    first = proxy.requests(method, path)[0]
+    if method == "PATCH":  # the client asked the session where it stood
+        assert proxy.requests("GET", "/blobs/uploads/"), log
+    else:                  # the client asked whether the blob had arrived
+        digest = first.path.rpartition("digest=")[2].replace("%3A", ":")
+        assert [e for e in proxy.requests("HEAD", digest) if e.time > first.time], log
     if r.returncode:
         one_error_line(r)
-        assert not has_manifest(registry, "faults/dropped", "1")
+        assert not has_manifest(registry, f"faults/dropped-{method.lower()}", "1")
     else:
-        assert has_manifest(registry, "faults/dropped", "1")
+        assert has_manifest(registry, f"faults/dropped-{method.lower()}", "1")
