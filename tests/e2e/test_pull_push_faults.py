@@ -141,6 +141,28 @@ def test_a_wrong_blob_is_one_line_naming_it_and_the_store_is_unchanged(pushed, r
     assert proxy.requests("GET", layer["digest"])[-1].fault == "corrupt"
 
 
+def test_a_wrong_config_is_one_line_too(pushed, registry, proxy, empty_root):
+    req = urllib.request.Request(f"{registry.url}/v2/{pushed}/manifests/1", headers={
+        "Accept": "application/vnd.oci.image.manifest.v1+json"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        config = json.loads(resp.read())["config"]["digest"]
+    proxy.corrupt_blob(config, offset=10)
+    before = snapshot(empty_root)
+    one_error_line(run_pybuild("pull", f"{proxy.host}/{pushed}:1"), config)
+    assert snapshot(empty_root) == before
+
+
+def test_one_wrong_layer_of_two_downloading_at_once_leaves_nothing(big, registry, proxy,
+                                                                  empty_root):
+    small, large = sorted(layer_digests(registry, big, "1"), key=lambda d: d["size"])
+    proxy.corrupt_blob(large["digest"], offset=large["size"] - 100)  # found at the very end
+    before = snapshot(empty_root)
+    # the digest decides what is said (not the gzip error the flipped byte also causes)
+    one_error_line(run_pybuild("pull", f"{proxy.host}/{big}:1"), large["digest"], "hash to")
+    assert snapshot(empty_root) == before  # the good layer's temporary went too
+    assert proxy.requests("GET", small["digest"])[0].status == 200
+
+
 def test_a_few_500s_are_retried(pushed, proxy, empty_root):
     proxy.fail(500, times=2, method="GET", path="/manifests/")
     proxy.fail(503, times=2, method="GET", path="/blobs/")
