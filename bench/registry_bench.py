@@ -2,6 +2,7 @@
 """Registry pull/push benchmark (issue 9): skopeo, and pybuild when its CLI has `pull`.
 
     python3 bench/registry_bench.py [--mb 300] [--layers 10] [--rounds 3] [--no-pybuild]
+                                    [--also before=DIR ...]
 
 Makes a deterministic image of `--layers` layers totalling `--mb` MB (per layer: 2/3 random
 bytes, 1/3 word text, so gzip has work and the result is ~75% of the raw size), seeds it into a
@@ -9,9 +10,12 @@ fresh loopback docker-registry with skopeo (which gzips the layers), then times,
   pull  REF -> an empty local destination (skopeo: `dir:`; pybuild: an empty $PYBUILD_ROOT),
   push  local copy -> a registry of its own per round (fresh storage on a new port, so nothing
         can be skipped or cross-repo mounted: every byte is uploaded).
-Medians of `--rounds` rounds; peak RSS is the child's own ru_maxrss (os.wait4).
-Prints a markdown table. The two tools do not do the same work on pull: skopeo stores the
-compressed blobs as they come; pybuild also unpacks them into its store (say so next to figures).
+The tools take turns within each round (a busy neighbour on the machine then hits all alike);
+medians of `--rounds` rounds; peak RSS is the child's own ru_maxrss (os.wait4). `--also
+NAME=DIR` times another checkout (say a `git archive` of the commit before a change) in the
+same run. Prints a markdown table with each median as a multiple of skopeo's. The tools do not
+do the same work on pull: skopeo checks each blob's digest and stores it; pybuild also
+decompresses every layer to check its diff_id (layers are unpacked later, on first use).
 """
 from __future__ import annotations
 
@@ -36,9 +40,6 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
 from registry_fixture import run_registry  # noqa: E402 - after the path set-up
 
-LAUNCHER = REPO / ".venv" / "bin" / "pybuild-launcher"
-# pybuild as a user runs it, this checkout's code (cwd REPO)
-PYBUILD = [str(LAUNCHER)] if LAUNCHER.exists() else [sys.executable, "-m", "builder"]
 WORDS = [
     "layer", "registry", "blob", "manifest", "digest", "chunk", "upload", "range", "token",
     "mirror", "index", "config", "the", "of", "and", "to", "in", "is", "that", "for", "it", "as",
@@ -46,10 +47,10 @@ WORDS = [
 ]
 
 
-def run_measured(cmd: list[str], env: dict | None = None) -> tuple[float, int]:
+def run_measured(cmd: list[str], env: dict | None = None, cwd: Path = REPO) -> tuple[float, int]:
     """(wall seconds, peak RSS in KiB of that child alone); exits with its stderr on failure."""
     t = time.perf_counter()
-    p = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL,
+    p = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL,
                          stderr=subprocess.PIPE)
     err = p.stderr.read()
     _, status, ru = os.wait4(p.pid, 0)
@@ -142,28 +143,34 @@ def pybuild_env(root: Path) -> dict:
     return dict(os.environ, PYBUILD_ROOT=str(root))
 
 
-def pybuild_available() -> str | None:
-    """None when this checkout's CLI has `pull` and `push`; else why the pybuild side is skipped."""
+def pybuild_cmd(tree: Path) -> list[str]:
+    """pybuild as a user runs it, the code of checkout `tree` (run with cwd `tree`)."""
+    launcher = tree / ".venv" / "bin" / "pybuild-launcher"
+    return [str(launcher)] if launcher.exists() else [sys.executable, "-m", "builder"]
+
+
+def pybuild_available(tree: Path = REPO) -> str | None:
+    """None when checkout `tree`'s CLI has `pull` and `push`; else why that side is skipped."""
     for cmd in ("pull", "push"):
-        r = subprocess.run([*PYBUILD, cmd, "--help"], cwd=REPO, capture_output=True, text=True,
-                           check=False)
+        r = subprocess.run([*pybuild_cmd(tree), cmd, "--help"], cwd=tree, capture_output=True,
+                           text=True, check=False)
         if r.returncode != 0:
             last = (r.stderr or r.stdout).strip().splitlines()[-1:] or [""]
             return f"`pybuild {cmd} --help` failed: {last[0][:200]}"
     return None
 
 
-def pybuild_pull(ref: str, root: Path) -> tuple[float, int]:
+def pybuild_pull(ref: str, root: Path, tree: Path = REPO) -> tuple[float, int]:
     """`pybuild pull REF` into the store at `root` (the caller gives an empty one)."""
-    return run_measured([*PYBUILD, "pull", ref], env=pybuild_env(root))
+    return run_measured([*pybuild_cmd(tree), "pull", ref], env=pybuild_env(root), cwd=tree)
 
 
-def pybuild_push(src_ref: str, ref: str, root: Path) -> tuple[float, int]:
+def pybuild_push(src_ref: str, ref: str, root: Path, tree: Path = REPO) -> tuple[float, int]:
     """`pybuild push REF` of the image `src_ref` (already in the store at `root`), tagged REF
     first (untimed)."""
-    subprocess.run([*PYBUILD, "tag", src_ref, ref], env=pybuild_env(root), cwd=REPO, check=True,
-                   capture_output=True)
-    return run_measured([*PYBUILD, "push", ref], env=pybuild_env(root))
+    subprocess.run([*pybuild_cmd(tree), "tag", src_ref, ref], env=pybuild_env(root), cwd=tree,
+                   check=True, capture_output=True)
+    return run_measured([*pybuild_cmd(tree), "push", ref], env=pybuild_env(root), cwd=tree)
 
 
 class Tool:
@@ -176,31 +183,45 @@ class Tool:
 
 SKOPEO = Tool("skopeo", skopeo_pull,
               lambda local, src_ref, ref: skopeo_push(local, ref))
-PYBUILD_TOOL = Tool("pybuild", pybuild_pull,
-                    lambda local, src_ref, ref: pybuild_push(src_ref, ref, local))
 
 
-def bench_tool(tool: Tool, ref: str, work: Path, rounds: int) -> dict[str, list[tuple[float, int]]]:
-    out: dict[str, list[tuple[float, int]]] = {"pull": [], "push": []}
-    local = None
+def pybuild_tool(name: str, tree: Path) -> Tool:
+    return Tool(name, lambda ref, dest: pybuild_pull(ref, dest, tree),
+                lambda local, src_ref, ref: pybuild_push(src_ref, ref, local, tree))
+
+
+def bench_tools(tools: list[Tool], ref: str, work: Path, rounds: int) -> dict:
+    """{tool: {"pull": [(s, KiB)], "push": [...]}}, the tools taking turns in every round (so a
+    noisy neighbour on the machine hits them alike)."""
+    out = {t.name: {"pull": [], "push": []} for t in tools}
+    local: dict[str, Path] = {}
     for i in range(rounds):
-        dest = work / f"{tool.name}-pull-{i}"
-        out["pull"].append(tool.pull(ref, dest))
-        if local is None:
-            local = dest
-        else:
-            shutil.rmtree(dest, ignore_errors=True)
+        for tool in tools:
+            dest = work / f"{tool.name}-pull-{i}"
+            out[tool.name]["pull"].append(tool.pull(ref, dest))
+            if tool.name not in local:
+                local[tool.name] = dest
+            else:
+                shutil.rmtree(dest, ignore_errors=True)
     for i in range(rounds):
-        with run_registry(work / f"{tool.name}-reg-{i}") as reg:
-            host = reg.host
-            out["push"].append(tool.push(local, ref, f"{host}/bench/pushed:latest"))
-        shutil.rmtree(work / f"{tool.name}-reg-{i}", ignore_errors=True)
-    shutil.rmtree(local, ignore_errors=True)
+        for tool in tools:
+            with run_registry(work / f"{tool.name}-reg-{i}") as reg:
+                out[tool.name]["push"].append(
+                    tool.push(local[tool.name], ref, f"{reg.host}/bench/pushed:latest"))
+            shutil.rmtree(work / f"{tool.name}-reg-{i}", ignore_errors=True)
+    for d in local.values():
+        shutil.rmtree(d, ignore_errors=True)
     return out
 
 
-def stored_bytes(host_dir: Path) -> int:
-    return sum(f.stat().st_size for f in (host_dir / "data").rglob("data") if f.is_file())
+def stored_bytes(storage: Path) -> int:
+    """Bytes of the blobs a registry stores (distribution's filesystem layout under `storage`:
+    docker/registry/v2/blobs/sha256/<2>/<hex>/data)."""
+    blobs = storage / "docker" / "registry" / "v2" / "blobs"
+    total = sum(f.stat().st_size for f in blobs.rglob("data") if f.is_file())
+    if not total:
+        sys.exit(f"bench: no blobs under {blobs}: has the registry's storage layout moved?")
+    return total
 
 
 def main() -> None:
@@ -209,6 +230,9 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--no-pybuild", action="store_true")
+    ap.add_argument("--also", action="append", default=[], metavar="NAME=DIR",
+                    help="time another checkout of pybuild beside this one (e.g. before=DIR of a "
+                         "`git archive` of an older commit); repeatable")
     ap.add_argument("--work", default=None, help="scratch dir (default: a temp dir, removed)")
     args = ap.parse_args()
     for exe in ("skopeo", "docker-registry"):
@@ -226,25 +250,33 @@ def main() -> None:
             seed_s, _ = run_measured(["skopeo", "copy", "--quiet", "--dest-tls-verify=false",
                                       f"oci:{work / 'src-oci'}:latest", f"docker://{ref}"])
             shutil.rmtree(work / "src-oci")
-            gz = stored_bytes(work / "src-reg")
+            gz = stored_bytes(reg.storage)
             print(f"image: {args.layers} layers, {raw / 1e6:.0f} MB raw, {gz / 1e6:.0f} MB gzip in "
                   f"the registry (generated in {gen:.1f} s, seeded by skopeo in {seed_s:.1f} s)\n")
             tools = [SKOPEO]
             note = "skipped (--no-pybuild)" if args.no_pybuild else pybuild_available()
             if note is None:
-                tools.append(PYBUILD_TOOL)
-            results = {tool.name: bench_tool(tool, ref, work, args.rounds) for tool in tools}
-        print("| tool | op | median s | min–max s | MB/s (gzip bytes) | peak RSS MB |\n"
-              "|---|---|---|---|---|---|")
-        for name, ops in results.items():
-            for op, runs in ops.items():
-                secs = [s for s, _ in runs]
+                for spec in args.also:
+                    name, _, tree = spec.partition("=")
+                    why = pybuild_available(Path(tree))
+                    if why:
+                        sys.exit(f"bench: --also {spec}: {why}")
+                    tools.append(pybuild_tool(f"pybuild {name}", Path(tree).resolve()))
+                tools.append(pybuild_tool("pybuild", REPO))
+            results = bench_tools(tools, ref, work, args.rounds)
+        print("| tool | op | median s | min–max s | × skopeo | MB/s (gzip bytes) | peak RSS MB |\n"
+              "|---|---|---|---|---|---|---|")
+        base = {op: statistics.median(s for s, _ in runs) for op, runs in results["skopeo"].items()}
+        for op in ("pull", "push"):
+            for name, ops in results.items():
+                secs = [s for s, _ in ops[op]]
                 med = statistics.median(secs)
-                rss = max(r for _, r in runs)
+                rss = max(r for _, r in ops[op])
                 print(f"| {name} | {op} | {med:.2f} | {min(secs):.2f}–{max(secs):.2f} | "
-                      f"{gz / 1e6 / med:.0f} | {rss / 1024:.0f} |")
-        print(f"\n{args.rounds} rounds each; pull = registry -> empty local destination (skopeo "
-              "dir:, pybuild empty $PYBUILD_ROOT: also unpacks), push = local -> a fresh registry.")
+                      f"{med / base[op]:.2f} | {gz / 1e6 / med:.0f} | {rss / 1024:.0f} |")
+        print(f"\n{args.rounds} rounds, the tools taking turns in each; pull = registry -> empty local "
+              "destination (skopeo dir:, pybuild an empty $PYBUILD_ROOT; pybuild also checks every "
+              "layer's diff_id, skopeo does not), push = local -> a fresh registry.")
         if note is not None:
             print(f"pybuild side not run: {note}")
     finally:

@@ -364,20 +364,56 @@ class Repository:
             min_len = 0
         return urllib.parse.urljoin(resp.url, resp.header("Location")), min_len
 
-    def _finish_upload(self, location: str, digest: str, *, body=None, length: int = 0) -> None:
-        resp = self._request("PUT", _with_digest(location, digest), what="PUT blob", body=body,
-                             scopes=self._scopes(True),
-                             headers={"Content-Type": "application/octet-stream",
-                                      "Content-Length": str(length)})
-        with resp:
-            if resp.status in (201, 204):
-                resp.drain()
+    def _finish_upload(self, location: str, digest: str, *, body=None, length: int = 0,
+                       size: int | None = None) -> None:
+        """The closing PUT. Its answer may be lost after the registry committed the blob (a 5xx
+        or a dropped connection, then 404 for the session it closed): each failure asks the
+        registry (HEAD) before it tries again, so a blob that arrived is never sent twice. A
+        5xx is retried on the same session; a connection dropped while a body was going out
+        starts a new session (_Restart), as the old one may hold part of it."""
+        failures, spent = 0, 0.0
+        while True:
+            try:
+                resp = self._request("PUT", _with_digest(location, digest), what="PUT blob",
+                                     body=body, scopes=self._scopes(True), retry=False,
+                                     headers={"Content-Type": "application/octet-stream",
+                                              "Content-Length": str(length)})
+            except http.TransportError as e:
+                if size is not None and self._arrived(digest, size):
+                    return
+                if body is not None:  # part of the body may be in the session: start a new one
+                    raise _Restart from None
+                resp, error = None, str(e)
+            if resp is not None:
+                with resp:
+                    if resp.status in (201, 204):
+                        resp.drain()
+                        return
+                    data = resp.read_all(ERROR_BODY_MAX)
+                code, _ = _error(data)
+                gone = resp.status == 404 or code == "BLOB_UPLOAD_UNKNOWN"
+                if not gone and resp.status not in http.RETRY_STATUS:
+                    raise self._fail(resp, f"PUT blob {digest}", data)
+                error = f"{resp.status} {resp.reason}".strip()
+            if size is not None and self._arrived(digest, size):
                 return
-            data = resp.read_all(ERROR_BODY_MAX)
-            code, _ = _error(data)
-            if resp.status == 404 or code == "BLOB_UPLOAD_UNKNOWN":
+            if resp is not None and gone:
                 raise _Restart
-            raise self._fail(resp, f"PUT blob {digest}", data)
+            failures += 1
+            if failures >= http.attempts() or spent >= http.retry_budget():
+                raise RegistryError(f"{self.name}: PUT blob {digest}: {error} after {failures} attempts")
+            delay = http.retry_after(resp) if resp is not None else None
+            delay = min(delay if delay is not None else http.FIRST_DELAY * 2 ** (failures - 1),
+                        http.retry_budget() - spent)
+            time.sleep(delay)
+            spent += delay
+
+    def _arrived(self, digest: str, size: int) -> bool:
+        """Whether the registry has blob `digest` of `size` bytes (False when it cannot say)."""
+        try:
+            return self.blob_size(digest) == size
+        except RegistryError:
+            return False
 
     def push_blob(self, digest: str, size: int, path, *, progress=None) -> None:
         """Upload the file at `path` as blob `digest`: one POST + PUT up to MONOLITHIC_MAX, else
@@ -394,7 +430,7 @@ class Repository:
             try:
                 if size <= self.monolithic_max:
                     loc, _ = self._start_upload()
-                    self._finish_upload(loc, digest, length=size,
+                    self._finish_upload(loc, digest, length=size, size=size,
                                         body=lambda: _Region(path, 0, size, progress))
                 else:
                     self._push_chunked(digest, size, path, progress)
@@ -436,7 +472,7 @@ class Repository:
                 raise RegistryError(f"{self.name}: upload of {digest} keeps failing at byte {offset}")
             time.sleep(min(http.FIRST_DELAY * 2 ** (failures - 1), 2.0))
             loc, offset = self._upload_status(loc)
-        self._finish_upload(loc, digest)
+        self._finish_upload(loc, digest, size=size)
 
     def _upload_status(self, loc: str) -> tuple[str, int]:
         """GET <location>: (location, next offset) of a live session; _Restart when it is gone."""

@@ -245,7 +245,8 @@ def _describe(e: BaseException) -> str:
     return str(e) or type(e).__name__
 
 
-def _retry_after(resp: Response) -> float | None:
+def retry_after(resp: Response) -> float | None:
+    """Seconds a 429/503's Retry-After asks for (delta or HTTP date), None without one."""
     value = resp.header("Retry-After")
     if not value:
         return None
@@ -348,7 +349,7 @@ def request(method: str, url: str, *, headers: dict | None = None, body=None, ve
             if resp.status not in RETRY_STATUS or not retry:
                 return resp
             error = f"{resp.status} {resp.reason}".strip()
-            delay = _retry_after(resp)
+            delay = retry_after(resp)
             resp.drain()
         if attempt >= n_attempts or spent >= budget:
             tail = f" after {attempt} attempts" if attempt > 1 else ""
@@ -358,6 +359,13 @@ def request(method: str, url: str, *, headers: dict | None = None, body=None, ve
         delay = min(delay, budget - spent)
         time.sleep(delay)
         spent += delay
+
+
+def _probe_context() -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
 
 
 _scheme_lock = threading.Lock()
@@ -374,15 +382,12 @@ def base_url(host: str, *, insecure: bool = False, tls_verify: bool = True) -> t
     with _scheme_lock:
         scheme = _schemes.get((host, verify))
     if scheme is None:
-        conn = http.client.HTTPSConnection(host, timeout=min(timeout(), 10),
-                                           context=tls_context(host, verify))
+        # the probe only asks whether the host speaks TLS: no CA bundle loaded for it (50 ms),
+        # the real requests verify the certificate with tls_context
+        conn = http.client.HTTPSConnection(host, timeout=min(timeout(), 10), context=_probe_context())
         try:
             conn.connect()
             scheme = "https"
-        except ssl.SSLCertVerificationError as e:
-            raise RegistryError(
-                f"{host}: TLS certificate not trusted ({e.verify_message}); put its CA in "
-                f"/etc/containers/certs.d/{host}/ca.crt, or use --tls-verify=false") from None
         except (ConnectionRefusedError, socket.gaierror) as e:
             raise TransportError(f"{host}: cannot connect: {_describe(e)}") from None
         except (ssl.SSLError, ConnectionResetError, http.client.HTTPException, EOFError):
