@@ -48,7 +48,9 @@ WORDS = [
 
 
 def run_measured(cmd: list[str], env: dict | None = None, cwd: Path = REPO) -> tuple[float, int]:
-    """(wall seconds, peak RSS in KiB of that child alone); exits with its stderr on failure."""
+    """(wall seconds, peak RSS in KiB of that child alone); exits with its stderr on failure.
+    The disk is synced first (untimed), so no tool pays for the writeback of another's files."""
+    os.sync()
     t = time.perf_counter()
     p = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL,
                          stderr=subprocess.PIPE)

@@ -11,7 +11,7 @@ import importlib
 import os
 import sys
 
-VERSION = "0.1.0"
+from cache.version import VERSION
 
 # command-group module (under builder.commands) -> each registers its subcommands
 COMMAND_MODULES = ("build", "images", "registry", "run")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -216,6 +215,8 @@ def _read(path: Path) -> dict | None:
     if raw is None:
         return None
     try:
+        import tomllib  # only when a registries.conf exists (~10 ms)
+
         return tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise RegistryError(f"{path}: invalid TOML: {e}") from None

@@ -21,6 +21,7 @@ from pathlib import Path
 from cache.compress import CHUNK
 from cache.registry.config import is_loopback
 from cache.registry.errors import RegistryError
+from cache.version import VERSION
 
 CERT_DIRS = ("/etc/containers/certs.d", "/etc/docker/certs.d")
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
@@ -34,18 +35,8 @@ class TransportError(RegistryError):
     """The connection failed (refused, reset, dropped mid-body) rather than the server answering."""
 
 
-_user_agent: str | None = None
-
-
 def user_agent() -> str:
-    global _user_agent
-    if _user_agent is None:
-        try:
-            from importlib.metadata import version
-            _user_agent = f"pybuild/{version('pybuild')}"
-        except Exception:  # noqa: BLE001 - not installed as a distribution: still say who we are
-            _user_agent = "pybuild"
-    return _user_agent
+    return f"pybuild/{VERSION}"
 
 
 def _env_num(name: str, default: float) -> float:
