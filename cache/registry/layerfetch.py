@@ -16,6 +16,7 @@ from cache.errors import StoreError
 from cache.registry.errors import DigestMismatch, RegistryError
 
 DEPTH = 4  # received chunks queued per layer for its diff_id thread: constant memory
+_WRITEBACK = 8 << 20  # bytes written between two writeback kicks
 
 
 @dataclass
@@ -82,6 +83,7 @@ class _TarHasher:
 
     def __init__(self, out):
         self.out = out
+        self.written = self.flushed = 0
         self.q: queue.Queue = queue.Queue(DEPTH)
         self.kind, self.digest, self.size, self.err = None, None, 0, None
         self._cur, self._off = b"", 0
@@ -90,6 +92,14 @@ class _TarHasher:
 
     def write(self, data: bytes) -> int:
         self.out.write(data)
+        self.written += len(data)
+        if self.written - self.flushed >= _WRITEBACK:
+            # start writing the last window back now (without waiting), so the fsync at the
+            # end finds little left to do and the disk works while the network does
+            self.out.flush()
+            os.posix_fadvise(self.out.fileno(), self.flushed, self.written - self.flushed,
+                             os.POSIX_FADV_DONTNEED)
+            self.flushed = self.written
         if self.err is None and self.kind != "none":
             self.q.put(data)  # fetch_blob hands over a fresh bytes object per read: no copy
         return len(data)
