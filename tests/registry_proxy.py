@@ -121,12 +121,8 @@ class FaultProxy:
         self._thread.start()
         return self
 
-    def stop(self) -> None:
-        """Stop listening and cut every open client connection (their threads then end)."""
-        if self._server is None:
-            return
-        self._server.shutdown()
-        self._server.server_close()
+    def cut(self) -> None:
+        """Reset every client connection open now (a network that drops them)."""
         with self._lock:
             conns = list(self._conns)
         for c in conns:
@@ -134,6 +130,14 @@ class FaultProxy:
                 c.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+
+    def stop(self) -> None:
+        """Stop listening and cut every open client connection (their threads then end)."""
+        if self._server is None:
+            return
+        self._server.shutdown()
+        self._server.server_close()
+        self.cut()
         self._thread.join(5)
         deadline = time.monotonic() + 5     # the handlers end (and record any error) first
         while self._conns and time.monotonic() < deadline:

@@ -121,5 +121,4 @@ def push(store, ref: str, *, conf=None, tls_verify: bool = True, progress=None,
         raise RegistryError(f"{repo.name}: the registry stored the manifest as {got}, not {want}")
     store.record_distribution(image.id, f"{repo_full}@{want}")
     store.sources.add([cfg["digest"], *(d["digest"] for d in layers)], here)
-    progress({"status": f"{tag}: digest: {want} size: {len(raw)}"})
     return Pushed(name, want, len(raw))
