@@ -293,3 +293,21 @@ def test_build_pull_takes_a_moved_tag_and_keeps_a_current_one(busybox_root, regi
     one_error_line(pybuild("build", "-q", str(ctx)), "/v")  # the old base has no /v
     ok(pybuild("build", "--pull", "-q", "-t", "seen", str(ctx)))
     assert ok(pybuild("run", "--rm", "seen", "cat", "/seen")).stdout == "v2\n"
+
+
+@needs_skopeo
+def test_prune_keeps_what_a_pulled_image_needs_to_be_pushed_unchanged(pushed, empty_root,
+                                                                      registry, pybuild):
+    ok(pybuild("pull", pushed))
+    digest = skopeo_inspect(pushed)["Digest"]
+    ok(pybuild("prune", "-a", "-f"))
+    back = f"{registry.host}/after-prune/busybox:1"
+    ok(pybuild("tag", pushed, back))
+    assert ok(pybuild("push", "-q", back)).stdout.strip() == digest
+    assert ok(pybuild("run", "--rm", back, "true"))
+    sources = json.loads((empty_root / "sources.json").read_text())
+    assert sources and all((empty_root / "blobs" / "sha256" / d[7:]).exists() for d in sources)
+    ok(pybuild("rmi", back, pushed))
+    ok(pybuild("prune", "-a", "-f"))
+    assert json.loads((empty_root / "sources.json").read_text()) == {}  # gone with their blobs
+    assert not list((empty_root / "blobs" / "sha256").iterdir())
