@@ -63,15 +63,16 @@ class Blobs:
                 tmp.unlink(missing_ok=True)
         return d
 
-    def publish(self, tmp, digest: str) -> None:
+    def publish(self, tmp, digest: str, *, synced: bool = False) -> None:
         """Move a complete temporary file in as blob `digest` (the caller checked the digest),
-        held for this process until an index names it."""
+        held for this process until an index names it; `synced`: the caller fsynced it."""
         self.leases.hold(digest)
-        self._move_in(tmp, digest)
+        self._move_in(tmp, digest, synced=synced)
 
-    def _move_in(self, tmp, digest: str) -> None:
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())  # here, not under the lock
+    def _move_in(self, tmp, digest: str, *, synced: bool = False) -> None:
+        if not synced:
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())  # here, not under the lock
         with self.lock.held():
             atomic.publish(tmp, self.path(digest), synced=True)
 

@@ -102,9 +102,10 @@ class Store:
     def put_blob(self, data: bytes) -> str:
         return self.blob_store.put(data)
 
-    def add_blob_file(self, tmp, digest: str) -> None:
-        """Move a complete file from `tmp_file` in as blob `digest` (already verified)."""
-        self.blob_store.publish(tmp, digest)
+    def add_blob_file(self, tmp, digest: str, *, synced: bool = False) -> None:
+        """Move a complete file from `tmp_file` in as blob `digest` (already verified;
+        `synced`: already fsynced, so nothing is flushed under the lock)."""
+        self.blob_store.publish(tmp, digest, synced=synced)
 
     def ingest(self, src, expected: str | None = None, limit: int | None = None) -> tuple[str, int]:
         return self.blob_store.ingest(src, expected, limit)

@@ -33,6 +33,17 @@ def store_root(tmp_path, monkeypatch) -> Path:
     return root
 
 
+@pytest.fixture
+def empty_root(tmp_path_factory, monkeypatch) -> Path:
+    """An empty store of the test's own ("another machine"), already made (by `pybuild images`),
+    outside tmp_path; PYBUILD_ROOT points at it."""
+    root = tmp_path_factory.mktemp("empty") / "root"
+    monkeypatch.setenv("PYBUILD_ROOT", str(root))
+    r = run_pybuild("images")
+    assert r.returncode == 0, r.stderr
+    return root
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     """This checkout (the CLI under test runs with it as cwd)."""

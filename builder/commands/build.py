@@ -124,6 +124,10 @@ def _parse_output(spec: str) -> dict[str, str]:
     if "type" not in fields and "dest" not in fields and spec:
         fields = {"type": "docker", "dest": spec}
     if fields.get("type") == "registry":
+        unknown = sorted(set(fields) - {"type", "name", "push"})
+        if unknown or fields.get("push", "true") != "true":
+            raise BuildError(f"--output {spec!r}: type=registry takes name=REF (and push=true); "
+                             f"not {', '.join(unknown) or 'push=' + fields['push']}")
         return fields
     if fields.get("type") not in ("oci", "docker") or not fields.get("dest"):
         raise BuildError(f"--output {spec!r}: expected type=oci|docker,dest=PATH or type=registry")
@@ -203,7 +207,7 @@ def run_build(args) -> int:
     output = _parse_output(args.output) if args.output else None
     push = args.push or (output is not None and output["type"] == "registry")
     if output is not None and output["type"] == "registry":
-        args.tag = [*args.tag, *(n for n in output.get("name", "").split(";") if n)]
+        args.tag = [*args.tag, *([output["name"]] if output.get("name") else [])]
         output = None
     from cache import refs
     from cache.errors import StoreError

@@ -137,7 +137,7 @@ class Importer:
         steps = {}
         for key, value in cache["steps"].items():
             d = value.get("diff_id") if isinstance(value, dict) else 0
-            if d is None or d in by_diff:  # an entry naming no listed layer is no hit
+            if d is None or (isinstance(d, str) and d in by_diff):  # else no hit
                 steps[key] = {"diff_id": d}
         return steps, by_diff
 
@@ -164,7 +164,7 @@ class Importer:
         else:
             staged = layerfetch.stage(store, self.source, desc, diff_id)
             try:
-                store.add_blob_file(staged.tmp, digest)
+                store.add_blob_file(staged.tmp, digest, synced=True)
             finally:
                 staged.tmp.unlink(missing_ok=True)
             kind, tar_size = staged.compression, staged.tar_size

@@ -101,6 +101,20 @@ def resolve(ref: str, *, platform: str | None = None, conf=None, tls_verify: boo
     raise errors[-1] if errors else RegistryError(f"{repo_full}: no registry to pull from")
 
 
+def current_digest(ref: str, *, conf=None, tls_verify: bool = True) -> str | None:
+    """The digest the registry's tag names now, asked with HEAD through the endpoints (mirrors
+    first); None when no endpoint says (then a GET decides)."""
+    repo_full, tag, _digest = refs.parse(ref)
+    for repo in open_repository(repo_full, conf=conf, tls_verify=tls_verify):
+        try:
+            head = repo.head_manifest(tag)
+        except RegistryError:
+            continue
+        if head is not None and head[0]:
+            return head[0]
+    return None
+
+
 def _json(raw: bytes, where: str):
     try:
         return json.loads(raw)
@@ -120,18 +134,26 @@ def pull(store, ref: str, *, platform: str | None = None, conf=None, tls_verify:
     if man.media_type in _INDEX_TYPES:
         raise RegistryError(f"{where}: an index where an image manifest was expected")
     cdesc = doc["config"]
-    if cdesc.get("size", 0) > _MAX_CONFIG:
+    layers = doc.get("layers") or []
+    for d in [cdesc, *layers]:  # the spec requires sizes: they bound what a registry may send
+        if not isinstance(d.get("size"), int) or isinstance(d["size"], bool) or d["size"] < 0:
+            raise RegistryError(f"{where}: descriptor {d['digest']} has no valid size")
+    if cdesc["size"] > _MAX_CONFIG:
         raise RegistryError(f"{where}: image config of {cdesc['size']} bytes is too large")
-    raw_config = _fetch_small(repo, cdesc["digest"], cdesc.get("size"))
+    raw_config = _fetch_small(repo, cdesc["digest"], cdesc["size"])
     config = _json(raw_config, f"{repo.name}: config {cdesc['digest']}")
     diff_ids = schema.config(config, f"{repo.name}: config {cdesc['digest']}")
-    layers = doc.get("layers") or []
     if len(layers) != len(diff_ids):
         raise RegistryError(f"{where}: {len(layers)} layers but its config lists {len(diff_ids)}")
+    got = im.platform_of(config)
     if platform:
-        want, got = plat.parse(platform), im.platform_of(config)
+        want = plat.parse(platform)
         if not plat.matches(got, want):
             raise RegistryError(f"{ref}: image is for {plat.to_string(got)}, not {plat.to_string(want)}")
+    elif not plat.matches(got, plat.host()):
+        progress({"status": f"WARNING: The requested image's platform ({plat.to_string(got)}) "
+                            f"does not match the detected host platform "
+                            f"({plat.to_string(plat.host())}) and no specific platform was requested"})
     for desc in layers:
         if desc.get("mediaType", MT_GZIP) not in _LAYER_TYPES:
             raise RegistryError(f"{where}: layer {desc['digest']} has media type "
@@ -150,7 +172,7 @@ def pull(store, ref: str, *, platform: str | None = None, conf=None, tls_verify:
         with store.locked():
             for digest, (tmp, _kind, _size) in staged.items():
                 if not store.has_blob(digest):
-                    store.add_blob_file(tmp, digest)
+                    store.add_blob_file(tmp, digest, synced=True)  # layerfetch fsynced it
             for desc, diff_id in todo:
                 _t, kind, tar_size = staged[desc["digest"]]
                 store.add_received_layer(diff_id, desc["digest"], desc["size"], kind, tar_size)
@@ -247,8 +269,11 @@ def ensure(store, ref: str, *, always: bool = False, platform: str | None = None
         return img, None
     resolved = None
     if img is not None:
+        have = store.repo_digest(img.id, repo_full)
+        if have is not None and have == current_digest(ref, conf=conf, tls_verify=tls_verify):
+            return img, None  # asked with HEAD: docker.io does not count it as a pull
         resolved = resolve(ref, platform=platform, conf=conf, tls_verify=tls_verify)
-        if store.repo_digest(img.id, repo_full) == resolved[3]:
+        if have == resolved[3]:
             return img, None
     pulled = pull(store, ref, platform=platform, conf=conf, tls_verify=tls_verify,
                   progress=progress, resolved=resolved)

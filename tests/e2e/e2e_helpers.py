@@ -13,10 +13,10 @@ def ok(r) -> subprocess.CompletedProcess:
     return r
 
 
-def one_error_line(r, *words) -> str:
-    """The failure a user sees: non-zero, one `pybuild: error:` line with `words` in it, no
-    traceback."""
-    assert r.returncode != 0, r.stdout
+def one_error_line(r, *words, code: int | None = None) -> str:
+    """The failure a user sees: non-zero (`code` if given), one `pybuild: error:` line with
+    `words` in it, no traceback."""
+    assert r.returncode != 0 if code is None else r.returncode == code, (r.returncode, r.stderr)
     lines = [ln for ln in r.stderr.splitlines() if ln.startswith("pybuild:")]
     assert len(lines) == 1, r.stderr
     assert lines[0].startswith("pybuild: error: "), r.stderr
@@ -24,6 +24,21 @@ def one_error_line(r, *words) -> str:
     for w in words:
         assert w in lines[0], lines[0]
     return lines[0]
+
+
+def store_snapshot(root: Path) -> dict:
+    """What a failed command must leave as it was: every index, every blob, layer and tmp/
+    entry."""
+    import os
+    out = {}
+    for name in ("tags.json", "images.json", "layers.json", "cachekeys.json", "index.json",
+                 "sources.json"):
+        p = root / name
+        out[name] = p.read_text() if p.exists() else None
+    for d in ("blobs/sha256", "tmp", "layers"):
+        p = root / d
+        out[d] = sorted(os.listdir(p)) if p.exists() else []
+    return out
 
 
 def config_of(pybuild, ref: str) -> dict:

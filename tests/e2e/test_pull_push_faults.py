@@ -15,38 +15,16 @@ from pathlib import Path
 
 import pytest
 from busybox_fixture import copy_store, run_pybuild
+from e2e_helpers import ok, store_snapshot
+from e2e_helpers import one_error_line as _one_line
 from registry_proxy import FaultProxy
 
 BIG_MB = 20      # one layer of random bytes: its gzip blob is over the 16 MiB of one PUT
 
 
-def ok(r) -> subprocess.CompletedProcess:
-    assert r.returncode == 0, r.stderr[-2000:]
-    return r
-
-
 def one_error_line(r, *words) -> str:
-    """The failure a user sees: exit 1, one `pybuild: error:` line, no traceback."""
-    assert r.returncode == 1, (r.returncode, r.stderr[-2000:])
-    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("pybuild:")]
-    assert len(lines) == 1, r.stderr
-    assert lines[0].startswith("pybuild: error: "), r.stderr
-    assert "Traceback" not in r.stderr and "internal error" not in r.stderr, r.stderr
-    for w in words:
-        assert w in lines[0], lines[0]
-    return lines[0]
-
-
-def snapshot(root: Path) -> dict:
-    """Every index, every blob name and what tmp/ holds."""
-    out = {}
-    for name in ("tags.json", "images.json", "layers.json", "index.json"):
-        p = root / name
-        out[name] = p.read_text() if p.exists() else None
-    for d in ("blobs/sha256", "tmp", "layers"):
-        p = root / d
-        out[d] = sorted(os.listdir(p)) if p.exists() else []
-    return out
+    """pull and push fail with exit 1."""
+    return _one_line(r, *words, code=1)
 
 
 def layer_digests(registry, repo: str, tag: str) -> list[dict]:
@@ -76,14 +54,6 @@ def proxy(registry):
         yield p
     assert p.errors == [], p.errors[0]
 
-
-@pytest.fixture
-def empty_root(tmp_path_factory, monkeypatch) -> Path:
-    """An empty store of the test's own (made by `pybuild images`); PYBUILD_ROOT."""
-    root = tmp_path_factory.mktemp("empty") / "root"
-    monkeypatch.setenv("PYBUILD_ROOT", str(root))
-    ok(run_pybuild("images"))
-    return root
 
 
 @pytest.fixture
@@ -122,10 +92,10 @@ def test_a_wrong_blob_is_one_line_naming_it_and_the_store_is_unchanged(pushed, r
                                                                        empty_root):
     (layer,) = layer_digests(registry, pushed, "1")
     proxy.corrupt_blob(layer["digest"], offset=layer["size"] // 2)
-    before = snapshot(empty_root)
+    before = store_snapshot(empty_root)
     line = one_error_line(run_pybuild("pull", f"{proxy.host}/{pushed}:1"), layer["digest"])
     assert "hash" in line or "digest" in line, line
-    assert snapshot(empty_root) == before
+    assert store_snapshot(empty_root) == before
     assert proxy.requests("GET", layer["digest"])[-1].fault == "corrupt"
 
 
@@ -135,19 +105,19 @@ def test_a_wrong_config_is_one_line_too(pushed, registry, proxy, empty_root):
     with urllib.request.urlopen(req, timeout=30) as resp:
         config = json.loads(resp.read())["config"]["digest"]
     proxy.corrupt_blob(config, offset=10)
-    before = snapshot(empty_root)
+    before = store_snapshot(empty_root)
     one_error_line(run_pybuild("pull", f"{proxy.host}/{pushed}:1"), config)
-    assert snapshot(empty_root) == before
+    assert store_snapshot(empty_root) == before
 
 
 def test_one_wrong_layer_of_two_downloading_at_once_leaves_nothing(big, registry, proxy,
                                                                   empty_root):
     small, large = sorted(layer_digests(registry, big, "1"), key=lambda d: d["size"])
     proxy.corrupt_blob(large["digest"], offset=large["size"] - 100)  # found at the very end
-    before = snapshot(empty_root)
+    before = store_snapshot(empty_root)
     # the digest decides what is said (not the gzip error the flipped byte also causes)
     one_error_line(run_pybuild("pull", f"{proxy.host}/{big}:1"), large["digest"], "hash to")
-    assert snapshot(empty_root) == before  # the good layer's temporary went too
+    assert store_snapshot(empty_root) == before  # the good layer's temporary went too
     assert proxy.requests("GET", small["digest"])[0].status == 200
 
 
@@ -162,12 +132,12 @@ def test_a_few_500s_are_retried(pushed, proxy, empty_root):
 
 def test_a_registry_that_keeps_failing_is_one_line(pushed, proxy, empty_root):
     proxy.fail(500, times=None, method="GET", path="/blobs/")
-    before = snapshot(empty_root)
+    before = store_snapshot(empty_root)
     t = time.monotonic()
     line = one_error_line(run_pybuild("pull", f"{proxy.host}/{pushed}:1"), proxy.host, "500")
     assert "attempts" in line, line
     assert time.monotonic() - t < 20  # the retry budget (1 s here) bounds the waiting
-    assert snapshot(empty_root) == before
+    assert store_snapshot(empty_root) == before
     assert len(proxy.requests("GET", "/blobs/")) > 1
 
 
@@ -226,10 +196,10 @@ def test_a_full_disk_is_one_line_and_leaves_the_store_as_it_was(big, registry, t
     try:
         env = dict(os.environ, PYBUILD_ROOT=str(mnt / "root"))
         ok(run_pybuild("images", env=env))
-        before = snapshot(mnt / "root")
+        before = store_snapshot(mnt / "root")
         line = one_error_line(run_pybuild("pull", f"{registry.host}/{big}:1", env=env))
         assert "space" in line.lower(), line
-        assert snapshot(mnt / "root") == before
+        assert store_snapshot(mnt / "root") == before
     finally:
         subprocess.run(["umount", str(mnt)], check=True)
 

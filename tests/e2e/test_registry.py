@@ -14,7 +14,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from e2e_helpers import ok, one_error_line
+from e2e_helpers import ok, one_error_line, store_snapshot
 from registry_fixture import run_registry
 
 SKOPEO = shutil.which("skopeo")
@@ -31,24 +31,6 @@ def skopeo_inspect(ref: str, *extra: str) -> dict:
 def image_id(pybuild, ref: str) -> str:
     return ok(pybuild("inspect", "-f", "{{.Id}}", ref)).stdout.strip()
 
-
-def store_snapshot(root: Path) -> dict:
-    """What a failed command must leave as it was: every index and every blob name."""
-    out = {}
-    for name in ("tags.json", "images.json", "layers.json", "cachekeys.json", "index.json"):
-        p = root / name
-        out[name] = p.read_text() if p.exists() else None
-    blobs = root / "blobs" / "sha256"
-    out["blobs"] = sorted(os.listdir(blobs)) if blobs.exists() else []
-    return out
-
-
-@pytest.fixture
-def empty_root(tmp_path_factory, monkeypatch) -> Path:
-    """An empty store root of the test's own ("another machine"); PYBUILD_ROOT points at it."""
-    root = tmp_path_factory.mktemp("empty") / "root"
-    monkeypatch.setenv("PYBUILD_ROOT", str(root))
-    return root
 
 
 @pytest.fixture
@@ -153,6 +135,13 @@ def test_build_push_and_output_type_registry(busybox_root, registry, pybuild, tm
     assert skopeo_inspect(ref2)["Digest"] == info["Digest"]  # same image, same manifest bytes
     r = pybuild("build", "--push", "-q", str(ctx))
     one_error_line(r, "-t")
+    ref3 = f"{registry.host}/buildpush/app:3"
+    ok(pybuild("build", "-q", "--output", f"type=registry,name={ref3}", str(ctx)))
+    assert skopeo_inspect(ref3)["Digest"] == info["Digest"]
+    one_error_line(pybuild("build", "-q", "--output", f"type=registry,name={ref3},push=false",
+                           str(ctx)), "push=false")
+    one_error_line(pybuild("build", "-q", "--output", "type=registry,dest=/tmp/x", str(ctx)),
+                   "dest")
 
 
 def test_second_repository_on_one_registry_mounts_instead_of_uploading(pushed, busybox_root,
@@ -195,9 +184,7 @@ def test_unknown_tag_missing_registry_and_bad_names_are_one_line(pushed, empty_r
     one_error_line(pybuild("pull", "Upper/Case"), "invalid reference format")
     one_error_line(pybuild("pull", f"{repo}@sha256:{'0' * 64}"), "not found")
     one_error_line(pybuild("push", f"{repo}:not-here"), "does not exist locally")
-    after = store_snapshot(empty_root)
-    assert after["tags.json"] in (None, "{}") and after["images.json"] in (None, "{}")
-    assert after["blobs"] == before["blobs"]
+    assert store_snapshot(empty_root) == before
 
 
 def test_two_pulls_at_once_both_succeed_and_store_it_once(pushed, empty_root, pybuild):
@@ -311,3 +298,27 @@ def test_prune_keeps_what_a_pulled_image_needs_to_be_pushed_unchanged(pushed, em
     ok(pybuild("prune", "-a", "-f"))
     assert json.loads((empty_root / "sources.json").read_text()) == {}  # gone with their blobs
     assert not list((empty_root / "blobs" / "sha256").iterdir())
+
+
+def test_a_manifest_without_sizes_is_refused_before_any_blob(pushed, empty_root, registry,
+                                                            pybuild):
+    """Sizes bound what a registry may send (the spec requires them); one without is refused
+    in one line, and nothing is downloaded or stored."""
+    import urllib.request
+    repo = pushed.split("/", 1)[1].rsplit(":", 1)[0]
+    url = f"http://{registry.host}/v2/{repo}/manifests"
+    accept = {"Accept": "application/vnd.oci.image.manifest.v1+json"}
+    ok(pybuild("images"))  # the store exists (an empty layout) before we look at it
+    with urllib.request.urlopen(urllib.request.Request(f"{url}/1", headers=accept)) as r:
+        doc = json.loads(r.read())
+    for desc in (doc["config"], doc["layers"][0]):
+        bad = json.loads(json.dumps(doc))
+        target = bad["config"] if desc is doc["config"] else bad["layers"][0]
+        del target["size"]
+        put = urllib.request.Request(f"{url}/nosize", data=json.dumps(bad).encode(), method="PUT",
+                                     headers={"Content-Type": doc["mediaType"]})
+        with urllib.request.urlopen(put) as r:
+            assert r.status == 201
+        before = store_snapshot(empty_root)
+        one_error_line(pybuild("pull", pushed.rsplit(":", 1)[0] + ":nosize"), "has no valid size")
+        assert store_snapshot(empty_root) == before

@@ -53,13 +53,6 @@ def inspect(pybuild, ref: str) -> dict:
     return json.loads(ok(pybuild("inspect", ref)).stdout)[0]
 
 
-@pytest.fixture
-def empty_root(tmp_path_factory, monkeypatch) -> Path:
-    """An empty store root of the test's own ("another machine"); PYBUILD_ROOT points at it."""
-    root = tmp_path_factory.mktemp("empty") / "root"
-    monkeypatch.setenv("PYBUILD_ROOT", str(root))
-    return root
-
 
 @pytest.fixture
 def app(busybox_root, registry, pybuild, tmp_path, request) -> tuple[str, dict]:
@@ -279,3 +272,17 @@ def test_pull_picks_the_platform_from_an_index(multi, empty_root, pybuild):
     line = one_error_line(pybuild("pull", "--platform", "linux/s390x", ref), "linux/s390x")
     assert multi["host"] in line and multi["other"] in line, line
     assert inspect(pybuild, ref)["Id"] == multi["other_id"]  # the failed pull changed nothing
+
+
+@needs_skopeo
+def test_an_image_for_another_platform_is_pulled_with_docker_s_warning(multi, empty_root,
+                                                                      pybuild, registry):
+    ok(pybuild("pull", "-q", "--platform", multi["other"], multi["ref"]))
+    single = f"{registry.host}/interop-other/only:1"
+    ok(pybuild("tag", multi["ref"], single))
+    ok(pybuild("push", "-q", single))
+    ok(pybuild("rmi", single, multi["ref"]))
+    r = ok(pybuild("pull", "--progress", "plain", single))
+    assert f"WARNING: The requested image's platform ({multi['other']})" in r.stderr
+    assert "does not match the detected host platform" in r.stderr
+    assert inspect(pybuild, single)["Id"] == multi["other_id"]
