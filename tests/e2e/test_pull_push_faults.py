@@ -266,3 +266,15 @@ def test_a_connection_dropped_during_an_upload(method, big_root, registry, proxy
         assert not has_manifest(registry, f"faults/dropped-{method.lower()}", "1")
     else:
         assert has_manifest(registry, f"faults/dropped-{method.lower()}", "1")
+
+
+def test_pull_always_asks_with_head_and_gets_nothing_when_current(pushed, proxy, empty_root):
+    """`run --pull always` / `build --pull` on an image that is current: one HEAD of the tag,
+    no manifest or blob GET (docker.io does not count a HEAD against the pull rate limit)."""
+    ref = f"{proxy.host}/{pushed}:1"
+    ok(run_pybuild("pull", "-q", ref))
+    proxy.reset_log()
+    r = ok(run_pybuild("run", "--rm", "--pull", "always", ref, "echo", "current"))
+    assert r.stdout == "current\n"
+    assert [e.method for e in proxy.requests(path="/manifests/")] == ["HEAD"]
+    assert proxy.requests("GET", "/blobs/") == []
