@@ -191,7 +191,8 @@ class Repository:
             raise DigestMismatch(f"{what}: the registry sent a manifest whose digest is {digest}")
         mt = manifest_media_type(raw, resp.header("Content-Type"), what)
         if accept and mt not in accept:
-            raise RegistryError(f"{what}: manifest type {mt} is not one of {', '.join(accept)}")
+            raise RegistryError(f"{what}: manifest type {sanitize(mt, 100)} is not one of "
+                                f"{', '.join(accept)}")
         return Manifest(raw, mt, digest)
 
     def head_manifest(self, reference: str) -> tuple[str, str, int] | None:

@@ -288,7 +288,7 @@ def _describe(e: BaseException) -> str:
         return f"connection dropped after {len(e.partial)} bytes"
     if isinstance(e, OSError) and e.strerror:
         return e.strerror.lower()
-    return str(e) or type(e).__name__
+    return sanitize(e, 120) or type(e).__name__     # BadStatusLine carries the server's bytes
 
 
 def retry_after(resp: Response) -> float | None:

@@ -339,3 +339,24 @@ def test_registry_text_is_sanitized(faulty, isolated_home, capfd, monkeypatch):
     lines = err.splitlines()
     assert len(lines) == http.WARN_MAX + 1 and lines[-1].endswith("more warnings not shown")
     assert all(len(line) < 300 for line in lines)
+
+
+def test_hostile_status_line_and_media_type_are_sanitized(faulty, isolated_home, monkeypatch):
+    import json
+    monkeypatch.setenv("PYBUILD_REGISTRY_RETRIES", "1")
+    front, repo = faulty([])
+
+    def hook(h):
+        if h.path.endswith("/manifests/status"):
+            h.wfile.write(b"HTTP/1.1 2\x1b[2J00 OK\r\n\r\n")
+            h.close_connection = True
+            return True
+        if h.path.endswith("/manifests/type"):
+            h.reply(200, json.dumps({"schemaVersion": 2, "mediaType": "\x1b]0;x\x07evil\n" * 50}).encode())
+            return True
+        return False
+    front.hook = hook
+    for ref in ("status", "type"):
+        with pytest.raises(RegistryError) as e:
+            repo.get_manifest(ref)
+        assert "\x1b" not in str(e.value) and "\n" not in str(e.value) and len(str(e.value)) < 400, ref
