@@ -9,6 +9,10 @@ DEFAULT_REGISTRY = "docker.io"
 _COMPONENT = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
 _TAG = re.compile(r"^[\w][\w.-]{0,127}$")
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+# distribution/reference's domain: DNS-ish labels (letters, digits, inner '-') joined by dots, or
+# an IPv6 address in brackets; then an optional numeric port
+_LABEL = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_DOMAIN = re.compile(rf"^(?:{_LABEL}(?:\.{_LABEL})*|\[[a-fA-F0-9:]+\])(?::[0-9]+)?$")
 
 
 def _split_domain(name: str) -> tuple[str, str]:
@@ -36,6 +40,8 @@ def parse(ref: str) -> tuple[str, str | None, str | None]:
         if not _TAG.match(tag):
             raise StoreError(f"invalid reference format: {ref!r} (bad tag {tag!r})")
     domain, path = _split_domain(name)
+    if not _DOMAIN.match(domain):
+        raise StoreError(f"invalid reference format: {ref!r} (bad registry host {domain!r})")
     if domain == DEFAULT_REGISTRY and "/" not in path:
         path = "library/" + path
     for comp in path.split("/"):

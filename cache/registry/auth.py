@@ -7,7 +7,12 @@ specific `host/path` key first), then credsStore; helpers are `docker-credential
 get|store|erase` with docker's JSON on stdin/stdout. docker.io is keyed as docker writes it,
 "https://index.docker.io/v1/".
 
-Authenticator answers a registry's WWW-Authenticate challenge: Basic, or Bearer tokens from
+`login` writes where docker writes (its credential helper, else config.json) and also replaces an
+entry for the same host that an earlier auth.json holds, so the credential just verified is the
+one lookup finds; `logout` removes the host from all of them.
+
+Authenticator answers a registry's WWW-Authenticate challenge (only the registry's own: a
+redirected-to host's 401 is not taken as one): Basic, or Bearer tokens from
 the realm (GET with Basic credentials or anonymous; an identity token goes through the OAuth2
 POST form, GET when the realm answers 404), cached per scope set until they expire or a 401
 says otherwise."""
@@ -24,9 +29,17 @@ import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cache.registry import http
+from cache import atomic
+from cache.registry import config, http
 from cache.registry.config import DOCKER_IO, api_host, read_user_file
-from cache.registry.errors import RegistryError, Unauthorized, display_host, unauthorized
+from cache.registry.errors import (
+    RegistryError,
+    Unauthorized,
+    display_host,
+    parse_error,
+    sanitize,
+    unauthorized,
+)
 
 DOCKER_IO_KEY = "https://index.docker.io/v1/"
 TOKEN_USER = "<token>"           # docker's user name for an identity (refresh) token
@@ -212,7 +225,19 @@ def _helper(name: str, action: str, data: bytes, where: Path) -> subprocess.Comp
 
 def _helper_error(name: str, action: str, p: subprocess.CompletedProcess) -> RegistryError:
     text = (p.stdout or p.stderr).decode("utf-8", "replace").strip().splitlines()
-    return RegistryError(f"docker-credential-{name} {action} failed: {text[0] if text else p.returncode}")
+    return RegistryError(f"docker-credential-{name} {action} failed: "
+                         f"{sanitize(text[0]) if text else p.returncode}")
+
+
+def _docker_helper(data: dict, host: str) -> str | None:
+    """The helper docker uses for `host` in a config.json: credHelpers[host], else credsStore."""
+    helpers = data.get("credHelpers")
+    if isinstance(helpers, dict):
+        for k, v in helpers.items():
+            if _key_name(k, True) == host and isinstance(v, str) and v:
+                return v
+    store = data.get("credsStore")
+    return store if isinstance(store, str) and store else None
 
 
 def helper_get(name: str, registry: str, where: Path) -> tuple[str, str] | None:
@@ -271,19 +296,8 @@ def credentials(registry: str, path: str | None = None) -> tuple[str, str] | Non
 # ---- tokens -------------------------------------------------------------------------------
 
 def _error_detail(data: bytes) -> str | None:
-    """The first `errors[].message` (or `details`) of a registry/token server JSON error."""
-    try:
-        body = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
-        return None
-    if isinstance(body, dict):
-        errs = body.get("errors")
-        if isinstance(errs, list) and errs and isinstance(errs[0], dict):
-            return str(errs[0].get("message") or errs[0].get("code") or "") or None
-        for k in ("details", "error_description", "message", "error"):
-            if isinstance(body.get(k), str):
-                return body[k]
-    return None
+    code, message = parse_error(data)
+    return message or code or None
 
 
 class Authenticator:
@@ -325,7 +339,10 @@ class Authenticator:
 
     def retry_401(self, resp: http.Response, scopes: list[str], what: str) -> bool:
         """After a 401: take the new challenge (and any scope it names) and drop cached tokens;
-        True when asking again can change the answer."""
+        True when asking again can change the answer. A 401 from anywhere but the registry
+        itself (a redirect's CDN) is no challenge of the registry's: False."""
+        if http.origin(resp.url) != http.origin(self.base):
+            return False
         ch = _pick(challenges_of(resp))
         with self._lock:
             old = self._challenge
@@ -387,16 +404,19 @@ class Authenticator:
                                              else "authentication required")
             raise unauthorized(what, self.host, detail)
         if resp.status != 200:
-            raise RegistryError(f"{self.host}: token server {urllib.parse.urlsplit(realm).netloc}: "
-                                f"{resp.status} {resp.reason}")
+            where = sanitize(urllib.parse.urlsplit(realm).netloc, 80)
+            raise RegistryError(f"{self.host}: token server {where}: {resp.status} {resp.reason}")
         try:
             body = json.loads(data)
             tok = body.get("token") or body.get("access_token")
             life = max(float(body.get("expires_in") or TOKEN_MIN_LIFE), 1.0)
-        except (ValueError, AttributeError, TypeError):
+        except (ValueError, AttributeError, TypeError, OverflowError):
             tok = None
         if not tok:
             raise RegistryError(f"{self.host}: token server gave no token")
+        if not isinstance(tok, str) or not _TOKEN68.fullmatch(tok):
+            raise RegistryError(f"{self.host}: token server gave a token that is not a token68 string "
+                                "(RFC 7235)")
         return tok, life
 
 
@@ -432,18 +452,13 @@ def authenticator(host: str, *, insecure: bool = False, tls_verify: bool = True,
 
 # ---- login / logout -----------------------------------------------------------------------
 
-def _insecure(host: str) -> bool:
-    from cache.registry import config
-    return config.load().insecure(host)
-
-
 def verify_login(registry: str, user: str, password: str, *, tls_verify: bool = True,
                  insecure: bool | None = None) -> None:
     """Prove the credentials against the registry (GET /v2/ with Basic, or a token for no scope
     and GET /v2/ with it); raises Unauthorized."""
     host = api_host(_registry_name(registry).partition("/")[0])
     if insecure is None:
-        insecure = _insecure(host)
+        insecure = config.load().insecure(host)
     a = Authenticator(host, *http.base_url(host, insecure=insecure, tls_verify=tls_verify), (user, password))
     what = f"login {display_host(host)}"
     for _ in range(2):
@@ -461,21 +476,51 @@ def verify_login(registry: str, user: str, password: str, *, tls_verify: bool = 
     raise unauthorized(what, host, "incorrect username or password")
 
 
+def _save(path: Path, data: dict) -> None:
+    """Write an auth file as docker does (json.MarshalIndent with a tab; the user's key order
+    kept), 0600, atomically, into the file a symlink points to rather than over the link."""
+    real = Path(os.path.realpath(path))
+    real.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    atomic.write_file(real, json.dumps(data, indent="\t").encode(), mode=0o600)
+
+
+def _put(auths: dict, same, key: str, entry: dict) -> dict:
+    """`auths` with the first key `same` accepts replaced by key: entry in its place (the other
+    such keys dropped), or key: entry appended."""
+    out, done = {}, False
+    for k, v in auths.items():
+        if not same(k):
+            out[k] = v
+        elif not done:
+            out[key], done = entry, True
+    if not done:
+        out[key] = entry
+    return out
+
+
 def login(registry: str, user: str, password: str, *, tls_verify: bool = True,
           insecure: bool | None = None) -> Path:
     """Check the credentials, then store them where docker would: credHelpers[registry] or
-    credsStore (`docker-credential-X store`), else auths in config.json (0600, atomic).
-    Returns docker's config.json path."""
-    from cache import atomic
+    credsStore (`docker-credential-X store`), else auths in config.json (0600, atomic). An
+    auth.json earlier in the lookup order that has an entry for this host gets it replaced
+    too (else its stale credential would keep winning). Returns docker's config.json path."""
     verify_login(registry, user, password, tls_verify=tls_verify, insecure=insecure)
-    path = docker_config_path()
-    data = _load(path) or {}
     url = server_url(registry)
     host = _registry_name(registry).partition("/")[0]
-    helpers = data.get("credHelpers") or {}
-    helper = next((v for k, v in helpers.items() if _key_name(k, True) == host), None) \
-        if isinstance(helpers, dict) else None
-    helper = helper or data.get("credsStore")
+    entry = {"auth": base64.b64encode(f"{user}:{password}".encode()).decode()}
+    for f, docker in auth_files():
+        if docker:
+            continue
+        data = _load(f)
+        auths = data.get("auths") if data else None
+        if isinstance(auths, dict):
+            key = next((k for k in auths if _key_name(k, False) == host), None)
+            if key is not None:
+                data["auths"] = _put(auths, lambda k: _key_name(k, False) == host, key, entry)
+                _save(f, data)
+    path = docker_config_path()
+    data = _load(path) or {}
+    helper = _docker_helper(data, host)
     if helper:
         payload = json.dumps({"ServerURL": url, "Username": user, "Secret": password}).encode()
         p = _helper(helper, "store", payload, path)
@@ -483,20 +528,15 @@ def login(registry: str, user: str, password: str, *, tls_verify: bool = True,
             raise _helper_error(helper, "store", p)
         return path
     auths = data.get("auths")
-    if not isinstance(auths, dict):
-        auths = data["auths"] = {}
-    for k in [k for k in auths if _key_name(k, True) == host]:
-        del auths[k]
-    auths[url] = {"auth": base64.b64encode(f"{user}:{password}".encode()).decode()}
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    atomic.write_json(path, data, mode=0o600)
+    data["auths"] = _put(auths if isinstance(auths, dict) else {}, lambda k: _key_name(k, True) == host,
+                         url, entry)
+    _save(path, data)
     return path
 
 
 def logout(registry: str) -> bool:
     """Forget `registry`'s credentials in every auth file that holds them (and in docker's
     helper); True when something was removed."""
-    from cache import atomic
     removed = False
     name = _registry_name(registry)
     for f, docker in auth_files():
@@ -510,13 +550,10 @@ def logout(registry: str) -> bool:
             if gone:
                 for k in gone:
                     del auths[k]
-                atomic.write_json(f, data, mode=0o600)
+                _save(f, data)
                 removed = True
         if docker:
-            helpers = data.get("credHelpers") or {}
-            helper = next((v for k, v in helpers.items() if _key_name(k, True) == key_host), None) \
-                if isinstance(helpers, dict) else None
-            helper = helper or data.get("credsStore")
+            helper = _docker_helper(data, key_host)
             if helper:
                 p = _helper(helper, "erase", server_url(registry).encode(), f)
                 if p.returncode == 0:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import time
 import urllib.parse
 from dataclasses import dataclass
 
@@ -17,7 +16,7 @@ from cache.keys import digest_bytes
 from cache.registry import auth as _auth
 from cache.registry import http
 from cache.registry.config import Endpoint
-from cache.registry.errors import DigestMismatch, NotFound, RegistryError, unauthorized
+from cache.registry.errors import DigestMismatch, NotFound, RegistryError, parse_error, sanitize, unauthorized
 
 MANIFEST_TYPES = (MT_OCI_INDEX, MT_OCI_MANIFEST, MT_DOCKER_LIST, MT_DOCKER_MANIFEST)
 MT_DOCKER_SCHEMA1 = ("application/vnd.docker.distribution.manifest.v1+json",
@@ -51,7 +50,8 @@ def manifest_media_type(raw: bytes, content_type: str | None = None, what: str =
                             "with a current docker, podman or pybuild)")
     if isinstance(declared, str) and declared:
         if ct in MANIFEST_TYPES and ct != declared:
-            raise RegistryError(f"{what}: Content-Type {ct} does not match its mediaType {declared}")
+            raise RegistryError(f"{what}: Content-Type {ct} does not match its mediaType "
+                                f"{sanitize(declared, 100)}")
         return declared
     if ct in MANIFEST_TYPES:
         return ct
@@ -73,16 +73,6 @@ def _range_end(value: str | None) -> int | None:
         return int(end) if sep else None
     except ValueError:
         return None
-
-
-def _error(data: bytes) -> tuple[str, str]:
-    """(code, message) of a distribution-spec error body, or ("", "")."""
-    try:
-        errs = json.loads(data).get("errors")
-        e = errs[0]
-        return str(e.get("code") or ""), str(e.get("message") or "")
-    except (ValueError, AttributeError, TypeError, IndexError, UnicodeDecodeError):
-        return "", ""
 
 
 class _Region:
@@ -139,11 +129,14 @@ class Repository:
     def _request(self, method: str, url: str, *, what: str, headers: dict | None = None, body=None,
                  scopes: list[str] | None = None, retry: bool = True) -> http.Response:
         """A request with this repository's credentials; a 401 gets a fresh token (with the
-        scope the challenge asks for) and the request once more."""
+        scope the challenge asks for) and the request once more. Credentials go only to the
+        registry's own scheme and host: a Location or Link elsewhere gets the request bare."""
         scopes = list(scopes or self._scopes())
+        own = http.origin(url) == http.origin(self.auth.base)
         for attempt in range(3):
             h = dict(headers or {})
-            h.update(self.auth.headers(scopes, self.name))
+            if own:
+                h.update(self.auth.headers(scopes, self.name))
             resp = http.request(method, url, headers=h, body=body, verify=self.auth.verify,
                                 retry=retry, what=what)
             if resp.status == 401 and attempt < 2 and self.auth.retry_401(resp, scopes, self.name):
@@ -160,7 +153,7 @@ class Repository:
             except RegistryError:
                 data = b""
         resp.close()
-        code, message = _error(data)
+        code, message = parse_error(data)
         if resp.status in (401, 403):
             creds = self.auth.creds
             if resp.status == 401 and creds:
@@ -198,7 +191,8 @@ class Repository:
             raise DigestMismatch(f"{what}: the registry sent a manifest whose digest is {digest}")
         mt = manifest_media_type(raw, resp.header("Content-Type"), what)
         if accept and mt not in accept:
-            raise RegistryError(f"{what}: manifest type {mt} is not one of {', '.join(accept)}")
+            raise RegistryError(f"{what}: manifest type {sanitize(mt, 100)} is not one of "
+                                f"{', '.join(accept)}")
         return Manifest(raw, mt, digest)
 
     def head_manifest(self, reference: str) -> tuple[str, str, int] | None:
@@ -233,7 +227,8 @@ class Repository:
             resp.drain()
         said = resp.header("Docker-Content-Digest")
         if said and said.startswith("sha256:") and said != digest:
-            raise DigestMismatch(f"{self._ref(reference)}: the registry stored {said}, not {digest}")
+            raise DigestMismatch(f"{self._ref(reference)}: the registry stored {sanitize(said, 80)}, "
+                                 f"not {digest}")
         return digest
 
     def tags(self) -> list[str]:
@@ -279,7 +274,7 @@ class Repository:
         bytes or their count are wrong: then nothing written may be trusted."""
         check_digest(digest)
         sha = hashlib.sha256()
-        written, drops = 0, 0
+        written, backoff = 0, http.Backoff()
         while True:
             headers = {"Range": f"bytes={written}-"} if written else {}
             resp = self._request("GET", self._url(f"blobs/{digest}"), what="GET blob", headers=headers)
@@ -291,7 +286,7 @@ class Repository:
                     got = (resp.header("Content-Range") or "").removeprefix("bytes ").partition("-")[0]
                     if got.strip() != str(written):
                         raise RegistryError(f"{self.name}@{digest}: asked for bytes from {written}, "
-                                            f"got Content-Range {resp.header('Content-Range')}")
+                                            f"got Content-Range {sanitize(resp.header('Content-Range'), 80)}")
                 elif resp.status == 200:
                     skip = written
                 else:
@@ -315,11 +310,9 @@ class Repository:
                         progress(written)
                 break
             except http.TransportError as e:
-                drops += 1
-                if drops >= http.attempts():
-                    raise RegistryError(f"{self.name}@{digest}: {e} ({drops} tries, {written} bytes in)") \
-                        from None
-                time.sleep(min(http.FIRST_DELAY * 2 ** (drops - 1), 2.0))
+                if not backoff.again():
+                    raise RegistryError(f"{self.name}@{digest}: {e} ({backoff.failures} tries, "
+                                        f"{written} bytes in)") from None
             finally:
                 resp.close()
         if size is not None and written != size:
@@ -371,7 +364,7 @@ class Repository:
         registry (HEAD) before it tries again, so a blob that arrived is never sent twice. A
         5xx is retried on the same session; a connection dropped while a body was going out
         starts a new session (_Restart), as the old one may hold part of it."""
-        failures, spent = 0, 0.0
+        backoff = http.Backoff()
         while True:
             try:
                 resp = self._request("PUT", _with_digest(location, digest), what="PUT blob",
@@ -390,7 +383,7 @@ class Repository:
                         resp.drain()
                         return
                     data = resp.read_all(ERROR_BODY_MAX)
-                code, _ = _error(data)
+                code, _ = parse_error(data)
                 gone = resp.status == 404 or code == "BLOB_UPLOAD_UNKNOWN"
                 if not gone and resp.status not in http.RETRY_STATUS:
                     raise self._fail(resp, f"PUT blob {digest}", data)
@@ -399,14 +392,9 @@ class Repository:
                 return
             if resp is not None and gone:
                 raise _Restart
-            failures += 1
-            if failures >= http.attempts() or spent >= http.retry_budget():
-                raise RegistryError(f"{self.name}: PUT blob {digest}: {error} after {failures} attempts")
-            delay = http.retry_after(resp) if resp is not None else None
-            delay = min(delay if delay is not None else http.FIRST_DELAY * 2 ** (failures - 1),
-                        http.retry_budget() - spent)
-            time.sleep(delay)
-            spent += delay
+            if not backoff.again(http.retry_after(resp) if resp is not None else None):
+                raise RegistryError(f"{self.name}: PUT blob {digest}: {error} after {backoff.failures} "
+                                    "attempts")
 
     def _arrived(self, digest: str, size: int) -> bool:
         """Whether the registry has blob `digest` of `size` bytes (False when it cannot say)."""
@@ -443,7 +431,7 @@ class Repository:
     def _push_chunked(self, digest: str, size: int, path, progress) -> None:
         loc, min_len = self._start_upload()
         chunk = max(self.chunk_size, min_len)
-        offset, failures = 0, 0
+        offset, backoff = 0, http.Backoff()
         while offset < size:
             n = min(chunk, size - offset)
             try:
@@ -462,15 +450,13 @@ class Repository:
                     end = _range_end(resp.header("Range"))
                     offset = end + 1 if end is not None and end + 1 > offset else offset + n
                     continue
-                code, _ = _error(data)
+                code, _ = parse_error(data)
                 if resp.status == 404 or code == "BLOB_UPLOAD_UNKNOWN":
                     raise _Restart
                 if resp.status not in http.RETRY_STATUS and resp.status != 416:
                     raise self._fail(resp, f"PATCH blob {digest}", data)
-            failures += 1
-            if failures >= http.attempts():
+            if not backoff.again(http.retry_after(resp) if resp is not None else None):
                 raise RegistryError(f"{self.name}: upload of {digest} keeps failing at byte {offset}")
-            time.sleep(min(http.FIRST_DELAY * 2 ** (failures - 1), 2.0))
             loc, offset = self._upload_status(loc)
         self._finish_upload(loc, digest, size=size)
 

@@ -3,7 +3,7 @@ the longest matching `prefix` picks a [[registry]], its `location` replaces the 
 mirrors come first for pulls, `blocked` refuses, `insecure` allows http and unverified TLS.
 
 Short names are not resolved through `unqualified-search-registries`: like docker, `busybox`
-always means docker.io (the list is read and kept in `search_registries` for display only)."""
+always means docker.io (the list is checked for its type and otherwise ignored)."""
 from __future__ import annotations
 
 import ipaddress
@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cache.registry.errors import Blocked, RegistryError
+from cache.registry.errors import Blocked, RegistryError, display_host
 
 SYSTEM_CONF = "/etc/containers/registries.conf"
 DOCKER_IO = "docker.io"
@@ -87,10 +87,8 @@ def _rewrite(repo: str, prefix: str, location: str) -> str:
 
 
 class RegistriesConf:
-    def __init__(self, registries: list[Registry] | None = None, search_registries=None,
-                 source: str = ""):
+    def __init__(self, registries: list[Registry] | None = None, source: str = ""):
         self.registries = list(registries or [])
-        self.search_registries: list[str] = list(search_registries or [])
         self.source = source
 
     def find(self, repo_full: str) -> Registry | None:
@@ -131,13 +129,19 @@ class RegistriesConf:
         return self._own(repo_full, self.find(repo_full))
 
     def insecure(self, host: str) -> bool:
-        """registries.conf marks `host` (an API host or a location's host) insecure."""
+        """Whether registries.conf lets `host` (e.g. the one `login` names) go without verified
+        TLS: the [[registry]] find() picks for it says so, as Endpoint.insecure reads it
+        (prefixes and `*.` wildcards alike); a host no prefix matches is insecure when it is
+        the location of an insecure registry or mirror (where those endpoints lead)."""
+        for name in dict.fromkeys((display_host(host), host)):
+            reg = self.find(name)
+            if reg is not None:
+                return reg.insecure
         for r in self.registries:
-            if r.insecure and host in (_split(r.location)[0], api_host(_split(r.location)[0])):
+            if r.insecure and r.location and host == api_host(_split(r.location)[0]):
                 return True
-            for m in r.mirrors:
-                if m.insecure and host in (_split(m.location)[0], api_host(_split(m.location)[0])):
-                    return True
+            if any(m.insecure and host == api_host(_split(m.location)[0]) for m in r.mirrors):
+                return True
         return False
 
 
@@ -153,15 +157,13 @@ def _str(value, what: str, src: str) -> str:
     return value.rstrip("/")
 
 
-def _parse(data: dict, src: str) -> tuple[list[Registry], list[str] | None]:
+def _parse(data: dict, src: str) -> list[Registry]:
     regs: list[Registry] = []
     search = data.get("unqualified-search-registries")
     if search is not None and not (isinstance(search, list) and all(isinstance(s, str) for s in search)):
         raise RegistryError(f"{src}: unqualified-search-registries must be a list of strings")
     v1 = data.get("registries")
-    if isinstance(v1, dict):     # v1: [registries.search|insecure|block] registries = [...]
-        if search is None and isinstance(v1.get("search"), dict):
-            search = list(v1["search"].get("registries", []))
+    if isinstance(v1, dict):     # v1: [registries.insecure|block] registries = [...] (search: ignored)
         for kind in ("insecure", "block"):
             for host in (v1.get(kind) or {}).get("registries", []):
                 host = _str(host, f"registries.{kind}", src)
@@ -196,7 +198,7 @@ def _parse(data: dict, src: str) -> tuple[list[Registry], list[str] | None]:
                      _bool(e.get("blocked", False), "blocked", src),
                      _bool(e.get("mirror-by-digest-only", False), "mirror-by-digest-only", src), mirrors)
         regs = [x for x in regs if x.prefix != prefix] + [r]
-    return regs, search
+    return regs
 
 
 def read_user_file(path: Path) -> bytes | None:
@@ -239,14 +241,11 @@ def load(path: str | None = None) -> RegistriesConf:
     if dropins.is_dir():
         files += sorted(p for p in dropins.iterdir() if p.suffix == ".conf")
     regs: list[Registry] = []
-    search: list[str] = []
     for f in files:
         data = _read(f)
         if data is None:
             continue
-        more, s = _parse(data, str(f))
+        more = _parse(data, str(f))
         prefixes = {r.prefix for r in more}
         regs = [r for r in regs if r.prefix not in prefixes] + more
-        if s is not None:
-            search = s
-    return RegistriesConf(regs, search, str(main))
+    return RegistriesConf(regs, str(main))

@@ -1,7 +1,8 @@
 """HTTP for registries on http.client: a keep-alive pool per scheme+host shared by all threads,
-TLS with the system CAs plus containers' certs.d, redirects that never carry Authorization to
-another host, and retries with exponential backoff (5xx, 429 with Retry-After, dropped
-connections) inside a small time budget, ending in one clear RegistryError line.
+TLS with the system CAs plus containers' certs.d, plain http only to loopback or insecure hosts
+(allowed_scheme), redirects that never carry Authorization to another origin, and retries with
+exponential backoff (Backoff: 5xx, 429 with Retry-After, dropped connections) inside a small time
+budget, ending in one clear RegistryError line.
 
 Settings for tests and slow links: $PYBUILD_REGISTRY_RETRIES (attempts, default 5),
 $PYBUILD_REGISTRY_RETRY_BUDGET (seconds of sleeping per request, default 5),
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from cache.compress import CHUNK
 from cache.registry.config import is_loopback
-from cache.registry.errors import RegistryError
+from cache.registry.errors import RegistryError, sanitize
 from cache.version import VERSION
 
 CERT_DIRS = ("/etc/containers/certs.d", "/etc/docker/certs.d")
@@ -29,6 +30,7 @@ REDIRECTS = frozenset({301, 302, 303, 307, 308})
 MAX_REDIRECTS = 10
 PER_HOST = 8            # idle keep-alive connections kept per scheme+host
 FIRST_DELAY = 0.2
+WARN_MAX = 16           # distinct registry Warning headers shown per process
 
 
 class TransportError(RegistryError):
@@ -56,6 +58,59 @@ def retry_budget() -> float:
 
 def timeout() -> float:
     return _env_num("PYBUILD_REGISTRY_TIMEOUT", 60.0)
+
+
+class Backoff:
+    """The retry allowance of one operation (a request, a blob download across its Range
+    resumes, an upload's PATCHes or closing PUT): $PYBUILD_REGISTRY_RETRIES tries and
+    $PYBUILD_REGISTRY_RETRY_BUDGET seconds of sleeping, exponential from FIRST_DELAY unless the
+    server asked for a Retry-After."""
+
+    def __init__(self):
+        self.limit, self.budget = attempts(), retry_budget()
+        self.failures, self.spent = 0, 0.0
+
+    def again(self, delay: float | None = None) -> bool:
+        """Count a failure; False when the allowance is used up, else sleep and True."""
+        self.failures += 1
+        if self.failures >= self.limit or self.spent >= self.budget:
+            return False
+        if delay is None:
+            delay = FIRST_DELAY * 2 ** (self.failures - 1)
+        delay = min(delay, self.budget - self.spent)
+        time.sleep(delay)
+        self.spent += delay
+        return True
+
+    def tail(self) -> str:
+        return f" after {self.failures} attempts" if self.failures > 1 else ""
+
+
+def origin(url: str) -> tuple[str, str, int | None]:
+    """(scheme, host, port) of a URL, lower case, the port filled in for http/https: what
+    Authorization is bound to (docker's rule: only to the registry's own scheme and host)."""
+    u = urllib.parse.urlsplit(url)
+    try:
+        port = u.port
+    except ValueError:
+        return u.scheme.lower(), u.netloc.lower(), None
+    if port is None:
+        port = {"https": 443, "http": 80}.get(u.scheme.lower())
+    return u.scheme.lower(), (u.hostname or "").lower(), port
+
+
+def allowed_scheme(url: str, verify: bool) -> None:
+    """https anywhere; plain http only to a loopback host or when TLS is not verified anyway
+    (an insecure registry, --tls-verify=false); anything else is one RegistryError line."""
+    u = urllib.parse.urlsplit(url)
+    scheme = u.scheme.lower()
+    if u.netloc and (scheme == "https" or (scheme == "http" and (not verify or is_loopback(u.netloc)))):
+        return
+    where = sanitize(u.netloc or url, 80)
+    if scheme == "http":
+        raise RegistryError(f"{where}: refusing plain http to a host that is not loopback (mark the "
+                            "registry insecure in registries.conf, or use --tls-verify=false)")
+    raise RegistryError(f"{where}: refusing URL {sanitize(url, 80)!r}: only https and http are spoken")
 
 
 _tls_lock = threading.Lock()
@@ -139,7 +194,7 @@ class Response:
 
     def __init__(self, resp: http.client.HTTPResponse, conn, key: Key, url: str, method: str):
         self._resp, self._conn, self._key = resp, conn, key
-        self.status, self.reason, self.headers = resp.status, resp.reason, resp.headers
+        self.status, self.reason, self.headers = resp.status, sanitize(resp.reason, 80), resp.headers
         self.url, self.method = url, method
         self.data: bytes | None = None
 
@@ -233,7 +288,7 @@ def _describe(e: BaseException) -> str:
         return f"connection dropped after {len(e.partial)} bytes"
     if isinstance(e, OSError) and e.strerror:
         return e.strerror.lower()
-    return str(e) or type(e).__name__
+    return sanitize(e, 120) or type(e).__name__     # BadStatusLine carries the server's bytes
 
 
 def retry_after(resp: Response) -> float | None:
@@ -252,16 +307,24 @@ def retry_after(resp: Response) -> float | None:
 
 
 _warned: set[str] = set()
+_warned_lock = threading.Lock()
 
 
 def _warn(resp: Response) -> None:
-    """distribution-spec: `Warning: 299 - "text"` headers are shown to the user, never acted on."""
+    """distribution-spec: `Warning: 299 - "text"` headers are shown to the user (sanitized, each
+    once, at most WARN_MAX of them), never acted on."""
     for w in resp.headers.get_all("Warning") or ():
         code, _, rest = w.partition(" ")
-        if code == "299" and w not in _warned:
-            _warned.add(w)
-            text = rest.partition(" ")[2].strip().strip('"')
-            sys.stderr.write(f"pybuild: warning: {resp.host}: {text}\n")
+        if code != "299":
+            continue
+        text = sanitize(rest.partition(" ")[2].strip().strip('"'))
+        with _warned_lock:
+            if text in _warned or len(_warned) > WARN_MAX:
+                continue
+            _warned.add(text)
+            if len(_warned) > WARN_MAX:
+                text = "more warnings not shown"
+        sys.stderr.write(f"pybuild: warning: {sanitize(resp.host, 80)}: {text}\n")
 
 
 def _send(method: str, url: str, headers: dict, body, verify: bool) -> Response:
@@ -301,12 +364,11 @@ def request(method: str, url: str, *, headers: dict | None = None, body=None, ve
     The caller reads or closes the response."""
     headers = dict(headers or {})
     headers.setdefault("User-Agent", user_agent())
-    n_attempts, budget = attempts(), retry_budget()
-    spent, attempt, redirects = 0.0, 0, 0
-    host = urllib.parse.urlsplit(url).netloc
-    what = what or f"{method} {_path(url)}"
+    backoff, redirects = Backoff(), 0
+    host = sanitize(urllib.parse.urlsplit(url).netloc, 80)
+    what = what or f"{method} {sanitize(_path(url), 80)}"
+    allowed_scheme(url, verify)
     while True:
-        attempt += 1
         delay, dropped = None, False
         try:
             resp = _send(method, url, headers, body, verify)
@@ -316,6 +378,10 @@ def request(method: str, url: str, *, headers: dict | None = None, body=None, ve
                 f"/etc/containers/certs.d/{host}/ca.crt, or use --tls-verify=false") from None
         except (ConnectionRefusedError, socket.gaierror) as e:
             raise TransportError(f"{host}: cannot connect: {_describe(e)}") from None
+        except (http.client.InvalidURL, ValueError) as e:
+            # a URL or header value http.client refuses to send (control characters, a bad
+            # port), e.g. from a hostile Location or token: not a connection failure
+            raise RegistryError(f"{host}: {what}: cannot send it: {sanitize(e, 120)}") from None
         except (OSError, http.client.HTTPException) as e:
             if not retry:
                 raise TransportError(f"{host}: {what}: {_describe(e)}") from None
@@ -329,27 +395,21 @@ def request(method: str, url: str, *, headers: dict | None = None, body=None, ve
                     raise RegistryError(f"{host}: {what}: too many redirects")
                 new = urllib.parse.urljoin(url, resp.header("Location"))
                 resp.drain()
-                if urllib.parse.urlsplit(new).netloc != urllib.parse.urlsplit(url).netloc:
+                allowed_scheme(new, verify)
+                if origin(new) != origin(url):      # another host, or https -> http
                     headers.pop("Authorization", None)
                 if resp.status == 303 and method != "HEAD":
                     method, body = "GET", None
                     headers.pop("Content-Length", None)
                 url = new
-                attempt -= 1
                 continue
             if resp.status not in RETRY_STATUS or not retry:
                 return resp
             error = f"{resp.status} {resp.reason}".strip()
             delay = retry_after(resp)
             resp.drain()
-        if attempt >= n_attempts or spent >= budget:
-            tail = f" after {attempt} attempts" if attempt > 1 else ""
-            raise (TransportError if dropped else RegistryError)(f"{host}: {what}: {error}{tail}")
-        if delay is None:
-            delay = FIRST_DELAY * 2 ** (attempt - 1)
-        delay = min(delay, budget - spent)
-        time.sleep(delay)
-        spent += delay
+        if not backoff.again(delay):
+            raise (TransportError if dropped else RegistryError)(f"{host}: {what}: {error}{backoff.tail()}")
 
 
 def _probe_context() -> ssl.SSLContext:

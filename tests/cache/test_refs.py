@@ -26,6 +26,9 @@ DIGEST = "sha256:" + "ab" * 32
     (f"busybox@{DIGEST}", ("docker.io/library/busybox", None, DIGEST)),
     (f"h:5000/app:1@{DIGEST}", ("h:5000/app", "1", DIGEST)),
     ("a_b/c__d/e-f.g", ("docker.io/a_b/c__d/e-f.g", "latest", None)),
+    ("[::1]:5000/app", ("[::1]:5000/app", "latest", None)),
+    ("[fe80::1]/app:2", ("[fe80::1]/app", "2", None)),
+    ("a-b.Example.com:443/app", ("a-b.Example.com:443/app", "latest", None)),
 ])
 def test_docker_normalisation(ref, want):
     assert refs.parse(ref) == want
@@ -34,6 +37,9 @@ def test_docker_normalisation(ref, want):
 @pytest.mark.parametrize("ref", [
     "", " busybox", "Busybox", "team/App", "busybox:", "busybox:-x", "busybox:" + "t" * 129,
     "busybox@sha256:abc", "busybox@md5:" + "0" * 32, "a//b", "-a/b", "a/b-", "a/.b", "a__/b",
+    # the registry host follows docker's domain grammar
+    "host:abc/x", "host:/x", "ex_ample.com/x", "exa mple.com/x", "-a.com/x", "a-.com/x", "a..com/x",
+    ".a.com/x", "a.com./x", "[::1/x", "[zz::1]:5000/x", "a.com:5000:1/x", "exa\x1bmple.com/x",
 ])
 def test_invalid_reference_format(ref):
     with pytest.raises(StoreError, match="invalid reference format"):

@@ -249,3 +249,44 @@ def test_login_to_docker_io_key(isolated_home):
     assert auth.server_url("docker.io") == "https://index.docker.io/v1/"
     assert auth.server_url("index.docker.io") == "https://index.docker.io/v1/"
     assert auth.server_url("127.0.0.1:5000") == "127.0.0.1:5000"
+
+
+def test_login_replaces_a_stale_podman_entry(auth_registry, isolated_home, tmp_path):
+    reg = auth_registry
+    podman = write_json(isolated_home / ".config/containers/auth.json", {"auths": {
+        "other.example": {"auth": b64("o", "o")}, reg.host: {"auth": b64(reg.user, "stale")},
+        f"{reg.host}/team": {"auth": b64("team", "t")}}})
+    runtime = write_json(tmp_path / "run/containers/auth.json",
+                         {"auths": {"else.example": {"auth": b64("e", "e")}}})
+    before = runtime.read_text()
+    auth.login(reg.host, reg.user, reg.password)
+    assert credentials(reg.host) == (reg.user, reg.password)        # not the stale podman one
+    assert json.loads(podman.read_text())["auths"] == {              # only that host's entry, in place
+        "other.example": {"auth": b64("o", "o")}, reg.host: {"auth": b64(reg.user, reg.password)},
+        f"{reg.host}/team": {"auth": b64("team", "t")}}
+    assert runtime.read_text() == before                             # no entry for it: untouched
+    assert json.loads(docker_config(isolated_home).read_text())["auths"] == {
+        reg.host: {"auth": b64(reg.user, reg.password)}}
+    assert auth.logout(reg.host) is True
+    assert reg.host not in json.loads(podman.read_text())["auths"]
+    assert credentials(reg.host) is None
+
+
+def test_login_keeps_a_symlinked_config_and_its_order(auth_registry, isolated_home, tmp_path):
+    reg = auth_registry
+    real = write_json(tmp_path / "dotfiles/docker.json", {})
+    real.write_text(json.dumps({"zeta": 1, "auths": {"z.example": {"auth": b64("z", "z")},
+                                                    reg.host: {"auth": b64("old", "old")},
+                                                    "a.example": {"auth": b64("a", "a")}}, "alpha": 2}))
+    link = docker_config(isolated_home)
+    link.parent.mkdir(parents=True)
+    link.symlink_to(real)
+    auth.login(reg.host, reg.user, reg.password)
+    assert link.is_symlink() and link.resolve() == real
+    text = real.read_text()
+    assert text.startswith('{\n\t"zeta": 1,\n\t"auths": {\n\t\t"z.example"')     # docker's MarshalIndent
+    data = json.loads(text)
+    assert list(data) == ["zeta", "auths", "alpha"]
+    assert list(data["auths"]) == ["z.example", reg.host, "a.example"]
+    assert data["auths"][reg.host] == {"auth": b64(reg.user, reg.password)}
+    assert stat.S_IMODE(real.stat().st_mode) == 0o600

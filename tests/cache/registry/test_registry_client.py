@@ -201,11 +201,19 @@ def test_threads_share_the_pool(registry, tmp_path):
     assert len(http.POOL._idle[("http", registry.host, True)]) <= http.PER_HOST
 
 
-def test_user_agent(registry):
-    resp = http.request("GET", f"{registry.url}/v2/")
-    with resp:
-        resp.drain()
-    assert http.user_agent().startswith("pybuild/")
+def test_user_agent(tmp_path):
+    """The header the registry receives (its request log), on the client's own requests."""
+    import re
+
+    from cache.version import VERSION
+    with run_registry(tmp_path / "r", request_log=True) as reg:
+        assert repo(reg, "client/ua").blob_size("sha256:" + "0" * 64) is None
+        want = re.compile(r'http\.request\.uri="?/v2/client/ua/blobs/sha256:0+"? '
+                          rf'http\.request\.useragent="?pybuild/{re.escape(VERSION)}"? ')
+        deadline = time.monotonic() + 5
+        while not want.search(reg.log.read_text()):
+            assert time.monotonic() < deadline, reg.log.read_text()[-2000:]
+            time.sleep(0.05)
 
 
 @pytest.mark.parametrize("kw", [{}, {"auth": "htpasswd"}])

@@ -66,7 +66,6 @@ def test_mirrors_come_first_with_the_prefix_replaced(conf):
     assert [e.host for e in by_digest] == ["mirror.example:5000", "digest-mirror.example",
                                            "registry-1.docker.io"]
     assert conf.push_endpoint("docker.io/library/busybox") == eps[-1]   # never a mirror
-    assert conf.search_registries == ["quay.io", "docker.io"]
 
 
 def test_longest_prefix_wins_and_location_rewrites_the_path(conf):
@@ -86,6 +85,20 @@ def test_insecure_by_host_and_wildcard(conf):
     assert not conf.insecure("registry-1.docker.io")
     assert conf.push_endpoint("git.corp.example/a/b") == Endpoint("git.corp.example", "a/b", True, False)
     assert not conf.push_endpoint("corp.example/a").insecure
+
+
+def test_insecure_host_agrees_with_the_endpoint(tmp_path):
+    """insecure(host) (what login uses) goes through find(), as Endpoint.insecure does."""
+    p = tmp_path / "registries.conf"
+    p.write_text(CONF + '[[registry]]\nprefix = "xy.corp.example"\nlocation = "xy.corp.example"\n'
+                 '[[registry]]\nlocation = "docker.io"\ninsecure = true\n')
+    c = config.load(str(p))
+    for host in ("git.corp.example", "a.b.corp.example:5000", "xy.corp.example", "corp.example",
+                 "docker.io", "elsewhere.example"):
+        assert c.insecure(host) == c.push_endpoint(f"{host}/a/b").insecure, host
+    assert c.insecure("git.corp.example") and c.insecure("docker.io") and c.insecure("registry-1.docker.io")
+    assert not c.insecure("xy.corp.example")             # its own, longer prefix says secure
+    assert c.insecure("internal.example:8443")          # no prefix: an insecure location's host
 
 
 def test_dropins_replace_by_prefix(tmp_path):
