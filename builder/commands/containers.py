@@ -286,15 +286,21 @@ def wait_supervisor(c, timeout: float | None) -> bool:
 
 
 def cmd_stop(args) -> int:
+    from runtime.errors import ContainerError
+
     def stop(cs, c, ref):
         if c.status == "running":
             sig = parse_signal(args.signal or c.config.get("stop_signal") or "SIGTERM")
             t = args.time if args.time is not None else 10
-            send(c, sig)
-            if not wait_supervisor(c, max(t, 0)):
-                c.reload()
-                if c.status == "running":
-                    send(c, 9)
+            try:
+                send(c, sig)
+            except ContainerError:
+                pass                 # it ended between the look and the signal
+            if not wait_supervisor(c, t if t >= 0 else None):   # docker: -1 waits for ever
+                try:
+                    send(c.reload(), 9)
+                except ContainerError:
+                    pass
                 wait_supervisor(c, 10)
         print(ref)
     return _each(args.containers, stop)

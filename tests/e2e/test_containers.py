@@ -161,6 +161,17 @@ def test_container_exiting_on_its_own_and_logs_follow(root):
     assert ok(run_pybuild("rm", cid)).stdout == cid + "\n"
     assert traces(cid) == []
 
+    # failures inside the container: docker's codes, the reason in its log
+    bad = run_d("busybox", "nosuchcmd")
+    assert ok(run_pybuild("wait", bad)).stdout == "127\n"
+    assert run_pybuild("logs", bad).stderr == (
+        'pybuild: error: exec: "nosuchcmd": executable file not found in $PATH\n')
+    bad = run_d("-u", "bob", "busybox", "true")
+    assert ok(run_pybuild("wait", bad)).stdout == "125\n"
+    assert run_pybuild("logs", bad).stderr == (
+        "pybuild: error: unable to find user bob: no matching entries in passwd file\n")
+    assert "unable to find user bob" in state(root, bad)["error"]
+
 
 def test_two_runs_with_one_name_at_once(root):
     cmd = [sys.executable, "-m", "builder", "run", "-d", "--name", "racer", "busybox", "sleep", "30"]
