@@ -1,4 +1,6 @@
-"""CLI: `pybuild run` — a foreground container from an image in the store, like `docker run`.
+"""CLI: `pybuild run` — a container from an image in the store, like `docker run`: in the
+foreground, or with -d as a container record owned by a supervisor
+(runtime.containers.state, runtime.containers.supervisor) whose ID is printed once it runs.
 
 It runs on the same sandbox as a build's RUN (runtime.sandbox) over the image's layer dirs with a
 throw-away upper dir; docker's rules for the image's Entrypoint, Cmd, Env, WorkingDir and User
@@ -18,7 +20,8 @@ def register(sub) -> None:
 
     p = sub.add_parser(
         "run", help="run a command in a new container",
-        description="Run a command in a new container from IMAGE, in the foreground. The network "
+        description="Run a command in a new container from IMAGE, in the foreground or (-d) "
+                    "detached. The network "
                     "defaults to `host` (the host's network, as a build's RUN has); docker's "
                     "bridge network comes with the full runtime.")
     p.add_argument("--rm", action="store_true",
