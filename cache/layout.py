@@ -23,6 +23,8 @@ TMP_DIR = "tmp"          # temporaries and scratch dirs, named by owner (cache.o
 REPLAY_DIR = "replay"    # builder.replay's records
 LEASES_DIR = "leases"    # what running processes hold (cache.leases)
 CACHE_MOUNTS_DIR = "cache-mounts"  # RUN --mount=type=cache dirs
+CONTAINERS_DIR = "containers"  # one dir per container (runtime.containers.state)
+CONTAINERS_LOCK = os.path.join(CONTAINERS_DIR, "lock")  # held to create, name or remove one
 STAT_CACHE = "context-stat-cache.json"
 
 

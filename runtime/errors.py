@@ -22,3 +22,7 @@ class KernelCallError(SandboxError):
 
 class ConfigError(SandboxError):
     """A container's configuration (the user's flags against the image's config) cannot be run."""
+
+
+class ContainerError(SandboxError):
+    """A container named by the user is missing, in the wrong state, or its name is taken."""

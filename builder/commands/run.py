@@ -1,4 +1,6 @@
-"""CLI: `pybuild run` — a foreground container from an image in the store, like `docker run`.
+"""CLI: `pybuild run` — a container from an image in the store, like `docker run`: in the
+foreground, or with -d as a container record owned by a supervisor
+(runtime.containers.state, runtime.containers.supervisor) whose ID is printed once it runs.
 
 It runs on the same sandbox as a build's RUN (runtime.sandbox) over the image's layer dirs with a
 throw-away upper dir; docker's rules for the image's Entrypoint, Cmd, Env, WorkingDir and User
@@ -18,7 +20,8 @@ def register(sub) -> None:
 
     p = sub.add_parser(
         "run", help="run a command in a new container",
-        description="Run a command in a new container from IMAGE, in the foreground. The network "
+        description="Run a command in a new container from IMAGE, in the foreground or (-d) "
+                    "detached. The network "
                     "defaults to `host` (the host's network, as a build's RUN has); docker's "
                     "bridge network comes with the full runtime.")
     p.add_argument("--rm", action="store_true",
@@ -35,7 +38,9 @@ def register(sub) -> None:
     p.add_argument("--hostname", dest="hostname", metavar="NAME",
                    help="container host name (default: a random container ID)")
     p.add_argument("--name", metavar="NAME",
-                   help="container name (accepted; recorded once the container lifecycle lands)")
+                   help="container name (with -d; a foreground run keeps no container yet)")
+    p.add_argument("-d", "--detach", action="store_true",
+                   help="run in the background under a supervisor and print the container ID")
     p.add_argument("-i", "--interactive", action="store_true", help="keep stdin open")
     p.add_argument("-t", "--tty", action="store_true", help="allocate a pseudo-terminal")
     p.add_argument("--pull", choices=("missing", "always", "never"), default="missing",
@@ -89,6 +94,30 @@ def _read_env_file(path: str) -> str:
         raise ConfigError(f"--env-file {path}: invalid utf8 bytes") from None
 
 
+def _detach(store, img, args, argv, extra_env, cwd, user, network) -> int:
+    """run -d: a container record, its supervisor started; print the ID once it runs."""
+    from runtime.containers import config, supervisor
+    from runtime.containers.state import Containers
+
+    cfg = img.config.get("config") or {}
+    record = {"image": args.image, "image_id": img.id, "argv": argv, "cwd": cwd, "user": user,
+              "network": network, "lowerdirs": [os.fspath(store.layer_dir(d))
+                                                for d in reversed(img.diff_ids)],
+              "stop_signal": cfg.get("StopSignal") or "SIGTERM", "labels": cfg.get("Labels") or {}}
+
+    def per_id(cid: str) -> dict:
+        hostname = config.hostname(args.hostname, cid, network, os.uname().nodename)
+        return {"hostname": hostname,
+                "env": config.environment(cfg.get("Env") or [], extra_env, hostname, False)}
+
+    c = Containers(store.root).create(record, args.name, per_id)
+    error = supervisor.spawn(os.fspath(store.root), c.id)
+    if error is not None:
+        return _fail(error)
+    print(c.id)
+    return 0
+
+
 def cmd_run(args) -> int:
     import shutil
 
@@ -105,9 +134,14 @@ def cmd_run(args) -> int:
     from runtime.spec import SandboxSpec, check_network
 
     network = args.network or "host"
+    if args.detach:
+        for flag, given in (("-t", args.tty), ("-i", args.interactive), ("--rm", args.rm)):
+            if given:
+                return _fail(f"{flag} with -d is not supported yet")
     try:
         check_network(network)
-        mountns.enter_private()     # a mount made here (the snapshotter's probe) dies with us
+        if not args.detach:         # the supervisor enters its own (it must not hold ours)
+            mountns.enter_private()     # a mount made here (the snapshotter's probe) dies with us
         extra_env = [e for f in args.env_file for e in config.env_file(_read_env_file(f), os.environ, f)]
         extra_env += config.user_env(args.env, os.environ)
         store = Store.open()
@@ -115,11 +149,13 @@ def cmd_run(args) -> int:
         lowerdirs = [store.layer_dir(d) for d in reversed(img.diff_ids)]
         cfg = img.config.get("config") or {}
         argv = config.argv(cfg, args.entrypoint, args.command)
+        cwd = config.workdir(args.workdir, cfg)
+        user = config.user(args.user, cfg)
+        if args.detach:
+            return _detach(store, img, args, argv, extra_env, cwd, user, network)
         hostname = config.hostname(args.hostname, os.urandom(32).hex(), args.network,
                                    os.uname().nodename)
         env = config.environment(cfg.get("Env") or [], extra_env, hostname, args.tty)
-        cwd = config.workdir(args.workdir, cfg)
-        user = config.user(args.user, cfg)
     except (SandboxError, StoreError) as e:
         return _fail(str(e))
 

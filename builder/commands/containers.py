@@ -1,0 +1,353 @@
+"""CLI: the container lifecycle around `run -d` — `ps`, `logs`, `stop`, `kill`, `wait`, `rm` —
+in docker's words, columns and exit codes. No daemon: each reads the container's files
+(runtime.containers.state) and signals its process tree or waits for its supervisor directly.
+A command given several containers goes on after one fails, says so on a line each, exits 1.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+
+def register(sub) -> None:
+    p = sub.add_parser("ps", help="list containers", description="List containers (running only "
+                       "unless -a).")
+    p.add_argument("-a", "--all", action="store_true", help="show all containers")
+    p.add_argument("-q", "--quiet", action="store_true", help="only display container IDs")
+    p.add_argument("--no-trunc", action="store_true", help="don't truncate output")
+    p.set_defaults(func=cmd_ps)
+
+    p = sub.add_parser("logs", help="fetch the logs of a container")
+    p.add_argument("-f", "--follow", action="store_true", help="follow log output until it exits")
+    p.add_argument("-n", "--tail", default="all", metavar="N",
+                   help='number of lines to show from the end of the logs (default "all")')
+    p.add_argument("-t", "--timestamps", action="store_true", help="show timestamps")
+    p.add_argument("container", metavar="CONTAINER")
+    p.set_defaults(func=cmd_logs)
+
+    p = sub.add_parser("stop", help="stop one or more running containers")
+    p.add_argument("-t", "--time", type=int, default=None, metavar="N",
+                   help="seconds to wait before killing the container (default 10)")
+    p.add_argument("-s", "--signal", metavar="SIG", help="signal to send (default: the image's "
+                   "StopSignal, else SIGTERM)")
+    p.add_argument("containers", nargs="+", metavar="CONTAINER")
+    p.set_defaults(func=cmd_stop)
+
+    p = sub.add_parser("kill", help="kill one or more running containers")
+    p.add_argument("-s", "--signal", default="KILL", metavar="SIG",
+                   help='signal to send to the container (default "KILL")')
+    p.add_argument("containers", nargs="+", metavar="CONTAINER")
+    p.set_defaults(func=cmd_kill)
+
+    p = sub.add_parser("wait", help="block until containers stop, then print their exit codes")
+    p.add_argument("containers", nargs="+", metavar="CONTAINER")
+    p.set_defaults(func=cmd_wait)
+
+    p = sub.add_parser("rm", help="remove one or more containers")
+    p.add_argument("-f", "--force", action="store_true",
+                   help="force the removal of a running container (uses SIGKILL)")
+    p.add_argument("containers", nargs="+", metavar="CONTAINER")
+    p.set_defaults(func=cmd_rm)
+
+
+def _containers():
+    from cache.layout import default_root
+    from runtime.containers.state import Containers
+
+    return Containers(default_root())
+
+
+def _each(refs, action) -> int:
+    """Run action(container, ref) for each ref; errors as one line each, exit 1 if any."""
+    from runtime.errors import SandboxError
+
+    cs, rc = _containers(), 0
+    for ref in refs:
+        try:
+            action(cs, cs.get(ref), ref)
+        except SandboxError as e:
+            print(f"pybuild: error: {e}", file=sys.stderr)
+            rc = 1
+    return rc
+
+
+# ---- time and text as docker shows them ---------------------------------------------------
+
+def human_duration(seconds: float) -> str:
+    """go-units HumanDuration, as `docker ps` uses it."""
+    s = int(seconds)
+    if s < 1:
+        return "Less than a second"
+    if s == 1:
+        return "1 second"
+    if s < 60:
+        return f"{s} seconds"
+    m = s // 60
+    if m == 1:
+        return "About a minute"
+    if m < 60:
+        return f"{m} minutes"
+    h = round(s / 3600)
+    if h == 1:
+        return "About an hour"
+    if h < 48:
+        return f"{h} hours"
+    if h < 24 * 7 * 2:
+        return f"{h // 24} days"
+    if h < 24 * 30 * 2:
+        return f"{h // 24 // 7} weeks"
+    if h < 24 * 365 * 2:
+        return f"{h // 24 // 30} months"
+    return f"{h // 24 // 365} years"
+
+
+def status_text(c, now: float) -> str:
+    from runtime.containers.state import parse_time
+
+    st = c.state
+    status = c.status
+    if status == "running":
+        return "Up " + human_duration(now - parse_time(st["started"]))
+    if status == "exited":
+        ago = human_duration(now - parse_time(st["finished"])) if st.get("finished") else ""
+        return f"Exited ({st.get('exit_code')}) {ago} ago".replace("  ", " ")
+    if status == "dead":
+        return "Dead (supervisor gone)"
+    return "Created"
+
+
+def _ellipsis(text: str, n: int) -> str:
+    return text if len(text) <= n else text[:n - 1] + "…"
+
+
+def _table(rows: list[list[str]]) -> str:
+    """text/tabwriter as docker sets it up: min width 10, padding 3, last column unpadded."""
+    widths = [max(10, max(len(r[i]) for r in rows) + 3) for i in range(len(rows[0]) - 1)]
+    return "".join("".join(cell.ljust(w) for cell, w in zip(r, widths, strict=False)) + r[-1] + "\n"
+                   for r in rows)
+
+
+def cmd_ps(args) -> int:
+    import json
+
+    from runtime.containers.state import parse_time
+
+    now = time.time()
+    shown = [c for c in _containers().all() if args.all or c.status == "running"]
+    if args.quiet:
+        sys.stdout.write("".join((c.id if args.no_trunc else c.id[:12]) + "\n" for c in shown))
+        return 0
+    rows = [["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"]]
+    for c in shown:
+        command = " ".join(c.config.get("argv") or [])
+        if not args.no_trunc:
+            command = _ellipsis(command, 20)
+        rows.append([c.id if args.no_trunc else c.id[:12], c.config.get("image", ""),
+                     json.dumps(command, ensure_ascii=False),
+                     human_duration(now - parse_time(c.config["created"])) + " ago",
+                     status_text(c, now), "", c.name])
+    sys.stdout.write(_table(rows))
+    return 0
+
+
+# ---- logs -----------------------------------------------------------------------------------
+
+def cmd_logs(args) -> int:
+    import json
+
+    from builder.errors import BuildError
+
+    tail = None
+    if args.tail != "all":
+        try:
+            tail = int(args.tail)
+        except ValueError:
+            raise BuildError(f'invalid value for "tail": {args.tail!r} (a number or "all")') from None
+    c = _containers().get(args.container)
+    outs = {"stdout": sys.stdout.buffer, "stderr": sys.stderr.buffer}
+
+    def show(lines: list[bytes]) -> None:
+        for raw in lines:
+            try:
+                entry = json.loads(raw)
+            except ValueError:
+                continue    # a line cut short by a full disk
+            out = outs.get(entry.get("stream"), sys.stdout.buffer)
+            text = entry.get("log", "")
+            if args.timestamps:
+                text = f"{entry.get('time', '')} {text}"
+            out.write(text.encode())
+        for out in outs.values():
+            out.flush()
+
+    try:
+        f = open(c.log_path, "rb")  # noqa: SIM115 - read to the end, maybe followed
+    except FileNotFoundError:
+        return 0
+    with f:
+        lines = f.read().splitlines(keepends=True)
+        rest = lines.pop() if lines and not lines[-1].endswith(b"\n") else b""
+        show(lines[-tail:] if tail else ([] if tail == 0 else lines))
+        while args.follow:
+            done = not c.reload().supervisor_alive   # checked before the read: nothing is missed
+            chunk = f.read()
+            if chunk:
+                lines = (rest + chunk).splitlines(keepends=True)
+                rest = lines.pop() if not lines[-1].endswith(b"\n") else b""
+                show(lines)
+            elif done:
+                break
+            else:
+                time.sleep(0.05)
+    return 0
+
+
+# ---- signals, stop, wait, rm ----------------------------------------------------------------
+
+def parse_signal(text: str) -> int:
+    import signal
+
+    from builder.errors import BuildError
+
+    t = str(text).upper().removeprefix("SIG")
+    if t.isdigit() and 0 < int(t) < 65:
+        return int(t)
+    try:
+        return int(signal.Signals["SIG" + t])
+    except KeyError:
+        raise BuildError(f"invalid signal: {text}") from None
+
+
+def _ppid(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    return int(stat[stat.rfind(b")") + 2:].split()[1])
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(p) for p in f.read().split()]
+    except OSError:
+        return []
+
+
+def send(c, sig: int) -> None:
+    """Signal a running container: through its process tree's keeper (which relays docker's
+    usual signals to the command; SIGKILL takes the whole tree), else straight to the command."""
+    from runtime.errors import ContainerError
+    from runtime.process import FORWARDED_SIGNALS
+
+    pid = c.state.get("pid")
+    sup = str(c.state.get("supervisor", "")).partition(".")[0]
+    if c.status != "running" or not pid or str(_ppid(pid)) != sup:
+        raise ContainerError(f"cannot kill container: {c.name}: container {c.id} is not running")
+    target = pid
+    if sig != 9 and sig not in FORWARDED_SIGNALS:
+        inits = _children(pid)
+        cmds = _children(inits[0]) if inits else []
+        target = cmds[0] if cmds else pid
+    try:
+        os.kill(target, sig)
+    except ProcessLookupError:
+        pass
+
+
+def wait_supervisor(c, timeout: float | None) -> bool:
+    """Wait until the container's supervisor has exited; False when timeout passed first."""
+    import select
+
+    from cache import owner
+
+    tok = c.state.get("supervisor")
+    if not tok or not owner.alive(tok):
+        return True
+    try:
+        fd = os.pidfd_open(int(str(tok).partition(".")[0]))
+    except OSError:
+        return True
+    try:
+        if not owner.alive(tok):     # the pid was reused between the check and the open
+            return True
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            select.select([fd], [], [], left)
+            if not owner.alive(tok):
+                return True
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+    finally:
+        os.close(fd)
+
+
+def cmd_stop(args) -> int:
+    from runtime.errors import ContainerError
+
+    def stop(cs, c, ref):
+        if c.status == "running":
+            sig = parse_signal(args.signal or c.config.get("stop_signal") or "SIGTERM")
+            t = args.time if args.time is not None else 10
+            try:
+                send(c, sig)
+            except ContainerError:
+                pass                 # it ended between the look and the signal
+            if not wait_supervisor(c, t if t >= 0 else None):   # docker: -1 waits for ever
+                try:
+                    send(c.reload(), 9)
+                except ContainerError:
+                    pass
+                wait_supervisor(c, 10)
+        print(ref)
+    return _each(args.containers, stop)
+
+
+def cmd_kill(args) -> int:
+    sig = parse_signal(args.signal)
+
+    def kill(cs, c, ref):
+        send(c, sig)
+        print(ref)
+    return _each(args.containers, kill)
+
+
+def cmd_wait(args) -> int:
+    from runtime.errors import ContainerError
+
+    def wait(cs, c, ref):
+        if c.status == "created" and not c.supervisor_alive:
+            raise ContainerError(f"container {ref} has not been started")
+        wait_supervisor(c, None)
+        c.reload()
+        if c.status != "exited":
+            raise ContainerError(f"container {ref}: its exit code is unknown (its supervisor is gone)")
+        print(c.state.get("exit_code"))
+    return _each(args.containers, wait)
+
+
+def cmd_rm(args) -> int:
+    import signal
+
+    from runtime.errors import ContainerError
+
+    def rm(cs, c, ref):
+        if c.status == "running":
+            if not args.force:
+                raise ContainerError(f"You cannot remove a running container {c.id}. Stop the "
+                                     f"container before attempting removal or force remove")
+            try:
+                send(c, 9)
+            except ContainerError:
+                pass
+            if not wait_supervisor(c, 10):
+                os.kill(int(str(c.state["supervisor"]).partition(".")[0]), signal.SIGKILL)
+                wait_supervisor(c, 10)
+        else:
+            wait_supervisor(c, 5)    # an exited one's supervisor may still be on its way out
+        cs.remove(c)
+        print(ref)
+    return _each(args.containers, rm)

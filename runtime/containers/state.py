@@ -1,0 +1,217 @@
+"""Containers on disk: `<store root>/containers/<64-hex id>/` holds config.json (what to run,
+fixed at create), state.json (what it is doing) and `<id>-json.log`, plus the upper/work dirs.
+
+No daemon: every pybuild command reads these files, and the supervisor that owns a detached
+container writes its state.json (cache.atomic: a reader sees the old state or the new one). A
+record is made complete in the store's tmp/ and renamed into place, and removed by renaming it
+back out, so a reader never sees half a container. Creating, naming and removing happen under
+one lock (layout.CONTAINERS_LOCK), which is what keeps names unique. Lookup follows docker: a
+full ID, then a name, then a unique ID prefix.
+
+state.json: status created|running|exited; supervisor (cache.owner token, pid.start), pid (the
+process tree's keeper in the host's pid namespace), exit_code, error, started/finished (RFC3339,
+nanoseconds). A "running" container whose supervisor is gone reads as status "dead": the
+container died with it (its process tree has PR_SET_PDEATHSIG), but nobody recorded how.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+
+from cache import atomic, layout, owner
+from runtime.errors import ContainerError
+
+CONFIG = "config.json"
+STATE = "state.json"
+_ID = re.compile(r"^[0-9a-f]{64}$")
+NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")   # docker's RestrictedNamePattern
+
+# a few of docker's namesgenerator words (moby pkg/namesgenerator)
+_LEFT = ("admiring", "adoring", "affectionate", "agitated", "amazing", "angry", "awesome",
+         "blissful", "bold", "brave", "charming", "clever", "cool", "compassionate", "confident",
+         "dazzling", "determined", "eager", "ecstatic", "elastic", "elegant", "epic", "festive",
+         "focused", "friendly", "gallant", "gifted", "goofy", "happy", "hopeful", "jolly",
+         "keen", "kind", "laughing", "loving", "lucid", "magical", "modest", "nifty", "nostalgic",
+         "optimistic", "peaceful", "pensive", "quirky", "relaxed", "serene", "sharp", "stoic",
+         "sweet", "tender", "trusting", "upbeat", "vibrant", "vigilant", "wizardly", "zealous")
+_RIGHT = ("albattani", "allen", "archimedes", "babbage", "bardeen", "bell", "bhabha", "borg",
+          "bose", "cannon", "curie", "darwin", "dijkstra", "einstein", "euclid", "euler",
+          "fermat", "feynman", "galileo", "gauss", "goldberg", "hamilton", "hawking", "hopper",
+          "hypatia", "johnson", "kepler", "knuth", "lamarr", "leakey", "lovelace", "mayer",
+          "mccarthy", "meitner", "mendel", "newton", "noether", "pascal", "pike", "ritchie",
+          "shannon", "thompson", "torvalds", "turing", "volhard", "wiles", "wright", "yalow")
+
+
+def now() -> str:
+    """The current time as RFC3339 with nanoseconds in UTC (docker's RFC3339Nano)."""
+    ns = time.time_ns()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 10**9)) + f".{ns % 10**9:09d}Z"
+
+
+def parse_time(text: str) -> float:
+    """Seconds since the epoch of a time `now()` wrote."""
+    import calendar
+
+    whole, _, frac = text.rstrip("Z").partition(".")
+    return calendar.timegm(time.strptime(whole, "%Y-%m-%dT%H:%M:%S")) + float("0." + (frac or "0"))
+
+
+def random_name(taken) -> str:
+    """adjective_surname as docker gives, never boring_wozniak; a digit is added on a clash."""
+    for attempt in range(100):
+        a, b = os.urandom(2)
+        name = f"{_LEFT[a % len(_LEFT)]}_{_RIGHT[b % len(_RIGHT)]}"
+        if attempt:
+            name += str(attempt % 10)
+        if name not in taken:
+            return name
+    return f"{name}_{os.urandom(4).hex()}"
+
+
+class Container:
+    """One container's record as read; `state` is re-read by `reload`."""
+
+    def __init__(self, path: str, config: dict, state: dict):
+        self.path = path
+        self.id = os.path.basename(path)
+        self.config = config
+        self.state = state
+
+    @property
+    def name(self) -> str:
+        return self.config["name"]
+
+    @property
+    def log_path(self) -> str:
+        return os.path.join(self.path, f"{self.id}-json.log")
+
+    @property
+    def status(self) -> str:
+        """created | running | exited | dead (marked running, but its supervisor is gone)."""
+        s = self.state.get("status", "created")
+        if s == "running" and not owner.alive(self.state.get("supervisor")):
+            return "dead"
+        return s
+
+    @property
+    def supervisor_alive(self) -> bool:
+        return owner.alive(self.state.get("supervisor"))
+
+    def reload(self) -> Container:
+        self.state = _read(os.path.join(self.path, STATE)) or self.state
+        return self
+
+    def write_state(self, **changes) -> None:
+        """Merge `changes` into state.json (only the container's supervisor writes it)."""
+        self.state = {**self.state, **changes}
+        atomic.write_json(os.path.join(self.path, STATE), self.state)
+
+
+def _read(path: str) -> dict | None:
+    try:
+        with open(path, "rb") as f:
+            value = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+class Containers:
+    """The containers of one store root."""
+
+    def __init__(self, root):
+        self.root = os.fspath(root)
+        self.dir = os.path.join(self.root, layout.CONTAINERS_DIR)
+        self.tmp = os.path.join(self.root, layout.TMP_DIR)
+
+    def _lock(self) -> atomic.Lock:
+        os.makedirs(self.dir, exist_ok=True)
+        return atomic.Lock(os.path.join(self.root, layout.CONTAINERS_LOCK))
+
+    def load(self, cid: str) -> Container | None:
+        path = os.path.join(self.dir, cid)
+        config = _read(os.path.join(path, CONFIG))
+        if config is None:
+            return None
+        return Container(path, config, _read(os.path.join(path, STATE)) or {"status": "created"})
+
+    def all(self) -> list[Container]:
+        """Every container, newest first."""
+        try:
+            names = os.listdir(self.dir)
+        except FileNotFoundError:
+            return []
+        out = [c for c in (self.load(n) for n in names if _ID.match(n)) if c is not None]
+        out.sort(key=lambda c: c.config.get("created", ""), reverse=True)
+        return out
+
+    def get(self, ref: str) -> Container:
+        """docker's lookup: full ID, then name (a leading / allowed), then unique ID prefix."""
+        if _ID.match(ref):
+            c = self.load(ref)
+            if c is not None:
+                return c
+        every = self.all()
+        name = ref.removeprefix("/")
+        for c in every:
+            if c.name == name:
+                return c
+        if ref and all(ch in "0123456789abcdef" for ch in ref):
+            hits = [c for c in every if c.id.startswith(ref)]
+            if len(hits) > 1:
+                raise ContainerError(f"multiple IDs found with provided prefix: {ref}")
+            if hits:
+                return hits[0]
+        raise ContainerError(f"No such container: {ref}")
+
+    def create(self, config: dict, name: str | None = None, per_id=None) -> Container:
+        """A new container record (status created) with a fresh 64-hex ID and a unique name:
+        `name`, or a random one; `per_id(id)` adds what depends on the ID (the hostname).
+        ContainerError (docker's words) when the name is taken."""
+        if name is not None and not NAME.match(name.removeprefix("/")):
+            raise ContainerError(f"Invalid container name ({name}), only "
+                                 f"[a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
+        os.makedirs(self.tmp, exist_ok=True)
+        with self._lock().held():
+            every = self.all()
+            taken = {c.name: c.id for c in every}
+            ids = {c.id for c in every}
+            if name is not None:
+                name = name.removeprefix("/")
+                if name in taken:
+                    raise ContainerError(
+                        f'Conflict. The container name "/{name}" is already in use by container '
+                        f'"{taken[name]}". You have to remove (or rename) that container to be '
+                        f'able to reuse that name.')
+            else:
+                name = random_name(taken)
+            cid = os.urandom(32).hex()
+            while cid in ids:
+                cid = os.urandom(32).hex()
+            config = {**config, **(per_id(cid) if per_id else {}), "id": cid, "name": name,
+                      "created": now()}
+            staging = owner.temp_dir(self.tmp, "ctr")
+            try:
+                atomic.write_json(os.path.join(staging, CONFIG), config)
+                atomic.write_json(os.path.join(staging, STATE), {"status": "created"})
+                os.chmod(staging, 0o710)
+                os.rename(staging, os.path.join(self.dir, cid))
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+            atomic.fsync_dir(self.dir)
+        return self.load(cid)
+
+    def remove(self, c: Container) -> None:
+        """Remove every trace of a container that no longer runs (its dir: config, state,
+        log, upper and work dirs, a run dir left by a killed supervisor)."""
+        gone = os.path.join(self.tmp, owner.temp_name("rmctr"))
+        with self._lock().held():
+            try:
+                os.rename(c.path, gone)
+            except FileNotFoundError:
+                raise ContainerError(f"No such container: {c.id}") from None
+        shutil.rmtree(gone, ignore_errors=True)

@@ -1,0 +1,176 @@
+"""The supervisor of one detached container (conmon's role), and `spawn`, which starts it.
+
+`spawn` runs `python -I -S` on `main` as a child in its own session with stdio on /dev/null, so
+it outlives the `pybuild run -d` that started it and holds none of its pipes; it waits only for
+the one line saying the container runs (or why not). The supervisor then:
+- enters a mount namespace of its own (what the snapshotter probes dies with it) and holds the
+  image in the store's leases, so prune keeps its layers while it runs;
+- starts the container's process tree (runtime.process.start) on the image's layer dirs with
+  the upper/work dirs in the container's dir, stdin on /dev/null, stdout and stderr into pipes;
+- writes what comes out of them to `<id>-json.log` in docker's json-file format, a line per
+  object {"log": "...\\n", "stream": "stdout"|"stderr", "time": RFC3339Nano};
+- records running (its own cache.owner token, the tree's pid, start time), then exited with the
+  exit code (128+N for signal N; 125 when the sandbox could not be set up, its error in
+  state.json and on the log's stderr) and the finish time, and exits.
+The overlay lives in the container's own mount namespace and goes with it; the run dir goes in
+ProcessTree.wait; the upper dir stays for a later `start`/`commit` until `rm`.
+
+Kept small (an idle supervisor is one of these per container): stdlib and the runtime's process
+tree only, no site-packages (-S), never rich/lark/zstandard/pyroute2.
+"""
+from __future__ import annotations
+
+import json
+import os
+import select
+import sys
+
+HERE = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+_CHUNK = 16 * 1024   # docker's json-file splits a line longer than its 16 KiB buffer
+
+
+def spawn(root: str, cid: str, timeout: float = 30.0) -> str | None:
+    """Start the supervisor of container `cid`; return None once it runs, else the error line."""
+    import subprocess
+
+    r, w = os.pipe()
+    code = (f"import sys; sys.path.insert(0, {HERE!r}); "
+            f"from runtime.containers.supervisor import main; main({root!r}, {cid!r}, {w})")
+    try:
+        subprocess.Popen([sys.executable, "-I", "-S", "-c", code], stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/",
+                         pass_fds=(w,), start_new_session=True)
+    finally:
+        os.close(w)
+    try:
+        ready, _, _ = select.select([r], [], [], timeout)
+        line = os.read(r, 4096).decode(errors="replace").strip() if ready else ""
+    finally:
+        os.close(r)
+    if line == "ok":
+        return None
+    if not ready:
+        return f"the container's supervisor did not start within {timeout:.0f} s"
+    return line.removeprefix("E ") or "the container's supervisor exited before it started the container"
+
+
+class _LogWriter:
+    """docker's json-file lines for one stream; a partial line waits for its newline."""
+
+    def __init__(self, fd: int, stream: str, now):
+        self.fd, self.stream, self.now, self.pending = fd, stream, now, b""
+
+    def feed(self, data: bytes) -> None:
+        self.pending += data
+        while True:
+            nl = self.pending.find(b"\n")
+            if nl < 0:
+                if len(self.pending) >= _CHUNK:
+                    self._emit(self.pending[:_CHUNK])
+                    self.pending = self.pending[_CHUNK:]
+                    continue
+                return
+            self._emit(self.pending[:nl + 1])
+            self.pending = self.pending[nl + 1:]
+
+    def close(self) -> None:
+        if self.pending:
+            self._emit(self.pending)
+            self.pending = b""
+
+    def _emit(self, chunk: bytes) -> None:
+        line = json.dumps({"log": chunk.decode(errors="replace"), "stream": self.stream,
+                           "time": self.now()}, separators=(",", ":")) + "\n"
+        try:
+            os.write(self.fd, line.encode())
+        except OSError:
+            pass   # a full disk loses log lines, never the container
+
+
+def main(root: str, cid: str, ready_fd: int) -> None:
+    """The supervisor's life; never returns (os._exit)."""
+    code = 125
+    try:
+        code = _supervise(root, cid, ready_fd)
+    except BaseException as e:  # noqa: BLE001 - reported through the ready pipe or state.json
+        _tell(ready_fd, f"E {e}".replace("\n", " "))
+    os._exit(code)
+
+
+def _tell(fd: int, line: str) -> None:
+    try:
+        os.write(fd, (line + "\n").encode())
+        os.close(fd)
+    except OSError:
+        pass
+
+
+def _supervise(root: str, cid: str, ready_fd: int) -> int:
+    from cache.leases import Leases
+    from runtime import mountns, process
+    from runtime.containers.state import Containers, now
+    from runtime.errors import SandboxError
+    from runtime.spec import SandboxSpec
+
+    os.chdir("/")
+    mountns.enter_private()
+    c = Containers(root).load(cid)
+    if c is None:
+        raise SandboxError(f"No such container: {cid}")
+    cfg = c.config
+    Leases(root).hold(cfg["image_id"])
+    upper, work = os.path.join(c.path, "upper"), os.path.join(c.path, "work")
+    devnull = os.open(os.devnull, os.O_RDWR)
+    out_r, out_w = os.pipe2(os.O_CLOEXEC)
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    log = os.open(c.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+    spec = SandboxSpec(lowerdirs=cfg["lowerdirs"], upperdir=upper, workdir=work, argv=cfg["argv"],
+                       env=cfg["env"], cwd=cfg["cwd"], user=cfg["user"], hostname=cfg["hostname"],
+                       network=cfg["network"], stdin=devnull, stdout=out_w, stderr=err_w,
+                       make_cwd=True)
+    try:
+        tree = process.start(spec)
+    except SandboxError as e:
+        c.write_state(status="exited", exit_code=125, error=str(e), started=now(), finished=now())
+        raise
+    finally:
+        for fd in (devnull, out_w, err_w):
+            os.close(fd)
+    c.write_state(status="running", supervisor=_token(), pid=tree.pid, started=now())
+    _tell(ready_fd, "ok")
+    err = _LogWriter(log, "stderr", now)
+    _pump({out_r: _LogWriter(log, "stdout", now), err_r: err})
+    error = None
+    try:
+        code = tree.wait()
+    except SandboxError as e:
+        code, error = tree.returncode or 125, str(e)
+        err.feed(f"pybuild: error: {error}\n".encode())
+    os.close(log)
+    try:
+        c.write_state(status="exited", exit_code=code, error=error, finished=now())
+    except FileNotFoundError:
+        pass    # removed while it ran (`rm -f` of a supervisor that did not stop)
+    return 0
+
+
+def _token() -> str:
+    from cache import owner
+    return owner.token()
+
+
+def _pump(writers: dict) -> None:
+    """Copy each pipe into its log writer until every writer of every pipe has closed it (the
+    container's pid namespace is gone by then)."""
+    poll = select.poll()
+    for fd in writers:
+        poll.register(fd, select.POLLIN)
+    while writers:
+        for fd, _ in poll.poll():
+            data = os.read(fd, 65536)
+            if data:
+                writers[fd].feed(data)
+            else:
+                writers.pop(fd).close()
+                poll.unregister(fd)
+                os.close(fd)
