@@ -245,7 +245,8 @@ def join(paths: list[str]) -> None:
         _write(os.path.join(p, "cgroup.procs"), "0")
 
 
-def _procs(path: str) -> list[int]:
+def procs(path: str) -> list[int]:
+    """The pids in a cgroup (none when it is gone)."""
     try:
         with open(os.path.join(path, "cgroup.procs")) as f:
             return [int(x) for x in f.read().split()]
@@ -269,7 +270,7 @@ def remove(paths, timeout: float = 5.0) -> None:
             except OSError as e:
                 if e.errno != errno.EBUSY or time.monotonic() > end:
                     break
-            for pid in _procs(p):
+            for pid in procs(p):
                 try:
                     os.kill(pid, 9)
                 except ProcessLookupError:
@@ -290,7 +291,7 @@ def sweep(parent: str) -> None:
         tok = owner.of_name(n)
         if tok is not None and not owner.alive(tok):
             p = os.path.join(parent, n)
-            if os.path.isdir(p) and not _procs(p):
+            if os.path.isdir(p) and not procs(p):
                 try:
                     os.rmdir(p)
                 except OSError:

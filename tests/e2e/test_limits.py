@@ -131,7 +131,7 @@ def test_detached_container_is_limited_and_leaves_no_cgroup(busybox_root):
                          "grep memory /proc/self/cgroup; sleep 30")).stdout.strip()
     try:
         end = time.monotonic() + 10
-        while "pybuild" not in (logs := run_pybuild("logs", cid).stdout) and time.monotonic() < end:
+        while "memory" not in (logs := run_pybuild("logs", cid).stdout) and time.monotonic() < end:
             time.sleep(0.05)
         if "/pybuild/" not in logs:
             pytest.xfail("the supervisor does not pass the record's resources to the sandbox yet")
