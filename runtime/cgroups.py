@@ -136,7 +136,7 @@ def hierarchies() -> tuple[int, dict[str, str]]:
         if fstype == "cgroup2" and "" in own:
             base = _under(point, root, own[""])
             try:
-                with open(os.path.join(point, "cgroup.controllers")) as f:
+                with open(os.path.join(base, "cgroup.controllers")) as f:
                     have = f.read().split()
             except OSError:
                 continue
@@ -201,12 +201,12 @@ def create(r: Resources, name: str | None = None) -> list[str]:
                                    f"controller on this host (mount it or drop the flag)")
             parent = os.path.join(own[controller], PARENT)
             path = os.path.join(parent, name)
-            if path not in made:
-                if ver == 2:
-                    _enable(own[controller], controller)
+            if ver == 2:                 # one dir for every controller: let it have this one
+                _enable(own[controller], controller)
                 os.makedirs(parent, exist_ok=True)
-                if ver == 2:
-                    _enable(parent, controller)
+                _enable(parent, controller)
+            if path not in made:
+                os.makedirs(parent, exist_ok=True)
                 sweep(parent)
                 os.mkdir(path, 0o755)
                 made.append(path)
