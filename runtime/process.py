@@ -23,7 +23,7 @@ import os
 import signal
 import stat
 
-from runtime import caps, kernel, rootfs, tty, users
+from runtime import caps, cgroups, kernel, rootfs, tty, users
 from runtime import spec as specs
 from runtime.errors import SandboxError
 from runtime.privileges import require_root
@@ -39,10 +39,11 @@ class ProcessTree:
     """A started sandbox: `pid` is the keeper (A) in the caller's pid namespace; `tty` the pty
     master when spec.tty (the caller closes it)."""
 
-    def __init__(self, pid: int, errfd: int, rundir: RunDir):
+    def __init__(self, pid: int, errfd: int, rundir: RunDir, cgroup: list[str] | None = None):
         self.pid = pid
         self._errfd = errfd
         self._rundir = rundir
+        self.cgroup = cgroup or []       # its cgroup dirs (spec.resources), removed in wait
         self.returncode: int | None = None
         self.tty: int | None = None
 
@@ -64,6 +65,7 @@ class ProcessTree:
             return self.returncode
         _, status = os.waitpid(self.pid, 0)
         self.returncode = _status(status)
+        cgroups.remove(self.cgroup)
         error, created = self._messages()
         self._rundir.finish(created, collect=not error)
         if error:
@@ -96,7 +98,10 @@ def start(spec: SandboxSpec) -> ProcessTree:
     rundir = RunDir(spec)
     fds: list[int] = []
     psock = csock = None
+    cgroup: list[str] = []
     try:
+        if spec.resources is not None and spec.resources.any():
+            cgroup = cgroups.create(spec.resources)
         r, w = os.pipe2(os.O_CLOEXEC)
         fds += [r, w]
         if spec.tty:
@@ -109,12 +114,13 @@ def start(spec: SandboxSpec) -> ProcessTree:
         for sock in (psock, csock):
             if sock is not None:
                 sock.close()
+        cgroups.remove(cgroup)
         rundir.remove()
         raise
     if pid == 0:
-        _keeper(spec, rundir.plan, w, r, parent, csock)   # never returns
+        _keeper(spec, rundir.plan, w, r, parent, csock, cgroup)   # never returns
     os.close(w)
-    tree = ProcessTree(pid, r, rundir)
+    tree = ProcessTree(pid, r, rundir, cgroup)
     if psock is not None:
         csock.close()
         tree.tty = tty.receive_master(psock)
@@ -161,7 +167,8 @@ def _close_fds_except(keep: list[int]) -> None:
     os.closerange(low, 1 << 20)
 
 
-def _keeper(spec: SandboxSpec, plan: rootfs.MountPlan, w: int, r: int, parent: int, csock) -> None:
+def _keeper(spec: SandboxSpec, plan: rootfs.MountPlan, w: int, r: int, parent: int, csock,
+            cgroup: list[str]) -> None:
     code = 125
     try:
         signal.set_wakeup_fd(-1)
@@ -187,7 +194,7 @@ def _keeper(spec: SandboxSpec, plan: rootfs.MountPlan, w: int, r: int, parent: i
         kernel.unshare(flags)
         pid1 = os.fork()
         if pid1 == 0:
-            _init(spec, plan, w, csock)
+            _init(spec, plan, w, csock, cgroup)
         target.append(pid1)
         _, status = os.waitpid(pid1, 0)
         code = _status(status)
@@ -208,10 +215,11 @@ def _set_title(title: str) -> None:
         kernel.overwrite(start, title.encode()[:n - 2].ljust(n - 1, b"\0") + b" ")
 
 
-def _init(spec: SandboxSpec, plan: rootfs.MountPlan, w: int, csock) -> None:
+def _init(spec: SandboxSpec, plan: rootfs.MountPlan, w: int, csock, cgroup: list[str]) -> None:
     code = 125
     try:
         kernel.prctl(kernel.PR_SET_PDEATHSIG, signal.SIGKILL)
+        oom_adj = _join(cgroup)
         kernel.prctl(kernel.PR_SET_DUMPABLE, 0)
         created: list = []
         try:
@@ -230,7 +238,7 @@ def _init(spec: SandboxSpec, plan: rootfs.MountPlan, w: int, csock) -> None:
         _forward_to(child)
         pid = os.fork()
         if pid == 0:
-            _exec(spec, user, env, w, pts)
+            _exec(spec, user, env, w, pts, oom_adj)
         child.append(pid)
         while True:
             reaped, status = os.waitpid(-1, 0)
@@ -240,6 +248,23 @@ def _init(spec: SandboxSpec, plan: rootfs.MountPlan, w: int, csock) -> None:
     except BaseException as e:  # noqa: BLE001
         _report(w, e)
     os._exit(code)
+
+
+def _join(cgroup: list[str]) -> str | None:
+    """Move pid 1 into the container's cgroup before the command exists, and keep it out of
+    the OOM killer's way (docker's shim is -999) so a memory limit kills the command; return
+    the score the command gets back (the caller's), or None when nothing changed."""
+    if not cgroup:
+        return None
+    cgroups.join(cgroup)
+    with open("/proc/self/oom_score_adj") as f:
+        old = f.read().strip()
+    try:
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write("-999")
+    except PermissionError:     # no CAP_SYS_RESOURCE: the killer may pick pid 1; still 137
+        return None
+    return old
 
 
 def _environ(env: list[str], user: users.ExecUser) -> dict[str, str]:
@@ -280,9 +305,13 @@ class _ExecFailure(Exception):
         self.code = code
 
 
-def _exec(spec: SandboxSpec, user: users.ExecUser, env: dict[str, str], w: int, pts: str | None) -> None:
+def _exec(spec: SandboxSpec, user: users.ExecUser, env: dict[str, str], w: int, pts: str | None,
+          oom_adj: str | None) -> None:
     code = 125
     try:
+        if oom_adj is not None:
+            with open("/proc/self/oom_score_adj", "w") as f:
+                f.write(oom_adj)
         for sig in FORWARDED_SIGNALS + (signal.SIGPIPE, signal.SIGXFSZ):
             signal.signal(sig, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, [])

@@ -24,6 +24,20 @@ class Mount:
 
 
 @dataclass
+class Resources:
+    """docker run's resource limits (runtime.cgroups applies them); 0 = not set."""
+    memory: int = 0            # bytes (-m)
+    memory_swap: int = 0       # bytes of memory + swap; -1 unlimited; 0 = docker's default
+    nano_cpus: int = 0         # --cpus x 1e9
+    cpu_shares: int = 0
+    pids_limit: int = 0        # <= 0 unlimited
+
+    def any(self) -> bool:
+        return bool(self.memory or self.memory_swap or self.nano_cpus or self.cpu_shares
+                    or self.pids_limit > 0)
+
+
+@dataclass
 class SandboxSpec:
     """What to run and on which layers. upperdir/workdir None = a throw-away upper dir."""
     lowerdirs: list[Path] = field(default_factory=list)   # layer dirs, top first
@@ -41,6 +55,7 @@ class SandboxSpec:
     stderr: int | None = None
     tty: bool = False          # allocate a pty inside the container; its master is handed back
     make_cwd: bool = False                                # create cwd if missing (docker run -w)
+    resources: Resources | None = None    # cgroup limits; None = stay in the caller's cgroups
 
 
 def check_network(mode: str) -> None:

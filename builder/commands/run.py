@@ -11,6 +11,7 @@ Imports of the store and the runtime happen only when the command runs.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 
@@ -43,6 +44,12 @@ def register(sub) -> None:
                    help="run in the background under a supervisor and print the container ID")
     p.add_argument("-i", "--interactive", action="store_true", help="keep stdin open")
     p.add_argument("-t", "--tty", action="store_true", help="allocate a pseudo-terminal")
+    p.add_argument("-m", "--memory", metavar="BYTES", help="memory limit (b, k, m, g units)")
+    p.add_argument("--memory-swap", metavar="BYTES",
+                   help="memory + swap limit: -1 unlimited; default twice --memory")
+    p.add_argument("--cpus", metavar="N", help="number of CPUs (a decimal, e.g. 0.5)")
+    p.add_argument("-c", "--cpu-shares", metavar="N", help="CPU shares (relative weight)")
+    p.add_argument("--pids-limit", metavar="N", help="maximum number of processes (-1 unlimited)")
     p.add_argument("--pull", choices=("missing", "always", "never"), default="missing",
                    help="pull the image: when missing (default), always, or never")
     p.add_argument("--tls-verify", default=True, metavar="BOOL", type=parse_bool,
@@ -94,7 +101,15 @@ def _read_env_file(path: str) -> str:
         raise ConfigError(f"--env-file {path}: invalid utf8 bytes") from None
 
 
-def _detach(store, img, args, argv, extra_env, cwd, user, network) -> int:
+def _limits(args):
+    """The limit flags as runtime.spec.Resources, or None when none is given."""
+    from runtime import cgroups
+
+    r = cgroups.resources(args.memory, args.memory_swap, args.cpus, args.cpu_shares, args.pids_limit)
+    return r if r.any() else None
+
+
+def _detach(store, img, args, argv, extra_env, cwd, user, network, limits) -> int:
     """run -d: a container record, its supervisor started; print the ID once it runs."""
     from runtime.containers import config, supervisor
     from runtime.containers.state import Containers
@@ -104,6 +119,8 @@ def _detach(store, img, args, argv, extra_env, cwd, user, network) -> int:
               "network": network, "lowerdirs": [os.fspath(store.layer_dir(d))
                                                 for d in reversed(img.diff_ids)],
               "stop_signal": cfg.get("StopSignal") or "SIGTERM", "labels": cfg.get("Labels") or {}}
+    if limits is not None:
+        record["resources"] = dataclasses.asdict(limits)   # SandboxSpec(resources=Resources(**it))
 
     def per_id(cid: str) -> dict:
         hostname = config.hostname(args.hostname, cid, network, os.uname().nodename)
@@ -140,6 +157,7 @@ def cmd_run(args) -> int:
                 return _fail(f"{flag} with -d is not supported yet")
     try:
         check_network(network)
+        limits = _limits(args)
         if not args.detach:         # the supervisor enters its own (it must not hold ours)
             mountns.enter_private()     # a mount made here (the snapshotter's probe) dies with us
         extra_env = [e for f in args.env_file for e in config.env_file(_read_env_file(f), os.environ, f)]
@@ -152,7 +170,7 @@ def cmd_run(args) -> int:
         cwd = config.workdir(args.workdir, cfg)
         user = config.user(args.user, cfg)
         if args.detach:
-            return _detach(store, img, args, argv, extra_env, cwd, user, network)
+            return _detach(store, img, args, argv, extra_env, cwd, user, network, limits)
         hostname = config.hostname(args.hostname, os.urandom(32).hex(), args.network,
                                    os.uname().nodename)
         env = config.environment(cfg.get("Env") or [], extra_env, hostname, args.tty)
@@ -165,7 +183,7 @@ def cmd_run(args) -> int:
         spec = SandboxSpec(lowerdirs=lowerdirs, upperdir=scratch / "upper", workdir=scratch / "work",
                            argv=argv, env=env, cwd=cwd, user=user, hostname=hostname,
                            network=network, stdin=0 if args.interactive else devnull, stdout=1,
-                           stderr=2, tty=args.tty, make_cwd=True)
+                           stderr=2, tty=args.tty, make_cwd=True, resources=limits)
         return run(spec, forward_signals=True, relay_stdin=args.interactive)
     except (SandboxError, StoreError) as e:
         return _fail(str(e))

@@ -1,0 +1,298 @@
+"""cgroup resource limits for a sandbox: docker run's -m/--memory-swap/--cpus/--cpu-shares/
+--pids-limit, on cgroup v1 (also the hybrid layout: v1 controllers beside an empty v2 mount) and
+on v2 (one unified hierarchy), as runc's cgroupfs driver does with a cgroup parent.
+
+A container's cgroup is `<this process's cgroup>/pybuild/<name>` in each hierarchy a limit
+needs, where `<name>` is a cache.owner temporary name of the process that made it: `create`
+removes the empty ones a dead owner left (a kill -9 of pybuild), `remove` kills what is still
+inside and rmdirs it. The sandbox's pid 1 joins (`join`, writing 0 to cgroup.procs) before the
+command runs, so every descendant is inside; the keeper above it stays out, so --pids-limit
+counts pid 1 and the command's processes.
+Errors a user can cause (a bad flag value) are SandboxError with docker's one-line message.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import re
+import time
+
+from runtime.errors import SandboxError
+from runtime.spec import Resources
+
+PARENT = "pybuild"
+CFS_PERIOD = 100000                  # docker's and runc's cpu.cfs_period_us
+MIN_MEMORY = 6 * 1024 * 1024         # docker's linuxMinMemory
+_SIZE = re.compile(r"^(\d+(?:\.\d+)*) ?([kKmMgGtTpP])?[iI]?[bB]?$")   # docker units.RAMInBytes
+_SWAP_FILES = ("memory.memsw.limit_in_bytes", "memory.swap.max")
+_UNITS = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
+
+
+# --- docker's flag values ------------------------------------------------------------------
+
+def _flag_error(value: str, flag: str, why: str) -> SandboxError:
+    return SandboxError(f'invalid argument "{value}" for "{flag}" flag: {why}')
+
+
+def parse_size(value: str, flag: str = "-m, --memory") -> int:
+    """docker's units.RAMInBytes: 512, 64k, 32m, 1.5g (binary units, optional i/b suffix)."""
+    m = _SIZE.match(value)
+    if m is None:
+        raise _flag_error(value, flag, f"invalid size: '{value}'")
+    try:
+        number = float(m.group(1))
+    except ValueError:
+        raise _flag_error(value, flag, f"invalid size: '{value}'") from None
+    return int(number * _UNITS.get((m.group(2) or "").lower(), 1))
+
+
+def _parse_int(value: str, flag: str) -> int:
+    try:
+        return int(value, 10)
+    except ValueError:
+        raise _flag_error(value, flag, f'strconv.ParseInt: parsing "{value}": invalid syntax') from None
+
+
+def resources(memory: str | None = None, memory_swap: str | None = None, cpus: str | None = None,
+              cpu_shares: str | None = None, pids_limit: str | None = None) -> Resources:
+    """docker run's limit flags (strings as given, None = absent) as Resources, checked as
+    docker's client and daemon check them."""
+    r = Resources()
+    if memory is not None:
+        r.memory = parse_size(memory)
+        if r.memory and r.memory < MIN_MEMORY:
+            raise SandboxError("Minimum memory limit allowed is 6MB")
+    if memory_swap is not None:
+        r.memory_swap = -1 if memory_swap == "-1" else parse_size(memory_swap, "--memory-swap")
+        if r.memory_swap and not r.memory:
+            raise SandboxError("You should always set the Memory limit when using Memoryswap "
+                               "limit, see usage")
+        if r.memory_swap > 0 and r.memory_swap < r.memory:
+            raise SandboxError("Minimum memoryswap limit should be larger than memory limit, see usage")
+    if cpus is not None:
+        try:
+            value = float(cpus)
+        except ValueError:
+            raise _flag_error(cpus, "--cpus", f"failed to parse {cpus} as a rational number") from None
+        n = os.cpu_count() or 1
+        r.nano_cpus = int(value * 1e9)
+        if r.nano_cpus < 0 or r.nano_cpus > n * 10**9 or 0 < r.nano_cpus < 10**7:
+            raise SandboxError(f"Range of CPUs is from 0.01 to {n}.00, as there are only {n} CPUs available")
+    if cpu_shares is not None:
+        r.cpu_shares = _parse_int(cpu_shares, "-c, --cpu-shares")
+        if r.cpu_shares < 0:
+            raise SandboxError("invalid CPU shares (must be >= 0)")
+    if pids_limit is not None:
+        r.pids_limit = _parse_int(pids_limit, "--pids-limit")
+    return r
+
+
+# --- where the hierarchies are ---------------------------------------------------------------
+
+def _mountinfo() -> list[tuple[str, str, str, set[str]]]:
+    """(root, mount point, fstype, super options) of each cgroup/cgroup2 mount."""
+    out = []
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            a, b = left.split(), right.split()
+            if len(b) >= 3 and b[0] in ("cgroup", "cgroup2"):
+                unesc = [re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), x) for x in a[3:5]]
+                out.append((unesc[0], unesc[1], b[0], set(b[2].split(","))))
+    return out
+
+
+def _own_cgroups() -> dict[str, str]:
+    """{controller or "" for v2: this process's cgroup path} from /proc/self/cgroup."""
+    out = {}
+    with open("/proc/self/cgroup", encoding="utf-8", errors="surrogateescape") as f:
+        for line in f:
+            _, controllers, path = line.rstrip("\n").split(":", 2)
+            for c in (controllers.split(",") if controllers else [""]):
+                out[c] = path
+    return out
+
+
+def _under(mount: str, root: str, path: str) -> str:
+    rel = os.path.relpath(path, root) if root != "/" else path.lstrip("/")
+    return mount if rel in (".", "") else os.path.join(mount, rel)
+
+
+def hierarchies() -> tuple[int, dict[str, str]]:
+    """(1 or 2, {controller: the dir of this process's cgroup}). v1 whenever a v1 hierarchy
+    holds the memory, cpu or pids controller (hybrid hosts included), else v2."""
+    own = _own_cgroups()
+    mounts = _mountinfo()
+    v1 = {}
+    for root, point, fstype, opts in mounts:
+        if fstype != "cgroup":
+            continue
+        for c in ("memory", "cpu", "pids"):
+            if c in opts and c in own and c not in v1:
+                v1[c] = _under(point, root, own[c])
+    if v1:
+        return 1, v1
+    for root, point, fstype, _ in mounts:
+        if fstype == "cgroup2" and "" in own:
+            base = _under(point, root, own[""])
+            try:
+                with open(os.path.join(base, "cgroup.controllers")) as f:
+                    have = f.read().split()
+            except OSError:
+                continue
+            return 2, {c: base for c in ("memory", "cpu", "pids") if c in have}
+    return 1, {}
+
+
+def version() -> int:
+    return hierarchies()[0]
+
+
+# --- a container's cgroup ---------------------------------------------------------------------
+
+def _write(path: str, value) -> None:
+    with open(path, "w") as f:
+        f.write(str(value))
+
+
+def _settings(ver: int, r: Resources) -> dict[str, list[tuple[str, str]]]:
+    """{controller: [(file, value), ...]} in the order they must be written; the swap file is
+    skipped where the kernel has no swap accounting (docker then limits memory only)."""
+    out: dict[str, list[tuple[str, str]]] = {}
+    if r.memory:
+        swap = r.memory_swap
+        if swap == 0:
+            swap = 2 * r.memory                  # docker's default: as much swap as memory
+        if ver == 1:
+            out["memory"] = [("memory.limit_in_bytes", str(r.memory))]
+            out["memory"].append(("memory.memsw.limit_in_bytes", str(swap)))
+        else:
+            out["memory"] = [("memory.max", str(r.memory))]
+            out["memory"].append(("memory.swap.max", "max" if swap < 0 else str(swap - r.memory)))
+    cpu = []
+    if r.nano_cpus:
+        quota = r.nano_cpus * CFS_PERIOD // 10**9
+        cpu += ([("cpu.cfs_period_us", str(CFS_PERIOD)), ("cpu.cfs_quota_us", str(quota))]
+                if ver == 1 else [("cpu.max", f"{quota} {CFS_PERIOD}")])
+    if r.cpu_shares:
+        shares = max(2, min(r.cpu_shares, 262144))
+        cpu.append(("cpu.shares", str(shares)) if ver == 1
+                   else ("cpu.weight", str(1 + (shares - 2) * 9999 // 262142)))   # runc's mapping
+    if cpu:
+        out["cpu"] = cpu
+    if r.pids_limit > 0:
+        out["pids"] = [("pids.max", str(r.pids_limit))]
+    return out
+
+
+def create(r: Resources, name: str | None = None) -> list[str]:
+    """Make the cgroup dirs r needs, limits written; return them (for `join` and `remove`)."""
+    from cache import owner
+
+    ver, own = hierarchies()
+    name = name or owner.temp_name("ctr")
+    made: list[str] = []
+
+    settings = _settings(ver, r)
+    try:
+        for controller, values in settings.items():
+            if controller not in own:
+                raise SandboxError(f"cannot apply the {controller} limit: no cgroup {controller} "
+                                   f"controller on this host (mount it or drop the flag)")
+            parent = os.path.join(own[controller], PARENT)
+            path = os.path.join(parent, name)
+            if ver == 2:                 # one dir for every controller: let it have this one
+                _enable(own[controller], controller)
+                os.makedirs(parent, exist_ok=True)
+                _enable(parent, controller)
+            if path not in made:
+                os.makedirs(parent, exist_ok=True)
+                sweep(parent)
+                os.mkdir(path, 0o755)
+                made.append(path)
+            for file, value in values:
+                f = os.path.join(path, file)
+                if file in _SWAP_FILES and not os.path.exists(f):
+                    continue
+                _write(f, value)
+    except OSError as e:
+        remove(made)
+        raise SandboxError(f"cannot set up the container's cgroup: {e.strerror}: {e.filename}") from None
+    except BaseException:
+        remove(made)
+        raise
+    return made
+
+
+def _enable(path: str, controller: str) -> None:
+    """v2: let the children of path have controller (cgroup.subtree_control)."""
+    with open(os.path.join(path, "cgroup.subtree_control")) as f:
+        if controller in f.read().split():
+            return
+    try:
+        _write(os.path.join(path, "cgroup.subtree_control"), f"+{controller}")
+    except OSError as e:
+        if e.errno == errno.EBUSY:
+            raise SandboxError(f"cannot enable the {controller} controller below {path}: it holds "
+                               f"processes (run pybuild from a cgroup of its own, e.g. systemd-run "
+                               f"--scope)") from None
+        raise
+
+
+def join(paths: list[str]) -> None:
+    """Move the calling process into each cgroup (children it forks after this are inside)."""
+    for p in paths:
+        _write(os.path.join(p, "cgroup.procs"), "0")
+
+
+def procs(path: str) -> list[int]:
+    """The pids in a cgroup (none when it is gone)."""
+    try:
+        with open(os.path.join(path, "cgroup.procs")) as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:
+        return []
+
+
+def remove(paths, timeout: float = 5.0) -> None:
+    """Remove the cgroup dirs: SIGKILL what is still inside, rmdir once it is gone."""
+    if isinstance(paths, str):
+        paths = [paths]
+    end = time.monotonic() + timeout
+    for p in paths:
+        delay = 0.0005
+        while True:
+            try:
+                os.rmdir(p)
+                break
+            except FileNotFoundError:
+                break
+            except OSError as e:
+                if e.errno != errno.EBUSY or time.monotonic() > end:
+                    break
+            for pid in procs(p):
+                try:
+                    os.kill(pid, 9)
+                except ProcessLookupError:
+                    pass
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
+
+def sweep(parent: str) -> None:
+    """Remove the empty cgroups under parent whose owner process is gone."""
+    from cache import owner
+
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return
+    for n in names:
+        tok = owner.of_name(n)
+        if tok is not None and not owner.alive(tok):
+            p = os.path.join(parent, n)
+            if os.path.isdir(p) and not procs(p):
+                try:
+                    os.rmdir(p)
+                except OSError:
+                    pass

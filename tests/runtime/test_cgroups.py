@@ -1,0 +1,142 @@
+"""runtime.cgroups on this machine's real cgroups: docker's units and flag checks, which version
+applies, a cgroup made/joined/removed, a dead owner's leftover swept, and a process tree with
+limits that is inside its cgroup and leaves nothing when waited for (also when killed)."""
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+from rootfs_helpers import requires_root
+
+from cache import owner
+from runtime import cgroups, process
+from runtime.errors import SandboxError
+from runtime.spec import Resources, SandboxSpec
+
+VERSION, OWN = cgroups.hierarchies()
+needs_controllers = pytest.mark.skipif(
+    not {"memory", "cpu", "pids"} <= OWN.keys(),
+    reason="needs the memory, cpu and pids cgroup controllers (mount them, or enable them in v2)")
+
+
+@pytest.mark.parametrize("text, value", [
+    ("512", 512), ("64k", 64 << 10), ("32m", 32 << 20), ("32M", 32 << 20), ("1g", 1 << 30),
+    ("1.5g", 3 << 29), ("32mb", 32 << 20), ("32MiB", 32 << 20), ("10 m", 10 << 20), ("7b", 7),
+])
+def test_sizes_as_docker_reads_them(text, value):
+    assert cgroups.parse_size(text) == value
+
+
+@pytest.mark.parametrize("text", ["x", "", "-1", "1x", "m", "1.2.3z"])
+def test_bad_sizes_are_docker_s_line(text):
+    with pytest.raises(SandboxError, match=f"invalid argument \"{text}\" for \"-m, --memory\" "
+                                           f"flag: invalid size: '{text}'"):
+        cgroups.parse_size(text)
+
+
+def test_flags_as_docker_checks_them():
+    r = cgroups.resources(memory="32m", memory_swap="-1", cpus="0.5", cpu_shares="512", pids_limit="20")
+    assert r == Resources(memory=32 << 20, memory_swap=-1, nano_cpus=500_000_000, cpu_shares=512,
+                          pids_limit=20)
+    assert not cgroups.resources(pids_limit="-1").any() and not cgroups.resources(pids_limit="0").any()
+    for kwargs, message in [({"memory": "5m"}, "Minimum memory limit allowed is 6MB"),
+                            ({"memory_swap": "64m"}, "always set the Memory limit"),
+                            ({"memory": "64m", "memory_swap": "32m"}, "larger than memory limit"),
+                            ({"cpus": "1e6"}, "Range of CPUs is from 0.01"),
+                            ({"cpus": "half"}, 'for "--cpus" flag'),
+                            ({"pids_limit": "2.5"}, 'for "--pids-limit" flag')]:
+        with pytest.raises(SandboxError, match=message):
+            cgroups.resources(**kwargs)
+
+
+def test_the_version_of_this_machine():
+    with open("/proc/self/cgroup") as f:
+        lines = f.read().splitlines()
+    hybrid = any(ln.split(":")[1] for ln in lines)
+    assert (1 if hybrid else 2) == VERSION
+    for path in OWN.values():
+        assert os.path.isfile(os.path.join(path, "cgroup.procs"))
+
+
+def _limits_of(paths):
+    values = {}
+    for p in paths:
+        for name in ("memory.limit_in_bytes", "cpu.cfs_quota_us", "cpu.cfs_period_us", "pids.max",
+                     "memory.max", "cpu.max"):
+            if os.path.exists(os.path.join(p, name)):
+                with open(os.path.join(p, name)) as f:
+                    values[name] = f.read().strip()
+    return values
+
+
+@requires_root
+@needs_controllers
+def test_create_join_remove():
+    paths = cgroups.create(Resources(memory=32 << 20, nano_cpus=500_000_000, pids_limit=7))
+    try:
+        assert all(os.path.basename(p).startswith(f"ctr-{owner.token()}-") for p in paths)
+        v = _limits_of(paths)
+        if VERSION == 1:
+            assert (v["memory.limit_in_bytes"], v["cpu.cfs_quota_us"], v["cpu.cfs_period_us"],
+                    v["pids.max"]) == (str(32 << 20), "50000", "100000", "7")
+        else:
+            assert (v["memory.max"], v["cpu.max"], v["pids.max"]) == (str(32 << 20), "50000 100000", "7")
+        pid = os.fork()
+        if pid == 0:
+            try:
+                cgroups.join(paths)
+                signal.pause()
+            finally:
+                os._exit(0)
+        end = time.monotonic() + 5
+        while not all(pid in cgroups.procs(p) for p in paths):
+            assert time.monotonic() < end
+            time.sleep(0.005)
+        cgroups.remove(paths)       # kills what is inside, then rmdirs
+        os.waitpid(pid, 0)
+    finally:
+        cgroups.remove(paths)
+    assert not any(os.path.exists(p) for p in paths)
+
+
+@requires_root
+@needs_controllers
+def test_a_dead_owner_s_empty_cgroup_is_swept():
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    dead = f"ctr-{pid}.1-{os.urandom(6).hex()}"
+    parent = os.path.join(OWN["pids"], cgroups.PARENT)
+    os.makedirs(os.path.join(parent, dead))
+    paths = cgroups.create(Resources(pids_limit=5))
+    cgroups.remove(paths)
+    assert not os.path.exists(os.path.join(parent, dead))
+
+
+@requires_root
+@needs_controllers
+@pytest.mark.parametrize("kill", [False, True])
+def test_a_tree_with_limits_is_inside_and_leaves_nothing(busybox_layer, kill):
+    r, w = os.pipe()
+    tree = process.start(SandboxSpec(lowerdirs=[busybox_layer], stdout=w,
+                                     resources=Resources(memory=64 << 20, pids_limit=30),
+                                     argv=["sh", "-c", "cat /proc/self/cgroup; sleep 1 & sleep 30"]))
+    os.close(w)
+    paths = list(tree.cgroup)
+    assert len(paths) == 2
+    out = b""
+    while b"\n0::" not in out:
+        chunk = os.read(r, 4096)
+        assert chunk
+        out += chunk
+    os.close(r)
+    assert out.decode().count("/pybuild/ctr-") == 2
+    if kill:
+        tree.kill()
+    else:
+        tree.signal(signal.SIGTERM)
+    assert tree.wait() in (137, 143)
+    assert not any(os.path.exists(p) for p in paths)
