@@ -114,9 +114,11 @@ def _supervise(root: str, cid: str, ready_fd: int) -> int:
 
     os.chdir("/")
     mountns.enter_private()
-    c = Containers(root).load(cid)
+    cs = Containers(root)
+    c = cs.load(cid)
     if c is None:
         raise SandboxError(f"No such container: {cid}")
+    _hold(c)
     cfg = c.config
     Leases(root).hold(cfg["image_id"])
     upper, work = os.path.join(c.path, "upper"), os.path.join(c.path, "work")
@@ -132,11 +134,14 @@ def _supervise(root: str, cid: str, ready_fd: int) -> int:
         tree = process.start(spec)
     except SandboxError as e:
         c.write_state(status="exited", exit_code=125, error=str(e), started=now(), finished=now())
+        if cfg.get("auto_remove"):
+            cs.remove(c)
         raise
     finally:
         for fd in (devnull, out_w, err_w):
             os.close(fd)
-    c.write_state(status="running", supervisor=_token(), pid=tree.pid, started=now())
+    c.write_state(status="running", supervisor=_token(), pid=tree.pid, started=now(),
+                  exit_code=0, error=None)
     _tell(ready_fd, "ok")
     err = _LogWriter(log, "stderr", now)
     _pump({out_r: _LogWriter(log, "stdout", now), err_r: err})
@@ -149,9 +154,28 @@ def _supervise(root: str, cid: str, ready_fd: int) -> int:
     os.close(log)
     try:
         c.write_state(status="exited", exit_code=code, error=error, finished=now())
-    except FileNotFoundError:
+        if cfg.get("auto_remove"):      # run -d --rm
+            cs.remove(c)
+    except (FileNotFoundError, SandboxError):
         pass    # removed while it ran (`rm -f` of a supervisor that did not stop)
     return 0
+
+
+def _hold(c) -> None:
+    """Hold the container's lock for the supervisor's life (inherited by nothing: close-on-exec
+    and the tree keeps only its stdio), so two `start`s at once cannot run it twice."""
+    import fcntl
+
+    from runtime.errors import ContainerError
+
+    fd = os.open(os.path.join(c.path, "supervisor.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
+                 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise ContainerError(f"container {c.id} is already running") from None
+    c.lock_fd = fd
 
 
 def _token() -> str:
