@@ -32,6 +32,13 @@ def register(sub) -> None:
     p.add_argument("containers", nargs="+", metavar="CONTAINER")
     p.set_defaults(func=cmd_restart)
 
+    p = sub.add_parser("container", help="manage containers (inspect)")
+    csub = p.add_subparsers(dest="container_command", metavar="COMMAND", required=True)
+    q = csub.add_parser("inspect", help="display detailed information on one or more containers")
+    q.add_argument("containers", nargs="+", metavar="CONTAINER")
+    q.add_argument("-f", "--format", help="Go-template subset: {{.State.Status}}, {{json .Config}}")
+    q.set_defaults(func=cmd_container_inspect)
+
     p = sub.add_parser("ps", help="list containers", description="List containers (running only "
                        "unless -a).")
     p.add_argument("-a", "--all", action="store_true", help="show all containers")
@@ -343,6 +350,22 @@ def cmd_stop(args) -> int:
         stop(c, args.signal, args.time)
         print(ref)
     return _each(args.containers, _stop)
+
+
+def cmd_container_inspect(args) -> int:
+    import json
+
+    from builder.commands.images import render_format
+    from runtime.containers import inspect
+
+    docs: list = []
+    rc = _each(args.containers, lambda cs, c, ref: docs.append(inspect.doc(c)))
+    if args.format:
+        for d in docs:
+            print(render_format(args.format, d))
+    else:
+        print(json.dumps(docs, indent=4))
+    return rc
 
 
 def cmd_create(args) -> int:
