@@ -32,6 +32,18 @@ def register(sub) -> None:
     p.add_argument("containers", nargs="+", metavar="CONTAINER")
     p.set_defaults(func=cmd_restart)
 
+    p = sub.add_parser("exec", help="run a command in a running container")
+    p.add_argument("-d", "--detach", action="store_true", help="run the command in the background")
+    p.add_argument("-i", "--interactive", action="store_true", help="keep stdin open")
+    p.add_argument("-t", "--tty", action="store_true", help="allocate a pseudo-TTY (not yet)")
+    p.add_argument("-e", "--env", action="append", default=[], metavar="K=V",
+                   help="set an environment variable (K alone: take it from this environment)")
+    p.add_argument("-w", "--workdir", metavar="DIR", help="working directory inside the container")
+    p.add_argument("-u", "--user", metavar="USER", help="name|uid[:group|gid]")
+    p.add_argument("container", metavar="CONTAINER")
+    p.add_argument("command", nargs="...", metavar="COMMAND [ARG...]")
+    p.set_defaults(func=cmd_exec)
+
     p = sub.add_parser("container", help="manage containers (inspect)")
     csub = p.add_subparsers(dest="container_command", metavar="COMMAND", required=True)
     q = csub.add_parser("inspect", help="display detailed information on one or more containers")
@@ -366,6 +378,39 @@ def cmd_container_inspect(args) -> int:
     else:
         print(json.dumps(docs, indent=4))
     return rc
+
+
+def cmd_exec(args) -> int:
+    """docker exec: the container's env, user and workdir unless given; its command's exit code;
+    1 when the container does not run, 126 when the command cannot be set up (docker's codes)."""
+    from runtime.containers import config, exec, inspect
+    from runtime.errors import ContainerError, SandboxError
+    from runtime.privileges import require_root
+
+    require_root()
+    if not args.command:
+        raise ContainerError('"pybuild exec" requires at least 2 arguments: CONTAINER COMMAND')
+    if args.tty:
+        raise ContainerError("-t with exec is not supported yet")
+    c = _containers().get(args.container)
+    pid1 = inspect.init_pid(c)
+    if not pid1:
+        raise ContainerError(f"Container {c.id} is not running")
+    cfg = c.config
+    try:
+        env = list(cfg.get("env") or []) + config.user_env(args.env, os.environ)
+        cwd = args.workdir or cfg.get("cwd") or "/"
+        if not cwd.startswith("/"):
+            raise ContainerError(f"the working directory '{cwd}' is invalid, it needs to be an "
+                                 f"absolute path")
+        user = args.user if args.user is not None else cfg.get("user", "")
+        return exec.run(pid1, args.command, env, cwd, user, detach=args.detach,
+                        stdin=0 if args.interactive else None)
+    except ContainerError:
+        raise
+    except SandboxError as e:
+        print(f"pybuild: error: {e}", file=sys.stderr)
+        return 126
 
 
 def cmd_create(args) -> int:
