@@ -143,18 +143,76 @@ def _supervise(root: str, cid: str, ready_fd: int) -> int:
     c.write_state(status="running", supervisor=_token(), pid=tree.pid, started=now(),
                   exit_code=0, error=None)
     _tell(ready_fd, "ok")
+    _become_monitor(root, cid, tree, out_r, err_r, log, c.lock_fd)   # returns only if it cannot
+    return _monitor(cs, c, out_r, err_r, log, lambda: tree)
+
+
+def _become_monitor(root: str, cid: str, tree, out_r: int, err_r: int, log: int, lock: int) -> None:
+    """Re-exec this process as a lean monitor (the same pid and start time, so its cache.owner
+    token, lease, lock and children stay; PR_SET_PDEATHSIG does not fire on exec): the modules
+    that set the tree up (dataclasses, tempfile, shutil, ctypes, ...) are not kept in memory
+    for the container's whole life. The tree's handle travels pickled in a memfd and is read
+    back only when the container has ended. Returns when the handle cannot be passed on."""
+    import pickle
+
+    try:
+        data = pickle.dumps(tree)
+    except Exception:  # noqa: BLE001 - keep supervising in this process
+        return
+    mem = os.memfd_create("pybuild-tree")
+    os.write(mem, data)
+    os.lseek(mem, 0, os.SEEK_SET)
+    keep = (out_r, err_r, log, lock, tree._errfd, mem)
+    for fd in keep:
+        os.set_inheritable(fd, True)
+    code = (f"import sys; sys.path.insert(0, {HERE!r}); from runtime.containers.supervisor "
+            f"import monitor; monitor({root!r}, {cid!r}, {out_r}, {err_r}, {log}, {mem})")
+    try:
+        os.execv(sys.executable, [sys.executable, "-I", "-S", "-c", code])
+    except OSError:
+        for fd in keep[:-1]:
+            os.set_inheritable(fd, False)
+        os.close(mem)
+
+
+def monitor(root: str, cid: str, out_r: int, err_r: int, log: int, mem: int) -> None:
+    """The lean supervisor after the re-exec: log the container's output, then record its end.
+    Never returns."""
+    try:
+        from runtime.containers.state import Containers
+
+        cs = Containers(root)
+        c = cs.load(cid)
+
+        def tree():
+            import pickle
+            with os.fdopen(mem, "rb") as f:
+                t = pickle.load(f)
+            return t
+        _monitor(cs, c, out_r, err_r, log, tree)
+    finally:
+        os._exit(0)
+
+
+def _monitor(cs, c, out_r: int, err_r: int, log: int, get_tree) -> int:
+    from runtime.containers.state import now
+    from runtime.errors import SandboxError
+
     err = _LogWriter(log, "stderr", now)
     _pump({out_r: _LogWriter(log, "stdout", now), err_r: err})
     error = None
+    tree = get_tree()
     try:
         code = tree.wait()
     except SandboxError as e:
         code, error = tree.returncode or 125, str(e)
         err.feed(f"pybuild: error: {error}\n".encode())
     os.close(log)
+    if c is None:
+        return 0
     try:
         c.write_state(status="exited", exit_code=code, error=error, finished=now())
-        if cfg.get("auto_remove"):      # run -d --rm
+        if c.config.get("auto_remove"):      # run -d --rm
             cs.remove(c)
     except (FileNotFoundError, SandboxError):
         pass    # removed while it ran (`rm -f` of a supervisor that did not stop)
