@@ -158,3 +158,36 @@ def test_idle_supervisor_is_small(root):
     assert ok(run_pybuild("ps", "-q", "--no-trunc")).stdout.split() == [cid]   # still supervised
     ok(run_pybuild("stop", "-t", "1", cid))
     assert ok(run_pybuild("wait", cid)).stdout == "143\n"
+
+
+def test_two_starts_at_once_run_it_once(root):
+    import subprocess
+    import sys
+
+    from busybox_fixture import REPO
+
+    cid = ok(run_pybuild("create", "busybox", "sleep", "30")).stdout.strip()
+    cmd = [sys.executable, "-m", "builder", "start", cid]
+    procs = [subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    results = [(p.wait(30), *p.communicate()) for p in procs]
+    assert 0 in [rc for rc, _, _ in results], results
+    for rc, _, err in results:
+        assert rc == 0 or err == f"pybuild: error: container {cid} is already running\n", results
+    named = {p for p in os.listdir("/proc") if p.isdigit() and cid in _cmdline(p)}
+    sups = [p for p in named if str(_ppid(p)) not in named]
+    assert len(sups) == 1, named               # one supervisor (the keeper is its fork)
+    assert inspect(cid)["State"]["Running"]
+
+
+def _cmdline(pid: str) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _ppid(pid: str) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
