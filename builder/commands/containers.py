@@ -1,6 +1,7 @@
-"""CLI: the container lifecycle around `run -d` — `ps`, `logs`, `stop`, `kill`, `wait`, `rm` —
-in docker's words, columns and exit codes. No daemon: each reads the container's files
-(runtime.containers.state) and signals its process tree or waits for its supervisor directly.
+"""CLI: the container lifecycle around `run -d` — `create`, `start`, `restart`, `ps`, `logs`,
+`stop`, `kill`, `wait`, `rm`, `exec`, `container inspect` — in docker's words, columns and exit
+codes. No daemon: each reads the container's files (runtime.containers.state) and signals its
+process tree or waits for its supervisor directly.
 A command given several containers goes on after one fails, says so on a line each, exits 1.
 """
 from __future__ import annotations
@@ -11,6 +12,45 @@ import time
 
 
 def register(sub) -> None:
+    # `create` takes every flag of `run` (registered before this module), so the two cannot drift
+    p = sub.add_parser("create", parents=[sub.choices["run"]], add_help=False,
+                       help="create a new container", description="Create a new container from "
+                       "IMAGE and print its ID; `start` runs it.")
+    p.set_defaults(func=cmd_create, failure_exit=125)
+
+    p = sub.add_parser("start", help="start one or more created or stopped containers")
+    p.add_argument("-a", "--attach", action="store_true",
+                   help="attach stdout/stderr and exit with the container's code")
+    p.add_argument("containers", nargs="+", metavar="CONTAINER")
+    p.set_defaults(func=cmd_start)
+
+    p = sub.add_parser("restart", help="restart one or more containers")
+    p.add_argument("-t", "--time", type=int, default=None, metavar="N",
+                   help="seconds to wait before killing the container (default 10)")
+    p.add_argument("-s", "--signal", metavar="SIG", help="signal to stop it with (default: the "
+                   "image's StopSignal, else SIGTERM)")
+    p.add_argument("containers", nargs="+", metavar="CONTAINER")
+    p.set_defaults(func=cmd_restart)
+
+    p = sub.add_parser("exec", help="run a command in a running container")
+    p.add_argument("-d", "--detach", action="store_true", help="run the command in the background")
+    p.add_argument("-i", "--interactive", action="store_true", help="keep stdin open")
+    p.add_argument("-t", "--tty", action="store_true", help="allocate a pseudo-TTY (not yet)")
+    p.add_argument("-e", "--env", action="append", default=[], metavar="K=V",
+                   help="set an environment variable (K alone: take it from this environment)")
+    p.add_argument("-w", "--workdir", metavar="DIR", help="working directory inside the container")
+    p.add_argument("-u", "--user", metavar="USER", help="name|uid[:group|gid]")
+    p.add_argument("container", metavar="CONTAINER")
+    p.add_argument("command", nargs="...", metavar="COMMAND [ARG...]")
+    p.set_defaults(func=cmd_exec)
+
+    p = sub.add_parser("container", help="manage containers (inspect)")
+    csub = p.add_subparsers(dest="container_command", metavar="COMMAND", required=True)
+    q = csub.add_parser("inspect", help="display detailed information on one or more containers")
+    q.add_argument("containers", nargs="+", metavar="CONTAINER")
+    q.add_argument("-f", "--format", help="Go-template subset: {{.State.Status}}, {{json .Config}}")
+    q.set_defaults(func=cmd_container_inspect)
+
     p = sub.add_parser("ps", help="list containers", description="List containers (running only "
                        "unless -a).")
     p.add_argument("-a", "--all", action="store_true", help="show all containers")
@@ -154,8 +194,6 @@ def cmd_ps(args) -> int:
 # ---- logs -----------------------------------------------------------------------------------
 
 def cmd_logs(args) -> int:
-    import json
-
     from builder.errors import BuildError
 
     tail = None
@@ -165,6 +203,14 @@ def cmd_logs(args) -> int:
         except ValueError:
             raise BuildError(f'invalid value for "tail": {args.tail!r} (a number or "all")') from None
     c = _containers().get(args.container)
+    return _show_log(c, 0, tail, args.follow, args.timestamps)
+
+
+def _show_log(c, offset: int, tail, follow: bool, timestamps: bool) -> int:
+    """Write the json-file log from byte `offset` (its last `tail` lines) to stdout/stderr as
+    the streams it came from; with `follow`, until the container's supervisor has exited."""
+    import json
+
     outs = {"stdout": sys.stdout.buffer, "stderr": sys.stderr.buffer}
 
     def show(lines: list[bytes]) -> None:
@@ -175,7 +221,7 @@ def cmd_logs(args) -> int:
                 continue    # a line cut short by a full disk
             out = outs.get(entry.get("stream"), sys.stdout.buffer)
             text = entry.get("log", "")
-            if args.timestamps:
+            if timestamps:
                 text = f"{entry.get('time', '')} {text}"
             out.write(text.encode())
         for out in outs.values():
@@ -184,12 +230,15 @@ def cmd_logs(args) -> int:
     try:
         f = open(c.log_path, "rb")  # noqa: SIM115 - read to the end, maybe followed
     except FileNotFoundError:
-        return 0
+        if not follow:
+            return 0
+        f = open(os.devnull, "rb")  # noqa: SIM115
     with f:
+        f.seek(offset)
         lines = f.read().splitlines(keepends=True)
         rest = lines.pop() if lines and not lines[-1].endswith(b"\n") else b""
         show(lines[-tail:] if tail else ([] if tail == 0 else lines))
-        while args.follow:
+        while follow:
             done = not c.reload().supervisor_alive   # checked before the read: nothing is missed
             chunk = f.read()
             if chunk:
@@ -285,25 +334,137 @@ def wait_supervisor(c, timeout: float | None) -> bool:
         os.close(fd)
 
 
-def cmd_stop(args) -> int:
+def stop(c, signal_name: str | None, timeout: int | None) -> None:
+    """docker stop: the stop signal, then SIGKILL after `timeout` seconds (default 10, -1 for
+    ever); returns once the supervisor has recorded the exit."""
     from runtime.errors import ContainerError
 
-    def stop(cs, c, ref):
-        if c.status == "running":
-            sig = parse_signal(args.signal or c.config.get("stop_signal") or "SIGTERM")
-            t = args.time if args.time is not None else 10
+    if c.status == "running":
+        sig = parse_signal(signal_name or c.config.get("stop_signal") or "SIGTERM")
+        t = timeout if timeout is not None else 10
+        try:
+            send(c, sig)
+        except ContainerError:
+            pass                 # it ended between the look and the signal
+        if not wait_supervisor(c, t if t >= 0 else None):   # docker: -1 waits for ever
             try:
-                send(c, sig)
+                send(c.reload(), 9)
             except ContainerError:
-                pass                 # it ended between the look and the signal
-            if not wait_supervisor(c, t if t >= 0 else None):   # docker: -1 waits for ever
-                try:
-                    send(c.reload(), 9)
-                except ContainerError:
-                    pass
-                wait_supervisor(c, 10)
+                pass
+            wait_supervisor(c, 10)
+    else:
+        wait_supervisor(c, 5)    # an exited one's supervisor may still be on its way out
+    c.reload()
+
+
+def cmd_stop(args) -> int:
+    def _stop(cs, c, ref):
+        stop(c, args.signal, args.time)
         print(ref)
-    return _each(args.containers, stop)
+    return _each(args.containers, _stop)
+
+
+def cmd_container_inspect(args) -> int:
+    import json
+
+    from builder.commands.images import render_format
+    from runtime.containers import inspect
+
+    docs: list = []
+    rc = _each(args.containers, lambda cs, c, ref: docs.append(inspect.doc(c)))
+    if args.format:
+        for d in docs:
+            print(render_format(args.format, d))
+    else:
+        print(json.dumps(docs, indent=4))
+    return rc
+
+
+def cmd_exec(args) -> int:
+    """docker exec: the container's env, user and workdir unless given; its command's exit code;
+    1 when the container does not run, 126 when the command cannot be set up (docker's codes)."""
+    from runtime.containers import config, exec, inspect
+    from runtime.errors import ContainerError, SandboxError
+    from runtime.privileges import require_root
+
+    require_root()
+    if not args.command:
+        raise ContainerError('"pybuild exec" requires at least 2 arguments: CONTAINER COMMAND')
+    if args.tty:
+        raise ContainerError("-t with exec is not supported yet")
+    c = _containers().get(args.container)
+    pid1 = inspect.init_pid(c)
+    if not pid1:
+        raise ContainerError(f"Container {c.id} is not running")
+    cfg = c.config
+    try:
+        env = list(cfg.get("env") or []) + config.user_env(args.env, os.environ)
+        cwd = args.workdir or cfg.get("cwd") or "/"
+        if not cwd.startswith("/"):
+            raise ContainerError(f"the working directory '{cwd}' is invalid, it needs to be an "
+                                 f"absolute path")
+        user = args.user if args.user is not None else cfg.get("user", "")
+        return exec.run(pid1, args.command, env, cwd, user, detach=args.detach,
+                        stdin=0 if args.interactive else None)
+    except ContainerError:
+        raise
+    except SandboxError as e:
+        print(f"pybuild: error: {e}", file=sys.stderr)
+        return 126
+
+
+def cmd_create(args) -> int:
+    from builder.commands.run import cmd_run
+
+    args.detach, args.create_only = True, True
+    return cmd_run(args)
+
+
+def start(root: str, c) -> None:
+    """Run a created or exited container again under a new supervisor, its upper dir kept."""
+    from runtime.containers import supervisor
+    from runtime.errors import ContainerError
+
+    if c.status == "running":
+        return                   # docker: starting a running container is a no-op
+    wait_supervisor(c, 5)
+    error = supervisor.spawn(root, c.id)
+    if error is not None:
+        raise ContainerError(error)
+
+
+def cmd_start(args) -> int:
+    from runtime.errors import SandboxError
+
+    if args.attach and len(args.containers) > 1:
+        from builder.errors import BuildError
+        raise BuildError("you cannot start and attach multiple containers at once")
+
+    def _start(cs, c, ref):
+        offset = os.path.getsize(c.log_path) if os.path.exists(c.log_path) else 0
+        start(cs.root, c)
+        if not args.attach:
+            print(ref)
+            return
+        _show_log(c.reload(), offset, None, True, False)
+        wait_supervisor(c, None)
+        attached.append(c.reload().state.get("exit_code", 0))
+
+    attached: list = []
+    try:
+        rc = _each(args.containers, _start)
+    except SandboxError as e:
+        print(f"pybuild: error: {e}", file=sys.stderr)
+        return 1
+    return attached[0] if attached and rc == 0 else rc
+
+
+def cmd_restart(args) -> int:
+    def _restart(cs, c, ref):
+        stop(c, args.signal, args.time)
+        start(cs.root, c)
+        print(ref)
+    return _each(args.containers, _restart)
 
 
 def cmd_kill(args) -> int:

@@ -22,10 +22,12 @@ def register(sub) -> None:
     p.add_argument("-f", "--force", action="store_true", help="remove an image with several tags by ID")
     p.set_defaults(func=cmd_rmi)
 
-    p = sub.add_parser("inspect", help="show image details as JSON",
-                       description="Show low-level information on images, as docker inspect does.")
-    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p = sub.add_parser("inspect", help="show container or image details as JSON",
+                       description="Show low-level information on containers and images, as "
+                                   "docker inspect does: a container of that name or ID first.")
+    p.add_argument("images", nargs="+", metavar="NAME|ID")
     p.add_argument("-f", "--format", help="Go-template subset: {{.Id}}, {{.Config.Env}}, {{json .Config}}")
+    p.add_argument("--type", choices=("container", "image"), help="only look for this type")
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("history", help="show the history of an image")
@@ -244,15 +246,39 @@ def render_format(fmt: str, doc: dict) -> str:
 
 
 def cmd_inspect(args) -> int:
+    """docker inspect: each name as a container first, then as an image (docker's order); what
+    is found is shown, each name not found is one line, and the exit is 1 if any was not."""
     import json
+
+    from cache.errors import StoreError
+    from runtime.containers import inspect
+    from runtime.containers.state import Containers
+    from runtime.errors import ContainerError
+
     store = _store()
-    docs = [inspect_doc(store, store.image(r)) for r in args.images]
+    kind = getattr(args, "type", None)
+    docs, missing = [], []
+    for ref in args.images:
+        if kind in (None, "container"):
+            try:
+                docs.append(inspect.doc(Containers(store.root).get(ref)))
+                continue
+            except ContainerError as e:
+                if kind == "container" or "multiple IDs" in str(e):
+                    missing.append(str(e))
+                    continue
+        try:
+            docs.append(inspect_doc(store, store.image(ref)))
+        except StoreError as e:
+            missing.append(str(e) if kind == "image" else f"No such object: {ref}")
     if args.format:
         for d in docs:
             print(render_format(args.format, d))
     else:
         print(json.dumps(docs, indent=4))
-    return 0
+    for line in missing:
+        print(f"pybuild: error: {line}", file=sys.stderr)
+    return 1 if missing else 0
 
 
 def cmd_history(args) -> int:

@@ -110,7 +110,8 @@ def _limits(args):
 
 
 def _detach(store, img, args, argv, extra_env, cwd, user, network, limits) -> int:
-    """run -d: a container record, its supervisor started; print the ID once it runs."""
+    """run -d: a container record, its supervisor started; print the ID once it runs.
+    `create` stops after the record; --rm (auto_remove) has the supervisor remove it at exit."""
     from runtime.containers import config, supervisor
     from runtime.containers.state import Containers
 
@@ -118,7 +119,9 @@ def _detach(store, img, args, argv, extra_env, cwd, user, network, limits) -> in
     record = {"image": args.image, "image_id": img.id, "argv": argv, "cwd": cwd, "user": user,
               "network": network, "lowerdirs": [os.fspath(store.layer_dir(d))
                                                 for d in reversed(img.diff_ids)],
-              "stop_signal": cfg.get("StopSignal") or "SIGTERM", "labels": cfg.get("Labels") or {}}
+              "stop_signal": cfg.get("StopSignal") or "SIGTERM", "labels": cfg.get("Labels") or {},
+              "auto_remove": bool(args.rm), "entrypoint": cfg.get("Entrypoint") if args.entrypoint
+              is None else ([args.entrypoint] if args.entrypoint else None)}
     if limits is not None:
         record["resources"] = dataclasses.asdict(limits)   # SandboxSpec(resources=Resources(**it))
 
@@ -128,6 +131,9 @@ def _detach(store, img, args, argv, extra_env, cwd, user, network, limits) -> in
                 "env": config.environment(cfg.get("Env") or [], extra_env, hostname, False)}
 
     c = Containers(store.root).create(record, args.name, per_id)
+    if getattr(args, "create_only", False):
+        print(c.id)
+        return 0
     error = supervisor.spawn(os.fspath(store.root), c.id)
     if error is not None:
         return _fail(error)
@@ -152,9 +158,10 @@ def cmd_run(args) -> int:
 
     network = args.network or "host"
     if args.detach:
-        for flag, given in (("-t", args.tty), ("-i", args.interactive), ("--rm", args.rm)):
+        for flag, given in (("-t", args.tty), ("-i", args.interactive)):
             if given:
-                return _fail(f"{flag} with -d is not supported yet")
+                what = "create" if getattr(args, "create_only", False) else "-d"
+                return _fail(f"{flag} with {what} is not supported yet")
     try:
         check_network(network)
         limits = _limits(args)

@@ -8,7 +8,8 @@ back out, so a reader never sees half a container. Creating, naming and removing
 one lock (layout.CONTAINERS_LOCK), which is what keeps names unique. Lookup follows docker: a
 full ID, then a name, then a unique ID prefix.
 
-state.json: status created|running|exited; supervisor (cache.owner token, pid.start), pid (the
+state.json: status created|running|exited (again running after a `start`: the upper dir is
+kept, so a container's changes survive its restarts); supervisor (cache.owner token, pid.start), pid (the
 process tree's keeper in the host's pid namespace), exit_code, error, started/finished (RFC3339,
 nanoseconds). A "running" container whose supervisor is gone reads as status "dead": the
 container died with it (its process tree has PR_SET_PDEATHSIG), but nobody recorded how.
@@ -18,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import time
 
 from cache import atomic, layout, owner
@@ -200,6 +200,7 @@ class Containers:
                 os.chmod(staging, 0o710)
                 os.rename(staging, os.path.join(self.dir, cid))
             except BaseException:
+                import shutil
                 shutil.rmtree(staging, ignore_errors=True)
                 raise
             atomic.fsync_dir(self.dir)
@@ -214,4 +215,6 @@ class Containers:
                 os.rename(c.path, gone)
             except FileNotFoundError:
                 raise ContainerError(f"No such container: {c.id}") from None
+        import shutil  # lazily: the supervisor imports this module and stays small
+
         shutil.rmtree(gone, ignore_errors=True)

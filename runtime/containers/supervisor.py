@@ -9,14 +9,17 @@ the one line saying the container runs (or why not). The supervisor then:
   the upper/work dirs in the container's dir, stdin on /dev/null, stdout and stderr into pipes;
 - writes what comes out of them to `<id>-json.log` in docker's json-file format, a line per
   object {"log": "...\\n", "stream": "stdout"|"stderr", "time": RFC3339Nano};
-- records running (its own cache.owner token, the tree's pid, start time), then exited with the
+- records running (its own cache.owner token, the tree's pid, start time) and re-execs itself as
+  the lean `monitor` (same pid and start time; see _become_monitor), which records exited with the
   exit code (128+N for signal N; 125 when the sandbox could not be set up, its error in
-  state.json and on the log's stderr) and the finish time, and exits.
+  state.json and on the log's stderr) and the finish time, removes the container when it was
+  made with --rm, and exits.
 The overlay lives in the container's own mount namespace and goes with it; the run dir goes in
 ProcessTree.wait; the upper dir stays for a later `start`/`commit` until `rm`.
 
 Kept small (an idle supervisor is one of these per container): stdlib and the runtime's process
-tree only, no site-packages (-S), never rich/lark/zstandard/pyroute2.
+tree only, no site-packages (-S), never rich/lark/zstandard/pyroute2; after the re-exec only
+json, select and runtime.containers.state (~11 MB RSS instead of ~15).
 """
 from __future__ import annotations
 
@@ -110,13 +113,15 @@ def _supervise(root: str, cid: str, ready_fd: int) -> int:
     from runtime import mountns, process
     from runtime.containers.state import Containers, now
     from runtime.errors import SandboxError
-    from runtime.spec import SandboxSpec
+    from runtime.spec import Resources, SandboxSpec
 
     os.chdir("/")
     mountns.enter_private()
-    c = Containers(root).load(cid)
+    cs = Containers(root)
+    c = cs.load(cid)
     if c is None:
         raise SandboxError(f"No such container: {cid}")
+    _hold(c)
     cfg = c.config
     Leases(root).hold(cfg["image_id"])
     upper, work = os.path.join(c.path, "upper"), os.path.join(c.path, "work")
@@ -127,31 +132,112 @@ def _supervise(root: str, cid: str, ready_fd: int) -> int:
     spec = SandboxSpec(lowerdirs=cfg["lowerdirs"], upperdir=upper, workdir=work, argv=cfg["argv"],
                        env=cfg["env"], cwd=cfg["cwd"], user=cfg["user"], hostname=cfg["hostname"],
                        network=cfg["network"], stdin=devnull, stdout=out_w, stderr=err_w,
-                       make_cwd=True)
+                       make_cwd=True,
+                       resources=Resources(**cfg["resources"]) if cfg.get("resources") else None)
     try:
         tree = process.start(spec)
     except SandboxError as e:
         c.write_state(status="exited", exit_code=125, error=str(e), started=now(), finished=now())
+        if cfg.get("auto_remove"):
+            cs.remove(c)
         raise
     finally:
         for fd in (devnull, out_w, err_w):
             os.close(fd)
-    c.write_state(status="running", supervisor=_token(), pid=tree.pid, started=now())
+    c.write_state(status="running", supervisor=_token(), pid=tree.pid, started=now(),
+                  exit_code=0, error=None)
     _tell(ready_fd, "ok")
+    _become_monitor(root, cid, tree, out_r, err_r, log, c.lock_fd)   # returns only if it cannot
+    return _monitor(cs, c, out_r, err_r, log, lambda: tree)
+
+
+def _become_monitor(root: str, cid: str, tree, out_r: int, err_r: int, log: int, lock: int) -> None:
+    """Re-exec this process as a lean monitor (the same pid and start time, so its cache.owner
+    token, lease, lock and children stay; PR_SET_PDEATHSIG does not fire on exec): the modules
+    that set the tree up (dataclasses, tempfile, shutil, ctypes, ...) are not kept in memory
+    for the container's whole life. The tree's handle travels pickled in a memfd and is read
+    back only when the container has ended. Returns when the handle cannot be passed on."""
+    import pickle
+
+    try:
+        data = pickle.dumps(tree)
+    except Exception:  # noqa: BLE001 - keep supervising in this process
+        return
+    mem = os.memfd_create("pybuild-tree")
+    os.write(mem, data)
+    os.lseek(mem, 0, os.SEEK_SET)
+    keep = (out_r, err_r, log, lock, tree._errfd, mem)
+    for fd in keep:
+        os.set_inheritable(fd, True)
+    code = (f"import sys; sys.path.insert(0, {HERE!r}); from runtime.containers.supervisor "
+            f"import monitor; monitor({root!r}, {cid!r}, {out_r}, {err_r}, {log}, {mem})")
+    try:
+        os.execv(sys.executable, [sys.executable, "-I", "-S", "-c", code])
+    except OSError:
+        for fd in keep[:-1]:
+            os.set_inheritable(fd, False)
+        os.close(mem)
+
+
+def monitor(root: str, cid: str, out_r: int, err_r: int, log: int, mem: int) -> None:
+    """The lean supervisor after the re-exec: log the container's output, then record its end.
+    Never returns."""
+    try:
+        from runtime.containers.state import Containers
+
+        cs = Containers(root)
+        c = cs.load(cid)
+
+        def tree():
+            import pickle
+            with os.fdopen(mem, "rb") as f:
+                t = pickle.load(f)
+            return t
+        _monitor(cs, c, out_r, err_r, log, tree)
+    finally:
+        os._exit(0)
+
+
+def _monitor(cs, c, out_r: int, err_r: int, log: int, get_tree) -> int:
+    from runtime.containers.state import now
+    from runtime.errors import SandboxError
+
     err = _LogWriter(log, "stderr", now)
     _pump({out_r: _LogWriter(log, "stdout", now), err_r: err})
     error = None
+    tree = get_tree()
     try:
         code = tree.wait()
     except SandboxError as e:
         code, error = tree.returncode or 125, str(e)
         err.feed(f"pybuild: error: {error}\n".encode())
     os.close(log)
+    if c is None:
+        return 0
     try:
         c.write_state(status="exited", exit_code=code, error=error, finished=now())
-    except FileNotFoundError:
+        if c.config.get("auto_remove"):      # run -d --rm
+            cs.remove(c)
+    except (FileNotFoundError, SandboxError):
         pass    # removed while it ran (`rm -f` of a supervisor that did not stop)
     return 0
+
+
+def _hold(c) -> None:
+    """Hold the container's lock for the supervisor's life (inherited by nothing: close-on-exec
+    and the tree keeps only its stdio), so two `start`s at once cannot run it twice."""
+    import fcntl
+
+    from runtime.errors import ContainerError
+
+    fd = os.open(os.path.join(c.path, "supervisor.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
+                 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise ContainerError(f"container {c.id} is already running") from None
+    c.lock_fd = fd
 
 
 def _token() -> str:

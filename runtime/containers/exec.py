@@ -1,0 +1,146 @@
+"""`exec`: run a command inside a running container, as runc exec does, without a daemon.
+
+    caller ── A   joins the container's ipc, uts, net, pid and mount namespaces (setns on
+               │  /proc/<its pid 1>/ns/*), chroots into its root, waits for B, exits with B's status
+               └─ B  pid N of the container's pid namespace: cwd, the container's capability set
+                     (runtime.caps), uid/gid/groups from the container's passwd/group, only fds
+                     0-2, non-dumpable, execs argv with runc's PATH lookup
+
+The namespace files are opened before any setns (the host's /proc is out of sight after the
+mount namespace changes), and A is a fresh fork, single-threaded as setns(CLONE_NEWNS) needs.
+With `detach` A exits once B runs; B is then a child of the container's pid 1, which reaps it.
+The command's own rules (environment, PATH lookup, docker's 126/127 messages) are
+runtime.process's, called from here so `run` and `exec` cannot disagree.
+"""
+from __future__ import annotations
+
+import os
+import signal
+
+from runtime import caps, kernel, process, users
+from runtime.errors import ContainerError, SandboxError
+
+NAMESPACES = (("ipc", kernel.CLONE_NEWIPC), ("uts", kernel.CLONE_NEWUTS),
+              ("net", kernel.CLONE_NEWNET), ("pid", kernel.CLONE_NEWPID),
+              ("mnt", kernel.CLONE_NEWNS))
+
+
+def run(pid1: int, argv: list[str], env: list[str], cwd: str, user: str, *,
+        detach: bool = False, stdin: int | None = None) -> int:
+    """Run argv in the namespaces and root of the process `pid1` (a container's pid 1, host
+    pid); return its exit status (128+n for signal n; 0 at once with `detach`). ContainerError
+    when the container is gone; SandboxError (one line) when the command cannot be set up."""
+    fds: list[int] = []
+    try:
+        for name, _ in NAMESPACES:
+            fds.append(os.open(f"/proc/{pid1}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC))
+        root = os.open(f"/proc/{pid1}/root", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        fds.append(root)
+    except OSError:
+        for fd in fds:
+            os.close(fd)
+        raise ContainerError("the container is not running (its pid 1 is gone)") from None
+    r, w = os.pipe2(os.O_CLOEXEC)
+    devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+    stdio = [devnull, devnull, devnull] if detach else [stdin if stdin is not None else devnull, 1, 2]
+    pid = os.fork()
+    if pid == 0:
+        _joiner(fds[:-1], root, stdio, argv, env, cwd, user, w, detach)   # never returns
+    for fd in fds + [w, devnull]:
+        os.close(fd)
+    forward = {}
+    for sig in process.FORWARDED_SIGNALS:
+        forward[sig] = signal.signal(sig, lambda s, _f: _kill(pid, s))
+    try:
+        _, status = os.waitpid(pid, 0)
+    finally:
+        for sig, old in forward.items():
+            signal.signal(sig, old)
+    with os.fdopen(r, "rb") as f:
+        error = f.read().decode(errors="replace")
+    code = os.waitstatus_to_exitcode(status)
+    code = code if code >= 0 else 128 - code
+    if error.startswith("E "):
+        raise SandboxError(error[2:].strip())
+    return code
+
+
+def _kill(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _report(w: int, e: BaseException) -> None:
+    msg = str(e) if isinstance(e, SandboxError) else (
+        f"{e.strerror}: {e.filename}" if isinstance(e, OSError) and e.filename else
+        str(getattr(e, "strerror", None) or e))
+    try:
+        os.write(w, ("E " + msg.replace("\n", " ") + "\n").encode())
+    except OSError:
+        pass
+
+
+# --- the children (never return). After the chroot nothing may be imported. ----------------
+
+def _joiner(nsfds, root, stdio, argv, env, cwd, user, w, detach) -> None:
+    code = 126
+    try:
+        for i, fd in enumerate(stdio):
+            os.dup2(fd, i, inheritable=True)
+        for fd, (_, kind) in zip(nsfds, NAMESPACES, strict=True):
+            kernel.setns(fd, kind)
+        os.fchdir(root)
+        os.chroot(".")
+        child = os.fork()           # the first process that is inside the pid namespace
+        if child == 0:
+            _command(argv, env, cwd, user, w, detach)
+        if detach:
+            os._exit(0)
+        for sig in process.FORWARDED_SIGNALS:
+            signal.signal(sig, lambda s, _f: _kill(child, s))
+        _, status = os.waitpid(child, 0)
+        code = os.waitstatus_to_exitcode(status)
+        code = code if code >= 0 else 128 - code
+    except BaseException as e:  # noqa: BLE001 - reported to the caller as one line
+        _report(w, e)
+    os._exit(code)
+
+
+def _command(argv, env, cwd, user, w, detach) -> None:
+    code = 126
+    try:
+        for sig in process.FORWARDED_SIGNALS + (signal.SIGPIPE, signal.SIGXFSZ):
+            signal.signal(sig, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, [])
+        if detach:
+            os.setsid()
+        who = users.resolve(user)
+        environ = process._environ(env, who)
+        try:
+            os.chdir(cwd)
+        except OSError as e:
+            raise SandboxError(f"cannot change to working directory {cwd}: "
+                               f"{(e.strerror or '').lower()}") from None
+        caps.drop_to_default()
+        os.setgroups(who.sgids)
+        os.setresgid(who.gid, who.gid, who.gid)
+        os.setresuid(who.uid, who.uid, who.uid)
+        try:
+            path = process._look_path(argv[0], environ)
+        except process._ExecFailure as f:
+            os.write(2, f"pybuild: error: {f}\n".encode())
+            os._exit(f.code)
+        kernel.prctl(kernel.PR_SET_DUMPABLE, 0)
+        os.closerange(3, w)
+        os.closerange(w + 1, 1 << 20)
+        try:
+            os.execve(path, argv, environ)
+        except OSError as e:
+            code = 127 if e.errno == 2 else 126
+            reason = "permission denied" if e.errno == 13 else (e.strerror or "").lower()
+            os.write(2, f'pybuild: error: exec: "{argv[0]}": {reason}\n'.encode())
+    except BaseException as e:  # noqa: BLE001
+        _report(w, e)
+    os._exit(code)

@@ -1,0 +1,74 @@
+"""What `docker inspect CONTAINER` shows, from a container's record: the keys users script
+against in docker's shape and spelling (a never-started container's times are Go's zero time,
+Pid is the container's pid 1 on the host while it runs, 0 otherwise)."""
+from __future__ import annotations
+
+ZERO_TIME = "0001-01-01T00:00:00Z"
+
+
+def init_pid(c) -> int:
+    """The host pid of the container's pid 1 (the keeper's only child), 0 when not running."""
+    keeper = c.state.get("pid")
+    if c.status != "running" or not keeper:
+        return 0
+    try:
+        with open(f"/proc/{keeper}/task/{keeper}/children") as f:
+            kids = f.read().split()
+    except OSError:
+        return 0
+    return int(kids[0]) if kids else 0
+
+
+def _cmd(argv: list[str], entrypoint) -> list[str] | None:
+    """Config.Cmd: argv after the entrypoint (docker keeps the two apart)."""
+    ep = list(entrypoint or [])
+    rest = argv[len(ep):] if argv[:len(ep)] == ep else argv
+    return rest or None
+
+
+def doc(c) -> dict:
+    cfg, st, status = c.config, c.state, c.status
+    argv = cfg.get("argv") or []
+    return {
+        "Id": c.id,
+        "Created": cfg.get("created", ""),
+        "Path": argv[0] if argv else "",
+        "Args": argv[1:],
+        "State": {
+            "Status": status,
+            "Running": status == "running",
+            "Paused": False,
+            "Restarting": False,
+            "OOMKilled": False,
+            "Dead": status == "dead",
+            "Pid": init_pid(c),
+            "ExitCode": st.get("exit_code") or 0,
+            "Error": st.get("error") or "",
+            "StartedAt": st.get("started") or ZERO_TIME,
+            "FinishedAt": st.get("finished") or ZERO_TIME,
+        },
+        "Image": cfg.get("image_id", ""),
+        "LogPath": c.log_path,
+        "Name": "/" + c.name,
+        "RestartCount": 0,
+        "Driver": "overlay",
+        "Platform": "linux",
+        "HostConfig": {
+            "NetworkMode": cfg.get("network", "host"),
+            "AutoRemove": bool(cfg.get("auto_remove")),
+            "RestartPolicy": {"Name": "no", "MaximumRetryCount": 0},
+            "LogConfig": {"Type": "json-file", "Config": {}},
+        },
+        "Mounts": [],
+        "Config": {
+            "Hostname": cfg.get("hostname", ""),
+            "User": cfg.get("user", ""),
+            "Env": cfg.get("env") or [],
+            "Cmd": _cmd(argv, cfg.get("entrypoint")),
+            "Image": cfg.get("image", ""),
+            "WorkingDir": cfg.get("cwd", ""),
+            "Entrypoint": cfg.get("entrypoint") or None,
+            "Labels": cfg.get("labels") or {},
+            "StopSignal": cfg.get("stop_signal") or "SIGTERM",
+        },
+    }
