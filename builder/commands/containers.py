@@ -44,7 +44,7 @@ def register(sub) -> None:
     p.add_argument("command", nargs="...", metavar="COMMAND [ARG...]")
     p.set_defaults(func=cmd_exec)
 
-    p = sub.add_parser("container", help="manage containers (inspect)")
+    p = sub.add_parser("container", help="manage containers (ls, inspect, prune, rm, ...)")
     csub = p.add_subparsers(dest="container_command", metavar="COMMAND", required=True)
     q = csub.add_parser("inspect", help="display detailed information on one or more containers")
     q.add_argument("containers", nargs="+", metavar="CONTAINER")
@@ -56,6 +56,15 @@ def register(sub) -> None:
     p.add_argument("-a", "--all", action="store_true", help="show all containers")
     p.add_argument("-q", "--quiet", action="store_true", help="only display container IDs")
     p.add_argument("--no-trunc", action="store_true", help="don't truncate output")
+    p.add_argument("-f", "--filter", action="append", default=[], metavar="KEY=VALUE",
+                   help="id=, name=, status=, label=K[=V], ancestor=IMAGE, exited=N")
+    p.add_argument("--format", metavar="TEMPLATE",
+                   help="Go-template subset: {{.ID}}\\t{{.Names}}, table ..., {{json .}}")
+    p.add_argument("-n", "--last", type=int, default=-1, metavar="N",
+                   help="show the N last created containers (all states)")
+    p.add_argument("-l", "--latest", action="store_true",
+                   help="show the latest created container (all states)")
+    p.add_argument("-s", "--size", action="store_true", help="display total file sizes (not yet)")
     p.set_defaults(func=cmd_ps)
 
     p = sub.add_parser("logs", help="fetch the logs of a container")
@@ -89,6 +98,27 @@ def register(sub) -> None:
                    help="force the removal of a running container (uses SIGKILL)")
     p.add_argument("containers", nargs="+", metavar="CONTAINER")
     p.set_defaults(func=cmd_rm)
+
+    # docker's management form: `container ls|rm|stop|...` are the same parsers as the commands
+    for name, aliases in _CONTAINER_ALIASES:
+        if name in sub.choices:
+            parent = sub.choices[name]
+            csub.add_parser(aliases[0] if aliases else name, aliases=aliases[1:],
+                            parents=[parent], add_help=False, help=_help_of(sub, name),
+                            description=parent.description)
+
+
+_CONTAINER_ALIASES = (("create", ()), ("exec", ()), ("kill", ()), ("logs", ()),
+                      ("ps", ("ls", "list", "ps")), ("port", ()),
+                      ("restart", ()), ("rm", ("rm", "remove")), ("run", ()), ("start", ()),
+                      ("stop", ()), ("top", ()), ("wait", ()))
+
+
+def _help_of(sub, name: str) -> str | None:
+    for action in sub._choices_actions:
+        if action.dest == name:
+            return action.help
+    return None
 
 
 def _containers():
@@ -161,33 +191,207 @@ def _ellipsis(text: str, n: int) -> str:
     return text if len(text) <= n else text[:n - 1] + "…"
 
 
-def _table(rows: list[list[str]]) -> str:
-    """text/tabwriter as docker sets it up: min width 10, padding 3, last column unpadded."""
-    widths = [max(10, max(len(r[i]) for r in rows) + 3) for i in range(len(rows[0]) - 1)]
-    return "".join("".join(cell.ljust(w) for cell, w in zip(r, widths, strict=False)) + r[-1] + "\n"
-                   for r in rows)
+def _table(rows: list[list[str]], minwidth: int = 10) -> str:
+    """text/tabwriter as docker sets it up: min width 10, padding 3, a line's last cell unpadded
+    (rows may differ in length: a column is as wide as the rows that have it after it)."""
+    n = max(len(r) for r in rows)
+    widths = [max([minwidth] + [len(r[i]) + 3 for r in rows if len(r) > i + 1])
+              for i in range(n - 1)]
+    return "".join("".join(cell.ljust(w) for cell, w in zip(r[:-1], widths, strict=False))
+                   + r[-1] + "\n" for r in rows)
+
+
+# docker's `ps --format` fields and their `table` headers (cli/command/formatter/container.go)
+_PS_HEADERS = {"ID": "CONTAINER ID", "Image": "IMAGE", "Command": "COMMAND",
+               "CreatedAt": "CREATED AT", "RunningFor": "CREATED", "Ports": "PORTS",
+               "State": "STATE", "Status": "STATUS", "Size": "SIZE", "Names": "NAMES",
+               "Labels": "LABELS", "Mounts": "MOUNTS", "Networks": "NETWORKS",
+               "LocalVolumes": "LOCAL VOLUMES"}
+_PS_DEFAULT = "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t" \
+              "{{.Ports}}\t{{.Names}}"
+_FIELD = r"\{\{\s*(json\s+)?\.(\w*)(?:\s+(\"(?:[^\"\\\\]|\\\\.)*\"))?\s*\}\}"
+
+
+def _go_time(t: float) -> str:
+    """Go's time.Time.String() in local time: `2026-12-02 02:15:25 +0000 UTC`."""
+    lt = time.localtime(int(t))
+    return time.strftime("%Y-%m-%d %H:%M:%S %z ", lt) + (lt.tm_zone or "")
+
+
+def ps_fields(c, now: float, trunc: bool) -> dict:
+    """One container as docker's formatter.ContainerContext shows it: every field a string."""
+    from grammar.goquote import go_quote
+    from runtime.containers.state import parse_time
+
+    command = " ".join(c.config.get("argv") or [])
+    labels = c.config.get("labels") or {}
+    created = parse_time(c.config["created"])
+    return {"Command": go_quote(_ellipsis(command, 20) if trunc else command),
+            "CreatedAt": _go_time(created), "ID": c.id[:12] if trunc else c.id,
+            "Image": c.config.get("image", ""),
+            "Labels": ",".join(f"{k}={v}" for k, v in sorted(labels.items())),
+            "LocalVolumes": "0", "Mounts": "", "Names": c.name,
+            "Networks": c.config.get("network") or "", "Ports": "",
+            "RunningFor": human_duration(now - created) + " ago", "Size": "0B",
+            "State": c.status, "Status": status_text(c, now)}
+
+
+def render_ps(fmt: str, rows: list[dict]) -> str:
+    """docker's formatter.Context on `fmt`: `\\t`/`\\n` unescaped, one line per row; `table`
+    adds the header row and aligns the cells (tabwriter). Fields: {{.Field}}, {{json .Field}},
+    {{json .}}, {{.Label "key"}}."""
+    import json
+    import re
+
+    from builder.errors import BuildError
+
+    table = fmt.startswith("table")
+    body = (fmt[len("table"):] if table else fmt).strip(" ")
+    body = body.replace("\\t", "\t").replace("\\n", "\n")
+
+    def render(values: dict | None) -> str:
+        def sub(m):
+            is_json, field, arg = m.group(1), m.group(2), m.group(3)
+            if field == "Label" and arg:
+                if values is None:
+                    return "LABEL " + json.loads(arg)
+                return values["_labels"].get(json.loads(arg), "")
+            if field and field not in _PS_HEADERS:
+                raise BuildError(f'template: executing "" at <.{field}>: can\'t evaluate field '
+                                 f"{field} in type *formatter.ContainerContext")
+            if values is None:
+                return _PS_HEADERS.get(field, "")
+            if not field:
+                v = {k: x for k, x in values.items() if not k.startswith("_")}
+                return json.dumps(v, ensure_ascii=False, separators=(",", ":"))
+            return json.dumps(values[field], ensure_ascii=False) if is_json else values[field]
+        return re.sub(_FIELD, sub, body)
+
+    lines = [render(r) for r in rows]
+    if not table:
+        return "".join(ln + "\n" for ln in lines)
+    lines.insert(0, render(None))
+    text = "\n".join(lines)
+    return _table([ln.split("\t") for ln in text.split("\n")])
+
+
+def _filters(specs: list[str], allowed: tuple) -> dict[str, list[str]]:
+    """docker's --filter KEY=VALUE flags, grouped by key; an unknown key is docker's error."""
+    from builder.errors import BuildError
+
+    out: dict[str, list[str]] = {}
+    for spec in specs:
+        key, eq, value = spec.partition("=")
+        if not eq:
+            raise BuildError(f"bad format of filter (expected name=value): {spec!r}")
+        key = key.strip().lower()
+        if key not in allowed:
+            raise BuildError(f"invalid filter '{key}'")
+        out.setdefault(key, []).append(value)
+    return out
+
+
+def _matches(values: list[str], source: str) -> bool:
+    """docker's filters.Match: equal, or the value is a regexp found in `source`."""
+    import re
+
+    for v in values:
+        if v == source:
+            return True
+        try:
+            if re.search(v, source):
+                return True
+        except re.error:
+            continue
+    return False
+
+
+def _labels_match(values: list[str], labels: dict) -> bool:
+    """label=K (it is set) or label=K=V (set to V); every value must hold (docker: AND)."""
+    for v in values:
+        k, eq, want = v.partition("=")
+        if k not in labels or (eq and labels[k] != want):
+            return False
+    return True
+
+
+_STATUSES = ("created", "restarting", "running", "removing", "paused", "exited", "dead")
+
+
+def ps_filter(specs: list[str]):
+    """A predicate for `ps --filter`: values of one key are OR'ed, keys AND'ed (docker)."""
+    from builder.errors import BuildError
+
+    f = _filters(specs, ("id", "name", "status", "label", "ancestor", "exited", "before", "since"))
+    for v in f.get("status", []):
+        if v not in _STATUSES:
+            raise BuildError(f"invalid filter 'status={v}'")
+    exited = set()
+    for v in f.get("exited", []):
+        try:
+            exited.add(int(v))
+        except ValueError:
+            raise BuildError(f"invalid filter 'exited={v}': not a number") from None
+    images = set()
+    for v in f.get("ancestor", []):
+        images.update(_image_ids(v))
+    cs = _containers()
+    before = [cs.get(v).config["created"] for v in f.get("before", [])]
+    since = [cs.get(v).config["created"] for v in f.get("since", [])]
+
+    def keep(c) -> bool:
+        created = c.config.get("created", "")
+        if "id" in f and not _matches(f["id"], c.id):
+            return False
+        if "name" in f and not (_matches(f["name"], c.name) or _matches(f["name"], "/" + c.name)):
+            return False
+        if "status" in f and c.status not in f["status"]:
+            return False
+        if "label" in f and not _labels_match(f["label"], c.config.get("labels") or {}):
+            return False
+        if "ancestor" in f and c.config.get("image_id") not in images \
+                and c.config.get("image") not in f["ancestor"]:
+            return False
+        if exited and not (c.status == "exited" and c.state.get("exit_code") in exited):
+            return False
+        return not (any(created >= b for b in before) or any(created <= s for s in since))
+    return keep
+
+
+def _image_ids(ref: str) -> set[str]:
+    """The image ID `ref` (a name or an ID or its prefix) names in the store, if any."""
+    from builder.commands.images import _store
+    from cache.errors import StoreError
+
+    try:
+        return {_store().image(ref).id}
+    except StoreError:
+        return set()
 
 
 def cmd_ps(args) -> int:
-    import json
+    from builder.errors import BuildError
 
-    from runtime.containers.state import parse_time
-
+    if args.size:
+        raise BuildError("ps --size is not supported yet")
     now = time.time()
-    shown = [c for c in _containers().all() if args.all or c.status == "running"]
+    keep = ps_filter(args.filter)
+    last = 1 if args.latest else args.last
+    keys = {s.partition("=")[0].strip().lower() for s in args.filter}
+    # docker: -n/-l and a filter on status, exit code or creation order show every state
+    every = args.all or last != -1 or bool(keys & {"status", "exited", "before", "since"})
+    shown = [c for c in _containers().all() if (every or c.status == "running") and keep(c)]
+    if last >= 0:
+        shown = shown[:last]
     if args.quiet:
         sys.stdout.write("".join((c.id if args.no_trunc else c.id[:12]) + "\n" for c in shown))
         return 0
-    rows = [["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"]]
+    rows = []
     for c in shown:
-        command = " ".join(c.config.get("argv") or [])
-        if not args.no_trunc:
-            command = _ellipsis(command, 20)
-        rows.append([c.id if args.no_trunc else c.id[:12], c.config.get("image", ""),
-                     json.dumps(command, ensure_ascii=False),
-                     human_duration(now - parse_time(c.config["created"])) + " ago",
-                     status_text(c, now), "", c.name])
-    sys.stdout.write(_table(rows))
+        r = ps_fields(c, now, not args.no_trunc)
+        r["_labels"] = c.config.get("labels") or {}
+        rows.append(r)
+    sys.stdout.write(render_ps(args.format or _PS_DEFAULT, rows))
     return 0
 
 
