@@ -72,6 +72,9 @@ def register(sub) -> None:
     p.add_argument("-n", "--tail", default="all", metavar="N",
                    help='number of lines to show from the end of the logs (default "all")')
     p.add_argument("-t", "--timestamps", action="store_true", help="show timestamps")
+    p.add_argument("--since", metavar="TIME", help="show logs since a time (2026-12-02T10:00:00Z, "
+                   "a Unix time) or for a duration back (10m)")
+    p.add_argument("--until", metavar="TIME", help="show logs before a time or a duration back")
     p.add_argument("container", metavar="CONTAINER")
     p.set_defaults(func=cmd_logs)
 
@@ -98,6 +101,22 @@ def register(sub) -> None:
                    help="force the removal of a running container (uses SIGKILL)")
     p.add_argument("containers", nargs="+", metavar="CONTAINER")
     p.set_defaults(func=cmd_rm)
+
+    p = sub.add_parser("top", help="display the running processes of a container")
+    p.add_argument("container", metavar="CONTAINER")
+    p.add_argument("ps_args", nargs="...", metavar="[ps OPTIONS]", help='default "-ef"')
+    p.set_defaults(func=cmd_top)
+
+    p = sub.add_parser("port", help="list port mappings for the container")
+    p.add_argument("container", metavar="CONTAINER")
+    p.add_argument("private", nargs="?", metavar="PRIVATE_PORT[/PROTO]")
+    p.set_defaults(func=cmd_port)
+
+    q = csub.add_parser("prune", help="remove all stopped containers")
+    q.add_argument("-f", "--force", action="store_true", help="do not prompt for confirmation")
+    q.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
+                   help="until=TIME|DURATION, label=K[=V], label!=K[=V]")
+    q.set_defaults(func=cmd_container_prune)
 
     # docker's management form: `container ls|rm|stop|...` are the same parsers as the commands
     for name, aliases in _CONTAINER_ALIASES:
@@ -406,14 +425,54 @@ def cmd_logs(args) -> int:
             tail = int(args.tail)
         except ValueError:
             raise BuildError(f'invalid value for "tail": {args.tail!r} (a number or "all")') from None
+    now = time.time()
+    since = docker_time(args.since, now, "since") if args.since else None
+    until = docker_time(args.until, now, "until") if args.until else None
     c = _containers().get(args.container)
-    return _show_log(c, 0, tail, args.follow, args.timestamps)
+    return _show_log(c, 0, tail, args.follow, args.timestamps, since, until)
 
 
-def _show_log(c, offset: int, tail, follow: bool, timestamps: bool) -> int:
+def docker_time(value: str, now: float, what: str) -> float:
+    """docker's timetypes.GetTimestamp: a Go duration back from now (10m, 1h30m), an RFC3339
+    time (a zone-less one is local, as docker reads it), a date, or Unix seconds[.frac]."""
+    import datetime
+    import re
+
+    from builder.errors import BuildError
+    from grammar.goduration import DurationError, parse_duration
+
+    try:
+        if value != "0":              # docker: "0" is the Unix epoch, not a duration
+            return now - parse_duration(value) / 1e9
+    except DurationError:
+        pass
+    if re.fullmatch(r"\d+(\.\d+)?", value):
+        return float(value)
+    m = re.fullmatch(r"(\d{4}-\d\d-\d\d(?:T\d\d(?::\d\d(?::\d\d)?)?)?)(\.\d+)?"
+                     r"(Z|[+-]\d\d:\d\d)?", value)
+    if m:
+        whole, frac, zone = m.groups()
+        try:
+            t = datetime.datetime.fromisoformat(whole + ("" if len(whole) != 13 else ":00"))
+        except ValueError:
+            t = None
+        if t is not None:
+            if zone:
+                t = t.replace(tzinfo=datetime.UTC if zone == "Z" else
+                              datetime.datetime.strptime(zone.replace(":", ""), "%z").tzinfo)
+            return t.timestamp() + (float(frac) if frac else 0.0)
+    raise BuildError(f"invalid value for --{what}: {value!r} (a time like 2026-12-02T10:00:00Z, a "
+                     f"Unix time, or a duration like 10m)")
+
+
+def _show_log(c, offset: int, tail, follow: bool, timestamps: bool, since: float | None = None,
+              until: float | None = None) -> int:
     """Write the json-file log from byte `offset` (its last `tail` lines) to stdout/stderr as
-    the streams it came from; with `follow`, until the container's supervisor has exited."""
+    the streams it came from, only entries timed in [since, until] when given; with `follow`,
+    until the container's supervisor has exited (or `until` has passed)."""
     import json
+
+    from runtime.containers.state import parse_time
 
     outs = {"stdout": sys.stdout.buffer, "stderr": sys.stderr.buffer}
 
@@ -423,6 +482,13 @@ def _show_log(c, offset: int, tail, follow: bool, timestamps: bool) -> int:
                 entry = json.loads(raw)
             except ValueError:
                 continue    # a line cut short by a full disk
+            if since is not None or until is not None:
+                try:
+                    t = parse_time(entry.get("time", ""))
+                except ValueError:
+                    continue
+                if (since is not None and t < since) or (until is not None and t > until):
+                    continue
             out = outs.get(entry.get("stream"), sys.stdout.buffer)
             text = entry.get("log", "")
             if timestamps:
@@ -449,7 +515,7 @@ def _show_log(c, offset: int, tail, follow: bool, timestamps: bool) -> int:
                 lines = (rest + chunk).splitlines(keepends=True)
                 rest = lines.pop() if not lines[-1].endswith(b"\n") else b""
                 show(lines)
-            elif done:
+            elif done or (until is not None and time.time() > until):
                 break
             else:
                 time.sleep(0.05)
@@ -716,3 +782,198 @@ def cmd_rm(args) -> int:
         cs.remove(c)
         print(ref)
     return _each(args.containers, rm)
+
+
+# ---- top, port, container prune -------------------------------------------------------------
+
+def _proc_stat(pid: int) -> list[str] | None:
+    """/proc/<pid>/stat's fields after the command name (field 3, the state, is index 0)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    return stat[stat.rfind(b")") + 2:].decode().split()
+
+
+def namespace_pids(pid1: int) -> list[int]:
+    """Every host pid whose pid namespace is that of `pid1` (the container's processes)."""
+    try:
+        ns = os.readlink(f"/proc/{pid1}/ns/pid")
+    except OSError:
+        return []
+    out = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                if os.readlink(f"/proc/{name}/ns/pid") == ns:
+                    out.append(int(name))
+            except OSError:
+                continue
+    return sorted(out)
+
+
+def _tty_name(nr: int) -> str:
+    major, minor = (nr >> 8) & 0xFFF, (nr & 0xFF) | ((nr >> 12) & 0xFFF00)
+    if nr == 0:
+        return "?"
+    if 136 <= major <= 143:
+        return f"pts/{(major - 136) * 256 + minor}"
+    if major == 4:
+        return f"tty{minor}" if minor < 64 else f"ttyS{minor - 64}"
+    return "?"
+
+
+def ps_ef(pids: list[int], now: float) -> list[list[str]]:
+    """`ps -ef` from /proc: UID PID PPID C STIME TTY TIME CMD, procps's spellings (a user's
+    name when the host knows it, STIME HH:MM today else MonDD else the year, CMD [comm] for a
+    kernel-less argv)."""
+    import pwd
+
+    hz = os.sysconf("SC_CLK_TCK")
+    with open("/proc/stat") as f:
+        btime = next(int(ln.split()[1]) for ln in f if ln.startswith("btime "))
+    with open("/proc/uptime") as f:
+        uptime = float(f.read().split()[0])
+    rows = [["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"]]
+    today = time.localtime(now)
+    for pid in pids:
+        st = _proc_stat(pid)
+        try:
+            uid = os.stat(f"/proc/{pid}").st_uid
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().rstrip(b"\0").split(b"\0")
+            with open(f"/proc/{pid}/comm", "rb") as f:
+                comm = f.read().strip().decode(errors="replace")
+        except OSError:
+            continue
+        if st is None:
+            continue
+        try:
+            user = pwd.getpwuid(uid).pw_name
+        except KeyError:
+            user = str(uid)
+        cpu = (int(st[11]) + int(st[12])) / hz
+        started = int(st[19]) / hz
+        elapsed = max(uptime - started, 1e-9)
+        start = time.localtime(btime + started)
+        if start[:3] == today[:3]:
+            stime = time.strftime("%H:%M", start)
+        elif start.tm_year == today.tm_year:
+            stime = time.strftime("%b%d", start)
+        else:
+            stime = str(start.tm_year)
+        t = int(cpu)
+        days, t = divmod(t, 86400)
+        cputime = (f"{days}-" if days else "") + f"{t // 3600:02d}:{t // 60 % 60:02d}:{t % 60:02d}"
+        cmd = b" ".join(argv).decode(errors="replace") if argv != [b""] else f"[{comm}]"
+        rows.append([user, str(pid), st[1], str(min(99, int(cpu * 100 / elapsed))), stime,
+                     _tty_name(int(st[4])), cputime, cmd])
+    return rows
+
+
+def cmd_top(args) -> int:
+    """docker top: the container's processes with their host pids; `ps -ef`'s columns read from
+    /proc by default, other ps options run the host's ps and keep the container's rows (docker's
+    way: its PID column)."""
+    import subprocess
+
+    from runtime.containers import inspect
+    from runtime.errors import ContainerError
+
+    c = _containers().get(args.container)
+    pid1 = inspect.init_pid(c)
+    if not pid1:
+        raise ContainerError(f"Container {c.id} is not running")
+    pids = namespace_pids(pid1)
+    if not args.ps_args or args.ps_args == ["-ef"]:
+        rows = ps_ef(pids, time.time())
+    else:
+        try:
+            out = subprocess.run(["ps", *args.ps_args], capture_output=True, text=True,
+                                 check=False)
+        except OSError as e:
+            raise ContainerError(f"cannot run ps: {e.strerror}") from None
+        if out.returncode:
+            said = (out.stderr or out.stdout).strip().splitlines()
+            raise ContainerError(f"ps {' '.join(args.ps_args)}: "
+                                 f"{said[-1] if said else f'exit status {out.returncode}'}")
+        lines = out.stdout.splitlines()
+        head = lines[0].split() if lines else []
+        if "PID" not in head:
+            raise ContainerError("Couldn't find PID field in ps output")
+        col, wanted = head.index("PID"), {str(p) for p in pids}
+        rows = [head]
+        for ln in lines[1:]:
+            cells = ln.split(None, len(head) - 1)
+            if len(cells) > col and cells[col] in wanted:
+                rows.append(cells)
+    sys.stdout.write(_table(rows, minwidth=20))
+    return 0
+
+
+def cmd_port(args) -> int:
+    """docker port: no port is published yet, so nothing to list; a port asked for is docker's
+    error."""
+    from runtime.errors import ContainerError
+
+    c = _containers().get(args.container)
+    if args.private:
+        port, _, proto = args.private.partition("/")
+        raise ContainerError(f"No public port '{port}/{proto or 'tcp'}' published for {c.name}")
+    return 0
+
+
+def _human_size4(n: float) -> str:
+    """go-units HumanSize: decimal, four significant digits (`12.35kB`), as prune reports."""
+    units = ("B", "kB", "MB", "GB", "TB", "PB")
+    i = 0
+    while n >= 1000 and i < len(units) - 1:
+        n /= 1000
+        i += 1
+    return f"{n:.4g}{units[i]}"
+
+
+def cmd_container_prune(args) -> int:
+    """docker container prune: every container not running (created, exited, dead) goes, after
+    a [y/N] question unless -f; filters until= (created before) and label[!]=."""
+    from builder.errors import BuildError
+    from runtime.containers.state import parse_time, rw_size
+    from runtime.errors import ContainerError
+
+    f = _filters(args.filter, ("until", "label", "label!"))
+    now = time.time()
+    until = [docker_time(v, now, "filter until") for v in f.get("until", [])]
+    if not args.force:
+        sys.stdout.write("WARNING! This will remove all stopped containers.\n"
+                         "Are you sure you want to continue? [y/N] ")
+        sys.stdout.flush()
+        answer = sys.stdin.readline()
+        if answer.strip().lower() not in ("y", "yes"):
+            raise BuildError("container prune has been cancelled")
+    deleted, reclaimed, rc = [], 0, 0
+    cs = _containers()
+    for c in cs.all():
+        labels = c.config.get("labels") or {}
+        if c.status == "running" or (c.status == "created" and c.supervisor_alive):
+            continue                 # running, or being started right now
+        if until and not all(parse_time(c.config["created"]) < u for u in until):
+            continue
+        if "label" in f and not _labels_match(f["label"], labels):
+            continue
+        if any(_labels_match([v], labels) for v in f.get("label!", [])):
+            continue
+        wait_supervisor(c, 5)        # an exited one's supervisor may still be on its way out
+        size = rw_size(c)
+        try:
+            cs.remove(c)
+        except ContainerError as e:
+            print(f"pybuild: error: {e}", file=sys.stderr)
+            rc = 1
+            continue
+        deleted.append(c.id)
+        reclaimed += size
+    if deleted:
+        sys.stdout.write("Deleted Containers:\n" + "".join(i + "\n" for i in deleted) + "\n")
+    sys.stdout.write(f"Total reclaimed space: {_human_size4(reclaimed)}\n")
+    return rc
