@@ -400,7 +400,7 @@ def cmd_ps(args) -> int:
     # docker: -n/-l and a filter on status, exit code or creation order show every state
     every = args.all or last != -1 or bool(keys & {"status", "exited", "before", "since"})
     shown = [c for c in _containers().all() if (every or c.status == "running") and keep(c)]
-    if last >= 0:
+    if last > 0:                 # docker: 0 is no limit (but every state)
         shown = shown[:last]
     if args.quiet:
         sys.stdout.write("".join((c.id if args.no_trunc else c.id[:12]) + "\n" for c in shown))

@@ -54,6 +54,7 @@ def test_ps_filter_format_last_latest(root):
     assert names("-a", "-f", "label=nosuchlabel") == []
     assert names("-a", "-f", "name=up", "-f", "status=exited") == []   # keys AND'ed
     assert names("-n", "2") == ["new", "three"] and names("--last", "1") == ["new"]
+    assert names("-n", "0") == ["new", "three", "up"]             # docker: no limit, every state
     assert names("-l") == ["new"] and ps("-lq") == new[:12] + "\n"
 
     three = ps("-aq", "-f", "name=three").strip()
