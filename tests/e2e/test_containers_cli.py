@@ -6,13 +6,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import time
 
 import pytest
 import test_containers
 from busybox_fixture import run_pybuild
 from e2e_helpers import ok, one_error_line
-from test_containers import ID, poll, run_d
+from test_containers import ID, poll, run_d, state
 
 root = test_containers.root     # the fixture: a busybox store, every container removed after
 
@@ -113,13 +114,20 @@ def test_container_prune_asks_then_removes_every_stopped_one(root):
     r = ok(run_pybuild("container", "prune", "--filter", "label=no.such.label", "-f"))
     assert r.stdout == "Total reclaimed space: 0B\n"
 
-    r = ok(run_pybuild("container", "prune", input="y\n"))
+    dead = run_d("--name", "dead", "busybox", "sleep", "30")     # its supervisor killed
+    os.kill(int(state(root, dead)["supervisor"].split(".")[0]), signal.SIGKILL)
+    poll(lambda: ps("-f", "status=dead", "--format", "{{.Names}} {{.State}}") == "dead dead\n")
+    r = ok(run_pybuild("container", "prune", "-f", "--filter",
+                       "label!=org.pybuild.fixture.busybox.sha256"))   # every one has it
+    assert r.stdout == "Total reclaimed space: 0B\n"
+
+    r = ok(run_pybuild("container", "prune", "--filter", "label!=no.such.label", input="y\n"))
     head, _, rest = r.stdout.partition("[y/N] ")
     assert head.startswith("WARNING!")
     lines = rest.split("\n")
-    assert lines[0] == "Deleted Containers:" and sorted(lines[1:3]) == sorted([gone, fresh])
-    assert lines[3] == "" and re.fullmatch(r"Total reclaimed space: \d+(\.\d+)?[kM]?B", lines[4])
-    assert lines[4] != "Total reclaimed space: 0B" and lines[5:] == [""]   # /file was kept
+    assert lines[0] == "Deleted Containers:" and sorted(lines[1:4]) == sorted([gone, fresh, dead])
+    assert lines[4] == "" and lines[5] == "Total reclaimed space: 5B"   # /file: "data\n"
+    assert lines[6:] == [""]
     assert ps("-aq", "--no-trunc").split() == [up]
     assert not (root / "containers" / gone).exists()
     assert ok(run_pybuild("container", "prune", "-f")).stdout == "Total reclaimed space: 0B\n"
