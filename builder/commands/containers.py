@@ -44,7 +44,7 @@ def register(sub) -> None:
     p.add_argument("command", nargs="...", metavar="COMMAND [ARG...]")
     p.set_defaults(func=cmd_exec)
 
-    p = sub.add_parser("container", help="manage containers (inspect)")
+    p = sub.add_parser("container", help="manage containers (ls, inspect, prune, rm, ...)")
     csub = p.add_subparsers(dest="container_command", metavar="COMMAND", required=True)
     q = csub.add_parser("inspect", help="display detailed information on one or more containers")
     q.add_argument("containers", nargs="+", metavar="CONTAINER")
@@ -56,6 +56,15 @@ def register(sub) -> None:
     p.add_argument("-a", "--all", action="store_true", help="show all containers")
     p.add_argument("-q", "--quiet", action="store_true", help="only display container IDs")
     p.add_argument("--no-trunc", action="store_true", help="don't truncate output")
+    p.add_argument("-f", "--filter", action="append", default=[], metavar="KEY=VALUE",
+                   help="id=, name=, status=, label=K[=V], ancestor=IMAGE, exited=N")
+    p.add_argument("--format", metavar="TEMPLATE",
+                   help="Go-template subset: {{.ID}}\\t{{.Names}}, table ..., {{json .}}")
+    p.add_argument("-n", "--last", type=int, default=-1, metavar="N",
+                   help="show the N last created containers (all states)")
+    p.add_argument("-l", "--latest", action="store_true",
+                   help="show the latest created container (all states)")
+    p.add_argument("-s", "--size", action="store_true", help="display total file sizes (not yet)")
     p.set_defaults(func=cmd_ps)
 
     p = sub.add_parser("logs", help="fetch the logs of a container")
@@ -63,6 +72,9 @@ def register(sub) -> None:
     p.add_argument("-n", "--tail", default="all", metavar="N",
                    help='number of lines to show from the end of the logs (default "all")')
     p.add_argument("-t", "--timestamps", action="store_true", help="show timestamps")
+    p.add_argument("--since", metavar="TIME", help="show logs since a time (2026-12-02T10:00:00Z, "
+                   "a Unix time) or for a duration back (10m)")
+    p.add_argument("--until", metavar="TIME", help="show logs before a time or a duration back")
     p.add_argument("container", metavar="CONTAINER")
     p.set_defaults(func=cmd_logs)
 
@@ -89,6 +101,43 @@ def register(sub) -> None:
                    help="force the removal of a running container (uses SIGKILL)")
     p.add_argument("containers", nargs="+", metavar="CONTAINER")
     p.set_defaults(func=cmd_rm)
+
+    p = sub.add_parser("top", help="display the running processes of a container")
+    p.add_argument("container", metavar="CONTAINER")
+    p.add_argument("ps_args", nargs="...", metavar="[ps OPTIONS]", help='default "-ef"')
+    p.set_defaults(func=cmd_top)
+
+    p = sub.add_parser("port", help="list port mappings for the container")
+    p.add_argument("container", metavar="CONTAINER")
+    p.add_argument("private", nargs="?", metavar="PRIVATE_PORT[/PROTO]")
+    p.set_defaults(func=cmd_port)
+
+    q = csub.add_parser("prune", help="remove all stopped containers")
+    q.add_argument("-f", "--force", action="store_true", help="do not prompt for confirmation")
+    q.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
+                   help="until=TIME|DURATION, label=K[=V], label!=K[=V]")
+    q.set_defaults(func=cmd_container_prune)
+
+    # docker's management form: `container ls|rm|stop|...` are the same parsers as the commands
+    for name, aliases in _CONTAINER_ALIASES:
+        if name in sub.choices:
+            parent = sub.choices[name]
+            csub.add_parser(aliases[0] if aliases else name, aliases=aliases[1:],
+                            parents=[parent], add_help=False, help=_help_of(sub, name),
+                            description=parent.description)
+
+
+_CONTAINER_ALIASES = (("create", ()), ("exec", ()), ("kill", ()), ("logs", ()),
+                      ("ps", ("ls", "list", "ps")), ("port", ()),
+                      ("restart", ()), ("rm", ("rm", "remove")), ("run", ()), ("start", ()),
+                      ("stop", ()), ("top", ()), ("wait", ()))
+
+
+def _help_of(sub, name: str) -> str | None:
+    for action in sub._choices_actions:
+        if action.dest == name:
+            return action.help
+    return None
 
 
 def _containers():
@@ -161,33 +210,207 @@ def _ellipsis(text: str, n: int) -> str:
     return text if len(text) <= n else text[:n - 1] + "…"
 
 
-def _table(rows: list[list[str]]) -> str:
-    """text/tabwriter as docker sets it up: min width 10, padding 3, last column unpadded."""
-    widths = [max(10, max(len(r[i]) for r in rows) + 3) for i in range(len(rows[0]) - 1)]
-    return "".join("".join(cell.ljust(w) for cell, w in zip(r, widths, strict=False)) + r[-1] + "\n"
-                   for r in rows)
+def _table(rows: list[list[str]], minwidth: int = 10) -> str:
+    """text/tabwriter as docker sets it up: min width 10, padding 3, a line's last cell unpadded
+    (rows may differ in length: a column is as wide as the rows that have it after it)."""
+    n = max(len(r) for r in rows)
+    widths = [max([minwidth] + [len(r[i]) + 3 for r in rows if len(r) > i + 1])
+              for i in range(n - 1)]
+    return "".join("".join(cell.ljust(w) for cell, w in zip(r[:-1], widths, strict=False))
+                   + r[-1] + "\n" for r in rows)
+
+
+# docker's `ps --format` fields and their `table` headers (cli/command/formatter/container.go)
+_PS_HEADERS = {"ID": "CONTAINER ID", "Image": "IMAGE", "Command": "COMMAND",
+               "CreatedAt": "CREATED AT", "RunningFor": "CREATED", "Ports": "PORTS",
+               "State": "STATE", "Status": "STATUS", "Size": "SIZE", "Names": "NAMES",
+               "Labels": "LABELS", "Mounts": "MOUNTS", "Networks": "NETWORKS",
+               "LocalVolumes": "LOCAL VOLUMES"}
+_PS_DEFAULT = "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t" \
+              "{{.Ports}}\t{{.Names}}"
+_FIELD = r"\{\{\s*(json\s+)?\.(\w*)(?:\s+(\"(?:[^\"\\\\]|\\\\.)*\"))?\s*\}\}"
+
+
+def _go_time(t: float) -> str:
+    """Go's time.Time.String() in local time: `2026-12-02 02:15:25 +0000 UTC`."""
+    lt = time.localtime(int(t))
+    return time.strftime("%Y-%m-%d %H:%M:%S %z ", lt) + (lt.tm_zone or "")
+
+
+def ps_fields(c, now: float, trunc: bool) -> dict:
+    """One container as docker's formatter.ContainerContext shows it: every field a string."""
+    from grammar.goquote import go_quote
+    from runtime.containers.state import parse_time
+
+    command = " ".join(c.config.get("argv") or [])
+    labels = c.config.get("labels") or {}
+    created = parse_time(c.config["created"])
+    return {"Command": go_quote(_ellipsis(command, 20) if trunc else command),
+            "CreatedAt": _go_time(created), "ID": c.id[:12] if trunc else c.id,
+            "Image": c.config.get("image", ""),
+            "Labels": ",".join(f"{k}={v}" for k, v in sorted(labels.items())),
+            "LocalVolumes": "0", "Mounts": "", "Names": c.name,
+            "Networks": c.config.get("network") or "", "Ports": "",
+            "RunningFor": human_duration(now - created) + " ago", "Size": "0B",
+            "State": c.status, "Status": status_text(c, now)}
+
+
+def render_ps(fmt: str, rows: list[dict]) -> str:
+    """docker's formatter.Context on `fmt`: `\\t`/`\\n` unescaped, one line per row; `table`
+    adds the header row and aligns the cells (tabwriter). Fields: {{.Field}}, {{json .Field}},
+    {{json .}}, {{.Label "key"}}."""
+    import json
+    import re
+
+    from builder.errors import BuildError
+
+    table = fmt.startswith("table")
+    body = (fmt[len("table"):] if table else fmt).strip(" ")
+    body = body.replace("\\t", "\t").replace("\\n", "\n")
+
+    def render(values: dict | None) -> str:
+        def sub(m):
+            is_json, field, arg = m.group(1), m.group(2), m.group(3)
+            if field == "Label" and arg:
+                if values is None:
+                    return "LABEL " + json.loads(arg)
+                return values["_labels"].get(json.loads(arg), "")
+            if field and field not in _PS_HEADERS:
+                raise BuildError(f'template: executing "" at <.{field}>: can\'t evaluate field '
+                                 f"{field} in type *formatter.ContainerContext")
+            if values is None:
+                return _PS_HEADERS.get(field, "")
+            if not field:
+                v = {k: x for k, x in values.items() if not k.startswith("_")}
+                return json.dumps(v, ensure_ascii=False, separators=(",", ":"))
+            return json.dumps(values[field], ensure_ascii=False) if is_json else values[field]
+        return re.sub(_FIELD, sub, body)
+
+    lines = [render(r) for r in rows]
+    if not table:
+        return "".join(ln + "\n" for ln in lines)
+    lines.insert(0, render(None))
+    text = "\n".join(lines)
+    return _table([ln.split("\t") for ln in text.split("\n")])
+
+
+def _filters(specs: list[str], allowed: tuple) -> dict[str, list[str]]:
+    """docker's --filter KEY=VALUE flags, grouped by key; an unknown key is docker's error."""
+    from builder.errors import BuildError
+
+    out: dict[str, list[str]] = {}
+    for spec in specs:
+        key, eq, value = spec.partition("=")
+        if not eq:
+            raise BuildError(f"bad format of filter (expected name=value): {spec!r}")
+        key = key.strip().lower()
+        if key not in allowed:
+            raise BuildError(f"invalid filter '{key}'")
+        out.setdefault(key, []).append(value)
+    return out
+
+
+def _matches(values: list[str], source: str) -> bool:
+    """docker's filters.Match: equal, or the value is a regexp found in `source`."""
+    import re
+
+    for v in values:
+        if v == source:
+            return True
+        try:
+            if re.search(v, source):
+                return True
+        except re.error:
+            continue
+    return False
+
+
+def _labels_match(values: list[str], labels: dict) -> bool:
+    """label=K (it is set) or label=K=V (set to V); every value must hold (docker: AND)."""
+    for v in values:
+        k, eq, want = v.partition("=")
+        if k not in labels or (eq and labels[k] != want):
+            return False
+    return True
+
+
+_STATUSES = ("created", "restarting", "running", "removing", "paused", "exited", "dead")
+
+
+def ps_filter(specs: list[str]):
+    """A predicate for `ps --filter`: values of one key are OR'ed, keys AND'ed (docker)."""
+    from builder.errors import BuildError
+
+    f = _filters(specs, ("id", "name", "status", "label", "ancestor", "exited", "before", "since"))
+    for v in f.get("status", []):
+        if v not in _STATUSES:
+            raise BuildError(f"invalid filter 'status={v}'")
+    exited = set()
+    for v in f.get("exited", []):
+        try:
+            exited.add(int(v))
+        except ValueError:
+            raise BuildError(f"invalid filter 'exited={v}': not a number") from None
+    images = set()
+    for v in f.get("ancestor", []):
+        images.update(_image_ids(v))
+    cs = _containers()
+    before = [cs.get(v).config["created"] for v in f.get("before", [])]
+    since = [cs.get(v).config["created"] for v in f.get("since", [])]
+
+    def keep(c) -> bool:
+        created = c.config.get("created", "")
+        if "id" in f and not _matches(f["id"], c.id):
+            return False
+        if "name" in f and not (_matches(f["name"], c.name) or _matches(f["name"], "/" + c.name)):
+            return False
+        if "status" in f and c.status not in f["status"]:
+            return False
+        if "label" in f and not _labels_match(f["label"], c.config.get("labels") or {}):
+            return False
+        if "ancestor" in f and c.config.get("image_id") not in images \
+                and c.config.get("image") not in f["ancestor"]:
+            return False
+        if exited and not (c.status == "exited" and c.state.get("exit_code") in exited):
+            return False
+        return not (any(created >= b for b in before) or any(created <= s for s in since))
+    return keep
+
+
+def _image_ids(ref: str) -> set[str]:
+    """The image ID `ref` (a name or an ID or its prefix) names in the store, if any."""
+    from builder.commands.images import _store
+    from cache.errors import StoreError
+
+    try:
+        return {_store().image(ref).id}
+    except StoreError:
+        return set()
 
 
 def cmd_ps(args) -> int:
-    import json
+    from builder.errors import BuildError
 
-    from runtime.containers.state import parse_time
-
+    if args.size:
+        raise BuildError("ps --size is not supported yet")
     now = time.time()
-    shown = [c for c in _containers().all() if args.all or c.status == "running"]
+    keep = ps_filter(args.filter)
+    last = 1 if args.latest else args.last
+    keys = {s.partition("=")[0].strip().lower() for s in args.filter}
+    # docker: -n/-l and a filter on status, exit code or creation order show every state
+    every = args.all or last != -1 or bool(keys & {"status", "exited", "before", "since"})
+    shown = [c for c in _containers().all() if (every or c.status == "running") and keep(c)]
+    if last > 0:                 # docker: 0 is no limit (but every state)
+        shown = shown[:last]
     if args.quiet:
         sys.stdout.write("".join((c.id if args.no_trunc else c.id[:12]) + "\n" for c in shown))
         return 0
-    rows = [["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"]]
+    rows = []
     for c in shown:
-        command = " ".join(c.config.get("argv") or [])
-        if not args.no_trunc:
-            command = _ellipsis(command, 20)
-        rows.append([c.id if args.no_trunc else c.id[:12], c.config.get("image", ""),
-                     json.dumps(command, ensure_ascii=False),
-                     human_duration(now - parse_time(c.config["created"])) + " ago",
-                     status_text(c, now), "", c.name])
-    sys.stdout.write(_table(rows))
+        r = ps_fields(c, now, not args.no_trunc)
+        r["_labels"] = c.config.get("labels") or {}
+        rows.append(r)
+    sys.stdout.write(render_ps(args.format or _PS_DEFAULT, rows))
     return 0
 
 
@@ -202,14 +425,54 @@ def cmd_logs(args) -> int:
             tail = int(args.tail)
         except ValueError:
             raise BuildError(f'invalid value for "tail": {args.tail!r} (a number or "all")') from None
+    now = time.time()
+    since = docker_time(args.since, now, "since") if args.since else None
+    until = docker_time(args.until, now, "until") if args.until else None
     c = _containers().get(args.container)
-    return _show_log(c, 0, tail, args.follow, args.timestamps)
+    return _show_log(c, 0, tail, args.follow, args.timestamps, since, until)
 
 
-def _show_log(c, offset: int, tail, follow: bool, timestamps: bool) -> int:
+def docker_time(value: str, now: float, what: str) -> float:
+    """docker's timetypes.GetTimestamp: a Go duration back from now (10m, 1h30m), an RFC3339
+    time (a zone-less one is local, as docker reads it), a date, or Unix seconds[.frac]."""
+    import datetime
+    import re
+
+    from builder.errors import BuildError
+    from grammar.goduration import DurationError, parse_duration
+
+    try:
+        if value != "0":              # docker: "0" is the Unix epoch, not a duration
+            return now - parse_duration(value) / 1e9
+    except DurationError:
+        pass
+    if re.fullmatch(r"\d+(\.\d+)?", value):
+        return float(value)
+    m = re.fullmatch(r"(\d{4}-\d\d-\d\d(?:T\d\d(?::\d\d(?::\d\d)?)?)?)(\.\d+)?"
+                     r"(Z|[+-]\d\d:\d\d)?", value)
+    if m:
+        whole, frac, zone = m.groups()
+        try:
+            t = datetime.datetime.fromisoformat(whole + ("" if len(whole) != 13 else ":00"))
+        except ValueError:
+            t = None
+        if t is not None:
+            if zone:
+                t = t.replace(tzinfo=datetime.UTC if zone == "Z" else
+                              datetime.datetime.strptime(zone.replace(":", ""), "%z").tzinfo)
+            return t.timestamp() + (float(frac) if frac else 0.0)
+    raise BuildError(f"invalid value for --{what}: {value!r} (a time like 2026-12-02T10:00:00Z, a "
+                     f"Unix time, or a duration like 10m)")
+
+
+def _show_log(c, offset: int, tail, follow: bool, timestamps: bool, since: float | None = None,
+              until: float | None = None) -> int:
     """Write the json-file log from byte `offset` (its last `tail` lines) to stdout/stderr as
-    the streams it came from; with `follow`, until the container's supervisor has exited."""
+    the streams it came from, only entries timed in [since, until] when given; with `follow`,
+    until the container's supervisor has exited (or `until` has passed)."""
     import json
+
+    from runtime.containers.state import parse_time
 
     outs = {"stdout": sys.stdout.buffer, "stderr": sys.stderr.buffer}
 
@@ -219,6 +482,13 @@ def _show_log(c, offset: int, tail, follow: bool, timestamps: bool) -> int:
                 entry = json.loads(raw)
             except ValueError:
                 continue    # a line cut short by a full disk
+            if since is not None or until is not None:
+                try:
+                    t = parse_time(entry.get("time", ""))
+                except ValueError:
+                    continue
+                if (since is not None and t < since) or (until is not None and t > until):
+                    continue
             out = outs.get(entry.get("stream"), sys.stdout.buffer)
             text = entry.get("log", "")
             if timestamps:
@@ -245,7 +515,7 @@ def _show_log(c, offset: int, tail, follow: bool, timestamps: bool) -> int:
                 lines = (rest + chunk).splitlines(keepends=True)
                 rest = lines.pop() if not lines[-1].endswith(b"\n") else b""
                 show(lines)
-            elif done:
+            elif done or (until is not None and time.time() > until):
                 break
             else:
                 time.sleep(0.05)
@@ -512,3 +782,198 @@ def cmd_rm(args) -> int:
         cs.remove(c)
         print(ref)
     return _each(args.containers, rm)
+
+
+# ---- top, port, container prune -------------------------------------------------------------
+
+def _proc_stat(pid: int) -> list[str] | None:
+    """/proc/<pid>/stat's fields after the command name (field 3, the state, is index 0)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    return stat[stat.rfind(b")") + 2:].decode().split()
+
+
+def namespace_pids(pid1: int) -> list[int]:
+    """Every host pid whose pid namespace is that of `pid1` (the container's processes)."""
+    try:
+        ns = os.readlink(f"/proc/{pid1}/ns/pid")
+    except OSError:
+        return []
+    out = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                if os.readlink(f"/proc/{name}/ns/pid") == ns:
+                    out.append(int(name))
+            except OSError:
+                continue
+    return sorted(out)
+
+
+def _tty_name(nr: int) -> str:
+    major, minor = (nr >> 8) & 0xFFF, (nr & 0xFF) | ((nr >> 12) & 0xFFF00)
+    if nr == 0:
+        return "?"
+    if 136 <= major <= 143:
+        return f"pts/{(major - 136) * 256 + minor}"
+    if major == 4:
+        return f"tty{minor}" if minor < 64 else f"ttyS{minor - 64}"
+    return "?"
+
+
+def ps_ef(pids: list[int], now: float) -> list[list[str]]:
+    """`ps -ef` from /proc: UID PID PPID C STIME TTY TIME CMD, procps's spellings (a user's
+    name when the host knows it, STIME HH:MM today else MonDD else the year, CMD [comm] for a
+    kernel-less argv)."""
+    import pwd
+
+    hz = os.sysconf("SC_CLK_TCK")
+    with open("/proc/stat") as f:
+        btime = next(int(ln.split()[1]) for ln in f if ln.startswith("btime "))
+    with open("/proc/uptime") as f:
+        uptime = float(f.read().split()[0])
+    rows = [["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"]]
+    today = time.localtime(now)
+    for pid in pids:
+        st = _proc_stat(pid)
+        try:
+            uid = os.stat(f"/proc/{pid}").st_uid
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().rstrip(b"\0").split(b"\0")
+            with open(f"/proc/{pid}/comm", "rb") as f:
+                comm = f.read().strip().decode(errors="replace")
+        except OSError:
+            continue
+        if st is None:
+            continue
+        try:
+            user = pwd.getpwuid(uid).pw_name
+        except KeyError:
+            user = str(uid)
+        cpu = (int(st[11]) + int(st[12])) / hz
+        started = int(st[19]) / hz
+        elapsed = max(uptime - started, 1e-9)
+        start = time.localtime(btime + started)
+        if start[:3] == today[:3]:
+            stime = time.strftime("%H:%M", start)
+        elif start.tm_year == today.tm_year:
+            stime = time.strftime("%b%d", start)
+        else:
+            stime = str(start.tm_year)
+        t = int(cpu)
+        days, t = divmod(t, 86400)
+        cputime = (f"{days}-" if days else "") + f"{t // 3600:02d}:{t // 60 % 60:02d}:{t % 60:02d}"
+        cmd = b" ".join(argv).decode(errors="replace") if argv != [b""] else f"[{comm}]"
+        rows.append([user, str(pid), st[1], str(min(99, int(cpu * 100 / elapsed))), stime,
+                     _tty_name(int(st[4])), cputime, cmd])
+    return rows
+
+
+def cmd_top(args) -> int:
+    """docker top: the container's processes with their host pids; `ps -ef`'s columns read from
+    /proc by default, other ps options run the host's ps and keep the container's rows (docker's
+    way: its PID column)."""
+    import subprocess
+
+    from runtime.containers import inspect
+    from runtime.errors import ContainerError
+
+    c = _containers().get(args.container)
+    pid1 = inspect.init_pid(c)
+    if not pid1:
+        raise ContainerError(f"Container {c.id} is not running")
+    pids = namespace_pids(pid1)
+    if not args.ps_args or args.ps_args == ["-ef"]:
+        rows = ps_ef(pids, time.time())
+    else:
+        try:
+            out = subprocess.run(["ps", *args.ps_args], capture_output=True, text=True,
+                                 check=False)
+        except OSError as e:
+            raise ContainerError(f"cannot run ps: {e.strerror}") from None
+        if out.returncode:
+            said = (out.stderr or out.stdout).strip().splitlines()
+            raise ContainerError(f"ps {' '.join(args.ps_args)}: "
+                                 f"{said[-1] if said else f'exit status {out.returncode}'}")
+        lines = out.stdout.splitlines()
+        head = lines[0].split() if lines else []
+        if "PID" not in head:
+            raise ContainerError("Couldn't find PID field in ps output")
+        col, wanted = head.index("PID"), {str(p) for p in pids}
+        rows = [head]
+        for ln in lines[1:]:
+            cells = ln.split(None, len(head) - 1)
+            if len(cells) > col and cells[col] in wanted:
+                rows.append(cells)
+    sys.stdout.write(_table(rows, minwidth=20))
+    return 0
+
+
+def cmd_port(args) -> int:
+    """docker port: no port is published yet, so nothing to list; a port asked for is docker's
+    error."""
+    from runtime.errors import ContainerError
+
+    c = _containers().get(args.container)
+    if args.private:
+        port, _, proto = args.private.partition("/")
+        raise ContainerError(f"No public port '{port}/{proto or 'tcp'}' published for {c.name}")
+    return 0
+
+
+def _human_size4(n: float) -> str:
+    """go-units HumanSize: decimal, four significant digits (`12.35kB`), as prune reports."""
+    units = ("B", "kB", "MB", "GB", "TB", "PB")
+    i = 0
+    while n >= 1000 and i < len(units) - 1:
+        n /= 1000
+        i += 1
+    return f"{n:.4g}{units[i]}"
+
+
+def cmd_container_prune(args) -> int:
+    """docker container prune: every container not running (created, exited, dead) goes, after
+    a [y/N] question unless -f; filters until= (created before) and label[!]=."""
+    from builder.errors import BuildError
+    from runtime.containers.state import parse_time, rw_size
+    from runtime.errors import ContainerError
+
+    f = _filters(args.filter, ("until", "label", "label!"))
+    now = time.time()
+    until = [docker_time(v, now, "filter until") for v in f.get("until", [])]
+    if not args.force:
+        sys.stdout.write("WARNING! This will remove all stopped containers.\n"
+                         "Are you sure you want to continue? [y/N] ")
+        sys.stdout.flush()
+        answer = sys.stdin.readline()
+        if answer.strip().lower() not in ("y", "yes"):
+            raise BuildError("container prune has been cancelled")
+    deleted, reclaimed, rc = [], 0, 0
+    cs = _containers()
+    for c in cs.all():
+        labels = c.config.get("labels") or {}
+        if c.status == "running" or (c.status == "created" and c.supervisor_alive):
+            continue                 # running, or being started right now
+        if until and not all(parse_time(c.config["created"]) < u for u in until):
+            continue
+        if "label" in f and not _labels_match(f["label"], labels):
+            continue
+        if any(_labels_match([v], labels) for v in f.get("label!", [])):
+            continue
+        wait_supervisor(c, 5)        # an exited one's supervisor may still be on its way out
+        size = rw_size(c)
+        try:
+            cs.remove(c)
+        except ContainerError as e:
+            print(f"pybuild: error: {e}", file=sys.stderr)
+            rc = 1
+            continue
+        deleted.append(c.id)
+        reclaimed += size
+    if deleted:
+        sys.stdout.write("Deleted Containers:\n" + "".join(i + "\n" for i in deleted) + "\n")
+    sys.stdout.write(f"Total reclaimed space: {_human_size4(reclaimed)}\n")
+    return rc

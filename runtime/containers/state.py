@@ -218,3 +218,15 @@ class Containers:
         import shutil  # lazily: the supervisor imports this module and stays small
 
         shutil.rmtree(gone, ignore_errors=True)
+
+
+def rw_size(c: Container) -> int:
+    """Bytes in the container's writable layer (docker's SizeRw): its upper dir's files."""
+    total = 0
+    for top, _dirs, files in os.walk(os.path.join(c.path, "upper")):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(top, name)).st_size
+            except OSError:
+                continue
+    return total
