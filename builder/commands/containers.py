@@ -11,6 +11,16 @@ import sys
 import time
 
 
+def _stopping(p, func) -> None:
+    """stop's and restart's flags (docker's: the same -t and -s)."""
+    p.add_argument("-t", "--time", type=int, default=None, metavar="N",
+                   help="seconds to wait before killing the container (default 10)")
+    p.add_argument("-s", "--signal", metavar="SIG", help="signal to stop it with (default: the "
+                   "image's StopSignal, else SIGTERM)")
+    p.add_argument("containers", nargs="+", metavar="CONTAINER")
+    p.set_defaults(func=func)
+
+
 def register(sub) -> None:
     # `create` takes every flag of `run` (registered before this module), so the two cannot drift
     p = sub.add_parser("create", parents=[sub.choices["run"]], add_help=False,
@@ -24,13 +34,7 @@ def register(sub) -> None:
     p.add_argument("containers", nargs="+", metavar="CONTAINER")
     p.set_defaults(func=cmd_start)
 
-    p = sub.add_parser("restart", help="restart one or more containers")
-    p.add_argument("-t", "--time", type=int, default=None, metavar="N",
-                   help="seconds to wait before killing the container (default 10)")
-    p.add_argument("-s", "--signal", metavar="SIG", help="signal to stop it with (default: the "
-                   "image's StopSignal, else SIGTERM)")
-    p.add_argument("containers", nargs="+", metavar="CONTAINER")
-    p.set_defaults(func=cmd_restart)
+    _stopping(sub.add_parser("restart", help="restart one or more containers"), cmd_restart)
 
     p = sub.add_parser("exec", help="run a command in a running container")
     p.add_argument("-d", "--detach", action="store_true", help="run the command in the background")
@@ -78,13 +82,7 @@ def register(sub) -> None:
     p.add_argument("container", metavar="CONTAINER")
     p.set_defaults(func=cmd_logs)
 
-    p = sub.add_parser("stop", help="stop one or more running containers")
-    p.add_argument("-t", "--time", type=int, default=None, metavar="N",
-                   help="seconds to wait before killing the container (default 10)")
-    p.add_argument("-s", "--signal", metavar="SIG", help="signal to send (default: the image's "
-                   "StopSignal, else SIGTERM)")
-    p.add_argument("containers", nargs="+", metavar="CONTAINER")
-    p.set_defaults(func=cmd_stop)
+    _stopping(sub.add_parser("stop", help="stop one or more running containers"), cmd_stop)
 
     p = sub.add_parser("kill", help="kill one or more running containers")
     p.add_argument("-s", "--signal", default="KILL", metavar="SIG",

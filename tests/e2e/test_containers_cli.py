@@ -144,7 +144,6 @@ def test_logs_since_until_and_n(root):
 
     assert ok(run_pybuild("logs", "--since", t_two, "talk")).stdout == "two\nthree\n"
     assert ok(run_pybuild("logs", "--until", t_two, "talk")).stdout == "one\ntwo\n"
-    assert ok(run_pybuild("logs", "--since", "1s", "talk")).stdout in ("two\nthree\n", "")
     assert ok(run_pybuild("logs", "--since", "10m", "talk")).stdout == "one\ntwo\nthree\n"
     assert ok(run_pybuild("logs", "--until", "10m", "talk")).stdout == ""
     assert ok(run_pybuild("logs", "--since", str(int(time.time()) + 60), "talk")).stdout == ""
