@@ -90,7 +90,7 @@ def test_volume_commands(busybox_root):
     anon = ok(run_pybuild("volume", "create")).stdout.strip()
     assert re.fullmatch(r"[0-9a-f]{64}", anon)
     out = ok(run_pybuild("volume", "ls")).stdout.splitlines()
-    assert out[0].split() == ["DRIVER", "VOLUME", "NAME"] and ["local", "v1"] in [l.split() for l in out]
+    assert out[0].split() == ["DRIVER", "VOLUME", "NAME"] and ["local", "v1"] in [ln.split() for ln in out]
     doc = json.loads(ok(run_pybuild("volume", "inspect", "v1")).stdout)[0]
     assert doc["Name"] == "v1" and doc["Driver"] == "local" and doc["Scope"] == "local"
     assert doc["Labels"] == {"a": "b"} and doc["Mountpoint"] == str(busybox_root / "volumes/v1/_data")
