@@ -139,7 +139,12 @@ def _detach(store, img, args, argv, extra_env, cwd, user, network, limits, mount
         return {"hostname": hostname,
                 "env": config.environment(cfg.get("Env") or [], extra_env, hostname, False)}
 
-    c = Containers(store.root).create(record, args.name, per_id)
+    try:
+        c = Containers(store.root).create(record, args.name, per_id)
+    except BaseException:       # the name is taken: the anonymous volumes made for it go
+        from runtime.containers.volumes import Volumes
+        Volumes(store.root).remove_anonymous(mounts)
+        raise
     if getattr(args, "create_only", False):
         print(c.id)
         return 0

@@ -147,3 +147,10 @@ def test_bad_specs(busybox_root, flag, value, words):
     assert r.returncode == 125 and words in one_error_line(r)
     assert not (busybox_root / "volumes").exists() or not os.listdir(busybox_root / "volumes") \
         or os.listdir(busybox_root / "volumes") == ["lock"]
+
+
+def test_name_taken_leaves_no_anonymous_volume(busybox_root):
+    ok(run_pybuild("create", "--name", "c1", IMG, "true"))
+    r = run_pybuild("run", "-d", "--name", "c1", "-v", "/anon", IMG, "true")
+    assert r.returncode == 125 and "already in use" in one_error_line(r)
+    assert ok(run_pybuild("volume", "ls", "-q")).stdout == ""
