@@ -97,6 +97,8 @@ def register(sub) -> None:
     p = sub.add_parser("rm", help="remove one or more containers")
     p.add_argument("-f", "--force", action="store_true",
                    help="force the removal of a running container (uses SIGKILL)")
+    p.add_argument("-v", "--volumes", action="store_true",
+                   help="remove the anonymous volumes of the container")
     p.add_argument("containers", nargs="+", metavar="CONTAINER")
     p.set_defaults(func=cmd_rm)
 
@@ -778,6 +780,9 @@ def cmd_rm(args) -> int:
         else:
             wait_supervisor(c, 5)    # an exited one's supervisor may still be on its way out
         cs.remove(c)
+        if args.volumes:
+            from runtime.containers.volumes import Volumes
+            Volumes(cs.root).remove_anonymous(c.config.get("mounts"))
         print(ref)
     return _each(args.containers, rm)
 

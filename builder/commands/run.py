@@ -42,6 +42,13 @@ def register(sub) -> None:
                    help="container name (with -d; a foreground run keeps no container yet)")
     p.add_argument("-d", "--detach", action="store_true",
                    help="run in the background under a supervisor and print the container ID")
+    p.add_argument("-v", "--volume", action="append", default=[], metavar="[SRC:]DST[:ro|rw]",
+                   help="bind mount a host path (SRC absolute) or mount a named volume; DST "
+                        "alone: an anonymous volume")
+    p.add_argument("--mount", action="append", default=[], metavar="SPEC",
+                   help="type=bind|volume|tmpfs,source=SRC,target=DST[,readonly][,tmpfs-size=N]")
+    p.add_argument("--tmpfs", action="append", default=[], metavar="DST[:OPTS]",
+                   help="mount a tmpfs on DST (OPTS: size=64m,mode=1777,ro,...)")
     p.add_argument("-i", "--interactive", action="store_true", help="keep stdin open")
     p.add_argument("-t", "--tty", action="store_true", help="allocate a pseudo-terminal")
     p.add_argument("-m", "--memory", metavar="BYTES", help="memory limit (b, k, m, g units)")
@@ -109,7 +116,7 @@ def _limits(args):
     return r if r.any() else None
 
 
-def _detach(store, img, args, argv, extra_env, cwd, user, network, limits) -> int:
+def _detach(store, img, args, argv, extra_env, cwd, user, network, limits, mounts) -> int:
     """run -d: a container record, its supervisor started; print the ID once it runs.
     `create` stops after the record; --rm (auto_remove) has the supervisor remove it at exit."""
     from runtime.containers import config, supervisor
@@ -122,6 +129,8 @@ def _detach(store, img, args, argv, extra_env, cwd, user, network, limits) -> in
               "stop_signal": cfg.get("StopSignal") or "SIGTERM", "labels": cfg.get("Labels") or {},
               "auto_remove": bool(args.rm), "entrypoint": cfg.get("Entrypoint") if args.entrypoint
               is None else ([args.entrypoint] if args.entrypoint else None)}
+    if mounts:
+        record["mounts"] = mounts
     if limits is not None:
         record["resources"] = dataclasses.asdict(limits)   # SandboxSpec(resources=Resources(**it))
 
@@ -130,7 +139,12 @@ def _detach(store, img, args, argv, extra_env, cwd, user, network, limits) -> in
         return {"hostname": hostname,
                 "env": config.environment(cfg.get("Env") or [], extra_env, hostname, False)}
 
-    c = Containers(store.root).create(record, args.name, per_id)
+    try:
+        c = Containers(store.root).create(record, args.name, per_id)
+    except BaseException:       # the name is taken: the anonymous volumes made for it go
+        from runtime.containers.volumes import Volumes
+        Volumes(store.root).remove_anonymous(mounts)
+        raise
     if getattr(args, "create_only", False):
         print(c.id)
         return 0
@@ -151,7 +165,7 @@ def cmd_run(args) -> int:
     from cache.errors import StoreError
     from cache.store import Store
     from runtime import mountns
-    from runtime.containers import config
+    from runtime.containers import config, volumes
     from runtime.errors import SandboxError
     from runtime.sandbox import run
     from runtime.spec import SandboxSpec, check_network
@@ -176,8 +190,11 @@ def cmd_run(args) -> int:
         argv = config.argv(cfg, args.entrypoint, args.command)
         cwd = config.workdir(args.workdir, cfg)
         user = config.user(args.user, cfg)
+        mounts = volumes.parse_all(args.volume, args.mount, args.tmpfs)
+        if mounts:
+            mounts = volumes.prepare(store.root, mounts, lowerdirs)
         if args.detach:
-            return _detach(store, img, args, argv, extra_env, cwd, user, network, limits)
+            return _detach(store, img, args, argv, extra_env, cwd, user, network, limits, mounts)
         hostname = config.hostname(args.hostname, os.urandom(32).hex(), args.network,
                                    os.uname().nodename)
         env = config.environment(cfg.get("Env") or [], extra_env, hostname, args.tty)
@@ -190,10 +207,13 @@ def cmd_run(args) -> int:
         spec = SandboxSpec(lowerdirs=lowerdirs, upperdir=scratch / "upper", workdir=scratch / "work",
                            argv=argv, env=env, cwd=cwd, user=user, hostname=hostname,
                            network=network, stdin=0 if args.interactive else devnull, stdout=1,
-                           stderr=2, tty=args.tty, make_cwd=True, resources=limits)
+                           stderr=2, tty=args.tty, make_cwd=True, resources=limits,
+                           mounts=volumes.to_spec(store.root, mounts))
         return run(spec, forward_signals=True, relay_stdin=args.interactive)
     except (SandboxError, StoreError) as e:
         return _fail(str(e))
     finally:
         os.close(devnull)
         shutil.rmtree(scratch, ignore_errors=True)
+        if args.rm:     # a foreground run keeps no container: --rm drops its anonymous volumes
+            volumes.Volumes(store.root).remove_anonymous(mounts)

@@ -3,6 +3,8 @@ against in docker's shape and spelling (a never-started container's times are Go
 Pid is the container's pid 1 on the host while it runs, 0 otherwise)."""
 from __future__ import annotations
 
+import os
+
 ZERO_TIME = "0001-01-01T00:00:00Z"
 
 
@@ -24,6 +26,13 @@ def _cmd(argv: list[str], entrypoint) -> list[str] | None:
     ep = list(entrypoint or [])
     rest = argv[len(ep):] if argv[:len(ep)] == ep else argv
     return rest or None
+
+
+def _mounts(c) -> list:
+    from runtime.containers.volumes import inspect_mounts
+
+    root = os.path.dirname(os.path.dirname(c.path))     # <root>/containers/<id>
+    return inspect_mounts(root, c.config.get("mounts") or [])
 
 
 def doc(c) -> dict:
@@ -59,7 +68,7 @@ def doc(c) -> dict:
             "RestartPolicy": {"Name": "no", "MaximumRetryCount": 0},
             "LogConfig": {"Type": "json-file", "Config": {}},
         },
-        "Mounts": [],
+        "Mounts": _mounts(c),
         "Config": {
             "Hostname": cfg.get("hostname", ""),
             "User": cfg.get("user", ""),

@@ -8,6 +8,9 @@ back out, so a reader never sees half a container. Creating, naming and removing
 one lock (layout.CONTAINERS_LOCK), which is what keeps names unique. Lookup follows docker: a
 full ID, then a name, then a unique ID prefix.
 
+config.json's "mounts" are runtime.containers.volumes' dicts (type bind|volume|tmpfs, source,
+target, readonly, options, anonymous); volumes read them to tell which volumes are in use.
+
 state.json: status created|running|exited (again running after a `start`: the upper dir is
 kept, so a container's changes survive its restarts); supervisor (cache.owner token, pid.start), pid (the
 process tree's keeper in the host's pid namespace), exit_code, error, started/finished (RFC3339,

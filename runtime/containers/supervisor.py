@@ -129,17 +129,21 @@ def _supervise(root: str, cid: str, ready_fd: int) -> int:
     out_r, out_w = os.pipe2(os.O_CLOEXEC)
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
     log = os.open(c.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+    mounts = []
+    if cfg.get("mounts"):
+        from runtime.containers.volumes import to_spec
+        mounts = to_spec(root, cfg["mounts"])
     spec = SandboxSpec(lowerdirs=cfg["lowerdirs"], upperdir=upper, workdir=work, argv=cfg["argv"],
                        env=cfg["env"], cwd=cfg["cwd"], user=cfg["user"], hostname=cfg["hostname"],
                        network=cfg["network"], stdin=devnull, stdout=out_w, stderr=err_w,
-                       make_cwd=True,
+                       make_cwd=True, mounts=mounts,
                        resources=Resources(**cfg["resources"]) if cfg.get("resources") else None)
     try:
         tree = process.start(spec)
     except SandboxError as e:
         c.write_state(status="exited", exit_code=125, error=str(e), started=now(), finished=now())
         if cfg.get("auto_remove"):
-            cs.remove(c)
+            _auto_remove(cs, c)
         raise
     finally:
         for fd in (devnull, out_w, err_w):
@@ -217,10 +221,18 @@ def _monitor(cs, c, out_r: int, err_r: int, log: int, get_tree) -> int:
     try:
         c.write_state(status="exited", exit_code=code, error=error, finished=now())
         if c.config.get("auto_remove"):      # run -d --rm
-            cs.remove(c)
+            _auto_remove(cs, c)
     except (FileNotFoundError, SandboxError):
         pass    # removed while it ran (`rm -f` of a supervisor that did not stop)
     return 0
+
+
+def _auto_remove(cs, c) -> None:
+    """run --rm: the container goes, and its anonymous volumes with it (docker's rule)."""
+    cs.remove(c)
+    if any(m.get("anonymous") for m in c.config.get("mounts") or []):
+        from runtime.containers.volumes import Volumes
+        Volumes(cs.root).remove_anonymous(c.config["mounts"])
 
 
 def _hold(c) -> None:

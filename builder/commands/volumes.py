@@ -1,0 +1,124 @@
+"""CLI: `pybuild volume create|ls|inspect|rm|prune`, docker's volume commands over the volumes
+under the store root (runtime.containers.volumes). Imports happen only when a command runs."""
+from __future__ import annotations
+
+import json
+import sys
+
+
+def register(sub) -> None:
+    v = sub.add_parser("volume", help="manage volumes",
+                       description="Manage the named and anonymous volumes `run` mounts.")
+    vsub = v.add_subparsers(dest="volume_command", metavar="COMMAND")
+    v.set_defaults(func=lambda args: (v.print_help(), 0)[1])
+
+    p = vsub.add_parser("create", help="create a volume")
+    p.add_argument("name", nargs="?", metavar="VOLUME", help="default: a random 64-hex name")
+    p.add_argument("--label", action="append", default=[], metavar="K=V", help="set metadata")
+    p.add_argument("-d", "--driver", default="local", help='volume driver (only "local")')
+    p.set_defaults(func=cmd_create)
+
+    p = vsub.add_parser("ls", aliases=["list"], help="list volumes")
+    p.add_argument("-q", "--quiet", action="store_true", help="only display volume names")
+    p.set_defaults(func=cmd_ls)
+
+    p = vsub.add_parser("inspect", help="display detailed information on one or more volumes")
+    p.add_argument("names", nargs="+", metavar="VOLUME")
+    p.set_defaults(func=cmd_inspect)
+
+    p = vsub.add_parser("rm", aliases=["remove"], help="remove one or more volumes")
+    p.add_argument("-f", "--force", action="store_true",
+                   help="remove even a volume a container uses")
+    p.add_argument("names", nargs="+", metavar="VOLUME")
+    p.set_defaults(func=cmd_rm)
+
+    p = vsub.add_parser("prune", help="remove all volumes no container uses")
+    p.add_argument("-f", "--force", action="store_true", help="do not prompt for confirmation")
+    p.add_argument("-a", "--all", action="store_true",
+                   help="named volumes too (this is what prune does here already)")
+    p.set_defaults(func=cmd_prune)
+
+
+def _volumes():
+    from cache.layout import default_root
+    from runtime.containers.volumes import Volumes
+
+    return Volumes(default_root())
+
+
+def cmd_create(args) -> int:
+    from runtime.errors import ConfigError
+
+    if args.driver != "local":
+        raise ConfigError(f"volume driver {args.driver!r} is not supported (only local)")
+    labels = {}
+    for kv in args.label:
+        k, _, val = kv.partition("=")
+        labels[k] = val
+    name, _new = _volumes().create(args.name, labels=labels, anonymous=args.name is None)
+    print(name)
+    return 0
+
+
+def cmd_ls(args) -> int:
+    names = _volumes().names()
+    if args.quiet:
+        sys.stdout.write("".join(n + "\n" for n in names))
+        return 0
+    sys.stdout.write("DRIVER    VOLUME NAME\n" + "".join(f"local     {n}\n" for n in names))
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    from runtime.errors import SandboxError
+
+    vols, docs, rc = _volumes(), [], 0
+    for n in args.names:
+        try:
+            docs.append(vols.doc(n))
+        except SandboxError as e:
+            print(f"pybuild: error: {e}", file=sys.stderr)
+            rc = 1
+    print(json.dumps(docs, indent=4))
+    return rc
+
+
+def cmd_rm(args) -> int:
+    from runtime.errors import SandboxError
+
+    vols, rc = _volumes(), 0
+    for n in args.names:
+        try:
+            vols.remove(n, force=args.force)
+        except SandboxError as e:
+            print(f"pybuild: error: {e}", file=sys.stderr)
+            rc = 1
+            continue
+        print(n)
+    return rc
+
+
+def cmd_prune(args) -> int:
+    from builder.commands.containers import _human_size4
+    from builder.errors import BuildError
+    from runtime.containers.volumes import size_of
+
+    if not args.force:
+        sys.stdout.write("WARNING! This will remove all local volumes not used by at least one "
+                         "container.\nAre you sure you want to continue? [y/N] ")
+        sys.stdout.flush()
+        if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+            raise BuildError("volume prune has been cancelled")
+    vols = _volumes()
+    deleted, reclaimed = [], 0
+    for n in vols.names():
+        if vols.users(n):
+            continue
+        size = size_of(vols.mountpoint(n))
+        vols.remove(n)
+        deleted.append(n)
+        reclaimed += size
+    if deleted:
+        sys.stdout.write("Deleted Volumes:\n" + "".join(n + "\n" for n in deleted) + "\n")
+    sys.stdout.write(f"Total reclaimed space: {_human_size4(reclaimed)}\n")
+    return 0
