@@ -28,14 +28,15 @@ def register(sub) -> None:
 
     p = vsub.add_parser("rm", aliases=["remove"], help="remove one or more volumes")
     p.add_argument("-f", "--force", action="store_true",
-                   help="remove even a volume a container uses")
+                   help="no error for a volume that does not exist (one a container uses is "
+                        "kept, as docker does)")
     p.add_argument("names", nargs="+", metavar="VOLUME")
     p.set_defaults(func=cmd_rm)
 
     p = vsub.add_parser("prune", help="remove all volumes no container uses")
     p.add_argument("-f", "--force", action="store_true", help="do not prompt for confirmation")
     p.add_argument("-a", "--all", action="store_true",
-                   help="named volumes too (this is what prune does here already)")
+                   help="named volumes too (by default only anonymous ones, as docker 23+)")
     p.set_defaults(func=cmd_prune)
 
 
@@ -89,8 +90,10 @@ def cmd_rm(args) -> int:
     vols, rc = _volumes(), 0
     for n in args.names:
         try:
-            vols.remove(n, force=args.force)
+            vols.remove(n)
         except SandboxError as e:
+            if args.force and vols.meta(n) is None:
+                continue
             print(f"pybuild: error: {e}", file=sys.stderr)
             rc = 1
             continue
@@ -104,7 +107,8 @@ def cmd_prune(args) -> int:
     from runtime.containers.volumes import size_of
 
     if not args.force:
-        sys.stdout.write("WARNING! This will remove all local volumes not used by at least one "
+        which = "all local volumes" if args.all else "anonymous local volumes"
+        sys.stdout.write(f"WARNING! This will remove {which} not used by at least one "
                          "container.\nAre you sure you want to continue? [y/N] ")
         sys.stdout.flush()
         if sys.stdin.readline().strip().lower() not in ("y", "yes"):
@@ -112,7 +116,7 @@ def cmd_prune(args) -> int:
     vols = _volumes()
     deleted, reclaimed = [], 0
     for n in vols.names():
-        if vols.users(n):
+        if vols.users(n) or not (args.all or (vols.meta(n) or {}).get("Anonymous")):
             continue
         size = size_of(vols.mountpoint(n))
         vols.remove(n)

@@ -103,11 +103,18 @@ def test_volume_commands(busybox_root):
     cid = ok(run_pybuild("create", "-v", "v1:/x", IMG, "true")).stdout.strip()
     r = run_pybuild("volume", "rm", "v1")
     assert r.returncode == 1 and f"volume is in use - [{cid}]" in one_error_line(r)
+    r = run_pybuild("volume", "rm", "-f", "v1")  # -f does not take a volume from a container
+    assert r.returncode == 1 and "volume is in use" in one_error_line(r)
+    assert ok(run_pybuild("volume", "rm", "-f", "never-made")).stdout == ""
     # prune asks, keeps what is used, removes the rest
     r = run_pybuild("volume", "prune", input="n\n")
     assert r.returncode == 1 and "cancelled" in r.stderr
-    r = ok(run_pybuild("volume", "prune", "-f"))
+    ok(run_pybuild("volume", "create", "named-unused"))
+    r = ok(run_pybuild("volume", "prune", "-f"))  # docker 23+: anonymous ones only
     assert f"Deleted Volumes:\n{anon}\n" in r.stdout and "Total reclaimed space" in r.stdout
+    assert ok(run_pybuild("volume", "ls", "-q")).stdout.split() == ["named-unused", "v1"]
+    r = ok(run_pybuild("volume", "prune", "-a", "-f"))
+    assert "named-unused" in r.stdout
     assert ok(run_pybuild("volume", "ls", "-q")).stdout.split() == ["v1"]
     ok(run_pybuild("rm", cid))
     assert ok(run_pybuild("volume", "rm", "v1")).stdout == "v1\n"
