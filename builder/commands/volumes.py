@@ -104,7 +104,7 @@ def cmd_rm(args) -> int:
 def cmd_prune(args) -> int:
     from builder.commands.containers import _human_size4
     from builder.errors import BuildError
-    from runtime.containers.volumes import size_of
+    from cache.fspath import tree_bytes
 
     if not args.force:
         which = "all local volumes" if args.all else "anonymous local volumes"
@@ -118,7 +118,7 @@ def cmd_prune(args) -> int:
     for n in vols.names():
         if vols.users(n) or not (args.all or (vols.meta(n) or {}).get("Anonymous")):
             continue
-        size = size_of(vols.mountpoint(n))
+        size = tree_bytes(vols.mountpoint(n))
         vols.remove(n)
         deleted.append(n)
         reclaimed += size

@@ -225,11 +225,6 @@ class Containers:
 
 def rw_size(c: Container) -> int:
     """Bytes in the container's writable layer (docker's SizeRw): its upper dir's files."""
-    total = 0
-    for top, _dirs, files in os.walk(os.path.join(c.path, "upper")):
-        for name in files:
-            try:
-                total += os.lstat(os.path.join(top, name)).st_size
-            except OSError:
-                continue
-    return total
+    from cache.fspath import tree_bytes
+
+    return tree_bytes(os.path.join(c.path, "upper"))

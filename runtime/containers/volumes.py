@@ -252,17 +252,6 @@ class Volumes:
                     pass
 
 
-def size_of(path: str) -> int:
-    total = 0
-    for top, _dirs, files in os.walk(path):
-        for n in files:
-            try:
-                total += os.lstat(os.path.join(top, n)).st_size
-            except OSError:
-                pass
-    return total
-
-
 # ---- at run time -----------------------------------------------------------------------------
 
 def prepare(root, mounts: list[dict], lowerdirs: list) -> list[dict]:
