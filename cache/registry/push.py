@@ -9,12 +9,11 @@ pushed unchanged is sent with the exact manifest it came with, so its digest sta
 from __future__ import annotations
 
 import json
-import threading
 from dataclasses import dataclass
 
 from cache import refs, schema
 from cache.errors import StoreError
-from cache.registry.pull import open_repository, short
+from cache.registry.pull import byte_progress, open_repository, parallel, short
 
 JOBS = 3  # docker's max-concurrent-uploads is 5; 2 cores here
 
@@ -64,52 +63,26 @@ def push(store, ref: str, *, conf=None, tls_verify: bool = True, progress=None,
     (repo,) = open_repository(repo_full, conf=conf, tls_verify=tls_verify, push=True)
     here = f"{repo.endpoint.host}/{repo.endpoint.path}"
     layers = list({d["digest"]: d for d in doc.get("layers") or []}.values())
-    errors: list[BaseException] = []
-    lock = threading.Lock()
 
     def one(desc: dict) -> None:
         digest, size = desc["digest"], desc["size"]
         sid = short(digest)
-        try:
-            if repo.blob_size(digest) is not None:
-                progress({"status": "Layer already exists", "id": sid})
+        if repo.blob_size(digest) is not None:
+            progress({"status": "Layer already exists", "id": sid})
+            return
+        for src in reversed(store.sources.of(digest)):
+            host, _, path = src.partition("/")
+            if host == repo.endpoint.host and path != repo.endpoint.path \
+                    and repo.mount_blob(digest, path):
+                progress({"status": f"Mounted from {path}", "id": sid})
                 return
-            for src in reversed(store.sources.of(digest)):
-                host, _, path = src.partition("/")
-                if host == repo.endpoint.host and path != repo.endpoint.path \
-                        and repo.mount_blob(digest, path):
-                    progress({"status": f"Mounted from {path}", "id": sid})
-                    return
-            last = [0]
-
-            def moved(n: int) -> None:
-                if n - last[0] >= (1 << 20) or n == size:
-                    last[0] = n
-                    progress({"status": "Pushing", "id": sid,
-                              "progressDetail": {"current": n, "total": size}})
-            repo.push_blob(digest, size, store.blob_path(digest), progress=moved)
-            progress({"status": "Pushed", "id": sid})
-        except BaseException as e:
-            with lock:
-                errors.append(e)
-            raise
+        repo.push_blob(digest, size, store.blob_path(digest),
+                       progress=byte_progress(progress, "Pushing", sid, size))
+        progress({"status": "Pushed", "id": sid})
 
     for desc in layers:
         progress({"status": "Preparing", "id": short(desc["digest"])})
-    if len(layers) > 1:
-        from concurrent.futures import ThreadPoolExecutor  # with logging: ~9 ms, not for one layer
-
-        with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="push") as pool:
-            for f in [pool.submit(one, d) for d in layers]:
-                try:
-                    f.result()
-                except BaseException:  # noqa: BLE001 - the first failure is raised below
-                    pass
-        if errors:
-            raise errors[0]
-    else:
-        for d in layers:
-            one(d)
+    parallel(one, layers, jobs, "push")
     cfg = doc["config"]
     if repo.blob_size(cfg["digest"]) is None:
         repo.push_blob(cfg["digest"], cfg["size"], store.blob_path(cfg["digest"]))
