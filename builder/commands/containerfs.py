@@ -105,7 +105,90 @@ def cmd_cp(args) -> int:
     return 0
 
 
-def cmd_stats(args) -> int:
-    from runtime.containers import stats
+# docker's `stats --format` fields and their `table` headers (cli/command/container/formatter_stats.go)
+STATS_HEADERS = {"Container": "CONTAINER", "ID": "CONTAINER ID", "Name": "NAME",
+                 "CPUPerc": "CPU %", "MemUsage": "MEM USAGE / LIMIT", "MemPerc": "MEM %",
+                 "NetIO": "NET I/O", "BlockIO": "BLOCK I/O", "PIDs": "PIDS"}
+STATS_DEFAULT = ("table {{.ID}}\t{{.Name}}\t{{.CPUPerc}}\t{{.MemUsage}}\t{{.MemPerc}}\t"
+                 "{{.NetIO}}\t{{.BlockIO}}\t{{.PIDs}}")
 
-    return stats.main(_root(), args, sys.stdout)
+
+def _size(n: float, base: float, units: tuple, fmt: str) -> str:
+    """go-units CustomSize."""
+    i = 0
+    while n >= base and i < len(units) - 1:
+        n /= base
+        i += 1
+    return fmt % n + units[i]
+
+
+def bytes_size(n: float) -> str:
+    """go-units BytesSize: binary units, 4 significant digits (1.5MiB)."""
+    return _size(n, 1024.0, ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"), "%.4g")
+
+
+def human_size(n: float) -> str:
+    """go-units HumanSizeWithPrecision(n, 3): decimal units (1.23kB)."""
+    return _size(n, 1000.0, ("B", "kB", "MB", "GB", "TB", "PB", "EB"), "%.3g")
+
+
+def stats_fields(ref: str, c, s: dict | None, trunc: bool) -> dict:
+    """One row as docker's formatter.statsContext shows it."""
+    row = {"Container": ref, "ID": c.id[:12] if trunc else c.id, "Name": c.name}
+    if s is None:
+        return {**row, "CPUPerc": "0.00%", "MemUsage": "0B / 0B", "MemPerc": "0.00%",
+                "NetIO": "0B / 0B", "BlockIO": "0B / 0B", "PIDs": "0"}
+    mem_perc = s["mem"] / s["limit"] * 100 if s["limit"] else 0.0
+    return {**row, "CPUPerc": f"{s['cpu_percent']:.2f}%",
+            "MemUsage": f"{bytes_size(s['mem'])} / {bytes_size(s['limit'])}",
+            "MemPerc": f"{mem_perc:.2f}%",
+            "NetIO": f"{human_size(s['rx'])} / {human_size(s['tx'])}",
+            "BlockIO": f"{human_size(s['blk_read'])} / {human_size(s['blk_write'])}",
+            "PIDs": str(s["pids"])}
+
+
+def cmd_stats(args) -> int:
+    import time
+
+    from builder.commands.containers import render_ps
+    from runtime.containers import inspect, stats
+    from runtime.containers.state import Containers
+
+    every = Containers(_root())
+
+    def chosen():
+        if args.containers:
+            return [(ref, every.get(ref)) for ref in args.containers]
+        return [(c.name, c) for c in every.all() if args.all or c.status == "running"]
+
+    fmt = args.format or STATS_DEFAULT
+    if fmt == "table":
+        fmt = STATS_DEFAULT
+
+    def render(pairs, readings) -> str:
+        rows = [stats_fields(ref, c, s, not args.no_trunc)
+                for (ref, c), s in zip(pairs, readings, strict=True)]
+        return render_ps(fmt, rows, STATS_HEADERS, "statsContext") if rows or \
+            fmt.startswith("table") else ""
+
+    pairs = chosen()
+    pids = [inspect.init_pid(c) for _, c in pairs]
+    readings = stats.measure(pids)
+    if args.no_stream:
+        sys.stdout.write(render(pairs, readings))
+        return 0
+    try:
+        while True:
+            sys.stdout.write("\033[2J\033[H" + render(pairs, readings))
+            sys.stdout.flush()
+            time.sleep(1.0)
+            new = chosen()
+            if [c.id for _, c in new] != [c.id for _, c in pairs]:
+                pairs = new
+                pids = [inspect.init_pid(c) for _, c in pairs]
+                readings = stats.measure(pids)
+            else:
+                pids = [inspect.init_pid(c.reload()) for _, c in pairs]
+                readings = stats.measure(pids, readings)
+    except KeyboardInterrupt:
+        return 0
