@@ -190,7 +190,8 @@ def cmd_run(args) -> int:
         argv = config.argv(cfg, args.entrypoint, args.command)
         cwd = config.workdir(args.workdir, cfg)
         user = config.user(args.user, cfg)
-        mounts = volumes.parse_all(args.volume, args.mount, args.tmpfs)
+        mounts = volumes.image_volumes(volumes.parse_all(args.volume, args.mount, args.tmpfs),
+                                       cfg.get("Volumes"))
         if mounts:
             mounts = volumes.prepare(store.root, mounts, lowerdirs)
         if args.detach:
