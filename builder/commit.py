@@ -131,9 +131,12 @@ def paused(c, pause: bool):
 def commit(store, c, *, author: str = "", message: str = "", changes=(), pause: bool = True,
            tag: str | None = None) -> str:
     """Make the image; returns its ID (sha256:...)."""
+    from cache import refs
     from cache.errors import StoreError
     from runtime.containers import inspect
 
+    if tag:
+        refs.normalize(tag)             # a bad name fails before any work
     try:
         base = store.image(c.config["image_id"])
     except StoreError:
