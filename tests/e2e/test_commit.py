@@ -93,3 +93,27 @@ def test_commit_errors_are_one_line(root):
                    "is not a valid change command", code=1)
     one_error_line(run_pybuild("commit", "-c", "EXPOSE notaport", "e1"), code=1)
     one_error_line(run_pybuild("commit", "e1", "Bad Name"), code=1)
+
+
+def test_rmi_and_prune_keep_the_image_a_container_uses(root):
+    run_d("--name", "src", "busybox", "sh", "-c", "echo kept > /kept")
+    image_id = ok(run_pybuild("commit", "src", "mine:1")).stdout.strip()
+    short = image_id.removeprefix("sha256:")[:12]
+    cid = ok(run_pybuild("create", "--name", "user", "mine:1", "cat", "/kept")).stdout.strip()
+    one_error_line(run_pybuild("rmi", "mine:1"),
+                   f'unable to remove repository reference "mine:1" (must force) - container '
+                   f'{cid[:12]} is using its referenced image {short}', code=1)
+    one_error_line(run_pybuild("rmi", short), f"unable to delete {short} (must be forced) - image "
+                   f"is being used by stopped container {cid[:12]}", code=1)
+    ok(run_pybuild("prune", "-a"))
+    r = ok(run_pybuild("rmi", "-f", "mine:1"))              # untagged; kept while used
+    assert r.stdout == "Untagged: mine:1\n"
+    ok(run_pybuild("prune", "-a"))
+    r = run_pybuild("start", "-a", "user")
+    assert (r.returncode, r.stdout) == (0, "kept\n"), r.stderr
+    run_d("--name", "up", image_id, "sleep", "30")
+    one_error_line(run_pybuild("rmi", "-f", short), "(cannot be forced) - image is being used by "
+                   "running container", code=1)
+    ok(run_pybuild("rm", "-f", "user", "up"))
+    ok(run_pybuild("prune", "-a"))
+    one_error_line(run_pybuild("inspect", "--type", "image", image_id), code=1)
