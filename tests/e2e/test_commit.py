@@ -77,7 +77,7 @@ def test_commit_exited_container_keeps_its_command_and_umoci_reads_it(root, tmp_
         layout = tmp_path / "layout"
         layout.mkdir()
         with tarfile.open(archive) as t:
-            t.extractall(layout, filter="tar")
+            t.extractall(layout, **({"filter": "tar"} if hasattr(tarfile, "tar_filter") else {}))
         [tag] = json.loads((layout / "index.json").read_text())["manifests"][:1]
         name = (tag.get("annotations") or {}).get("org.opencontainers.image.ref.name", "")
         ref = f"{layout}:{name}" if name else str(layout)
