@@ -148,8 +148,8 @@ def commit(store, c, *, author: str = "", message: str = "", changes=(), pause: 
     with paused(c, pause):
         diff_id = store.commit_layer(upper, epoch=None, keep_empty=True, keep_source=True)
     created = im.rfc3339(None)
-    argv = c.config.get("argv") or []
-    cfg = im.add_step(cfg, " ".join(argv), diff_id=diff_id, created=created, comment=message)
+    cfg = im.add_step(cfg, " ".join(run_config.get("Cmd") or []), diff_id=diff_id,
+                      created=created, comment=message)   # moby: strings.Join(Config.Cmd, " ")
     if not message:
         cfg["history"][-1].pop("comment", None)
     if author:
