@@ -10,8 +10,10 @@ to the container's own files, never the host's. Data moves as a tar stream over 
 by the store's one tar writer (cache.layers.write_tar, mtimes kept) and unpacked by its one
 safe extractor (cache.extract, ADD's merge mode: existing dirs merged, a file replaced).
 Owners: into the container root:root unless -a (docker); out to the host the caller's.
-Not yet: the volumes of a stopped container (docker mounts them for cp), cp into a read-only
-rootfs check, progress output.
+A stopped container's volumes and binds are mounted where it has them (runtime.rootfs's
+own mount code, its placeholder mount points removed from the upper dir after), so a copy into
+a volume lands in the volume, as docker's does. Not yet: its tmpfs (gone while it is stopped,
+as in docker), progress output.
 """
 from __future__ import annotations
 
@@ -157,13 +159,30 @@ class _Child:
                                  workdir=os.path.join(c.path, "work"),
                                  tmp=os.path.join(self.root, layout.TMP_DIR)) as merged:
             base = os.open(merged, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            mounts = [m for m in c.config.get("mounts") or [] if m["type"] != "tmpfs"]
+            created: list = []
             try:
+                if mounts:      # its volumes and binds where the container has them, as docker
+                    from runtime import rootfs
+                    from runtime.containers.volumes import to_spec
+
+                    rootfs._user_mounts(base, to_spec(self.root, mounts), created)
                 return fn(base, False, *args)
             finally:
                 os.close(base)
+                if mounts:
+                    from runtime import mountinfo, rundir
+
+                    mountinfo.unmount_under(merged)
+                    rundir._remove_placeholders(os.path.join(c.path, "upper"), merged, created)
 
 
 def _message(e: BaseException) -> str:
+    cause = e
+    while cause is not None:        # the extractor reports an OSError as its own error
+        if isinstance(cause, OSError) and cause.errno == errno.EROFS:
+            return "mounted volume is marked read-only"      # docker's words
+        cause = cause.__cause__ or cause.__context__
     if isinstance(e, OSError) and not isinstance(e, KernelCallError):
         return f"{e.strerror}: {e.filename}" if e.filename else str(e.strerror or e)
     return str(e).replace("\n", " ")

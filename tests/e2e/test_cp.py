@@ -107,3 +107,22 @@ def test_symlink_in_the_container_never_leads_to_the_host(box, tmp_path):
     ok(run_pybuild("cp", "box:/evil/etc/shadow", str(tmp_path / "s2")))
     assert not os.path.exists(f"/tmp/{marker}2")
     assert (tmp_path / "s2").read_text() == "inside\n"
+
+
+def test_cp_into_a_stopped_container_s_volumes(root, tmp_path):
+    host = tmp_path / "bind"
+    host.mkdir()
+    run_d("--name", "vols", "-v", f"{host}:/hb", "-v", "cpvol:/nv", "-v", "cpro:/ro:ro",
+          "busybox", "sh", "-c", "echo v > /nv/x")
+    ok(run_pybuild("wait", "vols"))
+    (tmp_path / "f").write_text("f\n")
+    ok(run_pybuild("cp", str(tmp_path / "f"), "vols:/hb/f"))
+    ok(run_pybuild("cp", str(tmp_path / "f"), "vols:/nv/f"))
+    assert (host / "f").read_text() == "f\n"
+    assert (root / "volumes/cpvol/_data/f").read_text() == "f\n"
+    ok(run_pybuild("cp", "vols:/nv/x", str(tmp_path / "x")))
+    assert (tmp_path / "x").read_text() == "v\n"
+    one_error_line(run_pybuild("cp", str(tmp_path / "f"), "vols:/ro/f"),
+                   "mounted volume is marked read-only", code=1)
+    cid = ok(run_pybuild("inspect", "-f", "{{.Id}}", "vols")).stdout.strip()
+    assert os.listdir(root / "containers" / cid / "upper") == []   # mount points left out
