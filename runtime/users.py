@@ -5,7 +5,9 @@ This runs inside the sandbox after pivot_root, so it reads the image's files, ne
 `read_table` is the one bounded reader of these files, the builder's --chown uses it too.
 Semantics follow moby/sys/user GetExecUser: `name`, `uid`, `name:group`, `uid:gid`; the empty
 string means uid 0; a numeric id needs no entry; supplementary groups come from /etc/group
-membership only when no group was given explicitly.
+membership only when no group was given explicitly, and, as docker's getUser sets them
+(CVE-2022-36109), always start with the primary gid: `-u app` gives `groups=1000(app),27(sudo)`,
+`-u 1000:1000` just `groups=1000`.
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ MAX_TABLE_BYTES = 10 << 20   # a passwd or group file larger than this is not on
 class ExecUser:
     uid: int = 0
     gid: int = 0
-    sgids: list[int] = field(default_factory=list)
+    sgids: list[int] = field(default_factory=list)    # setgroups(): the gid first, then memberships
     home: str = "/"
 
 
@@ -120,4 +122,5 @@ def resolve(spec: str, passwd: str = "/etc/passwd", group: str = "/etc/group") -
                          if len(r) >= 4 and name in r[3].split(",") and _int(r[2]) >= 0]
     if out.uid < 0 or out.gid < 0:
         raise SandboxError(f"user {spec!r} has an invalid uid or gid in the image's passwd/group file")
+    out.sgids = list(dict.fromkeys([out.gid, *out.sgids]))
     return out

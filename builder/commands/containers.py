@@ -557,7 +557,10 @@ def _children(pid: int) -> list[int]:
 
 def send(c, sig: int) -> None:
     """Signal a running container: through its process tree's keeper (which relays docker's
-    usual signals to the command; SIGKILL takes the whole tree), else straight to the command."""
+    usual signals to pid 1; SIGKILL takes the whole tree), else straight to the command: pid 1
+    itself, or the child of the init with --init. As pid 1 the command gets only the signals
+    it has a handler for (the kernel's rule, as under docker)."""
+    from runtime.containers import inspect
     from runtime.errors import ContainerError
     from runtime.process import FORWARDED_SIGNALS
 
@@ -567,9 +570,10 @@ def send(c, sig: int) -> None:
         raise ContainerError(f"cannot kill container: {c.name}: container {c.id} is not running")
     target = pid
     if sig != 9 and sig not in FORWARDED_SIGNALS:
-        inits = _children(pid)
-        cmds = _children(inits[0]) if inits else []
-        target = cmds[0] if cmds else pid
+        target = inspect.init_pid(c) or pid
+        if c.config.get("init"):
+            cmds = _children(target)
+            target = cmds[0] if cmds else pid
     try:
         os.kill(target, sig)
     except ProcessLookupError:

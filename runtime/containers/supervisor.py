@@ -136,7 +136,7 @@ def _supervise(root: str, cid: str, ready_fd: int) -> int:
     spec = SandboxSpec(lowerdirs=cfg["lowerdirs"], upperdir=upper, workdir=work, argv=cfg["argv"],
                        env=cfg["env"], cwd=cfg["cwd"], user=cfg["user"], hostname=cfg["hostname"],
                        network=cfg["network"], stdin=devnull, stdout=out_w, stderr=err_w,
-                       make_cwd=True, mounts=mounts,
+                       make_cwd=True, mounts=mounts, init=bool(cfg.get("init")),
                        resources=Resources(**cfg["resources"]) if cfg.get("resources") else None)
     try:
         tree = process.start(spec)
