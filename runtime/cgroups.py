@@ -102,10 +102,10 @@ def _mountinfo() -> list[tuple[str, str, str, set[str]]]:
     return out
 
 
-def _own_cgroups() -> dict[str, str]:
-    """{controller or "" for v2: this process's cgroup path} from /proc/self/cgroup."""
+def _own_cgroups(proc: str = "self") -> dict[str, str]:
+    """{controller or "" for v2: this (or process proc's) cgroup path} from /proc/<proc>/cgroup."""
     out = {}
-    with open("/proc/self/cgroup", encoding="utf-8", errors="surrogateescape") as f:
+    with open(f"/proc/{proc}/cgroup", encoding="utf-8", errors="surrogateescape") as f:
         for line in f:
             _, controllers, path = line.rstrip("\n").split(":", 2)
             for c in (controllers.split(",") if controllers else [""]):
@@ -118,10 +118,10 @@ def _under(mount: str, root: str, path: str) -> str:
     return mount if rel in (".", "") else os.path.join(mount, rel)
 
 
-def hierarchies() -> tuple[int, dict[str, str]]:
-    """(1 or 2, {controller: the dir of this process's cgroup}). v1 whenever a v1 hierarchy
-    holds the memory, cpu or pids controller (hybrid hosts included), else v2."""
-    own = _own_cgroups()
+def hierarchies(proc: str = "self") -> tuple[int, dict[str, str]]:
+    """(1 or 2, {controller: the dir of this (or process proc's) cgroup}). v1 whenever a v1
+    hierarchy holds the memory, cpu or pids controller (hybrid hosts included), else v2."""
+    own = _own_cgroups(proc)
     mounts = _mountinfo()
     v1 = {}
     for root, point, fstype, opts in mounts:
@@ -142,6 +142,17 @@ def hierarchies() -> tuple[int, dict[str, str]]:
                 continue
             return 2, {c: base for c in ("memory", "cpu", "pids") if c in have}
     return 1, {}
+
+
+def of_process(pid: int) -> list[str]:
+    """The container cgroup dirs (made by `create`, below PARENT) process pid is in: what a
+    process `exec`'d into its container joins. Empty for a container without limits."""
+    try:
+        _, dirs = hierarchies(str(pid))
+    except OSError:
+        return []
+    return sorted({d for d in dirs.values()
+                   if os.path.basename(os.path.dirname(d)) == PARENT and os.path.isdir(d)})
 
 
 def version() -> int:

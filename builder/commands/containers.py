@@ -39,7 +39,7 @@ def register(sub) -> None:
     p = sub.add_parser("exec", help="run a command in a running container")
     p.add_argument("-d", "--detach", action="store_true", help="run the command in the background")
     p.add_argument("-i", "--interactive", action="store_true", help="keep stdin open")
-    p.add_argument("-t", "--tty", action="store_true", help="allocate a pseudo-TTY (not yet)")
+    p.add_argument("-t", "--tty", action="store_true", help="allocate a pseudo-TTY")
     p.add_argument("-e", "--env", action="append", default=[], metavar="K=V",
                    help="set an environment variable (K alone: take it from this environment)")
     p.add_argument("-w", "--workdir", metavar="DIR", help="working directory inside the container")
@@ -664,8 +664,9 @@ def cmd_exec(args) -> int:
     require_root()
     if not args.command:
         raise ContainerError('"pybuild exec" requires at least 2 arguments: CONTAINER COMMAND')
-    if args.tty:
-        raise ContainerError("-t with exec is not supported yet")
+    if args.tty and args.interactive and not args.detach and not os.isatty(0):
+        print("pybuild: error: the input device is not a TTY", file=sys.stderr)
+        return 1                  # docker's CheckTty
     c = _containers().get(args.container)
     pid1 = inspect.init_pid(c)
     if not pid1:
@@ -678,8 +679,10 @@ def cmd_exec(args) -> int:
             raise ContainerError(f"the working directory '{cwd}' is invalid, it needs to be an "
                                  f"absolute path")
         user = args.user if args.user is not None else cfg.get("user", "")
+        if args.tty and not any(e.startswith("TERM=") for e in env):
+            env.append("TERM=xterm")          # docker exec -t, as run -t
         return exec.run(pid1, args.command, env, cwd, user, detach=args.detach,
-                        stdin=0 if args.interactive else None)
+                        stdin=0 if args.interactive else None, terminal=args.tty)
     except ContainerError:
         raise
     except SandboxError as e:

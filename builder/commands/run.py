@@ -132,8 +132,9 @@ def _detach(store, img, args, argv, extra_env, cwd, user, network, limits, mount
               "stop_signal": cfg.get("StopSignal") or "SIGTERM", "labels": cfg.get("Labels") or {},
               "auto_remove": bool(args.rm), "entrypoint": cfg.get("Entrypoint") if args.entrypoint
               is None else ([args.entrypoint] if args.entrypoint else None)}
-    if args.init:
-        record["init"] = True
+    for key, given in (("init", args.init), ("tty", args.tty), ("interactive", args.interactive)):
+        if given:
+            record[key] = True
     if mounts:
         record["mounts"] = mounts
     if limits is not None:
@@ -142,7 +143,7 @@ def _detach(store, img, args, argv, extra_env, cwd, user, network, limits, mount
     def per_id(cid: str) -> dict:
         hostname = config.hostname(args.hostname, cid, network, os.uname().nodename)
         return {"hostname": hostname,
-                "env": config.environment(cfg.get("Env") or [], extra_env, hostname, False)}
+                "env": config.environment(cfg.get("Env") or [], extra_env, hostname, args.tty)}
 
     try:
         c = Containers(store.root).create(record, args.name, per_id)
@@ -176,11 +177,9 @@ def cmd_run(args) -> int:
     from runtime.spec import SandboxSpec, check_network
 
     network = args.network or "host"
-    if args.detach:
-        for flag, given in (("-t", args.tty), ("-i", args.interactive)):
-            if given:
-                what = "create" if getattr(args, "create_only", False) else "-d"
-                return _fail(f"{flag} with {what} is not supported yet")
+    if args.interactive and args.tty and not args.detach and not os.isatty(0):
+        print("pybuild: error: the input device is not a TTY", file=sys.stderr)
+        return 1        # docker's CheckTty, before anything is made
     try:
         check_network(network)
         limits = _limits(args)
