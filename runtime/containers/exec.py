@@ -13,7 +13,9 @@
 
 The namespace files are opened before any setns (the host's /proc is out of sight after the
 mount namespace changes), and A is a fresh fork, single-threaded as setns(CLONE_NEWNS) needs.
-With `detach` A exits once B runs; B is then a child of the container's pid 1, which reaps it.
+With `detach` A first forks itself away (the caller reaps the short-lived fork at once) and
+stays B's parent outside the container, as docker's shim is: B's ppid inside is 0 and it is never
+left as a zombie to a pid 1 that reaps nothing (the command is pid 1 now, e.g. `sleep`).
 The command's own rules (environment, PATH lookup, docker's 126/127 messages) are
 runtime.process's, called from here so `run` and `exec` cannot disagree.
 """
@@ -108,6 +110,8 @@ def _report(w: int, e: BaseException) -> None:
 def _joiner(nsfds, root, joins, stdio, argv, env, cwd, user, w, detach, csock) -> None:
     code = 126
     try:
+        if detach and os.fork() != 0:
+            os._exit(0)             # the caller returns; this orphan waits for B on the host
         for i, fd in enumerate(stdio):
             os.dup2(fd, i, inheritable=True)
         for fd, (_, kind) in zip(nsfds, NAMESPACES, strict=True):
@@ -119,6 +123,10 @@ def _joiner(nsfds, root, joins, stdio, argv, env, cwd, user, w, detach, csock) -
         if child == 0:
             _command(argv, env, cwd, user, w, detach, joins, pts)
         if detach:
+            os.close(w)             # the caller reads it to its end: B's exec or error
+            for sig in process.FORWARDED_SIGNALS:
+                signal.signal(sig, signal.SIG_DFL)
+            os.waitpid(child, 0)
             os._exit(0)
         for sig in process.FORWARDED_SIGNALS:
             signal.signal(sig, lambda s, _f: _kill(child, s))

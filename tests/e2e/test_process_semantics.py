@@ -97,3 +97,15 @@ def test_exec_joins_the_containers_cgroup(root):
     ok(run_pybuild("exec", "-d", cid, "sleep", "31"))
     poll(lambda: "sleep 31" in run_pybuild("top", cid).stdout)
     ok(run_pybuild("rm", "-f", cid))
+
+
+def test_a_detached_exec_is_not_left_a_zombie_of_pid1(root):
+    # pid 1 is `sleep`, which reaps nothing: the exec'd process's parent stays outside (ppid 0)
+    cid = run_d("busybox", "sleep", "30")
+    ok(run_pybuild("exec", "-d", cid, "sh", "-c", "echo done > /bg"))
+    poll(lambda: run_pybuild("exec", cid, "cat", "/bg").stdout == "done\n")
+    r = ok(run_pybuild("exec", cid, "ps", "-o", "ppid,stat,args"))
+    rows = [ln.split(None, 2) for ln in r.stdout.splitlines()[1:]]
+    assert all(stat[0] != "Z" for _, stat, _ in rows), r.stdout
+    assert [ppid for ppid, _, args in rows if args == "sleep 30"] == ["0"]
+    ok(run_pybuild("rm", "-f", cid))
