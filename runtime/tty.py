@@ -52,7 +52,7 @@ def send_new_pty(sock) -> str:
     Sized here, before the command exists, so it never reads a 0x0 terminal."""
     master, pts = kernel.open_pty()
     try:
-        fcntl.ioctl(master, TIOCSWINSZ, _stdio_size())
+        fcntl.ioctl(master, TIOCSWINSZ, stdio_size())
         sock.sendmsg([b"t"], [(1, 1, master.to_bytes(4, "little"))])   # SOL_SOCKET, SCM_RIGHTS
     finally:
         os.close(master)
@@ -60,7 +60,8 @@ def send_new_pty(sock) -> str:
     return pts
 
 
-def _stdio_size() -> bytes:
+def stdio_size() -> bytes:
+    """struct winsize of the terminal on fd 1, 0 or 2, else DEFAULT_SIZE's."""
     for fd in (1, 0, 2):
         try:
             ws = fcntl.ioctl(fd, TIOCGWINSZ, b"\0" * 8)
@@ -134,7 +135,7 @@ def relay(master: int, pid: int, stdin: bool) -> None:
         signal.signal(signal.SIGWINCH, lambda *_: copy_winsize(1, master))
         if stdin and os.isatty(0):
             saved = termios.tcgetattr(0)
-            tty.setraw(0)
+            tty.setraw(0, termios.TCSANOW)    # keep what was typed ahead (docker's MakeRaw)
         watch = [master, pidfd] + ([0] if stdin else [])
         while pidfd in watch:
             ready, _, _ = select.select(watch, [], [])

@@ -31,6 +31,8 @@ def register(sub) -> None:
     p = sub.add_parser("start", help="start one or more created or stopped containers")
     p.add_argument("-a", "--attach", action="store_true",
                    help="attach stdout/stderr and exit with the container's code")
+    p.add_argument("-i", "--interactive", action="store_true",
+                   help="attach stdin (a container made with -it: its terminal)")
     p.add_argument("containers", nargs="+", metavar="CONTAINER")
     p.set_defaults(func=cmd_start)
 
@@ -719,11 +721,19 @@ def cmd_start(args) -> int:
 
     def _start(cs, c, ref):
         offset = os.path.getsize(c.log_path) if os.path.exists(c.log_path) else 0
+        terminal = args.attach and args.interactive and c.config.get("tty") and \
+            c.config.get("interactive")
+        if terminal and not os.isatty(0):
+            from runtime.errors import ContainerError
+            raise ContainerError("the input device is not a TTY")
         start(cs.root, c)
         if not args.attach:
             print(ref)
             return
-        _show_log(c.reload(), offset, None, True, False)
+        if terminal:
+            _attach_terminal(c.reload())
+        else:
+            _show_log(c.reload(), offset, None, True, False)
         wait_supervisor(c, None)
         attached.append(c.reload().state.get("exit_code", 0))
 
@@ -734,6 +744,30 @@ def cmd_start(args) -> int:
         print(f"pybuild: error: {e}", file=sys.stderr)
         return 1
     return attached[0] if attached and rc == 0 else rc
+
+
+def _attach_terminal(c) -> None:
+    """start -a -i of a -it container: this terminal on the supervisor's attach socket (raw
+    mode, its window size first) until the supervisor ends, as docker start -ai; the output from
+    before the attach is in the log."""
+    import socket
+
+    from runtime import tty
+    from runtime.containers.supervisor import ATTACH_SOCKET
+    from runtime.errors import ContainerError
+
+    sup = int(str(c.state.get("supervisor", "0")).partition(".")[0])
+    dirfd = os.open(c.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    try:
+        s.connect(f"/proc/self/fd/{dirfd}/{ATTACH_SOCKET}")
+        s.sendall(tty.stdio_size())
+        tty.relay(s.fileno(), sup, True)
+    except (ConnectionError, FileNotFoundError, ProcessLookupError):
+        raise ContainerError(f"cannot attach to container {c.id}: it is not running") from None
+    finally:
+        os.close(dirfd)
+        s.close()
 
 
 def cmd_restart(args) -> int:

@@ -28,6 +28,7 @@ import os
 import select
 import sys
 
+ATTACH_SOCKET = "attach.sock"   # in the container's dir: `start -a -i` of a -it container
 HERE = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _CHUNK = 16 * 1024   # docker's json-file splits a line longer than its 16 KiB buffer
 
@@ -158,15 +159,18 @@ def _supervise(root: str, cid: str, ready_fd: int) -> int:
         from runtime import tty
         peer = tty.hold_peer(tree.tty)      # so the master reads no EIO before the tree ends
         keep += [tree.tty] + ([peer] if peer is not None else [])
+    attach = _listen(c.path) if tree.tty is not None and cfg.get("interactive") else None
+    if attach is not None:
+        keep.append(attach)
     c.write_state(status="running", supervisor=_token(), pid=tree.pid, started=now(),
                   exit_code=0, error=None)
     _tell(ready_fd, "ok")
-    _become_monitor(root, cid, tree, out_r, err_r, log, c.lock_fd, keep)  # returns if it cannot
-    return _monitor(cs, c, out_r, err_r, log, lambda: tree, tree.tty)
+    _become_monitor(root, cid, tree, out_r, err_r, log, c.lock_fd, keep, attach)  # or returns
+    return _monitor(cs, c, out_r, err_r, log, lambda: tree, tree.tty, attach)
 
 
 def _become_monitor(root: str, cid: str, tree, out_r: int, err_r: int, log: int, lock: int,
-                    extra: list[int]) -> None:
+                    extra: list[int], attach: int | None) -> None:
     """Re-exec this process as a lean monitor (the same pid and start time, so its cache.owner
     token, lease, lock and children stay; PR_SET_PDEATHSIG does not fire on exec): the modules
     that set the tree up (dataclasses, tempfile, shutil, ctypes, ...) are not kept in memory
@@ -186,7 +190,7 @@ def _become_monitor(root: str, cid: str, tree, out_r: int, err_r: int, log: int,
         os.set_inheritable(fd, True)
     code = (f"import sys; sys.path.insert(0, {HERE!r}); from runtime.containers.supervisor "
             f"import monitor; monitor({root!r}, {cid!r}, {out_r}, {err_r}, {log}, {mem}, "
-            f"{tree.tty})")
+            f"{tree.tty}, {attach})")
     try:
         os.execv(sys.executable, [sys.executable, "-I", "-S", "-c", code])
     except OSError:
@@ -196,7 +200,7 @@ def _become_monitor(root: str, cid: str, tree, out_r: int, err_r: int, log: int,
 
 
 def monitor(root: str, cid: str, out_r: int, err_r: int, log: int, mem: int,
-            master: int | None = None) -> None:
+            master: int | None = None, attach: int | None = None) -> None:
     """The lean supervisor after the re-exec: log the container's output, then record its end.
     Never returns."""
     try:
@@ -210,18 +214,19 @@ def monitor(root: str, cid: str, out_r: int, err_r: int, log: int, mem: int,
             with os.fdopen(mem, "rb") as f:
                 t = pickle.load(f)
             return t
-        _monitor(cs, c, out_r, err_r, log, tree, master)
+        _monitor(cs, c, out_r, err_r, log, tree, master, attach)
     finally:
         os._exit(0)
 
 
-def _monitor(cs, c, out_r: int, err_r: int, log: int, get_tree, master: int | None = None) -> int:
+def _monitor(cs, c, out_r: int, err_r: int, log: int, get_tree, master: int | None = None,
+             attach: int | None = None) -> int:
     from runtime.containers.state import now
     from runtime.errors import SandboxError
 
     err = _LogWriter(log, "stderr", now)
     out = _LogWriter(log, "stdout", now)
-    _pump({out_r: out, err_r: err}, master and (master, out))
+    _pump({out_r: out, err_r: err}, master and (master, out), attach)
     error = None
     tree = get_tree()
     try:
@@ -271,17 +276,95 @@ def _token() -> str:
     return owner.token()
 
 
-def _pump(writers: dict, tty=None) -> None:
+def _listen(cpath: str) -> int:
+    """The attach socket of a -it container (conmon's attach): a unix socket in its dir, bound
+    through /proc/self/fd so a long store path does not hit the 108-byte limit; its fd."""
+    import socket
+
+    dirfd = os.open(cpath, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        path = f"/proc/self/fd/{dirfd}/{ATTACH_SOCKET}"
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        s.bind(path)
+        s.listen(4)
+    finally:
+        os.close(dirfd)
+    return s.detach()
+
+
+class _Clients:
+    """Attached clients of the pty: the first 8 bytes a client sends are its window size, the
+    rest is typed into the pty; the pty's output goes to each. A client that stalls for a
+    second is dropped, never the container's log."""
+
+    def __init__(self, listen_fd: int, master: int, poll):
+        import socket
+
+        self.sock = socket.socket(fileno=listen_fd)
+        self.master, self.poll, self.conns = master, poll, {}
+        poll.register(listen_fd, select.POLLIN)
+
+    def accept(self) -> None:
+        import fcntl
+        import termios
+
+        try:
+            conn, _ = self.sock.accept()
+            conn.settimeout(1)
+            ws = conn.recv(8)
+            if len(ws) == 8:
+                fcntl.ioctl(self.master, termios.TIOCSWINSZ, ws)
+        except OSError:
+            return
+        self.conns[conn.fileno()] = conn
+        self.poll.register(conn.fileno(), select.POLLIN)
+
+    def typed(self, fd: int) -> None:
+        try:
+            data = self.conns[fd].recv(65536)
+        except OSError:
+            data = b""
+        if not data:
+            self.drop(fd)
+            return
+        try:
+            os.write(self.master, data)
+        except OSError:
+            pass
+
+    def send(self, data: bytes) -> None:
+        for fd, conn in list(self.conns.items()):
+            try:
+                conn.sendall(data)
+            except OSError:
+                self.drop(fd)
+
+    def drop(self, fd: int) -> None:
+        self.poll.unregister(fd)
+        self.conns.pop(fd).close()
+
+    def close(self) -> None:
+        for fd in list(self.conns):
+            self.drop(fd)
+        self.sock.close()
+
+
+def _pump(writers: dict, tty=None, attach: int | None = None) -> None:
     """Copy each pipe into its log writer until every writer of every pipe has closed it (the
     container's pid namespace is gone by then: the keeper holds them to its end). tty: (pty
     master, its writer), read alongside (a peer held, so it reads no early EIO) and drained
-    without blocking once the pipes are done."""
+    without blocking once the pipes are done; attach: the listening socket of `start -a -i`."""
     poll = select.poll()
     for fd in writers:
         poll.register(fd, select.POLLIN)
     master, tty_writer = tty or (None, None)
     if master is not None:
         poll.register(master, select.POLLIN)
+    clients = _Clients(attach, master, poll) if attach is not None else None
     while writers:
         for fd, _ in poll.poll():
             if fd == master:
@@ -291,8 +374,16 @@ def _pump(writers: dict, tty=None) -> None:
                     data = b""
                 if data:
                     tty_writer.feed(data)
+                    if clients:
+                        clients.send(data)
                 else:
                     poll.unregister(fd)
+                continue
+            if fd == attach:
+                clients.accept()
+                continue
+            if clients and fd in clients.conns:
+                clients.typed(fd)
                 continue
             if fd not in writers:
                 continue
@@ -313,4 +404,8 @@ def _pump(writers: dict, tty=None) -> None:
             if not data:
                 break
             tty_writer.feed(data)
+            if clients:
+                clients.send(data)
         tty_writer.close()
+    if clients:
+        clients.close()

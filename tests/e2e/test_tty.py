@@ -23,23 +23,25 @@ root = test_containers.root     # the fixture: a busybox store, every container 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="containers need root (run as root)")
 
 
-def drive(args: list[str], keys: bytes, rows: int = 30, cols: int = 100,
-          timeout: float = 20) -> tuple[int, str]:
-    """Run the CLI on a pty of rows x cols (stdin, stdout, stderr), type keys once the shell's
-    prompt shows (as a user does: ash's line editing drops what came before); (exit code,
-    everything it showed). The slave stays open here, so the master reads until the CLI exits."""
+def drive(args: list[str], keys: bytes, rows: int = 30, cols: int = 100, timeout: float = 20,
+          prompt: bytes | None = b"# ") -> tuple[int, str]:
+    """Run the CLI on a pty of rows x cols (stdin, stdout, stderr), type keys once `prompt`
+    shows (None: at once, typed ahead); (exit code, everything it showed). The slave stays open
+    here, so the master reads until the CLI exits."""
     master, slave = os.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
     p = subprocess.Popen([sys.executable, "-m", "builder", *args], stdin=slave, stdout=slave,
                          stderr=slave, cwd=REPO, start_new_session=True)
-    out, typed = b"", False
+    out, typed = b"", prompt is None
     try:
+        if typed:
+            os.write(master, keys)
         end = time.monotonic() + timeout
         while p.poll() is None:
             assert time.monotonic() < end, out
             if select.select([master], [], [], 0.1)[0]:
                 out += os.read(master, 65536)
-            if not typed and b"# " in out:
+            if not typed and prompt in out:
                 os.write(master, keys)
                 typed = True
         os.set_blocking(master, False)
@@ -98,3 +100,17 @@ def test_exec_it_drives_a_shell_in_a_pty(root):
     assert ok(run_pybuild("exec", cid, "cat", "/made")).stdout == "in\n"
     r = ok(run_pybuild("exec", "-t", cid, "sh", "-c", "stty size; tty", input=b""))  # 80x24
     assert r.stdout == b"24 80\r\n/dev/pts/0\r\n"
+
+
+def test_keys_typed_ahead_are_kept_and_start_ai_attaches_a_created_it_container(root):
+    code, out = drive(["run", "-it", "--rm", "busybox", "sh"], b"echo early; exit 4\r", prompt=None)
+    assert code == 4 and "\nearly\n" in out, out      # raw mode without flushing (docker's)
+
+    cid = ok(run_pybuild("create", "-it", "busybox", "sh")).stdout.strip()
+    code, out = drive(["start", "-a", "-i", cid], b"stty size; tty; exit 6\r", prompt=None,
+                      rows=33, cols=90)
+    assert code == 6, out
+    assert "33 90\n" in out and "/dev/pts/0\n" in out     # the attaching terminal's size
+    assert ok(run_pybuild("inspect", "-f", "{{.State.ExitCode}}", cid)).stdout == "6\n"
+    r = run_pybuild("start", "-a", "-i", cid, input="")
+    assert (r.returncode, r.stderr) == (1, "pybuild: error: the input device is not a TTY\n")
