@@ -48,3 +48,28 @@ def test_tty_master_is_handed_to_the_caller(busybox_layer):
             os.close(peer)
     assert tree.wait() == 3
     assert b"".join(out).replace(b"\r\n", b"\n") == b"/dev/pts/0\nok\n"
+
+
+def test_the_command_as_pid1_dies_with_the_keeper_even_after_a_uid_change(busybox_layer):
+    """setresuid clears PR_SET_PDEATHSIG: pid 1 sets it again, so killing the keeper (a killed
+    caller's fate) still takes the command with it."""
+    import time
+
+    tree = process.start(SandboxSpec(lowerdirs=[busybox_layer], user="alice",
+                                     argv=["sleep", "30"]))
+    end = time.monotonic() + 10
+    while True:
+        with open(f"/proc/{tree.pid}/task/{tree.pid}/children") as f:
+            kids = f.read().split()
+        if kids and os.stat(f"/proc/{kids[0]}").st_uid == 1000:
+            with open(f"/proc/{kids[0]}/comm") as f:
+                if f.read().strip() == "sleep":
+                    break
+        assert time.monotonic() < end, "the command did not start"
+        time.sleep(0.01)
+    pid1 = int(kids[0])
+    os.kill(tree.pid, signal.SIGKILL)
+    assert tree.wait() == 137
+    while os.path.exists(f"/proc/{pid1}"):
+        assert time.monotonic() < end + 5, "pid 1 outlived its keeper"
+        time.sleep(0.01)
