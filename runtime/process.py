@@ -242,7 +242,7 @@ def _init(spec: SandboxSpec, plan: rootfs.MountPlan, w: int, csock, cgroup: list
         kernel.sethostname(spec.hostname)
         if spec.network == "none":
             kernel.loopback_up()
-        user = users.resolve(spec.user)
+        user = users.resolve(spec.user, with_gid=spec.gid_in_groups)
         env = _environ(spec.env, user)
         pts = tty.send_new_pty(csock) if csock is not None else None
         if not spec.init:

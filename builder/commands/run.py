@@ -212,6 +212,7 @@ def cmd_run(args) -> int:
                            argv=argv, env=env, cwd=cwd, user=user, hostname=hostname,
                            network=network, stdin=0 if args.interactive else devnull, stdout=1,
                            stderr=2, tty=args.tty, make_cwd=True, resources=limits, init=args.init,
+                           gid_in_groups=True,
                            mounts=volumes.to_spec(store.root, mounts))
         return run(spec, forward_signals=True, relay_stdin=args.interactive)
     except (SandboxError, StoreError) as e:

@@ -150,7 +150,7 @@ def _command(argv, env, cwd, user, w, detach, joins, pts) -> None:
             os.setsid()
         if pts is not None:
             tty.become_controlling(pts)
-        who = users.resolve(user)
+        who = users.resolve(user, with_gid=True)
         environ = process._environ(env, who)
         try:
             os.chdir(cwd)

@@ -142,7 +142,7 @@ def _supervise(root: str, cid: str, ready_fd: int) -> int:
                        env=cfg["env"], cwd=cfg["cwd"], user=cfg["user"], hostname=cfg["hostname"],
                        network=cfg["network"], stdin=stdin, stdout=out_w, stderr=err_w,
                        tty=bool(cfg.get("tty")),
-                       make_cwd=True, mounts=mounts, init=bool(cfg.get("init")),
+                       make_cwd=True, mounts=mounts, init=bool(cfg.get("init")), gid_in_groups=True,
                        resources=Resources(**cfg["resources"]) if cfg.get("resources") else None)
     try:
         tree = process.start(spec)

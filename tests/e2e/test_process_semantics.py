@@ -1,7 +1,8 @@
 """Process semantics as docker has them, through the CLI: the command is pid 1 (a build's RUN
 too) unless --init, with the kernel's pid-1 signal rules (no handler, no delivery: `stop` falls
-back to SIGKILL); docker's exit codes; `-u` with supplementary groups for run, RUN and exec;
-an exec'd process inside the container's cgroup."""
+back to SIGKILL); docker's exit codes; `-u` with supplementary groups for run and exec (docker's
+getUser) and RUN (BuildKit's); an exec'd process inside the container's cgroup, never a zombie
+of a pid 1 that reaps nothing."""
 from __future__ import annotations
 
 import os
@@ -68,11 +69,12 @@ def test_supplementary_groups_for_run_build_and_exec(root, tmp_path):
     _, _ = build(run_pybuild, tmp_path, "FROM busybox\n"
                  "RUN echo 'sudo:x:27:app' >> /etc/group && echo $$ > /run-pid\n"
                  "USER app\nRUN id > /tmp/id-in-run\n", tag="grp")
-    # busybox's id lists getgroups() in the kernel's (sorted) order; GNU id puts the gid first
+    # busybox's id lists getgroups() in the kernel's (sorted) order; GNU id puts the gid first.
+    # RUN has BuildKit's groups (memberships only), a container docker's (the gid first)
     r = ok(run_pybuild("run", "--rm", "grp", "sh", "-c", "cat /run-pid /tmp/id-in-run; id"))
     assert r.stdout.splitlines() == [
         "1",                                                     # RUN is pid 1, as BuildKit's
-        "uid=1000(app) gid=1000(app) groups=27(sudo),1000(app)",
+        "uid=1000(app) gid=1000(app) groups=27(sudo)",
         "uid=1000(app) gid=1000(app) groups=27(sudo),1000(app)"]
     assert ok(run_pybuild("run", "--rm", "-u", "1000:1000", "grp", "id")).stdout == (
         "uid=1000(app) gid=1000(app) groups=1000(app)\n")       # an explicit group: just it

@@ -81,22 +81,26 @@ def test_missing_cwd_is_a_clear_error(busybox_layer):
         sh([busybox_layer], "pwd", cwd="/nope")
 
 
-@pytest.mark.parametrize("user,expect", [
-    ("", "0 0 0 10"),               # the gid, then root's /etc/group memberships, as docker
-    ("root", "0 0 0 10"),
-    ("alice", "1000 1000 10 50 1000"),
-    ("1000", "1000 1000 10 50 1000"),
-    ("alice:staff", "1000 50 50"),  # an explicit group: no supplementary groups but it
-    ("1234", "1234 0 0"),           # numeric, no passwd entry: gid 0
-    ("1234:5678", "1234 5678 5678"),
-    ("nobody:wheel", "65534 10 10"),
+@pytest.mark.parametrize("user,expect,container", [
+    ("", "0 0 10", "0 0 0 10"),     # root's /etc/group memberships (a container: the gid first)
+    ("root", "0 0 10", "0 0 0 10"),
+    ("alice", "1000 1000 10 50", "1000 1000 1000 10 50"),
+    ("1000", "1000 1000 10 50", "1000 1000 1000 10 50"),
+    ("alice:staff", "1000 50", "1000 50 50"),   # an explicit group: no memberships
+    ("1234", "1234 0", "1234 0 0"),             # numeric, no passwd entry: gid 0
+    ("1234:5678", "1234 5678", "1234 5678 5678"),
+    ("nobody:wheel", "65534 10", "65534 10 10"),
 ])
-def test_user_forms(busybox_layer, user, expect):
-    _rc, out, _ = sh([busybox_layer], "echo $(id -u) $(id -g) $(grep Groups: /proc/self/status | cut -f2)",
-                    user=user)
-    uid, gid, *groups = out.split()
-    want_uid, want_gid, *want_groups = expect.split()
-    assert (uid, gid, sorted(groups, key=int)) == (want_uid, want_gid, sorted(want_groups, key=int))
+def test_user_forms(busybox_layer, user, expect, container):
+    """A build's RUN: BuildKit's groups (memberships only); a container: docker's getUser."""
+    for want, gid_in_groups in ((expect, False), (container, True)):
+        _rc, out, _ = sh([busybox_layer], "echo $(id -u) $(id -g) "
+                         "$(grep Groups: /proc/self/status | cut -f2)", user=user,
+                         gid_in_groups=gid_in_groups)
+        uid, gid, *groups = out.split()
+        want_uid, want_gid, *want_groups = want.split()
+        assert (uid, gid, sorted(groups, key=int)) == (want_uid, want_gid,
+                                                        sorted(want_groups, key=int))
 
 
 def test_unknown_user_and_group(busybox_layer):
