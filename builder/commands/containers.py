@@ -750,23 +750,20 @@ def _attach_terminal(c) -> None:
     """start -a -i of a -it container: this terminal on the supervisor's attach socket (raw
     mode, its window size first) until the supervisor ends, as docker start -ai; the output from
     before the attach is in the log."""
-    import socket
-
     from runtime import tty
-    from runtime.containers.supervisor import ATTACH_SOCKET
+    from runtime.containers import attach
     from runtime.errors import ContainerError
 
     sup = int(str(c.state.get("supervisor", "0")).partition(".")[0])
-    dirfd = os.open(c.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     try:
-        s.connect(f"/proc/self/fd/{dirfd}/{ATTACH_SOCKET}")
-        s.sendall(tty.stdio_size())
-        tty.relay(s.fileno(), sup, True)
-    except (ConnectionError, FileNotFoundError, ProcessLookupError):
+        s = attach.connect(c.path, tty.stdio_size())
+    except OSError:
         raise ContainerError(f"cannot attach to container {c.id}: it is not running") from None
+    try:
+        tty.relay(s.fileno(), sup, True)
+    except ProcessLookupError:
+        pass                    # it ended before the relay began: its output is in the log
     finally:
-        os.close(dirfd)
         s.close()
 
 

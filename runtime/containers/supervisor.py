@@ -28,7 +28,6 @@ import os
 import select
 import sys
 
-ATTACH_SOCKET = "attach.sock"   # in the container's dir: `start -a -i` of a -it container
 HERE = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _CHUNK = 16 * 1024   # docker's json-file splits a line longer than its 16 KiB buffer
 
@@ -159,7 +158,10 @@ def _supervise(root: str, cid: str, ready_fd: int) -> int:
         from runtime import tty
         peer = tty.hold_peer(tree.tty)      # so the master reads no EIO before the tree ends
         keep += [tree.tty] + ([peer] if peer is not None else [])
-    attach = _listen(c.path) if tree.tty is not None and cfg.get("interactive") else None
+    attach = None
+    if tree.tty is not None and cfg.get("interactive"):     # start -a -i / attach
+        from runtime.containers import attach as attaching
+        attach = attaching.listen(c.path)
     if attach is not None:
         keep.append(attach)
     c.write_state(status="running", supervisor=_token(), pid=tree.pid, started=now(),
@@ -276,83 +278,6 @@ def _token() -> str:
     return owner.token()
 
 
-def _listen(cpath: str) -> int:
-    """The attach socket of a -it container (conmon's attach): a unix socket in its dir, bound
-    through /proc/self/fd so a long store path does not hit the 108-byte limit; its fd."""
-    import socket
-
-    dirfd = os.open(cpath, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        path = f"/proc/self/fd/{dirfd}/{ATTACH_SOCKET}"
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-        s.bind(path)
-        s.listen(4)
-    finally:
-        os.close(dirfd)
-    return s.detach()
-
-
-class _Clients:
-    """Attached clients of the pty: the first 8 bytes a client sends are its window size, the
-    rest is typed into the pty; the pty's output goes to each. A client that stalls for a
-    second is dropped, never the container's log."""
-
-    def __init__(self, listen_fd: int, master: int, poll):
-        import socket
-
-        self.sock = socket.socket(fileno=listen_fd)
-        self.master, self.poll, self.conns = master, poll, {}
-        poll.register(listen_fd, select.POLLIN)
-
-    def accept(self) -> None:
-        import fcntl
-        import termios
-
-        try:
-            conn, _ = self.sock.accept()
-            conn.settimeout(1)
-            ws = conn.recv(8)
-            if len(ws) == 8:
-                fcntl.ioctl(self.master, termios.TIOCSWINSZ, ws)
-        except OSError:
-            return
-        self.conns[conn.fileno()] = conn
-        self.poll.register(conn.fileno(), select.POLLIN)
-
-    def typed(self, fd: int) -> None:
-        try:
-            data = self.conns[fd].recv(65536)
-        except OSError:
-            data = b""
-        if not data:
-            self.drop(fd)
-            return
-        try:
-            os.write(self.master, data)
-        except OSError:
-            pass
-
-    def send(self, data: bytes) -> None:
-        for fd, conn in list(self.conns.items()):
-            try:
-                conn.sendall(data)
-            except OSError:
-                self.drop(fd)
-
-    def drop(self, fd: int) -> None:
-        self.poll.unregister(fd)
-        self.conns.pop(fd).close()
-
-    def close(self) -> None:
-        for fd in list(self.conns):
-            self.drop(fd)
-        self.sock.close()
-
-
 def _pump(writers: dict, tty=None, attach: int | None = None) -> None:
     """Copy each pipe into its log writer until every writer of every pipe has closed it (the
     container's pid namespace is gone by then: the keeper holds them to its end). tty: (pty
@@ -364,7 +289,10 @@ def _pump(writers: dict, tty=None, attach: int | None = None) -> None:
     master, tty_writer = tty or (None, None)
     if master is not None:
         poll.register(master, select.POLLIN)
-    clients = _Clients(attach, master, poll) if attach is not None else None
+    clients = None
+    if attach is not None:
+        from runtime.containers.attach import Clients
+        clients = Clients(attach, master, poll)
     while writers:
         for fd, _ in poll.poll():
             if fd == master:
@@ -379,11 +307,7 @@ def _pump(writers: dict, tty=None, attach: int | None = None) -> None:
                 else:
                     poll.unregister(fd)
                 continue
-            if fd == attach:
-                clients.accept()
-                continue
-            if clients and fd in clients.conns:
-                clients.typed(fd)
+            if clients and clients.handle(fd):
                 continue
             if fd not in writers:
                 continue
