@@ -122,10 +122,10 @@ def _under(mount: str, root: str, path: str) -> str:
     return mount if rel in (".", "") else os.path.join(mount, rel)
 
 
-def hierarchies() -> tuple[int, dict[str, str]]:
-    """(1 or 2, {controller: the dir of this process's cgroup}). v1 whenever a v1 hierarchy
-    holds the memory, cpu or pids controller (hybrid hosts included), else v2."""
-    own = _own_cgroups()
+def hierarchies(proc: str = "self") -> tuple[int, dict[str, str]]:
+    """(1 or 2, {controller: the dir of this (or process proc's) cgroup}). v1 whenever a v1
+    hierarchy holds the memory, cpu or pids controller (hybrid hosts included), else v2."""
+    own = _own_cgroups(proc)
     mounts = _mountinfo()
     v1 = {}
     for root, point, fstype, opts in mounts:
@@ -151,20 +151,22 @@ def hierarchies() -> tuple[int, dict[str, str]]:
 def of_pid(pid: int) -> tuple[int, dict[str, str]]:
     """(1 or 2, {controller: dir}) of a running process's cgroups, as this process sees the
     hierarchies (v2: every controller and "" name the one dir)."""
-    own = _own_cgroups(pid)
-    out: dict[str, str] = {}
-    mounts = _mountinfo()
-    for root, point, fstype, opts in mounts:
-        if fstype == "cgroup":
-            for c in opts & set(own):
-                out.setdefault(c, _under(point, root, own[c]))
-    if any(c in out for c in ("memory", "cpu", "pids")):
-        return 1, out
-    for root, point, fstype, _ in mounts:
-        if fstype == "cgroup2" and "" in own:
-            base = _under(point, root, own[""])
-            return 2, dict.fromkeys(("", "memory", "cpu", "pids", "io", "freezer"), base)
-    return 1, out
+    ver, dirs = hierarchies(pid)
+    if ver == 2 and dirs:
+        base = next(iter(dirs.values()))
+        return 2, dict.fromkeys(("", "memory", "cpu", "pids", "io", "freezer"), base)
+    return ver, dirs
+
+
+def of_process(pid: int) -> list[str]:
+    """The container cgroup dirs (made by `create`, below PARENT) process pid is in: what a
+    process `exec`'d into its container joins. Empty when it is in none."""
+    try:
+        _, dirs = of_pid(pid)
+    except OSError:
+        return []
+    return sorted({d for d in dirs.values()
+                   if os.path.basename(os.path.dirname(d)) == PARENT and os.path.isdir(d)})
 
 
 def freeze(ver: int, path: str, frozen: bool, timeout: float = 5.0) -> None:

@@ -1,16 +1,23 @@
 """The sandbox's process tree: start it, get a handle, wait for it, signal it.
 
-    caller ── A "keeper"   host pid ns; own session; unshare(mnt,pid,uts,ipc[,net]); waits for B
-               └─ B "init" pid 1 of the new pid ns: mounts the rootfs, pivot_root, hostname,
-                    forwards signals, reaps zombies, exits with C's status
-                    └─ C    drops to Docker's 14 capabilities, uid/gid/groups, cwd, closes
-                            every fd but 0-2, becomes non-dumpable, execs argv
+    caller ── A "keeper"   host pid ns; own session; unshare(mnt,pid,uts,ipc[,net]); forwards
+               │           signals to B, waits for it, exits with its status
+               └─ B        pid 1 of the new pid ns: mounts the rootfs, pivot_root, hostname, pty,
+                           then drops to Docker's 14 capabilities, uid/gid/groups, cwd, closes
+                           every fd but 0-2, becomes non-dumpable and execs argv itself
+                           (docker's, runc's and BuildKit's RUN: the command is pid 1)
+
+With spec.init (`run --init`, docker's tini) B stays a small init instead: it forwards signals,
+reaps zombies and exits with its child C's status, C being the command set up as above.
 
 All plain os.fork, no re-exec (measured fastest, bench/). A and B die with their parent
-(PR_SET_PDEATHSIG), and when B (pid 1) exits the kernel kills everything left in the namespace,
-so nothing outlives the process that called `start`. Nothing here assumes that process is in the
-foreground: it installs no signal handler and touches no terminal (that is `runtime.sandbox`'s
-job for `pybuild run`), so a detached container's supervisor starts the same tree.
+(PR_SET_PDEATHSIG, set again after a change of uid), and when B (pid 1) exits the kernel kills
+everything left in the namespace, so nothing outlives the process that called `start`. As pid 1
+the command gets the kernel's pid-1 rules: a signal it has no handler for is not delivered
+(SIGTERM to `sleep` is ignored; `stop` falls back to SIGKILL), as under docker. Nothing here
+assumes the caller is in the foreground: it installs no signal handler and touches no terminal
+(that is `runtime.sandbox`'s job for `pybuild run`), so a detached container's supervisor starts
+the same tree.
 
 Errors in A/B/C travel back over a close-on-exec pipe as one line and surface as SandboxError
 from `wait`; a command that cannot be executed exits 127/126 with docker's message on the
@@ -20,6 +27,7 @@ from __future__ import annotations
 
 import errno
 import os
+import select
 import signal
 import stat
 
@@ -192,9 +200,12 @@ def _keeper(spec: SandboxSpec, plan: rootfs.MountPlan, w: int, r: int, parent: i
         if spec.network == "none":
             flags |= kernel.CLONE_NEWNET
         kernel.unshare(flags)
+        alive_r, alive_w = os.pipe2(os.O_CLOEXEC)   # pid 1 sees EOF once the keeper is gone
         pid1 = os.fork()
         if pid1 == 0:
-            _init(spec, plan, w, csock, cgroup)
+            os.close(alive_w)
+            _init(spec, plan, w, csock, cgroup, alive_r)
+        os.close(alive_r)
         target.append(pid1)
         _, status = os.waitpid(pid1, 0)
         code = _status(status)
@@ -215,11 +226,12 @@ def _set_title(title: str) -> None:
         kernel.overwrite(start, title.encode()[:n - 2].ljust(n - 1, b"\0") + b" ")
 
 
-def _init(spec: SandboxSpec, plan: rootfs.MountPlan, w: int, csock, cgroup: list[str]) -> None:
+def _init(spec: SandboxSpec, plan: rootfs.MountPlan, w: int, csock, cgroup: list[str],
+          alive: int) -> None:
     code = 125
     try:
         kernel.prctl(kernel.PR_SET_PDEATHSIG, signal.SIGKILL)
-        oom_adj = _join(cgroup)
+        oom_adj = _join(cgroup, spec.init)
         kernel.prctl(kernel.PR_SET_DUMPABLE, 0)
         created: list = []
         try:
@@ -228,17 +240,19 @@ def _init(spec: SandboxSpec, plan: rootfs.MountPlan, w: int, csock, cgroup: list
             for path, at, mt in created:
                 os.write(w, f"C {path} {at} {mt}\n".encode())
         kernel.sethostname(spec.hostname)
-        _set_title(INIT_TITLE)
         if spec.network == "none":
             kernel.loopback_up()
-        user = users.resolve(spec.user)
+        user = users.resolve(spec.user, with_gid=spec.gid_in_groups)
         env = _environ(spec.env, user)
         pts = tty.send_new_pty(csock) if csock is not None else None
+        if not spec.init:
+            _exec(spec, user, env, w, pts, None, alive)     # the command is pid 1
+        _set_title(INIT_TITLE)
         child: list[int] = []
         _forward_to(child)
         pid = os.fork()
         if pid == 0:
-            _exec(spec, user, env, w, pts, oom_adj)
+            _exec(spec, user, env, w, pts, oom_adj, alive)
         child.append(pid)
         while True:
             reaped, status = os.waitpid(-1, 0)
@@ -250,13 +264,16 @@ def _init(spec: SandboxSpec, plan: rootfs.MountPlan, w: int, csock, cgroup: list
     os._exit(code)
 
 
-def _join(cgroup: list[str]) -> str | None:
-    """Move pid 1 into the container's cgroup before the command exists, and keep it out of
-    the OOM killer's way (docker's shim is -999) so a memory limit kills the command; return
-    the score the command gets back (the caller's), or None when nothing changed."""
+def _join(cgroup: list[str], init: bool) -> str | None:
+    """Move pid 1 into the container's cgroup before the command exists; an init (spec.init)
+    also keeps out of the OOM killer's way (docker's shim is -999) so a memory limit kills the
+    command. Return the score the command gets back (the caller's), or None when nothing
+    changed."""
     if not cgroup:
         return None
     cgroups.join(cgroup)
+    if not init:
+        return None
     with open("/proc/self/oom_score_adj") as f:
         old = f.read().strip()
     try:
@@ -299,6 +316,15 @@ def _look_path(name: str, env: dict[str, str]) -> str:
     raise _ExecFailure(127, f'exec: "{name}": executable file not found in $PATH')
 
 
+def _still_parented(alive: int) -> None:
+    """A change of uid clears PR_SET_PDEATHSIG: set it again, then make sure the keeper did not
+    die in between (its end of the `alive` pipe closed), so the command never outlives it."""
+    kernel.prctl(kernel.PR_SET_PDEATHSIG, signal.SIGKILL)
+    ready, _, _ = select.select([alive], [], [], 0)
+    if ready:
+        os._exit(137)
+
+
 class _ExecFailure(Exception):
     def __init__(self, code: int, message: str):
         super().__init__(message)
@@ -306,7 +332,7 @@ class _ExecFailure(Exception):
 
 
 def _exec(spec: SandboxSpec, user: users.ExecUser, env: dict[str, str], w: int, pts: str | None,
-          oom_adj: str | None) -> None:
+          oom_adj: str | None, alive: int) -> None:
     code = 125
     try:
         if oom_adj is not None:
@@ -332,6 +358,7 @@ def _exec(spec: SandboxSpec, user: users.ExecUser, env: dict[str, str], w: int, 
         os.setgroups(user.sgids)
         os.setresgid(user.gid, user.gid, user.gid)
         os.setresuid(user.uid, user.uid, user.uid)
+        _still_parented(alive)
         try:
             path = _look_path(spec.argv[0], env)
         except _ExecFailure as f:

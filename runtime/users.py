@@ -5,7 +5,10 @@ This runs inside the sandbox after pivot_root, so it reads the image's files, ne
 `read_table` is the one bounded reader of these files, the builder's --chown uses it too.
 Semantics follow moby/sys/user GetExecUser: `name`, `uid`, `name:group`, `uid:gid`; the empty
 string means uid 0; a numeric id needs no entry; supplementary groups come from /etc/group
-membership only when no group was given explicitly.
+membership only when no group was given explicitly. A container's process (`run`, `exec`:
+with_gid) also has its primary gid among them, as docker's getUser sets them (CVE-2022-36109):
+`-u app` gives `groups=1000(app),27(sudo)`, `-u 1000:1000` just `groups=1000`; a build's RUN
+keeps the memberships only, as BuildKit does (tests/interop: `id` shows no groups=).
 """
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ MAX_TABLE_BYTES = 10 << 20   # a passwd or group file larger than this is not on
 class ExecUser:
     uid: int = 0
     gid: int = 0
-    sgids: list[int] = field(default_factory=list)
+    sgids: list[int] = field(default_factory=list)    # setgroups(): (the gid,) memberships
     home: str = "/"
 
 
@@ -79,8 +82,10 @@ def _int(s: str) -> int:
         return -1
 
 
-def resolve(spec: str, passwd: str = "/etc/passwd", group: str = "/etc/group") -> ExecUser:
-    """Resolve a docker `-u` string; raises SandboxError with docker's wording when unknown."""
+def resolve(spec: str, passwd: str = "/etc/passwd", group: str = "/etc/group", *,
+            with_gid: bool = False) -> ExecUser:
+    """Resolve a docker `-u` string; raises SandboxError with docker's wording when unknown.
+    with_gid: the primary gid heads the supplementary groups (docker run/exec)."""
     user_part, _, group_part = spec.partition(":")
     has_group = ":" in spec
     out = ExecUser()
@@ -120,4 +125,6 @@ def resolve(spec: str, passwd: str = "/etc/passwd", group: str = "/etc/group") -
                          if len(r) >= 4 and name in r[3].split(",") and _int(r[2]) >= 0]
     if out.uid < 0 or out.gid < 0:
         raise SandboxError(f"user {spec!r} has an invalid uid or gid in the image's passwd/group file")
+    if with_gid:
+        out.sgids = list(dict.fromkeys([out.gid, *out.sgids]))
     return out

@@ -31,6 +31,8 @@ def register(sub) -> None:
     p = sub.add_parser("start", help="start one or more created or stopped containers")
     p.add_argument("-a", "--attach", action="store_true",
                    help="attach stdout/stderr and exit with the container's code")
+    p.add_argument("-i", "--interactive", action="store_true",
+                   help="attach stdin (a container made with -it: its terminal)")
     p.add_argument("containers", nargs="+", metavar="CONTAINER")
     p.set_defaults(func=cmd_start)
 
@@ -39,7 +41,7 @@ def register(sub) -> None:
     p = sub.add_parser("exec", help="run a command in a running container")
     p.add_argument("-d", "--detach", action="store_true", help="run the command in the background")
     p.add_argument("-i", "--interactive", action="store_true", help="keep stdin open")
-    p.add_argument("-t", "--tty", action="store_true", help="allocate a pseudo-TTY (not yet)")
+    p.add_argument("-t", "--tty", action="store_true", help="allocate a pseudo-TTY")
     p.add_argument("-e", "--env", action="append", default=[], metavar="K=V",
                    help="set an environment variable (K alone: take it from this environment)")
     p.add_argument("-w", "--workdir", metavar="DIR", help="working directory inside the container")
@@ -559,7 +561,10 @@ def _children(pid: int) -> list[int]:
 
 def send(c, sig: int) -> None:
     """Signal a running container: through its process tree's keeper (which relays docker's
-    usual signals to the command; SIGKILL takes the whole tree), else straight to the command."""
+    usual signals to pid 1; SIGKILL takes the whole tree), else straight to the command: pid 1
+    itself, or the child of the init with --init. As pid 1 the command gets only the signals
+    it has a handler for (the kernel's rule, as under docker)."""
+    from runtime.containers import inspect
     from runtime.errors import ContainerError
     from runtime.process import FORWARDED_SIGNALS
 
@@ -569,9 +574,10 @@ def send(c, sig: int) -> None:
         raise ContainerError(f"cannot kill container: {c.name}: container {c.id} is not running")
     target = pid
     if sig != 9 and sig not in FORWARDED_SIGNALS:
-        inits = _children(pid)
-        cmds = _children(inits[0]) if inits else []
-        target = cmds[0] if cmds else pid
+        target = inspect.init_pid(c) or pid
+        if c.config.get("init"):
+            cmds = _children(target)
+            target = cmds[0] if cmds else pid
     try:
         os.kill(target, sig)
     except ProcessLookupError:
@@ -662,8 +668,9 @@ def cmd_exec(args) -> int:
     require_root()
     if not args.command:
         raise ContainerError('"pybuild exec" requires at least 2 arguments: CONTAINER COMMAND')
-    if args.tty:
-        raise ContainerError("-t with exec is not supported yet")
+    if args.tty and args.interactive and not args.detach and not os.isatty(0):
+        print("pybuild: error: the input device is not a TTY", file=sys.stderr)
+        return 1                  # docker's CheckTty
     c = _containers().get(args.container)
     pid1 = inspect.init_pid(c)
     if not pid1:
@@ -676,8 +683,10 @@ def cmd_exec(args) -> int:
             raise ContainerError(f"the working directory '{cwd}' is invalid, it needs to be an "
                                  f"absolute path")
         user = args.user if args.user is not None else cfg.get("user", "")
+        if args.tty and not any(e.startswith("TERM=") for e in env):
+            env.append("TERM=xterm")          # docker exec -t, as run -t
         return exec.run(pid1, args.command, env, cwd, user, detach=args.detach,
-                        stdin=0 if args.interactive else None)
+                        stdin=0 if args.interactive else None, terminal=args.tty)
     except ContainerError:
         raise
     except SandboxError as e:
@@ -714,11 +723,19 @@ def cmd_start(args) -> int:
 
     def _start(cs, c, ref):
         offset = os.path.getsize(c.log_path) if os.path.exists(c.log_path) else 0
+        terminal = args.attach and args.interactive and c.config.get("tty") and \
+            c.config.get("interactive")
+        if terminal and not os.isatty(0):
+            from runtime.errors import ContainerError
+            raise ContainerError("the input device is not a TTY")
         start(cs.root, c)
         if not args.attach:
             print(ref)
             return
-        _show_log(c.reload(), offset, None, True, False)
+        if terminal:
+            _attach_terminal(c.reload())
+        else:
+            _show_log(c.reload(), offset, None, True, False)
         wait_supervisor(c, None)
         attached.append(c.reload().state.get("exit_code", 0))
 
@@ -729,6 +746,27 @@ def cmd_start(args) -> int:
         print(f"pybuild: error: {e}", file=sys.stderr)
         return 1
     return attached[0] if attached and rc == 0 else rc
+
+
+def _attach_terminal(c) -> None:
+    """start -a -i of a -it container: this terminal on the supervisor's attach socket (raw
+    mode, its window size first) until the supervisor ends, as docker start -ai; the output from
+    before the attach is in the log."""
+    from runtime import tty
+    from runtime.containers import attach
+    from runtime.errors import ContainerError
+
+    sup = int(str(c.state.get("supervisor", "0")).partition(".")[0])
+    try:
+        s = attach.connect(c.path, tty.stdio_size())
+    except OSError:
+        raise ContainerError(f"cannot attach to container {c.id}: it is not running") from None
+    try:
+        tty.relay(s.fileno(), sup, True)
+    except ProcessLookupError:
+        pass                    # it ended before the relay began: its output is in the log
+    finally:
+        s.close()
 
 
 def cmd_restart(args) -> int:

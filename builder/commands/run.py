@@ -51,6 +51,9 @@ def register(sub) -> None:
                    help="mount a tmpfs on DST (OPTS: size=64m,mode=1777,ro,...)")
     p.add_argument("-i", "--interactive", action="store_true", help="keep stdin open")
     p.add_argument("-t", "--tty", action="store_true", help="allocate a pseudo-terminal")
+    p.add_argument("--init", action="store_true",
+                   help="run an init as pid 1 that forwards signals and reaps processes (the "
+                        "command is then pid 2)")
     p.add_argument("-m", "--memory", metavar="BYTES", help="memory limit (b, k, m, g units)")
     p.add_argument("--memory-swap", metavar="BYTES",
                    help="memory + swap limit: -1 unlimited; default twice --memory")
@@ -129,6 +132,9 @@ def _detach(store, img, args, argv, extra_env, cwd, user, network, limits, mount
               "stop_signal": cfg.get("StopSignal") or "SIGTERM", "labels": cfg.get("Labels") or {},
               "auto_remove": bool(args.rm), "entrypoint": cfg.get("Entrypoint") if args.entrypoint
               is None else ([args.entrypoint] if args.entrypoint else None)}
+    for key, given in (("init", args.init), ("tty", args.tty), ("interactive", args.interactive)):
+        if given:
+            record[key] = True
     if mounts:
         record["mounts"] = mounts
     if limits is not None:
@@ -137,7 +143,7 @@ def _detach(store, img, args, argv, extra_env, cwd, user, network, limits, mount
     def per_id(cid: str) -> dict:
         hostname = config.hostname(args.hostname, cid, network, os.uname().nodename)
         return {"hostname": hostname,
-                "env": config.environment(cfg.get("Env") or [], extra_env, hostname, False)}
+                "env": config.environment(cfg.get("Env") or [], extra_env, hostname, args.tty)}
 
     try:
         c = Containers(store.root).create(record, args.name, per_id)
@@ -171,11 +177,9 @@ def cmd_run(args) -> int:
     from runtime.spec import SandboxSpec, check_network
 
     network = args.network or "host"
-    if args.detach:
-        for flag, given in (("-t", args.tty), ("-i", args.interactive)):
-            if given:
-                what = "create" if getattr(args, "create_only", False) else "-d"
-                return _fail(f"{flag} with {what} is not supported yet")
+    if args.interactive and args.tty and not args.detach and not os.isatty(0):
+        print("pybuild: error: the input device is not a TTY", file=sys.stderr)
+        return 1        # docker's CheckTty, before anything is made
     try:
         check_network(network)
         limits = _limits(args)
@@ -208,7 +212,8 @@ def cmd_run(args) -> int:
         spec = SandboxSpec(lowerdirs=lowerdirs, upperdir=scratch / "upper", workdir=scratch / "work",
                            argv=argv, env=env, cwd=cwd, user=user, hostname=hostname,
                            network=network, stdin=0 if args.interactive else devnull, stdout=1,
-                           stderr=2, tty=args.tty, make_cwd=True, resources=limits,
+                           stderr=2, tty=args.tty, make_cwd=True, resources=limits, init=args.init,
+                           gid_in_groups=True,
                            mounts=volumes.to_spec(store.root, mounts))
         return run(spec, forward_signals=True, relay_stdin=args.interactive)
     except (SandboxError, StoreError) as e:

@@ -1,14 +1,21 @@
 """`exec`: run a command inside a running container, as runc exec does, without a daemon.
 
     caller ── A   joins the container's ipc, uts, net, pid and mount namespaces (setns on
-               │  /proc/<its pid 1>/ns/*), chroots into its root, waits for B, exits with B's status
-               └─ B  pid N of the container's pid namespace: cwd, the container's capability set
+               │  /proc/<its pid 1>/ns/*), chroots into its root, with -t opens a pty of the
+               │  container's devpts (its master goes back to the caller, as pid 1's does for
+               │  `run -t`), waits for B, exits with B's status
+               └─ B  pid N of the container's pid namespace: joins the container's cgroups (the
+                     cgroup.procs files of pid 1's, opened on the host before any setns), so
+                     `top`, stats and limits cover it; cwd, the container's capability set
                      (runtime.caps), uid/gid/groups from the container's passwd/group, only fds
-                     0-2, non-dumpable, execs argv with runc's PATH lookup
+                     0-2 (the pty's slave as its controlling terminal with -t), non-dumpable,
+                     execs argv with runc's PATH lookup
 
 The namespace files are opened before any setns (the host's /proc is out of sight after the
 mount namespace changes), and A is a fresh fork, single-threaded as setns(CLONE_NEWNS) needs.
-With `detach` A exits once B runs; B is then a child of the container's pid 1, which reaps it.
+With `detach` A first forks itself away (the caller reaps the short-lived fork at once) and
+stays B's parent outside the container, as docker's shim is: B's ppid inside is 0 and it is never
+left as a zombie to a pid 1 that reaps nothing (the command is pid 1 now, e.g. `sleep`).
 The command's own rules (environment, PATH lookup, docker's 126/127 messages) are
 runtime.process's, called from here so `run` and `exec` cannot disagree.
 """
@@ -17,7 +24,7 @@ from __future__ import annotations
 import os
 import signal
 
-from runtime import caps, kernel, process, users
+from runtime import caps, cgroups, kernel, process, tty, users
 from runtime.errors import ContainerError, SandboxError
 
 NAMESPACES = (("ipc", kernel.CLONE_NEWIPC), ("uts", kernel.CLONE_NEWUTS),
@@ -26,32 +33,48 @@ NAMESPACES = (("ipc", kernel.CLONE_NEWIPC), ("uts", kernel.CLONE_NEWUTS),
 
 
 def run(pid1: int, argv: list[str], env: list[str], cwd: str, user: str, *,
-        detach: bool = False, stdin: int | None = None) -> int:
-    """Run argv in the namespaces and root of the process `pid1` (a container's pid 1, host
-    pid); return its exit status (128+n for signal n; 0 at once with `detach`). ContainerError
-    when the container is gone; SandboxError (one line) when the command cannot be set up."""
+        detach: bool = False, stdin: int | None = None, terminal: bool = False) -> int:
+    """Run argv in the namespaces, root and cgroups of the process `pid1` (a container's pid 1,
+    host pid); return its exit status (128+n for signal n; 0 at once with `detach`).
+    terminal: a pty in the container, relayed to this process's stdout (and stdin when given).
+    ContainerError when the container is gone; SandboxError (one line) when the command cannot
+    be set up."""
     fds: list[int] = []
     try:
         for name, _ in NAMESPACES:
             fds.append(os.open(f"/proc/{pid1}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC))
         root = os.open(f"/proc/{pid1}/root", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         fds.append(root)
+        joins = [os.open(os.path.join(d, "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC)
+                 for d in cgroups.of_process(pid1)]
     except OSError:
         for fd in fds:
             os.close(fd)
         raise ContainerError("the container is not running (its pid 1 is gone)") from None
+    terminal = terminal and not detach
+    psock, csock = tty.channel() if terminal else (None, None)
     r, w = os.pipe2(os.O_CLOEXEC)
     devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
     stdio = [devnull, devnull, devnull] if detach else [stdin if stdin is not None else devnull, 1, 2]
     pid = os.fork()
     if pid == 0:
-        _joiner(fds[:-1], root, stdio, argv, env, cwd, user, w, detach)   # never returns
-    for fd in fds + [w, devnull]:
+        _joiner(fds[:-1], root, joins, stdio, argv, env, cwd, user, w, detach, csock)  # never returns
+    for fd in fds + joins + [w, devnull]:
         os.close(fd)
+    master = None
+    if csock is not None:
+        csock.close()
+        master = tty.receive_master(psock)
     forward = {}
     for sig in process.FORWARDED_SIGNALS:
-        forward[sig] = signal.signal(sig, lambda s, _f: _kill(pid, s))
+        if not (sig == signal.SIGWINCH and master is not None):     # the relay follows it
+            forward[sig] = signal.signal(sig, lambda s, _f: _kill(pid, s))
     try:
+        if master is not None:
+            try:
+                tty.relay(master, pid, stdin is not None)
+            finally:
+                os.close(master)
         _, status = os.waitpid(pid, 0)
     finally:
         for sig, old in forward.items():
@@ -84,19 +107,26 @@ def _report(w: int, e: BaseException) -> None:
 
 # --- the children (never return). After the chroot nothing may be imported. ----------------
 
-def _joiner(nsfds, root, stdio, argv, env, cwd, user, w, detach) -> None:
+def _joiner(nsfds, root, joins, stdio, argv, env, cwd, user, w, detach, csock) -> None:
     code = 126
     try:
+        if detach and os.fork() != 0:
+            os._exit(0)             # the caller returns; this orphan waits for B on the host
         for i, fd in enumerate(stdio):
             os.dup2(fd, i, inheritable=True)
         for fd, (_, kind) in zip(nsfds, NAMESPACES, strict=True):
             kernel.setns(fd, kind)
         os.fchdir(root)
         os.chroot(".")
+        pts = tty.send_new_pty(csock) if csock is not None else None
         child = os.fork()           # the first process that is inside the pid namespace
         if child == 0:
-            _command(argv, env, cwd, user, w, detach)
+            _command(argv, env, cwd, user, w, detach, joins, pts)
         if detach:
+            os.close(w)             # the caller reads it to its end: B's exec or error
+            for sig in process.FORWARDED_SIGNALS:
+                signal.signal(sig, signal.SIG_DFL)
+            os.waitpid(child, 0)
             os._exit(0)
         for sig in process.FORWARDED_SIGNALS:
             signal.signal(sig, lambda s, _f: _kill(child, s))
@@ -108,15 +138,19 @@ def _joiner(nsfds, root, stdio, argv, env, cwd, user, w, detach) -> None:
     os._exit(code)
 
 
-def _command(argv, env, cwd, user, w, detach) -> None:
+def _command(argv, env, cwd, user, w, detach, joins, pts) -> None:
     code = 126
     try:
+        for fd in joins:            # "0": this process, into the container's cgroups
+            os.write(fd, b"0")
         for sig in process.FORWARDED_SIGNALS + (signal.SIGPIPE, signal.SIGXFSZ):
             signal.signal(sig, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, [])
-        if detach:
+        if detach or pts is not None:
             os.setsid()
-        who = users.resolve(user)
+        if pts is not None:
+            tty.become_controlling(pts)
+        who = users.resolve(user, with_gid=True)
         environ = process._environ(env, who)
         try:
             os.chdir(cwd)

@@ -9,7 +9,8 @@ ZERO_TIME = "0001-01-01T00:00:00Z"
 
 
 def init_pid(c) -> int:
-    """The host pid of the container's pid 1 (the keeper's only child), 0 when not running."""
+    """The host pid of the container's pid 1 (the keeper's only child: the command, or the
+    init with --init), 0 when not running."""
     keeper = c.state.get("pid")
     if c.status != "running" or not keeper:
         return 0
@@ -65,6 +66,7 @@ def doc(c) -> dict:
         "HostConfig": {
             "NetworkMode": cfg.get("network", "host"),
             "AutoRemove": bool(cfg.get("auto_remove")),
+            "Init": True if cfg.get("init") else None,
             "RestartPolicy": {"Name": "no", "MaximumRetryCount": 0},
             "LogConfig": {"Type": "json-file", "Config": {}},
         },

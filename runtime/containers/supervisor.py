@@ -126,6 +126,10 @@ def _supervise(root: str, cid: str, ready_fd: int) -> int:
     Leases(root).hold(cfg["image_id"])
     upper, work = os.path.join(c.path, "upper"), os.path.join(c.path, "work")
     devnull = os.open(os.devnull, os.O_RDWR)
+    stdin = devnull
+    hold = None     # -i without -t: the write end, kept open, so the command sees no EOF
+    if cfg.get("interactive") and not cfg.get("tty"):
+        stdin, hold = os.pipe2(os.O_CLOEXEC)
     out_r, out_w = os.pipe2(os.O_CLOEXEC)
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
     log = os.open(c.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
@@ -135,8 +139,9 @@ def _supervise(root: str, cid: str, ready_fd: int) -> int:
         mounts = to_spec(root, cfg["mounts"])
     spec = SandboxSpec(lowerdirs=cfg["lowerdirs"], upperdir=upper, workdir=work, argv=cfg["argv"],
                        env=cfg["env"], cwd=cfg["cwd"], user=cfg["user"], hostname=cfg["hostname"],
-                       network=cfg["network"], stdin=devnull, stdout=out_w, stderr=err_w,
-                       make_cwd=True, mounts=mounts,
+                       network=cfg["network"], stdin=stdin, stdout=out_w, stderr=err_w,
+                       tty=bool(cfg.get("tty")),
+                       make_cwd=True, mounts=mounts, init=bool(cfg.get("init")), gid_in_groups=True,
                        resources=Resources(**cfg["resources"]) if cfg.get("resources") else None)
     try:
         tree = process.start(spec)
@@ -146,16 +151,28 @@ def _supervise(root: str, cid: str, ready_fd: int) -> int:
             _auto_remove(cs, c)
         raise
     finally:
-        for fd in (devnull, out_w, err_w):
+        for fd in {devnull, stdin, out_w, err_w}:
             os.close(fd)
+    keep = [hold] if hold is not None else []
+    if tree.tty is not None:      # -t: the pty's output is the log's stdout
+        from runtime import tty
+        peer = tty.hold_peer(tree.tty)      # so the master reads no EIO before the tree ends
+        keep += [tree.tty] + ([peer] if peer is not None else [])
+    attach = None
+    if tree.tty is not None and cfg.get("interactive"):     # start -a -i / attach
+        from runtime.containers import attach as attaching
+        attach = attaching.listen(c.path)
+    if attach is not None:
+        keep.append(attach)
     c.write_state(status="running", supervisor=_token(), pid=tree.pid, started=now(),
                   exit_code=0, error=None)
     _tell(ready_fd, "ok")
-    _become_monitor(root, cid, tree, out_r, err_r, log, c.lock_fd)   # returns only if it cannot
-    return _monitor(cs, c, out_r, err_r, log, lambda: tree)
+    _become_monitor(root, cid, tree, out_r, err_r, log, c.lock_fd, keep, attach)  # or returns
+    return _monitor(cs, c, out_r, err_r, log, lambda: tree, tree.tty, attach)
 
 
-def _become_monitor(root: str, cid: str, tree, out_r: int, err_r: int, log: int, lock: int) -> None:
+def _become_monitor(root: str, cid: str, tree, out_r: int, err_r: int, log: int, lock: int,
+                    extra: list[int], attach: int | None) -> None:
     """Re-exec this process as a lean monitor (the same pid and start time, so its cache.owner
     token, lease, lock and children stay; PR_SET_PDEATHSIG does not fire on exec): the modules
     that set the tree up (dataclasses, tempfile, shutil, ctypes, ...) are not kept in memory
@@ -170,11 +187,12 @@ def _become_monitor(root: str, cid: str, tree, out_r: int, err_r: int, log: int,
     mem = os.memfd_create("pybuild-tree")
     os.write(mem, data)
     os.lseek(mem, 0, os.SEEK_SET)
-    keep = (out_r, err_r, log, lock, tree._errfd, mem)
+    keep = (out_r, err_r, log, lock, tree._errfd, *extra, mem)
     for fd in keep:
         os.set_inheritable(fd, True)
     code = (f"import sys; sys.path.insert(0, {HERE!r}); from runtime.containers.supervisor "
-            f"import monitor; monitor({root!r}, {cid!r}, {out_r}, {err_r}, {log}, {mem})")
+            f"import monitor; monitor({root!r}, {cid!r}, {out_r}, {err_r}, {log}, {mem}, "
+            f"{tree.tty}, {attach})")
     try:
         os.execv(sys.executable, [sys.executable, "-I", "-S", "-c", code])
     except OSError:
@@ -183,7 +201,8 @@ def _become_monitor(root: str, cid: str, tree, out_r: int, err_r: int, log: int,
         os.close(mem)
 
 
-def monitor(root: str, cid: str, out_r: int, err_r: int, log: int, mem: int) -> None:
+def monitor(root: str, cid: str, out_r: int, err_r: int, log: int, mem: int,
+            master: int | None = None, attach: int | None = None) -> None:
     """The lean supervisor after the re-exec: log the container's output, then record its end.
     Never returns."""
     try:
@@ -197,17 +216,19 @@ def monitor(root: str, cid: str, out_r: int, err_r: int, log: int, mem: int) -> 
             with os.fdopen(mem, "rb") as f:
                 t = pickle.load(f)
             return t
-        _monitor(cs, c, out_r, err_r, log, tree)
+        _monitor(cs, c, out_r, err_r, log, tree, master, attach)
     finally:
         os._exit(0)
 
 
-def _monitor(cs, c, out_r: int, err_r: int, log: int, get_tree) -> int:
+def _monitor(cs, c, out_r: int, err_r: int, log: int, get_tree, master: int | None = None,
+             attach: int | None = None) -> int:
     from runtime.containers.state import now
     from runtime.errors import SandboxError
 
     err = _LogWriter(log, "stderr", now)
-    _pump({out_r: _LogWriter(log, "stdout", now), err_r: err})
+    out = _LogWriter(log, "stdout", now)
+    _pump({out_r: out, err_r: err}, master and (master, out), attach)
     error = None
     tree = get_tree()
     try:
@@ -257,14 +278,39 @@ def _token() -> str:
     return owner.token()
 
 
-def _pump(writers: dict) -> None:
+def _pump(writers: dict, tty=None, attach: int | None = None) -> None:
     """Copy each pipe into its log writer until every writer of every pipe has closed it (the
-    container's pid namespace is gone by then)."""
+    container's pid namespace is gone by then: the keeper holds them to its end). tty: (pty
+    master, its writer), read alongside (a peer held, so it reads no early EIO) and drained
+    without blocking once the pipes are done; attach: the listening socket of `start -a -i`."""
     poll = select.poll()
     for fd in writers:
         poll.register(fd, select.POLLIN)
+    master, tty_writer = tty or (None, None)
+    if master is not None:
+        poll.register(master, select.POLLIN)
+    clients = None
+    if attach is not None:
+        from runtime.containers.attach import Clients
+        clients = Clients(attach, master, poll)
     while writers:
         for fd, _ in poll.poll():
+            if fd == master:
+                try:
+                    data = os.read(fd, 65536)
+                except OSError:
+                    data = b""
+                if data:
+                    tty_writer.feed(data)
+                    if clients:
+                        clients.send(data)
+                else:
+                    poll.unregister(fd)
+                continue
+            if clients and clients.handle(fd):
+                continue
+            if fd not in writers:
+                continue
             data = os.read(fd, 65536)
             if data:
                 writers[fd].feed(data)
@@ -272,3 +318,18 @@ def _pump(writers: dict) -> None:
                 writers.pop(fd).close()
                 poll.unregister(fd)
                 os.close(fd)
+    if master is not None:
+        os.set_blocking(master, False)
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:
+                break
+            if not data:
+                break
+            tty_writer.feed(data)
+            if clients:
+                clients.send(data)
+        tty_writer.close()
+    if clients:
+        clients.close()

@@ -93,7 +93,8 @@ def ps_rows(*flags: str) -> list[list[str]]:
 
 def test_run_d_ps_logs_stop_wait_rm(root):
     t0 = time.monotonic()
-    cid = run_d("--name", "web", "busybox", "sh", "-c", "echo out; echo err >&2; sleep 30")
+    # --init: pid 1 forwards stop's SIGTERM to sh (as pid 1 sh would ignore it, docker's rule)
+    cid = run_d("--name", "web", "--init", "busybox", "sh", "-c", "echo out; echo err >&2; sleep 30")
     latency = time.monotonic() - t0
     assert latency < 5, latency
     st = state(root, cid)
@@ -145,7 +146,7 @@ def test_stop_kills_after_the_timeout_and_kill_signals(root):
     assert ok(run_pybuild("wait", cid)).stdout == "137\n"
     one_error_line(run_pybuild("kill", cid), "is not running", code=1)
 
-    other = run_d("busybox", "sleep", "30")
+    other = run_d("--init", "busybox", "sleep", "30")     # pid 2 under an init: USR1 kills it
     assert ok(run_pybuild("kill", "-s", "SIGUSR1", other)).stdout == other + "\n"
     assert ok(run_pybuild("wait", other)).stdout == "138\n"
 

@@ -79,7 +79,8 @@ def _while_running(flags, controller, file) -> str:
 
     from cache import owner
 
-    p = subprocess.Popen([sys.executable, "-m", "builder", "run", "--rm", *flags, "busybox",
+    # --init: the TERM below reaches sleep (as pid 1 it would ignore it, docker's rule)
+    p = subprocess.Popen([sys.executable, "-m", "builder", "run", "--rm", "--init", *flags, "busybox",
                           "sleep", "30"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         parent = os.path.join(OWN[controller], cgroups.PARENT)

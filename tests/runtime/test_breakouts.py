@@ -110,9 +110,10 @@ def test_image_dev_null_symlink_is_not_used(busybox_layer, tmp_path):
 
 
 def test_host_python_is_not_writable_through_proc(busybox_layer):
-    """CVE-2019-5736: /proc/1/exe is the host interpreter; opening it for writing must fail."""
+    """CVE-2019-5736: with --init /proc/1/exe is the host interpreter; opening it for writing
+    must fail."""
     _, out, _ = sh([busybox_layer], "echo x >> /proc/1/exe && echo WROTE; "
-                                       "cat /proc/1/exe > /dev/null && echo READ; true")
+                                       "cat /proc/1/exe > /dev/null && echo READ; true", init=True)
     assert "WROTE" not in out and "READ" not in out
 
 

@@ -121,7 +121,7 @@ def test_a_dead_owner_s_empty_cgroup_is_swept():
 @pytest.mark.parametrize("kill", [False, True])
 def test_a_tree_with_limits_is_inside_and_leaves_nothing(busybox_layer, kill):
     r, w = os.pipe()
-    tree = process.start(SandboxSpec(lowerdirs=[busybox_layer], stdout=w,
+    tree = process.start(SandboxSpec(lowerdirs=[busybox_layer], stdout=w, init=not kill,
                                      resources=Resources(memory=64 << 20, pids_limit=30),
                                      argv=["sh", "-c", "cat /proc/self/cgroup; sleep 1 & sleep 30"]))
     os.close(w)

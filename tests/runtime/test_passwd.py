@@ -17,4 +17,6 @@ def test_resolve_reads_the_files_through_it(tmp_path):
     (tmp_path / "passwd").write_bytes(b"# users\napp:x:1000:1500::/home/app:/bin/sh\n")
     (tmp_path / "group").write_bytes(b"staff:x:50:app,other\n\n")
     got = users.resolve("app", str(tmp_path / "passwd"), str(tmp_path / "group"))
-    assert (got.uid, got.gid, got.sgids, got.home) == (1000, 1500, [50], "/home/app")
+    assert (got.uid, got.gid, got.sgids, got.home) == (1000, 1500, [50], "/home/app")   # RUN's
+    got = users.resolve("app", str(tmp_path / "passwd"), str(tmp_path / "group"), with_gid=True)
+    assert got.sgids == [1500, 50]                              # docker run/exec: the gid first

@@ -23,7 +23,17 @@ pytestmark = requires_root
 @pytest.mark.parametrize("script,code", [("true", 0), ("exit 3", 3), ("exit 255", 255),
                                          ("kill -TERM $$", 128 + 15), ("kill -KILL $$", 128 + 9)])
 def test_exit_status(busybox_layer, script, code):
-    assert sh([busybox_layer], script)[0] == code
+    """Under an init (docker --init) the command is pid 2: a signal it sends itself kills it."""
+    assert sh([busybox_layer], script, init=True)[0] == code
+    if "kill" not in script:
+        assert sh([busybox_layer], script)[0] == code
+
+
+def test_pid1_survives_the_signals_it_has_no_handler_for(busybox_layer):
+    """The command is pid 1 (docker's): the kernel drops a signal it has no handler for, even
+    SIGKILL from inside; one it traps arrives."""
+    assert sh([busybox_layer], "kill -TERM $$; kill -KILL $$; echo alive")[:2] == (0, "alive\n")
+    assert sh([busybox_layer], "trap 'exit 7' TERM; kill -TERM $$; sleep 5")[0] == 7
 
 
 def test_signal_sent_to_sandbox_reaches_the_command(busybox_layer):
@@ -71,20 +81,26 @@ def test_missing_cwd_is_a_clear_error(busybox_layer):
         sh([busybox_layer], "pwd", cwd="/nope")
 
 
-@pytest.mark.parametrize("user,expect", [
-    ("", "0 0 10"),                 # root's /etc/group memberships, as docker
-    ("root", "0 0 10"),
-    ("alice", "1000 1000 10 50"),
-    ("1000", "1000 1000 10 50"),
-    ("alice:staff", "1000 50"),     # an explicit group: no supplementary groups
-    ("1234", "1234 0"),             # numeric, no passwd entry: gid 0
-    ("1234:5678", "1234 5678"),
-    ("nobody:wheel", "65534 10"),
+@pytest.mark.parametrize("user,expect,container", [
+    ("", "0 0 10", "0 0 0 10"),     # root's /etc/group memberships (a container: the gid first)
+    ("root", "0 0 10", "0 0 0 10"),
+    ("alice", "1000 1000 10 50", "1000 1000 1000 10 50"),
+    ("1000", "1000 1000 10 50", "1000 1000 1000 10 50"),
+    ("alice:staff", "1000 50", "1000 50 50"),   # an explicit group: no memberships
+    ("1234", "1234 0", "1234 0 0"),             # numeric, no passwd entry: gid 0
+    ("1234:5678", "1234 5678", "1234 5678 5678"),
+    ("nobody:wheel", "65534 10", "65534 10 10"),
 ])
-def test_user_forms(busybox_layer, user, expect):
-    _rc, out, _ = sh([busybox_layer], "echo $(id -u) $(id -g) $(grep Groups: /proc/self/status | cut -f2)",
-                    user=user)
-    assert out.split() == expect.split()
+def test_user_forms(busybox_layer, user, expect, container):
+    """A build's RUN: BuildKit's groups (memberships only); a container: docker's getUser."""
+    for want, gid_in_groups in ((expect, False), (container, True)):
+        _rc, out, _ = sh([busybox_layer], "echo $(id -u) $(id -g) "
+                         "$(grep Groups: /proc/self/status | cut -f2)", user=user,
+                         gid_in_groups=gid_in_groups)
+        uid, gid, *groups = out.split()
+        want_uid, want_gid, *want_groups = want.split()
+        assert (uid, gid, sorted(groups, key=int)) == (want_uid, want_gid,
+                                                        sorted(want_groups, key=int))
 
 
 def test_unknown_user_and_group(busybox_layer):
@@ -107,19 +123,25 @@ def test_etc_hosts_is_read_only(busybox_layer):
 
 # --- the view: pid 1, /proc, /dev, /sys, capabilities, fds -------------------------------------
 
-def test_pid1_is_the_init_and_the_command_is_pid2(busybox_layer):
+def test_the_command_is_pid1_and_with_init_pid2(busybox_layer):
     _rc, out, _ = sh([busybox_layer], "echo $$; cat /proc/1/cmdline; echo; ls -d /proc/[0-9]* | wc -l")
+    pid, cmdline, count = out.split("\n")[:3]
+    assert pid == "1" and cmdline.split("\x00")[:2] == ["sh", "-c"], (pid, cmdline)
+    assert int(count) <= 3   # sh, ls, wc: no host processes
+    _rc, out, _ = sh([busybox_layer], "echo $$; cat /proc/1/cmdline; echo; ls -d /proc/[0-9]* | wc -l",
+                     init=True)
     pid, cmdline, count = out.split("\n")[:3]
     assert pid == "2" and cmdline in ("pybuild-init\x00", "pybuild-init"), (pid, cmdline)
     assert int(count) <= 4   # init, sh, ls, wc: no host processes
 
 
 def test_pid1_cannot_be_opened_for_writing_or_traced(busybox_layer):
-    """CVE-2019-5736: pid 1 is the host python; the container must not reach its binary."""
+    """CVE-2019-5736: with --init pid 1 is the host python; the container must not reach its
+    binary."""
     import sys
     before = os.stat(sys.executable)
     _rc, out, err = sh([busybox_layer], "readlink /proc/1/exe || echo no-exe; echo hi > /proc/1/exe; "
-                                       "cat /proc/1/environ; ls -l /proc/1/fd/0")
+                                       "cat /proc/1/environ; ls -l /proc/1/fd/0", init=True)
     lines = err.splitlines()
     assert out.startswith("no-exe\n") and "python" not in out and len(lines) == 3, (out, err)
     assert all("Permission denied" in ln for ln in lines), err
