@@ -472,7 +472,7 @@ wrap(runtime.process.os, "fork", "os.fork (keeper)")
 wrap(runtime.process.ProcessTree, "wait", "wait (child: unshare, fork pid1, mounts, exec, true)")
 wrap(runtime.process.ProcessTree, "_messages", "  of which: read child messages")
 wrap(runtime.rundir.RunDir, "finish", "  of which: RunDir.finish")
-wrap(R.shutil, "rmtree", "rmtree scratch")
+wrap(shutil, "rmtree", "shutil.rmtree (the scratch dir)")
 _start = runtime.process.start
 def start(spec):
     t = time.perf_counter()
@@ -542,7 +542,9 @@ def profile(tools: Tools, n: int) -> str:
     phases: dict[str, list[tuple[float, float]]] = {}
     for _ in range(n):
         r = subprocess.run([sys.executable, "-c", PHASES, *argv], env=env, cwd=REPO,
-                           capture_output=True, text=True, check=True)
+                           capture_output=True, text=True, check=False)
+        if r.returncode:
+            raise SystemExit(f"phase run failed: {r.stderr[-1000:]}")
         for ln in r.stderr.splitlines():
             if ln[:2] in ("P ", "W "):
                 name, at, dur = ln[2:].split("\t")
