@@ -55,9 +55,10 @@ def sh(*cmd, check=True, **kw) -> subprocess.CompletedProcess:
 class Tools(contextlib.ExitStack):
     """The four tools, set up on one busybox image in `base`; unwound in reverse on exit."""
 
-    def __init__(self, base: Path):
+    def __init__(self, base: Path, pb_repo: Path = REPO):
         super().__init__()
         self.base = base
+        self.pb_repo = pb_repo          # the checkout whose `python -m builder` is timed
         self.notes: list[str] = []
 
     # --- pybuild ---------------------------------------------------------------------------
@@ -74,7 +75,7 @@ class Tools(contextlib.ExitStack):
                 check=True)
 
     def pb(self, *args, check=False) -> subprocess.CompletedProcess:
-        return sh(sys.executable, "-m", "builder", *args, check=check, cwd=REPO, env=self.pb_env)
+        return sh(sys.executable, "-m", "builder", *args, check=check, cwd=self.pb_repo, env=self.pb_env)
 
     def pb_argv(self, *args) -> list[str]:
         return [sys.executable, "-m", "builder", *args]
@@ -277,7 +278,8 @@ def bench_true(tools: Tools, n: int) -> list[tuple[str, str, list[float]]]:
                 argv = tools.runc_argv("none" if net.startswith("none") else "host")
             t = time.perf_counter()
             r = subprocess.run(argv, stdin=DEVNULL, stdout=DEVNULL, stderr=subprocess.PIPE,
-                               cwd=REPO, env=tools.pb_env if tool == "pybuild" else None, check=False)
+                               cwd=tools.pb_repo, env=tools.pb_env if tool == "pybuild" else None,
+                               check=False)
             dt = (time.perf_counter() - t) * 1000
             if r.returncode != 0:
                 raise SystemExit(f"{tool} {net}: exit {r.returncode}: {r.stderr.decode()[-300:]}")
@@ -338,7 +340,7 @@ def bench_port(tools: Tools, runs: int) -> list[tuple[str, str, list[float]]]:
             port = free_port()
             env = tools.pb_env if tool == "pybuild" else None
             t = time.perf_counter()
-            r = subprocess.run(argv_of(port), capture_output=True, text=True, cwd=REPO, env=env,
+            r = subprocess.run(argv_of(port), capture_output=True, text=True, cwd=tools.pb_repo, env=env,
                                check=False, stdin=DEVNULL)
             ok = r.returncode == 0 and _get_ok(port, time.perf_counter() + 20)
             dt = (time.perf_counter() - t) * 1000
@@ -411,10 +413,12 @@ def bench_rss(tools: Tools) -> list[tuple[str, int, float, float]]:
     return out
 
 
-def report(true_rows, port_rows, rss_rows, notes, n, port_runs) -> str:
+def report(true_rows, port_rows, rss_rows, notes, n, port_runs, load0, repo) -> str:
+    head = sh("git", "-C", repo, "rev-parse", "--short", "HEAD", check=False).stdout.strip()
     lines = [f"Machine: {os.cpu_count()} cores, {os.uname().release}; "
-             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; load average before "
-             f"{os.getloadavg()[0]:.2f}", "",
+             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; pybuild from {repo} "
+             f"({head or 'not a git checkout'}); 1-min load average {load0:.2f} at the start, "
+             f"{os.getloadavg()[0]:.2f} at the end", "",
              f"`run --rm busybox true`, {n} runs per row, interleaved, wall time of the command (ms):", "",
              "| tool | network | median | p10 | p90 |", "|---|---|---|---|---|"]
     for tool, net, xs in true_rows:
@@ -512,7 +516,7 @@ def profile(tools: Tools, n: int) -> str:
     whole = []
     for _ in range(n):
         t = time.perf_counter()
-        subprocess.run(tools.pb_argv(*argv), check=True, env=env, cwd=REPO, stdout=DEVNULL)
+        subprocess.run(tools.pb_argv(*argv), check=True, env=env, cwd=tools.pb_repo, stdout=DEVNULL)
         whole.append((time.perf_counter() - t) * 1000)
     out += [f"- whole command: median {q(whole)[0]:.1f} ms; `python -c pass` {q(bare)[0]:.1f} ms "
             f"(`-S`: {q(bare_s)[0]:.1f} ms) of it is the interpreter and site", ""]
@@ -521,7 +525,7 @@ def profile(tools: Tools, n: int) -> str:
     selft: dict[str, list[int]] = {}
     for _ in range(n):
         r = subprocess.run([sys.executable, "-X", "importtime", "-m", "builder", *argv], env=env,
-                           cwd=REPO, capture_output=True, text=True, check=True)
+                           cwd=tools.pb_repo, capture_output=True, text=True, check=True)
         for ln in r.stderr.splitlines():
             m = re.match(r"import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)", ln)
             if m:
@@ -541,7 +545,7 @@ def profile(tools: Tools, n: int) -> str:
     # phases, in-process timers around the CLI's own functions
     phases: dict[str, list[tuple[float, float]]] = {}
     for _ in range(n):
-        r = subprocess.run([sys.executable, "-c", PHASES, *argv], env=env, cwd=REPO,
+        r = subprocess.run([sys.executable, "-c", PHASES, *argv], env=env, cwd=tools.pb_repo,
                            capture_output=True, text=True, check=False)
         if r.returncode:
             raise SystemExit(f"phase run failed: {r.stderr[-1000:]}")
@@ -566,7 +570,7 @@ def _strace(tools: Tools, argv: list[str]) -> str:
     log = tools.base / "strace.log"
     calls = "execve,unshare,clone,clone3,mount,pivot_root,umount2,wait4,exit_group"
     subprocess.run(["strace", "-f", "--seccomp-bpf", "-ttt", "-o", str(log), "-e", f"trace={calls}",
-                    *tools.pb_argv(*argv)], env=tools.pb_env, cwd=REPO, stdout=DEVNULL,
+                    *tools.pb_argv(*argv)], env=tools.pb_env, cwd=tools.pb_repo, stdout=DEVNULL,
                    stderr=DEVNULL, check=False)
     lines = log.read_text().splitlines()
     t0 = None
@@ -592,6 +596,9 @@ def main() -> int:
     ap.add_argument("--port-runs", type=int, default=10, help="runs per row of run -d + GET")
     ap.add_argument("--only", default="true,port,rss", help="comma list of: true, port, rss")
     ap.add_argument("--profile", action="store_true", help="profile pybuild's run instead")
+    ap.add_argument("--repo", type=Path, default=REPO,
+                    help="time `python -m builder` of this checkout (default: this one), e.g. an "
+                         "export of another branch: git archive net | tar -x -C DIR")
     ap.add_argument("--no-docker", action="store_true")
     ap.add_argument("--no-podman", action="store_true")
     args = ap.parse_args()
@@ -599,9 +606,10 @@ def main() -> int:
         raise SystemExit("needs root (namespaces, overlayfs, dockerd)")
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     only = set(args.only.split(","))
+    load0 = os.getloadavg()[0]
     base = Path(tempfile.mkdtemp(prefix="container-bench-"))
     try:
-        with Tools(base) as tools:
+        with Tools(base, args.repo.resolve()) as tools:
             tools.setup_pybuild()
             if args.profile:
                 print(profile(tools, args.n))
@@ -618,7 +626,8 @@ def main() -> int:
             true_rows = bench_true(tools, args.n) if "true" in only else []
             port_rows = bench_port(tools, args.port_runs) if "port" in only else []
             rss_rows = bench_rss(tools) if "rss" in only else []
-            print(report(true_rows, port_rows, rss_rows, tools.notes, args.n, args.port_runs))
+            print(report(true_rows, port_rows, rss_rows, tools.notes, args.n, args.port_runs, load0,
+                         args.repo))
     except KeyboardInterrupt:
         print("interrupted: cleaned up", file=sys.stderr)
         return 130
