@@ -604,6 +604,7 @@ def main() -> int:
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("needs root (namespaces, overlayfs, dockerd)")
+    signal.signal(signal.SIGINT, signal.default_int_handler)    # even when started with it ignored
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     only = set(args.only.split(","))
     load0 = os.getloadavg()[0]
