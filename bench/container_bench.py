@@ -276,6 +276,7 @@ def bench_true(tools: Tools, n: int) -> list[tuple[str, str, list[float], list[f
     not its descendants). It is less sensitive than the wall time to other load."""
     rows = tools.true_rows()
     times: dict[int, list[tuple[float, float]]] = {i: [] for i in range(len(rows))}
+    fails: dict[int, int] = {}
     err = tempfile.TemporaryFile()  # noqa: SIM115 - one for all runs, closed with the process
     for rnd in range(n + 2):                      # two warm-up rounds
         for i, (tool, net, argv) in enumerate(rows):
@@ -289,13 +290,17 @@ def bench_true(tools: Tools, n: int) -> list[tuple[str, str, list[float], list[f
             _, status, ru = os.wait4(p.pid, 0)
             dt = (time.perf_counter() - t) * 1000
             p.returncode = os.waitstatus_to_exitcode(status)
-            if p.returncode != 0:
+            if p.returncode != 0:       # counted and said, not timed
                 err.seek(0)
-                raise SystemExit(f"{tool} {net}: exit {p.returncode}: {err.read().decode()[-300:]}")
+                fails[i] = fails.get(i, 0) + 1
+                tools.notes.append(f"{tool} {net}: exit {p.returncode}: {err.read().decode().strip()[-300:]}")
+                continue
             if rnd >= 2:
                 times[i].append((dt, (ru.ru_utime + ru.ru_stime) * 1000))
+    for i, k in fails.items():
+        tools.notes.append(f"{rows[i][0]} {rows[i][1]}: {k} of {n + 2} runs failed (not timed)")
     return [(tool, net, [w for w, _ in times[i]], [c for _, c in times[i]])
-            for i, (tool, net, _) in enumerate(rows)]
+            for i, (tool, net, _) in enumerate(rows) if times[i]]
 
 
 def _get_ok(port: int, deadline: float) -> bool:
@@ -489,7 +494,15 @@ wrap(runtime.process.os, "fork", "os.fork (keeper)")
 wrap(runtime.process.ProcessTree, "wait", "wait (child: unshare, fork pid1, mounts, exec, true)")
 wrap(runtime.process.ProcessTree, "_messages", "  of which: read child messages")
 wrap(runtime.rundir.RunDir, "finish", "  of which: RunDir.finish")
-wrap(shutil, "rmtree", "shutil.rmtree (the scratch dir)")
+_rmtree = shutil.rmtree
+def rmtree(path, *a, **k):
+    t = time.perf_counter()
+    try:
+        return _rmtree(path, *a, **k)
+    finally:
+        name = str(path).rsplit("/", 1)[-1].split("-")[0].lstrip(".")
+        T.append((f"shutil.rmtree of {name}-*", t, time.perf_counter()))
+shutil.rmtree = rmtree
 _start = runtime.process.start
 def start(spec):
     t = time.perf_counter()
