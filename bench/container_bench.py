@@ -102,9 +102,11 @@ class Tools(contextlib.ExitStack):
         if r.returncode != 0:       # the same layer dir, copied, with `runc spec`
             self.notes.append(f"umoci unpack failed ({r.stderr.strip()[:120]}); runc bundle = "
                               "a copy of pybuild's layer dir + `runc spec`")
+            from cache.store import Store
+            store = Store.open(self.root)
+            (layer,) = store.image("busybox:latest").diff_ids       # the fixture has one layer
             bundle.mkdir(exist_ok=True)
-            layers = sorted((self.root).glob("**/layers/*/"))
-            sh("cp", "-a", f"{layers[0]}/.", bundle / "rootfs")
+            sh("cp", "-a", f"{store.layer_dir(layer)}/.", bundle / "rootfs")
             sh("runc", "spec", "--bundle", bundle)
         cfg = json.loads((bundle / "config.json").read_text())
         cfg["process"]["args"] = ["true"]
