@@ -6,6 +6,7 @@ busybox httpd succeeds; the RSS of an idle supervisor (pybuild's, conmon, contai
 
     sudo /work/main/.venv/bin/python bench/container_bench.py [-n 30] [--port-runs 10]
     sudo /work/main/.venv/bin/python bench/container_bench.py --profile   # where pybuild's time goes
+    sudo ... bench/container_bench.py --repo DIR --no-docker --no-podman  # time another checkout
 
 Everything it starts (a private dockerd on its own bridge, podman with private roots, runc
 state, containers, bundles, bridges, CNI's iptables chains) is removed when it ends, Ctrl-C too.
