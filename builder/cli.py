@@ -15,6 +15,21 @@ from cache.version import VERSION
 
 # command-group module (under builder.commands) -> each registers its subcommands
 COMMAND_MODULES = ("build", "images", "registry", "run", "containers", "containerfs", "volumes")
+# the module that registers each command, so a command line loads only its own (argparse
+# building ~30 subparsers was a tenth of a `run`); tests/builder/test_cli.py checks it against
+# what the modules register. A module may need another's parsers first (`create` copies run's).
+COMMAND_OF = {
+    "build": "build",
+    **dict.fromkeys(("images", "tag", "rmi", "inspect", "history", "import", "save", "load",
+                     "prune"), "images"),
+    **dict.fromkeys(("pull", "push", "login", "logout"), "registry"),
+    "run": "run",
+    **dict.fromkeys(("create", "start", "restart", "exec", "container", "ps", "logs", "stop",
+                     "kill", "wait", "rm", "top", "port"), "containers"),
+    **dict.fromkeys(("commit", "cp", "stats"), "containerfs"),
+    "volume": "volumes",
+}
+NEEDS = {"containers": ("run",)}
 
 
 def _columns() -> int:
@@ -32,7 +47,33 @@ def _columns() -> int:
     return columns or 80
 
 
-def make_parser():
+def _command_word(argv: list[str]) -> str | None:
+    """The command a command line names: its first word that is not a global option."""
+    skip = False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--root":
+            skip = True
+        elif a in ("-h", "--help"):
+            return None             # top-level help lists every command
+        elif not a.startswith("-"):
+            return a
+    return None
+
+
+def modules_for(argv: list[str] | None) -> tuple[str, ...]:
+    """The command modules to register for argv: the command's own (and what it needs); every
+    one for top-level help, no command or an unknown one (whose error lists them all)."""
+    mod = COMMAND_OF.get(_command_word(argv)) if argv is not None else None
+    if mod is None:
+        return COMMAND_MODULES
+    want = {mod, *NEEDS.get(mod, ())}
+    return tuple(m for m in COMMAND_MODULES if m in want)
+
+
+def make_parser(argv: list[str] | None = None):
+    """The parser; given argv, with only the command modules that argv needs."""
     import argparse
 
     def formatter(prog: str):
@@ -51,7 +92,7 @@ def make_parser():
                         help="store root (default: $PYBUILD_ROOT, /var/lib/pybuild as root, "
                              "else $XDG_DATA_HOME/pybuild)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=subparser)
-    for name in COMMAND_MODULES:
+    for name in modules_for(argv):
         importlib.import_module(f"builder.commands.{name}").register(sub)
     return parser
 
@@ -69,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
             pending = replay.attempt(argv)
             if isinstance(pending, int):
                 return pending
-        parser = make_parser()
+        parser = make_parser(argv)
         args = parser.parse_args(argv)
         debug = args.debug
         if args.root:
