@@ -55,6 +55,7 @@ class SandboxSpec:
     stderr: int | None = None
     tty: bool = False          # allocate a pty inside the container; its master is handed back
     make_cwd: bool = False                                # create cwd if missing (docker run -w)
+    readonly_rootfs: bool = False       # docker run --read-only: the root mount read-only
     resources: Resources | None = None    # cgroup limits; None = stay in the caller's cgroups
 
 

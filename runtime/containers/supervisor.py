@@ -90,11 +90,14 @@ class _LogWriter:
             pass   # a full disk loses log lines, never the container
 
 
-def main(root: str, cid: str, ready_fd: int) -> None:
-    """The supervisor's life; never returns (os._exit)."""
+def main(root: str, cid: str, ready_fd: int, restarts: int | None = None, lock_fd: int = -1,
+         backoff: float = 0.0) -> None:
+    """The supervisor's life; never returns (os._exit). `restarts` is None for a start (`run
+    -d`, `start`); the restart policy comes back here with the count so far, the lock it holds
+    and the current backoff (ready_fd -1: nobody waits for this start)."""
     code = 125
     try:
-        code = _supervise(root, cid, ready_fd)
+        code = _supervise(root, cid, ready_fd, restarts, lock_fd, backoff)
     except BaseException as e:  # noqa: BLE001 - reported through the ready pipe or state.json
         _tell(ready_fd, f"E {e}".replace("\n", " "))
     os._exit(code)
@@ -108,7 +111,8 @@ def _tell(fd: int, line: str) -> None:
         pass
 
 
-def _supervise(root: str, cid: str, ready_fd: int) -> int:
+def _supervise(root: str, cid: str, ready_fd: int, restarts: int | None, lock_fd: int,
+               backoff: float) -> int:
     from cache.leases import Leases
     from runtime import mountns, process
     from runtime.containers.state import Containers, now
@@ -121,7 +125,13 @@ def _supervise(root: str, cid: str, ready_fd: int) -> int:
     c = cs.load(cid)
     if c is None:
         raise SandboxError(f"No such container: {cid}")
-    _hold(c)
+    if restarts is None:        # a start: a stop asked of the last run is forgotten (docker)
+        _hold(c)
+        c.clear_stop_request()
+        restarts = 0
+    else:
+        c.lock_fd = lock_fd
+        os.set_inheritable(lock_fd, False)
     cfg = c.config
     Leases(root).hold(cfg["image_id"])
     upper, work = os.path.join(c.path, "upper"), os.path.join(c.path, "work")
@@ -136,7 +146,7 @@ def _supervise(root: str, cid: str, ready_fd: int) -> int:
     spec = SandboxSpec(lowerdirs=cfg["lowerdirs"], upperdir=upper, workdir=work, argv=cfg["argv"],
                        env=cfg["env"], cwd=cfg["cwd"], user=cfg["user"], hostname=cfg["hostname"],
                        network=cfg["network"], stdin=devnull, stdout=out_w, stderr=err_w,
-                       make_cwd=True, mounts=mounts,
+                       make_cwd=True, mounts=mounts, readonly_rootfs=bool(cfg.get("read_only")),
                        resources=Resources(**cfg["resources"]) if cfg.get("resources") else None)
     try:
         tree = process.start(spec)
@@ -148,14 +158,23 @@ def _supervise(root: str, cid: str, ready_fd: int) -> int:
     finally:
         for fd in (devnull, out_w, err_w):
             os.close(fd)
+    health = {}
+    if cfg.get("healthcheck"):
+        from runtime.containers.health import probe_argv
+        if probe_argv(cfg["healthcheck"]):
+            old = c.state.get("health") or {}
+            health = {"health": {"Status": "starting", "FailingStreak": 0,
+                                 "Log": old.get("Log") or []}}
     c.write_state(status="running", supervisor=_token(), pid=tree.pid, started=now(),
-                  exit_code=0, error=None)
+                  exit_code=0, error=None, restart_count=restarts, **health)
     _tell(ready_fd, "ok")
-    _become_monitor(root, cid, tree, out_r, err_r, log, c.lock_fd)   # returns only if it cannot
-    return _monitor(cs, c, out_r, err_r, log, lambda: tree)
+    run = (restarts, backoff)
+    _become_monitor(root, cid, tree, out_r, err_r, log, c.lock_fd, run)  # returns only if it cannot
+    return _monitor(cs, c, out_r, err_r, log, lambda: tree, c.lock_fd, run)
 
 
-def _become_monitor(root: str, cid: str, tree, out_r: int, err_r: int, log: int, lock: int) -> None:
+def _become_monitor(root: str, cid: str, tree, out_r: int, err_r: int, log: int, lock: int,
+                    run: tuple) -> None:
     """Re-exec this process as a lean monitor (the same pid and start time, so its cache.owner
     token, lease, lock and children stay; PR_SET_PDEATHSIG does not fire on exec): the modules
     that set the tree up (dataclasses, tempfile, shutil, ctypes, ...) are not kept in memory
@@ -174,7 +193,8 @@ def _become_monitor(root: str, cid: str, tree, out_r: int, err_r: int, log: int,
     for fd in keep:
         os.set_inheritable(fd, True)
     code = (f"import sys; sys.path.insert(0, {HERE!r}); from runtime.containers.supervisor "
-            f"import monitor; monitor({root!r}, {cid!r}, {out_r}, {err_r}, {log}, {mem})")
+            f"import monitor; monitor({root!r}, {cid!r}, {out_r}, {err_r}, {log}, {mem}, {lock}, "
+            f"{run!r})")
     try:
         os.execv(sys.executable, [sys.executable, "-I", "-S", "-c", code])
     except OSError:
@@ -183,7 +203,8 @@ def _become_monitor(root: str, cid: str, tree, out_r: int, err_r: int, log: int,
         os.close(mem)
 
 
-def monitor(root: str, cid: str, out_r: int, err_r: int, log: int, mem: int) -> None:
+def monitor(root: str, cid: str, out_r: int, err_r: int, log: int, mem: int, lock: int = -1,
+            run: tuple = (0, 0.0)) -> None:
     """The lean supervisor after the re-exec: log the container's output, then record its end.
     Never returns."""
     try:
@@ -197,17 +218,25 @@ def monitor(root: str, cid: str, out_r: int, err_r: int, log: int, mem: int) -> 
             with os.fdopen(mem, "rb") as f:
                 t = pickle.load(f)
             return t
-        _monitor(cs, c, out_r, err_r, log, tree)
+        _monitor(cs, c, out_r, err_r, log, tree, lock, run)
     finally:
         os._exit(0)
 
 
-def _monitor(cs, c, out_r: int, err_r: int, log: int, get_tree) -> int:
-    from runtime.containers.state import now
+def _monitor(cs, c, out_r: int, err_r: int, log: int, get_tree, lock: int, run: tuple) -> int:
+    """Log the tree's output (and probe its health) until it ends; record the end, then apply
+    the restart policy (see _restart) or remove a --rm container."""
+    from runtime.containers.state import now, parse_time
     from runtime.errors import SandboxError
 
+    checker = None
+    if c is not None and (c.state.get("health") or {}).get("Status") == "starting":
+        from runtime.containers.health import Checker
+        checker = Checker(c, now, parse_time)
     err = _LogWriter(log, "stderr", now)
-    _pump({out_r: _LogWriter(log, "stdout", now), err_r: err})
+    _pump({out_r: _LogWriter(log, "stdout", now), err_r: err}, checker)
+    if checker is not None:
+        checker.close()
     error = None
     tree = get_tree()
     try:
@@ -219,12 +248,65 @@ def _monitor(cs, c, out_r: int, err_r: int, log: int, get_tree) -> int:
     if c is None:
         return 0
     try:
-        c.write_state(status="exited", exit_code=code, error=error, finished=now())
-        if c.config.get("auto_remove"):      # run -d --rm
+        health = c.state.get("health")
+        ended = {"health": {**health, "Status": "unhealthy"}} if health else {}   # docker's SetStopped
+        restarts, backoff = run
+        again, backoff = _should_restart(c, code, restarts, backoff, parse_time)
+        c.write_state(status="restarting" if again else "exited", exit_code=code, error=error,
+                      finished=now(), **ended)
+        if again:
+            _restart(cs.root, c, restarts + 1, backoff, lock)
+        elif c.config.get("auto_remove"):      # run -d --rm
             _auto_remove(cs, c)
     except (FileNotFoundError, SandboxError):
         pass    # removed while it ran (`rm -f` of a supervisor that did not stop)
     return 0
+
+
+_BACKOFF_MAX = 60.0     # docker's restartmanager: 100 ms doubling up to a minute, reset after 10 s
+
+
+def _should_restart(c, code: int, restarts: int, backoff: float, parse_time) -> tuple:
+    """docker's RestartManager.ShouldRestart: (restart?, the wait before it)."""
+    import time
+
+    policy = c.config.get("restart") or {}
+    name, most = policy.get("Name") or "no", policy.get("MaximumRetryCount") or 0
+    try:
+        ran = time.time() - parse_time(c.state["started"])
+    except (KeyError, ValueError):
+        ran = 0.0
+    backoff = 0.0 if ran >= 10 else backoff
+    backoff = 0.1 if backoff == 0 else min(backoff * 2, _BACKOFF_MAX)
+    if c.stop_requested or name == "no":
+        return False, backoff
+    if name in ("always", "unless-stopped"):
+        return True, backoff
+    return name == "on-failure" and code != 0 and (most == 0 or restarts < most), backoff
+
+
+def _restart(root: str, c, restarts: int, backoff: float, lock: int) -> None:
+    """Wait `backoff` seconds (status restarting; a `stop` meanwhile ends it), then run the
+    command again in the same container: re-exec into `main` with the lock still held."""
+    import time
+
+    end = time.monotonic() + backoff
+    while time.monotonic() < end:
+        if c.stop_requested:
+            c.write_state(status="exited")
+            return
+        time.sleep(min(0.05, max(0.0, end - time.monotonic())))
+    if c.stop_requested or not os.path.isdir(c.path):
+        if os.path.isdir(c.path):
+            c.write_state(status="exited")
+        return
+    os.set_inheritable(lock, True)
+    code = (f"import sys; sys.path.insert(0, {HERE!r}); from runtime.containers.supervisor "
+            f"import main; main({root!r}, {c.id!r}, -1, {restarts}, {lock}, {backoff!r})")
+    try:
+        os.execv(sys.executable, [sys.executable, "-I", "-S", "-c", code])
+    except OSError as e:
+        c.write_state(status="exited", error=f"cannot restart: {e.strerror}")
 
 
 def _auto_remove(cs, c) -> None:
@@ -257,14 +339,20 @@ def _token() -> str:
     return owner.token()
 
 
-def _pump(writers: dict) -> None:
+def _pump(writers: dict, checker=None) -> None:
     """Copy each pipe into its log writer until every writer of every pipe has closed it (the
-    container's pid namespace is gone by then)."""
+    container's pid namespace is gone by then); meanwhile run the health checker's probes."""
     poll = select.poll()
     for fd in writers:
         poll.register(fd, select.POLLIN)
+    probing: tuple = ()
     while writers:
-        for fd, _ in poll.poll():
+        wait = None if checker is None else int(checker.due() * 1000) + 1
+        for fd, _ in poll.poll(wait):
+            if fd not in writers:
+                if checker is not None:
+                    checker.on_event(fd)
+                continue
             data = os.read(fd, 65536)
             if data:
                 writers[fd].feed(data)
@@ -272,3 +360,12 @@ def _pump(writers: dict) -> None:
                 writers.pop(fd).close()
                 poll.unregister(fd)
                 os.close(fd)
+        if checker is not None:
+            checker.tick()
+            now_probing = checker.fds()
+            if now_probing != probing:
+                for fd in probing:
+                    poll.unregister(fd)
+                for fd in now_probing:
+                    poll.register(fd, select.POLLIN)
+                probing = now_probing
