@@ -1,6 +1,7 @@
 """`run -d --restart` as a user drives it, on busybox:latest: the supervisor runs a crashing
 command again in the same container (same upper dir, same log) with docker's backoff, counts
-the restarts, gives up after on-failure's N, and never restarts what `stop` or `kill` ended."""
+the restarts, gives up after on-failure's N, and never restarts what `stop` or `kill` ended;
+and run's other lifecycle flags: --stop-signal, --stop-timeout, --label[-file], --read-only."""
 from __future__ import annotations
 
 import json
@@ -114,3 +115,52 @@ def test_bad_restart_flags_are_docker_errors(root, flags, message):
 def test_help_says_no_restart_after_a_reboot(root):
     text = " ".join(ok(run_pybuild("run", "--help")).stdout.split())
     assert "nothing brings containers back after a reboot" in text
+
+
+# ---- the other lifecycle flags of run: --stop-signal, --stop-timeout, --label, --read-only ----
+
+def test_stop_timeout_is_stops_default_and_stop_signal_is_used(root):
+    run_d("--name", "stubborn", "--stop-timeout", "1", "busybox", "sh", "-c",
+          "trap '' TERM; echo ready; while :; do sleep 0.1; done")
+    poll(lambda: ok(run_pybuild("logs", "stubborn")).stdout == "ready\n")
+    t = time.monotonic()
+    ok(run_pybuild("stop", "stubborn"))             # no -t: its own 1 s, not docker's 10
+    took = time.monotonic() - t
+    assert 0.9 <= took < 5, took
+    doc = inspect("stubborn")
+    assert doc["State"]["ExitCode"] == 137 and doc["Config"]["StopTimeout"] == 1
+
+    run_d("--name", "usr1", "--stop-signal", "SIGUSR1", "busybox", "sleep", "30")
+    poll(lambda: inspect("usr1")["State"]["Pid"])
+    ok(run_pybuild("stop", "usr1"))
+    doc = inspect("usr1")
+    assert doc["State"]["ExitCode"] == 128 + 10 and doc["Config"]["StopSignal"] == "SIGUSR1"
+    r = one_error_line(run_pybuild("run", "-d", "--stop-signal", "FOO", "busybox", "true"), code=125)
+    assert r == "pybuild: error: Invalid signal: FOO"
+
+
+def test_labels_from_flags_and_files_over_the_images(root, tmp_path):
+    f = tmp_path / "labels"
+    f.write_text("# a comment\n\ntier=from-file\nowner=file\n")
+    cid = run_d("-l", "owner=flag", "--label", "bare", "--label-file", str(f), "busybox", "sleep", "30")
+    labels = inspect(cid)["Config"]["Labels"]
+    assert {k: labels[k] for k in ("tier", "owner", "bare")} == {"tier": "from-file",
+                                                                 "owner": "flag", "bare": ""}
+    assert "org.pybuild.fixture.busybox.sha256" in labels          # the image's, kept
+    assert ok(run_pybuild("ps", "-q", "--filter", "label=owner=flag")).stdout.split() == [cid[:12]]
+    one_error_line(run_pybuild("run", "-d", "--label-file", str(tmp_path / "nope"), "busybox",
+                               "true"), "no such file or directory", code=125)
+
+
+def test_read_only_rootfs_keeps_dev_proc_tmpfs_and_volumes_writable(root):
+    script = ("touch /x; touch /dev/shm/a && echo shm; touch /scratch/a && echo tmpfs; "
+              "touch /data/a && echo volume; echo x > /dev/null && echo dev")
+    r = run_pybuild("run", "--rm", "--read-only", "--tmpfs", "/scratch", "-v", "rovol:/data",
+                    "busybox", "sh", "-c", script)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == "touch: /x: Read-only file system\n"
+    assert r.stdout == "shm\ntmpfs\nvolume\ndev\n"
+    cid = run_d("--read-only", "busybox", "sh", "-c", "touch /y; sleep 30")
+    poll(lambda: "Read-only file system" in run_pybuild("logs", cid).stderr)
+    assert inspect(cid)["HostConfig"]["ReadonlyRootfs"] is True
+    ok(run_pybuild("volume", "rm", "-f", "rovol"))
