@@ -524,14 +524,29 @@ def _show_log(c, offset: int, tail, follow: bool, timestamps: bool, since: float
         if not follow:
             return 0
         f = open(os.devnull, "rb")  # noqa: SIM115
-    with f:
+    old = b""
+    if offset == 0:             # --log-opt max-file: the rotated files, oldest first
+        for i in range(int(c.config.get("log_max_file") or 1) - 1, 0, -1):
+            try:
+                with open(f"{c.log_path}.{i}", "rb") as rf:
+                    old += rf.read()
+            except FileNotFoundError:
+                continue
+    try:
         f.seek(offset)
-        lines = f.read().splitlines(keepends=True)
+        lines = (old + f.read()).splitlines(keepends=True)
         rest = lines.pop() if lines and not lines[-1].endswith(b"\n") else b""
         show(lines[-tail:] if tail else ([] if tail == 0 else lines))
         while follow:
             done = not c.reload().supervisor_alive   # checked before the read: nothing is missed
             chunk = f.read()
+            if not chunk and _rotated(f, c.log_path):
+                f.close()
+                f = open(c.log_path, "rb")  # noqa: SIM115 - the new file after a rotation
+                chunk = f.read()
+            elif not chunk and os.fstat(f.fileno()).st_size < f.tell():
+                f.seek(0)                   # max-file 1: truncated in place
+                chunk = f.read()
             if chunk:
                 lines = (rest + chunk).splitlines(keepends=True)
                 rest = lines.pop() if not lines[-1].endswith(b"\n") else b""
@@ -540,7 +555,17 @@ def _show_log(c, offset: int, tail, follow: bool, timestamps: bool, since: float
                 break
             else:
                 time.sleep(0.05)
+    finally:
+        f.close()
     return 0
+
+
+def _rotated(f, path: str) -> bool:
+    """Whether `path` is no longer the file `f` reads (the log was rotated away)."""
+    try:
+        return os.stat(path).st_ino != os.fstat(f.fileno()).st_ino
+    except FileNotFoundError:
+        return False
 
 
 # ---- signals, stop, wait, rm ----------------------------------------------------------------

@@ -96,6 +96,9 @@ def _lifecycle_flags(p) -> None:
                    help="consecutive failures needed to report unhealthy")
     p.add_argument("--no-healthcheck", action="store_true",
                    help="disable any container-specified HEALTHCHECK")
+    p.add_argument("--log-opt", action="append", default=[], metavar="K=V",
+                   help="json-file log options: max-size=N[k|m|g] (rotate when the log reaches "
+                        "it), max-file=N (logs kept, default 1)")
 
 
 def _restart_policy(text: str, auto_remove: bool) -> dict:
@@ -183,6 +186,42 @@ def _labels(args, image_labels: dict) -> dict:
     return out
 
 
+_SIZE_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12, "p": 10**15}
+
+
+def _log_opts(opts: list[str]) -> dict:
+    """docker's json-file options (jsonfilelog.New): max-size (go-units FromHumanSize, decimal)
+    and max-file; the record keeps docker's strings (LogConfig.Config) and the parsed values."""
+    import re
+
+    from runtime.errors import ConfigError
+
+    given = {}
+    for item in opts:
+        k, _, v = item.partition("=")
+        if k not in ("max-size", "max-file"):
+            raise ConfigError(f"unknown log opt '{k}' for json-file log driver")
+        given[k] = v
+    out: dict = {"log_config": given} if given else {}
+    if "max-size" in given:
+        m = re.fullmatch(r"(\d+(?:\.\d+)?) ?([kKmMgGtTpP])?[bB]?", given["max-size"].strip())
+        if not m:
+            raise ConfigError(f"invalid size: '{given['max-size']}'")
+        size = int(float(m.group(1)) * _SIZE_UNITS[(m.group(2) or "").lower()])
+        if size <= 0:
+            raise ConfigError("max-size must be a positive number")
+        out["log_max_size"] = size
+    if "max-file" in given:
+        try:
+            n = int(given["max-file"])
+        except ValueError:
+            raise ConfigError(f'strconv.Atoi: parsing "{given["max-file"]}": invalid syntax') from None
+        if n < 1:
+            raise ConfigError("max-file cannot be less than 1")
+        out["log_max_file"] = n
+    return out
+
+
 def lifecycle(args, cfg: dict) -> dict:
     """The record's fields from the lifecycle flags against the image config `cfg`."""
     from builder.commands.containers import parse_signal
@@ -199,6 +238,7 @@ def lifecycle(args, cfg: dict) -> dict:
         raise ConfigError(f"Invalid signal: {out['stop_signal']}") from None
     if args.stop_timeout is not None:
         out["stop_timeout"] = args.stop_timeout
+    out.update(_log_opts(args.log_opt))
     hc = health.merge(cfg.get("Healthcheck"), _healthcheck_flags(args))
     if hc:
         out["healthcheck"] = hc

@@ -85,7 +85,7 @@ def doc(c) -> dict:
             "AutoRemove": bool(cfg.get("auto_remove")),
             "RestartPolicy": cfg.get("restart") or {"Name": "no", "MaximumRetryCount": 0},
             "ReadonlyRootfs": bool(cfg.get("read_only")),
-            "LogConfig": {"Type": "json-file", "Config": {}},
+            "LogConfig": {"Type": "json-file", "Config": cfg.get("log_config") or {}},
         },
         "Mounts": _mounts(c),
         "Config": config,

@@ -57,11 +57,52 @@ def spawn(root: str, cid: str, timeout: float = 30.0) -> str | None:
     return line.removeprefix("E ") or "the container's supervisor exited before it started the container"
 
 
+class _Log:
+    """The json-file log both streams write to, rotated as docker's json-file driver does with
+    --log-opt max-size (bytes; 0 = never) and max-file: when the file has reached max-size it
+    becomes `<log>.1` (`.1` becomes `.2`, ... up to max-file - 1), or with max-file 1 is
+    truncated. A write error (a full disk) loses the line, never the container."""
+
+    def __init__(self, fd: int, path: str, max_size: int = 0, max_file: int = 1):
+        self.fd, self.path, self.max_size, self.max_file = fd, path, max_size, max(1, max_file)
+        self.size = os.fstat(fd).st_size if max_size else 0
+
+    def write(self, data: bytes) -> None:
+        if self.max_size and self.size >= self.max_size:
+            self._rotate()
+        try:
+            os.write(self.fd, data)
+            self.size += len(data)
+        except OSError:
+            pass
+
+    def _rotate(self) -> None:
+        try:
+            if self.max_file == 1:
+                os.ftruncate(self.fd, 0)
+            else:
+                for i in range(self.max_file - 1, 1, -1):
+                    try:
+                        os.rename(f"{self.path}.{i - 1}", f"{self.path}.{i}")
+                    except FileNotFoundError:
+                        pass
+                os.rename(self.path, self.path + ".1")
+                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+                os.close(self.fd)
+                self.fd = fd
+            self.size = 0
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
 class _LogWriter:
     """docker's json-file lines for one stream; a partial line waits for its newline."""
 
-    def __init__(self, fd: int, stream: str, now):
-        self.fd, self.stream, self.now, self.pending = fd, stream, now, b""
+    def __init__(self, log: _Log, stream: str, now):
+        self.log, self.stream, self.now, self.pending = log, stream, now, b""
 
     def feed(self, data: bytes) -> None:
         self.pending += data
@@ -84,10 +125,7 @@ class _LogWriter:
     def _emit(self, chunk: bytes) -> None:
         line = json.dumps({"log": chunk.decode(errors="replace"), "stream": self.stream,
                            "time": self.now()}, separators=(",", ":")) + "\n"
-        try:
-            os.write(self.fd, line.encode())
-        except OSError:
-            pass   # a full disk loses log lines, never the container
+        self.log.write(line.encode())
 
 
 def main(root: str, cid: str, ready_fd: int, restarts: int | None = None, lock_fd: int = -1,
@@ -233,6 +271,9 @@ def _monitor(cs, c, out_r: int, err_r: int, log: int, get_tree, lock: int, run: 
     if c is not None and (c.state.get("health") or {}).get("Status") == "starting":
         from runtime.containers.health import Checker
         checker = Checker(c, now, parse_time)
+    cfg = c.config if c is not None else {}
+    log = _Log(log, c.log_path if c is not None else "", cfg.get("log_max_size") or 0,
+               cfg.get("log_max_file") or 1)
     err = _LogWriter(log, "stderr", now)
     _pump({out_r: _LogWriter(log, "stdout", now), err_r: err}, checker)
     if checker is not None:
@@ -244,7 +285,7 @@ def _monitor(cs, c, out_r: int, err_r: int, log: int, get_tree, lock: int, run: 
     except SandboxError as e:
         code, error = tree.returncode or 125, str(e)
         err.feed(f"pybuild: error: {error}\n".encode())
-    os.close(log)
+    log.close()
     if c is None:
         return 0
     try:

@@ -1,7 +1,8 @@
 """`run -d --restart` as a user drives it, on busybox:latest: the supervisor runs a crashing
 command again in the same container (same upper dir, same log) with docker's backoff, counts
 the restarts, gives up after on-failure's N, and never restarts what `stop` or `kill` ended;
-and run's other lifecycle flags: --stop-signal, --stop-timeout, --label[-file], --read-only."""
+and run's other lifecycle flags: --stop-signal, --stop-timeout, --label[-file], --read-only,
+--log-opt max-size/max-file."""
 from __future__ import annotations
 
 import json
@@ -164,3 +165,22 @@ def test_read_only_rootfs_keeps_dev_proc_tmpfs_and_volumes_writable(root):
     poll(lambda: "Read-only file system" in run_pybuild("logs", cid).stderr)
     assert inspect(cid)["HostConfig"]["ReadonlyRootfs"] is True
     ok(run_pybuild("volume", "rm", "-f", "rovol"))
+
+
+def test_log_opt_rotates_the_json_file_log(root):
+    cid = run_d("--log-opt", "max-size=1k", "--log-opt", "max-file=3", "busybox", "sh", "-c",
+                "i=0; while [ $i -lt 200 ]; do echo line $i; i=$((i+1)); done")
+    assert ok(run_pybuild("wait", cid)).stdout == "0\n"
+    log = root / "containers" / cid / f"{cid}-json.log"
+    sizes = [os.path.getsize(f"{log}{s}") for s in ("", ".1", ".2")]
+    assert not os.path.exists(f"{log}.3") and all(0 < n <= 1024 + 64 for n in sizes), sizes
+    shown = ok(run_pybuild("logs", cid)).stdout.splitlines()
+    assert shown[-1] == "line 199" and shown == [f"line {i}" for i in range(200 - len(shown), 200)]
+    assert 20 < len(shown) < 200
+    assert inspect(cid)["HostConfig"]["LogConfig"] == {
+        "Type": "json-file", "Config": {"max-size": "1k", "max-file": "3"}}
+    for opt, message in (("foo=1", "unknown log opt 'foo' for json-file log driver"),
+                         ("max-size=x", "invalid size: 'x'"),
+                         ("max-file=0", "max-file cannot be less than 1")):
+        r = one_error_line(run_pybuild("run", "-d", "--log-opt", opt, "busybox", "true"), code=125)
+        assert r == f"pybuild: error: {message}"
