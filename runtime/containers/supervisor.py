@@ -8,12 +8,17 @@ the one line saying the container runs (or why not). The supervisor then:
 - starts the container's process tree (runtime.process.start) on the image's layer dirs with
   the upper/work dirs in the container's dir, stdin on /dev/null, stdout and stderr into pipes;
 - writes what comes out of them to `<id>-json.log` in docker's json-file format, a line per
-  object {"log": "...\\n", "stream": "stdout"|"stderr", "time": RFC3339Nano};
+  object {"log": "...\\n", "stream": "stdout"|"stderr", "time": RFC3339Nano}, rotated as
+  --log-opt max-size/max-file say (_Log);
 - records running (its own cache.owner token, the tree's pid, start time) and re-execs itself as
-  the lean `monitor` (same pid and start time; see _become_monitor), which records exited with the
-  exit code (128+N for signal N; 125 when the sandbox could not be set up, its error in
-  state.json and on the log's stderr) and the finish time, removes the container when it was
-  made with --rm, and exits.
+  the lean `monitor` (same pid and start time; see _become_monitor), which runs the container's
+  HEALTHCHECK probes if it has one (runtime.containers.health, imported only then), records
+  exited with the exit code (128+N for signal N; 125 when the sandbox could not be set up, its
+  error in state.json and on the log's stderr) and the finish time, then either applies the
+  --restart policy (status restarting for docker's backoff, then a re-exec into `main` with the
+  restart count: the same container dir, upper dir and log; see _restart) or removes the
+  container when it was made with --rm, and exits. An end that `stop`/`kill`/`rm -f` asked for
+  (state.STOP_REQUEST) is never restarted.
 The overlay lives in the container's own mount namespace and goes with it; the run dir goes in
 ProcessTree.wait; the upper dir stays for a later `start`/`commit` until `rm`.
 
