@@ -224,8 +224,7 @@ def _log_opts(opts: list[str]) -> dict:
 
 def lifecycle(args, cfg: dict) -> dict:
     """The record's fields from the lifecycle flags against the image config `cfg`."""
-    from builder.commands.containers import parse_signal
-    from builder.errors import BuildError
+    from grammar.values import stop_signal
     from runtime.containers import health
     from runtime.errors import ConfigError
 
@@ -233,8 +232,8 @@ def lifecycle(args, cfg: dict) -> dict:
            "stop_signal": args.stop_signal or cfg.get("StopSignal") or "SIGTERM",
            "read_only": bool(args.read_only)}
     try:
-        parse_signal(out["stop_signal"])
-    except BuildError:
+        stop_signal(out["stop_signal"])
+    except ValueError:
         raise ConfigError(f"Invalid signal: {out['stop_signal']}") from None
     if args.stop_timeout is not None:
         out["stop_timeout"] = args.stop_timeout
