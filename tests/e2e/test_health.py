@@ -69,7 +69,8 @@ def test_failures_make_it_unhealthy_after_retries(root):
     assert h["FailingStreak"] >= 2 and h["Log"][-1] | {"Start": 0, "End": 0} == {
         "Start": 0, "End": 0, "ExitCode": 1, "Output": "nope\n"}
     assert ok(run_pybuild("ps", "-q", "--filter", "health=unhealthy")).stdout.strip() != ""
-    ok(run_pybuild("stop", "-t", "0", "sick"))
+    ok(run_pybuild("kill", "sick"))
+    ok(run_pybuild("wait", "sick"))
     assert health("sick")["Status"] == "unhealthy"        # docker's mark on a stopped one
     assert re.fullmatch(r"Exited \(137\) .* ago", status_of("sick"))
 
