@@ -658,6 +658,8 @@ def stop(c, signal_name: str | None, timeout: int | None) -> None:
 
     if c.status in ("running", "restarting"):
         c.request_stop()
+    if c.status == "restarting" and not wait_supervisor(c, 1):
+        c.reload()          # it was starting the command again as we asked: stop that run
     if c.status == "running":
         sig = parse_signal(signal_name or c.config.get("stop_signal") or "SIGTERM")
         t = timeout if timeout is not None else c.config.get("stop_timeout", 10)

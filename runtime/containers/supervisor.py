@@ -175,6 +175,9 @@ def _supervise(root: str, cid: str, ready_fd: int, restarts: int | None, lock_fd
     else:
         c.lock_fd = lock_fd
         os.set_inheritable(lock_fd, False)
+        if c.stop_requested:    # asked while this restart was on its way
+            c.write_state(status="exited")
+            return 0
     cfg = c.config
     Leases(root).hold(cfg["image_id"])
     upper, work = os.path.join(c.path, "upper"), os.path.join(c.path, "work")
