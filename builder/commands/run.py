@@ -90,7 +90,8 @@ def _lifecycle_flags(p) -> None:
                         "tmpfs and volumes stay writable)")
     p.add_argument("--health-cmd", metavar="CMD", help="command to run to check health")
     for flag, what in (("interval", "time between checks"), ("timeout", "longest a check may run"),
-                       ("start-period", "time to start before failures count")):
+                       ("start-period", "time to start before failures count"),
+                       ("start-interval", "time between checks during the start period")):
         p.add_argument(f"--health-{flag}", metavar="DURATION", help=f"{what} (ms|s|m|h)")
     p.add_argument("--health-retries", type=int, default=0, metavar="N",
                    help="consecutive failures needed to report unhealthy")
@@ -137,7 +138,7 @@ def _healthcheck_flags(args) -> dict | None:
 
     hc: dict = {}
     for flag, key in (("interval", "Interval"), ("timeout", "Timeout"),
-                      ("start-period", "StartPeriod")):
+                      ("start-period", "StartPeriod"), ("start-interval", "StartInterval")):
         text = getattr(args, "health_" + flag.replace("-", "_"))
         if text is None:
             continue

@@ -3,7 +3,8 @@ the container's supervisor probes it and records docker's State.Health in state.
 
 `merge` lays run's --health-* flags over the image's Healthcheck (docker's rules: a flag left
 unset takes the image's value); `Checker` is the supervisor's side. The first probe runs one
-Interval after the start, then one every Interval; a probe is the Test command run inside the
+Interval after the start, then one every Interval (every StartInterval instead while starting
+inside StartPeriod, when one is set); a probe is the Test command run inside the
 container (runtime.containers.exec.run in a forked child, its own process group so a probe over
 its Timeout is killed with everything it started) with the container's env, user and workdir;
 its output (first 4096 bytes) and exit code go to the last 5 entries of Health.Log. Exit 0 makes
@@ -33,7 +34,7 @@ def merge(image: dict | None, flags: dict | None) -> dict | None:
     if image:
         if not out.get("Test"):
             out["Test"] = image.get("Test") or []
-        for k in ("Interval", "Timeout", "StartPeriod", "Retries"):
+        for k in ("Interval", "Timeout", "StartPeriod", "StartInterval", "Retries"):
             if not out.get(k) and image.get(k):
                 out[k] = image[k]
     return {k: v for k, v in out.items() if v or k == "Test"}
@@ -80,8 +81,10 @@ class Checker:
         get = lambda k: hc.get(k) or DEFAULTS[k]          # noqa: E731 - docker's timeoutWithDefault
         self.interval, self.timeout = get("Interval") / SECOND, get("Timeout") / SECOND
         self.start_period, self.retries = get("StartPeriod") / SECOND, get("Retries")
+        # docker 25: inside StartPeriod, while still starting, probes come every StartInterval
+        self.start_interval = (hc.get("StartInterval") or 0) / SECOND
         self.timeout_text = _go_duration(get("Timeout"))
-        self.next = time.monotonic() + self.interval
+        self.next = time.monotonic() + self._interval()
         self.child = None     # (pid, pidfd, outfd, started RFC3339, deadline)
         self.output = b""
 
@@ -151,9 +154,20 @@ class Checker:
         for fd in (pidfd, outfd):
             os.close(fd)
         self.child = None
-        self.next = time.monotonic() + self.interval
         self.record(started, code, output if output is not None
                     else self.output.decode(errors="replace"))
+        self.next = time.monotonic() + self._interval()
+
+    def _interval(self) -> float:
+        st = self.c.state
+        if self.start_interval and (st.get("health") or {}).get("Status") == "starting":
+            try:
+                since = time.time() - self.parse_time(st["started"])
+            except (KeyError, ValueError):
+                since = 0.0
+            if since < self.start_period:
+                return self.start_interval
+        return self.interval
 
     def record(self, started: str, code: int, output: str) -> None:
         """docker's handleProbeResult on the state's Health."""

@@ -75,9 +75,11 @@ def test_failures_make_it_unhealthy_after_retries(root):
     assert re.fullmatch(r"Exited \(137\) .* ago", status_of("sick"))
 
 
-def test_start_period_keeps_failures_from_counting(root):
-    run_d("--name", "slow", "--health-cmd", "exit 1", "--health-interval", "100ms",
-          "--health-retries", "1", "--health-start-period", "30s", "busybox", "sleep", "30")
+def test_start_period_keeps_failures_from_counting_and_start_interval(root):
+    # inside the start period probes come every --health-start-interval, not every hour
+    run_d("--name", "slow", "--health-cmd", "exit 1", "--health-interval", "1h",
+          "--health-start-interval", "100ms", "--health-retries", "1",
+          "--health-start-period", "30s", "busybox", "sleep", "30")
     poll(lambda: len(health("slow")["Log"]) >= 3)
     h = health("slow")
     assert (h["Status"], h["FailingStreak"]) == ("starting", 0)
