@@ -144,6 +144,10 @@ class Checker:
         if pid == 0:
             _probe(self.c, self.argv, w)        # never returns
         os.close(w)
+        try:
+            os.setpgid(pid, pid)    # here too, so a kill at once still finds the group
+        except OSError:
+            pass
         self.child = (pid, os.pidfd_open(pid), r, started, time.monotonic() + self.timeout)
         self.output = b""
 
