@@ -287,11 +287,11 @@ def _read_env_file(path: str) -> str:
 
 
 def _limits(args):
-    """The limit flags as runtime.spec.Resources, or None when none is given."""
+    """The limit flags as runtime.spec.Resources (every container gets a cgroup, as in docker)."""
     from runtime import cgroups
 
-    r = cgroups.resources(args.memory, args.memory_swap, args.cpus, args.cpu_shares, args.pids_limit)
-    return r if r.any() else None
+    return cgroups.resources(args.memory, args.memory_swap, args.cpus, args.cpu_shares,
+                             args.pids_limit)
 
 
 def _detach(store, img, args, argv, extra_env, cwd, user, network, limits, mounts,
@@ -371,7 +371,8 @@ def cmd_run(args) -> int:
         life = lifecycle(args, cfg)
         if not args.detach and life["restart"]["Name"] != "no":
             raise ConfigError("--restart needs -d for now (a foreground run has no supervisor)")
-        mounts = volumes.parse_all(args.volume, args.mount, args.tmpfs)
+        mounts = volumes.image_volumes(volumes.parse_all(args.volume, args.mount, args.tmpfs),
+                                       cfg.get("Volumes"))
         if mounts:
             mounts = volumes.prepare(store.root, mounts, lowerdirs)
         if args.detach:
