@@ -8,7 +8,9 @@ snapshotter copies the stub in first too, so its snapshot holds the mount points
 `setup` runs inside the new mount and pid namespaces (as pid 1) and builds the view Docker gives:
 fresh procfs, a tmpfs /dev with the host's null/zero/full/random/urandom/tty bound in, devpts,
 shm, mqueue, read-only sysfs, Docker's masked and read-only paths, generated /etc/hosts,
-/etc/resolv.conf and /etc/hostname, the caller's bind/tmpfs mounts, then pivot_root.
+/etc/resolv.conf and /etc/hostname, the caller's bind/tmpfs mounts, then pivot_root; with
+`readonly` (run --read-only) the root mount is then remounted read-only, the mounts on it
+(/dev, /proc, /sys, tmpfs, volumes) keeping their own flags, as runc does.
 
 Every mount target inside the rootfs is opened with openat2(RESOLVE_IN_ROOT) and mounted on
 through /proc/self/fd/N, so a symlink in the image (say /etc/hosts -> ../../../../etc/shadow)
@@ -54,6 +56,7 @@ class MountPlan:
     mounts: list = field(default_factory=list)   # spec.Mount
     new_netns: bool = False
     tree: str = ""     # native snapshotter: bind this copied rootfs instead of the overlay
+    readonly: bool = False     # --read-only: the root mount read-only (its sub-mounts are not)
 
 
 def _fdpath(fd: int) -> str:
@@ -325,3 +328,5 @@ def setup(plan: MountPlan, created: list) -> None:
     kernel.pivot_root(".", ".")
     kernel.umount2(".", kernel.MNT_DETACH)
     os.chdir("/")
+    if plan.readonly:       # runc's readonlyfs: after every mount point below it is made
+        kernel.mount(None, "/", None, kernel.MS_BIND | kernel.MS_REMOUNT | kernel.MS_RDONLY)

@@ -51,7 +51,8 @@ class RunDir:
             self.plan = rootfs.MountPlan(rootdir=self.rootdir, lowerdirs=self.lowers,
                                          upperdir=self.upper, workdir=work, etc_files=etc_files,
                                          mounts=list(spec.mounts),
-                                         new_netns=spec.network == "none", tree=self.tree)
+                                         new_netns=spec.network == "none", tree=self.tree,
+                                         readonly=spec.readonly_rootfs)
         except BaseException:
             self.remove()
             raise

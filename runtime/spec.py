@@ -55,6 +55,7 @@ class SandboxSpec:
     stderr: int | None = None
     tty: bool = False          # allocate a pty inside the container; its master is handed back
     make_cwd: bool = False                                # create cwd if missing (docker run -w)
+    readonly_rootfs: bool = False       # docker run --read-only: the root mount read-only
     resources: Resources | None = None    # cgroup limits; None = stay in the caller's cgroups
     init: bool = False         # docker --init: a forwarding, reaping init is pid 1, not the command
     gid_in_groups: bool = False   # a container (docker's getUser): the gid heads the groups; RUN: not

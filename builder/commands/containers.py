@@ -14,7 +14,8 @@ import time
 def _stopping(p, func) -> None:
     """stop's and restart's flags (docker's: the same -t and -s)."""
     p.add_argument("-t", "--time", type=int, default=None, metavar="N",
-                   help="seconds to wait before killing the container (default 10)")
+                   help="seconds to wait before killing the container (default: its "
+                        "--stop-timeout, else 10)")
     p.add_argument("-s", "--signal", metavar="SIG", help="signal to stop it with (default: the "
                    "image's StopSignal, else SIGTERM)")
     p.add_argument("containers", nargs="+", metavar="CONTAINER")
@@ -194,12 +195,16 @@ def human_duration(seconds: float) -> str:
 
 
 def status_text(c, now: float) -> str:
+    from runtime.containers.health import status_suffix
     from runtime.containers.state import parse_time
 
     st = c.state
     status = c.status
     if status == "running":
-        return "Up " + human_duration(now - parse_time(st["started"]))
+        return "Up " + human_duration(now - parse_time(st["started"])) + status_suffix(st.get("health"))
+    if status == "restarting":
+        ago = human_duration(now - parse_time(st["finished"])) if st.get("finished") else ""
+        return f"Restarting ({st.get('exit_code')}) {ago} ago"
     if status == "exited":
         ago = human_duration(now - parse_time(st["finished"])) if st.get("finished") else ""
         return f"Exited ({st.get('exit_code')}) {ago} ago".replace("  ", " ")
@@ -345,10 +350,14 @@ def ps_filter(specs: list[str]):
     """A predicate for `ps --filter`: values of one key are OR'ed, keys AND'ed (docker)."""
     from builder.errors import BuildError
 
-    f = _filters(specs, ("id", "name", "status", "label", "ancestor", "exited", "before", "since"))
+    f = _filters(specs, ("id", "name", "status", "label", "ancestor", "exited", "before", "since",
+                         "health"))
     for v in f.get("status", []):
         if v not in _STATUSES:
             raise BuildError(f"invalid filter 'status={v}'")
+    for v in f.get("health", []):
+        if v not in _HEALTH:
+            raise BuildError(f"Unrecognised filter value for health: {v}")
     exited = set()
     for v in f.get("exited", []):
         try:
@@ -377,8 +386,19 @@ def ps_filter(specs: list[str]):
             return False
         if exited and not (c.status == "exited" and c.state.get("exit_code") in exited):
             return False
+        if "health" in f and _health(c) not in f["health"]:
+            return False
         return not (any(created >= b for b in before) or any(created <= s for s in since))
     return keep
+
+
+_HEALTH = ("starting", "healthy", "unhealthy", "none")
+
+
+def _health(c) -> str:
+    """ps --filter health=: a running container's Health.Status, "none" without a check."""
+    h = c.state.get("health") if c.status == "running" else None
+    return (h or {}).get("Status") or "none"
 
 
 def _image_ids(ref: str) -> set[str]:
@@ -403,7 +423,8 @@ def cmd_ps(args) -> int:
     keys = {s.partition("=")[0].strip().lower() for s in args.filter}
     # docker: -n/-l and a filter on status, exit code or creation order show every state
     every = args.all or last != -1 or bool(keys & {"status", "exited", "before", "since"})
-    shown = [c for c in _containers().all() if (every or c.status == "running") and keep(c)]
+    shown = [c for c in _containers().all()
+             if (every or c.status in ("running", "restarting")) and keep(c)]
     if last > 0:                 # docker: 0 is no limit (but every state)
         shown = shown[:last]
     if args.quiet:
@@ -507,14 +528,29 @@ def _show_log(c, offset: int, tail, follow: bool, timestamps: bool, since: float
         if not follow:
             return 0
         f = open(os.devnull, "rb")  # noqa: SIM115
-    with f:
+    old = b""
+    if offset == 0:             # --log-opt max-file: the rotated files, oldest first
+        for i in range(int(c.config.get("log_max_file") or 1) - 1, 0, -1):
+            try:
+                with open(f"{c.log_path}.{i}", "rb") as rf:
+                    old += rf.read()
+            except FileNotFoundError:
+                continue
+    try:
         f.seek(offset)
-        lines = f.read().splitlines(keepends=True)
+        lines = (old + f.read()).splitlines(keepends=True)
         rest = lines.pop() if lines and not lines[-1].endswith(b"\n") else b""
         show(lines[-tail:] if tail else ([] if tail == 0 else lines))
         while follow:
             done = not c.reload().supervisor_alive   # checked before the read: nothing is missed
             chunk = f.read()
+            if not chunk and _rotated(f, c.log_path):
+                f.close()
+                f = open(c.log_path, "rb")  # noqa: SIM115 - the new file after a rotation
+                chunk = f.read()
+            elif not chunk and os.fstat(f.fileno()).st_size < f.tell():
+                f.seek(0)                   # max-file 1: truncated in place
+                chunk = f.read()
             if chunk:
                 lines = (rest + chunk).splitlines(keepends=True)
                 rest = lines.pop() if not lines[-1].endswith(b"\n") else b""
@@ -523,7 +559,17 @@ def _show_log(c, offset: int, tail, follow: bool, timestamps: bool, since: float
                 break
             else:
                 time.sleep(0.05)
+    finally:
+        f.close()
     return 0
+
+
+def _rotated(f, path: str) -> bool:
+    """Whether `path` is no longer the file `f` reads (the log was rotated away)."""
+    try:
+        return os.stat(path).st_ino != os.fstat(f.fileno()).st_ino
+    except FileNotFoundError:
+        return False
 
 
 # ---- signals, stop, wait, rm ----------------------------------------------------------------
@@ -613,13 +659,18 @@ def wait_supervisor(c, timeout: float | None) -> bool:
 
 
 def stop(c, signal_name: str | None, timeout: int | None) -> None:
-    """docker stop: the stop signal, then SIGKILL after `timeout` seconds (default 10, -1 for
-    ever); returns once the supervisor has recorded the exit."""
+    """docker stop: the stop signal, then SIGKILL after `timeout` seconds (default: the
+    container's --stop-timeout, else 10; -1 for ever); returns once the supervisor has recorded
+    the exit. The restart policy does not bring a stopped container back (even `always`)."""
     from runtime.errors import ContainerError
 
+    if c.status in ("running", "restarting"):
+        c.request_stop()
+    if c.status == "restarting" and not wait_supervisor(c, 1):
+        c.reload()          # it was starting the command again as we asked: stop that run
     if c.status == "running":
         sig = parse_signal(signal_name or c.config.get("stop_signal") or "SIGTERM")
-        t = timeout if timeout is not None else 10
+        t = timeout if timeout is not None else c.config.get("stop_timeout", 10)
         try:
             send(c, sig)
         except ContainerError:
@@ -706,7 +757,7 @@ def start(root: str, c) -> None:
     from runtime.containers import supervisor
     from runtime.errors import ContainerError
 
-    if c.status == "running":
+    if c.status in ("running", "restarting"):
         return                   # docker: starting a running container is a no-op
     wait_supervisor(c, 5)
     error = supervisor.spawn(root, c.id)
@@ -781,6 +832,8 @@ def cmd_kill(args) -> int:
     sig = parse_signal(args.signal)
 
     def kill(cs, c, ref):
+        if sig == 9 or sig == parse_signal(c.config.get("stop_signal") or "SIGTERM"):
+            c.request_stop()         # docker's ExitOnNext: no restart after this end
         send(c, sig)
         print(ref)
     return _each(args.containers, kill)
@@ -806,10 +859,11 @@ def cmd_rm(args) -> int:
     from runtime.errors import ContainerError
 
     def rm(cs, c, ref):
-        if c.status == "running":
+        if c.status in ("running", "restarting"):
             if not args.force:
                 raise ContainerError(f"You cannot remove a running container {c.id}. Stop the "
                                      f"container before attempting removal or force remove")
+            c.request_stop()
             try:
                 send(c, 9)
             except ContainerError:
@@ -998,7 +1052,7 @@ def cmd_container_prune(args) -> int:
     cs = _containers()
     for c in cs.all():
         labels = c.config.get("labels") or {}
-        if c.status == "running" or (c.status == "created" and c.supervisor_alive):
+        if c.status in ("running", "restarting") or (c.status == "created" and c.supervisor_alive):
             continue                 # running, or being started right now
         if until and not all(parse_time(c.config["created"]) < u for u in until):
             continue

@@ -65,9 +65,187 @@ def register(sub) -> None:
     p.add_argument("--tls-verify", default=True, metavar="BOOL", type=parse_bool,
                    help="verify the registry's TLS certificate when pulling (default true)")
     p.add_argument("-q", "--quiet", action="store_true", help="pull without progress output")
+    _lifecycle_flags(p)
     p.add_argument("image", metavar="IMAGE")
     p.add_argument("command", nargs="...", metavar="COMMAND [ARG...]")
     p.set_defaults(func=cmd_run, failure_exit=125)  # docker run: its other codes are the command's
+
+
+def _lifecycle_flags(p) -> None:
+    """--restart, --stop-*, --label, --read-only, --health-*, --log-opt (what the supervisor
+    and the record keep)."""
+    p.add_argument("--restart", default="no", metavar="POLICY",
+                   help="no (default), on-failure[:N], always or unless-stopped: the supervisor "
+                        "runs the command again in the same container when it ends. With no "
+                        "daemon, nothing brings containers back after a reboot: `always` and "
+                        "`unless-stopped` restart only while the supervisor lives")
+    p.add_argument("--stop-signal", metavar="SIG",
+                   help="signal to stop the container with (default: the image's StopSignal, "
+                        "else SIGTERM)")
+    p.add_argument("--stop-timeout", type=int, metavar="N",
+                   help="seconds `stop` waits before SIGKILL (default 10; -1 waits for ever)")
+    p.add_argument("-l", "--label", action="append", default=[], metavar="K=V",
+                   help="set a label on the container (over the image's)")
+    p.add_argument("--label-file", action="append", default=[], metavar="FILE",
+                   help="read labels from FILE (K=V lines)")
+    p.add_argument("--read-only", action="store_true",
+                   help="mount the container's root filesystem read-only (/dev, /proc, /sys, "
+                        "tmpfs and volumes stay writable)")
+    p.add_argument("--health-cmd", metavar="CMD", help="command to run to check health")
+    for flag, what in (("interval", "time between checks"), ("timeout", "longest a check may run"),
+                       ("start-period", "time to start before failures count"),
+                       ("start-interval", "time between checks during the start period")):
+        p.add_argument(f"--health-{flag}", metavar="DURATION", help=f"{what} (ms|s|m|h)")
+    p.add_argument("--health-retries", type=int, default=0, metavar="N",
+                   help="consecutive failures needed to report unhealthy")
+    p.add_argument("--no-healthcheck", action="store_true",
+                   help="disable any container-specified HEALTHCHECK")
+    p.add_argument("--log-opt", action="append", default=[], metavar="K=V",
+                   help="json-file log options: max-size=N[k|m|g] (rotate when the log reaches "
+                        "it), max-file=N (logs kept, default 1)")
+
+
+def _restart_policy(text: str, auto_remove: bool) -> dict:
+    """docker's opts.ParseRestartPolicy and ValidateRestartPolicy, and its --rm conflict."""
+    from runtime.errors import ConfigError
+
+    name, colon, count = text.partition(":")
+    if colon and not name:
+        raise ConfigError("invalid restart policy format: no policy provided before colon")
+    most = 0
+    if count:
+        try:
+            most = int(count)
+        except ValueError:
+            raise ConfigError("invalid restart policy format: maximum retry count must be an "
+                              "integer") from None
+    if name in ("always", "unless-stopped", "no"):
+        if most:
+            raise ConfigError("invalid restart policy: maximum retry count can only be used with "
+                              "'on-failure'" + (" and cannot be negative" if most < 0 else ""))
+    elif name == "on-failure":
+        if most < 0:
+            raise ConfigError("invalid restart policy: maximum retry count cannot be negative")
+    else:
+        raise ConfigError(f"invalid restart policy: unknown policy '{name}'; use one of 'no', "
+                          f"'always', 'on-failure', or 'unless-stopped'")
+    if auto_remove and name != "no":
+        raise ConfigError("Conflicting options: --restart and --rm")
+    return {"Name": name, "MaximumRetryCount": most}
+
+
+def _healthcheck_flags(args) -> dict | None:
+    """docker's --health-* flags as a HealthConfig (None when none is given)."""
+    from grammar.goduration import DurationError, parse_duration
+    from runtime.errors import ConfigError
+
+    hc: dict = {}
+    for flag, key in (("interval", "Interval"), ("timeout", "Timeout"),
+                      ("start-period", "StartPeriod"), ("start-interval", "StartInterval")):
+        text = getattr(args, "health_" + flag.replace("-", "_"))
+        if text is None:
+            continue
+        try:
+            ns = parse_duration(text)
+        except DurationError as e:
+            raise ConfigError(f'invalid argument "{text}" for "--health-{flag}" flag: {e}') from None
+        if ns < 0:
+            raise ConfigError(f"--health-{flag} cannot be negative")
+        if 0 < ns < 10**6:
+            raise ConfigError(f"{key} in Healthcheck cannot be less than 1ms")
+        if ns:
+            hc[key] = ns
+    if args.health_retries < 0:
+        raise ConfigError("--health-retries cannot be negative")
+    if args.health_retries:
+        hc["Retries"] = args.health_retries
+    if args.health_cmd:
+        hc["Test"] = ["CMD-SHELL", args.health_cmd]
+    if args.no_healthcheck:
+        if hc:
+            raise ConfigError("--no-healthcheck conflicts with --health-* options")
+        return {"Test": ["NONE"]}
+    return hc or None
+
+
+def _labels(args, image_labels: dict) -> dict:
+    """The image's Labels, then --label-file's lines, then --label (docker's order)."""
+    from runtime.errors import ConfigError
+
+    items = []
+    for path in args.label_file:
+        try:
+            with open(path, encoding="utf-8") as f:
+                lines = f.read().splitlines()
+        except OSError as e:
+            raise ConfigError(f"open {path}: {(e.strerror or '').lower()}") from None
+        items += [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+    items += args.label
+    out = dict(image_labels or {})
+    for item in items:
+        k, _, v = item.partition("=")
+        if not k:
+            raise ConfigError(f"invalid label: {item!r} (a KEY=VALUE)")
+        out[k] = v
+    return out
+
+
+_SIZE_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12, "p": 10**15}
+
+
+def _log_opts(opts: list[str]) -> dict:
+    """docker's json-file options (jsonfilelog.New): max-size (go-units FromHumanSize, decimal)
+    and max-file; the record keeps docker's strings (LogConfig.Config) and the parsed values."""
+    import re
+
+    from runtime.errors import ConfigError
+
+    given = {}
+    for item in opts:
+        k, _, v = item.partition("=")
+        if k not in ("max-size", "max-file"):
+            raise ConfigError(f"unknown log opt '{k}' for json-file log driver")
+        given[k] = v
+    out: dict = {"log_config": given} if given else {}
+    if "max-size" in given:
+        m = re.fullmatch(r"(\d+(?:\.\d+)?) ?([kKmMgGtTpP])?[bB]?", given["max-size"].strip())
+        if not m:
+            raise ConfigError(f"invalid size: '{given['max-size']}'")
+        size = int(float(m.group(1)) * _SIZE_UNITS[(m.group(2) or "").lower()])
+        if size <= 0:
+            raise ConfigError("max-size must be a positive number")
+        out["log_max_size"] = size
+    if "max-file" in given:
+        try:
+            n = int(given["max-file"])
+        except ValueError:
+            raise ConfigError(f'strconv.Atoi: parsing "{given["max-file"]}": invalid syntax') from None
+        if n < 1:
+            raise ConfigError("max-file cannot be less than 1")
+        out["log_max_file"] = n
+    return out
+
+
+def lifecycle(args, cfg: dict) -> dict:
+    """The record's fields from the lifecycle flags against the image config `cfg`."""
+    from grammar.values import stop_signal
+    from runtime.containers import health
+    from runtime.errors import ConfigError
+
+    out = {"restart": _restart_policy(args.restart, args.rm), "labels": _labels(args, cfg.get("Labels")),
+           "stop_signal": args.stop_signal or cfg.get("StopSignal") or "SIGTERM",
+           "read_only": bool(args.read_only)}
+    try:
+        stop_signal(out["stop_signal"])
+    except ValueError:
+        raise ConfigError(f"Invalid signal: {out['stop_signal']}") from None
+    if args.stop_timeout is not None:
+        out["stop_timeout"] = args.stop_timeout
+    out.update(_log_opts(args.log_opt))
+    hc = health.merge(cfg.get("Healthcheck"), _healthcheck_flags(args))
+    if hc:
+        out["healthcheck"] = hc
+    return out
 
 
 def _fail(msg: str) -> int:
@@ -119,7 +297,8 @@ def _limits(args):
                              args.pids_limit)
 
 
-def _detach(store, img, args, argv, extra_env, cwd, user, network, limits, mounts) -> int:
+def _detach(store, img, args, argv, extra_env, cwd, user, network, limits, mounts,
+            life: dict) -> int:
     """run -d: a container record, its supervisor started; print the ID once it runs.
     `create` stops after the record; --rm (auto_remove) has the supervisor remove it at exit."""
     from runtime.containers import config, supervisor
@@ -129,8 +308,7 @@ def _detach(store, img, args, argv, extra_env, cwd, user, network, limits, mount
     record = {"image": args.image, "image_id": img.id, "argv": argv, "cwd": cwd, "user": user,
               "network": network, "lowerdirs": [os.fspath(store.layer_dir(d))
                                                 for d in reversed(img.diff_ids)],
-              "stop_signal": cfg.get("StopSignal") or "SIGTERM", "labels": cfg.get("Labels") or {},
-              "auto_remove": bool(args.rm), "entrypoint": cfg.get("Entrypoint") if args.entrypoint
+              **life, "auto_remove": bool(args.rm), "entrypoint": cfg.get("Entrypoint") if args.entrypoint
               is None else ([args.entrypoint] if args.entrypoint else None)}
     for key, given in (("init", args.init), ("tty", args.tty), ("interactive", args.interactive)):
         if given:
@@ -172,7 +350,7 @@ def cmd_run(args) -> int:
     from cache.store import Store
     from runtime import mountns
     from runtime.containers import config, volumes
-    from runtime.errors import SandboxError
+    from runtime.errors import ConfigError, SandboxError
     from runtime.sandbox import run
     from runtime.spec import SandboxSpec, check_network
 
@@ -194,12 +372,16 @@ def cmd_run(args) -> int:
         argv = config.argv(cfg, args.entrypoint, args.command)
         cwd = config.workdir(args.workdir, cfg)
         user = config.user(args.user, cfg)
+        life = lifecycle(args, cfg)
+        if not args.detach and life["restart"]["Name"] != "no":
+            raise ConfigError("--restart needs -d for now (a foreground run has no supervisor)")
         mounts = volumes.image_volumes(volumes.parse_all(args.volume, args.mount, args.tmpfs),
                                        cfg.get("Volumes"))
         if mounts:
             mounts = volumes.prepare(store.root, mounts, lowerdirs)
         if args.detach:
-            return _detach(store, img, args, argv, extra_env, cwd, user, network, limits, mounts)
+            return _detach(store, img, args, argv, extra_env, cwd, user, network, limits, mounts,
+                           life)
         hostname = config.hostname(args.hostname, os.urandom(32).hex(), args.network,
                                    os.uname().nodename)
         env = config.environment(cfg.get("Env") or [], extra_env, hostname, args.tty)
@@ -213,7 +395,7 @@ def cmd_run(args) -> int:
                            argv=argv, env=env, cwd=cwd, user=user, hostname=hostname,
                            network=network, stdin=0 if args.interactive else devnull, stdout=1,
                            stderr=2, tty=args.tty, make_cwd=True, resources=limits, init=args.init,
-                           gid_in_groups=True,
+                           gid_in_groups=True, readonly_rootfs=args.read_only,
                            mounts=volumes.to_spec(store.root, mounts))
         return run(spec, forward_signals=True, relay_stdin=args.interactive)
     except (SandboxError, StoreError) as e:

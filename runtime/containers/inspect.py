@@ -39,47 +39,56 @@ def _mounts(c) -> list:
 def doc(c) -> dict:
     cfg, st, status = c.config, c.state, c.status
     argv = cfg.get("argv") or []
+    state = {
+        "Status": status,
+        "Running": status in ("running", "restarting"),     # docker: a restarting one runs
+        "Paused": False,
+        "Restarting": status == "restarting",
+        "OOMKilled": False,
+        "Dead": status == "dead",
+        "Pid": init_pid(c),
+        "ExitCode": st.get("exit_code") or 0,
+        "Error": st.get("error") or "",
+        "StartedAt": st.get("started") or ZERO_TIME,
+        "FinishedAt": st.get("finished") or ZERO_TIME,
+    }
+    if st.get("health"):
+        state["Health"] = st["health"]
+    config = {
+        "Hostname": cfg.get("hostname", ""),
+        "User": cfg.get("user", ""),
+        "Env": cfg.get("env") or [],
+        "Cmd": _cmd(argv, cfg.get("entrypoint")),
+        "Image": cfg.get("image", ""),
+        "WorkingDir": cfg.get("cwd", ""),
+        "Entrypoint": cfg.get("entrypoint") or None,
+        "Labels": cfg.get("labels") or {},
+        "StopSignal": cfg.get("stop_signal") or "SIGTERM",
+    }
+    if cfg.get("healthcheck"):
+        config["Healthcheck"] = cfg["healthcheck"]
+    if cfg.get("stop_timeout") is not None:
+        config["StopTimeout"] = cfg["stop_timeout"]
     return {
         "Id": c.id,
         "Created": cfg.get("created", ""),
         "Path": argv[0] if argv else "",
         "Args": argv[1:],
-        "State": {
-            "Status": status,
-            "Running": status == "running",
-            "Paused": False,
-            "Restarting": False,
-            "OOMKilled": False,
-            "Dead": status == "dead",
-            "Pid": init_pid(c),
-            "ExitCode": st.get("exit_code") or 0,
-            "Error": st.get("error") or "",
-            "StartedAt": st.get("started") or ZERO_TIME,
-            "FinishedAt": st.get("finished") or ZERO_TIME,
-        },
+        "State": state,
         "Image": cfg.get("image_id", ""),
         "LogPath": c.log_path,
         "Name": "/" + c.name,
-        "RestartCount": 0,
+        "RestartCount": st.get("restart_count") or 0,
         "Driver": "overlay",
         "Platform": "linux",
         "HostConfig": {
             "NetworkMode": cfg.get("network", "host"),
             "AutoRemove": bool(cfg.get("auto_remove")),
             "Init": True if cfg.get("init") else None,
-            "RestartPolicy": {"Name": "no", "MaximumRetryCount": 0},
-            "LogConfig": {"Type": "json-file", "Config": {}},
+            "RestartPolicy": cfg.get("restart") or {"Name": "no", "MaximumRetryCount": 0},
+            "ReadonlyRootfs": bool(cfg.get("read_only")),
+            "LogConfig": {"Type": "json-file", "Config": cfg.get("log_config") or {}},
         },
         "Mounts": _mounts(c),
-        "Config": {
-            "Hostname": cfg.get("hostname", ""),
-            "User": cfg.get("user", ""),
-            "Env": cfg.get("env") or [],
-            "Cmd": _cmd(argv, cfg.get("entrypoint")),
-            "Image": cfg.get("image", ""),
-            "WorkingDir": cfg.get("cwd", ""),
-            "Entrypoint": cfg.get("entrypoint") or None,
-            "Labels": cfg.get("labels") or {},
-            "StopSignal": cfg.get("stop_signal") or "SIGTERM",
-        },
+        "Config": config,
     }

@@ -11,11 +11,15 @@ full ID, then a name, then a unique ID prefix.
 config.json's "mounts" are runtime.containers.volumes' dicts (type bind|volume|tmpfs, source,
 target, readonly, options, anonymous); volumes read them to tell which volumes are in use.
 
-state.json: status created|running|exited (again running after a `start`: the upper dir is
-kept, so a container's changes survive its restarts); supervisor (cache.owner token, pid.start), pid (the
-process tree's keeper in the host's pid namespace), exit_code, error, started/finished (RFC3339,
-nanoseconds). A "running" container whose supervisor is gone reads as status "dead": the
-container died with it (its process tree has PR_SET_PDEATHSIG), but nobody recorded how.
+state.json: status created|running|restarting|exited (again running after a `start`: the
+upper dir is kept, so a container's changes survive its restarts); supervisor (cache.owner token,
+pid.start), pid (the process tree's keeper in the host's pid namespace), exit_code, error,
+started/finished (RFC3339, nanoseconds), restart_count (restarts by the --restart policy since
+the last `start`), health (docker's State.Health: Status, FailingStreak, Log) when the container
+has a healthcheck. A "running" or "restarting" container whose supervisor is gone reads as
+status "dead": the container died with it (its process tree has PR_SET_PDEATHSIG), but nobody
+recorded how. `stop`, `kill` and `rm -f` leave a STOP_REQUEST file first, so the supervisor does
+not apply the restart policy to an end they asked for (docker's ExitOnNext/manually stopped).
 """
 from __future__ import annotations
 
@@ -29,6 +33,7 @@ from runtime.errors import ContainerError
 
 CONFIG = "config.json"
 STATE = "state.json"
+STOP_REQUEST = "stop-requested"
 _ID = re.compile(r"^[0-9a-f]{64}$")
 NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")   # docker's RestrictedNamePattern
 
@@ -93,15 +98,33 @@ class Container:
 
     @property
     def status(self) -> str:
-        """created | running | exited | dead (marked running, but its supervisor is gone)."""
+        """created | running | restarting | exited | dead (marked running or restarting, but its
+        supervisor is gone)."""
         s = self.state.get("status", "created")
-        if s == "running" and not owner.alive(self.state.get("supervisor")):
+        if s in ("running", "restarting") and not owner.alive(self.state.get("supervisor")):
             return "dead"
         return s
 
     @property
     def supervisor_alive(self) -> bool:
         return owner.alive(self.state.get("supervisor"))
+
+    @property
+    def stop_requested(self) -> bool:
+        return os.path.exists(os.path.join(self.path, STOP_REQUEST))
+
+    def request_stop(self) -> None:
+        """Tell the supervisor that the coming end is asked for: no restart by the policy."""
+        try:
+            os.close(os.open(os.path.join(self.path, STOP_REQUEST), os.O_WRONLY | os.O_CREAT, 0o600))
+        except FileNotFoundError:
+            pass        # removed meanwhile
+
+    def clear_stop_request(self) -> None:
+        try:
+            os.unlink(os.path.join(self.path, STOP_REQUEST))
+        except FileNotFoundError:
+            pass
 
     def reload(self) -> Container:
         self.state = _read(os.path.join(self.path, STATE)) or self.state

@@ -8,12 +8,18 @@ the one line saying the container runs (or why not). The supervisor then:
 - starts the container's process tree (runtime.process.start) on the image's layer dirs with
   the upper/work dirs in the container's dir, stdin on /dev/null, stdout and stderr into pipes;
 - writes what comes out of them to `<id>-json.log` in docker's json-file format, a line per
-  object {"log": "...\\n", "stream": "stdout"|"stderr", "time": RFC3339Nano};
+  object {"log": "...\\n", "stream": "stdout"|"stderr", "time": RFC3339Nano}, rotated as
+  --log-opt max-size/max-file say (_Log); with -t the pty's output is its stdout, and with -i -t
+  clients of `start -a -i` attach to the pty through runtime.containers.attach's socket;
 - records running (its own cache.owner token, the tree's pid, start time) and re-execs itself as
-  the lean `monitor` (same pid and start time; see _become_monitor), which records exited with the
-  exit code (128+N for signal N; 125 when the sandbox could not be set up, its error in
-  state.json and on the log's stderr) and the finish time, removes the container when it was
-  made with --rm, and exits.
+  the lean `monitor` (same pid and start time; see _become_monitor), which runs the container's
+  HEALTHCHECK probes if it has one (runtime.containers.health, imported only then), records
+  exited with the exit code (128+N for signal N; 125 when the sandbox could not be set up, its
+  error in state.json and on the log's stderr) and the finish time, then either applies the
+  --restart policy (status restarting for docker's backoff, then a re-exec into `main` with the
+  restart count: the same container dir, upper dir and log; see _restart) or removes the
+  container when it was made with --rm, and exits. An end that `stop`/`kill`/`rm -f` asked for
+  (state.STOP_REQUEST) is never restarted.
 The overlay lives in the container's own mount namespace and goes with it; the run dir goes in
 ProcessTree.wait; the upper dir stays for a later `start`/`commit` until `rm`.
 
@@ -57,11 +63,52 @@ def spawn(root: str, cid: str, timeout: float = 30.0) -> str | None:
     return line.removeprefix("E ") or "the container's supervisor exited before it started the container"
 
 
+class _Log:
+    """The json-file log both streams write to, rotated as docker's json-file driver does with
+    --log-opt max-size (bytes; 0 = never) and max-file: when the file has reached max-size it
+    becomes `<log>.1` (`.1` becomes `.2`, ... up to max-file - 1), or with max-file 1 is
+    truncated. A write error (a full disk) loses the line, never the container."""
+
+    def __init__(self, fd: int, path: str, max_size: int = 0, max_file: int = 1):
+        self.fd, self.path, self.max_size, self.max_file = fd, path, max_size, max(1, max_file)
+        self.size = os.fstat(fd).st_size if max_size else 0
+
+    def write(self, data: bytes) -> None:
+        if self.max_size and self.size >= self.max_size:
+            self._rotate()
+        try:
+            os.write(self.fd, data)
+            self.size += len(data)
+        except OSError:
+            pass
+
+    def _rotate(self) -> None:
+        try:
+            if self.max_file == 1:
+                os.ftruncate(self.fd, 0)
+            else:
+                for i in range(self.max_file - 1, 1, -1):
+                    try:
+                        os.rename(f"{self.path}.{i - 1}", f"{self.path}.{i}")
+                    except FileNotFoundError:
+                        pass
+                os.rename(self.path, self.path + ".1")
+                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+                os.close(self.fd)
+                self.fd = fd
+            self.size = 0
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
 class _LogWriter:
     """docker's json-file lines for one stream; a partial line waits for its newline."""
 
-    def __init__(self, fd: int, stream: str, now):
-        self.fd, self.stream, self.now, self.pending = fd, stream, now, b""
+    def __init__(self, log: _Log, stream: str, now):
+        self.log, self.stream, self.now, self.pending = log, stream, now, b""
 
     def feed(self, data: bytes) -> None:
         self.pending += data
@@ -84,17 +131,17 @@ class _LogWriter:
     def _emit(self, chunk: bytes) -> None:
         line = json.dumps({"log": chunk.decode(errors="replace"), "stream": self.stream,
                            "time": self.now()}, separators=(",", ":")) + "\n"
-        try:
-            os.write(self.fd, line.encode())
-        except OSError:
-            pass   # a full disk loses log lines, never the container
+        self.log.write(line.encode())
 
 
-def main(root: str, cid: str, ready_fd: int) -> None:
-    """The supervisor's life; never returns (os._exit)."""
+def main(root: str, cid: str, ready_fd: int, restarts: int | None = None, lock_fd: int = -1,
+         backoff: float = 0.0) -> None:
+    """The supervisor's life; never returns (os._exit). `restarts` is None for a start (`run
+    -d`, `start`); the restart policy comes back here with the count so far, the lock it holds
+    and the current backoff (ready_fd -1: nobody waits for this start)."""
     code = 125
     try:
-        code = _supervise(root, cid, ready_fd)
+        code = _supervise(root, cid, ready_fd, restarts, lock_fd, backoff)
     except BaseException as e:  # noqa: BLE001 - reported through the ready pipe or state.json
         _tell(ready_fd, f"E {e}".replace("\n", " "))
     os._exit(code)
@@ -108,7 +155,8 @@ def _tell(fd: int, line: str) -> None:
         pass
 
 
-def _supervise(root: str, cid: str, ready_fd: int) -> int:
+def _supervise(root: str, cid: str, ready_fd: int, restarts: int | None, lock_fd: int,
+               backoff: float) -> int:
     from cache.leases import Leases
     from runtime import mountns, process
     from runtime.containers.state import Containers, now
@@ -121,7 +169,16 @@ def _supervise(root: str, cid: str, ready_fd: int) -> int:
     c = cs.load(cid)
     if c is None:
         raise SandboxError(f"No such container: {cid}")
-    _hold(c)
+    if restarts is None:        # a start: a stop asked of the last run is forgotten (docker)
+        _hold(c)
+        c.clear_stop_request()
+        restarts = 0
+    else:
+        c.lock_fd = lock_fd
+        os.set_inheritable(lock_fd, False)
+        if c.stop_requested:    # asked while this restart was on its way
+            c.write_state(status="exited")
+            return 0
     cfg = c.config
     Leases(root).hold(cfg["image_id"])
     upper, work = os.path.join(c.path, "upper"), os.path.join(c.path, "work")
@@ -140,8 +197,9 @@ def _supervise(root: str, cid: str, ready_fd: int) -> int:
     spec = SandboxSpec(lowerdirs=cfg["lowerdirs"], upperdir=upper, workdir=work, argv=cfg["argv"],
                        env=cfg["env"], cwd=cfg["cwd"], user=cfg["user"], hostname=cfg["hostname"],
                        network=cfg["network"], stdin=stdin, stdout=out_w, stderr=err_w,
-                       tty=bool(cfg.get("tty")),
-                       make_cwd=True, mounts=mounts, init=bool(cfg.get("init")), gid_in_groups=True,
+                       tty=bool(cfg.get("tty")), make_cwd=True, mounts=mounts,
+                       init=bool(cfg.get("init")), gid_in_groups=True,
+                       readonly_rootfs=bool(cfg.get("read_only")),
                        resources=Resources(**cfg["resources"]) if cfg.get("resources") else None)
     try:
         tree = process.start(spec)
@@ -162,17 +220,25 @@ def _supervise(root: str, cid: str, ready_fd: int) -> int:
     if tree.tty is not None and cfg.get("interactive"):     # start -a -i / attach
         from runtime.containers import attach as attaching
         attach = attaching.listen(c.path)
-    if attach is not None:
         keep.append(attach)
+    health = {}
+    if cfg.get("healthcheck"):
+        from runtime.containers.health import probe_argv
+        if probe_argv(cfg["healthcheck"]):
+            old = c.state.get("health") or {}
+            health = {"health": {"Status": "starting", "FailingStreak": 0,
+                                 "Log": old.get("Log") or []}}
     c.write_state(status="running", supervisor=_token(), pid=tree.pid, started=now(),
-                  exit_code=0, error=None)
+                  exit_code=0, error=None, restart_count=restarts, **health)
     _tell(ready_fd, "ok")
-    _become_monitor(root, cid, tree, out_r, err_r, log, c.lock_fd, keep, attach)  # or returns
-    return _monitor(cs, c, out_r, err_r, log, lambda: tree, tree.tty, attach)
+    run = (restarts, backoff)
+    # returns only if it cannot
+    _become_monitor(root, cid, tree, out_r, err_r, log, c.lock_fd, run, keep, attach)
+    return _monitor(cs, c, out_r, err_r, log, lambda: tree, c.lock_fd, run, tree.tty, attach)
 
 
 def _become_monitor(root: str, cid: str, tree, out_r: int, err_r: int, log: int, lock: int,
-                    extra: list[int], attach: int | None) -> None:
+                    run: tuple, extra: list[int], attach: int | None) -> None:
     """Re-exec this process as a lean monitor (the same pid and start time, so its cache.owner
     token, lease, lock and children stay; PR_SET_PDEATHSIG does not fire on exec): the modules
     that set the tree up (dataclasses, tempfile, shutil, ctypes, ...) are not kept in memory
@@ -191,8 +257,8 @@ def _become_monitor(root: str, cid: str, tree, out_r: int, err_r: int, log: int,
     for fd in keep:
         os.set_inheritable(fd, True)
     code = (f"import sys; sys.path.insert(0, {HERE!r}); from runtime.containers.supervisor "
-            f"import monitor; monitor({root!r}, {cid!r}, {out_r}, {err_r}, {log}, {mem}, "
-            f"{tree.tty}, {attach})")
+            f"import monitor; monitor({root!r}, {cid!r}, {out_r}, {err_r}, {log}, {mem}, {lock}, "
+            f"{run!r}, {tree.tty}, {attach})")
     try:
         os.execv(sys.executable, [sys.executable, "-I", "-S", "-c", code])
     except OSError:
@@ -201,8 +267,8 @@ def _become_monitor(root: str, cid: str, tree, out_r: int, err_r: int, log: int,
         os.close(mem)
 
 
-def monitor(root: str, cid: str, out_r: int, err_r: int, log: int, mem: int,
-            master: int | None = None, attach: int | None = None) -> None:
+def monitor(root: str, cid: str, out_r: int, err_r: int, log: int, mem: int, lock: int = -1,
+            run: tuple = (0, 0.0), master: int | None = None, attach: int | None = None) -> None:
     """The lean supervisor after the re-exec: log the container's output, then record its end.
     Never returns."""
     try:
@@ -216,19 +282,31 @@ def monitor(root: str, cid: str, out_r: int, err_r: int, log: int, mem: int,
             with os.fdopen(mem, "rb") as f:
                 t = pickle.load(f)
             return t
-        _monitor(cs, c, out_r, err_r, log, tree, master, attach)
+        _monitor(cs, c, out_r, err_r, log, tree, lock, run, master, attach)
     finally:
         os._exit(0)
 
 
-def _monitor(cs, c, out_r: int, err_r: int, log: int, get_tree, master: int | None = None,
-             attach: int | None = None) -> int:
-    from runtime.containers.state import now
+def _monitor(cs, c, out_r: int, err_r: int, log: int, get_tree, lock: int, run: tuple,
+             master: int | None = None, attach: int | None = None) -> int:
+    """Log the tree's output (its pty's with -t; attached clients served; health probed) until
+    it ends; record the end, then apply the restart policy (see _restart) or remove a --rm
+    container."""
+    from runtime.containers.state import now, parse_time
     from runtime.errors import SandboxError
 
+    checker = None
+    if c is not None and (c.state.get("health") or {}).get("Status") == "starting":
+        from runtime.containers.health import Checker
+        checker = Checker(c, now, parse_time)
+    cfg = c.config if c is not None else {}
+    log = _Log(log, c.log_path if c is not None else "", cfg.get("log_max_size") or 0,
+               cfg.get("log_max_file") or 1)
     err = _LogWriter(log, "stderr", now)
     out = _LogWriter(log, "stdout", now)
-    _pump({out_r: out, err_r: err}, master and (master, out), attach)
+    _pump({out_r: out, err_r: err}, master and (master, out), attach, checker)
+    if checker is not None:
+        checker.close()
     error = None
     tree = get_tree()
     try:
@@ -236,16 +314,69 @@ def _monitor(cs, c, out_r: int, err_r: int, log: int, get_tree, master: int | No
     except SandboxError as e:
         code, error = tree.returncode or 125, str(e)
         err.feed(f"pybuild: error: {error}\n".encode())
-    os.close(log)
+    log.close()
     if c is None:
         return 0
     try:
-        c.write_state(status="exited", exit_code=code, error=error, finished=now())
-        if c.config.get("auto_remove"):      # run -d --rm
+        health = c.state.get("health")
+        ended = {"health": {**health, "Status": "unhealthy"}} if health else {}   # docker's SetStopped
+        restarts, backoff = run
+        again, backoff = _should_restart(c, code, restarts, backoff, parse_time)
+        c.write_state(status="restarting" if again else "exited", exit_code=code, error=error,
+                      finished=now(), **ended)
+        if again:
+            _restart(cs.root, c, restarts + 1, backoff, lock)
+        elif c.config.get("auto_remove"):      # run -d --rm
             _auto_remove(cs, c)
     except (FileNotFoundError, SandboxError):
         pass    # removed while it ran (`rm -f` of a supervisor that did not stop)
     return 0
+
+
+_BACKOFF_MAX = 60.0     # docker's restartmanager: 100 ms doubling up to a minute, reset after 10 s
+
+
+def _should_restart(c, code: int, restarts: int, backoff: float, parse_time) -> tuple:
+    """docker's RestartManager.ShouldRestart: (restart?, the wait before it)."""
+    import time
+
+    policy = c.config.get("restart") or {}
+    name, most = policy.get("Name") or "no", policy.get("MaximumRetryCount") or 0
+    try:
+        ran = time.time() - parse_time(c.state["started"])
+    except (KeyError, ValueError):
+        ran = 0.0
+    backoff = 0.0 if ran >= 10 else backoff
+    backoff = 0.1 if backoff == 0 else min(backoff * 2, _BACKOFF_MAX)
+    if c.stop_requested or name == "no":
+        return False, backoff
+    if name in ("always", "unless-stopped"):
+        return True, backoff
+    return name == "on-failure" and code != 0 and (most == 0 or restarts < most), backoff
+
+
+def _restart(root: str, c, restarts: int, backoff: float, lock: int) -> None:
+    """Wait `backoff` seconds (status restarting; a `stop` meanwhile ends it), then run the
+    command again in the same container: re-exec into `main` with the lock still held."""
+    import time
+
+    end = time.monotonic() + backoff
+    while time.monotonic() < end:
+        if c.stop_requested:
+            c.write_state(status="exited")
+            return
+        time.sleep(min(0.05, max(0.0, end - time.monotonic())))
+    if c.stop_requested or not os.path.isdir(c.path):
+        if os.path.isdir(c.path):
+            c.write_state(status="exited")
+        return
+    os.set_inheritable(lock, True)
+    code = (f"import sys; sys.path.insert(0, {HERE!r}); from runtime.containers.supervisor "
+            f"import main; main({root!r}, {c.id!r}, -1, {restarts}, {lock}, {backoff!r})")
+    try:
+        os.execv(sys.executable, [sys.executable, "-I", "-S", "-c", code])
+    except OSError as e:
+        c.write_state(status="exited", error=f"cannot restart: {e.strerror}")
 
 
 def _auto_remove(cs, c) -> None:
@@ -278,11 +409,12 @@ def _token() -> str:
     return owner.token()
 
 
-def _pump(writers: dict, tty=None, attach: int | None = None) -> None:
+def _pump(writers: dict, tty=None, attach: int | None = None, checker=None) -> None:
     """Copy each pipe into its log writer until every writer of every pipe has closed it (the
     container's pid namespace is gone by then: the keeper holds them to its end). tty: (pty
     master, its writer), read alongside (a peer held, so it reads no early EIO) and drained
-    without blocking once the pipes are done; attach: the listening socket of `start -a -i`."""
+    without blocking once the pipes are done; attach: the listening socket of `start -a -i`;
+    checker: the health checker, whose probes run meanwhile."""
     poll = select.poll()
     for fd in writers:
         poll.register(fd, select.POLLIN)
@@ -293,23 +425,19 @@ def _pump(writers: dict, tty=None, attach: int | None = None) -> None:
     if attach is not None:
         from runtime.containers.attach import Clients
         clients = Clients(attach, master, poll)
+    probing: tuple = ()
     while writers:
-        for fd, _ in poll.poll():
+        wait = None if checker is None else int(checker.due() * 1000) + 1
+        for fd, _ in poll.poll(wait):
             if fd == master:
-                try:
-                    data = os.read(fd, 65536)
-                except OSError:
-                    data = b""
-                if data:
-                    tty_writer.feed(data)
-                    if clients:
-                        clients.send(data)
-                else:
+                if not _relay_pty(fd, tty_writer, clients):
                     poll.unregister(fd)
                 continue
             if clients and clients.handle(fd):
                 continue
             if fd not in writers:
+                if checker is not None:
+                    checker.on_event(fd)
                 continue
             data = os.read(fd, 65536)
             if data:
@@ -318,18 +446,32 @@ def _pump(writers: dict, tty=None, attach: int | None = None) -> None:
                 writers.pop(fd).close()
                 poll.unregister(fd)
                 os.close(fd)
+        if checker is not None:
+            checker.tick()
+            now_probing = checker.fds()
+            if now_probing != probing:
+                for fd in probing:
+                    poll.unregister(fd)
+                for fd in now_probing:
+                    poll.register(fd, select.POLLIN)
+                probing = now_probing
     if master is not None:
         os.set_blocking(master, False)
-        while True:
-            try:
-                data = os.read(master, 65536)
-            except OSError:
-                break
-            if not data:
-                break
-            tty_writer.feed(data)
-            if clients:
-                clients.send(data)
+        while _relay_pty(master, tty_writer, clients):
+            pass
         tty_writer.close()
     if clients:
         clients.close()
+
+
+def _relay_pty(master: int, writer, clients) -> bool:
+    """One read of the pty master into the log (and the attached clients); False at its end."""
+    try:
+        data = os.read(master, 65536)
+    except OSError:
+        data = b""
+    if data:
+        writer.feed(data)
+        if clients:
+            clients.send(data)
+    return bool(data)
