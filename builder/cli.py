@@ -92,8 +92,10 @@ def make_parser(argv: list[str] | None = None):
                         help="store root (default: $PYBUILD_ROOT, /var/lib/pybuild as root, "
                              "else $XDG_DATA_HOME/pybuild)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=subparser)
-    for name in modules_for(argv):
-        importlib.import_module(f"builder.commands.{name}").register(sub)
+    wanted = modules_for(argv)
+    for name in COMMAND_MODULES:
+        if name in wanted:
+            importlib.import_module(f"builder.commands.{name}").register(sub)
     return parser
 
 

@@ -100,8 +100,8 @@ def test_run_d_ps_logs_stop_wait_rm(root):
     st = state(root, cid)
     assert st["status"] == "running" and pid_alive(st["pid"])
     sup = int(st["supervisor"].split(".")[0])
-    with open(f"/proc/{st['pid']}/mountinfo") as f:
-        assert cid in f.read()          # the overlay lives in the container's namespace only
+    # the overlay lives in the container's namespace only (its pid 1 mounts it as it starts)
+    poll(lambda: cid in Path(f"/proc/{st['pid']}/mountinfo").read_text())
     assert cid not in Path("/proc/self/mountinfo").read_text()
 
     rows = ps_rows()
