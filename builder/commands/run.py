@@ -23,8 +23,8 @@ def register(sub) -> None:
         "run", help="run a command in a new container",
         description="Run a command in a new container from IMAGE, in the foreground or (-d) "
                     "detached. The network "
-                    "defaults to `host` (the host's network, as a build's RUN has); docker's "
-                    "bridge network comes with the full runtime.")
+                    "defaults to `bridge` (docker's: an own address on the pybuild0 bridge, "
+                    "outbound NAT, -p to publish ports).")
     p.add_argument("--rm", action="store_true",
                    help="remove the container when it exits (always so for now: nothing is kept)")
     p.add_argument("-e", "--env", action="append", default=[], metavar="K=V",
@@ -35,7 +35,16 @@ def register(sub) -> None:
     p.add_argument("-u", "--user", metavar="USER", help="name|uid[:group|gid]")
     p.add_argument("--entrypoint", metavar="CMD", help="override the image's ENTRYPOINT (clears CMD)")
     p.add_argument("--network", "--net", metavar="MODE",
-                   help="host (default) or none")
+                   help="bridge (default), host or none")
+    p.add_argument("-p", "--publish", action="append", default=[],
+                   metavar="[IP:][HOSTPORT:]PORT[/PROTO]",
+                   help="publish a container port on the host (ranges allowed)")
+    p.add_argument("-P", "--publish-all", action="store_true",
+                   help="publish every exposed port on a random free host port")
+    p.add_argument("--expose", action="append", default=[], metavar="PORT[/PROTO]",
+                   help="expose a port (or a range) in addition to the image's")
+    p.add_argument("--add-host", action="append", default=[], metavar="HOST:IP",
+                   help="add a line to /etc/hosts (IP may be host-gateway)")
     p.add_argument("--hostname", dest="hostname", metavar="NAME",
                    help="container host name (default: a random container ID)")
     p.add_argument("--name", metavar="NAME",
@@ -116,7 +125,42 @@ def _limits(args):
     return r if r.any() else None
 
 
-def _detach(store, img, args, argv, extra_env, cwd, user, network, limits, mounts) -> int:
+def _network(args, cfg) -> tuple[str, dict]:
+    """--network (docker's default bridge) and what goes with it: {"ports": -p/-P bindings,
+    "exposed": the image's ExposedPorts + --expose, "extra_hosts": --add-host, "publish_all"}."""
+    from runtime import etcfiles
+    from runtime.errors import ConfigError
+    from runtime.spec import check_network
+
+    network = args.network or "bridge"
+    if network == "default":
+        network = "bridge"
+    check_network(network)
+    extra = [etcfiles.parse_add_host(h) for h in args.add_host]
+    net: dict = {"extra_hosts": extra}
+    if network == "host" and not (args.publish or args.publish_all or args.expose):
+        return network, net
+    from runtime.network import ports
+
+    exposed = ports.exposed(cfg.get("ExposedPorts"), args.expose)
+    bindings = [b for raw in args.publish for b in ports.parse(raw)]
+    if args.publish_all:
+        given = {ports.key(b) for b in bindings}
+        bindings += ports.publish_all([k for k in exposed if k not in given])
+    exposed = list(dict.fromkeys(exposed + [ports.key(b) for b in bindings]))
+    if bindings and network == "none":
+        raise ConfigError("conflicting options: port publishing and the container type "
+                          "network mode")
+    if bindings and network == "host":
+        print("WARNING: Published ports are discarded when using host network mode",
+              file=sys.stderr)
+        bindings = []
+    net.update(ports=bindings, exposed=exposed, publish_all=bool(args.publish_all))
+    return network, net
+
+
+def _detach(store, img, args, argv, extra_env, cwd, user, network, limits, mounts,
+            net=None) -> int:
     """run -d: a container record, its supervisor started; print the ID once it runs.
     `create` stops after the record; --rm (auto_remove) has the supervisor remove it at exit."""
     from runtime.containers import config, supervisor
@@ -131,6 +175,7 @@ def _detach(store, img, args, argv, extra_env, cwd, user, network, limits, mount
               is None else ([args.entrypoint] if args.entrypoint else None)}
     if mounts:
         record["mounts"] = mounts
+    record.update({k: v for k, v in (net or {}).items() if v})
     if limits is not None:
         record["resources"] = dataclasses.asdict(limits)   # SandboxSpec(resources=Resources(**it))
 
@@ -168,16 +213,15 @@ def cmd_run(args) -> int:
     from runtime.containers import config, volumes
     from runtime.errors import SandboxError
     from runtime.sandbox import run
-    from runtime.spec import SandboxSpec, check_network
+    from runtime.spec import SandboxSpec
 
-    network = args.network or "host"
     if args.detach:
         for flag, given in (("-t", args.tty), ("-i", args.interactive)):
             if given:
                 what = "create" if getattr(args, "create_only", False) else "-d"
                 return _fail(f"{flag} with {what} is not supported yet")
     try:
-        check_network(network)
+        _network(args, {})          # bad -p/--network/--add-host: before any pull
         limits = _limits(args)
         if not args.detach:         # the supervisor enters its own (it must not hold ours)
             mountns.enter_private()     # a mount made here (the snapshotter's probe) dies with us
@@ -187,6 +231,7 @@ def cmd_run(args) -> int:
         img = _image(store, args)
         lowerdirs = [store.layer_dir(d) for d in reversed(img.diff_ids)]
         cfg = img.config.get("config") or {}
+        network, net = _network(args, cfg)
         argv = config.argv(cfg, args.entrypoint, args.command)
         cwd = config.workdir(args.workdir, cfg)
         user = config.user(args.user, cfg)
@@ -194,8 +239,9 @@ def cmd_run(args) -> int:
         if mounts:
             mounts = volumes.prepare(store.root, mounts, lowerdirs)
         if args.detach:
-            return _detach(store, img, args, argv, extra_env, cwd, user, network, limits, mounts)
-        hostname = config.hostname(args.hostname, os.urandom(32).hex(), args.network,
+            return _detach(store, img, args, argv, extra_env, cwd, user, network, limits, mounts,
+                           net)
+        hostname = config.hostname(args.hostname, os.urandom(32).hex(), network,
                                    os.uname().nodename)
         env = config.environment(cfg.get("Env") or [], extra_env, hostname, args.tty)
     except (SandboxError, StoreError) as e:
@@ -206,8 +252,10 @@ def cmd_run(args) -> int:
     try:
         spec = SandboxSpec(lowerdirs=lowerdirs, upperdir=scratch / "upper", workdir=scratch / "work",
                            argv=argv, env=env, cwd=cwd, user=user, hostname=hostname,
-                           network=network, stdin=0 if args.interactive else devnull, stdout=1,
-                           stderr=2, tty=args.tty, make_cwd=True, resources=limits,
+                           network=network, ports=net.get("ports") or [],
+                           extra_hosts=net["extra_hosts"],
+                           stdin=0 if args.interactive else devnull, stdout=1, stderr=2,
+                           tty=args.tty, make_cwd=True, resources=limits,
                            mounts=volumes.to_spec(store.root, mounts))
         return run(spec, forward_signals=True, relay_stdin=args.interactive)
     except (SandboxError, StoreError) as e:

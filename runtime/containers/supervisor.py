@@ -135,7 +135,9 @@ def _supervise(root: str, cid: str, ready_fd: int) -> int:
         mounts = to_spec(root, cfg["mounts"])
     spec = SandboxSpec(lowerdirs=cfg["lowerdirs"], upperdir=upper, workdir=work, argv=cfg["argv"],
                        env=cfg["env"], cwd=cfg["cwd"], user=cfg["user"], hostname=cfg["hostname"],
-                       network=cfg["network"], stdin=devnull, stdout=out_w, stderr=err_w,
+                       network=cfg["network"], ports=cfg.get("ports") or [],
+                       extra_hosts=cfg.get("extra_hosts") or [], stdin=devnull, stdout=out_w,
+                       stderr=err_w,
                        make_cwd=True, mounts=mounts,
                        resources=Resources(**cfg["resources"]) if cfg.get("resources") else None)
     try:
@@ -148,8 +150,9 @@ def _supervise(root: str, cid: str, ready_fd: int) -> int:
     finally:
         for fd in (devnull, out_w, err_w):
             os.close(fd)
+    net = getattr(tree, "network", None)     # bridge: address and published ports
     c.write_state(status="running", supervisor=_token(), pid=tree.pid, started=now(),
-                  exit_code=0, error=None)
+                  exit_code=0, error=None, network=net.info() if net else None)
     _tell(ready_fd, "ok")
     _become_monitor(root, cid, tree, out_r, err_r, log, c.lock_fd)   # returns only if it cannot
     return _monitor(cs, c, out_r, err_r, log, lambda: tree)
@@ -170,7 +173,8 @@ def _become_monitor(root: str, cid: str, tree, out_r: int, err_r: int, log: int,
     mem = os.memfd_create("pybuild-tree")
     os.write(mem, data)
     os.lseek(mem, 0, os.SEEK_SET)
-    keep = (out_r, err_r, log, lock, tree._errfd, mem)
+    from runtime.network import proxy
+    keep = (out_r, err_r, log, lock, tree._errfd) + proxy.handoff(tree) + (mem,)
     for fd in keep:
         os.set_inheritable(fd, True)
     code = (f"import sys; sys.path.insert(0, {HERE!r}); from runtime.containers.supervisor "
@@ -188,7 +192,9 @@ def monitor(root: str, cid: str, out_r: int, err_r: int, log: int, mem: int) -> 
     Never returns."""
     try:
         from runtime.containers.state import Containers
+        from runtime.network import proxy
 
+        proxy.resume()      # the published ports the supervisor bound, served from here on
         cs = Containers(root)
         c = cs.load(cid)
 
