@@ -86,7 +86,8 @@ def publish_all(keys: list[str]) -> list[dict]:
     out = []
     for k in keys:
         port, _, proto = k.partition("/")
-        out.append({"ip": "", "host": 0, "host_end": 0, "port": int(port), "proto": proto or "tcp"})
+        out.append({"ip": "", "host": 0, "host_end": 0, "port": int(port), "proto": proto or "tcp",
+                    "given": False})
     return out
 
 
@@ -137,7 +138,7 @@ def _bind_one(b: dict) -> tuple[dict, socket.socket]:
 def ps_text(published: list[dict], exposed_keys: list[str]) -> str:
     """docker ps's PORTS: "127.0.0.1:8800->80/tcp, 443/tcp"."""
     out, seen = [], set()
-    for b in published:
+    for b in sorted(published, key=lambda b: (b["port"], b["proto"])):
         out.append(f"{b['ip']}:{b['host']}->{b['port']}/{b['proto']}")
         seen.add(key(b))
     out += [k for k in exposed_keys if k not in seen]
@@ -161,3 +162,10 @@ def port_bindings(requested: list[dict]) -> dict:
                                        else str(b["host"]))
         out.setdefault(key(b), []).append({"HostIp": b["ip"], "HostPort": hp})
     return out
+
+
+def of_container(c) -> tuple[list[dict], list[str]]:
+    """(published bindings while it runs, exposed "80/tcp" keys) of a container record."""
+    net = (c.state.get("network") or {}) if c.status == "running" else {}
+    return (sorted(net.get("ports") or [], key=lambda b: (b["port"], b["proto"])),
+            c.config.get("exposed") or [])

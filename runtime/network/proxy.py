@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import socket
+import struct
 import threading
 
 _ENV = "PYBUILD_PROXY"
@@ -23,6 +24,7 @@ class Proxy:
 
     def __init__(self, key: str, listeners: list[tuple]):
         self.key, self.listeners, self.closed = key, listeners, False
+        self.open: set[socket.socket] = set()      # relayed connections, shut down by close()
 
     def start(self) -> Proxy:
         _running[self.key] = self
@@ -33,12 +35,13 @@ class Proxy:
 
     def close(self) -> None:
         self.closed = True
-        for s, *_ in self.listeners:
+        for s in [s for s, *_ in self.listeners] + list(self.open):
             try:
-                s.shutdown(socket.SHUT_RDWR)   # wakes a thread blocked in accept/recvfrom
+                s.shutdown(socket.SHUT_RDWR)   # wakes a thread blocked in accept/recv
             except OSError:
                 pass
-            s.close()
+            if s not in self.open:
+                s.close()
 
     def _tcp(self, lsock: socket.socket, target) -> None:
         while not self.closed:
@@ -46,7 +49,7 @@ class Proxy:
                 c, _ = lsock.accept()
             except OSError:
                 return
-            threading.Thread(target=_relay, args=(c, target), daemon=True).start()
+            threading.Thread(target=_relay, args=(c, target, self.open), daemon=True).start()
 
     def _udp(self, lsock: socket.socket, target) -> None:
         peers: dict = {}
@@ -62,7 +65,8 @@ class Proxy:
                 u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
                 u.connect(target)
                 peers[addr] = u
-                threading.Thread(target=_udp_back, args=(u, lsock, addr, peers),
+                self.open.add(u)
+                threading.Thread(target=_udp_back, args=(u, lsock, addr, peers, self.open),
                                  daemon=True).start()
             try:
                 u.send(data)
@@ -70,17 +74,19 @@ class Proxy:
                 pass
 
 
-def _relay(c: socket.socket, target) -> None:
+def _relay(c: socket.socket, target, live: set) -> None:
     try:
         u = socket.create_connection(target, timeout=5)
     except OSError:
         c.close()
         return
     u.settimeout(None)
+    live.update((c, u))
     t = threading.Thread(target=_copy, args=(u, c), daemon=True)
     t.start()
     _copy(c, u)
     t.join()
+    live.difference_update((c, u))
     c.close()
     u.close()
 
@@ -98,14 +104,16 @@ def _copy(src: socket.socket, dst: socket.socket) -> None:
                 pass
 
 
-def _udp_back(u: socket.socket, lsock: socket.socket, addr, peers: dict) -> None:
-    u.settimeout(90)
+def _udp_back(u: socket.socket, lsock: socket.socket, addr, peers: dict, live: set) -> None:
+    # SO_RCVTIMEO, not settimeout: a poll() wait would not wake on close()'s shutdown
+    u.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 90, 0))
     try:
-        while True:
-            lsock.sendto(u.recv(65536), addr)
+        while data := u.recv(65536):
+            lsock.sendto(data, addr)
     except OSError:
         pass
     peers.pop(addr, None)
+    live.discard(u)
     u.close()
 
 
