@@ -136,6 +136,9 @@ def _network(args, cfg) -> tuple[str, dict]:
     if network == "default":
         network = "bridge"
     check_network(network)
+    if network != "bridge":     # a killed foreground run's bridge goes at the next run
+        from runtime.network.leases import sweep
+        sweep()
     extra = [etcfiles.parse_add_host(h) for h in args.add_host]
     net: dict = {"extra_hosts": extra}
     if network == "host" and not (args.publish or args.publish_all or args.expose):

@@ -126,14 +126,17 @@ def teardown(state_dir: str) -> None:
             state = json.load(f)
     except (OSError, ValueError):
         state = None
-    if state is not None:
-        _iptables(_rules(state["subnet"], "-D"))
-        if state.get("ip_forward") == "0":
-            try:
-                with open(_FORWARD, "w") as f:
-                    f.write("0")
-            except OSError:
-                pass
+    if state is not None and _iptables(_rules(state["subnet"], "-D")):
+        for table in _rules(state["subnet"], "-D").split("COMMIT\n")[:-1]:   # one rule at a time:
+            name, *rules = table.split("\n")[:-1]                            # one already gone
+            for rule in rules:                                               # fails the batch
+                _iptables(f"{name}\n{rule}\nCOMMIT\n")
+    if state is not None and state.get("ip_forward") == "0":
+        try:
+            with open(_FORWARD, "w") as f:
+                f.write("0")
+        except OSError:
+            pass
     if _exists():
         from runtime.network.netlink import Netlink
         nl = Netlink()
