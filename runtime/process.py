@@ -104,7 +104,12 @@ def start(spec: SandboxSpec) -> ProcessTree:
     if spec.network == "bridge":
         from runtime.network.attach import Attachment
         net = Attachment(spec.ports)
-    rundir = RunDir(spec, net)          # from here on, rundir.remove() releases the network
+    try:
+        rundir = RunDir(spec, net)      # from here on, rundir.remove() releases the network
+    except BaseException:
+        if net is not None:
+            net.release()
+        raise
     fds: list[int] = []
     psock = csock = None
     cgroup: list[str] = []

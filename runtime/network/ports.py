@@ -165,7 +165,10 @@ def port_bindings(requested: list[dict]) -> dict:
 
 
 def of_container(c) -> tuple[list[dict], list[str]]:
-    """(published bindings while it runs, exposed "80/tcp" keys) of a container record."""
-    net = (c.state.get("network") or {}) if c.status == "running" else {}
+    """(published bindings, exposed "80/tcp" keys) of a container record while it runs (docker
+    shows none for one that does not)."""
+    if c.status != "running":
+        return [], []
+    net = c.state.get("network") or {}
     return (sorted(net.get("ports") or [], key=lambda b: (b["port"], b["proto"])),
             c.config.get("exposed") or [])
