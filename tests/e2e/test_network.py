@@ -167,7 +167,8 @@ def outside():
     finally:
         proc.kill()
         proc.wait()
-        subprocess.run(["ip", "netns", "del", ns], check=False)      # its eth0 takes host_if along
+        subprocess.run(["ip", "link", "del", host_if], check=False)   # its peer goes with it
+        subprocess.run(["ip", "netns", "del", ns], check=False)
     assert f" {host_if}@" not in links()
 
 
