@@ -192,9 +192,10 @@ def monitor(root: str, cid: str, out_r: int, err_r: int, log: int, mem: int) -> 
     Never returns."""
     try:
         from runtime.containers.state import Containers
-        from runtime.network import proxy
 
-        proxy.resume()      # the published ports the supervisor bound, served from here on
+        if os.environ.get("PYBUILD_PROXY"):     # proxy.handoff's: published ports, served here
+            from runtime.network import proxy
+            proxy.resume()
         cs = Containers(root)
         c = cs.load(cid)
 
