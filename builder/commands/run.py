@@ -125,9 +125,10 @@ def _limits(args):
     return r if r.any() else None
 
 
-def _network(args, cfg) -> tuple[str, dict]:
+def _network(args, cfg, check_only: bool = False) -> tuple[str, dict]:
     """--network (docker's default bridge) and what goes with it: {"ports": -p/-P bindings,
-    "exposed": the image's ExposedPorts + --expose, "extra_hosts": --add-host, "publish_all"}."""
+    "exposed": the image's ExposedPorts + --expose, "extra_hosts": --add-host, "publish_all"}.
+    check_only: the flags' errors only (before the image is there)."""
     from runtime import etcfiles
     from runtime.errors import ConfigError
     from runtime.spec import check_network
@@ -136,7 +137,7 @@ def _network(args, cfg) -> tuple[str, dict]:
     if network == "default":
         network = "bridge"
     check_network(network)
-    if network != "bridge":     # a killed foreground run's bridge goes at the next run
+    if network != "bridge" and not check_only:     # a killed foreground run's bridge goes now
         from runtime.network.leases import sweep
         sweep()
     extra = [etcfiles.parse_add_host(h) for h in args.add_host]
@@ -154,7 +155,7 @@ def _network(args, cfg) -> tuple[str, dict]:
     if bindings and network == "none":
         raise ConfigError("conflicting options: port publishing and the container type "
                           "network mode")
-    if bindings and network == "host":
+    if bindings and network == "host" and not check_only:
         print("WARNING: Published ports are discarded when using host network mode",
               file=sys.stderr)
         bindings = []
@@ -224,7 +225,7 @@ def cmd_run(args) -> int:
                 what = "create" if getattr(args, "create_only", False) else "-d"
                 return _fail(f"{flag} with {what} is not supported yet")
     try:
-        _network(args, {})          # bad -p/--network/--add-host: before any pull
+        _network(args, {}, check_only=True)     # bad -p/--network/--add-host: before any pull
         limits = _limits(args)
         if not args.detach:         # the supervisor enters its own (it must not hold ours)
             mountns.enter_private()     # a mount made here (the snapshotter's probe) dies with us

@@ -280,3 +280,23 @@ def test_add_host_and_hosts_file(root):
     assert lines[6:9] == ["10.1.2.3\tdb", f"{gateway}\tgw", f"{own}\tbox"]
     r = ok(run_pybuild("run", "--rm", "--network", "host", "busybox", "cat", "/etc/hosts"))
     assert r.stdout.startswith(f"127.0.0.1\tlocalhost {os.uname().nodename}\n")
+
+
+def test_the_issues_check_on_a_built_image_and_its_exposed_port(root, tmp_path):
+    """`run -d -p 127.0.0.1:PORT:80 IMAGE httpd -f -p 80 -h /www` on an image built here; -P
+    publishes the image's EXPOSE."""
+    (tmp_path / "index.html").write_text("built\n")
+    ok(run_pybuild("build", "-q", "-t", "www", "-f", "-", str(tmp_path), input=(
+        "FROM busybox\nCOPY index.html /www/\nEXPOSE 80\nCMD [\"httpd\", \"-f\", \"-p\", \"80\", "
+        "\"-h\", \"/www\"]\n")))
+    port = free_port()
+    a = run_d("-p", f"127.0.0.1:{port}:80", "www", "httpd", "-f", "-p", "80", "-h", "/www")
+    assert fetch(f"http://127.0.0.1:{port}/") == "built\n"
+    b = run_d("-P", "www")
+    [binding] = inspect(b)["NetworkSettings"]["Ports"]["80/tcp"]
+    assert fetch(f"http://127.0.0.1:{binding['HostPort']}/") == "built\n"
+    assert inspect(b)["Config"]["ExposedPorts"] == {"80/tcp": {}}
+    assert inspect(b)["HostConfig"]["PublishAllPorts"] is True
+    ok(run_pybuild("rm", "-f", a, b))
+    assert refused("127.0.0.1", port) and refused("127.0.0.1", int(binding["HostPort"]))
+    poll(nothing_left, 5)
