@@ -81,7 +81,7 @@ def ensure(state_dir: str) -> str:
     try:
         with open(path) as f:
             state = json.load(f)
-        if _exists():
+        if _exists() and state.get("ready"):
             return state["subnet"]
     except (OSError, ValueError, KeyError):
         pass
@@ -107,6 +107,9 @@ def ensure(state_dir: str) -> str:
         err = _iptables(_rules(subnet, "-A"))
         if err:
             raise SandboxError(f"cannot add the bridge network's NAT rules: {err}")
+        with open(path + ".tmp", "w") as f:     # only now is it whole (a kill -9 above: redone)
+            json.dump({**state, "ready": True}, f)
+        os.rename(path + ".tmp", path)
     except OSError as e:
         teardown(state_dir)
         raise SandboxError(f"cannot create the bridge {BRIDGE}: {e.strerror}") from None
@@ -126,6 +129,15 @@ def teardown(state_dir: str) -> None:
             state = json.load(f)
     except (OSError, ValueError):
         state = None
+    if _exists():               # the link first: a teardown killed after it is redone by ensure
+        from runtime.network.netlink import Netlink
+        nl = Netlink()
+        try:
+            nl.delete_link(socket.if_nametoindex(BRIDGE))
+        except OSError:
+            pass
+        finally:
+            nl.close()
     if state is not None and _iptables(_rules(state["subnet"], "-D")):
         for table in _rules(state["subnet"], "-D").split("COMMIT\n")[:-1]:   # one rule at a time:
             name, *rules = table.split("\n")[:-1]                            # one already gone
@@ -137,14 +149,5 @@ def teardown(state_dir: str) -> None:
                 f.write("0")
         except OSError:
             pass
-    if _exists():
-        from runtime.network.netlink import Netlink
-        nl = Netlink()
-        try:
-            nl.delete_link(socket.if_nametoindex(BRIDGE))
-        except OSError:
-            pass
-        finally:
-            nl.close()
     if state is not None:
         os.unlink(path)
