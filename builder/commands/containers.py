@@ -923,7 +923,7 @@ def cmd_port(args) -> int:
     """docker port: every published port as `80/tcp -> 127.0.0.1:8800`, or one port's host
     addresses; a port not published is docker's error."""
     from runtime.errors import ContainerError
-    from runtime.network.ports import of_container
+    from runtime.network.ports import host_port, of_container
 
     c = _containers().get(args.container)
     published, _ = of_container(c)
@@ -934,10 +934,10 @@ def cmd_port(args) -> int:
         if not hits:
             raise ContainerError(f"No public port '{want}' published for {c.name}")
         for b in hits:
-            print(f"{b['ip']}:{b['host']}")
+            print(f"{host_port(b)}")
         return 0
     for b in published:
-        print(f"{b['port']}/{b['proto']} -> {b['ip']}:{b['host']}")
+        print(f"{b['port']}/{b['proto']} -> {host_port(b)}")
     return 0
 
 

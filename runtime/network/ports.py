@@ -97,11 +97,16 @@ def key(b: dict) -> str:
 
 def bind(bindings: list[dict]) -> list[tuple[dict, socket.socket]]:
     """A listening socket per binding (docker's error when the port is taken); each returned
-    binding has its real host port."""
+    binding has its real host port. One without an address listens on 0.0.0.0 and, as docker,
+    on [::] at the same port where the host has IPv6."""
     out: list[tuple[dict, socket.socket]] = []
     try:
         for b in bindings:
             out.append(_bind_one(b))
+            if not b["ip"]:
+                six = _bind_v6(out[-1][0])
+                if six is not None:
+                    out.append(six)
     except BaseException:
         for _, s in out:
             s.close()
@@ -133,6 +138,31 @@ def _bind_one(b: dict) -> tuple[dict, socket.socket]:
         span = f"{b['host']}-{b['host_end']}" if b["host_end"] > b["host"] else str(b["host"])
         raise SandboxError(f"Bind for {shown}:{span} failed: port is already allocated")
     raise SandboxError(f"cannot publish {shown}:{b['host']}: {last.strerror if last else '?'}")
+
+
+def _bind_v6(b: dict) -> tuple[dict, socket.socket] | None:
+    """[::]:port beside 0.0.0.0:port (IPV6_V6ONLY, so the two do not collide); None without IPv6."""
+    kind = socket.SOCK_STREAM if b["proto"] == "tcp" else socket.SOCK_DGRAM
+    try:
+        s = socket.socket(socket.AF_INET6, kind | socket.SOCK_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        if kind == socket.SOCK_STREAM:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("::", b["host"]))
+        if kind == socket.SOCK_STREAM:
+            s.listen(128)
+    except OSError:
+        s.close()
+        return None
+    return {**b, "ip": "::"}, s
+
+
+def host_port(b: dict) -> str:
+    """docker port's spelling: 0.0.0.0:8800, [::]:8800."""
+    return f"[{b['ip']}]:{b['host']}" if ":" in b["ip"] else f"{b['ip']}:{b['host']}"
 
 
 def ps_text(published: list[dict], exposed_keys: list[str]) -> str:

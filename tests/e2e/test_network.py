@@ -123,11 +123,19 @@ def test_publish_on_every_address_and_publish_all(root):
     assert fetch(f"http://127.0.0.1:{port}/") == "all\n"
     assert fetch(f"http://{host_address()}:{port}/") == "all\n"
     ports = inspect(cid)["NetworkSettings"]["Ports"]
-    assert ports["80/tcp"] == [{"HostIp": "0.0.0.0", "HostPort": str(port)}]
-    [b81] = ports["81/tcp"]
+    six = socket.has_ipv6 and os.path.exists("/proc/net/if_inet6")
+    assert ports["80/tcp"] == [{"HostIp": "0.0.0.0", "HostPort": str(port)}] + (
+        [{"HostIp": "::", "HostPort": str(port)}] if six else [])
+    if six:
+        assert fetch(f"http://[::1]:{port}/") == "all\n"
+    b81 = ports["81/tcp"][0]
     assert b81["HostIp"] == "0.0.0.0" and int(b81["HostPort"]) > 1024
-    row = ok(run_pybuild("ps")).stdout
-    assert f"0.0.0.0:{port}->80/tcp, 0.0.0.0:{b81['HostPort']}->81/tcp" in row
+    row = ok(run_pybuild("ps", "--format", "{{.Ports}}")).stdout.strip()
+    assert row == (f"0.0.0.0:{port}->80/tcp, :::{port}->80/tcp, 0.0.0.0:{b81['HostPort']}->81/tcp, "
+                   f":::{b81['HostPort']}->81/tcp" if six else
+                   f"0.0.0.0:{port}->80/tcp, 0.0.0.0:{b81['HostPort']}->81/tcp")
+    assert ok(run_pybuild("port", cid, "80")).stdout == f"0.0.0.0:{port}\n" + (
+        f"[::]:{port}\n" if six else "")
     ok(run_pybuild("rm", "-f", cid))
     assert refused("127.0.0.1", port) and refused("127.0.0.1", int(b81["HostPort"]))
 
@@ -293,7 +301,7 @@ def test_the_issues_check_on_a_built_image_and_its_exposed_port(root, tmp_path):
     a = run_d("-p", f"127.0.0.1:{port}:80", "www", "httpd", "-f", "-p", "80", "-h", "/www")
     assert fetch(f"http://127.0.0.1:{port}/") == "built\n"
     b = run_d("-P", "www")
-    [binding] = inspect(b)["NetworkSettings"]["Ports"]["80/tcp"]
+    binding = inspect(b)["NetworkSettings"]["Ports"]["80/tcp"][0]
     assert fetch(f"http://127.0.0.1:{binding['HostPort']}/") == "built\n"
     assert inspect(b)["Config"]["ExposedPorts"] == {"80/tcp": {}}
     assert inspect(b)["HostConfig"]["PublishAllPorts"] is True
