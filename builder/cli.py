@@ -14,7 +14,7 @@ import sys
 from cache.version import VERSION
 
 # command-group module (under builder.commands) -> each registers its subcommands
-COMMAND_MODULES = ("build", "images", "registry", "run", "containers", "volumes")
+COMMAND_MODULES = ("build", "images", "registry", "run", "containers", "containerfs", "volumes")
 
 
 def _columns() -> int:

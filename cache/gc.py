@@ -88,16 +88,20 @@ def _remove_stale(store, rep: PruneReport, mounts: Collection[str]) -> None:
         rep.tmp += 1
 
 
-def prune(store, *, all_: bool = False, mount_points: Collection[str] | None = None) -> PruneReport:
+def prune(store, *, all_: bool = False, mount_points: Collection[str] | None = None,
+          pinned: Collection[str] = ()) -> PruneReport:
     """Remove what nothing references. Dead tmp/ entries go too when the caller says what is
     mounted in its namespace (`mount_points`, read by runtime.mountinfo: cache runs no kernel
-    code); an entry that still holds a mount is left (rmtree would reach into what it shows)."""
+    code); an entry that still holds a mount is left (rmtree would reach into what it shows).
+    `pinned`: image IDs kept as roots even untagged (the images containers are made from:
+    cache reads no container record, the builder passes them)."""
     rep = PruneReport()
     blobs, layers, images_ = store.blob_store, store.layer_store, store.image_store
     with store.locked():
         if mount_points is not None:
             _remove_stale(store, rep, mount_points)
         held = {d for d in store.leases.held_by_others() if _SHA.fullmatch(d)}
+        held |= {d for d in pinned if _SHA.fullmatch(d)}
         images = images_.records()
         tags = images_.tags()
         if all_:

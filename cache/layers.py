@@ -117,22 +117,28 @@ class _Out:
         return None if self.sha is None else "sha256:" + self.sha.hexdigest()
 
 
-def _walk(root: bytes):
+def _walk(root: bytes, top: bytes | None = None):
     """Yield (tar name, full path, lstat) in layer order; whiteout devices keep their own name
-    here (the caller renames), but sort by the tar name they will have."""
-    stack = [(b"", iter(_sorted_children(root)))]
+    here (the caller renames), but sort by the tar name they will have. `top`: `root` itself
+    is the first entry, named `top`, and its tree goes under `top/`."""
+    if top is not None:
+        st = os.lstat(root)
+        yield top, root, st
+        if not stat.S_ISDIR(st.st_mode):
+            return
+    stack = [(b"" if top is None else top + b"/", root + b"/", iter(_sorted_children(root)))]
     while stack:
-        prefix, it = stack[-1]
+        prefix, where, it = stack[-1]
         nxt = next(it, None)
         if nxt is None:
             stack.pop()
             continue
         _sort_name, name, st = nxt
-        full = root + b"/" + prefix + name
+        full = where + name
         rel = prefix + name
         yield rel, full, st
         if stat.S_ISDIR(st.st_mode):
-            stack.append((rel + b"/", iter(_sorted_children(full))))
+            stack.append((rel + b"/", full + b"/", iter(_sorted_children(full))))
 
 
 def _sorted_children(path: bytes):
@@ -147,15 +153,17 @@ def _sorted_children(path: bytes):
     return items
 
 
-def write_tar(dir, out=None, *, epoch: int | None = 0, hash_tar: bool = True) -> TarResult:
+def write_tar(dir, out=None, *, epoch: int | None = 0, hash_tar: bool = True,
+              top: str | None = None) -> TarResult:
     """Write the layer tar of `dir` (overlay format) to `out` (None: only hash it). `out` gets
     memoryviews valid only during its write() call, unless it lends its own buffers (a
     compress.ThreadedWriter). `hash_tar=False` skips the diff_id (for a layer whose diff_id is
-    known and whose `fingerprint` is checked instead)."""
+    known and whose `fingerprint` is checked instead). `top` (`pybuild cp`'s archive): `dir`,
+    which may be any file, is the first entry under that name, its tree below it."""
     root = os.fsencode(os.path.abspath(dir))
     o = _Out(out, hash_tar)
     try:
-        _write_entries(root, o, epoch)
+        _write_entries(root, o, epoch, None if top is None else os.fsencode(top))
         o.add(tarfmt.END)
         o.flush()
     except BaseException:
@@ -181,14 +189,14 @@ def fingerprint(dir) -> str:
     return "sha256:" + h.hexdigest()
 
 
-def _write_entries(root: bytes, o: _Out, epoch: int | None) -> None:
+def _write_entries(root: bytes, o: _Out, epoch: int | None, top: bytes | None = None) -> None:
     seen: dict[tuple[int, int], bytes] = {}
 
     def mt(st) -> int:
         m = st.st_mtime_ns // 1_000_000_000
         return min(m, epoch) if epoch is not None else m
 
-    for rel, full, st in _walk(root):
+    for rel, full, st in _walk(root, top):
         mode = st.st_mode
         parent, _, base = rel.rpartition(b"/")
         if base.startswith(WH_PREFIX) and not is_whiteout(st):

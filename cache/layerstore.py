@@ -82,10 +82,13 @@ class LayerStore:
 
     # ---- committing and unpacking --------------------------------------------------------
 
-    def commit(self, upper, *, epoch: int | None = 0, keep_empty: bool = False) -> str | None:
+    def commit(self, upper, *, epoch: int | None = 0, keep_empty: bool = False,
+               keep_source: bool = False) -> str | None:
         """Move an overlay upper dir (or any dir in overlay format) into the store as a layer;
         returns its diff_id. An empty dir gives None (no layer) unless `keep_empty`: BuildKit
-        commits the 1024-byte empty tar for a RUN/COPY/WORKDIR that changed nothing."""
+        commits the 1024-byte empty tar for a RUN/COPY/WORKDIR that changed nothing.
+        `keep_source` (`pybuild commit`: the container keeps its upper dir) copies it in
+        through our own tar instead of moving it."""
         from cache.layers import fingerprint, is_empty_dir, write_tar
         upper = Path(upper)
         if not keep_empty and is_empty_dir(upper):
@@ -98,7 +101,10 @@ class LayerStore:
         self.leases.hold(res.diff_id)  # until this process is done with it (put_image, exit)
         with self.lock.held():
             if dest.exists():
-                shutil.rmtree(upper, ignore_errors=True)
+                if not keep_source:
+                    shutil.rmtree(upper, ignore_errors=True)
+            elif keep_source:
+                self._copy_in(upper, dest, res.diff_id, epoch)
             else:
                 try:
                     os.rename(upper, dest)

@@ -121,8 +121,10 @@ class Store:
     def layer_info(self, diff_id: str) -> dict | None:
         return self.layer_store.info(diff_id)
 
-    def commit_layer(self, upper, *, epoch: int | None = 0, keep_empty: bool = False) -> str | None:
-        return self.layer_store.commit(upper, epoch=epoch, keep_empty=keep_empty)
+    def commit_layer(self, upper, *, epoch: int | None = 0, keep_empty: bool = False,
+                     keep_source: bool = False) -> str | None:
+        return self.layer_store.commit(upper, epoch=epoch, keep_empty=keep_empty,
+                                       keep_source=keep_source)
 
     def layer_dir(self, diff_id: str) -> Path:
         return self.layer_store.dir_of(diff_id)

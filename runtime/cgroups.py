@@ -8,6 +8,9 @@ removes the empty ones a dead owner left (a kill -9 of pybuild), `remove` kills 
 inside and rmdirs it. The sandbox's pid 1 joins (`join`, writing 0 to cgroup.procs) before the
 command runs, so every descendant is inside; the keeper above it stays out, so --pids-limit
 counts pid 1 and the command's processes.
+Every container gets its cgroup, limits or not (as docker gives one): with none set it is made
+only in the accounting hierarchies (`ACCOUNTING`) `pybuild stats` reads and the freezer
+`pybuild commit` pauses it with; a hierarchy that refuses it is then skipped, not an error.
 Errors a user can cause (a bad flag value) are SandboxError with docker's one-line message.
 """
 from __future__ import annotations
@@ -25,6 +28,7 @@ CFS_PERIOD = 100000                  # docker's and runc's cpu.cfs_period_us
 MIN_MEMORY = 6 * 1024 * 1024         # docker's linuxMinMemory
 _SIZE = re.compile(r"^(\d+(?:\.\d+)*) ?([kKmMgGtTpP])?[iI]?[bB]?$")   # docker units.RAMInBytes
 _SWAP_FILES = ("memory.memsw.limit_in_bytes", "memory.swap.max")
+ACCOUNTING = ("memory", "cpu", "pids", "cpuacct", "blkio", "freezer")   # v1 names; v2: one dir
 _UNITS = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
 
 
@@ -102,10 +106,10 @@ def _mountinfo() -> list[tuple[str, str, str, set[str]]]:
     return out
 
 
-def _own_cgroups() -> dict[str, str]:
-    """{controller or "" for v2: this process's cgroup path} from /proc/self/cgroup."""
+def _own_cgroups(pid: int | str = "self") -> dict[str, str]:
+    """{controller or "" for v2: the process's cgroup path} from /proc/<pid>/cgroup."""
     out = {}
-    with open("/proc/self/cgroup", encoding="utf-8", errors="surrogateescape") as f:
+    with open(f"/proc/{pid}/cgroup", encoding="utf-8", errors="surrogateescape") as f:
         for line in f:
             _, controllers, path = line.rstrip("\n").split(":", 2)
             for c in (controllers.split(",") if controllers else [""]):
@@ -127,10 +131,10 @@ def hierarchies() -> tuple[int, dict[str, str]]:
     for root, point, fstype, opts in mounts:
         if fstype != "cgroup":
             continue
-        for c in ("memory", "cpu", "pids"):
+        for c in ACCOUNTING:
             if c in opts and c in own and c not in v1:
                 v1[c] = _under(point, root, own[c])
-    if v1:
+    if any(c in v1 for c in ("memory", "cpu", "pids")):
         return 1, v1
     for root, point, fstype, _ in mounts:
         if fstype == "cgroup2" and "" in own:
@@ -140,8 +144,47 @@ def hierarchies() -> tuple[int, dict[str, str]]:
                     have = f.read().split()
             except OSError:
                 continue
-            return 2, {c: base for c in ("memory", "cpu", "pids") if c in have}
+            return 2, {c: base for c in ("memory", "cpu", "pids", "io") if c in have}
     return 1, {}
+
+
+def of_pid(pid: int) -> tuple[int, dict[str, str]]:
+    """(1 or 2, {controller: dir}) of a running process's cgroups, as this process sees the
+    hierarchies (v2: every controller and "" name the one dir)."""
+    own = _own_cgroups(pid)
+    out: dict[str, str] = {}
+    mounts = _mountinfo()
+    for root, point, fstype, opts in mounts:
+        if fstype == "cgroup":
+            for c in opts & set(own):
+                out.setdefault(c, _under(point, root, own[c]))
+    if any(c in out for c in ("memory", "cpu", "pids")):
+        return 1, out
+    for root, point, fstype, _ in mounts:
+        if fstype == "cgroup2" and "" in own:
+            base = _under(point, root, own[""])
+            return 2, dict.fromkeys(("", "memory", "cpu", "pids", "io", "freezer"), base)
+    return 1, out
+
+
+def freeze(ver: int, path: str, frozen: bool, timeout: float = 5.0) -> None:
+    """Freeze (or thaw) every process of a cgroup: v1's freezer.state, v2's cgroup.freeze;
+    returns once the kernel says it is done (docker pause's mechanism)."""
+    if ver == 1:
+        _write(os.path.join(path, "freezer.state"), "FROZEN" if frozen else "THAWED")
+        want, file = ("FROZEN" if frozen else "THAWED"), "freezer.state"
+    else:
+        _write(os.path.join(path, "cgroup.freeze"), "1" if frozen else "0")
+        want, file = ("frozen 1" if frozen else "frozen 0"), "cgroup.events"
+    end = time.monotonic() + timeout
+    while True:
+        with open(os.path.join(path, file)) as f:
+            text = f.read()
+        if (want in text.splitlines()) if ver == 2 else text.strip() == want:
+            return
+        if time.monotonic() > end:
+            raise SandboxError(f"cgroup {path} did not become {want.lower()} in {timeout:g}s")
+        time.sleep(0.001)
 
 
 def version() -> int:
@@ -215,6 +258,23 @@ def create(r: Resources, name: str | None = None) -> list[str]:
                 if file in _SWAP_FILES and not os.path.exists(f):
                     continue
                 _write(f, value)
+        for controller in (*ACCOUNTING, "io"):    # no limit here, but stats and pause read it
+            if controller in settings or controller not in own:
+                continue
+            path = os.path.join(own[controller], PARENT, name)
+            try:
+                if ver == 2:            # one dir: each controller enabled for it
+                    _enable(own[controller], controller)
+                    os.makedirs(os.path.dirname(path), exist_ok=True)
+                    _enable(os.path.dirname(path), controller)
+                if path in made:
+                    continue
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                sweep(os.path.dirname(path))
+                os.mkdir(path, 0o755)
+            except (OSError, SandboxError):
+                continue
+            made.append(path)
     except OSError as e:
         remove(made)
         raise SandboxError(f"cannot set up the container's cgroup: {e.strerror}: {e.filename}") from None

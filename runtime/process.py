@@ -115,7 +115,7 @@ def start(spec: SandboxSpec) -> ProcessTree:
     cgroup: list[str] = []
     sync = None
     try:
-        if spec.resources is not None and spec.resources.any():
+        if spec.resources is not None:      # every container has one, limits or not
             cgroup = cgroups.create(spec.resources)
         r, w = os.pipe2(os.O_CLOEXEC)
         fds += [r, w]

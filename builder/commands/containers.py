@@ -256,7 +256,8 @@ def ps_fields(c, now: float, trunc: bool) -> dict:
             "State": c.status, "Status": status_text(c, now)}
 
 
-def render_ps(fmt: str, rows: list[dict]) -> str:
+def render_ps(fmt: str, rows: list[dict], headers: dict | None = None,
+              context: str = "ContainerContext") -> str:
     """docker's formatter.Context on `fmt`: `\\t`/`\\n` unescaped, one line per row; `table`
     adds the header row and aligns the cells (tabwriter). Fields: {{.Field}}, {{json .Field}},
     {{json .}}, {{.Label "key"}}."""
@@ -265,6 +266,7 @@ def render_ps(fmt: str, rows: list[dict]) -> str:
 
     from builder.errors import BuildError
 
+    headers = _PS_HEADERS if headers is None else headers     # `stats` has its own
     table = fmt.startswith("table")
     body = (fmt[len("table"):] if table else fmt).strip(" ")
     body = body.replace("\\t", "\t").replace("\\n", "\n")
@@ -276,11 +278,11 @@ def render_ps(fmt: str, rows: list[dict]) -> str:
                 if values is None:
                     return "LABEL " + json.loads(arg)
                 return values["_labels"].get(json.loads(arg), "")
-            if field and field not in _PS_HEADERS:
+            if field and field not in headers:
                 raise BuildError(f'template: executing "" at <.{field}>: can\'t evaluate field '
-                                 f"{field} in type *formatter.ContainerContext")
+                                 f"{field} in type *formatter.{context}")
             if values is None:
-                return _PS_HEADERS.get(field, "")
+                return headers.get(field, "")
             if not field:
                 v = {k: x for k, x in values.items() if not k.startswith("_")}
                 return json.dumps(v, ensure_ascii=False, separators=(",", ":"))

@@ -166,10 +166,28 @@ def cmd_tag(args) -> int:
     return 0
 
 
+def container_images(store) -> dict[str, list]:
+    """{image ID: the containers (any state, running first) made from it}: what rmi and prune
+    must not take away (a container's layers are its image's)."""
+    from runtime.containers.state import Containers
+
+    users: dict[str, list] = {}
+    for c in Containers(store.root).all():
+        users.setdefault(c.config.get("image_id", ""), []).append(c)
+    for cs in users.values():
+        cs.sort(key=lambda c: c.status != "running")
+    return users
+
+
+def _short(ident: str) -> str:
+    return ident.removeprefix("sha256:")[:12]
+
+
 def cmd_rmi(args) -> int:
     from cache import gc, refs
     from cache.errors import StoreError
     store = _store()
+    users = container_images(store)
     errors = 0
     for ref in args.images:
         try:
@@ -184,17 +202,33 @@ def cmd_rmi(args) -> int:
                 store.untag(ref)
                 print(f"Untagged: {refs.familiar(full)}")
                 continue
+            using = users.get(image_id) or []
+            if using and full in tags and not args.force:
+                raise StoreError(f'conflict: unable to remove repository reference "{ref}" (must '
+                                 f'force) - container {_short(using[0].id)} is using its '
+                                 f'referenced image {_short(image_id)}')
+            if using and full not in tags and using[0].status == "running":
+                raise StoreError(f"conflict: unable to delete {_short(image_id)} (cannot be "
+                                 f"forced) - image is being used by running container "
+                                 f"{_short(using[0].id)}")
+            if using and full not in tags and not args.force:
+                raise StoreError(f"conflict: unable to delete {_short(image_id)} (must be "
+                                 f"forced) - image is being used by stopped container "
+                                 f"{_short(using[0].id)}")
             if full not in tags and len(tags) > 1 and not args.force:
                 raise StoreError(f"conflict: unable to delete {ref} (must be forced) - image is "
                                  f"referenced in multiple repositories")
-            for t in tags:
+            for t in tags if (full not in tags or not using) else [full]:
+                store.untag(t)
                 print(f"Untagged: {refs.familiar(t)}")
+            if using:       # -f: untagged, kept (dangling) while a container is made from it
+                continue
             store.remove_image(image_id)
             print(f"Deleted: {image_id}")
         except StoreError as e:
             print(f"pybuild: error: {e}", file=sys.stderr)
             errors += 1
-    gc.prune(store)
+    gc.prune(store, pinned=users)
     return 1 if errors else 0
 
 
@@ -440,7 +474,8 @@ def cmd_prune(args) -> int:
     dead = {os.path.basename(p) for p in stale_scratch(store)}
     unmount_under(tmp, keep=lambda p: os.path.relpath(p, tmp).split(os.sep, 1)[0] not in dead)
     # then gc removes the dead scratch dirs (any that still hold a mount are left)
-    rep = prune(store, all_=args.all, mount_points=[m.mount_point for m in mounts()])
+    rep = prune(store, all_=args.all, mount_points=[m.mount_point for m in mounts()],
+                pinned=container_images(store))
     parts = [f"{rep.tmp} leftover files", f"{rep.blobs} blobs", f"{rep.layers} layer dirs"]
     if args.all:
         parts += [f"{rep.images} untagged images", f"{rep.cache_entries} build-cache entries"]

@@ -118,11 +118,11 @@ def _read_env_file(path: str) -> str:
 
 
 def _limits(args):
-    """The limit flags as runtime.spec.Resources, or None when none is given."""
+    """The limit flags as runtime.spec.Resources (every container gets a cgroup, as in docker)."""
     from runtime import cgroups
 
-    r = cgroups.resources(args.memory, args.memory_swap, args.cpus, args.cpu_shares, args.pids_limit)
-    return r if r.any() else None
+    return cgroups.resources(args.memory, args.memory_swap, args.cpus, args.cpu_shares,
+                             args.pids_limit)
 
 
 def _network(args, cfg, check_only: bool = False) -> tuple[str, dict]:
@@ -239,7 +239,8 @@ def cmd_run(args) -> int:
         argv = config.argv(cfg, args.entrypoint, args.command)
         cwd = config.workdir(args.workdir, cfg)
         user = config.user(args.user, cfg)
-        mounts = volumes.parse_all(args.volume, args.mount, args.tmpfs)
+        mounts = volumes.image_volumes(volumes.parse_all(args.volume, args.mount, args.tmpfs),
+                                       cfg.get("Volumes"))
         if mounts:
             mounts = volumes.prepare(store.root, mounts, lowerdirs)
         if args.detach:

@@ -147,6 +147,21 @@ def parse_all(vs, mounts, tmpfs) -> list[dict]:
     return out
 
 
+def image_volumes(mounts: list[dict], volumes) -> list[dict]:
+    """The image's VOLUME paths as anonymous volumes after the user's mounts, as docker run
+    makes them: a path one of `mounts` already targets is left to that mount; relative paths
+    are taken from /, and `/` itself (which docker refuses) is skipped."""
+    out = list(mounts)
+    taken = {m["target"] for m in mounts}
+    for path in sorted(volumes or ()):
+        target = "/" + "/".join(p for p in path.split("/") if p and p != ".")
+        if target == "/" or ".." in target.split("/") or target in taken:
+            continue
+        taken.add(target)
+        out.append({"type": "volume", "source": "", "target": target, "readonly": False})
+    return out
+
+
 # ---- volumes on disk -------------------------------------------------------------------------
 
 class Volumes:

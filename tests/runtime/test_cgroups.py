@@ -126,17 +126,57 @@ def test_a_tree_with_limits_is_inside_and_leaves_nothing(busybox_layer, kill):
                                      argv=["sh", "-c", "cat /proc/self/cgroup; sleep 1 & sleep 30"]))
     os.close(w)
     paths = list(tree.cgroup)
-    assert len(paths) == 2
+    # the limits' hierarchies, plus the accounting ones every container gets (stats, pause)
+    assert all(any(p.startswith(OWN[c] + "/") for p in paths) for c in ("memory", "pids"))
     out = b""
     while b"\n0::" not in out:
         chunk = os.read(r, 4096)
         assert chunk
         out += chunk
     os.close(r)
-    assert out.decode().count("/pybuild/ctr-") == 2
+    assert out.decode().count("/pybuild/ctr-") == len(paths)   # v1: a line per hierarchy
     if kill:
         tree.kill()
     else:
         tree.signal(signal.SIGTERM)
     assert tree.wait() in (137, 143)
     assert not any(os.path.exists(p) for p in paths)
+
+
+@requires_root
+@pytest.mark.skipif(VERSION == 1 and "freezer" not in OWN,
+                    reason="needs the cgroup freezer (v1: mount the freezer hierarchy)")
+def test_a_tree_without_limits_has_a_cgroup_that_freezes(busybox_layer):
+    """What `pybuild commit` pauses and `pybuild stats` reads: a tree with empty Resources gets
+    a cgroup of its own; frozen, its counter stops; thawed, it goes on."""
+    r, w = os.pipe()
+    tree = process.start(SandboxSpec(lowerdirs=[busybox_layer], stdout=w, resources=Resources(),
+                                     argv=["sh", "-c", "i=0; while :; do i=$((i+1)); echo $i; "
+                                           "sleep 0.01; done"]))
+    os.close(w)
+    try:
+        assert tree.cgroup
+        os.read(r, 64)
+        with open(f"/proc/{tree.pid}/task/{tree.pid}/children") as f:
+            kids = f.read().split()
+        ver, dirs = cgroups.of_pid(int(kids[0]))
+        assert dirs["freezer"] in tree.cgroup or dirs[""] in tree.cgroup
+        cgroups.freeze(ver, dirs["freezer"], True)
+        time.sleep(0.05)
+        os.set_blocking(r, False)
+        try:
+            while os.read(r, 65536):
+                pass
+        except BlockingIOError:
+            pass
+        time.sleep(0.2)
+        with pytest.raises(BlockingIOError):
+            os.read(r, 65536)                  # frozen: nothing more written
+        cgroups.freeze(ver, dirs["freezer"], False)
+        time.sleep(0.2)
+        assert os.read(r, 65536)               # thawed: it counts on
+    finally:
+        tree.kill()
+        tree.wait()
+        os.close(r)
+    assert not any(os.path.exists(p) for p in tree.cgroup)

@@ -1,0 +1,159 @@
+"""`pybuild commit`: a new image from a container's changes, as `docker commit` makes it.
+
+The container's upper dir (overlay format already: whiteouts and opaque dirs are what a layer
+dir at rest holds) goes into the store through the one layer commit path (`store.commit_layer`,
+`keep_source`: copied in through the store's own tar writer, so the container keeps its changes;
+mtimes kept, as docker does), on top of the container's image's layers. The config is the
+image's with the container's run config laid over it (Cmd, Entrypoint, Env, WorkingDir, User),
+then docker's `--change` lines (Dockerfile instructions through grammar.parse and the builder's
+config executors), one history entry (`created_by` the container's command, author, comment).
+A running container is paused with its freezer cgroup while its upper dir is read (docker's
+default `--pause`). Lives in builder/: it writes an image, and reads runtime's container records.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+
+from builder import imageconfig as ic
+from builder.errors import BuildError
+from cache import image as im
+
+# docker commit --change accepts these (moby's validCommitCommands)
+CHANGES = ("CMD", "ENTRYPOINT", "ENV", "EXPOSE", "LABEL", "ONBUILD", "USER", "VOLUME",
+           "WORKDIR", "STOPSIGNAL")
+
+
+class _Changes:
+    """What builder.steps.config's executors ask of a build stage, for `--change` lines: the
+    config to edit, expansion in the config's env, no history (docker adds none per change)."""
+
+    def __init__(self, config: dict):
+        from grammar.lexer import ShellLex
+
+        class State:
+            pass
+        self.state = State()
+        self.state.config = config
+        self.cmd_set = False
+        self.lex = ShellLex("\\")
+        self.df = type("Df", (), {"escape": "\\", "filename": "--change"})()
+
+    def expansion_env(self) -> dict:
+        return ic.env_dict(self.state.config)
+
+    def expand(self, ins, word: str) -> str:
+        return self.lex.process_word(word, self.expansion_env())
+
+    def expand_words(self, ins, word: str) -> list[str]:
+        return self.lex.process_words(word, self.expansion_env())
+
+    def error(self, ins, msg: str) -> BuildError:
+        return BuildError(f"--change: {msg}")
+
+    def config_step(self, ins, text: str) -> None:
+        pass
+
+
+def apply_changes(config: dict, changes: list[str]) -> None:
+    """docker commit --change: each a Dockerfile instruction of CHANGES, applied in order."""
+    import grammar
+    from builder.steps import config as steps
+    from grammar import ast, gopath
+    from grammar.errors import DockerfileError
+
+    handlers = {ast.Cmd: steps.cmd, ast.Entrypoint: steps.entrypoint, ast.Env: steps.env,
+                ast.Expose: steps.expose, ast.Label: steps.label, ast.Onbuild: steps.onbuild,
+                ast.User: steps.user, ast.Volume: steps.volume, ast.StopSignal: steps.stopsignal}
+    run = _Changes(config)
+    for text in changes:
+        word = text.strip().split(None, 1)[0].upper() if text.strip() else ""
+        if word not in CHANGES:
+            raise BuildError(f"{word or text!r} is not a valid change command")
+        try:
+            df = grammar.parse("FROM scratch\n" + text, filename="--change")
+            grammar.validate(df)        # the checks a build makes, on a stage of its own
+        except DockerfileError as e:
+            raise BuildError(f"--change {text!r}: {e.message}") from None
+        for ins in df.instructions[1:]:
+            if isinstance(ins, ast.Workdir):
+                cfg = config["config"]
+                cfg["WorkingDir"] = gopath.normalize_workdir(cfg.get("WorkingDir") or "/",
+                                                             run.expand(ins, ins.path))
+            else:
+                handlers[type(ins)](run, ins, 1)
+
+
+def container_config(image_config: dict, run_config: dict) -> dict:
+    """The image's config with what the container ran laid over it (docker keeps the
+    container's Config: its Cmd, Entrypoint, Env, WorkingDir, User)."""
+    cfg = ic.inherit(image_config)
+    c = cfg["config"]
+    hostname = f"HOSTNAME={run_config.get('Hostname', '')}"
+    c["Env"] = [e for e in run_config.get("Env") or [] if e != hostname] or c.get("Env")
+    c["Cmd"] = run_config.get("Cmd")
+    c["Entrypoint"] = run_config.get("Entrypoint")
+    c["WorkingDir"] = run_config.get("WorkingDir") or c.get("WorkingDir", "")
+    c["User"] = run_config.get("User", c.get("User", ""))
+    for k in ("Entrypoint", "Cmd"):
+        if not c[k]:
+            c.pop(k)
+    c.pop("ArgsEscaped", None)
+    return cfg
+
+
+@contextlib.contextmanager
+def paused(c, pause: bool):
+    """The container's processes frozen (its freezer cgroup) while the body runs, when it is
+    running and `pause`; a container without a freezer cgroup is read as it runs."""
+    from runtime import cgroups
+    from runtime.containers import inspect
+
+    pid = inspect.init_pid(c) if pause else 0
+    ver, path = 1, None
+    if pid:
+        try:
+            ver, dirs = cgroups.of_pid(pid)
+            path = dirs.get("freezer")
+        except OSError:
+            path = None
+    if not path or os.path.basename(os.path.dirname(path)) != cgroups.PARENT:
+        yield       # not in a cgroup of its own (never freeze the caller's): read as it runs
+        return
+    where = (ver, path)
+    cgroups.freeze(*where, True)
+    try:
+        yield
+    finally:
+        cgroups.freeze(*where, False)
+
+
+def commit(store, c, *, author: str = "", message: str = "", changes=(), pause: bool = True,
+           tag: str | None = None) -> str:
+    """Make the image; returns its ID (sha256:...)."""
+    from cache import refs
+    from cache.errors import StoreError
+    from runtime.containers import inspect
+
+    if tag:
+        refs.normalize(tag)             # a bad name fails before any work
+    try:
+        base = store.image(c.config["image_id"])
+    except StoreError:
+        raise BuildError(f"the image of container {c.name} ({c.config.get('image')}) is gone") from None
+    run_config = inspect.doc(c)["Config"]
+    cfg = container_config(base.config, run_config)
+    apply_changes(cfg, list(changes))
+    upper = os.path.join(c.path, "upper")
+    with paused(c, pause):
+        diff_id = store.commit_layer(upper, epoch=None, keep_empty=True, keep_source=True)
+    created = im.rfc3339(None)
+    cfg = im.add_step(cfg, " ".join(run_config.get("Cmd") or []), diff_id=diff_id,
+                      created=created, comment=message)   # moby: strings.Join(Config.Cmd, " ")
+    if not message:
+        cfg["history"][-1].pop("comment", None)
+    if author:
+        cfg["author"] = author
+        cfg["history"][-1]["author"] = author
+    cfg["created"] = created
+    return store.put_image(cfg, [tag] if tag else ())

@@ -1,0 +1,119 @@
+"""`commit` as a user drives it on busybox:latest: a running container's changes (a file made,
+one modified, one of the image deleted, a dir replaced) become an image that `run` shows exactly
+so, with the container's Cmd/Env and docker's --change lines; an exited container commits too;
+the saved image is read by umoci; the errors are docker's one line."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import tarfile
+
+import pytest
+import test_containers
+from busybox_fixture import run_pybuild
+from e2e_helpers import ok, one_error_line
+from test_containers import poll, run_d
+
+root = test_containers.root     # a busybox store; every container removed after
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="containers need root (run as root)")
+
+IMAGE_ID = re.compile(r"^sha256:[0-9a-f]{64}\n$")
+CHANGE = ("echo new > /new; echo changed >> /etc/group; rm /bin/vi; "
+          "rm -rf /home; mkdir -p /home/fresh; echo f > /home/fresh/f")
+
+
+def image(ref: str) -> dict:
+    [doc] = json.loads(ok(run_pybuild("inspect", "--type", "image", ref)).stdout)
+    return doc
+
+
+def test_commit_running_container_run_sees_exactly_its_changes(root):
+    before = ok(run_pybuild("run", "--rm", "busybox", "sh", "-c",
+                            "ls /bin/vi; ls -a /home; tail -1 /etc/group")).stdout
+    assert "/bin/vi" in before and "changed" not in before
+    run_d("--name", "live", "-e", "K=v", "busybox", "sleep", "60")
+    ok(run_pybuild("exec", "live", "sh", "-c", CHANGE))
+    r = ok(run_pybuild("commit", "-a", "Ann <ann@example.com>", "-m", "my change",
+                       "-c", "ENV A=b", "-c", 'CMD ["cat", "/new"]', "-c", "EXPOSE 8080",
+                       "-c", "WORKDIR /home", "-c", "LABEL k=v", "live", "committed:1"))
+    assert IMAGE_ID.match(r.stdout), r.stdout
+    assert image("committed:1")["Id"] == r.stdout.strip()
+    assert ok(run_pybuild("run", "--rm", "committed:1")).stdout == "new\n"   # the -c CMD
+    r = ok(run_pybuild("run", "--rm", "committed:1", "sh", "-c",
+                       "ls /bin/vi 2>&1; tail -1 /etc/group; find /home; pwd; echo $A $K"))
+    assert r.stdout == ("ls: /bin/vi: No such file or directory\nchanged\n"
+                        "/home\n/home/fresh\n/home/fresh/f\n/home\nb v\n")
+    doc = image("committed:1")
+    cfg = doc["Config"]
+    assert cfg["Cmd"] == ["cat", "/new"] and cfg["WorkingDir"] == "/home"
+    assert "A=b" in cfg["Env"] and "K=v" in cfg["Env"]
+    assert not any(e.startswith("HOSTNAME=") for e in cfg["Env"])
+    assert cfg["ExposedPorts"] == {"8080/tcp": {}} and cfg["Labels"]["k"] == "v"
+    assert doc["Author"] == "Ann <ann@example.com>" and doc["Comment"] == "my change"
+    base = image("busybox")
+    assert doc["RootFS"]["Layers"][:-1] == base["RootFS"]["Layers"]
+    # the container runs on with its changes, thawed
+    assert ok(run_pybuild("exec", "live", "cat", "/new")).stdout == "new\n"
+    history = ok(run_pybuild("history", "--no-trunc", "committed:1")).stdout.splitlines()
+    assert "sleep 60" in history[1] and "my change" in history[1]
+
+
+def test_commit_exited_container_keeps_its_command_and_umoci_reads_it(root, tmp_path):
+    run_d("--name", "done", "busybox", "sh", "-c", "echo made > /made")
+    poll(lambda: ok(run_pybuild("inspect", "-f", "{{.State.Status}}", "done")).stdout == "exited\n")
+    r = ok(run_pybuild("commit", "--pause=false", "done"))
+    image_id = r.stdout.strip()
+    assert IMAGE_ID.match(r.stdout)
+    assert image(image_id)["Config"]["Cmd"] == ["sh", "-c", "echo made > /made"]
+    ok(run_pybuild("tag", image_id, "done:img"))
+    assert ok(run_pybuild("run", "--rm", "done:img", "cat", "/made")).stdout == "made\n"
+    if shutil.which("umoci"):
+        archive = tmp_path / "img.tar"
+        ok(run_pybuild("save", "--format", "oci", "-o", str(archive), "done:img"))
+        layout = tmp_path / "layout"
+        layout.mkdir()
+        with tarfile.open(archive) as t:
+            t.extractall(layout, **({"filter": "tar"} if hasattr(tarfile, "tar_filter") else {}))
+        [tag] = json.loads((layout / "index.json").read_text())["manifests"][:1]
+        name = (tag.get("annotations") or {}).get("org.opencontainers.image.ref.name", "")
+        ref = f"{layout}:{name}" if name else str(layout)
+        subprocess.run(["umoci", "unpack", "--image", ref, str(tmp_path / "bundle")],
+                       check=True, capture_output=True)
+        assert (tmp_path / "bundle/rootfs/made").read_text() == "made\n"
+
+
+def test_commit_errors_are_one_line(root):
+    one_error_line(run_pybuild("commit", "nope"), "No such container: nope", code=1)
+    run_d("--name", "e1", "busybox", "sleep", "30")
+    one_error_line(run_pybuild("commit", "-c", "FROM busybox", "e1"),
+                   "is not a valid change command", code=1)
+    one_error_line(run_pybuild("commit", "-c", "EXPOSE notaport", "e1"), code=1)
+    one_error_line(run_pybuild("commit", "e1", "Bad Name"), code=1)
+
+
+def test_rmi_and_prune_keep_the_image_a_container_uses(root):
+    run_d("--name", "src", "busybox", "sh", "-c", "echo kept > /kept")
+    image_id = ok(run_pybuild("commit", "src", "mine:1")).stdout.strip()
+    short = image_id.removeprefix("sha256:")[:12]
+    cid = ok(run_pybuild("create", "--name", "user", "mine:1", "cat", "/kept")).stdout.strip()
+    one_error_line(run_pybuild("rmi", "mine:1"),
+                   f'unable to remove repository reference "mine:1" (must force) - container '
+                   f'{cid[:12]} is using its referenced image {short}', code=1)
+    one_error_line(run_pybuild("rmi", short), f"unable to delete {short} (must be forced) - image "
+                   f"is being used by stopped container {cid[:12]}", code=1)
+    ok(run_pybuild("prune", "-a"))
+    r = ok(run_pybuild("rmi", "-f", "mine:1"))              # untagged; kept while used
+    assert r.stdout == "Untagged: mine:1\n"
+    ok(run_pybuild("prune", "-a"))
+    r = run_pybuild("start", "-a", "user")
+    assert (r.returncode, r.stdout) == (0, "kept\n"), r.stderr
+    run_d("--name", "up", image_id, "sleep", "30")
+    one_error_line(run_pybuild("rmi", "-f", short), "(cannot be forced) - image is being used by "
+                   "running container", code=1)
+    ok(run_pybuild("rm", "-f", "user", "up"))
+    ok(run_pybuild("prune", "-a"))
+    one_error_line(run_pybuild("inspect", "--type", "image", image_id), code=1)
