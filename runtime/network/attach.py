@@ -53,7 +53,11 @@ class Attachment:
 
     def connect(self, pid: int) -> None:
         le = self.lease
-        nsfd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            nsfd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as e:
+            raise SandboxError(f"the container ended before its network was set up: "
+                               f"{e.strerror}") from None
         host = Netlink()
         try:
             self.veth = "veth" + os.urandom(4).hex()[:7]
