@@ -100,18 +100,38 @@ class ProcessTree:
 
 
 def start(spec: SandboxSpec) -> ProcessTree:
-    """Start the sandbox and return at once; call .wait() for the exit status."""
+    """Start the sandbox and return at once; call .wait() for the exit status.
+
+    On the bridge network the keeper stops after its unshare until the host side has
+    connected its netns (runtime.network.attach): the command never runs without its network,
+    and a failed setup kills the tree and undoes what was made. `tree.network` is then the
+    Attachment (its address and published ports: `.info()`)."""
     require_root()
     specs.validate(spec)
-    rundir = RunDir(spec)
+    net = None
+    if spec.network == "bridge":
+        from runtime.network.attach import Attachment
+        net = Attachment(spec.ports)
+    try:
+        rundir = RunDir(spec, net)      # from here on, rundir.remove() releases the network
+    except BaseException:
+        if net is not None:
+            net.release()
+        raise
     fds: list[int] = []
     psock = csock = None
     cgroup: list[str] = []
+    sync = None
     try:
         if spec.resources is not None:      # every container has one, limits or not
             cgroup = cgroups.create(spec.resources)
         r, w = os.pipe2(os.O_CLOEXEC)
         fds += [r, w]
+        if net is not None:
+            ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
+            go_r, go_w = os.pipe2(os.O_CLOEXEC)
+            fds += [ready_r, ready_w, go_r, go_w]
+            sync = (ready_w, go_r)
         if spec.tty:
             psock, csock = tty.channel()
         parent = os.getpid()
@@ -126,9 +146,27 @@ def start(spec: SandboxSpec) -> ProcessTree:
         rundir.remove()
         raise
     if pid == 0:
-        _keeper(spec, rundir.plan, w, r, parent, csock, cgroup)   # never returns
+        _keeper(spec, rundir.plan, w, r, parent, csock, cgroup, sync)   # never returns
     os.close(w)
     tree = ProcessTree(pid, r, rundir, cgroup)
+    if net is not None:
+        tree.network = net
+        os.close(ready_w)
+        os.close(go_r)
+        try:
+            if os.read(ready_r, 1) == b"1":     # else the keeper failed: wait() says why
+                net.connect(pid)
+                os.write(go_w, b"1")
+        except BaseException:
+            tree.kill()
+            try:
+                tree.wait()
+            except SandboxError:
+                pass
+            raise
+        finally:
+            os.close(ready_r)
+            os.close(go_w)
     if psock is not None:
         csock.close()
         tree.tty = tty.receive_master(psock)
@@ -176,7 +214,7 @@ def _close_fds_except(keep: list[int]) -> None:
 
 
 def _keeper(spec: SandboxSpec, plan: rootfs.MountPlan, w: int, r: int, parent: int, csock,
-            cgroup: list[str]) -> None:
+            cgroup: list[str], sync: tuple[int, int] | None = None) -> None:
     code = 125
     try:
         signal.set_wakeup_fd(-1)
@@ -193,13 +231,19 @@ def _keeper(spec: SandboxSpec, plan: rootfs.MountPlan, w: int, r: int, parent: i
                 os.dup2(fd, i, inheritable=True)
         if w < 3:
             w = os.dup(w)
-        _close_fds_except([w] + ([csock.fileno()] if csock is not None else []))
+        _close_fds_except([w] + ([csock.fileno()] if csock is not None else []) + list(sync or ()))
         os.set_inheritable(w, False)
         os.setsid()
         flags = kernel.CLONE_NEWNS | kernel.CLONE_NEWPID | kernel.CLONE_NEWUTS | kernel.CLONE_NEWIPC
-        if spec.network == "none":
+        if spec.network != "host":
             flags |= kernel.CLONE_NEWNET
         kernel.unshare(flags)
+        if sync is not None:            # bridge: the caller connects our netns, then says go
+            os.write(sync[0], b"1")
+            if os.read(sync[1], 1) != b"1":
+                os._exit(125)
+            os.close(sync[0])
+            os.close(sync[1])
         alive_r, alive_w = os.pipe2(os.O_CLOEXEC)   # pid 1 sees EOF once the keeper is gone
         pid1 = os.fork()
         if pid1 == 0:

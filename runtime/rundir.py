@@ -25,11 +25,12 @@ from runtime.spec import SandboxSpec
 class RunDir:
     """Everything on disk for one run; `plan` is what pid 1 mounts."""
 
-    def __init__(self, spec: SandboxSpec):
+    def __init__(self, spec: SandboxSpec, net=None):
         base = os.fspath(Path(spec.upperdir).parent) if spec.upperdir is not None else None
         native = snapshotter(base) == "native"
         self.path = tempfile.mkdtemp(prefix="pybuild-run-", dir=base)
         self.keep = spec.upperdir is not None      # the caller's upper dir: its changes are wanted
+        self.net = net      # runtime.network.attach.Attachment (bridge): released in remove()
         try:
             self.upper = (os.fspath(spec.upperdir) if spec.upperdir is not None
                           else os.path.join(self.path, "upper"))
@@ -41,7 +42,10 @@ class RunDir:
             rootfs.make_stub(stub, spec.mounts)
             etc = os.path.join(self.path, "etc")
             os.mkdir(etc)
-            etc_files = etcfiles.write(etc, spec.hostname, spec.network)
+            lease = net.lease if net is not None else None
+            etc_files = etcfiles.write(etc, spec.hostname, spec.network,
+                                       lease.ip if lease else "", lease.gateway if lease else "",
+                                       spec.extra_hosts)
             self.rootdir = os.path.join(self.path, "root")
             os.mkdir(self.rootdir)
             self.lowers = [os.fspath(d) for d in spec.lowerdirs] + [stub]   # what the command sees
@@ -51,7 +55,7 @@ class RunDir:
             self.plan = rootfs.MountPlan(rootdir=self.rootdir, lowerdirs=self.lowers,
                                          upperdir=self.upper, workdir=work, etc_files=etc_files,
                                          mounts=list(spec.mounts),
-                                         new_netns=spec.network == "none", tree=self.tree,
+                                         new_netns=spec.network != "host", tree=self.tree,
                                          readonly=spec.readonly_rootfs)
         except BaseException:
             self.remove()
@@ -84,7 +88,12 @@ class RunDir:
             self.remove()
 
     def remove(self) -> None:
-        shutil.rmtree(self.path, ignore_errors=True)
+        try:
+            if self.net is not None:
+                net, self.net = self.net, None
+                net.release()
+        finally:
+            shutil.rmtree(self.path, ignore_errors=True)
 
     def _collect(self) -> None:
         """Leave the command's changes in the upper dir in the one form both snapshotters give."""

@@ -9,7 +9,7 @@ from pathlib import Path
 from runtime.errors import SandboxError
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"   # docker's and runc's
-NETWORKS = ("host", "none")
+NETWORKS = ("bridge", "host", "none")   # user-defined networks: issue 11
 MOUNT_TYPES = ("bind", "cache", "secret", "tmpfs")
 
 
@@ -48,7 +48,9 @@ class SandboxSpec:
     cwd: str = "/"
     user: str = ""                                        # docker -u: name, uid, name:group, uid:gid
     hostname: str = "buildkitsandbox"
-    network: str = "host"                                 # host | none
+    network: str = "host"                                 # host | none | bridge
+    ports: list[dict] = field(default_factory=list)       # bridge: runtime.network.ports bindings
+    extra_hosts: list[str] = field(default_factory=list)  # --add-host "name:ip" lines for /etc/hosts
     mounts: list[Mount] = field(default_factory=list)
     stdin: int | None = None                              # fds; None = inherit the caller's
     stdout: int | None = None
@@ -62,9 +64,13 @@ class SandboxSpec:
 
 
 def check_network(mode: str) -> None:
-    """The network modes a sandbox has today; callers check a user's flag early with this."""
-    if mode not in NETWORKS:
-        raise SandboxError(f"network mode {mode!r} is not supported yet (use host or none)")
+    """The network modes a sandbox has; callers check a user's flag early with this (docker's
+    line for a network that does not exist)."""
+    if mode in NETWORKS:
+        return
+    if mode.startswith("container:"):
+        raise SandboxError(f"network mode {mode} is not supported yet (use bridge, host or none)")
+    raise SandboxError(f"network {mode} not found")
 
 
 def validate(spec: SandboxSpec) -> None:

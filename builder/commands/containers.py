@@ -248,6 +248,7 @@ def ps_fields(c, now: float, trunc: bool) -> dict:
     """One container as docker's formatter.ContainerContext shows it: every field a string."""
     from grammar.goquote import go_quote
     from runtime.containers.state import parse_time
+    from runtime.network.ports import of_container, ps_text
 
     command = " ".join(c.config.get("argv") or [])
     labels = c.config.get("labels") or {}
@@ -257,7 +258,7 @@ def ps_fields(c, now: float, trunc: bool) -> dict:
             "Image": c.config.get("image", ""),
             "Labels": ",".join(f"{k}={v}" for k, v in sorted(labels.items())),
             "LocalVolumes": "0", "Mounts": "", "Names": c.name,
-            "Networks": c.config.get("network") or "", "Ports": "",
+            "Networks": c.config.get("network") or "", "Ports": ps_text(*of_container(c)),
             "RunningFor": human_duration(now - created) + " ago", "Size": "0B",
             "State": c.status, "Status": status_text(c, now)}
 
@@ -874,6 +875,9 @@ def cmd_rm(args) -> int:
         else:
             wait_supervisor(c, 5)    # an exited one's supervisor may still be on its way out
         cs.remove(c)
+        if c.config.get("network") == "bridge":    # a killed supervisor's lease and bridge
+            from runtime.network.leases import sweep
+            sweep()
         if args.volumes:
             from runtime.containers.volumes import Volumes
             Volumes(cs.root).remove_anonymous(c.config.get("mounts"))
@@ -1010,14 +1014,24 @@ def cmd_top(args) -> int:
 
 
 def cmd_port(args) -> int:
-    """docker port: no port is published yet, so nothing to list; a port asked for is docker's
-    error."""
+    """docker port: every published port as `80/tcp -> 127.0.0.1:8800`, or one port's host
+    addresses; a port not published is docker's error."""
     from runtime.errors import ContainerError
+    from runtime.network.ports import host_port, of_container
 
     c = _containers().get(args.container)
+    published, _ = of_container(c)
     if args.private:
         port, _, proto = args.private.partition("/")
-        raise ContainerError(f"No public port '{port}/{proto or 'tcp'}' published for {c.name}")
+        want = f"{port}/{proto or 'tcp'}"
+        hits = [b for b in published if f"{b['port']}/{b['proto']}" == want]
+        if not hits:
+            raise ContainerError(f"No public port '{want}' published for {c.name}")
+        for b in hits:
+            print(f"{host_port(b)}")
+        return 0
+    for b in published:
+        print(f"{b['port']}/{b['proto']} -> {host_port(b)}")
     return 0
 
 

@@ -23,8 +23,8 @@ def register(sub) -> None:
         "run", help="run a command in a new container",
         description="Run a command in a new container from IMAGE, in the foreground or (-d) "
                     "detached. The network "
-                    "defaults to `host` (the host's network, as a build's RUN has); docker's "
-                    "bridge network comes with the full runtime.")
+                    "defaults to `bridge` (docker's: an own address on the pybuild0 bridge, "
+                    "outbound NAT, -p to publish ports).")
     p.add_argument("--rm", action="store_true",
                    help="remove the container when it exits (always so for now: nothing is kept)")
     p.add_argument("-e", "--env", action="append", default=[], metavar="K=V",
@@ -35,7 +35,16 @@ def register(sub) -> None:
     p.add_argument("-u", "--user", metavar="USER", help="name|uid[:group|gid]")
     p.add_argument("--entrypoint", metavar="CMD", help="override the image's ENTRYPOINT (clears CMD)")
     p.add_argument("--network", "--net", metavar="MODE",
-                   help="host (default) or none")
+                   help="bridge (default), host or none")
+    p.add_argument("-p", "--publish", action="append", default=[],
+                   metavar="[IP:][HOSTPORT:]PORT[/PROTO]",
+                   help="publish a container port on the host (ranges allowed)")
+    p.add_argument("-P", "--publish-all", action="store_true",
+                   help="publish every exposed port on a random free host port")
+    p.add_argument("--expose", action="append", default=[], metavar="PORT[/PROTO]",
+                   help="expose a port (or a range) in addition to the image's")
+    p.add_argument("--add-host", action="append", default=[], metavar="HOST:IP",
+                   help="add a line to /etc/hosts (IP may be host-gateway)")
     p.add_argument("--hostname", dest="hostname", metavar="NAME",
                    help="container host name (default: a random container ID)")
     p.add_argument("--name", metavar="NAME",
@@ -297,8 +306,46 @@ def _limits(args):
                              args.pids_limit)
 
 
+def _network(args, cfg, check_only: bool = False) -> tuple[str, dict]:
+    """--network (docker's default bridge) and what goes with it: {"ports": -p/-P bindings,
+    "exposed": the image's ExposedPorts + --expose, "extra_hosts": --add-host, "publish_all"}.
+    check_only: the flags' errors only (before the image is there)."""
+    from runtime import etcfiles
+    from runtime.errors import ConfigError
+    from runtime.spec import check_network
+
+    network = args.network or "bridge"
+    if network == "default":
+        network = "bridge"
+    check_network(network)
+    if network != "bridge" and not check_only:     # a killed foreground run's bridge goes now
+        from runtime.network.leases import sweep
+        sweep()
+    extra = [etcfiles.parse_add_host(h) for h in args.add_host]
+    net: dict = {"extra_hosts": extra}
+    if network == "host" and not (args.publish or args.publish_all or args.expose):
+        return network, net
+    from runtime.network import ports
+
+    exposed = ports.exposed(cfg.get("ExposedPorts"), args.expose)
+    bindings = [b for raw in args.publish for b in ports.parse(raw)]
+    if args.publish_all:
+        given = {ports.key(b) for b in bindings}
+        bindings += ports.publish_all([k for k in exposed if k not in given])
+    exposed = list(dict.fromkeys(exposed + [ports.key(b) for b in bindings]))
+    if bindings and network == "none":
+        raise ConfigError("conflicting options: port publishing and the container type "
+                          "network mode")
+    if bindings and network == "host" and not check_only:
+        print("WARNING: Published ports are discarded when using host network mode",
+              file=sys.stderr)
+        bindings = []
+    net.update(ports=bindings, exposed=exposed, publish_all=bool(args.publish_all))
+    return network, net
+
+
 def _detach(store, img, args, argv, extra_env, cwd, user, network, limits, mounts,
-            life: dict) -> int:
+            life: dict, net: dict | None = None) -> int:
     """run -d: a container record, its supervisor started; print the ID once it runs.
     `create` stops after the record; --rm (auto_remove) has the supervisor remove it at exit."""
     from runtime.containers import config, supervisor
@@ -315,6 +362,7 @@ def _detach(store, img, args, argv, extra_env, cwd, user, network, limits, mount
             record[key] = True
     if mounts:
         record["mounts"] = mounts
+    record.update({k: v for k, v in (net or {}).items() if v})
     if limits is not None:
         record["resources"] = dataclasses.asdict(limits)   # SandboxSpec(resources=Resources(**it))
 
@@ -352,14 +400,13 @@ def cmd_run(args) -> int:
     from runtime.containers import config, volumes
     from runtime.errors import ConfigError, SandboxError
     from runtime.sandbox import run
-    from runtime.spec import SandboxSpec, check_network
+    from runtime.spec import SandboxSpec
 
-    network = args.network or "host"
     if args.interactive and args.tty and not args.detach and not os.isatty(0):
         print("pybuild: error: the input device is not a TTY", file=sys.stderr)
         return 1        # docker's CheckTty, before anything is made
     try:
-        check_network(network)
+        _network(args, {}, check_only=True)     # bad -p/--network/--add-host: before any pull
         limits = _limits(args)
         if not args.detach:         # the supervisor enters its own (it must not hold ours)
             mountns.enter_private()     # a mount made here (the snapshotter's probe) dies with us
@@ -369,6 +416,7 @@ def cmd_run(args) -> int:
         img = _image(store, args)
         lowerdirs = [store.layer_dir(d) for d in reversed(img.diff_ids)]
         cfg = img.config.get("config") or {}
+        network, net = _network(args, cfg)
         argv = config.argv(cfg, args.entrypoint, args.command)
         cwd = config.workdir(args.workdir, cfg)
         user = config.user(args.user, cfg)
@@ -381,8 +429,8 @@ def cmd_run(args) -> int:
             mounts = volumes.prepare(store.root, mounts, lowerdirs)
         if args.detach:
             return _detach(store, img, args, argv, extra_env, cwd, user, network, limits, mounts,
-                           life)
-        hostname = config.hostname(args.hostname, os.urandom(32).hex(), args.network,
+                           life, net)
+        hostname = config.hostname(args.hostname, os.urandom(32).hex(), network,
                                    os.uname().nodename)
         env = config.environment(cfg.get("Env") or [], extra_env, hostname, args.tty)
     except (SandboxError, StoreError) as e:
@@ -393,8 +441,10 @@ def cmd_run(args) -> int:
     try:
         spec = SandboxSpec(lowerdirs=lowerdirs, upperdir=scratch / "upper", workdir=scratch / "work",
                            argv=argv, env=env, cwd=cwd, user=user, hostname=hostname,
-                           network=network, stdin=0 if args.interactive else devnull, stdout=1,
-                           stderr=2, tty=args.tty, make_cwd=True, resources=limits, init=args.init,
+                           network=network, ports=net.get("ports") or [],
+                           extra_hosts=net["extra_hosts"],
+                           stdin=0 if args.interactive else devnull, stdout=1, stderr=2,
+                           tty=args.tty, make_cwd=True, resources=limits, init=args.init,
                            gid_in_groups=True, readonly_rootfs=args.read_only,
                            mounts=volumes.to_spec(store.root, mounts))
         return run(spec, forward_signals=True, relay_stdin=args.interactive)

@@ -29,11 +29,36 @@ def _cmd(argv: list[str], entrypoint) -> list[str] | None:
     return rest or None
 
 
+def _port_bindings(cfg) -> dict:
+    """HostConfig.PortBindings: the -p bindings as asked (not -P's, as docker)."""
+    from runtime.network.ports import port_bindings
+
+    return port_bindings([b for b in cfg.get("ports") or [] if b.get("given", True)])
+
+
 def _mounts(c) -> list:
     from runtime.containers.volumes import inspect_mounts
 
     root = os.path.dirname(os.path.dirname(c.path))     # <root>/containers/<id>
     return inspect_mounts(root, c.config.get("mounts") or [])
+
+
+def _network_settings(c) -> dict:
+    """NetworkSettings: the bridge address while it runs (docker's empty strings otherwise)."""
+    from runtime.network.ports import inspect_ports, of_container
+
+    mode = c.config.get("network", "host")
+    net = (c.state.get("network") or {}) if c.status == "running" else {}
+    ip, gw, mac = net.get("ip", ""), net.get("gateway", ""), net.get("mac", "")
+    prefix = net.get("prefix", 0)
+    endpoint = {"IPAMConfig": None, "Links": None, "Aliases": None, "MacAddress": mac,
+                "NetworkID": "", "EndpointID": "", "Gateway": gw, "IPAddress": ip,
+                "IPPrefixLen": prefix, "IPv6Gateway": "", "GlobalIPv6Address": "",
+                "GlobalIPv6PrefixLen": 0, "DriverOpts": None, "DNSNames": None}
+    return {"Bridge": "", "SandboxID": "", "SandboxKey": "",
+            "Ports": inspect_ports(*of_container(c)) if mode == "bridge" else {},
+            "Gateway": gw, "IPAddress": ip, "IPPrefixLen": prefix, "MacAddress": mac,
+            "Networks": {mode: endpoint}}
 
 
 def doc(c) -> dict:
@@ -64,6 +89,7 @@ def doc(c) -> dict:
         "Entrypoint": cfg.get("entrypoint") or None,
         "Labels": cfg.get("labels") or {},
         "StopSignal": cfg.get("stop_signal") or "SIGTERM",
+        "ExposedPorts": dict.fromkeys(cfg.get("exposed") or [], {}) or None,
     }
     if cfg.get("healthcheck"):
         config["Healthcheck"] = cfg["healthcheck"]
@@ -83,6 +109,9 @@ def doc(c) -> dict:
         "Platform": "linux",
         "HostConfig": {
             "NetworkMode": cfg.get("network", "host"),
+            "PortBindings": _port_bindings(cfg),
+            "PublishAllPorts": bool(cfg.get("publish_all")),
+            "ExtraHosts": cfg.get("extra_hosts") or None,
             "AutoRemove": bool(cfg.get("auto_remove")),
             "Init": True if cfg.get("init") else None,
             "RestartPolicy": cfg.get("restart") or {"Name": "no", "MaximumRetryCount": 0},
@@ -90,5 +119,6 @@ def doc(c) -> dict:
             "LogConfig": {"Type": "json-file", "Config": cfg.get("log_config") or {}},
         },
         "Mounts": _mounts(c),
+        "NetworkSettings": _network_settings(c),
         "Config": config,
     }

@@ -196,7 +196,8 @@ def _supervise(root: str, cid: str, ready_fd: int, restarts: int | None, lock_fd
         mounts = to_spec(root, cfg["mounts"])
     spec = SandboxSpec(lowerdirs=cfg["lowerdirs"], upperdir=upper, workdir=work, argv=cfg["argv"],
                        env=cfg["env"], cwd=cfg["cwd"], user=cfg["user"], hostname=cfg["hostname"],
-                       network=cfg["network"], stdin=stdin, stdout=out_w, stderr=err_w,
+                       network=cfg["network"], ports=cfg.get("ports") or [],
+                       extra_hosts=cfg.get("extra_hosts") or [], stdin=stdin, stdout=out_w, stderr=err_w,
                        tty=bool(cfg.get("tty")), make_cwd=True, mounts=mounts,
                        init=bool(cfg.get("init")), gid_in_groups=True,
                        readonly_rootfs=bool(cfg.get("read_only")),
@@ -228,8 +229,10 @@ def _supervise(root: str, cid: str, ready_fd: int, restarts: int | None, lock_fd
             old = c.state.get("health") or {}
             health = {"health": {"Status": "starting", "FailingStreak": 0,
                                  "Log": old.get("Log") or []}}
+    net = getattr(tree, "network", None)     # bridge: address and published ports
     c.write_state(status="running", supervisor=_token(), pid=tree.pid, started=now(),
-                  exit_code=0, error=None, restart_count=restarts, **health)
+                  exit_code=0, error=None, restart_count=restarts,
+                  network=net.info() if net else None, **health)
     _tell(ready_fd, "ok")
     run = (restarts, backoff)
     # returns only if it cannot
@@ -253,7 +256,8 @@ def _become_monitor(root: str, cid: str, tree, out_r: int, err_r: int, log: int,
     mem = os.memfd_create("pybuild-tree")
     os.write(mem, data)
     os.lseek(mem, 0, os.SEEK_SET)
-    keep = (out_r, err_r, log, lock, tree._errfd, *extra, mem)
+    from runtime.network import proxy
+    keep = (out_r, err_r, log, lock, tree._errfd, *extra) + proxy.handoff(tree) + (mem,)
     for fd in keep:
         os.set_inheritable(fd, True)
     code = (f"import sys; sys.path.insert(0, {HERE!r}); from runtime.containers.supervisor "
@@ -274,6 +278,9 @@ def monitor(root: str, cid: str, out_r: int, err_r: int, log: int, mem: int, loc
     try:
         from runtime.containers.state import Containers
 
+        if os.environ.get("PYBUILD_PROXY"):     # proxy.handoff's: published ports, served here
+            from runtime.network import proxy
+            proxy.resume()
         cs = Containers(root)
         c = cs.load(cid)
 

@@ -100,7 +100,7 @@ def test_inspect_fields_and_format(root):
     assert doc["Image"] == image["Id"] and doc["Config"]["Labels"] == image["Config"]["Labels"]
     assert doc["Config"]["StopSignal"] == "SIGTERM"
     assert doc["LogPath"].endswith(f"{cid}-json.log") and doc["Mounts"] == []
-    assert doc["HostConfig"]["NetworkMode"] == "host"
+    assert doc["HostConfig"]["NetworkMode"] == "bridge"      # docker's default
 
     assert ok(run_pybuild("inspect", "-f", "{{.State.Status}}", "insp")).stdout == "running\n"
     assert ok(run_pybuild("container", "inspect", "-f", "{{.Name}} {{json .Config.Cmd}}",

@@ -54,7 +54,7 @@ def test_every_container_has_a_cgroup_that_goes_with_it(root):
 
 def test_stats_no_stream_columns_and_figures(root):
     hog = run_d("--name", "hog", "busybox", "sh", "-c", "while :; do :; done")
-    run_d("--name", "mem", "-m", "64m", "busybox", "sh", "-c",
+    run_d("--name", "mem", "--network", "host", "-m", "64m", "busybox", "sh", "-c",
           "dd if=/dev/zero of=/dev/shm/fill bs=1M count=20 2>/dev/null; sleep 60")
     run_d("--name", "gone", "busybox", "true")
     poll(lambda: ok(run_pybuild("inspect", "-f", "{{.State.Status}}", "gone")).stdout == "exited\n")

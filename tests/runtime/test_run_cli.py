@@ -61,8 +61,8 @@ def test_errors_follow_docker_exit_codes(busybox_root, pybuild):
     r = pybuild("run", "-u", "bob", "busybox", "true")
     assert r.returncode == 125
     assert r.stderr == "pybuild: error: unable to find user bob: no matching entries in passwd file\n"
-    r = pybuild("run", "--network", "bridge", "busybox", "true")
-    assert r.returncode == 125 and "not supported yet" in r.stderr
+    r = pybuild("run", "--network", "nosuchnet", "busybox", "true")
+    assert r.returncode == 125 and r.stderr == "pybuild: error: network nosuchnet not found\n"
 
 
 def test_nothing_is_left_in_the_store_tmp(busybox_root, pybuild):

@@ -340,8 +340,8 @@ def test_bind_tmpfs_and_readonly_mounts(busybox_layer, tmp_path, upper):
 def test_bad_specs_are_clear_errors(busybox_layer):
     with pytest.raises(SandboxError, match="no command"):
         capture([busybox_layer], [])
-    with pytest.raises(SandboxError, match="network mode 'bridge' is not supported"):
-        capture([busybox_layer], ["true"], network="bridge")
+    with pytest.raises(SandboxError, match="network nosuchnet not found"):
+        capture([busybox_layer], ["true"], network="nosuchnet")
     with pytest.raises(SandboxError, match="mount source /nonexistent does not exist"):
         capture([busybox_layer], ["true"], mounts=[Mount(target="/x", source="/nonexistent")])
     with pytest.raises(SandboxError, match="layer dir .* is missing"):

@@ -1,0 +1,106 @@
+"""One container on the bridge, the host side's half of runtime.process.start:
+
+`Attachment(spec)` before the fork binds the published ports (so a taken port fails before
+anything runs) and leases an address; `connect(pid)` once the keeper has unshared its network
+namespace makes the veth pair (the host end on pybuild0, the other created as eth0 straight
+in the container's netns), then, from a short thread that setns()es there, brings up lo and
+eth0 with the leased address and the default route, and starts the port proxy; `release()`
+after the tree ended (RunDir.remove) stops the proxy and gives the lease back. The veth goes
+with the netns, whatever ends the container. Pickles without its sockets (the monitor gets
+those through proxy.handoff).
+"""
+from __future__ import annotations
+
+import os
+import socket
+import threading
+
+from runtime import kernel
+from runtime.errors import SandboxError
+from runtime.network import leases, ports, proxy
+from runtime.network.bridge import BRIDGE
+from runtime.network.netlink import Netlink
+
+
+class Attachment:
+    def __init__(self, bindings: list[dict]):
+        self.listeners = ports.bind(bindings)
+        self.published = [b for b, _ in self.listeners]
+        self.proxy_key: str | None = None
+        self.veth = ""
+        try:
+            self.lease = leases.acquire()
+        except OSError as e:
+            self._close_listeners()
+            raise SandboxError(f"cannot lease an address on the bridge network: {e}") from None
+        except BaseException:
+            self._close_listeners()
+            raise
+
+    def __getstate__(self):
+        return {**self.__dict__, "listeners": []}
+
+    def _close_listeners(self) -> None:
+        for _, s in self.listeners:
+            s.close()
+        self.listeners = []
+
+    def info(self) -> dict:
+        """What state.json keeps for inspect, ps and port."""
+        le = self.lease
+        return {"ip": le.ip, "prefix": le.prefix, "gateway": le.gateway, "mac": le.mac,
+                "veth": self.veth, "ports": self.published}
+
+    def connect(self, pid: int) -> None:
+        le = self.lease
+        try:
+            nsfd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as e:
+            raise SandboxError(f"the container ended before its network was set up: "
+                               f"{e.strerror}") from None
+        host = Netlink()
+        try:
+            self.veth = "veth" + os.urandom(4).hex()[:7]
+            host.new_veth(self.veth, socket.if_nametoindex(BRIDGE), "eth0", nsfd, le.mac)
+            inside: dict = {}
+            t = threading.Thread(target=_enter, args=(nsfd, inside))
+            t.start()
+            t.join()
+            if "error" in inside:
+                raise inside["error"]
+            nl, eth0 = inside["netlink"], inside["eth0"]
+            try:
+                nl.set_up(1)                                  # lo: always ifindex 1
+                nl.add_address(eth0, le.ip, le.prefix, le.broadcast)
+                nl.set_up(eth0)
+                nl.add_default_route(eth0, le.gateway)
+            finally:
+                nl.close()
+        except OSError as e:
+            raise SandboxError(f"cannot connect the container to the bridge network: "
+                               f"{e.strerror or e}") from None
+        finally:
+            host.close()
+            os.close(nsfd)
+        if self.listeners:
+            self.proxy_key = os.urandom(8).hex()
+            proxy.Proxy(self.proxy_key, [(s, b["proto"], le.ip, b["port"])
+                                         for b, s in self.listeners]).start()
+
+    def release(self) -> None:
+        proxy.stop(self.proxy_key)
+        self._close_listeners()
+        lease, self.lease = self.lease, None
+        if lease is not None:
+            leases.release(lease)
+
+
+def _enter(nsfd: int, out: dict) -> None:
+    """On its own thread: join the container's netns and open a netlink socket there (a socket
+    stays in the netns it was made in, whoever uses it after)."""
+    try:
+        kernel.setns(nsfd, kernel.CLONE_NEWNET)
+        out["netlink"] = Netlink()
+        out["eth0"] = socket.if_nametoindex("eth0")
+    except BaseException as e:  # noqa: BLE001 - raised again on the caller's thread
+        out["error"] = e

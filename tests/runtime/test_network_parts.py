@@ -1,0 +1,129 @@
+"""The bridge network's parts on their own: docker's -p parsing and error lines, the subnet
+choice against host routes, the lease table across processes (a kill -9'd holder's address
+comes back), and the userspace proxy relaying real TCP and UDP on loopback."""
+from __future__ import annotations
+
+import ipaddress
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from runtime.errors import SandboxError
+from runtime.network import bridge, leases, ports, proxy
+
+root_only = pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists("/usr/sbin/iptables"),
+                               reason="leases make the bridge: run as root with iptables installed")
+
+
+@pytest.mark.parametrize("raw, want", [
+    ("80", [("", 0, 80, "tcp")]),
+    ("8080:80", [("", 8080, 80, "tcp")]),
+    ("127.0.0.1:8080:80/udp", [("127.0.0.1", 8080, 80, "udp")]),
+    ("127.0.0.1::80", [("127.0.0.1", 0, 80, "tcp")]),
+    ("[::1]:8080:80", [("::1", 8080, 80, "tcp")]),
+    ("8000-8001:80-81", [("", 8000, 80, "tcp"), ("", 8001, 81, "tcp")]),
+    ("80/TCP", [("", 0, 80, "tcp")]),
+])
+def test_parse_like_docker(raw, want):
+    assert [(b["ip"], b["host"], b["port"], b["proto"]) for b in ports.parse(raw)] == want
+
+
+def test_parse_host_range_for_one_port_and_errors():
+    [b] = ports.parse("8000-8010:80")
+    assert (b["host"], b["host_end"], b["port"]) == (8000, 8010, 80)
+    for raw, msg in (("abc", "invalid containerPort: abc"), ("x:80", "invalid hostPort: x"),
+                     ("1.2.3.4.5:1:80", "invalid IP address: 1.2.3.4.5"),
+                     ("80/icmp", "invalid proto: icmp"), ("8080:", "no port specified: 8080:<empty>"),
+                     ("70000", "invalid containerPort: 70000"),
+                     ("1-3:1-2", "invalid ranges specified for container and host Ports: 1-2 and 1-3")):
+        with pytest.raises(SandboxError) as e:
+            ports.parse(raw)
+        assert str(e.value) == msg
+
+
+def test_exposed_and_the_spellings_ps_and_inspect_show():
+    keys = ports.exposed({"80/tcp": {}}, ["81-82", "53/udp"])
+    assert keys == ["80/tcp", "81/tcp", "82/tcp", "53/udp"]
+    pub = [{"ip": "127.0.0.1", "host": 8800, "host_end": 0, "port": 80, "proto": "tcp"}]
+    assert ports.ps_text(pub, keys) == "127.0.0.1:8800->80/tcp, 81/tcp, 82/tcp, 53/udp"
+    assert ports.inspect_ports(pub, ["80/tcp", "53/udp"]) == {
+        "80/tcp": [{"HostIp": "127.0.0.1", "HostPort": "8800"}], "53/udp": None}
+
+
+def test_subnet_avoids_host_routes():
+    net = ipaddress.IPv4Network
+    assert bridge.choose_subnet([net("192.0.2.0/24")]) == "172.17.0.0/16"
+    assert bridge.choose_subnet([net("172.17.0.0/16"), net("172.18.5.0/24")]) == "172.19.0.0/16"
+    assert bridge.choose_subnet([net("172.16.0.0/12")]) == "10.0.0.0/16"
+    with pytest.raises(SandboxError, match="no free private /16"):
+        bridge.choose_subnet([net("0.0.0.0/1"), net("128.0.0.0/1")])
+    assert bridge.choose_subnet(bridge.host_routes()) not in [str(r) for r in bridge.host_routes()]
+
+
+def test_bind_reports_a_taken_port_as_docker_does():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(SandboxError) as e:
+            ports.bind(ports.parse(f"127.0.0.1:{port}:80"))
+        assert str(e.value) == f"Bind for 127.0.0.1:{port} failed: port is already allocated"
+        [(b, s)] = ports.bind(ports.parse(f"127.0.0.1:{port}-{port + 20}:80"))   # a range: next free
+        assert port < b["host"] <= port + 20
+        s.close()
+
+
+def test_proxy_relays_tcp_and_udp_and_stop_closes_the_ports():
+    tcp = socket.create_server(("127.0.0.1", 0))
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("127.0.0.1", 0))
+
+    def serve_tcp():
+        c, _ = tcp.accept()
+        c.sendall(b"got " + c.recv(100))
+        c.close()
+
+    def serve_udp():
+        data, addr = udp.recvfrom(100)
+        udp.sendto(b"got " + data, addr)
+    for f in (serve_tcp, serve_udp):
+        threading.Thread(target=f, daemon=True).start()
+    bound = ports.bind(ports.parse("127.0.0.1::1/tcp") + ports.parse("127.0.0.1::1/udp"))
+    targets = (tcp.getsockname()[1], udp.getsockname()[1])
+    relays = [(s, b["proto"], "127.0.0.1", t) for (b, s), t in zip(bound, targets, strict=True)]
+    proxy.Proxy("t", relays).start()
+    (bt, _), (bu, _) = bound
+    with socket.create_connection(("127.0.0.1", bt["host"]), timeout=5) as c:
+        c.sendall(b"tcp")
+        assert c.recv(100) == b"got tcp"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as c:
+        c.settimeout(5)
+        c.sendto(b"udp", ("127.0.0.1", bu["host"]))
+        assert c.recvfrom(100)[0] == b"got udp"
+    proxy.stop("t")
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", bt["host"]), timeout=2)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", bu["host"]))          # free again
+    tcp.close()
+    udp.close()
+
+
+@root_only
+def test_a_killed_holders_lease_is_reclaimed():
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    code = (f"import sys, time; sys.path.insert(0, {repo!r}); from runtime.network import leases; "
+            "l = leases.acquire(); print(l.ip, flush=True); time.sleep(60)")
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    ip = p.stdout.readline().strip()
+    assert leases.held().get(ip, "").startswith(f"{p.pid}.")
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    assert ip not in leases.held()
+    leases.sweep()
+    assert not os.path.exists(f"/sys/class/net/{bridge.BRIDGE}") or leases.held()
