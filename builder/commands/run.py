@@ -323,8 +323,8 @@ def _network(args, cfg, check_only: bool = False) -> tuple[str, dict]:
         sweep()
     extra = [etcfiles.parse_add_host(h) for h in args.add_host]
     net: dict = {"extra_hosts": extra}
-    if network == "host" and not (args.publish or args.publish_all or args.expose):
-        return network, net
+    if network != "bridge" and not (args.publish or args.publish_all or args.expose):
+        return network, net         # host, none: no ports to parse (nor their modules)
     from runtime.network import ports
 
     exposed = ports.exposed(cfg.get("ExposedPorts"), args.expose)
