@@ -54,6 +54,8 @@ class ProcessTree:
         self.cgroup = cgroup or []       # its cgroup dirs (spec.resources), removed in wait
         self.returncode: int | None = None
         self.tty: int | None = None
+        self._started: int | None = None     # EOF once the command is exec'd (or all failed)
+        self._early = b""                    # what `started` read off the error pipe
 
     def signal(self, sig: int) -> None:
         """Send sig to the command (the keeper and pid 1 forward it)."""
@@ -73,6 +75,7 @@ class ProcessTree:
             return self.returncode
         _, status = os.waitpid(self.pid, 0)
         self.returncode = _status(status)
+        self._close_started()
         cgroups.remove(self.cgroup)
         error, created = self._messages()
         self._rundir.finish(created, collect=not error)
@@ -80,23 +83,56 @@ class ProcessTree:
             raise SandboxError(error)
         return self.returncode
 
+    def started(self, timeout: float | None = None) -> str | None:
+        """Block until the command has been exec'd (docker run -d's "started"), or the set-up
+        failed, or timeout passed; the set-up's error line, else None (an exec failure,
+        127/126, is the command's own exit, on its stderr)."""
+        if self._started is None:
+            return None
+        import select
+
+        select.select([self._started], [], [], timeout)
+        self._close_started()
+        os.set_blocking(self._errfd, False)
+        try:
+            while True:
+                b = os.read(self._errfd, 65536)
+                if not b:
+                    break
+                self._early += b
+        except BlockingIOError:
+            pass
+        finally:
+            os.set_blocking(self._errfd, True)
+        return _parse(self._early)[0]
+
+    def _close_started(self) -> None:
+        if self._started is not None:
+            os.close(self._started)
+            self._started = None
+
     def _messages(self) -> tuple[str | None, list]:
-        chunks = []
+        chunks = [self._early]
         while True:
             b = os.read(self._errfd, 65536)
             if not b:
                 break
             chunks.append(b)
         os.close(self._errfd)
-        error, created = None, []
-        for line in b"".join(chunks).decode(errors="replace").splitlines():
-            kind, _, rest = line.partition(" ")
-            if kind == "E" and error is None:
-                error = rest
-            elif kind == "C":
-                path, at, mt = rest.rsplit(" ", 2)
-                created.append((path, int(at), int(mt)))
-        return error, created
+        return _parse(b"".join(chunks))
+
+
+def _parse(data: bytes) -> tuple[str | None, list]:
+    """The error pipe's lines: the first `E message`, and the `C path atime mtime` entries."""
+    error, created = None, []
+    for line in data.decode(errors="replace").splitlines():
+        kind, _, rest = line.partition(" ")
+        if kind == "E" and error is None:
+            error = rest
+        elif kind == "C":
+            path, at, mt = rest.rsplit(" ", 2)
+            created.append((path, int(at), int(mt)))
+    return error, created
 
 
 def start(spec: SandboxSpec) -> ProcessTree:
@@ -126,7 +162,8 @@ def start(spec: SandboxSpec) -> ProcessTree:
         if spec.resources is not None:      # every container has one, limits or not
             cgroup = cgroups.create(spec.resources)
         r, w = os.pipe2(os.O_CLOEXEC)
-        fds += [r, w]
+        started_r, started_w = os.pipe2(os.O_CLOEXEC)
+        fds += [r, w, started_r, started_w]
         if net is not None:
             ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
             go_r, go_w = os.pipe2(os.O_CLOEXEC)
@@ -146,9 +183,11 @@ def start(spec: SandboxSpec) -> ProcessTree:
         rundir.remove()
         raise
     if pid == 0:
-        _keeper(spec, rundir.plan, w, r, parent, csock, cgroup, sync)   # never returns
+        _keeper(spec, rundir.plan, w, r, parent, csock, cgroup, sync, started_w)  # never returns
     os.close(w)
+    os.close(started_w)
     tree = ProcessTree(pid, r, rundir, cgroup)
+    tree._started = started_r
     if net is not None:
         tree.network = net
         os.close(ready_w)
@@ -214,7 +253,7 @@ def _close_fds_except(keep: list[int]) -> None:
 
 
 def _keeper(spec: SandboxSpec, plan: rootfs.MountPlan, w: int, r: int, parent: int, csock,
-            cgroup: list[str], sync: tuple[int, int] | None = None) -> None:
+            cgroup: list[str], sync: tuple[int, int] | None, started: int) -> None:
     code = 125
     try:
         signal.set_wakeup_fd(-1)
@@ -224,6 +263,8 @@ def _keeper(spec: SandboxSpec, plan: rootfs.MountPlan, w: int, r: int, parent: i
         if os.getppid() != parent:
             os._exit(137)
         os.close(r)
+        if started < 3:
+            started = os.dup(started)
         fds = [spec.stdin, spec.stdout, spec.stderr]
         dups = [os.dup(fd) if fd is not None else None for fd in fds]
         for i, fd in enumerate(dups):
@@ -231,7 +272,8 @@ def _keeper(spec: SandboxSpec, plan: rootfs.MountPlan, w: int, r: int, parent: i
                 os.dup2(fd, i, inheritable=True)
         if w < 3:
             w = os.dup(w)
-        _close_fds_except([w] + ([csock.fileno()] if csock is not None else []) + list(sync or ()))
+        _close_fds_except([w, started] + ([csock.fileno()] if csock is not None else [])
+                          + list(sync or ()))
         os.set_inheritable(w, False)
         os.setsid()
         flags = kernel.CLONE_NEWNS | kernel.CLONE_NEWPID | kernel.CLONE_NEWUTS | kernel.CLONE_NEWIPC
@@ -248,8 +290,9 @@ def _keeper(spec: SandboxSpec, plan: rootfs.MountPlan, w: int, r: int, parent: i
         pid1 = os.fork()
         if pid1 == 0:
             os.close(alive_w)
-            _init(spec, plan, w, csock, cgroup, alive_r)
+            _init(spec, plan, w, csock, cgroup, alive_r, started)
         os.close(alive_r)
+        os.close(started)       # pid 1 holds it until the command is exec'd
         target.append(pid1)
         _, status = os.waitpid(pid1, 0)
         code = _status(status)
@@ -271,7 +314,7 @@ def _set_title(title: str) -> None:
 
 
 def _init(spec: SandboxSpec, plan: rootfs.MountPlan, w: int, csock, cgroup: list[str],
-          alive: int) -> None:
+          alive: int, started: int) -> None:
     code = 125
     try:
         kernel.prctl(kernel.PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -298,6 +341,7 @@ def _init(spec: SandboxSpec, plan: rootfs.MountPlan, w: int, csock, cgroup: list
         if pid == 0:
             _exec(spec, user, env, w, pts, oom_adj, alive)
         child.append(pid)
+        os.close(started)       # the command's copy closes as it execs
         while True:
             reaped, status = os.waitpid(-1, 0)
             if reaped == pid:

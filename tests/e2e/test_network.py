@@ -197,7 +197,8 @@ def test_network_none_has_only_loopback_and_host_keeps_the_hosts(root):
 
 def test_foreground_run_publishes_while_it_runs(root):
     port = free_port()
-    p = subprocess.Popen([sys.executable, "-m", "builder", "run", "--rm", "-p",
+    # --init: httpd as pid 1 would ignore the forwarded SIGTERM (docker's rule too)
+    p = subprocess.Popen([sys.executable, "-m", "builder", "run", "--rm", "--init", "-p",
                           f"127.0.0.1:{port}:80", "busybox", "sh", "-c", HTTPD.format(text="fg")],
                          cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

@@ -111,3 +111,22 @@ def test_a_detached_exec_is_not_left_a_zombie_of_pid1(root):
     assert all(stat[0] != "Z" for _, stat, _ in rows), r.stdout
     assert [ppid for ppid, _, args in rows if args == "sleep 30"] == ["0"]
     ok(run_pybuild("rm", "-f", cid))
+
+
+def test_run_d_waits_for_the_command_and_reports_a_set_up_failure(root):
+    # docker run -d returns once the command runs, and fails itself when it cannot be set up
+    from e2e_helpers import one_error_line
+
+    r = run_pybuild("run", "-d", "--name", "nobody", "-u", "nosuch", "busybox", "true")
+    assert one_error_line(r, code=125) == ("pybuild: error: unable to find user nosuch: no "
+                                           "matching entries in passwd file")
+    r = ok(run_pybuild("inspect", "-f", "{{.State.Status}} {{.State.ExitCode}}", "nobody"))
+    assert r.stdout == "exited 125\n"
+    r = ok(run_pybuild("create", "--name", "later", "-w", "/etc/passwd", "busybox", "true"))
+    r = run_pybuild("start", "later")
+    assert r.returncode != 0 and "/etc/passwd" in r.stderr and "Traceback" not in r.stderr
+    # when it has returned, the command runs already: its pid 1 is the command itself
+    cid = run_d("busybox", "sleep", "30")
+    pid = ok(run_pybuild("inspect", "-f", "{{.State.Pid}}", cid)).stdout.strip()
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        assert f.read().split(b"\0")[0] == b"sleep"
