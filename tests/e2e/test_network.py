@@ -205,7 +205,12 @@ def test_foreground_run_publishes_while_it_runs(root):
         assert fetch(f"http://127.0.0.1:{port}/") == "fg\n"
     finally:
         p.send_signal(signal.SIGTERM)       # forwarded: httpd ends, so does the run
-        p.communicate(timeout=10)
+        try:
+            p.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()                        # never leave a run (and its lease) behind
+            p.communicate()
+            raise
     assert refused("127.0.0.1", port)
     poll(nothing_left, 5)
 
