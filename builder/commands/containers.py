@@ -10,6 +10,8 @@ import os
 import sys
 import time
 
+from builder.units import human_size
+
 
 def _stopping(p, func) -> None:
     """stop's and restart's flags (docker's: the same -t and -s)."""
@@ -1038,16 +1040,6 @@ def cmd_port(args) -> int:
     return 0
 
 
-def _human_size4(n: float) -> str:
-    """go-units HumanSize: decimal, four significant digits (`12.35kB`), as prune reports."""
-    units = ("B", "kB", "MB", "GB", "TB", "PB")
-    i = 0
-    while n >= 1000 and i < len(units) - 1:
-        n /= 1000
-        i += 1
-    return f"{n:.4g}{units[i]}"
-
-
 def cmd_container_prune(args) -> int:
     """docker container prune: every container not running (created, exited, dead) goes, after
     a [y/N] question unless -f; filters until= (created before) and label[!]=."""
@@ -1089,5 +1081,5 @@ def cmd_container_prune(args) -> int:
         reclaimed += size
     if deleted:
         sys.stdout.write("Deleted Containers:\n" + "".join(i + "\n" for i in deleted) + "\n")
-    sys.stdout.write(f"Total reclaimed space: {_human_size4(reclaimed)}\n")
+    sys.stdout.write(f"Total reclaimed space: {human_size(reclaimed, 4)}\n")
     return rc
