@@ -22,16 +22,44 @@ HEALTHCHECK_DURATIONS = {"interval": "Interval", "timeout": "Timeout", "start-pe
                          "start-interval": "StartInterval"}
 
 
+def _rt_names() -> dict[str, int]:
+    """moby/sys/signal's real-time names on Linux: RTMIN (34), RTMIN+1..+15, RTMAX-14..-1, RTMAX (64)."""
+    out = {"RTMIN": 34, "RTMAX": 64}
+    out.update({f"RTMIN+{i}": 34 + i for i in range(1, 16)})
+    out.update({f"RTMAX-{i}": 64 - i for i in range(1, 15)})
+    return out
+
+
+def parse_signal(sig: str) -> int:
+    """A signal as docker's signal.ParseSignal reads it (``SIGTERM``, ``term``, ``9``,
+    ``SIGRTMIN+3``), as its number; ``ValueError("Invalid signal: X")`` (docker's line) else.
+    The one parser of run --stop-signal, stop/restart -s, kill -s and STOPSIGNAL."""
+    import signal
+
+    text = str(sig)
+    if text.isdigit():
+        if not 1 <= int(text) <= 64:
+            raise ValueError(f"Invalid signal: {text}")
+        return int(text)
+    name = text.upper().removeprefix("SIG")
+    if name in SIGNALS:
+        return int(getattr(signal, "SIG" + name))
+    rt = _rt_names().get(name)
+    if rt is None:
+        raise ValueError(f"Invalid signal: {text}")
+    return rt
+
+
 def stop_signal(sig: str) -> str:
-    """A STOPSIGNAL value (``SIGTERM``, ``term``, ``9``, ``SIGRTMIN+3``), returned as written."""
-    if sig.isdigit():
-        if not 1 <= int(sig) <= 64:
-            raise ValueError(f"invalid signal: {sig}")
-        return sig
-    name = sig.upper().removeprefix("SIG")
-    if name not in SIGNALS and not re.fullmatch(r"RTM(IN|AX)([+-]\d+)?", name):
+    """A STOPSIGNAL value checked by ``parse_signal``, returned as written (BuildKit keeps the
+    text); the Dockerfile's message suggests the nearest name."""
+    try:
+        parse_signal(sig)
+    except ValueError:
+        if sig.isdigit():
+            raise ValueError(f"invalid signal: {sig}") from None
         names = ["SIG" + s for s in sorted(SIGNALS)]
-        raise ValueError(with_suggestion(f"invalid signal: {sig}", sig.upper(), names))
+        raise ValueError(with_suggestion(f"invalid signal: {sig}", sig.upper(), names)) from None
     return sig
 
 
@@ -50,17 +78,22 @@ def expose_ports(word: str) -> list[str]:
     return [f"{p}/{proto}" for p in range(lo, hi + 1)]
 
 
-def healthcheck_duration(flag: str, value: str) -> int:
-    """A HEALTHCHECK ``--interval`` etc. in nanoseconds (BuildKit's parseOptInterval: 0 is
-    "inherit", anything else at least 1ms)."""
+def healthcheck_duration(flag: str, value: str, *, cli: bool = False) -> int:
+    """A health-check ``interval``/``timeout``/``start-period``/``start-interval`` in nanoseconds:
+    0 is "inherit", anything else at least 1ms. The Dockerfile's HEALTHCHECK words BuildKit's
+    parseOptInterval errors; ``cli`` words docker run's ``--health-*`` flag errors instead."""
     try:
         ns = parse_duration(value)
     except ValueError as e:
+        if cli:
+            raise ValueError(f'invalid argument "{value}" for "--health-{flag}" flag: {e}') from None
         raise ValueError(f"{e} (--{flag}, e.g. 30s, 1m30s)") from None
     if ns < 0:
-        raise ValueError(f"--{flag} cannot be negative ({value})")
+        raise ValueError(f"--health-{flag} cannot be negative" if cli
+                         else f"--{flag} cannot be negative ({value})")
     if 0 < ns < 1_000_000:
-        raise ValueError(f'Interval "{flag}" cannot be less than 1ms')
+        raise ValueError(f"{HEALTHCHECK_DURATIONS[flag]} in Healthcheck cannot be less than 1ms" if cli
+                         else f'Interval "{flag}" cannot be less than 1ms')
     return ns
 
 

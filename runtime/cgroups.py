@@ -38,16 +38,20 @@ def _flag_error(value: str, flag: str, why: str) -> SandboxError:
     return SandboxError(f'invalid argument "{value}" for "{flag}" flag: {why}')
 
 
-def parse_size(value: str, flag: str = "-m, --memory") -> int:
-    """docker's units.RAMInBytes: 512, 64k, 32m, 1.5g (binary units, optional i/b suffix)."""
+def parse_size(value: str, flag: str | None = "-m, --memory", *, decimal: bool = False) -> int:
+    """go-units' size parser: units.RAMInBytes (binary: 512, 64k, 32m, 1.5g, optional i/b
+    suffix) or, with `decimal`, units.FromHumanSize (k = 1000: --log-opt max-size). The error
+    is docker's flag line for `flag`, or the bare ``invalid size: '...'`` without one."""
+    why = f"invalid size: '{value}'"
     m = _SIZE.match(value)
-    if m is None:
-        raise _flag_error(value, flag, f"invalid size: '{value}'")
     try:
-        number = float(m.group(1))
+        number = float(m.group(1)) if m else None
     except ValueError:
-        raise _flag_error(value, flag, f"invalid size: '{value}'") from None
-    return int(number * _UNITS.get((m.group(2) or "").lower(), 1))
+        number = None
+    if number is None:
+        raise _flag_error(value, flag, why) if flag else SandboxError(why)
+    unit = (m.group(2) or "").lower()
+    return int(number * (1000 ** (" kmgtp".index(unit)) if decimal and unit else _UNITS.get(unit, 1)))
 
 
 def _parse_int(value: str, flag: str) -> int:

@@ -69,6 +69,15 @@ class ProcessTree:
         """Kill the whole sandbox: SIGKILL to the keeper; pid 1 and the rest follow by pdeathsig."""
         self.signal(signal.SIGKILL)
 
+    def abort(self) -> None:
+        """Kill and reap the tree on a failure path: what it set up is undone, and its own
+        set-up error (if any) gives way to the failure being raised."""
+        self.kill()
+        try:
+            self.wait()
+        except SandboxError:
+            pass
+
     def wait(self) -> int:
         """Wait for the command; return its exit status (128+n when killed by signal n)."""
         if self.returncode is not None:
@@ -197,11 +206,7 @@ def start(spec: SandboxSpec) -> ProcessTree:
                 net.connect(pid)
                 os.write(go_w, b"1")
         except BaseException:
-            tree.kill()
-            try:
-                tree.wait()
-            except SandboxError:
-                pass
+            tree.abort()
             raise
         finally:
             os.close(ready_r)

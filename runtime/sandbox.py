@@ -12,7 +12,6 @@ import signal
 import threading
 
 from runtime import process, tty
-from runtime.errors import SandboxError
 from runtime.spec import SandboxSpec
 
 
@@ -37,12 +36,7 @@ def run(spec: SandboxSpec, *, forward_signals: bool = False, relay_stdin: bool =
                 os.close(tree.tty)
         return tree.wait()
     except BaseException:
-        if tree.returncode is None:
-            tree.kill()
-            try:
-                tree.wait()
-            except SandboxError:
-                pass
+        tree.abort()
         raise
     finally:
         for sig, h in old.items():

@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 import sys
 
+from builder.units import bytes_size, human_size
+
 
 def register(sub) -> None:
     from builder.commands.registry import parse_bool
@@ -111,25 +113,6 @@ STATS_HEADERS = {"Container": "CONTAINER", "ID": "CONTAINER ID", "Name": "NAME",
                  "NetIO": "NET I/O", "BlockIO": "BLOCK I/O", "PIDs": "PIDS"}
 STATS_DEFAULT = ("table {{.ID}}\t{{.Name}}\t{{.CPUPerc}}\t{{.MemUsage}}\t{{.MemPerc}}\t"
                  "{{.NetIO}}\t{{.BlockIO}}\t{{.PIDs}}")
-
-
-def _size(n: float, base: float, units: tuple, fmt: str) -> str:
-    """go-units CustomSize."""
-    i = 0
-    while n >= base and i < len(units) - 1:
-        n /= base
-        i += 1
-    return fmt % n + units[i]
-
-
-def bytes_size(n: float) -> str:
-    """go-units BytesSize: binary units, 4 significant digits (1.5MiB)."""
-    return _size(n, 1024.0, ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"), "%.4g")
-
-
-def human_size(n: float) -> str:
-    """go-units HumanSizeWithPrecision(n, 3): decimal units (1.23kB)."""
-    return _size(n, 1000.0, ("B", "kB", "MB", "GB", "TB", "PB", "EB"), "%.3g")
 
 
 def stats_fields(ref: str, c, s: dict | None, trunc: bool) -> dict:

@@ -10,6 +10,8 @@ import os
 import sys
 import time
 
+from builder.units import human_size
+
 
 def _stopping(p, func) -> None:
     """stop's and restart's flags (docker's: the same -t and -s)."""
@@ -575,18 +577,15 @@ def _rotated(f, path: str) -> bool:
 
 # ---- signals, stop, wait, rm ----------------------------------------------------------------
 
-def parse_signal(text: str) -> int:
-    import signal
+def signal_number(text: str) -> int:
+    """grammar.values.parse_signal with docker's error as a container error (one line, exit 1)."""
+    from grammar.values import parse_signal
+    from runtime.errors import ContainerError
 
-    from builder.errors import BuildError
-
-    t = str(text).upper().removeprefix("SIG")
-    if t.isdigit() and 0 < int(t) < 65:
-        return int(t)
     try:
-        return int(signal.Signals["SIG" + t])
-    except KeyError:
-        raise BuildError(f"invalid signal: {text}") from None
+        return parse_signal(text)
+    except ValueError as e:
+        raise ContainerError(str(e)) from None
 
 
 def _ppid(pid: int) -> int | None:
@@ -665,12 +664,12 @@ def stop(c, signal_name: str | None, timeout: int | None) -> None:
     the exit. The restart policy does not bring a stopped container back (even `always`)."""
     from runtime.errors import ContainerError
 
+    sig = signal_number(signal_name or c.config.get("stop_signal") or "SIGTERM")   # before the request
     if c.status in ("running", "restarting"):
         c.request_stop()
     if c.status == "restarting" and not wait_supervisor(c, 1):
         c.reload()          # it was starting the command again as we asked: stop that run
     if c.status == "running":
-        sig = parse_signal(signal_name or c.config.get("stop_signal") or "SIGTERM")
         t = timeout if timeout is not None else c.config.get("stop_timeout", 10)
         try:
             send(c, sig)
@@ -830,10 +829,16 @@ def cmd_restart(args) -> int:
 
 
 def cmd_kill(args) -> int:
-    sig = parse_signal(args.signal)
+    from runtime.errors import ContainerError
+
+    try:
+        sig = signal_number(args.signal)
+    except ContainerError as e:
+        print(f"pybuild: error: {e}", file=sys.stderr)
+        return 1
 
     def kill(cs, c, ref):
-        if sig == 9 or sig == parse_signal(c.config.get("stop_signal") or "SIGTERM"):
+        if sig == 9 or sig == signal_number(c.config.get("stop_signal") or "SIGTERM"):
             c.request_stop()         # docker's ExitOnNext: no restart after this end
         send(c, sig)
         print(ref)
@@ -1035,16 +1040,6 @@ def cmd_port(args) -> int:
     return 0
 
 
-def _human_size4(n: float) -> str:
-    """go-units HumanSize: decimal, four significant digits (`12.35kB`), as prune reports."""
-    units = ("B", "kB", "MB", "GB", "TB", "PB")
-    i = 0
-    while n >= 1000 and i < len(units) - 1:
-        n /= 1000
-        i += 1
-    return f"{n:.4g}{units[i]}"
-
-
 def cmd_container_prune(args) -> int:
     """docker container prune: every container not running (created, exited, dead) goes, after
     a [y/N] question unless -f; filters until= (created before) and label[!]=."""
@@ -1086,5 +1081,5 @@ def cmd_container_prune(args) -> int:
         reclaimed += size
     if deleted:
         sys.stdout.write("Deleted Containers:\n" + "".join(i + "\n" for i in deleted) + "\n")
-    sys.stdout.write(f"Total reclaimed space: {_human_size4(reclaimed)}\n")
+    sys.stdout.write(f"Total reclaimed space: {human_size(reclaimed, 4)}\n")
     return rc

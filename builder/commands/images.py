@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 
+from builder.units import human_size
+
 
 def register(sub) -> None:
     p = sub.add_parser("images", help="list images", description="List images in the store.")
@@ -79,17 +81,6 @@ def _store():
     from cache.store import Store
 
     return Store.open()
-
-
-def human_size(n: float) -> str:
-    """Docker's units: decimal, three significant digits (`4.26MB`)."""
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if n < 1000 or unit == "TB":
-            if unit == "B":
-                return f"{int(n)}B"
-            return f"{n:.3g}{unit}"
-        n /= 1000
-    return f"{n}"
 
 
 def human_ago(created: str) -> str:

@@ -145,23 +145,18 @@ def _restart_policy(text: str, auto_remove: bool) -> dict:
 
 def _healthcheck_flags(args) -> dict | None:
     """docker's --health-* flags as a HealthConfig (None when none is given)."""
-    from grammar.goduration import DurationError, parse_duration
+    from grammar.values import HEALTHCHECK_DURATIONS, healthcheck_duration
     from runtime.errors import ConfigError
 
     hc: dict = {}
-    for flag, key in (("interval", "Interval"), ("timeout", "Timeout"),
-                      ("start-period", "StartPeriod"), ("start-interval", "StartInterval")):
+    for flag, key in HEALTHCHECK_DURATIONS.items():
         text = getattr(args, "health_" + flag.replace("-", "_"))
         if text is None:
             continue
         try:
-            ns = parse_duration(text)
-        except DurationError as e:
-            raise ConfigError(f'invalid argument "{text}" for "--health-{flag}" flag: {e}') from None
-        if ns < 0:
-            raise ConfigError(f"--health-{flag} cannot be negative")
-        if 0 < ns < 10**6:
-            raise ConfigError(f"{key} in Healthcheck cannot be less than 1ms")
+            ns = healthcheck_duration(flag, text, cli=True)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
         if ns:
             hc[key] = ns
     if args.health_retries < 0:
@@ -199,15 +194,11 @@ def _labels(args, image_labels: dict) -> dict:
     return out
 
 
-_SIZE_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12, "p": 10**15}
-
-
 def _log_opts(opts: list[str]) -> dict:
     """docker's json-file options (jsonfilelog.New): max-size (go-units FromHumanSize, decimal)
     and max-file; the record keeps docker's strings (LogConfig.Config) and the parsed values."""
-    import re
-
-    from runtime.errors import ConfigError
+    from runtime.cgroups import parse_size
+    from runtime.errors import ConfigError, SandboxError
 
     given = {}
     for item in opts:
@@ -217,10 +208,10 @@ def _log_opts(opts: list[str]) -> dict:
         given[k] = v
     out: dict = {"log_config": given} if given else {}
     if "max-size" in given:
-        m = re.fullmatch(r"(\d+(?:\.\d+)?) ?([kKmMgGtTpP])?[bB]?", given["max-size"].strip())
-        if not m:
-            raise ConfigError(f"invalid size: '{given['max-size']}'")
-        size = int(float(m.group(1)) * _SIZE_UNITS[(m.group(2) or "").lower()])
+        try:
+            size = parse_size(given["max-size"], None, decimal=True)
+        except SandboxError as e:
+            raise ConfigError(str(e)) from None
         if size <= 0:
             raise ConfigError("max-size must be a positive number")
         out["log_max_size"] = size
@@ -237,7 +228,7 @@ def _log_opts(opts: list[str]) -> dict:
 
 def lifecycle(args, cfg: dict) -> dict:
     """The record's fields from the lifecycle flags against the image config `cfg`."""
-    from grammar.values import stop_signal
+    from grammar.values import parse_signal
     from runtime.containers import health
     from runtime.errors import ConfigError
 
@@ -245,9 +236,9 @@ def lifecycle(args, cfg: dict) -> dict:
            "stop_signal": args.stop_signal or cfg.get("StopSignal") or "SIGTERM",
            "read_only": bool(args.read_only)}
     try:
-        stop_signal(out["stop_signal"])
-    except ValueError:
-        raise ConfigError(f"Invalid signal: {out['stop_signal']}") from None
+        parse_signal(out["stop_signal"])
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     if args.stop_timeout is not None:
         out["stop_timeout"] = args.stop_timeout
     out.update(_log_opts(args.log_opt))

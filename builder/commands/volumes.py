@@ -102,8 +102,8 @@ def cmd_rm(args) -> int:
 
 
 def cmd_prune(args) -> int:
-    from builder.commands.containers import _human_size4
     from builder.errors import BuildError
+    from builder.units import human_size
     from cache.fspath import tree_bytes
 
     if not args.force:
@@ -124,5 +124,5 @@ def cmd_prune(args) -> int:
         reclaimed += size
     if deleted:
         sys.stdout.write("Deleted Volumes:\n" + "".join(n + "\n" for n in deleted) + "\n")
-    sys.stdout.write(f"Total reclaimed space: {_human_size4(reclaimed)}\n")
+    sys.stdout.write(f"Total reclaimed space: {human_size(reclaimed, 4)}\n")
     return 0

@@ -149,6 +149,31 @@ def test_stop_timeout_is_stops_default_and_stop_signal_is_used(root):
     assert r == "pybuild: error: Invalid signal: FOO"
 
 
+def test_real_time_stop_signals_and_a_bad_signal_leaves_no_stop_request(root):
+    # SIGRTMIN is 34 (glibc and docker's signal map): RTMIN+3 is 37, the number the trap knows
+    script = "trap 'echo got 37; exit 7' 37; echo ready; while :; do sleep 0.1; done"
+    run_d("--name", "rt", "--stop-signal", "SIGRTMIN+3", "busybox", "sh", "-c", script)
+    poll(lambda: ok(run_pybuild("logs", "rt")).stdout == "ready\n")
+    assert ok(run_pybuild("stop", "-t", "5", "rt")).stdout == "rt\n"
+    doc = inspect("rt")
+    assert doc["State"]["ExitCode"] == 7 and doc["Config"]["StopSignal"] == "SIGRTMIN+3"
+
+    run_d("--name", "rtkill", "--restart", "always", "busybox", "sh", "-c",
+          "trap 'exit 9' USR1; trap 'exit 8' 63; echo ready; while :; do sleep 0.1; done")
+    poll(lambda: ok(run_pybuild("logs", "rtkill")).stdout == "ready\n")
+    for cmd in (["stop", "-s", "FOO"], ["restart", "-s", "FOO"], ["kill", "-s", "FOO"]):
+        r = one_error_line(run_pybuild(*cmd, "rtkill"), code=1)
+        assert r == "pybuild: error: Invalid signal: FOO"
+    assert inspect("rtkill")["State"]["Status"] == "running"
+    # no stop request was left: an exit of its own (USR1 is not its stop signal) restarts it
+    assert ok(run_pybuild("kill", "-s", "USR1", "rtkill")).stdout == "rtkill\n"
+    poll(lambda: (d := inspect("rtkill"))["RestartCount"] == 1 and d["State"]["Pid"])
+    poll(lambda: ok(run_pybuild("logs", "rtkill")).stdout == "ready\nready\n")
+    assert ok(run_pybuild("kill", "-s", "SIGRTMAX-1", "rtkill")).stdout == "rtkill\n"
+    # pid 1 gets only signals it handles: a second restart means the trap of 63 ran
+    poll(lambda: inspect("rtkill")["RestartCount"] == 2)
+
+
 def test_labels_from_flags_and_files_over_the_images(root, tmp_path):
     f = tmp_path / "labels"
     f.write_text("# a comment\n\ntier=from-file\nowner=file\n")

@@ -36,6 +36,14 @@ def test_bad_sizes_are_docker_s_line(text):
         cgroups.parse_size(text)
 
 
+@pytest.mark.parametrize("text, value", [("1k", 1000), ("1.5MB", 1_500_000), ("2g", 2 * 10**9),
+                                         ("10", 10), ("3KiB", 3000)])
+def test_decimal_sizes_as_log_opt_max_size_reads_them(text, value):
+    assert cgroups.parse_size(text, None, decimal=True) == value
+    with pytest.raises(SandboxError, match="^invalid size: '1x'$"):
+        cgroups.parse_size("1x", None, decimal=True)
+
+
 def test_flags_as_docker_checks_them():
     r = cgroups.resources(memory="32m", memory_swap="-1", cpus="0.5", cpu_shares="512", pids_limit="20")
     assert r == Resources(memory=32 << 20, memory_swap=-1, nano_cpus=500_000_000, cpu_shares=512,
