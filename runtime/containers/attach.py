@@ -1,7 +1,8 @@
 """Attach to a -it container's terminal (conmon's attach socket), without a daemon.
 
 The supervisor of a container made with -i and -t listens on `attach.sock` in the container's
-dir (`listen`); `start -a -i` connects (`connect`), sends its window size (8 bytes, struct
+dir (`listen`; mode 0600, and only a client whose SO_PEERCRED uid is root's or the supervisor's
+is served); `start -a -i` connects (`connect`), sends its window size (8 bytes, struct
 winsize) and then relays its terminal (runtime.tty.relay on the socket). The supervisor types
 what a client sends into the pty and sends each client the pty's output (`Clients`); a client
 that stalls for a second is dropped, never the container's log. Both ends go through
@@ -34,7 +35,12 @@ def listen(cpath: str) -> int:
             os.unlink(path)
         except FileNotFoundError:
             pass
-        s.bind(path)
+        old = os.umask(0o077)       # 0600 from the start: the terminal is root's (the owner's)
+        try:
+            s.bind(path)
+        finally:
+            os.umask(old)
+        os.chmod(path, 0o600)
     _in_dir(cpath, bind)
     s.listen(4)
     return s.detach()
@@ -80,6 +86,10 @@ class Clients:
         except OSError:
             return
         try:
+            cred = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
+            if int.from_bytes(cred[4:8], "little") not in (0, os.getuid()):   # struct ucred
+                conn.close()
+                return
             conn.settimeout(1)
             ws = conn.recv(8)
             if len(ws) == 8:

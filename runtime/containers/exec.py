@@ -88,6 +88,15 @@ def run(pid1: int, argv: list[str], env: list[str], cwd: str, user: str, *,
     return code
 
 
+def close_except(keep) -> None:
+    """Close every fd of this process but 0-2 and `keep`."""
+    lo = 3
+    for fd in sorted({fd for fd in keep if fd >= 3}):
+        os.closerange(lo, fd)
+        lo = fd + 1
+    os.closerange(lo, 1 << 20)
+
+
 def _kill(pid: int, sig: int) -> None:
     try:
         os.kill(pid, sig)
@@ -114,6 +123,11 @@ def _joiner(nsfds, root, joins, stdio, argv, env, cwd, user, w, detach, csock) -
             os._exit(0)             # the caller returns; this orphan waits for B on the host
         for i, fd in enumerate(stdio):
             os.dup2(fd, i, inheritable=True)
+        # before the first setns: nothing of the host may be reached from inside through this
+        # process (runc CVE-2016-9962): not ptrace-able nor its /proc/<pid>/fd open-able, and
+        # holding only stdio and what joining needs (never the caller's or a supervisor's fds)
+        kernel.prctl(kernel.PR_SET_DUMPABLE, 0)
+        close_except([w, root, *nsfds, *joins] + ([csock.fileno()] if csock is not None else []))
         for fd, (_, kind) in zip(nsfds, NAMESPACES, strict=True):
             kernel.setns(fd, kind)
         os.fchdir(root)
@@ -167,8 +181,7 @@ def _command(argv, env, cwd, user, w, detach, joins, pts) -> None:
             os.write(2, f"pybuild: error: {f}\n".encode())
             os._exit(f.code)
         kernel.prctl(kernel.PR_SET_DUMPABLE, 0)
-        os.closerange(3, w)
-        os.closerange(w + 1, 1 << 20)
+        close_except([w])
         try:
             os.execve(path, argv, environ)
         except OSError as e:

@@ -94,14 +94,16 @@ class Checker:
         return max(0.0, at - time.monotonic())
 
     def fds(self) -> tuple:
-        return self.child[1:3] if self.child else ()
+        """The probe's pidfd and, until its EOF, its output pipe (a pipe at EOF left in the
+        poll would report POLLHUP at once, for ever: a supervisor spinning at 100% CPU)."""
+        return tuple(fd for fd in self.child[1:3] if fd is not None) if self.child else ()
 
     def tick(self) -> int | None:
         """Start a probe that is due (returns fds to watch), or end one over its timeout."""
         if self.child is None:
             if time.monotonic() >= self.next:
                 self._start()
-                return self.child[1:3]
+                return self.fds() or None
         elif time.monotonic() >= self.child[4]:
             pid = self.child[0]
             try:
@@ -113,14 +115,15 @@ class Checker:
 
     def on_event(self, fd: int) -> bool:
         """Handle a readable fd of the probe; False when it is not the probe's."""
-        if not self.child or fd not in self.child[1:3]:
+        if not self.child or fd not in self.fds():
             return False
         pid, pidfd, outfd = self.child[:3]
         if fd == outfd:
             self._read()
             return True
         _, status = os.waitpid(pid, 0)
-        self._read()
+        if outfd is not None:
+            self._read()
         code = os.waitstatus_to_exitcode(status)
         self._finish(code if code >= 0 else 128 - code, None)
         return True
@@ -129,7 +132,9 @@ class Checker:
         try:
             while True:
                 data = os.read(self.child[2], 65536)
-                if not data:
+                if not data:        # EOF (the probe closed its output): out of the poll
+                    os.close(self.child[2])
+                    self.child = self.child[:2] + (None,) + self.child[3:]
                     return
                 if len(self.output) < MAX_OUTPUT:
                     self.output = (self.output + data)[:MAX_OUTPUT]
@@ -137,18 +142,37 @@ class Checker:
             return
 
     def _start(self) -> None:
-        r, w = os.pipe2(os.O_CLOEXEC)
-        os.set_blocking(r, False)
+        """Fork a probe; when that cannot be done (EMFILE, EAGAIN, ENOMEM) the probe is
+        recorded as failed with the error as its output, and the monitor goes on."""
         started = self.now()
-        pid = os.fork()
-        if pid == 0:
-            _probe(self.c, self.argv, w)        # never returns
-        os.close(w)
+        r = w = pid = None
         try:
-            os.setpgid(pid, pid)    # here too, so a kill at once still finds the group
-        except OSError:
-            pass
-        self.child = (pid, os.pidfd_open(pid), r, started, time.monotonic() + self.timeout)
+            r, w = os.pipe2(os.O_CLOEXEC)
+            os.set_blocking(r, False)
+            pid = os.fork()
+            if pid == 0:
+                _probe(self.c, self.argv, w)        # never returns
+            os.close(w)
+            w = None
+            try:
+                os.setpgid(pid, pid)    # here too, so a kill at once still finds the group
+            except OSError:
+                pass
+            self.child = (pid, os.pidfd_open(pid), r, started, time.monotonic() + self.timeout)
+        except OSError as e:
+            for fd in (r, w):
+                if fd is not None:
+                    os.close(fd)
+            if pid:
+                try:
+                    os.killpg(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+                os.waitpid(pid, 0)
+            self.child = None
+            self.record(started, 1, f"cannot start the health check: {e}")
+            self.next = time.monotonic() + self._interval()
+            return
         self.output = b""
 
     def _finish(self, code: int, output: str | None) -> None:
@@ -156,7 +180,8 @@ class Checker:
         if code == -1:
             os.waitpid(pid, 0)
         for fd in (pidfd, outfd):
-            os.close(fd)
+            if fd is not None:
+                os.close(fd)
         self.child = None
         self.record(started, code, output if output is not None
                     else self.output.decode(errors="replace"))
@@ -199,7 +224,7 @@ class Checker:
             except ProcessLookupError:
                 pass
             os.waitpid(self.child[0], 0)
-            for fd in self.child[1:3]:
+            for fd in self.fds():
                 os.close(fd)
             self.child = None
 
@@ -216,6 +241,10 @@ def _probe(c, argv: list[str], w: int) -> None:
         os.dup2(w, 2)
         from runtime.containers import exec as cexec
         from runtime.containers.inspect import init_pid
+
+        # nothing of the supervisor's (pty master, log, lock, attach socket, proxy listeners)
+        # goes with the probe towards the container
+        cexec.close_except(())
 
         pid1 = init_pid(c)
         if not pid1:

@@ -10,16 +10,29 @@ ZERO_TIME = "0001-01-01T00:00:00Z"
 
 def init_pid(c) -> int:
     """The host pid of the container's pid 1 (the keeper's only child: the command, or the
-    init with --init), 0 when not running."""
-    keeper = c.state.get("pid")
+    init with --init), 0 when not running. A pid the kernel gave to another process since the
+    keeper was reaped (before "exited" is recorded) is not taken: the keeper's start time must
+    be the one recorded, and its child must be in a pid namespace other than ours, or cp/exec
+    would join the host's namespaces."""
+    from cache.owner import start_time
+
+    st = c.state
+    keeper = st.get("pid")
     if c.status != "running" or not keeper:
         return 0
     try:
         with open(f"/proc/{keeper}/task/{keeper}/children") as f:
             kids = f.read().split()
-    except OSError:
+        if not kids:
+            return 0
+        pid1 = int(kids[0])
+        if os.readlink(f"/proc/{pid1}/ns/pid") == os.readlink("/proc/self/ns/pid"):
+            return 0
+    except (OSError, ValueError):
         return 0
-    return int(kids[0]) if kids else 0
+    if st.get("pid_start") and start_time(keeper) != st["pid_start"]:
+        return 0
+    return pid1
 
 
 def _cmd(argv: list[str], entrypoint) -> list[str] | None:

@@ -237,7 +237,9 @@ def _supervise(root: str, cid: str, ready_fd: int, restarts: int | None, lock_fd
             health = {"health": {"Status": "starting", "FailingStreak": 0,
                                  "Log": old.get("Log") or []}}
     net = getattr(tree, "network", None)     # bridge: address and published ports
-    c.write_state(status="running", supervisor=_token(), pid=tree.pid, started=now(),
+    from cache.owner import start_time
+    c.write_state(status="running", supervisor=_token(), pid=tree.pid,
+                  pid_start=start_time(tree.pid), started=now(),
                   exit_code=0, error=None, restart_count=restarts,
                   network=net.info() if net else None, **health)
     _tell(ready_fd, "ok")
@@ -387,6 +389,10 @@ def _restart(root: str, c, restarts: int, backoff: float, lock: int) -> None:
     os.set_inheritable(lock, True)
     code = (f"import sys; sys.path.insert(0, {HERE!r}); from runtime.containers.supervisor "
             f"import main; main({root!r}, {c.id!r}, -1, {restarts}, {lock}, {backoff!r})")
+    # the last run's fds made inheritable for the monitor (-i's hold, the pty master and its
+    # peer, the attach socket, proxy listeners) stay behind: `main` gets stdio and the lock
+    os.closerange(3, lock)
+    os.closerange(lock + 1, 1 << 20)
     try:
         os.execv(sys.executable, [sys.executable, "-I", "-S", "-c", code])
     except OSError as e:
