@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 
 from builder import imageconfig as ic
 from builder.errors import BuildError
@@ -112,7 +113,7 @@ def paused(c, pause: bool):
     cgroup of its own): the walk goes by path, so a directory it swaps for a link to / between
     hashing and copying would pull host files into the image. SIGTERM/SIGHUP while frozen raise
     KeyboardInterrupt, so the container is thawed on the way out (after a SIGKILL it stays
-    frozen: `echo THAWED > .../freezer.state`, or `pybuild stop` it)."""
+    frozen until `echo THAWED > <its freezer cgroup>/freezer.state`)."""
     import fcntl
 
     from runtime import cgroups
@@ -147,17 +148,23 @@ def paused(c, pause: bool):
             try:
                 cgroups.freeze(ver, path, True)
                 yield
-            finally:
-                cgroups.freeze(ver, path, False)
+            finally:        # a second signal must not cut the thaw short: held till after
+                held = signal.pthread_sigmask(signal.SIG_BLOCK, _STOPS + (signal.SIGINT,))
+                try:
+                    cgroups.freeze(ver, path, False)
+                finally:
+                    signal.pthread_sigmask(signal.SIG_SETMASK, held)
     finally:
         os.close(lock)
+
+
+_STOPS = (signal.SIGTERM, signal.SIGHUP)
 
 
 @contextlib.contextmanager
 def _interruptible():
     """SIGTERM and SIGHUP raise KeyboardInterrupt in the body (as SIGINT does), so its
     finally runs; the old handlers come back after."""
-    import signal
     import threading
 
     if threading.current_thread() is not threading.main_thread():
@@ -166,7 +173,7 @@ def _interruptible():
 
     def stop(_n, _f):
         raise KeyboardInterrupt
-    old = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    old = {sig: signal.signal(sig, stop) for sig in _STOPS}
     try:
         yield
     finally:
