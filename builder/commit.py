@@ -7,13 +7,16 @@ mtimes kept, as docker does), on top of the container's image's layers. The conf
 image's with the container's run config laid over it (Cmd, Entrypoint, Env, WorkingDir, User),
 then docker's `--change` lines (Dockerfile instructions through grammar.parse and the builder's
 config executors), one history entry (`created_by` the container's command, author, comment).
-A running container is paused with its freezer cgroup while its upper dir is read (docker's
-default `--pause`). Lives in builder/: it writes an image, and reads runtime's container records.
+A running container is frozen with its freezer cgroup while its upper dir is read (docker's
+default `--pause`); without a freeze (`--pause=false`, no freezer cgroup) a running one is
+refused, a stopped one is kept from starting meanwhile (see `paused`). Lives in builder/: it
+writes an image, and reads runtime's container records.
 """
 from __future__ import annotations
 
 import contextlib
 import os
+import signal
 
 from builder import imageconfig as ic
 from builder.errors import BuildError
@@ -104,28 +107,78 @@ def container_config(image_config: dict, run_config: dict) -> dict:
 
 @contextlib.contextmanager
 def paused(c, pause: bool):
-    """The container's processes frozen (its freezer cgroup) while the body runs, when it is
-    running and `pause`; a container without a freezer cgroup is read as it runs."""
+    """The container held still while the body reads its upper dir: a stopped one kept from
+    starting (its supervisor.lock held, as `cp` does), a running one frozen (its freezer cgroup,
+    docker's `--pause`). A running one is never read as it runs (`--pause=false`, or no freezer
+    cgroup of its own): the walk goes by path, so a directory it swaps for a link to / between
+    hashing and copying would pull host files into the image. SIGTERM/SIGHUP while frozen raise
+    KeyboardInterrupt, so the container is thawed on the way out (after a SIGKILL it stays
+    frozen until `echo THAWED > <its freezer cgroup>/freezer.state`)."""
+    import fcntl
+
     from runtime import cgroups
     from runtime.containers import inspect
 
-    pid = inspect.init_pid(c) if pause else 0
-    ver, path = 1, None
-    if pid:
+    lock = os.open(os.path.join(c.path, "supervisor.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
+                   0o600)
+    try:
         try:
-            ver, dirs = cgroups.of_pid(pid)
-            path = dirs.get("freezer")
-        except OSError:
-            path = None
-    if not path or os.path.basename(os.path.dirname(path)) != cgroups.PARENT:
-        yield       # not in a cgroup of its own (never freeze the caller's): read as it runs
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            stopped = True
+        except BlockingIOError:
+            stopped = False
+        if stopped:
+            yield           # no supervisor: stopped, and it stays so while we hold the lock
+            return
+        pid = inspect.init_pid(c.reload())
+        path = None
+        if pid and pause:
+            try:
+                ver, dirs = cgroups.of_pid(pid)
+                path = dirs.get("freezer")
+            except OSError:
+                path = None
+        if not path or os.path.basename(os.path.dirname(path)) != cgroups.PARENT:
+            why = ("it is starting or stopping" if not pid else "--pause=false" if not pause
+                   else "it has no freezer cgroup of its own")
+            raise BuildError(f"container {c.name} is running and cannot be committed as it runs "
+                             f"({why}): its changes could swap a dir for a link to / mid-read; "
+                             "stop it first, or commit with the default --pause")
+        with _interruptible():
+            try:
+                cgroups.freeze(ver, path, True)
+                yield
+            finally:        # a second signal must not cut the thaw short: held till after
+                held = signal.pthread_sigmask(signal.SIG_BLOCK, _STOPS + (signal.SIGINT,))
+                try:
+                    cgroups.freeze(ver, path, False)
+                finally:
+                    signal.pthread_sigmask(signal.SIG_SETMASK, held)
+    finally:
+        os.close(lock)
+
+
+_STOPS = (signal.SIGTERM, signal.SIGHUP)
+
+
+@contextlib.contextmanager
+def _interruptible():
+    """SIGTERM and SIGHUP raise KeyboardInterrupt in the body (as SIGINT does), so its
+    finally runs; the old handlers come back after."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
         return
-    where = (ver, path)
-    cgroups.freeze(*where, True)
+
+    def stop(_n, _f):
+        raise KeyboardInterrupt
+    old = {sig: signal.signal(sig, stop) for sig in _STOPS}
     try:
         yield
     finally:
-        cgroups.freeze(*where, False)
+        for sig, h in old.items():
+            signal.signal(sig, h)
 
 
 def commit(store, c, *, author: str = "", message: str = "", changes=(), pause: bool = True,

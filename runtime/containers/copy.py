@@ -1,12 +1,16 @@
 """`cp` between a container and the host, docker's rules, without a daemon.
 
-Every look inside the container happens in a forked child whose root is the container's: a
-running one's mount namespace is joined (setns on /proc/<pid 1>/ns/mnt) and its root chrooted
-into; a stopped one's overlay (its layers + its own upper/work dirs, so a write makes the
-whiteouts and copy-ups a running container would) is mounted in a private mount namespace and
-chrooted into, while the container's supervisor.lock is held so it cannot start meanwhile. Paths
-are then opened with openat2(RESOLVE_IN_ROOT): a symlink in the container (`/evil -> /`) leads
-to the container's own files, never the host's. Data moves as a tar stream over a pipe, written
+Every look inside the container happens in a forked child that sees the container's tree:
+a running one's through /proc/<pid 1>/root, a stopped one's overlay (its layers + its own
+upper/work dirs, so a write makes the whiteouts and copy-ups a running container would) mounted
+in a private mount namespace while the container's supervisor.lock is held so it cannot start
+meanwhile. The stat of the path and a copy in work by fd from that root: openat2
+(RESOLVE_IN_ROOT) and the extractor's fd walk, so a symlink (`/evil -> /`) leads to the
+container's own files, never the host's (they stay outside a chroot: the extractor needs
+/proc/self/fd). A copy out walks the tree by path (the tar writer), so it runs chrooted into the
+container's root (a running one's mount namespace joined with setns first): a directory swapped
+for a link to / mid-walk (a shared volume, a running process) still names the container's /.
+Data moves as a tar stream over a pipe, written
 by the store's one tar writer (cache.layers.write_tar, mtimes kept) and unpacked by its one
 safe extractor (cache.extract, ADD's merge mode: existing dirs merged, a file replaced).
 Owners: into the container root:root unless -a (docker); out to the host the caller's.
@@ -36,21 +40,14 @@ def _resolve(base: int, path: str, follow: bool) -> int:
     return kernel.openat2(base, path, flags, kernel.RESOLVE_IN_ROOT | kernel.RESOLVE_NO_MAGICLINKS)
 
 
-def _real_path(base: int, path: str, follow: bool, chrooted: bool) -> str:
-    """A path naming what `path` names inside `base`, for the tar writer's walk: in a chroot
-    the path itself with its links resolved ('..' and absolute links stay inside); else the
-    resolved fd's path in this mount namespace."""
-    if chrooted:
-        if not path.startswith("/"):
-            path = "/" + path
-        head, tail = os.path.split(path.rstrip("/") or "/")
-        full = os.path.join(os.path.realpath(head), tail) if tail else "/"
-        return os.path.realpath(full) if follow else full
-    fd = _resolve(base, path, follow)
-    try:
-        return os.readlink(f"/proc/self/fd/{fd}")
-    finally:
-        os.close(fd)
+def _real_path(path: str, follow: bool) -> str:
+    """The path (in the container's chroot) naming what `path` names, for the tar writer's walk:
+    its links resolved, '..' and absolute links staying inside the chroot."""
+    if not path.startswith("/"):
+        path = "/" + path
+    head, tail = os.path.split(path.rstrip("/") or "/")
+    full = os.path.join(os.path.realpath(head), tail) if tail else "/"
+    return os.path.realpath(full) if follow else full
 
 
 class _Child:
@@ -140,15 +137,14 @@ class _Child:
         return msg[2:]
 
     def _enter_and(self, fn, args, chroot: bool) -> str:
-        """fn(base, chrooted, *args): base a directory fd of the container's root."""
+        """fn(base, *args), base a directory fd of the container's root; with `chroot` in a
+        chroot of it (the tar writer walks by path), else from this root (openat2 in-root and
+        the extractor's fd walk never follow a path out; the extractor needs /proc/self/fd)."""
         if self.ns >= 0 and not chroot:
-            return fn(self.rootfd, False, *args)    # /proc/<pid 1>/root; resolved in-root
+            return fn(self.rootfd, *args)       # /proc/<pid 1>/root; resolved in-root
         if self.ns >= 0:
             kernel.setns(self.ns, kernel.CLONE_NEWNS)
-            os.fchdir(self.rootfd)
-            os.chroot(".")
-            os.chdir("/")
-            return fn(os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC), True, *args)
+            return _chrooted(self.rootfd, fn, args)
         from cache import layout
         from runtime import mountns, snapshotter
 
@@ -167,7 +163,18 @@ class _Child:
                     from runtime.containers.volumes import to_spec
 
                     rootfs._user_mounts(base, to_spec(self.root, mounts), created)
-                return fn(base, False, *args)
+                # chrooted as a running one is: a path walk (the tar writer's) cannot leave it
+                # even if the upper dir changes meanwhile (a volume shared with a running one)
+                if not chroot:
+                    return fn(base, *args)
+                host = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+                try:
+                    return _chrooted(base, fn, args)
+                finally:
+                    os.fchdir(host)         # back to the host root for the clean-up below
+                    os.chroot(".")
+                    os.chdir("/")
+                    os.close(host)
             finally:
                 os.close(base)
                 if mounts:
@@ -175,6 +182,17 @@ class _Child:
 
                     mountinfo.unmount_under(merged)
                     rundir._remove_placeholders(os.path.join(c.path, "upper"), merged, created)
+
+
+def _chrooted(rootfd: int, fn, args) -> str:
+    os.fchdir(rootfd)
+    os.chroot(".")
+    os.chdir("/")
+    base = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        return fn(base, *args)
+    finally:
+        os.close(base)
 
 
 def _message(e: BaseException) -> str:
@@ -190,7 +208,7 @@ def _message(e: BaseException) -> str:
 
 # --- what the child does inside the container ------------------------------------------------
 
-def _stat_in(base: int, _chrooted: bool, path: str, follow: bool) -> str:
+def _stat_in(base: int, path: str, follow: bool) -> str:
     """'d' (a directory), 'f' (anything else) or 'm' (missing, its parent a directory)."""
     try:
         fd = _resolve(base, path, follow)
@@ -209,14 +227,14 @@ def _stat_in(base: int, _chrooted: bool, path: str, follow: bool) -> str:
     return "d" if stat.S_ISDIR(mode) else "f"
 
 
-def _tar_out(base: int, chrooted: bool, path: str, follow: bool, top: str | None) -> str:
-    real = _real_path(base, path, follow, chrooted)
+def _tar_out(base: int, path: str, follow: bool, top: str | None) -> str:
+    real = _real_path(path, follow)
     with os.fdopen(os.dup(1), "wb", buffering=1 << 20) as out:
         write_tar(real, out, epoch=None, hash_tar=False, top=top)
     return ""
 
 
-def _untar_in(base: int, _chrooted: bool, dest_dir: str, owner) -> str:
+def _untar_in(base: int, dest_dir: str, owner) -> str:
     fd = _resolve(base, dest_dir, True)
     dirfd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=fd)
     os.close(fd)

@@ -117,3 +117,50 @@ def test_rmi_and_prune_keep_the_image_a_container_uses(root):
     ok(run_pybuild("rm", "-f", "user", "up"))
     ok(run_pybuild("prune", "-a"))
     one_error_line(run_pybuild("inspect", "--type", "image", image_id), code=1)
+
+
+def _images() -> list[str]:
+    return sorted(ok(run_pybuild("images", "-q", "--no-trunc")).stdout.split())
+
+
+def test_commit_without_a_pause_refuses_a_running_container_and_takes_a_stopped_one(root):
+    run_d("--name", "nopause", "busybox", "sh", "-c", "echo x > /x; exec sleep 60")
+    before = _images()
+    one_error_line(run_pybuild("commit", "--pause=false", "nopause", "np:1"),
+                   "container nopause is running", "--pause=false", "stop it first", code=1)
+    assert _images() == before                          # no image made, no tag
+    one_error_line(run_pybuild("inspect", "--type", "image", "np:1"), code=1)
+    ok(run_pybuild("stop", "-t", "0", "nopause"))
+    ok(run_pybuild("commit", "--pause=false", "nopause", "np:1"))
+    assert ok(run_pybuild("run", "--rm", "np:1", "cat", "/x")).stdout == "x\n"
+
+
+def _freezer_state(pid: int) -> str:
+    from runtime import cgroups
+    _, dirs = cgroups.of_pid(pid)
+    name = "freezer.state" if os.path.exists(os.path.join(dirs["freezer"], "freezer.state")) \
+        else "cgroup.freeze"
+    with open(os.path.join(dirs["freezer"], name)) as f:
+        return f.read().strip()
+
+
+def test_commit_killed_with_sigterm_while_frozen_thaws_the_container(root):
+    import signal
+    import sys
+
+    from busybox_fixture import REPO
+
+    run_d("--name", "frz", "busybox", "sh", "-c",
+          "dd if=/dev/zero of=/big bs=1M count=384 2>/dev/null; touch /ready; exec sleep 60")
+    poll(lambda: run_pybuild("exec", "frz", "test", "-e", "/ready").returncode == 0,
+         deadline=30)
+    pid = int(ok(run_pybuild("inspect", "-f", "{{.State.Pid}}", "frz")).stdout)
+    p = subprocess.Popen([sys.executable, "-m", "builder", "commit", "frz"], cwd=REPO,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    poll(lambda: _freezer_state(pid) in ("FROZEN", "1") or p.poll() is not None, step=0.005)
+    assert p.poll() is None, p.communicate()        # still reading its 384 MB, frozen
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=30)
+    assert p.returncode == 130 and out == "", (p.returncode, out, err)
+    assert _freezer_state(pid) in ("THAWED", "0")
+    assert ok(run_pybuild("exec", "frz", "echo", "alive")).stdout == "alive\n"

@@ -126,3 +126,58 @@ def test_cp_into_a_stopped_container_s_volumes(root, tmp_path):
                    "mounted volume is marked read-only", code=1)
     cid = ok(run_pybuild("inspect", "-f", "{{.Id}}", "vols")).stdout.strip()
     assert os.listdir(root / "containers" / cid / "upper") == []   # mount points left out
+
+
+def test_cp_out_of_a_stopped_container_through_a_symlink_to_root_reads_its_files(box, tmp_path):
+    """The stopped container's tree is walked chrooted into its overlay, as a running one's:
+    /evil -> / is the container's root, for a file and for a directory walk."""
+    with open("/etc/os-release") as f:
+        host = f.read()
+    sh("box", "echo inside > /etc/os-release")
+    ok(run_pybuild("stop", "-t", "0", "box"))
+    ok(run_pybuild("cp", "box:/evil/etc/os-release", str(tmp_path / "os")))
+    assert (tmp_path / "os").read_text() == "inside\n" != host
+    ok(run_pybuild("cp", "-L", "box:/evil", str(tmp_path / "root")))    # the whole tree
+    assert (tmp_path / "root/etc/os-release").read_text() == "inside\n"
+    assert not (tmp_path / "root/etc/debian_version").exists()     # the host's, not the box's
+    assert os.path.isfile("/etc/debian_version")
+    assert os.path.islink(tmp_path / "root/evil")
+    r = run_pybuild("cp", "box:/evil/etc/.", "-", input=b"")
+    assert r.returncode == 0, r.stderr
+    with tarfile.open(fileobj=io.BytesIO(r.stdout)) as t:
+        assert "./os-release" in t.getnames() or "os-release" in t.getnames()
+        assert not any("debian_version" in n for n in t.getnames())
+
+
+def test_cp_out_of_a_stopped_container_while_a_dir_becomes_a_link_to_root(root, tmp_path):
+    """A bind source (shared, changeable by anyone) swapped mid-walk: a dir not yet read
+    becomes `-> /etc`; the walk, chrooted into the container, reads the container's /etc."""
+    import subprocess
+    import sys
+
+    from busybox_fixture import REPO
+
+    host = tmp_path / "bind"
+    (host / "a").mkdir(parents=True)
+    with open(host / "a/big", "wb") as f:
+        f.truncate(64 << 20)        # far more than the pipe and buffers between us hold
+    (host / "z").mkdir()
+    (host / "z/mine").write_text("m\n")
+    run_d("--name", "swap", "-v", f"{host}:/hb", "busybox", "true")
+    ok(run_pybuild("wait", "swap"))
+    p = subprocess.Popen([sys.executable, "-m", "builder", "cp", "swap:/hb", "-"], cwd=REPO,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    head = b""
+    while b"hb/a/big\0" not in head:            # the walk is at a/big, z listed, not read
+        chunk = p.stdout.read(512)
+        assert chunk, p.stderr.read()
+        head += chunk
+    (host / "z").rename(host / "z.old")
+    os.symlink("/etc", host / "z")
+    rest = p.stdout.read()
+    assert p.wait(timeout=60) == 0, p.stderr.read()
+    with tarfile.open(fileobj=io.BytesIO(head + rest)) as t:
+        names = t.getnames()
+    assert "hb/a/big" in names
+    assert not any("debian_version" in n or "os-release" in n for n in names), names
+    assert os.path.isfile("/etc/debian_version")
