@@ -269,6 +269,8 @@ def test_port_conflict_and_bad_network_flags(root):
                         (["-p", "8000-8002:80-81"], "invalid ranges specified for container and "
                                                     "host Ports: 80-81 and 8000-8002"),
                         (["-p", "80/sctpx"], "invalid proto: sctpx"),
+                        (["--expose", "80/foo"], "invalid proto: foo"),
+                        (["-P", "--expose", "0"], "invalid port: 0"),
                         (["--add-host", "foo"], 'bad format for add-host: "foo"'),
                         (["--network", "none", "-p", "80"], "conflicting options: port "
                                                              "publishing and the container type")):

@@ -48,8 +48,16 @@ def test_parse_host_range_for_one_port_and_errors():
 
 
 def test_exposed_and_the_spellings_ps_and_inspect_show():
-    keys = ports.exposed({"80/tcp": {}}, ["81-82", "53/udp"])
-    assert keys == ["80/tcp", "81/tcp", "82/tcp", "53/udp"]
+    keys = ports.exposed({"80/tcp": {}, "0/tcp": {}, "90/foo": {}, "x": {}}, ["81-82", "53/UDP"])
+    assert keys == ["80/tcp", "81/tcp", "82/tcp", "53/udp"]     # the image's bad ones left out
+    for bad, msg in (("80/foo", "invalid proto: foo"), ("0", "invalid port: 0"),
+                     ("0-2/udp", "invalid port: 0-2"), ("1:80", "invalid port format for --expose: 1:80"),
+                     ("80/sctp", "sctp ports are not supported"),
+                     ("8x", "invalid range format for --expose: 8x, error: strconv.ParseUint: "
+                            "parsing '8x': invalid syntax")):
+        with pytest.raises(SandboxError) as e:
+            ports.exposed({}, [bad])
+        assert str(e.value) == msg
     pub = [{"ip": "127.0.0.1", "host": 8800, "host_end": 0, "port": 80, "proto": "tcp"}]
     assert ports.ps_text(pub, keys) == "127.0.0.1:8800->80/tcp, 81/tcp, 82/tcp, 53/udp"
     assert ports.inspect_ports(pub, ["80/tcp", "53/udp"]) == {
