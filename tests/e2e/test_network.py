@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 import test_containers
@@ -345,4 +346,16 @@ def test_lan_host_routing_the_subnet_reaches_only_published_ports(root, outside)
                            check=True).stdout
     assert f"-A FORWARD -o {BRIDGE} -j ACCEPT\n" not in rules
     ok(run_pybuild("rm", "-f", a, b))
+    poll(nothing_left, 5)
+
+
+def test_a_crash_loop_keeps_its_bridge_and_ends_clean(root):
+    """--restart always on a command that fails: the supervisor's backoff (it stays alive) does
+    not have the bridge torn down and rebuilt at each restart; rm -f then leaves nothing."""
+    cid = run_d("--restart", "always", "busybox", "sh", "-c", "sleep 0.2; exit 3")
+    index = Path(f"/sys/class/net/{BRIDGE}/ifindex")
+    first = index.read_text()
+    poll(lambda: inspect(cid)["RestartCount"] >= 3, 15)
+    assert index.read_text() == first       # the same bridge all along
+    ok(run_pybuild("rm", "-f", cid))
     poll(nothing_left, 5)
