@@ -38,20 +38,28 @@ class Proxy:
 
     def start(self) -> Proxy:
         _running[self.key] = self
+        self.threads = []
         for s, proto, ip, port in self.listeners:
             run = self._tcp if proto == "tcp" else self._udp
-            threading.Thread(target=run, args=(s, (ip, port)), daemon=True).start()
+            t = threading.Thread(target=run, args=(s, (ip, port)), daemon=True)
+            t.start()
+            self.threads.append(t)
         return self
 
     def close(self) -> None:
+        """Stop relaying; on return the published ports are free (a listener thread still in
+        accept/recvfrom would keep its socket, and so the port, a moment after close)."""
         self.closed = True
         for s in [s for s, *_ in self.listeners] + list(self.open):
             try:
                 s.shutdown(socket.SHUT_RDWR)   # wakes a thread blocked in accept/recv
             except OSError:
                 pass
-            if s not in self.open:
-                s.close()
+        for t in getattr(self, "threads", []):
+            if t is not threading.current_thread():
+                t.join(1)
+        for s, *_ in self.listeners:
+            s.close()
 
     def _tcp(self, lsock: socket.socket, target) -> None:
         """Accept until closed: an accept error (EMFILE, ECONNABORTED, EPROTO...) is waited out,
