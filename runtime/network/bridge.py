@@ -2,16 +2,18 @@
 
 Made by the first container that needs it (called under runtime.network.leases' lock) and
 removed by the last: the bridge, gateway address .1, outbound NAT (nat POSTROUTING MASQUERADE
-of the subnet leaving by another interface) and FORWARD accepts for it, all in one
-iptables-restore --noflush each way; net.ipv4.ip_forward set to 1 (as docker does) and put
-back when pybuild turned it on. The subnet is docker's 172.17.0.0/16 unless a host route
-overlaps it, then the next free /16 of 172.18-31, then of 10.x.
+of the subnet leaving by another interface) and docker's FORWARD rules (see _rules), all in
+one iptables-restore --noflush each way (the way down removes every rule naming the bridge);
+net.ipv4.ip_forward set to 1 (as docker does) and put back when pybuild turned it on. The
+subnet is docker's 172.17.0.0/16 unless a host route overlaps it, then the next free /16 of
+172.18-31, then of 10.x.
 """
 from __future__ import annotations
 
 import ipaddress
 import json
 import os
+import re
 import socket
 import subprocess
 
@@ -20,6 +22,7 @@ from runtime.errors import SandboxError
 BRIDGE = "pybuild0"
 _STATE = "bridge.json"
 _FORWARD = "/proc/sys/net/ipv4/ip_forward"
+RULES_VERSION = 2          # bridge.json's "rules": 1 (none) accepted all forwarding into it
 IPTABLES_RESTORE = "/usr/sbin/iptables-restore"
 
 
@@ -55,10 +58,45 @@ def choose_subnet(routes: list[ipaddress.IPv4Network]) -> str:
                        "overlaps a host route)")
 
 
-def _rules(subnet: str, op: str) -> str:
-    return (f"*nat\n{op} POSTROUTING -s {subnet} ! -o {BRIDGE} -j MASQUERADE\nCOMMIT\n"
-            f"*filter\n{'-I' if op == '-A' else '-D'} FORWARD -i {BRIDGE} -j ACCEPT\n"
-            f"{'-I' if op == '-A' else '-D'} FORWARD -o {BRIDGE} -j ACCEPT\nCOMMIT\n")
+def _rules(subnet: str) -> dict[str, list[str]]:
+    """Ours, as docker's: NAT out; into the bridge only replies (conntrack RELATED,ESTABLISHED)
+    and container to container, the rest routed towards it dropped (published ports go through
+    the userspace proxy, so a LAN host routing the subnet here reaches nothing unpublished)."""
+    return {"*nat": [f"-A POSTROUTING -s {subnet} ! -o {BRIDGE} -j MASQUERADE"],
+            "*filter": [
+                f"-I FORWARD 1 -o {BRIDGE} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+                f"-I FORWARD 2 -i {BRIDGE} -o {BRIDGE} -j ACCEPT",
+                f"-I FORWARD 3 -i {BRIDGE} ! -o {BRIDGE} -j ACCEPT",
+                f"-I FORWARD 4 -o {BRIDGE} -j DROP"]}
+
+
+_OURS = re.compile(rf"^-A (POSTROUTING|FORWARD) (.* )?(-i|-o) {BRIDGE}( |$)")
+
+
+def _ours_now() -> dict[str, list[str]]:
+    """Every rule naming the bridge in nat POSTROUTING / filter FORWARD, as -D lines (whoever
+    added them: an older pybuild's set or a duplicate are swept too)."""
+    out: dict[str, list[str]] = {"*nat": [], "*filter": []}
+    for table in ("nat", "filter"):
+        try:
+            p = subprocess.run([IPTABLES_RESTORE.replace("-restore", "-save"), "-t", table],
+                               capture_output=True, text=True, check=False)
+        except OSError:
+            continue
+        out["*" + table] = ["-D" + ln[2:] for ln in p.stdout.splitlines() if _OURS.match(ln)]
+    return out
+
+
+def _sync(subnet: str | None) -> str:
+    """In one iptables-restore: drop every rule of ours there is, add the current set (none for
+    `subnet` None)."""
+    old, want = _ours_now(), _rules(subnet) if subnet else {}
+    text = ""
+    for table in ("*nat", "*filter"):
+        lines = old[table] + want.get(table, [])
+        if lines:
+            text += "\n".join([table, *lines, "COMMIT"]) + "\n"
+    return _iptables(text) if text else ""
 
 
 def _iptables(text: str) -> str:
@@ -82,6 +120,13 @@ def ensure(state_dir: str) -> str:
         with open(path) as f:
             state = json.load(f)
         if _exists() and state.get("ready"):
+            if state.get("rules") != RULES_VERSION:     # made by an older pybuild: its rules
+                err = _sync(state["subnet"])           # let the LAN in; put ours instead
+                if err:
+                    raise SandboxError(f"cannot update the bridge network's rules: {err}")
+                with open(path + ".tmp", "w") as f:
+                    json.dump({**state, "rules": RULES_VERSION}, f)
+                os.rename(path + ".tmp", path)
             return state["subnet"]
     except (OSError, ValueError, KeyError):
         pass
@@ -104,11 +149,11 @@ def ensure(state_dir: str) -> str:
         if forward != "1":
             with open(_FORWARD, "w") as f:
                 f.write("1")
-        err = _iptables(_rules(subnet, "-A"))
+        err = _sync(subnet)
         if err:
             raise SandboxError(f"cannot add the bridge network's NAT rules: {err}")
         with open(path + ".tmp", "w") as f:     # only now is it whole (a kill -9 above: redone)
-            json.dump({**state, "ready": True}, f)
+            json.dump({**state, "ready": True, "rules": RULES_VERSION}, f)
         os.rename(path + ".tmp", path)
     except OSError as e:
         teardown(state_dir)
@@ -138,11 +183,7 @@ def teardown(state_dir: str) -> None:
             pass
         finally:
             nl.close()
-    if state is not None and _iptables(_rules(state["subnet"], "-D")):
-        for table in _rules(state["subnet"], "-D").split("COMMIT\n")[:-1]:   # one rule at a time:
-            name, *rules = table.split("\n")[:-1]                            # one already gone
-            for rule in rules:                                               # fails the batch
-                _iptables(f"{name}\n{rule}\nCOMMIT\n")
+    _sync(None)                 # every rule naming the bridge, whichever state there is
     if state is not None and state.get("ip_forward") == "0":
         try:
             with open(_FORWARD, "w") as f:

@@ -4,8 +4,9 @@ State lives in /run/pybuild/network/ (tmpfs: gone at reboot with the bridge it d
 `lock` (flocked around every change), `bridge.json` (the subnet pybuild0 has), `leases/<ip>`
 (the cache.owner token of the process holding the address: the supervisor or the foreground
 `pybuild run`). A lease whose holder is dead (kill -9) is reclaimed at the next acquire or
-sweep; the last release (or a sweep that finds no live lease) removes the bridge and its rules,
-so nothing stays on the host once no container uses the network.
+sweep; the last release (once its process has ended: not during a restart backoff) or a sweep
+that finds no live lease removes the bridge and its rules, so nothing stays on the host once no
+container uses the network.
 """
 from __future__ import annotations
 
@@ -111,7 +112,8 @@ def release(lease: Lease, background: bool = True) -> None:
     import sys
 
     here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    code = f"import sys; sys.path.insert(0, {here!r}); from runtime.network.leases import sweep; sweep()"
+    code = (f"import sys; sys.path.insert(0, {here!r}); from runtime.network.leases import sweep; "
+            f"sweep({lease.token!r})")
     try:
         subprocess.Popen([sys.executable, "-I", "-S", "-c", code], stdin=subprocess.DEVNULL,
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/",
@@ -120,10 +122,32 @@ def release(lease: Lease, background: bool = True) -> None:
         sweep()
 
 
-def sweep() -> None:
-    """Reclaim dead holders' leases and, when none is left, the bridge (after a kill -9)."""
+RESTART_GRACE = 65.0    # s: above the restart policy's longest backoff (60 s)
+
+
+def sweep(releaser: str | None = None) -> None:
+    """Reclaim dead holders' leases and, when none is left, the bridge (after a kill -9).
+    With `releaser` (release's background sweep) it first waits, up to RESTART_GRACE, for that
+    process to end: a supervisor in its restart backoff is still alive and leases again, so a
+    crash loop keeps the bridge instead of rebuilding it each time. One waiter per releaser."""
     if not os.path.isdir(STATE_DIR):
         return
+    if releaser:
+        import time
+
+        path = os.path.join(STATE_DIR, f"sweep-{releaser}")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return                  # another sweep already waits for this releaser
+            end = time.monotonic() + RESTART_GRACE
+            while owner.alive(releaser) and time.monotonic() < end:
+                time.sleep(0.05)
+            os.unlink(path)
+        finally:
+            os.close(fd)
     with locked():
         _teardown_if_unused()
 

@@ -68,17 +68,36 @@ def parse(raw: str) -> list[dict]:
 
 
 def exposed(image_ports: dict | None, expose: list[str]) -> list[str]:
-    """The image's ExposedPorts plus --expose PORT[-PORT][/proto], as "80/tcp" keys."""
-    out = list(image_ports or {})
-    for e in expose:
-        port, _, proto = e.partition("/")
+    """The image's ExposedPorts plus --expose PORT[-PORT][/proto], as "80/tcp" keys. A bad
+    --expose is docker's error; a bad image entry (its config is not ours to refuse) is left out."""
+    out = []
+    for k in image_ports or {}:
         try:
-            lo, hi = _range(port)
-        except ValueError:
-            raise ConfigError(f"invalid range format for --expose: {e}, error: "
-                              f"strconv.ParseUint: parsing {port!r}: invalid syntax") from None
-        out += [f"{p}/{proto or 'tcp'}" for p in range(lo, hi + 1)]
-    return list(dict.fromkeys(k if "/" in k else k + "/tcp" for k in out))
+            out += _expose_one(str(k))
+        except ConfigError:
+            continue
+    for e in expose:
+        out += _expose_one(e)
+    return list(dict.fromkeys(out))
+
+
+def _expose_one(e: str) -> list[str]:
+    if ":" in e:
+        raise ConfigError(f"invalid port format for --expose: {e}")
+    port, _, proto = e.partition("/")
+    proto = proto.lower() or "tcp"
+    try:
+        lo, hi = _range(port)
+    except ValueError:
+        raise ConfigError(f"invalid range format for --expose: {e}, error: "
+                          f"strconv.ParseUint: parsing {port!r}: invalid syntax") from None
+    if proto not in PROTOS + ("sctp",):
+        raise ConfigError(f"invalid proto: {proto}")
+    if proto == "sctp":
+        raise ConfigError("sctp ports are not supported")
+    if lo == 0:
+        raise ConfigError(f"invalid port: {port}")
+    return [f"{p}/{proto}" for p in range(lo, hi + 1)]
 
 
 def publish_all(keys: list[str]) -> list[dict]:

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 import test_containers
@@ -171,7 +172,7 @@ def outside():
               " c.sendall(b'HTTP/1.0 200 OK\\r\\n\\r\\n' + a[0].encode()); c.close()")
     proc = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", server])
     try:
-        yield "198.51.100.2", "198.51.100.1"
+        yield "198.51.100.2", "198.51.100.1", ns
     finally:
         proc.kill()
         proc.wait()
@@ -181,7 +182,7 @@ def outside():
 
 
 def test_outbound_nat_shows_the_hosts_address(root, outside):
-    server, host_side = outside
+    server, host_side, _ = outside
     r = ok(run_pybuild("run", "--rm", "busybox", "sh", "-c",
                        f"for i in 1 2 3 4 5; do wget -qO- http://{server}:8080/ && exit; sleep 0.2; done"))
     assert r.stdout == host_side       # masqueraded: the server never sees 172.x
@@ -274,6 +275,8 @@ def test_port_conflict_and_bad_network_flags(root):
                         (["-p", "8000-8002:80-81"], "invalid ranges specified for container and "
                                                     "host Ports: 80-81 and 8000-8002"),
                         (["-p", "80/sctpx"], "invalid proto: sctpx"),
+                        (["--expose", "80/foo"], "invalid proto: foo"),
+                        (["-P", "--expose", "0"], "invalid port: 0"),
                         (["--add-host", "foo"], 'bad format for add-host: "foo"'),
                         (["--network", "none", "-p", "80"], "conflicting options: port "
                                                              "publishing and the container type")):
@@ -313,4 +316,51 @@ def test_the_issues_check_on_a_built_image_and_its_exposed_port(root, tmp_path):
     assert inspect(b)["HostConfig"]["PublishAllPorts"] is True
     ok(run_pybuild("rm", "-f", a, b))
     assert refused("127.0.0.1", port) and refused("127.0.0.1", int(binding["HostPort"]))
+    poll(nothing_left, 5)
+
+
+def connects_from(ns: str, host: str, port: int) -> str:
+    """From inside netns `ns`: what a TCP connect to host:port gets (the reply's first line,
+    or the error's name)."""
+    code = (f"import socket\ntry:\n c = socket.create_connection(({host!r}, {port}), timeout=1.5)\n"
+            " c.sendall(b'GET / HTTP/1.0\\r\\n\\r\\n'); print(c.recv(4096).decode().splitlines()[-1])\n"
+            "except OSError as e:\n print(type(e).__name__)")
+    return subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-c", code],
+                          capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_lan_host_routing_the_subnet_reaches_only_published_ports(root, outside):
+    """A host on the LAN with a route to the bridge's subnet through this host (ip_forward is
+    1): an unpublished port is dropped, the published one (the proxy, on the gateway) answers;
+    the containers still reach each other and, NATed, the outside."""
+    server, host_side, ns = outside
+    port = free_port()
+    a = run_d("-p", f"{port}:80", "busybox", "sh", "-c", HTTPD.format(text="from-a"))
+    b = run_d("busybox", "sh", "-c", HTTPD.format(text="from-b"))
+    ns_a, ns_b = inspect(a)["NetworkSettings"], inspect(b)["NetworkSettings"]
+    subnet = ipaddress.ip_network(f"{ns_a['Gateway']}/{ns_a['IPPrefixLen']}", strict=False)
+    subprocess.run(["ip", "-n", ns, "route", "add", str(subnet), "via", host_side], check=True)
+    poll(lambda: connects_from(ns, ns_a["Gateway"], port) == "from-a")    # routed: published
+    assert connects_from(ns, ns_b["IPAddress"], 80) == "TimeoutError"      # dropped
+    assert connects_from(ns, ns_a["IPAddress"], 80) == "TimeoutError"
+    got = poll(lambda: run_pybuild("exec", b, "wget", "-qO-", f"http://{ns_a['IPAddress']}/").stdout)
+    assert got == "from-a\n"
+    r = ok(run_pybuild("exec", a, "wget", "-qO-", f"http://{server}:8080/"))
+    assert r.stdout == host_side
+    rules = subprocess.run(["iptables", "-S", "FORWARD"], capture_output=True, text=True,
+                           check=True).stdout
+    assert f"-A FORWARD -o {BRIDGE} -j ACCEPT\n" not in rules
+    ok(run_pybuild("rm", "-f", a, b))
+    poll(nothing_left, 5)
+
+
+def test_a_crash_loop_keeps_its_bridge_and_ends_clean(root):
+    """--restart always on a command that fails: the supervisor's backoff (it stays alive) does
+    not have the bridge torn down and rebuilt at each restart; rm -f then leaves nothing."""
+    cid = run_d("--restart", "always", "busybox", "sh", "-c", "sleep 0.2; exit 3")
+    index = Path(f"/sys/class/net/{BRIDGE}/ifindex")
+    first = index.read_text()
+    poll(lambda: inspect(cid)["RestartCount"] >= 3, 15)
+    assert index.read_text() == first       # the same bridge all along
+    ok(run_pybuild("rm", "-f", cid))
     poll(nothing_left, 5)

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 
@@ -47,8 +48,16 @@ def test_parse_host_range_for_one_port_and_errors():
 
 
 def test_exposed_and_the_spellings_ps_and_inspect_show():
-    keys = ports.exposed({"80/tcp": {}}, ["81-82", "53/udp"])
-    assert keys == ["80/tcp", "81/tcp", "82/tcp", "53/udp"]
+    keys = ports.exposed({"80/tcp": {}, "0/tcp": {}, "90/foo": {}, "x": {}}, ["81-82", "53/UDP"])
+    assert keys == ["80/tcp", "81/tcp", "82/tcp", "53/udp"]     # the image's bad ones left out
+    for bad, msg in (("80/foo", "invalid proto: foo"), ("0", "invalid port: 0"),
+                     ("0-2/udp", "invalid port: 0-2"), ("1:80", "invalid port format for --expose: 1:80"),
+                     ("80/sctp", "sctp ports are not supported"),
+                     ("8x", "invalid range format for --expose: 8x, error: strconv.ParseUint: "
+                            "parsing '8x': invalid syntax")):
+        with pytest.raises(SandboxError) as e:
+            ports.exposed({}, [bad])
+        assert str(e.value) == msg
     pub = [{"ip": "127.0.0.1", "host": 8800, "host_end": 0, "port": 80, "proto": "tcp"}]
     assert ports.ps_text(pub, keys) == "127.0.0.1:8800->80/tcp, 81/tcp, 82/tcp, 53/udp"
     assert ports.inspect_ports(pub, ["80/tcp", "53/udp"]) == {
@@ -127,3 +136,120 @@ def test_a_killed_holders_lease_is_reclaimed():
     assert ip not in leases.held()
     leases.sweep()
     assert not os.path.exists(f"/sys/class/net/{bridge.BRIDGE}") or leases.held()
+
+
+def _echo_server() -> socket.socket:
+    """A TCP server on loopback echoing every connection until its client closes."""
+    srv = socket.create_server(("127.0.0.1", 0), backlog=256)
+
+    def one(c):
+        with c:
+            while data := c.recv(4096):
+                c.sendall(data)
+
+    def serve():
+        while True:
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                return
+            threading.Thread(target=one, args=(c,), daemon=True).start()
+    threading.Thread(target=serve, daemon=True).start()
+    return srv
+
+
+def _echoes(port: int, text: bytes = b"ping", timeout: float = 2) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as c:
+            c.sendall(text)
+            return c.recv(100) == text
+    except OSError:
+        return False
+
+
+def _until(what, deadline: float = 5) -> bool:
+    end = time.monotonic() + deadline
+    while not what():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_tcp_proxy_over_its_cap_refuses_the_extra_and_serves_again(monkeypatch):
+    srv = _echo_server()
+    monkeypatch.setattr(proxy, "MAX_TCP", 8)
+    [(b, s)] = ports.bind(ports.parse("127.0.0.1::1/tcp"))
+    proxy.Proxy("cap", [(s, "tcp", "127.0.0.1", srv.getsockname()[1])]).start()
+    try:
+        held = [socket.create_connection(("127.0.0.1", b["host"]), timeout=2) for _ in range(20)]
+        served = 0
+        for c in held:
+            try:
+                c.sendall(b"x")
+                served += c.recv(10) == b"x"
+            except OSError:             # closed by the proxy: over the cap
+                pass
+        assert served == 8
+        for c in held:
+            c.close()
+        assert _until(lambda: _echoes(b["host"]))
+    finally:
+        proxy.stop("cap")
+        srv.close()
+
+
+def test_tcp_proxy_survives_running_out_of_fds():
+    """EMFILE in accept (the holder's fd limit reached by relayed connections) is waited out:
+    once the clients go, the published port serves again."""
+    srv = _echo_server()
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    code = (f"import os, resource, sys, time; sys.path.insert(0, {repo!r})\n"
+            "from runtime.network import ports, proxy\n"
+            "[(b, s)] = ports.bind(ports.parse('127.0.0.1::1/tcp'))\n"
+            f"proxy.Proxy('k', [(s, 'tcp', '127.0.0.1', {srv.getsockname()[1]})]).start()\n"
+            "n = len(os.listdir('/proc/self/fd'))\n"
+            "resource.setrlimit(resource.RLIMIT_NOFILE, (n + 10, resource.getrlimit("
+            "resource.RLIMIT_NOFILE)[1]))\n"
+            "print(b['host'], flush=True); time.sleep(60)")
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(p.stdout.readline())
+        held = [socket.create_connection(("127.0.0.1", port), timeout=2) for _ in range(30)]
+        time.sleep(0.5)                 # the holder accepts ~5 and then meets EMFILE
+        assert not _echoes(port, timeout=0.5)
+        for c in held:
+            c.close()
+        assert _until(lambda: _echoes(port))
+        assert p.poll() is None
+    finally:
+        p.kill()
+        p.wait()
+        srv.close()
+
+
+def test_udp_proxy_from_many_source_ports_keeps_a_bounded_peer_table(monkeypatch):
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("127.0.0.1", 0))
+
+    def echo():
+        while True:
+            try:
+                data, addr = udp.recvfrom(100)
+            except OSError:
+                return
+            udp.sendto(data, addr)
+    threading.Thread(target=echo, daemon=True).start()
+    monkeypatch.setattr(proxy, "MAX_UDP", 4)
+    [(b, s)] = ports.bind(ports.parse("127.0.0.1::1/udp"))
+    p = proxy.Proxy("udp", [(s, "udp", "127.0.0.1", udp.getsockname()[1])]).start()
+    try:
+        for i in range(40):
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as c:
+                c.settimeout(2)
+                c.sendto(b"u%d" % i, ("127.0.0.1", b["host"]))
+                assert c.recvfrom(100)[0] == b"u%d" % i
+        assert _until(lambda: len(p.open) <= 4, 2), len(p.open)     # the older ones let go
+    finally:
+        proxy.stop("udp")
+        udp.close()
