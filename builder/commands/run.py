@@ -310,8 +310,10 @@ def _network(args, cfg, check_only: bool = False) -> tuple[str, dict]:
         network = "bridge"
     check_network(network)
     if network != "bridge" and not check_only:     # a killed foreground run's bridge goes now
-        from runtime.network.leases import sweep
-        sweep()
+        from runtime.network import bridge_exists
+        if bridge_exists():
+            from runtime.network.leases import sweep
+            sweep()
     extra = [etcfiles.parse_add_host(h) for h in args.add_host]
     net: dict = {"extra_hosts": extra}
     if network != "bridge" and not (args.publish or args.publish_all or args.expose):

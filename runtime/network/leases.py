@@ -16,8 +16,7 @@ import os
 from contextlib import contextmanager
 
 from cache import owner
-
-STATE_DIR = "/run/pybuild/network"
+from runtime.network import STATE_DIR
 
 
 class Lease:
