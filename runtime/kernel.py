@@ -10,7 +10,6 @@ from __future__ import annotations
 import ctypes
 import errno as _errno
 import os
-import platform
 import struct
 
 from runtime.errors import KernelCallError
@@ -19,7 +18,7 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _syscall = _libc.syscall
 _syscall.restype = ctypes.c_long
 
-_ARCH = platform.machine()
+_ARCH = os.uname().machine      # platform.machine(), without importing platform (~3 ms, 9 regexes)
 _NR = {
     # name: (x86_64, aarch64)
     "pivot_root": (155, 41),
