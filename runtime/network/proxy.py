@@ -69,10 +69,8 @@ class Proxy:
             try:
                 c, _ = lsock.accept()
             except OSError as e:
-                if self.closed or e.errno == errno.EBADF:
+                if not self._waited_out(e):
                     return
-                time.sleep(0.05 if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS,
-                                               errno.ENOMEM) else 0)
                 continue
             if not slots.acquire(blocking=False):
                 c.close()
@@ -84,6 +82,15 @@ class Proxy:
                 c.close()
                 slots.release()
 
+    def _waited_out(self, e: OSError) -> bool:
+        """After a listener's error: False when the proxy is closed (the loop ends), else True
+        once a short pause has let a shortage of fds or memory pass (the loop goes on)."""
+        if self.closed or e.errno == errno.EBADF:
+            return False
+        time.sleep(0.05 if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+                   else 0)
+        return True
+
     def _udp(self, lsock: socket.socket, target) -> None:
         """One connected socket per client address, at most MAX_UDP (the least recently heard
         goes first; an idle one ends by itself after UDP_IDLE s)."""
@@ -92,10 +99,8 @@ class Proxy:
             try:
                 data, addr = lsock.recvfrom(65536)
             except OSError as e:
-                if self.closed or e.errno == errno.EBADF:
+                if not self._waited_out(e):
                     return
-                time.sleep(0.05 if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS,
-                                               errno.ENOMEM) else 0)
                 continue
             if self.closed:
                 return

@@ -13,6 +13,30 @@ def ok(r) -> subprocess.CompletedProcess:
     return r
 
 
+def cmdline(pid: int) -> bytes:
+    """/proc/<pid>/cmdline (NUL-separated), or b"" once the process is gone."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below pid (children of children too), from /proc's children lists."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            with open(f"/proc/{p}/task/{p}/children") as f:
+                kids = [int(k) for k in f.read().split()]
+        except OSError:
+            kids = []
+        out += kids
+        todo += kids
+    return out
+
+
 def one_error_line(r, *words, code: int | None = None) -> str:
     """The failure a user sees: non-zero (`code` if given), one `pybuild: error:` line with
     `words` in it, no traceback."""

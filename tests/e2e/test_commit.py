@@ -161,6 +161,9 @@ def test_commit_killed_with_sigterm_while_frozen_thaws_the_container(root):
     assert p.poll() is None, p.communicate()        # still reading its 384 MB, frozen
     p.send_signal(signal.SIGTERM)
     out, err = p.communicate(timeout=30)
-    assert p.returncode == 130 and out == "", (p.returncode, out, err)
+    # 130, or death by SIGINT when the interrupt reaches Python as it shuts down (seen 1 run in
+    # ~4 under load; a shell's $? is 130 either way): interrupted, no image, and thawed
+    assert p.returncode in (130, -signal.SIGINT) and out == "", (p.returncode, out, err)
+    assert "pybuild: interrupted" in err and "Traceback" not in err, err
     assert _freezer_state(pid) in ("THAWED", "0")
     assert ok(run_pybuild("exec", "frz", "echo", "alive")).stdout == "alive\n"

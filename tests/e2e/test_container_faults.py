@@ -14,7 +14,7 @@ import time
 import pytest
 import test_containers
 from busybox_fixture import REPO, copy_store, run_pybuild
-from e2e_helpers import ok, one_error_line
+from e2e_helpers import cmdline, descendants, ok, one_error_line
 from test_containers import pid_alive, poll, ps_rows, run_d, state, traces
 
 root = test_containers.root     # the fixture: a busybox store, every container removed after
@@ -25,28 +25,6 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="containers need root 
 def inspect(ref: str) -> dict:
     [doc] = json.loads(ok(run_pybuild("inspect", ref)).stdout)
     return doc
-
-
-def _cmdline(pid: int) -> bytes:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read()
-    except OSError:
-        return b""
-
-
-def _descendants(pid: int) -> list[int]:
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        try:
-            with open(f"/proc/{p}/task/{p}/children") as f:
-                kids = [int(k) for k in f.read().split()]
-        except OSError:
-            kids = []
-        out += kids
-        todo += kids
-    return out
 
 
 def _own_cgroups(owner_pid: int) -> list[str]:
@@ -67,8 +45,8 @@ def test_kill_9_of_a_foreground_run_leaves_no_process_or_mount(root):
     cmd = [sys.executable, "-m", "builder", "run", "--memory", "64m", "busybox", "sleep", "31"]
     p = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        poll(lambda: any(_cmdline(k) == b"sleep\x0031\x00" for k in _descendants(p.pid)))
-        tree = _descendants(p.pid)
+        poll(lambda: any(cmdline(k) == b"sleep\x0031\x00" for k in descendants(p.pid)))
+        tree = descendants(p.pid)
         assert _own_cgroups(p.pid)
         p.kill()
         p.wait(10)
@@ -86,7 +64,7 @@ def test_kill_9_of_a_foreground_run_leaves_no_process_or_mount(root):
 def test_kill_9_of_the_command_is_exit_137(root):
     cid = run_d("--name", "victim", "busybox", "sleep", "32")
     pid1 = poll(lambda: inspect("victim")["State"]["Pid"])
-    [cmd] = [k for k in [pid1, *_descendants(pid1)] if _cmdline(k) == b"sleep\x0032\x00"]
+    [cmd] = [k for k in [pid1, *descendants(pid1)] if cmdline(k) == b"sleep\x0032\x00"]
     os.kill(cmd, signal.SIGKILL)
     assert ok(run_pybuild("wait", "victim")).stdout == "137\n"
     [row] = ps_rows("-a")

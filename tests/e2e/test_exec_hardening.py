@@ -14,7 +14,7 @@ import time
 import pytest
 import test_containers
 from busybox_fixture import REPO, run_pybuild
-from e2e_helpers import ok
+from e2e_helpers import descendants, ok
 from test_containers import poll, run_d, state
 
 root = test_containers.root     # the fixture: a busybox store, every container removed after
@@ -44,20 +44,6 @@ def holders(path: str, among=None) -> list[int]:
             except OSError:
                 pass
     return found
-
-
-def descendants(pid: int) -> list[int]:
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        try:
-            with open(f"/proc/{p}/task/{p}/children") as f:
-                kids = [int(k) for k in f.read().split()]
-        except OSError:
-            kids = []
-        out += kids
-        todo += kids
-    return out
 
 
 def supervisor_pid(root, cid) -> int:

@@ -11,7 +11,7 @@ import re
 import pytest
 import test_containers
 from busybox_fixture import run_pybuild
-from e2e_helpers import ok, one_error_line
+from e2e_helpers import cmdline, ok, one_error_line
 from test_containers import poll, ps_rows, run_d, state
 
 root = test_containers.root     # the fixture: a busybox store, every container removed after
@@ -29,14 +29,6 @@ def container_pids(ref: str) -> list[int]:
 
     [doc] = json.loads(ok(run_pybuild("inspect", ref)).stdout)
     return namespace_pids(doc["State"]["Pid"])
-
-
-def _cmdline(pid: int) -> bytes:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read()
-    except OSError:
-        return b""
 
 
 def status_of(name: str) -> str:
@@ -93,7 +85,7 @@ def test_a_probe_over_its_timeout_is_killed(root):
     assert (entry["ExitCode"], entry["Output"]) == (-1, "Health check exceeded timeout (200ms)")
     # the killed probe's `sleep 7` is not left in the container
     pids = container_pids(cid)
-    cmds = [_cmdline(p) for p in pids]
+    cmds = [cmdline(p) for p in pids]
     assert cmds.count(b"sleep\x007\x00") <= 1, cmds       # at most the probe running now
 
 
