@@ -115,6 +115,7 @@ def paused(c, pause: bool):
     KeyboardInterrupt, so the container is thawed on the way out (after a SIGKILL it stays
     frozen until `echo THAWED > <its freezer cgroup>/freezer.state`)."""
     import fcntl
+    import time
 
     from runtime import cgroups
     from runtime.containers import inspect
@@ -122,15 +123,22 @@ def paused(c, pause: bool):
     lock = os.open(os.path.join(c.path, "supervisor.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
                    0o600)
     try:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            stopped = True
-        except BlockingIOError:
-            stopped = False
+        # a container starting or just ended (its supervisor still recording the exit) has
+        # neither a free lock nor a pid 1: wait a moment for one of them
+        end = time.monotonic() + 5
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                stopped = True
+            except BlockingIOError:
+                stopped = False
+            pid = 0 if stopped else inspect.init_pid(c.reload())
+            if stopped or pid or time.monotonic() > end:
+                break
+            time.sleep(0.02)
         if stopped:
             yield           # no supervisor: stopped, and it stays so while we hold the lock
             return
-        pid = inspect.init_pid(c.reload())
         path = None
         if pid and pause:
             try:
