@@ -79,6 +79,8 @@ def apply_changes(config: dict, changes: list[str]) -> None:
         except DockerfileError as e:
             raise BuildError(f"--change {text!r}: {e.message}") from None
         for ins in df.instructions[1:]:
+            if not isinstance(ins, (ast.Workdir, *handlers)):     # a second line's RUN, say
+                raise BuildError(f"{ins.keyword.upper()!r} is not a valid change command")
             if isinstance(ins, ast.Workdir):
                 cfg = config["config"]
                 cfg["WorkingDir"] = gopath.normalize_workdir(cfg.get("WorkingDir") or "/",

@@ -95,7 +95,7 @@ class LayerStore:
             return None
         res = write_tar(upper, None, epoch=epoch)
         # outside the lock: renaming the dir changes only its own ctime, which is left out
-        fp = fingerprint(upper)
+        fp = None if keep_source else fingerprint(upper)     # only a moved dir keeps its inodes
         dest = self.path(res.diff_id)
         moved = None
         self.leases.hold(res.diff_id)  # until this process is done with it (put_image, exit)

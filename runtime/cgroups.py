@@ -193,10 +193,6 @@ def freeze(ver: int, path: str, frozen: bool, timeout: float = 5.0) -> None:
         time.sleep(0.001)
 
 
-def version() -> int:
-    return hierarchies()[0]
-
-
 # --- a container's cgroup ---------------------------------------------------------------------
 
 def _write(path: str, value) -> None:
@@ -234,12 +230,12 @@ def _settings(ver: int, r: Resources) -> dict[str, list[tuple[str, str]]]:
     return out
 
 
-def create(r: Resources, name: str | None = None) -> list[str]:
+def create(r: Resources) -> list[str]:
     """Make the cgroup dirs r needs, limits written; return them (for `join` and `remove`)."""
     from cache import owner
 
     ver, own = hierarchies()
-    name = name or owner.temp_name("ctr")
+    name = owner.temp_name("ctr")
     made: list[str] = []
 
     settings = _settings(ver, r)

@@ -47,14 +47,15 @@ class ProcessTree:
     """A started sandbox: `pid` is the keeper (A) in the caller's pid namespace; `tty` the pty
     master when spec.tty (the caller closes it)."""
 
-    def __init__(self, pid: int, errfd: int, rundir: RunDir, cgroup: list[str] | None = None):
+    def __init__(self, pid: int, errfd: int, rundir: RunDir, cgroup: list[str] | None = None,
+                 started: int | None = None):
         self.pid = pid
         self._errfd = errfd
         self._rundir = rundir
         self.cgroup = cgroup or []       # its cgroup dirs (spec.resources), removed in wait
         self.returncode: int | None = None
         self.tty: int | None = None
-        self._started: int | None = None     # EOF once the command is exec'd (or all failed)
+        self._started = started     # EOF once the command is exec'd (or its set-up failed)
         self._early = b""                    # what `started` read off the error pipe
 
     def signal(self, sig: int) -> None:
@@ -98,8 +99,6 @@ class ProcessTree:
         127/126, is the command's own exit, on its stderr)."""
         if self._started is None:
             return None
-        import select
-
         select.select([self._started], [], [], timeout)
         self._close_started()
         os.set_blocking(self._errfd, False)
@@ -195,8 +194,7 @@ def start(spec: SandboxSpec) -> ProcessTree:
         _keeper(spec, rundir.plan, w, r, parent, csock, cgroup, sync, started_w)  # never returns
     os.close(w)
     os.close(started_w)
-    tree = ProcessTree(pid, r, rundir, cgroup)
-    tree._started = started_r
+    tree = ProcessTree(pid, r, rundir, cgroup, started_r)
     if net is not None:
         tree.network = net
         os.close(ready_w)

@@ -49,12 +49,6 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_stats)
 
 
-def _root() -> str:
-    from cache.store import Store
-
-    return os.fspath(Store.open().root)
-
-
 def cmd_commit(args) -> int:
     from runtime.privileges import require_root
 
@@ -91,11 +85,11 @@ def cmd_cp(args) -> int:
     if src_ctr is None and dst_ctr is None:
         raise ContainerError("must specify at least one container source")
     require_root()
+    from builder.commands.containers import _containers
     from runtime.containers import copy
-    from runtime.containers.state import Containers
 
-    root = _root()
-    c = Containers(root).get(src_ctr or dst_ctr)
+    cs = _containers()          # the records' root, without opening (and making) a store
+    root, c = cs.root, cs.get(src_ctr or dst_ctr)
     if src_ctr is not None:
         if not src:
             raise ContainerError("source can not be empty")
@@ -133,11 +127,10 @@ def stats_fields(ref: str, c, s: dict | None, trunc: bool) -> dict:
 def cmd_stats(args) -> int:
     import time
 
-    from builder.commands.containers import render_ps
+    from builder.commands.containers import _containers, render_ps
     from runtime.containers import inspect, stats
-    from runtime.containers.state import Containers
 
-    every = Containers(_root())
+    every = _containers()
 
     def chosen():
         if args.containers:
@@ -151,8 +144,7 @@ def cmd_stats(args) -> int:
     def render(pairs, readings) -> str:
         rows = [stats_fields(ref, c, s, not args.no_trunc)
                 for (ref, c), s in zip(pairs, readings, strict=True)]
-        return render_ps(fmt, rows, STATS_HEADERS, "statsContext") if rows or \
-            fmt.startswith("table") else ""
+        return render_ps(fmt, rows, STATS_HEADERS, "statsContext")
 
     pairs = chosen()
     pids = [inspect.init_pid(c) for _, c in pairs]

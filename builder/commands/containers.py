@@ -284,9 +284,11 @@ def render_ps(fmt: str, rows: list[dict], headers: dict | None = None,
         def sub(m):
             is_json, field, arg = m.group(1), m.group(2), m.group(3)
             if field == "Label" and arg:
-                if values is None:
-                    return "LABEL " + json.loads(arg)
-                return values["_labels"].get(json.loads(arg), "")
+                try:
+                    name = json.loads(arg)
+                except ValueError:
+                    raise BuildError(f"template: bad string {arg}") from None
+                return "LABEL " + name if values is None else values["_labels"].get(name, "")
             if field and field not in headers:
                 raise BuildError(f'template: executing "" at <.{field}>: can\'t evaluate field '
                                  f"{field} in type *formatter.{context}")
@@ -480,14 +482,14 @@ def docker_time(value: str, now: float, what: str) -> float:
                      r"(Z|[+-]\d\d:\d\d)?", value)
     if m:
         whole, frac, zone = m.groups()
-        try:
+        try:       # a zone out of range (+25:00) is a bad value like any other
             t = datetime.datetime.fromisoformat(whole + ("" if len(whole) != 13 else ":00"))
-        except ValueError:
-            t = None
-        if t is not None:
             if zone:
                 t = t.replace(tzinfo=datetime.UTC if zone == "Z" else
                               datetime.datetime.strptime(zone.replace(":", ""), "%z").tzinfo)
+        except ValueError:
+            t = None
+        if t is not None:
             return t.timestamp() + (float(frac) if frac else 0.0)
     raise BuildError(f"invalid value for --{what}: {value!r} (a time like 2026-12-02T10:00:00Z, a "
                      f"Unix time, or a duration like 10m)")
@@ -766,7 +768,6 @@ def start(root: str, c) -> None:
 
 
 def cmd_start(args) -> int:
-    from runtime.errors import SandboxError
 
     if args.attach and len(args.containers) > 1:
         from builder.errors import BuildError
@@ -791,11 +792,7 @@ def cmd_start(args) -> int:
         attached.append(c.reload().state.get("exit_code", 0))
 
     attached: list = []
-    try:
-        rc = _each(args.containers, _start)
-    except SandboxError as e:
-        print(f"pybuild: error: {e}", file=sys.stderr)
-        return 1
+    rc = _each(args.containers, _start)      # it reports each one's error itself
     return attached[0] if attached and rc == 0 else rc
 
 
@@ -875,7 +872,10 @@ def cmd_rm(args) -> int:
             except ContainerError:
                 pass
             if not wait_supervisor(c, 10):
-                os.kill(int(str(c.state["supervisor"]).partition(".")[0]), signal.SIGKILL)
+                try:
+                    os.kill(int(str(c.state["supervisor"]).partition(".")[0]), signal.SIGKILL)
+                except ProcessLookupError:
+                    pass             # it ended between the wait and the kill
                 wait_supervisor(c, 10)
         else:
             wait_supervisor(c, 5)    # an exited one's supervisor may still be on its way out

@@ -178,11 +178,7 @@ def _labels(args, image_labels: dict) -> dict:
 
     items = []
     for path in args.label_file:
-        try:
-            with open(path, encoding="utf-8") as f:
-                lines = f.read().splitlines()
-        except OSError as e:
-            raise ConfigError(f"open {path}: {(e.strerror or '').lower()}") from None
+        lines = _read_env_file(path, "--label-file").splitlines()
         items += [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
     items += args.label
     out = dict(image_labels or {})
@@ -277,16 +273,17 @@ def _image(store, args):
         view.close()
 
 
-def _read_env_file(path: str) -> str:
+def _read_env_file(path: str, flag: str = "--env-file") -> str:
+    """The text of an --env-file or --label-file: a missing or non-UTF-8 file is one line."""
     from runtime.errors import ConfigError
 
     try:
         with open(path, encoding="utf-8") as f:
             return f.read()
     except OSError as e:
-        raise ConfigError(f"--env-file {path}: {e.strerror}") from None
+        raise ConfigError(f"{flag} {path}: {(e.strerror or '').lower()}") from None
     except UnicodeDecodeError:
-        raise ConfigError(f"--env-file {path}: invalid utf8 bytes") from None
+        raise ConfigError(f"{flag} {path}: invalid utf8 bytes") from None
 
 
 def _limits(args):

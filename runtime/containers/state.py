@@ -101,7 +101,7 @@ class Container:
         """created | running | restarting | exited | dead (marked running or restarting, but its
         supervisor is gone)."""
         s = self.state.get("status", "created")
-        if s in ("running", "restarting") and not owner.alive(self.state.get("supervisor")):
+        if s in ("running", "restarting") and not self.supervisor_alive:
             return "dead"
         return s
 

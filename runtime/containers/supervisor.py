@@ -206,10 +206,7 @@ def _supervise(root: str, cid: str, ready_fd: int, restarts: int | None, lock_fd
         tree = process.start(spec)
         problem = tree.started(timeout=60)      # `run -d` returns once the command is exec'd,
         if problem is not None:                 # and says why it could not be (bad -u, -w, ...)
-            try:
-                tree.wait()
-            except SandboxError:
-                pass
+            tree.abort()
             raise SandboxError(problem)
     except SandboxError as e:
         c.write_state(status="exited", exit_code=125, error=str(e), started=now(), finished=now())

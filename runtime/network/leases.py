@@ -89,10 +89,10 @@ def acquire() -> Lease:
     return Lease(ip, subnet, tok)
 
 
-def release(lease: Lease, background: bool = True) -> None:
+def release(lease: Lease) -> None:
     """Give the address back; the last one out has the bridge and its NAT rules removed, by a
-    detached `sweep` process when `background` (deleting a link and nft rules takes 50-80 ms,
-    which the container's command should not wait for; the lock orders it with any acquire)."""
+    detached `sweep` process (deleting a link and nft rules takes 50-80 ms, which the
+    container's command should not wait for; the lock orders it with any acquire)."""
     with locked():
         path = os.path.join(STATE_DIR, "leases", lease.ip)
         try:
@@ -103,9 +103,6 @@ def release(lease: Lease, background: bool = True) -> None:
         except FileNotFoundError:
             pass
         if _live():
-            return
-        if not background:
-            _teardown_if_unused()
             return
     import subprocess
     import sys

@@ -140,15 +140,17 @@ def _bind_one(b: dict) -> tuple[dict, socket.socket]:
     ports = range(b["host"], max(b["host"], b["host_end"]) + 1) if b["host"] else [0]
     last = None
     for port in ports:
-        s = socket.socket(family, kind | socket.SOCK_CLOEXEC)
-        try:
+        s = None
+        try:       # socket() too: no IPv6 on the host (EAFNOSUPPORT) is this error line as well
+            s = socket.socket(family, kind | socket.SOCK_CLOEXEC)
             if kind == socket.SOCK_STREAM:
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             s.bind((ip, port))
             if kind == socket.SOCK_STREAM:
                 s.listen(128)
         except OSError as e:
-            s.close()
+            if s is not None:
+                s.close()
             last = e
             continue
         return {**b, "ip": b["ip"] or "0.0.0.0", "host": s.getsockname()[1], "host_end": 0}, s
