@@ -93,6 +93,10 @@ def test_commit_errors_are_one_line(root):
                    "is not a valid change command", code=1)
     one_error_line(run_pybuild("commit", "-c", "EXPOSE notaport", "e1"), code=1)
     one_error_line(run_pybuild("commit", "e1", "Bad Name"), code=1)
+    one_error_line(run_pybuild("commit", "-c", "CMD x\nRUN y", "e1"),   # RUN on a second line
+                   "'RUN' is not a valid change command", code=1)
+    one_error_line(run_pybuild("logs", "--since", "2026-01-01T00:00:00+25:00", "e1"),
+                   "invalid value for --since", code=1)
 
 
 def test_rmi_and_prune_keep_the_image_a_container_uses(root):
