@@ -29,10 +29,17 @@ fi
 extra=""
 [ "${1:-}" = "--test" ] && extra="[test]"
 .venv/bin/python -m pip install -q --disable-pip-version-check --config-settings editable_mode=compat -e ".${extra}"
-# pip's console-script wrapper imports re (~7 ms) before pybuild starts; start-up is a hot path
-# (a fully cached rebuild takes ~35 ms), so PATH gets a plain launcher.
-printf '#!%s/.venv/bin/python\nimport sys\nfrom builder.cli import main\nsys.exit(main())\n' "$here" \
-  > .venv/bin/pybuild-launcher
+# pip's console-script wrapper imports re (~7 ms) before pybuild starts and `site` costs ~5 ms
+# more; start-up is a hot path (a fully cached rebuild, `pybuild run`), so PATH gets a plain
+# launcher on `python -I -S` that puts the project and the venv's packages on sys.path itself.
+.venv/bin/python - "$here" <<'PY'
+import sys, sysconfig
+here = sys.argv[1]
+site = sysconfig.get_paths()["purelib"]
+with open(f"{here}/.venv/bin/pybuild-launcher", "w") as f:
+    f.write(f"#!{here}/.venv/bin/python -IS\nimport sys\nsys.path[:0] = [{here!r}, {site!r}]\n"
+            "from builder.cli import exit_now, main\nexit_now(main())\n")
+PY
 chmod 755 .venv/bin/pybuild-launcher
 ln -sf "$here/.venv/bin/pybuild-launcher" /usr/local/bin/pybuild
 
