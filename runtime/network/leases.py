@@ -4,9 +4,10 @@ State lives in /run/pybuild/network/ (tmpfs: gone at reboot with the bridge it d
 `lock` (flocked around every change), `bridge.json` (the subnet pybuild0 has), `leases/<ip>`
 (the cache.owner token of the process holding the address: the supervisor or the foreground
 `pybuild run`). A lease whose holder is dead (kill -9) is reclaimed at the next acquire or
-sweep; the last release (once its process has ended: not during a restart backoff) or a sweep
-that finds no live lease removes the bridge and its rules, so nothing stays on the host once no
-container uses the network.
+sweep; `released` (the last release's holder and time) and `sweep.lock` (held by the one sweep
+waiting). LINGER seconds after the last release (once its process has ended: not during a
+restart backoff), or at a sweep after a kill -9, the bridge and its rules go, so nothing stays
+on the host once no container uses the network.
 """
 from __future__ import annotations
 
@@ -89,10 +90,19 @@ def acquire() -> Lease:
     return Lease(ip, subnet, tok)
 
 
+LINGER = 5.0            # s the bridge stays after its last container ended (default)
+RESTART_GRACE = 65.0    # s: above the restart policy's longest backoff (60 s)
+_STAMP = "released"     # the last release: its holder's token; its mtime says when
+_WAITER = "sweep.lock"  # flocked by the one sweep that waits out the linger
+
+
 def release(lease: Lease) -> None:
-    """Give the address back; the last one out has the bridge and its NAT rules removed, by a
-    detached `sweep` process (deleting a link and nft rules takes 50-80 ms, which the
-    container's command should not wait for; the lock orders it with any acquire)."""
+    """Give the address back. The last one out leaves the bridge to a detached `sweep`, which
+    removes it and its NAT rules once no container has used it for `linger_seconds()` (and the
+    releaser has ended: a supervisor in its restart backoff leases again), so a loop of
+    `run --rm` reuses one bridge (rebuilding it costs ~90 ms) and nothing waits for the
+    50-80 ms a link and nft deletion take. One waiting sweep at a time: the lock orders it with
+    every acquire and release."""
     with locked():
         path = os.path.join(STATE_DIR, "leases", lease.ip)
         try:
@@ -104,48 +114,107 @@ def release(lease: Lease) -> None:
             pass
         if _live():
             return
-    import subprocess
+        stamp = os.path.join(STATE_DIR, _STAMP)
+        with open(stamp + ".tmp", "w") as f:
+            f.write(lease.token + "\n")
+        os.rename(stamp + ".tmp", stamp)
+        if _waiter_busy():
+            return                      # the waiting sweep sees the new stamp
+    _spawn_sweep()
+
+
+def _waiter_busy() -> bool:
+    fd = os.open(os.path.join(STATE_DIR, _WAITER), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def _spawn_sweep() -> None:
+    """`sweep(linger=True)` in a `python -I -S` of its own session, stdio on /dev/null and every
+    other inherited fd closed first (a caller's `3>file` must not stay open for seconds); by
+    posix_spawn, since importing subprocess would cost the ending run ~5 ms."""
     import sys
 
     here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    code = (f"import sys; sys.path.insert(0, {here!r}); from runtime.network.leases import sweep; "
-            f"sweep({lease.token!r})")
+    code = (f"import os, sys; os.closerange(3, 1 << 20); os.chdir('/'); sys.path.insert(0, {here!r}); "
+            "from runtime.network.leases import sweep; sweep(linger=True)")
+    null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
     try:
-        subprocess.Popen([sys.executable, "-I", "-S", "-c", code], stdin=subprocess.DEVNULL,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/",
-                         start_new_session=True)
+        os.posix_spawn(sys.executable, [sys.executable, "-I", "-S", "-c", code], os.environ,
+                       file_actions=[(os.POSIX_SPAWN_DUP2, null, 0), (os.POSIX_SPAWN_DUP2, null, 1),
+                                     (os.POSIX_SPAWN_DUP2, null, 2)], setsid=True)
     except OSError:
         sweep()
+    finally:
+        os.close(null)
 
 
-RESTART_GRACE = 65.0    # s: above the restart policy's longest backoff (60 s)
+def _due() -> float:
+    """Seconds until an unused bridge may go: 0 with no release on record (a holder killed
+    with -9 never released), else LINGER after the last release, and not while its releaser
+    lives (up to RESTART_GRACE)."""
+    import time
+
+    stamp = os.path.join(STATE_DIR, _STAMP)
+    try:
+        with open(stamp) as f:
+            tok = f.read().strip()
+        age = time.time() - os.stat(stamp).st_mtime
+    except OSError:
+        return 0.0
+    if age < RESTART_GRACE and owner.alive(tok):
+        return 0.05
+    return max(0.0, linger_seconds() - age)
 
 
-def sweep(releaser: str | None = None) -> None:
-    """Reclaim dead holders' leases and, when none is left, the bridge (after a kill -9).
-    With `releaser` (release's background sweep) it first waits, up to RESTART_GRACE, for that
-    process to end: a supervisor in its restart backoff is still alive and leases again, so a
-    crash loop keeps the bridge instead of rebuilding it each time. One waiter per releaser."""
+def linger_seconds() -> float:
+    """$PYBUILD_BRIDGE_LINGER (seconds, 0: at once), else LINGER."""
+    try:
+        return max(0.0, float(os.environ.get("PYBUILD_BRIDGE_LINGER", LINGER)))
+    except ValueError:
+        return LINGER
+
+
+def sweep(linger: bool = False) -> None:
+    """Reclaim dead holders' leases and, when none is left and the last release is LINGER
+    seconds old, remove the bridge (`run` off the bridge and `rm` call it: after a kill -9
+    nothing else would). `linger` (release's detached sweep): wait for that moment, unless a
+    container leases again first, whose own release then starts the wait anew."""
     if not os.path.isdir(STATE_DIR):
         return
-    if releaser:
-        import time
+    if not linger:
+        with locked():
+            if _live():
+                return
+            if _due() <= 0:
+                _teardown()
+                return
+            if _waiter_busy():
+                return
+        _spawn_sweep()                  # not yet, and no one waits (the waiter was killed)
+        return
+    import time
 
-        path = os.path.join(STATE_DIR, f"sweep-{releaser}")
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return                  # another sweep already waits for this releaser
-            end = time.monotonic() + RESTART_GRACE
-            while owner.alive(releaser) and time.monotonic() < end:
-                time.sleep(0.05)
-            os.unlink(path)
-        finally:
-            os.close(fd)
-    with locked():
-        _teardown_if_unused()
+    fd = os.open(os.path.join(STATE_DIR, _WAITER), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return                          # another sweep already waits
+    while True:
+        with locked():
+            due = 0.0 if _live() else _due()
+            if due <= 0:
+                if not _live():
+                    _teardown()
+                os.close(fd)            # under the lock: a release then sees no waiter
+                return
+        time.sleep(min(due, 0.5))
 
 
 def held() -> dict[str, str]:
@@ -154,7 +223,11 @@ def held() -> dict[str, str]:
         return _live()
 
 
-def _teardown_if_unused() -> None:
-    if not _live():
-        from runtime.network import bridge
-        bridge.teardown(STATE_DIR)
+def _teardown() -> None:
+    from runtime.network import bridge
+
+    bridge.teardown(STATE_DIR)
+    try:
+        os.unlink(os.path.join(STATE_DIR, _STAMP))
+    except FileNotFoundError:
+        pass

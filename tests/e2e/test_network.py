@@ -32,6 +32,13 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists("/usr/sb
                                        "(run as root; apt-get install iptables)")
 
 HTTPD = "mkdir -p /www && echo {text} >/www/index.html && exec httpd -f -p 80 -h /www"
+LINGER = 1      # s: $PYBUILD_BRIDGE_LINGER for these tests (the default's own test sets none)
+GONE = LINGER + 9   # s to wait for the bridge to go after its last container
+
+
+@pytest.fixture(autouse=True)
+def short_linger(monkeypatch):
+    monkeypatch.setenv("PYBUILD_BRIDGE_LINGER", str(LINGER))
 
 
 def free_port() -> int:
@@ -114,7 +121,7 @@ def test_run_d_publish_serves_a_file_and_leaves_nothing(root):
     ok(run_pybuild("rm", "-f", cid))
     assert refused("127.0.0.1", port)
     assert f" {veth}@" not in links() and ns["IPAddress"] not in leases.held()
-    poll(nothing_left, 5)
+    poll(nothing_left, GONE)
 
 
 def test_publish_on_every_address_and_publish_all(root):
@@ -152,7 +159,7 @@ def test_two_containers_have_their_own_addresses_and_reach_each_other(root):
     got = poll(lambda: run_pybuild("exec", b, "wget", "-qO-", f"http://{ip_a}/").stdout)
     assert got == "from-a\n"
     ok(run_pybuild("rm", "-f", a, b))
-    poll(nothing_left, 5)
+    poll(nothing_left, GONE)
 
 
 @pytest.fixture
@@ -186,7 +193,7 @@ def test_outbound_nat_shows_the_hosts_address(root, outside):
     r = ok(run_pybuild("run", "--rm", "busybox", "sh", "-c",
                        f"for i in 1 2 3 4 5; do wget -qO- http://{server}:8080/ && exit; sleep 0.2; done"))
     assert r.stdout == host_side       # masqueraded: the server never sees 172.x
-    poll(nothing_left, 5)
+    poll(nothing_left, GONE)
 
 
 def test_network_none_has_only_loopback_and_host_keeps_the_hosts(root):
@@ -213,7 +220,7 @@ def test_foreground_run_publishes_while_it_runs(root):
             p.communicate()
             raise
     assert refused("127.0.0.1", port)
-    poll(nothing_left, 5)
+    poll(nothing_left, GONE)
 
 
 def test_container_ending_on_its_own_frees_everything(root):
@@ -223,7 +230,7 @@ def test_container_ending_on_its_own_frees_everything(root):
     assert ok(run_pybuild("wait", cid)).stdout == "0\n"
     poll(lambda: refused("127.0.0.1", port) and ip not in leases.held())
     assert inspect(cid)["NetworkSettings"]["IPAddress"] == ""
-    poll(nothing_left, 5)
+    poll(nothing_left, GONE)
 
 
 def test_kill_9_of_supervisor_and_container_leaves_nothing(root):
@@ -240,7 +247,7 @@ def test_kill_9_of_supervisor_and_container_leaves_nothing(root):
     poll(lambda: f" {veth}@" not in links())           # the veth died with the netns
     assert ip not in leases.held()                     # the dead holder's lease is reclaimed
     ok(run_pybuild("rm", "-f", cid))                   # docker's way out of a dead container
-    assert nothing_left()
+    poll(nothing_left, GONE)
 
 
 def test_containers_created_at_once_never_share_an_address(root):
@@ -255,7 +262,7 @@ def test_containers_created_at_once_never_share_an_address(root):
     ips = [state(root, c)["network"]["ip"] for c in ids]
     assert len(set(ips)) == 4, ips
     ok(run_pybuild("rm", "-f", *ids))
-    poll(nothing_left, 5)
+    poll(nothing_left, GONE)
 
 
 def test_port_conflict_and_bad_network_flags(root):
@@ -281,7 +288,7 @@ def test_port_conflict_and_bad_network_flags(root):
                         (["--network", "none", "-p", "80"], "conflicting options: port "
                                                              "publishing and the container type")):
         one_error_line(run_pybuild("run", "--rm", *args, "busybox", "true"), words, code=125)
-    poll(nothing_left, 5)
+    poll(nothing_left, GONE)
 
 
 def test_add_host_and_hosts_file(root):
@@ -316,7 +323,7 @@ def test_the_issues_check_on_a_built_image_and_its_exposed_port(root, tmp_path):
     assert inspect(b)["HostConfig"]["PublishAllPorts"] is True
     ok(run_pybuild("rm", "-f", a, b))
     assert refused("127.0.0.1", port) and refused("127.0.0.1", int(binding["HostPort"]))
-    poll(nothing_left, 5)
+    poll(nothing_left, GONE)
 
 
 def connects_from(ns: str, host: str, port: int) -> str:
@@ -351,7 +358,7 @@ def test_lan_host_routing_the_subnet_reaches_only_published_ports(root, outside)
                            check=True).stdout
     assert f"-A FORWARD -o {BRIDGE} -j ACCEPT\n" not in rules
     ok(run_pybuild("rm", "-f", a, b))
-    poll(nothing_left, 5)
+    poll(nothing_left, GONE)
 
 
 def test_a_crash_loop_keeps_its_bridge_and_ends_clean(root):
@@ -363,4 +370,27 @@ def test_a_crash_loop_keeps_its_bridge_and_ends_clean(root):
     poll(lambda: inspect(cid)["RestartCount"] >= 3, 15)
     assert index.read_text() == first       # the same bridge all along
     ok(run_pybuild("rm", "-f", cid))
-    poll(nothing_left, 5)
+    poll(nothing_left, GONE)
+
+
+def test_back_to_back_runs_reuse_the_bridge_which_goes_after_the_linger(root, monkeypatch):
+    """A loop of `run --rm` keeps one pybuild0 (rebuilding it costs ~90 ms a run); it goes
+    leases.LINGER seconds after the last one, and no process keeps a caller's fd meanwhile."""
+    monkeypatch.delenv("PYBUILD_BRIDGE_LINGER")
+    index = Path(f"/sys/class/net/{BRIDGE}/ifindex")
+    r, w = os.pipe()
+    p = subprocess.Popen([sys.executable, "-m", "builder", "run", "--rm", "busybox", "true"],
+                         cwd=REPO, pass_fds=(w,), stdout=subprocess.DEVNULL)
+    os.close(w)
+    assert p.wait(timeout=60) == 0
+    start = time.monotonic()
+    assert os.read(r, 1) == b""            # EOF: the lingering sweep holds no inherited fd
+    assert time.monotonic() - start < 2
+    os.close(r)
+    first = index.read_text()
+    ok(run_pybuild("run", "--rm", "busybox", "true"))
+    assert index.read_text() == first          # the same bridge
+    ended = time.monotonic()
+    assert f" {BRIDGE}:" in links()            # it lingers
+    poll(nothing_left, leases.LINGER + 10)
+    assert time.monotonic() - ended >= leases.LINGER - 1
