@@ -17,14 +17,17 @@ import threading
 
 from runtime import kernel
 from runtime.errors import SandboxError
-from runtime.network import leases, ports, proxy
-from runtime.network.bridge import BRIDGE
+from runtime.network import BRIDGE, leases
 from runtime.network.netlink import Netlink
 
 
 class Attachment:
     def __init__(self, bindings: list[dict]):
-        self.listeners = ports.bind(bindings)
+        if bindings:        # ports and the proxy (ipaddress, threads) only for -p/-P
+            from runtime.network import ports
+            self.listeners = ports.bind(bindings)
+        else:
+            self.listeners = []
         self.published = [b for b, _ in self.listeners]
         self.proxy_key: str | None = None
         self.veth = ""
@@ -83,12 +86,15 @@ class Attachment:
             host.close()
             os.close(nsfd)
         if self.listeners:
+            from runtime.network import proxy
             self.proxy_key = os.urandom(8).hex()
             proxy.Proxy(self.proxy_key, [(s, b["proto"], le.ip, b["port"])
                                          for b, s in self.listeners]).start()
 
     def release(self) -> None:
-        proxy.stop(self.proxy_key)
+        if self.proxy_key is not None:
+            from runtime.network import proxy
+            proxy.stop(self.proxy_key)
         self._close_listeners()
         lease, self.lease = self.lease, None
         if lease is not None:

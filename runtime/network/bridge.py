@@ -18,11 +18,10 @@ import socket
 import subprocess
 
 from runtime.errors import SandboxError
+from runtime.network import BRIDGE, RULES_VERSION
 from runtime.network import BRIDGE_STATE as _STATE
 
-BRIDGE = "pybuild0"
 _FORWARD = "/proc/sys/net/ipv4/ip_forward"
-RULES_VERSION = 2          # bridge.json's "rules": 1 (none) accepted all forwarding into it
 IPTABLES_RESTORE = "/usr/sbin/iptables-restore"
 
 

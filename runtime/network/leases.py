@@ -12,9 +12,9 @@ on the host once no container uses the network.
 from __future__ import annotations
 
 import fcntl
-import ipaddress
 import os
-from contextlib import contextmanager
+import socket
+import struct
 
 from cache import owner
 from runtime.network import STATE_DIR
@@ -24,24 +24,42 @@ class Lease:
     """One container's address (plain data, so it pickles into a supervisor's monitor)."""
 
     def __init__(self, ip: str, subnet: str, token: str):
-        net = ipaddress.IPv4Network(subnet)
+        network, prefix = _subnet(subnet)
         self.ip, self.subnet, self.token = ip, subnet, token
-        self.prefix = net.prefixlen
-        self.gateway = str(net.network_address + 1)
-        self.broadcast = str(net.broadcast_address)
-        b = ipaddress.IPv4Address(ip).packed
+        self.prefix = prefix
+        self.gateway = _ip(network + 1)
+        self.broadcast = _ip(network | (0xFFFFFFFF >> prefix))
+        b = socket.inet_aton(ip)
         self.mac = "02:42:" + ":".join(f"{x:02x}" for x in b)    # docker's: from the IP
 
 
-@contextmanager
-def locked():
-    os.makedirs(os.path.join(STATE_DIR, "leases"), 0o755, exist_ok=True)
-    fd = os.open(os.path.join(STATE_DIR, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
+def _subnet(text: str) -> tuple[int, int]:
+    """"172.17.0.0/16" -> (network address as an int, prefix length); bridge.json's subnets
+    are ours (bridge.choose_subnet), so no more than this is needed (ipaddress costs ~3 ms)."""
+    addr, _, prefix = text.partition("/")
+    return struct.unpack("!I", socket.inet_aton(addr))[0], int(prefix)
+
+
+def _ip(n: int) -> str:
+    return socket.inet_ntoa(struct.pack("!I", n))
+
+
+class locked:
+    """The state dir's flock, held for a `with` block (a class: contextlib costs an import)."""
+
+    def __enter__(self):
+        os.makedirs(os.path.join(STATE_DIR, "leases"), 0o755, exist_ok=True)
+        self.fd = os.open(os.path.join(STATE_DIR, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
+                          0o600)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+        except BaseException:
+            os.close(self.fd)
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        os.close(self.fd)
 
 
 def _live() -> dict[str, str]:
@@ -68,16 +86,18 @@ def _live() -> dict[str, str]:
 def acquire() -> Lease:
     """Lease the lowest free address of the bridge's subnet (making the bridge when it is the
     first), for this process."""
-    from runtime.network import bridge
+    from runtime.network import ready_subnet
 
     tok = owner.token()
     with locked():
         live = _live()
-        subnet = bridge.ensure(STATE_DIR)
-        net = ipaddress.IPv4Network(subnet)
-        first = int(net.network_address) + 2
-        for n in range(first, int(net.broadcast_address)):
-            ip = str(ipaddress.IPv4Address(n))
+        subnet = ready_subnet(STATE_DIR)
+        if subnet is None:
+            from runtime.network import bridge
+            subnet = bridge.ensure(STATE_DIR)
+        network, prefix = _subnet(subnet)
+        for n in range(network + 2, network | (0xFFFFFFFF >> prefix)):
+            ip = _ip(n)
             if ip not in live:
                 break
         else:
