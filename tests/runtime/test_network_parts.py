@@ -124,7 +124,8 @@ def test_proxy_relays_tcp_and_udp_and_stop_closes_the_ports():
 
 
 @root_only
-def test_a_killed_holders_lease_is_reclaimed():
+def test_a_killed_holders_lease_is_reclaimed(monkeypatch):
+    monkeypatch.setenv("PYBUILD_BRIDGE_LINGER", "0")    # no linger after an earlier release
     repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     code = (f"import sys, time; sys.path.insert(0, {repo!r}); from runtime.network import leases; "
             "l = leases.acquire(); print(l.ip, flush=True); time.sleep(60)")
