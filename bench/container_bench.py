@@ -59,7 +59,7 @@ class Tools(contextlib.ExitStack):
     def __init__(self, base: Path, pb_repo: Path = REPO):
         super().__init__()
         self.base = base
-        self.pb_repo = pb_repo          # the checkout whose `python -m builder` is timed
+        self.pb_repo = pb_repo          # the checkout whose launcher is timed
         self.notes: list[str] = []
 
     # --- pybuild ---------------------------------------------------------------------------
@@ -76,10 +76,24 @@ class Tools(contextlib.ExitStack):
                 check=True)
 
     def pb(self, *args, check=False) -> subprocess.CompletedProcess:
-        return sh(sys.executable, "-m", "builder", *args, check=check, cwd=self.pb_repo, env=self.pb_env)
+        return sh(*self.pb_argv(*args), check=check, cwd=self.pb_repo, env=self.pb_env)
 
     def pb_argv(self, *args) -> list[str]:
-        return [sys.executable, "-m", "builder", *args]
+        return [str(self.launcher()), *args]
+
+    def launcher(self) -> Path:
+        """pybuild as install.sh puts it on PATH (`python -I -S`, the checkout and the venv's
+        packages on sys.path, no finalization), for the checkout timed."""
+        import sysconfig
+
+        path = self.base / "pybuild-launcher"
+        if not path.exists():
+            site = sysconfig.get_paths()["purelib"]
+            path.write_text(f"#!{sys.executable} -IS\nimport sys\n"
+                            f"sys.path[:0] = [{str(self.pb_repo)!r}, {site!r}]\n"
+                            "import builder.cli as c\ngetattr(c, 'exit_now', sys.exit)(c.main())\n")
+            path.chmod(0o755)
+        return path
 
     def _pybuild_cleanup(self) -> None:
         r = self.pb("ps", "-aq")
