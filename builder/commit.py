@@ -114,8 +114,8 @@ def paused(c, pause: bool):
     docker's `--pause`). A running one is never read as it runs (`--pause=false`, or no freezer
     cgroup of its own): the walk goes by path, so a directory it swaps for a link to / between
     hashing and copying would pull host files into the image. SIGTERM/SIGHUP while frozen raise
-    KeyboardInterrupt, so the container is thawed on the way out (after a SIGKILL it stays
-    frozen until `echo THAWED > <its freezer cgroup>/freezer.state`)."""
+    KeyboardInterrupt, so the container is thawed on the way out; after a SIGKILL, the next
+    command that reads the container thaws it (runtime.containers.state's FROZEN_BY)."""
     import fcntl
     import time
 
@@ -155,6 +155,7 @@ def paused(c, pause: bool):
                              f"({why}): its changes could swap a dir for a link to / mid-read; "
                              "stop it first, or commit with the default --pause")
         with _interruptible():
+            c.freezing(ver, path)       # a kill -9 from here on: the next reader thaws it
             try:
                 cgroups.freeze(ver, path, True)
                 yield
@@ -162,6 +163,7 @@ def paused(c, pause: bool):
                 held = signal.pthread_sigmask(signal.SIG_BLOCK, _STOPS + (signal.SIGINT,))
                 try:
                     cgroups.freeze(ver, path, False)
+                    c.thawed()
                 finally:
                     signal.pthread_sigmask(signal.SIG_SETMASK, held)
     finally:

@@ -20,6 +20,8 @@ has a healthcheck. A "running" or "restarting" container whose supervisor is gon
 status "dead": the container died with it (its process tree has PR_SET_PDEATHSIG), but nobody
 recorded how. `stop`, `kill` and `rm -f` leave a STOP_REQUEST file first, so the supervisor does
 not apply the restart policy to an end they asked for (docker's ExitOnNext/manually stopped).
+FROZEN_BY is there while `commit` holds the container frozen; a reader that finds it left by
+a dead process (a commit killed with -9) thaws the container.
 """
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ from runtime.errors import ContainerError
 CONFIG = "config.json"
 STATE = "state.json"
 STOP_REQUEST = "stop-requested"
+FROZEN_BY = "frozen-by"     # "<owner token> <cgroup version> <freezer dir>" while commit freezes it
 _ID = re.compile(r"^[0-9a-f]{64}$")
 NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")   # docker's RestrictedNamePattern
 
@@ -126,6 +129,35 @@ class Container:
         except FileNotFoundError:
             pass
 
+    def freezing(self, ver: int, path: str) -> None:
+        """Say, before a freeze, who froze it and where, so a reader can thaw it should that
+        process die (kill -9) before it thaws: frozen processes cannot even be killed on v1."""
+        atomic.write_file(os.path.join(self.path, FROZEN_BY), f"{owner.token()} {ver} {path}\n".encode())
+
+    def thawed(self) -> None:
+        try:
+            os.unlink(os.path.join(self.path, FROZEN_BY))
+        except FileNotFoundError:
+            pass
+
+    def thaw_if_orphaned(self) -> None:
+        """Thaw a container whose freezer (commit's pause) died without thawing it."""
+        marker = os.path.join(self.path, FROZEN_BY)
+        try:
+            with open(marker) as f:
+                tok, ver, path = f.read().split(maxsplit=2)
+        except (OSError, ValueError):
+            return
+        if owner.alive(tok):
+            return
+        from runtime import cgroups
+
+        try:
+            cgroups.freeze(int(ver), path.strip(), False)
+        except (OSError, ValueError):
+            pass        # the container (and its cgroup) is gone
+        self.thawed()
+
     def reload(self) -> Container:
         self.state = _read(os.path.join(self.path, STATE)) or self.state
         return self
@@ -162,7 +194,10 @@ class Containers:
         config = _read(os.path.join(path, CONFIG))
         if config is None:
             return None
-        return Container(path, config, _read(os.path.join(path, STATE)) or {"status": "created"})
+        c = Container(path, config, _read(os.path.join(path, STATE)) or {"status": "created"})
+        if os.path.exists(os.path.join(path, FROZEN_BY)):
+            c.thaw_if_orphaned()
+        return c
 
     def all(self) -> list[Container]:
         """Every container, newest first."""

@@ -171,3 +171,28 @@ def test_commit_killed_with_sigterm_while_frozen_thaws_the_container(root):
     assert "pybuild: interrupted" in err and "Traceback" not in err, err
     assert _freezer_state(pid) in ("THAWED", "0")
     assert ok(run_pybuild("exec", "frz", "echo", "alive")).stdout == "alive\n"
+
+
+def test_commit_killed_with_sigkill_while_frozen_is_thawed_by_the_next_command(root):
+    """kill -9 leaves no handler to thaw: the next command reading the container does (a
+    frozen process cannot even be killed on cgroup v1, so `stop` would hang)."""
+    import signal
+    import sys
+
+    from busybox_fixture import REPO
+
+    run_d("--name", "frz9", "busybox", "sh", "-c",
+          "dd if=/dev/zero of=/big bs=1M count=384 2>/dev/null; touch /ready; exec sleep 60")
+    poll(lambda: run_pybuild("exec", "frz9", "test", "-e", "/ready").returncode == 0,
+         deadline=30)
+    pid = int(ok(run_pybuild("inspect", "-f", "{{.State.Pid}}", "frz9")).stdout)
+    p = subprocess.Popen([sys.executable, "-m", "builder", "commit", "frz9"], cwd=REPO,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    poll(lambda: _freezer_state(pid) in ("FROZEN", "1") or p.poll() is not None, step=0.005)
+    assert p.poll() is None, p.communicate()        # still reading its 384 MB, frozen
+    p.send_signal(signal.SIGKILL)
+    p.communicate(timeout=30)
+    assert _freezer_state(pid) in ("FROZEN", "1")   # nobody thawed it yet
+    assert ok(run_pybuild("exec", "frz9", "echo", "alive")).stdout == "alive\n"
+    assert _freezer_state(pid) in ("THAWED", "0")
+    ok(run_pybuild("stop", "-t", "1", "frz9"))
