@@ -59,16 +59,17 @@ def _json_loads(s):
 
 def loads(s):
     """json.loads(s) for a str, bytes or bytearray: the same value, or the same error."""
+    given = s
     if _scan is None:
-        return _json_loads(s)
+        return _json_loads(given)
     if isinstance(s, (bytes, bytearray)):
         s = s.decode(_encoding(s), "surrogatepass")
     elif not isinstance(s, str) or s.startswith("\ufeff"):
-        return _json_loads(s)
+        return _json_loads(given)
     try:
         value, end = _scan(s, len(s) - len(s.lstrip(_WS)))
     except StopIteration:   # "Expecting value": json.loads says where
-        return _json_loads(s)
+        return _json_loads(given)
     if end != len(s) and s[end:].lstrip(_WS):   # "Extra data"
-        return _json_loads(s)
+        return _json_loads(given)
     return value
