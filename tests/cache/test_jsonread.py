@@ -90,3 +90,11 @@ def test_a_corrupt_index_is_one_store_error(tmp_path):
     ix = Indexes(tmp_path, None, tmp_path)
     with pytest.raises(StoreError, match=r"tags\.json: corrupt store index \(Extra data"):
         ix.read(layout.TAGS)
+
+
+def test_without_the_c_scanner_it_is_json_loads(monkeypatch):
+    import cache.jsonread as jr
+    monkeypatch.setattr(jr, "_scan", None)
+    assert jr.loads(b'{"a": [1, 2.5, null]}') == {"a": [1, 2.5, None]}
+    with pytest.raises(ValueError, match="Extra data"):
+        jr.loads("{} x")
