@@ -5,16 +5,14 @@ A file is written to a temporary name (owned by this process: `cache.owner`), fl
 fsynced, renamed over its final name and its directory fsynced: a reader sees the old bytes or
 the new ones, and a crash leaves at most the temporary, which prune removes. The lock is one
 flock'ed file, exclusive across processes and re-entrant within one (threads wait on an RLock).
-Kept light (os, fcntl, json, threading) so the replay path may write through it.
+Kept light (os, fcntl and C modules at import; pathlib and json only when a file is written), so
+the replay path may write through it and `pybuild run` take the lock without loading more.
 """
 from __future__ import annotations
 
-import contextlib
+import _thread
 import fcntl
-import json
 import os
-import threading
-from pathlib import Path
 
 from cache import owner
 
@@ -29,6 +27,7 @@ def fsync_dir(path) -> None:
 
 def tmp_file(directory, kind: str = "w", mode: int = 0o600):
     """A new temporary file `<directory>/<kind>-<owner>-<random>` open for writing: (file, path)."""
+    from pathlib import Path
     while True:
         path = Path(directory) / owner.temp_name(kind)
         try:
@@ -46,24 +45,38 @@ def publish(tmp, dest, mode: int = 0o644, *, synced: bool = False) -> None:
             os.fsync(f.fileno())
     os.chmod(tmp, mode)
     os.rename(tmp, dest)
+    from pathlib import Path
     fsync_dir(Path(dest).parent)
 
 
-@contextlib.contextmanager
-def replacing(dest, *, tmp_dir=None, mode: int = 0o644, kind: str = "w"):
+class replacing:
     """`with replacing(path) as f: f.write(...)`: `path` gets all the bytes or none. The
-    temporary lives in `tmp_dir` (default: dest's dir), which must be on dest's filesystem."""
-    dest = Path(dest)
-    f, tmp = tmp_file(tmp_dir if tmp_dir is not None else dest.parent, kind)
-    try:
-        with f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        publish(tmp, dest, mode, synced=True)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    temporary lives in `tmp_dir` (default: dest's dir), which must be on dest's filesystem.
+    A class, not a contextlib.contextmanager, to keep contextlib out of the import."""
+
+    def __init__(self, dest, *, tmp_dir=None, mode: int = 0o644, kind: str = "w"):
+        from pathlib import Path
+        self.dest, self.tmp_dir, self.mode, self.kind = Path(dest), tmp_dir, mode, kind
+
+    def __enter__(self):
+        self.f, self.tmp = tmp_file(self.tmp_dir if self.tmp_dir is not None else self.dest.parent,
+                                    self.kind)
+        return self.f
+
+    def __exit__(self, typ, value, tb):
+        try:
+            with self.f:
+                if typ is None:
+                    self.f.flush()
+                    os.fsync(self.f.fileno())
+            if typ is None:
+                publish(self.tmp, self.dest, self.mode, synced=True)
+                return False
+        except BaseException:
+            self.tmp.unlink(missing_ok=True)
+            raise
+        self.tmp.unlink(missing_ok=True)
+        return False
 
 
 def write_file(dest, data: bytes, *, tmp_dir=None, mode: int = 0o644) -> None:
@@ -72,13 +85,14 @@ def write_file(dest, data: bytes, *, tmp_dir=None, mode: int = 0o644) -> None:
 
 
 def write_json(dest, value, *, tmp_dir=None, mode: int = 0o644, compact: bool = False) -> None:
+    import json
     text = (json.dumps(value, separators=(",", ":")) if compact
             else json.dumps(value, indent=1, sort_keys=True))
     write_file(dest, text.encode(), tmp_dir=tmp_dir, mode=mode)
 
 
 _locks: dict[str, Lock] = {}    # real path -> the one Lock of this process for that file
-_locks_guard = threading.Lock()
+_locks_guard = _thread.allocate_lock()    # threading's locks without importing threading
 
 
 class Lock:
@@ -94,15 +108,19 @@ class Lock:
             lock = _locks.get(key)
             if lock is None:
                 lock = _locks[key] = super().__new__(cls)
-                lock.path = Path(path)
-                lock._tlock = threading.RLock()
+                lock.path = os.fspath(path)
+                lock._tlock = _thread.RLock()
                 lock._depth = 0
                 lock._fd = None
             return lock
 
-    @contextlib.contextmanager
     def held(self):
-        with self._tlock:
+        """`with lock.held():` (a context manager, re-entrant)."""
+        return self
+
+    def __enter__(self):
+        self._tlock.acquire()
+        try:
             if self._depth == 0:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
                 try:
@@ -112,10 +130,17 @@ class Lock:
                     raise
                 self._fd = fd
             self._depth += 1
-            try:
-                yield
-            finally:
-                self._depth -= 1
-                if self._depth == 0:
-                    os.close(self._fd)
-                    self._fd = None
+        except BaseException:
+            self._tlock.release()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        try:
+            self._depth -= 1
+            if self._depth == 0:
+                os.close(self._fd)
+                self._fd = None
+        finally:
+            self._tlock.release()
+        return False

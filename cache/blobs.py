@@ -6,25 +6,20 @@ index names it (a layer record, an image, a manifest) a prune keeps it for the w
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 from cache import atomic, layout
 from cache.errors import StoreError
+from cache.layout import is_digest
 from cache.leases import Leases
 
-_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+__all__ = ["Blobs", "check_digest", "is_digest"]
 
 
 def check_digest(d: str, what: str = "digest") -> str:
-    if not isinstance(d, str) or not _DIGEST.match(d):
+    if not is_digest(d):
         raise StoreError(f"invalid {what}: {d!r} (expected sha256:<64 hex digits>)")
     return d
-
-
-def is_digest(d) -> bool:
-    return isinstance(d, str) and bool(_DIGEST.match(d))
 
 
 class Blobs:
@@ -99,7 +94,7 @@ class Blobs:
 
     def digests(self) -> list[str]:
         """Every blob on disk (for gc)."""
-        return ["sha256:" + e.name for e in os.scandir(self.dir) if _HEX64.match(e.name)]
+        return ["sha256:" + e.name for e in os.scandir(self.dir) if is_digest("sha256:" + e.name)]
 
     def remove(self, digest: str) -> int:
         """Delete a blob; returns the bytes freed (0 when it was already gone)."""

@@ -18,17 +18,16 @@ the lock after the image's config and layers were seen present under that same l
 """
 from __future__ import annotations
 
-import json
-import re
 import time
 from pathlib import Path
 
 from cache import image as im
-from cache import layout, refs
-from cache.blobs import Blobs, is_digest
+from cache import imagelookup, layout, refs
+from cache.blobs import Blobs
 from cache.errors import StoreError
 from cache.image import Image
 from cache.indexes import Indexes
+from cache.jsonread import loads
 from cache.layerstore import LayerStore
 
 
@@ -53,7 +52,7 @@ class ImageStore:
             self.leases.hold(image_id)  # under the lock: no prune between lookup and hold
             raw = self.blobs.read(image_id)
         try:
-            config = json.loads(raw)
+            config = loads(raw)
         except ValueError as e:
             raise StoreError(f"image {image_id}: corrupt config ({e})") from None
         return Image(image_id, config, tuple((config.get("rootfs") or {}).get("diff_ids") or ()))
@@ -61,37 +60,7 @@ class ImageStore:
     def resolve(self, ref: str) -> str:
         """Image ID for a tag (`busybox` = `docker.io/library/busybox:latest`), a full ID, an ID
         prefix (like docker, at least one hex digit and unambiguous) or name@digest."""
-        if not isinstance(ref, str) or not ref:
-            raise StoreError("no such image: ''")
-        images = self.records()
-        if is_digest(ref) and ref in images:
-            return ref
-        try:
-            repo, tag, digest = refs.parse(ref)
-        except StoreError:
-            repo = None
-        if repo is not None:
-            tags = self.tags()
-            if tag is not None and f"{repo}:{tag}" in tags:
-                image_id = tags[f"{repo}:{tag}"]
-                if digest is None:
-                    return image_id
-            if digest is not None:
-                named = f"{repo}@{digest}"
-                for image_id, rec in images.items():
-                    if named in (rec.get("repo_digests") or ()):
-                        return image_id
-                for image_id, rec in images.items():
-                    if digest in (rec.get("manifests") or {}).values() or digest == image_id:
-                        return image_id
-        hexpart = ref.removeprefix("sha256:")
-        if re.fullmatch(r"[0-9a-f]{1,64}", hexpart):
-            found = [i for i in images if i[7:].startswith(hexpart)]
-            if len(found) == 1:
-                return found[0]
-            if len(found) > 1:
-                raise StoreError(f"ambiguous image ID prefix {ref!r}: matches {len(found)} images")
-        raise StoreError(f"no such image: {ref}")
+        return imagelookup.resolve(ref, self.ix.read)
 
     def tags_of(self, image_id: str) -> list[str]:
         return sorted(t for t, i in self.tags().items() if i == image_id)

@@ -10,22 +10,21 @@ from __future__ import annotations
 
 import errno
 import os
-import re
 import shutil
 from pathlib import Path
 
-from cache import atomic, layout, owner
+from cache import atomic, layout
 from cache.blobs import Blobs, check_digest
 from cache.errors import StoreError
 from cache.indexes import Indexes
+from cache.layout import is_digest
 from cache.leases import Leases
-
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
 class LayerStore:
     def __init__(self, root: Path, blobs: Blobs, indexes: Indexes, leases: Leases):
-        self.dir = Path(root) / layout.LAYERS_DIR
+        self.root = Path(root)
+        self.dir = self.root / layout.LAYERS_DIR
         self.leases = leases
         self.tmp = indexes.tmp
         self.blobs = blobs
@@ -35,10 +34,8 @@ class LayerStore:
     # ---- scratch -------------------------------------------------------------------------
 
     def new_scratch(self) -> Path:
-        """A fresh empty dir under tmp/ (same filesystem as layers/, so commit is a rename),
-        named for this process (`scratch-<pid>.<start>-...`): prune removes it once the
-        process is gone, never while it runs."""
-        return Path(owner.temp_dir(self.tmp, "scratch"))
+        """`layout.new_scratch`: a fresh dir under tmp/ that prune leaves while we run."""
+        return Path(layout.new_scratch(self.root))
 
     # ---- the index -----------------------------------------------------------------------
 
@@ -66,7 +63,7 @@ class LayerStore:
 
     def dir_ids(self) -> list[str]:
         """Every layer dir on disk, as diff_ids (for gc)."""
-        return ["sha256:" + e.name for e in os.scandir(self.dir) if _HEX64.match(e.name)]
+        return ["sha256:" + e.name for e in os.scandir(self.dir) if is_digest("sha256:" + e.name)]
 
     def remove(self, diff_ids) -> None:
         """Forget layers and delete their dirs (their blobs go with the blob sweep)."""

@@ -1,13 +1,16 @@
 """Where the store lives and what its files are called, plus read-only looks at its indexes.
 
-The one place for the store's paths and names. Kept free of heavy imports (only os and json)
-so that a fully cached rebuild can check the store without loading `cache.store`; every
-write goes through `Store` (and `cache.atomic`).
+The one place for the store's paths and names, and for the digest syntax they are made of. Kept
+free of heavy imports (os, cache.jsonread, cache.owner) so that a fully cached rebuild or a
+`pybuild run` can look at the store without loading `cache.store`; every index write goes
+through `Store` (and `cache.atomic`); `new_scratch` is the one maker of scratch dirs.
 """
 from __future__ import annotations
 
-import json
 import os
+
+from cache import owner
+from cache.jsonread import loads
 
 TAGS = "tags.json"
 IMAGES = "images.json"
@@ -44,12 +47,32 @@ def read_index(root: str, name: str) -> dict:
     """One JSON index as a dict ({} when absent); ValueError when it is corrupt."""
     try:
         with open(os.path.join(root, name), "rb") as f:
-            value = json.load(f)
+            value = loads(f.read())
     except FileNotFoundError:
         return {}
     if not isinstance(value, dict):
         raise ValueError(f"{name}: not an object")  # noqa: TRY004 - corrupt data, not a caller bug
     return value
+
+
+_HEX = frozenset("0123456789abcdef")
+
+
+def is_hex(s: str) -> bool:
+    """Non-empty and only lowercase hex digits (what a digest's hex part and an ID prefix are)."""
+    return bool(s) and _HEX.issuperset(s)
+
+
+def is_digest(d) -> bool:
+    """`sha256:` and 64 lowercase hex digits: the only digests the store names files by."""
+    return isinstance(d, str) and len(d) == 71 and d.startswith("sha256:") and _HEX.issuperset(d[7:])
+
+
+def new_scratch(root) -> str:
+    """A fresh empty dir under tmp/ (same filesystem as layers/, so a commit is a rename),
+    named for this process (`scratch-<pid>.<start>-...`): prune removes it once the process is
+    gone, never while it runs."""
+    return owner.temp_dir(os.path.join(os.fspath(root), TMP_DIR), "scratch")
 
 
 def blob_path(root: str, digest: str) -> str:

@@ -9,14 +9,13 @@ the check (which then sees it gone) or finds the hold.
 """
 from __future__ import annotations
 
+import _thread
 import atexit
 import os
-import threading
-from pathlib import Path
 
 from cache import layout, owner
 
-_lock = threading.Lock()
+_lock = _thread.allocate_lock()   # threading.Lock() without importing threading (~4 ms)
 _mine: set[tuple[str, str]] = set()  # (lease dir, owner token) this process wrote
 
 
@@ -36,8 +35,8 @@ atexit.register(_drop_mine)
 
 
 class Leases:
-    def __init__(self, root: Path):
-        self.dir = str(Path(root) / layout.LEASES_DIR)
+    def __init__(self, root):
+        self.dir = os.path.join(os.fspath(root), layout.LEASES_DIR)
 
     def hold(self, *digests: str) -> None:
         """Keep `digests` (and what they reference) from gc while this process lives."""

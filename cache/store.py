@@ -12,7 +12,8 @@ job lives in its own module:
     lock, tmp/                  cache.atomic      the flock around every index update; tmp +
                                                   fsync + rename for every file
     leases/<pid>.<start>        cache.leases      what each running process holds
-    (paths and names: cache.layout; garbage collection: cache.gc)
+    (paths and names: cache.layout; garbage collection: cache.gc; which image a reference
+    names, and `pybuild run`'s look-up without this module: cache.imagelookup)
 
 Blobs and layers are in place before an index names them, so a killed process leaves garbage
 at most (removed by prune), never a dangling reference.

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cache import atomic, layout, owner
 
@@ -51,6 +55,31 @@ def test_temporaries_name_their_owner(tmp_path):
     z.wait()
 
 
+# the regex owner.of_name was before it was written out by hand (`\d`: any Unicode digit)
+_NAME = re.compile(r"^[a-z]+-(\d+)(?:\.(\d+))?-")
+
+
+def _of_name_by_regex(name: str) -> str | None:
+    m = _NAME.match(name)
+    if m is None:
+        return None
+    return m.group(1) if m.group(2) is None else f"{m.group(1)}.{m.group(2)}"
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.lists(st.sampled_from(["scratch", "w", "A", "-", ".", "1", "42", "\u0663", "\u00b2", "x",
+                                 "-ab", "\n", "_", " "]), max_size=10).map("".join))
+def test_owner_of_name_agrees_with_its_regex(name):
+    assert owner.of_name(name) == _of_name_by_regex(name)
+
+
+def test_owner_of_name_reads_what_temp_name_writes():
+    assert owner.of_name(owner.temp_name("scratch")) == owner.token()
+    assert owner.of_name("w-12-x") == "12" and owner.of_name("w-12.34-") == "12.34"
+    for bad in ("w-12", "w-12.-x", "w-.3-x", "W-1-x", "-1-x", "w--x", "w-1.2.3-x"):
+        assert owner.of_name(bad) is None, bad
+
+
 def _holder(lock_path: Path, seconds: float) -> subprocess.Popen:
     code = (f"import sys, time; sys.path.insert(0, {str(REPO)!r})\nfrom cache import atomic\n"
             f"with atomic.Lock({str(lock_path)!r}).held():\n print('held', flush=True)\n"
@@ -70,6 +99,32 @@ def test_lock_is_exclusive_across_processes_and_reentrant(tmp_path):
         waited = time.monotonic() - t
     p.wait(10)
     assert waited > 0.3
+
+
+def test_lock_excludes_threads_and_survives_an_error_inside(tmp_path):
+    """Two threads of one process: the second waits for the first (the flock is per process,
+    the RLock is per thread); an exception inside `held` lets the lock go."""
+    lock = atomic.Lock(tmp_path / "lock")
+    assert atomic.Lock(str(tmp_path / "lock")) is lock  # one object per real path
+    inside, order = threading.Event(), []
+
+    def other():
+        inside.wait(10)
+        with lock.held():
+            order.append("other")
+
+    t = threading.Thread(target=other)
+    t.start()
+    with lock.held():
+        inside.set()
+        time.sleep(0.2)
+        order.append("first")
+    t.join(10)
+    assert order == ["first", "other"]
+    with pytest.raises(KeyError), lock.held():
+        raise KeyError("x")
+    p = _holder(tmp_path / "lock", 0)  # another process gets it: nothing was left held
+    assert p.wait(10) == 0
 
 
 def test_replay_record_is_written_under_the_store_lock(busybox_root, tmp_path):
