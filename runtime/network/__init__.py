@@ -28,12 +28,12 @@ def ready_subnet(state_dir: str = STATE_DIR) -> str | None:
     """The subnet of a whole bridge with today's rules (bridge.json says ready, the link is
     there), else None: then runtime.network.bridge.ensure makes or mends it. What every run
     on the bridge asks, so it reads one small file without importing bridge's iptables,
-    ipaddress and subprocess machinery."""
-    import json
+    ipaddress and subprocess machinery (nor json: cache.jsonread)."""
+    from cache.jsonread import loads
 
     try:
         with open(os.path.join(state_dir, BRIDGE_STATE), "rb") as f:
-            state = json.loads(f.read())
+            state = loads(f.read())
         ok = (state.get("ready") and state.get("rules") == RULES_VERSION
               and os.path.exists(f"/sys/class/net/{BRIDGE}"))
         return str(state["subnet"]) if ok else None
