@@ -17,16 +17,16 @@ from __future__ import annotations
 
 import errno
 import os
-import re
 import time
 
 from runtime.errors import SandboxError
+from runtime.mountinfo import unescape
 from runtime.spec import Resources
 
 PARENT = "pybuild"
 CFS_PERIOD = 100000                  # docker's and runc's cpu.cfs_period_us
 MIN_MEMORY = 6 * 1024 * 1024         # docker's linuxMinMemory
-_SIZE = re.compile(r"^(\d+(?:\.\d+)*) ?([kKmMgGtTpP])?[iI]?[bB]?$")   # docker units.RAMInBytes
+_SIZE = r"^(\d+(?:\.\d+)*) ?([kKmMgGtTpP])?[iI]?[bB]?$"   # docker units.RAMInBytes (re: lazily)
 _SWAP_FILES = ("memory.memsw.limit_in_bytes", "memory.swap.max")
 ACCOUNTING = ("memory", "cpu", "pids", "cpuacct", "blkio", "freezer")   # v1 names; v2: one dir
 _UNITS = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
@@ -42,8 +42,10 @@ def parse_size(value: str, flag: str | None = "-m, --memory", *, decimal: bool =
     """go-units' size parser: units.RAMInBytes (binary: 512, 64k, 32m, 1.5g, optional i/b
     suffix) or, with `decimal`, units.FromHumanSize (k = 1000: --log-opt max-size). The error
     is docker's flag line for `flag`, or the bare ``invalid size: '...'`` without one."""
+    import re
+
     why = f"invalid size: '{value}'"
-    m = _SIZE.match(value)
+    m = re.match(_SIZE, value)
     try:
         number = float(m.group(1)) if m else None
     except ValueError:
@@ -105,7 +107,7 @@ def _mountinfo() -> list[tuple[str, str, str, set[str]]]:
             left, _, right = line.partition(" - ")
             a, b = left.split(), right.split()
             if len(b) >= 3 and b[0] in ("cgroup", "cgroup2"):
-                unesc = [re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), x) for x in a[3:5]]
+                unesc = [unescape(x) for x in a[3:5]]
                 out.append((unesc[0], unesc[1], b[0], set(b[2].split(","))))
     return out
 

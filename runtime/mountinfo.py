@@ -10,27 +10,47 @@ from __future__ import annotations
 
 import errno
 import os
-import re
-from collections.abc import Callable
-from dataclasses import dataclass
+from _collections_abc import Callable
 
 from runtime import kernel
 from runtime.errors import KernelCallError
+from runtime.spec import Record
 
-_ESCAPE = re.compile(r"\\([0-7]{3})")
-
-
-@dataclass(frozen=True)
-class MountEntry:
-    mount_id: int
-    mount_point: str          # as this process sees it (its root and mount namespace)
-    fstype: str
-    source: str
+_OCTAL = "01234567"
 
 
-def _unescape(field: str) -> str:
-    """mountinfo writes space, tab, newline and backslash in paths as octal escapes (\\040 ...)."""
-    return _ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), field)
+class MountEntry(Record):
+    """One line of mountinfo; hashable (never changed once read)."""
+    _fields = ("mount_id", "mount_point", "fstype", "source")
+
+    def __init__(self, mount_id: int, mount_point: str, fstype: str, source: str):
+        self.mount_id = mount_id
+        self.mount_point = mount_point      # as this process sees it (its root and mount namespace)
+        self.fstype = fstype
+        self.source = source
+
+    def __hash__(self) -> int:
+        return hash((self.mount_id, self.mount_point, self.fstype, self.source))
+
+
+def unescape(field: str) -> str:
+    """mountinfo writes space, tab, newline and backslash in paths as octal escapes (\\040 ...):
+    each backslash followed by three octal digits is that character (the one decoder of them)."""
+    if "\\" not in field:
+        return field
+    out, i = [], 0
+    while True:
+        j = field.find("\\", i)
+        if j < 0:
+            out.append(field[i:])
+            return "".join(out)
+        code = field[j + 1:j + 4]
+        if len(code) == 3 and all(c in _OCTAL for c in code):
+            out += (field[i:j], chr(int(code, 8)))
+            i = j + 4
+        else:
+            out.append(field[i:j + 1])
+            i = j + 1
 
 
 def mounts(path: str = "/proc/self/mountinfo") -> list[MountEntry]:
@@ -46,7 +66,7 @@ def mounts(path: str = "/proc/self/mountinfo") -> list[MountEntry]:
         a, b = left.split(), right.split()
         if not sep or len(a) < 5 or len(b) < 2:
             continue
-        out.append(MountEntry(int(a[0]), _unescape(a[4]), b[0], _unescape(b[1])))
+        out.append(MountEntry(int(a[0]), unescape(a[4]), b[0], unescape(b[1])))
     return out
 
 

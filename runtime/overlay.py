@@ -12,17 +12,17 @@ callers mount through `runtime.snapshotter.mounted`, never through this module's
 """
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
-import shutil
-import tempfile
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from _collections_abc import Iterator, Sequence
 
-from runtime import kernel
+from runtime import kernel, lazyctx
 from runtime.errors import KernelCallError, SandboxError
 from runtime.snapshot import drop_redundant_opaque
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:       # annotations only: pathlib is imported where a Path is made
+    from pathlib import Path
 
 _BUILD_OPTS = (("redirect_dir", "off"), ("index", "off"), ("metacopy", "off"))
 
@@ -101,12 +101,16 @@ def _mount_legacy(target, lowerdirs, upperdir, workdir) -> None:
             os.close(fd)
 
 
-@contextlib.contextmanager
+@lazyctx.contextmanager
 def mounted(lowerdirs: Sequence[Path], upperdir: Path | None = None,
             workdir: Path | None = None, *, base: str | os.PathLike | None = None) -> Iterator[Path]:
     """The merged Path of the layer dirs (top first), an overlay unmounted on exit: see
     `runtime.snapshotter.mounted`, which picks this or the native snapshotter's copy. Its mount
     point (and work dir) go in `base`, default next to upperdir, else the system temp dir."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
     made: list[str] = []
     try:
         if base is None and upperdir is not None:

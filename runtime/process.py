@@ -25,10 +25,10 @@ container's stderr, as docker does.
 """
 from __future__ import annotations
 
+import _signal as signal  # the C module `signal` wraps: same calls, int constants, no enum
 import errno
 import os
 import select
-import signal
 import stat
 
 from runtime import caps, cgroups, kernel, rootfs, tty, users

@@ -23,12 +23,12 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from dataclasses import dataclass, field
 
 from cache.fspath import clean
 from runtime import kernel
 from runtime.errors import KernelCallError, SandboxError
 from runtime.overlay import mount_overlay
+from runtime.spec import Record
 
 MASKED_PATHS = (
     "/proc/acpi", "/proc/asound", "/proc/interrupts", "/proc/kcore", "/proc/keys",
@@ -45,18 +45,23 @@ _IN_ROOT = kernel.RESOLVE_IN_ROOT | kernel.RESOLVE_NO_MAGICLINKS
 _NO_LINKS = kernel.RESOLVE_IN_ROOT | kernel.RESOLVE_NO_SYMLINKS | kernel.RESOLVE_NO_MAGICLINKS
 
 
-@dataclass
-class MountPlan:
+class MountPlan(Record):
     """What `setup` mounts; built on the host, used in the child (plain data, no fds)."""
-    rootdir: str
-    lowerdirs: list[str]
-    upperdir: str
-    workdir: str
-    etc_files: dict[str, str]          # container path -> host file generated for this run
-    mounts: list = field(default_factory=list)   # spec.Mount
-    new_netns: bool = False
-    tree: str = ""     # native snapshotter: bind this copied rootfs instead of the overlay
-    readonly: bool = False     # --read-only: the root mount read-only (its sub-mounts are not)
+    _fields = ("rootdir", "lowerdirs", "upperdir", "workdir", "etc_files", "mounts", "new_netns",
+               "tree", "readonly")
+
+    def __init__(self, rootdir: str, lowerdirs: list[str], upperdir: str, workdir: str,
+                 etc_files: dict[str, str], mounts: list | None = None, new_netns: bool = False,
+                 tree: str = "", readonly: bool = False):
+        self.rootdir = rootdir
+        self.lowerdirs = lowerdirs
+        self.upperdir = upperdir
+        self.workdir = workdir
+        self.etc_files = etc_files      # container path -> host file generated for this run
+        self.mounts = [] if mounts is None else mounts   # spec.Mount
+        self.new_netns = new_netns
+        self.tree = tree            # native snapshotter: bind this copied rootfs instead of the overlay
+        self.readonly = readonly    # --read-only: the root mount read-only (its sub-mounts are not)
 
 
 def _fdpath(fd: int) -> str:

@@ -11,11 +11,9 @@ run dir goes.
 from __future__ import annotations
 
 import os
-import shutil
 import stat
-import tempfile
-from pathlib import Path
 
+from cache.fspath import remove_tree
 from runtime import etcfiles, kernel, rootfs, snapshot
 from runtime.errors import KernelCallError, SandboxError
 from runtime.snapshotter import snapshotter
@@ -26,9 +24,15 @@ class RunDir:
     """Everything on disk for one run; `plan` is what pid 1 mounts."""
 
     def __init__(self, spec: SandboxSpec, net=None):
-        base = os.fspath(Path(spec.upperdir).parent) if spec.upperdir is not None else None
+        from cache import owner
+
+        if spec.upperdir is not None:
+            base = _parent(os.fspath(spec.upperdir))
+        else:
+            import tempfile
+            base = tempfile.gettempdir()
         native = snapshotter(base) == "native"
-        self.path = tempfile.mkdtemp(prefix="pybuild-run-", dir=base)
+        self.path = owner.temp_dir(base, "run")
         self.keep = spec.upperdir is not None      # the caller's upper dir: its changes are wanted
         self.net = net      # runtime.network.attach.Attachment (bridge): released in remove()
         try:
@@ -93,7 +97,7 @@ class RunDir:
                 net, self.net = self.net, None
                 net.release()
         finally:
-            shutil.rmtree(self.path, ignore_errors=True)
+            remove_tree(self.path)
 
     def _collect(self) -> None:
         """Leave the command's changes in the upper dir in the one form both snapshotters give."""
@@ -105,6 +109,11 @@ class RunDir:
         except OSError as e:
             raise SandboxError(f"cannot record the container's changes: {e.strerror}: "
                                f"{os.fsdecode(e.filename or '')}") from None
+
+
+def _parent(path: str) -> str:
+    """The directory holding path (pathlib's .parent, as a str: `a/b/` -> `a`, `b` -> `.`)."""
+    return os.path.dirname(path.rstrip("/") or "/") or "."
 
 
 def _remove_placeholders(upperdir: str, rootdir: str, created: list) -> None:

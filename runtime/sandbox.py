@@ -7,9 +7,8 @@ and a sandbox that never outlives an exception here (Ctrl-C as KeyboardInterrupt
 """
 from __future__ import annotations
 
+import _signal as signal  # the C module `signal` wraps: same calls, int constants, no enum
 import os
-import signal
-import threading
 
 from runtime import process, tty
 from runtime.spec import SandboxSpec
@@ -24,11 +23,14 @@ def run(spec: SandboxSpec, *, forward_signals: bool = False, relay_stdin: bool =
     """
     tree = process.start(spec)
     old = {}
-    if forward_signals and threading.current_thread() is threading.main_thread():
-        for sig in process.FORWARDED_SIGNALS:
-            if not (sig == signal.SIGWINCH and tree.tty is not None):   # the relay follows it
-                old[sig] = signal.signal(sig, lambda n, _f: tree.signal(n))
     try:
+        if forward_signals:
+            try:
+                for sig in process.FORWARDED_SIGNALS:
+                    if not (sig == signal.SIGWINCH and tree.tty is not None):   # the relay follows it
+                        old[sig] = signal.signal(sig, lambda n, _f: tree.signal(n))
+            except ValueError:      # not the main thread (the first call says so: none is set)
+                pass
         if tree.tty is not None:
             try:
                 tty.relay(tree.tty, tree.pid, relay_stdin)

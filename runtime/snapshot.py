@@ -36,15 +36,11 @@ Overlay also marks a fresh directory renamed into an existing one opaque, which 
 """
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
-import shutil
 import stat
-import tempfile
 import time
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from _collections_abc import Iterator, Sequence
 
 from cache.overlayfmt import (
     clear_opaque,
@@ -55,9 +51,12 @@ from cache.overlayfmt import (
     private_xattr,
     set_opaque,
 )
-from runtime import kernel
+from runtime import kernel, lazyctx
 from runtime.errors import SandboxError
-from runtime.mountinfo import filesystem_of
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:       # annotations only: pathlib is imported where a Path is made
+    from pathlib import Path
 
 # --- metadata ---------------------------------------------------------------------------------
 
@@ -134,6 +133,7 @@ def _remove(path: bytes) -> None:
     except FileNotFoundError:
         return
     if stat.S_ISDIR(st.st_mode):
+        import shutil
         shutil.rmtree(path)
     else:
         os.unlink(path)
@@ -186,6 +186,7 @@ def _apply(layer: bytes, dest: bytes, origins: dict[bytes, bytes]) -> None:
                     os.unlink(dst)
                     have = None
                 if have is not None and is_opaque(src):   # a new dir, as overlay made it
+                    import shutil
                     shutil.rmtree(dst)
                     have = None
                 if have is None:
@@ -358,6 +359,7 @@ def _whiteout(path: bytes) -> None:
     try:
         make_whiteout(path)
     except PermissionError:
+        from runtime.mountinfo import filesystem_of
         where, fstype = filesystem_of(os.path.dirname(path))
         raise SandboxError(f"cannot record a deleted path: {where} ({fstype}) refuses overlay "
                            "whiteouts (0/0 character devices), which layer dirs need; put "
@@ -392,13 +394,17 @@ def drop_redundant_opaque(upper: str | os.PathLike, lowers: Sequence[str | os.Pa
 
 # --- the native counterpart of overlay.mounted --------------------------------------------------
 
-@contextlib.contextmanager
+@lazyctx.contextmanager
 def mounted(lowerdirs: Sequence[Path], upperdir: Path | None = None, *,
             base: str | os.PathLike | None = None) -> Iterator[Path]:
     """Yield a plain directory holding the merged view of lowerdirs (top first) and upperdir.
     On a clean exit upperdir holds, in overlay format, what it held plus what the caller changed
     (as an overlay upper dir would). Without upperdir the view is a read-only bind mount. The
     copy goes in `base` (on upperdir's filesystem), default next to upperdir, else the temp dir."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
     if base is None and upperdir is not None:
         base = Path(upperdir).parent
     base = os.fspath(base) if base is not None else None

@@ -9,21 +9,20 @@ know nothing of each other's choice.
 """
 from __future__ import annotations
 
-import contextlib
+import _thread
 import errno
 import os
-import shutil
 import sys
-import tempfile
-import threading
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from _collections_abc import Iterator, Sequence
 
-from cache import owner
-from runtime import kernel, overlay, snapshot
+from cache.fspath import remove_tree
+from runtime import kernel, lazyctx, overlay, snapshot
 from runtime.errors import KernelCallError, SandboxError
-from runtime.mountinfo import filesystem_of
 from runtime.privileges import require_root
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:       # annotations only: pathlib is imported where a Path is made
+    from pathlib import Path
 
 SNAPSHOTTER_ENV = "PYBUILD_SNAPSHOTTER"
 # errnos of an overlay mount that mean "not here" rather than "something broke"
@@ -31,7 +30,7 @@ _UNUSABLE = {errno.ENODEV, errno.EINVAL, errno.EPERM, errno.EACCES, errno.EOPNOT
              errno.ENOSYS, errno.EXDEV, errno.ENOTDIR}
 _choice: dict[int, str] = {}     # st_dev of where upper dirs go -> "overlay" | "native"
 _noticed = False
-_choice_lock = threading.Lock()
+_choice_lock = _thread.allocate_lock()   # threading.Lock, without importing threading
 
 
 def snapshotter(base: str | os.PathLike | None = None) -> str:
@@ -49,7 +48,10 @@ def snapshotter(base: str | os.PathLike | None = None) -> str:
     if mode != "auto":
         raise SandboxError(f"{SNAPSHOTTER_ENV}={mode!r} is not a snapshotter: use overlay, native "
                            "or auto (the default: overlay where it works)")
-    base = os.fspath(base) if base is not None else tempfile.gettempdir()
+    if base is None:
+        import tempfile
+        base = tempfile.gettempdir()
+    base = os.fspath(base)
     dev = os.stat(base).st_dev
     with _choice_lock:
         got = _choice.get(dev)
@@ -71,7 +73,9 @@ def overlay_problem(base: str) -> str | None:
             listed = any(line.split()[-1:] == ["overlay"] for line in f)
     except OSError:
         listed = True
-    probe = tempfile.mkdtemp(prefix=".overlay-probe-", dir=base)
+    from cache import owner
+
+    probe = owner.temp_dir(base, "probe")
     try:
         dirs = [os.path.join(probe, n) for n in ("lower", "upper", "work", "merged")]
         for d in dirs:
@@ -83,16 +87,17 @@ def overlay_problem(base: str) -> str | None:
                 raise
             if e.errno == errno.ENODEV and not listed:
                 return "overlayfs is not available (not in /proc/filesystems)"
+            from runtime.mountinfo import filesystem_of
             where, fstype = filesystem_of(base)
             return (f"overlayfs refuses upper dirs on {where} ({fstype}): "
                     f"{os.strerror(e.errno)}")
         kernel.umount2(dirs[3], kernel.MNT_DETACH)
         return None
     finally:
-        shutil.rmtree(probe, ignore_errors=True)
+        remove_tree(probe)
 
 
-@contextlib.contextmanager
+@lazyctx.contextmanager
 def mounted(lowerdirs: Sequence[Path], upperdir: Path | None = None,
             workdir: Path | None = None, *, tmp: str | os.PathLike | None = None) -> Iterator[Path]:
     """A context manager yielding the merged Path of the layer dirs (top first).
@@ -109,6 +114,12 @@ def mounted(lowerdirs: Sequence[Path], upperdir: Path | None = None,
     `tmp` (the store's tmp/), so what a killed build leaves is what `pybuild prune` removes.
     Without either it uses the system temp dir (for callers outside a store).
     """
+    import contextlib
+    import shutil
+    from pathlib import Path
+
+    from cache import owner
+
     require_root()
     with contextlib.ExitStack() as stack:
         base = None

@@ -121,8 +121,8 @@ def copy_winsize(src: int, master: int) -> None:
 def relay(master: int, pid: int, stdin: bool) -> None:
     """Copy master to our stdout (and our stdin to master) until process pid has exited, with our
     terminal in raw mode and its window size following ours; then drain what was written last."""
+    import _signal as signal  # the C module `signal` wraps: same calls, int constants, no enum
     import select
-    import signal
     import termios
     import tty
 

@@ -13,22 +13,24 @@ keeps the memberships only, as BuildKit does (tests/interop: `id` shows no group
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 
 from cache.errors import StoreError
 from cache.fspath import open_in_root
 from runtime.errors import SandboxError
+from runtime.spec import Record
 
 MAX_ID = 2**31 - 1
 MAX_TABLE_BYTES = 10 << 20   # a passwd or group file larger than this is not one
 
 
-@dataclass
-class ExecUser:
-    uid: int = 0
-    gid: int = 0
-    sgids: list[int] = field(default_factory=list)    # setgroups(): (the gid,) memberships
-    home: str = "/"
+class ExecUser(Record):
+    _fields = ("uid", "gid", "sgids", "home")
+
+    def __init__(self, uid: int = 0, gid: int = 0, sgids: list[int] | None = None, home: str = "/"):
+        self.uid = uid
+        self.gid = gid
+        self.sgids = [] if sgids is None else sgids    # setgroups(): (the gid,) memberships
+        self.home = home
 
 
 def parse_table(data: bytes) -> list[list[str]]:

@@ -9,7 +9,7 @@ ReplaceOrAppendEnvValues, SetupWorkingDirectory).
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from _collections_abc import Mapping, Sequence  # collections.abc's own source, loaded by os
 
 from cache.fspath import clean_abs
 from runtime.errors import ConfigError

@@ -9,16 +9,22 @@ containers use a volume is read from the container records, so there is no use c
 """
 from __future__ import annotations
 
-import json
 import os
-import re
 
-from cache import atomic, layout, owner
 from runtime.errors import ConfigError, ContainerError
 
-NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")   # docker's RestrictedNamePattern
 META = "volume.json"
 DATA = "_data"
+_ALNUM = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
+_NAME_CHARS = _ALNUM | frozenset("_.-")
+
+
+def valid_name(name: str) -> bool:
+    """docker's RestrictedNamePattern, `^[a-zA-Z0-9][a-zA-Z0-9_.-]+$` as Python's re matches
+    it (its `$` also before a final newline), without importing re."""
+    if name.endswith("\n"):
+        name = name[:-1]
+    return len(name) >= 2 and name[0] in _ALNUM and all(c in _NAME_CHARS for c in name[1:])
 
 
 # ---- the user's specs -> mount dicts ---------------------------------------------------------
@@ -36,7 +42,7 @@ def _target(target: str, spec: str) -> str:
 def _source_kind(source: str, spec: str) -> str:
     if source.startswith("/"):
         return "bind"
-    if not NAME.match(source):
+    if not valid_name(source):
         raise ConfigError(f'create {source}: "{source}" includes invalid characters for a local '
                           f'volume name, only "[a-zA-Z0-9][a-zA-Z0-9_.-]" are allowed. If you '
                           f'intended to pass a host directory, use absolute path')
@@ -61,6 +67,8 @@ def parse_v(spec: str) -> dict:
 
 
 def _size(text: str) -> str:
+    import re
+
     m = re.fullmatch(r"(\d+)([bkmg]?)b?", text.strip().lower())
     if not m:
         raise ConfigError(f"invalid tmpfs size {text!r}")
@@ -169,9 +177,16 @@ class Volumes:
 
     def __init__(self, root):
         self.root = os.fspath(root)
-        self.dir = os.path.join(self.root, layout.VOLUMES_DIR)
 
-    def _lock(self) -> atomic.Lock:
+    @property
+    def dir(self) -> str:
+        from cache import layout
+
+        return os.path.join(self.root, layout.VOLUMES_DIR)
+
+    def _lock(self):
+        from cache import atomic
+
         os.makedirs(self.dir, exist_ok=True)
         return atomic.Lock(os.path.join(self.dir, "lock"))
 
@@ -182,6 +197,8 @@ class Volumes:
         return os.path.join(self.dir, name, DATA)
 
     def meta(self, name: str) -> dict | None:
+        import json
+
         try:
             with open(os.path.join(self.path(name), META), "rb") as f:
                 value = json.load(f)
@@ -194,16 +211,17 @@ class Volumes:
             names = os.listdir(self.dir)
         except FileNotFoundError:
             return []
-        return sorted(n for n in names if NAME.match(n) and self.meta(n) is not None)
+        return sorted(n for n in names if valid_name(n) and self.meta(n) is not None)
 
     def create(self, name: str | None = None, labels: dict | None = None,
                anonymous: bool = False) -> tuple[str, bool]:
         """(name, made now): an existing volume is reused, as docker's create does."""
+        from cache import atomic, layout, owner
         from runtime.containers.state import now
 
         if name is None:
             name = os.urandom(32).hex()
-        elif not NAME.match(name):
+        elif not valid_name(name):
             _source_kind(name, name)
         with self._lock().held():
             if self.meta(name) is not None:
@@ -244,6 +262,8 @@ class Volumes:
     def remove(self, name: str, force: bool = False) -> None:
         if self.meta(name) is None:
             raise ContainerError(f"get {name}: no such volume")
+        from cache import layout, owner
+
         users = self.users(name)
         if users and not force:
             raise ContainerError(f"remove {name}: volume is in use - [{', '.join(users)}]")
@@ -354,6 +374,7 @@ def _copy_up_child(root, lowerdirs, fill) -> None:
     import errno
     import stat
 
+    from cache import layout
     from runtime import kernel, mountns, snapshotter
     from runtime.errors import KernelCallError
 

@@ -77,3 +77,49 @@ def test_created_dirs_have_a_depth_limit(tmp_path):
             fspath.open_dir(fd, ["d"] * (fspath.MAX_DEPTH + 1), create=True)
     finally:
         os.close(fd)
+
+
+def _tree(top):
+    """A tree as a run dir holds it: nested dirs, files, a fifo, a dir without permissions,
+    symlinks to a dir and a file outside it."""
+    outside = top.parent / "outside"
+    outside.mkdir()
+    (outside / "keep").write_text("kept\n")
+    (top / "a" / "b" / "c").mkdir(parents=True)
+    (top / "a" / "b" / "c" / "f").write_text("x")
+    (top / "a" / "g").write_text("y")
+    os.mkfifo(top / "a" / "fifo")
+    (top / "locked" / "in").mkdir(parents=True)
+    os.chmod(top / "locked", 0)
+    os.symlink(outside, top / "a" / "to-dir")
+    os.symlink(outside / "keep", top / "to-file")
+    return outside
+
+
+def test_remove_tree_removes_everything_and_follows_no_link(tmp_path):
+    top = tmp_path / "run"
+    outside = _tree(top)
+    fspath.remove_tree(top)
+    assert not os.path.lexists(top)
+    assert (outside / "keep").read_text() == "kept\n"       # the links went, not their targets
+
+
+@pytest.mark.parametrize("kind", ["empty dir", "link to a dir", "file", "missing"])
+def test_remove_tree_does_what_shutil_rmtree_ignoring_errors_does(tmp_path, kind):
+    """An empty dir goes; a symlink (even to a dir), a file or nothing there is left as is."""
+    import shutil
+
+    def make(d):
+        d.mkdir()
+        (d / "target").mkdir()
+        if kind == "empty dir":
+            (d / "it").mkdir()
+        elif kind == "link to a dir":
+            os.symlink(d / "target", d / "it")
+        elif kind == "file":
+            (d / "it").write_text("x")
+        return d / "it"
+
+    fspath.remove_tree(make(tmp_path / "mine"))
+    shutil.rmtree(make(tmp_path / "theirs"), ignore_errors=True)
+    assert sorted(os.listdir(tmp_path / "mine")) == sorted(os.listdir(tmp_path / "theirs"))

@@ -44,6 +44,40 @@ def test_signal_sent_to_sandbox_reaches_the_command(busybox_layer):
     assert sb.wait() == 42
 
 
+def test_forward_signals_relays_ours_to_the_command_and_restores_the_handlers(busybox_layer):
+    """`pybuild run`'s relay: a SIGUSR1 this process gets reaches the command; afterwards our
+    handlers are what they were."""
+    import threading
+
+    from runtime.sandbox import run
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)}
+    spec = SandboxSpec(lowerdirs=[busybox_layer], argv=["sh", "-c", "trap 'exit 42' USR1; "
+                                                        "while :; do sleep 0.05; done"])
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGUSR1))
+    timer.start()
+    try:
+        assert run(spec, forward_signals=True) == 42
+    finally:
+        timer.cancel()
+    assert {s: signal.getsignal(s) for s in before} == before
+
+
+def test_forward_signals_off_the_main_thread_runs_without_a_relay(busybox_layer):
+    """Only the main thread can set handlers: from another thread the command just runs."""
+    import threading
+
+    from runtime.sandbox import run
+
+    before = signal.getsignal(signal.SIGTERM)
+    got = []
+    t = threading.Thread(target=lambda: got.append(run(
+        SandboxSpec(lowerdirs=[busybox_layer], argv=["sh", "-c", "exit 3"]), forward_signals=True)))
+    t.start()
+    t.join(30)
+    assert got == [3] and signal.getsignal(signal.SIGTERM) is before
+
+
 def test_leftover_processes_die_with_the_command(busybox_layer):
     t = time.monotonic()
     rc, out, _ = sh([busybox_layer], "sleep 60 & echo started")
