@@ -11,7 +11,6 @@ Imports of the store and the runtime happen only when the command runs.
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import sys
 
@@ -354,7 +353,7 @@ def _detach(store, img, args, argv, extra_env, cwd, user, network, limits, mount
         record["mounts"] = mounts
     record.update({k: v for k, v in (net or {}).items() if v})
     if limits is not None:
-        record["resources"] = dataclasses.asdict(limits)   # SandboxSpec(resources=Resources(**it))
+        record["resources"] = limits.to_dict()   # SandboxSpec(resources=Resources(**it))
 
     def per_id(cid: str) -> dict:
         hostname = config.hostname(args.hostname, cid, network, os.uname().nodename)
