@@ -105,7 +105,9 @@ def _parse_flags(argv: list[str], start: int, word: str, debug: bool, root: str 
     the flag error and `See '... --help'.`."""
     from builder import flags
 
-    cmd = importlib.import_module(f"builder.commands.{COMMAND_OF[word]}").flag_command(word)
+    module = next(importlib.import_module(f"builder.commands.{m}") for m in COMMAND_MODULES
+                  if m == COMMAND_OF[word])
+    cmd = module.flag_command(word)
     try:
         args = flags.parse(cmd, argv[start:])
     except flags.FlagError as e:
