@@ -2,6 +2,9 @@
 error lines docker prints, the help; then the same through the CLI."""
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from builder.commands import containers, run
@@ -198,6 +201,14 @@ def test_a_table_names_each_flag_once():
 def test_words_after_the_positionals_without_rest():
     cmd = Command("pybuild t", "X", "", [], positionals=("x",))
     assert error("a", "b", cmd=cmd) == '"pybuild t" accepts at most 1 argument.'
+
+
+def test_the_parser_and_run_s_table_import_no_re(repo_root):
+    code = ("import sys; import builder.commands.run, builder.flags; "
+            "print(sorted({'re', 'argparse', 'enum', 'functools'} & set(sys.modules)))")
+    r = subprocess.run([sys.executable, "-S", "-c", code], cwd=repo_root, capture_output=True,
+                       text=True, check=True)
+    assert r.stdout == "[]\n"
 
 
 # through the CLI, as a user types it
