@@ -1,7 +1,9 @@
 """The `pybuild` command line: docker's words and flags, one module per command group.
 
 Start-up is a hot path: argparse is imported only when a command is parsed (`--version` and a
-replayed build never do); each command module keeps its heavy imports (lark, rich, zstandard,
+replayed build never do), and never for `run` and `create`, whose flags builder.flags parses
+with docker's pflag rules (argparse, its imports and run's ~50 actions were a sixth of a `run`);
+each command module keeps its heavy imports (lark, rich, zstandard,
 pyroute2) inside the functions that use them. A failure is the user's (one line, exit 1) or a
 bug (`internal error`, exit 2) as builder.errors decides; `run` exits 125 for both.
 """
@@ -17,7 +19,8 @@ from cache.version import VERSION
 COMMAND_MODULES = ("build", "images", "registry", "run", "containers", "containerfs", "volumes")
 # the module that registers each command, so a command line loads only its own (argparse
 # building ~30 subparsers was a tenth of a `run`); tests/builder/test_cli.py checks it against
-# what the modules register. A module may need another's parsers first (`create` copies run's).
+# what the modules register. A module may need another's parsers first (`container run` lists
+# run's).
 COMMAND_OF = {
     "build": "build",
     **dict.fromkeys(("images", "tag", "rmi", "inspect", "history", "import", "save", "load",
@@ -30,6 +33,8 @@ COMMAND_OF = {
     "volume": "volumes",
 }
 NEEDS = {"containers": ("run",)}
+# the commands builder.flags parses (their modules' flag_command(word)); argparse only lists them
+FLAG_COMMANDS = ("run", "create")
 
 
 def _columns() -> int:
@@ -72,6 +77,49 @@ def modules_for(argv: list[str] | None) -> tuple[str, ...]:
     return tuple(m for m in COMMAND_MODULES if m in want)
 
 
+def _flag_command(argv: list[str]) -> tuple[int, str, bool, str | None] | None:
+    """(where the flags start, the command, --debug, --root) when argv's command is one of
+    FLAG_COMMANDS (also as `container run|create`) after only --debug and --root DIR; None
+    otherwise: argparse parses it (and any other global option, or errs)."""
+    debug, root, i = False, None, 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "--debug":
+            debug, i = True, i + 1
+        elif a == "--root" and i + 1 < len(argv):
+            root, i = argv[i + 1], i + 2
+        elif a.startswith("--root="):
+            root, i = a[len("--root="):], i + 1
+        else:
+            break
+    word = argv[i] if i < len(argv) else None
+    if word == "container" and i + 1 < len(argv):
+        i, word = i + 1, argv[i + 1]
+    if word not in FLAG_COMMANDS:
+        return None
+    return i + 1, word, debug, root
+
+
+def _parse_flags(argv: list[str], start: int, word: str, debug: bool, root: str | None):
+    """The args of a FLAG_COMMANDS line, or its exit code: 0 after --help, 125 (docker's) with
+    the flag error and `See '... --help'.`."""
+    from builder import flags
+
+    module = next(importlib.import_module(f"builder.commands.{m}") for m in COMMAND_MODULES
+                  if m == COMMAND_OF[word])
+    cmd = module.flag_command(word)
+    try:
+        args = flags.parse(cmd, argv[start:])
+    except flags.FlagError as e:
+        print(f"pybuild: error: {e}\nSee '{cmd.path} --help'.", file=sys.stderr)
+        return 125
+    if args.help:
+        sys.stdout.write(flags.usage(cmd, _columns()))
+        return 0
+    args.debug, args.root = debug, root
+    return args
+
+
 def make_parser(argv: list[str] | None = None):
     """The parser; given argv, with only the command modules that argv needs."""
     import argparse
@@ -106,22 +154,28 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     debug, pending, args = "--debug" in argv, None, None
     try:
-        if "build" in argv:  # fast path: a fully cached rebuild replays its record
-            from builder import replay
+        split = _flag_command(argv)
+        if split is not None:
+            args = _parse_flags(argv, *split)
+            if isinstance(args, int):
+                return args
+        else:
+            if "build" in argv:  # fast path: a fully cached rebuild replays its record
+                from builder import replay
 
-            pending = replay.attempt(argv)
-            if isinstance(pending, int):
-                return pending
-        parser = make_parser(argv)
-        args = parser.parse_args(argv)
+                pending = replay.attempt(argv)
+                if isinstance(pending, int):
+                    return pending
+            parser = make_parser(argv)
+            args = parser.parse_args(argv)
+            if not getattr(args, "func", None):
+                parser.print_help()
+                return 0
+            if args.command == "build":
+                args.replay = pending
         debug = args.debug
         if args.root:
             os.environ["PYBUILD_ROOT"] = os.path.abspath(args.root)
-        if not getattr(args, "func", None):
-            parser.print_help()
-            return 0
-        if args.command == "build":
-            args.replay = pending
         rc = args.func(args)
     except KeyboardInterrupt:
         print("pybuild: interrupted", file=sys.stderr)

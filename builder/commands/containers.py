@@ -25,11 +25,8 @@ def _stopping(p, func) -> None:
 
 
 def register(sub) -> None:
-    # `create` takes every flag of `run` (registered before this module), so the two cannot drift
-    p = sub.add_parser("create", parents=[sub.choices["run"]], add_help=False,
-                       help="create a new container", description="Create a new container from "
-                       "IMAGE and print its ID; `start` runs it.")
-    p.set_defaults(func=cmd_create, failure_exit=125)
+    # `create` in the top-level help; cli.main parses its command line with flag_command()
+    sub.add_parser("create", help="create a new container", add_help=False)
 
     p = sub.add_parser("start", help="start one or more created or stopped containers")
     p.add_argument("-a", "--attach", action="store_true",
@@ -124,6 +121,7 @@ def register(sub) -> None:
     q.set_defaults(func=cmd_container_prune)
 
     # docker's management form: `container ls|rm|stop|...` are the same parsers as the commands
+    # (`container run|create` only listed here: cli.main parses them as `run`, `create`)
     for name, aliases in _CONTAINER_ALIASES:
         if name in sub.choices:
             parent = sub.choices[name]
@@ -745,6 +743,17 @@ def cmd_exec(args) -> int:
     except SandboxError as e:
         print(f"pybuild: error: {e}", file=sys.stderr)
         return 126
+
+
+def flag_command(word: str = "create"):
+    """create's command line for builder.flags: run's flag table, so the two cannot drift."""
+    from builder.commands import run
+    from builder.flags import Command
+
+    return Command("pybuild create", run.USAGE,
+                   "Create a new container from IMAGE and print its ID; `start` runs it.",
+                   run.FLAGS, positionals=("image",), rest="command",
+                   defaults={"func": cmd_create, "failure_exit": 125})
 
 
 def cmd_create(args) -> int:

@@ -14,107 +14,112 @@ from __future__ import annotations
 import os
 import sys
 
+from builder.flags import Command, Flag
 
-def register(sub) -> None:
+
+def _tls_verify(text: str) -> bool:
+    """--tls-verify's word as `pull --tls-verify` reads it (podman's: true/1/yes, false/0/no)."""
     from builder.commands.registry import parse_bool
 
-    p = sub.add_parser(
-        "run", help="run a command in a new container",
-        description="Run a command in a new container from IMAGE, in the foreground or (-d) "
-                    "detached. The network "
-                    "defaults to `bridge` (docker's: an own address on the pybuild0 bridge, "
-                    "outbound NAT, -p to publish ports).")
-    p.add_argument("--rm", action="store_true",
-                   help="remove the container when it exits (always so for now: nothing is kept)")
-    p.add_argument("-e", "--env", action="append", default=[], metavar="K=V",
-                   help="set an environment variable (K alone: take it from this environment)")
-    p.add_argument("--env-file", action="append", default=[], metavar="FILE",
-                   help="read K=V lines from FILE")
-    p.add_argument("-w", "--workdir", metavar="DIR", help="working directory inside the container")
-    p.add_argument("-u", "--user", metavar="USER", help="name|uid[:group|gid]")
-    p.add_argument("--entrypoint", metavar="CMD", help="override the image's ENTRYPOINT (clears CMD)")
-    p.add_argument("--network", "--net", metavar="MODE",
-                   help="bridge (default), host or none")
-    p.add_argument("-p", "--publish", action="append", default=[],
-                   metavar="[IP:][HOSTPORT:]PORT[/PROTO]",
-                   help="publish a container port on the host (ranges allowed)")
-    p.add_argument("-P", "--publish-all", action="store_true",
-                   help="publish every exposed port on a random free host port")
-    p.add_argument("--expose", action="append", default=[], metavar="PORT[/PROTO]",
-                   help="expose a port (or a range) in addition to the image's")
-    p.add_argument("--add-host", action="append", default=[], metavar="HOST:IP",
-                   help="add a line to /etc/hosts (IP may be host-gateway)")
-    p.add_argument("--hostname", dest="hostname", metavar="NAME",
-                   help="container host name (default: a random container ID)")
-    p.add_argument("--name", metavar="NAME",
-                   help="container name (with -d; a foreground run keeps no container yet)")
-    p.add_argument("-d", "--detach", action="store_true",
-                   help="run in the background under a supervisor and print the container ID")
-    p.add_argument("-v", "--volume", action="append", default=[], metavar="[SRC:]DST[:ro|rw]",
-                   help="bind mount a host path (SRC absolute) or mount a named volume; DST "
-                        "alone: an anonymous volume")
-    p.add_argument("--mount", action="append", default=[], metavar="SPEC",
-                   help="type=bind|volume|tmpfs,source=SRC,target=DST[,readonly][,tmpfs-size=N]")
-    p.add_argument("--tmpfs", action="append", default=[], metavar="DST[:OPTS]",
-                   help="mount a tmpfs on DST (OPTS: size=64m,mode=1777,ro,...)")
-    p.add_argument("-i", "--interactive", action="store_true", help="keep stdin open")
-    p.add_argument("-t", "--tty", action="store_true", help="allocate a pseudo-terminal")
-    p.add_argument("--init", action="store_true",
-                   help="run an init as pid 1 that forwards signals and reaps processes (the "
-                        "command is then pid 2)")
-    p.add_argument("-m", "--memory", metavar="BYTES", help="memory limit (b, k, m, g units)")
-    p.add_argument("--memory-swap", metavar="BYTES",
-                   help="memory + swap limit: -1 unlimited; default twice --memory")
-    p.add_argument("--cpus", metavar="N", help="number of CPUs (a decimal, e.g. 0.5)")
-    p.add_argument("-c", "--cpu-shares", metavar="N", help="CPU shares (relative weight)")
-    p.add_argument("--pids-limit", metavar="N", help="maximum number of processes (-1 unlimited)")
-    p.add_argument("--pull", choices=("missing", "always", "never"), default="missing",
-                   help="pull the image: when missing (default), always, or never")
-    p.add_argument("--tls-verify", default=True, metavar="BOOL", type=parse_bool,
-                   help="verify the registry's TLS certificate when pulling (default true)")
-    p.add_argument("-q", "--quiet", action="store_true", help="pull without progress output")
-    _lifecycle_flags(p)
-    p.add_argument("image", metavar="IMAGE")
-    p.add_argument("command", nargs="...", metavar="COMMAND [ARG...]")
-    p.set_defaults(func=cmd_run, failure_exit=125)  # docker run: its other codes are the command's
+    try:
+        return parse_bool(text)
+    except Exception as e:  # noqa: BLE001 - argparse's ArgumentTypeError, without importing argparse
+        raise ValueError(str(e)) from None
 
 
-def _lifecycle_flags(p) -> None:
-    """--restart, --stop-*, --label, --read-only, --health-*, --log-opt (what the supervisor
-    and the record keep)."""
-    p.add_argument("--restart", default="no", metavar="POLICY",
-                   help="no (default), on-failure[:N], always or unless-stopped: the supervisor "
-                        "runs the command again in the same container when it ends. With no "
-                        "daemon, nothing brings containers back after a reboot: `always` and "
-                        "`unless-stopped` restart only while the supervisor lives")
-    p.add_argument("--stop-signal", metavar="SIG",
-                   help="signal to stop the container with (default: the image's StopSignal, "
-                        "else SIGTERM)")
-    p.add_argument("--stop-timeout", type=int, metavar="N",
-                   help="seconds `stop` waits before SIGKILL (default 10; -1 waits for ever)")
-    p.add_argument("-l", "--label", action="append", default=[], metavar="K=V",
-                   help="set a label on the container (over the image's)")
-    p.add_argument("--label-file", action="append", default=[], metavar="FILE",
-                   help="read labels from FILE (K=V lines)")
-    p.add_argument("--read-only", action="store_true",
-                   help="mount the container's root filesystem read-only (/dev, /proc, /sys, "
-                        "tmpfs and volumes stay writable)")
-    p.add_argument("--health-cmd", metavar="CMD", help="command to run to check health")
-    for flag, what in (("interval", "time between checks"), ("timeout", "longest a check may run"),
-                       ("start-period", "time to start before failures count"),
-                       ("start-interval", "time between checks during the start period")):
-        p.add_argument(f"--health-{flag}", metavar="DURATION", help=f"{what} (ms|s|m|h)")
-    p.add_argument("--health-retries", type=int, default=0, metavar="N",
-                   help="consecutive failures needed to report unhealthy")
-    p.add_argument("--no-healthcheck", action="store_true",
-                   help="disable any container-specified HEALTHCHECK")
-    p.add_argument("--log-opt", action="append", default=[], metavar="K=V",
-                   help="json-file log options: max-size=N[k|m|g] (rotate when the log reaches "
-                        "it), max-file=N (logs kept, default 1)")
+# run's flags (and create's: builder.commands.containers takes this table), parsed by
+# builder.flags with docker's pflag rules; the dests are what cmd_run and lifecycle() read.
+_HEALTH_DURATIONS = (("interval", "time between checks"), ("timeout", "longest a check may run"),
+                     ("start-period", "time to start before failures count"),
+                     ("start-interval", "time between checks during the start period"))
+FLAGS = (
+    Flag("rm", "bool",
+         help="remove the container when it exits (a foreground run keeps no container anyway)"),
+    Flag("env", "append", short="e",
+         help="set an environment variable K=V (K alone: take it from this environment)"),
+    Flag("env-file", "append", help="read K=V lines from a file"),
+    Flag("workdir", short="w", help="working directory inside the container"),
+    Flag("user", short="u", help="name|uid[:group|gid]"),
+    Flag("entrypoint", help="override the image's ENTRYPOINT (clears CMD)"),
+    Flag("network", aliases=("net",), help="bridge (default), host or none"),
+    Flag("publish", "append", short="p",
+         help="publish a container port on the host: [IP:][HOSTPORT:]PORT[/PROTO] (ranges allowed)"),
+    Flag("publish-all", "bool", short="P",
+         help="publish every exposed port on a random free host port"),
+    Flag("expose", "append",
+         help="expose a port PORT[/PROTO] (or a range) in addition to the image's"),
+    Flag("add-host", "append", help="add a line HOST:IP to /etc/hosts (IP may be host-gateway)"),
+    Flag("hostname", help="container host name (default: a random container ID)"),
+    Flag("name", help="container name (with -d; a foreground run keeps no container yet)"),
+    Flag("detach", "bool", short="d",
+         help="run in the background under a supervisor and print the container ID"),
+    Flag("volume", "append", short="v",
+         help="bind mount a host path or mount a named volume: [SRC:]DST[:ro|rw] (SRC absolute "
+              "for a bind; DST alone: an anonymous volume)"),
+    Flag("mount", "append",
+         help="type=bind|volume|tmpfs,source=SRC,target=DST[,readonly][,tmpfs-size=N]"),
+    Flag("tmpfs", "append", help="mount a tmpfs: DST[:OPTS] (OPTS: size=64m,mode=1777,ro,...)"),
+    Flag("interactive", "bool", short="i", help="keep stdin open"),
+    Flag("tty", "bool", short="t", help="allocate a pseudo-terminal"),
+    Flag("init", "bool", help="run an init as pid 1 that forwards signals and reaps processes "
+                              "(the command is then pid 2)"),
+    Flag("memory", short="m", metavar="bytes", help="memory limit (b, k, m, g units)"),
+    Flag("memory-swap", metavar="bytes",
+         help="memory + swap limit: -1 unlimited; default twice --memory"),
+    Flag("cpus", metavar="decimal", help="number of CPUs (e.g. 0.5)"),
+    Flag("cpu-shares", short="c", help="CPU shares (relative weight)"),
+    Flag("pids-limit", help="maximum number of processes (-1 unlimited)"),
+    Flag("pull", "choice", default="missing", choices=("always", "missing", "never"),
+         help="pull the image: when missing, always, or never"),
+    Flag("tls-verify", default=True, metavar="bool", convert=_tls_verify,
+         help="verify the registry's TLS certificate when pulling (default true)"),
+    Flag("quiet", "bool", short="q", help="pull without progress output"),
+    # the lifecycle flags: what the supervisor and the record keep
+    Flag("restart", default="no",
+         help="no, on-failure[:N], always or unless-stopped: the supervisor runs the command "
+              "again in the same container when it ends. With no daemon, nothing brings "
+              "containers back after a reboot: `always` and `unless-stopped` restart only while "
+              "the supervisor lives"),
+    Flag("stop-signal", help="signal to stop the container with (default: the image's "
+                             "StopSignal, else SIGTERM)"),
+    Flag("stop-timeout", "int",
+         help="seconds `stop` waits before SIGKILL (default 10; -1 waits for ever)"),
+    Flag("label", "append", short="l", help="set a label K=V on the container (over the image's)"),
+    Flag("label-file", "append", help="read labels from a file (K=V lines)"),
+    Flag("read-only", "bool", help="mount the container's root filesystem read-only (/dev, "
+                                   "/proc, /sys, tmpfs and volumes stay writable)"),
+    Flag("health-cmd", help="command to run to check health"),
+    *(Flag(f"health-{name}", metavar="duration", help=f"{what} (ms|s|m|h)")
+      for name, what in _HEALTH_DURATIONS),
+    Flag("health-retries", "int", default=0,
+         help="consecutive failures needed to report unhealthy"),
+    Flag("no-healthcheck", "bool", help="disable any container-specified HEALTHCHECK"),
+    Flag("log-opt", "append", help="json-file log options: max-size=N[k|m|g] (rotate when the "
+                                   "log reaches it), max-file=N (logs kept, default 1)"),
+)
+USAGE = "[OPTIONS] IMAGE [COMMAND] [ARG...]"
+
+
+def register(sub) -> None:
+    """`run` in the top-level help; cli.main parses its command line with flag_command()."""
+    sub.add_parser("run", help="run a command in a new container", add_help=False)
+
+
+def flag_command(word: str = "run") -> Command:
+    """run's command line for builder.flags (cli.main asks each flag-parsed command's module)."""
+    return Command(
+        "pybuild run", USAGE,
+        "Run a command in a new container from IMAGE, in the foreground or (-d) detached. The "
+        "network defaults to `bridge` (docker's: an own address on the pybuild0 bridge, "
+        "outbound NAT, -p to publish ports).",
+        FLAGS, positionals=("image",), rest="command",
+        defaults={"func": cmd_run, "failure_exit": 125})  # docker run: its other codes are the command's
 
 
 def _restart_policy(text: str, auto_remove: bool) -> dict:
     """docker's opts.ParseRestartPolicy and ValidateRestartPolicy, and its --rm conflict."""
+    if text == "no":
+        return {"Name": "no", "MaximumRetryCount": 0}
     from runtime.errors import ConfigError
 
     name, colon, count = text.partition(":")
@@ -173,8 +178,6 @@ def _healthcheck_flags(args) -> dict | None:
 
 def _labels(args, image_labels: dict) -> dict:
     """The image's Labels, then --label-file's lines, then --label (docker's order)."""
-    from runtime.errors import ConfigError
-
     items = []
     for path in args.label_file:
         lines = _read_env_file(path, "--label-file").splitlines()
@@ -184,6 +187,7 @@ def _labels(args, image_labels: dict) -> dict:
     for item in items:
         k, _, v = item.partition("=")
         if not k:
+            from runtime.errors import ConfigError
             raise ConfigError(f"invalid label: {item!r} (a KEY=VALUE)")
         out[k] = v
     return out
@@ -192,6 +196,8 @@ def _labels(args, image_labels: dict) -> dict:
 def _log_opts(opts: list[str]) -> dict:
     """docker's json-file options (jsonfilelog.New): max-size (go-units FromHumanSize, decimal)
     and max-file; the record keeps docker's strings (LogConfig.Config) and the parsed values."""
+    if not opts:
+        return {}
     from runtime.cgroups import parse_size
     from runtime.errors import ConfigError, SandboxError
 
@@ -222,24 +228,30 @@ def _log_opts(opts: list[str]) -> dict:
 
 
 def lifecycle(args, cfg: dict) -> dict:
-    """The record's fields from the lifecycle flags against the image config `cfg`."""
-    from grammar.values import parse_signal
-    from runtime.containers import health
-    from runtime.errors import ConfigError
-
+    """The record's fields from the lifecycle flags against the image config `cfg`. The
+    defaults need neither grammar.values (SIGTERM is a signal) nor runtime.containers.health."""
     out = {"restart": _restart_policy(args.restart, args.rm), "labels": _labels(args, cfg.get("Labels")),
            "stop_signal": args.stop_signal or cfg.get("StopSignal") or "SIGTERM",
            "read_only": bool(args.read_only)}
-    try:
-        parse_signal(out["stop_signal"])
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
+    if out["stop_signal"] != "SIGTERM":
+        from grammar.values import parse_signal
+        from runtime.errors import ConfigError
+        try:
+            parse_signal(out["stop_signal"])
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
     if args.stop_timeout is not None:
         out["stop_timeout"] = args.stop_timeout
     out.update(_log_opts(args.log_opt))
-    hc = health.merge(cfg.get("Healthcheck"), _healthcheck_flags(args))
-    if hc:
-        out["healthcheck"] = hc
+    given = (args.health_cmd is not None or args.health_retries or args.no_healthcheck
+             or any(getattr(args, "health_" + name.replace("-", "_")) is not None
+                    for name, _ in _HEALTH_DURATIONS))
+    flags_hc = _healthcheck_flags(args) if given else None
+    if flags_hc is not None or cfg.get("Healthcheck"):
+        from runtime.containers import health
+        hc = health.merge(cfg.get("Healthcheck"), flags_hc)
+        if hc:
+            out["healthcheck"] = hc
     return out
 
 
@@ -249,8 +261,8 @@ def _fail(msg: str) -> int:
 
 
 def _image(store, args):
-    """The image to run, pulled as --pull says (docker's "Unable to find image" first)."""
-    from builder.baseimage import PullOptions, get_image
+    """The image to run, pulled as --pull says (docker's "Unable to find image" first); the
+    pull's modules only when it pulls."""
     from cache.errors import StoreError
 
     if args.pull != "always":
@@ -261,6 +273,7 @@ def _image(store, args):
                 raise
         if not args.quiet:
             print(f"Unable to find image '{args.image}' locally", file=sys.stderr)
+    from builder.baseimage import PullOptions, get_image
     from builder.transferview import TransferView
 
     view = TransferView("auto", quiet=args.quiet)
