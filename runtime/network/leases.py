@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import socket
 import struct
 
 from cache import owner
@@ -29,7 +28,7 @@ class Lease:
         self.prefix = prefix
         self.gateway = _ip(network + 1)
         self.broadcast = _ip(network | (0xFFFFFFFF >> prefix))
-        b = socket.inet_aton(ip)
+        b = struct.pack("!I", _int(ip))
         self.mac = "02:42:" + ":".join(f"{x:02x}" for x in b)    # docker's: from the IP
 
 
@@ -37,11 +36,18 @@ def _subnet(text: str) -> tuple[int, int]:
     """"172.17.0.0/16" -> (network address as an int, prefix length); bridge.json's subnets
     are ours (bridge.choose_subnet), so no more than this is needed (ipaddress costs ~3 ms)."""
     addr, _, prefix = text.partition("/")
-    return struct.unpack("!I", socket.inet_aton(addr))[0], int(prefix)
+    return _int(addr), int(prefix)
+
+
+def _int(ip: str) -> int:
+    """A dotted quad as an int (the module stays free of socket, which a sweep from a
+    `--network none` run would otherwise import: enum, selectors)."""
+    a, b, c, d = (int(x) for x in ip.split("."))
+    return a << 24 | b << 16 | c << 8 | d
 
 
 def _ip(n: int) -> str:
-    return socket.inet_ntoa(struct.pack("!I", n))
+    return f"{n >> 24 & 255}.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}"
 
 
 class locked:
