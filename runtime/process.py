@@ -89,8 +89,11 @@ class ProcessTree:
         self.returncode = _status(status)
         self._close_started()
         cgroups.remove(self.cgroup)
-        error, created = self._messages()
+        error, created, refused = self._messages()
         self._rundir.finish(created, collect=not error)
+        if refused:     # the kernel refused the rootfs's overlay: the next run probes again
+            from runtime.snapshotter import forget
+            forget(os.path.dirname(self._rundir.path))
         if error:
             raise SandboxError(error)
         return self.returncode
@@ -121,7 +124,7 @@ class ProcessTree:
             os.close(self._started)
             self._started = None
 
-    def _messages(self) -> tuple[str | None, list]:
+    def _messages(self) -> tuple[str | None, list, bool]:
         chunks = [self._early]
         while True:
             b = os.read(self._errfd, 65536)
@@ -132,9 +135,10 @@ class ProcessTree:
         return _parse(b"".join(chunks))
 
 
-def _parse(data: bytes) -> tuple[str | None, list]:
-    """The error pipe's lines: the first `E message`, and the `C path atime mtime` entries."""
-    error, created = None, []
+def _parse(data: bytes) -> tuple[str | None, list, bool]:
+    """The error pipe's lines: the first `E message`, the `C path atime mtime` entries, and
+    whether an `O` said the kernel refused the rootfs's overlay mount."""
+    error, created, refused = None, [], False
     for line in data.decode(errors="replace").splitlines():
         kind, _, rest = line.partition(" ")
         if kind == "E" and error is None:
@@ -142,7 +146,9 @@ def _parse(data: bytes) -> tuple[str | None, list]:
         elif kind == "C":
             path, at, mt = rest.rsplit(" ", 2)
             created.append((path, int(at), int(mt)))
-    return error, created
+        elif kind == "O":
+            refused = True
+    return error, created, refused
 
 
 def start(spec: SandboxSpec) -> ProcessTree:
@@ -372,6 +378,10 @@ def _init(spec: SandboxSpec, plan: rootfs.MountPlan, w: int, csock, alive: int, 
         created: list = []
         try:
             rootfs.setup(plan, created)
+        except SandboxError as e:
+            if not plan.tree and getattr(e, "errno", None) is not None:    # a KernelCallError
+                os.write(w, b"O\n")    # maybe the overlay: wait() has its answer probed again
+            raise
         finally:
             for path, at, mt in created:
                 os.write(w, f"C {path} {at} {mt}\n".encode())
