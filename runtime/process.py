@@ -173,10 +173,15 @@ def start(spec: SandboxSpec) -> ProcessTree:
     fds: list[int] = []
     psock = csock = None
     cgroup: list[str] = []
+    procs: list[tuple[str, int]] = []
     sync = None
     try:
         if spec.resources is not None:      # every container has one, limits or not
             cgroup = cgroups.create(spec.resources)
+            # the keeper's handles to move pid 1 in with, opened before `prime` below holds the
+            # kernel's cgroup locks, and before pid 1's pivot_root hides the hierarchies
+            procs = cgroups.opened(cgroup)
+            fds += [fd for _, fd in procs]
         r, w = os.pipe2(os.O_CLOEXEC)
         started_r, started_w = os.pipe2(os.O_CLOEXEC)
         fds += [r, w, started_r, started_w]
@@ -199,9 +204,11 @@ def start(spec: SandboxSpec) -> ProcessTree:
         rundir.remove()
         raise
     if pid == 0:
-        _keeper(spec, rundir.plan, w, r, parent, csock, cgroup, sync, started_w)  # never returns
+        _keeper(spec, rundir.plan, w, r, parent, csock, procs, sync, started_w)  # never returns
     os.close(w)
     os.close(started_w)
+    for _, fd in procs:
+        os.close(fd)
     tree = ProcessTree(pid, r, rundir, cgroup, started_r)
     if net is not None:
         tree.network = net
@@ -266,7 +273,7 @@ def _close_fds_except(keep: list[int]) -> None:
 
 
 def _keeper(spec: SandboxSpec, plan: rootfs.MountPlan, w: int, r: int, parent: int, csock,
-            cgroup: list[str], sync: tuple[int, int] | None, started: int) -> None:
+            procs: list[tuple[str, int]], sync: tuple[int, int] | None, started: int) -> None:
     code = 125
     try:
         signal.set_wakeup_fd(-1)
@@ -278,6 +285,7 @@ def _keeper(spec: SandboxSpec, plan: rootfs.MountPlan, w: int, r: int, parent: i
         os.close(r)
         if started < 3:
             started = os.dup(started)
+        procs = [(p, fd if fd >= 3 else os.dup(fd)) for p, fd in procs]
         fds = [spec.stdin, spec.stdout, spec.stderr]
         dups = [os.dup(fd) if fd is not None else None for fd in fds]
         for i, fd in enumerate(dups):
@@ -286,7 +294,7 @@ def _keeper(spec: SandboxSpec, plan: rootfs.MountPlan, w: int, r: int, parent: i
         if w < 3:
             w = os.dup(w)
         _close_fds_except([w, started] + ([csock.fileno()] if csock is not None else [])
-                          + list(sync or ()))
+                          + list(sync or ()) + [fd for _, fd in procs])
         os.set_inheritable(w, False)
         os.setsid()
         flags = kernel.CLONE_NEWNS | kernel.CLONE_NEWPID | kernel.CLONE_NEWUTS | kernel.CLONE_NEWIPC
@@ -300,7 +308,6 @@ def _keeper(spec: SandboxSpec, plan: rootfs.MountPlan, w: int, r: int, parent: i
             os.close(sync[0])
             os.close(sync[1])
         alive_r, alive_w = os.pipe2(os.O_CLOEXEC)   # pid 1 sees EOF once the keeper is gone
-        procs = cgroups.opened(cgroup)     # before pid 1's pivot_root hides them from us too
         joined_r, joined_w = os.pipe2(os.O_CLOEXEC) if procs else (None, None)
         pid1 = os.fork()
         if pid1 == 0:
