@@ -71,10 +71,10 @@ def snapshotter(base: str | os.PathLike | None = None) -> str:
 
 
 def _fs_key(base: str) -> str:
-    """What the probe's answer depends on: this boot (kernel and modules; PROBE_CACHE may outlive
-    a reboot where /run is no tmpfs), the user namespace (overlay's trusted xattrs) and the
-    filesystem of base (device, fsid and mount flags: an overlay or a new mount on a reused
-    device number differs in fsid)."""
+    """What the probe's answer depends on: this boot and kernel (PROBE_CACHE may outlive a
+    reboot where /run is no tmpfs), whether overlay is loaded (a later modprobe), the user
+    namespace (overlay's trusted xattrs) and the filesystem of base (device, fsid and mount
+    flags: an overlay or a new mount on a reused device number differs in fsid)."""
     global _boot
     if _boot is None:
         try:
@@ -87,7 +87,13 @@ def _fs_key(base: str) -> str:
         ns = os.readlink("/proc/self/ns/user")
     except OSError:
         ns = "?"
-    return f"{_boot}/{os.uname().release}/{ns}/{st.st_dev}/{vfs.f_fsid:x}/{vfs.f_flag:x}"
+    try:
+        with open("/proc/filesystems", "rb") as f:
+            loaded = int(b"\toverlay\n" in f.read())
+    except OSError:
+        loaded = 2
+    return (f"{_boot}/{os.uname().release}/{loaded}/{ns}/{st.st_dev}/{vfs.f_fsid:x}/"
+            f"{vfs.f_flag:x}")
 
 
 def _cache_lines() -> list[str]:
