@@ -267,7 +267,8 @@ def _forward_to(pid_holder: list) -> None:
 def _close_fds_except(keep: list[int]) -> None:
     low = 3
     for fd in sorted(k for k in keep if k >= 3):
-        os.closerange(low, fd)
+        if fd > low:
+            os.closerange(low, fd)
         low = fd + 1
     os.closerange(low, 1 << 20)
 
