@@ -5,9 +5,10 @@ on v2 (one unified hierarchy), as runc's cgroupfs driver does with a cgroup pare
 A container's cgroup is `<this process's cgroup>/pybuild/<name>` in each hierarchy a limit
 needs, where `<name>` is a cache.owner temporary name of the process that made it: `create`
 removes the empty ones a dead owner left (a kill -9 of pybuild), `remove` kills what is still
-inside and rmdirs it. The sandbox's pid 1 joins (`join`, writing 0 to cgroup.procs) before the
-command runs, so every descendant is inside; the keeper above it stays out, so --pids-limit
-counts pid 1 and the command's processes.
+inside and rmdirs it. The sandbox's keeper moves its pid 1 in (`move`, writing pid 1's pid
+to the cgroup.procs files it `opened` before pid 1 could hide them) while pid 1 sets up its
+rootfs, and pid 1 waits for that before the command runs, so every descendant is inside; the
+keeper stays out, so --pids-limit counts pid 1 and the command's processes.
 Every container gets its cgroup, limits or not (as docker gives one): with none set it is made
 only in the accounting hierarchies (`ACCOUNTING`) `pybuild stats` reads and the freezer
 `pybuild commit` pauses it with; a hierarchy that refuses it is then skipped, not an error.
@@ -303,10 +304,63 @@ def _enable(path: str, controller: str) -> None:
         raise
 
 
-def join(paths: list[str]) -> None:
-    """Move the calling process into each cgroup (children it forks after this are inside)."""
-    for p in paths:
-        _write(os.path.join(p, "cgroup.procs"), "0")
+def _join_error(path: str, e: OSError) -> SandboxError:
+    return SandboxError(f"cannot move the container's process into its cgroup {path}: {e.strerror}")
+
+
+def opened(paths: list[str]) -> list[tuple[str, int]]:
+    """(dir, fd) of each cgroup's cgroup.procs, open for writing (close-on-exec): what `move`
+    writes to, opened while the hierarchies are in sight (a pivot_root in a mount namespace the
+    opener shares hides them)."""
+    out: list[tuple[str, int]] = []
+    try:
+        for p in paths:
+            out.append((p, os.open(os.path.join(p, "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC)))
+    except OSError as e:
+        for _, fd in out:
+            os.close(fd)
+        raise _join_error(p, e) from None
+    return out
+
+
+def move(procs: list[tuple[str, int]], pid: int = 0) -> None:
+    """Move process pid (0: the writer) into each cgroup of `opened`, closing the files; children
+    it forks after this are inside. A refusal is one SandboxError line naming the cgroup (e.g.
+    EINVAL: a real-time process and a v1 cpu cgroup without cpu.rt_runtime_us)."""
+    value = str(pid).encode()
+    try:
+        for p, fd in procs:
+            try:
+                os.write(fd, value)
+            except OSError as e:
+                raise _join_error(p, e) from None
+    finally:
+        for _, fd in procs:
+            os.close(fd)
+
+
+def prime(path: str) -> None:
+    """Take the kernel's cgroup migration lock once, moving the caller into the cgroup it is
+    already in (the one above container cgroup `path`'s PARENT): the first migration after a
+    quiet spell waits out an RCU grace period (~8 ms here), the ones that follow within it do
+    not. An idle caller pays it while a keeper's `move` of its pid 1 is on its way. Best effort
+    (a refusal, e.g. v2's EBUSY, comes after the lock was taken)."""
+    try:
+        fd = os.open(os.path.join(os.path.dirname(os.path.dirname(path)), "cgroup.procs"),
+                     os.O_WRONLY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        os.write(fd, b"0")
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def join(paths: list[str], pid: int = 0) -> None:
+    """Move process pid (0: the caller) into each cgroup (`opened`, then `move`)."""
+    move(opened(paths), pid)
 
 
 def procs(path: str) -> list[int]:

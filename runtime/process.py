@@ -1,10 +1,12 @@
 """The sandbox's process tree: start it, get a handle, wait for it, signal it.
 
-    caller ── A "keeper"   host pid ns; own session; unshare(mnt,pid,uts,ipc[,net]); forwards
-               │           signals to B, waits for it, exits with its status
+    caller ── A "keeper"   host pid ns; own session; unshare(mnt,pid,uts,ipc[,net]); moves B
+               │           into the container's cgroups (staying out itself), forwards signals
+               │           to B, waits for it, exits with its status
                └─ B        pid 1 of the new pid ns: mounts the rootfs, pivot_root, hostname, pty,
-                           then drops to Docker's 14 capabilities, uid/gid/groups, cwd, closes
-                           every fd but 0-2, becomes non-dumpable and execs argv itself
+                           cwd, waits until A has moved it into its cgroups, then drops to
+                           Docker's 14 capabilities, uid/gid/groups, closes every fd but 0-2,
+                           becomes non-dumpable and execs argv itself
                            (docker's, runc's and BuildKit's RUN: the command is pid 1)
 
 With spec.init (`run --init`, docker's tini) B stays a small init instead: it forwards signals,
@@ -87,8 +89,11 @@ class ProcessTree:
         self.returncode = _status(status)
         self._close_started()
         cgroups.remove(self.cgroup)
-        error, created = self._messages()
+        error, created, refused = self._messages()
         self._rundir.finish(created, collect=not error)
+        if refused:     # the kernel refused the rootfs's overlay: the next run probes again
+            from runtime.snapshotter import forget
+            forget(os.path.dirname(self._rundir.path))
         if error:
             raise SandboxError(error)
         return self.returncode
@@ -119,7 +124,7 @@ class ProcessTree:
             os.close(self._started)
             self._started = None
 
-    def _messages(self) -> tuple[str | None, list]:
+    def _messages(self) -> tuple[str | None, list, bool]:
         chunks = [self._early]
         while True:
             b = os.read(self._errfd, 65536)
@@ -130,9 +135,10 @@ class ProcessTree:
         return _parse(b"".join(chunks))
 
 
-def _parse(data: bytes) -> tuple[str | None, list]:
-    """The error pipe's lines: the first `E message`, and the `C path atime mtime` entries."""
-    error, created = None, []
+def _parse(data: bytes) -> tuple[str | None, list, bool]:
+    """The error pipe's lines: the first `E message`, the `C path atime mtime` entries, and
+    whether an `O` said the kernel refused the rootfs's overlay mount."""
+    error, created, refused = None, [], False
     for line in data.decode(errors="replace").splitlines():
         kind, _, rest = line.partition(" ")
         if kind == "E" and error is None:
@@ -140,7 +146,9 @@ def _parse(data: bytes) -> tuple[str | None, list]:
         elif kind == "C":
             path, at, mt = rest.rsplit(" ", 2)
             created.append((path, int(at), int(mt)))
-    return error, created
+        elif kind == "O":
+            refused = True
+    return error, created, refused
 
 
 def start(spec: SandboxSpec) -> ProcessTree:
@@ -165,10 +173,15 @@ def start(spec: SandboxSpec) -> ProcessTree:
     fds: list[int] = []
     psock = csock = None
     cgroup: list[str] = []
+    procs: list[tuple[str, int]] = []
     sync = None
     try:
         if spec.resources is not None:      # every container has one, limits or not
             cgroup = cgroups.create(spec.resources)
+            # the keeper's handles to move pid 1 in with, opened before `prime` below holds the
+            # kernel's cgroup locks, and before pid 1's pivot_root hides the hierarchies
+            procs = cgroups.opened(cgroup)
+            fds += [fd for _, fd in procs]
         r, w = os.pipe2(os.O_CLOEXEC)
         started_r, started_w = os.pipe2(os.O_CLOEXEC)
         fds += [r, w, started_r, started_w]
@@ -191,9 +204,11 @@ def start(spec: SandboxSpec) -> ProcessTree:
         rundir.remove()
         raise
     if pid == 0:
-        _keeper(spec, rundir.plan, w, r, parent, csock, cgroup, sync, started_w)  # never returns
+        _keeper(spec, rundir.plan, w, r, parent, csock, procs, sync, started_w)  # never returns
     os.close(w)
     os.close(started_w)
+    for _, fd in procs:
+        os.close(fd)
     tree = ProcessTree(pid, r, rundir, cgroup, started_r)
     if net is not None:
         tree.network = net
@@ -209,6 +224,8 @@ def start(spec: SandboxSpec) -> ProcessTree:
         finally:
             os.close(ready_r)
             os.close(go_w)
+    if cgroup:      # idle until the command ends: pay the keeper's first cgroup write for it
+        cgroups.prime(cgroup[0])
     if psock is not None:
         csock.close()
         tree.tty = tty.receive_master(psock)
@@ -250,13 +267,14 @@ def _forward_to(pid_holder: list) -> None:
 def _close_fds_except(keep: list[int]) -> None:
     low = 3
     for fd in sorted(k for k in keep if k >= 3):
-        os.closerange(low, fd)
+        if fd > low:
+            os.closerange(low, fd)
         low = fd + 1
     os.closerange(low, 1 << 20)
 
 
 def _keeper(spec: SandboxSpec, plan: rootfs.MountPlan, w: int, r: int, parent: int, csock,
-            cgroup: list[str], sync: tuple[int, int] | None, started: int) -> None:
+            procs: list[tuple[str, int]], sync: tuple[int, int] | None, started: int) -> None:
     code = 125
     try:
         signal.set_wakeup_fd(-1)
@@ -268,6 +286,7 @@ def _keeper(spec: SandboxSpec, plan: rootfs.MountPlan, w: int, r: int, parent: i
         os.close(r)
         if started < 3:
             started = os.dup(started)
+        procs = [(p, fd if fd >= 3 else os.dup(fd)) for p, fd in procs]
         fds = [spec.stdin, spec.stdout, spec.stderr]
         dups = [os.dup(fd) if fd is not None else None for fd in fds]
         for i, fd in enumerate(dups):
@@ -276,7 +295,7 @@ def _keeper(spec: SandboxSpec, plan: rootfs.MountPlan, w: int, r: int, parent: i
         if w < 3:
             w = os.dup(w)
         _close_fds_except([w, started] + ([csock.fileno()] if csock is not None else [])
-                          + list(sync or ()))
+                          + list(sync or ()) + [fd for _, fd in procs])
         os.set_inheritable(w, False)
         os.setsid()
         flags = kernel.CLONE_NEWNS | kernel.CLONE_NEWPID | kernel.CLONE_NEWUTS | kernel.CLONE_NEWIPC
@@ -290,18 +309,59 @@ def _keeper(spec: SandboxSpec, plan: rootfs.MountPlan, w: int, r: int, parent: i
             os.close(sync[0])
             os.close(sync[1])
         alive_r, alive_w = os.pipe2(os.O_CLOEXEC)   # pid 1 sees EOF once the keeper is gone
+        joined_r, joined_w = os.pipe2(os.O_CLOEXEC) if procs else (None, None)
         pid1 = os.fork()
         if pid1 == 0:
             os.close(alive_w)
-            _init(spec, plan, w, csock, cgroup, alive_r, started)
+            for _, fd in procs:
+                os.close(fd)
+            if joined_w is not None:
+                os.close(joined_w)
+            _init(spec, plan, w, csock, alive_r, started, joined_r)
         os.close(alive_r)
         os.close(started)       # pid 1 holds it until the command is exec'd
         target.append(pid1)
+        moved = _move_in(pid1, procs, joined_r, joined_w, w) if procs else True
         _, status = os.waitpid(pid1, 0)
-        code = _status(status)
+        code = _status(status) if moved else 125
     except BaseException as e:  # noqa: BLE001 - reported to the caller as one line
         _report(w, e)
     os._exit(code)
+
+
+def _move_in(pid1: int, procs: list[tuple[str, int]], joined_r: int, joined_w: int, w: int) -> bool:
+    """Move pid 1 into the container's cgroups while it sets up its rootfs (the first write to a
+    v1 cgroup.procs waits out an RCU grace period, ~8 ms: off the critical path here), then
+    tell it "joined"; it waits for that before the command exists. The keeper itself stays
+    out. False when the kernel refused: that is the sandbox's error, and pid 1, seeing EOF,
+    ends (125). A pid 1 that ended first (its set-up failed) keeps its own error and status."""
+    os.close(joined_r)
+    try:
+        try:
+            cgroups.move(procs, pid1)
+        except SandboxError as e:
+            if os.waitid(os.P_PID, pid1, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+                return True
+            _report(w, e)
+            return False
+        try:
+            os.write(joined_w, b"1")
+        except BrokenPipeError:     # pid 1 already ended: wait says why
+            pass
+        return True
+    finally:
+        os.close(joined_w)
+
+
+def _joined(fd: int | None) -> None:
+    """Pid 1: wait until the keeper has moved it into its cgroups (`_move_in`); end quietly
+    (125; the keeper reported why) when it could not."""
+    if fd is None:
+        return
+    ok = os.read(fd, 1) == b"1"
+    os.close(fd)
+    if not ok:
+        os._exit(125)
 
 
 def _set_title(title: str) -> None:
@@ -316,16 +376,20 @@ def _set_title(title: str) -> None:
         kernel.overwrite(start, title.encode()[:n - 2].ljust(n - 1, b"\0") + b" ")
 
 
-def _init(spec: SandboxSpec, plan: rootfs.MountPlan, w: int, csock, cgroup: list[str],
-          alive: int, started: int) -> None:
+def _init(spec: SandboxSpec, plan: rootfs.MountPlan, w: int, csock, alive: int, started: int,
+          joined: int | None) -> None:
     code = 125
     try:
         kernel.prctl(kernel.PR_SET_PDEATHSIG, signal.SIGKILL)
-        oom_adj = _join(cgroup, spec.init)
+        oom_adj = _oom_guard(spec.init and joined is not None)
         kernel.prctl(kernel.PR_SET_DUMPABLE, 0)
         created: list = []
         try:
             rootfs.setup(plan, created)
+        except SandboxError as e:
+            if not plan.tree and getattr(e, "errno", None) is not None:    # a KernelCallError
+                os.write(w, b"O\n")    # maybe the overlay: wait() has its answer probed again
+            raise
         finally:
             for path, at, mt in created:
                 os.write(w, f"C {path} {at} {mt}\n".encode())
@@ -336,13 +400,14 @@ def _init(spec: SandboxSpec, plan: rootfs.MountPlan, w: int, csock, cgroup: list
         env = _environ(spec.env, user)
         pts = tty.send_new_pty(csock) if csock is not None else None
         if not spec.init:
-            _exec(spec, user, env, w, pts, None, alive)     # the command is pid 1
+            _exec(spec, user, env, w, pts, None, alive, joined)     # the command is pid 1
         _set_title(INIT_TITLE)
         child: list[int] = []
         _forward_to(child)
+        _joined(joined)         # in its cgroups before the command is forked
         pid = os.fork()
         if pid == 0:
-            _exec(spec, user, env, w, pts, oom_adj, alive)
+            _exec(spec, user, env, w, pts, oom_adj, alive, None)
         child.append(pid)
         os.close(started)       # the command's copy closes as it execs
         while True:
@@ -355,14 +420,10 @@ def _init(spec: SandboxSpec, plan: rootfs.MountPlan, w: int, csock, cgroup: list
     os._exit(code)
 
 
-def _join(cgroup: list[str], init: bool) -> str | None:
-    """Move pid 1 into the container's cgroup before the command exists; an init (spec.init)
-    also keeps out of the OOM killer's way (docker's shim is -999) so a memory limit kills the
-    command. Return the score the command gets back (the caller's), or None when nothing
-    changed."""
-    if not cgroup:
-        return None
-    cgroups.join(cgroup)
+def _oom_guard(init: bool) -> str | None:
+    """An init (spec.init) in a cgroup keeps out of the OOM killer's way (docker's shim is -999)
+    so a memory limit kills the command. Return the score the command gets back (the caller's),
+    or None when nothing changed."""
     if not init:
         return None
     with open("/proc/self/oom_score_adj") as f:
@@ -423,7 +484,7 @@ class _ExecFailure(Exception):
 
 
 def _exec(spec: SandboxSpec, user: users.ExecUser, env: dict[str, str], w: int, pts: str | None,
-          oom_adj: str | None, alive: int) -> None:
+          oom_adj: str | None, alive: int, joined: int | None) -> None:
     code = 125
     try:
         if oom_adj is not None:
@@ -445,6 +506,7 @@ def _exec(spec: SandboxSpec, user: users.ExecUser, env: dict[str, str], w: int, 
         cwd = os.getcwd()
         if not cwd.startswith("/"):
             raise SandboxError(f"working directory {spec.cwd} is outside the container")
+        _joined(joined)         # the command never runs outside its cgroups
         caps.drop_to_default()
         os.setgroups(user.sgids)
         os.setresgid(user.gid, user.gid, user.gid)

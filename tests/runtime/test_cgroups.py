@@ -1,13 +1,17 @@
 """runtime.cgroups on this machine's real cgroups: docker's units and flag checks, which version
-applies, a cgroup made/joined/removed, a dead owner's leftover swept, and a process tree with
-limits that is inside its cgroup and leaves nothing when waited for (also when killed)."""
+applies, a cgroup made/joined/removed, a dead owner's leftover swept, a process tree with
+limits that is inside its cgroup and leaves nothing when waited for (also when killed), the
+command inside from its start with the keeper outside, and a join the kernel refuses."""
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
+from busybox_fixture import REPO
 from rootfs_helpers import requires_root
 
 from cache import owner
@@ -188,3 +192,60 @@ def test_a_tree_without_limits_has_a_cgroup_that_freezes(busybox_layer):
         tree.wait()
         os.close(r)
     assert not any(os.path.exists(p) for p in tree.cgroup)
+
+
+@requires_root
+@needs_controllers
+@pytest.mark.parametrize("init", [False, True])
+def test_the_command_starts_inside_its_cgroups_and_the_keeper_stays_out(busybox_layer, init):
+    """The keeper moves pid 1 in while pid 1 mounts the rootfs; the command, reading its own
+    /proc/self/cgroup without forking (as pid 1, or init's child), is inside in every
+    hierarchy from its first instruction, and so is pid 1; the keeper is in none."""
+    r, w = os.pipe()
+    tree = process.start(SandboxSpec(
+        lowerdirs=[busybox_layer], stdout=w, init=init, resources=Resources(),
+        argv=["sh", "-c", "while read l; do echo \"self $l\"; done < /proc/self/cgroup; "
+                          "while read l; do echo \"one $l\"; done < /proc/1/cgroup; echo end; "
+                          "sleep 30"]))
+    os.close(w)
+    try:
+        out = b""
+        while not out.endswith(b"end\n"):
+            chunk = os.read(r, 4096)
+            assert chunk
+            out += chunk
+        with open(f"/proc/{tree.pid}/cgroup") as f:
+            keeper = f.read()
+    finally:
+        tree.kill()
+        tree.wait()
+        os.close(r)
+    lines = out.decode().splitlines()
+    for who in ("self", "one"):
+        inside = [ln for ln in lines if ln.startswith(who + " ") and "/pybuild/ctr-" in ln]
+        assert len(inside) == len(tree.cgroup), out.decode()
+    assert "/pybuild/ctr-" not in keeper
+    assert not any(os.path.exists(p) for p in tree.cgroup)
+
+
+@requires_root
+@pytest.mark.skipif(VERSION != 1 or "cpu" not in OWN
+                    or not os.path.exists(os.path.join(OWN["cpu"], "cpu.rt_runtime_us")),
+                    reason="needs v1 real-time group scheduling (cpu.rt_runtime_us)")
+def test_a_join_the_kernel_refuses_is_one_line_125_and_leaves_no_cgroup():
+    """A real-time caller's pid 1 cannot enter a v1 cpu cgroup with no real-time budget (a new
+    cgroup's cpu.rt_runtime_us is 0): the kernel refuses the keeper's move with EINVAL."""
+    p = subprocess.Popen(["chrt", "-f", "1", sys.executable, "-m", "builder", "run", "--rm",
+                          "--network", "none", "busybox", "true"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 125
+    assert out == ""
+    assert err.count("\n") == 1 and err.startswith("pybuild: error: cannot move the container's "
+                                                   "process into its cgroup "), err
+    assert "Invalid argument" in err
+    mine = f"ctr-{p.pid}."
+    for d in set(OWN.values()):
+        parent = os.path.join(d, cgroups.PARENT)
+        assert not [n for n in (os.listdir(parent) if os.path.isdir(parent) else [])
+                    if n.startswith(mine)]
