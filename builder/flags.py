@@ -43,6 +43,7 @@ class Flag:
 
 
 HELP = Flag("help", "bool", short="h", help="Print usage")
+HELP_LONG_ONLY = Flag("help", "bool", help="Print usage")
 
 
 class Command:
@@ -55,7 +56,9 @@ class Command:
     def __init__(self, path: str, usage: str, description: str, flags, positionals=(),
                  rest: str | None = None, defaults: dict | None = None):
         self.path, self.usage, self.description = path, usage, description
-        self.flags = (*flags, HELP)
+        # -h is help unless a flag takes it (docker run's -h is --hostname; cobra then leaves
+        # help to --help alone)
+        self.flags = (*flags, HELP if all(f.short != "h" for f in flags) else HELP_LONG_ONLY)
         self.positionals, self.rest, self.defaults = tuple(positionals), rest, dict(defaults or {})
         self._long: dict[str, Flag] = {}
         self._short: dict[str, Flag] = {}
@@ -85,7 +88,8 @@ class Args:
 
 def parse(cmd: Command, argv: list[str]) -> Args:
     """argv (the words after the command's name) -> Args, every dest set (defaults included).
-    -h/--help sets `help`: the caller prints usage() before any positional is required."""
+    --help (and -h, unless a flag has it) sets `help`: the caller prints usage() before any
+    positional is required."""
     values = {f.dest: list(f.default or ()) if f.kind == "append" else f.default
               for f in cmd.flags}
     values.update(cmd.defaults)

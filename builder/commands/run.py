@@ -49,7 +49,7 @@ FLAGS = (
     Flag("expose", "append",
          help="expose a port PORT[/PROTO] (or a range) in addition to the image's"),
     Flag("add-host", "append", help="add a line HOST:IP to /etc/hosts (IP may be host-gateway)"),
-    Flag("hostname", help="container host name (default: a random container ID)"),
+    Flag("hostname", short="h", help="container host name (default: a random container ID)"),
     Flag("name", help="container name (with -d; a foreground run keeps no container yet)"),
     Flag("detach", "bool", short="d",
          help="run in the background under a supervisor and print the container ID"),

@@ -156,8 +156,7 @@ def test_errors_in_docker_s_words(argv, message):
 
 def test_help_before_any_positional_is_required():
     assert p("--help").help is True
-    assert p("-h").help is True
-    assert p("-dh").help is True
+    assert p("-d", "--help").help is True
     assert error("--help", "--foo") == "unknown flag: --foo"
     a = p("busybox", "--help")          # the command's own
     assert (a.help, a.command) == (False, ["--help"])
@@ -173,7 +172,8 @@ def test_usage_in_docker_s_layout():
     rows = {ln.split()[0].rstrip(","): ln for ln in options if ln.lstrip().startswith("-")}
     assert rows["-e"].startswith("  -e, --env list ")
     assert rows["--rm"].startswith("      --rm   ")
-    assert rows["-h"].split()[:3] == ["-h,", "--help", "Print"]
+    assert rows["--help"].split()[:2] == ["--help", "Print"]
+    assert rows["-h"].startswith("  -h, --hostname string ")
     flat = " ".join(text.split())
     assert '(default "missing")' in flat and "(also --net)" in flat
     # help wraps to the width (a word longer than its column stays whole)
@@ -194,8 +194,8 @@ def test_create_shares_run_s_table():
 def test_a_table_names_each_flag_once():
     with pytest.raises(ValueError, match="--x twice"):
         Command("t", "", "", [Flag("x"), Flag("y", aliases=("x",))])
-    with pytest.raises(ValueError, match="-h twice"):
-        Command("t", "", "", [Flag("host", short="h")])
+    with pytest.raises(ValueError, match="-a twice"):
+        Command("t", "", "", [Flag("all", short="a"), Flag("any", short="a")])
 
 
 def test_words_after_the_positionals_without_rest():
@@ -232,9 +232,18 @@ def test_cli_missing_image(pybuild):
                         "See 'pybuild run --help'.\n")
 
 
-@pytest.mark.parametrize("flag", ["--help", "-h"])
-def test_cli_help(pybuild, flag):
-    r = pybuild("run", flag)
+def test_h_is_the_hostname_as_in_docker_run():
+    """docker run's -h is --hostname (help is --help alone); a command without an -h flag of
+    its own keeps -h for help."""
+    assert p("-h", "box", "busybox").hostname == "box"
+    assert p("-dh", "box", "busybox").hostname == "box"
+    assert p("-hbox", "busybox").hostname == "box"
+    other = Command("pybuild x", "pybuild x", "x", [Flag("all", "bool", short="a")])
+    assert parse(other, ["-h"]).help is True
+
+
+def test_cli_help(pybuild):
+    r = pybuild("run", "--help")
     assert (r.returncode, r.stderr) == (0, "")
     assert r.stdout.startswith("Usage:  pybuild run [OPTIONS] IMAGE [COMMAND] [ARG...]\n")
     assert "  -e, --env list" in r.stdout
