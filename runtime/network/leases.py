@@ -149,14 +149,22 @@ def release(lease: Lease) -> None:
     _spawn_sweep()
 
 
-def _waiter_busy() -> bool:
+def _take_waiter() -> int | None:
+    """The waiting sweep's flock, taken (its fd) or None when a sweep already holds it."""
     fd = os.open(os.path.join(STATE_DIR, _WAITER), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        return True
-    finally:
         os.close(fd)
+        return None
+    return fd
+
+
+def _waiter_busy() -> bool:
+    fd = _take_waiter()
+    if fd is None:
+        return True
+    os.close(fd)
     return False
 
 
@@ -174,8 +182,10 @@ def _spawn_sweep() -> None:
         os.posix_spawn(sys.executable, [sys.executable, "-I", "-S", "-c", code], os.environ,
                        file_actions=[(os.POSIX_SPAWN_DUP2, null, 0), (os.POSIX_SPAWN_DUP2, null, 1),
                                      (os.POSIX_SPAWN_DUP2, null, 2)], setsid=True)
-    except OSError:
-        sweep()
+    except OSError:         # no process to wait in (a process limit): remove it now, unused
+        with locked():
+            if not _live():
+                _teardown()
     finally:
         os.close(null)
 
@@ -226,11 +236,8 @@ def sweep(linger: bool = False) -> None:
         return
     import time
 
-    fd = os.open(os.path.join(STATE_DIR, _WAITER), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
+    fd = _take_waiter()
+    if fd is None:
         return                          # another sweep already waits
     while True:
         with locked():

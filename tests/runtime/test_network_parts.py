@@ -254,3 +254,20 @@ def test_udp_proxy_from_many_source_ports_keeps_a_bounded_peer_table(monkeypatch
     finally:
         proxy.stop("udp")
         udp.close()
+
+
+@root_only
+def test_a_release_that_cannot_start_its_sweep_removes_the_unused_bridge(monkeypatch):
+    """posix_spawn refused (a process limit): no detached sweep can wait out the linger, so
+    the last release removes the bridge itself, with no error for the run that ends."""
+    import errno
+
+    lease = leases.acquire()
+    assert os.path.exists(f"/sys/class/net/{bridge.BRIDGE}")
+    assert _until(lambda: not leases._waiter_busy())   # an earlier run's sweep sees the lease, ends
+
+    def refused(*_a, **_k):
+        raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
+    monkeypatch.setattr(os, "posix_spawn", refused)
+    leases.release(lease)
+    assert not os.path.exists(f"/sys/class/net/{bridge.BRIDGE}") or leases.held()
