@@ -155,7 +155,7 @@ def paused(c, pause: bool):
                              f"({why}): its changes could swap a dir for a link to / mid-read; "
                              "stop it first, or commit with the default --pause")
         with _interruptible():
-            c.freezing(ver, path)       # a kill -9 from here on: the next reader thaws it
+            marker = c.freezing(ver, path)  # a kill -9 from here on: the next reader thaws it
             try:
                 cgroups.freeze(ver, path, True)
                 yield
@@ -163,7 +163,7 @@ def paused(c, pause: bool):
                 held = signal.pthread_sigmask(signal.SIG_BLOCK, _STOPS + (signal.SIGINT,))
                 try:
                     cgroups.freeze(ver, path, False)
-                    c.thawed()
+                    c.thawed(marker)
                 finally:
                     signal.pthread_sigmask(signal.SIG_SETMASK, held)
     finally:

@@ -20,8 +20,8 @@ has a healthcheck. A "running" or "restarting" container whose supervisor is gon
 status "dead": the container died with it (its process tree has PR_SET_PDEATHSIG), but nobody
 recorded how. `stop`, `kill` and `rm -f` leave a STOP_REQUEST file first, so the supervisor does
 not apply the restart policy to an end they asked for (docker's ExitOnNext/manually stopped).
-FROZEN_BY is there while `commit` holds the container frozen; a reader that finds it left by
-a dead process (a commit killed with -9) thaws the container.
+FROZEN_BY is there, flocked, while `commit` holds the container frozen; a reader that finds
+it unlocked (a commit killed with -9) thaws the container.
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ from runtime.errors import ContainerError
 CONFIG = "config.json"
 STATE = "state.json"
 STOP_REQUEST = "stop-requested"
-FROZEN_BY = "frozen-by"     # "<owner token> <cgroup version> <freezer dir>" while commit freezes it
+FROZEN_BY = "frozen-by"     # "<cgroup version> <freezer dir>", flocked while commit freezes it
 _ID = re.compile(r"^[0-9a-f]{64}$")
 NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")   # docker's RestrictedNamePattern
 
@@ -129,34 +129,58 @@ class Container:
         except FileNotFoundError:
             pass
 
-    def freezing(self, ver: int, path: str) -> None:
-        """Say, before a freeze, who froze it and where, so a reader can thaw it should that
-        process die (kill -9) before it thaws: frozen processes cannot even be killed on v1."""
-        atomic.write_file(os.path.join(self.path, FROZEN_BY), f"{owner.token()} {ver} {path}\n".encode())
+    def freezing(self, ver: int, path: str) -> int:
+        """Say, before a freeze, where it is, in FROZEN_BY flocked by this process until
+        `thawed(fd)`: should it die (kill -9) with the container frozen, the next reader gets
+        the lock and thaws it (frozen processes cannot even be killed on v1)."""
+        import fcntl
 
-    def thawed(self) -> None:
+        marker = os.path.join(self.path, FROZEN_BY)
+        while True:
+            fd = os.open(marker, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            if os.fstat(fd).st_nlink:   # not unlinked by a reader thawing a dead one's freeze
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{ver} {path}\n".encode())
+        return fd
+
+    def thawed(self, fd: int) -> None:
         try:
             os.unlink(os.path.join(self.path, FROZEN_BY))
         except FileNotFoundError:
             pass
+        os.close(fd)
 
     def thaw_if_orphaned(self) -> None:
-        """Thaw a container whose freezer (commit's pause) died without thawing it."""
+        """Thaw a container whose freezer (commit's pause) died without thawing it: FROZEN_BY
+        is there but nobody holds its lock."""
+        import fcntl
+
         marker = os.path.join(self.path, FROZEN_BY)
         try:
-            with open(marker) as f:
-                tok, ver, path = f.read().split(maxsplit=2)
-        except (OSError, ValueError):
+            fd = os.open(marker, os.O_RDWR | os.O_CLOEXEC)
+        except OSError:
             return
-        if owner.alive(tok):
-            return
-        from runtime import cgroups
-
         try:
-            cgroups.freeze(int(ver), path.strip(), False)
-        except (OSError, ValueError):
-            pass        # the container (and its cgroup) is gone
-        self.thawed()
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return          # its commit is alive and holds it frozen
+            if not os.fstat(fd).st_nlink:
+                return          # another reader thawed it
+            ver, _, path = os.pread(fd, 4096, 0).decode(errors="replace").strip().partition(" ")
+            if path:            # empty: the commit died before it froze anything
+                from runtime import cgroups
+                from runtime.errors import SandboxError
+                try:
+                    cgroups.freeze(int(ver), path, False)
+                except (OSError, ValueError, SandboxError):
+                    pass        # the container (and its cgroup) is gone, or will not thaw
+            os.unlink(marker)
+        finally:
+            os.close(fd)
 
     def reload(self) -> Container:
         self.state = _read(os.path.join(self.path, STATE)) or self.state
