@@ -253,36 +253,52 @@ def remove_tree(path) -> None:
         pass
 
 
-def _clear(dir_fd: int) -> None:
-    """Remove what the directory dir_fd holds (by fd: a name swapped for a symlink meanwhile is
-    unlinked, not followed)."""
+def _clear(top: int) -> None:
+    """Remove what the directory fd `top` holds, by fd (a name swapped for a symlink meanwhile
+    is unlinked, not followed), depth first on a stack of its own: a tree of any depth (a
+    container can make thousands of levels) ends neither in RecursionError nor a traceback;
+    a level that cannot be opened (EMFILE) is left, as shutil leaves what it cannot remove."""
+    stack = [(top, _entries(top), "")]        # (dir fd, its entries left, its name in the parent)
+    while stack:
+        fd, entries, name = stack[-1]
+        if not entries:
+            stack.pop()
+            if stack:                           # a subdir: closed, then removed from its parent
+                os.close(fd)
+                try:
+                    os.rmdir(name, dir_fd=stack[-1][0])
+                except OSError:
+                    pass
+            continue
+        child, is_dir = entries.pop()
+        if not is_dir:
+            try:
+                os.unlink(child, dir_fd=fd)
+            except OSError:
+                pass
+            continue
+        try:
+            sub = os.open(child, DIR_FLAGS, dir_fd=fd)
+        except OSError:
+            try:
+                os.rmdir(child, dir_fd=fd)
+            except OSError:
+                pass
+            continue
+        stack.append((sub, _entries(sub), child))
+
+
+def _entries(dir_fd: int) -> list[tuple[str, bool]]:
+    """(name, is a directory, not following links) of what dir_fd holds; [] when unreadable."""
+    out = []
     try:
         with os.scandir(dir_fd) as it:
-            entries = list(it)
-    except OSError:
-        return
-    for e in entries:
-        name = e.name
-        try:
-            is_dir = e.is_dir(follow_symlinks=False)
-        except OSError:
-            is_dir = False
-        if is_dir:
-            try:
-                fd = os.open(name, DIR_FLAGS, dir_fd=dir_fd)
-            except OSError:
-                fd = None
-            if fd is not None:
+            for e in it:
                 try:
-                    _clear(fd)
-                finally:
-                    os.close(fd)
-            try:
-                os.rmdir(name, dir_fd=dir_fd)
-            except OSError:
-                pass
-        else:
-            try:
-                os.unlink(name, dir_fd=dir_fd)
-            except OSError:
-                pass
+                    is_dir = e.is_dir(follow_symlinks=False)
+                except OSError:
+                    is_dir = False
+                out.append((e.name, is_dir))
+    except OSError:
+        return []
+    return out

@@ -123,3 +123,28 @@ def test_remove_tree_does_what_shutil_rmtree_ignoring_errors_does(tmp_path, kind
     fspath.remove_tree(make(tmp_path / "mine"))
     shutil.rmtree(make(tmp_path / "theirs"), ignore_errors=True)
     assert sorted(os.listdir(tmp_path / "mine")) == sorted(os.listdir(tmp_path / "theirs"))
+
+
+def test_remove_tree_of_any_depth_needs_no_recursion(tmp_path):
+    """A container can leave a tree thousands of levels deep in its upper dir: removing it
+    must not depend on Python's recursion limit (shutil.rmtree's RecursionError)."""
+    import sys
+
+    top = tmp_path / "deep"
+    fd = os.open(tmp_path, os.O_RDONLY)
+    os.mkdir("deep", dir_fd=fd)
+    for _ in range(300):            # by fd: the path itself would pass PATH_MAX
+        nxt = os.open("deep", os.O_RDONLY, dir_fd=fd)
+        os.close(fd)
+        fd = nxt
+        os.mkdir("deep", dir_fd=fd)
+    with open(os.open("f", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd), "w") as f:
+        f.write("x")
+    os.close(fd)
+    old = sys.getrecursionlimit()
+    sys.setrecursionlimit(100)
+    try:
+        fspath.remove_tree(top)
+    finally:
+        sys.setrecursionlimit(old)
+    assert not top.exists()
