@@ -387,8 +387,8 @@ def _init(spec: SandboxSpec, plan: rootfs.MountPlan, w: int, csock, alive: int, 
         try:
             rootfs.setup(plan, created)
         except SandboxError as e:
-            if not plan.tree and getattr(e, "errno", None) is not None:    # a KernelCallError
-                os.write(w, b"O\n")    # maybe the overlay: wait() has its answer probed again
+            if getattr(e, "overlay_refused", False):
+                os.write(w, b"O\n")    # the overlay: wait() has its cached answer probed again
             raise
         finally:
             for path, at, mt in created:

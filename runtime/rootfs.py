@@ -309,7 +309,11 @@ def setup(plan: MountPlan, created: list) -> None:
     if plan.tree:
         kernel.mount(plan.tree, plan.rootdir, None, kernel.MS_BIND)
     else:
-        mount_overlay(plan.rootdir, plan.lowerdirs, plan.upperdir, plan.workdir)
+        try:
+            mount_overlay(plan.rootdir, plan.lowerdirs, plan.upperdir, plan.workdir)
+        except KernelCallError as e:
+            e.overlay_refused = True    # the snapshotter's cached "overlay works" may be wrong
+            raise
     devnull = os.open("/dev/null", os.O_PATH | os.O_CLOEXEC | os.O_NOFOLLOW)
     _check_char(devnull, "/dev/null", 1, 3)
     rootfd = os.open(plan.rootdir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
