@@ -27,18 +27,16 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 
 from cache import atomic, layout, owner
+from runtime.containers.names import valid_name
 from runtime.errors import ContainerError
 
 CONFIG = "config.json"
 STATE = "state.json"
 STOP_REQUEST = "stop-requested"
 FROZEN_BY = "frozen-by"     # "<cgroup version> <freezer dir>", flocked while commit freezes it
-_ID = re.compile(r"^[0-9a-f]{64}$")
-NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")   # docker's RestrictedNamePattern
 
 # a few of docker's namesgenerator words (moby pkg/namesgenerator)
 _LEFT = ("admiring", "adoring", "affectionate", "agitated", "amazing", "angry", "awesome",
@@ -80,6 +78,10 @@ def random_name(taken) -> str:
         if name not in taken:
             return name
     return f"{name}_{os.urandom(4).hex()}"
+
+
+def _is_id(s: str) -> bool:
+    return len(s) == 64 and layout.is_hex(s)
 
 
 class Container:
@@ -229,13 +231,13 @@ class Containers:
             names = os.listdir(self.dir)
         except FileNotFoundError:
             return []
-        out = [c for c in (self.load(n) for n in names if _ID.match(n)) if c is not None]
+        out = [c for c in (self.load(n) for n in names if _is_id(n)) if c is not None]
         out.sort(key=lambda c: c.config.get("created", ""), reverse=True)
         return out
 
     def get(self, ref: str) -> Container:
         """docker's lookup: full ID, then name (a leading / allowed), then unique ID prefix."""
-        if _ID.match(ref):
+        if _is_id(ref):
             c = self.load(ref)
             if c is not None:
                 return c
@@ -256,7 +258,7 @@ class Containers:
         """A new container record (status created) with a fresh 64-hex ID and a unique name:
         `name`, or a random one; `per_id(id)` adds what depends on the ID (the hostname).
         ContainerError (docker's words) when the name is taken."""
-        if name is not None and not NAME.match(name.removeprefix("/")):
+        if name is not None and not valid_name(name.removeprefix("/")):
             raise ContainerError(f"Invalid container name ({name}), only "
                                  f"[a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
         os.makedirs(self.tmp, exist_ok=True)

@@ -11,22 +11,11 @@ from __future__ import annotations
 
 import os
 
+from runtime.containers.names import valid_name
 from runtime.errors import ConfigError, ContainerError
 
 META = "volume.json"
 DATA = "_data"
-_ALNUM = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
-_NAME_CHARS = _ALNUM | frozenset("_.-")
-
-
-def valid_name(name: str) -> bool:
-    """docker's RestrictedNamePattern, `^[a-zA-Z0-9][a-zA-Z0-9_.-]+$` as Python's re matches
-    it (its `$` also before a final newline), without importing re."""
-    if name.endswith("\n"):
-        name = name[:-1]
-    return len(name) >= 2 and name[0] in _ALNUM and all(c in _NAME_CHARS for c in name[1:])
-
-
 # ---- the user's specs -> mount dicts ---------------------------------------------------------
 
 def _target(target: str, spec: str) -> str:

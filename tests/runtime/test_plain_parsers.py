@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from runtime.containers.volumes import valid_name
+from runtime.containers.names import valid_name
 from runtime.mountinfo import MountEntry, unescape
 from runtime.spec import Mount, Resources, SandboxSpec
 
@@ -41,17 +41,18 @@ def test_unescape_as_the_regex_did_on_random_fields():
         assert unescape(s) == _re_unescape(s), s
 
 
-_NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]+$")   # docker's RestrictedNamePattern, as it was
+_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+")   # docker's RestrictedNamePattern (fullmatch:
+# Go's `$` is the end of the text; Python's re.match with `$` also took "ab\n")
 
-# moby's volume/local TestValidateName, and edges of the pattern (Python's `$` before a newline)
+# moby's volume/local TestValidateName, and edges of the pattern
 VOLUME_NAMES = ["x", "/testvol", "thing.d", "hello-world", "./hello", ".hello", "ab", "a", "",
                 "a_b", "_ab", "-ab", "a-", "ab\n", "a\n", "ab\n\n", "\nab", "a b", "é1", "1é",
                 "a٣", "٣a", "0.0", "a/b", "a:b"]
 
 
 @pytest.mark.parametrize("name", VOLUME_NAMES)
-def test_volume_names_as_the_pattern_takes_them(name):
-    assert valid_name(name) == bool(_NAME.match(name))
+def test_volume_and_container_names_as_docker_s_pattern_takes_them(name):
+    assert valid_name(name) == bool(_NAME.fullmatch(name))
 
 
 def test_volume_names_as_the_pattern_takes_them_on_random_names():
@@ -59,7 +60,7 @@ def test_volume_names_as_the_pattern_takes_them_on_random_names():
     alphabet = "aZ09_.-/ \n:é٣"
     for _ in range(20000):
         s = "".join(rnd.choice(alphabet) for _ in range(rnd.randrange(6)))
-        assert valid_name(s) == bool(_NAME.match(s)), repr(s)
+        assert valid_name(s) == bool(_NAME.fullmatch(s)), repr(s)
 
 
 def test_spec_classes_compare_and_show_field_by_field():
