@@ -35,9 +35,9 @@ extra=""
 .venv/bin/python - "$here" <<'PY'
 import sys, sysconfig
 here = sys.argv[1]
-site = sysconfig.get_paths()["purelib"]
+paths = [here, *dict.fromkeys(sysconfig.get_paths()[k] for k in ("purelib", "platlib"))]
 with open(f"{here}/.venv/bin/pybuild-launcher", "w") as f:
-    f.write(f"#!{here}/.venv/bin/python -IS\nimport sys\nsys.path[:0] = [{here!r}, {site!r}]\n"
+    f.write(f"#!{here}/.venv/bin/python -IS\nimport sys\nsys.path[:0] = {paths!r}\n"
             "from builder.cli import exit_now, main\nexit_now(main())\n")
 PY
 chmod 755 .venv/bin/pybuild-launcher

@@ -358,11 +358,6 @@ def prime(path: str) -> None:
         os.close(fd)
 
 
-def join(paths: list[str], pid: int = 0) -> None:
-    """Move process pid (0: the caller) into each cgroup (`opened`, then `move`)."""
-    move(opened(paths), pid)
-
-
 def procs(path: str) -> list[int]:
     """The pids in a cgroup (none when it is gone)."""
     try:

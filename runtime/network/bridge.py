@@ -114,6 +114,11 @@ def _exists() -> bool:
 
 def ensure(state_dir: str) -> str:
     """The bridge's subnet, making the bridge, its address and rules when missing."""
+    from runtime.network import ready_subnet
+
+    subnet = ready_subnet(state_dir)
+    if subnet is not None:
+        return subnet
     path = os.path.join(state_dir, _STATE)
     try:
         with open(path) as f:
@@ -127,8 +132,8 @@ def ensure(state_dir: str) -> str:
                     json.dump({**state, "rules": RULES_VERSION}, f)
                 os.rename(path + ".tmp", path)
             return state["subnet"]
-    except (OSError, ValueError, KeyError):
-        pass
+    except (OSError, ValueError, KeyError, AttributeError, TypeError):
+        pass                # no bridge.json, or not ours: made anew
     teardown(state_dir)       # a half-made or foreign leftover goes first
     from runtime.network.netlink import Netlink
 
@@ -172,6 +177,8 @@ def teardown(state_dir: str) -> None:
         with open(path) as f:
             state = json.load(f)
     except (OSError, ValueError):
+        state = None
+    if not isinstance(state, dict):
         state = None
     if _exists():               # the link first: a teardown killed after it is redone by ensure
         from runtime.network.netlink import Netlink

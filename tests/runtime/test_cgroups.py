@@ -98,7 +98,7 @@ def test_create_join_remove():
         pid = os.fork()
         if pid == 0:
             try:
-                cgroups.join(paths)
+                cgroups.move(cgroups.opened(paths), 0)
                 signal.pause()
             finally:
                 os._exit(0)
@@ -231,7 +231,9 @@ def test_the_command_starts_inside_its_cgroups_and_the_keeper_stays_out(busybox_
 @requires_root
 @pytest.mark.skipif(VERSION != 1 or "cpu" not in OWN
                     or not os.path.exists(os.path.join(OWN["cpu"], "cpu.rt_runtime_us")),
-                    reason="needs v1 real-time group scheduling (cpu.rt_runtime_us)")
+                    reason="needs the v1 cpu controller with real-time group scheduling "
+                           "(cpu.rt_runtime_us: a kernel with CONFIG_RT_GROUP_SCHED, booted "
+                           "with cgroup v1)")
 def test_a_join_the_kernel_refuses_is_one_line_125_and_leaves_no_cgroup():
     """A real-time caller's pid 1 cannot enter a v1 cpu cgroup with no real-time budget (a new
     cgroup's cpu.rt_runtime_us is 0): the kernel refuses the keeper's move with EINVAL."""
