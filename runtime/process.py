@@ -33,11 +33,12 @@ import os
 import select
 import stat
 
-from runtime import caps, cgroups, kernel, rootfs, seccomp, tty, users
+from runtime import caps, cgroups, kernel, rootfs, tty, users
 from runtime import spec as specs
 from runtime.errors import SandboxError
 from runtime.privileges import require_root
 from runtime.rundir import RunDir
+from runtime.seccomp import policy as seccomp
 from runtime.spec import SandboxSpec
 
 INIT_TITLE = "pybuild-init"

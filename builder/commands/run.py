@@ -330,7 +330,7 @@ def _security(args) -> list[str]:
     now: a bad one is one line before anything is made)."""
     if not args.security_opt:
         return []
-    from runtime.seccomp import cli_options
+    from runtime.seccomp.policy import cli_options
 
     return cli_options(args.security_opt)
 

@@ -24,8 +24,9 @@ from __future__ import annotations
 import os
 import signal
 
-from runtime import caps, cgroups, kernel, process, seccomp, tty, users
+from runtime import caps, cgroups, kernel, process, tty, users
 from runtime.errors import ContainerError, SandboxError
+from runtime.seccomp import policy as seccomp
 
 NAMESPACES = (("ipc", kernel.CLONE_NEWIPC), ("uts", kernel.CLONE_NEWUTS),
               ("net", kernel.CLONE_NEWNET), ("pid", kernel.CLONE_NEWPID),

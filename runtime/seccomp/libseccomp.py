@@ -3,7 +3,7 @@
 Why our own rather than PyPI's `pyseccomp` (ctypes too, API-compatible with libseccomp's
 official binding): that package has had no release since 2021 and would be a dependency to
 install for eight functions; ctypes is already loaded on the run path, and this binding is
-imported only when a profile is compiled (a cache miss, runtime.seccomp), never to load a
+imported only when a profile is compiled (a cache miss, runtime.seccomp.policy), never to load a
 cached filter. Debian's libseccomp2 (install.sh) provides the library.
 """
 from __future__ import annotations
@@ -12,7 +12,6 @@ import ctypes
 import os
 
 from runtime.errors import SandboxError
-from runtime.seccomp import library_path
 
 # actions (seccomp.h)
 ACT_KILL_PROCESS = 0x80000000
@@ -63,11 +62,12 @@ class _Arg(ctypes.Structure):     # struct scmp_arg_cmp
 _lib = None
 
 
-def _load():
+def load(path: str):
+    """Open the library at path (runtime.seccomp.policy.library_path) once."""
     global _lib
     if _lib is None:
         try:
-            lib = ctypes.CDLL(library_path(), use_errno=True)
+            lib = ctypes.CDLL(path, use_errno=True)
         except OSError:
             raise SandboxError("seccomp needs libseccomp.so.2 (Debian: apt-get install "
                                "libseccomp2), or run with --security-opt seccomp=unconfined") from None
@@ -87,26 +87,32 @@ def _load():
 
 
 def version() -> str:
-    lib = _load()
+    lib = _opened()
     lib.seccomp_version.restype = ctypes.POINTER(ctypes.c_uint * 3)
     v = lib.seccomp_version().contents
     return ".".join(str(x) for x in v)
 
 
 def native_arch() -> int:
-    return _load().seccomp_arch_native()
+    return _opened().seccomp_arch_native()
 
 
 def resolve(name: str, arch: int) -> int:
     """The syscall number of name on arch, NR_ERROR when libseccomp does not know it."""
-    return _load().seccomp_syscall_resolve_name_arch(arch, name.encode())
+    return _opened().seccomp_syscall_resolve_name_arch(arch, name.encode())
+
+
+def _opened():
+    if _lib is None:
+        raise SandboxError("internal error: libseccomp was not loaded")
+    return _lib
 
 
 class Filter:
     """A libseccomp filter context: rules in, a BPF program (bytes of struct sock_filter) out."""
 
     def __init__(self, default_action: int):
-        self._lib = _load()
+        self._lib = _opened()
         self._ctx = self._lib.seccomp_init(default_action)
         if not self._ctx:
             raise SandboxError("seccomp: libseccomp refused the profile's default action")

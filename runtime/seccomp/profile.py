@@ -166,8 +166,10 @@ def _applies(call: dict, goarch: str, cap_mask: int, kernel: tuple[int, int]) ->
     return not (exc.get("minKernel") and kernel >= _kernel_version(exc["minKernel"]))
 
 
-def compile_profile(data: bytes, cap_mask: int) -> bytes:
-    """The BPF program of the profile `data` (docker's JSON) for a process holding cap_mask."""
+def compile_profile(data: bytes, cap_mask: int, library: str) -> bytes:
+    """The BPF program of the profile `data` (docker's JSON) for a process holding cap_mask,
+    compiled by the libseccomp at `library`."""
+    lib.load(library)
     try:
         doc = json.loads(data)
     except (ValueError, UnicodeDecodeError) as e:
