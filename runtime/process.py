@@ -4,7 +4,8 @@
                │           into the container's cgroups (staying out itself), forwards signals
                │           to B, waits for it, exits with its status
                └─ B        pid 1 of the new pid ns: mounts the rootfs, pivot_root, hostname, pty,
-                           cwd, waits until A has moved it into its cgroups, then drops to
+                           cwd, waits until A has moved it into its cgroups, then loads its
+                           seccomp filter (runtime.seccomp.policy: runc's order), drops to
                            Docker's 14 capabilities, uid/gid/groups, closes every fd but 0-2,
                            becomes non-dumpable and execs argv itself
                            (docker's, runc's and BuildKit's RUN: the command is pid 1)

@@ -6,7 +6,8 @@
                │  `run -t`), waits for B, exits with B's status
                └─ B  pid N of the container's pid namespace: joins the container's cgroups (the
                      cgroup.procs files of pid 1's, opened on the host before any setns), so
-                     `top`, stats and limits cover it; cwd, the container's capability set
+                     `top`, stats and limits cover it; cwd, the container's seccomp filter
+                     and no_new_privs (runtime.seccomp.policy), the container's capability set
                      (runtime.caps), uid/gid/groups from the container's passwd/group, only fds
                      0-2 (the pty's slave as its controlling terminal with -t), non-dumpable,
                      execs argv with runc's PATH lookup
