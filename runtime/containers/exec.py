@@ -36,14 +36,14 @@ NAMESPACES = (("ipc", kernel.CLONE_NEWIPC), ("uts", kernel.CLONE_NEWUTS),
 
 def run(pid1: int, argv: list[str], env: list[str], cwd: str, user: str, *,
         detach: bool = False, stdin: int | None = None, terminal: bool = False,
-        security_opt: list[str] | None = None) -> int:
+        security_opt: list[str] | None = None, privileged: bool = False) -> int:
     """Run argv in the namespaces, root and cgroups of the process `pid1` (a container's pid 1,
     host pid); return its exit status (128+n for signal n; 0 at once with `detach`).
     terminal: a pty in the container, relayed to this process's stdout (and stdin when given).
     ContainerError when the container is gone; SandboxError (one line) when the command cannot
-    be set up. security_opt: the container's (its record's): the same seccomp filter and
-    no_new_privs as its pid 1 got."""
-    secure = seccomp.policy(security_opt, caps.DEFAULT_CAP_MASK)
+    be set up. security_opt, privileged: the container's (its record's): the same seccomp
+    filter (none when privileged, as docker) and no_new_privs as its pid 1 got."""
+    secure = seccomp.policy(security_opt, caps.DEFAULT_CAP_MASK, privileged)
     fds: list[int] = []
     try:
         for name, _ in NAMESPACES:
