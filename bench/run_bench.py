@@ -50,6 +50,8 @@ def main() -> int:
         devnull = os.open(os.devnull, os.O_RDWR)
         spec = SandboxSpec(lowerdirs=[layer], argv=["/bin/true"], stdin=devnull)
         net = SandboxSpec(lowerdirs=[layer], argv=["/bin/true"], stdin=devnull, network="none")
+        unconfined = SandboxSpec(lowerdirs=[layer], argv=["/bin/true"], stdin=devnull,
+                                 network="none", security_opt=["seccomp=unconfined"])
 
         def with_upper():
             up.mkdir()
@@ -64,6 +66,7 @@ def main() -> int:
             ("unshare -mpfiun true", lambda: subprocess.run(["unshare", "-mpfiun", "true"], check=True)),
             ("sandbox.run(/bin/true), network host", lambda: run(spec)),
             ("sandbox.run(/bin/true), network none", lambda: run(net)),
+            ("  the same, seccomp=unconfined (no filter)", lambda: run(unconfined)),
             ("sandbox.run with a given upper dir", with_upper),
         ]
         if os.environ.get("PYBUILD_ROOT"):

@@ -334,3 +334,31 @@ def move_mount(from_fd: int, to_path: str, to_dirfd: int = -100) -> None:
                  _b(to_path), ctypes.c_uint(MOVE_MOUNT_F_EMPTY_PATH))
     if r != 0:
         raise _fail(f"move_mount to {to_path}")
+
+
+# --- seccomp ------------------------------------------------------------------------------
+
+PR_SET_SECCOMP = 22
+SECCOMP_MODE_FILTER = 2
+
+
+class _SockFprog(ctypes.Structure):     # struct sock_fprog
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+def seccomp_program(program: bytes):
+    """A struct sock_fprog for a BPF program (bytes of struct sock_filter), made before the
+    fork so the process that loads it only makes the system call."""
+    buf = ctypes.create_string_buffer(program, len(program))
+    fprog = _SockFprog(len(program) // 8, ctypes.addressof(buf))
+    fprog._buf = buf        # keep the instructions alive with the struct
+    return fprog
+
+
+def seccomp_load(fprog) -> None:
+    """Install the filter for this thread and what it execs (needs no_new_privs or
+    CAP_SYS_ADMIN)."""
+    if _libc.prctl(ctypes.c_int(PR_SET_SECCOMP), ctypes.c_ulong(SECCOMP_MODE_FILTER),
+                   ctypes.byref(fprog), ctypes.c_ulong(0), ctypes.c_ulong(0)) != 0:
+        raise _fail("load the seccomp filter", "the kernel refused the seccomp filter (prctl "
+                    "PR_SET_SECCOMP); --security-opt seccomp=unconfined runs without one")

@@ -4,7 +4,8 @@
                │           into the container's cgroups (staying out itself), forwards signals
                │           to B, waits for it, exits with its status
                └─ B        pid 1 of the new pid ns: mounts the rootfs, pivot_root, hostname, pty,
-                           cwd, waits until A has moved it into its cgroups, then drops to
+                           cwd, waits until A has moved it into its cgroups, then loads its
+                           seccomp filter (runtime.seccomp.policy: runc's order), drops to
                            Docker's 14 capabilities, uid/gid/groups, closes every fd but 0-2,
                            becomes non-dumpable and execs argv itself
                            (docker's, runc's and BuildKit's RUN: the command is pid 1)
@@ -38,6 +39,7 @@ from runtime import spec as specs
 from runtime.errors import SandboxError
 from runtime.privileges import require_root
 from runtime.rundir import RunDir
+from runtime.seccomp import policy as seccomp
 from runtime.spec import SandboxSpec
 
 INIT_TITLE = "pybuild-init"
@@ -160,6 +162,7 @@ def start(spec: SandboxSpec) -> ProcessTree:
     Attachment (its address and published ports: `.info()`)."""
     require_root()
     specs.validate(spec)
+    secure = _policy(spec)
     net = None
     if spec.network == "bridge":
         from runtime.network.attach import Attachment
@@ -204,7 +207,7 @@ def start(spec: SandboxSpec) -> ProcessTree:
         rundir.remove()
         raise
     if pid == 0:
-        _keeper(spec, rundir.plan, w, r, parent, csock, procs, sync, started_w)  # never returns
+        _keeper(spec, rundir.plan, w, r, parent, csock, procs, sync, started_w, secure)  # never returns
     os.close(w)
     os.close(started_w)
     for _, fd in procs:
@@ -248,6 +251,13 @@ def _report(w: int, e: BaseException) -> None:
         pass
 
 
+def _policy(spec: SandboxSpec) -> seccomp.Policy:
+    """The seccomp filter and no_new_privs the command gets (runtime.seccomp), prepared before
+    the fork: its profile's conditional rules see the capabilities the command keeps, and
+    --privileged (a `privileged` spec field) runs unconfined, as in docker."""
+    return seccomp.policy(spec.security_opt, caps.DEFAULT_CAP_MASK, getattr(spec, "privileged", False))
+
+
 def _status(status: int) -> int:
     code = os.waitstatus_to_exitcode(status)
     return code if code >= 0 else 128 - code
@@ -274,7 +284,8 @@ def _close_fds_except(keep: list[int]) -> None:
 
 
 def _keeper(spec: SandboxSpec, plan: rootfs.MountPlan, w: int, r: int, parent: int, csock,
-            procs: list[tuple[str, int]], sync: tuple[int, int] | None, started: int) -> None:
+            procs: list[tuple[str, int]], sync: tuple[int, int] | None, started: int,
+            secure: seccomp.Policy) -> None:
     code = 125
     try:
         signal.set_wakeup_fd(-1)
@@ -317,7 +328,7 @@ def _keeper(spec: SandboxSpec, plan: rootfs.MountPlan, w: int, r: int, parent: i
                 os.close(fd)
             if joined_w is not None:
                 os.close(joined_w)
-            _init(spec, plan, w, csock, alive_r, started, joined_r)
+            _init(spec, plan, w, csock, alive_r, started, joined_r, secure)
         os.close(alive_r)
         os.close(started)       # pid 1 holds it until the command is exec'd
         target.append(pid1)
@@ -377,7 +388,7 @@ def _set_title(title: str) -> None:
 
 
 def _init(spec: SandboxSpec, plan: rootfs.MountPlan, w: int, csock, alive: int, started: int,
-          joined: int | None) -> None:
+          joined: int | None, secure: seccomp.Policy) -> None:
     code = 125
     try:
         kernel.prctl(kernel.PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -400,16 +411,18 @@ def _init(spec: SandboxSpec, plan: rootfs.MountPlan, w: int, csock, alive: int, 
         env = _environ(spec.env, user)
         pts = tty.send_new_pty(csock) if csock is not None else None
         if not spec.init:
-            _exec(spec, user, env, w, pts, None, alive, joined)     # the command is pid 1
+            _exec(spec, user, env, w, pts, None, alive, joined, secure)     # the command is pid 1
         _set_title(INIT_TITLE)
         child: list[int] = []
         _forward_to(child)
         _joined(joined)         # in its cgroups before the command is forked
         pid = os.fork()
         if pid == 0:
-            _exec(spec, user, env, w, pts, oom_adj, alive, None)
+            _exec(spec, user, env, w, pts, oom_adj, alive, None, secure)
         child.append(pid)
         os.close(started)       # the command's copy closes as it execs
+        secure.before_drop()    # the init is filtered as the command is (docker's tini is)
+        secure.before_exec()
         while True:
             reaped, status = os.waitpid(-1, 0)
             if reaped == pid:
@@ -484,7 +497,7 @@ class _ExecFailure(Exception):
 
 
 def _exec(spec: SandboxSpec, user: users.ExecUser, env: dict[str, str], w: int, pts: str | None,
-          oom_adj: str | None, alive: int, joined: int | None) -> None:
+          oom_adj: str | None, alive: int, joined: int | None, secure: seccomp.Policy) -> None:
     code = 125
     try:
         if oom_adj is not None:
@@ -507,6 +520,7 @@ def _exec(spec: SandboxSpec, user: users.ExecUser, env: dict[str, str], w: int, 
         if not cwd.startswith("/"):
             raise SandboxError(f"working directory {spec.cwd} is outside the container")
         _joined(joined)         # the command never runs outside its cgroups
+        secure.before_drop()
         caps.drop_to_default()
         os.setgroups(user.sgids)
         os.setresgid(user.gid, user.gid, user.gid)
@@ -521,6 +535,7 @@ def _exec(spec: SandboxSpec, user: users.ExecUser, env: dict[str, str], w: int, 
         kernel.prctl(kernel.PR_SET_DUMPABLE, 0)
         os.closerange(3, w)
         os.closerange(w + 1, 1 << 20)
+        secure.before_exec()
         try:
             os.execve(path, spec.argv, env)
         except OSError as e:

@@ -69,7 +69,9 @@ class SandboxSpec(Record):
     Directories may be str or os.PathLike; the runtime reads them with os.fspath."""
     _fields = ("lowerdirs", "upperdir", "workdir", "argv", "env", "cwd", "user", "hostname",
                "network", "ports", "extra_hosts", "mounts", "stdin", "stdout", "stderr", "tty",
-               "make_cwd", "readonly_rootfs", "resources", "init", "gid_in_groups")
+               "make_cwd", "readonly_rootfs", "resources", "init", "gid_in_groups",
+               # --- seccomp helper's fields ---
+               "security_opt")
 
     def __init__(self, lowerdirs: list | None = None, upperdir: str | os.PathLike | None = None,
                  workdir: str | os.PathLike | None = None, argv: list[str] | None = None,
@@ -80,7 +82,9 @@ class SandboxSpec(Record):
                  stdout: int | None = None, stderr: int | None = None, tty: bool = False,
                  make_cwd: bool = False, readonly_rootfs: bool = False,
                  resources: Resources | None = None, init: bool = False,
-                 gid_in_groups: bool = False):
+                 gid_in_groups: bool = False,
+                 # --- seccomp helper's fields ---
+                 security_opt: list[str] | None = None):
         self.lowerdirs = [] if lowerdirs is None else lowerdirs   # layer dirs, top first
         self.upperdir = upperdir
         self.workdir = workdir
@@ -102,6 +106,10 @@ class SandboxSpec(Record):
         self.resources = resources      # cgroup limits; None = stay in the caller's cgroups
         self.init = init                # docker --init: a forwarding, reaping init is pid 1, not the command
         self.gid_in_groups = gid_in_groups   # a container (docker's getUser): the gid heads groups; RUN: not
+        # --- seccomp helper's fields ---
+        # docker's --security-opt list as its CLI sends it (runtime.seccomp reads it): [] =
+        # docker's default seccomp profile (RUN's too, as BuildKit's), no no_new_privs
+        self.security_opt = [] if security_opt is None else security_opt
 
 
 def check_network(mode: str) -> None:

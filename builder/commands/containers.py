@@ -737,7 +737,8 @@ def cmd_exec(args) -> int:
         if args.tty and not any(e.startswith("TERM=") for e in env):
             env.append("TERM=xterm")          # docker exec -t, as run -t
         return exec.run(pid1, args.command, env, cwd, user, detach=args.detach,
-                        stdin=0 if args.interactive else None, terminal=args.tty)
+                        stdin=0 if args.interactive else None, terminal=args.tty,
+                        security_opt=cfg.get("security_opt"), privileged=bool(cfg.get("privileged")))
     except ContainerError:
         raise
     except SandboxError as e:

@@ -96,6 +96,10 @@ FLAGS = (
     Flag("no-healthcheck", "bool", help="disable any container-specified HEALTHCHECK"),
     Flag("log-opt", "append", help="json-file log options: max-size=N[k|m|g] (rotate when the "
                                    "log reaches it), max-file=N (logs kept, default 1)"),
+    # --- seccomp helper's flags ---
+    Flag("security-opt", "append",
+         help="seccomp=unconfined|builtin|FILE (docker's JSON profile; default: docker's "
+              "profile), no-new-privileges[=true|false]"),
 )
 USAGE = "[OPTIONS] IMAGE [COMMAND] [ARG...]"
 
@@ -321,6 +325,16 @@ def _limits(args):
                              args.pids_limit)
 
 
+def _security(args) -> list[str]:
+    """--security-opt as docker's CLI sends them (a profile FILE read, checked and compiled
+    now: a bad one is one line before anything is made)."""
+    if not args.security_opt:
+        return []
+    from runtime.seccomp.policy import cli_options
+
+    return cli_options(args.security_opt)
+
+
 def _network(args, cfg, check_only: bool = False) -> tuple[str, dict]:
     """--network (docker's default bridge) and what goes with it: {"ports": -p/-P bindings,
     "exposed": the image's ExposedPorts + --expose, "extra_hosts": --add-host, "publish_all"}.
@@ -425,6 +439,7 @@ def cmd_run(args) -> int:
     try:
         _network(args, {}, check_only=True)     # bad -p/--network/--add-host: before any pull
         limits = _limits(args)
+        security = _security(args)
         if not args.detach:         # the supervisor enters its own (it must not hold ours)
             mountns.enter_private()     # a mount made here (the snapshotter's probe) dies with us
         extra_env = [e for f in args.env_file for e in config.env_file(_read_env_file(f), os.environ, f)]
@@ -436,6 +451,8 @@ def cmd_run(args) -> int:
         cwd = config.workdir(args.workdir, cfg)
         user = config.user(args.user, cfg)
         life = lifecycle(args, cfg)
+        if security:
+            life["security_opt"] = security         # the record's: start and exec apply it too
         if not args.detach and life["restart"]["Name"] != "no":
             raise ConfigError("--restart needs -d for now (a foreground run has no supervisor)")
         mounts = volumes.image_volumes(volumes.parse_all(args.volume, args.mount, args.tmpfs),
@@ -462,7 +479,7 @@ def cmd_run(args) -> int:
                            stdin=0 if args.interactive else devnull, stdout=1, stderr=2,
                            tty=args.tty, make_cwd=True, resources=limits, init=args.init,
                            gid_in_groups=True, readonly_rootfs=args.read_only,
-                           mounts=volumes.to_spec(root, mounts))
+                           mounts=volumes.to_spec(root, mounts), security_opt=security)
         return run(spec, forward_signals=True, relay_stdin=args.interactive)
     except (SandboxError, StoreError) as e:
         return _fail(str(e))

@@ -6,7 +6,8 @@
                │  `run -t`), waits for B, exits with B's status
                └─ B  pid N of the container's pid namespace: joins the container's cgroups (the
                      cgroup.procs files of pid 1's, opened on the host before any setns), so
-                     `top`, stats and limits cover it; cwd, the container's capability set
+                     `top`, stats and limits cover it; cwd, the container's seccomp filter
+                     and no_new_privs (runtime.seccomp.policy), the container's capability set
                      (runtime.caps), uid/gid/groups from the container's passwd/group, only fds
                      0-2 (the pty's slave as its controlling terminal with -t), non-dumpable,
                      execs argv with runc's PATH lookup
@@ -26,6 +27,7 @@ import signal
 
 from runtime import caps, cgroups, kernel, process, tty, users
 from runtime.errors import ContainerError, SandboxError
+from runtime.seccomp import policy as seccomp
 
 NAMESPACES = (("ipc", kernel.CLONE_NEWIPC), ("uts", kernel.CLONE_NEWUTS),
               ("net", kernel.CLONE_NEWNET), ("pid", kernel.CLONE_NEWPID),
@@ -33,12 +35,15 @@ NAMESPACES = (("ipc", kernel.CLONE_NEWIPC), ("uts", kernel.CLONE_NEWUTS),
 
 
 def run(pid1: int, argv: list[str], env: list[str], cwd: str, user: str, *,
-        detach: bool = False, stdin: int | None = None, terminal: bool = False) -> int:
+        detach: bool = False, stdin: int | None = None, terminal: bool = False,
+        security_opt: list[str] | None = None, privileged: bool = False) -> int:
     """Run argv in the namespaces, root and cgroups of the process `pid1` (a container's pid 1,
     host pid); return its exit status (128+n for signal n; 0 at once with `detach`).
     terminal: a pty in the container, relayed to this process's stdout (and stdin when given).
     ContainerError when the container is gone; SandboxError (one line) when the command cannot
-    be set up."""
+    be set up. security_opt, privileged: the container's (its record's): the same seccomp
+    filter (none when privileged, as docker) and no_new_privs as its pid 1 got."""
+    secure = seccomp.policy(security_opt, caps.DEFAULT_CAP_MASK, privileged)
     fds: list[int] = []
     try:
         for name, _ in NAMESPACES:
@@ -58,7 +63,8 @@ def run(pid1: int, argv: list[str], env: list[str], cwd: str, user: str, *,
     stdio = [devnull, devnull, devnull] if detach else [stdin if stdin is not None else devnull, 1, 2]
     pid = os.fork()
     if pid == 0:
-        _joiner(fds[:-1], root, joins, stdio, argv, env, cwd, user, w, detach, csock)  # never returns
+        _joiner(fds[:-1], root, joins, stdio, argv, env, cwd, user, w, detach, csock,
+                secure)  # never returns
     for fd in fds + joins + [w, devnull]:
         os.close(fd)
     master = None
@@ -116,7 +122,7 @@ def _report(w: int, e: BaseException) -> None:
 
 # --- the children (never return). After the chroot nothing may be imported. ----------------
 
-def _joiner(nsfds, root, joins, stdio, argv, env, cwd, user, w, detach, csock) -> None:
+def _joiner(nsfds, root, joins, stdio, argv, env, cwd, user, w, detach, csock, secure) -> None:
     code = 126
     try:
         if detach and os.fork() != 0:
@@ -135,7 +141,7 @@ def _joiner(nsfds, root, joins, stdio, argv, env, cwd, user, w, detach, csock) -
         pts = tty.send_new_pty(csock) if csock is not None else None
         child = os.fork()           # the first process that is inside the pid namespace
         if child == 0:
-            _command(argv, env, cwd, user, w, detach, joins, pts)
+            _command(argv, env, cwd, user, w, detach, joins, pts, secure)
         if detach:
             os.close(w)             # the caller reads it to its end: B's exec or error
             for sig in process.FORWARDED_SIGNALS:
@@ -152,7 +158,7 @@ def _joiner(nsfds, root, joins, stdio, argv, env, cwd, user, w, detach, csock) -
     os._exit(code)
 
 
-def _command(argv, env, cwd, user, w, detach, joins, pts) -> None:
+def _command(argv, env, cwd, user, w, detach, joins, pts, secure) -> None:
     code = 126
     try:
         for fd in joins:            # "0": this process, into the container's cgroups
@@ -171,6 +177,7 @@ def _command(argv, env, cwd, user, w, detach, joins, pts) -> None:
         except OSError as e:
             raise SandboxError(f"cannot change to working directory {cwd}: "
                                f"{(e.strerror or '').lower()}") from None
+        secure.before_drop()
         caps.drop_to_default()
         os.setgroups(who.sgids)
         os.setresgid(who.gid, who.gid, who.gid)
@@ -182,6 +189,7 @@ def _command(argv, env, cwd, user, w, detach, joins, pts) -> None:
             os._exit(f.code)
         kernel.prctl(kernel.PR_SET_DUMPABLE, 0)
         close_except([w])
+        secure.before_exec()
         try:
             os.execve(path, argv, environ)
         except OSError as e:

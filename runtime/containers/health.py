@@ -251,7 +251,8 @@ def _probe(c, argv: list[str], w: int) -> None:
             raise OSError("the container is not running")
         cfg = c.config
         code = cexec.run(pid1, argv, list(cfg.get("env") or []), cfg.get("cwd") or "/",
-                         cfg.get("user") or "")
+                         cfg.get("user") or "", security_opt=cfg.get("security_opt"),
+                         privileged=bool(cfg.get("privileged")))
     except BaseException as e:  # noqa: BLE001 - the probe's output says why
         try:
             os.write(2, f"{e}\n".encode())

@@ -129,6 +129,7 @@ def doc(c) -> dict:
             "Init": True if cfg.get("init") else None,
             "RestartPolicy": cfg.get("restart") or {"Name": "no", "MaximumRetryCount": 0},
             "ReadonlyRootfs": bool(cfg.get("read_only")),
+            "SecurityOpt": cfg.get("security_opt") or None,
             "LogConfig": {"Type": "json-file", "Config": cfg.get("log_config") or {}},
         },
         "Mounts": _mounts(c),

@@ -201,6 +201,7 @@ def _supervise(root: str, cid: str, ready_fd: int, restarts: int | None, lock_fd
                        tty=bool(cfg.get("tty")), make_cwd=True, mounts=mounts,
                        init=bool(cfg.get("init")), gid_in_groups=True,
                        readonly_rootfs=bool(cfg.get("read_only")),
+                       security_opt=cfg.get("security_opt") or [],
                        resources=Resources(**cfg["resources"]) if cfg.get("resources") else None)
     try:
         tree = process.start(spec)
