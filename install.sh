@@ -8,7 +8,7 @@ cd "$here"
 
 pkgs=(busybox-static iproute2 iptables libseccomp2 skopeo umoci)
 if [ "${1:-}" = "--test" ]; then
-  pkgs+=(apache2-utils docker-registry docker.io hyperfine mmdebstrap podman zstd)
+  pkgs+=(apache2-utils docker-registry docker.io gcc hyperfine libc6-dev mmdebstrap podman zstd)
 fi
 python3 -c 'import ensurepip, venv' 2>/dev/null || pkgs+=(python3-venv)
 
