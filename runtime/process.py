@@ -5,7 +5,8 @@
                │           to B, waits for it, exits with its status
                └─ B        pid 1 of the new pid ns: mounts the rootfs, pivot_root, hostname, pty,
                            cwd, waits until A has moved it into its cgroups, then drops to
-                           Docker's 14 capabilities, uid/gid/groups, closes every fd but 0-2,
+                           its capabilities (Docker's 14, or --cap-add/--cap-drop/--privileged's:
+                           runtime.caps), uid/gid/groups, closes every fd but 0-2,
                            becomes non-dumpable and execs argv itself
                            (docker's, runc's and BuildKit's RUN: the command is pid 1)
 
@@ -176,8 +177,9 @@ def start(spec: SandboxSpec) -> ProcessTree:
     procs: list[tuple[str, int]] = []
     sync = None
     try:
-        if spec.resources is not None:      # every container has one, limits or not
-            cgroup = cgroups.create(spec.resources)
+        capmask, rules = _privileges(spec, rundir.plan)
+        cgroup = cgroups.create(spec.resources, rules)  # devices: every sandbox; the rest: containers
+        if cgroup:
             # the keeper's handles to move pid 1 in with, opened before `prime` below holds the
             # kernel's cgroup locks, and before pid 1's pivot_root hides the hierarchies
             procs = cgroups.opened(cgroup)
@@ -204,7 +206,7 @@ def start(spec: SandboxSpec) -> ProcessTree:
         rundir.remove()
         raise
     if pid == 0:
-        _keeper(spec, rundir.plan, w, r, parent, csock, procs, sync, started_w)  # never returns
+        _keeper(spec, rundir.plan, w, r, parent, csock, procs, sync, started_w, capmask)  # no return
     os.close(w)
     os.close(started_w)
     for _, fd in procs:
@@ -230,6 +232,20 @@ def start(spec: SandboxSpec) -> ProcessTree:
         csock.close()
         tree.tty = tty.receive_master(psock)
     return tree
+
+
+def _privileges(spec: SandboxSpec, plan: rootfs.MountPlan) -> tuple[int, list[str] | None]:
+    """(capability mask, device cgroup rules: None = all) of spec, checked before anything is
+    made; the nodes to make go into the mount plan."""
+    capmask = caps.mask(spec.cap_add, spec.cap_drop, spec.privileged)
+    if not spec.devices and not spec.privileged:
+        return capmask, list(cgroups.DEVICE_RULES)
+    plan.devices = rootfs.device_nodes(spec.devices, spec.privileged)
+    plan.privileged = spec.privileged
+    if spec.privileged:
+        return capmask, None
+    extra = [cgroups.device_rule(n) for n in plan.devices]
+    return capmask, list(cgroups.DEVICE_RULES) + [r for r in extra if r]
 
 
 # --- the children (never return; every path ends in os._exit) ------------------------------
@@ -274,7 +290,8 @@ def _close_fds_except(keep: list[int]) -> None:
 
 
 def _keeper(spec: SandboxSpec, plan: rootfs.MountPlan, w: int, r: int, parent: int, csock,
-            procs: list[tuple[str, int]], sync: tuple[int, int] | None, started: int) -> None:
+            procs: list[tuple[str, int]], sync: tuple[int, int] | None, started: int,
+            capmask: int) -> None:
     code = 125
     try:
         signal.set_wakeup_fd(-1)
@@ -317,7 +334,7 @@ def _keeper(spec: SandboxSpec, plan: rootfs.MountPlan, w: int, r: int, parent: i
                 os.close(fd)
             if joined_w is not None:
                 os.close(joined_w)
-            _init(spec, plan, w, csock, alive_r, started, joined_r)
+            _init(spec, plan, w, csock, alive_r, started, joined_r, capmask)
         os.close(alive_r)
         os.close(started)       # pid 1 holds it until the command is exec'd
         target.append(pid1)
@@ -377,7 +394,7 @@ def _set_title(title: str) -> None:
 
 
 def _init(spec: SandboxSpec, plan: rootfs.MountPlan, w: int, csock, alive: int, started: int,
-          joined: int | None) -> None:
+          joined: int | None, capmask: int) -> None:
     code = 125
     try:
         kernel.prctl(kernel.PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -400,14 +417,14 @@ def _init(spec: SandboxSpec, plan: rootfs.MountPlan, w: int, csock, alive: int, 
         env = _environ(spec.env, user)
         pts = tty.send_new_pty(csock) if csock is not None else None
         if not spec.init:
-            _exec(spec, user, env, w, pts, None, alive, joined)     # the command is pid 1
+            _exec(spec, user, env, w, pts, None, alive, joined, capmask)    # the command is pid 1
         _set_title(INIT_TITLE)
         child: list[int] = []
         _forward_to(child)
         _joined(joined)         # in its cgroups before the command is forked
         pid = os.fork()
         if pid == 0:
-            _exec(spec, user, env, w, pts, oom_adj, alive, None)
+            _exec(spec, user, env, w, pts, oom_adj, alive, None, capmask)
         child.append(pid)
         os.close(started)       # the command's copy closes as it execs
         while True:
@@ -484,7 +501,7 @@ class _ExecFailure(Exception):
 
 
 def _exec(spec: SandboxSpec, user: users.ExecUser, env: dict[str, str], w: int, pts: str | None,
-          oom_adj: str | None, alive: int, joined: int | None) -> None:
+          oom_adj: str | None, alive: int, joined: int | None, capmask: int) -> None:
     code = 125
     try:
         if oom_adj is not None:
@@ -507,10 +524,7 @@ def _exec(spec: SandboxSpec, user: users.ExecUser, env: dict[str, str], w: int, 
         if not cwd.startswith("/"):
             raise SandboxError(f"working directory {spec.cwd} is outside the container")
         _joined(joined)         # the command never runs outside its cgroups
-        caps.drop_to_default()
-        os.setgroups(user.sgids)
-        os.setresgid(user.gid, user.gid, user.gid)
-        os.setresuid(user.uid, user.uid, user.uid)
+        caps.drop_to(capmask, user)
         _still_parented(alive)
         try:
             path = _look_path(spec.argv[0], env)

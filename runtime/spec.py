@@ -69,7 +69,9 @@ class SandboxSpec(Record):
     Directories may be str or os.PathLike; the runtime reads them with os.fspath."""
     _fields = ("lowerdirs", "upperdir", "workdir", "argv", "env", "cwd", "user", "hostname",
                "network", "ports", "extra_hosts", "mounts", "stdin", "stdout", "stderr", "tty",
-               "make_cwd", "readonly_rootfs", "resources", "init", "gid_in_groups")
+               "make_cwd", "readonly_rootfs", "resources", "init", "gid_in_groups",
+               # --- caps: capabilities, --privileged, --device ---
+               "privileged", "cap_add", "cap_drop", "devices")
 
     def __init__(self, lowerdirs: list | None = None, upperdir: str | os.PathLike | None = None,
                  workdir: str | os.PathLike | None = None, argv: list[str] | None = None,
@@ -80,7 +82,10 @@ class SandboxSpec(Record):
                  stdout: int | None = None, stderr: int | None = None, tty: bool = False,
                  make_cwd: bool = False, readonly_rootfs: bool = False,
                  resources: Resources | None = None, init: bool = False,
-                 gid_in_groups: bool = False):
+                 gid_in_groups: bool = False,
+                 # --- caps: capabilities, --privileged, --device ---
+                 privileged: bool = False, cap_add: list[str] | None = None,
+                 cap_drop: list[str] | None = None, devices: list[dict] | None = None):
         self.lowerdirs = [] if lowerdirs is None else lowerdirs   # layer dirs, top first
         self.upperdir = upperdir
         self.workdir = workdir
@@ -102,6 +107,13 @@ class SandboxSpec(Record):
         self.resources = resources      # cgroup limits; None = stay in the caller's cgroups
         self.init = init                # docker --init: a forwarding, reaping init is pid 1, not the command
         self.gid_in_groups = gid_in_groups   # a container (docker's getUser): the gid heads groups; RUN: not
+        # --- caps: capabilities, --privileged, --device (runtime.caps, runtime.cgroups) ---
+        self.privileged = privileged    # docker --privileged: all caps, no masks, rw /sys, every device
+        self.cap_add = [] if cap_add is None else cap_add     # docker --cap-add names, as given
+        self.cap_drop = [] if cap_drop is None else cap_drop  # docker --cap-drop names, as given
+        # docker --device: {"PathOnHost", "PathInContainer", "CgroupPermissions"} (HostConfig.Devices)
+        self.devices = [] if devices is None else devices
+        # --- end caps ---
 
 
 def check_network(mode: str) -> None:

@@ -96,6 +96,13 @@ FLAGS = (
     Flag("no-healthcheck", "bool", help="disable any container-specified HEALTHCHECK"),
     Flag("log-opt", "append", help="json-file log options: max-size=N[k|m|g] (rotate when the "
                                    "log reaches it), max-file=N (logs kept, default 1)"),
+    # --- caps: capabilities, --privileged, --device (runtime.caps, runtime.cgroups) ---
+    Flag("cap-add", "append", help="add a Linux capability (SYS_ADMIN or CAP_SYS_ADMIN; ALL)"),
+    Flag("cap-drop", "append", help="drop a Linux capability (ALL: every one)"),
+    Flag("privileged", "bool", help="give the container every capability, every host device, "
+                                    "unmasked /proc and a writable /sys"),
+    Flag("device", "append", help="add a host device: HOST[:CONTAINER][:PERMS] (PERMS of rwm)"),
+    # --- end caps ---
 )
 USAGE = "[OPTIONS] IMAGE [COMMAND] [ARG...]"
 
@@ -321,6 +328,24 @@ def _limits(args):
                              args.pids_limit)
 
 
+def _security(args) -> dict:
+    """--cap-add, --cap-drop, --privileged and --device as the record keeps them (the names as
+    given, docker's HostConfig.Devices), checked with docker's lines; {} when none is given."""
+    out: dict = {}
+    if not (args.cap_add or args.cap_drop or args.privileged or args.device):
+        return out
+    from runtime import caps, rootfs
+
+    caps.mask(args.cap_add, args.cap_drop, args.privileged)
+    devices = [rootfs.parse_device(d) for d in args.device]
+    rootfs.device_nodes(devices)        # a host path that is no device: before anything is made
+    for key, value in (("cap_add", args.cap_add), ("cap_drop", args.cap_drop),
+                       ("privileged", bool(args.privileged)), ("devices", devices)):
+        if value:
+            out[key] = value
+    return out
+
+
 def _network(args, cfg, check_only: bool = False) -> tuple[str, dict]:
     """--network (docker's default bridge) and what goes with it: {"ports": -p/-P bindings,
     "exposed": the image's ExposedPorts + --expose, "extra_hosts": --add-host, "publish_all"}.
@@ -380,6 +405,7 @@ def _detach(root: str, image_id: str, image_config: dict, lowerdirs: list[str], 
             record[key] = True
     if mounts:
         record["mounts"] = mounts
+    record.update(_security(args))
     record.update({k: v for k, v in (net or {}).items() if v})
     if limits is not None:
         record["resources"] = limits.to_dict()   # SandboxSpec(resources=Resources(**it))
@@ -424,6 +450,7 @@ def cmd_run(args) -> int:
         return 1        # docker's CheckTty, before anything is made
     try:
         _network(args, {}, check_only=True)     # bad -p/--network/--add-host: before any pull
+        security = _security(args)              # bad --cap-add/--device too
         limits = _limits(args)
         if not args.detach:         # the supervisor enters its own (it must not hold ours)
             mountns.enter_private()     # a mount made here (the snapshotter's probe) dies with us
@@ -462,7 +489,7 @@ def cmd_run(args) -> int:
                            stdin=0 if args.interactive else devnull, stdout=1, stderr=2,
                            tty=args.tty, make_cwd=True, resources=limits, init=args.init,
                            gid_in_groups=True, readonly_rootfs=args.read_only,
-                           mounts=volumes.to_spec(root, mounts))
+                           mounts=volumes.to_spec(root, mounts), **security)
         return run(spec, forward_signals=True, relay_stdin=args.interactive)
     except (SandboxError, StoreError) as e:
         return _fail(str(e))

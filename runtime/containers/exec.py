@@ -33,10 +33,12 @@ NAMESPACES = (("ipc", kernel.CLONE_NEWIPC), ("uts", kernel.CLONE_NEWUTS),
 
 
 def run(pid1: int, argv: list[str], env: list[str], cwd: str, user: str, *,
-        detach: bool = False, stdin: int | None = None, terminal: bool = False) -> int:
+        detach: bool = False, stdin: int | None = None, terminal: bool = False,
+        capmask: int = caps.DEFAULT_CAP_MASK) -> int:
     """Run argv in the namespaces, root and cgroups of the process `pid1` (a container's pid 1,
     host pid); return its exit status (128+n for signal n; 0 at once with `detach`).
     terminal: a pty in the container, relayed to this process's stdout (and stdin when given).
+    capmask: the command's capabilities (runtime.caps.mask of the container's flags).
     ContainerError when the container is gone; SandboxError (one line) when the command cannot
     be set up."""
     fds: list[int] = []
@@ -58,7 +60,8 @@ def run(pid1: int, argv: list[str], env: list[str], cwd: str, user: str, *,
     stdio = [devnull, devnull, devnull] if detach else [stdin if stdin is not None else devnull, 1, 2]
     pid = os.fork()
     if pid == 0:
-        _joiner(fds[:-1], root, joins, stdio, argv, env, cwd, user, w, detach, csock)  # never returns
+        _joiner(fds[:-1], root, joins, stdio, argv, env, cwd, user, w, detach, csock,
+                capmask)  # never returns
     for fd in fds + joins + [w, devnull]:
         os.close(fd)
     master = None
@@ -116,7 +119,7 @@ def _report(w: int, e: BaseException) -> None:
 
 # --- the children (never return). After the chroot nothing may be imported. ----------------
 
-def _joiner(nsfds, root, joins, stdio, argv, env, cwd, user, w, detach, csock) -> None:
+def _joiner(nsfds, root, joins, stdio, argv, env, cwd, user, w, detach, csock, capmask) -> None:
     code = 126
     try:
         if detach and os.fork() != 0:
@@ -135,7 +138,7 @@ def _joiner(nsfds, root, joins, stdio, argv, env, cwd, user, w, detach, csock) -
         pts = tty.send_new_pty(csock) if csock is not None else None
         child = os.fork()           # the first process that is inside the pid namespace
         if child == 0:
-            _command(argv, env, cwd, user, w, detach, joins, pts)
+            _command(argv, env, cwd, user, w, detach, joins, pts, capmask)
         if detach:
             os.close(w)             # the caller reads it to its end: B's exec or error
             for sig in process.FORWARDED_SIGNALS:
@@ -152,7 +155,7 @@ def _joiner(nsfds, root, joins, stdio, argv, env, cwd, user, w, detach, csock) -
     os._exit(code)
 
 
-def _command(argv, env, cwd, user, w, detach, joins, pts) -> None:
+def _command(argv, env, cwd, user, w, detach, joins, pts, capmask) -> None:
     code = 126
     try:
         for fd in joins:            # "0": this process, into the container's cgroups
@@ -171,10 +174,7 @@ def _command(argv, env, cwd, user, w, detach, joins, pts) -> None:
         except OSError as e:
             raise SandboxError(f"cannot change to working directory {cwd}: "
                                f"{(e.strerror or '').lower()}") from None
-        caps.drop_to_default()
-        os.setgroups(who.sgids)
-        os.setresgid(who.gid, who.gid, who.gid)
-        os.setresuid(who.uid, who.uid, who.uid)
+        caps.drop_to(capmask, who)
         try:
             path = process._look_path(argv[0], environ)
         except process._ExecFailure as f:
