@@ -116,8 +116,6 @@ def _valid_mode(mode: str) -> bool:
 def parse_device(text: str) -> dict:
     """docker's --device HOST[:CONTAINER][:PERMS] (the CLI's validateDevice, then parseDevice)
     as HostConfig.Devices holds it; SandboxError with docker's line when malformed."""
-    import posixpath
-
     split = text.split(":")
     if len(split) > 3 or not split[0]:
         raise SandboxError(f"bad format for path: {text}")
@@ -134,7 +132,7 @@ def parse_device(text: str) -> dict:
     check = dst or split[0]
     if not check.startswith("/"):
         raise SandboxError(f"{check} is not an absolute path")
-    return {"PathOnHost": split[0], "PathInContainer": posixpath.normpath(dst or split[0]),
+    return {"PathOnHost": split[0], "PathInContainer": os.path.normpath(dst or split[0]),
             "CgroupPermissions": perms}
 
 
