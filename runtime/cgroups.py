@@ -16,8 +16,8 @@ Every sandbox, a RUN step's too, gets a cgroup in the v1 `devices` hierarchy wit
 device rules (`DEVICE_RULES`: what runc's default list and docker's spec leave allowed; `a`
 denied first), written before the fork, so a device node the command mknods (CAP_MKNOD is one
 of docker's 14) or finds in a loaded layer cannot be opened unless it is a rule's; --device
-adds its node's rule, --privileged allows all. v2 has no devices file (a BPF program of type
-BPF_PROG_TYPE_CGROUP_DEVICE would be needed): there no device rules are applied.
+adds its node's rule, --privileged allows all. v2 has no devices files: there the same rules
+are an eBPF program attached to the container's cgroup (runtime.devicefilter).
 Errors a user can cause (a bad flag value) are SandboxError with docker's one-line message.
 """
 from __future__ import annotations
@@ -142,8 +142,9 @@ def _under(mount: str, root: str, path: str) -> str:
 
 
 def hierarchies(proc: str = "self") -> tuple[int, dict[str, str]]:
-    """(1 or 2, {controller: the dir of this (or process proc's) cgroup}). v1 whenever a v1
-    hierarchy holds the memory, cpu or pids controller (hybrid hosts included), else v2."""
+    """(1 or 2, {controller: the dir of this (or process proc's) cgroup}; v2: "" names the one
+    dir, with or without controllers). v1 whenever a v1 hierarchy holds the memory, cpu or pids
+    controller (hybrid hosts included), else v2."""
     own = _own_cgroups(proc)
     mounts = _mountinfo()
     v1 = {}
@@ -163,7 +164,7 @@ def hierarchies(proc: str = "self") -> tuple[int, dict[str, str]]:
                     have = f.read().split()
             except OSError:
                 continue
-            return 2, {c: base for c in ("memory", "cpu", "pids", "io") if c in have}
+            return 2, {"": base, **{c: base for c in ("memory", "cpu", "pids", "io") if c in have}}
     return 1, {}
 
 
@@ -304,6 +305,16 @@ def create(r: Resources | None, device_rules: tuple[str, ...] | list[str] | None
             made.append(path)
             if device_rules is not None:
                 write_device_rules(path, device_rules)
+        elif ver == 2 and "" in own:        # the same rules as a BPF program (devicefilter)
+            path = os.path.join(own[""], PARENT, name)
+            if path not in made:
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                sweep(os.path.dirname(path))
+                os.mkdir(path, 0o755)
+                made.append(path)
+            if device_rules is not None:
+                from runtime import devicefilter
+                devicefilter.attach(path, device_rules)
     except OSError as e:
         remove(made)
         raise SandboxError(f"cannot set up the container's cgroup: {e.strerror}: {e.filename}") from None

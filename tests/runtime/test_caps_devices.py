@@ -200,3 +200,60 @@ def test_a_dead_owner_s_devices_cgroup_is_swept(busybox_layer):
     finally:
         cgroups.remove(made)
     assert not any(os.path.exists(p) for p in made)
+
+
+def _unified() -> str | None:
+    """This process's cgroup dir in a cgroup2 mount (hybrid hosts have one beside v1)."""
+    own = cgroups._own_cgroups().get("")
+    for root, point, fstype, _ in cgroups._mountinfo():
+        if fstype == "cgroup2" and own is not None:
+            return cgroups._under(point, root, own)
+    return None
+
+
+UNIFIED = _unified()
+needs_cgroup2 = pytest.mark.skipif(UNIFIED is None or os.geteuid() != 0,
+                                   reason="needs root and a cgroup2 mount")
+PROBE = ("echo x > /dev/null && echo null; head -c1 /dev/zero | wc -c; "
+         "mknod /tmp/pbb b 7 0 && echo mknod; (: < /tmp/pbb) 2>/dev/null && echo block; "
+         "rm -f /tmp/pbb; (: < /dev/loop-control) 2>/dev/null && echo read-lc; "
+         "(: > /dev/loop-control) 2>/dev/null && echo write-lc; true")
+
+
+@needs_cgroup2
+@pytest.mark.parametrize("rules, want", [
+    (cgroups.DEVICE_RULES, ["null", "1", "mknod"]),
+    ([*cgroups.DEVICE_RULES, "c 10:237 r"], ["null", "1", "mknod", "read-lc"]),
+    (["a *:* rwm"], ["null", "1", "mknod", "block", "read-lc", "write-lc"]),
+    (["c 1:3 w"], ["null", "0"]),
+])
+def test_the_v2_device_program_allows_what_the_v1_rules_allow(tmp_path, rules, want):
+    if not os.path.exists("/dev/loop-control"):
+        pytest.skip("needs /dev/loop-control")
+    from runtime import devicefilter
+
+    d = os.path.join(UNIFIED, f"pybuild-test-{os.getpid()}")
+    os.mkdir(d)
+    try:
+        devicefilter.attach(d, rules)
+        r = subprocess.run(["sh", "-c", f"echo $$ > {d}/cgroup.procs; {PROBE}"],
+                           capture_output=True, text=True, cwd=tmp_path)
+        assert r.stdout.split() == want, r.stderr
+    finally:
+        os.rmdir(d)
+
+
+@requires_root
+@needs_cgroup2
+def test_a_sandbox_on_v2_gets_the_program_and_leaves_no_cgroup(busybox_layer, monkeypatch):
+    """runtime.cgroups' v2 path, on this host's real cgroup2 hierarchy (told it is the one)."""
+    parent = os.path.join(UNIFIED, cgroups.PARENT)
+    before = set(os.listdir(parent)) if os.path.isdir(parent) else set()
+    monkeypatch.setattr(cgroups, "hierarchies", lambda proc="self": (2, {"": UNIFIED}))
+    rc, out, err = sh([busybox_layer], PROBE.replace("/tmp/", "/") + "; cat /proc/self/cgroup",
+                      network="none")
+    assert rc == 0, err
+    lines = out.split()
+    assert lines[:3] == ["null", "1", "mknod"] and "read-lc" not in lines
+    assert any(ln.startswith("0::/") and f"/{cgroups.PARENT}/ctr-" in ln for ln in lines), out
+    assert set(os.listdir(parent)) == before
