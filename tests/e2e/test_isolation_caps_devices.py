@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
+import sys
+import time
 
 import pytest
-from busybox_fixture import run_pybuild
+from busybox_fixture import REPO, run_pybuild
 from e2e_helpers import build, ok, one_error_line
 
+from cache import owner
 from runtime import caps, cgroups, rootfs
 
 VERSION, OWN = cgroups.hierarchies()
@@ -229,3 +233,25 @@ def test_detached_container_keeps_its_sets_through_restart_and_exec(busybox_root
         assert priv.stdout == f"CapEff:\t{caps.available_mask():016x}\n"
     finally:
         run_pybuild("rm", "-f", cid)
+
+
+@needs_devices
+@pytest.mark.parametrize("how", ["fails", "interrupted"])
+def test_a_run_step_s_devices_cgroup_goes_whatever_ends_it(busybox_root, tmp_path, how):
+    (tmp_path / "Dockerfile").write_text("FROM busybox\nRUN " + ("false" if how == "fails" else
+                                                                 "sleep 30") + "\n")
+    p = subprocess.Popen([sys.executable, "-m", "builder", "build", "--network", "none", "-t", "x",
+                          str(tmp_path)], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        if how == "interrupted":
+            parent = os.path.join(OWN[cgroups.DEVICES], cgroups.PARENT)
+            end = time.monotonic() + 30
+            while not any((owner.of_name(n) or "").split(".")[0] == str(p.pid) and cgroups.procs(
+                    os.path.join(parent, n)) for n in devices_leftovers()):
+                assert time.monotonic() < end and p.poll() is None, "the RUN step's cgroup never appeared"
+                time.sleep(0.02)
+            p.send_signal(signal.SIGINT)
+        assert p.wait(timeout=60) != 0
+    finally:
+        p.kill()
+        p.wait()
