@@ -55,7 +55,7 @@ class ProcessTree:
         self.pid = pid
         self._errfd = errfd
         self._rundir = rundir
-        self.cgroup = cgroup or []       # its cgroup dirs (spec.resources), removed in wait
+        self.cgroup = cgroup or []       # its cgroup dirs (devices; spec.resources), removed in wait
         self.returncode: int | None = None
         self.tty: int | None = None
         self._started = started     # EOF once the command is exec'd (or its set-up failed)
