@@ -248,12 +248,17 @@ def test_the_v2_device_program_allows_what_the_v1_rules_allow(tmp_path, rules, w
 def test_a_sandbox_on_v2_gets_the_program_and_leaves_no_cgroup(busybox_layer, monkeypatch):
     """runtime.cgroups' v2 path, on this host's real cgroup2 hierarchy (told it is the one)."""
     parent = os.path.join(UNIFIED, cgroups.PARENT)
-    before = set(os.listdir(parent)) if os.path.isdir(parent) else set()
+    existed = os.path.isdir(parent)
+    before = set(os.listdir(parent)) if existed else set()
     monkeypatch.setattr(cgroups, "hierarchies", lambda proc="self": (2, {"": UNIFIED}))
-    rc, out, err = sh([busybox_layer], PROBE.replace("/tmp/", "/") + "; cat /proc/self/cgroup",
-                      network="none")
-    assert rc == 0, err
-    lines = out.split()
-    assert lines[:3] == ["null", "1", "mknod"] and "read-lc" not in lines
-    assert any(ln.startswith("0::/") and f"/{cgroups.PARENT}/ctr-" in ln for ln in lines), out
-    assert set(os.listdir(parent)) == before
+    try:
+        rc, out, err = sh([busybox_layer], PROBE.replace("/tmp/", "/") + "; cat /proc/self/cgroup",
+                          network="none")
+        assert rc == 0, err
+        lines = out.split()
+        assert lines[:3] == ["null", "1", "mknod"] and "read-lc" not in lines
+        assert any(ln.startswith("0::/") and f"/{cgroups.PARENT}/ctr-" in ln for ln in lines), out
+        assert set(os.listdir(parent)) == before
+    finally:
+        if not existed:         # this host's v2 hierarchy is not pybuild's: leave it as it was
+            os.rmdir(parent)
