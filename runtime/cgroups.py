@@ -12,6 +12,12 @@ keeper stays out, so --pids-limit counts pid 1 and the command's processes.
 Every container gets its cgroup, limits or not (as docker gives one): with none set it is made
 only in the accounting hierarchies (`ACCOUNTING`) `pybuild stats` reads and the freezer
 `pybuild commit` pauses it with; a hierarchy that refuses it is then skipped, not an error.
+Every sandbox, a RUN step's too, gets a cgroup in the v1 `devices` hierarchy with docker's
+device rules (`DEVICE_RULES`: what runc's default list and docker's spec leave allowed; `a`
+denied first), written before the fork, so a device node the command mknods (CAP_MKNOD is one
+of docker's 14) or finds in a loaded layer cannot be opened unless it is a rule's; --device
+adds its node's rule, --privileged allows all. v2 has no devices files: there the same rules
+are an eBPF program attached to the container's cgroup (runtime.devicefilter).
 Errors a user can cause (a bad flag value) are SandboxError with docker's one-line message.
 """
 from __future__ import annotations
@@ -30,6 +36,12 @@ MIN_MEMORY = 6 * 1024 * 1024         # docker's linuxMinMemory
 _SIZE = r"^(\d+(?:\.\d+)*) ?([kKmMgGtTpP])?[iI]?[bB]?$"   # docker units.RAMInBytes (re: lazily)
 _SWAP_FILES = ("memory.memsw.limit_in_bytes", "memory.swap.max")
 ACCOUNTING = ("memory", "cpu", "pids", "cpuacct", "blkio", "freezer")   # v1 names; v2: one dir
+DEVICES = "devices"                  # v1 only
+# docker's spec rules, then runc's AllowedDevices appended, as devices.list shows them in a
+# docker container: mknod of any node; null, zero, full, random, urandom, tty, console, ptmx,
+# tun and the pts ptys used.
+DEVICE_RULES = ("c *:* m", "b *:* m", "c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm", "c 1:8 rwm",
+                "c 1:9 rwm", "c 5:0 rwm", "c 5:1 rwm", "c 5:2 rwm", "c 10:200 rwm", "c 136:* rwm")
 _UNITS = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
 
 
@@ -130,15 +142,16 @@ def _under(mount: str, root: str, path: str) -> str:
 
 
 def hierarchies(proc: str = "self") -> tuple[int, dict[str, str]]:
-    """(1 or 2, {controller: the dir of this (or process proc's) cgroup}). v1 whenever a v1
-    hierarchy holds the memory, cpu or pids controller (hybrid hosts included), else v2."""
+    """(1 or 2, {controller: the dir of this (or process proc's) cgroup}; v2: "" names the one
+    dir, with or without controllers). v1 whenever a v1 hierarchy holds the memory, cpu or pids
+    controller (hybrid hosts included), else v2."""
     own = _own_cgroups(proc)
     mounts = _mountinfo()
     v1 = {}
     for root, point, fstype, opts in mounts:
         if fstype != "cgroup":
             continue
-        for c in ACCOUNTING:
+        for c in (*ACCOUNTING, DEVICES):
             if c in opts and c in own and c not in v1:
                 v1[c] = _under(point, root, own[c])
     if any(c in v1 for c in ("memory", "cpu", "pids")):
@@ -151,7 +164,7 @@ def hierarchies(proc: str = "self") -> tuple[int, dict[str, str]]:
                     have = f.read().split()
             except OSError:
                 continue
-            return 2, {c: base for c in ("memory", "cpu", "pids", "io") if c in have}
+            return 2, {"": base, **{c: base for c in ("memory", "cpu", "pids", "io") if c in have}}
     return 1, {}
 
 
@@ -233,15 +246,18 @@ def _settings(ver: int, r: Resources) -> dict[str, list[tuple[str, str]]]:
     return out
 
 
-def create(r: Resources) -> list[str]:
-    """Make the cgroup dirs r needs, limits written; return them (for `join` and `remove`)."""
+def create(r: Resources | None, device_rules: tuple[str, ...] | list[str] | None = DEVICE_RULES
+           ) -> list[str]:
+    """Make the cgroup dirs r needs, limits written, and the devices one with `device_rules`
+    (after `a` is denied; None: left as the parent's, --privileged); return them (for `opened`
+    and `remove`). r None (a RUN step): only the devices cgroup."""
     from cache import owner
 
     ver, own = hierarchies()
     name = owner.temp_name("ctr")
     made: list[str] = []
 
-    settings = _settings(ver, r)
+    settings = _settings(ver, r) if r is not None else {}
     try:
         for controller, values in settings.items():
             if controller not in own:
@@ -263,7 +279,7 @@ def create(r: Resources) -> list[str]:
                 if file in _SWAP_FILES and not os.path.exists(f):
                     continue
                 _write(f, value)
-        for controller in (*ACCOUNTING, "io"):    # no limit here, but stats and pause read it
+        for controller in ((*ACCOUNTING, "io") if r is not None else ()):  # stats, pause read it
             if controller in settings or controller not in own:
                 continue
             path = os.path.join(own[controller], PARENT, name)
@@ -280,6 +296,25 @@ def create(r: Resources) -> list[str]:
             except (OSError, SandboxError):
                 continue
             made.append(path)
+        if ver == 1 and DEVICES in own:
+            parent = os.path.join(own[DEVICES], PARENT)
+            path = os.path.join(parent, name)
+            os.makedirs(parent, exist_ok=True)
+            sweep(parent)
+            os.mkdir(path, 0o755)
+            made.append(path)
+            if device_rules is not None:
+                write_device_rules(path, device_rules)
+        elif ver == 2 and "" in own:        # the same rules as a BPF program (devicefilter)
+            path = os.path.join(own[""], PARENT, name)
+            if path not in made:
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                sweep(os.path.dirname(path))
+                os.mkdir(path, 0o755)
+                made.append(path)
+            if device_rules is not None:
+                from runtime import devicefilter
+                devicefilter.attach(path, device_rules)
     except OSError as e:
         remove(made)
         raise SandboxError(f"cannot set up the container's cgroup: {e.strerror}: {e.filename}") from None
@@ -287,6 +322,30 @@ def create(r: Resources) -> list[str]:
         remove(made)
         raise
     return made
+
+
+def write_device_rules(path: str, rules) -> None:
+    """v1 devices cgroup `path`: deny every device, then allow each rule ("c 1:3 rwm"); one
+    write per rule, as the kernel reads them."""
+    for file, lines in (("devices.deny", ("a",)), ("devices.allow", rules)):
+        fd = os.open(os.path.join(path, file), os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            for line in lines:
+                try:
+                    os.write(fd, line.encode())
+                except OSError as e:
+                    raise SandboxError(f"cannot set the device rule {line!r} of the container's "
+                                       f"cgroup: {e.strerror}") from None
+        finally:
+            os.close(fd)
+
+
+def device_rule(node: dict) -> str | None:
+    """The devices.allow line of a --device node (runtime.rootfs.device_nodes); None for a
+    FIFO, which the devices cgroup does not govern."""
+    if node["type"] not in ("c", "b"):
+        return None
+    return f'{node["type"]} {node["major"]}:{node["minor"]} {node["perms"]}'
 
 
 def _enable(path: str, controller: str) -> None:

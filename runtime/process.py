@@ -6,7 +6,8 @@
                └─ B        pid 1 of the new pid ns: mounts the rootfs, pivot_root, hostname, pty,
                            cwd, waits until A has moved it into its cgroups, then loads its
                            seccomp filter (runtime.seccomp.policy: runc's order), drops to
-                           Docker's 14 capabilities, uid/gid/groups, closes every fd but 0-2,
+                           its capabilities (Docker's 14, or --cap-add/--cap-drop/--privileged's:
+                           runtime.caps), uid/gid/groups, closes every fd but 0-2,
                            becomes non-dumpable and execs argv itself
                            (docker's, runc's and BuildKit's RUN: the command is pid 1)
 
@@ -56,7 +57,7 @@ class ProcessTree:
         self.pid = pid
         self._errfd = errfd
         self._rundir = rundir
-        self.cgroup = cgroup or []       # its cgroup dirs (spec.resources), removed in wait
+        self.cgroup = cgroup or []       # its cgroup dirs (devices; spec.resources), removed in wait
         self.returncode: int | None = None
         self.tty: int | None = None
         self._started = started     # EOF once the command is exec'd (or its set-up failed)
@@ -179,8 +180,9 @@ def start(spec: SandboxSpec) -> ProcessTree:
     procs: list[tuple[str, int]] = []
     sync = None
     try:
-        if spec.resources is not None:      # every container has one, limits or not
-            cgroup = cgroups.create(spec.resources)
+        capmask, rules = _privileges(spec, rundir.plan)
+        cgroup = cgroups.create(spec.resources, rules)  # devices: every sandbox; the rest: containers
+        if cgroup:
             # the keeper's handles to move pid 1 in with, opened before `prime` below holds the
             # kernel's cgroup locks, and before pid 1's pivot_root hides the hierarchies
             procs = cgroups.opened(cgroup)
@@ -207,7 +209,8 @@ def start(spec: SandboxSpec) -> ProcessTree:
         rundir.remove()
         raise
     if pid == 0:
-        _keeper(spec, rundir.plan, w, r, parent, csock, procs, sync, started_w, secure)  # never returns
+        _keeper(spec, rundir.plan, w, r, parent, csock, procs, sync, started_w, secure,
+                capmask)  # never returns
     os.close(w)
     os.close(started_w)
     for _, fd in procs:
@@ -235,6 +238,20 @@ def start(spec: SandboxSpec) -> ProcessTree:
     return tree
 
 
+def _privileges(spec: SandboxSpec, plan: rootfs.MountPlan) -> tuple[int, list[str] | None]:
+    """(capability mask, device cgroup rules: None = all) of spec, checked before anything is
+    made; the nodes to make go into the mount plan."""
+    capmask = caps.mask(spec.cap_add, spec.cap_drop, spec.privileged)
+    if not spec.devices and not spec.privileged:
+        return capmask, list(cgroups.DEVICE_RULES)
+    plan.devices = rootfs.device_nodes(spec.devices, spec.privileged)
+    plan.privileged = spec.privileged
+    if spec.privileged:
+        return capmask, None
+    extra = [cgroups.device_rule(n) for n in plan.devices]
+    return capmask, list(cgroups.DEVICE_RULES) + [r for r in extra if r]
+
+
 # --- the children (never return; every path ends in os._exit) ------------------------------
 # After pivot_root the host's Python library is out of reach: nothing below may import.
 
@@ -255,7 +272,8 @@ def _policy(spec: SandboxSpec) -> seccomp.Policy:
     """The seccomp filter and no_new_privs the command gets (runtime.seccomp), prepared before
     the fork: its profile's conditional rules see the capabilities the command keeps, and
     --privileged (a `privileged` spec field) runs unconfined, as in docker."""
-    return seccomp.policy(spec.security_opt, caps.DEFAULT_CAP_MASK, getattr(spec, "privileged", False))
+    return seccomp.policy(spec.security_opt, caps.mask(spec.cap_add, spec.cap_drop, spec.privileged),
+                          spec.privileged)
 
 
 def _status(status: int) -> int:
@@ -285,7 +303,7 @@ def _close_fds_except(keep: list[int]) -> None:
 
 def _keeper(spec: SandboxSpec, plan: rootfs.MountPlan, w: int, r: int, parent: int, csock,
             procs: list[tuple[str, int]], sync: tuple[int, int] | None, started: int,
-            secure: seccomp.Policy) -> None:
+            secure: seccomp.Policy, capmask: int) -> None:
     code = 125
     try:
         signal.set_wakeup_fd(-1)
@@ -328,7 +346,7 @@ def _keeper(spec: SandboxSpec, plan: rootfs.MountPlan, w: int, r: int, parent: i
                 os.close(fd)
             if joined_w is not None:
                 os.close(joined_w)
-            _init(spec, plan, w, csock, alive_r, started, joined_r, secure)
+            _init(spec, plan, w, csock, alive_r, started, joined_r, secure, capmask)
         os.close(alive_r)
         os.close(started)       # pid 1 holds it until the command is exec'd
         target.append(pid1)
@@ -388,7 +406,8 @@ def _set_title(title: str) -> None:
 
 
 def _init(spec: SandboxSpec, plan: rootfs.MountPlan, w: int, csock, alive: int, started: int,
-          joined: int | None, secure: seccomp.Policy) -> None:
+          joined: int | None, secure: seccomp.Policy,
+          capmask: int) -> None:
     code = 125
     try:
         kernel.prctl(kernel.PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -411,14 +430,14 @@ def _init(spec: SandboxSpec, plan: rootfs.MountPlan, w: int, csock, alive: int, 
         env = _environ(spec.env, user)
         pts = tty.send_new_pty(csock) if csock is not None else None
         if not spec.init:
-            _exec(spec, user, env, w, pts, None, alive, joined, secure)     # the command is pid 1
+            _exec(spec, user, env, w, pts, None, alive, joined, secure, capmask)     # the command is pid 1
         _set_title(INIT_TITLE)
         child: list[int] = []
         _forward_to(child)
         _joined(joined)         # in its cgroups before the command is forked
         pid = os.fork()
         if pid == 0:
-            _exec(spec, user, env, w, pts, oom_adj, alive, None, secure)
+            _exec(spec, user, env, w, pts, oom_adj, alive, None, secure, capmask)
         child.append(pid)
         os.close(started)       # the command's copy closes as it execs
         secure.before_drop()    # the init is filtered as the command is (docker's tini is)
@@ -497,7 +516,8 @@ class _ExecFailure(Exception):
 
 
 def _exec(spec: SandboxSpec, user: users.ExecUser, env: dict[str, str], w: int, pts: str | None,
-          oom_adj: str | None, alive: int, joined: int | None, secure: seccomp.Policy) -> None:
+          oom_adj: str | None, alive: int, joined: int | None, secure: seccomp.Policy,
+          capmask: int) -> None:
     code = 125
     try:
         if oom_adj is not None:
@@ -521,10 +541,7 @@ def _exec(spec: SandboxSpec, user: users.ExecUser, env: dict[str, str], w: int, 
             raise SandboxError(f"working directory {spec.cwd} is outside the container")
         _joined(joined)         # the command never runs outside its cgroups
         secure.before_drop()
-        caps.drop_to_default()
-        os.setgroups(user.sgids)
-        os.setresgid(user.gid, user.gid, user.gid)
-        os.setresuid(user.uid, user.uid, user.uid)
+        caps.drop_to(capmask, user)
         _still_parented(alive)
         try:
             path = _look_path(spec.argv[0], env)

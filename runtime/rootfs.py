@@ -17,6 +17,12 @@ through /proc/self/fd/N, so a symlink in the image (say /etc/hosts -> ../../../.
 resolves inside the container root and never reaches the host. /proc, /dev and /sys must be
 real directories (CVE-2019-19921, CVE-2026-41579); a masked-path source must be a real
 /dev/null (CVE-2025-31133).
+
+--device nodes (and, with --privileged, every device of the host's /dev, as containerd's
+HostDevices lists them) are made with mknod after the default ones, with the host node's
+type, numbers, mode and owner (runc's createDevices); --privileged also leaves /proc and /sys
+unmasked and sysfs read-write, as docker does. Which nodes may be opened is the devices
+cgroup's (runtime.cgroups).
 """
 from __future__ import annotations
 
@@ -40,6 +46,7 @@ DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 DEV_LINKS = (("ptmx", "pts/ptmx"), ("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
              ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"))
 ETC_FILES = ("/etc/hosts", "/etc/resolv.conf", "/etc/hostname")
+HOST_DEV_SKIP = ("pts", "shm", "fd", "mqueue", ".lxc", ".lxd-mounts", ".udev")   # containerd's
 
 _IN_ROOT = kernel.RESOLVE_IN_ROOT | kernel.RESOLVE_NO_MAGICLINKS
 _NO_LINKS = kernel.RESOLVE_IN_ROOT | kernel.RESOLVE_NO_SYMLINKS | kernel.RESOLVE_NO_MAGICLINKS
@@ -48,11 +55,12 @@ _NO_LINKS = kernel.RESOLVE_IN_ROOT | kernel.RESOLVE_NO_SYMLINKS | kernel.RESOLVE
 class MountPlan(Record):
     """What `setup` mounts; built on the host, used in the child (plain data, no fds)."""
     _fields = ("rootdir", "lowerdirs", "upperdir", "workdir", "etc_files", "mounts", "new_netns",
-               "tree", "readonly")
+               "tree", "readonly", "devices", "privileged")
 
     def __init__(self, rootdir: str, lowerdirs: list[str], upperdir: str, workdir: str,
                  etc_files: dict[str, str], mounts: list | None = None, new_netns: bool = False,
-                 tree: str = "", readonly: bool = False):
+                 tree: str = "", readonly: bool = False, devices: list | None = None,
+                 privileged: bool = False):
         self.rootdir = rootdir
         self.lowerdirs = lowerdirs
         self.upperdir = upperdir
@@ -62,6 +70,8 @@ class MountPlan(Record):
         self.new_netns = new_netns
         self.tree = tree            # native snapshotter: bind this copied rootfs instead of the overlay
         self.readonly = readonly    # --read-only: the root mount read-only (its sub-mounts are not)
+        self.devices = [] if devices is None else devices   # device_nodes: made with mknod
+        self.privileged = privileged    # --privileged: no masked or read-only paths, rw sysfs
 
 
 def _fdpath(fd: int) -> str:
@@ -95,6 +105,120 @@ def make_stub(stub: str, mounts: list) -> None:
         made.append(p)
     for p in made + [stub]:
         os.utime(p, ns=(0, 0), follow_symlinks=False)
+
+
+# --- host side: --device ----------------------------------------------------------------
+
+def _valid_mode(mode: str) -> bool:
+    return bool(mode) and all(c in "rwm" for c in mode) and len(set(mode)) == len(mode)
+
+
+def parse_device(text: str) -> dict:
+    """docker's --device HOST[:CONTAINER][:PERMS] (the CLI's validateDevice, then parseDevice)
+    as HostConfig.Devices holds it; SandboxError with docker's line when malformed."""
+    split = text.split(":")
+    if len(split) > 3 or not split[0]:
+        raise SandboxError(f"bad format for path: {text}")
+    perms, dst = "rwm", ""
+    if len(split) == 3:
+        if not _valid_mode(split[2]):
+            raise SandboxError(f"bad mode specified: {split[2]}")
+        dst, perms = split[1], split[2]
+    elif len(split) == 2:
+        if _valid_mode(split[1]):
+            perms = split[1]
+        else:
+            dst = split[1]
+    check = dst or split[0]
+    if not check.startswith("/"):
+        raise SandboxError(f"{check} is not an absolute path")
+    return {"PathOnHost": split[0], "PathInContainer": os.path.normpath(dst or split[0]),
+            "CgroupPermissions": perms}
+
+
+def _node(path: str, target: str, perms: str) -> dict | None:
+    """containerd's DeviceFromPath (lstat: a symlink is no device): None when not a node."""
+    st = os.lstat(path)
+    kind = {stat.S_IFCHR: "c", stat.S_IFBLK: "b", stat.S_IFIFO: "p"}.get(stat.S_IFMT(st.st_mode))
+    if kind is None:
+        return None
+    return {"path": target, "type": kind, "major": os.major(st.st_rdev),
+            "minor": os.minor(st.st_rdev), "mode": stat.S_IMODE(st.st_mode), "uid": st.st_uid,
+            "gid": st.st_gid, "perms": perms}
+
+
+def _resolved(path: str) -> str:
+    """docker's resolvedDevicePath: a symlink is followed only to a node under /dev."""
+    path = os.path.normpath(path)
+    if os.path.islink(path):
+        real = os.path.realpath(path)
+        if real == "/dev" or real.startswith("/dev/"):
+            return real
+    return path
+
+
+def device_nodes(mappings: list[dict], privileged: bool = False) -> list[dict]:
+    """The nodes to make for --device mappings (docker's DevicesFromPath: a directory gives
+    the nodes below it) and, with privileged, every node of the host's /dev; SandboxError with
+    docker's line for a host path that is no device."""
+    out: list[dict] = []
+    if privileged:
+        out += _host_devices("/dev", "/dev")
+    for m in mappings:
+        src, dst = _resolved(m["PathOnHost"]), m["PathInContainer"]
+        if privileged and m["PathOnHost"] == dst:
+            continue            # docker: it is there already
+        perms = "rwm" if privileged else m["CgroupPermissions"]
+        why = "not a device node"
+        try:
+            node = _node(src, dst, perms)
+            if node is not None:
+                out.append(node)
+                continue
+            if os.path.isdir(src):
+                found = []
+                for d, dirs, files in os.walk(src):
+                    dirs.sort()
+                    for f in sorted(files):
+                        p = os.path.join(d, f)
+                        try:
+                            n = _node(_resolved(p), dst + p[len(src):], perms)
+                        except OSError:
+                            continue
+                        if n is not None:
+                            found.append(n)
+                if found:
+                    out += found
+                    continue
+        except OSError as e:
+            why = (e.strerror or str(e)).lower()
+        raise SandboxError(f"error gathering device information while adding custom device "
+                           f'"{m["PathOnHost"]}": {why}')
+    return out
+
+
+def _host_devices(path: str, target: str) -> list[dict]:
+    """containerd's HostDevices: the char and block nodes below /dev, but pts, shm, fd,
+    mqueue (the container has its own) and console."""
+    out = []
+    try:
+        entries = sorted(os.scandir(path), key=lambda e: e.name)
+    except OSError:
+        return out
+    for e in entries:
+        if e.is_dir(follow_symlinks=False):
+            if e.name not in HOST_DEV_SKIP:
+                out += _host_devices(e.path, os.path.join(target, e.name))
+            continue
+        if e.name == "console":
+            continue
+        try:
+            n = _node(e.path, os.path.join(target, e.name), "rwm")
+        except OSError:
+            continue
+        if n is not None and n["type"] != "p":
+            out.append(n)
+    return out
 
 
 # --- child side -----------------------------------------------------------------------------
@@ -218,9 +342,34 @@ def _setup_dev(rootfd: int, rootdir: str) -> None:
         os.symlink(target, os.path.join(dev, name))
 
 
-def _setup_sys(rootfd: int, new_netns: bool) -> None:
+def _make_nodes(rootfd: int, nodes: list[dict]) -> None:
+    """mknod each device_nodes entry in the container (a name already there, a default node,
+    is kept, as runc does); parent dirs are made inside the root and, as runc's, stay (in
+    /dev they are on its tmpfs)."""
+    kinds = {"c": stat.S_IFCHR, "b": stat.S_IFBLK, "p": stat.S_IFIFO}
+    old = os.umask(0)
+    try:
+        for n in nodes:
+            *up, name = clean(n["path"]) or [""]
+            if not name:
+                raise SandboxError(f"cannot make the device {n['path']!r}")
+            pfd = _target(rootfd, "/" + "/".join(up), True, [])
+            try:
+                try:
+                    os.mknod(name, kinds[n["type"]] | n["mode"], os.makedev(n["major"], n["minor"]),
+                             dir_fd=pfd)
+                except FileExistsError:
+                    continue
+                os.chown(name, n["uid"], n["gid"], dir_fd=pfd, follow_symlinks=False)
+            finally:
+                os.close(pfd)
+    finally:
+        os.umask(old)
+
+
+def _setup_sys(rootfd: int, new_netns: bool, privileged: bool = False) -> None:
     fd = _real_dir(rootfd, "/sys")
-    flags = kernel.MS_NOSUID | kernel.MS_NOEXEC | kernel.MS_NODEV | kernel.MS_RDONLY
+    flags = kernel.MS_NOSUID | kernel.MS_NOEXEC | kernel.MS_NODEV | (0 if privileged else kernel.MS_RDONLY)
     try:
         try:
             kernel.mount("sysfs", _fdpath(fd), "sysfs", flags)
@@ -228,7 +377,8 @@ def _setup_sys(rootfd: int, new_netns: bool) -> None:
             if e.errno != errno.EPERM or new_netns:
                 raise
             kernel.mount("/sys", _fdpath(fd), None, kernel.MS_BIND | kernel.MS_REC)
-            _bind_ro(rootfd, "/sys", _NO_LINKS, kernel.MS_NOSUID | kernel.MS_NOEXEC | kernel.MS_NODEV)
+            if not privileged:
+                _bind_ro(rootfd, "/sys", _NO_LINKS, kernel.MS_NOSUID | kernel.MS_NOEXEC | kernel.MS_NODEV)
     finally:
         os.close(fd)
 
@@ -324,9 +474,12 @@ def setup(plan: MountPlan, created: list) -> None:
         finally:
             os.close(fd)
         _setup_dev(rootfd, plan.rootdir)
-        _setup_sys(rootfd, plan.new_netns)
-        _mask(rootfd, plan.rootdir, devnull)
-        _readonly(rootfd)
+        if plan.devices:
+            _make_nodes(rootfd, plan.devices)
+        _setup_sys(rootfd, plan.new_netns, plan.privileged)
+        if not plan.privileged:     # docker --privileged: no masked nor read-only paths
+            _mask(rootfd, plan.rootdir, devnull)
+            _readonly(rootfd)
         for target, source in plan.etc_files.items():
             _bind_file(rootfd, target, source, True, created)
         _user_mounts(rootfd, plan.mounts, created)

@@ -71,7 +71,9 @@ class SandboxSpec(Record):
                "network", "ports", "extra_hosts", "mounts", "stdin", "stdout", "stderr", "tty",
                "make_cwd", "readonly_rootfs", "resources", "init", "gid_in_groups",
                # --- seccomp helper's fields ---
-               "security_opt")
+               "security_opt",
+               # --- caps: capabilities, --privileged, --device ---
+               "privileged", "cap_add", "cap_drop", "devices")
 
     def __init__(self, lowerdirs: list | None = None, upperdir: str | os.PathLike | None = None,
                  workdir: str | os.PathLike | None = None, argv: list[str] | None = None,
@@ -84,7 +86,10 @@ class SandboxSpec(Record):
                  resources: Resources | None = None, init: bool = False,
                  gid_in_groups: bool = False,
                  # --- seccomp helper's fields ---
-                 security_opt: list[str] | None = None):
+                 security_opt: list[str] | None = None,
+                 # --- caps: capabilities, --privileged, --device ---
+                 privileged: bool = False, cap_add: list[str] | None = None,
+                 cap_drop: list[str] | None = None, devices: list[dict] | None = None):
         self.lowerdirs = [] if lowerdirs is None else lowerdirs   # layer dirs, top first
         self.upperdir = upperdir
         self.workdir = workdir
@@ -110,6 +115,13 @@ class SandboxSpec(Record):
         # docker's --security-opt list as its CLI sends it (runtime.seccomp reads it): [] =
         # docker's default seccomp profile (RUN's too, as BuildKit's), no no_new_privs
         self.security_opt = [] if security_opt is None else security_opt
+        # --- caps: capabilities, --privileged, --device (runtime.caps, runtime.cgroups) ---
+        self.privileged = privileged    # docker --privileged: all caps, no masks, rw /sys, every device
+        self.cap_add = [] if cap_add is None else cap_add     # docker --cap-add names, as given
+        self.cap_drop = [] if cap_drop is None else cap_drop  # docker --cap-drop names, as given
+        # docker --device: {"PathOnHost", "PathInContainer", "CgroupPermissions"} (HostConfig.Devices)
+        self.devices = [] if devices is None else devices
+        # --- end caps ---
 
 
 def check_network(mode: str) -> None:

@@ -46,6 +46,8 @@ def register(sub) -> None:
                    help="set an environment variable (K alone: take it from this environment)")
     p.add_argument("-w", "--workdir", metavar="DIR", help="working directory inside the container")
     p.add_argument("-u", "--user", metavar="USER", help="name|uid[:group|gid]")
+    p.add_argument("--privileged", action="store_true",
+                   help="give the command every capability (docker exec --privileged)")
     p.add_argument("container", metavar="CONTAINER")
     p.add_argument("command", nargs="...", metavar="COMMAND [ARG...]")
     p.set_defaults(func=cmd_exec)
@@ -736,9 +738,13 @@ def cmd_exec(args) -> int:
         user = args.user if args.user is not None else cfg.get("user", "")
         if args.tty and not any(e.startswith("TERM=") for e in env):
             env.append("TERM=xterm")          # docker exec -t, as run -t
+        from runtime import caps
+        capmask = caps.mask(cfg.get("cap_add") or [], cfg.get("cap_drop") or [],
+                            bool(cfg.get("privileged") or args.privileged))
         return exec.run(pid1, args.command, env, cwd, user, detach=args.detach,
                         stdin=0 if args.interactive else None, terminal=args.tty,
-                        security_opt=cfg.get("security_opt"), privileged=bool(cfg.get("privileged")))
+                        security_opt=cfg.get("security_opt"), capmask=capmask,
+                        privileged=bool(cfg.get("privileged") or args.privileged))
     except ContainerError:
         raise
     except SandboxError as e:

@@ -100,6 +100,13 @@ FLAGS = (
     Flag("security-opt", "append",
          help="seccomp=unconfined|builtin|FILE (docker's JSON profile; default: docker's "
               "profile), no-new-privileges[=true|false]"),
+    # --- caps: capabilities, --privileged, --device (runtime.caps, runtime.cgroups) ---
+    Flag("cap-add", "append", help="add a Linux capability (SYS_ADMIN or CAP_SYS_ADMIN; ALL)"),
+    Flag("cap-drop", "append", help="drop a Linux capability (ALL: every one)"),
+    Flag("privileged", "bool", help="give the container every capability, every host device, "
+                                    "unmasked /proc and a writable /sys"),
+    Flag("device", "append", help="add a host device: HOST[:CONTAINER][:PERMS] (PERMS of rwm)"),
+    # --- end caps ---
 )
 USAGE = "[OPTIONS] IMAGE [COMMAND] [ARG...]"
 
@@ -335,6 +342,24 @@ def _security(args) -> list[str]:
     return cli_options(args.security_opt)
 
 
+def _privileges(args) -> dict:
+    """--cap-add, --cap-drop, --privileged and --device as the record keeps them (the names as
+    given, docker's HostConfig.Devices), checked with docker's lines; {} when none is given."""
+    out: dict = {}
+    if not (args.cap_add or args.cap_drop or args.privileged or args.device):
+        return out
+    from runtime import caps, rootfs
+
+    caps.mask(args.cap_add, args.cap_drop, args.privileged)
+    devices = [rootfs.parse_device(d) for d in args.device]
+    rootfs.device_nodes(devices)        # a host path that is no device: before anything is made
+    for key, value in (("cap_add", args.cap_add), ("cap_drop", args.cap_drop),
+                       ("privileged", bool(args.privileged)), ("devices", devices)):
+        if value:
+            out[key] = value
+    return out
+
+
 def _network(args, cfg, check_only: bool = False) -> tuple[str, dict]:
     """--network (docker's default bridge) and what goes with it: {"ports": -p/-P bindings,
     "exposed": the image's ExposedPorts + --expose, "extra_hosts": --add-host, "publish_all"}.
@@ -394,6 +419,7 @@ def _detach(root: str, image_id: str, image_config: dict, lowerdirs: list[str], 
             record[key] = True
     if mounts:
         record["mounts"] = mounts
+    record.update(_privileges(args))
     record.update({k: v for k, v in (net or {}).items() if v})
     if limits is not None:
         record["resources"] = limits.to_dict()   # SandboxSpec(resources=Resources(**it))
@@ -438,6 +464,7 @@ def cmd_run(args) -> int:
         return 1        # docker's CheckTty, before anything is made
     try:
         _network(args, {}, check_only=True)     # bad -p/--network/--add-host: before any pull
+        privileges = _privileges(args)          # bad --cap-add/--device too
         limits = _limits(args)
         security = _security(args)
         if not args.detach:         # the supervisor enters its own (it must not hold ours)
@@ -479,7 +506,8 @@ def cmd_run(args) -> int:
                            stdin=0 if args.interactive else devnull, stdout=1, stderr=2,
                            tty=args.tty, make_cwd=True, resources=limits, init=args.init,
                            gid_in_groups=True, readonly_rootfs=args.read_only,
-                           mounts=volumes.to_spec(root, mounts), security_opt=security)
+                           mounts=volumes.to_spec(root, mounts), security_opt=security,
+                           **privileges)
         return run(spec, forward_signals=True, relay_stdin=args.interactive)
     except (SandboxError, StoreError) as e:
         return _fail(str(e))

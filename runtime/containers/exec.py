@@ -36,14 +36,16 @@ NAMESPACES = (("ipc", kernel.CLONE_NEWIPC), ("uts", kernel.CLONE_NEWUTS),
 
 def run(pid1: int, argv: list[str], env: list[str], cwd: str, user: str, *,
         detach: bool = False, stdin: int | None = None, terminal: bool = False,
-        security_opt: list[str] | None = None, privileged: bool = False) -> int:
+        security_opt: list[str] | None = None, privileged: bool = False,
+        capmask: int = caps.DEFAULT_CAP_MASK) -> int:
     """Run argv in the namespaces, root and cgroups of the process `pid1` (a container's pid 1,
     host pid); return its exit status (128+n for signal n; 0 at once with `detach`).
     terminal: a pty in the container, relayed to this process's stdout (and stdin when given).
+    capmask: the command's capabilities (runtime.caps.mask of the container's flags).
     ContainerError when the container is gone; SandboxError (one line) when the command cannot
     be set up. security_opt, privileged: the container's (its record's): the same seccomp
     filter (none when privileged, as docker) and no_new_privs as its pid 1 got."""
-    secure = seccomp.policy(security_opt, caps.DEFAULT_CAP_MASK, privileged)
+    secure = seccomp.policy(security_opt, capmask, privileged)
     fds: list[int] = []
     try:
         for name, _ in NAMESPACES:
@@ -64,7 +66,7 @@ def run(pid1: int, argv: list[str], env: list[str], cwd: str, user: str, *,
     pid = os.fork()
     if pid == 0:
         _joiner(fds[:-1], root, joins, stdio, argv, env, cwd, user, w, detach, csock,
-                secure)  # never returns
+                secure, capmask)  # never returns
     for fd in fds + joins + [w, devnull]:
         os.close(fd)
     master = None
@@ -122,7 +124,8 @@ def _report(w: int, e: BaseException) -> None:
 
 # --- the children (never return). After the chroot nothing may be imported. ----------------
 
-def _joiner(nsfds, root, joins, stdio, argv, env, cwd, user, w, detach, csock, secure) -> None:
+def _joiner(nsfds, root, joins, stdio, argv, env, cwd, user, w, detach, csock, secure,
+            capmask) -> None:
     code = 126
     try:
         if detach and os.fork() != 0:
@@ -141,7 +144,7 @@ def _joiner(nsfds, root, joins, stdio, argv, env, cwd, user, w, detach, csock, s
         pts = tty.send_new_pty(csock) if csock is not None else None
         child = os.fork()           # the first process that is inside the pid namespace
         if child == 0:
-            _command(argv, env, cwd, user, w, detach, joins, pts, secure)
+            _command(argv, env, cwd, user, w, detach, joins, pts, secure, capmask)
         if detach:
             os.close(w)             # the caller reads it to its end: B's exec or error
             for sig in process.FORWARDED_SIGNALS:
@@ -158,7 +161,7 @@ def _joiner(nsfds, root, joins, stdio, argv, env, cwd, user, w, detach, csock, s
     os._exit(code)
 
 
-def _command(argv, env, cwd, user, w, detach, joins, pts, secure) -> None:
+def _command(argv, env, cwd, user, w, detach, joins, pts, secure, capmask) -> None:
     code = 126
     try:
         for fd in joins:            # "0": this process, into the container's cgroups
@@ -178,10 +181,7 @@ def _command(argv, env, cwd, user, w, detach, joins, pts, secure) -> None:
             raise SandboxError(f"cannot change to working directory {cwd}: "
                                f"{(e.strerror or '').lower()}") from None
         secure.before_drop()
-        caps.drop_to_default()
-        os.setgroups(who.sgids)
-        os.setresgid(who.gid, who.gid, who.gid)
-        os.setresuid(who.uid, who.uid, who.uid)
+        caps.drop_to(capmask, who)
         try:
             path = process._look_path(argv[0], environ)
         except process._ExecFailure as f:

@@ -250,9 +250,12 @@ def _probe(c, argv: list[str], w: int) -> None:
         if not pid1:
             raise OSError("the container is not running")
         cfg = c.config
+        from runtime import caps
+        capmask = caps.mask(cfg.get("cap_add") or [], cfg.get("cap_drop") or [],
+                            bool(cfg.get("privileged")))     # the container's, as docker's probe
         code = cexec.run(pid1, argv, list(cfg.get("env") or []), cfg.get("cwd") or "/",
                          cfg.get("user") or "", security_opt=cfg.get("security_opt"),
-                         privileged=bool(cfg.get("privileged")))
+                         privileged=bool(cfg.get("privileged")), capmask=capmask)
     except BaseException as e:  # noqa: BLE001 - the probe's output says why
         try:
             os.write(2, f"{e}\n".encode())

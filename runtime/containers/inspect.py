@@ -130,6 +130,11 @@ def doc(c) -> dict:
             "RestartPolicy": cfg.get("restart") or {"Name": "no", "MaximumRetryCount": 0},
             "ReadonlyRootfs": bool(cfg.get("read_only")),
             "SecurityOpt": cfg.get("security_opt") or None,
+            "CapAdd": cfg.get("cap_add") or None,
+            "CapDrop": cfg.get("cap_drop") or None,
+            "Privileged": bool(cfg.get("privileged")),
+            "Devices": [{k: d[k] for k in ("PathOnHost", "PathInContainer", "CgroupPermissions")}
+                        for d in cfg.get("devices") or []],
             "LogConfig": {"Type": "json-file", "Config": cfg.get("log_config") or {}},
         },
         "Mounts": _mounts(c),

@@ -202,7 +202,9 @@ def _supervise(root: str, cid: str, ready_fd: int, restarts: int | None, lock_fd
                        init=bool(cfg.get("init")), gid_in_groups=True,
                        readonly_rootfs=bool(cfg.get("read_only")),
                        security_opt=cfg.get("security_opt") or [],
-                       resources=Resources(**cfg["resources"]) if cfg.get("resources") else None)
+                       resources=Resources(**cfg["resources"]) if cfg.get("resources") else None,
+                       privileged=bool(cfg.get("privileged")), cap_add=cfg.get("cap_add") or [],
+                       cap_drop=cfg.get("cap_drop") or [], devices=cfg.get("devices") or [])
     try:
         tree = process.start(spec)
         problem = tree.started(timeout=60)      # `run -d` returns once the command is exec'd,
