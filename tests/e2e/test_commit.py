@@ -148,21 +148,29 @@ def _freezer_state(pid: int) -> str:
         return f.read().strip()
 
 
-def test_commit_killed_with_sigterm_while_frozen_thaws_the_container(root):
-    import signal
+def _commit_caught_frozen(name: str):
+    """A container with 384 MB of changes and a `pybuild commit` of it caught while it holds
+    the container frozen: (the container's pid 1, the commit's Popen)."""
     import sys
 
     from busybox_fixture import REPO
 
-    run_d("--name", "frz", "busybox", "sh", "-c",
+    run_d("--name", name, "busybox", "sh", "-c",
           "dd if=/dev/zero of=/big bs=1M count=384 2>/dev/null; touch /ready; exec sleep 60")
-    poll(lambda: run_pybuild("exec", "frz", "test", "-e", "/ready").returncode == 0,
+    poll(lambda: run_pybuild("exec", name, "test", "-e", "/ready").returncode == 0,
          deadline=30)
-    pid = int(ok(run_pybuild("inspect", "-f", "{{.State.Pid}}", "frz")).stdout)
-    p = subprocess.Popen([sys.executable, "-m", "builder", "commit", "frz"], cwd=REPO,
+    pid = int(ok(run_pybuild("inspect", "-f", "{{.State.Pid}}", name)).stdout)
+    p = subprocess.Popen([sys.executable, "-m", "builder", "commit", name], cwd=REPO,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     poll(lambda: _freezer_state(pid) in ("FROZEN", "1") or p.poll() is not None, step=0.005)
     assert p.poll() is None, p.communicate()        # still reading its 384 MB, frozen
+    return pid, p
+
+
+def test_commit_killed_with_sigterm_while_frozen_thaws_the_container(root):
+    import signal
+
+    pid, p = _commit_caught_frozen("frz")
     p.send_signal(signal.SIGTERM)
     out, err = p.communicate(timeout=30)
     # 130, or death by SIGINT when the interrupt reaches Python as it shuts down (seen 1 run in
@@ -177,19 +185,8 @@ def test_commit_killed_with_sigkill_while_frozen_is_thawed_by_the_next_command(r
     """kill -9 leaves no handler to thaw: the next command reading the container does (a
     frozen process cannot even be killed on cgroup v1, so `stop` would hang)."""
     import signal
-    import sys
 
-    from busybox_fixture import REPO
-
-    run_d("--name", "frz9", "busybox", "sh", "-c",
-          "dd if=/dev/zero of=/big bs=1M count=384 2>/dev/null; touch /ready; exec sleep 60")
-    poll(lambda: run_pybuild("exec", "frz9", "test", "-e", "/ready").returncode == 0,
-         deadline=30)
-    pid = int(ok(run_pybuild("inspect", "-f", "{{.State.Pid}}", "frz9")).stdout)
-    p = subprocess.Popen([sys.executable, "-m", "builder", "commit", "frz9"], cwd=REPO,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    poll(lambda: _freezer_state(pid) in ("FROZEN", "1") or p.poll() is not None, step=0.005)
-    assert p.poll() is None, p.communicate()        # still reading its 384 MB, frozen
+    pid, p = _commit_caught_frozen("frz9")
     p.send_signal(signal.SIGKILL)
     p.communicate(timeout=30)
     assert _freezer_state(pid) in ("FROZEN", "1")   # nobody thawed it yet
