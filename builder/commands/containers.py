@@ -890,7 +890,7 @@ def cmd_rm(args) -> int:
             wait_supervisor(c, 5)    # an exited one's supervisor may still be on its way out
         cs.remove(c)
         if c.config.get("network") not in ("host", "none"):   # a killed supervisor's lease
-            from runtime.network.defs import sweep            # and bridge
+            from runtime.network.defs import sweep  # and bridge
             sweep(cs.root, c.config)
         if args.volumes:
             from runtime.containers.volumes import Volumes

@@ -140,7 +140,7 @@ def cmd_ls(args) -> int:
         sys.stdout.write("".join(i + "\n" for i in ids))
         return 0
     rows = [("NETWORK ID", "NAME", "DRIVER", "SCOPE")]
-    rows += [(i, d["Name"], d["Driver"], d["Scope"]) for i, d in zip(ids, nets)]
+    rows += [(i, d["Name"], d["Driver"], d["Scope"]) for i, d in zip(ids, nets, strict=True)]
     widths = [max(len(r[c]) for r in rows) for c in range(3)]
     sys.stdout.write("".join("   ".join(r[c].ljust(widths[c]) for c in range(3)) + "   " + r[3]
                              + "\n" for r in rows))

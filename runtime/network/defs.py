@@ -92,8 +92,8 @@ class Networks:
             if given is not None:
                 for t in taken:
                     if given.overlaps(t):
-                        raise ConfigError(f"invalid pool request: Pool overlaps with other one "
-                                          f"on this address space")
+                        raise ConfigError("invalid pool request: Pool overlaps with other one "
+                                          "on this address space")
                 net = given
             else:
                 net = _free(taken)

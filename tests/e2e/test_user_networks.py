@@ -14,14 +14,16 @@ import time
 
 import pytest
 import test_containers
+import test_network
 from busybox_fixture import REPO, run_pybuild
 from e2e_helpers import ok, one_error_line
 from test_containers import poll, run_d, state
-from test_network import GONE, HTTPD, links, nat_rules, outside  # noqa: F401 - a fixture
+from test_network import GONE, HTTPD, links, nat_rules
 
 from runtime.network import leases, user_net
 
 root = test_containers.root
+outside = test_network.outside     # the fixture: a server outside the host
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists("/usr/sbin/iptables"),
                                 reason="user networks need root and iptables "
@@ -29,7 +31,8 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists("/usr/sb
 
 # busybox's wget -T crashes (SIGSEGV) in this image: timeout(1) bounds a fetch instead, never
 # as sh's last command (sh would exec it as pid 1, which ignores timeout's SIGTERM)
-FETCH = "for i in 1 2 3 4 5 6 7 8 9 10; do timeout 2 wget -qO- http://{host}/ && exit; sleep 0.2; done; exit 1"
+FETCH = ("for i in 1 2 3 4 5 6 7 8 9 10; do timeout 2 wget -qO- http://{host}/ && exit; sleep 0.2; "
+         "done; exit 1")
 
 
 @pytest.fixture(autouse=True)
