@@ -10,8 +10,6 @@ two creates never take one name or one subnet.
 """
 from __future__ import annotations
 
-import ipaddress
-import json
 import os
 
 from runtime.errors import ConfigError, SandboxError
@@ -48,13 +46,15 @@ class Networks:
             names = os.listdir(self.dir)
         except FileNotFoundError:
             return []
+        from cache.jsonread import loads
+
         out = []
         for n in names:
             if not n.endswith(".json"):
                 continue
             try:
                 with open(os.path.join(self.dir, n), "rb") as f:
-                    d = json.load(f)
+                    d = loads(f.read())
             except (OSError, ValueError):
                 continue
             if isinstance(d, dict) and d.get("Id") == n[:-5]:
@@ -76,6 +76,8 @@ class Networks:
 
     def create(self, name: str, subnet: str = "", gateway: str = "", internal: bool = False,
                labels: dict | None = None) -> dict:
+        import ipaddress
+
         from runtime.containers.names import valid_name
         from runtime.containers.state import now
 
@@ -129,6 +131,8 @@ class Networks:
 
 def _check(subnet: str, gateway: str):
     """--subnet and --gateway as docker checks them; the subnet (None: choose one)."""
+    import ipaddress
+
     if gateway and not subnet:
         raise ConfigError("every ip-range or gateway must have a corresponding subnet")
     if not subnet:
@@ -151,8 +155,10 @@ def _check(subnet: str, gateway: str):
     return net
 
 
-def _free(taken: list) -> ipaddress.IPv4Network:
+def _free(taken: list):
     """The first pool no host route, no other network's subnet and no pybuild0 overlaps."""
+    import ipaddress
+
     from runtime.network import ready_subnet
     from runtime.network.bridge import host_routes
 

@@ -140,32 +140,31 @@ def acquire(net: Net = DEFAULT, want: str = "") -> Lease:
 
 def join(lease: Lease, names: list[str], hosts: str, base: str) -> None:
     """A user network's endpoint joins: its names and /etc/hosts (`base`: the file's own part)
-    go into its lease file, and every container's /etc/hosts on the network is rewritten."""
-    import json
-
+    go into its lease file (token, names, hosts path, then base: plain lines, no json import
+    on the run's path), and every container's /etc/hosts on the network is rewritten."""
     net = lease.net
+    names = [n for n in names if n and not any(c.isspace() for c in n)]
     with locked(net):
         path = os.path.join(net.state_dir, "leases", lease.ip)
         with open(path + ".tmp", "w") as f:
-            f.write(lease.token + "\n" + json.dumps({"names": names, "hosts": hosts,
-                                                    "base": base}) + "\n")
+            f.write(f"{lease.token}\n{' '.join(names)}\n{hosts}\n{base}")
         os.rename(path + ".tmp", path)
         refresh(net, _live(net))
 
 
 def endpoints(net: Net, live: dict[str, str] | None = None) -> dict[str, dict]:
     """ip -> the endpoint a lease file carries ({} for a lease not joined yet)."""
-    import json
-
     out = {}
     for ip in (live if live is not None else held(net)):
         try:
             with open(os.path.join(net.state_dir, "leases", ip)) as f:
                 f.readline()
-                rest = f.read().strip()
-            out[ip] = json.loads(rest) if rest else {}
-        except (OSError, ValueError):
+                names, hosts = f.readline(), f.readline()
+                base = f.read()
+        except OSError:
             continue
+        out[ip] = ({"names": names.split(), "hosts": hosts.rstrip("\n"), "base": base}
+                   if hosts else {})
     return out
 
 
