@@ -121,11 +121,11 @@ class Networks:
             if os.path.isdir(net.state_dir) and leases.held(net):
                 raise SandboxError(f"error while removing network: network {d['Name']} id "
                                    f"{d['Id']} has active endpoints")
-            if os.path.isdir(net.state_dir):
+            if os.path.isdir(net.state_dir):    # under its lock: a waiting sweep then sees
+                from cache.fspath import remove_tree  # it gone and does not make it again
                 with leases.locked(net):
                     leases._teardown(net)
-                from cache.fspath import remove_tree
-                remove_tree(net.state_dir)
+                    remove_tree(net.state_dir)
             os.unlink(os.path.join(self.dir, d["Id"] + ".json"))
 
 

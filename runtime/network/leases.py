@@ -58,11 +58,12 @@ def _ip(n: int) -> str:
 class locked:
     """The state dir's flock, held for a `with` block (a class: contextlib costs an import)."""
 
-    def __init__(self, net: Net = DEFAULT):
-        self.net = net
+    def __init__(self, net: Net = DEFAULT, make: bool = True):
+        self.net, self.make = net, make
 
     def __enter__(self):
-        os.makedirs(os.path.join(self.net.state_dir, "leases"), 0o755, exist_ok=True)
+        if self.make:   # a sweep does not make it again (`network rm` removed it: nothing to do)
+            os.makedirs(os.path.join(self.net.state_dir, "leases"), 0o755, exist_ok=True)
         self.fd = os.open(os.path.join(self.net.state_dir, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
                           0o600)
         try:
@@ -305,7 +306,10 @@ def sweep(net: Net = DEFAULT, linger: bool = False) -> None:
     if not os.path.isdir(net.state_dir):
         return
     if not linger:
-        with locked(net):
+        lock = _existing(net)
+        if lock is None:
+            return
+        try:
             if _live(net):
                 return
             if _due(net) <= 0:
@@ -313,6 +317,8 @@ def sweep(net: Net = DEFAULT, linger: bool = False) -> None:
                 return
             if _waiter_busy(net):
                 return
+        finally:
+            lock.__exit__()
         _spawn_sweep(net)               # not yet, and no one waits (the waiter was killed)
         return
     import time
@@ -321,14 +327,34 @@ def sweep(net: Net = DEFAULT, linger: bool = False) -> None:
     if fd is None:
         return                          # another sweep already waits
     while True:
-        with locked(net):
+        lock = _existing(net)
+        if lock is None:                # `network rm` removed the network meanwhile
+            os.close(fd)
+            return
+        try:
             due = 0.0 if _live(net) else _due(net)
             if due <= 0:
                 if not _live(net):
                     _teardown(net)
                 os.close(fd)            # under the lock: a release then sees no waiter
                 return
+        finally:
+            lock.__exit__()
         time.sleep(min(due, 0.5))
+
+
+def _existing(net: Net):
+    """net's lock, held, unless its state dir is gone (`network rm` removes it under that lock:
+    a sweep must not make it again), then None."""
+    lock = locked(net, make=False)
+    try:
+        lock.__enter__()
+    except FileNotFoundError:
+        return None
+    if not os.path.isdir(os.path.join(net.state_dir, "leases")):
+        lock.__exit__()
+        return None
+    return lock
 
 
 def held(net: Net = DEFAULT) -> dict[str, str]:

@@ -42,20 +42,26 @@ def short_linger(monkeypatch):
 
 @pytest.fixture
 def network(root):
-    """A factory of networks (`network create` with the given flags), each removed after."""
+    """A factory of networks (`network create` with the given flags), each removed after its
+    containers, and then nothing of it left on the host."""
     made = []
 
     def create(*flags: str) -> dict:
         name = f"pbt-{os.urandom(3).hex()}"
         nid = ok(run_pybuild("network", "create", *flags, name)).stdout.strip()
-        made.append(name)
         [doc] = json.loads(ok(run_pybuild("network", "inspect", name)).stdout)
         assert doc["Id"] == nid
+        made.append(doc)
         return doc
 
     yield create
-    for name in made:
-        run_pybuild("network", "rm", "-f", name)
+    ids = ok(run_pybuild("ps", "-aq")).stdout.split()
+    if ids:
+        ok(run_pybuild("rm", "-f", *ids))
+    for doc in made:
+        ok(run_pybuild("network", "rm", "-f", doc["Name"]))
+    for doc in made:
+        poll(lambda d=doc: host_side_gone(d) and not os.path.isdir(user_net(d).state_dir), GONE)
 
 
 def host_side_gone(doc: dict) -> bool:
