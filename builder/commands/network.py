@@ -43,6 +43,20 @@ def register(sub) -> None:
     p.add_argument("names", nargs="+", metavar="NETWORK")
     p.set_defaults(func=cmd_rm)
 
+    p = nsub.add_parser("connect", help="connect a running container to a network")
+    p.add_argument("--alias", action="append", default=[], help="add a network-scoped alias")
+    p.add_argument("--ip", default="", help="IPv4 address (on a network with a --subnet)")
+    p.add_argument("network", metavar="NETWORK")
+    p.add_argument("container", metavar="CONTAINER")
+    p.set_defaults(func=cmd_connect)
+
+    p = nsub.add_parser("disconnect", help="disconnect a container from a network it was "
+                                           "connected to")
+    p.add_argument("-f", "--force", action="store_true", help="no error when it is not connected")
+    p.add_argument("network", metavar="NETWORK")
+    p.add_argument("container", metavar="CONTAINER")
+    p.set_defaults(func=cmd_disconnect)
+
     p = nsub.add_parser("prune", help="remove all networks no container uses")
     p.add_argument("-f", "--force", action="store_true", help="do not prompt for confirmation")
     p.set_defaults(func=cmd_prune)
@@ -79,12 +93,25 @@ def _containers(nid: str, name: str) -> dict:
     """Containers {id: {Name, EndpointID, MacAddress, IPv4Address, IPv6Address}} running on it."""
     from cache.layout import default_root
     from runtime.containers.state import Containers
+    from runtime.network.connect import endpoint_of
 
+    user = None
+    if name not in PREDEFINED:
+        from runtime.network import user_net
+        user = user_net(_networks().find(nid))
     out = {}
     for c in Containers(default_root()).all():
         net = c.state.get("network") or {}
-        if c.status != "running" or (c.config.get("network") != "bridge" if name == "bridge"
-                                     else net.get("id") != nid):
+        if c.status != "running":
+            continue
+        if user is not None and net.get("id") != nid:
+            found = endpoint_of(user, c.id)        # `network connect`ed
+            if found is not None:
+                net = {"ip": found[0], "prefix": int(user.subnet.rpartition("/")[2]),
+                       "mac": "02:42:" + ":".join(f"{int(x):02x}" for x in found[0].split("."))}
+            else:
+                continue
+        elif user is None and c.config.get("network") != "bridge":
             continue
         out[c.id] = {"Name": c.name, "EndpointID": "", "MacAddress": net.get("mac", ""),
                      "IPv4Address": f"{net.get('ip', '')}/{net.get('prefix', 0)}",
@@ -226,4 +253,38 @@ def cmd_prune(args) -> int:
         deleted.append(d["Name"])
     if deleted:
         sys.stdout.write("Deleted Networks:\n" + "".join(n + "\n" for n in deleted))
+    return 0
+
+
+def _container_and_network(args):
+    from cache.layout import default_root
+    from runtime.containers.state import Containers
+    from runtime.errors import SandboxError
+
+    if args.network in PREDEFINED:
+        raise SandboxError(f"connecting to or disconnecting from the predefined network "
+                           f"{args.network} is not supported (only user-defined networks)")
+    d = _networks().find(args.network)
+    return Containers(default_root()).get(args.container), d
+
+
+def cmd_connect(args) -> int:
+    from cache.layout import default_root
+    from runtime.network.connect import connect
+
+    c, d = _container_and_network(args)
+    connect(default_root(), c, d, args.alias, args.ip)
+    return 0
+
+
+def cmd_disconnect(args) -> int:
+    from runtime.errors import SandboxError
+    from runtime.network.connect import disconnect
+
+    c, d = _container_and_network(args)
+    try:
+        disconnect(c, d)
+    except SandboxError:
+        if not args.force:
+            raise
     return 0

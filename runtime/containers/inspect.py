@@ -75,13 +75,23 @@ def _network_settings(c) -> dict:
                 "IPAddress": ip, "IPPrefixLen": prefix, "IPv6Gateway": "", "GlobalIPv6Address": "",
                 "GlobalIPv6PrefixLen": 0, "DriverOpts": None,
                 "DNSNames": [c.name, *aliases, c.id[:12]] if user else None}
+    networks = {mode: endpoint}
+    if c.status == "running" and mode not in ("host", "none"):     # `network connect`ed ones
+        from runtime.network.connect import extra_networks
+        root = os.path.dirname(os.path.dirname(c.path))
+        for name, e in extra_networks(root, c).items():
+            networks[name] = {**endpoint, "IPAMConfig": None, "Aliases": e["aliases"],
+                              "MacAddress": e["mac"], "NetworkID": e["id"],
+                              "Gateway": e["gateway"], "IPAddress": e["ip"],
+                              "IPPrefixLen": e["prefix"],
+                              "DNSNames": [c.name, *e["aliases"], c.id[:12]]}
     if user:                # docker's top-level fields are the default bridge's only
         ip = gw = mac = ""
         prefix = 0
     return {"Bridge": "", "SandboxID": "", "SandboxKey": "",
             "Ports": inspect_ports(*of_container(c)) if mode not in ("host", "none") else {},
             "Gateway": gw, "IPAddress": ip, "IPPrefixLen": prefix, "MacAddress": mac,
-            "Networks": {mode: endpoint}}
+            "Networks": networks}
 
 
 def doc(c) -> dict:

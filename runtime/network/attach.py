@@ -62,7 +62,8 @@ class Attachment:
         """What state.json keeps for inspect, ps and port."""
         le = self.lease
         out = {"ip": le.ip, "prefix": le.prefix, "gateway": le.gateway, "mac": le.mac,
-               "veth": self.veth, "ports": self.published}
+               "veth": self.veth, "ports": self.published,
+               "hosts": self.etc_files.get("/etc/hosts", "")}    # `network connect` rewrites it
         if self.endpoint is not None:
             ep = self.endpoint
             out.update(name=ep.net.name, id=ep.net.id, aliases=ep.aliases,
@@ -112,17 +113,8 @@ class Attachment:
 
     def _join(self) -> None:
         """Peers learn our names and we theirs: /etc/hosts, docker's embedded DNS's part."""
-        hosts = self.etc_files.get("/etc/hosts", "")
-        base = ""
-        if hosts:
-            with open(hosts, encoding="utf-8") as f:
-                base = f.read()
-        names = list(dict.fromkeys(n for n in self.endpoint.names if n))
-        own = base.splitlines()[-1].split()[1:] if base else []
-        more = [n for n in names if n not in own]
-        if more:
-            base += f"{self.lease.ip}\t{' '.join(more)}\n"
-        leases.join(self.lease, names, hosts, base)
+        leases.join(self.lease, list(dict.fromkeys(self.endpoint.names)),
+                    self.etc_files.get("/etc/hosts", ""))
 
     def release(self) -> None:
         if self.proxy_key is not None:

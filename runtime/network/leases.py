@@ -21,7 +21,7 @@ import os
 import struct
 
 from cache import owner
-from runtime.network import DEFAULT, STATE_DIR, Net  # noqa: F401 - STATE_DIR: tests
+from runtime.network import DEFAULT, STATE_DIR, Net
 
 
 class Lease:
@@ -139,16 +139,23 @@ def acquire(net: Net = DEFAULT, want: str = "") -> Lease:
     return Lease(ip, subnet, tok, gateway, net)
 
 
-def join(lease: Lease, names: list[str], hosts: str, base: str) -> None:
-    """A user network's endpoint joins: its names and /etc/hosts (`base`: the file's own part)
-    go into its lease file (token, names, hosts path, then base: plain lines, no json import
-    on the run's path), and every container's /etc/hosts on the network is rewritten."""
+def join(lease: Lease, names: list[str], hosts: str) -> None:
+    """A user network's endpoint joins: its names and /etc/hosts path go into its lease file
+    (token, names, hosts path: plain lines, no json import on the run's path), and every
+    container's /etc/hosts on the network is rewritten (its own too: the first join keeps the
+    file as it was written in `<hosts>.base`, the part that never changes)."""
     net = lease.net
     names = [n for n in names if n and not any(c.isspace() for c in n)]
+    if hosts and not os.path.exists(hosts + ".base"):
+        with open(hosts, "rb") as f:
+            base = f.read()
+        with open(hosts + ".base.tmp", "wb") as f:
+            f.write(base)
+        os.rename(hosts + ".base.tmp", hosts + ".base")
     with locked(net):
         path = os.path.join(net.state_dir, "leases", lease.ip)
         with open(path + ".tmp", "w") as f:
-            f.write(f"{lease.token}\n{' '.join(names)}\n{hosts}\n{base}")
+            f.write(f"{lease.token}\n{' '.join(names)}\n{hosts}\n")
         os.rename(path + ".tmp", path)
         refresh(net, _live(net))
 
@@ -157,40 +164,69 @@ def endpoints(net: Net, live: dict[str, str] | None = None) -> dict[str, dict]:
     """ip -> the endpoint a lease file carries ({} for a lease not joined yet)."""
     out = {}
     for ip in (live if live is not None else held(net)):
-        try:
-            with open(os.path.join(net.state_dir, "leases", ip)) as f:
-                f.readline()
-                names, hosts = f.readline(), f.readline()
-                base = f.read()
-        except OSError:
-            continue
-        out[ip] = ({"names": names.split(), "hosts": hosts.rstrip("\n"), "base": base}
-                   if hosts else {})
+        e = _endpoint(os.path.join(net.state_dir, "leases", ip))
+        if e is not None:
+            out[ip] = e
     return out
 
 
+def _endpoint(path: str) -> dict | None:
+    try:
+        with open(path) as f:
+            tok, names, hosts = f.readline().strip(), f.readline(), f.readline()
+    except OSError:
+        return None
+    return {"token": tok, "names": names.split(), "hosts": hosts.rstrip("\n")} if hosts else {}
+
+
+def _user_state_dirs() -> list[str]:
+    try:
+        return [os.path.join(STATE_DIR, n) for n in os.listdir(STATE_DIR) if len(n) == 12]
+    except OSError:
+        return []
+
+
 def refresh(net: Net, live: dict[str, str]) -> None:
-    """Rewrite the /etc/hosts of each container on net: its own part, then a line per other
-    container (`IP<TAB>name alias... shortid`), as docker's legacy links kept them. In place
-    (write, then truncate: the same inode, which the container has bind-mounted), never
-    creating or following a link."""
-    eps = endpoints(net, live)
-    lines = {ip: f"{ip}\t{' '.join(e['names'])}\n" for ip, e in eps.items() if e.get("names")}
-    for ip, e in eps.items():
-        if not e.get("hosts"):
-            continue
-        data = (e.get("base", "") + "".join(ln for o, ln in sorted(lines.items()) if o != ip)).encode()
-        try:
-            fd = os.open(e["hosts"], os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except OSError:
-            continue
-        try:
-            os.pwrite(fd, data, 0)
-            os.ftruncate(fd, len(data))
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
+    """Rewrite the /etc/hosts of each container on net (see rewrite)."""
+    for e in endpoints(net, live).values():
+        if e.get("hosts"):
+            rewrite(e["hosts"])
+
+
+def rewrite(hosts: str) -> None:
+    """One container's /etc/hosts from every user network it is on: `<hosts>.base`, a line of
+    its own per network, then one per other container there (`IP<TAB>name alias... shortid`),
+    as docker's legacy links kept them. In place (write, then truncate: the same inode, which
+    the container has bind-mounted), flocked, never creating or following a link. Read from
+    the committed lease files of every network (not under their locks: each change renames its
+    file before it rewrites, so the last rewrite sees them all)."""
+    try:
+        fd = os.open(hosts, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with open(hosts + ".base", "rb") as f:
+            base = f.read()
+        own, peers = [], []
+        for d in _user_state_dirs():
+            try:
+                ips = sorted(os.listdir(os.path.join(d, "leases")))
+            except OSError:
+                continue
+            eps = {ip: _endpoint(os.path.join(d, "leases", ip)) for ip in ips}
+            eps = {ip: e for ip, e in eps.items() if e and e["names"] and owner.alive(e["token"])}
+            if not any(e["hosts"] == hosts for e in eps.values()):
+                continue
+            for ip, e in eps.items():
+                (own if e["hosts"] == hosts else peers).append(f"{ip}\t{' '.join(e['names'])}\n")
+        data = base + "".join(own + peers).encode()
+        os.pwrite(fd, data, 0)
+        os.ftruncate(fd, len(data))
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 LINGER = 5.0            # s the bridge stays after its last container ended (default)

@@ -200,3 +200,31 @@ def test_kill_9_of_everything_leaves_nothing(root, network):
     poll(lambda: host_side_gone(net), GONE)
     assert ok(run_pybuild("network", "prune", "-f")).stdout == f"Deleted Networks:\n{net['Name']}\n"
     assert not os.path.isdir(user_net(net).state_dir)
+
+
+def test_connect_and_disconnect_a_running_container(root, network):
+    a, b = network(), network()
+    web = run_d("--name", "pbt-cweb", "--network", a["Name"], "busybox", "sh", "-c",
+                HTTPD.format(text="via-connect"))
+    cli = run_d("--name", "pbt-ccli", "--network", b["Name"], "busybox", "sleep", "60")
+    probe = "timeout 2 wget -qO- http://pbt-cweb/; echo rc=$?"
+    assert ok(run_pybuild("exec", cli, "sh", "-c", probe)).stdout.endswith("rc=1\n")
+    ok(run_pybuild("network", "connect", "--alias", "pbt-extra", a["Name"], "pbt-ccli"))
+    r = ok(run_pybuild("exec", cli, "sh", "-c", "ip -o -4 addr show eth1; " + FETCH.format(host="pbt-cweb")))
+    assert r.stdout.endswith("via-connect\n") and "eth1" in r.stdout
+    assert ok(run_pybuild("exec", web, "ping", "-c1", "-W2", "pbt-extra")).returncode == 0
+    nets = json.loads(ok(run_pybuild("inspect", cli)).stdout)[0]["NetworkSettings"]["Networks"]
+    assert set(nets) == {a["Name"], b["Name"]} and nets[a["Name"]]["Aliases"] == ["pbt-extra"]
+    [nd] = json.loads(ok(run_pybuild("network", "inspect", a["Name"])).stdout)
+    assert set(nd["Containers"]) == {web, cli}
+    one_error_line(run_pybuild("network", "connect", a["Name"], cli),
+                   f"endpoint with name pbt-ccli already exists in network {a['Name']}")
+    ok(run_pybuild("network", "disconnect", a["Name"], cli))
+    r = ok(run_pybuild("exec", cli, "sh", "-c", "ip -o link; " + probe))
+    assert "eth1" not in r.stdout and r.stdout.endswith("rc=1\n")
+    assert "pbt-ccli" not in ok(run_pybuild("exec", web, "cat", "/etc/hosts")).stdout
+    one_error_line(run_pybuild("network", "disconnect", a["Name"], cli), "is not connected")
+    # connected again, then the container ends: its endpoint goes with it (the fixture checks)
+    ok(run_pybuild("network", "connect", a["Name"], cli))
+    ok(run_pybuild("rm", "-f", cli))
+    poll(lambda: "pbt-ccli" not in ok(run_pybuild("exec", web, "cat", "/etc/hosts")).stdout)
