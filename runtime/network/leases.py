@@ -294,7 +294,7 @@ def _spawn_sweep(net: Net = DEFAULT) -> None:
     here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     code = (f"import os, sys; os.closerange(3, 1 << 20); os.chdir('/'); sys.path.insert(0, {here!r}); "
             "from runtime.network import Net; from runtime.network.leases import sweep; "
-            f"sweep(Net({net.state_dir!r}, {net.bridge!r}), linger=True)")
+            f"sweep(Net({net.state_dir!r}, {net.bridge!r}, id={net.id!r}), linger=True)")
     null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
     try:
         os.posix_spawn(sys.executable, [sys.executable, "-I", "-S", "-c", code], os.environ,
