@@ -269,11 +269,11 @@ def _container_and_network(args):
 
 
 def cmd_connect(args) -> int:
-    from cache.layout import default_root
+    from runtime.containers.inspect import init_pid
     from runtime.network.connect import connect
 
     c, d = _container_and_network(args)
-    connect(default_root(), c, d, args.alias, args.ip)
+    connect(c, init_pid(c), d, args.alias, args.ip)
     return 0
 
 

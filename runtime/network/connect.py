@@ -17,12 +17,11 @@ import sys
 from runtime.errors import SandboxError
 
 
-def connect(root, c, d: dict, aliases: list[str], ip: str) -> None:
-    from runtime.containers.inspect import init_pid
+def connect(c, pid: int, d: dict, aliases: list[str], ip: str) -> None:
+    """Container record c, whose pid 1 is `pid` (0: not running), onto network d."""
     from runtime.network import user_net
 
     net = user_net(d)
-    pid = init_pid(c)
     if not pid:
         raise SandboxError(f"container {c.name} is not running (connect needs a running one)")
     if c.config.get("network_id") == d["Id"] or endpoint_of(net, c.id) is not None:
