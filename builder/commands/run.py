@@ -377,6 +377,14 @@ def _network(args, cfg, check_only: bool = False) -> tuple[str, dict]:
         if bridge_exists():
             from runtime.network.leases import sweep
             sweep()
+    if not check_only:                              # and a user network's (but ours)
+        from runtime.network import user_bridges
+        others = [n for n in user_bridges() if n != net.get("network_id", "")[:12]]
+        if others:
+            from runtime.network import STATE_DIR, Net
+            from runtime.network.leases import sweep
+            for n in others:
+                sweep(Net(os.path.join(STATE_DIR, n), "br-" + n, id=n))
     net["extra_hosts"] = [etcfiles.parse_add_host(h) for h in args.add_host]
     bridged = network not in ("host", "none")
     if not (args.publish or args.publish_all or args.expose) and (

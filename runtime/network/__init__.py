@@ -68,6 +68,17 @@ def bridge_exists() -> bool:
     return os.path.exists(os.path.join(STATE_DIR, BRIDGE_STATE))
 
 
+def user_bridges() -> list[str]:
+    """The 12 hex of each user network whose bridge pybuild made (its state dir has a
+    bridge.json): what a `run` sweeps, so a killed foreground run's bridge goes too."""
+    try:
+        names = os.listdir(STATE_DIR)
+    except OSError:
+        return []
+    return [n for n in names
+            if len(n) == 12 and os.path.exists(os.path.join(STATE_DIR, n, BRIDGE_STATE))]
+
+
 def ready_subnet(state_dir: str = STATE_DIR, bridge: str = BRIDGE) -> str | None:
     """The subnet of a whole bridge with today's rules (bridge.json says ready, the link is
     there), else None: then runtime.network.bridge.ensure makes or mends it. What every run

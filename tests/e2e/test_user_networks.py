@@ -198,6 +198,16 @@ def test_kill_9_of_everything_leaves_nothing(root, network):
     time.sleep(0.2)
     ok(run_pybuild("rm", "-f", *ids))
     poll(lambda: host_side_gone(net), GONE)
+    # a foreground run killed with -9 (and its container): the next run sweeps its bridge
+    p = subprocess.Popen([sys.executable, "-m", "builder", "run", "--rm", "--network",
+                          net["Name"], "busybox", "sleep", "60"], cwd=REPO)
+    poll(lambda: f" {user_net(net).bridge}:" in links() and leases.held(user_net(net)))
+    for tok in leases.held(user_net(net)).values():
+        os.kill(int(tok.partition(".")[0]), signal.SIGKILL)
+    p.wait()
+    subprocess.run(["pkill", "-9", "-s", str(p.pid)], check=False)
+    ok(run_pybuild("run", "--rm", "--network", "none", "busybox", "true"))
+    poll(lambda: host_side_gone(net), GONE)
     assert ok(run_pybuild("network", "prune", "-f")).stdout == f"Deleted Networks:\n{net['Name']}\n"
     assert not os.path.isdir(user_net(net).state_dir)
 
