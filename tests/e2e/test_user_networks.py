@@ -227,6 +227,8 @@ def test_connect_and_disconnect_a_running_container(root, network):
     assert set(nets) == {a["Name"], b["Name"]} and nets[a["Name"]]["Aliases"] == ["pbt-extra"]
     [nd] = json.loads(ok(run_pybuild("network", "inspect", a["Name"])).stdout)
     assert set(nd["Containers"]) == {web, cli}
+    ps = ok(run_pybuild("ps", "--filter", "name=pbt-ccli", "--format", "{{.Networks}}")).stdout
+    assert ps == f"{b['Name']},{a['Name']}\n"
     one_error_line(run_pybuild("network", "connect", a["Name"], cli),
                    f"endpoint with name pbt-ccli already exists in network {a['Name']}")
     ok(run_pybuild("network", "disconnect", a["Name"], cli))
