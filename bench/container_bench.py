@@ -100,6 +100,7 @@ class Tools(contextlib.ExitStack):
         ids = r.stdout.split()
         if ids:
             self.pb("rm", "-f", *ids)
+        self.pb("network", "rm", "-f", "pbbench-net")
 
     # --- runc ------------------------------------------------------------------------------
     def setup_runc(self) -> None:
@@ -229,6 +230,13 @@ class Tools(contextlib.ExitStack):
                                                            "busybox", "true")))
         else:
             self.notes.append(f"pybuild --network bridge: {probe.stderr.strip()}")
+        made = self.pb("network", "create", "pbbench-net")     # issue 11: + <= 30 ms over none
+        probe = self.pb("run", "--rm", "--network", "pbbench-net", "busybox", "true")
+        if made.returncode == 0 and probe.returncode == 0:
+            rows.append(("pybuild", "user network", self.pb_argv("run", "--rm", "--network",
+                                                                 "pbbench-net", "busybox", "true")))
+        else:
+            self.notes.append(f"pybuild --network pbbench-net: {(made.stderr + probe.stderr).strip()}")
         rows += [("runc", "none (own netns)", self.runc_argv("none")), ("runc", "host", None)]
         if self.docker:
             rows.append(("docker", "none", [*self.docker, "run", "--rm", "--network", "none",

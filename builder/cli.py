@@ -16,7 +16,8 @@ import sys
 from cache.version import VERSION
 
 # command-group module (under builder.commands) -> each registers its subcommands
-COMMAND_MODULES = ("build", "images", "registry", "run", "containers", "containerfs", "volumes")
+COMMAND_MODULES = ("build", "images", "registry", "run", "containers", "containerfs", "volumes",
+                   "network")
 # the module that registers each command, so a command line loads only its own (argparse
 # building ~30 subparsers was a tenth of a `run`); tests/builder/test_cli.py checks it against
 # what the modules register. A module may need another's parsers first (`container run` lists
@@ -31,6 +32,7 @@ COMMAND_OF = {
                      "kill", "wait", "rm", "top", "port"), "containers"),
     **dict.fromkeys(("commit", "cp", "stats"), "containerfs"),
     "volume": "volumes",
+    "network": "network",
 }
 NEEDS = {"containers": ("run",)}
 # the commands builder.flags parses (their modules' flag_command(word)); argparse only lists them

@@ -50,6 +50,8 @@ class RunDir:
             etc_files = etcfiles.write(etc, spec.hostname, spec.network,
                                        lease.ip if lease else "", lease.gateway if lease else "",
                                        spec.extra_hosts)
+            if net is not None:     # a user network rewrites /etc/hosts as peers come and go
+                net.etc_files = etc_files
             self.rootdir = os.path.join(self.path, "root")
             os.mkdir(self.rootdir)
             self.lowers = [os.fspath(d) for d in spec.lowerdirs] + [stub]   # what the command sees

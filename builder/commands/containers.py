@@ -246,6 +246,20 @@ def _go_time(t: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S %z ", lt) + (lt.tm_zone or "")
 
 
+def _networks_text(c) -> str:
+    """ps's NETWORKS: the container's network, then those it was `network connect`ed to (looked
+    for only while a user network's bridge is up)."""
+    name = c.config.get("network") or ""
+    if c.status != "running" or name in ("host", "none"):
+        return name
+    from runtime.network import user_bridges
+    if not user_bridges():
+        return name
+    from runtime.network.connect import extra_networks
+    root = os.path.dirname(os.path.dirname(c.path))
+    return ",".join([name, *sorted(extra_networks(root, c))])
+
+
 def ps_fields(c, now: float, trunc: bool) -> dict:
     """One container as docker's formatter.ContainerContext shows it: every field a string."""
     from grammar.goquote import go_quote
@@ -260,7 +274,7 @@ def ps_fields(c, now: float, trunc: bool) -> dict:
             "Image": c.config.get("image", ""),
             "Labels": ",".join(f"{k}={v}" for k, v in sorted(labels.items())),
             "LocalVolumes": "0", "Mounts": "", "Names": c.name,
-            "Networks": c.config.get("network") or "", "Ports": ps_text(*of_container(c)),
+            "Networks": _networks_text(c), "Ports": ps_text(*of_container(c)),
             "RunningFor": human_duration(now - created) + " ago", "Size": "0B",
             "State": c.status, "Status": status_text(c, now)}
 
@@ -896,9 +910,9 @@ def cmd_rm(args) -> int:
         else:
             wait_supervisor(c, 5)    # an exited one's supervisor may still be on its way out
         cs.remove(c)
-        if c.config.get("network") == "bridge":    # a killed supervisor's lease and bridge
-            from runtime.network.leases import sweep
-            sweep()
+        if c.config.get("network") not in ("host", "none"):   # a killed supervisor's lease
+            from runtime.network.defs import sweep  # and bridge
+            sweep(cs.root, c.config)
         if args.volumes:
             from runtime.containers.volumes import Volumes
             Volumes(cs.root).remove_anonymous(c.config.get("mounts"))

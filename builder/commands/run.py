@@ -41,7 +41,13 @@ FLAGS = (
     Flag("workdir", short="w", help="working directory inside the container"),
     Flag("user", short="u", help="name|uid[:group|gid]"),
     Flag("entrypoint", help="override the image's ENTRYPOINT (clears CMD)"),
-    Flag("network", aliases=("net",), help="bridge (default), host or none"),
+    Flag("network", aliases=("net",),
+         help="bridge (default), host, none or a network of `pybuild network create`"),
+    # --- netw: user-defined networks (builder.commands.network) ---
+    Flag("network-alias", "append",
+         help="add a name the container's peers on its user-defined network reach it by"),
+    Flag("ip", help="IPv4 address on a user-defined network with a --subnet"),
+    # --- end netw ---
     Flag("publish", "append", short="p",
          help="publish a container port on the host: [IP:][HOSTPORT:]PORT[/PROTO] (ranges allowed)"),
     Flag("publish-all", "bool", short="P",
@@ -360,27 +366,68 @@ def _privileges(args) -> dict:
     return out
 
 
+def _user_network(args, network: str) -> dict:
+    """A user-defined network's part of the record: network_id, aliases, ip (docker's errors
+    for --ip and --network-alias off one, or --ip without the network's own --subnet)."""
+    from runtime.errors import ConfigError
+
+    if network in ("bridge", "host", "none"):
+        if args.ip:
+            raise ConfigError("user specified IP address is supported on user defined networks "
+                              "only")
+        if args.network_alias:
+            raise ConfigError("network-scoped alias is supported only for containers in user "
+                              "defined networks")
+        return {}
+    from cache.layout import default_root
+    from runtime.network.defs import Networks
+
+    d = Networks(default_root()).find(network)
+    if args.ip:
+        from ipaddress import IPv4Address
+        try:
+            IPv4Address(args.ip)
+        except ValueError:
+            raise ConfigError(f"invalid IPv4 address: {args.ip}") from None
+        if not d.get("UserSubnet"):
+            raise ConfigError("user specified IP address is supported only when connecting to "
+                              "networks with user configured subnets")
+    return {"network_id": d["Id"], "aliases": list(args.network_alias), "ip": args.ip or ""}
+
+
 def _network(args, cfg, check_only: bool = False) -> tuple[str, dict]:
-    """--network (docker's default bridge) and what goes with it: {"ports": -p/-P bindings,
-    "exposed": the image's ExposedPorts + --expose, "extra_hosts": --add-host, "publish_all"}.
-    check_only: the flags' errors only (before the image is there)."""
+    """--network (docker's default bridge, or a user-defined network) and what goes with it:
+    {"ports": -p/-P bindings, "exposed": the image's ExposedPorts + --expose, "extra_hosts":
+    --add-host, "publish_all"; on a user network network_id, aliases, ip}. check_only: the
+    flags' errors only (before the image is there)."""
     from runtime import etcfiles
     from runtime.errors import ConfigError
-    from runtime.spec import check_network
+    from runtime.spec import NETWORKS, check_network
 
     network = args.network or "bridge"
     if network == "default":
         network = "bridge"
-    check_network(network)
+    if network in NETWORKS or network.startswith("container:"):
+        check_network(network)
+    net: dict = _user_network(args, network) if (args.ip or args.network_alias
+                                                  or network not in NETWORKS) else {}
     if network != "bridge" and not check_only:     # a killed foreground run's bridge goes now
         from runtime.network import bridge_exists
         if bridge_exists():
             from runtime.network.leases import sweep
             sweep()
-    extra = [etcfiles.parse_add_host(h) for h in args.add_host]
-    net: dict = {"extra_hosts": extra}
+    if not check_only:                              # and a user network's (but ours)
+        from runtime.network import user_bridges
+        others = [n for n in user_bridges() if n != net.get("network_id", "")[:12]]
+        if others:
+            from runtime.network import STATE_DIR, Net
+            from runtime.network.leases import sweep
+            for n in others:
+                sweep(Net(os.path.join(STATE_DIR, n), "br-" + n, id=n))
+    net["extra_hosts"] = [etcfiles.parse_add_host(h) for h in args.add_host]
+    bridged = network not in ("host", "none")
     if not (args.publish or args.publish_all or args.expose) and (
-            network != "bridge" or not cfg.get("ExposedPorts")):
+            not bridged or not cfg.get("ExposedPorts")):
         return network, net         # no ports to parse (nor their modules)
     from runtime.network import ports
 
@@ -489,9 +536,13 @@ def cmd_run(args) -> int:
         if args.detach:
             return _detach(root, image_id, image_config, lowerdirs, args, argv, extra_env, cwd,
                            user, network, limits, mounts, life, net)
-        hostname = config.hostname(args.hostname, os.urandom(32).hex(), network,
-                                   os.uname().nodename)
+        cid = os.urandom(32).hex()
+        hostname = config.hostname(args.hostname, cid, network, os.uname().nodename)
         env = config.environment(cfg.get("Env") or [], extra_env, hostname, args.tty)
+        mode, ports = network, net.get("ports") or []
+        if net.get("network_id"):       # a user network: its Endpoint rides in spec.ports
+            from runtime.network.defs import endpoint
+            mode, ports = endpoint(root, {**net, "network": network}, cid, args.name or "")
     except (SandboxError, StoreError) as e:
         return _fail(str(e))
 
@@ -501,7 +552,7 @@ def cmd_run(args) -> int:
         spec = SandboxSpec(lowerdirs=lowerdirs, upperdir=os.path.join(scratch, "upper"),
                            workdir=os.path.join(scratch, "work"),
                            argv=argv, env=env, cwd=cwd, user=user, hostname=hostname,
-                           network=network, ports=net.get("ports") or [],
+                           network=mode, ports=ports,
                            extra_hosts=net["extra_hosts"],
                            stdin=0 if args.interactive else devnull, stdout=1, stderr=2,
                            tty=args.tty, make_cwd=True, resources=limits, init=args.init,

@@ -57,21 +57,41 @@ def _mounts(c) -> list:
 
 
 def _network_settings(c) -> dict:
-    """NetworkSettings: the bridge address while it runs (docker's empty strings otherwise)."""
+    """NetworkSettings: the bridge address while it runs (docker's empty strings otherwise);
+    on a user-defined network its ID, --ip (IPAMConfig), aliases and the names peers resolve
+    (DNSNames: name, aliases, short ID)."""
     from runtime.network.ports import inspect_ports, of_container
 
-    mode = c.config.get("network", "host")
+    cfg = c.config
+    mode = cfg.get("network", "host")
     net = (c.state.get("network") or {}) if c.status == "running" else {}
     ip, gw, mac = net.get("ip", ""), net.get("gateway", ""), net.get("mac", "")
     prefix = net.get("prefix", 0)
-    endpoint = {"IPAMConfig": None, "Links": None, "Aliases": None, "MacAddress": mac,
-                "NetworkID": "", "EndpointID": "", "Gateway": gw, "IPAddress": ip,
-                "IPPrefixLen": prefix, "IPv6Gateway": "", "GlobalIPv6Address": "",
-                "GlobalIPv6PrefixLen": 0, "DriverOpts": None, "DNSNames": None}
+    user = bool(cfg.get("network_id"))
+    aliases = list(cfg.get("aliases") or []) if user else None
+    endpoint = {"IPAMConfig": {"IPv4Address": cfg["ip"]} if user and cfg.get("ip") else None,
+                "Links": None, "Aliases": aliases, "MacAddress": mac,
+                "NetworkID": cfg.get("network_id", ""), "EndpointID": "", "Gateway": gw,
+                "IPAddress": ip, "IPPrefixLen": prefix, "IPv6Gateway": "", "GlobalIPv6Address": "",
+                "GlobalIPv6PrefixLen": 0, "DriverOpts": None,
+                "DNSNames": [c.name, *aliases, c.id[:12]] if user else None}
+    networks = {mode: endpoint}
+    if c.status == "running" and mode not in ("host", "none"):     # `network connect`ed ones
+        from runtime.network.connect import extra_networks
+        root = os.path.dirname(os.path.dirname(c.path))
+        for name, e in extra_networks(root, c).items():
+            networks[name] = {**endpoint, "IPAMConfig": None, "Aliases": e["aliases"],
+                              "MacAddress": e["mac"], "NetworkID": e["id"],
+                              "Gateway": e["gateway"], "IPAddress": e["ip"],
+                              "IPPrefixLen": e["prefix"],
+                              "DNSNames": [c.name, *e["aliases"], c.id[:12]]}
+    if user:                # docker's top-level fields are the default bridge's only
+        ip = gw = mac = ""
+        prefix = 0
     return {"Bridge": "", "SandboxID": "", "SandboxKey": "",
-            "Ports": inspect_ports(*of_container(c)) if mode == "bridge" else {},
+            "Ports": inspect_ports(*of_container(c)) if mode not in ("host", "none") else {},
             "Gateway": gw, "IPAddress": ip, "IPPrefixLen": prefix, "MacAddress": mac,
-            "Networks": {mode: endpoint}}
+            "Networks": networks}
 
 
 def doc(c) -> dict:

@@ -194,9 +194,16 @@ def _supervise(root: str, cid: str, ready_fd: int, restarts: int | None, lock_fd
     if cfg.get("mounts"):
         from runtime.containers.volumes import to_spec
         mounts = to_spec(root, cfg["mounts"])
+    network, ports, net_error = cfg["network"], cfg.get("ports") or [], None
+    if cfg.get("network_id"):       # a user network: its Endpoint rides in spec.ports
+        from runtime.network.defs import endpoint
+        try:
+            network, ports = endpoint(root, cfg, c.id, c.name)
+        except SandboxError as e:
+            network, net_error = "none", str(e)
     spec = SandboxSpec(lowerdirs=cfg["lowerdirs"], upperdir=upper, workdir=work, argv=cfg["argv"],
                        env=cfg["env"], cwd=cfg["cwd"], user=cfg["user"], hostname=cfg["hostname"],
-                       network=cfg["network"], ports=cfg.get("ports") or [],
+                       network=network, ports=ports,
                        extra_hosts=cfg.get("extra_hosts") or [], stdin=stdin, stdout=out_w, stderr=err_w,
                        tty=bool(cfg.get("tty")), make_cwd=True, mounts=mounts,
                        init=bool(cfg.get("init")), gid_in_groups=True,
@@ -206,6 +213,8 @@ def _supervise(root: str, cid: str, ready_fd: int, restarts: int | None, lock_fd
                        privileged=bool(cfg.get("privileged")), cap_add=cfg.get("cap_add") or [],
                        cap_drop=cfg.get("cap_drop") or [], devices=cfg.get("devices") or [])
     try:
+        if net_error is not None:
+            raise SandboxError(net_error)
         tree = process.start(spec)
         problem = tree.started(timeout=60)      # `run -d` returns once the command is exec'd,
         if problem is not None:                 # and says why it could not be (bad -u, -w, ...)

@@ -7,6 +7,11 @@ only: pyroute2 0.9 costs 110-200 ms to import, more than the whole run's budget,
 a `python -I -S` supervisor's path), `attach` (one container's veth, address and route, the
 host side's half of runtime.process.start), `ports` (-p/-P parsing and listening sockets) and
 `proxy` (the userspace relay from a published host port to the container, docker-proxy's job).
+
+User-defined networks (`pybuild network create`): `defs` keeps their definitions under the
+store root; each has the default bridge's machinery parameterised by a `Net` (its own state dir
+/run/pybuild/network/<12 hex of its id>/ with the same lock, leases and linger, its bridge
+br-<12 hex>), and reaches a sandbox as an `Endpoint` in spec.ports.
 """
 from __future__ import annotations
 
@@ -15,7 +20,46 @@ import os
 STATE_DIR = "/run/pybuild/network"      # leases' state (tmpfs: gone at reboot with the bridge)
 BRIDGE_STATE = "bridge.json"            # there while pybuild0 exists (bridge.ensure/teardown)
 BRIDGE = "pybuild0"
-RULES_VERSION = 2          # bridge.json's "rules": 1 (none) accepted all forwarding into it
+RULES_VERSION = 3          # bridge.json's "rules": 1 (none) accepted all forwarding into it; 2 had
+                           # no isolation from user networks
+
+
+class Net:
+    """One bridge network's host side, plain data (pickles into a supervisor's monitor): where
+    its state lives, its bridge, and for a user network its fixed subnet, gateway and whether
+    it is --internal (the default bridge's subnet is chosen when the bridge is made)."""
+
+    def __init__(self, state_dir: str = STATE_DIR, bridge: str = BRIDGE, subnet: str = "",
+                 gateway: str = "", internal: bool = False, id: str = "", name: str = "bridge"):
+        self.state_dir, self.bridge, self.subnet, self.gateway = state_dir, bridge, subnet, gateway
+        self.internal, self.id, self.name = internal, id, name
+
+    @property
+    def user(self) -> bool:
+        return bool(self.id)
+
+
+DEFAULT = Net()
+
+
+def user_net(d: dict) -> Net:
+    """The Net of a network definition (runtime.network.defs)."""
+    short = d["Id"][:12]
+    cfg = d["IPAM"]["Config"][0]
+    return Net(os.path.join(STATE_DIR, short), "br-" + short, cfg["Subnet"], cfg["Gateway"],
+               bool(d.get("Internal")), d["Id"], d["Name"])
+
+
+class Endpoint(list):
+    """spec.ports of a container on a user-defined network: its -p bindings (the list), and
+    what runtime.network.attach needs besides: the network (`net`), the names peers resolve it
+    by (`names`: container name, --network-alias, short ID), the --ip asked for (`ip`). The
+    sandbox's spec has no field for it (runtime.spec: network is bridge|host|none), so it rides
+    with the bindings it belongs to."""
+
+    def __init__(self, bindings, net: Net, names: list[str], aliases: list[str], ip: str = ""):
+        super().__init__(bindings)
+        self.net, self.names, self.aliases, self.ip = net, names, aliases, ip
 
 
 def bridge_exists() -> bool:
@@ -24,7 +68,18 @@ def bridge_exists() -> bool:
     return os.path.exists(os.path.join(STATE_DIR, BRIDGE_STATE))
 
 
-def ready_subnet(state_dir: str = STATE_DIR) -> str | None:
+def user_bridges() -> list[str]:
+    """The 12 hex of each user network whose bridge pybuild made (its state dir has a
+    bridge.json): what a `run` sweeps, so a killed foreground run's bridge goes too."""
+    try:
+        names = os.listdir(STATE_DIR)
+    except OSError:
+        return []
+    return [n for n in names
+            if len(n) == 12 and os.path.exists(os.path.join(STATE_DIR, n, BRIDGE_STATE))]
+
+
+def ready_subnet(state_dir: str = STATE_DIR, bridge: str = BRIDGE) -> str | None:
     """The subnet of a whole bridge with today's rules (bridge.json says ready, the link is
     there), else None: then runtime.network.bridge.ensure makes or mends it. What every run
     on the bridge asks, so it reads one small file without importing bridge's iptables,
@@ -35,7 +90,7 @@ def ready_subnet(state_dir: str = STATE_DIR) -> str | None:
         with open(os.path.join(state_dir, BRIDGE_STATE), "rb") as f:
             state = loads(f.read())
         ok = (state.get("ready") and state.get("rules") == RULES_VERSION
-              and os.path.exists(f"/sys/class/net/{BRIDGE}"))
+              and os.path.exists(f"/sys/class/net/{bridge}"))
         return str(state["subnet"]) if ok else None
     except (OSError, ValueError, KeyError, AttributeError):
         return None

@@ -8,6 +8,11 @@ eth0 with the leased address and the default route, and starts the port proxy; `
 after the tree ended (RunDir.remove) stops the proxy and gives the lease back. The veth goes
 with the netns, whatever ends the container. Pickles without its sockets (the monitor gets
 those through proxy.handoff).
+
+On a user-defined network (spec.ports a runtime.network.Endpoint) the same on its bridge, with
+its --ip; no default route on an --internal one; once connected the endpoint joins (leases.join:
+its names go into every peer's /etc/hosts and theirs into its own; runtime.rundir hands over
+`etc_files`, the files it wrote).
 """
 from __future__ import annotations
 
@@ -17,7 +22,7 @@ import threading
 
 from runtime import kernel
 from runtime.errors import SandboxError
-from runtime.network import BRIDGE, leases
+from runtime.network import DEFAULT, leases
 from runtime.network.netlink import Netlink
 
 
@@ -31,8 +36,13 @@ class Attachment:
         self.published = [b for b, _ in self.listeners]
         self.proxy_key: str | None = None
         self.veth = ""
+        self.endpoint = bindings if hasattr(bindings, "net") else None    # an Endpoint
+        self.etc_files: dict[str, str] = {}     # runtime.rundir's: /etc/hosts is rewritten
         try:
-            self.lease = leases.acquire()
+            if self.endpoint is not None:
+                self.lease = leases.acquire(self.endpoint.net, self.endpoint.ip)
+            else:
+                self.lease = leases.acquire()
         except OSError as e:
             self._close_listeners()
             raise SandboxError(f"cannot lease an address on the bridge network: {e}") from None
@@ -51,11 +61,18 @@ class Attachment:
     def info(self) -> dict:
         """What state.json keeps for inspect, ps and port."""
         le = self.lease
-        return {"ip": le.ip, "prefix": le.prefix, "gateway": le.gateway, "mac": le.mac,
-                "veth": self.veth, "ports": self.published}
+        out = {"ip": le.ip, "prefix": le.prefix, "gateway": le.gateway, "mac": le.mac,
+               "veth": self.veth, "ports": self.published,
+               "hosts": self.etc_files.get("/etc/hosts", "")}    # `network connect` rewrites it
+        if self.endpoint is not None:
+            ep = self.endpoint
+            out.update(name=ep.net.name, id=ep.net.id, aliases=ep.aliases,
+                       gateway="" if ep.net.internal else le.gateway)
+        return out
 
     def connect(self, pid: int) -> None:
         le = self.lease
+        net = self.endpoint.net if self.endpoint is not None else DEFAULT
         try:
             nsfd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         except OSError as e:
@@ -64,7 +81,7 @@ class Attachment:
         host = Netlink()
         try:
             self.veth = "veth" + os.urandom(4).hex()[:7]
-            host.new_veth(self.veth, socket.if_nametoindex(BRIDGE), "eth0", nsfd, le.mac)
+            host.new_veth(self.veth, socket.if_nametoindex(net.bridge), "eth0", nsfd, le.mac)
             inside: dict = {}
             t = threading.Thread(target=_enter, args=(nsfd, inside))
             t.start()
@@ -76,7 +93,8 @@ class Attachment:
                 nl.set_up(1)                                  # lo: always ifindex 1
                 nl.add_address(eth0, le.ip, le.prefix, le.broadcast)
                 nl.set_up(eth0)
-                nl.add_default_route(eth0, le.gateway)
+                if not net.internal:              # docker's --internal: no route out
+                    nl.add_default_route(eth0, le.gateway)
             finally:
                 nl.close()
         except OSError as e:
@@ -85,11 +103,18 @@ class Attachment:
         finally:
             host.close()
             os.close(nsfd)
+        if self.endpoint is not None:
+            self._join()
         if self.listeners:
             from runtime.network import proxy
             self.proxy_key = os.urandom(8).hex()
             proxy.Proxy(self.proxy_key, [(s, b["proto"], le.ip, b["port"])
                                          for b, s in self.listeners]).start()
+
+    def _join(self) -> None:
+        """Peers learn our names and we theirs: /etc/hosts, docker's embedded DNS's part."""
+        leases.join(self.lease, list(dict.fromkeys(self.endpoint.names)),
+                    self.etc_files.get("/etc/hosts", ""))
 
     def release(self) -> None:
         if self.proxy_key is not None:

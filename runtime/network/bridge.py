@@ -1,7 +1,9 @@
 """The host side of the default network: bridge `pybuild0` with its own /16 and its rules.
 
 Made by the first container that needs it (called under runtime.network.leases' lock) and
-removed by the last: the bridge, gateway address .1, outbound NAT (nat POSTROUTING MASQUERADE
+removed by the last (a user-defined network's br-<12 hex> alike, with its own subnet and
+gateway, and with --internal no NAT and nothing forwarded in or out): the bridge, gateway
+address .1, outbound NAT (nat POSTROUTING MASQUERADE
 of the subnet leaving by another interface) and docker's FORWARD rules (see _rules), all in
 one iptables-restore --noflush each way (the way down removes every rule naming the bridge);
 net.ipv4.ip_forward set to 1 (as docker does) and put back when pybuild turned it on. The
@@ -57,45 +59,91 @@ def choose_subnet(routes: list[ipaddress.IPv4Network]) -> str:
                        "overlaps a host route)")
 
 
-def _rules(subnet: str) -> dict[str, list[str]]:
+ISOLATION_1, ISOLATION_2 = "PYBUILD-ISOLATION-STAGE-1", "PYBUILD-ISOLATION-STAGE-2"
+
+
+def _rules(bridge: str, subnet: str, internal: bool = False) -> dict[str, list[str]]:
     """Ours, as docker's: NAT out; into the bridge only replies (conntrack RELATED,ESTABLISHED)
     and container to container, the rest routed towards it dropped (published ports go through
-    the userspace proxy, so a LAN host routing the subnet here reaches nothing unpublished)."""
-    return {"*nat": [f"-A POSTROUTING -s {subnet} ! -o {BRIDGE} -j MASQUERADE"],
+    the userspace proxy, so a LAN host routing the subnet here reaches nothing unpublished).
+    Between bridges docker's isolation chains (see _sync): stage 1 sends what leaves a bridge
+    for another interface to stage 2, which drops it when that interface is another of ours.
+    --internal: no NAT, and nothing in or out but between its own containers (stage 1 drops)."""
+    if internal:
+        return {"*filter": [
+            f"-I FORWARD 1 -i {bridge} -o {bridge} -j ACCEPT",
+            f"-A {ISOLATION_1} -i {bridge} ! -o {bridge} -j DROP",
+            f"-A {ISOLATION_1} -o {bridge} ! -i {bridge} -j DROP"]}
+    return {"*nat": [f"-A POSTROUTING -s {subnet} ! -o {bridge} -j MASQUERADE"],
             "*filter": [
-                f"-I FORWARD 1 -o {BRIDGE} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
-                f"-I FORWARD 2 -i {BRIDGE} -o {BRIDGE} -j ACCEPT",
-                f"-I FORWARD 3 -i {BRIDGE} ! -o {BRIDGE} -j ACCEPT",
-                f"-I FORWARD 4 -o {BRIDGE} -j DROP"]}
+                f"-I FORWARD 1 -o {bridge} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+                f"-I FORWARD 2 -i {bridge} -o {bridge} -j ACCEPT",
+                f"-I FORWARD 3 -i {bridge} ! -o {bridge} -j ACCEPT",
+                f"-I FORWARD 4 -o {bridge} -j DROP",
+                f"-A {ISOLATION_1} -i {bridge} ! -o {bridge} -j {ISOLATION_2}",
+                f"-A {ISOLATION_2} -o {bridge} -j DROP"]}
 
 
-_OURS = re.compile(rf"^-A (POSTROUTING|FORWARD) (.* )?(-i|-o) {BRIDGE}( |$)")
+def _ours(bridge: str):
+    return re.compile(rf"^-A (POSTROUTING|FORWARD|{ISOLATION_1}|{ISOLATION_2}) (.* )?(-i|-o) "
+                      rf"{re.escape(bridge)}( |$)")
 
 
-def _ours_now() -> dict[str, list[str]]:
-    """Every rule naming the bridge in nat POSTROUTING / filter FORWARD, as -D lines (whoever
-    added them: an older pybuild's set or a duplicate are swept too)."""
-    out: dict[str, list[str]] = {"*nat": [], "*filter": []}
-    for table in ("nat", "filter"):
-        try:
-            p = subprocess.run([IPTABLES_RESTORE.replace("-restore", "-save"), "-t", table],
-                               capture_output=True, text=True, check=False)
-        except OSError:
-            continue
-        out["*" + table] = ["-D" + ln[2:] for ln in p.stdout.splitlines() if _OURS.match(ln)]
-    return out
+def _save(table: str) -> list[str]:
+    try:
+        p = subprocess.run([IPTABLES_RESTORE.replace("-restore", "-save"), "-t", table],
+                           capture_output=True, text=True, check=False)
+    except OSError:
+        return []
+    return p.stdout.splitlines()
 
 
-def _sync(subnet: str | None) -> str:
-    """In one iptables-restore: drop every rule of ours there is, add the current set (none for
-    `subnet` None)."""
-    old, want = _ours_now(), _rules(subnet) if subnet else {}
-    text = ""
-    for table in ("*nat", "*filter"):
-        lines = old[table] + want.get(table, [])
-        if lines:
-            text += "\n".join([table, *lines, "COMMIT"]) + "\n"
-    return _iptables(text) if text else ""
+class _rules_lock:
+    """One flock for every pybuild network's rule changes: the isolation chains and FORWARD's
+    jump to them are shared, and each change is read (iptables-save) then written."""
+
+    def __enter__(self):
+        from runtime.network import STATE_DIR
+        os.makedirs(STATE_DIR, 0o755, exist_ok=True)
+        self.fd = os.open(os.path.join(STATE_DIR, "iptables.lock"),
+                          os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        import fcntl
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        os.close(self.fd)
+
+
+def _sync(net, subnet: str | None) -> str:
+    """In one iptables-restore: drop every rule naming net's bridge there is (whoever added
+    them: an older pybuild's set or a duplicate are swept too), add the current set (none for
+    `subnet` None). The isolation chains are made when missing and FORWARD's jump to them
+    put first again (another network's -I FORWARD 1 pushed it down); the last network out
+    removes them."""
+    ours = _ours(net.bridge)
+    with _rules_lock():
+        nat, filt = _save("nat"), _save("filter")
+        want = _rules(net.bridge, subnet, net.internal) if subnet else {}
+        old_nat = ["-D" + ln[2:] for ln in nat if ours.match(ln)]
+        old_filter = ["-D" + ln[2:] for ln in filt if ours.match(ln)]
+        chains = {ln.split()[0][1:] for ln in filt if ln.startswith(":")}
+        jump = f"-A FORWARD -j {ISOLATION_1}" in filt
+        staged = [ln for ln in filt if ln.startswith((f"-A {ISOLATION_1} ", f"-A {ISOLATION_2} "))
+                  and not ours.match(ln)]
+        lines = list(old_filter)
+        if want:
+            lines += [f"-N {c}" for c in (ISOLATION_1, ISOLATION_2) if c not in chains]
+            lines += ([f"-D FORWARD -j {ISOLATION_1}"] if jump else []) + want["*filter"]
+            lines.append(f"-I FORWARD 1 -j {ISOLATION_1}")
+        elif not staged:        # no other network left: the chains and the jump go
+            lines += ([f"-D FORWARD -j {ISOLATION_1}"] if jump else [])
+            lines += [f"-X {c}" for c in (ISOLATION_1, ISOLATION_2) if c in chains]
+        text = ""
+        for table, body in (("*nat", old_nat + want.get("*nat", [])), ("*filter", lines)):
+            if body:
+                text += "\n".join([table, *body, "COMMIT"]) + "\n"
+        return _iptables(text) if text else ""
 
 
 def _iptables(text: str) -> str:
@@ -108,24 +156,26 @@ def _iptables(text: str) -> str:
     return "" if p.returncode == 0 else p.stderr.decode(errors="replace").strip() or "failed"
 
 
-def _exists() -> bool:
-    return os.path.exists(f"/sys/class/net/{BRIDGE}")
+def _exists(bridge: str) -> bool:
+    return os.path.exists(f"/sys/class/net/{bridge}")
 
 
-def ensure(state_dir: str) -> str:
-    """The bridge's subnet, making the bridge, its address and rules when missing."""
+def ensure(net) -> str:
+    """The subnet of net's bridge (a runtime.network.Net), making the bridge, its address and
+    rules when missing (under net's lease lock)."""
     from runtime.network import ready_subnet
 
-    subnet = ready_subnet(state_dir)
+    state_dir = net.state_dir
+    subnet = ready_subnet(state_dir, net.bridge)
     if subnet is not None:
         return subnet
     path = os.path.join(state_dir, _STATE)
     try:
         with open(path) as f:
             state = json.load(f)
-        if _exists() and state.get("ready"):
+        if _exists(net.bridge) and state.get("ready"):
             if state.get("rules") != RULES_VERSION:     # made by an older pybuild: its rules
-                err = _sync(state["subnet"])           # let the LAN in; put ours instead
+                err = _sync(net, state["subnet"])      # let the LAN in; put ours instead
                 if err:
                     raise SandboxError(f"cannot update the bridge network's rules: {err}")
                 with open(path + ".tmp", "w") as f:
@@ -134,45 +184,59 @@ def ensure(state_dir: str) -> str:
             return state["subnet"]
     except (OSError, ValueError, KeyError, AttributeError, TypeError):
         pass                # no bridge.json, or not ours: made anew
-    teardown(state_dir)       # a half-made or foreign leftover goes first
+    teardown(net)           # a half-made or foreign leftover goes first
     from runtime.network.netlink import Netlink
 
-    subnet = choose_subnet(host_routes())
-    net = ipaddress.IPv4Network(subnet)
+    subnet = net.subnet or choose_subnet(host_routes(net.bridge))
+    ipn = ipaddress.IPv4Network(subnet)
+    gateway = net.gateway or str(ipn.network_address + 1)
     with open(_FORWARD) as f:
         forward = f.read().strip()
     state = {"subnet": subnet, "ip_forward": forward}
     nl = Netlink()
     try:
-        nl.new_bridge(BRIDGE)
+        nl.new_bridge(net.bridge)
         with open(path, "w") as f:      # before the rules: a failure below is undone by teardown
             json.dump(state, f)
-        idx = socket.if_nametoindex(BRIDGE)
-        nl.add_address(idx, str(net.network_address + 1), net.prefixlen, str(net.broadcast_address))
+        idx = socket.if_nametoindex(net.bridge)
+        nl.add_address(idx, gateway, ipn.prefixlen, str(ipn.broadcast_address))
         nl.set_up(idx)
-        if forward != "1":
+        if forward != "1" and not net.internal:
             with open(_FORWARD, "w") as f:
                 f.write("1")
-        err = _sync(subnet)
+        err = _sync(net, subnet)
         if err:
             raise SandboxError(f"cannot add the bridge network's NAT rules: {err}")
         with open(path + ".tmp", "w") as f:     # only now is it whole (a kill -9 above: redone)
             json.dump({**state, "ready": True, "rules": RULES_VERSION}, f)
         os.rename(path + ".tmp", path)
     except OSError as e:
-        teardown(state_dir)
-        raise SandboxError(f"cannot create the bridge {BRIDGE}: {e.strerror}") from None
+        teardown(net)
+        raise SandboxError(f"cannot create the bridge {net.bridge}: {e.strerror}") from None
     except BaseException:
-        teardown(state_dir)
+        teardown(net)
         raise
     finally:
         nl.close()
     return subnet
 
 
-def teardown(state_dir: str) -> None:
+def _other_bridges(net) -> bool:
+    """Whether another pybuild bridge is up (then ip_forward stays on for it)."""
+    from runtime.network import STATE_DIR
+
+    if net.bridge != BRIDGE and _exists(BRIDGE):
+        return True
+    try:
+        names = os.listdir(STATE_DIR)
+    except OSError:
+        return False
+    return any(_exists("br-" + n) for n in names if len(n) == 12 and "br-" + n != net.bridge)
+
+
+def teardown(net) -> None:
     """Remove what ensure made (best effort: each part whether or not the others are there)."""
-    path = os.path.join(state_dir, _STATE)
+    path = os.path.join(net.state_dir, _STATE)
     try:
         with open(path) as f:
             state = json.load(f)
@@ -180,17 +244,17 @@ def teardown(state_dir: str) -> None:
         state = None
     if not isinstance(state, dict):
         state = None
-    if _exists():               # the link first: a teardown killed after it is redone by ensure
+    if _exists(net.bridge):     # the link first: a teardown killed after it is redone by ensure
         from runtime.network.netlink import Netlink
         nl = Netlink()
         try:
-            nl.delete_link(socket.if_nametoindex(BRIDGE))
+            nl.delete_link(socket.if_nametoindex(net.bridge))
         except OSError:
             pass
         finally:
             nl.close()
-    _sync(None)                 # every rule naming the bridge, whichever state there is
-    if state is not None and state.get("ip_forward") == "0":
+    _sync(net, None)            # every rule naming the bridge, whichever state there is
+    if state is not None and state.get("ip_forward") == "0" and not _other_bridges(net):
         try:
             with open(_FORWARD, "w") as f:
                 f.write("0")

@@ -8,6 +8,11 @@ sweep; `released` (the last release's holder and time) and `sweep.lock` (held by
 waiting). LINGER seconds after the last release (once its process has ended: not during a
 restart backoff), or at a sweep after a kill -9, the bridge and its rules go, so nothing stays
 on the host once no container uses the network.
+
+A user-defined network (runtime.network.Net, `net` below) has the same files in its own state
+dir; its lease files also carry the endpoint (a second line, JSON: the names peers resolve it
+by, its /etc/hosts on the host and that file's own part), so every join and leave rewrites the
+/etc/hosts of each container on the network in place (see refresh).
 """
 from __future__ import annotations
 
@@ -16,17 +21,17 @@ import os
 import struct
 
 from cache import owner
-from runtime.network import STATE_DIR
+from runtime.network import DEFAULT, STATE_DIR, Net
 
 
 class Lease:
     """One container's address (plain data, so it pickles into a supervisor's monitor)."""
 
-    def __init__(self, ip: str, subnet: str, token: str):
+    def __init__(self, ip: str, subnet: str, token: str, gateway: str = "", net: Net = DEFAULT):
         network, prefix = _subnet(subnet)
-        self.ip, self.subnet, self.token = ip, subnet, token
+        self.ip, self.subnet, self.token, self.net = ip, subnet, token, net
         self.prefix = prefix
-        self.gateway = _ip(network + 1)
+        self.gateway = gateway or _ip(network + 1)
         self.broadcast = _ip(network | (0xFFFFFFFF >> prefix))
         b = struct.pack("!I", _int(ip))
         self.mac = "02:42:" + ":".join(f"{x:02x}" for x in b)    # docker's: from the IP
@@ -53,9 +58,13 @@ def _ip(n: int) -> str:
 class locked:
     """The state dir's flock, held for a `with` block (a class: contextlib costs an import)."""
 
+    def __init__(self, net: Net = DEFAULT, make: bool = True):
+        self.net, self.make = net, make
+
     def __enter__(self):
-        os.makedirs(os.path.join(STATE_DIR, "leases"), 0o755, exist_ok=True)
-        self.fd = os.open(os.path.join(STATE_DIR, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
+        if self.make:   # a sweep does not make it again (`network rm` removed it: nothing to do)
+            os.makedirs(os.path.join(self.net.state_dir, "leases"), 0o755, exist_ok=True)
+        self.fd = os.open(os.path.join(self.net.state_dir, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
                           0o600)
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX)
@@ -68,52 +77,156 @@ class locked:
         os.close(self.fd)
 
 
-def _live() -> dict[str, str]:
-    """ip -> holder of every live lease; a dead holder's lease file is removed (under the lock)."""
-    d = os.path.join(STATE_DIR, "leases")
-    out = {}
+def _live(net: Net = DEFAULT) -> dict[str, str]:
+    """ip -> holder of every live lease; a dead holder's lease file is removed (under the lock;
+    on a user network the others' /etc/hosts then lose its names)."""
+    d = os.path.join(net.state_dir, "leases")
+    out, gone = {}, False
     for ip in os.listdir(d):
         path = os.path.join(d, ip)
         try:
             with open(path) as f:
-                tok = f.read().strip()
+                tok = f.readline().strip()
         except OSError:
             continue
         if owner.alive(tok):
             out[ip] = tok
         else:
+            gone = True
             try:
                 os.unlink(path)
             except FileNotFoundError:
                 pass
+    if gone and net.user:
+        refresh(net, out)
     return out
 
 
-def acquire() -> Lease:
-    """Lease the lowest free address of the bridge's subnet (making the bridge when it is the
-    first), for this process."""
+def acquire(net: Net = DEFAULT, want: str = "") -> Lease:
+    """Lease the lowest free address of the network's subnet (`want`: that one, docker's
+    --ip), making the bridge when it is the first, for this process."""
     from runtime.network import ready_subnet
 
     tok = owner.token()
-    with locked():
-        live = _live()
-        subnet = ready_subnet(STATE_DIR)
+    with locked(net):
+        live = _live(net)
+        subnet = ready_subnet(net.state_dir, net.bridge)
         if subnet is None:
             from runtime.network import bridge
-            subnet = bridge.ensure(STATE_DIR)
+            subnet = bridge.ensure(net)
         network, prefix = _subnet(subnet)
-        for n in range(network + 2, network | (0xFFFFFFFF >> prefix)):
-            ip = _ip(n)
-            if ip not in live:
-                break
-        else:
+        gateway = net.gateway or _ip(network + 1)
+        if want:
             from runtime.errors import SandboxError
-            raise SandboxError(f"no free address left in the bridge's subnet {subnet}")
-        path = os.path.join(STATE_DIR, "leases", ip)
+            if want in live:
+                raise SandboxError("Address already in use")
+            if want == gateway or not network < _int(want) < network | (0xFFFFFFFF >> prefix):
+                raise SandboxError(f"no configured subnet or ip-range contain the IP address "
+                                   f"{want}")
+            ip = want
+        else:
+            for n in range(network + 1, network | (0xFFFFFFFF >> prefix)):
+                ip = _ip(n)
+                if ip not in live and ip != gateway:
+                    break
+            else:
+                from runtime.errors import SandboxError
+                raise SandboxError(f"no free address left in the network's subnet {subnet}")
+        path = os.path.join(net.state_dir, "leases", ip)
         with open(path + ".tmp", "w") as f:
             f.write(tok + "\n")
         os.rename(path + ".tmp", path)
-    return Lease(ip, subnet, tok)
+    return Lease(ip, subnet, tok, gateway, net)
+
+
+def join(lease: Lease, names: list[str], hosts: str) -> None:
+    """A user network's endpoint joins: its names and /etc/hosts path go into its lease file
+    (token, names, hosts path: plain lines, no json import on the run's path), and every
+    container's /etc/hosts on the network is rewritten (its own too: the first join keeps the
+    file as it was written in `<hosts>.base`, the part that never changes)."""
+    net = lease.net
+    names = [n for n in names if n and not any(c.isspace() for c in n)]
+    if hosts and not os.path.exists(hosts + ".base"):
+        with open(hosts, "rb") as f:
+            base = f.read()
+        with open(hosts + ".base.tmp", "wb") as f:
+            f.write(base)
+        os.rename(hosts + ".base.tmp", hosts + ".base")
+    with locked(net):
+        path = os.path.join(net.state_dir, "leases", lease.ip)
+        with open(path + ".tmp", "w") as f:
+            f.write(f"{lease.token}\n{' '.join(names)}\n{hosts}\n")
+        os.rename(path + ".tmp", path)
+        refresh(net, _live(net))
+
+
+def endpoints(net: Net, live: dict[str, str] | None = None) -> dict[str, dict]:
+    """ip -> the endpoint a lease file carries ({} for a lease not joined yet)."""
+    out = {}
+    for ip in (live if live is not None else held(net)):
+        e = _endpoint(os.path.join(net.state_dir, "leases", ip))
+        if e is not None:
+            out[ip] = e
+    return out
+
+
+def _endpoint(path: str) -> dict | None:
+    try:
+        with open(path) as f:
+            tok, names, hosts = f.readline().strip(), f.readline(), f.readline()
+    except OSError:
+        return None
+    return {"token": tok, "names": names.split(), "hosts": hosts.rstrip("\n")} if hosts else {}
+
+
+def _user_state_dirs() -> list[str]:
+    try:
+        return [os.path.join(STATE_DIR, n) for n in os.listdir(STATE_DIR) if len(n) == 12]
+    except OSError:
+        return []
+
+
+def refresh(net: Net, live: dict[str, str]) -> None:
+    """Rewrite the /etc/hosts of each container on net (see rewrite)."""
+    for e in endpoints(net, live).values():
+        if e.get("hosts"):
+            rewrite(e["hosts"])
+
+
+def rewrite(hosts: str) -> None:
+    """One container's /etc/hosts from every user network it is on: `<hosts>.base`, a line of
+    its own per network, then one per other container there (`IP<TAB>name alias... shortid`),
+    as docker's legacy links kept them. In place (write, then truncate: the same inode, which
+    the container has bind-mounted), flocked, never creating or following a link. Read from
+    the committed lease files of every network (not under their locks: each change renames its
+    file before it rewrites, so the last rewrite sees them all)."""
+    try:
+        fd = os.open(hosts, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with open(hosts + ".base", "rb") as f:
+            base = f.read()
+        own, peers = [], []
+        for d in _user_state_dirs():
+            try:
+                ips = sorted(os.listdir(os.path.join(d, "leases")))
+            except OSError:
+                continue
+            eps = {ip: _endpoint(os.path.join(d, "leases", ip)) for ip in ips}
+            eps = {ip: e for ip, e in eps.items() if e and e["names"] and owner.alive(e["token"])}
+            if not any(e["hosts"] == hosts for e in eps.values()):
+                continue
+            for ip, e in eps.items():
+                (own if e["hosts"] == hosts else peers).append(f"{ip}\t{' '.join(e['names'])}\n")
+        data = base + "".join(own + peers).encode()
+        os.pwrite(fd, data, 0)
+        os.ftruncate(fd, len(data))
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 LINGER = 5.0            # s the bridge stays after its last container ended (default)
@@ -129,29 +242,33 @@ def release(lease: Lease) -> None:
     `run --rm` reuses one bridge (rebuilding it costs ~90 ms) and nothing waits for the
     50-80 ms a link and nft deletion take. One waiting sweep at a time: the lock orders it with
     every acquire and release."""
-    with locked():
-        path = os.path.join(STATE_DIR, "leases", lease.ip)
+    net = getattr(lease, "net", DEFAULT)
+    with locked(net):
+        path = os.path.join(net.state_dir, "leases", lease.ip)
         try:
             with open(path) as f:
-                mine = f.read().strip() == lease.token
+                mine = f.readline().strip() == lease.token
             if mine:
                 os.unlink(path)
         except FileNotFoundError:
             pass
-        if _live():
+        live = _live(net)
+        if live:
+            if net.user:
+                refresh(net, live)
             return
-        stamp = os.path.join(STATE_DIR, _STAMP)
+        stamp = os.path.join(net.state_dir, _STAMP)
         with open(stamp + ".tmp", "w") as f:
             f.write(lease.token + "\n")
         os.rename(stamp + ".tmp", stamp)
-        if _waiter_busy():
+        if _waiter_busy(net):
             return                      # the waiting sweep sees the new stamp
-    _spawn_sweep()
+    _spawn_sweep(net)
 
 
-def _take_waiter() -> int | None:
+def _take_waiter(net: Net = DEFAULT) -> int | None:
     """The waiting sweep's flock, taken (its fd) or None when a sweep already holds it."""
-    fd = os.open(os.path.join(STATE_DIR, _WAITER), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fd = os.open(os.path.join(net.state_dir, _WAITER), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -160,15 +277,15 @@ def _take_waiter() -> int | None:
     return fd
 
 
-def _waiter_busy() -> bool:
-    fd = _take_waiter()
+def _waiter_busy(net: Net = DEFAULT) -> bool:
+    fd = _take_waiter(net)
     if fd is None:
         return True
     os.close(fd)
     return False
 
 
-def _spawn_sweep() -> None:
+def _spawn_sweep(net: Net = DEFAULT) -> None:
     """`sweep(linger=True)` in a `python -I -S` of its own session, stdio on /dev/null and every
     other inherited fd closed first (a caller's `3>file` must not stay open for seconds); by
     posix_spawn, since importing subprocess would cost the ending run ~5 ms."""
@@ -176,27 +293,28 @@ def _spawn_sweep() -> None:
 
     here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     code = (f"import os, sys; os.closerange(3, 1 << 20); os.chdir('/'); sys.path.insert(0, {here!r}); "
-            "from runtime.network.leases import sweep; sweep(linger=True)")
+            "from runtime.network import Net; from runtime.network.leases import sweep; "
+            f"sweep(Net({net.state_dir!r}, {net.bridge!r}, id={net.id!r}), linger=True)")
     null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
     try:
         os.posix_spawn(sys.executable, [sys.executable, "-I", "-S", "-c", code], os.environ,
                        file_actions=[(os.POSIX_SPAWN_DUP2, null, 0), (os.POSIX_SPAWN_DUP2, null, 1),
                                      (os.POSIX_SPAWN_DUP2, null, 2)], setsid=True)
     except OSError:         # no process to wait in (a process limit): remove it now, unused
-        with locked():
-            if not _live():
-                _teardown()
+        with locked(net):
+            if not _live(net):
+                _teardown(net)
     finally:
         os.close(null)
 
 
-def _due() -> float:
+def _due(net: Net = DEFAULT) -> float:
     """Seconds until an unused bridge may go: 0 with no release on record (a holder killed
     with -9 never released), else LINGER after the last release, and not while its releaser
     lives (up to RESTART_GRACE)."""
     import time
 
-    stamp = os.path.join(STATE_DIR, _STAMP)
+    stamp = os.path.join(net.state_dir, _STAMP)
     try:
         with open(stamp) as f:
             tok = f.read().strip()
@@ -216,51 +334,76 @@ def linger_seconds() -> float:
         return LINGER
 
 
-def sweep(linger: bool = False) -> None:
+def sweep(net: Net = DEFAULT, linger: bool = False) -> None:
     """Reclaim dead holders' leases and, when none is left and the last release is LINGER
     seconds old, remove the bridge (`run` off the bridge and `rm` call it: after a kill -9
     nothing else would). `linger` (release's detached sweep): wait for that moment, unless a
     container leases again first, whose own release then starts the wait anew."""
-    if not os.path.isdir(STATE_DIR):
+    if not os.path.isdir(net.state_dir):
         return
     if not linger:
-        with locked():
-            if _live():
+        lock = _existing(net)
+        if lock is None:
+            return
+        try:
+            if _live(net):
                 return
-            if _due() <= 0:
-                _teardown()
+            if _due(net) <= 0:
+                _teardown(net)
                 return
-            if _waiter_busy():
+            if _waiter_busy(net):
                 return
-        _spawn_sweep()                  # not yet, and no one waits (the waiter was killed)
+        finally:
+            lock.__exit__()
+        _spawn_sweep(net)               # not yet, and no one waits (the waiter was killed)
         return
     import time
 
-    fd = _take_waiter()
+    fd = _take_waiter(net)
     if fd is None:
         return                          # another sweep already waits
     while True:
-        with locked():
-            due = 0.0 if _live() else _due()
+        lock = _existing(net)
+        if lock is None:                # `network rm` removed the network meanwhile
+            os.close(fd)
+            return
+        try:
+            due = 0.0 if _live(net) else _due(net)
             if due <= 0:
-                if not _live():
-                    _teardown()
+                if not _live(net):
+                    _teardown(net)
                 os.close(fd)            # under the lock: a release then sees no waiter
                 return
+        finally:
+            lock.__exit__()
         time.sleep(min(due, 0.5))
 
 
-def held() -> dict[str, str]:
+def _existing(net: Net):
+    """net's lock, held, unless its state dir is gone (`network rm` removes it under that lock:
+    a sweep must not make it again), then None."""
+    lock = locked(net, make=False)
+    try:
+        lock.__enter__()
+    except FileNotFoundError:
+        return None
+    if not os.path.isdir(os.path.join(net.state_dir, "leases")):
+        lock.__exit__()
+        return None
+    return lock
+
+
+def held(net: Net = DEFAULT) -> dict[str, str]:
     """ip -> holder token of the live leases (reclaiming dead ones)."""
-    with locked():
-        return _live()
+    with locked(net):
+        return _live(net)
 
 
-def _teardown() -> None:
+def _teardown(net: Net = DEFAULT) -> None:
     from runtime.network import bridge
 
-    bridge.teardown(STATE_DIR)
+    bridge.teardown(net)
     try:
-        os.unlink(os.path.join(STATE_DIR, _STAMP))
+        os.unlink(os.path.join(net.state_dir, _STAMP))
     except FileNotFoundError:
         pass

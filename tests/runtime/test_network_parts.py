@@ -271,3 +271,61 @@ def test_a_release_that_cannot_start_its_sweep_removes_the_unused_bridge(monkeyp
     monkeypatch.setattr(os, "posix_spawn", refused)
     leases.release(lease)
     assert not os.path.exists(f"/sys/class/net/{bridge.BRIDGE}") or leases.held()
+
+
+def test_rules_isolate_bridges_and_internal_has_no_way_out():
+    """Docker's two isolation stages for every bridge; --internal: no NAT, stage 1 drops what
+    crosses its bridge's edge."""
+    out = bridge._rules("br-aaaaaaaaaaaa", "172.18.0.0/16")
+    assert out["*nat"] == ["-A POSTROUTING -s 172.18.0.0/16 ! -o br-aaaaaaaaaaaa -j MASQUERADE"]
+    assert (f"-A {bridge.ISOLATION_1} -i br-aaaaaaaaaaaa ! -o br-aaaaaaaaaaaa -j "
+            f"{bridge.ISOLATION_2}") in out["*filter"]
+    assert f"-A {bridge.ISOLATION_2} -o br-aaaaaaaaaaaa -j DROP" in out["*filter"]
+    internal = bridge._rules("br-bbbbbbbbbbbb", "10.1.0.0/24", internal=True)
+    assert "*nat" not in internal
+    assert f"-A {bridge.ISOLATION_1} -i br-bbbbbbbbbbbb ! -o br-bbbbbbbbbbbb -j DROP" in internal["*filter"]
+    assert f"-A {bridge.ISOLATION_1} -o br-bbbbbbbbbbbb ! -i br-bbbbbbbbbbbb -j DROP" in internal["*filter"]
+    assert all(bridge._ours("br-bbbbbbbbbbbb").match(r) for r in internal["*filter"]
+               if r.startswith("-A"))
+
+
+@pytest.mark.parametrize("subnet, gateway, msg", [
+    ("", "10.0.0.1", "every ip-range or gateway must have a corresponding subnet"),
+    ("10.0.0.0/33", "", "invalid CIDR address: 10.0.0.0/33"),
+    ("10.0.0.1/24", "", "invalid subnet 10.0.0.1/24"),
+    ("10.0.0.0/24", "10.0.1.1", "no matching subnet for gateway 10.0.1.1"),
+])
+def test_subnet_and_gateway_errors_like_docker(subnet, gateway, msg):
+    from runtime.network import defs
+
+    with pytest.raises(SandboxError, match=msg):
+        defs._check(subnet, gateway)
+
+
+def test_hosts_of_a_container_on_two_networks_is_the_union_in_place(tmp_path, monkeypatch):
+    """rewrite: the base, the container's own line per network, its peers on each, in the same
+    inode; a peer whose holder is dead is left out."""
+    from cache import owner
+
+    monkeypatch.setattr(leases, "STATE_DIR", str(tmp_path))
+    me, dead = owner.token(), "1.1"
+    hosts = tmp_path / "hosts"
+    hosts.write_text("127.0.0.1\tlocalhost\n10.1.0.2\tabc\n")
+    (tmp_path / "hosts.base").write_text(hosts.read_text())
+    ino = hosts.stat().st_ino
+    for net, entries in (("aaaaaaaaaaaa", [("10.1.0.2", "me abc", str(hosts)),
+                                           ("10.1.0.3", "web www", "/nonexistent/hosts")]),
+                         ("bbbbbbbbbbbb", [("10.2.0.5", "me abc", str(hosts)),
+                                           ("10.2.0.6", "db", "/nonexistent/hosts"),
+                                           ("10.2.0.7", "gone", "/nonexistent/hosts")]),
+                         ("cccccccccccc", [("10.3.0.2", "stranger", "/nonexistent/hosts")])):
+        d = tmp_path / net / "leases"
+        d.mkdir(parents=True)
+        for ip, names, path in entries:
+            (d / ip).write_text(f"{dead if names == 'gone' else me}\n{names}\n{path}\n")
+    leases.rewrite(str(hosts))
+    text = hosts.read_text()
+    assert text.startswith("127.0.0.1\tlocalhost\n10.1.0.2\tabc\n")
+    lines = set(text.splitlines()[2:])
+    assert lines == {"10.1.0.2\tme abc", "10.1.0.3\tweb www", "10.2.0.5\tme abc", "10.2.0.6\tdb"}
+    assert hosts.stat().st_ino == ino
