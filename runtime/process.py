@@ -167,7 +167,7 @@ def start(spec: SandboxSpec) -> ProcessTree:
     net = None
     if spec.network == "bridge":
         from runtime.network.attach import Attachment
-        net = Attachment(spec.ports)
+        net = Attachment(spec.ports, spec.endpoint)
     try:
         rundir = RunDir(spec, net)      # from here on, rundir.remove() releases the network
     except BaseException:

@@ -73,7 +73,8 @@ class SandboxSpec(Record):
                # --- seccomp helper's fields ---
                "security_opt",
                # --- caps: capabilities, --privileged, --device ---
-               "privileged", "cap_add", "cap_drop", "devices")
+               "privileged", "cap_add", "cap_drop", "devices",
+               "endpoint")
 
     def __init__(self, lowerdirs: list | None = None, upperdir: str | os.PathLike | None = None,
                  workdir: str | os.PathLike | None = None, argv: list[str] | None = None,
@@ -89,7 +90,8 @@ class SandboxSpec(Record):
                  security_opt: list[str] | None = None,
                  # --- caps: capabilities, --privileged, --device ---
                  privileged: bool = False, cap_add: list[str] | None = None,
-                 cap_drop: list[str] | None = None, devices: list[dict] | None = None):
+                 cap_drop: list[str] | None = None, devices: list[dict] | None = None,
+                 endpoint=None):
         self.lowerdirs = [] if lowerdirs is None else lowerdirs   # layer dirs, top first
         self.upperdir = upperdir
         self.workdir = workdir
@@ -122,6 +124,9 @@ class SandboxSpec(Record):
         # docker --device: {"PathOnHost", "PathInContainer", "CgroupPermissions"} (HostConfig.Devices)
         self.devices = [] if devices is None else devices
         # --- end caps ---
+        # a user-defined network's runtime.network.Endpoint (network is then "bridge", its
+        # driver); None: the default bridge, host or none
+        self.endpoint = endpoint
 
 
 def check_network(mode: str) -> None:

@@ -539,10 +539,11 @@ def cmd_run(args) -> int:
         cid = os.urandom(32).hex()
         hostname = config.hostname(args.hostname, cid, network, os.uname().nodename)
         env = config.environment(cfg.get("Env") or [], extra_env, hostname, args.tty)
-        mode, ports = network, net.get("ports") or []
-        if net.get("network_id"):       # a user network: its Endpoint rides in spec.ports
-            from runtime.network.defs import endpoint
-            mode, ports = endpoint(root, {**net, "network": network}, cid, args.name or "")
+        mode, endpoint = network, None
+        if net.get("network_id"):       # a user network: the bridge driver and its Endpoint
+            from runtime.network.defs import endpoint as endpoint_of
+            mode, endpoint = "bridge", endpoint_of(root, {**net, "network": network}, cid,
+                                                   args.name or "")
     except (SandboxError, StoreError) as e:
         return _fail(str(e))
 
@@ -552,7 +553,7 @@ def cmd_run(args) -> int:
         spec = SandboxSpec(lowerdirs=lowerdirs, upperdir=os.path.join(scratch, "upper"),
                            workdir=os.path.join(scratch, "work"),
                            argv=argv, env=env, cwd=cwd, user=user, hostname=hostname,
-                           network=mode, ports=ports,
+                           network=mode, ports=net.get("ports") or [], endpoint=endpoint,
                            extra_hosts=net["extra_hosts"],
                            stdin=0 if args.interactive else devnull, stdout=1, stderr=2,
                            tty=args.tty, make_cwd=True, resources=limits, init=args.init,

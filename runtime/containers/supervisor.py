@@ -194,16 +194,16 @@ def _supervise(root: str, cid: str, ready_fd: int, restarts: int | None, lock_fd
     if cfg.get("mounts"):
         from runtime.containers.volumes import to_spec
         mounts = to_spec(root, cfg["mounts"])
-    network, ports, net_error = cfg["network"], cfg.get("ports") or [], None
-    if cfg.get("network_id"):       # a user network: its Endpoint rides in spec.ports
-        from runtime.network.defs import endpoint
+    network, endpoint, net_error = cfg["network"], None, None
+    if cfg.get("network_id"):       # a user network: the bridge driver and its Endpoint
+        from runtime.network.defs import endpoint as endpoint_of
         try:
-            network, ports = endpoint(root, cfg, c.id, c.name)
+            network, endpoint = "bridge", endpoint_of(root, cfg, c.id, c.name)
         except SandboxError as e:
             network, net_error = "none", str(e)
     spec = SandboxSpec(lowerdirs=cfg["lowerdirs"], upperdir=upper, workdir=work, argv=cfg["argv"],
                        env=cfg["env"], cwd=cfg["cwd"], user=cfg["user"], hostname=cfg["hostname"],
-                       network=network, ports=ports,
+                       network=network, ports=cfg.get("ports") or [], endpoint=endpoint,
                        extra_hosts=cfg.get("extra_hosts") or [], stdin=stdin, stdout=out_w, stderr=err_w,
                        tty=bool(cfg.get("tty")), make_cwd=True, mounts=mounts,
                        init=bool(cfg.get("init")), gid_in_groups=True,

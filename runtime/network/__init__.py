@@ -11,7 +11,7 @@ host side's half of runtime.process.start), `ports` (-p/-P parsing and listening
 User-defined networks (`pybuild network create`): `defs` keeps their definitions under the
 store root; each has the default bridge's machinery parameterised by a `Net` (its own state dir
 /run/pybuild/network/<12 hex of its id>/ with the same lock, leases and linger, its bridge
-br-<12 hex>), and reaches a sandbox as an `Endpoint` in spec.ports.
+br-<12 hex>), and reaches a sandbox as spec.endpoint (an `Endpoint`).
 """
 from __future__ import annotations
 
@@ -50,15 +50,13 @@ def user_net(d: dict) -> Net:
                bool(d.get("Internal")), d["Id"], d["Name"])
 
 
-class Endpoint(list):
-    """spec.ports of a container on a user-defined network: its -p bindings (the list), and
-    what runtime.network.attach needs besides: the network (`net`), the names peers resolve it
-    by (`names`: container name, --network-alias, short ID), the --ip asked for (`ip`). The
-    sandbox's spec has no field for it (runtime.spec: network is bridge|host|none), so it rides
-    with the bindings it belongs to."""
+class Endpoint:
+    """spec.endpoint of a container on a user-defined network (its spec.network is `bridge`,
+    the driver): what runtime.network.attach needs besides the -p bindings: the network
+    (`net`), the names peers resolve it by (`names`: container name, --network-alias, short
+    ID), the --ip asked for (`ip`)."""
 
-    def __init__(self, bindings, net: Net, names: list[str], aliases: list[str], ip: str = ""):
-        super().__init__(bindings)
+    def __init__(self, net: Net, names: list[str], aliases: list[str], ip: str = ""):
         self.net, self.names, self.aliases, self.ip = net, names, aliases, ip
 
 

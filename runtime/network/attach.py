@@ -9,7 +9,7 @@ after the tree ended (RunDir.remove) stops the proxy and gives the lease back. T
 with the netns, whatever ends the container. Pickles without its sockets (the monitor gets
 those through proxy.handoff).
 
-On a user-defined network (spec.ports a runtime.network.Endpoint) the same on its bridge, with
+On a user-defined network (spec.endpoint, a runtime.network.Endpoint) the same on its bridge, with
 its --ip; no default route on an --internal one; once connected the endpoint joins (leases.join:
 its names go into every peer's /etc/hosts and theirs into its own; runtime.rundir hands over
 `etc_files`, the files it wrote).
@@ -27,7 +27,7 @@ from runtime.network.netlink import Netlink
 
 
 class Attachment:
-    def __init__(self, bindings: list[dict]):
+    def __init__(self, bindings: list[dict], endpoint=None):
         if bindings:        # ports and the proxy (ipaddress, threads) only for -p/-P
             from runtime.network import ports
             self.listeners = ports.bind(bindings)
@@ -36,7 +36,7 @@ class Attachment:
         self.published = [b for b, _ in self.listeners]
         self.proxy_key: str | None = None
         self.veth = ""
-        self.endpoint = bindings if hasattr(bindings, "net") else None    # an Endpoint
+        self.endpoint = endpoint        # a user network's runtime.network.Endpoint, else None
         self.etc_files: dict[str, str] = {}     # runtime.rundir's: /etc/hosts is rewritten
         try:
             if self.endpoint is not None:

@@ -175,10 +175,10 @@ def _free(taken: list):
 
 
 def endpoint(root, cfg: dict, cid: str, name: str = ""):
-    """(spec.network, spec.ports) for a container's record `cfg` (runtime.containers.state's
-    config: network, ports, and on a user network network_id, aliases, ip): the user network's
-    runtime.network.Endpoint, whose peers resolve it by `name`, its aliases and short ID. A
-    network removed since: docker's "network X not found"."""
+    """spec.endpoint for a container's record `cfg` (runtime.containers.state's config: network,
+    and on a user network network_id, aliases, ip): the user network's runtime.network.Endpoint,
+    whose peers resolve it by `name`, its aliases and short ID (spec.network is then `bridge`,
+    the driver). A network removed since: docker's "network X not found"."""
     from runtime.network import Endpoint, user_net
 
     try:
@@ -187,8 +187,7 @@ def endpoint(root, cfg: dict, cid: str, name: str = ""):
         raise NotFound(f"network {cfg['network']} not found") from None
     aliases = list(cfg.get("aliases") or [])
     names = [n for n in (name, *aliases, cid[:12]) if n]
-    return "bridge", Endpoint(cfg.get("ports") or [], user_net(d), names, aliases,
-                              cfg.get("ip") or "")
+    return Endpoint(user_net(d), names, aliases, cfg.get("ip") or "")
 
 
 def sweep(root, cfg: dict) -> None:
