@@ -262,7 +262,7 @@ def _become_monitor(root: str, cid: str, tree, out_r: int, err_r: int, log: int,
                     run: tuple, extra: list[int], attach: int | None) -> None:
     """Re-exec this process as a lean monitor (the same pid and start time, so its cache.owner
     token, lease, lock and children stay; PR_SET_PDEATHSIG does not fire on exec): the modules
-    that set the tree up (dataclasses, tempfile, shutil, ctypes, ...) are not kept in memory
+    that set the tree up (ctypes, the sandbox, the seccomp policy, ...) are not kept in memory
     for the container's whole life. The tree's handle travels pickled in a memfd and is read
     back only when the container has ended. Returns when the handle cannot be passed on."""
     import pickle
