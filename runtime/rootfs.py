@@ -6,7 +6,7 @@ the lowest layer, it only fills gaps: the image's own entries win, and nothing t
 ever lands in the upper dir, so the layer diff stays exactly what the command wrote. (The native
 snapshotter copies the stub in first too, so its snapshot holds the mount points as well.)
 `setup` runs inside the new mount and pid namespaces (as pid 1) and builds the view Docker gives:
-fresh procfs, a tmpfs /dev with the host's null/zero/full/random/urandom/tty bound in, devpts,
+fresh procfs, a tmpfs /dev with docker's null/zero/full/random/urandom/tty nodes (mknod), devpts,
 shm, mqueue, read-only sysfs, Docker's masked and read-only paths, generated /etc/hosts,
 /etc/resolv.conf and /etc/hostname, the caller's bind/tmpfs mounts, then pivot_root; with
 `readonly` (run --read-only) the root mount is then remounted read-only, the mounts on it
@@ -42,7 +42,9 @@ MASKED_PATHS = (
     "/proc/timer_stats", "/sys/firmware", "/sys/devices/virtual/powercap",
 )
 READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
-DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+# docker's default device nodes (oci.DefaultSimpleDevices): name, major, minor; mode 0666, root's
+DEVICES = (("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9),
+           ("tty", 5, 0))
 DEV_LINKS = (("ptmx", "pts/ptmx"), ("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
              ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"))
 ETC_FILES = ("/etc/hosts", "/etc/resolv.conf", "/etc/hostname")
@@ -311,21 +313,10 @@ def _setup_dev(rootfd: int, rootdir: str) -> None:
     finally:
         os.close(fd)
     dev = os.path.join(rootdir, "dev")   # our fresh tmpfs: nothing from the image is in it
-    for name in DEVICES:
-        host = f"/dev/{name}"
-        try:
-            hfd = os.open(host, os.O_PATH | os.O_CLOEXEC | os.O_NOFOLLOW)
-        except OSError:
-            continue
-        try:
-            st = os.fstat(hfd)
-            if not stat.S_ISCHR(st.st_mode):
-                continue
-            target = os.path.join(dev, name)
-            os.close(os.open(target, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o666))
-            kernel.mount(_fdpath(hfd), target, None, kernel.MS_BIND)
-        finally:
-            os.close(hfd)
+    for name, major, minor in DEVICES:  # made, as docker makes them: no mount each to undo
+        target = os.path.join(dev, name)
+        os.mknod(target, stat.S_IFCHR | 0o666, os.makedev(major, minor))
+        os.chmod(target, 0o666)         # whatever the umask
     os.mkdir(os.path.join(dev, "pts"), 0o755)
     kernel.mount("devpts", os.path.join(dev, "pts"), "devpts", kernel.MS_NOSUID | kernel.MS_NOEXEC,
                  "newinstance,ptmxmode=0666,mode=0620,gid=5")
