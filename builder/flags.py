@@ -262,3 +262,13 @@ def _wrap(text: str, width: int) -> list[str]:
         else:
             line = f"{line} {w}" if line else w
     return [*lines, line]
+
+
+def kv_map(items: list[str]) -> dict[str, str]:
+    """docker's opts.ConvertKVStringsToMap: `K=V` words (a bare `K`: an empty value), the last
+    of a key winning; what `volume create --label` and `network create --label` keep."""
+    out = {}
+    for kv in items:
+        k, _, v = kv.partition("=")
+        out[k] = v
+    return out

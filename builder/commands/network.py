@@ -137,11 +137,9 @@ def cmd_create(args) -> int:
 
     if args.driver != "bridge":
         raise ConfigError(f"plugin \"{args.driver}\" not found (only the bridge driver)")
-    labels = {}
-    for kv in args.label:
-        k, _, v = kv.partition("=")
-        labels[k] = v
-    d = _networks().create(args.name, args.subnet, args.gateway, args.internal, labels)
+    from builder.flags import kv_map
+
+    d = _networks().create(args.name, args.subnet, args.gateway, args.internal, kv_map(args.label))
     print(d["Id"])
     return 0
 

@@ -52,11 +52,10 @@ def cmd_create(args) -> int:
 
     if args.driver != "local":
         raise ConfigError(f"volume driver {args.driver!r} is not supported (only local)")
-    labels = {}
-    for kv in args.label:
-        k, _, val = kv.partition("=")
-        labels[k] = val
-    name, _new = _volumes().create(args.name, labels=labels, anonymous=args.name is None)
+    from builder.flags import kv_map
+
+    name, _new = _volumes().create(args.name, labels=kv_map(args.label),
+                                   anonymous=args.name is None)
     print(name)
     return 0
 

@@ -50,13 +50,21 @@ def host_routes(skip: str = BRIDGE) -> list[ipaddress.IPv4Network]:
     return out
 
 
-def choose_subnet(routes: list[ipaddress.IPv4Network]) -> str:
-    for c in candidates():
-        net = ipaddress.IPv4Network(c)
-        if not any(net.overlaps(r) for r in routes):
+def free_subnet(busy: list[ipaddress.IPv4Network], pool=None) -> str | None:
+    """The first of `pool` (default: candidates()) that overlaps nothing in `busy`, or None:
+    pybuild0's subnet and a user network's default one are chosen alike."""
+    for c in candidates() if pool is None else pool:
+        if not any(ipaddress.IPv4Network(c).overlaps(r) for r in busy):
             return c
-    raise SandboxError("no free private /16 left for the bridge network (every candidate "
-                       "overlaps a host route)")
+    return None
+
+
+def choose_subnet(routes: list[ipaddress.IPv4Network]) -> str:
+    subnet = free_subnet(routes)
+    if subnet is None:
+        raise SandboxError("no free private /16 left for the bridge network (every candidate "
+                           "overlaps a host route)")
+    return subnet
 
 
 ISOLATION_1, ISOLATION_2 = "PYBUILD-ISOLATION-STAGE-1", "PYBUILD-ISOLATION-STAGE-2"

@@ -160,18 +160,17 @@ def _free(taken: list):
     import ipaddress
 
     from runtime.network import ready_subnet
-    from runtime.network.bridge import host_routes
+    from runtime.network.bridge import free_subnet, host_routes
 
     busy = list(taken) + host_routes("")
     default = ready_subnet()
     if default:
         busy.append(ipaddress.IPv4Network(default))
-    for c in _pools():
-        net = ipaddress.IPv4Network(c)
-        if not any(net.overlaps(r) for r in busy):
-            return net
-    raise SandboxError("could not find an available, non-overlapping IPv4 address pool among "
-                       "the defaults to assign to the network")
+    subnet = free_subnet(busy, _pools())
+    if subnet is None:
+        raise SandboxError("could not find an available, non-overlapping IPv4 address pool "
+                           "among the defaults to assign to the network")
+    return ipaddress.IPv4Network(subnet)
 
 
 def endpoint(root, cfg: dict, cid: str, name: str = ""):

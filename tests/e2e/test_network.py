@@ -250,15 +250,21 @@ def test_kill_9_of_supervisor_and_container_leaves_nothing(root):
     poll(nothing_left, GONE)
 
 
-def test_containers_created_at_once_never_share_an_address(root):
-    cmd = [sys.executable, "-m", "builder", "run", "-d", "busybox", "sleep", "30"]
+def run_d_at_once(n: int, *args: str) -> list[str]:
+    """`pybuild run -d ARGS` n times at once, each its own process: the container IDs."""
+    cmd = [sys.executable, "-m", "builder", "run", "-d", *args]
     procs = [subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for _ in range(4)]
+                              text=True) for _ in range(n)]
     ids = []
     for p in procs:
         out, err = p.communicate(timeout=60)
         assert p.returncode == 0, err
         ids.append(out.strip())
+    return ids
+
+
+def test_containers_created_at_once_never_share_an_address(root):
+    ids = run_d_at_once(4, "busybox", "sleep", "30")
     ips = [state(root, c)["network"]["ip"] for c in ids]
     assert len(set(ips)) == 4, ips
     ok(run_pybuild("rm", "-f", *ids))

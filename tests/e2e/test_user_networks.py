@@ -18,7 +18,7 @@ import test_network
 from busybox_fixture import REPO, run_pybuild
 from e2e_helpers import ok, one_error_line
 from test_containers import poll, run_d, state
-from test_network import GONE, HTTPD, links, nat_rules
+from test_network import GONE, HTTPD, links, nat_rules, run_d_at_once
 
 from runtime.network import leases, user_net
 
@@ -172,15 +172,7 @@ def test_ip_and_concurrent_runs_get_distinct_addresses(root, network):
     assert state(root, cid)["network"]["ip"] == "10.124.7.50"
     one_error_line(run_pybuild("run", "--rm", "--network", net["Name"], "--ip", "10.124.7.50",
                                "busybox", "true"), "Address already in use", code=125)
-    cmd = [sys.executable, "-m", "builder", "run", "-d", "--network", net["Name"], "busybox",
-           "sleep", "60"]
-    procs = [subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for _ in range(4)]
-    ids = []
-    for p in procs:
-        out, err = p.communicate(timeout=60)
-        assert p.returncode == 0, err
-        ids.append(out.strip())
+    ids = run_d_at_once(4, "--network", net["Name"], "busybox", "sleep", "60")
     ips = {state(root, i)["network"]["ip"] for i in ids}
     assert len(ips) == 4 and "10.124.7.50" not in ips
     ok(run_pybuild("rm", "-f", cid, *ids))

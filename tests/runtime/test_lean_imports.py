@@ -9,10 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_imports import NOT_ON_A_PLAIN_RUN as HEAVY  # the one list of what a run does without
 
 REPO = Path(__file__).resolve().parents[2]
-HEAVY = ("dataclasses", "inspect", "pathlib", "shutil", "tempfile", "random", "re", "enum",
-         "threading", "contextlib", "collections", "signal", "typing", "json")
 ENTRY = ("runtime.sandbox", "runtime.containers.config", "runtime.containers.volumes",
          "runtime.snapshotter", "runtime.mountinfo", "cache.fspath")
 
