@@ -287,9 +287,10 @@ def _image(args) -> tuple[str, str, dict, list[str]]:
     from cache.layout import default_root
 
     if args.pull != "always":
-        found = open_image(default_root(), args.image)
+        root = default_root()
+        found = open_image(root, args.image)
         if found is not None:
-            return (default_root(), *found)
+            return (root, *found)
     from cache.store import Store
 
     store = Store.open()
@@ -466,7 +467,6 @@ def _detach(root: str, image_id: str, image_config: dict, lowerdirs: list[str], 
             record[key] = True
     if mounts:
         record["mounts"] = mounts
-    record.update(_privileges(args))
     record.update({k: v for k, v in (net or {}).items() if v})
     if limits is not None:
         record["resources"] = limits.to_dict()   # SandboxSpec(resources=Resources(**it))
@@ -527,6 +527,7 @@ def cmd_run(args) -> int:
         life = lifecycle(args, cfg)
         if security:
             life["security_opt"] = security         # the record's: start and exec apply it too
+        life.update(privileges)                 # the record's too (checked once, above)
         if not args.detach and life["restart"]["Name"] != "no":
             raise ConfigError("--restart needs -d for now (a foreground run has no supervisor)")
         mounts = volumes.image_volumes(volumes.parse_all(args.volume, args.mount, args.tmpfs),
