@@ -13,7 +13,8 @@ the full build, which is always right. A replay prints the same steps (all CACHE
 same way. Only os, json and zlib are imported; never hashlib, lark, the AST or the solver.
 
 Command lines that depend on more than the above never replay: --no-cache(-filter), --secret,
---output, `-f -`, unknown or abbreviated flags; nor builds with ADD of a URL.
+--output, `-f -`, a context that is not a local directory (`-`, a URL), unknown or abbreviated
+flags; nor builds with ADD of a URL.
 """
 from __future__ import annotations
 
@@ -80,6 +81,12 @@ def parse_argv(argv: list[str]) -> dict | None:
         i += 1
     if o["context"] is None or o["file"] == "-":
         return None
+    # --- lead: a URL or git context is fetched anew by every build, never replayed ---
+    from builder.contextsource import is_local
+
+    if not is_local(o["context"]):
+        return None
+    # --- end lead ---
     return o
 
 

@@ -387,7 +387,9 @@ class _StdlibReader:
             raise StoreError(f"corrupt {self.kind} stream ({e})") from None
 
 
-class _Prefixed:
+class Prefixed:
+    """A reader that gives `head` (bytes already read from `raw`) back before the rest."""
+
     def __init__(self, head: bytes, raw):
         self.head, self.raw = head, raw
 
@@ -403,7 +405,7 @@ def open_decompressed(raw):
     a corrupt or truncated stream raises StoreError."""
     head = raw.read(SNIFF_BYTES)
     kind = sniff(head)
-    src = _Prefixed(head, raw)
+    src = Prefixed(head, raw)
     if kind == "gzip":
         return _GzipReader(src)
     if kind == "zstd":

@@ -19,11 +19,15 @@ def register(sub) -> None:
 
     p = sub.add_parser("build", help="build an image from a Dockerfile",
                        description="Build an image from a Dockerfile and a context directory.")
-    p.add_argument("context", metavar="CONTEXT", help="the build context directory")
+    p.add_argument("context", metavar="CONTEXT",
+                   help="the build context: a directory, - (a tar archive on stdin, or a "
+                        "Dockerfile alone), a git URL (REPO.git#REF:DIR) or an http(s) URL of "
+                        "a tarball or Dockerfile")
     p.add_argument("-t", "--tag", action="append", default=[], metavar="NAME[:TAG]",
                    help="name the image (repeatable)")
     p.add_argument("-f", "--file", metavar="FILE",
-                   help="the Dockerfile (default: CONTEXT/Dockerfile; - reads stdin)")
+                   help="the Dockerfile (default: CONTEXT/Dockerfile; - reads stdin; inside the "
+                        "context when it is not a local directory)")
     p.add_argument("--build-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="set a build-time ARG (KEY alone takes it from the environment)")
     p.add_argument("--target", metavar="STAGE", help="build only up to this stage")
@@ -159,6 +163,8 @@ def read_dockerfile(args) -> tuple[str, str, Path | None]:
 
     if args.file == "-":
         return sys.stdin.read(), "Dockerfile", None
+    if getattr(args, "dockerfile_text", None) is not None:  # a Dockerfile alone on stdin or at a URL
+        return args.dockerfile_text, "Dockerfile", None
     path = Path(args.file) if args.file else Path(args.context) / "Dockerfile"
     try:
         text = path.read_bytes().decode("utf-8", "replace")
@@ -173,11 +179,6 @@ def read_dockerfile(args) -> tuple[str, str, Path | None]:
 
 
 def run_build(args) -> int:
-    from pathlib import Path
-
-    from builder.errors import BuildError
-    from builder.parsecache import parse_and_validate
-    from builder.plan import plan
     from runtime.privileges import require_root
 
     require_root()  # before anything is read or written: one line saying what is needed
@@ -185,9 +186,34 @@ def run_build(args) -> int:
 
     enter_private()  # before any thread: the overlays COPY mounts die with this process
 
+    build_args = _key_values(args.build_arg, "--build-arg", from_env=True)
+    # --- lead: a context that is not a local directory (builder.contextsource) ---
+    from builder import contextsource
+
+    store = None
+    if not contextsource.is_local(args.context):
+        from cache.store import Store
+
+        store = Store.open()
+    prepared = contextsource.prepare(args.context, args.file, store.tmp if store else "",
+                                     build_args)
+    try:
+        args.context, args.file = prepared.context, prepared.dockerfile
+        args.dockerfile_text = prepared.dockerfile_text
+        return _build(args, build_args, store)
+    finally:
+        prepared.remove()
+    # --- end lead ---
+
+
+def _build(args, build_args: dict, store) -> int:
+    from pathlib import Path
+
+    from builder.errors import BuildError
+    from builder.parsecache import parse_and_validate
+    from builder.plan import plan
+
     context = Path(args.context)
-    if not context.is_dir():
-        raise BuildError(f"unable to prepare context: path {args.context!r} not found")
     if args.platform:
         from cache import platform
 
@@ -199,7 +225,6 @@ def run_build(args) -> int:
         if platform.to_string(want) != platform.to_string(host):
             raise BuildError(f"--platform {args.platform}: only {platform.to_string(host)} (this machine) "
                              "is supported")
-    build_args = _key_values(args.build_arg, "--build-arg", from_env=True)
     labels = _key_values(args.label, "--label")
     text, name, path = read_dockerfile(args)
     df = parse_and_validate(text, name, build_args)
@@ -223,7 +248,7 @@ def run_build(args) -> int:
 
     from cache.store import Store
 
-    store = Store.open()
+    store = store or Store.open()
     with contextlib.ExitStack() as cleanup:
         secrets = _secrets(args.secret, store, cleanup)
         epoch_text = build_args.get("SOURCE_DATE_EPOCH") or os.environ.get("SOURCE_DATE_EPOCH") or "0"
