@@ -136,6 +136,17 @@ def dockerd():
         shutil.rmtree(base, ignore_errors=True)
 
 
+@pytest.fixture(scope="session")
+def docker_busybox(dockerd, busybox_store, tmp_path_factory):
+    """The private dockerd's CLI with the tests' busybox:latest loaded (a `pybuild save`)."""
+    tar = tmp_path_factory.mktemp("dk") / "busybox.tar"
+    r = run_pybuild("save", "-o", str(tar), "busybox:latest",
+                    env={**os.environ, "PYBUILD_ROOT": str(busybox_store.root)})
+    assert r.returncode == 0, r.stderr
+    subprocess.run([*dockerd, "load", "-i", str(tar)], check=True, capture_output=True)
+    return dockerd
+
+
 @pytest.fixture
 def pybuild():
     """The CLI as a user runs it: `pybuild("images")` -> CompletedProcess (text output unless

@@ -42,8 +42,10 @@ def register(sub) -> None:
                    help="network of RUN steps (default: the host's, as BuildKit without CNI)")
     p.add_argument("--secret", action="append", default=[], metavar="id=ID,src=FILE",
                    help="a secret for RUN --mount=type=secret")
-    p.add_argument("--output", "-o", metavar="type=oci|docker,dest=PATH | type=registry",
-                   help="also write the image as an archive, or push it (type=registry)")
+    p.add_argument("--output", "-o", metavar="DIR | - | type=TYPE[,dest=PATH]",
+                   help="also write the result: DIR or type=local,dest=DIR (the filesystem), - "
+                        "or type=tar,dest=FILE|- (it as a tar), type=oci|docker,dest=FILE (the "
+                        "image as an archive), type=registry[,name=REF] (push it)")
     p.add_argument("--pull", action="store_true",
                    help="always check the registry for a newer version of base images")
     p.add_argument("--push", action="store_true",
@@ -119,23 +121,6 @@ def _secrets(items: list[str], store, cleanup) -> dict[str, Path]:
             raise BuildError(f"--secret {item!r}: file {src!r} not found")
         out[sid] = Path(src).resolve()
     return out
-
-
-def _parse_output(spec: str) -> dict[str, str]:
-    from builder.errors import BuildError
-
-    fields = dict(f.partition("=")[::2] for f in spec.split(","))
-    if "type" not in fields and "dest" not in fields and spec:
-        fields = {"type": "docker", "dest": spec}
-    if fields.get("type") == "registry":
-        unknown = sorted(set(fields) - {"type", "name", "push"})
-        if unknown or fields.get("push", "true") != "true":
-            raise BuildError(f"--output {spec!r}: type=registry takes name=REF (and push=true); "
-                             f"not {', '.join(unknown) or 'push=' + fields['push']}")
-        return fields
-    if fields.get("type") not in ("oci", "docker") or not fields.get("dest"):
-        raise BuildError(f"--output {spec!r}: expected type=oci|docker,dest=PATH or type=registry")
-    return fields
 
 
 def _push(store, args) -> None:
@@ -229,7 +214,9 @@ def _build(args, build_args: dict, store) -> int:
     text, name, path = read_dockerfile(args)
     df = parse_and_validate(text, name, build_args)
     the_plan = plan(df, build_args, args.target)
-    output = _parse_output(args.output) if args.output else None
+    from builder import outputs
+
+    output = outputs.parse(args.output) if args.output else None
     push = args.push or (output is not None and output["type"] == "registry")
     if output is not None and output["type"] == "registry":
         args.tag = [*args.tag, *([output["name"]] if output.get("name") else [])]
@@ -286,15 +273,14 @@ def _build(args, build_args: dict, store) -> int:
         if args.tag:  # held by this process since put_image (cache.leases): prune -a spares it
             store.tag_all(args.tag, image_id)
         if output:
-            from builder.commands.images import save_to
-
-            save_to(store, [args.tag[0] if args.tag else image_id], output["dest"],
-                    fmt=output["type"], compression=args.compression)
+            outputs.write(store, image_id, args.tag[0] if args.tag else image_id, output,
+                          args.compression)
         if push:
             _push(store, args)
         if recorder is not None:
             pending.save(image_id, recorder, store, progress)
         from builder.replay import announce
 
-        announce(image_id, args.tag, quiet=args.quiet, iidfile=args.iidfile)
+        to_stdout = output is not None and output.get("dest") == "-"   # stdout has the tar
+        announce(image_id, args.tag, quiet=args.quiet and not to_stdout, iidfile=args.iidfile)
     return 0

@@ -61,18 +61,6 @@ def bits(hexmask: str) -> int:
     return int(hexmask, 16)
 
 
-@pytest.fixture(scope="module")
-def docker_busybox(dockerd, busybox_store, tmp_path_factory):
-    """The dockerd's CLI with the tests' busybox loaded (a `pybuild save` of it)."""
-    work = tmp_path_factory.mktemp("dk")
-    tar = work / "busybox.tar"
-    r = run_pybuild("save", "-o", str(tar), "busybox:latest",
-                    env={**os.environ, "PYBUILD_ROOT": str(busybox_store.root)})
-    assert r.returncode == 0, r.stderr
-    subprocess.run([*dockerd, "load", "-i", str(tar)], check=True, capture_output=True)
-    return dockerd
-
-
 def docker(cli, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([*cli, *args], capture_output=True, text=True)
 
