@@ -237,7 +237,6 @@ _PS_HEADERS = {"ID": "CONTAINER ID", "Image": "IMAGE", "Command": "COMMAND",
                "LocalVolumes": "LOCAL VOLUMES"}
 _PS_DEFAULT = "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t" \
               "{{.Ports}}\t{{.Names}}"
-_FIELD = r"\{\{\s*(json\s+)?\.(\w*)(?:\s+(\"(?:[^\"\\\\]|\\\\.)*\"))?\s*\}\}"
 
 
 def _go_time(t: float) -> str:
@@ -282,37 +281,27 @@ def ps_fields(c, now: float, trunc: bool) -> dict:
 def render_ps(fmt: str, rows: list[dict], headers: dict | None = None,
               context: str = "ContainerContext") -> str:
     """docker's formatter.Context on `fmt`: `\\t`/`\\n` unescaped, one line per row; `table`
-    adds the header row and aligns the cells (tabwriter). Fields: {{.Field}}, {{json .Field}},
-    {{json .}}, {{.Label "key"}}."""
-    import json
-    import re
-
+    adds the header row and aligns the cells (tabwriter). The row is a Go struct of `headers`'
+    fields and the method {{.Label "key"}}; the template is Go's (builder.gotemplate)."""
+    from builder import gotemplate
     from builder.errors import BuildError
 
     headers = _PS_HEADERS if headers is None else headers     # `stats` has its own
     table = fmt.startswith("table")
     body = (fmt[len("table"):] if table else fmt).strip(" ")
     body = body.replace("\\t", "\t").replace("\\n", "\n")
+    strict = (set(headers) | {"Label"}, f"*formatter.{context}")
 
     def render(values: dict | None) -> str:
-        def sub(m):
-            is_json, field, arg = m.group(1), m.group(2), m.group(3)
-            if field == "Label" and arg:
-                try:
-                    name = json.loads(arg)
-                except ValueError:
-                    raise BuildError(f"template: bad string {arg}") from None
-                return "LABEL " + name if values is None else values["_labels"].get(name, "")
-            if field and field not in headers:
-                raise BuildError(f'template: executing "" at <.{field}>: can\'t evaluate field '
-                                 f"{field} in type *formatter.{context}")
-            if values is None:
-                return headers.get(field, "")
-            if not field:
-                v = {k: x for k, x in values.items() if not k.startswith("_")}
-                return json.dumps(v, ensure_ascii=False, separators=(",", ":"))
-            return json.dumps(values[field], ensure_ascii=False) if is_json else values[field]
-        return re.sub(_FIELD, sub, body)
+        if values is None:          # the header row: each field is its column's title
+            data = {**headers, "Label": lambda name: "LABEL " + name}
+        else:
+            data = {k: v for k, v in values.items() if not k.startswith("_")}
+            data["Label"] = lambda name: values["_labels"].get(name, "")
+        try:
+            return gotemplate.render(body, data, strict=strict)
+        except gotemplate.TemplateError as e:
+            raise BuildError(str(e)) from None
 
     lines = [render(r) for r in rows]
     if not table:

@@ -223,11 +223,42 @@ def cmd_rmi(args) -> int:
     return 1 if errors else 0
 
 
+# docker's container.Config as `docker image inspect` shows it: its keys in docker's order, the
+# omitempty ones only when set (an OCI image config's keys are its subset)
+_CONFIG_KEYS = (("Hostname", ""), ("Domainname", ""), ("User", ""), ("AttachStdin", False),
+                ("AttachStdout", False), ("AttachStderr", False), ("ExposedPorts", ...),
+                ("Tty", False), ("OpenStdin", False), ("StdinOnce", False), ("Env", None),
+                ("Cmd", None), ("Healthcheck", ...), ("ArgsEscaped", ...), ("Image", ""),
+                ("Volumes", None), ("WorkingDir", ""), ("Entrypoint", None), ("OnBuild", None),
+                ("Labels", None), ("StopSignal", ...), ("Shell", ...))
+
+
+def docker_config(cfg: dict | None) -> dict:
+    """An image config's `config` as docker's container.Config (every key docker shows)."""
+    cfg = cfg or {}
+    out = {}
+    for key, empty in _CONFIG_KEYS:
+        v = cfg.get(key)
+        if empty is not ...:
+            out[key] = v if key in cfg else empty
+        elif v not in (None, "", [], {}, False):        # omitempty
+            out[key] = v
+    return out
+
+
 def inspect_doc(store, img) -> dict:
-    """What `docker inspect IMAGE` shows, from our records."""
-    from cache import refs
+    """What `docker inspect IMAGE` shows, from our records, in docker 20.10's shape: the keys
+    a store of layer dirs has no value for (Container, DockerVersion) are empty as docker's are
+    for an image it did not build; GraphDriver names the layer dirs (overlay format) of the
+    layers that are unpacked, top first as overlay's lowerdir takes them."""
+    import os
+
+    from cache import layout, refs
     cfg = img.config
-    return {
+    size = _image_size(store, img)
+    dirs = [layout.layer_path(str(store.root), d) for d in reversed(img.diff_ids)]
+    dirs = [d for d in dirs if os.path.isdir(d)]
+    doc = {
         "Id": img.id,
         "RepoTags": [refs.familiar(t) for t in store.tags_of(img.id)],
         "RepoDigests": [f"{refs.familiar_repo(d.partition('@')[0])}@{d.partition('@')[2]}"
@@ -235,39 +266,36 @@ def inspect_doc(store, img) -> dict:
         "Parent": "",
         "Comment": (cfg.get("history") or [{}])[-1].get("comment", "") if cfg.get("history") else "",
         "Created": cfg.get("created", ""),
+        "Container": "",
+        "ContainerConfig": docker_config(None),
+        "DockerVersion": "",
         "Author": cfg.get("author", ""),
-        "Config": cfg.get("config") or {},
+        "Config": docker_config(cfg.get("config")),
         "Architecture": cfg.get("architecture", ""),
-        "Variant": cfg.get("variant", ""),
+        **({"Variant": cfg["variant"]} if cfg.get("variant") else {}),
         "Os": cfg.get("os", ""),
-        "Size": _image_size(store, img),
+        "Size": size,
+        "VirtualSize": size,
+        "GraphDriver": {"Data": {"LowerDir": ":".join(dirs[1:]), "UpperDir": dirs[0]} if dirs
+                        else None, "Name": "overlay"},
         "RootFS": {"Type": "layers", "Layers": list(img.diff_ids)},
         "Metadata": {"LastTagTime": "0001-01-01T00:00:00Z"},
     }
+    if doc["GraphDriver"]["Data"] and not doc["GraphDriver"]["Data"]["LowerDir"]:
+        del doc["GraphDriver"]["Data"]["LowerDir"]
+    return doc
 
 
 def render_format(fmt: str, doc: dict) -> str:
-    """A small subset of Go templates: {{.A.B}} and {{json .A.B}}."""
-    import json
-    import re
+    """`inspect -f`: Go's text/template (builder.gotemplate) on the inspect document; a bad
+    template is one line (StoreError), as docker's "template parsing error"."""
+    from builder import gotemplate
+    from cache.errors import StoreError
 
-    def lookup(path: str):
-        v = doc
-        for part in [p for p in path.split(".") if p]:
-            v = v.get(part) if isinstance(v, dict) else None
-        return v
-
-    def sub(m):
-        is_json, path = m.group(1), m.group(2)
-        v = lookup(path)
-        if is_json:
-            return json.dumps(v)
-        if isinstance(v, list):
-            return "[" + " ".join(str(x) for x in v) + "]"
-        if isinstance(v, dict):
-            return "map[" + " ".join(f"{k}:{x}" for k, x in sorted(v.items())) + "]"
-        return "<no value>" if v is None else str(v)
-    return re.sub(r"\{\{\s*(json\s+)?(\.[\w.]*)\s*\}\}", sub, fmt)
+    try:
+        return gotemplate.render(fmt, doc, missing_key_error=True)
+    except gotemplate.TemplateError as e:
+        raise StoreError(f"template parsing error: {e}") from None
 
 
 def cmd_inspect(args) -> int:
