@@ -122,18 +122,67 @@ def _parse_flags(argv: list[str], start: int, word: str, debug: bool, root: str 
     return args
 
 
+class UsageError(Exception):
+    """A command line argparse refused: (the parser's prog, argparse's message)."""
+
+    def __init__(self, prog: str, message: str):
+        super().__init__(message)
+        self.prog, self.message = prog, message
+
+
+def _usage_failure(e: UsageError, argv: list[str]) -> int:
+    """argparse's refusal in docker's words: an unknown command (with the nearest one), exit 1;
+    a wrong number of arguments, exit 1; an unknown or bad flag, exit 125 (the docker CLI's
+    code for its own flag errors); each followed by `See 'pybuild CMD --help'.`"""
+    msg, prog = e.message, e.prog
+    word = _command_word(argv)
+    if msg.startswith("argument COMMAND: invalid choice:"):
+        import difflib
+
+        near = difflib.get_close_matches(word or "", _all_commands(), n=1, cutoff=0.6)
+        hint = f"; did you mean '{near[0]}'?" if near else ""
+        print(f"pybuild: '{word}' is not a pybuild command{hint}\nSee 'pybuild --help'.",
+              file=sys.stderr)
+        return 1
+    if prog == "pybuild" and word:
+        prog = f"pybuild {word}"
+    see = f"See '{prog} --help'."
+    if msg.startswith("unrecognized arguments: "):
+        extra = msg[len("unrecognized arguments: "):].split()
+        flag = next((a for a in extra if a.startswith("-")), None)
+        text = f"unknown flag: {flag.partition('=')[0]}" if flag else (
+            f'"{prog}" accepts no argument {extra[0]!r} here')
+        print(f"pybuild: error: {text}\n{see}", file=sys.stderr)
+        return 125 if flag else 1
+    if msg.startswith("the following arguments are required: "):
+        need = msg[len("the following arguments are required: "):]
+        print(f'pybuild: error: "{prog}" requires {need}\n{see}', file=sys.stderr)
+        return 1
+    print(f"pybuild: error: {prog}: {msg}\n{see}", file=sys.stderr)
+    return 125
+
+
+def _all_commands() -> list[str]:
+    return [*COMMAND_OF, "version"]
+
+
 def make_parser(argv: list[str] | None = None):
-    """The parser; given argv, with only the command modules that argv needs."""
+    """The parser; given argv, with only the command modules that argv needs. A refused
+    command line raises UsageError (main prints it as docker would)."""
     import argparse
+
+    class Parser(argparse.ArgumentParser):
+        def error(self, message):
+            raise UsageError(self.prog, message)
 
     def formatter(prog: str):
         return argparse.HelpFormatter(prog, width=_columns() - 2)
 
     def subparser(**kw):
         kw.setdefault("formatter_class", formatter)
-        return argparse.ArgumentParser(**kw)
+        return Parser(**kw)
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="pybuild", formatter_class=formatter,
         description="Build, ship and run OCI container images without a daemon.")
     parser.add_argument("--version", action="version", version=f"pybuild {VERSION}")
@@ -185,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.root:
             os.environ["PYBUILD_ROOT"] = os.path.abspath(args.root)
         rc = args.func(args)
+    except UsageError as e:
+        return _usage_failure(e, argv)
     except KeyboardInterrupt:
         print("pybuild: interrupted", file=sys.stderr)
         return 130

@@ -71,7 +71,7 @@ def register(sub) -> None:
                                    "unless -a is given.")
     p.add_argument("-a", "--all", action="store_true",
                    help="also remove untagged images and the whole build cache")
-    p.add_argument("-f", "--force", action="store_true", help="do not ask (accepted for docker parity)")
+    p.add_argument("-f", "--force", action="store_true", help="do not ask for confirmation (-a asks)")
     p.set_defaults(func=cmd_prune)
 
 
@@ -484,6 +484,11 @@ def cmd_prune(args) -> int:
     from cache.gc import prune, stale_scratch
     from runtime.mountinfo import mounts, unmount_under
 
+    if args.all and not args.force:
+        from builder.prompt import confirm
+
+        confirm("WARNING! This will remove:\n  - all images without at least one container "
+                "associated to them\n  - all build cache", "prune has been cancelled")
     store = _store()
     # Mounts a killed build or an older pybuild left in this mount namespace under tmp/ go first
     # (builds now mount in a namespace of their own, runtime.mountns): gc's rmtree of a scratch

@@ -136,7 +136,7 @@ def test_prune_removes_garbage_never_a_referenced_blob(busybox_root, pybuild):
     assert not (store.tmp / "w-999999999.1-dead").exists()
     assert not store.layer_path(orphan).exists() and store.layer_path(cached).exists()
     assert store.layer_path(bb.diff_ids[0]).exists()
-    r = pybuild("prune", "-a")
+    r = pybuild("prune", "-a", "-f")
     assert r.returncode == 0 and not store.layer_path(cached).exists()
     assert store.resolve("busybox") == bb.id and store.layer_path(bb.diff_ids[0]).exists()
 
@@ -187,7 +187,7 @@ def test_prune_all_spares_the_image_a_running_build_is_about_to_tag(busybox_root
                "cfg = im.add_step(s.image('busybox').config, 'ENV X=1', diff_id=None)\n"
                "iid = s.put_image(cfg)\nprint(iid, flush=True)\ninput()\ns.tag('built:1', iid)\n")
     image_id = p.stdout.readline().strip()
-    r = pybuild("prune", "-a")
+    r = pybuild("prune", "-a", "-f")
     assert r.returncode == 0, r.stderr
     p.stdin.write("\n")
     p.stdin.close()
@@ -196,7 +196,7 @@ def test_prune_all_spares_the_image_a_running_build_is_about_to_tag(busybox_root
     assert store.resolve("built:1") == image_id and store.has_blob(image_id)
     # the same image untagged, its process gone: removed
     store.untag("built:1")
-    assert pybuild("prune", "-a").returncode == 0
+    assert pybuild("prune", "-a", "-f").returncode == 0
     assert image_id not in store.images() and not store.has_blob(image_id)
 
 
@@ -275,13 +275,13 @@ def test_a_layer_a_live_process_uses_survives_prune_all(busybox_root, pybuild):
                "print(s.layer_dir(d), flush=True)\ninput()\n")
     path = Path(p.stdout.readline().strip())
     try:
-        r = pybuild("prune", "-a")
+        r = pybuild("prune", "-a", "-f")
         assert r.returncode == 0, r.stderr
         assert (path / "f").read_text() == "cached step"
     finally:
         p.stdin.close()
         p.wait(30)
-    assert pybuild("prune", "-a").returncode == 0 and not path.exists()
+    assert pybuild("prune", "-a", "-f").returncode == 0 and not path.exists()
 
 
 def test_a_blob_a_live_process_wrote_survives_prune_until_named(busybox_root, pybuild):
@@ -292,7 +292,7 @@ def test_a_blob_a_live_process_wrote_survives_prune_until_named(busybox_root, py
     digest = p.stdout.readline().strip()
     store = Store.open()
     try:
-        assert pybuild("prune", "-a").returncode == 0
+        assert pybuild("prune", "-a", "-f").returncode == 0
         assert store.read_blob(digest) == b"pulled, not yet recorded"
     finally:
         p.stdin.close()

@@ -109,17 +109,17 @@ def test_rmi_and_prune_keep_the_image_a_container_uses(root):
                    f'{cid[:12]} is using its referenced image {short}', code=1)
     one_error_line(run_pybuild("rmi", short), f"unable to delete {short} (must be forced) - image "
                    f"is being used by stopped container {cid[:12]}", code=1)
-    ok(run_pybuild("prune", "-a"))
+    ok(run_pybuild("prune", "-a", "-f"))
     r = ok(run_pybuild("rmi", "-f", "mine:1"))              # untagged; kept while used
     assert r.stdout == "Untagged: mine:1\n"
-    ok(run_pybuild("prune", "-a"))
+    ok(run_pybuild("prune", "-a", "-f"))
     r = run_pybuild("start", "-a", "user")
     assert (r.returncode, r.stdout) == (0, "kept\n"), r.stderr
     run_d("--name", "up", image_id, "sleep", "30")
     one_error_line(run_pybuild("rmi", "-f", short), "(cannot be forced) - image is being used by "
                    "running container", code=1)
     ok(run_pybuild("rm", "-f", "user", "up"))
-    ok(run_pybuild("prune", "-a"))
+    ok(run_pybuild("prune", "-a", "-f"))
     one_error_line(run_pybuild("inspect", "--type", "image", image_id), code=1)
 
 

@@ -33,7 +33,7 @@ def test_builds_racing_prune_all_tag_only_whole_images(busybox_root, tmp_path):
 
     def pruner():
         while time.monotonic() < stop:
-            r = _cli("prune", "-a")
+            r = _cli("prune", "-a", "-f")
             if r.returncode != 0:
                 errors.append(f"prune -a exit {r.returncode}: {r.stderr.strip()[-300:]}")
             prunes[0] += 1

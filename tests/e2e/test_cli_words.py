@@ -1,0 +1,57 @@
+"""The CLI's refusals in docker's words: an unknown command names the nearest one, an unknown
+flag is `unknown flag` with exit 125, a missing argument says what is required (exit 1), each
+with `See 'pybuild CMD --help'.`; `prune -a` asks first unless -f, and a refusal removes
+nothing."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the store needs root (run as root)")
+
+
+def lines(r) -> list[str]:
+    assert "Traceback" not in r.stderr and "usage:" not in r.stderr, r.stderr
+    return r.stderr.splitlines()
+
+
+@pytest.mark.parametrize("word, near", [("biuld", "build"), ("imgaes", "images"),
+                                        ("netwrok", "network"), ("qqqzzz", None)])
+def test_unknown_command_names_the_nearest(store_root, pybuild, word, near):
+    r = pybuild(word)
+    assert r.returncode == 1
+    hint = f"; did you mean '{near}'?" if near else ""
+    assert lines(r) == [f"pybuild: '{word}' is not a pybuild command{hint}", "See 'pybuild --help'."]
+
+
+def test_unknown_flag_and_missing_arguments(store_root, pybuild):
+    r = pybuild("images", "--nope")
+    assert r.returncode == 125
+    assert lines(r) == ["pybuild: error: unknown flag: --nope", "See 'pybuild images --help'."]
+    r = pybuild("tag")
+    assert r.returncode == 1
+    out = lines(r)
+    assert out[0].startswith('pybuild: error: "pybuild tag" requires SOURCE_IMAGE')
+    assert out[1:] == ["See 'pybuild tag --help'."]
+    r = pybuild("build", "--progress", "sideways", ".")
+    assert r.returncode == 125 and "invalid choice: 'sideways'" in lines(r)[0]
+
+
+def test_prune_all_asks_and_a_no_keeps_everything(busybox_root, pybuild):
+    first = pybuild("build", "-q", "-t", "x", "-", input="FROM busybox\nLABEL v=1\n")
+    image_id = first.stdout.strip()
+    assert first.returncode == 0 and image_id.startswith("sha256:"), first.stderr
+    again = pybuild("build", "-q", "-t", "x", "-", input="FROM busybox\nLABEL v=2\n")
+    assert again.returncode == 0                           # the first is now untagged
+    assert pybuild("inspect", image_id).returncode == 0
+    r = pybuild("prune", "-a", input="n\n")
+    assert r.returncode == 1 and "Are you sure you want to continue? [y/N]" in r.stdout
+    assert lines(r) == ["pybuild: error: prune has been cancelled"]
+    r = pybuild("prune", "-a", input="")                   # no answer (a closed stdin) is a no
+    assert r.returncode == 1
+    assert pybuild("inspect", image_id).returncode == 0
+    r = pybuild("prune", "-a", input="y\n")
+    assert r.returncode == 0 and "Total reclaimed space" in r.stdout, r.stderr
+    assert pybuild("inspect", image_id).returncode == 1
+    assert pybuild("prune", "-a", "-f").returncode == 0
