@@ -18,7 +18,19 @@ class PullOptions:
 def get_image(store, ref: str, opts: PullOptions = PullOptions(), progress=None):
     """The store's image `ref` names, pulling as `opts.policy` says; `progress` (a
     builder.transferview.TransferView) shows what a pull does. A StoreError says what is
-    missing and why."""
+    missing and why, and names a stored image the reference may have meant to type."""
+    from cache.errors import StoreError
+
+    try:
+        return _get_image(store, ref, opts, progress)
+    except StoreError as e:
+        near = nearest_local(store, ref) if opts.policy != "always" else None
+        if near is None:
+            raise
+        raise StoreError(f"{e} (did you mean {near!r}, which is in the store?)") from None
+
+
+def _get_image(store, ref: str, opts: PullOptions, progress):
     from cache import refs
     from cache.errors import StoreError
 
@@ -37,6 +49,30 @@ def get_image(store, ref: str, opts: PullOptions = PullOptions(), progress=None)
     img, _pulled = ensure(store, ref, always=opts.policy == "always", platform=opts.platform,
                           tls_verify=opts.tls_verify, progress=progress)
     return img
+
+
+def nearest_local(store, ref: str) -> str | None:
+    """The store's name most like `ref` (a typo such as `busybx` for `busybox`), compared by
+    repository; with `ref`'s tag when the store has it, else one it has. None when nothing is
+    close."""
+    import difflib
+
+    from cache import refs
+    from cache.errors import StoreError
+
+    tags: dict[str, list[str]] = {}
+    for full in sorted(store.tags()):
+        repo, tag = refs.split_tag(full)
+        tags.setdefault(refs.familiar_repo(repo), []).append(tag)
+    try:
+        repo, tag, _ = refs.parse(ref)
+    except StoreError:
+        return None                 # an ID or a bad name: nothing to compare
+    near = difflib.get_close_matches(refs.familiar_repo(repo), sorted(tags), n=1, cutoff=0.8)
+    if not near:
+        return None
+    have = tags[near[0]]
+    return f"{near[0]}:{tag if tag in have else have[0]}"
 
 
 def log_view(log):

@@ -300,7 +300,9 @@ def _image(args) -> tuple[str, str, dict, list[str]]:
             img = store.image(args.image)
         except StoreError:
             if args.pull == "never":
-                raise
+                from builder.baseimage import PullOptions, get_image
+
+                get_image(store, args.image, PullOptions("never"))   # its error, with a hint
         if img is None and not args.quiet:
             print(f"Unable to find image '{args.image}' locally", file=sys.stderr)
     if img is None:

@@ -55,3 +55,17 @@ def test_prune_all_asks_and_a_no_keeps_everything(busybox_root, pybuild):
     assert r.returncode == 0 and "Total reclaimed space" in r.stdout, r.stderr
     assert pybuild("inspect", image_id).returncode == 1
     assert pybuild("prune", "-a", "-f").returncode == 0
+
+
+def test_a_mistyped_image_name_names_the_stored_one(busybox_root, pybuild, tmp_path):
+    r = pybuild("run", "--rm", "--pull", "never", "busybx", "true")
+    assert r.returncode == 125
+    assert "did you mean 'busybox:latest', which is in the store?" in r.stderr, r.stderr
+    r = pybuild("run", "--rm", "--pull", "never", "qqqzzz", "true")
+    assert r.returncode == 125 and "did you mean" not in r.stderr
+    # FROM a typo of a stored name whose registry (a closed loopback port) cannot answer
+    assert pybuild("tag", "busybox", "127.0.0.1:9/tools/busybox:1").returncode == 0
+    (tmp_path / "Dockerfile").write_text("FROM 127.0.0.1:9/tools/busybx:1\n")
+    r = pybuild("build", str(tmp_path))
+    assert r.returncode == 1
+    assert "did you mean '127.0.0.1:9/tools/busybox:1'" in r.stderr.splitlines()[-1], r.stderr
