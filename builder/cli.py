@@ -17,7 +17,7 @@ from cache.version import VERSION
 
 # command-group module (under builder.commands) -> each registers its subcommands
 COMMAND_MODULES = ("build", "images", "registry", "run", "containers", "containerfs", "volumes",
-                   "network")
+                   "network", "groups")
 # the module that registers each command, so a command line loads only its own (argparse
 # building ~30 subparsers was a tenth of a `run`); tests/builder/test_cli.py checks it against
 # what the modules register. A module may need another's parsers first (`container run` lists
@@ -33,8 +33,11 @@ COMMAND_OF = {
     **dict.fromkeys(("commit", "cp", "stats"), "containerfs"),
     "volume": "volumes",
     "network": "network",
+    **dict.fromkeys(("image", "builder", "system", "info", "version"), "groups"),
+    # `help CMD` is rewritten to `CMD --help` before parsing
 }
-NEEDS = {"containers": ("run",)}
+# a module whose parsers copy another's (`container run`, `image ls`) registers after it
+NEEDS = {"containers": ("run",), "groups": ("build", "images", "registry")}
 # the commands builder.flags parses (their modules' flag_command(word)); argparse only lists them
 FLAG_COMMANDS = ("run", "create")
 
@@ -163,7 +166,7 @@ def _usage_failure(e: UsageError, argv: list[str]) -> int:
 
 
 def _all_commands() -> list[str]:
-    return [*COMMAND_OF, "version"]
+    return [*COMMAND_OF, "help"]
 
 
 def make_parser(argv: list[str] | None = None):
@@ -203,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     if argv in (["--version"], ["-v"]):  # fast path: no parser, no command modules
         print(f"pybuild {VERSION}")
         return 0
+    if argv[:1] == ["help"]:        # `pybuild help CMD...` is `pybuild CMD... --help`
+        argv = [*argv[1:], "--help"]
     debug, pending, args = "--debug" in argv, None, None
     try:
         split = _flag_command(argv)

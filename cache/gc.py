@@ -6,7 +6,8 @@ a reference, so the builder can keep layers and images alive without telling us 
 What a running process holds is kept too, named by its owner (`cache.owner`: pid + start time):
 its leases (`cache.leases`: the images and layers a build or container uses, commits or is
 about to tag), and its tmp/ files and scratch dirs.
-`all_=True` also drops untagged images and the whole build cache before collecting.
+`all_=True` also drops untagged images and the whole build cache before collecting;
+`build_cache=True` only the build cache.
 """
 from __future__ import annotations
 
@@ -88,13 +89,14 @@ def _remove_stale(store, rep: PruneReport, mounts: Collection[str]) -> None:
         rep.tmp += 1
 
 
-def prune(store, *, all_: bool = False, mount_points: Collection[str] | None = None,
-          pinned: Collection[str] = ()) -> PruneReport:
+def prune(store, *, all_: bool = False, build_cache: bool = False,
+          mount_points: Collection[str] | None = None, pinned: Collection[str] = ()) -> PruneReport:
     """Remove what nothing references. Dead tmp/ entries go too when the caller says what is
     mounted in its namespace (`mount_points`, read by runtime.mountinfo: cache runs no kernel
     code); an entry that still holds a mount is left (rmtree would reach into what it shows).
     `pinned`: image IDs kept as roots even untagged (the images containers are made from:
-    cache reads no container record, the builder passes them)."""
+    cache reads no container record, the builder passes them). `build_cache`: clear the build
+    cache (and collect what only it kept) without dropping images (`builder prune`)."""
     rep = PruneReport()
     blobs, layers, images_ = store.blob_store, store.layer_store, store.image_store
     with store.locked():
@@ -111,6 +113,7 @@ def prune(store, *, all_: bool = False, mount_points: Collection[str] | None = N
                 images_.drop(dangling)
                 rep.images = len(dangling)
                 images = images_.records()
+        if all_ or build_cache:
             rep.cache_entries = store.build_cache.clear()
         keep: set[str] = set(images) | set(tags.values())
         _refs_in(store.build_cache.entries(), keep)

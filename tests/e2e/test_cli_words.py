@@ -69,3 +69,55 @@ def test_a_mistyped_image_name_names_the_stored_one(busybox_root, pybuild, tmp_p
     r = pybuild("build", str(tmp_path))
     assert r.returncode == 1
     assert "did you mean '127.0.0.1:9/tools/busybox:1'" in r.stderr.splitlines()[-1], r.stderr
+
+
+def test_groups_alias_the_commands(busybox_root, pybuild):
+    assert pybuild("image", "ls").stdout == pybuild("images").stdout
+    assert pybuild("image", "list", "-q").stdout == pybuild("images", "-q").stdout
+    assert pybuild("image", "inspect", "-f", "{{.Os}}", "busybox").stdout == "linux\n"
+    assert pybuild("image", "tag", "busybox", "bb2:1").returncode == 0
+    r = pybuild("image", "rm", "bb2:1")
+    assert r.returncode == 0 and "Untagged: bb2:1" in r.stdout
+    assert pybuild("help", "tag").stdout == pybuild("tag", "--help").stdout
+    r = pybuild("builder", "build", "-q", "-", input="FROM busybox\nLABEL g=1\n")
+    assert r.returncode == 0 and r.stdout.startswith("sha256:"), r.stderr
+
+
+def test_image_builder_and_system_prune(busybox_root, pybuild):
+    a = pybuild("build", "-q", "-t", "p", "-", input="FROM busybox\nLABEL v=1\n").stdout.strip()
+    b = pybuild("build", "-q", "-t", "p", "-", input="FROM busybox\nLABEL v=2\n").stdout.strip()
+    r = pybuild("image", "prune", input="n\n")
+    assert r.returncode == 1 and "WARNING! This will remove all dangling images." in r.stdout
+    r = pybuild("image", "prune", "-f")
+    assert r.returncode == 0 and f"deleted: {a}" in r.stdout and b not in r.stdout, r.stdout
+    assert pybuild("inspect", a).returncode == 1 and pybuild("inspect", b).returncode == 0
+    r = pybuild("builder", "prune", "-f")
+    assert r.returncode == 0 and r.stdout.startswith("Deleted build cache objects: ")
+    r = pybuild("system", "prune", "-a", "-f")
+    assert r.returncode == 0, r.stderr
+    assert "untagged: p:latest" in r.stdout and f"deleted: {b}" in r.stdout
+    # (busybox stays: the test session's own process holds it, cache.leases, as a build would)
+    assert pybuild("inspect", b).returncode == 1
+
+
+def test_version_info_and_df(busybox_root, pybuild):
+    r = pybuild("version")
+    assert r.returncode == 0 and r.stdout.startswith("Client: pybuild\n Version:")
+    assert pybuild("version", "-f", "{{.Client.Os}}").stdout == "linux\n"
+    assert pybuild("info", "-f", "{{.Images}} {{.OSType}}").stdout == "1 linux\n"
+    assert pybuild("system", "info", "-f", "{{.DockerRootDir}}").stdout == f"{busybox_root}\n"
+    out = pybuild("system", "df").stdout.splitlines()
+    assert out[0].split() == ["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"]
+    assert [ln.split()[0] for ln in out[1:]] == ["Images", "Containers", "Local", "Build"]
+    assert out[1].split()[1:3] == ["1", "0"]
+
+
+def test_headers_are_docker_s(docker_busybox, busybox_root, pybuild):
+    import subprocess
+
+    for args in (["system", "df"], ["image", "ls"], ["ps", "-a"]):
+        theirs = subprocess.run([*docker_busybox, *args], capture_output=True, text=True,
+                                check=False)
+        assert theirs.returncode == 0, theirs.stderr
+        assert pybuild(*args).stdout.splitlines()[0].split() == \
+            theirs.stdout.splitlines()[0].split(), args
