@@ -10,6 +10,11 @@ import os
 import sys
 import time
 
+from builder.filters import labels_match as _labels_match
+from builder.filters import parse as _filters
+from builder.formatter import go_time as _go_time
+from builder.formatter import render
+from builder.formatter import table as _table
 from builder.units import human_size
 
 
@@ -219,16 +224,6 @@ def _ellipsis(text: str, n: int) -> str:
     return text if len(text) <= n else text[:n - 1] + "…"
 
 
-def _table(rows: list[list[str]], minwidth: int = 10) -> str:
-    """text/tabwriter as docker sets it up: min width 10, padding 3, a line's last cell unpadded
-    (rows may differ in length: a column is as wide as the rows that have it after it)."""
-    n = max(len(r) for r in rows)
-    widths = [max([minwidth] + [len(r[i]) + 3 for r in rows if len(r) > i + 1])
-              for i in range(n - 1)]
-    return "".join("".join(cell.ljust(w) for cell, w in zip(r[:-1], widths, strict=False))
-                   + r[-1] + "\n" for r in rows)
-
-
 # docker's `ps --format` fields and their `table` headers (cli/command/formatter/container.go)
 _PS_HEADERS = {"ID": "CONTAINER ID", "Image": "IMAGE", "Command": "COMMAND",
                "CreatedAt": "CREATED AT", "RunningFor": "CREATED", "Ports": "PORTS",
@@ -237,12 +232,6 @@ _PS_HEADERS = {"ID": "CONTAINER ID", "Image": "IMAGE", "Command": "COMMAND",
                "LocalVolumes": "LOCAL VOLUMES"}
 _PS_DEFAULT = "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t" \
               "{{.Ports}}\t{{.Names}}"
-
-
-def _go_time(t: float) -> str:
-    """Go's time.Time.String() in local time: `2026-12-02 02:15:25 +0000 UTC`."""
-    lt = time.localtime(int(t))
-    return time.strftime("%Y-%m-%d %H:%M:%S %z ", lt) + (lt.tm_zone or "")
 
 
 def _networks_text(c) -> str:
@@ -280,51 +269,8 @@ def ps_fields(c, now: float, trunc: bool) -> dict:
 
 def render_ps(fmt: str, rows: list[dict], headers: dict | None = None,
               context: str = "ContainerContext") -> str:
-    """docker's formatter.Context on `fmt`: `\\t`/`\\n` unescaped, one line per row; `table`
-    adds the header row and aligns the cells (tabwriter). The row is a Go struct of `headers`'
-    fields and the method {{.Label "key"}}; the template is Go's (builder.gotemplate)."""
-    from builder import gotemplate
-    from builder.errors import BuildError
-
-    headers = _PS_HEADERS if headers is None else headers     # `stats` has its own
-    table = fmt.startswith("table")
-    body = (fmt[len("table"):] if table else fmt).strip(" ")
-    body = body.replace("\\t", "\t").replace("\\n", "\n")
-    strict = (set(headers) | {"Label"}, f"*formatter.{context}")
-
-    def render(values: dict | None) -> str:
-        if values is None:          # the header row: each field is its column's title
-            data = {**headers, "Label": lambda name: "LABEL " + name}
-        else:
-            data = {k: v for k, v in values.items() if not k.startswith("_")}
-            data["Label"] = lambda name: values["_labels"].get(name, "")
-        try:
-            return gotemplate.render(body, data, strict=strict)
-        except gotemplate.TemplateError as e:
-            raise BuildError(str(e)) from None
-
-    lines = [render(r) for r in rows]
-    if not table:
-        return "".join(ln + "\n" for ln in lines)
-    lines.insert(0, render(None))
-    text = "\n".join(lines)
-    return _table([ln.split("\t") for ln in text.split("\n")])
-
-
-def _filters(specs: list[str], allowed: tuple) -> dict[str, list[str]]:
-    """docker's --filter KEY=VALUE flags, grouped by key; an unknown key is docker's error."""
-    from builder.errors import BuildError
-
-    out: dict[str, list[str]] = {}
-    for spec in specs:
-        key, eq, value = spec.partition("=")
-        if not eq:
-            raise BuildError(f"bad format of filter (expected name=value): {spec!r}")
-        key = key.strip().lower()
-        if key not in allowed:
-            raise BuildError(f"invalid filter '{key}'")
-        out.setdefault(key, []).append(value)
-    return out
+    """builder.formatter.render with ps's fields as the default."""
+    return render(fmt, rows, _PS_HEADERS if headers is None else headers, context)
 
 
 def _matches(values: list[str], source: str) -> bool:
@@ -340,15 +286,6 @@ def _matches(values: list[str], source: str) -> bool:
         except re.error:
             continue
     return False
-
-
-def _labels_match(values: list[str], labels: dict) -> bool:
-    """label=K (it is set) or label=K=V (set to V); every value must hold (docker: AND)."""
-    for v in values:
-        k, eq, want = v.partition("=")
-        if k not in labels or (eq and labels[k] != want):
-            return False
-    return True
 
 
 _STATUSES = ("created", "restarting", "running", "removing", "paused", "exited", "dead")

@@ -216,10 +216,10 @@ def _volume_usage(store, tree_bytes) -> list[str]:
 
 
 def cmd_df(args) -> int:
-    from builder.commands.containers import _table
+    from builder.formatter import table
 
     rows = [["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"], *_usage(_store())]
-    sys.stdout.write(_table(rows))
+    sys.stdout.write(table(rows))
     return 0
 
 

@@ -9,7 +9,16 @@ from builder.units import human_size
 
 def register(sub) -> None:
     p = sub.add_parser("images", help="list images", description="List images in the store.")
-    p.add_argument("repository", nargs="?", help="only this repository (e.g. busybox)")
+    p.add_argument("repository", nargs="?", metavar="REPOSITORY[:TAG]",
+                   help="only this repository (and tag); wildcards as docker's: 'busy*', '*:1'")
+    p.add_argument("-a", "--all", action="store_true",
+                   help="show all images (pybuild keeps no intermediate images: the same list)")
+    p.add_argument("--digests", action="store_true", help="show digests")
+    p.add_argument("-f", "--filter", action="append", default=[], metavar="KEY=VALUE",
+                   help="dangling=true|false, label=K[=V], before=IMAGE, since=IMAGE, "
+                        "reference=PATTERN")
+    p.add_argument("--format", help="Go template: table, {{.Repository}} {{.Tag}} {{.ID}} "
+                                    "{{.Digest}} {{.CreatedSince}} {{.CreatedAt}} {{.Size}}, json")
     p.add_argument("-q", "--quiet", action="store_true", help="only image IDs")
     p.add_argument("--no-trunc", action="store_true", help="full image IDs")
     p.set_defaults(func=cmd_images)
@@ -36,6 +45,10 @@ def register(sub) -> None:
     p.add_argument("image", metavar="IMAGE")
     p.add_argument("--no-trunc", action="store_true", help="do not truncate output")
     p.add_argument("-q", "--quiet", action="store_true", help="only image IDs")
+    p.add_argument("-H", "--human", default=True, type=_bool, metavar="BOOL",
+                   help="sizes and dates in human-readable form (default true)")
+    p.add_argument("--format", help="Go template: table, {{.ID}} {{.CreatedSince}} "
+                                    "{{.CreatedAt}} {{.CreatedBy}} {{.Size}} {{.Comment}}")
     p.set_defaults(func=cmd_history)
 
     p = sub.add_parser("import", help="make an image from a rootfs tarball",
@@ -108,46 +121,119 @@ def _image_size(store, img) -> int:
     return total
 
 
-def _table(rows: list[list[str]]) -> None:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        print("   ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+def _bool(text: str) -> bool:
+    """Go's strconv.ParseBool words (-H=false)."""
+    low = text.lower()
+    if low in ("1", "t", "true"):
+        return True
+    if low in ("0", "f", "false"):
+        return False
+    raise ValueError(text)
+
+
+# docker's image formatter fields and their table titles (cli/command/formatter/image.go)
+IMAGE_HEADERS = {"ID": "IMAGE ID", "Repository": "REPOSITORY", "Tag": "TAG", "Digest": "DIGEST",
+                 "CreatedSince": "CREATED", "CreatedAt": "CREATED AT", "Size": "SIZE",
+                 "VirtualSize": "VIRTUAL SIZE", "SharedSize": "SHARED SIZE",
+                 "UniqueSize": "UNIQUE SIZE", "Containers": "CONTAINERS"}
+
+
+def _created_seconds(created: str) -> float | None:
+    import calendar
+    import time
+    try:
+        return calendar.timegm(time.strptime(created[:19], "%Y-%m-%dT%H:%M:%S"))
+    except (ValueError, TypeError):
+        return None
+
+
+def _image_filters(store, specs: list[str]):
+    """docker images --filter: a predicate over (image ID, familiar repo, tag, config)."""
+    if not specs:
+        return lambda *_: True
+    from builder.filters import labels_match
+    from builder.filters import parse as parse_filters
+    from grammar.gomatch import match
+
+    f = parse_filters(specs, ("dangling", "label", "before", "since", "reference"))
+    for v in f.get("dangling", []):
+        if v not in ("true", "false"):
+            from builder.errors import BuildError
+
+            raise BuildError(f"invalid filter 'dangling={v}'")
+    bounds = {}
+    for key in ("before", "since"):
+        for v in f.get(key, []):
+            img = store.image(v)
+            bounds[key] = (img.config.get("created", ""), img.id)
+
+    def ok(image_id: str, repo: str, tag: str, cfg: dict) -> bool:
+        if "dangling" in f and (repo == "<none>") != (f["dangling"][-1] == "true"):
+            return False
+        labels = (cfg.get("config") or {}).get("Labels") or {}
+        if "label" in f and not labels_match(f["label"], labels):
+            return False
+        created = cfg.get("created", "")
+        if "before" in bounds and not (created, image_id) < bounds["before"]:
+            return False
+        if "since" in bounds and not (created, image_id) > bounds["since"]:
+            return False
+        if "reference" in f:
+            name = f"{repo}:{tag}"
+            if repo == "<none>" or not any(match(p, name) or match(p, repo)
+                                           for p in f["reference"]):
+                return False
+        return True
+    return ok
 
 
 def cmd_images(args) -> int:
+    """docker images: a row per tag (an untagged image as <none>), newest first; REPOSITORY[:TAG]
+    and --filter choose, --format/-q/--digests/--no-trunc shape it (builder.formatter)."""
+    from builder.formatter import go_time, render
     from cache import refs
+
     store = _store()
     by_image: dict[str, list[str]] = {}
     for full, image_id in store.tags().items():
         by_image.setdefault(image_id, []).append(full)
+    specs = list(args.filter)
+    if args.repository:
+        specs.append(f"reference={args.repository}")
+    keep = _image_filters(store, specs)
+    users = container_images(store) if args.format and "Containers" in args.format else {}
+    records = store.images()
     rows = []
-    for image_id in store.images():
+    for image_id, rec in records.items():
         names = sorted(by_image.get(image_id, [])) or [None]
         img = store.image(image_id)
+        digests = (rec or {}).get("repo_digests") or ()
         for full in names:
             repo, tag = refs.split_tag(full) if full else ("<none>", "<none>")
+            digest = next((d.partition("@")[2] for d in digests
+                           if full and d.partition("@")[0] == repo), "<none>")
             repo = refs.familiar_repo(repo) if full else repo
-            if args.repository:
-                try:
-                    want = refs.familiar_repo(refs.parse(args.repository)[0])
-                except Exception:  # noqa: BLE001 - a filter that cannot match
-                    want = args.repository
-                if repo != want:
-                    continue
-            rows.append((img.config.get("created", ""), repo, tag, image_id, _image_size(store, img)))
-    rows.sort(key=lambda r: (r[0], r[1], r[2]), reverse=True)
-    if args.quiet:
-        seen = set()
-        for r in rows:
-            if r[3] not in seen:
-                seen.add(r[3])
-                print(r[3] if args.no_trunc else r[3][7:19])
+            if not keep(image_id, repo, tag, img.config):
+                continue
+            created = img.config.get("created", "")
+            size = human_size(_image_size(store, img))
+            when = _created_seconds(created)
+            rows.append(((created, (rec or {}).get("added") or 0, repo, tag), {
+                "ID": image_id if args.no_trunc else image_id[7:19], "Repository": repo,
+                "Tag": tag, "Digest": digest, "CreatedSince": human_ago(created),
+                "CreatedAt": go_time(when) if when is not None else "", "Size": size,
+                "VirtualSize": size, "SharedSize": "N/A", "UniqueSize": "N/A",
+                "Containers": str(len(users.get(image_id, []))) if users else "N/A",
+                "_labels": (img.config.get("config") or {}).get("Labels") or {}}))
+    rows.sort(key=lambda r: r[0], reverse=True)     # newest first, then newest stored
+    if args.quiet and not args.format:
+        seen = dict.fromkeys(r["ID"] for _, r in rows)     # an image once, in row order
+        sys.stdout.write("".join(i + "\n" for i in seen))
         return 0
-    out = [["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"]]
-    for created, repo, tag, image_id, size in rows:
-        out.append([repo, tag, image_id if args.no_trunc else image_id[7:19], human_ago(created),
-                    human_size(size)])
-    _table(out)
+    fmt = args.format or ("table {{.Repository}}\t{{.Tag}}\t" + ("{{.Digest}}\t" if args.digests
+                                                                 else "")
+                          + "{{.ID}}\t{{.CreatedSince}}\t{{.Size}}")
+    sys.stdout.write(render(fmt, [r for _, r in rows], IMAGE_HEADERS, "imageContext"))
     return 0
 
 
@@ -352,15 +438,28 @@ def cmd_history(args) -> int:
         for i, _ in enumerate(rows):
             print((img.id if args.no_trunc else img.id[7:19]) if i == 0 else "<missing>")
         return 0
-    out = [["IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"]]
+    from builder.formatter import go_time, render
+
+    out = []
     for i, (h, size) in enumerate(rows):
         by = h.get("created_by", "")
         if not args.no_trunc and len(by) > 45:
             by = by[:44] + "…"
-        ident = (img.id if args.no_trunc else img.id[7:19]) if i == 0 else "<missing>"
-        out.append([ident, human_ago(h.get("created", "")), by, human_size(size), h.get("comment", "")])
-    _table(out)
+        created = h.get("created", "")
+        when = _created_seconds(created)
+        out.append({"ID": (img.id if args.no_trunc else img.id[7:19]) if i == 0 else "<missing>",
+                    "CreatedSince": human_ago(created) if args.human else created,
+                    "CreatedAt": (go_time(when) if args.human else created) if when is not None
+                    else "", "CreatedBy": by,
+                    "Size": human_size(size) if args.human else str(size),
+                    "Comment": h.get("comment", "")})
+    fmt = args.format or "table {{.ID}}\t{{.CreatedSince}}\t{{.CreatedBy}}\t{{.Size}}\t{{.Comment}}"
+    sys.stdout.write(render(fmt, out, HISTORY_HEADERS, "historyContext"))
     return 0
+
+
+HISTORY_HEADERS = {"ID": "IMAGE", "CreatedSince": "CREATED", "CreatedAt": "CREATED AT",
+                   "CreatedBy": "CREATED BY", "Size": "SIZE", "Comment": "COMMENT"}
 
 
 def cmd_import(args) -> int:
