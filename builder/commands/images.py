@@ -57,6 +57,9 @@ def register(sub) -> None:
     p.add_argument("file", metavar="FILE", help="the tarball (- for stdin)")
     p.add_argument("name", nargs="?", metavar="REPOSITORY[:TAG]")
     p.add_argument("-m", "--message", default="", help="commit message for the history entry")
+    p.add_argument("-c", "--change", action="append", default=[], metavar="INSTR",
+                   help="apply a Dockerfile instruction to the image's config (CMD, ENTRYPOINT, "
+                        "ENV, EXPOSE, LABEL, ONBUILD, USER, VOLUME, WORKDIR, STOPSIGNAL)")
     p.set_defaults(func=cmd_import)
 
     p = sub.add_parser("save", help="write images to an archive",
@@ -468,6 +471,11 @@ def cmd_import(args) -> int:
     from cache import image as im
     from cache.errors import StoreError
     from cache.layers import extract
+    cfg = im.new_config(created=im.rfc3339())
+    if args.change:                 # docker import --change, checked before anything is read
+        from builder.commit import apply_changes
+
+        apply_changes(cfg, args.change)
     store = _store()
     scratch = store.new_scratch()
     try:
@@ -482,7 +490,6 @@ def cmd_import(args) -> int:
         diff_id = store.commit_layer(root, epoch=None)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    cfg = im.new_config(created=im.rfc3339())
     cfg = im.add_step(cfg, "", diff_id=diff_id, created=cfg["created"],
                       comment=args.message or "Imported from " + args.file)
     image_id = store.put_image(cfg)

@@ -121,3 +121,24 @@ def test_headers_are_docker_s(docker_busybox, busybox_root, pybuild):
         assert theirs.returncode == 0, theirs.stderr
         assert pybuild(*args).stdout.splitlines()[0].split() == \
             theirs.stdout.splitlines()[0].split(), args
+
+
+def test_import_change_sets_the_config(busybox_root, pybuild, tmp_path):
+    import io
+    import shutil
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as t:
+        t.add(shutil.which("busybox") or "/bin/busybox", "bin/busybox")
+    r = pybuild("import", "-c", 'CMD ["/bin/busybox", "echo", "hi"]', "-c", "ENV A=1",
+                "-c", "WORKDIR /tmp", "-c", "LABEL team=core", "-", "imp:1", input=buf.getvalue())
+    assert r.returncode == 0, r.stderr
+    out = pybuild("inspect", "-f", "{{.Config.Env}} {{.Config.WorkingDir}} {{.Config.Labels}}",
+                  "imp:1")
+    assert out.stdout == "[A=1] /tmp map[team:core]\n"
+    assert pybuild("run", "--rm", "--network", "none", "imp:1").stdout == "hi\n"
+    r = pybuild("import", "-c", "RUN true", "-", "bad:1", input=buf.getvalue())
+    assert r.returncode == 1
+    assert r.stderr.decode().splitlines() == ["pybuild: error: 'RUN' is not a valid change command"]
+    assert pybuild("images", "-q", "bad").stdout == ""
