@@ -34,11 +34,21 @@ _LISTS = ("tag", "build_arg", "label")
 _ENV = ("SOURCE_DATE_EPOCH",)
 
 
+PROGRESS_MODES = ("auto", "tty", "plain", "json", "quiet")
+
+
+def default_progress() -> str:
+    """--progress when it is not given: $BUILDKIT_PROGRESS (docker's variable) if it names a
+    mode, else auto."""
+    v = os.environ.get("BUILDKIT_PROGRESS", "").lower()
+    return v if v in PROGRESS_MODES else "auto"
+
+
 def parse_argv(argv: list[str]) -> dict | None:
     """The options of `pybuild [--root D] [--debug] build ...`, or None when a flag outside
     the replayable set (or anything unusual) is present: the full build then decides."""
     o: dict = {"root": None, "tag": [], "build_arg": [], "label": [], "file": None, "target": None,
-               "progress": "auto", "network": "default", "iidfile": None, "platform": None,
+               "progress": default_progress(), "network": "default", "iidfile": None, "platform": None,
                "quiet": False, "context": None}
     i, n = 0, len(argv)
     while i < n and argv[i] != "build":
@@ -200,8 +210,9 @@ class Pending:
 
         rec, o = self.record, self.opts
         with open(os.devnull, "w") as devnull:
-            progress = make_progress("plain" if o["quiet"] else o["progress"],
-                                     devnull if o["quiet"] else None, live=False)
+            hush = o["quiet"] or o["progress"] == "quiet"
+            progress = make_progress("plain" if hush else o["progress"],
+                                     devnull if hush else None, live=False)
             try:
                 for name, cached in rec["steps"]:
                     v = progress.start(name)
@@ -213,7 +224,8 @@ class Pending:
             from cache.store import Store
 
             Store.open(self.root).tag_all(o["tag"], image_id)  # all or none, as a full build
-        announce(image_id, o["tag"], quiet=o["quiet"], iidfile=o["iidfile"])
+        announce(image_id, o["tag"], quiet=o["quiet"], iidfile=o["iidfile"],
+                 silent=o["progress"] == "quiet")
         return 0
 
     # -- recording ---------------------------------------------------------------------------
@@ -328,8 +340,10 @@ def attempt(argv: list[str]):
     return pending.finish_replay(image_id)
 
 
-def announce(image_id: str, tags: list[str], *, quiet: bool, iidfile: str | None) -> None:
-    """How every build ends for the user, full or replayed."""
+def announce(image_id: str, tags: list[str], *, quiet: bool, iidfile: str | None,
+             silent: bool = False) -> None:
+    """How every build ends for the user, full or replayed (`silent`: --progress quiet, no
+    lines at all)."""
     if iidfile:
         try:
             with open(iidfile, "w") as f:
@@ -340,7 +354,7 @@ def announce(image_id: str, tags: list[str], *, quiet: bool, iidfile: str | None
             raise BuildError(f"failed to write image ID to {iidfile}: {e.strerror}") from None
     if quiet:
         print(image_id)
-    else:
+    elif not silent:
         print(f"writing image {image_id} done", file=sys.stderr)
         for tag in tags:
             print(f"naming to {tag} done", file=sys.stderr)

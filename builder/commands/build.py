@@ -34,8 +34,11 @@ def register(sub) -> None:
     p.add_argument("--no-cache", action="store_true", help="do not use the build cache")
     p.add_argument("--no-cache-filter", action="append", default=[], metavar="STAGE",
                    help="do not use the cache for these stages (comma list, repeatable)")
-    p.add_argument("--progress", choices=("auto", "tty", "plain", "json"), default="auto",
-                   help="progress output (default: auto = live view on a terminal, else plain)")
+    from builder.replay import PROGRESS_MODES, default_progress
+
+    p.add_argument("--progress", choices=PROGRESS_MODES, default=default_progress(),
+                   help="progress output: auto (a live view on a terminal, else plain), tty, "
+                        "plain, json or quiet (none); default $BUILDKIT_PROGRESS, else auto")
     p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
                    help="set a label on the final image")
     p.add_argument("--network", choices=("default", "host", "none"), default="default",
@@ -151,6 +154,8 @@ def read_dockerfile(args) -> tuple[str, str, Path | None]:
     if getattr(args, "dockerfile_text", None) is not None:  # a Dockerfile alone on stdin or at a URL
         return args.dockerfile_text, "Dockerfile", None
     path = Path(args.file) if args.file else Path(args.context) / "Dockerfile"
+    if not args.file and not os.path.lexists(path) and os.path.lexists(path.with_name("dockerfile")):
+        path = path.with_name("dockerfile")     # docker's fallback to the lowercase name
     try:
         text = path.read_bytes().decode("utf-8", "replace")
     except FileNotFoundError:
@@ -264,8 +269,9 @@ def _build(args, build_args: dict, store) -> int:
 
             recorder = Recorder()
         with open(os.devnull, "w") as devnull:
-            progress = make_progress("plain" if args.quiet else args.progress,
-                                     devnull if args.quiet else None)
+            hush = args.quiet or args.progress == "quiet"
+            progress = make_progress("plain" if hush else args.progress,
+                                     devnull if hush else None)
             try:
                 image_id = build(store, the_plan, opts, progress, recorder)
             finally:
@@ -282,5 +288,6 @@ def _build(args, build_args: dict, store) -> int:
         from builder.replay import announce
 
         to_stdout = output is not None and output.get("dest") == "-"   # stdout has the tar
-        announce(image_id, args.tag, quiet=args.quiet and not to_stdout, iidfile=args.iidfile)
+        announce(image_id, args.tag, quiet=args.quiet and not to_stdout, iidfile=args.iidfile,
+                 silent=args.progress == "quiet")
     return 0

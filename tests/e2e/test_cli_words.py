@@ -142,3 +142,22 @@ def test_import_change_sets_the_config(busybox_root, pybuild, tmp_path):
     assert r.returncode == 1
     assert r.stderr.decode().splitlines() == ["pybuild: error: 'RUN' is not a valid change command"]
     assert pybuild("images", "-q", "bad").stdout == ""
+
+
+def test_progress_quiet_buildkit_progress_and_lowercase_dockerfile(busybox_root, pybuild, tmp_path):
+    import os as _os
+
+    (tmp_path / "dockerfile").write_text("FROM busybox\nRUN echo lower > /f\n")
+    r = pybuild("build", "--progress", "quiet", "-t", "low", str(tmp_path))
+    assert r.returncode == 0 and r.stdout == "" and r.stderr == "", r.stderr
+    assert pybuild("run", "--rm", "--network", "none", "low", "cat", "/f").stdout == "lower\n"
+    import json
+
+    env = {**_os.environ, "BUILDKIT_PROGRESS": "json"}
+    for extra in ([], ["--no-cache"]):          # a replay, then a full build
+        r = pybuild("build", *extra, "-t", "low", str(tmp_path), env=env)
+        assert r.returncode == 0, r.stderr
+        events = [json.loads(ln) for ln in r.stderr.splitlines() if ln.startswith("{")]
+        assert events, r.stderr
+    r = pybuild("build", "--progress", "quiet", "-t", "low", str(tmp_path))
+    assert r.returncode == 0 and r.stderr == ""
