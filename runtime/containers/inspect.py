@@ -124,6 +124,8 @@ def doc(c) -> dict:
         "StopSignal": cfg.get("stop_signal") or "SIGTERM",
         "ExposedPorts": dict.fromkeys(cfg.get("exposed") or [], {}) or None,
     }
+    if cfg.get("mac_address"):                     # --- dns: --mac-address ---
+        config["MacAddress"] = cfg["mac_address"]
     if cfg.get("healthcheck"):
         config["Healthcheck"] = cfg["healthcheck"]
     if cfg.get("stop_timeout") is not None:
@@ -156,6 +158,10 @@ def doc(c) -> dict:
             "Devices": [{k: d[k] for k in ("PathOnHost", "PathInContainer", "CgroupPermissions")}
                         for d in cfg.get("devices") or []],
             "LogConfig": {"Type": "json-file", "Config": cfg.get("log_config") or {}},
+            # --- dns: --dns, --dns-search, --dns-option (docker's [] when none) ---
+            **{key: list((cfg.get("dns") or {}).get(part) or [])
+               for key, part in (("Dns", "servers"), ("DnsSearch", "search"),
+                                 ("DnsOptions", "options"))},
         },
         "Mounts": _mounts(c),
         "NetworkSettings": _network_settings(c),

@@ -211,7 +211,9 @@ def _supervise(root: str, cid: str, ready_fd: int, restarts: int | None, lock_fd
                        security_opt=cfg.get("security_opt") or [],
                        resources=Resources(**cfg["resources"]) if cfg.get("resources") else None,
                        privileged=bool(cfg.get("privileged")), cap_add=cfg.get("cap_add") or [],
-                       cap_drop=cfg.get("cap_drop") or [], devices=cfg.get("devices") or [])
+                       cap_drop=cfg.get("cap_drop") or [], devices=cfg.get("devices") or [],
+                       # --- dns: --dns/--dns-search/--dns-option, --mac-address ---
+                       dns=cfg.get("dns"), mac_address=cfg.get("mac_address") or "")
     try:
         if net_error is not None:
             raise SandboxError(net_error)
@@ -275,7 +277,13 @@ def _become_monitor(root: str, cid: str, tree, out_r: int, err_r: int, log: int,
     os.write(mem, data)
     os.lseek(mem, 0, os.SEEK_SET)
     from runtime.network import proxy
-    keep = (out_r, err_r, log, lock, tree._errfd, *extra) + proxy.handoff(tree) + (mem,)
+    keep = (out_r, err_r, log, lock, tree._errfd, *extra) + proxy.handoff(tree)
+    # --- dns: the embedded DNS server's sockets go to the monitor too ---
+    if getattr(getattr(tree, "network", None), "dns_key", None):
+        from runtime.network import dns
+        keep += dns.handoff(tree)
+    # --- end dns ---
+    keep += (mem,)
     for fd in keep:
         os.set_inheritable(fd, True)
     code = (f"import sys; sys.path.insert(0, {HERE!r}); from runtime.containers.supervisor "
@@ -299,6 +307,11 @@ def monitor(root: str, cid: str, out_r: int, err_r: int, log: int, mem: int, loc
         if os.environ.get("PYBUILD_PROXY"):     # proxy.handoff's: published ports, served here
             from runtime.network import proxy
             proxy.resume()
+        # --- dns: the embedded DNS server (dns.handoff's), served here ---
+        if os.environ.get("PYBUILD_DNS"):
+            from runtime.network import dns
+            dns.resume()
+        # --- end dns ---
         cs = Containers(root)
         c = cs.load(cid)
 

@@ -4,10 +4,11 @@ of its own.
 `connect` posix_spawns a holder (`python -I -S`, its own session, as the linger sweep) that
 leases an address on the network (its own cache.owner token: a kill -9 of it frees the lease
 like any dead holder's), makes a veth into the container's netns as the first free ethN (no
-default route: the first network keeps it, as docker's), joins (every peer's /etc/hosts and the
-container's own) and says `ok` on its stdout; then it waits for the container's pid 1 to end
-(pidfd) or for SIGTERM (`disconnect`), removes the veth, releases the lease (the network's
-linger then applies) and rewrites the container's /etc/hosts without that network.
+default route: the first network keeps it, as docker's), joins (its names in its lease file:
+the container's embedded DNS server, runtime.network.dns, then answers names of that network
+too, and its peers' answer its names) and says `ok` on its stdout; then it waits for the
+container's pid 1 to end (pidfd) or for SIGTERM (`disconnect`), removes the veth and releases
+the lease (the network's linger then applies).
 """
 from __future__ import annotations
 
@@ -36,11 +37,9 @@ def connect(c, pid: int, d: dict, aliases: list[str], ip: str) -> None:
                            "networks with user configured subnets")
     import json
 
-    hosts = (c.state.get("network") or {}).get("hosts", "")
     arg = json.dumps({"net": [net.state_dir, net.bridge, net.subnet, net.gateway, net.internal,
                               net.id, net.name],
-                      "pid": pid, "names": [c.name, *aliases, c.id[:12]], "ip": ip,
-                      "hosts": hosts})
+                      "pid": pid, "names": [c.name, *aliases, c.id[:12]], "ip": ip})
     here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     code = (f"import os, sys; os.closerange(3, 1 << 20); os.chdir('/'); sys.path.insert(0, {here!r}); "
             "from runtime.network.connect import hold; hold(sys.argv[1])")
@@ -177,7 +176,7 @@ def hold(arg: str) -> None:
         t.join()
         if "error" in inside:
             raise inside["error"]
-        leases.join(lease, a["names"], a["hosts"])
+        leases.join(lease, a["names"])
         out.write("ok\n")
         out.close()
         while not stop:
@@ -202,5 +201,3 @@ def hold(arg: str) -> None:
                 nl.close()
         if lease is not None:
             leases.release(lease)
-        if a["hosts"]:
-            leases.rewrite(a["hosts"])

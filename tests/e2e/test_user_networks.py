@@ -1,6 +1,7 @@
 """User-defined networks as a docker user meets them, each command its own process, on real
 veths, bridges and iptables rules: `network create|ls|inspect|rm|prune` and docker's lines,
-containers finding each other by name, alias and short ID (busybox wget to busybox httpd),
+containers finding each other by name, alias and short ID (busybox wget to busybox httpd, through
+their embedded DNS servers: tests/e2e/test_network_dns.py has the server's own tests),
 isolation from another network, --internal without a way out, --ip, and nothing of a network
 left on the host once its last container ends, however it ends."""
 from __future__ import annotations
@@ -72,6 +73,11 @@ def host_side_gone(doc: dict) -> bool:
             and doc["IPAM"]["Config"][0]["Subnet"] not in nat_rules())
 
 
+def resolve(cid: str, name: str) -> str:
+    """busybox nslookup of name in container cid, asking its embedded DNS server (127.0.0.11)."""
+    return run_pybuild("exec", cid, "nslookup", name).stdout
+
+
 def test_create_ls_inspect_rm_and_dockers_lines(network):
     doc = network("--label", "team=a")
     name, nid = doc["Name"], doc["Id"]
@@ -125,11 +131,12 @@ def test_peers_by_name_alias_and_id_not_from_another_network(root, network):
                           "pbt-web")).returncode == 0
     # another network: neither the name nor the address
     r = run_pybuild("run", "--rm", "--network", b["Name"], "busybox", "sh", "-c",
-                    f"grep -c pbt-web /etc/hosts; timeout 3 wget -qO- http://{ip}/; echo rc=$?")
+                    f"nslookup pbt-web | grep -c {ip}; timeout 3 wget -qO- http://{ip}/; echo rc=$?")
     assert r.stdout.startswith("0\n") and r.stdout.endswith("rc=143\n"), r.stdout
-    # a second container on a joins every peer's /etc/hosts, and leaves it at its end
+    # a second container on a is a name in every peer's DNS at once, and none at its end
     cli = run_d("--name", "pbt-cli", "--network", a["Name"], "busybox", "sleep", "60")
-    poll(lambda: "pbt-cli" in ok(run_pybuild("exec", web, "cat", "/etc/hosts")).stdout)
+    cli_ip = state(root, cli)["network"]["ip"]
+    assert f"Address: {cli_ip}" in resolve(web, "pbt-cli")
     assert ok(run_pybuild("exec", cli, "sh", "-c", FETCH.format(host="www"))).stdout == "from-web\n"
     doc = json.loads(ok(run_pybuild("inspect", web)).stdout)[0]
     ep = doc["NetworkSettings"]["Networks"][a["Name"]]
@@ -143,7 +150,7 @@ def test_peers_by_name_alias_and_id_not_from_another_network(root, network):
                    f"error while removing network: network {a['Name']} id {a['Id']} has "
                    "active endpoints")
     ok(run_pybuild("rm", "-f", cli))
-    poll(lambda: "pbt-cli" not in ok(run_pybuild("exec", web, "cat", "/etc/hosts")).stdout)
+    assert cli_ip not in resolve(web, "pbt-cli")
     ok(run_pybuild("rm", "-f", web))
     poll(lambda: host_side_gone(a) and host_side_gone(b), GONE)
 
@@ -216,6 +223,8 @@ def test_connect_and_disconnect_a_running_container(root, network):
     assert r.stdout.endswith("via-connect\n") and "eth1" in r.stdout
     assert ok(run_pybuild("exec", web, "ping", "-c1", "-W2", "pbt-extra")).returncode == 0
     nets = json.loads(ok(run_pybuild("inspect", cli)).stdout)[0]["NetworkSettings"]["Networks"]
+    extra_ip = nets[a["Name"]]["IPAddress"]
+    assert f"Address: {extra_ip}" in resolve(web, "pbt-extra")
     assert set(nets) == {a["Name"], b["Name"]} and nets[a["Name"]]["Aliases"] == ["pbt-extra"]
     [nd] = json.loads(ok(run_pybuild("network", "inspect", a["Name"])).stdout)
     assert set(nd["Containers"]) == {web, cli}
@@ -226,9 +235,10 @@ def test_connect_and_disconnect_a_running_container(root, network):
     ok(run_pybuild("network", "disconnect", a["Name"], cli))
     r = ok(run_pybuild("exec", cli, "sh", "-c", "ip -o link; " + probe))
     assert "eth1" not in r.stdout and r.stdout.endswith("rc=1\n")
-    assert "pbt-ccli" not in ok(run_pybuild("exec", web, "cat", "/etc/hosts")).stdout
+    assert extra_ip not in resolve(web, "pbt-extra")
     one_error_line(run_pybuild("network", "disconnect", a["Name"], cli), "is not connected")
     # connected again, then the container ends: its endpoint goes with it (the fixture checks)
     ok(run_pybuild("network", "connect", a["Name"], cli))
+    again = json.loads(ok(run_pybuild("inspect", cli)).stdout)[0]["NetworkSettings"]["Networks"]
     ok(run_pybuild("rm", "-f", cli))
-    poll(lambda: "pbt-ccli" not in ok(run_pybuild("exec", web, "cat", "/etc/hosts")).stdout)
+    assert again[a["Name"]]["IPAddress"] not in resolve(web, "pbt-ccli")
