@@ -76,7 +76,7 @@ class SandboxSpec(Record):
                "privileged", "cap_add", "cap_drop", "devices",
                "endpoint",
                # --- dns: --dns/--dns-search/--dns-option, --mac-address ---
-               "dns", "mac_address")
+               "dns", "mac_address", "connected")
 
     def __init__(self, lowerdirs: list | None = None, upperdir: str | os.PathLike | None = None,
                  workdir: str | os.PathLike | None = None, argv: list[str] | None = None,
@@ -95,7 +95,7 @@ class SandboxSpec(Record):
                  cap_drop: list[str] | None = None, devices: list[dict] | None = None,
                  endpoint=None,
                  # --- dns: --dns/--dns-search/--dns-option, --mac-address ---
-                 dns: dict | None = None, mac_address: str = ""):
+                 dns: dict | None = None, mac_address: str = "", connected: list | None = None):
         self.lowerdirs = [] if lowerdirs is None else lowerdirs   # layer dirs, top first
         self.upperdir = upperdir
         self.workdir = workdir
@@ -136,6 +136,9 @@ class SandboxSpec(Record):
         # --mac-address: the container end of the veth (default: docker's 02:42:<ip>) ---
         self.dns = dns
         self.mac_address = mac_address
+        # the user networks (runtime.network.Endpoint) it is on besides its eth0's, `network
+        # connect`ed ones: eth1... made by holder processes (runtime.network.connect)
+        self.connected = [] if connected is None else connected
         # --- end dns ---
 
 

@@ -194,13 +194,18 @@ def _supervise(root: str, cid: str, ready_fd: int, restarts: int | None, lock_fd
     if cfg.get("mounts"):
         from runtime.containers.volumes import to_spec
         mounts = to_spec(root, cfg["mounts"])
-    network, endpoint, net_error = cfg["network"], None, None
-    if cfg.get("network_id"):       # a user network: the bridge driver and its Endpoint
-        from runtime.network.defs import endpoint as endpoint_of
+    network, endpoint, net_error, connected = cfg["network"], None, None, []
+    # --- dns: every network of the record (a user network's eth0, `network connect`ed ones) ---
+    if cfg.get("network_id") or cfg.get("endpoints"):
+        from runtime.network import defs
         try:
-            network, endpoint = "bridge", endpoint_of(root, cfg, c.id, c.name)
+            if cfg.get("network_id"):   # a user network: the bridge driver and its Endpoint
+                endpoint = defs.endpoint(root, cfg, c.id, c.name)
+                network = "bridge" if endpoint is not None else "none"  # disconnected from all
+            connected = defs.connected(root, cfg, c.id, c.name) if network != "none" else []
         except SandboxError as e:
             network, net_error = "none", str(e)
+    # --- end dns ---
     spec = SandboxSpec(lowerdirs=cfg["lowerdirs"], upperdir=upper, workdir=work, argv=cfg["argv"],
                        env=cfg["env"], cwd=cfg["cwd"], user=cfg["user"], hostname=cfg["hostname"],
                        network=network, ports=cfg.get("ports") or [], endpoint=endpoint,
@@ -213,7 +218,8 @@ def _supervise(root: str, cid: str, ready_fd: int, restarts: int | None, lock_fd
                        privileged=bool(cfg.get("privileged")), cap_add=cfg.get("cap_add") or [],
                        cap_drop=cfg.get("cap_drop") or [], devices=cfg.get("devices") or [],
                        # --- dns: --dns/--dns-search/--dns-option, --mac-address ---
-                       dns=cfg.get("dns"), mac_address=cfg.get("mac_address") or "")
+                       dns=cfg.get("dns"), mac_address=cfg.get("mac_address") or "",
+                       connected=connected)
     try:
         if net_error is not None:
             raise SandboxError(net_error)

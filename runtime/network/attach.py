@@ -14,17 +14,16 @@ its --ip; no default route on an --internal one; the thread in the netns also bi
 container's embedded DNS server's sockets (runtime.network.dns, served from this process);
 once connected the endpoint joins (leases.join: its names go into its lease file, the registry
 those servers answer from). runtime.rundir hands over the spec's --mac-address and --dns
-(`configure`).
+(`configure`), and the Endpoints of the record's other networks (spec.connected), each made
+as eth1... by a runtime.network.connect holder before the command runs.
 """
 from __future__ import annotations
 
 import os
 import socket
-import threading
 
-from runtime import kernel
 from runtime.errors import SandboxError
-from runtime.network import DEFAULT, leases
+from runtime.network import DEFAULT, leases, netlink
 from runtime.network.netlink import Netlink
 
 
@@ -42,6 +41,7 @@ class Attachment:
         self.mac = ""                   # --mac-address (configure), else the lease's
         self.dns_servers: list[str] = []    # --dns: the embedded DNS server's upstreams
         self.dns_key: str | None = None     # its runtime.network.dns.Resolver, once started
+        self.connected: list = []           # spec.connected: Endpoints made as eth1... by holders
         try:
             if self.endpoint is not None:
                 self.lease = leases.acquire(self.endpoint.net, self.endpoint.ip)
@@ -66,6 +66,7 @@ class Attachment:
         """The spec's part (runtime.rundir, before the fork): --mac-address, --dns."""
         self.mac = spec.mac_address or ""
         self.dns_servers = list((spec.dns or {}).get("servers") or [])
+        self.connected = list(spec.connected)
 
     def info(self) -> dict:
         """What state.json keeps for inspect, ps and port."""
@@ -108,11 +109,12 @@ class Attachment:
             self.veth = "veth" + os.urandom(4).hex()[:7]
             host.new_veth(self.veth, socket.if_nametoindex(net.bridge), "eth0", nsfd,
                           self.mac or le.mac)
-            t = threading.Thread(target=_enter, args=(nsfd, inside, configure))
-            t.start()
-            t.join()
-            if "error" in inside:
-                raise inside["error"]
+            try:
+                netlink.in_netns(nsfd, configure)
+            except BaseException:
+                for s in inside.pop("dns", ()):
+                    s.close()
+                raise
         except OSError as e:
             raise SandboxError(f"cannot connect the container to the bridge network: "
                                f"{e.strerror or e}") from None
@@ -122,6 +124,10 @@ class Attachment:
         if self.endpoint is not None:
             self._serve_dns(inside["dns"])
             leases.join(self.lease, list(dict.fromkeys(self.endpoint.names)))
+        if self.connected:      # the record's other networks, each by a holder of its own
+            from runtime.network.connect import spawn
+            for ep in self.connected:
+                spawn(ep.net, pid, list(dict.fromkeys(ep.names)), ep.ip)
         if self.listeners:
             from runtime.network import proxy
             self.proxy_key = os.urandom(8).hex()
@@ -153,15 +159,3 @@ class Attachment:
         lease, self.lease = self.lease, None
         if lease is not None:
             leases.release(lease)
-
-
-def _enter(nsfd: int, out: dict, then) -> None:
-    """On its own thread: join the container's netns and run `then` there (a socket stays in
-    the netns it was made in, whoever uses it after)."""
-    try:
-        kernel.setns(nsfd, kernel.CLONE_NEWNET)
-        then()
-    except BaseException as e:  # noqa: BLE001 - raised again on the caller's thread
-        out["error"] = e
-        for s in out.pop("dns", ()):
-            s.close()

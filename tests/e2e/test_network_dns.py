@@ -21,7 +21,6 @@ import test_containers
 import test_isolation_caps_devices
 import test_user_networks
 from busybox_fixture import REPO, run_pybuild
-from conftest import NO_DOCKER
 from e2e_helpers import ok, one_error_line
 from test_containers import pid_alive, poll, run_d, state
 from test_network import GONE, links
@@ -139,7 +138,6 @@ def _etc(run, *args: str) -> tuple[str, str, str]:
     return resolv, hosts, hostname.strip()
 
 
-@pytest.mark.skipif(NO_DOCKER is not None, reason=NO_DOCKER or "")
 def test_resolv_conf_and_hosts_as_dockers(root, network, docker_busybox):
     dk = docker_busybox
     net = network("--subnet", "10.125.0.0/24")
