@@ -26,6 +26,7 @@ import os
 import socket
 import struct
 import threading
+import time
 
 ADDRESS = "127.0.0.11"          # docker's resolverIPSandbox
 TTL = 600                       # docker's respTTL
@@ -34,6 +35,7 @@ MAX_SERVERS = 3                 # docker's maxExtDNS
 MAX_CONCURRENT = 100            # docker's maxConcurrent forwarded queries
 A, PTR, AAAA, OPT = 1, 12, 28, 41
 NOERROR, FORMERR, SERVFAIL = 0, 1, 2
+_RACY_NS = 50_000_000           # 50 ms: above a coarse clock tick
 _ENV = "PYBUILD_DNS"
 _running: dict[str, Resolver] = {}
 
@@ -158,7 +160,8 @@ def servfail(msg: bytes) -> bytes | None:
 class Names:
     """What the container `cid12` may resolve, read from runtime.network.leases' lease files of
     each user network's state dir, again only when that dir's mtime changes (a join or leave
-    renames a file there); an endpoint whose holder is dead is not answered."""
+    renames a file there) or is too recent to trust; an endpoint whose holder is dead is not
+    answered."""
 
     def __init__(self, cid12: str, state_dir: str = ""):
         from runtime.network import STATE_DIR
@@ -184,7 +187,10 @@ class Names:
         except OSError:
             ips = []
         eps = {ip: e for ip, e in leases.endpoints(Net(d), ips).items() if e and e["names"]}
-        self.cache[d] = (mtime, eps)
+        # a dir changed within the clock's coarse tick (tmpfs: a jiffy) may change again with
+        # the same mtime: such a read is not kept (git's "racily clean" rule)
+        if time.time_ns() - mtime > _RACY_NS:
+            self.cache[d] = (mtime, eps)
         return eps
 
     def networks(self) -> list[tuple[str, bool, dict]]:
@@ -241,8 +247,9 @@ def _ptr_ip(name: str) -> str | None:
 
 
 class Resolver:
-    """Serves the sockets of open_sockets: local answers at once, forwarded ones on a thread
-    each (at most MAX_CONCURRENT; more are SERVFAIL at once)."""
+    """Serves the sockets of open_sockets: local answers at once, forwarded UDP ones on a
+    thread each (at most MAX_CONCURRENT; more are SERVFAIL at once), a thread per TCP
+    connection (at most MAX_CONCURRENT, each closed after 10 s idle)."""
 
     def __init__(self, key: str, sockets: list[socket.socket], cid12: str, servers: list[str],
                  state_dir: str = ""):
@@ -250,7 +257,8 @@ class Resolver:
         self.names = Names(cid12, state_dir)
         self.port = 53                       # the upstreams' (a test's server has its own)
         self.closed = False
-        self.slots = threading.BoundedSemaphore(MAX_CONCURRENT)
+        self.slots = threading.BoundedSemaphore(MAX_CONCURRENT)     # forwarded UDP queries
+        self.conns = threading.BoundedSemaphore(MAX_CONCURRENT)     # TCP connections
         self.lock = threading.Lock()         # Names' cache is shared by the threads
 
     def start(self) -> Resolver:
@@ -363,10 +371,9 @@ class Resolver:
             except OSError:
                 if self.closed:
                     return
-                import time
                 time.sleep(0.05)        # EMFILE and the like: waited out
                 continue
-            if not self.slots.acquire(blocking=False):
+            if not self.conns.acquire(blocking=False):
                 conn.close()
                 continue
             threading.Thread(target=self._serve_tcp, args=(conn,), daemon=True).start()
@@ -389,7 +396,7 @@ class Resolver:
             pass
         finally:
             conn.close()
-            self.slots.release()
+            self.conns.release()
 
 
 def _read_tcp(s: socket.socket) -> bytes:
