@@ -128,6 +128,19 @@ def disconnect(root, c, pid: int, d: dict, update) -> None:
         _reroute(root, c, pid)
 
 
+def _wait_released(net, ip: str, cid12: str, timeout: float = 3.0) -> None:
+    """Until address ip of net is no longer held by an endpoint of the same container (the
+    holder of its last run, which ends with that run's pid 1), at most timeout seconds."""
+    import time
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        e = endpoint_of(net, cid12)
+        if e is None or e[0] != ip:
+            return
+        time.sleep(0.02)
+
+
 def _delete_link(name: str) -> None:
     """Delete the host end of a veth (both ends go; nothing when it is gone already)."""
     import socket
@@ -282,6 +295,8 @@ def hold(arg: str) -> None:
     try:
         pidfd = os.pidfd_open(a["pid"])
         nsfd = os.open(f"/proc/{a['pid']}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        if a["ip"]:             # a restart's: the last run's holder may still be releasing it
+            _wait_released(net, a["ip"], a["names"][-1])
         lease = leases.acquire(net, a["ip"])
         inside: dict = {}
 

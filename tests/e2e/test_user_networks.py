@@ -328,16 +328,17 @@ def test_disconnect_the_first_network_running_and_stopped(root, network):
 
 
 def test_connected_endpoint_survives_a_restart_policy_restart(root, network):
-    a, b = network(), network()
+    a, b = network(), network("--subnet", "10.127.3.0/24")
     peer = run_d("--name", "pbt-rpeer", "--network", b["Name"], "busybox", "sleep", "60")
     cid = run_d("--network", a["Name"], "--restart", "always", "busybox", "sh", "-c",
                 "sleep 1; exit 1")
-    ok(run_pybuild("network", "connect", "--alias", "pbt-rx", b["Name"], cid))
-    poll(lambda: (state(root, cid).get("restart_count") or 0) >= 1 and
+    ok(run_pybuild("network", "connect", "--alias", "pbt-rx", "--ip", "10.127.3.77", b["Name"],
+                   cid))
+    poll(lambda: (state(root, cid).get("restart_count") or 0) >= 2 and
          state(root, cid)["status"] == "running", 20)
     got = poll(lambda: run_pybuild("exec", cid, "ip", "-o", "-4", "addr").stdout, 5)
-    assert f"inet {prefix(b)}" in got and f"inet {prefix(a)}" in got
-    assert "Address: " + prefix(b) in resolve(peer, "pbt-rx")
+    assert "inet 10.127.3.77/24" in got and f"inet {prefix(a)}" in got     # its --ip kept
+    assert "Address: 10.127.3.77" in resolve(peer, "pbt-rx")
 
 
 def test_kill_9_of_a_container_on_two_networks_leaves_nothing(root, network):
