@@ -348,9 +348,15 @@ def test_kill_9_of_a_container_on_two_networks_leaves_nothing(root, network):
     ok(run_pybuild("start", cid))
     [(_, e)] = leases.endpoints(user_net(b)).items()
     holder = int(e["token"].partition(".")[0])
+    ports = [ln.split(":")[1].strip().partition("@")[0] for n in (a, b)
+             for ln in subprocess.run(["ip", "-o", "link", "show", "master", user_net(n).bridge],
+                                      capture_output=True, text=True,
+                                      check=True).stdout.splitlines()]
+    assert len(ports) == 2                          # eth0's veth on a, the holder's on b
     st = state(root, cid)
     for pid in (int(st["supervisor"].split(".")[0]), st["pid"]):
         os.kill(pid, signal.SIGKILL)
     poll(lambda: not test_containers.pid_alive(holder))         # it ends with the container
     ok(run_pybuild("rm", "-f", cid))
     poll(lambda: host_side_gone(a) and host_side_gone(b), GONE)
+    assert not any(f" {p}@" in links() for p in ports)
