@@ -46,28 +46,81 @@ def _extra(extra_hosts: list[str], gateway: str) -> tuple:
     return tuple(out)
 
 
-def resolv_conf(network: str, host_file: str = "/etc/resolv.conf") -> str:
-    """The host's resolv.conf; off the host network, loopback resolvers are replaced (as BuildKit)."""
+def _read(host_file: str) -> str:
     try:
         with open(host_file, encoding="utf-8", errors="replace") as f:
-            text = f.read()
+            return f.read()
     except OSError:
-        text = ""
+        return ""
+
+
+def _values(text: str, key: str) -> list[str]:
+    """The words after `key` on its lines (docker's resolvconf GetNameservers/GetSearchDomains/
+    GetOptions: nameservers from each line, search and options from the last one)."""
+    found: list[str] = []
+    for ln in text.splitlines():
+        words = ln.split("#", 1)[0].split()
+        if words[:1] == [key] and len(words) > 1:
+            found = found + words[1:2] if key == "nameserver" else words[1:]
+    return found
+
+
+def nameservers(host_file: str = "/etc/resolv.conf") -> list[str]:
+    """The host's resolv.conf nameservers, loopback ones too (the embedded DNS server forwards
+    from the host's netns, where they answer)."""
+    return _values(_read(host_file), "nameserver")
+
+
+def _loopback(ip: str) -> bool:
+    return ip.startswith("127.") or ip == "::1"
+
+
+def resolv_conf(network: str, host_file: str = "/etc/resolv.conf", dns: tuple = (),
+                search: tuple = (), options: tuple = (), embedded: bool = False) -> str:
+    """The container's resolv.conf, as docker 20.10 writes it. `embedded` (a user network):
+    docker's embedded DNS server, `nameserver 127.0.0.11`, the host's (or --dns-search) search
+    and (or --dns-option) options, `ndots:0` added unless an ndots is given; --dns servers are
+    that server's upstreams then. Elsewhere --dns/--dns-search/--dns-option replace the host's
+    part each; with none given the host's file, off the host network without its loopback
+    resolvers (as BuildKit; the Google servers when none is left)."""
+    text = _read(host_file)
+    if embedded or dns or search or options:
+        servers = ["127.0.0.11"] if embedded else list(dns) or [
+            ip for ip in _values(text, "nameserver") if network == "host" or not _loopback(ip)]
+        if not servers:
+            servers = ["8.8.8.8", "8.8.4.4"]
+        search = list(search) or _values(text, "search")
+        options = list(options) or _values(text, "options")
+        if embedded and not any(o.startswith("ndots") for o in options):
+            options.append("ndots:0")
+        out = ""
+        if search and " ".join(search).strip() != ".":
+            out += "search " + " ".join(search) + "\n"
+        out += "".join(f"nameserver {ip}\n" for ip in servers)
+        if options:
+            out += "options " + " ".join(options) + "\n"
+        return out
     if network == "host":
         return text
     lines = [ln for ln in text.splitlines()
              if not (ln.split()[:1] == ["nameserver"] and len(ln.split()) > 1
-                     and (ln.split()[1].startswith("127.") or ln.split()[1] == "::1"))]
+                     and _loopback(ln.split()[1]))]
     if not any(ln.split()[:1] == ["nameserver"] for ln in lines):
         lines += ["nameserver 8.8.8.8", "nameserver 8.8.4.4"]
     return "\n".join(lines) + "\n"
 
 
 def write(directory: str, hostname: str, network: str, ip: str = "", gateway: str = "",
-          extra_hosts: list[str] | None = None) -> dict[str, str]:
-    """Write the three files into directory; return container path -> host file."""
+          extra_hosts: list[str] | None = None, dns: dict | None = None,
+          embedded: bool = False) -> dict[str, str]:
+    """Write the three files into directory; return container path -> host file. `dns`:
+    {servers, search, options} of --dns/--dns-search/--dns-option; `embedded`: a user network
+    (its /etc/hosts has no peers: they are the embedded DNS server's)."""
+    dns = dns or {}
     files = {"/etc/hosts": hosts(hostname, ip, _extra(extra_hosts or [], gateway)),
-             "/etc/resolv.conf": resolv_conf(network),
+             "/etc/resolv.conf": resolv_conf(network, "/etc/resolv.conf", dns.get("servers") or (),
+                                             dns.get("search") or (), dns.get("options") or (),
+                                             embedded),
              "/etc/hostname": hostname + "\n"}
     out = {}
     for target, text in files.items():

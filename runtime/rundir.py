@@ -47,11 +47,12 @@ class RunDir:
             etc = os.path.join(self.path, "etc")
             os.mkdir(etc)
             lease = net.lease if net is not None else None
+            if net is not None:     # --mac-address, and a user network's DNS upstreams
+                net.configure(spec)
             etc_files = etcfiles.write(etc, spec.hostname, spec.network,
                                        lease.ip if lease else "", lease.gateway if lease else "",
-                                       spec.extra_hosts)
-            if net is not None:     # a user network rewrites /etc/hosts as peers come and go
-                net.etc_files = etc_files
+                                       spec.extra_hosts, spec.dns,
+                                       embedded=spec.endpoint is not None)
             self.rootdir = os.path.join(self.path, "root")
             os.mkdir(self.rootdir)
             self.lowers = [os.fspath(d) for d in spec.lowerdirs] + [stub]   # what the command sees

@@ -74,7 +74,9 @@ class SandboxSpec(Record):
                "security_opt",
                # --- caps: capabilities, --privileged, --device ---
                "privileged", "cap_add", "cap_drop", "devices",
-               "endpoint")
+               "endpoint",
+               # --- dns: --dns/--dns-search/--dns-option, --mac-address ---
+               "dns", "mac_address", "connected")
 
     def __init__(self, lowerdirs: list | None = None, upperdir: str | os.PathLike | None = None,
                  workdir: str | os.PathLike | None = None, argv: list[str] | None = None,
@@ -91,7 +93,9 @@ class SandboxSpec(Record):
                  # --- caps: capabilities, --privileged, --device ---
                  privileged: bool = False, cap_add: list[str] | None = None,
                  cap_drop: list[str] | None = None, devices: list[dict] | None = None,
-                 endpoint=None):
+                 endpoint=None,
+                 # --- dns: --dns/--dns-search/--dns-option, --mac-address ---
+                 dns: dict | None = None, mac_address: str = "", connected: list | None = None):
         self.lowerdirs = [] if lowerdirs is None else lowerdirs   # layer dirs, top first
         self.upperdir = upperdir
         self.workdir = workdir
@@ -127,6 +131,15 @@ class SandboxSpec(Record):
         # a user-defined network's runtime.network.Endpoint (network is then "bridge", its
         # driver); None: the default bridge, host or none
         self.endpoint = endpoint
+        # --- dns: {servers, search, options} of --dns/--dns-search/--dns-option (None: none
+        # given): resolv.conf's, or on a user network its embedded DNS server's upstreams;
+        # --mac-address: the container end of the veth (default: docker's 02:42:<ip>) ---
+        self.dns = dns
+        self.mac_address = mac_address
+        # the user networks (runtime.network.Endpoint) it is on besides its eth0's, `network
+        # connect`ed ones: eth1... made by holder processes (runtime.network.connect)
+        self.connected = [] if connected is None else connected
+        # --- end dns ---
 
 
 def check_network(mode: str) -> None:

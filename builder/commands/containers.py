@@ -235,17 +235,16 @@ _PS_DEFAULT = "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Stat
 
 
 def _networks_text(c) -> str:
-    """ps's NETWORKS: the container's network, then those it was `network connect`ed to (looked
-    for only while a user network's bridge is up)."""
+    """ps's NETWORKS: the networks of the container's record, in docker's order (its user
+    networks, `network connect`ed ones included, stopped or not)."""
+    # --- dns: the record's networks (runtime.network.defs.endpoints_of) ---
     name = c.config.get("network") or ""
-    if c.status != "running" or name in ("host", "none"):
+    if name in ("host", "none") or not (c.config.get("network_id") or c.config.get("endpoints")):
         return name
-    from runtime.network import user_bridges
-    if not user_bridges():
-        return name
-    from runtime.network.connect import extra_networks
-    root = os.path.dirname(os.path.dirname(c.path))
-    return ",".join([name, *sorted(extra_networks(root, c))])
+    from runtime.network.defs import endpoints_of
+    names = [e["name"] for e in endpoints_of(c.config)]
+    return ",".join(names if c.config.get("network_id") else [name, *names])
+    # --- end dns ---
 
 
 def ps_fields(c, now: float, trunc: bool) -> dict:

@@ -43,15 +43,14 @@ def register(sub) -> None:
     p.add_argument("names", nargs="+", metavar="NETWORK")
     p.set_defaults(func=cmd_rm)
 
-    p = nsub.add_parser("connect", help="connect a running container to a network")
+    p = nsub.add_parser("connect", help="connect a container to a network")
     p.add_argument("--alias", action="append", default=[], help="add a network-scoped alias")
     p.add_argument("--ip", default="", help="IPv4 address (on a network with a --subnet)")
     p.add_argument("network", metavar="NETWORK")
     p.add_argument("container", metavar="CONTAINER")
     p.set_defaults(func=cmd_connect)
 
-    p = nsub.add_parser("disconnect", help="disconnect a container from a network it was "
-                                           "connected to")
+    p = nsub.add_parser("disconnect", help="disconnect a container from a network")
     p.add_argument("-f", "--force", action="store_true", help="no error when it is not connected")
     p.add_argument("network", metavar="NETWORK")
     p.add_argument("container", metavar="CONTAINER")
@@ -90,7 +89,8 @@ def _predefined_doc(name: str) -> dict:
 
 
 def _containers(nid: str, name: str) -> dict:
-    """Containers {id: {Name, EndpointID, MacAddress, IPv4Address, IPv6Address}} running on it."""
+    """Containers {id: {Name, EndpointID, MacAddress, IPv4Address, IPv6Address}} running on it
+    (a user network's: from its lease files, eth0's and `network connect`ed ones alike)."""
     from cache.layout import default_root
     from runtime.containers.state import Containers
     from runtime.network.connect import endpoint_of
@@ -104,14 +104,14 @@ def _containers(nid: str, name: str) -> dict:
         net = c.state.get("network") or {}
         if c.status != "running":
             continue
-        if user is not None and net.get("id") != nid:
-            found = endpoint_of(user, c.id)        # `network connect`ed
-            if found is not None:
+        if user is not None:
+            found = endpoint_of(user, c.id)
+            if found is None:
+                continue
+            if net.get("ip") != found[0]:
                 net = {"ip": found[0], "prefix": int(user.subnet.rpartition("/")[2]),
                        "mac": "02:42:" + ":".join(f"{int(x):02x}" for x in found[0].split("."))}
-            else:
-                continue
-        elif user is None and c.config.get("network") != "bridge":
+        elif c.config.get("network") != "bridge":
             continue
         out[c.id] = {"Name": c.name, "EndpointID": "", "MacAddress": net.get("mac", ""),
                      "IPv4Address": f"{net.get('ip', '')}/{net.get('prefix', 0)}",
@@ -226,8 +226,10 @@ def cmd_rm(args) -> int:
 def _used(nid: str) -> bool:
     from cache.layout import default_root
     from runtime.containers.state import Containers
+    from runtime.network.defs import endpoints_of
 
-    return any(c.config.get("network_id") == nid for c in Containers(default_root()).all())
+    return any(any(e["id"] == nid for e in endpoints_of(c.config))
+               for c in Containers(default_root()).all())
 
 
 def cmd_prune(args) -> int:
@@ -255,7 +257,10 @@ def cmd_prune(args) -> int:
 
 
 def _container_and_network(args):
+    """(the container, its pid 1 or 0, the network, the record's updater) of connect and
+    disconnect."""
     from cache.layout import default_root
+    from runtime.containers.inspect import init_pid
     from runtime.containers.state import Containers
     from runtime.errors import SandboxError
 
@@ -263,25 +268,27 @@ def _container_and_network(args):
         raise SandboxError(f"connecting to or disconnecting from the predefined network "
                            f"{args.network} is not supported (only user-defined networks)")
     d = _networks().find(args.network)
-    return Containers(default_root()).get(args.container), d
+    cs = Containers(default_root())
+    c = cs.get(args.container)
+    return c, init_pid(c), d, lambda change: cs.update_config(c, change)
 
 
 def cmd_connect(args) -> int:
-    from runtime.containers.inspect import init_pid
     from runtime.network.connect import connect
 
-    c, d = _container_and_network(args)
-    connect(c, init_pid(c), d, args.alias, args.ip)
+    c, pid, d, update = _container_and_network(args)
+    connect(c, pid, d, args.alias, args.ip, update)
     return 0
 
 
 def cmd_disconnect(args) -> int:
+    from cache.layout import default_root
     from runtime.errors import SandboxError
     from runtime.network.connect import disconnect
 
-    c, d = _container_and_network(args)
+    c, pid, d, update = _container_and_network(args)
     try:
-        disconnect(c, d)
+        disconnect(default_root(), c, pid, d, update)
     except SandboxError:
         if not args.force:
             raise

@@ -48,6 +48,16 @@ FLAGS = (
          help="add a name the container's peers on its user-defined network reach it by"),
     Flag("ip", help="IPv4 address on a user-defined network with a --subnet"),
     # --- end netw ---
+    # --- dns: resolv.conf's servers, search domains and options; the veth's MAC ---
+    Flag("dns", "append", metavar="IP", convert=lambda t: _dns_ip(t),
+         help="set a DNS server (on a user-defined network: an upstream of its embedded DNS "
+              "server at 127.0.0.11)"),
+    Flag("dns-search", "append", metavar="DOMAIN", convert=lambda t: _dns_search(t),
+         help="set a DNS search domain"),
+    Flag("dns-option", "append", aliases=("dns-opt",), metavar="OPT",
+         help="set a DNS option (resolv.conf's options, e.g. ndots:2)"),
+    Flag("mac-address", help="container MAC address (e.g. 92:d0:c6:0a:29:33)"),
+    # --- end dns ---
     Flag("publish", "append", short="p",
          help="publish a container port on the host: [IP:][HOSTPORT:]PORT[/PROTO] (ranges allowed)"),
     Flag("publish-all", "bool", short="P",
@@ -369,6 +379,48 @@ def _privileges(args) -> dict:
     return out
 
 
+# --- dns: --dns, --dns-search, --dns-option, --mac-address as docker's CLI checks them ---
+def _dns_ip(text: str) -> str:
+    """docker 20.10 CLI's validator of --dns (its line)."""
+    import ipaddress
+
+    try:
+        return str(ipaddress.ip_address(text.strip()))
+    except ValueError:
+        raise ValueError(f"{text} is not an ip address") from None
+
+
+def _dns_search(text: str) -> str:
+    """docker's opts.ValidateDNSSearch: "." or a domain name."""
+    if text == ".":
+        return text
+    labels = text.rstrip().removesuffix(".").split(".")
+    if len(text) > 255 or not all(
+            lb and lb[0].isalnum() and lb[-1].isalnum() and lb.isascii()
+            and all(ch.isalnum() or ch == "-" for ch in lb) for lb in labels):
+        raise ValueError(f"{text} is not a valid domain")
+    return text
+
+
+def _dns(args) -> dict:
+    """The record's dns ({servers, search, options}) and mac_address, when given; a bad MAC is
+    docker's line."""
+    out: dict = {}
+    if args.dns or args.dns_search or args.dns_option:
+        out["dns"] = {"servers": list(args.dns), "search": list(args.dns_search),
+                      "options": list(args.dns_option)}
+    if args.mac_address:
+        from runtime.errors import ConfigError
+
+        parts = args.mac_address.replace("-", ":").split(":")
+        if len(parts) != 6 or not all(len(p) == 2 and all(c in "0123456789abcdefABCDEF" for c in p)
+                                      for p in parts):
+            raise ConfigError(f"{args.mac_address} is not a valid mac address")
+        out["mac_address"] = ":".join(parts).lower()
+    return out
+# --- end dns ---
+
+
 def _user_network(args, network: str) -> dict:
     """A user-defined network's part of the record: network_id, aliases, ip (docker's errors
     for --ip and --network-alias off one, or --ip without the network's own --subnet)."""
@@ -514,6 +566,7 @@ def cmd_run(args) -> int:
     try:
         _network(args, {}, check_only=True)     # bad -p/--network/--add-host: before any pull
         privileges = _privileges(args)          # bad --cap-add/--device too
+        dns = _dns(args)                        # --- dns: and a bad --mac-address ---
         limits = _limits(args)
         security = _security(args)
         if not args.detach:         # the supervisor enters its own (it must not hold ours)
@@ -530,6 +583,7 @@ def cmd_run(args) -> int:
         if security:
             life["security_opt"] = security         # the record's: start and exec apply it too
         life.update(privileges)                 # the record's too (checked once, above)
+        life.update(dns)                        # --- dns: the record's, and the spec's below ---
         if not args.detach and life["restart"]["Name"] != "no":
             raise ConfigError("--restart needs -d for now (a foreground run has no supervisor)")
         mounts = volumes.image_volumes(volumes.parse_all(args.volume, args.mount, args.tmpfs),
@@ -562,6 +616,7 @@ def cmd_run(args) -> int:
                            tty=args.tty, make_cwd=True, resources=limits, init=args.init,
                            gid_in_groups=True, readonly_rootfs=args.read_only,
                            mounts=volumes.to_spec(root, mounts), security_opt=security,
+                           dns=life.get("dns"), mac_address=life.get("mac_address") or "",
                            **privileges)
         return run(spec, forward_signals=True, relay_stdin=args.interactive)
     except (SandboxError, StoreError) as e:

@@ -58,8 +58,9 @@ def _mounts(c) -> list:
 
 def _network_settings(c) -> dict:
     """NetworkSettings: the bridge address while it runs (docker's empty strings otherwise);
-    on a user-defined network its ID, --ip (IPAMConfig), aliases and the names peers resolve
-    (DNSNames: name, aliases, short ID)."""
+    on user-defined networks one endpoint per network of the record (run --network's, then
+    `network connect`ed ones: runtime.network.connect.live_endpoints), with its ID, --ip
+    (IPAMConfig), aliases and the names peers resolve (DNSNames: name, aliases, short ID)."""
     from runtime.network.ports import inspect_ports, of_container
 
     cfg = c.config
@@ -68,19 +69,17 @@ def _network_settings(c) -> dict:
     ip, gw, mac = net.get("ip", ""), net.get("gateway", ""), net.get("mac", "")
     prefix = net.get("prefix", 0)
     user = bool(cfg.get("network_id"))
-    aliases = list(cfg.get("aliases") or []) if user else None
-    endpoint = {"IPAMConfig": {"IPv4Address": cfg["ip"]} if user and cfg.get("ip") else None,
-                "Links": None, "Aliases": aliases, "MacAddress": mac,
-                "NetworkID": cfg.get("network_id", ""), "EndpointID": "", "Gateway": gw,
-                "IPAddress": ip, "IPPrefixLen": prefix, "IPv6Gateway": "", "GlobalIPv6Address": "",
-                "GlobalIPv6PrefixLen": 0, "DriverOpts": None,
-                "DNSNames": [c.name, *aliases, c.id[:12]] if user else None}
-    networks = {mode: endpoint}
-    if c.status == "running" and mode not in ("host", "none"):     # `network connect`ed ones
-        from runtime.network.connect import extra_networks
+    base = {"IPAMConfig": None, "Links": None, "Aliases": None, "MacAddress": mac,
+            "NetworkID": "", "EndpointID": "", "Gateway": gw, "IPAddress": ip,
+            "IPPrefixLen": prefix, "IPv6Gateway": "", "GlobalIPv6Address": "",
+            "GlobalIPv6PrefixLen": 0, "DriverOpts": None, "DNSNames": None}
+    networks = {} if user else {mode: base}
+    if mode not in ("host", "none") and (user or cfg.get("endpoints")):
+        from runtime.network.connect import live_endpoints
         root = os.path.dirname(os.path.dirname(c.path))
-        for name, e in extra_networks(root, c).items():
-            networks[name] = {**endpoint, "IPAMConfig": None, "Aliases": e["aliases"],
+        for name, e in live_endpoints(root, c).items():
+            networks[name] = {**base, "IPAMConfig": {"IPv4Address": e["config_ip"]}
+                              if e["config_ip"] else None, "Aliases": e["aliases"],
                               "MacAddress": e["mac"], "NetworkID": e["id"],
                               "Gateway": e["gateway"], "IPAddress": e["ip"],
                               "IPPrefixLen": e["prefix"],
@@ -124,6 +123,8 @@ def doc(c) -> dict:
         "StopSignal": cfg.get("stop_signal") or "SIGTERM",
         "ExposedPorts": dict.fromkeys(cfg.get("exposed") or [], {}) or None,
     }
+    if cfg.get("mac_address"):                     # --- dns: --mac-address ---
+        config["MacAddress"] = cfg["mac_address"]
     if cfg.get("healthcheck"):
         config["Healthcheck"] = cfg["healthcheck"]
     if cfg.get("stop_timeout") is not None:
@@ -156,6 +157,10 @@ def doc(c) -> dict:
             "Devices": [{k: d[k] for k in ("PathOnHost", "PathInContainer", "CgroupPermissions")}
                         for d in cfg.get("devices") or []],
             "LogConfig": {"Type": "json-file", "Config": cfg.get("log_config") or {}},
+            # --- dns: --dns, --dns-search, --dns-option (docker's [] when none) ---
+            **{key: list((cfg.get("dns") or {}).get(part) or [])
+               for key, part in (("Dns", "servers"), ("DnsSearch", "search"),
+                                 ("DnsOptions", "options"))},
         },
         "Mounts": _mounts(c),
         "NetworkSettings": _network_settings(c),

@@ -293,6 +293,20 @@ class Containers:
             atomic.fsync_dir(self.dir)
         return self.load(cid)
 
+    # --- dns: `network connect|disconnect` change a record's networks ---
+    def update_config(self, c: Container, change) -> dict:
+        """config.json read again, `change(config)` applied and written whole, under the lock
+        (two connects at once lose neither); c.config is the new one."""
+        with self._lock().held():
+            config = _read(os.path.join(c.path, CONFIG))
+            if config is None:
+                raise ContainerError(f"No such container: {c.id}")
+            change(config)
+            atomic.write_json(os.path.join(c.path, CONFIG), config)
+        c.config = config
+        return config
+    # --- end dns ---
+
     def remove(self, c: Container) -> None:
         """Remove every trace of a container that no longer runs (its dir: config, state,
         log, upper and work dirs, a run dir left by a killed supervisor)."""

@@ -194,13 +194,18 @@ def _supervise(root: str, cid: str, ready_fd: int, restarts: int | None, lock_fd
     if cfg.get("mounts"):
         from runtime.containers.volumes import to_spec
         mounts = to_spec(root, cfg["mounts"])
-    network, endpoint, net_error = cfg["network"], None, None
-    if cfg.get("network_id"):       # a user network: the bridge driver and its Endpoint
-        from runtime.network.defs import endpoint as endpoint_of
+    network, endpoint, net_error, connected = cfg["network"], None, None, []
+    # --- dns: every network of the record (a user network's eth0, `network connect`ed ones) ---
+    if cfg.get("network_id") or cfg.get("endpoints"):
+        from runtime.network import defs
         try:
-            network, endpoint = "bridge", endpoint_of(root, cfg, c.id, c.name)
+            if cfg.get("network_id"):   # a user network: the bridge driver and its Endpoint
+                endpoint = defs.endpoint(root, cfg, c.id, c.name)
+                network = "bridge" if endpoint is not None else "none"  # disconnected from all
+            connected = defs.connected(root, cfg, c.id, c.name) if network != "none" else []
         except SandboxError as e:
             network, net_error = "none", str(e)
+    # --- end dns ---
     spec = SandboxSpec(lowerdirs=cfg["lowerdirs"], upperdir=upper, workdir=work, argv=cfg["argv"],
                        env=cfg["env"], cwd=cfg["cwd"], user=cfg["user"], hostname=cfg["hostname"],
                        network=network, ports=cfg.get("ports") or [], endpoint=endpoint,
@@ -211,7 +216,10 @@ def _supervise(root: str, cid: str, ready_fd: int, restarts: int | None, lock_fd
                        security_opt=cfg.get("security_opt") or [],
                        resources=Resources(**cfg["resources"]) if cfg.get("resources") else None,
                        privileged=bool(cfg.get("privileged")), cap_add=cfg.get("cap_add") or [],
-                       cap_drop=cfg.get("cap_drop") or [], devices=cfg.get("devices") or [])
+                       cap_drop=cfg.get("cap_drop") or [], devices=cfg.get("devices") or [],
+                       # --- dns: --dns/--dns-search/--dns-option, --mac-address ---
+                       dns=cfg.get("dns"), mac_address=cfg.get("mac_address") or "",
+                       connected=connected)
     try:
         if net_error is not None:
             raise SandboxError(net_error)
@@ -275,7 +283,13 @@ def _become_monitor(root: str, cid: str, tree, out_r: int, err_r: int, log: int,
     os.write(mem, data)
     os.lseek(mem, 0, os.SEEK_SET)
     from runtime.network import proxy
-    keep = (out_r, err_r, log, lock, tree._errfd, *extra) + proxy.handoff(tree) + (mem,)
+    keep = (out_r, err_r, log, lock, tree._errfd, *extra) + proxy.handoff(tree)
+    # --- dns: the embedded DNS server's sockets go to the monitor too ---
+    if getattr(getattr(tree, "network", None), "dns_key", None):
+        from runtime.network import dns
+        keep += dns.handoff(tree)
+    # --- end dns ---
+    keep += (mem,)
     for fd in keep:
         os.set_inheritable(fd, True)
     code = (f"import sys; sys.path.insert(0, {HERE!r}); from runtime.containers.supervisor "
@@ -299,6 +313,11 @@ def monitor(root: str, cid: str, out_r: int, err_r: int, log: int, mem: int, loc
         if os.environ.get("PYBUILD_PROXY"):     # proxy.handoff's: published ports, served here
             from runtime.network import proxy
             proxy.resume()
+        # --- dns: the embedded DNS server (dns.handoff's), served here ---
+        if os.environ.get("PYBUILD_DNS"):
+            from runtime.network import dns
+            dns.resume()
+        # --- end dns ---
         cs = Containers(root)
         c = cs.load(cid)
 

@@ -11,7 +11,8 @@ host side's half of runtime.process.start), `ports` (-p/-P parsing and listening
 User-defined networks (`pybuild network create`): `defs` keeps their definitions under the
 store root; each has the default bridge's machinery parameterised by a `Net` (its own state dir
 /run/pybuild/network/<12 hex of its id>/ with the same lock, leases and linger, its bridge
-br-<12 hex>), and reaches a sandbox as spec.endpoint (an `Endpoint`).
+br-<12 hex>), and reaches a sandbox as spec.endpoint (an `Endpoint`); `dns` is each such
+container's embedded DNS server (docker's 127.0.0.11), answering from the lease files.
 """
 from __future__ import annotations
 

@@ -10,19 +10,20 @@ with the netns, whatever ends the container. Pickles without its sockets (the mo
 those through proxy.handoff).
 
 On a user-defined network (spec.endpoint, a runtime.network.Endpoint) the same on its bridge, with
-its --ip; no default route on an --internal one; once connected the endpoint joins (leases.join:
-its names go into every peer's /etc/hosts and theirs into its own; runtime.rundir hands over
-`etc_files`, the files it wrote).
+its --ip; no default route on an --internal one; the thread in the netns also binds the
+container's embedded DNS server's sockets (runtime.network.dns, served from this process);
+once connected the endpoint joins (leases.join: its names go into its lease file, the registry
+those servers answer from). runtime.rundir hands over the spec's --mac-address and --dns
+(`configure`), and the Endpoints of the record's other networks (spec.connected), each made
+as eth1... by a runtime.network.connect holder before the command runs.
 """
 from __future__ import annotations
 
 import os
 import socket
-import threading
 
-from runtime import kernel
 from runtime.errors import SandboxError
-from runtime.network import DEFAULT, leases
+from runtime.network import DEFAULT, leases, netlink
 from runtime.network.netlink import Netlink
 
 
@@ -37,7 +38,10 @@ class Attachment:
         self.proxy_key: str | None = None
         self.veth = ""
         self.endpoint = endpoint        # a user network's runtime.network.Endpoint, else None
-        self.etc_files: dict[str, str] = {}     # runtime.rundir's: /etc/hosts is rewritten
+        self.mac = ""                   # --mac-address (configure), else the lease's
+        self.dns_servers: list[str] = []    # --dns: the embedded DNS server's upstreams
+        self.dns_key: str | None = None     # its runtime.network.dns.Resolver, once started
+        self.connected: list = []           # spec.connected: Endpoints made as eth1... by holders
         try:
             if self.endpoint is not None:
                 self.lease = leases.acquire(self.endpoint.net, self.endpoint.ip)
@@ -58,12 +62,17 @@ class Attachment:
             s.close()
         self.listeners = []
 
+    def configure(self, spec) -> None:
+        """The spec's part (runtime.rundir, before the fork): --mac-address, --dns."""
+        self.mac = spec.mac_address or ""
+        self.dns_servers = list((spec.dns or {}).get("servers") or [])
+        self.connected = list(spec.connected)
+
     def info(self) -> dict:
         """What state.json keeps for inspect, ps and port."""
         le = self.lease
-        out = {"ip": le.ip, "prefix": le.prefix, "gateway": le.gateway, "mac": le.mac,
-               "veth": self.veth, "ports": self.published,
-               "hosts": self.etc_files.get("/etc/hosts", "")}    # `network connect` rewrites it
+        out = {"ip": le.ip, "prefix": le.prefix, "gateway": le.gateway, "mac": self.mac or le.mac,
+               "veth": self.veth, "ports": self.published}
         if self.endpoint is not None:
             ep = self.endpoint
             out.update(name=ep.net.name, id=ep.net.id, aliases=ep.aliases,
@@ -79,17 +88,12 @@ class Attachment:
             raise SandboxError(f"the container ended before its network was set up: "
                                f"{e.strerror}") from None
         host = Netlink()
-        try:
-            self.veth = "veth" + os.urandom(4).hex()[:7]
-            host.new_veth(self.veth, socket.if_nametoindex(net.bridge), "eth0", nsfd, le.mac)
-            inside: dict = {}
-            t = threading.Thread(target=_enter, args=(nsfd, inside))
-            t.start()
-            t.join()
-            if "error" in inside:
-                raise inside["error"]
-            nl, eth0 = inside["netlink"], inside["eth0"]
+        inside: dict = {}
+
+        def configure() -> None:            # on the thread in the container's netns
+            nl = Netlink()
             try:
+                eth0 = socket.if_nametoindex("eth0")
                 nl.set_up(1)                                  # lo: always ifindex 1
                 nl.add_address(eth0, le.ip, le.prefix, le.broadcast)
                 nl.set_up(eth0)
@@ -97,6 +101,20 @@ class Attachment:
                     nl.add_default_route(eth0, le.gateway)
             finally:
                 nl.close()
+            if self.endpoint is not None:         # lo is up: 127.0.0.11 is there
+                from runtime.network import dns
+                inside["dns"] = dns.open_sockets()
+
+        try:
+            self.veth = "veth" + os.urandom(4).hex()[:7]
+            host.new_veth(self.veth, socket.if_nametoindex(net.bridge), "eth0", nsfd,
+                          self.mac or le.mac)
+            try:
+                netlink.in_netns(nsfd, configure)
+            except BaseException:
+                for s in inside.pop("dns", ()):
+                    s.close()
+                raise
         except OSError as e:
             raise SandboxError(f"cannot connect the container to the bridge network: "
                                f"{e.strerror or e}") from None
@@ -104,19 +122,36 @@ class Attachment:
             host.close()
             os.close(nsfd)
         if self.endpoint is not None:
-            self._join()
+            self._serve_dns(inside["dns"])
+            leases.join(self.lease, list(dict.fromkeys(self.endpoint.names)))
+        if self.connected:      # the record's other networks, each by a holder of its own
+            from runtime.network.connect import spawn
+            for ep in self.connected:
+                spawn(ep.net, pid, list(dict.fromkeys(ep.names)), ep.ip)
         if self.listeners:
             from runtime.network import proxy
             self.proxy_key = os.urandom(8).hex()
             proxy.Proxy(self.proxy_key, [(s, b["proto"], le.ip, b["port"])
                                          for b, s in self.listeners]).start()
 
-    def _join(self) -> None:
-        """Peers learn our names and we theirs: /etc/hosts, docker's embedded DNS's part."""
-        leases.join(self.lease, list(dict.fromkeys(self.endpoint.names)),
-                    self.etc_files.get("/etc/hosts", ""))
+    def _serve_dns(self, sockets) -> None:
+        """The container's embedded DNS server, on threads of this process (docker's 127.0.0.11;
+        Endpoint.names ends with the container's short ID, which finds its networks)."""
+        from runtime.network import dns
+
+        try:
+            servers = dns.upstreams(self.dns_servers)
+        except BaseException:
+            for s in sockets:
+                s.close()
+            raise
+        self.dns_key = os.urandom(8).hex()
+        dns.Resolver(self.dns_key, sockets, self.endpoint.names[-1], servers).start()
 
     def release(self) -> None:
+        if self.dns_key is not None:
+            from runtime.network import dns
+            dns.stop(self.dns_key)
         if self.proxy_key is not None:
             from runtime.network import proxy
             proxy.stop(self.proxy_key)
@@ -124,14 +159,3 @@ class Attachment:
         lease, self.lease = self.lease, None
         if lease is not None:
             leases.release(lease)
-
-
-def _enter(nsfd: int, out: dict) -> None:
-    """On its own thread: join the container's netns and open a netlink socket there (a socket
-    stays in the netns it was made in, whoever uses it after)."""
-    try:
-        kernel.setns(nsfd, kernel.CLONE_NEWNET)
-        out["netlink"] = Netlink()
-        out["eth0"] = socket.if_nametoindex("eth0")
-    except BaseException as e:  # noqa: BLE001 - raised again on the caller's thread
-        out["error"] = e

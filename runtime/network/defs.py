@@ -173,38 +173,69 @@ def _free(taken: list):
     return ipaddress.IPv4Network(subnet)
 
 
-def endpoint(root, cfg: dict, cid: str, name: str = ""):
-    """spec.endpoint for a container's record `cfg` (runtime.containers.state's config: network,
-    and on a user network network_id, aliases, ip): the user network's runtime.network.Endpoint,
-    whose peers resolve it by `name`, its aliases and short ID (spec.network is then `bridge`,
-    the driver). A network removed since: docker's "network X not found"."""
+def endpoints_of(cfg: dict) -> list[dict]:
+    """The user networks a container's record (runtime.containers.state's config) is on, in
+    docker's order, {id, name, aliases, ip} each: `endpoints` once `network connect` or
+    `disconnect` changed them, else run --network's (network_id, aliases, ip)."""
+    if "endpoints" in cfg:
+        return [dict(e) for e in cfg["endpoints"]]
+    if cfg.get("network_id"):
+        return [{"id": cfg["network_id"], "name": cfg.get("network", ""),
+                 "aliases": list(cfg.get("aliases") or []), "ip": cfg.get("ip") or ""}]
+    return []
+
+
+def split(cfg: dict) -> tuple[dict | None, list[dict]]:
+    """(the endpoint that is eth0 with the default route, the others made as eth1...). A
+    container run on a user network has the first of its endpoints as eth0 (None: it was
+    disconnected from all, only lo is left, as docker); on the default bridge every user
+    network is an extra one."""
+    eps = endpoints_of(cfg)
+    if cfg.get("network_id"):
+        return (eps[0] if eps else None), eps[1:]
+    return None, eps
+
+
+def _endpoint(root, e: dict, cid: str, name: str):
     from runtime.network import Endpoint, user_net
 
     try:
-        d = Networks(root).find(cfg["network_id"])
+        d = Networks(root).find(e["id"])
     except NotFound:
-        raise NotFound(f"network {cfg['network']} not found") from None
-    aliases = list(cfg.get("aliases") or [])
+        raise NotFound(f"network {e['name']} not found") from None
+    aliases = list(e.get("aliases") or [])
     names = [n for n in (name, *aliases, cid[:12]) if n]
-    return Endpoint(user_net(d), names, aliases, cfg.get("ip") or "")
+    return Endpoint(user_net(d), names, aliases, e.get("ip") or "")
+
+
+def endpoint(root, cfg: dict, cid: str, name: str = ""):
+    """spec.endpoint for a container's record `cfg` (see split): the user network's
+    runtime.network.Endpoint that is its eth0, whose peers resolve it by `name`, its aliases
+    and short ID (spec.network is then `bridge`, the driver), None when it was disconnected from
+    every network. A network removed since: docker's "network X not found"."""
+    first, _ = split(cfg)
+    return None if first is None else _endpoint(root, first, cid, name)
+
+
+def connected(root, cfg: dict, cid: str, name: str = "") -> list:
+    """The Endpoints of the networks the container gets besides its eth0 (spec.connected)."""
+    return [_endpoint(root, e, cid, name) for e in split(cfg)[1]]
 
 
 def sweep(root, cfg: dict) -> None:
-    """After a container's record goes: its network's lease of a killed supervisor, and the
-    bridge when it was the last (what runtime.network.leases.sweep does for the default)."""
+    """After a container's record goes: its networks' leases of a killed supervisor or holder,
+    and a bridge when it was the last (what runtime.network.leases.sweep does for the default)."""
     from runtime.network import leases, user_net
 
     if cfg.get("network") == "bridge":
         from runtime.network import bridge_exists
         if bridge_exists():
             leases.sweep()
-        return
-    if not cfg.get("network_id"):
-        return
-    try:
-        d = Networks(root).find(cfg["network_id"])
-    except NotFound:
-        return
-    net = user_net(d)
-    if os.path.isdir(net.state_dir):
-        leases.sweep(net)
+    for e in endpoints_of(cfg):
+        try:
+            d = Networks(root).find(e["id"])
+        except NotFound:
+            continue
+        net = user_net(d)
+        if os.path.isdir(net.state_dir):
+            leases.sweep(net)

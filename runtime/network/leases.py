@@ -10,9 +10,9 @@ restart backoff), or at a sweep after a kill -9, the bridge and its rules go, so
 on the host once no container uses the network.
 
 A user-defined network (runtime.network.Net, `net` below) has the same files in its own state
-dir; its lease files also carry the endpoint (a second line, JSON: the names peers resolve it
-by, its /etc/hosts on the host and that file's own part), so every join and leave rewrites the
-/etc/hosts of each container on the network in place (see refresh).
+dir; its lease files also carry the endpoint once it joined (plain lines: the names peers
+resolve it by, the network's name and whether it is --internal): the registry each container's
+embedded DNS server (runtime.network.dns) answers from.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import os
 import struct
 
 from cache import owner
-from runtime.network import DEFAULT, STATE_DIR, Net
+from runtime.network import DEFAULT, Net
 
 
 class Lease:
@@ -78,10 +78,9 @@ class locked:
 
 
 def _live(net: Net = DEFAULT) -> dict[str, str]:
-    """ip -> holder of every live lease; a dead holder's lease file is removed (under the lock;
-    on a user network the others' /etc/hosts then lose its names)."""
+    """ip -> holder of every live lease; a dead holder's lease file is removed (under the lock)."""
     d = os.path.join(net.state_dir, "leases")
-    out, gone = {}, False
+    out = {}
     for ip in os.listdir(d):
         path = os.path.join(d, ip)
         try:
@@ -92,13 +91,10 @@ def _live(net: Net = DEFAULT) -> dict[str, str]:
         if owner.alive(tok):
             out[ip] = tok
         else:
-            gone = True
             try:
                 os.unlink(path)
             except FileNotFoundError:
                 pass
-    if gone and net.user:
-        refresh(net, out)
     return out
 
 
@@ -139,29 +135,22 @@ def acquire(net: Net = DEFAULT, want: str = "") -> Lease:
     return Lease(ip, subnet, tok, gateway, net)
 
 
-def join(lease: Lease, names: list[str], hosts: str) -> None:
-    """A user network's endpoint joins: its names and /etc/hosts path go into its lease file
-    (token, names, hosts path: plain lines, no json import on the run's path), and every
-    container's /etc/hosts on the network is rewritten (its own too: the first join keeps the
-    file as it was written in `<hosts>.base`, the part that never changes)."""
+def join(lease: Lease, names: list[str]) -> None:
+    """A user network's endpoint joins: its names, the network's name and --internal flag go
+    into its lease file (plain lines after the token: no json import on the run's path), where
+    the DNS servers of the containers on the network find it."""
     net = lease.net
     names = [n for n in names if n and not any(c.isspace() for c in n)]
-    if hosts and not os.path.exists(hosts + ".base"):
-        with open(hosts, "rb") as f:
-            base = f.read()
-        with open(hosts + ".base.tmp", "wb") as f:
-            f.write(base)
-        os.rename(hosts + ".base.tmp", hosts + ".base")
     with locked(net):
         path = os.path.join(net.state_dir, "leases", lease.ip)
         with open(path + ".tmp", "w") as f:
-            f.write(f"{lease.token}\n{' '.join(names)}\n{hosts}\n")
+            f.write(f"{lease.token}\n{' '.join(names)}\n{net.name}\n{int(net.internal)}\n")
         os.rename(path + ".tmp", path)
-        refresh(net, _live(net))
 
 
-def endpoints(net: Net, live: dict[str, str] | None = None) -> dict[str, dict]:
-    """ip -> the endpoint a lease file carries ({} for a lease not joined yet)."""
+def endpoints(net: Net, live=None) -> dict[str, dict]:
+    """ip -> the endpoint a lease file carries ({} for a lease not joined yet); `live`: the
+    addresses to read (default: the live leases, dead ones reclaimed under the lock)."""
     out = {}
     for ip in (live if live is not None else held(net)):
         e = _endpoint(os.path.join(net.state_dir, "leases", ip))
@@ -171,62 +160,16 @@ def endpoints(net: Net, live: dict[str, str] | None = None) -> dict[str, dict]:
 
 
 def _endpoint(path: str) -> dict | None:
+    """{token, names, network, internal} of a lease file, {} before its join, None if gone."""
     try:
         with open(path) as f:
-            tok, names, hosts = f.readline().strip(), f.readline(), f.readline()
+            tok, names, network, internal = (f.readline() for _ in range(4))
     except OSError:
         return None
-    return {"token": tok, "names": names.split(), "hosts": hosts.rstrip("\n")} if hosts else {}
-
-
-def _user_state_dirs() -> list[str]:
-    try:
-        return [os.path.join(STATE_DIR, n) for n in os.listdir(STATE_DIR) if len(n) == 12]
-    except OSError:
-        return []
-
-
-def refresh(net: Net, live: dict[str, str]) -> None:
-    """Rewrite the /etc/hosts of each container on net (see rewrite)."""
-    for e in endpoints(net, live).values():
-        if e.get("hosts"):
-            rewrite(e["hosts"])
-
-
-def rewrite(hosts: str) -> None:
-    """One container's /etc/hosts from every user network it is on: `<hosts>.base`, a line of
-    its own per network, then one per other container there (`IP<TAB>name alias... shortid`),
-    as docker's legacy links kept them. In place (write, then truncate: the same inode, which
-    the container has bind-mounted), flocked, never creating or following a link. Read from
-    the committed lease files of every network (not under their locks: each change renames its
-    file before it rewrites, so the last rewrite sees them all)."""
-    try:
-        fd = os.open(hosts, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
-        return
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        with open(hosts + ".base", "rb") as f:
-            base = f.read()
-        own, peers = [], []
-        for d in _user_state_dirs():
-            try:
-                ips = sorted(os.listdir(os.path.join(d, "leases")))
-            except OSError:
-                continue
-            eps = {ip: _endpoint(os.path.join(d, "leases", ip)) for ip in ips}
-            eps = {ip: e for ip, e in eps.items() if e and e["names"] and owner.alive(e["token"])}
-            if not any(e["hosts"] == hosts for e in eps.values()):
-                continue
-            for ip, e in eps.items():
-                (own if e["hosts"] == hosts else peers).append(f"{ip}\t{' '.join(e['names'])}\n")
-        data = base + "".join(own + peers).encode()
-        os.pwrite(fd, data, 0)
-        os.ftruncate(fd, len(data))
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    if not network:
+        return {}
+    return {"token": tok.strip(), "names": names.split(), "network": network.strip(),
+            "internal": internal.strip() == "1"}
 
 
 LINGER = 5.0            # s the bridge stays after its last container ended (default)
@@ -252,10 +195,7 @@ def release(lease: Lease) -> None:
                 os.unlink(path)
         except FileNotFoundError:
             pass
-        live = _live(net)
-        if live:
-            if net.user:
-                refresh(net, live)
+        if _live(net):
             return
         stamp = os.path.join(net.state_dir, _STAMP)
         with open(stamp + ".tmp", "w") as f:

@@ -104,3 +104,26 @@ class Netlink:
                 + attr(RTA_GATEWAY, socket.inet_aton(gateway))
                 + attr(RTA_OIF, struct.pack("=I", index)))
         self.request(RTM_NEWROUTE, body, NLM_F_CREATE | NLM_F_EXCL)
+
+
+def in_netns(nsfd: int, then) -> None:
+    """then() on a short thread that setns()es into the netns of nsfd (a socket stays in the
+    netns it was made in, whoever uses it after); its error is raised here."""
+    import threading
+
+    from runtime import kernel
+
+    out: dict = {}
+
+    def run() -> None:
+        try:
+            kernel.setns(nsfd, kernel.CLONE_NEWNET)
+            then()
+        except BaseException as e:  # noqa: BLE001 - raised again on the caller's thread
+            out["error"] = e
+
+    t = threading.Thread(target=run)
+    t.start()
+    t.join()
+    if "error" in out:
+        raise out["error"]

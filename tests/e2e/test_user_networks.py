@@ -1,6 +1,7 @@
 """User-defined networks as a docker user meets them, each command its own process, on real
 veths, bridges and iptables rules: `network create|ls|inspect|rm|prune` and docker's lines,
-containers finding each other by name, alias and short ID (busybox wget to busybox httpd),
+containers finding each other by name, alias and short ID (busybox wget to busybox httpd, through
+their embedded DNS servers: tests/e2e/test_network_dns.py has the server's own tests),
 isolation from another network, --internal without a way out, --ip, and nothing of a network
 left on the host once its last container ends, however it ends."""
 from __future__ import annotations
@@ -72,6 +73,11 @@ def host_side_gone(doc: dict) -> bool:
             and doc["IPAM"]["Config"][0]["Subnet"] not in nat_rules())
 
 
+def resolve(cid: str, name: str) -> str:
+    """busybox nslookup of name in container cid, asking its embedded DNS server (127.0.0.11)."""
+    return run_pybuild("exec", cid, "nslookup", name).stdout
+
+
 def test_create_ls_inspect_rm_and_dockers_lines(network):
     doc = network("--label", "team=a")
     name, nid = doc["Name"], doc["Id"]
@@ -125,11 +131,12 @@ def test_peers_by_name_alias_and_id_not_from_another_network(root, network):
                           "pbt-web")).returncode == 0
     # another network: neither the name nor the address
     r = run_pybuild("run", "--rm", "--network", b["Name"], "busybox", "sh", "-c",
-                    f"grep -c pbt-web /etc/hosts; timeout 3 wget -qO- http://{ip}/; echo rc=$?")
+                    f"nslookup pbt-web | grep -c {ip}; timeout 3 wget -qO- http://{ip}/; echo rc=$?")
     assert r.stdout.startswith("0\n") and r.stdout.endswith("rc=143\n"), r.stdout
-    # a second container on a joins every peer's /etc/hosts, and leaves it at its end
+    # a second container on a is a name in every peer's DNS at once, and none at its end
     cli = run_d("--name", "pbt-cli", "--network", a["Name"], "busybox", "sleep", "60")
-    poll(lambda: "pbt-cli" in ok(run_pybuild("exec", web, "cat", "/etc/hosts")).stdout)
+    cli_ip = state(root, cli)["network"]["ip"]
+    assert f"Address: {cli_ip}" in resolve(web, "pbt-cli")
     assert ok(run_pybuild("exec", cli, "sh", "-c", FETCH.format(host="www"))).stdout == "from-web\n"
     doc = json.loads(ok(run_pybuild("inspect", web)).stdout)[0]
     ep = doc["NetworkSettings"]["Networks"][a["Name"]]
@@ -143,7 +150,7 @@ def test_peers_by_name_alias_and_id_not_from_another_network(root, network):
                    f"error while removing network: network {a['Name']} id {a['Id']} has "
                    "active endpoints")
     ok(run_pybuild("rm", "-f", cli))
-    poll(lambda: "pbt-cli" not in ok(run_pybuild("exec", web, "cat", "/etc/hosts")).stdout)
+    assert cli_ip not in resolve(web, "pbt-cli")
     ok(run_pybuild("rm", "-f", web))
     poll(lambda: host_side_gone(a) and host_side_gone(b), GONE)
 
@@ -216,6 +223,8 @@ def test_connect_and_disconnect_a_running_container(root, network):
     assert r.stdout.endswith("via-connect\n") and "eth1" in r.stdout
     assert ok(run_pybuild("exec", web, "ping", "-c1", "-W2", "pbt-extra")).returncode == 0
     nets = json.loads(ok(run_pybuild("inspect", cli)).stdout)[0]["NetworkSettings"]["Networks"]
+    extra_ip = nets[a["Name"]]["IPAddress"]
+    assert f"Address: {extra_ip}" in resolve(web, "pbt-extra")
     assert set(nets) == {a["Name"], b["Name"]} and nets[a["Name"]]["Aliases"] == ["pbt-extra"]
     [nd] = json.loads(ok(run_pybuild("network", "inspect", a["Name"])).stdout)
     assert set(nd["Containers"]) == {web, cli}
@@ -226,9 +235,128 @@ def test_connect_and_disconnect_a_running_container(root, network):
     ok(run_pybuild("network", "disconnect", a["Name"], cli))
     r = ok(run_pybuild("exec", cli, "sh", "-c", "ip -o link; " + probe))
     assert "eth1" not in r.stdout and r.stdout.endswith("rc=1\n")
-    assert "pbt-ccli" not in ok(run_pybuild("exec", web, "cat", "/etc/hosts")).stdout
+    assert extra_ip not in resolve(web, "pbt-extra")
     one_error_line(run_pybuild("network", "disconnect", a["Name"], cli), "is not connected")
     # connected again, then the container ends: its endpoint goes with it (the fixture checks)
     ok(run_pybuild("network", "connect", a["Name"], cli))
+    again = json.loads(ok(run_pybuild("inspect", cli)).stdout)[0]["NetworkSettings"]["Networks"]
     ok(run_pybuild("rm", "-f", cli))
-    poll(lambda: "pbt-ccli" not in ok(run_pybuild("exec", web, "cat", "/etc/hosts")).stdout)
+    assert again[a["Name"]]["IPAddress"] not in resolve(web, "pbt-ccli")
+
+
+def addrs(cid: str) -> dict[str, str]:
+    """interface -> IPv4 address in container cid, and "default" -> the default route's via."""
+    r = ok(run_pybuild("exec", cid, "sh", "-c", "ip -o -4 addr; echo @; ip route"))
+    a, _, routes = r.stdout.partition("@\n")
+    out = {ln.split()[1]: ln.split()[3].split("/")[0] for ln in a.splitlines()}
+    for ln in routes.splitlines():
+        if ln.startswith("default"):
+            out["default"] = ln.split()[2] + " " + ln.split()[4]
+    return out
+
+
+def gateway(doc: dict) -> str:
+    return doc["IPAM"]["Config"][0]["Gateway"]
+
+
+def prefix(doc: dict) -> str:
+    return doc["IPAM"]["Config"][0]["Subnet"].rsplit(".", 2)[0] + "."
+
+
+def networks_of(cid: str) -> dict:
+    return json.loads(ok(run_pybuild("inspect", cid)).stdout)[0]["NetworkSettings"]["Networks"]
+
+
+def test_connect_a_stopped_container_then_start_attaches_every_network(root, network):
+    a, b = network(), network()
+    peer = run_d("--name", "pbt-speer", "--network", b["Name"], "busybox", "sleep", "60")
+    cid = ok(run_pybuild("create", "--name", "pbt-sc", "--network", a["Name"], "busybox",
+                         "sleep", "60")).stdout.strip()
+    ok(run_pybuild("network", "connect", "--alias", "pbt-sx", b["Name"], "pbt-sc"))
+    nets = networks_of(cid)
+    assert list(nets) == [a["Name"], b["Name"]] and nets[b["Name"]]["Aliases"] == ["pbt-sx"]
+    assert nets[b["Name"]]["IPAddress"] == "" and nets[b["Name"]]["NetworkID"] == b["Id"]
+    one_error_line(run_pybuild("network", "connect", b["Name"], cid),
+                   f"endpoint with name pbt-sc already exists in network {b['Name']}")
+    for _ in range(2):                  # start, and again after a stop
+        ok(run_pybuild("start", cid))
+        got = addrs(cid)
+        assert got["eth0"].startswith(prefix(a)) and got["eth1"].startswith(prefix(b))
+        assert got["default"] == f"{gateway(a)} eth0"
+        nets = networks_of(cid)
+        assert (nets[a["Name"]]["IPAddress"], nets[b["Name"]]["IPAddress"]) == (got["eth0"],
+                                                                                got["eth1"])
+        # its peers on b resolve it, and it resolves names of both networks
+        assert f"Address: {got['eth1']}" in resolve(peer, "pbt-sx")
+        assert f"Address: {state(root, peer)['network']['ip']}" in resolve(cid, "pbt-speer")
+        ps = ok(run_pybuild("ps", "--filter", "name=pbt-sc", "--format", "{{.Networks}}")).stdout
+        assert ps == f"{a['Name']},{b['Name']}\n"
+        ok(run_pybuild("stop", "-t", "0", cid))
+    assert ok(run_pybuild("network", "prune", "-f")).stdout == ""      # both still in use
+
+
+def test_disconnect_the_first_network_running_and_stopped(root, network):
+    a, b = network(), network()
+    cid = run_d("--name", "pbt-dc", "--network", a["Name"], "busybox", "sleep", "60")
+    ok(run_pybuild("network", "connect", b["Name"], cid))
+    ok(run_pybuild("network", "disconnect", a["Name"], cid))    # its eth0: docker allows it
+    got = addrs(cid)
+    assert "eth0" not in got and got["eth1"].startswith(prefix(b))
+    assert got["default"] == f"{gateway(b)} eth1"                # the gateway moves, as docker's
+    assert list(networks_of(cid)) == [b["Name"]]
+    assert not leases.endpoints(user_net(a))                    # its lease went at once
+    ok(run_pybuild("network", "disconnect", b["Name"], cid))    # its only one: lo is left
+    assert set(addrs(cid)) == {"lo"}
+    doc = json.loads(ok(run_pybuild("inspect", cid)).stdout)[0]
+    assert doc["NetworkSettings"]["Networks"] == {} and doc["HostConfig"]["NetworkMode"] == a["Name"]
+    ok(run_pybuild("restart", "-t", "0", cid))
+    assert set(addrs(cid)) == {"lo"}
+    ok(run_pybuild("network", "connect", a["Name"], cid))       # no default route: it takes it
+    got = addrs(cid)
+    assert got["eth1"].startswith(prefix(a)) and got["default"] == f"{gateway(a)} eth1"
+    one_error_line(run_pybuild("network", "disconnect", b["Name"], cid),
+                   f"container {cid} is not connected to network {b['Name']}")
+    # a stopped one: only its record changes, and its next start has b as eth0
+    sc = ok(run_pybuild("create", "--network", a["Name"], "busybox", "sleep", "60")).stdout.strip()
+    ok(run_pybuild("network", "connect", b["Name"], sc))
+    ok(run_pybuild("network", "disconnect", a["Name"], sc))
+    assert list(networks_of(sc)) == [b["Name"]]
+    ok(run_pybuild("start", sc))
+    got = addrs(sc)
+    assert got["eth0"].startswith(prefix(b)) and "eth1" not in got
+    assert got["default"] == f"{gateway(b)} eth0"
+
+
+def test_connected_endpoint_survives_a_restart_policy_restart(root, network):
+    a, b = network(), network("--subnet", "10.127.3.0/24")
+    peer = run_d("--name", "pbt-rpeer", "--network", b["Name"], "busybox", "sleep", "60")
+    cid = run_d("--network", a["Name"], "--restart", "always", "busybox", "sh", "-c",
+                "sleep 1; exit 1")
+    ok(run_pybuild("network", "connect", "--alias", "pbt-rx", "--ip", "10.127.3.77", b["Name"],
+                   cid))
+    poll(lambda: (state(root, cid).get("restart_count") or 0) >= 2 and
+         state(root, cid)["status"] == "running", 20)
+    got = poll(lambda: run_pybuild("exec", cid, "ip", "-o", "-4", "addr").stdout, 5)
+    assert "inet 10.127.3.77/24" in got and f"inet {prefix(a)}" in got     # its --ip kept
+    assert "Address: 10.127.3.77" in resolve(peer, "pbt-rx")
+
+
+def test_kill_9_of_a_container_on_two_networks_leaves_nothing(root, network):
+    a, b = network(), network()
+    cid = ok(run_pybuild("create", "--network", a["Name"], "busybox", "sleep", "60")).stdout.strip()
+    ok(run_pybuild("network", "connect", b["Name"], cid))
+    ok(run_pybuild("start", cid))
+    [(_, e)] = leases.endpoints(user_net(b)).items()
+    holder = int(e["token"].partition(".")[0])
+    ports = [ln.split(":")[1].strip().partition("@")[0] for n in (a, b)
+             for ln in subprocess.run(["ip", "-o", "link", "show", "master", user_net(n).bridge],
+                                      capture_output=True, text=True,
+                                      check=True).stdout.splitlines()]
+    assert len(ports) == 2                          # eth0's veth on a, the holder's on b
+    st = state(root, cid)
+    for pid in (int(st["supervisor"].split(".")[0]), st["pid"]):
+        os.kill(pid, signal.SIGKILL)
+    poll(lambda: not test_containers.pid_alive(holder))         # it ends with the container
+    ok(run_pybuild("rm", "-f", cid))
+    poll(lambda: host_side_gone(a) and host_side_gone(b), GONE)
+    assert not any(f" {p}@" in links() for p in ports)

@@ -7,6 +7,7 @@ import ipaddress
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -15,7 +16,7 @@ import time
 import pytest
 
 from runtime.errors import SandboxError
-from runtime.network import bridge, leases, ports, proxy
+from runtime.network import bridge, dns, leases, ports, proxy
 
 root_only = pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists("/usr/sbin/iptables"),
                                reason="leases make the bridge: run as root with iptables installed")
@@ -302,30 +303,128 @@ def test_subnet_and_gateway_errors_like_docker(subnet, gateway, msg):
         defs._check(subnet, gateway)
 
 
-def test_hosts_of_a_container_on_two_networks_is_the_union_in_place(tmp_path, monkeypatch):
-    """rewrite: the base, the container's own line per network, its peers on each, in the same
-    inode; a peer whose holder is dead is left out."""
+def _query(name: str, qtype: int = 1, ident: int = 0x1234, edns: int = 0) -> bytes:
+    q = struct.pack("!6H", ident, 0x0100, 1, 0, 0, 1 if edns else 0) + dns.encode_name(name)
+    q += struct.pack("!HH", qtype, 1)
+    if edns:
+        q += b"\0" + struct.pack("!HHIH", 41, edns, 0, 0)
+    return q
+
+
+def _answers(msg: bytes) -> tuple[int, int, list]:
+    """(id, rcode, [(type, data)]) of a reply; TC is rcode | 0x200."""
+    ident, flags, qd, an = struct.unpack("!4H", msg[:8])
+    _, off = dns._name(msg, 12)
+    off += 4
+    out = []
+    for _ in range(an):
+        _, off = dns._name(msg, off)
+        rtype, _, _, n = struct.unpack("!HHIH", msg[off:off + 10])
+        data = msg[off + 10:off + 10 + n]
+        out.append((rtype, socket.inet_ntoa(data) if rtype == 1 else dns._name(msg, off + 10)[0]))
+        off += 10 + n
+    return ident, flags & 0x20F, out
+
+
+@pytest.fixture
+def resolver(tmp_path):
+    """A Resolver of container `me` (short ID aaaaaaaaaaaa) on real loopback sockets, over lease
+    files of two networks it is on and one it is not; its upstream a UDP socket of the test."""
     from cache import owner
 
-    monkeypatch.setattr(leases, "STATE_DIR", str(tmp_path))
     me, dead = owner.token(), "1.1"
-    hosts = tmp_path / "hosts"
-    hosts.write_text("127.0.0.1\tlocalhost\n10.1.0.2\tabc\n")
-    (tmp_path / "hosts.base").write_text(hosts.read_text())
-    ino = hosts.stat().st_ino
-    for net, entries in (("aaaaaaaaaaaa", [("10.1.0.2", "me abc", str(hosts)),
-                                           ("10.1.0.3", "web www", "/nonexistent/hosts")]),
-                         ("bbbbbbbbbbbb", [("10.2.0.5", "me abc", str(hosts)),
-                                           ("10.2.0.6", "db", "/nonexistent/hosts"),
-                                           ("10.2.0.7", "gone", "/nonexistent/hosts")]),
-                         ("cccccccccccc", [("10.3.0.2", "stranger", "/nonexistent/hosts")])):
-        d = tmp_path / net / "leases"
+    nets = {"111111111111": ("app", "0", [("10.1.0.2", "me aaaaaaaaaaaa", me),
+                                          ("10.1.0.3", "web www bbbbbbbbbbbb", me),
+                                          ("10.1.0.4", "db www cccccccccccc", me),
+                                          ("10.1.0.5", "gone dddddddddddd", dead)]),
+            "222222222222": ("back", "1", [("10.2.0.2", "me aaaaaaaaaaaa", me),
+                                           ("10.2.0.3", "store eeeeeeeeeeee", me)]),
+            "333333333333": ("other", "0", [("10.3.0.2", "stranger ffffffffffff", me)])}
+    for short, (name, internal, entries) in nets.items():
+        d = tmp_path / short / "leases"
         d.mkdir(parents=True)
-        for ip, names, path in entries:
-            (d / ip).write_text(f"{dead if names == 'gone' else me}\n{names}\n{path}\n")
-    leases.rewrite(str(hosts))
-    text = hosts.read_text()
-    assert text.startswith("127.0.0.1\tlocalhost\n10.1.0.2\tabc\n")
-    lines = set(text.splitlines()[2:])
-    assert lines == {"10.1.0.2\tme abc", "10.1.0.3\tweb www", "10.2.0.5\tme abc", "10.2.0.6\tdb"}
-    assert hosts.stat().st_ino == ino
+        for ip, names, tok in entries:
+            (d / ip).write_text(f"{tok}\n{names}\n{name}\n{internal}\n")
+    upstream = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    upstream.bind(("127.0.0.1", 0))
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("127.0.0.1", 0))
+    tcp = socket.socket()
+    tcp.bind(("127.0.0.1", 0))
+    tcp.listen()
+    r = dns.Resolver("t", [udp, tcp], "aaaaaaaaaaaa", [], str(tmp_path))
+    r.forward_to = upstream
+    yield r, udp.getsockname(), tcp.getsockname(), tmp_path
+    r.close()
+    upstream.close()
+
+
+def _ask(addr, msg: bytes) -> bytes:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as c:
+        c.settimeout(5)
+        c.sendto(msg, addr)
+        return c.recv(65535)
+
+
+def test_resolver_answers_names_of_its_networks_only(resolver, monkeypatch):
+    """A for names, aliases (every holder), short IDs, NAME.NETWORK; PTR; AAAA empty; a dead
+    holder's and another network's names are not ours: forwarded, their ID kept (the upstream
+    here answers nothing: SERVFAIL after TIMEOUT)."""
+    r, udp, _, _ = resolver
+    r.servers = ["127.0.0.1"]
+    monkeypatch.setattr(dns, "TIMEOUT", 0.3)
+    r.start()
+    assert _answers(_ask(udp, _query("web")))[1:] == (0, [(1, "10.1.0.3")])
+    assert _answers(_ask(udp, _query("WWW.")))[2] == [(1, "10.1.0.3"), (1, "10.1.0.4")]
+    assert _answers(_ask(udp, _query("bbbbbbbbbbbb")))[2] == [(1, "10.1.0.3")]
+    assert _answers(_ask(udp, _query("web.app")))[2] == [(1, "10.1.0.3")]
+    assert _answers(_ask(udp, _query("store.back")))[2] == [(1, "10.2.0.3")]
+    assert _answers(_ask(udp, _query("web", qtype=28))) == (0x1234, 0, [])
+    assert _answers(_ask(udp, _query("3.0.1.10.in-addr.arpa", qtype=12)))[2] == [(12, "web.app")]
+    r.port = r.forward_to.getsockname()[1]
+    for name in ("gone", "stranger", "web.other"):
+        assert _answers(_ask(udp, _query(name, ident=0x4321)))[:2] == (0x4321, 2), name
+        msg, _ = r.forward_to.recvfrom(512)
+        assert msg == _query(name, ident=0x4321)
+
+
+def test_resolver_forwards_keeps_the_id_and_truncates_to_tcp(resolver):
+    """An upstream's answer comes back as it is; over 512 bytes a UDP answer is TC without
+    answers (EDNS0's larger size taken), the whole over TCP."""
+    from cache import owner
+
+    r, udp, tcp, tmp_path = resolver
+    up = r.forward_to
+    r.servers, r.port = ["127.0.0.1"], up.getsockname()[1]
+    r.start()
+
+    def serve():
+        msg, peer = up.recvfrom(512)
+        up.sendto(msg[:2] + struct.pack("!H", 0x8183) + msg[4:], peer)     # NXDOMAIN
+    t = threading.Thread(target=serve)
+    t.start()
+    assert _answers(_ask(udp, _query("example.invalid", ident=0x0BAD)))[:2] == (0x0BAD, 3)
+    t.join()
+    d = tmp_path / "111111111111" / "leases"
+    for i in range(40):
+        (d / f"10.1.1.{i}").write_text(f"{owner.token()}\nmany{i} crowd {i:012x}\napp\n0\n")
+    os.utime(d, ns=(1, 1))                    # a new mtime: read again
+    _, rcode, ans = _answers(_ask(udp, _query("crowd")))
+    assert rcode & 0x200 and ans == []
+    assert len(_answers(_ask(udp, _query("crowd", edns=4096)))[2]) == 40
+    with socket.create_connection(tcp, timeout=5) as c:
+        q = _query("crowd")
+        c.sendall(struct.pack("!H", len(q)) + q)
+        assert len(_answers(dns._read_tcp(c))[2]) == 40
+
+
+def test_resolver_on_internal_networks_only_forwards_nothing(resolver, monkeypatch):
+    """moby's forwarding policy: no network with a way out, no upstream asked: SERVFAIL."""
+    import shutil
+
+    r, udp, _, tmp_path = resolver
+    shutil.rmtree(tmp_path / "111111111111")
+    monkeypatch.setattr(r, "forward", lambda *a: pytest.fail("forwarded"))
+    r.start()
+    assert _answers(_ask(udp, _query("store")))[2] == [(1, "10.2.0.3")]
+    assert _answers(_ask(udp, _query("example.com")))[1] == 2
