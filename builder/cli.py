@@ -17,7 +17,11 @@ from cache.version import VERSION
 
 # command-group module (under builder.commands) -> each registers its subcommands
 COMMAND_MODULES = ("build", "images", "registry", "run", "containers", "containerfs", "volumes",
-                   "network")
+                   "network",
+                   # --- reprodiff: diff ---
+                   "diff",
+                   # --- end reprodiff ---
+                   )
 # the module that registers each command, so a command line loads only its own (argparse
 # building ~30 subparsers was a tenth of a `run`); tests/builder/test_cli.py checks it against
 # what the modules register. A module may need another's parsers first (`container run` lists
@@ -33,6 +37,7 @@ COMMAND_OF = {
     **dict.fromkeys(("commit", "cp", "stats"), "containerfs"),
     "volume": "volumes",
     "network": "network",
+    "diff": "diff",  # --- reprodiff: diff --- (one line)
 }
 NEEDS = {"containers": ("run",)}
 # the commands builder.flags parses (their modules' flag_command(word)); argparse only lists them
