@@ -8,7 +8,6 @@ import subprocess
 import tarfile
 
 import pytest
-
 from e2e_helpers import ok, one_error_line, store_snapshot
 
 BASE = """FROM busybox
