@@ -32,13 +32,14 @@ _PATH_MAX = 4096  # Linux: what a path given to a system call may hold, NUL incl
 
 
 class _HashingReader:
-    def __init__(self, raw):
+    def __init__(self, raw, hashed: bool = True):
         self.raw = raw
-        self.h = HashingWriter()
+        self.h = HashingWriter() if hashed else None
 
     def read(self, n: int = -1) -> bytes:
         data = self.raw.read(CHUNK if n is None or n < 0 else n)
-        self.h.write(data)
+        if self.h is not None:
+            self.h.write(data)
         return data
 
     def drain(self) -> None:
@@ -320,10 +321,11 @@ class LayerReader:
     gzip/zstd/plain sniffed, parsed by stdlib tarfile in stream mode as a header parser only,
     hashed as it goes (the diff_id). Iterating yields each member once; members are not kept
     (tarfile's own list would grow with every entry of a large layer). `close()` reads to the
-    end and returns the diff_id. Every fault is a StoreError."""
+    end and returns the diff_id (None with `hashed=False`: the source checks it itself). Every
+    fault is a StoreError."""
 
-    def __init__(self, tar):
-        self.reader = _HashingReader(open_decompressed(tar))
+    def __init__(self, tar, *, hashed: bool = True):
+        self.reader = _HashingReader(open_decompressed(tar), hashed)
         try:
             self.tf = tarfile.open(fileobj=self.reader, mode="r|")  # noqa: SIM115 - close()
         except tarfile.ReadError as e:
@@ -345,10 +347,10 @@ class LayerReader:
         """The content of the regular-file member `m` (the one just yielded)."""
         return self.tf.extractfile(m)
 
-    def close(self) -> str:
+    def close(self) -> str | None:
         self.tf.close()
         self.reader.drain()
-        return self.reader.h.digest
+        return None if self.reader.h is None else self.reader.h.digest
 
 
 def extract_stream(tar, dest, *, whiteouts: str = "overlay", devices: bool | None = None,
