@@ -78,7 +78,10 @@ def _varied(tmpdir: str):
     """Another umask, environment order (reversed, TMPDIR under the scratch root) and hostname
     (a UTS namespace of this thread, entered before the build's threads start, left after)."""
     old_umask = os.umask(0)
-    os.umask(0o077 if old_umask != 0o077 else 0o022)
+    new_umask = 0o077 if old_umask != 0o077 else 0o022
+    os.umask(new_umask)
+    what = [f"umask {new_umask:04o} (was {old_umask:04o})", "environment reversed",
+            f"TMPDIR={tmpdir}"]
     env = dict(os.environ)
     os.environ.clear()
     for k, v in reversed([*env.items(), ("TMPDIR", tmpdir)]):
@@ -89,11 +92,13 @@ def _varied(tmpdir: str):
         uts = os.open("/proc/self/ns/uts", os.O_RDONLY | os.O_CLOEXEC)
         try:
             kernel.unshare(kernel.CLONE_NEWUTS)
-            kernel.sethostname(f"{HOSTNAME}-{os.urandom(3).hex()}")
+            name = f"{HOSTNAME}-{os.urandom(3).hex()}"
+            kernel.sethostname(name)
+            what.append(f"hostname {name}")
         except OSError:
             os.close(uts)
             uts = None  # the hostname stays: the other variations still apply
-        yield
+        yield ", ".join(what)
     finally:
         if uts is not None:
             kernel.setns(uts, kernel.CLONE_NEWUTS)
@@ -128,11 +133,15 @@ def check(store, plan, opts, image_id: str, *, progress_mode: str, quiet: bool =
         # made now, not after: the save or push would make it anyway, and the base layers'
         # blobs it makes are then linked into the scratch store instead of made again there
         first_m = store.manifest(image_id, compression)["digest"] if compression else None
-        print(f"check-reproducible: building again from scratch in {root}", file=out)
-        with _varied(tmpdir), open(os.devnull, "w") as devnull:
+        with _varied(tmpdir) as varied, open(os.devnull, "w") as devnull:
+            print(f"check-reproducible: building again from scratch in {root} ({varied})", file=out)
             progress = make_progress("plain" if quiet else progress_mode, devnull if quiet else None)
             try:
                 second = build(_Seeded(scratch, store), plan, opts2, progress, None)
+            except Exception:
+                # the first build worked: what failed depends on one of the variations
+                print(f"check-reproducible: the second build failed ({varied}):", file=out)
+                raise
             finally:
                 progress.close()
         second_m = None

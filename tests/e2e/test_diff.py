@@ -124,3 +124,14 @@ def test_a_bad_argument_is_one_line_and_exit_2(pybuild, two, tmp_path):
     one_error_line(pybuild("diff", "diff-a", "sha256:" + "f" * 64), code=2)
     r = pybuild("diff", "diff-a")
     assert r.returncode == 2 and "the following arguments are required" in r.stderr
+
+
+def test_an_archive_of_two_images_needs_a_name(pybuild, two, tmp_path):
+    both = tmp_path / "both.tar"
+    ok(pybuild("save", "-o", str(both), "diff-a", "diff-b"))
+    one_error_line(pybuild("diff", str(both), "diff-a"), "holds 2 images", "diff-a", code=2)
+    assert pybuild("diff", f"docker-archive:{both}:diff-a", "diff-a").returncode == 0
+    r = pybuild("diff", f"oci-archive:{both}:diff-b", "diff-a")
+    assert r.returncode == 1 and "/d/own: owner 1:2 -> 0:0" in r.stdout
+    one_error_line(pybuild("diff", f"docker-archive:{both}:nope", "diff-a"), "no image named nope",
+                   code=2)
