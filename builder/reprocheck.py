@@ -123,6 +123,15 @@ def check(store, plan, opts, image_id: str, *, progress_mode: str, quiet: bool =
     from cache.store import Store
 
     out = out or sys.stderr
+
+    def say(line: str) -> None:
+        """A line of the check's report; with --progress json, a JSON object as the
+        progress events are ({"check_reproducible": line})."""
+        if progress_mode == "json":
+            import json
+            line = json.dumps({"check_reproducible": line})
+        print(line, file=out, flush=True)
+
     root = owner.temp_dir(store.tmp, "check")
     try:
         scratch = Store.open(root)
@@ -134,13 +143,13 @@ def check(store, plan, opts, image_id: str, *, progress_mode: str, quiet: bool =
         # blobs it makes are then linked into the scratch store instead of made again there
         first_m = store.manifest(image_id, compression)["digest"] if compression else None
         with _varied(tmpdir) as varied, open(os.devnull, "w") as devnull:
-            print(f"check-reproducible: building again from scratch in {root} ({varied})", file=out)
+            say(f"check-reproducible: building again from scratch in {root} ({varied})")
             progress = make_progress("plain" if quiet else progress_mode, devnull if quiet else None)
             try:
                 second = build(_Seeded(scratch, store), plan, opts2, progress, None)
             except Exception:
                 # the first build worked: what failed depends on one of the variations
-                print(f"check-reproducible: the second build failed ({varied}):", file=out)
+                say(f"check-reproducible: the second build failed ({varied}):")
                 raise
             finally:
                 progress.close()
@@ -149,18 +158,18 @@ def check(store, plan, opts, image_id: str, *, progress_mode: str, quiet: bool =
             second_m = scratch.manifest(second, compression)["digest"]
         if second == image_id and first_m == second_m:
             what = f" (manifest {first_m} with {compression})" if first_m else ""
-            print(f"check-reproducible: both builds gave the same digest: {image_id}{what}", file=out)
+            say(f"check-reproducible: both builds gave the same digest: {image_id}{what}")
             return 0
         if second == image_id:
-            print(f"check-reproducible: NOT reproducible: same image ID {image_id}, but the "
-                  f"manifests with {compression} differ: {first_m} vs {second_m}", file=out)
+            say(f"check-reproducible: NOT reproducible: same image ID {image_id}, but the "
+                f"manifests with {compression} differ: {first_m} vs {second_m}")
             return 1
         rep = diff.compare(diff.store_image(store, image_id, "first build"),
                            diff.store_image(scratch, second, "second build"))
-        print(f"check-reproducible: NOT reproducible: {image_id} (first build) vs {second} "
-              "(second build):", file=out)
+        say(f"check-reproducible: NOT reproducible: {image_id} (first build) vs {second} "
+            "(second build):")
         for line in diff.what_differs(rep):
-            print(line, file=out)
+            say(line)
         return 1
     finally:
         remove_tree(root)

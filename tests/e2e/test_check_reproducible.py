@@ -151,3 +151,25 @@ def test_the_throw_away_store_does_not_outlive_the_command(pybuild, busybox_root
     # the user's busybox layers, linked into the throw-away store, are untouched
     r = ok(pybuild("run", "--rm", "--network", "none", "busybox", "ls", "/bin/busybox"))
     assert r.stdout == "/bin/busybox\n"
+
+
+def test_json_progress_stays_json(pybuild, busybox_root, tmp_path):
+    r = checked(pybuild, tmp_path / "c", STAMP, "--progress", "json")
+    assert r.returncode == 1
+    import json
+    docs = [json.loads(ln) for ln in r.stderr.splitlines() if not ln.startswith("pybuild:")]
+    said = [d["check_reproducible"] for d in docs if "check_reproducible" in d]
+    assert any(s.startswith("check-reproducible: NOT reproducible") for s in said)
+    assert any(s.startswith("  ~ /stamp: content") for s in said), said
+
+
+def test_push_happens_only_after_the_check_passed(pybuild, busybox_root, tmp_path, registry):
+    good, bad = f"{registry.host}/check/good:1", f"{registry.host}/check/bad:1"
+    r = checked(pybuild, tmp_path / "g", EXPLICIT, "-t", good, "--push")
+    assert r.returncode == 0, r.stderr
+    assert "(manifest sha256:" in r.stderr and "with gzip)" in r.stderr
+    assert pybuild("diff", f"docker://{good}", good).returncode == 0  # what was pushed
+    r = checked(pybuild, tmp_path / "b", STAMP, "-t", bad, "--push")
+    assert r.returncode == 1
+    r = pybuild("diff", f"docker://{bad}", good)
+    assert r.returncode == 2 and "manifest unknown" in r.stderr  # never pushed
