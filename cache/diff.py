@@ -89,6 +89,8 @@ class _Pipe:
 
     def read(self, n: int = -1) -> bytes:
         n = CHUNK if n is None or n < 0 else n
+        if n == 0:
+            return b""
         parts, got = [], 0
         while got < n:
             data = os.read(self.r, n - got)
