@@ -109,6 +109,37 @@ def test_the_hello_fixture_passes(pybuild, busybox_root, tmp_path, compression):
     assert r.returncode == 0, r.stderr
 
 
+def _interop_cases():
+    """The Dockerfiles tests/interop builds against BuildKit (their one list), each with what it
+    needs to run; the ones whose RUN creates files without explicit modes carry UMASK_LEAK."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        "interop_cases_for_check", REPO / "tests" / "interop" / "test_vs_buildkit.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # its dataclasses look their module up
+    sys.path.insert(0, str(REPO / "tests" / "interop"))
+    try:
+        spec.loader.exec_module(mod)
+    finally:
+        sys.path.remove(str(REPO / "tests" / "interop"))
+    passing = {"copy_dirs_and_renames", "copy_wildcards", "copy_chown_chmod",
+               "copy_chmod_new_parents_and_setuid", "dockerignore_exceptions",
+               "cmd_entrypoint_reset", "cmd_then_entrypoint", "empty_cmd_and_healthcheck_none",
+               "metadata", "add_local_tar", "add_local_tar_chown", "context_fifo"}
+    for c in mod.CASES:
+        if c.xfail or c.id == "heredocs":  # a first build that fails (or differs from BuildKit)
+            continue
+        yield pytest.param(mod, c, id=c.id, marks=() if c.id in passing else (UMASK_LEAK,))
+
+
+@pytest.mark.parametrize(("mod", "case"), list(_interop_cases()))
+def test_the_interop_cases_pass(pybuild, busybox_root, tmp_path, mod, case):
+    ctx = mod._make_context(tmp_path, case)
+    r = pybuild("build", "-q", "--check-reproducible", *case.args, str(ctx))
+    assert r.returncode == 0, r.stderr
+    assert "both builds gave the same digest" in r.stderr
+
+
 def _wait_for(cond, timeout: float = 60):
     end = time.monotonic() + timeout
     while time.monotonic() < end:
