@@ -316,6 +316,17 @@ def _try(fn, *args, **kw) -> None:
         pass  # ownership/xattrs the kernel refuses here (userns, fs without xattrs)
 
 
+class _MemberData:
+    def __init__(self, f, name: str):
+        self.f, self.name = f, name
+
+    def read(self, n: int = CHUNK) -> bytes:
+        try:
+            return self.f.read(n)
+        except (tarfile.TarError, EOFError) as e:
+            raise StoreError(f"corrupt or truncated layer tar at {self.name!r} ({e})") from None
+
+
 class LayerReader:
     """The one reader of layer tars (extraction here, `pybuild diff`): a binary stream,
     gzip/zstd/plain sniffed, parsed by stdlib tarfile in stream mode as a header parser only,
@@ -344,8 +355,8 @@ class LayerReader:
             yield m
 
     def data(self, m: tarfile.TarInfo):
-        """The content of the regular-file member `m` (the one just yielded)."""
-        return self.tf.extractfile(m)
+        """The content of the regular-file member `m` (the one just yielded): read(n) only."""
+        return _MemberData(self.tf.extractfile(m), m.name)
 
     def close(self) -> str | None:
         self.tf.close()

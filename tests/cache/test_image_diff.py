@@ -145,3 +145,13 @@ def test_store_layers_stream_through_a_pipe(tmp_path):
             while data := p.read(1 << 20):
                 got += len(data)
         assert got == 64 << 20
+
+
+def test_a_truncated_layer_is_an_error_naming_the_side(tmp_path):
+    a = base(tmp_path / "a")
+    (a / "big").write_bytes(os.urandom(50_000))
+    la = layer(a)
+    data = la.open().read()
+    cut = diff.Layer("sha256:" + "1" * 64, lambda: io.BytesIO(data[:20_000]))
+    with pytest.raises(StoreError, match="^B: corrupt or truncated layer tar"):
+        diff.compare_layers(la, cut)
