@@ -8,7 +8,7 @@ HELP = """\
 Each image is a store name or ID, a docker-archive or OCI-archive tar (`pybuild save`,
 `docker save`), an OCI layout dir, or a registry reference (read, not pulled). Prefixes
 force a kind: docker-archive:PATH[:NAME], oci-archive:PATH[:NAME], oci:DIR[:NAME], store:REF,
-docker://REF. Exit status: 0 the same, 1 different, 2 error."""
+docker://REF (a registry, as in skopeo). Exit status: 0 the same, 1 different, 2 error."""
 
 
 def register(sub) -> None:
