@@ -282,6 +282,13 @@ def _values(path: str, a, b, out: list, kind: str) -> None:
         for i, (x, y) in enumerate(zip(a, b, strict=True)):
             _values(f"{path}[{i}]", x, y, out, kind)
         return
+    if isinstance(a, list) and isinstance(b, list) and all(
+            isinstance(v, (str, int, float, bool)) for v in a + b):  # Env, Cmd...: the items
+        gone, new = [x for x in a if x not in b], [y for y in b if y not in a]
+        out.extend({"kind": kind, "path": path, "a": x, "b": None, "change": "removed"} for x in gone)
+        out.extend({"kind": kind, "path": path, "a": None, "b": y, "change": "added"} for y in new)
+        if gone or new:
+            return
     out.append({"kind": kind, "path": path, "a": a, "b": b, "change": "changed"})
 
 
