@@ -134,7 +134,7 @@ def check(store, plan, opts, image_id: str, *, progress_mode: str, quiet: bool =
             line = json.dumps({"check_reproducible": line})
         print(line, file=out, flush=True)
 
-    root = owner.temp_dir(store.tmp, "check")
+    root = os.path.abspath(owner.temp_dir(store.tmp, "check"))
     try:
         scratch = Store.open(root)
         tmpdir = os.path.join(root, "tmp", "TMPDIR")
