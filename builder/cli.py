@@ -17,7 +17,7 @@ from cache.version import VERSION
 
 # command-group module (under builder.commands) -> each registers its subcommands
 COMMAND_MODULES = ("build", "images", "registry", "run", "containers", "containerfs", "volumes",
-                   "network", "groups")
+                   "network", "diff", "groups")
 # the module that registers each command, so a command line loads only its own (argparse
 # building ~30 subparsers was a tenth of a `run`); tests/builder/test_cli.py checks it against
 # what the modules register. A module may need another's parsers first (`container run` lists
@@ -33,6 +33,7 @@ COMMAND_OF = {
     **dict.fromkeys(("commit", "cp", "stats"), "containerfs"),
     "volume": "volumes",
     "network": "network",
+    "diff": "diff",
     **dict.fromkeys(("image", "builder", "system", "info", "version"), "groups"),
     # `help CMD` is rewritten to `CMD --help` before parsing
 }

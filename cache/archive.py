@@ -101,13 +101,13 @@ class _TarSource:
     """Members of an archive tar by name (random access; a compressed archive is first
     decompressed into the store's tmp/, removed again by close() whatever happens)."""
 
-    def __init__(self, path: Path, store):
+    def __init__(self, path: Path, tmp_file):
         self.tmp = self.tf = None
         try:
             with open(path, "rb") as f:
                 kind = sniff(f.read(SNIFF_BYTES))
             if kind != "none":
-                out, self.tmp = store.tmp_file("ld")
+                out, self.tmp = tmp_file("ld")
                 with out, open(path, "rb") as f:
                     r = open_decompressed(f)
                     while data := r.read(CHUNK):
@@ -231,7 +231,21 @@ def _stage_layer(store, st: _Staged, src, name: str, diff_id: str, expected: str
     st.layers.append((diff_id, h.digest, h.size, kind, tar_size))
 
 
-def _load_docker(store, src, st: _Staged) -> None:
+@dataclass
+class ArchiveImage:
+    """One image an archive or layout holds, as read (digests of JSON documents checked):
+    `layers` are (member name, diff_id, descriptor or None: docker's manifest.json has none)."""
+    config_name: str
+    config: dict
+    raw: bytes
+    layers: list[tuple[str, str, dict | None]]
+    names: list[str]                      # full names it is tagged with in the archive
+    manifest: dict | None = None          # the OCI manifest (None: docker's manifest.json)
+    descriptor: dict | None = None        # its descriptor (index.json's, or a nested index's)
+    top: dict | None = None               # the index.json entry it was found under
+
+
+def _docker_images(src):
     doc = schema.docker_manifest(_read_json(src, "manifest.json")[0])
     for i, entry in enumerate(doc):
         cfg_name = entry["Config"]
@@ -245,14 +259,8 @@ def _load_docker(store, src, st: _Staged) -> None:
         if len(layers) != len(ids):
             raise StoreError(f"manifest.json: [{i}]: {len(layers)} layers but {cfg_name} lists "
                              f"{len(ids)}")
-        for name, diff_id in zip(layers, ids, strict=True):
-            exp = None
-            if name.startswith("blobs/sha256/"):
-                exp = "sha256:" + name.rsplit("/", 1)[-1]
-            _stage_layer(store, st, src, name, diff_id, exp)
-        st.configs.append(raw)
-        for tag in entry.get("RepoTags") or []:
-            st.tags.append((refs.normalize(tag), raw))
+        yield ArchiveImage(cfg_name, config, raw, [(n, d, None) for n, d in zip(layers, ids, strict=True)],
+                           [refs.normalize(t) for t in entry.get("RepoTags") or []])
 
 
 def _blob_name(digest: str) -> str:
@@ -276,7 +284,7 @@ def _manifests(src, desc: dict, depth: int = 0):
     yield desc, schema.manifest(doc, name)
 
 
-def _load_oci(store, src, st: _Staged) -> None:
+def _oci_images(src):
     tops = schema.index(_read_json(src, "index.json")[0], "index.json")
     if not tops:
         raise StoreError("index.json: lists no images")
@@ -291,17 +299,46 @@ def _load_oci(store, src, st: _Staged) -> None:
             if len(layers) != len(ids):
                 raise StoreError(f"{mname}: {len(layers)} layers but the config {cname} lists "
                                  f"{len(ids)}")
+            out = []
             for layer, diff_id in zip(layers, ids, strict=True):
                 name = _blob_name(layer["digest"])
                 if not src.exists(name):
                     raise StoreError(f"{mname} names layer {layer['digest']}, which is not in "
                                      "the archive")
-                _stage_layer(store, st, src, name, diff_id, layer["digest"], layer.get("size"))
-            st.configs.append(raw)
+                out.append((name, diff_id, layer))
             ann = top.get("annotations") or {}
             name = ann.get("io.containerd.image.name") or ann.get("org.opencontainers.image.ref.name")
-            if name and name_ok(name):
-                st.tags.append((refs.normalize(name), raw))
+            names = [refs.normalize(name)] if name and name_ok(name) else []
+            yield ArchiveImage(cname, config, raw, out, names, man, desc, top)
+
+
+def read_images(src, *, prefer_oci: bool = False):
+    """The images of an opened archive (`open_source`): docker's manifest.json first, as load
+    reads it, unless `prefer_oci` and there is an index.json (the dual form has both; only the
+    index names manifests)."""
+    if src.exists("manifest.json") and not (prefer_oci and src.exists("index.json")):
+        return _docker_images(src)
+    if src.exists("index.json"):
+        return _oci_images(src)
+    raise StoreError("not an image archive (no manifest.json or index.json)")
+
+
+def open_source(path: Path, tmp_file):
+    """An OCI layout dir or an archive tar (a compressed one is first decompressed into a
+    file from `tmp_file(kind) -> (file, path)`); close() it."""
+    return _DirSource(path) if path.is_dir() else _TarSource(path, tmp_file)
+
+
+def _load(store, src, st: _Staged) -> None:
+    for img in read_images(src):
+        for name, diff_id, desc in img.layers:
+            if desc is None:
+                exp = ("sha256:" + name.rsplit("/", 1)[-1]) if name.startswith("blobs/sha256/") else None
+                _stage_layer(store, st, src, name, diff_id, exp)
+            else:
+                _stage_layer(store, st, src, name, diff_id, desc["digest"], desc.get("size"))
+        st.configs.append(img.raw)
+        st.tags.extend((full, img.raw) for full in img.names)
 
 
 def name_ok(name: str) -> bool:
@@ -325,13 +362,8 @@ def load(store, path, *, label: str | None = None) -> list[tuple[str, list[str]]
     st = _Staged()
     src = None
     try:
-        src = _DirSource(path) if path.is_dir() else _TarSource(path, store)
-        if src.exists("manifest.json"):
-            _load_docker(store, src, st)
-        elif src.exists("index.json"):
-            _load_oci(store, src, st)
-        else:
-            raise StoreError("not an image archive (no manifest.json or index.json)")
+        src = open_source(path, store.tmp_file)
+        _load(store, src, st)
         return _commit(store, st)
     except StoreError as e:
         raise StoreError(f"{label or path}: {e}") from None

@@ -32,13 +32,14 @@ _PATH_MAX = 4096  # Linux: what a path given to a system call may hold, NUL incl
 
 
 class _HashingReader:
-    def __init__(self, raw):
+    def __init__(self, raw, hashed: bool = True):
         self.raw = raw
-        self.h = HashingWriter()
+        self.h = HashingWriter() if hashed else None
 
     def read(self, n: int = -1) -> bytes:
         data = self.raw.read(CHUNK if n is None or n < 0 else n)
-        self.h.write(data)
+        if self.h is not None:
+            self.h.write(data)
         return data
 
     def drain(self) -> None:
@@ -315,27 +316,70 @@ def _try(fn, *args, **kw) -> None:
         pass  # ownership/xattrs the kernel refuses here (userns, fs without xattrs)
 
 
+class _MemberData:
+    def __init__(self, f, name: str):
+        self.f, self.name = f, name
+
+    def read(self, n: int = CHUNK) -> bytes:
+        try:
+            return self.f.read(n)
+        except (tarfile.TarError, EOFError) as e:
+            raise StoreError(f"corrupt or truncated layer tar at {self.name!r} ({e})") from None
+
+
+class LayerReader:
+    """The one reader of layer tars (extraction here, `pybuild diff`): a binary stream,
+    gzip/zstd/plain sniffed, parsed by stdlib tarfile in stream mode as a header parser only,
+    hashed as it goes (the diff_id). Iterating yields each member once; members are not kept
+    (tarfile's own list would grow with every entry of a large layer). `close()` reads to the
+    end and returns the diff_id (None with `hashed=False`: the source checks it itself). Every
+    fault is a StoreError."""
+
+    def __init__(self, tar, *, hashed: bool = True):
+        self.reader = _HashingReader(open_decompressed(tar), hashed)
+        try:
+            self.tf = tarfile.open(fileobj=self.reader, mode="r|")  # noqa: SIM115 - close()
+        except tarfile.ReadError as e:
+            raise StoreError(f"not a tar archive ({e})") from None
+
+    def __iter__(self):
+        tf = self.tf
+        while True:
+            try:
+                m = tf.next()
+            except (tarfile.TarError, EOFError) as e:
+                raise StoreError(f"corrupt or truncated layer tar ({e})") from None
+            if m is None:
+                return
+            tf.members.clear()  # nothing here looks a member up again (hardlinks: by name)
+            yield m
+
+    def data(self, m: tarfile.TarInfo):
+        """The content of the regular-file member `m` (the one just yielded): read(n) only."""
+        return _MemberData(self.tf.extractfile(m), m.name)
+
+    def close(self) -> str | None:
+        self.tf.close()
+        self.reader.drain()
+        return None if self.reader.h is None else self.reader.h.digest
+
+
 def extract_stream(tar, dest, *, whiteouts: str = "overlay", devices: bool | None = None,
                    owner: tuple[int, int] | None = None) -> str:
     """See cache.layers.extract. `tar` is a binary file object (gzip/zstd/plain sniffed);
     `dest` a path or a directory fd. `whiteouts="untar"` is ADD's mode (module doc), where
     `owner` (--chown) replaces every entry's uid/gid."""
-    reader = _HashingReader(open_decompressed(tar))
+    layer = LayerReader(tar)
     ex = _Extractor(dest, whiteouts, devices, owner)
     try:
         try:
-            tf = tarfile.open(fileobj=reader, mode="r|")  # noqa: SIM115 - closed below
-        except tarfile.ReadError as e:
-            raise StoreError(f"not a tar archive ({e})") from None
-        try:
-            for m in tf:
-                ex.entry(tf, m)
+            for m in layer:
+                ex.entry(layer.tf, m)
         except (tarfile.TarError, EOFError) as e:
             raise StoreError(f"corrupt or truncated layer tar ({e})") from None
         finally:
-            tf.close()
+            layer.tf.close()
         ex.finish()
-        reader.drain()
+        return layer.close()
     finally:
         ex.root.close()
-    return reader.h.digest

@@ -67,6 +67,12 @@ def register(sub) -> None:
                    help="use a build cache exported by --cache-to: type=local,src=DIR or "
                         "type=registry,ref=REF or REF (repeatable)")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the image ID")
+    # --- reprodiff: check-reproducible ---
+    p.add_argument("--check-reproducible", action="store_true",
+                   help="build again from scratch in a throw-away store (other temp path, "
+                        "hostname, umask, environment order) and fail (exit 1) naming the "
+                        "layer, file and attribute if the digests differ")
+    # --- end reprodiff ---
     p.set_defaults(func=run_build)
 
 
@@ -278,6 +284,16 @@ def _build(args, build_args: dict, store) -> int:
                 progress.close()
         if args.tag:  # held by this process since put_image (cache.leases): prune -a spares it
             store.tag_all(args.tag, image_id)
+        # --- reprodiff: check-reproducible (before anything is written or pushed) ---
+        if args.check_reproducible:
+            from builder.reprocheck import check
+
+            made = output is not None or push  # a manifest is made: its digest is compared too
+            rc = check(store, the_plan, opts, image_id, progress_mode=args.progress,
+                       quiet=args.quiet, compression=args.compression if made else None)
+            if rc:
+                return rc
+        # --- end reprodiff ---
         if output:
             outputs.write(store, image_id, args.tag[0] if args.tag else image_id, output,
                           args.compression)
