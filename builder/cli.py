@@ -129,9 +129,9 @@ def _parse_flags(argv: list[str], start: int, word: str, debug: bool, root: str 
 class UsageError(Exception):
     """A command line argparse refused: (the parser's prog, argparse's message)."""
 
-    def __init__(self, prog: str, message: str):
+    def __init__(self, prog: str, message: str, exit_code: int | None = None):
         super().__init__(message)
-        self.prog, self.message = prog, message
+        self.prog, self.message, self.exit_code = prog, message, exit_code
 
 
 def _usage_failure(e: UsageError, argv: list[str]) -> int:
@@ -151,6 +151,9 @@ def _usage_failure(e: UsageError, argv: list[str]) -> int:
     if prog == "pybuild" and word:
         prog = f"pybuild {word}"
     see = f"See '{prog} --help'."
+    if e.exit_code is not None:
+        print(f"pybuild: error: {prog}: {msg}\n{see}", file=sys.stderr)
+        return e.exit_code
     if msg.startswith("unrecognized arguments: "):
         extra = msg[len("unrecognized arguments: "):].split()
         flag = next((a for a in extra if a.startswith("-")), None)
@@ -177,7 +180,8 @@ def make_parser(argv: list[str] | None = None):
 
     class Parser(argparse.ArgumentParser):
         def error(self, message):
-            raise UsageError(self.prog, message)
+            # a command whose exit codes mean something (diff: 2 for an error) says so
+            raise UsageError(self.prog, message, self.get_default("failure_exit"))
 
     def formatter(prog: str):
         return argparse.HelpFormatter(prog, width=_columns() - 2)

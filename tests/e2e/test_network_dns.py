@@ -18,7 +18,6 @@ import time
 
 import pytest
 import test_containers
-import test_isolation_caps_devices
 import test_user_networks
 from busybox_fixture import REPO, run_pybuild
 from e2e_helpers import ok, one_error_line
@@ -29,7 +28,6 @@ from test_user_networks import host_side_gone
 root = test_containers.root                 # the fixtures: a busybox store,
 network = test_user_networks.network        # user networks made and removed,
 short_linger = test_user_networks.short_linger
-docker_busybox = test_isolation_caps_devices.docker_busybox     # the tests' dockerd with busybox
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists("/usr/sbin/iptables"),
                                 reason="user networks need root and iptables "
