@@ -38,7 +38,9 @@ COMMAND_OF = {
     # `help CMD` is rewritten to `CMD --help` before parsing
 }
 # a module whose parsers copy another's (`container run`, `image ls`) registers after it
-NEEDS = {"containers": ("run",), "groups": ("build", "images", "registry")}
+NEEDS = {"containers": ("run",), "groups": ("build", "images", "registry", "containerfs")}
+# a group word whose subcommands come from more modules (`container commit` is containerfs')
+WORD_NEEDS = {"container": ("containerfs", "groups")}
 # the commands builder.flags parses (their modules' flag_command(word)); argparse only lists them
 FLAG_COMMANDS = ("run", "create")
 
@@ -76,10 +78,12 @@ def _command_word(argv: list[str]) -> str | None:
 def modules_for(argv: list[str] | None) -> tuple[str, ...]:
     """The command modules to register for argv: the command's own (and what it needs); every
     one for top-level help, no command or an unknown one (whose error lists them all)."""
-    mod = COMMAND_OF.get(_command_word(argv)) if argv is not None else None
+    word = _command_word(argv) if argv is not None else None
+    mod = COMMAND_OF.get(word)
     if mod is None:
         return COMMAND_MODULES
-    want = {mod, *NEEDS.get(mod, ())}
+    want = {mod, *WORD_NEEDS.get(word, ())}
+    want |= {n for m in list(want) for n in NEEDS.get(m, ())}
     return tuple(m for m in COMMAND_MODULES if m in want)
 
 
@@ -170,7 +174,7 @@ def _usage_failure(e: UsageError, argv: list[str]) -> int:
 
 
 def _all_commands() -> list[str]:
-    return [*COMMAND_OF, "help"]
+    return [*COMMAND_OF, "help", "completion"]
 
 
 def make_parser(argv: list[str] | None = None):
@@ -203,7 +207,29 @@ def make_parser(argv: list[str] | None = None):
     for name in COMMAND_MODULES:
         if name in wanted:
             importlib.import_module(f"builder.commands.{name}").register(sub)
+    q = sub.add_parser("completion", help="print a shell completion script (bash, zsh)",
+                       description="Print a completion script generated from the command "
+                                   "definitions: `source <(pybuild completion bash)`.")
+    q.add_argument("shell", choices=("bash", "zsh"), metavar="SHELL", help="bash or zsh")
+    q.set_defaults(func=_cmd_completion)
     return parser
+
+
+def flag_commands() -> dict:
+    """{word: its builder.flags Command} for FLAG_COMMANDS (what run's and create's --help
+    print): for builder.cliref's reference and completions."""
+    return {w: importlib.import_module(f"builder.commands.{m}").flag_command(w)
+            for w in FLAG_COMMANDS for m in COMMAND_MODULES if m == COMMAND_OF[w]}
+
+
+def _cmd_completion(args) -> int:
+    """`pybuild completion bash|zsh`: builder.cliref's script over every command (here, not
+    in a command module: cliref reads the parser this module makes)."""
+    from builder import cliref
+
+    sys.stdout.write(cliref.completion(args.shell, cliref.commands(make_parser(None),
+                                                                   flag_commands())))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -34,6 +34,14 @@ def _alias(group_sub, sub, name: str, aliases: tuple = (), **defaults) -> None:
 
 
 def register(sub) -> None:
+    import argparse as _argparse
+
+    group = sub.choices.get("container")
+    if group is not None:       # docker's container commit|cp|stats (builder.commands.containerfs)
+        csub = next(a for a in group._actions if isinstance(a, _argparse._SubParsersAction))
+        for name in ("commit", "cp", "stats"):
+            if name not in csub.choices:
+                _alias(csub, sub, name)
     p = sub.add_parser("image", help="manage images (ls, rm, inspect, prune, ...)")
     isub = p.add_subparsers(dest="image_command", metavar="COMMAND", required=True)
     for name, aliases in _IMAGE_ALIASES:
