@@ -676,12 +676,17 @@ def _call(name, args, dot, scope, strict, line, extra=()):
                             f"{len(values)}") from None
 
 
+_PARSED: dict[str, list] = {}
+
+
 def render(text: str, data, *, strict: tuple[set, str] | None = None,
            missing_key_error: bool = False) -> str:
     """Execute the template `text` on `data`. `strict` = (field names, Go type name) makes `.`
     a struct with only those fields; `missing_key_error` is Go's missingkey=error (what
     `docker inspect -f` uses on its JSON maps)."""
-    nodes = parse(text)
+    nodes = _PARSED.get(text)
+    if nodes is None:               # a listing renders one template per row: parse it once
+        nodes = _PARSED[text] = parse(text)
     out: list[str] = []
     fields, type_name = strict if strict is not None else (None, "")
     _exec(nodes, data, [{"$": data}], out, (data, fields, type_name, missing_key_error))

@@ -100,11 +100,10 @@ def _store():
 
 
 def human_ago(created: str) -> str:
-    import calendar
     import time
-    try:
-        t = calendar.timegm(time.strptime(created[:19], "%Y-%m-%dT%H:%M:%S"))
-    except (ValueError, TypeError):
+
+    t = _created_seconds(created)
+    if t is None:
         return "N/A"
     d = max(0, time.time() - t)
     for secs, unit in ((365 * 86400, "year"), (30 * 86400, "month"), (7 * 86400, "week"),
@@ -116,12 +115,10 @@ def human_ago(created: str) -> str:
     return "Less than a second ago" if d < 1 else f"{int(d)} seconds ago"
 
 
-def _image_size(store, img) -> int:
-    total = 0
-    for d in img.diff_ids:
-        info = store.layer_info(d) or {}
-        total += info.get("size") or 0
-    return total
+def _image_size(store, img, infos: dict | None = None) -> int:
+    """The sum of its layers' sizes (`infos`: the layer index, read once by a listing)."""
+    infos = store.layer_store.infos() if infos is None else infos
+    return sum((infos.get(d) or {}).get("size") or 0 for d in img.diff_ids)
 
 
 def _bool(text: str) -> bool:
@@ -142,11 +139,11 @@ IMAGE_HEADERS = {"ID": "IMAGE ID", "Repository": "REPOSITORY", "Tag": "TAG", "Di
 
 
 def _created_seconds(created: str) -> float | None:
-    import calendar
-    import time
+    from runtime.containers.state import parse_time
+
     try:
-        return calendar.timegm(time.strptime(created[:19], "%Y-%m-%dT%H:%M:%S"))
-    except (ValueError, TypeError):
+        return int(parse_time(created))
+    except ValueError:
         return None
 
 
@@ -190,6 +187,14 @@ def _image_filters(store, specs: list[str]):
     return ok
 
 
+class _Listed:
+    """An image as a listing reads it: its config, no lease."""
+
+    def __init__(self, config: dict):
+        self.config = config
+        self.diff_ids = tuple((config.get("rootfs") or {}).get("diff_ids") or ())
+
+
 def cmd_images(args) -> int:
     """docker images: a row per tag (an untagged image as <none>), newest first; REPOSITORY[:TAG]
     and --filter choose, --format/-q/--digests/--no-trunc shape it (builder.formatter)."""
@@ -207,9 +212,16 @@ def cmd_images(args) -> int:
     users = container_images(store) if args.format and "Containers" in args.format else {}
     records = store.images()
     rows = []
+    from cache.errors import StoreError
+    from cache.jsonread import loads
+
+    infos = store.layer_store.infos()
     for image_id, rec in records.items():
         names = sorted(by_image.get(image_id, [])) or [None]
-        img = store.image(image_id)
+        try:     # a listing holds no lease (store.image would write one per image)
+            img = _Listed(loads(store.blob_store.read(image_id)))
+        except (StoreError, OSError, ValueError):
+            continue            # removed since the index was read
         digests = (rec or {}).get("repo_digests") or ()
         for full in names:
             repo, tag = refs.split_tag(full) if full else ("<none>", "<none>")
@@ -219,7 +231,7 @@ def cmd_images(args) -> int:
             if not keep(image_id, repo, tag, img.config):
                 continue
             created = img.config.get("created", "")
-            size = human_size(_image_size(store, img))
+            size = human_size(_image_size(store, img, infos))
             when = _created_seconds(created)
             rows.append(((created, (rec or {}).get("added") or 0, repo, tag), {
                 "ID": image_id if args.no_trunc else image_id[7:19], "Repository": repo,

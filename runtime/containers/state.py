@@ -61,11 +61,32 @@ def now() -> str:
 
 
 def parse_time(text: str) -> float:
-    """Seconds since the epoch of a time `now()` wrote."""
-    import calendar
-
-    whole, _, frac = text.rstrip("Z").partition(".")
-    return calendar.timegm(time.strptime(whole, "%Y-%m-%dT%H:%M:%S")) + float("0." + (frac or "0"))
+    """Seconds since the epoch of an RFC 3339 time: what `now()` writes, and an image's
+    `created` (`YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)`). Plain arithmetic, not strptime (its
+    first call compiles regexes: ~30 ms of an `images`); ValueError for anything else."""
+    if not isinstance(text, str) or len(text) < 19 or text[4] + text[7] + text[10] + text[13] \
+            + text[16] not in ("--T::", "--t::"):
+        raise ValueError(f"not an RFC 3339 time: {text!r}")
+    y, mo, d = int(text[0:4]), int(text[5:7]), int(text[8:10])
+    h, mi, s = int(text[11:13]), int(text[14:16]), int(text[17:19])
+    rest, frac = text[19:], 0.0
+    if rest.startswith("."):
+        digits = len(rest) - len(rest[1:].lstrip("0123456789"))
+        frac, rest = float("0" + rest[:digits]), rest[digits:]
+    offset = 0
+    if rest and rest not in ("Z", "z"):
+        if len(rest) != 6 or rest[0] not in "+-" or rest[3] != ":":
+            raise ValueError(f"not an RFC 3339 time: {text!r}")
+        offset = (int(rest[1:3]) * 3600 + int(rest[4:6]) * 60) * (1 if rest[0] == "+" else -1)
+    if not (1 <= mo <= 12 and 1 <= d <= 31 and h < 24 and mi < 60 and s < 61):
+        raise ValueError(f"not an RFC 3339 time: {text!r}")
+    # days from 1970-01-01 of the civil date (H. Hinnant's days_from_civil)
+    y -= mo <= 2
+    era = y // 400
+    yoe = y - era * 400
+    doy = (153 * (mo + (-3 if mo > 2 else 9)) + 2) // 5 + d - 1
+    days = era * 146097 + yoe * 365 + yoe // 4 - yoe // 100 + doy - 719468
+    return days * 86400 + h * 3600 + mi * 60 + s + frac - offset
 
 
 def random_name(taken) -> str:
