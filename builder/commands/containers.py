@@ -998,7 +998,6 @@ def cmd_port(args) -> int:
 def cmd_container_prune(args) -> int:
     """docker container prune: every container not running (created, exited, dead) goes, after
     a [y/N] question unless -f; filters until= (created before) and label[!]=."""
-    from builder.errors import BuildError
     from runtime.containers.state import parse_time, rw_size
     from runtime.errors import ContainerError
 
@@ -1006,12 +1005,10 @@ def cmd_container_prune(args) -> int:
     now = time.time()
     until = [docker_time(v, now, "filter until") for v in f.get("until", [])]
     if not args.force:
-        sys.stdout.write("WARNING! This will remove all stopped containers.\n"
-                         "Are you sure you want to continue? [y/N] ")
-        sys.stdout.flush()
-        answer = sys.stdin.readline()
-        if answer.strip().lower() not in ("y", "yes"):
-            raise BuildError("container prune has been cancelled")
+        from builder.prompt import confirm
+
+        confirm("WARNING! This will remove all stopped containers.",
+                "container prune has been cancelled")
     deleted, reclaimed, rc = [], 0, 0
     cs = _containers()
     for c in cs.all():

@@ -233,15 +233,13 @@ def _used(nid: str) -> bool:
 
 
 def cmd_prune(args) -> int:
-    from builder.errors import BuildError
     from runtime.errors import SandboxError
 
     if not args.force:
-        sys.stdout.write("WARNING! This will remove all custom networks not used by at least "
-                         "one container.\nAre you sure you want to continue? [y/N] ")
-        sys.stdout.flush()
-        if sys.stdin.readline().strip().lower() not in ("y", "yes"):
-            raise BuildError("network prune has been cancelled")
+        from builder.prompt import confirm
+
+        confirm("WARNING! This will remove all custom networks not used by at least one "
+                "container.", "network prune has been cancelled")
     nets, deleted = _networks(), []
     for d in nets.all():
         if _used(d["Id"]):

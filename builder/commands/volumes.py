@@ -101,17 +101,15 @@ def cmd_rm(args) -> int:
 
 
 def cmd_prune(args) -> int:
-    from builder.errors import BuildError
     from builder.units import human_size
     from cache.fspath import tree_bytes
 
     if not args.force:
+        from builder.prompt import confirm
+
         which = "all local volumes" if args.all else "anonymous local volumes"
-        sys.stdout.write(f"WARNING! This will remove {which} not used by at least one "
-                         "container.\nAre you sure you want to continue? [y/N] ")
-        sys.stdout.flush()
-        if sys.stdin.readline().strip().lower() not in ("y", "yes"):
-            raise BuildError("volume prune has been cancelled")
+        confirm(f"WARNING! This will remove {which} not used by at least one container.",
+                "volume prune has been cancelled")
     vols = _volumes()
     deleted, reclaimed = [], 0
     for n in vols.names():
