@@ -198,6 +198,7 @@ def start(spec: SandboxSpec) -> ProcessTree:
         if spec.tty:
             psock, csock = tty.channel()
         parent = os.getpid()
+        cgroups.primed()
         pid = os.fork()
     except BaseException:
         for fd in fds:
