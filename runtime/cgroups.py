@@ -8,9 +8,7 @@ removes the empty ones a dead owner left (a kill -9 of pybuild), `remove` kills 
 inside and rmdirs it. The sandbox's keeper moves its pid 1 in (`move`, writing pid 1's pid
 to the cgroup.procs files it `opened` before pid 1 could hide them) while pid 1 sets up its
 rootfs, and pid 1 waits for that before the command runs, so every descendant is inside; the
-keeper stays out, so --pids-limit counts pid 1 and the command's processes. The first such
-move after a quiet spell waits out an RCU grace period (the kernel's cgroup lock): `pybuild
-run` starts one from a thread as it begins (`prime_soon`), so it has passed by the move.
+keeper stays out, so --pids-limit counts pid 1 and the command's processes.
 Every container gets its cgroup, limits or not (as docker gives one): with none set it is made
 only in the accounting hierarchies (`ACCOUNTING`) `pybuild stats` reads and the freezer
 `pybuild commit` pauses it with; a hierarchy that refuses it is then skipped, not an error.
@@ -406,12 +404,9 @@ def prime(path: str) -> None:
     quiet spell waits out an RCU grace period (~8 ms here), the ones that follow within it do
     not. An idle caller pays it while a keeper's `move` of its pid 1 is on its way. Best effort
     (a refusal, e.g. v2's EBUSY, comes after the lock was taken)."""
-    _prime_dir(os.path.dirname(os.path.dirname(path)))
-
-
-def _prime_dir(own: str) -> None:
     try:
-        fd = os.open(os.path.join(own, "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC)
+        fd = os.open(os.path.join(os.path.dirname(os.path.dirname(path)), "cgroup.procs"),
+                     os.O_WRONLY | os.O_CLOEXEC)
     except OSError:
         return
     try:
@@ -420,53 +415,6 @@ def _prime_dir(own: str) -> None:
         pass
     finally:
         os.close(fd)
-
-
-_primed = None     # prime_soon's lock: held by its thread until the write returned
-
-
-def prime_soon() -> None:
-    """`prime` this process's own cgroup now, in a thread, so that the grace period runs while
-    the caller imports and prepares its sandbox: the keeper's `move` within it then does not
-    wait, nor does `create`'s mkdir (the waiting write holds the cgroup mutex). `primed` waits
-    for the thread. A thread, not a fork: a child would make the caller pay copy-on-write
-    faults for every page it touches meanwhile. Best effort, as `prime` is."""
-    global _primed
-    if _primed is not None:
-        return
-    try:
-        _, own = hierarchies()
-    except OSError:
-        return
-    path = own.get(DEVICES) or next(iter(own.values()), None)
-    if path is None:
-        return
-    import _thread
-    import sys
-
-    lock = _thread.allocate_lock()
-    lock.acquire()
-    interval = sys.getswitchinterval()
-
-    def work():
-        sys.setswitchinterval(interval)
-        try:
-            _prime_dir(path)
-        finally:
-            lock.release()
-    # the new thread waits for the GIL one switch interval (5 ms) before it asks for it: make
-    # that short until it runs, then it puts the interval back
-    sys.setswitchinterval(1e-5)
-    _thread.start_new_thread(work, ())
-    _primed = lock
-
-
-def primed() -> None:
-    """Wait until prime_soon's write has returned (the grace period is over)."""
-    global _primed
-    if _primed is not None:
-        lock, _primed = _primed, None
-        lock.acquire()
 
 
 def procs(path: str) -> list[int]:

@@ -198,7 +198,6 @@ def start(spec: SandboxSpec) -> ProcessTree:
         if spec.tty:
             psock, csock = tty.channel()
         parent = os.getpid()
-        cgroups.primed()
         pid = os.fork()
     except BaseException:
         for fd in fds:

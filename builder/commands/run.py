@@ -496,33 +496,26 @@ def cmd_run(args) -> int:
     from runtime.privileges import require_root
 
     require_root()
-    if args.interactive and args.tty and not args.detach and not os.isatty(0):
-        print("pybuild: error: the input device is not a TTY", file=sys.stderr)
-        return 1        # docker's CheckTty, before anything is made
-    # --- perf: the first cgroup migration's grace period runs while the rest loads ---
-    if not args.detach:         # the supervisor enters its own (it must not hold ours)
-        from runtime import cgroups, mountns
-        from runtime.errors import SandboxError
-        try:
-            mountns.enter_private()     # a mount made here (the snapshotter's probe) dies with us
-        except SandboxError as e:
-            return _fail(str(e))
-        cgroups.prime_soon()            # a thread: after enter_private, which wants none
-    # --- end perf ---
 
     from cache.errors import StoreError
     from cache.fspath import remove_tree
     from cache.layout import new_scratch
+    from runtime import mountns
     from runtime.containers import config, volumes
     from runtime.errors import ConfigError, SandboxError
     from runtime.sandbox import run
     from runtime.spec import SandboxSpec
 
+    if args.interactive and args.tty and not args.detach and not os.isatty(0):
+        print("pybuild: error: the input device is not a TTY", file=sys.stderr)
+        return 1        # docker's CheckTty, before anything is made
     try:
         _network(args, {}, check_only=True)     # bad -p/--network/--add-host: before any pull
         privileges = _privileges(args)          # bad --cap-add/--device too
         limits = _limits(args)
         security = _security(args)
+        if not args.detach:         # the supervisor enters its own (it must not hold ours)
+            mountns.enter_private()     # a mount made here (the snapshotter's probe) dies with us
         extra_env = [e for f in args.env_file for e in config.env_file(_read_env_file(f), os.environ, f)]
         extra_env += config.user_env(args.env, os.environ)
         root, image_id, image_config, lowerdirs = _image(args)

@@ -251,27 +251,3 @@ def test_a_join_the_kernel_refuses_is_one_line_125_and_leaves_no_cgroup():
         parent = os.path.join(d, cgroups.PARENT)
         assert not [n for n in (os.listdir(parent) if os.path.isdir(parent) else [])
                     if n.startswith(mine)]
-
-
-@requires_root
-def test_an_early_prime_leaves_one_thread_and_the_switch_interval_as_it_was():
-    """`pybuild run` primes the cgroup lock from a thread while it loads (cgroups.prime_soon);
-    after `primed` the process is single-threaded again (the keeper is forked from it, and
-    mountns wants no thread), nothing was moved, and the GIL's switch interval is Python's."""
-    code = (
-        "import os, sys, time\n"
-        "from runtime import cgroups\n"
-        "before = open('/proc/self/cgroup').read()\n"
-        "cgroups.prime_soon()\n"
-        "cgroups.prime_soon()\n"           # a second call starts no second thread
-        "cgroups.primed()\n"
-        "end = time.monotonic() + 5\n"
-        "while len(os.listdir('/proc/self/task')) > 1 and time.monotonic() < end:\n"
-        "    time.sleep(0.001)\n"
-        "print(len(os.listdir('/proc/self/task')), sys.getswitchinterval(),\n"
-        "      open('/proc/self/cgroup').read() == before)\n"
-        "cgroups.primed()\n")               # and a second wait returns at once
-    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
-                       timeout=60)
-    assert r.returncode == 0, r.stderr
-    assert r.stdout.split() == ["1", "0.005", "True"]
