@@ -168,25 +168,23 @@ def start(spec: SandboxSpec) -> ProcessTree:
     if spec.network == "bridge":
         from runtime.network.attach import Attachment
         net = Attachment(spec.ports, spec.endpoint)
-    try:
-        rundir = RunDir(spec, net)      # from here on, rundir.remove() releases the network
-    except BaseException:
-        if net is not None:
-            net.release()
-        raise
     fds: list[int] = []
     psock = csock = None
     cgroup: list[str] = []
     procs: list[tuple[str, int]] = []
     sync = None
+    rundir = None
     try:
-        capmask, rules = _privileges(spec, rundir.plan)
+        capmask, rules, devices = _privileges(spec)
         cgroup = cgroups.create(spec.resources, rules)  # devices: every sandbox; the rest: containers
         if cgroup:
-            # the keeper's handles to move pid 1 in with, opened before `prime` below holds the
+            # the keeper's handles to move pid 1 in with, opened before `prime` holds the
             # kernel's cgroup locks, and before pid 1's pivot_root hides the hierarchies
             procs = cgroups.opened(cgroup)
             fds += [fd for _, fd in procs]
+            cgroups.prime(cgroup[0])    # its grace period runs while the run dir is made
+        rundir = RunDir(spec, net)      # from here on, rundir.remove() releases the network
+        rundir.plan.devices, rundir.plan.privileged = devices, spec.privileged
         r, w = os.pipe2(os.O_CLOEXEC)
         started_r, started_w = os.pipe2(os.O_CLOEXEC)
         fds += [r, w, started_r, started_w]
@@ -206,7 +204,10 @@ def start(spec: SandboxSpec) -> ProcessTree:
             if sock is not None:
                 sock.close()
         cgroups.remove(cgroup)
-        rundir.remove()
+        if rundir is not None:
+            rundir.remove()
+        elif net is not None:
+            net.release()
         raise
     if pid == 0:
         _keeper(spec, rundir.plan, w, r, parent, csock, procs, sync, started_w, secure,
@@ -230,26 +231,23 @@ def start(spec: SandboxSpec) -> ProcessTree:
         finally:
             os.close(ready_r)
             os.close(go_w)
-    if cgroup:      # idle until the command ends: pay the keeper's first cgroup write for it
-        cgroups.prime(cgroup[0])
     if psock is not None:
         csock.close()
         tree.tty = tty.receive_master(psock)
     return tree
 
 
-def _privileges(spec: SandboxSpec, plan: rootfs.MountPlan) -> tuple[int, list[str] | None]:
-    """(capability mask, device cgroup rules: None = all) of spec, checked before anything is
-    made; the nodes to make go into the mount plan."""
+def _privileges(spec: SandboxSpec) -> tuple[int, list[str] | None, list[dict]]:
+    """(capability mask, device cgroup rules: None = all, the --device nodes pid 1 makes) of
+    spec, checked before anything is made."""
     capmask = caps.mask(spec.cap_add, spec.cap_drop, spec.privileged)
     if not spec.devices and not spec.privileged:
-        return capmask, list(cgroups.DEVICE_RULES)
-    plan.devices = rootfs.device_nodes(spec.devices, spec.privileged)
-    plan.privileged = spec.privileged
+        return capmask, list(cgroups.DEVICE_RULES), []
+    devices = rootfs.device_nodes(spec.devices, spec.privileged)
     if spec.privileged:
-        return capmask, None
-    extra = [cgroups.device_rule(n) for n in plan.devices]
-    return capmask, list(cgroups.DEVICE_RULES) + [r for r in extra if r]
+        return capmask, None, devices
+    extra = [cgroups.device_rule(n) for n in devices]
+    return capmask, list(cgroups.DEVICE_RULES) + [r for r in extra if r], devices
 
 
 # --- the children (never return; every path ends in os._exit) ------------------------------
