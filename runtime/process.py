@@ -32,7 +32,6 @@ from __future__ import annotations
 import _signal as signal  # the C module `signal` wraps: same calls, int constants, no enum
 import errno
 import os
-import select
 import stat
 
 from runtime import caps, cgroups, kernel, rootfs, tty, users
@@ -107,6 +106,9 @@ class ProcessTree:
         127/126, is the command's own exit, on its stderr)."""
         if self._started is None:
             return None
+        # run -d's supervisor waits here; a foreground run never does
+        import select
+
         select.select([self._started], [], [], timeout)
         self._close_started()
         os.set_blocking(self._errfd, False)
@@ -502,8 +504,12 @@ def _still_parented(alive: int) -> None:
     """A change of uid clears PR_SET_PDEATHSIG: set it again, then make sure the keeper did not
     die in between (its end of the `alive` pipe closed), so the command never outlives it."""
     kernel.prctl(kernel.PR_SET_PDEATHSIG, signal.SIGKILL)
-    ready, _, _ = select.select([alive], [], [], 0)
-    if ready:
+    os.set_blocking(alive, False)       # nobody writes: EOF (b"") once the keeper is gone
+    try:
+        gone = os.read(alive, 1) == b""
+    except BlockingIOError:
+        gone = False
+    if gone:
         os._exit(137)
 
 
