@@ -95,7 +95,7 @@ class ProcessTree:
         self._rundir.finish(created, collect=not error)
         if refused:     # the kernel refused the rootfs's overlay: the next run probes again
             from runtime.snapshotter import forget
-            forget(os.path.dirname(self._rundir.path))
+            forget(self._rundir.base)
         if error:
             raise SandboxError(error)
         return self.returncode
