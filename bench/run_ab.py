@@ -55,7 +55,7 @@ def syscalls(argv: list[str], env: dict) -> int | None:
     r = subprocess.run(["strace", "-c", "-f", "-o", "/dev/stdout", *argv], env=env,
                        capture_output=True, text=True, check=False)
     total = [ln for ln in r.stdout.splitlines() if ln.rstrip().endswith("total")]
-    return int(total[-1].split()[2]) if total else None
+    return int(total[-1].split()[3]) if total else None
 
 
 def main() -> int:

@@ -53,7 +53,9 @@ class RunDir:
             for d in (self.upper, work):
                 os.makedirs(d, exist_ok=True)
             stub = os.path.join(self.path, "stub")
-            rootfs.make_stub(stub, spec.mounts)
+            # --- perf: a stub of only what no layer has (none at all when every layer has it) ---
+            stubs = [stub] if rootfs.make_stub(stub, spec.mounts, spec.lowerdirs) else []
+            # --- end perf ---
             etc = os.path.join(self.side, "etc")
             os.mkdir(etc)
             lease = net.lease if net is not None else None
@@ -64,7 +66,7 @@ class RunDir:
                 net.etc_files = etc_files
             self.rootdir = os.path.join(self.side, "root")
             os.mkdir(self.rootdir)
-            self.lowers = [os.fspath(d) for d in spec.lowerdirs] + [stub]   # what the command sees
+            self.lowers = [os.fspath(d) for d in spec.lowerdirs] + stubs   # what the command sees
             self.tree, self.snap = "", None   # native snapshotter: the copied rootfs, its snapshot
             if native:
                 self.tree, self.snap = self._native_tree()
