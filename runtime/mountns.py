@@ -22,6 +22,7 @@ import _thread
 import os
 
 from runtime import kernel
+from runtime.errors import SandboxError
 
 TMPFS_POINT = "/run/pybuild/private"    # a tmpfs here in each private namespace, none on the host
 _entered = False
@@ -44,14 +45,19 @@ def enter_private() -> None:
 
 def private_tmpfs() -> str | None:
     """The tmpfs of this process's private mount namespace (mounted on first use, on
-    TMPFS_POINT, which only this namespace sees); None before enter_private, in the host's."""
+    TMPFS_POINT, which only this namespace sees); None before enter_private, in the host's, or
+    where it cannot be made."""
     global _tmpfs
     if not _entered:
         return None
     with _tmpfs_lock:
         if _tmpfs is None:
-            os.makedirs(TMPFS_POINT, mode=0o700, exist_ok=True)
-            kernel.mount("tmpfs", TMPFS_POINT, "tmpfs", kernel.MS_NOSUID | kernel.MS_NODEV,
-                         "mode=0755,size=16m")
-            _tmpfs = TMPFS_POINT
-    return _tmpfs
+            try:
+                os.makedirs(TMPFS_POINT, mode=0o700, exist_ok=True)
+                kernel.mount("tmpfs", TMPFS_POINT, "tmpfs", kernel.MS_NOSUID | kernel.MS_NODEV,
+                             "mode=0755,size=16m")
+            except (OSError, SandboxError):
+                _tmpfs = ""         # a read-only /run, no tmpfs: the run dir stays on disk
+            else:
+                _tmpfs = TMPFS_POINT
+    return _tmpfs or None
