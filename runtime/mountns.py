@@ -19,6 +19,7 @@ under load, measured); there they cost none, and they go with the namespace, kil
 from __future__ import annotations
 
 import _thread
+import errno
 import os
 
 from runtime import kernel
@@ -53,11 +54,20 @@ def private_tmpfs() -> str | None:
     with _tmpfs_lock:
         if _tmpfs is None:
             try:
-                os.makedirs(TMPFS_POINT, mode=0o700, exist_ok=True)
-                kernel.mount("tmpfs", TMPFS_POINT, "tmpfs", kernel.MS_NOSUID | kernel.MS_NODEV,
-                             "mode=0755,size=16m")
+                try:
+                    _mount_tmpfs()
+                except SandboxError as e:   # the first time on this host: no mount point yet
+                    if getattr(e, "errno", None) != errno.ENOENT:
+                        raise
+                    os.makedirs(TMPFS_POINT, mode=0o700, exist_ok=True)
+                    _mount_tmpfs()
             except (OSError, SandboxError):
                 _tmpfs = ""         # a read-only /run, no tmpfs: the run dir stays on disk
             else:
                 _tmpfs = TMPFS_POINT
     return _tmpfs or None
+
+
+def _mount_tmpfs() -> None:
+    kernel.mount("tmpfs", TMPFS_POINT, "tmpfs", kernel.MS_NOSUID | kernel.MS_NODEV,
+                 "mode=0755,size=16m")

@@ -45,3 +45,21 @@ def test_the_private_tmpfs_is_the_namespace_s_and_goes_with_a_killed_process(tmp
     with open("/proc/self/mountinfo") as f:
         assert not any(line.split()[4] == point for line in f)
     assert not os.path.exists(os.path.join(point, name))
+
+
+@requires_root
+def test_the_mount_point_is_made_the_first_time(tmp_path):
+    """On a host that never had it, the mount point is made (on the host: an empty dir), then
+    the tmpfs mounted on it in the private namespace only."""
+    point = tmp_path / "private"
+    code = ("from runtime import mountns\n"
+            f"mountns.TMPFS_POINT = {str(point)!r}\n"
+            "mountns.enter_private()\n"
+            "d = mountns.private_tmpfs()\n"
+            "open(d + '/f', 'w').close()\n"
+            "print(d)\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == f"{point}\n"
+    assert point.is_dir() and os.listdir(point) == []
