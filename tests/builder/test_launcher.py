@@ -42,6 +42,17 @@ def test_the_launcher_runs_pybuild_with_its_modules_from_the_index(tmp_path):
                      str(REPO / "runtime" / "seccomp")]
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: run pytest as root (namespaces, "
+                                                "overlayfs, cgroups)")
+def test_the_launcher_runs_a_container(tmp_path, busybox_root):
+    """`pybuild run` as a user starts it: through the launcher, its modules from the index."""
+    script = tmp_path / "pybuild"
+    launcher.write(str(script), sys.executable, str(REPO), [SITE])
+    r = subprocess.run([str(script), "run", "--rm", "--network", "none", "busybox", "echo", "hi"],
+                       capture_output=True, text=True, timeout=120)
+    assert (r.returncode, r.stdout, r.stderr) == (0, "hi\n", "")
+
+
 @pytest.fixture
 def fake_repo(tmp_path):
     """A checkout with one package of the index's (`grammar`) holding two small modules."""
