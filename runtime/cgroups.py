@@ -415,7 +415,6 @@ def prime(path: str) -> None:
     except OSError:
         return
     import _thread
-    import sys
 
     def work():
         sys.setswitchinterval(_SWITCH_INTERVAL)
