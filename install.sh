@@ -31,16 +31,10 @@ extra=""
 .venv/bin/python -m pip install -q --disable-pip-version-check --config-settings editable_mode=compat -e ".${extra}"
 # pip's console-script wrapper imports re (~7 ms) before pybuild starts and `site` costs ~5 ms
 # more; start-up is a hot path (a fully cached rebuild, `pybuild run`), so PATH gets a plain
-# launcher on `python -I -S` that puts the project and the venv's packages on sys.path itself.
-.venv/bin/python - "$here" <<'PY'
-import sys, sysconfig
-here = sys.argv[1]
-paths = [here, *dict.fromkeys(sysconfig.get_paths()[k] for k in ("purelib", "platlib"))]
-with open(f"{here}/.venv/bin/pybuild-launcher", "w") as f:
-    f.write(f"#!{here}/.venv/bin/python -IS\nimport sys\nsys.path[:0] = {paths!r}\n"
-            "from builder.cli import exit_now, main\nexit_now(main())\n")
-PY
-chmod 755 .venv/bin/pybuild-launcher
+# launcher on `python -I -S` that puts the project and the venv's packages on sys.path itself
+# and loads the project's modules from an index of their compiled code (builder/launcher.py;
+# an edited source falls back to the normal import, rerun install.sh to index it again).
+.venv/bin/python -m builder.launcher "$here/.venv/bin/pybuild-launcher" >/dev/null
 ln -sf "$here/.venv/bin/pybuild-launcher" /usr/local/bin/pybuild
 
 # The base image that demos and tests build FROM, made from the host's busybox-static.

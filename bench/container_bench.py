@@ -83,16 +83,21 @@ class Tools(contextlib.ExitStack):
 
     def launcher(self) -> Path:
         """pybuild as install.sh puts it on PATH (`python -I -S`, the checkout and the venv's
-        packages on sys.path, no finalization), for the checkout timed."""
+        packages on sys.path, its import index, no finalization), for the checkout timed; a
+        checkout without builder/launcher.py (older) gets the plain launcher of its time."""
         import sysconfig
 
         path = self.base / "pybuild-launcher"
         if not path.exists():
             site = sysconfig.get_paths()["purelib"]
-            path.write_text(f"#!{sys.executable} -IS\nimport sys\n"
-                            f"sys.path[:0] = [{str(self.pb_repo)!r}, {site!r}]\n"
-                            "import builder.cli as c\ngetattr(c, 'exit_now', sys.exit)(c.main())\n")
-            path.chmod(0o755)
+            if (self.pb_repo / "builder" / "launcher.py").exists():
+                subprocess.run([sys.executable, "-m", "builder.launcher", str(path)],
+                               cwd=self.pb_repo, check=True, stdout=DEVNULL)
+            else:
+                path.write_text(f"#!{sys.executable} -IS\nimport sys\n"
+                                f"sys.path[:0] = [{str(self.pb_repo)!r}, {site!r}]\n"
+                                "import builder.cli as c\ngetattr(c, 'exit_now', sys.exit)(c.main())\n")
+                path.chmod(0o755)
         return path
 
     def _pybuild_cleanup(self) -> None:

@@ -10,14 +10,25 @@ last process in it exits, the kernel drops the namespace and every mount in it.
 
 Propagation is made slave, recursively: mounts and unmounts on the host still reach us (a disk
 the host unmounts is not kept busy here), and none of ours reaches the host.
+
+The namespace also gets a small tmpfs of its own (`private_tmpfs`) for a sandbox's run-dir
+files that need no disk: the generated /etc files and the rootfs's mount point. On the store's
+ext4 each of their creations and removals is a journalled metadata write (1-4 ms apiece
+under load, measured); there they cost none, and they go with the namespace, kill -9 included.
 """
 from __future__ import annotations
 
+import _thread
+import errno
 import os
 
 from runtime import kernel
+from runtime.errors import SandboxError
 
+TMPFS_POINT = "/run/pybuild/private"    # a tmpfs here in each private namespace, none on the host
 _entered = False
+_tmpfs: str | None = None
+_tmpfs_lock = _thread.allocate_lock()    # threading.Lock, without importing threading
 
 
 def enter_private() -> None:
@@ -31,3 +42,32 @@ def enter_private() -> None:
     kernel.unshare(kernel.CLONE_NEWNS)
     kernel.mount(None, "/", None, kernel.MS_REC | kernel.MS_SLAVE)
     _entered = True
+
+
+def private_tmpfs() -> str | None:
+    """The tmpfs of this process's private mount namespace (mounted on first use, on
+    TMPFS_POINT, which only this namespace sees); None before enter_private, in the host's, or
+    where it cannot be made."""
+    global _tmpfs
+    if not _entered:
+        return None
+    with _tmpfs_lock:
+        if _tmpfs is None:
+            try:
+                try:
+                    _mount_tmpfs()
+                except SandboxError as e:   # the first time on this host: no mount point yet
+                    if getattr(e, "errno", None) != errno.ENOENT:
+                        raise
+                    os.makedirs(TMPFS_POINT, mode=0o700, exist_ok=True)
+                    _mount_tmpfs()
+            except (OSError, SandboxError):
+                _tmpfs = ""         # a read-only /run, no tmpfs: the run dir stays on disk
+            else:
+                _tmpfs = TMPFS_POINT
+    return _tmpfs or None
+
+
+def _mount_tmpfs() -> None:
+    kernel.mount("tmpfs", TMPFS_POINT, "tmpfs", kernel.MS_NOSUID | kernel.MS_NODEV,
+                 "mode=0755,size=16m")

@@ -32,7 +32,6 @@ from __future__ import annotations
 import _signal as signal  # the C module `signal` wraps: same calls, int constants, no enum
 import errno
 import os
-import select
 import stat
 
 from runtime import caps, cgroups, kernel, rootfs, tty, users
@@ -96,7 +95,7 @@ class ProcessTree:
         self._rundir.finish(created, collect=not error)
         if refused:     # the kernel refused the rootfs's overlay: the next run probes again
             from runtime.snapshotter import forget
-            forget(os.path.dirname(self._rundir.path))
+            forget(self._rundir.base)
         if error:
             raise SandboxError(error)
         return self.returncode
@@ -107,6 +106,9 @@ class ProcessTree:
         127/126, is the command's own exit, on its stderr)."""
         if self._started is None:
             return None
+        # run -d's supervisor waits here; a foreground run never does
+        import select
+
         select.select([self._started], [], [], timeout)
         self._close_started()
         os.set_blocking(self._errfd, False)
@@ -168,25 +170,23 @@ def start(spec: SandboxSpec) -> ProcessTree:
     if spec.network == "bridge":
         from runtime.network.attach import Attachment
         net = Attachment(spec.ports, spec.endpoint)
-    try:
-        rundir = RunDir(spec, net)      # from here on, rundir.remove() releases the network
-    except BaseException:
-        if net is not None:
-            net.release()
-        raise
     fds: list[int] = []
     psock = csock = None
     cgroup: list[str] = []
     procs: list[tuple[str, int]] = []
     sync = None
+    rundir = None
     try:
-        capmask, rules = _privileges(spec, rundir.plan)
+        capmask, rules, devices = _privileges(spec)
         cgroup = cgroups.create(spec.resources, rules)  # devices: every sandbox; the rest: containers
         if cgroup:
-            # the keeper's handles to move pid 1 in with, opened before `prime` below holds the
+            # the keeper's handles to move pid 1 in with, opened before `prime` holds the
             # kernel's cgroup locks, and before pid 1's pivot_root hides the hierarchies
             procs = cgroups.opened(cgroup)
             fds += [fd for _, fd in procs]
+            cgroups.prime(cgroup[0])    # its grace period runs while the run dir is made
+        rundir = RunDir(spec, net)      # from here on, rundir.remove() releases the network
+        rundir.plan.devices, rundir.plan.privileged = devices, spec.privileged
         r, w = os.pipe2(os.O_CLOEXEC)
         started_r, started_w = os.pipe2(os.O_CLOEXEC)
         fds += [r, w, started_r, started_w]
@@ -206,7 +206,10 @@ def start(spec: SandboxSpec) -> ProcessTree:
             if sock is not None:
                 sock.close()
         cgroups.remove(cgroup)
-        rundir.remove()
+        if rundir is not None:
+            rundir.remove()
+        elif net is not None:
+            net.release()
         raise
     if pid == 0:
         _keeper(spec, rundir.plan, w, r, parent, csock, procs, sync, started_w, secure,
@@ -230,26 +233,23 @@ def start(spec: SandboxSpec) -> ProcessTree:
         finally:
             os.close(ready_r)
             os.close(go_w)
-    if cgroup:      # idle until the command ends: pay the keeper's first cgroup write for it
-        cgroups.prime(cgroup[0])
     if psock is not None:
         csock.close()
         tree.tty = tty.receive_master(psock)
     return tree
 
 
-def _privileges(spec: SandboxSpec, plan: rootfs.MountPlan) -> tuple[int, list[str] | None]:
-    """(capability mask, device cgroup rules: None = all) of spec, checked before anything is
-    made; the nodes to make go into the mount plan."""
+def _privileges(spec: SandboxSpec) -> tuple[int, list[str] | None, list[dict]]:
+    """(capability mask, device cgroup rules: None = all, the --device nodes pid 1 makes) of
+    spec, checked before anything is made."""
     capmask = caps.mask(spec.cap_add, spec.cap_drop, spec.privileged)
     if not spec.devices and not spec.privileged:
-        return capmask, list(cgroups.DEVICE_RULES)
-    plan.devices = rootfs.device_nodes(spec.devices, spec.privileged)
-    plan.privileged = spec.privileged
+        return capmask, list(cgroups.DEVICE_RULES), []
+    devices = rootfs.device_nodes(spec.devices, spec.privileged)
     if spec.privileged:
-        return capmask, None
-    extra = [cgroups.device_rule(n) for n in plan.devices]
-    return capmask, list(cgroups.DEVICE_RULES) + [r for r in extra if r]
+        return capmask, None, devices
+    extra = [cgroups.device_rule(n) for n in devices]
+    return capmask, list(cgroups.DEVICE_RULES) + [r for r in extra if r], devices
 
 
 # --- the children (never return; every path ends in os._exit) ------------------------------
@@ -504,8 +504,12 @@ def _still_parented(alive: int) -> None:
     """A change of uid clears PR_SET_PDEATHSIG: set it again, then make sure the keeper did not
     die in between (its end of the `alive` pipe closed), so the command never outlives it."""
     kernel.prctl(kernel.PR_SET_PDEATHSIG, signal.SIGKILL)
-    ready, _, _ = select.select([alive], [], [], 0)
-    if ready:
+    os.set_blocking(alive, False)       # nobody writes: EOF (b"") once the keeper is gone
+    try:
+        gone = os.read(alive, 1) == b""
+    except BlockingIOError:
+        gone = False
+    if gone:
         os._exit(137)
 
 
@@ -527,6 +531,7 @@ def _exec(spec: SandboxSpec, user: users.ExecUser, env: dict[str, str], w: int, 
             signal.signal(sig, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, [])
         os.setsid()
+        os.umask(0o022)     # runc's default: the caller's umask never reaches the container
         if pts is not None:
             tty.become_controlling(pts)
         try:

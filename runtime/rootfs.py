@@ -1,9 +1,10 @@
 """The container's filesystem: stub layer, overlay, /proc, /dev, /sys, masks, binds, pivot_root.
 
 Two halves. `make_stub` runs on the host before the fork and writes a tiny *bottom* lower layer
-holding every mount point the sandbox needs (/proc, /dev, /sys, /etc/hosts, mount targets). Being
-the lowest layer, it only fills gaps: the image's own entries win, and nothing the sandbox injects
-ever lands in the upper dir, so the layer diff stays exactly what the command wrote. (The native
+holding every mount point the sandbox needs (/proc, /dev, /sys, /etc/hosts, mount targets) that
+no layer has already (none at all when they all do). Being the lowest layer, it only fills
+gaps: the image's own entries win, and nothing the sandbox injects ever lands in the upper dir,
+so the layer diff stays exactly what the command wrote. (The native
 snapshotter copies the stub in first too, so its snapshot holds the mount points as well.)
 `setup` runs inside the new mount and pid namespaces (as pid 1) and builds the view Docker gives:
 fresh procfs, a tmpfs /dev with docker's null/zero/full/random/urandom/tty nodes (mknod), devpts,
@@ -82,8 +83,15 @@ def _fdpath(fd: int) -> str:
 
 # --- host side: the stub layer ----------------------------------------------------------------
 
-def make_stub(stub: str, mounts: list) -> None:
-    """Write the bottom layer of mount points (dirs 0755, empty files 0644, mtimes 0)."""
+def make_stub(stub: str, mounts: list, lowerdirs: list | None = None) -> bool:
+    """Write the bottom layer of mount points (dirs 0755, empty files 0644, mtimes 0); False
+    when it would hold nothing (no dir is made): every mount point is in a layer already.
+
+    An entry that some layer of `lowerdirs` has at its path (resolved beneath the layer, no
+    symlink: anything else keeps the entry) is left out: whatever it is there (a dir, a file, a
+    whiteout), a stub at the bottom would never show through it, so the container sees the
+    same tree, and the run makes fewer files on the store's disk (busybox has /proc, /dev, /sys
+    and /etc: four of seven)."""
     dirs = {"proc", "dev", "sys", "etc"}
     files = {p.lstrip("/") for p in ETC_FILES}
     for m in mounts:
@@ -94,6 +102,11 @@ def make_stub(stub: str, mounts: list) -> None:
             files.add(rel)
         else:
             dirs.add(rel)
+    if lowerdirs:
+        shown = _not_in_layers(dirs | files, lowerdirs)
+        dirs, files = dirs & shown, files & shown
+        if not (dirs or files):
+            return False
     made = []
     for rel in sorted(dirs | {os.path.dirname(f) for f in files} - {""}):
         p = os.path.join(stub, rel)
@@ -107,6 +120,30 @@ def make_stub(stub: str, mounts: list) -> None:
         made.append(p)
     for p in made + [stub]:
         os.utime(p, ns=(0, 0), follow_symlinks=False)
+    return True
+
+
+def _not_in_layers(paths: set[str], lowerdirs: list) -> set[str]:
+    """The relative paths that no layer dir has an entry at (or that could not be told)."""
+    left = set(paths)
+    for d in lowerdirs:
+        if not left:
+            break
+        try:
+            dfd = os.open(d, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            for rel in sorted(left):
+                try:
+                    os.close(kernel.openat2(dfd, rel, os.O_PATH | os.O_NOFOLLOW,
+                                            kernel.RESOLVE_BENEATH | kernel.RESOLVE_NO_SYMLINKS))
+                except KernelCallError:
+                    continue        # not here (or a symlink on the way): keep looking
+                left.discard(rel)
+        finally:
+            os.close(dfd)
+    return left
 
 
 # --- host side: --device ----------------------------------------------------------------

@@ -2,8 +2,9 @@
 
 Before: a private run dir (next to the caller's upper dir, so the native snapshotter's tree and
 the upper dir share a filesystem) holding a throw-away upper/work pair when the caller gave none,
-the stub layer of mount points (`rootfs.make_stub`), the generated /etc files, the mount point of
-the rootfs and, for the native snapshotter, the copied tree and its snapshot; all of it as a
+the stub layer of mount points (`rootfs.make_stub`) and, for the native snapshotter, the copied
+tree and its snapshot; the generated /etc files and the mount point of the rootfs beside them,
+on the process's private tmpfs when it has one (`mountns.private_tmpfs`); all of it as a
 `rootfs.MountPlan` for pid 1. After: mount points the sandbox had to create are removed from the
 upper dir, the command's changes are left there in the one form both snapshotters give, and the
 run dir goes.
@@ -14,7 +15,7 @@ import os
 import stat
 
 from cache.fspath import remove_tree
-from runtime import etcfiles, kernel, rootfs, snapshot
+from runtime import etcfiles, kernel, mountns, rootfs, snapshot
 from runtime.errors import KernelCallError, SandboxError
 from runtime.snapshotter import snapshotter
 from runtime.spec import SandboxSpec
@@ -32,19 +33,33 @@ class RunDir:
             import tempfile
             base = tempfile.gettempdir()
         native = snapshotter(base) == "native"
+        self.base = base        # where upper dirs go: the overlay probe's answer is this fs's
         self.path = owner.temp_dir(base, "run")
         self.keep = spec.upperdir is not None      # the caller's upper dir: its changes are wanted
         self.net = net      # runtime.network.attach.Attachment (bridge): released in remove()
+        self.side = self.path
         try:
+            # --- perf: the /etc files and the mount point on the namespace's tmpfs ---
+            # (not on a network: its peers rewrite our /etc/hosts by path, from their processes;
+            # nor the stub, a lower layer: one on another fs changes the st_dev overlay reports)
+            fast = mountns.private_tmpfs() if net is None else None
+            if fast is not None:
+                self.side = owner.temp_dir(fast, "run")
+            # --- end perf ---
             self.upper = (os.fspath(spec.upperdir) if spec.upperdir is not None
                           else os.path.join(self.path, "upper"))
             work = (os.fspath(spec.workdir) if spec.workdir is not None
                     else os.path.join(self.path, "work"))
             for d in (self.upper, work):
-                os.makedirs(d, exist_ok=True)
+                if not os.path.isdir(d):
+                    os.makedirs(d)
+                    os.chmod(d, 0o755)  # the upper dir's root is the container's /: 0755 as
+                    # docker's diff dirs, whatever the caller's umask (077 left / unusable)
             stub = os.path.join(self.path, "stub")
-            rootfs.make_stub(stub, spec.mounts)
-            etc = os.path.join(self.path, "etc")
+            # --- perf: a stub of only what no layer has (none at all when every layer has it) ---
+            stubs = [stub] if rootfs.make_stub(stub, spec.mounts, spec.lowerdirs) else []
+            # --- end perf ---
+            etc = os.path.join(self.side, "etc")
             os.mkdir(etc)
             lease = net.lease if net is not None else None
             if net is not None:     # --mac-address, and a user network's DNS upstreams
@@ -53,9 +68,9 @@ class RunDir:
                                        lease.ip if lease else "", lease.gateway if lease else "",
                                        spec.extra_hosts, spec.dns,
                                        embedded=spec.endpoint is not None)
-            self.rootdir = os.path.join(self.path, "root")
+            self.rootdir = os.path.join(self.side, "root")
             os.mkdir(self.rootdir)
-            self.lowers = [os.fspath(d) for d in spec.lowerdirs] + [stub]   # what the command sees
+            self.lowers = [os.fspath(d) for d in spec.lowerdirs] + stubs   # what the command sees
             self.tree, self.snap = "", None   # native snapshotter: the copied rootfs, its snapshot
             if native:
                 self.tree, self.snap = self._native_tree()
@@ -101,6 +116,8 @@ class RunDir:
                 net.release()
         finally:
             remove_tree(self.path)
+            if self.side != self.path:
+                remove_tree(self.side)
 
     def _collect(self) -> None:
         """Leave the command's changes in the upper dir in the one form both snapshotters give."""

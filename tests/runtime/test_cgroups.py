@@ -251,3 +251,19 @@ def test_a_join_the_kernel_refuses_is_one_line_125_and_leaves_no_cgroup():
         parent = os.path.join(d, cgroups.PARENT)
         assert not [n for n in (os.listdir(parent) if os.path.isdir(parent) else [])
                     if n.startswith(mine)]
+
+
+@requires_root
+def test_the_prime_thread_is_gone_and_the_switch_interval_is_python_s_after_a_run(busybox_layer):
+    """process.start primes the cgroup lock from a thread while it makes the run dir
+    (cgroups.prime): once the tree has ended no thread is left behind, and the GIL's switch
+    interval, lowered for the thread's start, is Python's again."""
+    before = sys.getswitchinterval()
+    tree = process.start(SandboxSpec(lowerdirs=[busybox_layer], argv=["true"], network="none",
+                                     resources=Resources()))
+    assert tree.wait() == 0
+    end = time.monotonic() + 5
+    while len(os.listdir("/proc/self/task")) > 1 and time.monotonic() < end:
+        time.sleep(0.001)
+    assert len(os.listdir("/proc/self/task")) == 1
+    assert sys.getswitchinterval() == before

@@ -332,6 +332,39 @@ def test_image_without_etc_or_proc_gets_mount_points_that_stay_out_of_the_layer(
     assert tree(u) == []
 
 
+@requires_root
+def test_the_stub_holds_only_what_no_layer_has(tmp_path):
+    """rootfs.make_stub leaves out a mount point some layer already has at its path, as a dir, a
+    file or a whiteout (a bottom layer could never show through it); a symlink on the way in a
+    layer tells nothing, so that entry stays; when every layer has everything, no stub at all."""
+    from runtime.rootfs import make_stub
+
+    low = tmp_path / "low"
+    for d in ("proc", "dev", "sys", "etc"):
+        (low / d).mkdir(parents=True)
+    stub = tmp_path / "stub"
+    assert make_stub(str(stub), [], [str(low)])
+    assert sorted(str(p.relative_to(stub)) for p in stub.rglob("*")) == [
+        "etc", "etc/hostname", "etc/hosts", "etc/resolv.conf"]
+    assert os.stat(stub / "etc/hosts").st_mtime_ns == 0
+
+    top = tmp_path / "top"
+    (top / "etc").mkdir(parents=True)
+    os.mknod(top / "etc/hosts", stat.S_IFCHR | 0o600, os.makedev(0, 0))    # a whiteout
+    (top / "etc/hostname").write_text("x\n")
+    linked = tmp_path / "linked"
+    (linked / "real").mkdir(parents=True)
+    (linked / "real/resolv.conf").write_text("")
+    (linked / "etc").symlink_to("real")
+    stub2 = tmp_path / "stub2"
+    assert make_stub(str(stub2), [], [str(top), str(linked), str(low)])
+    assert sorted(str(p.relative_to(stub2)) for p in stub2.rglob("*")) == ["etc", "etc/resolv.conf"]
+
+    (low / "etc/resolv.conf").write_text("")
+    stub3 = tmp_path / "stub3"
+    assert not make_stub(str(stub3), [], [str(top), str(low)]) and not stub3.exists()
+
+
 def test_shadowed_stub_placeholders_are_removed_from_upper(busybox_layer, tmp_path, upper):
     """An opaque /etc above the stub hides the stub's /etc/hosts: the sandbox creates it, then
     removes it from the upper dir after the run, restoring /etc's mtime."""
