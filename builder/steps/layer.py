@@ -15,7 +15,8 @@ def scratch(store):
     """A fresh upper+work pair in the store's scratch space, removed afterwards."""
     tmp = Path(store.new_scratch())
     (tmp / "upper").mkdir()
-    (tmp / "work").mkdir()
+    (tmp / "upper").chmod(0o755)    # the RUN's /: 0755 whatever the caller's umask (077: a
+    (tmp / "work").mkdir()          # USER other than root could not even exec /bin/sh)
     try:
         yield tmp / "upper", tmp / "work"
     finally:

@@ -21,9 +21,6 @@ from e2e_helpers import ok
 # made with it (builder/steps/layer.py; runtime/rundir.py for `run`), so under 077 the
 # container's / is 0700 and a non-root USER cannot even exec /bin/sh. Remove this marker once
 # runtime/process.py's _exec calls os.umask(0o022) and the upper dir is chmod'ed 0755.
-UMASK_LEAK = pytest.mark.xfail(strict=True, reason="RUN depends on the caller's umask (runtime.process "
-                               "must set runc's 0022; the scratch upper dir must be 0755)")
-
 STAMP = 'FROM busybox\nRUN echo "$(date) $RANDOM$RANDOM" > /stamp\n'
 EXPLICIT = """FROM busybox AS tools
 RUN mkdir -p /out && chmod 755 /out && echo tool > /out/t && chmod 755 /out/t
@@ -89,19 +86,16 @@ def test_quiet_prints_only_the_id_and_the_verdict_goes_to_stderr(pybuild, busybo
     assert [ln for ln in r.stderr.splitlines() if not ln.startswith("check-reproducible:")] == []
 
 
-@UMASK_LEAK
 def test_a_run_that_only_creates_and_touches_files_passes(pybuild, busybox_root, tmp_path):
     r = checked(pybuild, tmp_path / "c", "FROM busybox\nRUN mkdir /d && touch /d/f && echo x > /d/g\n")
     assert r.returncode == 0, r.stderr
 
 
-@UMASK_LEAK
 def test_a_run_as_another_user_passes(pybuild, busybox_root, tmp_path):
     r = checked(pybuild, tmp_path / "c", "FROM busybox\nUSER 1000\nRUN ls / > /dev/null\n")
     assert r.returncode == 0, r.stderr
 
 
-@UMASK_LEAK
 @pytest.mark.parametrize("compression", ["gzip", "zstd"])
 def test_the_hello_fixture_passes(pybuild, busybox_root, tmp_path, compression):
     r = pybuild("build", "-q", "--check-reproducible", "--compression", compression, "--output",
@@ -111,7 +105,7 @@ def test_the_hello_fixture_passes(pybuild, busybox_root, tmp_path, compression):
 
 def _interop_cases():
     """The Dockerfiles tests/interop builds against BuildKit (their one list), each with what it
-    needs to run; the ones whose RUN creates files without explicit modes carry UMASK_LEAK."""
+    needs to run."""
     import importlib.util
     spec = importlib.util.spec_from_file_location(
         "interop_cases_for_check", REPO / "tests" / "interop" / "test_vs_buildkit.py")
@@ -122,14 +116,10 @@ def _interop_cases():
         spec.loader.exec_module(mod)
     finally:
         sys.path.remove(str(REPO / "tests" / "interop"))
-    passing = {"copy_dirs_and_renames", "copy_wildcards", "copy_chown_chmod",
-               "copy_chmod_new_parents_and_setuid", "dockerignore_exceptions",
-               "cmd_entrypoint_reset", "cmd_then_entrypoint", "empty_cmd_and_healthcheck_none",
-               "metadata", "add_local_tar", "add_local_tar_chown", "context_fifo"}
     for c in mod.CASES:
         if c.xfail or c.id == "heredocs":  # a first build that fails (or differs from BuildKit)
             continue
-        yield pytest.param(mod, c, id=c.id, marks=() if c.id in passing else (UMASK_LEAK,))
+        yield pytest.param(mod, c, id=c.id)
 
 
 @pytest.mark.parametrize(("mod", "case"), list(_interop_cases()))

@@ -130,3 +130,33 @@ def test_run_d_waits_for_the_command_and_reports_a_set_up_failure(root):
     pid = ok(run_pybuild("inspect", "-f", "{{.State.Pid}}", cid)).stdout.strip()
     with open(f"/proc/{pid}/cmdline", "rb") as f:
         assert f.read().split(b"\0")[0] == b"sleep"
+
+
+@pytest.mark.parametrize("detached", [False, True])
+def test_the_callers_umask_never_reaches_the_container(root, tmp_path, detached):
+    """runc's umask 0022 for the command and a 0755 / , whatever pybuild's caller has (under
+    077 a non-root USER could not exec /bin/sh, and files came out 0600)."""
+    import subprocess
+    import sys
+
+    from busybox_fixture import REPO
+
+    probe = "umask; touch /tmp/f; stat -c %a /tmp/f /"
+
+    def pb(*args):
+        return subprocess.run([sys.executable, "-m", "builder", *args], cwd=REPO, text=True,
+                              capture_output=True, preexec_fn=lambda: os.umask(0o077), timeout=60)
+    if detached:
+        r = pb("run", "-d", "--name", "umask077", "--network", "none", "busybox", "sh", "-c", probe)
+        assert r.returncode == 0, r.stderr
+        assert ok(run_pybuild("wait", "umask077")).stdout.strip() == "0"
+        out = ok(run_pybuild("logs", "umask077")).stdout
+        ok(run_pybuild("rm", "umask077"))
+    else:
+        r = pb("run", "--rm", "--network", "none", "-u", "0", "busybox", "sh", "-c", probe)
+        assert r.returncode == 0, r.stderr
+        out = r.stdout
+    lines = out.split()
+    assert lines[:3] == ["0022", "644", "755"], out
+    r = pb("run", "--rm", "--network", "none", "-u", "1000", "busybox", "sh", "-c", "echo ok")
+    assert r.returncode == 0 and r.stdout == "ok\n", r.stderr
