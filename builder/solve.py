@@ -37,7 +37,7 @@ class BuildOptions:
     labels: dict[str, str] = field(default_factory=dict)
     network: str = "default"
     secrets: dict[str, Path] = field(default_factory=dict)
-    epoch: int = 0
+    epoch: int | None = 0  # builder.sourcedate; None: --timestamp now (wall clock, real times)
     pull: PullOptions = field(default_factory=PullOptions)
     cache_from: list = field(default_factory=list)  # builder.cacheopts.CacheSpec, asked in order
     cache_to: list = field(default_factory=list)  # CacheSpec: exported after the build
@@ -78,12 +78,20 @@ class StageRun:
         return env
 
     def run_env(self) -> list[str]:
-        """The environment of a RUN: the image Env plus the declared ARGs not shadowed by it."""
+        """The environment of a RUN: the image Env plus the declared ARGs not shadowed by it,
+        and SOURCE_DATE_EPOCH=<the build's epoch> unless one of those sets it. BuildKit passes
+        it only to a stage that declares `ARG SOURCE_DATE_EPOCH`; pybuild always does, so
+        compileall/py_compile write checked-hash .pyc (PEP 552), whose validity does not rest
+        on the mtimes the layer clamps. It is never in the image's Env."""
         env = list(self.state.config["config"].get("Env") or [])
         names = {e.partition("=")[0] for e in env}
         for k, v in self.args.items():
             if v is not None and k not in names:
                 env.append(f"{k}={v}")
+                names.add(k)
+        epoch = self.solver.opts.epoch
+        if epoch is not None and "SOURCE_DATE_EPOCH" not in names:
+            env.append(f"SOURCE_DATE_EPOCH={epoch}")
         return env
 
     def expand(self, ins: ast.Instruction, word: str) -> str:
@@ -127,6 +135,8 @@ class StageRun:
         from cache.keys import step_key
 
         store = self.solver.store
+        # the layer's bytes depend on the epoch (file times are clamped to it)
+        inputs = {**inputs, "epoch": self.solver.opts.epoch}
         key = step_key(ins.keyword.upper(), self.state.key, inputs)
         vertex = self.solver.progress.start(self.step_name(n, ins.original or ins.keyword.upper()))
         vertex.step = True  # a replay shows it CACHED

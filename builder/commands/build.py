@@ -58,6 +58,17 @@ def register(sub) -> None:
                    help="use a build cache exported by --cache-to: type=local,src=DIR or "
                         "type=registry,ref=REF or REF (repeatable)")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the image ID")
+    # --- reprotime: the epoch and why steps rebuilt ---
+    p.add_argument("--timestamp", metavar="now|EPOCH",
+                   help="the build's epoch: image and history 'created', and file times newer "
+                        "than it in new layers are clamped to it; RUN sees it as "
+                        "SOURCE_DATE_EPOCH. Default: SOURCE_DATE_EPOCH (--build-arg, then the "
+                        "environment), else the commit time of HEAD when CONTEXT is in a git "
+                        "work tree, else 0 (1970). 'now': wall-clock dates, real file times")
+    p.add_argument("--explain-cache", action="store_true",
+                   help="say in full, for every step that missed the cache, which input changed "
+                        "since the last build of this Dockerfile and tag")
+    # --- end reprotime ---
     p.set_defaults(func=run_build)
 
 
@@ -226,11 +237,14 @@ def run_build(args) -> int:
     store = Store.open()
     with contextlib.ExitStack() as cleanup:
         secrets = _secrets(args.secret, store, cleanup)
-        epoch_text = build_args.get("SOURCE_DATE_EPOCH") or os.environ.get("SOURCE_DATE_EPOCH") or "0"
+        # --- reprotime: the build's epoch ---
+        from builder.sourcedate import resolve as resolve_epoch
+
         try:
-            epoch = int(epoch_text)
-        except ValueError:
-            raise BuildError(f"SOURCE_DATE_EPOCH={epoch_text!r}: expected whole seconds since 1970") from None
+            epoch = resolve_epoch(str(context), build_args, os.environ, args.timestamp).value
+        except ValueError as e:
+            raise BuildError(str(e)) from None
+        # --- end reprotime ---
 
         from builder.baseimage import PullOptions
         from builder.cacheopts import build_options

@@ -121,7 +121,8 @@ def cmd_images(args) -> int:
     for full, image_id in store.tags().items():
         by_image.setdefault(image_id, []).append(full)
     rows = []
-    for image_id in store.images():
+    records = store.images()
+    for image_id in records:
         names = sorted(by_image.get(image_id, [])) or [None]
         img = store.image(image_id)
         for full in names:
@@ -135,7 +136,10 @@ def cmd_images(args) -> int:
                 if repo != want:
                     continue
             rows.append((img.config.get("created", ""), repo, tag, image_id, _image_size(store, img)))
-    rows.sort(key=lambda r: (r[0], r[1], r[2]), reverse=True)
+    # --- reprotime: newest first by created (a git context's commit time), then newest stored ---
+    added = {i: (r or {}).get("added") or 0 for i, r in records.items()}
+    rows.sort(key=lambda r: (r[0], added.get(r[3], 0), r[1], r[2]), reverse=True)
+    # --- end reprotime ---
     if args.quiet:
         seen = set()
         for r in rows:
