@@ -195,6 +195,9 @@ def run_build(args) -> int:
     from runtime.mountns import enter_private
 
     enter_private()  # before any thread: the overlays COPY mounts die with this process
+    # --- reprotime: the caller's umask never reaches a layer ---
+    os.umask(0o022)  # what runc gives every BuildKit RUN; COPY's parent dirs are made under it
+    # --- end reprotime ---
 
     context = Path(args.context)
     if not context.is_dir():
