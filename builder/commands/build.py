@@ -260,6 +260,7 @@ def run_build(args) -> int:
             no_cache_filter=[s.strip().lower() for f in args.no_cache_filter for s in f.split(",")
                              if s.strip()],
             labels=labels, network=args.network, secrets=secrets, epoch=epoch,
+            explain_cache=args.explain_cache,  # --- reprotime ---
             pull=PullOptions("always" if args.pull else "missing", args.tls_verify),
             **build_options(args.cache_to, args.cache_from))
         pending = getattr(args, "replay", None)  # builder.replay.Pending: record this build
