@@ -342,8 +342,8 @@ class SourceTree:
 
     def digest(self, selected: Sequence[Selected], listing: dict | None = None) -> str:
         """sha256 over what the selections would copy; mtimes never count. `listing` (why a
-        step rebuilt, builder.explain) gets {path in the tree: [content digest or link
-        target, type, mode, owner, capability]} of every entry."""
+        step rebuilt, builder.explain) gets {path in the tree: "type mode uid:gid capability
+        content"} of every entry (content: 16 hex digits of the digest, or the link target)."""
         h = hashlib.sha256()
         for sel in selected:
             h.update(f"S\0{sel.name}\0{int(sel.is_dir)}\0{sel.includes}\0{sel.excludes}\n"
@@ -371,10 +371,11 @@ class SourceTree:
                     self.observe(e.path, st, f"{extra}:{cap}")
                 h.update(f"{e.rel}\0{stat.S_IFMT(mode):o}\0{stat.S_IMODE(mode):o}\0{uid}\0{gid}"
                          f"\0{extra}\0{cap}\n".encode("utf-8", "surrogateescape"))
-                if listing is not None:
+                if listing is not None:  # one short string per entry: 20,000 files are ~1 MB
                     where = f"{sel.rel}/{e.rel}".strip("/") or "."
-                    listing[where] = [extra, f"{stat.S_IFMT(mode):o}", f"{stat.S_IMODE(mode):o}",
-                                      f"{uid}:{gid}", cap]
+                    what = extra[:16] if stat.S_ISREG(mode) and ":" not in extra else extra
+                    listing[where] = (f"{stat.S_IFMT(mode):o} {stat.S_IMODE(mode):o} {uid}:{gid} "
+                                      f"{cap or '-'} {what}")
         self.save_stat_cache()
         return "sha256:" + h.hexdigest()
 

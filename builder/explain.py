@@ -19,7 +19,7 @@ import zlib
 
 from cache import atomic, layout
 
-RECORD_VERSION = 1
+RECORD_VERSION = 2
 SHOWN_FILES = 3  # the progress line names this many files, then "and N more"
 
 
@@ -54,9 +54,8 @@ class Explainer:
 
     def layer_step(self, label: str, name: str, line: int, text: str, key: str, parent: str,
                    inputs: dict, files: dict | None, ignore: list | None) -> dict:
-        """Note a layer step; `files`: {path: [digest or link target, type, mode, owner,
-        capability]} of what it copies from the context, `ignore`: the .dockerignore
-        patterns then."""
+        """Note a layer step; `files`: {path: "type mode uid:gid capability content"} of what
+        it copies from the context, `ignore`: the .dockerignore patterns then."""
         step = {"name": name, "line": line, "text": text, "key": key, "parent": parent,
                 "inputs": inputs, "files": files, "ignore": ignore}
         self.stage(label)["steps"].append(step)
@@ -152,13 +151,14 @@ def _files_changes(old: dict | None, new: dict | None) -> list[dict]:
             out.append({"path": path, "what": "added"})
         elif b is None:
             out.append({"path": path, "what": "removed"})
-        else:  # [content digest or link target, type, mode, owner, capability]
+        else:  # "type mode uid:gid capability content" (SourceTree.digest's listing)
+            ta, tb = a.split(" ", 4), b.split(" ", 4)
             what = []
-            if a[0] != b[0] or a[1] != b[1] or a[4:] != b[4:]:
+            if ta[0] != tb[0] or ta[3:] != tb[3:]:
                 what.append("content")
-            if a[2] != b[2]:
+            if ta[1] != tb[1]:
                 what.append("mode")
-            if a[3] != b[3]:
+            if ta[2] != tb[2]:
                 what.append("owner")
             out.append({"path": path, "what": ", ".join(what) or "content"})
     return out

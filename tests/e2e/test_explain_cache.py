@@ -112,3 +112,21 @@ def test_json_progress_and_explain_cache_in_full(pybuild, ctx):
     assert all(f"    app/f{i}: added" in report for i in range(5)), report
     r = ok(pybuild("build", "--progress", "plain", "--explain-cache", "-t", "why", str(ctx)))
     assert "cache miss" not in r.stderr and "explain-cache: every step was cached" in r.stderr
+
+
+def test_a_fully_cached_rebuild_never_loads_the_explainer(busybox_root, ctx):
+    """Nothing is computed or imported for explanations when every step hits: the replayed
+    build loads neither builder.explain nor the solver; the full build before it did."""
+    import subprocess
+    import sys
+
+    from busybox_fixture import REPO
+
+    code = ("import sys; from builder.cli import main; rc = main(['build', '--progress', 'plain',"
+            f" '-t', 'why', {str(ctx)!r}]);"
+            "print(rc, sorted(m for m in ('builder.explain', 'builder.solve', 'subprocess')"
+            " if m in sys.modules))")
+    runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           cwd=REPO, check=False) for _ in range(2)]
+    assert "builder.explain" in runs[0].stdout, runs[0].stderr
+    assert runs[1].stdout.strip() == "0 []", runs[1].stderr
