@@ -84,16 +84,19 @@ class Explainer:
                 self._prev = None
         return self._prev
 
-    def why(self, label: str, step: dict, args: set[str]) -> tuple[str, dict]:
+    def why(self, label: str, step: dict, args: set[str]) -> tuple[str | None, dict]:
         """(one short line, the structured reason) for a step that missed the cache; `args`:
-        the ARG names in scope (to say ARG or ENV)."""
+        the ARG names in scope (to say ARG or ENV). With no earlier build only the first miss
+        gets a line (None after it): every step of a new Dockerfile misses for that reason."""
         try:
             reason = self._reason(label, step, args)
         except (KeyError, TypeError, ValueError, IndexError, AttributeError):
             reason = {"kind": "unreadable"}  # a record of another shape: no reason to fail
-        short = describe(reason, SHOWN_FILES)
+        said = any(r["kind"] == reason["kind"] for _, _, r in self.misses)
         self.misses.append((step["name"], describe(reason, None), reason))
-        return short, reason
+        if reason["kind"] in ("first-build", "unreadable") and said:
+            return None, reason
+        return describe(reason, SHOWN_FILES), reason
 
     def _reason(self, label: str, step: dict, args: set[str]) -> dict:
         prev = self.previous()

@@ -66,11 +66,12 @@ class Progress:
             v.finished = time.monotonic()
             self.on_cached(v)
 
-    def explain(self, v: Vertex, text: str, reason: dict) -> None:
-        """Why step `v` missed the cache (builder.explain): one short line, the structured
-        reason for `--progress json`."""
+    def explain(self, v: Vertex, text: str | None, reason: dict) -> None:
+        """Why step `v` missed the cache (builder.explain): one short line (None: none, said
+        already), the structured reason for `--progress json`."""
         with self.lock:
-            v.tail.append(f"cache miss: {text}")
+            if text is not None:
+                v.tail.append(f"cache miss: {text}")
             self.on_explain(v, text, reason)
 
     def done(self, v: Vertex) -> None:
@@ -122,7 +123,8 @@ class PlainProgress(Progress):
         self._w(f"#{v.num} CACHED")
 
     def on_explain(self, v, text, reason):
-        self._w(f"#{v.num} cache miss: {text}")
+        if text is not None:
+            self._w(f"#{v.num} cache miss: {text}")
 
     def on_done(self, v):
         self._w(f"#{v.num} DONE {v.elapsed:.1f}s")
@@ -151,7 +153,7 @@ class JsonProgress(Progress):
         self._emit(v, "cached")
 
     def on_explain(self, v, text, reason):
-        self._emit(v, "cache-miss", line=text, reason=reason)
+        self._emit(v, "cache-miss", reason=reason, **({"line": text} if text else {}))
 
     def on_done(self, v):
         self._emit(v, "done", duration=round(v.elapsed, 3))

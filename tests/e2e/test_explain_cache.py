@@ -49,8 +49,8 @@ def build(pybuild, ctx: Path, *args: str) -> dict[str, str]:
 
 
 def test_first_build_then_each_kind_of_change(pybuild, ctx, tmp_path):
-    first = build(pybuild, ctx)
-    assert set(first.values()) == {"no earlier build of this Dockerfile and tag to compare with"}
+    first = build(pybuild, ctx)  # said once, under the first step that ran
+    assert list(first.values()) == ["no earlier build of this Dockerfile and tag to compare with"]
     assert set(build(pybuild, ctx, "--no-cache").values()) == set()  # asked for: nothing to say
     # file content and mode; an added and a removed file
     (ctx / "app" / "main.py").write_text("print(2)\n")
