@@ -45,9 +45,11 @@ class Explainer:
     def stage(self, label: str) -> dict:
         return self.stages.setdefault(label, {"base": None, "image": None, "steps": []})
 
-    def base(self, label: str, ref: str, image: str) -> None:
+    def base(self, label: str, ref: str, image: str, stage: bool = False) -> None:
+        """The stage's base: an image reference and its ID, or (`stage`) an earlier stage and
+        its key."""
         st = self.stage(label)
-        st["base"], st["image"] = ref, image
+        st["base"], st["image"], st["from_stage"] = ref, image, stage
 
     def config_step(self, label: str, line: int, text: str, key: str) -> None:
         self.stage(label)["steps"].append({"config": True, "line": line, "text": text, "key": key})
@@ -137,6 +139,8 @@ class Explainer:
                 if o is not None and o["text"] != s["text"]:
                     out["old"] = o["text"]
                 return out
+        if cur.get("from_stage") and cur["base"] == pst["base"]:
+            return {"kind": "base-stage", "ref": cur["base"]}
         if cur["image"] != pst["image"] or cur["base"] != pst["base"]:
             return {"kind": "base", "ref": cur["base"], "old": pst["image"], "new": cur["image"],
                     "old_ref": pst["base"]}
@@ -193,7 +197,9 @@ def _input_changes(old: dict, new: dict, args: set[str]) -> list[dict]:
             continue
         if oi.get(k) == ni.get(k):
             continue
-        if k == "env":
+        if k == "sources":  # keyed by a stage's or image's key, a heredoc's or URL's content
+            out.append({"kind": "sources"})
+        elif k == "env":
             out.extend(_env_changes(oi.get(k) or [], ni.get(k) or [], args))
             env_done = True
         elif k == "epoch":
@@ -235,6 +241,8 @@ def describe(reason: dict, limit: int | None) -> str:
         return f"an earlier step changed: {_short(reason['text'], 60)}"
     if k == "base":
         return f"FROM: {reason['ref']} now points at {reason['new']}"
+    if k == "base-stage":
+        return f"FROM {reason['ref']}: that stage changed"
     if k == "gone":
         return "same inputs as the last build: its cache entry is gone (pruned?)"
     parts = []
@@ -256,6 +264,8 @@ def describe(reason: dict, limit: int | None) -> str:
                          f" → {_short(c['new'] if c['new'] is not None else '(unset)')}")
         elif ck == "dockerignore":
             parts.append(".dockerignore changed")
+        elif ck == "sources":
+            parts.append("what it copies changed (the stage or image it reads, or a heredoc)")
         else:
             parts.append(f"{c['name']} {_short(c['old'])} → {_short(c['new'])}")
     return "; ".join(parts)

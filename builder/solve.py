@@ -366,7 +366,7 @@ class Solver:
             raise
         self.progress.done(v)
         if self.explainer is not None:
-            self.explainer.base(st.label, st.base, state.key)
+            self.explainer.base(st.label, st.base, state.key, st.base_stage is not None)
         run = StageRun(self, st, state, args)
         triggers = state.config.get("config", {}).get("OnBuild") or []
         if triggers:

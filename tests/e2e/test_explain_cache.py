@@ -130,3 +130,23 @@ def test_a_fully_cached_rebuild_never_loads_the_explainer(busybox_root, ctx):
                            cwd=REPO, check=False) for _ in range(2)]
     assert "builder.explain" in runs[0].stdout, runs[0].stderr
     assert runs[1].stdout.strip() == "0 []", runs[1].stderr
+
+
+def test_stages_say_which_stage_changed(pybuild, ctx):
+    (ctx / "Dockerfile").write_text("""\
+FROM busybox AS build
+COPY app /app
+RUN cat /app/main.py > /out
+FROM build AS child
+RUN cat /out > /child
+FROM busybox
+COPY --from=child /child /child
+""")
+    build(pybuild, ctx)
+    (ctx / "app" / "main.py").write_text("print(3)\n")
+    got = build(pybuild, ctx)
+    assert got["COPY app /app"] == "1 file changed: app/main.py (content)"
+    assert got["RUN cat /app/main.py > /out"] == "an earlier step changed: COPY app /app"
+    assert got["RUN cat /out > /child"] == "FROM build: that stage changed"
+    assert got["COPY --from=child /child /child"] == (
+        "what it copies changed (the stage or image it reads, or a heredoc)")
