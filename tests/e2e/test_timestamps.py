@@ -187,3 +187,25 @@ def test_timestamp_now_keeps_real_times_and_no_variable(pybuild, tmp_path, monke
     build_ok(pybuild, tmp_path, ENV_PROBE, "--timestamp", "1650000000")
     assert created(pybuild, "ts")[0] == iso(1650000000)
     assert saved_mtimes(pybuild, "ts", tmp_path)["made"] == 1650000000
+
+
+def test_a_detached_head_stored_as_a_packed_delta_falls_back_to_git_log(pybuild, tmp_path,
+                                                                      monkeypatch):
+    """git stores older commits of a pack as deltas of newer ones; the one case read by `git
+    log -1 --format=%ct`. HEAD detached at such a commit still dates the image by it."""
+    monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
+    repo = git_context(tmp_path / "repo", 1600000000)
+    body = "a long commit message, the same every time, so git deltifies the commits " * 100
+    for i in range(1, 6):
+        (repo / "f").write_text(str(i))
+        git(repo, "add", "f")
+        git(repo, "commit", "-q", "-m", f"c{i}", "-m", body, when=1600000000 + i)
+    git(repo, "repack", "-adfq", "--window=50", "--depth=50")
+    packed = git(repo, "verify-pack", "-v", *map(str, (repo / ".git/objects/pack").glob("*.idx")))
+    deltas = [ln.split()[0] for ln in packed.splitlines()
+              if ln.split()[1:2] == ["commit"] and len(ln.split()) > 5]
+    assert deltas, packed
+    git(repo, "checkout", "-q", deltas[0])
+    want = int(git(repo, "log", "-1", "--format=%ct"))
+    ok(pybuild("build", "-q", "-t", "delta", str(repo)))
+    assert created(pybuild, "delta")[0] == iso(want)
