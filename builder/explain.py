@@ -222,29 +222,28 @@ def _short(v, width: int = 40) -> str:
     return text if len(text) <= width else text[:width - 1] + "…"
 
 
+_WORDS = {  # the reasons said in one fixed sentence, filled from the reason's fields
+    "first-build": "no earlier build of this Dockerfile and tag to compare with",
+    "unreadable": "the record of the last build cannot be read",
+    "new-stage": "stage {stage} is new",
+    "new-step": "new step (line {line})",
+    "base": "FROM: {ref} now points at {new}",
+    "base-stage": "FROM {ref}: that stage changed",
+    "gone": "same inputs as the last build: its cache entry is gone (pruned?)",
+}
+
+
 def describe(reason: dict, limit: int | None) -> str:
     """The reason in words; `limit`: at most that many files named (None: all)."""
     k = reason["kind"]
-    if k == "first-build":
-        return "no earlier build of this Dockerfile and tag to compare with"
-    if k == "unreadable":
-        return "the record of the last build cannot be read"
-    if k == "new-stage":
-        return f"stage {reason['stage']} is new"
-    if k == "new-step":
-        return f"new step (line {reason['line']})"
+    if k in _WORDS:
+        return _WORDS[k].format(**reason)
     if k == "line":
         return f"Dockerfile line {reason['line']} changed: {_short(reason['old'])} → {_short(reason['new'])}"
     if k == "earlier":
         if reason.get("old"):
             return f"an earlier step changed: {_short(reason['old'])} → {_short(reason['text'])}"
         return f"an earlier step changed: {_short(reason['text'], 60)}"
-    if k == "base":
-        return f"FROM: {reason['ref']} now points at {reason['new']}"
-    if k == "base-stage":
-        return f"FROM {reason['ref']}: that stage changed"
-    if k == "gone":
-        return "same inputs as the last build: its cache entry is gone (pruned?)"
     parts = []
     for c in reason["changes"]:
         ck = c["kind"]
