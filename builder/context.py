@@ -340,8 +340,10 @@ class SourceTree:
     def owner(self, st: os.stat_result) -> tuple[int, int]:
         return (0, 0) if self.reset_owner else (st.st_uid, st.st_gid)
 
-    def digest(self, selected: Sequence[Selected]) -> str:
-        """sha256 over what the selections would copy; mtimes never count."""
+    def digest(self, selected: Sequence[Selected], listing: dict | None = None) -> str:
+        """sha256 over what the selections would copy; mtimes never count. `listing` (why a
+        step rebuilt, builder.explain) gets {path in the tree: "type mode uid:gid capability
+        content"} of every entry (content: 16 hex digits of the digest, or the link target)."""
         h = hashlib.sha256()
         for sel in selected:
             h.update(f"S\0{sel.name}\0{int(sel.is_dir)}\0{sel.includes}\0{sel.excludes}\n"
@@ -369,6 +371,11 @@ class SourceTree:
                     self.observe(e.path, st, f"{extra}:{cap}")
                 h.update(f"{e.rel}\0{stat.S_IFMT(mode):o}\0{stat.S_IMODE(mode):o}\0{uid}\0{gid}"
                          f"\0{extra}\0{cap}\n".encode("utf-8", "surrogateescape"))
+                if listing is not None:  # one short string per entry: 20,000 files are ~1 MB
+                    where = f"{sel.rel}/{e.rel}".strip("/") or "."
+                    what = extra[:16] if stat.S_ISREG(mode) and ":" not in extra else extra
+                    listing[where] = (f"{stat.S_IFMT(mode):o} {stat.S_IMODE(mode):o} {uid}:{gid} "
+                                      f"{cap or '-'} {what}")
         self.save_stat_cache()
         return "sha256:" + h.hexdigest()
 

@@ -66,6 +66,14 @@ class Progress:
             v.finished = time.monotonic()
             self.on_cached(v)
 
+    def explain(self, v: Vertex, text: str | None, reason: dict) -> None:
+        """Why step `v` missed the cache (builder.explain): one short line (None: none, said
+        already), the structured reason for `--progress json`."""
+        with self.lock:
+            if text is not None:
+                v.tail.append(f"cache miss: {text}")
+            self.on_explain(v, text, reason)
+
     def done(self, v: Vertex) -> None:
         with self.lock:
             self._flush_partial(v)
@@ -93,6 +101,7 @@ class Progress:
     def on_start(self, v: Vertex) -> None: ...
     def on_log(self, v: Vertex, line: str) -> None: ...
     def on_cached(self, v: Vertex) -> None: ...
+    def on_explain(self, v: Vertex, text: str, reason: dict) -> None: ...
     def on_done(self, v: Vertex) -> None: ...
     def on_error(self, v: Vertex) -> None: ...
 
@@ -113,6 +122,10 @@ class PlainProgress(Progress):
     def on_cached(self, v):
         self._w(f"#{v.num} CACHED")
 
+    def on_explain(self, v, text, reason):
+        if text is not None:
+            self._w(f"#{v.num} cache miss: {text}")
+
     def on_done(self, v):
         self._w(f"#{v.num} DONE {v.elapsed:.1f}s")
 
@@ -121,7 +134,8 @@ class PlainProgress(Progress):
 
 
 class JsonProgress(Progress):
-    """One JSON object per line: {"vertex", "name", "status", "time", "line"?}."""
+    """One JSON object per line: {"vertex", "name", "status", "time", "line"?}; a step that
+    missed the cache has a "cache-miss" object with its "reason" (builder.explain)."""
 
     def _emit(self, v: Vertex, status: str, **extra) -> None:
         rec = {"vertex": v.num, "name": v.name, "status": status,
@@ -137,6 +151,9 @@ class JsonProgress(Progress):
 
     def on_cached(self, v):
         self._emit(v, "cached")
+
+    def on_explain(self, v, text, reason):
+        self._emit(v, "cache-miss", reason=reason, **({"line": text} if text else {}))
 
     def on_done(self, v):
         self._emit(v, "done", duration=round(v.elapsed, 3))

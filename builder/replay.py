@@ -3,7 +3,8 @@
 Issue 4 wants a cached rebuild no slower than BuildKit's; Python start-up plus the front end,
 planner and solver cost ~150 ms of imports alone. So every successful build leaves a *record*,
 keyed by all it was given - pybuild's own code (builder.codeid), the command line, the store root,
-SOURCE_DATE_EPOCH and the bytes of the Dockerfile and .dockerignore - and holding all it looked
+the epoch (builder.sourcedate: SOURCE_DATE_EPOCH, or a git context's HEAD commit time) and the
+bytes of the Dockerfile and .dockerignore - and holding all it looked
 at: the stat identity (inode, size, mtime, ctime, mode) of every context path it resolved or
 walked (a new or deleted file changes its directory's mtime, an edit or touch the file's), the
 image each base or `--from` reference named, the cache entry of each step key, and the image it
@@ -22,16 +23,15 @@ import json
 import os
 import sys
 
-from builder import codeid
+from builder import codeid, sourcedate
 from cache import layout
 
-RECORD_VERSION = 1
+RECORD_VERSION = 2
 _VALUE_FLAGS = {"-t": "tag", "--tag": "tag", "-f": "file", "--file": "file",
                 "--build-arg": "build_arg", "--label": "label", "--target": "target",
                 "--progress": "progress", "--network": "network", "--iidfile": "iidfile",
                 "--platform": "platform"}
 _LISTS = ("tag", "build_arg", "label")
-_ENV = ("SOURCE_DATE_EPOCH",)
 
 
 PROGRESS_MODES = ("auto", "tty", "plain", "json", "quiet")
@@ -153,9 +153,13 @@ class Pending:
         # one record per command line and context (a rebuild after an edit replaces it)
         self.slot = f"{zlib.crc32(text.encode()):08x}{zlib.adler32(text.encode()):08x}"
         ignores = [self.dockerfile + ".dockerignore", os.path.join(self.context, ".dockerignore")]
+        # the epoch as the build resolves it (the environment's SOURCE_DATE_EPOCH, or a git
+        # context's HEAD commit time, read from .git without running git)
+        epoch = sourcedate.resolve(self.context, {k: v for k, v in build_args if v is not None},
+                                   os.environ).value
         # compared whole, not hashed: no hashlib (OpenSSL) to load on the fast path
         self.inputs = json.loads(json.dumps(
-            [RECORD_VERSION, slot, codeid.identity(), [os.environ.get(e) for e in _ENV],
+            [RECORD_VERSION, slot, codeid.identity(), epoch,
              _read(self.dockerfile), [_read(p) for p in ignores]]))
 
     @property

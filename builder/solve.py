@@ -37,10 +37,11 @@ class BuildOptions:
     labels: dict[str, str] = field(default_factory=dict)
     network: str = "default"
     secrets: dict[str, Path] = field(default_factory=dict)
-    epoch: int = 0
+    epoch: int | None = 0  # builder.sourcedate; None: --timestamp now (wall clock, real times)
     pull: PullOptions = field(default_factory=PullOptions)
     cache_from: list = field(default_factory=list)  # builder.cacheopts.CacheSpec, asked in order
     cache_to: list = field(default_factory=list)  # CacheSpec: exported after the build
+    explain_cache: bool = False  # --explain-cache: every miss's whole reason after the build
 
 
 @dataclass
@@ -78,12 +79,20 @@ class StageRun:
         return env
 
     def run_env(self) -> list[str]:
-        """The environment of a RUN: the image Env plus the declared ARGs not shadowed by it."""
+        """The environment of a RUN: the image Env plus the declared ARGs not shadowed by it,
+        and SOURCE_DATE_EPOCH=<the build's epoch> unless one of those sets it. BuildKit passes
+        it only to a stage that declares `ARG SOURCE_DATE_EPOCH`; pybuild always does, so
+        compileall/py_compile write checked-hash .pyc (PEP 552), whose validity does not rest
+        on the mtimes the layer clamps. It is never in the image's Env."""
         env = list(self.state.config["config"].get("Env") or [])
         names = {e.partition("=")[0] for e in env}
         for k, v in self.args.items():
             if v is not None and k not in names:
                 env.append(f"{k}={v}")
+                names.add(k)
+        epoch = self.solver.opts.epoch
+        if epoch is not None and "SOURCE_DATE_EPOCH" not in names:
+            env.append(f"SOURCE_DATE_EPOCH={epoch}")
         return env
 
     def expand(self, ins: ast.Instruction, word: str) -> str:
@@ -120,15 +129,26 @@ class StageRun:
 
         ic.add_history(self.state.config, created_by, empty_layer=True, epoch=self.solver.opts.epoch)
         self.state.key = step_key(ins.keyword.upper(), self.state.key, {"created_by": created_by})
+        if self.solver.explainer is not None:
+            self.solver.explainer.config_step(self.stage.label, ins.line, created_by, self.state.key)
 
-    def layer_step(self, ins: ast.Instruction, n: int, created_by: str, inputs: dict, execute) -> None:
-        """A layer step: cached by key, else `execute(vertex) -> diff_id | None` runs it."""
+    def layer_step(self, ins: ast.Instruction, n: int, created_by: str, inputs: dict, execute,
+                   files: dict | None = None, ignore: list | None = None) -> None:
+        """A layer step: cached by key, else `execute(vertex) -> diff_id | None` runs it.
+        `files`/`ignore` (COPY/ADD from the context): what builder.explain compares."""
         from cache.errors import StoreError
         from cache.keys import step_key
 
         store = self.solver.store
+        # the layer's bytes depend on the epoch (file times are clamped to it)
+        inputs = {**inputs, "epoch": self.solver.opts.epoch}
         key = step_key(ins.keyword.upper(), self.state.key, inputs)
-        vertex = self.solver.progress.start(self.step_name(n, ins.original or ins.keyword.upper()))
+        name = self.step_name(n, ins.original or ins.keyword.upper())
+        vertex = self.solver.progress.start(name)
+        explainer = self.solver.explainer
+        noted = None if explainer is None else explainer.layer_step(
+            self.stage.label, name, ins.line, ins.original or ins.keyword.upper(), key,
+            self.state.key, inputs, files, ignore)
         vertex.step = True  # a replay shows it CACHED
         hit = None if self.no_cache else store.cache_get(key)
         if hit is not None:
@@ -144,6 +164,9 @@ class StageRun:
             self.solver.progress.cached(vertex)
             diff_id = hit.get("diff_id")
         else:
+            if noted is not None and not self.no_cache:  # only now: a hit costs nothing more
+                text, reason = explainer.why(self.stage.label, noted, set(self.args))
+                self.solver.progress.explain(vertex, text, reason)
             try:
                 diff_id = execute(vertex)
             except BaseException as e:
@@ -167,6 +190,7 @@ class StageRun:
 class Solver:
     def __init__(self, store, plan: Plan, opts: BuildOptions, progress, recorder=None):
         self.recorder = recorder  # builder.replay.Recorder: what a replay must check again
+        self.explainer = None  # builder.explain.Explainer: why a step missed the cache
         self.store = recorder.store(store) if recorder else store
         self.plan = plan
         self.opts = opts
@@ -341,6 +365,8 @@ class Solver:
             self.progress.fail(v, str(e))
             raise
         self.progress.done(v)
+        if self.explainer is not None:
+            self.explainer.base(st.label, st.base, state.key, st.base_stage is not None)
         run = StageRun(self, st, state, args)
         triggers = state.config.get("config", {}).get("OnBuild") or []
         if triggers:
@@ -365,10 +391,20 @@ def located(e: BuildError, filename: str, line: int) -> BuildError:
 
 def build(store, plan: Plan, opts: BuildOptions, progress, recorder=None) -> str:
     """Run the plan, store the final image and return its ID (the config digest)."""
+    from builder.explain import Explainer, report
+
     solver = Solver(store, plan, opts, progress, recorder)
+    solver.explainer = explainer = Explainer(
+        store.root, str(opts.dockerfile_path or opts.context / "-"), opts.tags, opts.target)
     final = solver.run()
     config = ic.finalize(final.config, opts.epoch, opts.labels)
     image_id = store.put_image(config)
     solver.export_caches()
+    explainer.save()
+    if opts.explain_cache:
+        import sys
+
+        progress.close()
+        report(explainer.misses, sys.stderr)
     return image_id
 

@@ -17,8 +17,9 @@ def digest_bytes(data: bytes) -> str:
 
 # Bumped whenever pybuild makes a different layer from the same inputs, so a store's older
 # cache entries stop matching instead of mixing two behaviours in one build (2: RUN layers keep
-# runc's /dev, /proc, /sys mount points; renamed-in dirs are no longer marked opaque).
-KEY_VERSION = 2
+# runc's /dev, /proc, /sys mount points; renamed-in dirs are no longer marked opaque; 3: a
+# layer dir has its tar's mtimes, RUN sees SOURCE_DATE_EPOCH, layer steps key the epoch).
+KEY_VERSION = 3
 
 
 def step_key(kind: str, parent_key: str | None, inputs: dict) -> str:

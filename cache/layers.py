@@ -28,6 +28,7 @@ WH_OPAQUE = os.fsencode(overlayfmt.WH_OPAQUE)
 class TarResult:
     diff_id: str | None  # sha256 of the uncompressed tar (None: not hashed)
     size: int            # its length in bytes
+    fingerprint: str | None = None  # with settle=True: `fingerprint(dir)` after the settling
 
 
 def _kept_xattrs(path: bytes, is_link: bool) -> dict[bytes, bytes]:
@@ -154,16 +155,25 @@ def _sorted_children(path: bytes):
 
 
 def write_tar(dir, out=None, *, epoch: int | None = 0, hash_tar: bool = True,
-              top: str | None = None) -> TarResult:
+              top: str | None = None, settle: bool = False) -> TarResult:
     """Write the layer tar of `dir` (overlay format) to `out` (None: only hash it). `out` gets
     memoryviews valid only during its write() call, unless it lends its own buffers (a
     compress.ThreadedWriter). `hash_tar=False` skips the diff_id (for a layer whose diff_id is
     known and whose `fingerprint` is checked instead). `top` (`pybuild cp`'s archive): `dir`,
-    which may be any file, is the first entry under that name, its tree below it."""
+    which may be any file, is the first entry under that name, its tree below it.
+
+    `settle=True` (a dir about to become a built layer; received layers are never rewritten):
+    every entry also gets, by utimensat(AT_SYMLINK_NOFOLLOW), the mtime and atime its header
+    has (whole seconds, clamped to `epoch`), so a later step, `pybuild run` (layer dirs) and a
+    saved or pushed copy (the tar) see one time; and the result carries the dir's
+    `fingerprint` as it is afterwards, made in the same walk. Setting an entry's times never
+    moves its parent's, so each is settled as it is written; whiteouts and sockets, which the
+    tar does not carry as such, are left as they are."""
     root = os.fsencode(os.path.abspath(dir))
     o = _Out(out, hash_tar)
+    fp = hashlib.sha256() if settle else None
     try:
-        _write_entries(root, o, epoch, None if top is None else os.fsencode(top))
+        _write_entries(root, o, epoch, None if top is None else os.fsencode(top), fp)
         o.add(tarfmt.END)
         o.flush()
     except BaseException:
@@ -172,7 +182,7 @@ def write_tar(dir, out=None, *, epoch: int | None = 0, hash_tar: bool = True,
         raise
     if o.lends:
         out.give_back(o.block)
-    return TarResult(o.digest, o.size)
+    return TarResult(o.digest, o.size, None if fp is None else "sha256:" + fp.hexdigest())
 
 
 def fingerprint(dir) -> str:
@@ -183,65 +193,90 @@ def fingerprint(dir) -> str:
     the dir into the store changes its own ctime."""
     h = hashlib.sha256()
     for rel, _full, st in _walk(os.fsencode(os.path.abspath(dir))):
-        h.update(b"%s\0%d %d %d %d %d %d %d %d %d %d\n" % (
-            rel, st.st_dev, st.st_ino, st.st_size, st.st_mode, st.st_uid, st.st_gid, st.st_nlink,
-            st.st_rdev, st.st_mtime_ns, st.st_ctime_ns))
+        _fingerprint_entry(h, rel, st)
     return "sha256:" + h.hexdigest()
 
 
-def _write_entries(root: bytes, o: _Out, epoch: int | None, top: bytes | None = None) -> None:
+def _fingerprint_entry(h, rel: bytes, st) -> None:
+    h.update(b"%s\0%d %d %d %d %d %d %d %d %d %d\n" % (
+        rel, st.st_dev, st.st_ino, st.st_size, st.st_mode, st.st_uid, st.st_gid, st.st_nlink,
+        st.st_rdev, st.st_mtime_ns, st.st_ctime_ns))
+
+
+def _write_entries(root: bytes, o: _Out, epoch: int | None, top: bytes | None = None,
+                   fp=None) -> None:
+    """The entries of `write_tar`; with `fp` (a sha256), each entry is settled to its header's
+    time and fed to the fingerprint afterwards."""
     seen: dict[tuple[int, int], bytes] = {}
 
     def mt(st) -> int:
         m = st.st_mtime_ns // 1_000_000_000
         return min(m, epoch) if epoch is not None else m
 
+    settled: dict[tuple[int, int], os.stat_result] = {}  # hard-linked inodes done once
     for rel, full, st in _walk(root, top):
-        mode = st.st_mode
-        parent, _, base = rel.rpartition(b"/")
-        if base.startswith(WH_PREFIX) and not is_whiteout(st):
-            raise StoreError(f"/{os.fsdecode(rel)}: names starting with .wh. cannot be stored in a layer "
-                             "(OCI layers use them for deletions)")
-        if is_whiteout(st):
-            name = (parent + b"/" if parent else b"") + WH_PREFIX + base
-            o.add(tarfmt.header(name, mode=0o600, typeflag=tarfmt.REG))
+        _write_entry(o, seen, mt, rel, full, st)
+        if fp is None:
             continue
-        if stat.S_ISDIR(mode):
-            o.add(tarfmt.header(rel + b"/", mode=mode, uid=st.st_uid, gid=st.st_gid, mtime=mt(st),
-                                typeflag=tarfmt.DIR, xattrs=_kept_xattrs(full, False)))
-            if is_opaque(full):
-                o.add(tarfmt.header(rel + b"/" + WH_OPAQUE, mode=0o600, typeflag=tarfmt.REG))
-            continue
-        if stat.S_ISLNK(mode):
+        if st.st_nlink > 1 and (st.st_dev, st.st_ino) in settled:
+            st = settled[st.st_dev, st.st_ino]  # what this name's stat said before is stale
+        elif not (stat.S_ISSOCK(st.st_mode) or is_whiteout(st)):
+            t = mt(st) * 1_000_000_000
+            if st.st_mtime_ns != t:
+                os.utime(full, ns=(t, t), follow_symlinks=False)
+                st = os.lstat(full)  # its ctime moved
+            if st.st_nlink > 1 and not stat.S_ISDIR(st.st_mode):
+                settled[st.st_dev, st.st_ino] = st
+        _fingerprint_entry(fp, rel, st)
+
+
+def _write_entry(o: _Out, seen: dict, mt, rel: bytes, full: bytes, st) -> None:
+    """One entry's header (and data) in layer order."""
+    mode = st.st_mode
+    parent, _, base = rel.rpartition(b"/")
+    if base.startswith(WH_PREFIX) and not is_whiteout(st):
+        raise StoreError(f"/{os.fsdecode(rel)}: names starting with .wh. cannot be stored in a layer "
+                         "(OCI layers use them for deletions)")
+    if is_whiteout(st):
+        name = (parent + b"/" if parent else b"") + WH_PREFIX + base
+        o.add(tarfmt.header(name, mode=0o600, typeflag=tarfmt.REG))
+        return
+    if stat.S_ISDIR(mode):
+        o.add(tarfmt.header(rel + b"/", mode=mode, uid=st.st_uid, gid=st.st_gid, mtime=mt(st),
+                            typeflag=tarfmt.DIR, xattrs=_kept_xattrs(full, False)))
+        if is_opaque(full):
+            o.add(tarfmt.header(rel + b"/" + WH_OPAQUE, mode=0o600, typeflag=tarfmt.REG))
+        return
+    if stat.S_ISLNK(mode):
+        o.add(tarfmt.header(rel, mode=mode, uid=st.st_uid, gid=st.st_gid, mtime=mt(st),
+                            typeflag=tarfmt.SYM, linkname=os.readlink(full)))
+        return
+    if stat.S_ISSOCK(mode):
+        return
+    if st.st_nlink > 1:
+        key = (st.st_dev, st.st_ino)
+        first = seen.get(key)
+        if first is not None:
             o.add(tarfmt.header(rel, mode=mode, uid=st.st_uid, gid=st.st_gid, mtime=mt(st),
-                                typeflag=tarfmt.SYM, linkname=os.readlink(full)))
-            continue
-        if stat.S_ISSOCK(mode):
-            continue
-        if st.st_nlink > 1:
-            key = (st.st_dev, st.st_ino)
-            first = seen.get(key)
-            if first is not None:
-                o.add(tarfmt.header(rel, mode=mode, uid=st.st_uid, gid=st.st_gid, mtime=mt(st),
-                                    typeflag=tarfmt.LNK, linkname=first))
-                continue
-            seen[key] = rel
-        xattrs = _kept_xattrs(full, False)
-        if stat.S_ISREG(mode):
-            size = st.st_size
-            o.add(tarfmt.header(rel, mode=mode, uid=st.st_uid, gid=st.st_gid, size=size,
-                                mtime=mt(st), typeflag=tarfmt.REG, xattrs=xattrs))
-            _copy_file(full, size, o)
-            if size % tarfmt.BLOCK:
-                o.add(tarfmt.pad(size))
-        elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-            o.add(tarfmt.header(rel, mode=mode, uid=st.st_uid, gid=st.st_gid, mtime=mt(st),
-                                typeflag=tarfmt.CHR if stat.S_ISCHR(mode) else tarfmt.BLK,
-                                devmajor=os.major(st.st_rdev), devminor=os.minor(st.st_rdev),
-                                xattrs=xattrs))
-        elif stat.S_ISFIFO(mode):
-            o.add(tarfmt.header(rel, mode=mode, uid=st.st_uid, gid=st.st_gid, mtime=mt(st),
-                                typeflag=tarfmt.FIFO, xattrs=xattrs))
+                                typeflag=tarfmt.LNK, linkname=first))
+            return
+        seen[key] = rel
+    xattrs = _kept_xattrs(full, False)
+    if stat.S_ISREG(mode):
+        size = st.st_size
+        o.add(tarfmt.header(rel, mode=mode, uid=st.st_uid, gid=st.st_gid, size=size,
+                            mtime=mt(st), typeflag=tarfmt.REG, xattrs=xattrs))
+        _copy_file(full, size, o)
+        if size % tarfmt.BLOCK:
+            o.add(tarfmt.pad(size))
+    elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        o.add(tarfmt.header(rel, mode=mode, uid=st.st_uid, gid=st.st_gid, mtime=mt(st),
+                            typeflag=tarfmt.CHR if stat.S_ISCHR(mode) else tarfmt.BLK,
+                            devmajor=os.major(st.st_rdev), devminor=os.minor(st.st_rdev),
+                            xattrs=xattrs))
+    elif stat.S_ISFIFO(mode):
+        o.add(tarfmt.header(rel, mode=mode, uid=st.st_uid, gid=st.st_gid, mtime=mt(st),
+                            typeflag=tarfmt.FIFO, xattrs=xattrs))
 
 
 def _copy_file(path: bytes, size: int, o: _Out) -> None:

@@ -82,17 +82,22 @@ class LayerStore:
     def commit(self, upper, *, epoch: int | None = 0, keep_empty: bool = False,
                keep_source: bool = False) -> str | None:
         """Move an overlay upper dir (or any dir in overlay format) into the store as a layer;
-        returns its diff_id. An empty dir gives None (no layer) unless `keep_empty`: BuildKit
-        commits the 1024-byte empty tar for a RUN/COPY/WORKDIR that changed nothing.
+        returns its diff_id. Its entries' times become those of its tar (whole seconds,
+        clamped to `epoch`; `write_tar(settle=True)`), so the dir and the tar agree. An
+        empty dir gives None (no layer) unless `keep_empty`: BuildKit commits the 1024-byte
+        empty tar for a RUN/COPY/WORKDIR that changed nothing.
         `keep_source` (`pybuild commit`: the container keeps its upper dir) copies it in
         through our own tar instead of moving it."""
-        from cache.layers import fingerprint, is_empty_dir, write_tar
+        from cache.layers import is_empty_dir, write_tar
         upper = Path(upper)
         if not keep_empty and is_empty_dir(upper):
             return None
-        res = write_tar(upper, None, epoch=epoch)
-        # outside the lock: renaming the dir changes only its own ctime, which is left out
-        fp = None if keep_source else fingerprint(upper)     # only a moved dir keeps its inodes
+        # one truth: a dir that is moved in gets the times its tar says, and its fingerprint
+        # as it is then, in the tar's own walk (a copy comes from the tar: nothing to settle;
+        # only a moved dir keeps its inodes). Outside the lock: renaming the dir changes only
+        # its own ctime, which the fingerprint leaves out.
+        res = write_tar(upper, None, epoch=epoch, settle=not keep_source)
+        fp = res.fingerprint
         dest = self.path(res.diff_id)
         moved = None
         self.leases.hold(res.diff_id)  # until this process is done with it (put_image, exit)

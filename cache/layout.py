@@ -24,6 +24,7 @@ BLOBS_DIR = os.path.join("blobs", "sha256")
 LAYERS_DIR = "layers"
 TMP_DIR = "tmp"          # temporaries and scratch dirs, named by owner (cache.owner)
 REPLAY_DIR = "replay"    # builder.replay's records
+EXPLAIN_DIR = "explain"  # builder.explain's records: each step's key inputs per Dockerfile+tag
 LEASES_DIR = "leases"    # what running processes hold (cache.leases)
 CACHE_MOUNTS_DIR = "cache-mounts"  # RUN --mount=type=cache dirs
 CONTAINERS_DIR = "containers"  # one dir per container (runtime.containers.state)

@@ -32,6 +32,7 @@ from typing import NamedTuple
 CACHE_DIR = Path("/var/cache/pybuild-tests")
 CACHE_TAR = CACHE_DIR / "debian-bookworm-minbase.tar"
 CACHE_KEY = CACHE_DIR / "debian-bookworm-minbase.json"
+PYTHON = ("python3-pip",)  # `include=PYTHON`: minbase plus python3 and pip (issue 12's .pyc check)
 SUITE, VARIANT = "bookworm", "minbase"
 MIRROR = "http://deb.debian.org/debian"
 SOURCE_DATE_EPOCH = 1700000000   # 2023-11-14: fixed, so file times and the config's "created"
@@ -53,22 +54,35 @@ def mmdebstrap_version() -> str | None:
     return r.stdout.strip() if r.returncode == 0 else None
 
 
-def _want_key(version: str) -> dict:
-    return {"mmdebstrap": version, "suite": SUITE, "variant": VARIANT, "mirror": MIRROR,
-            "source_date_epoch": SOURCE_DATE_EPOCH}
+def _want_key(version: str, include: tuple[str, ...] = ()) -> dict:
+    key = {"mmdebstrap": version, "suite": SUITE, "variant": VARIANT, "mirror": MIRROR,
+           "source_date_epoch": SOURCE_DATE_EPOCH}
+    if include:  # the plain minbase key stays what it was: its cached tar stays valid
+        key["include"] = sorted(include)
+    return key
 
 
-def _cached_key() -> dict | None:
+def _paths(include: tuple[str, ...] = ()) -> tuple[Path, Path]:
+    """(tar, key file) of the image with `include`d packages (none: the plain minbase)."""
+    if not include:
+        return CACHE_TAR, CACHE_KEY
+    stem = f"debian-{SUITE}-{VARIANT}-" + "-".join(sorted(include))
+    return CACHE_DIR / f"{stem}.tar", CACHE_DIR / f"{stem}.json"
+
+
+def _cached_key(include: tuple[str, ...] = ()) -> dict | None:
     """The cache's key (with its tar's sha256 and size) when the tar is there, complete, and was
     made by this mmdebstrap; else None."""
+    tar, key_file = _paths(include)
     try:
-        key = json.loads(CACHE_KEY.read_text())
-        size = CACHE_TAR.stat().st_size
+        key = json.loads(key_file.read_text())
+        size = tar.stat().st_size
     except (OSError, ValueError):
         return None
     version = mmdebstrap_version()
+    want = _want_key(version or key.get("mmdebstrap", ""), include)
     if (not isinstance(key, dict) or key.get("size") != size
-            or {k: key.get(k) for k in _want_key("")} != _want_key(version or key["mmdebstrap"])):
+            or {k: key.get(k) for k in want} != want):
         return None
     return key
 
@@ -82,24 +96,23 @@ def _mirror_reachable(timeout: float = 5) -> bool:
         return False
 
 
-def skip_reason() -> str | None:
-    """None when push_debian can work here; else what to do (for pytest.mark.skipif). Checked
-    once per process."""
-    global _skip
-    if _skip is ...:
-        _skip = _find_skip_reason()
-    return _skip
+def skip_reason(include: tuple[str, ...] = ()) -> str | None:
+    """None when push_debian (make_layout with `include`) can work here; else what to do (for
+    pytest.mark.skipif). Checked once per process."""
+    if include not in _skip:
+        _skip[include] = _find_skip_reason(include)
+    return _skip[include]
 
 
-_skip: str | None = ...  # type: ignore[assignment]
+_skip: dict[tuple[str, ...], str | None] = {}
 
 
-def _find_skip_reason() -> str | None:
+def _find_skip_reason(include: tuple[str, ...] = ()) -> str | None:
     if not shutil.which("skopeo"):
         return "needs skopeo to push the Debian base image (apt-get install skopeo)"
-    if _cached_key() is not None:
+    if _cached_key(include) is not None:
         return None
-    where = f"no cached Debian image at {CACHE_TAR}"
+    where = f"no cached Debian image at {_paths(include)[0]}"
     if mmdebstrap_version() is None:
         return f"{where} and no mmdebstrap to make it (apt-get install mmdebstrap)"
     if os.geteuid() != 0:
@@ -118,36 +131,40 @@ def _sha256_file(path: Path) -> str:
     return "sha256:" + h.hexdigest()
 
 
-def debian_tar() -> tuple[Path, dict]:
-    """(the cached rootfs tar, its key), made with mmdebstrap first when missing or stale."""
-    key = _cached_key()
+def debian_tar(include: tuple[str, ...] = ()) -> tuple[Path, dict]:
+    """(the cached rootfs tar, its key), made with mmdebstrap first when missing or stale;
+    `include`: packages added to minbase (`mmdebstrap --include`), cached apart."""
+    tar, key_file = _paths(include)
+    key = _cached_key(include)
     if key is not None:
-        return CACHE_TAR, key
+        return tar, key
     from cache.atomic import Lock, publish, write_json
 
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
     with Lock(CACHE_DIR / ".debian.lock").held():
-        key = _cached_key()         # another process made it while this one waited
+        key = _cached_key(include)  # another process made it while this one waited
         if key is not None:
-            return CACHE_TAR, key
+            return tar, key
         version = mmdebstrap_version()
         if version is None:
             raise RuntimeError("mmdebstrap is not installed (apt-get install mmdebstrap)")
         tmp = CACHE_DIR / f".debian-{os.getpid()}.tar"
         env = dict(os.environ, SOURCE_DATE_EPOCH=str(SOURCE_DATE_EPOCH))
+        extra = [f"--include={','.join(sorted(include))}"] if include else []
         try:
             r = subprocess.run(["mmdebstrap", f"--variant={VARIANT}", "--mode=root",
-                                "--format=tar", "--quiet", SUITE, str(tmp), MIRROR],
+                                "--format=tar", "--quiet", *extra, SUITE, str(tmp), MIRROR],
                                env=env, capture_output=True, text=True, check=False, timeout=900)
             if r.returncode != 0:
                 raise RuntimeError(f"mmdebstrap failed ({r.returncode}): {r.stderr[-2000:]}")
-            key = dict(_want_key(version), sha256=_sha256_file(tmp), size=tmp.stat().st_size)
-            CACHE_KEY.unlink(missing_ok=True)   # a crash from here on leaves no matching key
-            publish(tmp, CACHE_TAR)
-            write_json(CACHE_KEY, key)
+            key = dict(_want_key(version, include), sha256=_sha256_file(tmp),
+                       size=tmp.stat().st_size)
+            key_file.unlink(missing_ok=True)   # a crash from here on leaves no matching key
+            publish(tmp, tar)
+            write_json(key_file, key)
         finally:
             tmp.unlink(missing_ok=True)
-    return CACHE_TAR, key
+    return tar, key
 
 
 def _write_blob(layout: Path, data: bytes) -> tuple[str, int]:
@@ -156,10 +173,11 @@ def _write_blob(layout: Path, data: bytes) -> tuple[str, int]:
     return digest, len(data)
 
 
-def make_layout(layout: Path, tag: str = SUITE) -> Path:
+def make_layout(layout: Path, tag: str = SUITE, include: tuple[str, ...] = ()) -> Path:
     """An OCI image layout at `layout` holding the Debian image under `tag`: one uncompressed
-    layer (the cached tar, hard-linked when on the same filesystem), the host's platform."""
-    tar, key = debian_tar()
+    layer (the cached tar, hard-linked when on the same filesystem), the host's platform;
+    `include`: the image with those packages added (`debian_tar`)."""
+    tar, key = debian_tar(include)
     (layout / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
     layer = layout / "blobs" / "sha256" / key["sha256"][7:]
     if not layer.exists():

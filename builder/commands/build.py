@@ -73,6 +73,17 @@ def register(sub) -> None:
                         "hostname, umask, environment order) and fail (exit 1) naming the "
                         "layer, file and attribute if the digests differ")
     # --- end reprodiff ---
+    # --- reprotime: the epoch and why steps rebuilt ---
+    p.add_argument("--timestamp", metavar="now|EPOCH",
+                   help="the build's epoch: image and history 'created', and file times newer "
+                        "than it in new layers are clamped to it; RUN sees it as "
+                        "SOURCE_DATE_EPOCH. Default: SOURCE_DATE_EPOCH (--build-arg, then the "
+                        "environment), else the commit time of HEAD when CONTEXT is in a git "
+                        "work tree, else 0 (1970). 'now': wall-clock dates, real file times")
+    p.add_argument("--explain-cache", action="store_true",
+                   help="say in full, for every step that missed the cache, which input changed "
+                        "since the last build of this Dockerfile and tag")
+    # --- end reprotime ---
     p.set_defaults(func=run_build)
 
 
@@ -181,6 +192,9 @@ def run_build(args) -> int:
     from runtime.mountns import enter_private
 
     enter_private()  # before any thread: the overlays COPY mounts die with this process
+    # --- reprotime: the caller's umask never reaches a layer ---
+    os.umask(0o022)  # what runc gives every BuildKit RUN; COPY's parent dirs are made under it
+    # --- end reprotime ---
 
     build_args = _key_values(args.build_arg, "--build-arg", from_env=True)
     # --- lead: a context that is not a local directory (builder.contextsource) ---
@@ -249,11 +263,14 @@ def _build(args, build_args: dict, store) -> int:
     store = store or Store.open()
     with contextlib.ExitStack() as cleanup:
         secrets = _secrets(args.secret, store, cleanup)
-        epoch_text = build_args.get("SOURCE_DATE_EPOCH") or os.environ.get("SOURCE_DATE_EPOCH") or "0"
+        # --- reprotime: the build's epoch ---
+        from builder.sourcedate import resolve as resolve_epoch
+
         try:
-            epoch = int(epoch_text)
-        except ValueError:
-            raise BuildError(f"SOURCE_DATE_EPOCH={epoch_text!r}: expected whole seconds since 1970") from None
+            epoch = resolve_epoch(str(context), build_args, os.environ, args.timestamp).value
+        except ValueError as e:
+            raise BuildError(str(e)) from None
+        # --- end reprotime ---
 
         from builder.baseimage import PullOptions
         from builder.cacheopts import build_options
@@ -266,6 +283,7 @@ def _build(args, build_args: dict, store) -> int:
             no_cache_filter=[s.strip().lower() for f in args.no_cache_filter for s in f.split(",")
                              if s.strip()],
             labels=labels, network=args.network, secrets=secrets, epoch=epoch,
+            explain_cache=args.explain_cache,  # --- reprotime ---
             pull=PullOptions("always" if args.pull else "missing", args.tls_verify),
             **build_options(args.cache_to, args.cache_from))
         pending = getattr(args, "replay", None)  # builder.replay.Pending: record this build

@@ -59,9 +59,13 @@ def copy_step(run, ins: ast.Copy | ast.Add, n: int) -> None:
     with contextlib.ExitStack() as stack:
         groups = _source_groups(run, ins, srcs, heredocs, frm, checksum, stack)
         digests = []
-        for tree, names, from_key, _ in groups:
+        files = ignore = None  # what builder.explain compares when the step misses
+        for tree, names, from_key, local in groups:
             # a stage or image source is keyed by its own key: no mount, no walk on a cache hit
-            digests.append(from_key or tree.digest(tree.select(names, excludes)))
+            if local:
+                files, ignore = {}, list(getattr(tree, "ignore_patterns", []))
+            digests.append(from_key or tree.digest(tree.select(names, excludes),
+                                                   files if local else None))
         inputs = {"kind": kind, "srcs": srcs, "dest": dest, "chown": chown, "chmod": chmod,
                   "parents": parents, "link": link, "exclude": excludes, "workdir": workdir,
                   "unpack": unpack, "sources": digests}
@@ -84,7 +88,7 @@ def copy_step(run, ins: ast.Copy | ast.Add, n: int) -> None:
                              unpack=is_add and unpack and local)
                 return commit(run, upper)
 
-        run.layer_step(ins, n, created_by, inputs, do)
+        run.layer_step(ins, n, created_by, inputs, do, files, ignore)
 
 
 def _source_groups(run, ins, srcs, heredocs, frm, checksum, stack):

@@ -200,6 +200,7 @@ COPY --from=build /out/link /link-followed
 FROM final AS broken
 RUN exit 3
 """, args=("--target", "final")),
+    # pybuild's RUN always sees SOURCE_DATE_EPOCH (issue 12), BuildKit's only when declared
     Case("arg_env_precedence", """\
 ARG GLOBAL=g-default
 ARG OVER=o-default
@@ -215,7 +216,7 @@ ARG LOCAL=ignored
 RUN echo "$GLOBAL|$OVER|$LOCAL|$NODEFAULT|$FROMARG|$UNUSED" > /args.txt
 ENV OVER=${OVER}-env
 ARG OVER=late
-RUN echo "$OVER" > /over.txt && env | sort | grep -v -e ^HOSTNAME= > /env.txt
+RUN echo "$OVER" > /over.txt && env | sort | grep -v -e ^HOSTNAME= -e ^SOURCE_DATE_EPOCH= > /env.txt
 FROM busybox
 RUN echo "[$GLOBAL][$LOCAL]" > /stage2.txt
 """, args=("--build-arg", "OVER=cli", "--build-arg", "NODEFAULT=nd")),
