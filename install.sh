@@ -6,7 +6,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here"
 
-pkgs=(busybox-static git iproute2 iptables libseccomp2 skopeo umoci)
+pkgs=(busybox-static git iproute2 iptables libseccomp2 openssh-client skopeo umoci)
 if [ "${1:-}" = "--test" ]; then
   pkgs+=(apache2-utils docker-registry docker.io gcc hyperfine libc6-dev mmdebstrap podman zstd)
 fi

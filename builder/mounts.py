@@ -2,7 +2,9 @@
 
 bind (the default type) mounts the context, a stage or an image read-only (`rw` writes go to a
 throw-away overlay); cache mounts a directory kept in the store across builds, never part of the
-image or the key; tmpfs is a fresh tmpfs; secret mounts a `--secret` file (or sets an env var).
+image or the key; tmpfs is a fresh tmpfs; secret mounts a `--secret` file (or sets an env var);
+ssh binds the agent socket `--ssh ID` forwarded (builder.sshagent) at
+/run/buildkit/ssh_agent.N and sets SSH_AUTH_SOCK to the first, as BuildKit does.
 """
 from __future__ import annotations
 
@@ -68,6 +70,9 @@ class RunMount:
         if self.type == "secret":
             return Mount(type="bind", source=str(run.solver.opts.secrets[self.secret_id]), target=self.target,
                          readonly=True)
+        if self.type == "ssh":      # the agent's socket itself (a bind of a socket file)
+            return Mount(type="bind", source=run.solver.opts.ssh[self.secret_id], target=self.target,
+                         readonly=False)
         if self.type == "cache":
             d = Path(store.root) / layout.CACHE_MOUNTS_DIR / _safe_name(spec.id or self.target)
             if not d.exists():
@@ -116,8 +121,22 @@ def parse_mounts(run, ins: ast.Run, cwd: str) -> list[RunMount]:
             spec = parse_mount(text or "", lambda v: run.expand(ins, v))
         except MountError as e:
             raise run.error(ins, str(e)) from None
-        if spec.type == "ssh":
-            raise run.error(ins, "RUN --mount=type=ssh is not supported by pybuild yet")
+        if spec.type == "ssh":      # BuildKit's: the agent socket --ssh forwarded, by id
+            sid = spec.id or "default"
+            sock = run.solver.opts.ssh.get(sid)
+            if sock is None:
+                if spec.required:
+                    raise run.error(ins, f'no SSH key "{sid}" forwarded from the client: pass '
+                                    f"--ssh {sid}[=SOCKET|KEY]")
+                continue
+            n = sum(1 for m in out if m.type == "ssh")
+            target = spec.target or f"/run/buildkit/ssh_agent.{n}"
+            target = gopath.clean(target if target.startswith("/") else gopath.join(cwd, target))
+            out.append(RunMount(spec, target, run, ins.line, secret_id=sid))
+            env = (run.state.config.get("config") or {}).get("Env") or []
+            if n == 0 and not any(e.startswith("SSH_AUTH_SOCK=") for e in env):
+                out.append(RunMount(spec, "", run, ins.line, [f"SSH_AUTH_SOCK={target}"], sid))
+            continue
         target = spec.target
         sid = ""
         if spec.type == "secret":

@@ -37,6 +37,7 @@ class BuildOptions:
     labels: dict[str, str] = field(default_factory=dict)
     network: str = "default"
     secrets: dict[str, Path] = field(default_factory=dict)
+    ssh: dict[str, str] = field(default_factory=dict)   # --ssh ID -> an agent socket path
     epoch: int | None = 0  # builder.sourcedate; None: --timestamp now (wall clock, real times)
     pull: PullOptions = field(default_factory=PullOptions)
     cache_from: list = field(default_factory=list)  # builder.cacheopts.CacheSpec, asked in order

@@ -45,6 +45,9 @@ def register(sub) -> None:
                    help="network of RUN steps (default: the host's, as BuildKit without CNI)")
     p.add_argument("--secret", action="append", default=[], metavar="id=ID,src=FILE",
                    help="a secret for RUN --mount=type=secret")
+    p.add_argument("--ssh", action="append", default=[], metavar="default|ID[=SOCKET|KEY,...]",
+                   help="an SSH agent for RUN --mount=type=ssh: default ($SSH_AUTH_SOCK), an "
+                        "agent socket, or private key files (served by an ssh-agent of its own)")
     p.add_argument("--output", "-o", metavar="DIR | - | type=TYPE[,dest=PATH]",
                    help="also write the result: DIR or type=local,dest=DIR (the filesystem), - "
                         "or type=tar,dest=FILE|- (it as a tar), type=oci|docker,dest=FILE (the "
@@ -143,6 +146,30 @@ def _secrets(items: list[str], store, cleanup) -> dict[str, Path]:
     return out
 
 
+def _required_ssh(the_plan, given: set[str], filename: str) -> None:
+    """A `RUN --mount=type=ssh,required` whose id no --ssh gives fails before step 1 (not when
+    the step is reached), as BuildKit's solve does. Mounts with variables are left to the step."""
+    from builder.errors import BuildError
+    from grammar import ast
+    from grammar.mountspec import MountError, parse_mount
+
+    for st in the_plan.stages:
+        for ins in st.instructions:
+            if not isinstance(ins, ast.Run):
+                continue
+            for text in ins.flag_values("mount"):
+                if not text or "$" in text:
+                    continue
+                try:
+                    spec = parse_mount(text)
+                except MountError:
+                    continue            # the step's own check says what is wrong
+                sid = spec.id or "default"
+                if spec.type == "ssh" and spec.required and sid not in given:
+                    raise BuildError(f'{filename}:{ins.line}: no SSH key "{sid}" forwarded from '
+                                     f"the client: pass --ssh {sid}[=SOCKET|KEY]")
+
+
 def _push(store, args) -> None:
     """--push / --output type=registry: every -t name, as `pybuild push` would."""
     from builder.transferview import TransferView
@@ -239,6 +266,7 @@ def _build(args, build_args: dict, store) -> int:
     text, name, path = read_dockerfile(args)
     df = parse_and_validate(text, name, build_args)
     the_plan = plan(df, build_args, args.target)
+    _required_ssh(the_plan, {s.partition("=")[0] for s in args.ssh}, name)
     from builder import outputs
 
     output = outputs.parse(args.output) if args.output else None
@@ -263,6 +291,11 @@ def _build(args, build_args: dict, store) -> int:
     store = store or Store.open()
     with contextlib.ExitStack() as cleanup:
         secrets = _secrets(args.secret, store, cleanup)
+        ssh = {}
+        if args.ssh:
+            from builder.sshagent import forward
+
+            ssh = forward(args.ssh, store.tmp, cleanup)
         # --- reprotime: the build's epoch ---
         from builder.sourcedate import resolve as resolve_epoch
 
@@ -282,7 +315,7 @@ def _build(args, build_args: dict, store) -> int:
             tags=args.tag, build_args=build_args, target=args.target, no_cache=args.no_cache,
             no_cache_filter=[s.strip().lower() for f in args.no_cache_filter for s in f.split(",")
                              if s.strip()],
-            labels=labels, network=args.network, secrets=secrets, epoch=epoch,
+            labels=labels, network=args.network, secrets=secrets, ssh=ssh, epoch=epoch,
             explain_cache=args.explain_cache,  # --- reprotime ---
             pull=PullOptions("always" if args.pull else "missing", args.tls_verify),
             **build_options(args.cache_to, args.cache_from))

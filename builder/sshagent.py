@@ -1,0 +1,95 @@
+"""`build --ssh ID[=SOCKET|KEY[,KEY...]]`: the SSH agents RUN --mount=type=ssh forwards.
+
+As docker's: `--ssh default` is the caller's agent ($SSH_AUTH_SOCK); `--ssh ID=SOCKET` another
+agent's socket; `--ssh ID=KEY,...` private key files, served by an ssh-agent of the build's own
+(openssh-client's, started in the foreground on a socket in an owner-named dir under the
+store's tmp/, killed when the build ends and by the kernel if the build is killed: it dies
+with its parent). The RUN sees the socket itself bind-mounted (builder.mounts), so nothing of
+a key is ever written into a layer or the cache key.
+"""
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import time
+
+from builder.errors import BuildError
+
+
+def forward(specs: list[str], tmp_dir, cleanup) -> dict[str, str]:
+    """{id: agent socket} for the --ssh values; agents it starts go with `cleanup` (an
+    ExitStack)."""
+    out: dict[str, str] = {}
+    for spec in specs:
+        sid, eq, rest = spec.partition("=")
+        if not sid or sid in out:
+            raise BuildError(f"--ssh {spec!r}: expected ID[=SOCKET|KEY[,KEY...]] with a new ID")
+        paths = [p for p in rest.split(",") if p] if eq else []
+        if not paths:
+            sock = os.environ.get("SSH_AUTH_SOCK")
+            if not sock:
+                raise BuildError(f"--ssh {spec}: SSH_AUTH_SOCK is not set (start an ssh-agent, "
+                                 f"or give --ssh {sid}=KEYFILE)")
+            paths = [sock]
+        kinds = []
+        for p in paths:
+            try:
+                kinds.append(stat.S_IFMT(os.stat(p).st_mode))
+            except OSError as e:
+                raise BuildError(f"--ssh {spec}: {p}: {e.strerror}") from None
+        if kinds == [stat.S_IFSOCK]:
+            out[sid] = os.path.abspath(paths[0])
+        elif all(k == stat.S_IFREG for k in kinds):
+            out[sid] = _agent(spec, [os.path.abspath(p) for p in paths], tmp_dir, cleanup)
+        else:
+            raise BuildError(f"--ssh {spec}: each path must be an agent socket (alone) or a "
+                             "private key file")
+    return out
+
+
+def _agent(spec: str, keys: list[str], tmp_dir, cleanup) -> str:
+    from cache import owner
+    from runtime import kernel
+
+    d = owner.temp_dir(tmp_dir, "ssh")
+    cleanup.callback(_remove, d)
+    sock = os.path.join(d, "agent.sock")
+
+    def die_with_us() -> None:
+        import signal
+
+        kernel.prctl(kernel.PR_SET_PDEATHSIG, signal.SIGKILL)
+    try:
+        agent = subprocess.Popen(["ssh-agent", "-D", "-a", sock], stdin=subprocess.DEVNULL,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                 preexec_fn=die_with_us)
+    except FileNotFoundError:
+        raise BuildError(f"--ssh {spec}: key files need ssh-agent (apt-get install "
+                         "openssh-client), or forward an agent: --ssh default") from None
+    cleanup.callback(_stop, agent)
+    for _ in range(500):
+        if os.path.exists(sock) or agent.poll() is not None:
+            break
+        time.sleep(0.01)
+    if not os.path.exists(sock):
+        raise BuildError(f"--ssh {spec}: ssh-agent did not start")
+    r = subprocess.run(["ssh-add", "-q", *keys], env={**os.environ, "SSH_AUTH_SOCK": sock,
+                       "SSH_ASKPASS_REQUIRE": "never", "DISPLAY": ""},
+                       stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False)
+    if r.returncode:
+        detail = (r.stderr.strip().splitlines() or ["ssh-add failed"])[-1]
+        raise BuildError(f"--ssh {spec}: {detail} (a key with a passphrase needs an agent: "
+                         "--ssh default)")
+    return sock
+
+
+def _stop(agent: subprocess.Popen) -> None:
+    agent.kill()
+    agent.wait()
+
+
+def _remove(d: str) -> None:
+    from cache.fspath import remove_tree
+
+    remove_tree(d)
