@@ -45,6 +45,8 @@ def register(sub) -> None:
                    help="network of RUN steps (default: the host's, as BuildKit without CNI)")
     p.add_argument("--secret", action="append", default=[], metavar="id=ID,src=FILE",
                    help="a secret for RUN --mount=type=secret")
+    p.add_argument("--add-host", action="append", default=[], metavar="HOST:IP",
+                   help="add a line to RUN steps' /etc/hosts (IP may be host-gateway)")
     p.add_argument("--ssh", action="append", default=[], metavar="default|ID[=SOCKET|KEY,...]",
                    help="an SSH agent for RUN --mount=type=ssh: default ($SSH_AUTH_SOCK), an "
                         "agent socket, or private key files (served by an ssh-agent of its own)")
@@ -144,6 +146,18 @@ def _secrets(items: list[str], store, cleanup) -> dict[str, Path]:
             raise BuildError(f"--secret {item!r}: file {src!r} not found")
         out[sid] = Path(src).resolve()
     return out
+
+
+def _extra_hosts(values: list[str]) -> list[str]:
+    """--add-host HOST:IP as /etc/hosts lines (runtime.etcfiles' parser, run's too)."""
+    from builder.errors import BuildError
+    from runtime import etcfiles
+    from runtime.errors import SandboxError
+
+    try:
+        return [etcfiles.parse_add_host(v) for v in values]
+    except SandboxError as e:
+        raise BuildError(str(e)) from None
 
 
 def _required_ssh(the_plan, given: set[str], filename: str) -> None:
@@ -316,6 +330,7 @@ def _build(args, build_args: dict, store) -> int:
             no_cache_filter=[s.strip().lower() for f in args.no_cache_filter for s in f.split(",")
                              if s.strip()],
             labels=labels, network=args.network, secrets=secrets, ssh=ssh, epoch=epoch,
+            extra_hosts=_extra_hosts(args.add_host),
             explain_cache=args.explain_cache,  # --- reprotime ---
             pull=PullOptions("always" if args.pull else "missing", args.tls_verify),
             **build_options(args.cache_to, args.cache_from))

@@ -39,6 +39,9 @@ def run_step(run, ins: ast.Run, n: int) -> None:
     inputs = {"argv": argv, "env": env, "user": cfg.get("User") or "", "cwd": cwd,
               "network": network, "mounts": [m.key for m in mounts],
               "heredocs": [[h.name, h.content] for h in ins.heredocs]}
+    hosts = run.solver.opts.extra_hosts
+    if hosts:                   # --add-host: BuildKit's exec op keys its extra hosts too
+        inputs["extra_hosts"] = hosts
 
     def execute(vertex):
         from runtime.sandbox import run as sandbox_run
@@ -63,6 +66,7 @@ def run_step(run, ins: ast.Run, n: int) -> None:
                     env=script_env, cwd=cwd, user=cfg.get("User") or "",
                     hostname=run.solver.opts.build_args.get("BUILDKIT_SANDBOX_HOSTNAME", "buildkitsandbox"),
                     network="none" if network == "none" else "host", mounts=sandbox_mounts,
+                    extra_hosts=hosts,
                     stdin=devnull, stdout=w, stderr=w)
                 rc = sandbox_run(spec)
             finally:

@@ -161,3 +161,16 @@ def test_progress_quiet_buildkit_progress_and_lowercase_dockerfile(busybox_root,
         assert events, r.stderr
     r = pybuild("build", "--progress", "quiet", "-t", "low", str(tmp_path))
     assert r.returncode == 0 and r.stderr == ""
+
+
+def test_build_add_host_reaches_run_steps_and_keys_them(busybox_root, pybuild, tmp_path):
+    (tmp_path / "Dockerfile").write_text("FROM busybox\nRUN grep myhost /etc/hosts > /h || true\n")
+    r = pybuild("build", "-q", "--add-host", "myhost:10.1.2.3", "-t", "h1", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    out = pybuild("run", "--rm", "--network", "none", "h1", "cat", "/h").stdout
+    assert out.split() == ["10.1.2.3", "myhost"], out
+    plain = pybuild("build", "-q", "-t", "h2", str(tmp_path))       # another key: not CACHED
+    assert plain.stdout != r.stdout
+    assert pybuild("run", "--rm", "--network", "none", "h2", "cat", "/h").stdout == ""
+    bad = pybuild("build", "--add-host", "nocolon", str(tmp_path))
+    assert bad.returncode == 1 and "bad format for add-host" in bad.stderr
