@@ -29,14 +29,14 @@ COMMAND_OF = {
     **dict.fromkeys(("pull", "push", "login", "logout"), "registry"),
     "run": "run",
     **dict.fromkeys(("create", "start", "restart", "exec", "container", "ps", "logs", "stop",
-                     "kill", "wait", "rm", "top", "port"), "containers"),
+                     "kill", "wait", "rm", "top", "port", "attach"), "containers"),
     **dict.fromkeys(("commit", "cp", "stats"), "containerfs"),
     "volume": "volumes",
     "network": "network",
 }
 NEEDS = {"containers": ("run",)}
 # the commands builder.flags parses (their modules' flag_command(word)); argparse only lists them
-FLAG_COMMANDS = ("run", "create")
+FLAG_COMMANDS = ("run", "create", "attach")
 
 
 def _columns() -> int:
