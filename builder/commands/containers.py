@@ -745,7 +745,8 @@ def cmd_exec(args) -> int:
     if args.tty and args.interactive and not args.detach and not os.isatty(0):
         print("pybuild: error: the input device is not a TTY", file=sys.stderr)
         return 1                  # docker's CheckTty
-    keys = _detach_keys(args.detach_keys) if args.tty and args.interactive else None   # attach
+    keys = _detach_keys(args.detach_keys) if args.detach_keys is not None or (
+        args.tty and args.interactive) else None        # attach
     c = _containers().get(args.container)
     pid1 = inspect.init_pid(c)
     if not pid1:

@@ -83,7 +83,7 @@ def run(pid1: int, argv: list[str], env: list[str], cwd: str, user: str, *,
             try:
                 tty.relay(master, pid, stdin is not None, detach_keys)
             except tty.Detached:    # --- attach: exec -it's detach keys ---
-                _let_run(master)
+                _let_run(master, pid)
                 os.close(r)
                 raise
             finally:
@@ -101,10 +101,15 @@ def run(pid1: int, argv: list[str], env: list[str], cwd: str, user: str, *,
     return code
 
 
-def _let_run(master: int) -> None:
+def _let_run(master: int, joiner: int) -> None:
     """After a detach: a process of its own (out of our session, holding nothing else) reads
     the pty master until the command has closed it, so the command runs on, its output
-    dropped, as docker exec's does once detached."""
+    dropped, as docker exec's does once detached; the joiner leaves our process group, so the
+    SIGHUP of our terminal going away is not relayed to the command."""
+    try:
+        os.setpgid(joiner, joiner)
+    except OSError:
+        pass
     pid = os.fork()
     if pid == 0:
         try:
