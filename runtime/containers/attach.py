@@ -193,7 +193,17 @@ class Clients:
             self.listen.close()
             self.listen = self.listen_fd = None
         if self.sink is not None and self.sink != self.stdin_w:
-            os.close(self.sink)     # the master's dup; the master and the pipe are the caller's
+            self._close_sink()      # the master's dup (the master and the -i pipe: the caller's)
+
+    def _unwatch_sink(self) -> None:
+        try:
+            self.poll.unregister(self.sink)
+        except KeyError:
+            pass
+
+    def _close_sink(self) -> None:
+        self._unwatch_sink()
+        os.close(self.sink)
         self.sink = None
 
     def _accept(self) -> None:
@@ -269,16 +279,12 @@ class Clients:
                 n = len(self.pending)
             del self.pending[:n]
         if self.closing and not self.pending:     # StdinOnce: the container's stdin ends
-            os.close(self.sink)
-            self.sink = None
+            self._close_sink()
             return
-        try:
-            if self.pending:
-                self.poll.register(self.sink, select.POLLOUT)
-            else:
-                self.poll.unregister(self.sink)
-        except KeyError:
-            pass
+        if self.pending:
+            self.poll.register(self.sink, select.POLLOUT)
+        else:
+            self._unwatch_sink()
         paused = len(self.pending) > _PAUSE
         if paused != self.paused:
             self.paused = paused

@@ -291,3 +291,26 @@ def test_start_ai_of_a_container_made_with_i_as_docker(root, docker_busybox):
     assert (got.returncode, got.stdout, got.stderr) == (want.returncode, want.stdout, want.stderr)
     assert (got.returncode, got.stdout, got.stderr) == (3, b"hello\n", b"done\n")
     assert traces(cid) == []
+
+
+def test_stdin_once_closes_the_pipe_after_a_large_input_without_spinning(root):
+    from test_exec_hardening import cpu_seconds, supervisor_pid
+
+    cid = ok(run_pybuild("create", "-i", "--network", "none", "busybox", "sh", "-c",
+                         "sleep 0.5; wc -c; exec sleep 30")).stdout.strip()
+    p = subprocess.Popen([sys.executable, "-m", "builder", "start", "-a", "-i", cid], cwd=REPO,
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        p.stdin.write(b"x" * 300000)       # more than a pipe holds: queued, then its end
+        p.stdin.close()
+        assert p.stdout.readline().strip() == b"300000"
+        sup = supervisor_pid(root, cid)
+        t0 = cpu_seconds(sup)
+        time.sleep(1)
+        assert cpu_seconds(sup) - t0 < 0.2          # the closed pipe is out of its poll
+        ok(run_pybuild("kill", cid))
+        assert p.wait(15) == 137
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
