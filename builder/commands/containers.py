@@ -931,6 +931,9 @@ def _attach(c, stdin: bool, keys: bytes, sig_proxy: bool, nudge: bool = False):
 
     try:
         s = attach.connect(c.path)
+    except FileNotFoundError:   # a supervisor of a pybuild before attach (only -it had one)
+        raise ContainerError(f"cannot attach to container {c.id}: its supervisor has no attach "
+                             f"socket (restart the container to attach to it)") from None
     except OSError:
         raise ContainerError(f"cannot attach to container {c.id}: it is not running") from None
     try:
