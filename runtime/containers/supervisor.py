@@ -249,7 +249,11 @@ def _supervise(root: str, cid: str, ready_fd: int, restarts: int | None, lock_fd
         keep += [tree.tty] + ([peer] if peer is not None else [])
     # --- attach: every container's attach socket, -i's pipe and start -a's client ---
     from runtime.containers import attach as attaching
-    attach = (attaching.listen(c.path), hold, client if client >= 0 else None)
+    try:
+        listening = attaching.listen(c.path)
+    except OSError:     # the container runs all the same, without attach
+        listening = None
+    attach = (listening, hold, client if client >= 0 else None)
     keep += [fd for fd in attach[:1] + attach[2:] if fd is not None]
     # --- end attach ---
     health = {}
