@@ -20,13 +20,14 @@ log); typed input is queued for the container's stdin (the pty master, or the -i
 clients are not read while more than _PAUSE of it waits. Every client gets the same output.
 Imported by the lean supervisor only once a client comes; the client's side (`session`) is the
 CLI's: raw terminal, detach keys (runtime.tty.Escape), SIGWINCH sent on, other signals handed
-to the caller (docker's --sig-proxy).
+to the caller (docker's --sig-proxy). `listen`, which every supervisor calls before its
+container is reported running, makes its socket with the C module `_socket`: `socket`'s Python
+layer costs ~3 ms to import, and only a client needs it.
 """
 from __future__ import annotations
 
 import os
 import select
-import socket
 
 ATTACH_SOCKET = "attach.sock"
 _LIMIT = 1 << 20        # a client's unsent output beyond this: it is let go
@@ -66,7 +67,9 @@ def _in_dir(cpath: str, use) -> None:
 
 def listen(cpath: str) -> int:
     """The listening socket of the container at cpath (a stale one replaced); its fd."""
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    import _socket
+
+    s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM | _socket.SOCK_CLOEXEC)
 
     def bind(path: str) -> None:
         try:
@@ -84,9 +87,11 @@ def listen(cpath: str) -> int:
     return s.detach()
 
 
-def connect(cpath: str) -> socket.socket:
-    """A client's connection to the container at cpath. OSError (ECONNREFUSED, ENOENT) when no
-    supervisor listens."""
+def connect(cpath: str):
+    """A client's connection to the container at cpath (a socket.socket). OSError
+    (ECONNREFUSED, ENOENT) when no supervisor listens."""
+    import socket
+
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     try:
         _in_dir(cpath, s.connect)
@@ -115,7 +120,7 @@ def hello(stdin: bool, winsize: bytes | None, nudge: bool = False) -> bytes:
 class _Conn:
     __slots__ = ("sock", "fd", "frames", "out", "stdin")
 
-    def __init__(self, sock: socket.socket):
+    def __init__(self, sock):
         sock.setblocking(False)
         self.sock, self.fd, self.frames, self.out, self.stdin = sock, sock.fileno(), Frames(), \
             bytearray(), False
@@ -128,6 +133,8 @@ class Clients:
 
     def __init__(self, poll, listen_fd: int | None, master: int | None = None,
                  stdin_w: int | None = None, stdin_once: bool = False, interactive: bool = False):
+        import socket
+
         self.poll, self.conns, self.master = poll, {}, master
         self.listen = None
         self.listen_fd = listen_fd
@@ -146,6 +153,8 @@ class Clients:
 
     def adopt(self, fd: int) -> None:
         """A connection handed over by the starter (`start -a`)."""
+        import socket
+
         self._add(socket.socket(fileno=fd))
 
     def handle(self, fd: int, events: int) -> bool:
@@ -207,6 +216,8 @@ class Clients:
         self.sink = None
 
     def _accept(self) -> None:
+        import socket
+
         try:
             conn, _ = self.listen.accept()
         except OSError:
@@ -221,7 +232,7 @@ class Clients:
             return
         self._add(conn)
 
-    def _add(self, sock: socket.socket) -> None:
+    def _add(self, sock) -> None:
         conn = _Conn(sock)
         self.conns[conn.fd] = conn
         self.poll.register(conn.fd, select.POLLIN)
@@ -299,7 +310,7 @@ class Clients:
 
 # --- the client's side ------------------------------------------------------------------------
 
-def session(sock: socket.socket, *, stdin: bool, tty: bool, keys: bytes | None = None,
+def session(sock, *, stdin: bool, tty: bool, keys: bytes | None = None,
             on_signal=None) -> int | None:
     """Relay this process's stdio over an attach connection (its hello already sent) until the
     container ends; its exit code, or None when the supervisor let go of us first (stalled, or
