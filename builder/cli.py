@@ -28,7 +28,7 @@ COMMAND_OF = {
     **dict.fromkeys(("pull", "push", "login", "logout"), "registry"),
     "run": "run",
     **dict.fromkeys(("create", "start", "restart", "exec", "container", "ps", "logs", "stop",
-                     "kill", "wait", "rm", "top", "port"), "containers"),
+                     "kill", "wait", "rm", "top", "port", "attach"), "containers"),
     **dict.fromkeys(("commit", "cp", "stats"), "containerfs"),
     "volume": "volumes",
     "network": "network",
@@ -41,7 +41,7 @@ NEEDS = {"containers": ("run",), "groups": ("build", "images", "registry", "cont
 # a group word whose subcommands come from more modules (`container commit` is containerfs')
 WORD_NEEDS = {"container": ("containerfs", "groups")}
 # the commands builder.flags parses (their modules' flag_command(word)); argparse only lists them
-FLAG_COMMANDS = ("run", "create")
+FLAG_COMMANDS = ("run", "create", "attach")
 
 
 def _columns() -> int:

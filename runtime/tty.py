@@ -11,6 +11,10 @@ is closed, and can say it before the last bytes written to the slave have reache
 (seen: "ok" arriving after an EIO, its writer already a zombie). So a reader holds a slave fd of
 its own (`hold_peer`, TIOCGPTPEER: the master then never reads EIO), reads until the process has
 exited (a pidfd), then drains what is left without blocking (`drain`).
+
+Detach keys (docker's `--detach-keys`, ctrl-p ctrl-q by default) are watched for in what is typed
+(`Escape`); `relay` raises `Detached` when they come, and `runtime.containers.attach`'s client
+does the same over an attach socket.
 """
 from __future__ import annotations
 
@@ -23,6 +27,10 @@ TIOCSCTTY = 0x540E
 TIOCGPTPEER = 0x5441
 TIOCGWINSZ, TIOCSWINSZ = 0x5413, 0x5414
 DEFAULT_SIZE = (24, 80)      # rows, cols when no terminal is at hand (run -d -t; docker's)
+# the size the pty of a tree forked from here gets instead of the terminal's (a supervisor
+# started by `start -a -i` opens it at the attaching terminal's size)
+initial_size: bytes | None = None
+DEFAULT_DETACH_KEYS = b"\x10\x11"     # ctrl-p ctrl-q
 
 
 # --- the caller's side ------------------------------------------------------------------------
@@ -61,7 +69,10 @@ def send_new_pty(sock) -> str:
 
 
 def stdio_size() -> bytes:
-    """struct winsize of the terminal on fd 1, 0 or 2, else DEFAULT_SIZE's."""
+    """struct winsize of the terminal on fd 1, 0 or 2 (initial_size when set), else
+    DEFAULT_SIZE's."""
+    if initial_size is not None:
+        return initial_size
     for fd in (1, 0, 2):
         try:
             ws = fcntl.ioctl(fd, TIOCGWINSZ, b"\0" * 8)
@@ -118,24 +129,23 @@ def copy_winsize(src: int, master: int) -> None:
         pass
 
 
-def relay(master: int, pid: int, stdin: bool) -> None:
+def relay(master: int, pid: int, stdin: bool, keys: bytes | None = None) -> None:
     """Copy master to our stdout (and our stdin to master) until process pid has exited, with our
-    terminal in raw mode and its window size following ours; then drain what was written last."""
+    terminal in raw mode and its window size following ours; then drain what was written last.
+    keys: detach keys; Detached is raised when they are typed (the process runs on)."""
     import _signal as signal  # the C module `signal` wraps: same calls, int constants, no enum
     import select
-    import termios
-    import tty
 
     pidfd = os.pidfd_open(pid)
     peer = hold_peer(master)
     old = signal.getsignal(signal.SIGWINCH)
     saved = None
+    escape = Escape(keys) if keys and stdin else None
     try:
         copy_winsize(1, master)
         signal.signal(signal.SIGWINCH, lambda *_: copy_winsize(1, master))
-        if stdin and os.isatty(0):
-            saved = termios.tcgetattr(0)
-            tty.setraw(0, termios.TCSANOW)    # keep what was typed ahead (docker's MakeRaw)
+        if stdin:
+            saved = raw(0)
         watch = [master, pidfd] + ([0] if stdin else [])
         while pidfd in watch:
             ready, _, _ = select.select(watch, [], [])
@@ -143,10 +153,12 @@ def relay(master: int, pid: int, stdin: bool) -> None:
                 watch.remove(master)     # EIO without a peer: wait for the exit all the same
             if 0 in ready:
                 data = os.read(0, 65536)
-                if data:
-                    os.write(master, data)
-                else:
+                if not data:
                     watch.remove(0)
+                if escape is not None:      # Detached: the finally restores the terminal
+                    data = escape.feed(data) if data else escape.flush()
+                if data:
+                    write_all(master, data)
             if pidfd in ready:
                 watch.remove(pidfd)
         drain(master, _write_out)   # what the command wrote just before it exited
@@ -155,13 +167,92 @@ def relay(master: int, pid: int, stdin: bool) -> None:
         if peer is not None:
             os.close(peer)
         signal.signal(signal.SIGWINCH, old)
-        if saved is not None:
-            termios.tcsetattr(0, termios.TCSADRAIN, saved)
+        restore(0, saved)
+
+
+def raw(fd: int):
+    """Put the terminal on fd in raw mode (docker's MakeRaw: what was typed ahead is kept); its
+    old attributes for restore(), None when fd is no terminal."""
+    import termios
+    import tty as _tty
+
+    if not os.isatty(fd):
+        return None
+    saved = termios.tcgetattr(fd)
+    _tty.setraw(fd, termios.TCSANOW)
+    return saved
+
+
+def restore(fd: int, saved) -> None:
+    if saved is not None:
+        import termios
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+
+class Detached(Exception):
+    """The detach keys were typed: the container (or exec'd command) runs on without us."""
+
+    def __str__(self) -> str:
+        return "read escape sequence"      # docker's words (moby/term's EscapeError)
+
+
+def detach_keys(text: str | None) -> bytes:
+    """docker's --detach-keys (moby/term ToBytes): comma-separated `ctrl-<a-z@[\\]^_>`, `DEL`
+    or single characters; None or "" is ctrl-p,ctrl-q. ValueError in docker's words."""
+    if not text:
+        return DEFAULT_DETACH_KEYS
+    out = bytearray()
+    for key in text.split(","):
+        raw_key = key.encode()
+        if len(raw_key) == 1:
+            out += raw_key
+        elif len(key) == 6 and key.startswith("ctrl-") and (key[5] in "@[\\]^_"
+                                                            or "a" <= key[5] <= "z"):
+            out.append(ord(key[5].upper()) - 64)      # ctrl-@ 0, ctrl-a 1, ... ctrl-_ 31
+        elif key == "DEL":
+            out.append(127)
+        else:
+            raise ValueError(f"Invalid detach keys ({text}) provided")
+    return bytes(out)
+
+
+class Escape:
+    """Watch typed bytes for the detach keys: what is not part of them passes (a partial match
+    is held until the next byte decides, as docker's escape proxy does); Detached at a match."""
+
+    def __init__(self, keys: bytes):
+        self.keys, self.held = keys, 0
+
+    def feed(self, data: bytes) -> bytes:
+        out = bytearray()
+        for b in data:
+            if b == self.keys[self.held]:
+                self.held += 1
+                if self.held == len(self.keys):
+                    raise Detached()
+                continue
+            if self.held:
+                out += self.keys[:self.held]
+                self.held = 0
+                if b == self.keys[0]:
+                    self.held = 1
+                    continue
+            out.append(b)
+        return bytes(out)
+
+    def flush(self) -> bytes:
+        """What is held (the input ended in the middle of the keys)."""
+        held, self.held = self.keys[:self.held], 0
+        return held
+
+
+def write_all(fd: int, data: bytes) -> None:
+    while data:
+        data = data[os.write(fd, data):]
 
 
 def _write_out(data: bytes) -> None:
-    while data:
-        data = data[os.write(1, data):]
+    write_all(1, data)
 
 
 def _pump(master: int) -> bool:

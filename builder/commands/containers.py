@@ -32,12 +32,17 @@ def _stopping(p, func) -> None:
 def register(sub) -> None:
     # `create` in the top-level help; cli.main parses its command line with flag_command()
     sub.add_parser("create", help="create a new container", add_help=False)
+    sub.add_parser("attach", help="attach to a running container's input, output and terminal",
+                   add_help=False)     # attach: parsed by flag_command() too (pflag's bools)
 
     p = sub.add_parser("start", help="start one or more created or stopped containers")
     p.add_argument("-a", "--attach", action="store_true",
                    help="attach stdout/stderr and exit with the container's code")
     p.add_argument("-i", "--interactive", action="store_true",
-                   help="attach stdin (a container made with -it: its terminal)")
+                   help="attach stdin (a container made with -i: its stdin, with -t its terminal)")
+    # --- attach: start's and exec's --detach-keys, the attach command ---
+    p.add_argument("--detach-keys", metavar="KEYS", help=_DETACH_KEYS_HELP)
+    # --- end attach ---
     p.add_argument("containers", nargs="+", metavar="CONTAINER")
     p.set_defaults(func=cmd_start)
 
@@ -53,6 +58,7 @@ def register(sub) -> None:
     p.add_argument("-u", "--user", metavar="USER", help="name|uid[:group|gid]")
     p.add_argument("--privileged", action="store_true",
                    help="give the command every capability (docker exec --privileged)")
+    p.add_argument("--detach-keys", metavar="KEYS", help=_DETACH_KEYS_HELP)   # attach
     p.add_argument("container", metavar="CONTAINER")
     p.add_argument("command", nargs="...", metavar="COMMAND [ARG...]")
     p.set_defaults(func=cmd_exec)
@@ -137,7 +143,7 @@ def register(sub) -> None:
                             description=parent.description)
 
 
-_CONTAINER_ALIASES = (("create", ()), ("exec", ()), ("kill", ()), ("logs", ()),
+_CONTAINER_ALIASES = (("attach", ()), ("create", ()), ("exec", ()), ("kill", ()), ("logs", ()),
                       ("ps", ("ls", "list", "ps")), ("port", ()),
                       ("restart", ()), ("rm", ("rm", "remove")), ("run", ()), ("start", ()),
                       ("stop", ()), ("top", ()), ("wait", ()))
@@ -653,6 +659,7 @@ def cmd_container_inspect(args) -> int:
 def cmd_exec(args) -> int:
     """docker exec: the container's env, user and workdir unless given; its command's exit code;
     1 when the container does not run, 126 when the command cannot be set up (docker's codes)."""
+    from runtime import tty
     from runtime.containers import config, exec, inspect
     from runtime.errors import ContainerError, SandboxError
     from runtime.privileges import require_root
@@ -663,6 +670,8 @@ def cmd_exec(args) -> int:
     if args.tty and args.interactive and not args.detach and not os.isatty(0):
         print("pybuild: error: the input device is not a TTY", file=sys.stderr)
         return 1                  # docker's CheckTty
+    keys = _detach_keys(args.detach_keys) if args.detach_keys is not None or (
+        args.tty and args.interactive) else None        # attach
     c = _containers().get(args.container)
     pid1 = inspect.init_pid(c)
     if not pid1:
@@ -683,7 +692,11 @@ def cmd_exec(args) -> int:
         return exec.run(pid1, args.command, env, cwd, user, detach=args.detach,
                         stdin=0 if args.interactive else None, terminal=args.tty,
                         security_opt=cfg.get("security_opt"), capmask=capmask,
-                        privileged=bool(cfg.get("privileged") or args.privileged))
+                        privileged=bool(cfg.get("privileged") or args.privileged),
+                        detach_keys=keys)
+    except tty.Detached as e:   # --- attach: the command runs on (docker exec's line, exit 1)
+        print(e, file=sys.stderr)
+        return 1
     except ContainerError:
         raise
     except SandboxError as e:
@@ -692,9 +705,20 @@ def cmd_exec(args) -> int:
 
 
 def flag_command(word: str = "create"):
-    """create's command line for builder.flags: run's flag table, so the two cannot drift."""
+    """create's command line for builder.flags: run's flag table, so the two cannot drift;
+    attach's (docker's --sig-proxy=false is a pflag bool)."""
     from builder.commands import run
-    from builder.flags import Command
+    from builder.flags import Command, Flag
+
+    if word == "attach":        # --- attach ---
+        return Command("pybuild attach", "[OPTIONS] CONTAINER",
+                       "Attach this terminal's input and output to a running container.",
+                       (Flag("detach-keys", metavar="string", help=_DETACH_KEYS_HELP),
+                        Flag("no-stdin", "bool", help="do not attach stdin"),
+                        Flag("sig-proxy", "bool", default=True,
+                             help="send the signals this process gets to the container (not "
+                                  "with a tty: ^C is typed; default true)")),
+                       positionals=("container",), defaults={"func": cmd_attach})
 
     return Command("pybuild create", run.USAGE,
                    "Create a new container from IMAGE and print its ID; `start` runs it.",
@@ -709,67 +733,169 @@ def cmd_create(args) -> int:
     return cmd_run(args)
 
 
-def start(root: str, c) -> None:
-    """Run a created or exited container again under a new supervisor, its upper dir kept."""
+def start(root: str, c, client: int | None = None, winsize: bytes | None = None) -> None:
+    """Run a created or exited container again under a new supervisor, its upper dir kept;
+    client: an attach connection it serves from the start (start -a), winsize: its pty's."""
     from runtime.containers import supervisor
     from runtime.errors import ContainerError
 
     if c.status in ("running", "restarting"):
         return                   # docker: starting a running container is a no-op
     wait_supervisor(c, 5)
-    error = supervisor.spawn(root, c.id)
+    error = supervisor.spawn(root, c.id, client=client, winsize=winsize)
     if error is not None:
         raise ContainerError(error)
 
 
 def cmd_start(args) -> int:
+    from runtime.errors import ContainerError
 
     if args.attach and len(args.containers) > 1:
         from builder.errors import BuildError
         raise BuildError("you cannot start and attach multiple containers at once")
+    keys = _detach_keys(args.detach_keys) if args.attach else None
 
     def _start(cs, c, ref):
-        offset = os.path.getsize(c.log_path) if os.path.exists(c.log_path) else 0
-        terminal = args.attach and args.interactive and c.config.get("tty") and \
-            c.config.get("interactive")
-        if terminal and not os.isatty(0):
-            from runtime.errors import ContainerError
-            raise ContainerError("the input device is not a TTY")
-        start(cs.root, c)
         if not args.attach:
+            start(cs.root, c)
             print(ref)
             return
-        if terminal:
-            _attach_terminal(c.reload())
-        else:
-            _show_log(c.reload(), offset, None, True, False)
-        wait_supervisor(c, None)
-        attached.append(c.reload().state.get("exit_code", 0))
+        cfg = c.config
+        stdin = bool(args.interactive and cfg.get("interactive"))
+        if args.interactive and cfg.get("tty") and not os.isatty(0):
+            raise ContainerError("the input device is not a TTY")
+        if c.status in ("running", "restarting"):   # docker: start -a of a running one attaches
+            attached.append(_attach(c, stdin, keys, True))
+            return
+        import socket
+
+        from runtime.containers import attach
+
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:        # attached before it starts: nothing it writes is missed (docker's order)
+            size = _term_size() if cfg.get("tty") else None
+            mine.sendall(attach.hello(stdin, size))
+            start(cs.root, c, theirs.fileno(), size)
+            theirs.close()
+            attached.append(_session(c, mine, stdin, keys, True))
+        finally:
+            theirs.close()
+            mine.close()
 
     attached: list = []
     rc = _each(args.containers, _start)      # it reports each one's error itself
+    if rc == 0 and attached and attached[0] is _DETACHED:
+        return 0                 # docker start -a -i: the keys leave it running, silently
     return attached[0] if attached and rc == 0 else rc
 
 
-def _attach_terminal(c) -> None:
-    """start -a -i of a -it container: this terminal on the supervisor's attach socket (raw
-    mode, its window size first) until the supervisor ends, as docker start -ai; the output from
-    before the attach is in the log."""
+# --- attach: `pybuild attach`, and start -a's side of the attach socket ----------------------
+_DETACH_KEYS_HELP = ("the keys that detach, leaving the container running: ctrl-<a-z@[\\]^_>, "
+                     "DEL or a character, comma-separated (default ctrl-p,ctrl-q)")
+_DETACHED = object()
+
+
+def _detach_keys(text: str | None) -> bytes:
+    """--detach-keys as bytes (else docker's config.json `detachKeys`, else ctrl-p,ctrl-q);
+    docker's error line for a bad one."""
+    from runtime import tty
+    from runtime.errors import ContainerError
+
+    if text is None:
+        import json
+
+        from cache.registry.auth import docker_config_path
+        try:
+            text = json.loads(docker_config_path().read_bytes()).get("detachKeys")
+        except (OSError, ValueError, AttributeError):
+            text = None
+    try:
+        return tty.detach_keys(text)
+    except ValueError as e:
+        raise ContainerError(str(e)) from None
+
+
+def _term_size() -> bytes | None:
+    """This terminal's struct winsize, None when stdout is no terminal (docker sizes the pty
+    only when its output is one)."""
+    from runtime import tty
+
+    return tty.stdio_size() if os.isatty(1) else None
+
+
+def cmd_attach(args) -> int:
+    """docker attach: a running container's output live (stdout and stderr apart without a tty),
+    this stdin into its stdin when it was made with -i (its terminal with -t), until it ends
+    (its exit code) or the detach keys are typed ("read escape sequence", exit 1: docker 20.10)."""
+    from runtime.errors import ContainerError
+    from runtime.privileges import require_root
+
+    require_root()
+    keys = _detach_keys(args.detach_keys)
+    c = _containers().get(args.container)
+    if c.status == "restarting":
+        raise ContainerError("You cannot attach to a restarting container, wait until it is "
+                             "running")
+    if c.status != "running":
+        raise ContainerError("You cannot attach to a stopped container, start it first")
+    cfg = c.config
+    if cfg.get("tty") and not args.no_stdin and not os.isatty(0):
+        raise ContainerError("the input device is not a TTY")        # docker's CheckTty
+    stdin = bool(cfg.get("interactive")) and not args.no_stdin
+    code = _attach(c, stdin, keys, args.sig_proxy, nudge=True)
+    if code is _DETACHED:
+        print("read escape sequence", file=sys.stderr)      # docker's (moby/term EscapeError)
+        return 1
+    return code
+
+
+def _attach(c, stdin: bool, keys: bytes, sig_proxy: bool, nudge: bool = False):
+    """Connect to a running container's attach socket and relay (see _session)."""
+    from runtime.containers import attach
+    from runtime.errors import ContainerError
+
+    try:
+        s = attach.connect(c.path)
+    except FileNotFoundError:   # a supervisor of a pybuild before attach (only -it had one)
+        raise ContainerError(f"cannot attach to container {c.id}: its supervisor has no attach "
+                             f"socket (restart the container to attach to it)") from None
+    except OSError:
+        raise ContainerError(f"cannot attach to container {c.id}: it is not running") from None
+    try:
+        s.sendall(attach.hello(stdin, _term_size() if c.config.get("tty") else None, nudge))
+        return _session(c, s, stdin, keys, sig_proxy)
+    finally:
+        s.close()
+
+
+def _session(c, s, stdin: bool, keys: bytes, sig_proxy: bool):
+    """Relay this process's stdio over the connection s: the container's exit code, or
+    _DETACHED after the detach keys. --sig-proxy: a signal to us goes to the container (as
+    `kill -s` sends it) unless it has a tty."""
     from runtime import tty
     from runtime.containers import attach
     from runtime.errors import ContainerError
 
-    sup = int(str(c.state.get("supervisor", "0")).partition(".")[0])
+    def proxy(sig: int) -> None:
+        try:
+            _kill(c.reload(), sig)
+        except ContainerError:
+            pass
     try:
-        s = attach.connect(c.path, tty.stdio_size())
-    except OSError:
-        raise ContainerError(f"cannot attach to container {c.id}: it is not running") from None
-    try:
-        tty.relay(s.fileno(), sup, True)
-    except ProcessLookupError:
-        pass                    # it ended before the relay began: its output is in the log
-    finally:
-        s.close()
+        code = attach.session(s, stdin=stdin, tty=bool(c.config.get("tty")),
+                              keys=keys if stdin else None, on_signal=proxy if sig_proxy else None)
+    except tty.Detached:
+        return _DETACHED
+    if code is None:            # let go before the end: too slow a reader, or its supervisor died
+        c.reload()
+        if c.status == "running":
+            raise ContainerError(f"container {c.name}: this client fell too far behind its "
+                                 f"output and was let go (it runs on; `pybuild logs` has it all)")
+        if c.status != "exited":
+            raise ContainerError(f"container {c.name}: its supervisor is gone")
+        code = c.state.get("exit_code", 0)
+    return code
+# --- end attach ---
 
 
 def cmd_restart(args) -> int:
@@ -790,11 +916,17 @@ def cmd_kill(args) -> int:
         return 1
 
     def kill(cs, c, ref):
-        if sig == 9 or sig == signal_number(c.config.get("stop_signal") or "SIGTERM"):
-            c.request_stop()         # docker's ExitOnNext: no restart after this end
-        send(c, sig)
+        _kill(c, sig)
         print(ref)
     return _each(args.containers, kill)
+
+
+def _kill(c, sig: int) -> None:
+    """docker's ContainerKill: SIGKILL or the stop signal is docker's ExitOnNext (no restart
+    after this end); `kill` and attach's --sig-proxy."""
+    if sig == 9 or sig == signal_number(c.config.get("stop_signal") or "SIGTERM"):
+        c.request_stop()
+    send(c, sig)
 
 
 def cmd_wait(args) -> int:

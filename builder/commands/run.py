@@ -77,6 +77,13 @@ FLAGS = (
     Flag("tmpfs", "append", help="mount a tmpfs: DST[:OPTS] (OPTS: size=64m,mode=1777,ro,...)"),
     Flag("interactive", "bool", short="i", help="keep stdin open"),
     Flag("tty", "bool", short="t", help="allocate a pseudo-terminal"),
+    # --- attach: detach keys ---
+    Flag("detach-keys", metavar="string",
+         help="the keys that detach from the container (`create` then `start -a -i`, `attach`): "
+              "ctrl-<a-z@[\\]^_>, DEL or a character, comma-separated (default ctrl-p,ctrl-q). "
+              "A foreground run has no supervisor to leave the container with: there they are "
+              "only checked, and typed into the container like any key"),
+    # --- end attach ---
     Flag("init", "bool", help="run an init as pid 1 that forwards signals and reaps processes "
                               "(the command is then pid 2)"),
     Flag("memory", short="m", metavar="bytes", help="memory limit (b, k, m, g units)"),
@@ -519,6 +526,8 @@ def _detach(root: str, image_id: str, image_config: dict, lowerdirs: list[str], 
     for key, given in (("init", args.init), ("tty", args.tty), ("interactive", args.interactive)):
         if given:
             record[key] = True
+    if args.interactive and getattr(args, "create_only", False):   # --- attach ---
+        record["stdin_once"] = True   # docker's StdinOnce (create -i): an attached stdin's end closes it
     if mounts:
         record["mounts"] = mounts
     record.update({k: v for k, v in (net or {}).items() if v})
@@ -564,6 +573,12 @@ def cmd_run(args) -> int:
         print("pybuild: error: the input device is not a TTY", file=sys.stderr)
         return 1        # docker's CheckTty, before anything is made
     try:
+        if args.detach_keys:        # --- attach: docker's line for bad keys, before anything
+            from runtime.tty import detach_keys
+            try:
+                detach_keys(args.detach_keys)
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
         _network(args, {}, check_only=True)     # bad -p/--network/--add-host: before any pull
         privileges = _privileges(args)          # bad --cap-add/--device too
         dns = _dns(args)                        # --- dns: and a bad --mac-address ---

@@ -37,14 +37,15 @@ NAMESPACES = (("ipc", kernel.CLONE_NEWIPC), ("uts", kernel.CLONE_NEWUTS),
 def run(pid1: int, argv: list[str], env: list[str], cwd: str, user: str, *,
         detach: bool = False, stdin: int | None = None, terminal: bool = False,
         security_opt: list[str] | None = None, privileged: bool = False,
-        capmask: int = caps.DEFAULT_CAP_MASK) -> int:
+        capmask: int = caps.DEFAULT_CAP_MASK, detach_keys: bytes | None = None) -> int:
     """Run argv in the namespaces, root and cgroups of the process `pid1` (a container's pid 1,
     host pid); return its exit status (128+n for signal n; 0 at once with `detach`).
     terminal: a pty in the container, relayed to this process's stdout (and stdin when given).
     capmask: the command's capabilities (runtime.caps.mask of the container's flags).
     ContainerError when the container is gone; SandboxError (one line) when the command cannot
     be set up. security_opt, privileged: the container's (its record's): the same seccomp
-    filter (none when privileged, as docker) and no_new_privs as its pid 1 got."""
+    filter (none when privileged, as docker) and no_new_privs as its pid 1 got. detach_keys:
+    typed on the terminal, they raise tty.Detached and the command runs on (_let_run)."""
     secure = seccomp.policy(security_opt, capmask, privileged)
     fds: list[int] = []
     try:
@@ -80,7 +81,11 @@ def run(pid1: int, argv: list[str], env: list[str], cwd: str, user: str, *,
     try:
         if master is not None:
             try:
-                tty.relay(master, pid, stdin is not None)
+                tty.relay(master, pid, stdin is not None, detach_keys)
+            except tty.Detached:    # --- attach: exec -it's detach keys ---
+                _let_run(master, pid)
+                os.close(r)
+                raise
             finally:
                 os.close(master)
         _, status = os.waitpid(pid, 0)
@@ -94,6 +99,35 @@ def run(pid1: int, argv: list[str], env: list[str], cwd: str, user: str, *,
     if error.startswith("E "):
         raise SandboxError(error[2:].strip())
     return code
+
+
+def _let_run(master: int, joiner: int) -> None:
+    """After a detach: a process of its own (out of our session, holding nothing else) reads
+    the pty master until the command has closed it, so the command runs on, its output
+    dropped, as docker exec's does once detached; the joiner leaves our process group, so the
+    SIGHUP of our terminal going away is not relayed to the command."""
+    try:
+        os.setpgid(joiner, joiner)
+    except OSError:
+        pass
+    pid = os.fork()
+    if pid == 0:
+        try:
+            if os.fork() == 0:
+                os.setsid()
+                devnull = os.open(os.devnull, os.O_RDWR)
+                for i in (0, 1, 2):
+                    os.dup2(devnull, i)
+                close_except([master])
+                try:
+                    while os.read(master, 65536):
+                        pass
+                except OSError:     # EIO: the last slave fd is closed
+                    pass
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+# --- end attach ---
 
 
 def close_except(keep) -> None:

@@ -9,8 +9,9 @@ the one line saying the container runs (or why not). The supervisor then:
   the upper/work dirs in the container's dir, stdin on /dev/null, stdout and stderr into pipes;
 - writes what comes out of them to `<id>-json.log` in docker's json-file format, a line per
   object {"log": "...\\n", "stream": "stdout"|"stderr", "time": RFC3339Nano}, rotated as
-  --log-opt max-size/max-file say (_Log); with -t the pty's output is its stdout, and with -i -t
-  clients of `start -a -i` attach to the pty through runtime.containers.attach's socket;
+  --log-opt max-size/max-file say (_Log); with -t the pty's output is its stdout; clients of
+  `attach` and `start -a` get the output live, and type into the pty (-i -t) or the stdin pipe
+  (-i), through runtime.containers.attach's socket (imported once a client comes);
 - records running (its own cache.owner token, the tree's pid, start time) and re-execs itself as
   the lean `monitor` (same pid and start time; see _become_monitor), which runs the container's
   HEALTHCHECK probes if it has one (runtime.containers.health, imported only then), records
@@ -38,17 +39,24 @@ HERE = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 _CHUNK = 16 * 1024   # docker's json-file splits a line longer than its 16 KiB buffer
 
 
-def spawn(root: str, cid: str, timeout: float = 30.0) -> str | None:
-    """Start the supervisor of container `cid`; return None once it runs, else the error line."""
+def spawn(root: str, cid: str, timeout: float = 30.0, client: int | None = None,
+          winsize: bytes | None = None) -> str | None:
+    """Start the supervisor of container `cid`; return None once it runs, else the error line.
+    client: an attach connection (`start -a`) the supervisor serves from the start; winsize:
+    the size its pty opens at (-t)."""
     import subprocess
 
     r, w = os.pipe()
+    # --- attach: start -a's connection and window size ---
+    extra = f", client={client}, winsize={winsize!r}" if client is not None else ""
     code = (f"import sys; sys.path.insert(0, {HERE!r}); "
-            f"from runtime.containers.supervisor import main; main({root!r}, {cid!r}, {w})")
+            f"from runtime.containers.supervisor import main; main({root!r}, {cid!r}, {w}{extra})")
     try:
         subprocess.Popen([sys.executable, "-I", "-S", "-c", code], stdin=subprocess.DEVNULL,
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/",
-                         pass_fds=(w,), start_new_session=True)
+                         pass_fds=(w,) + ((client,) if client is not None else ()),
+                         start_new_session=True)
+    # --- end attach ---
     finally:
         os.close(w)
     try:
@@ -135,13 +143,16 @@ class _LogWriter:
 
 
 def main(root: str, cid: str, ready_fd: int, restarts: int | None = None, lock_fd: int = -1,
-         backoff: float = 0.0) -> None:
+         backoff: float = 0.0, client: int = -1, winsize: bytes | None = None) -> None:
     """The supervisor's life; never returns (os._exit). `restarts` is None for a start (`run
     -d`, `start`); the restart policy comes back here with the count so far, the lock it holds
-    and the current backoff (ready_fd -1: nobody waits for this start)."""
+    and the current backoff (ready_fd -1: nobody waits for this start). client, winsize: see
+    spawn."""
     code = 125
     try:
-        code = _supervise(root, cid, ready_fd, restarts, lock_fd, backoff)
+        if client >= 0:
+            os.set_inheritable(client, False)
+        code = _supervise(root, cid, ready_fd, restarts, lock_fd, backoff, client, winsize)
     except BaseException as e:  # noqa: BLE001 - reported through the ready pipe or state.json
         _tell(ready_fd, f"E {e}".replace("\n", " "))
     os._exit(code)
@@ -156,7 +167,7 @@ def _tell(fd: int, line: str) -> None:
 
 
 def _supervise(root: str, cid: str, ready_fd: int, restarts: int | None, lock_fd: int,
-               backoff: float) -> int:
+               backoff: float, client: int = -1, winsize: bytes | None = None) -> int:
     from cache.leases import Leases
     from runtime import mountns, process
     from runtime.containers.state import Containers, now
@@ -220,6 +231,9 @@ def _supervise(root: str, cid: str, ready_fd: int, restarts: int | None, lock_fd
                        # --- dns: --dns/--dns-search/--dns-option, --mac-address ---
                        dns=cfg.get("dns"), mac_address=cfg.get("mac_address") or "",
                        connected=connected)
+    if winsize and spec.tty:    # --- attach: start -a -i: the pty at the terminal's size ---
+        from runtime import tty
+        tty.initial_size = winsize
     try:
         if net_error is not None:
             raise SandboxError(net_error)
@@ -241,11 +255,15 @@ def _supervise(root: str, cid: str, ready_fd: int, restarts: int | None, lock_fd
         from runtime import tty
         peer = tty.hold_peer(tree.tty)      # so the master reads no EIO before the tree ends
         keep += [tree.tty] + ([peer] if peer is not None else [])
-    attach = None
-    if tree.tty is not None and cfg.get("interactive"):     # start -a -i / attach
-        from runtime.containers import attach as attaching
-        attach = attaching.listen(c.path)
-        keep.append(attach)
+    # --- attach: every container's attach socket, -i's pipe and start -a's client ---
+    from runtime.containers import attach as attaching
+    try:
+        listening = attaching.listen(c.path)
+    except OSError:     # the container runs all the same, without attach
+        listening = None
+    attach = (listening, hold, client if client >= 0 else None)
+    keep += [fd for fd in attach[:1] + attach[2:] if fd is not None]
+    # --- end attach ---
     health = {}
     if cfg.get("healthcheck"):
         from runtime.containers.health import probe_argv
@@ -267,7 +285,7 @@ def _supervise(root: str, cid: str, ready_fd: int, restarts: int | None, lock_fd
 
 
 def _become_monitor(root: str, cid: str, tree, out_r: int, err_r: int, log: int, lock: int,
-                    run: tuple, extra: list[int], attach: int | None) -> None:
+                    run: tuple, extra: list[int], attach: tuple | None) -> None:
     """Re-exec this process as a lean monitor (the same pid and start time, so its cache.owner
     token, lease, lock and children stay; PR_SET_PDEATHSIG does not fire on exec): the modules
     that set the tree up (ctypes, the sandbox, the seccomp policy, ...) are not kept in memory
@@ -304,7 +322,7 @@ def _become_monitor(root: str, cid: str, tree, out_r: int, err_r: int, log: int,
 
 
 def monitor(root: str, cid: str, out_r: int, err_r: int, log: int, mem: int, lock: int = -1,
-            run: tuple = (0, 0.0), master: int | None = None, attach: int | None = None) -> None:
+            run: tuple = (0, 0.0), master: int | None = None, attach: tuple | None = None) -> None:
     """The lean supervisor after the re-exec: log the container's output, then record its end.
     Never returns."""
     try:
@@ -332,7 +350,7 @@ def monitor(root: str, cid: str, out_r: int, err_r: int, log: int, mem: int, loc
 
 
 def _monitor(cs, c, out_r: int, err_r: int, log: int, get_tree, lock: int, run: tuple,
-             master: int | None = None, attach: int | None = None) -> int:
+             master: int | None = None, attach: tuple | None = None) -> int:
     """Log the tree's output (its pty's with -t; attached clients served; health probed) until
     it ends; record the end, then apply the restart policy (see _restart) or remove a --rm
     container."""
@@ -348,7 +366,8 @@ def _monitor(cs, c, out_r: int, err_r: int, log: int, get_tree, lock: int, run: 
                cfg.get("log_max_file") or 1)
     err = _LogWriter(log, "stderr", now)
     out = _LogWriter(log, "stdout", now)
-    _pump({out_r: out, err_r: err}, master and (master, out), attach, checker)
+    clients = _pump({out_r: out, err_r: err}, master and (master, out), attach, checker,
+                    bool(cfg.get("stdin_once")), bool(cfg.get("interactive")))
     if checker is not None:
         checker.close()
     error = None
@@ -359,6 +378,8 @@ def _monitor(cs, c, out_r: int, err_r: int, log: int, get_tree, lock: int, run: 
         code, error = tree.returncode or 125, str(e)
         err.feed(f"pybuild: error: {error}\n".encode())
     log.close()
+    if clients is not None:     # --- attach: the clients learn the exit code ---
+        clients.finish(code)
     if c is None:
         return 0
     try:
@@ -457,31 +478,44 @@ def _token() -> str:
     return owner.token()
 
 
-def _pump(writers: dict, tty=None, attach: int | None = None, checker=None) -> None:
+# --- attach: _pump and _relay_pty serve the attached clients ---
+def _pump(writers: dict, tty=None, attach: tuple | None = None, checker=None,
+          stdin_once: bool = False, interactive: bool = False):
     """Copy each pipe into its log writer until every writer of every pipe has closed it (the
     container's pid namespace is gone by then: the keeper holds them to its end). tty: (pty
     master, its writer), read alongside (a peer held, so it reads no early EIO) and drained
-    without blocking once the pipes are done; attach: the listening socket of `start -a -i`;
-    checker: the health checker, whose probes run meanwhile."""
+    without blocking once the pipes are done; attach: (the listening socket, -i's pipe, start
+    -a's connection): runtime.containers.attach.Clients is made once a client comes, and
+    returned (None if none came) for the exit code; checker: the health checker, whose probes
+    run meanwhile."""
     poll = select.poll()
     for fd in writers:
         poll.register(fd, select.POLLIN)
     master, tty_writer = tty or (None, None)
     if master is not None:
         poll.register(master, select.POLLIN)
+    listen, stdin_w, client = attach or (None, None, None)
     clients = None
-    if attach is not None:
+
+    def attached():
         from runtime.containers.attach import Clients
-        clients = Clients(attach, master, poll)
+        return Clients(poll, listen, master, stdin_w, stdin_once, interactive)
+    if listen is not None:
+        poll.register(listen, select.POLLIN)
+    if client is not None:
+        clients = attached()
+        clients.adopt(client)
     probing: tuple = ()
     while writers:
         wait = None if checker is None else int(checker.due() * 1000) + 1
-        for fd, _ in poll.poll(wait):
+        for fd, events in poll.poll(wait):
             if fd == master:
-                if not _relay_pty(fd, tty_writer, clients):
+                if _relay_pty(fd, tty_writer, clients) is False:
                     poll.unregister(fd)
                 continue
-            if clients and clients.handle(fd):
+            if fd == listen and clients is None:
+                clients = attached()
+            if clients and clients.handle(fd, events):
                 continue
             if fd not in writers:
                 if checker is not None:
@@ -490,6 +524,8 @@ def _pump(writers: dict, tty=None, attach: int | None = None, checker=None) -> N
             data = os.read(fd, 65536)
             if data:
                 writers[fd].feed(data)
+                if clients:
+                    clients.send(b"2" if writers[fd].stream == "stderr" else b"1", data)
             else:
                 writers.pop(fd).close()
                 poll.unregister(fd)
@@ -508,18 +544,21 @@ def _pump(writers: dict, tty=None, attach: int | None = None, checker=None) -> N
         while _relay_pty(master, tty_writer, clients):
             pass
         tty_writer.close()
-    if clients:
-        clients.close()
+    return clients
 
 
-def _relay_pty(master: int, writer, clients) -> bool:
-    """One read of the pty master into the log (and the attached clients); False at its end."""
+def _relay_pty(master: int, writer, clients) -> bool | None:
+    """One read of the pty master into the log (and the attached clients); False at its end,
+    None when it has nothing now (attach made it non-blocking)."""
     try:
         data = os.read(master, 65536)
+    except BlockingIOError:
+        return None
     except OSError:
         data = b""
     if data:
         writer.feed(data)
         if clients:
-            clients.send(data)
+            clients.send(b"1", data)
     return bool(data)
+# --- end attach ---
