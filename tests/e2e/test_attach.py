@@ -15,13 +15,11 @@ import time
 
 import pytest
 import test_containers
-import test_isolation_caps_devices
 from busybox_fixture import REPO, run_pybuild
 from e2e_helpers import ok, one_error_line
 from test_containers import poll, run_d, traces
 
 root = test_containers.root     # the fixture: a busybox store, every container removed after
-docker_busybox = test_isolation_caps_devices.docker_busybox     # the dockerd with busybox loaded
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="containers need root (run as root)")
 
