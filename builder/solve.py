@@ -39,6 +39,8 @@ class BuildOptions:
     secrets: dict[str, Path] = field(default_factory=dict)
     ssh: dict[str, str] = field(default_factory=dict)   # --ssh ID -> an agent socket path
     extra_hosts: list[str] = field(default_factory=list)    # --add-host, as /etc/hosts lines
+    shm_size: int = 0                                       # --shm-size (0: 64 MiB)
+    ulimits: list = field(default_factory=list)             # --ulimit (runtime.ulimits.parse)
     epoch: int | None = 0  # builder.sourcedate; None: --timestamp now (wall clock, real times)
     pull: PullOptions = field(default_factory=PullOptions)
     cache_from: list = field(default_factory=list)  # builder.cacheopts.CacheSpec, asked in order

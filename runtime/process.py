@@ -166,6 +166,9 @@ def start(spec: SandboxSpec) -> ProcessTree:
     require_root()
     specs.validate(spec)
     secure = _policy(spec)
+    if spec.ulimits:    # imported here: after pivot_root the host's modules cannot be found
+        from runtime import ulimits
+        ulimits.load()
     net = None
     if spec.network == "bridge":
         from runtime.network.attach import Attachment
@@ -545,6 +548,10 @@ def _exec(spec: SandboxSpec, user: users.ExecUser, env: dict[str, str], w: int, 
         if not cwd.startswith("/"):
             raise SandboxError(f"working directory {spec.cwd} is outside the container")
         _joined(joined)         # the command never runs outside its cgroups
+        if spec.ulimits:        # --ulimit: while CAP_SYS_RESOURCE may still be held (runc's order)
+            from runtime import ulimits  # loaded by start(), before the pivot
+
+            ulimits.apply(spec.ulimits)
         secure.before_drop()
         caps.drop_to(capmask, user)
         _still_parented(alive)

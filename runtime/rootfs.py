@@ -58,12 +58,12 @@ _NO_LINKS = kernel.RESOLVE_IN_ROOT | kernel.RESOLVE_NO_SYMLINKS | kernel.RESOLVE
 class MountPlan(Record):
     """What `setup` mounts; built on the host, used in the child (plain data, no fds)."""
     _fields = ("rootdir", "lowerdirs", "upperdir", "workdir", "etc_files", "mounts", "new_netns",
-               "tree", "readonly", "devices", "privileged")
+               "tree", "readonly", "devices", "privileged", "shm_size")
 
     def __init__(self, rootdir: str, lowerdirs: list[str], upperdir: str, workdir: str,
                  etc_files: dict[str, str], mounts: list | None = None, new_netns: bool = False,
                  tree: str = "", readonly: bool = False, devices: list | None = None,
-                 privileged: bool = False):
+                 privileged: bool = False, shm_size: int = 0):
         self.rootdir = rootdir
         self.lowerdirs = lowerdirs
         self.upperdir = upperdir
@@ -75,6 +75,7 @@ class MountPlan(Record):
         self.readonly = readonly    # --read-only: the root mount read-only (its sub-mounts are not)
         self.devices = [] if devices is None else devices   # device_nodes: made with mknod
         self.privileged = privileged    # --privileged: no masked or read-only paths, rw sysfs
+        self.shm_size = shm_size        # /dev/shm's size in bytes; 0: docker's 64 MiB
 
 
 def _fdpath(fd: int) -> str:
@@ -342,7 +343,7 @@ def _check_char(fd: int, path: str, major: int, minor: int) -> None:
         raise SandboxError(f"host {path} is not the expected device {major}:{minor}; refusing to use it")
 
 
-def _setup_dev(rootfd: int, rootdir: str) -> None:
+def _setup_dev(rootfd: int, rootdir: str, shm_size: int = 0) -> None:
     fd = _real_dir(rootfd, "/dev")
     try:
         kernel.mount("tmpfs", _fdpath(fd), "tmpfs", kernel.MS_NOSUID | kernel.MS_STRICTATIME,
@@ -359,7 +360,8 @@ def _setup_dev(rootfd: int, rootdir: str) -> None:
                  "newinstance,ptmxmode=0666,mode=0620,gid=5")
     os.mkdir(os.path.join(dev, "shm"), 0o1777)
     kernel.mount("shm", os.path.join(dev, "shm"), "tmpfs",
-                 kernel.MS_NOSUID | kernel.MS_NODEV | kernel.MS_NOEXEC, "mode=1777,size=65536k")
+                 kernel.MS_NOSUID | kernel.MS_NODEV | kernel.MS_NOEXEC,
+                 f"mode=1777,size={(shm_size or 64 << 20) // 1024}k")
     os.mkdir(os.path.join(dev, "mqueue"), 0o755)
     try:
         kernel.mount("mqueue", os.path.join(dev, "mqueue"), "mqueue",
@@ -501,7 +503,7 @@ def setup(plan: MountPlan, created: list) -> None:
             kernel.mount("proc", _fdpath(fd), "proc", kernel.MS_NOSUID | kernel.MS_NOEXEC | kernel.MS_NODEV)
         finally:
             os.close(fd)
-        _setup_dev(rootfd, plan.rootdir)
+        _setup_dev(rootfd, plan.rootdir, plan.shm_size)
         if plan.devices:
             _make_nodes(rootfd, plan.devices)
         _setup_sys(rootfd, plan.new_netns, plan.privileged)

@@ -78,7 +78,7 @@ class RunDir:
                                          upperdir=self.upper, workdir=work, etc_files=etc_files,
                                          mounts=list(spec.mounts),
                                          new_netns=spec.network != "host", tree=self.tree,
-                                         readonly=spec.readonly_rootfs)
+                                         readonly=spec.readonly_rootfs, shm_size=spec.shm_size)
         except BaseException:
             self.remove()
             raise

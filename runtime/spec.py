@@ -76,7 +76,8 @@ class SandboxSpec(Record):
                "privileged", "cap_add", "cap_drop", "devices",
                "endpoint",
                # --- dns: --dns/--dns-search/--dns-option, --mac-address ---
-               "dns", "mac_address", "connected")
+               "dns", "mac_address", "connected",
+               "shm_size", "ulimits")
 
     def __init__(self, lowerdirs: list | None = None, upperdir: str | os.PathLike | None = None,
                  workdir: str | os.PathLike | None = None, argv: list[str] | None = None,
@@ -95,8 +96,11 @@ class SandboxSpec(Record):
                  cap_drop: list[str] | None = None, devices: list[dict] | None = None,
                  endpoint=None,
                  # --- dns: --dns/--dns-search/--dns-option, --mac-address ---
-                 dns: dict | None = None, mac_address: str = "", connected: list | None = None):
+                 dns: dict | None = None, mac_address: str = "", connected: list | None = None,
+                 shm_size: int = 0, ulimits: list[dict] | None = None):
         self.lowerdirs = [] if lowerdirs is None else lowerdirs   # layer dirs, top first
+        self.shm_size = shm_size        # --shm-size: /dev/shm's bytes (0: docker's 64 MiB)
+        self.ulimits = [] if ulimits is None else ulimits   # --ulimit (runtime.ulimits.parse)
         self.upperdir = upperdir
         self.workdir = workdir
         self.argv = [] if argv is None else argv

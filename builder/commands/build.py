@@ -47,6 +47,9 @@ def register(sub) -> None:
                    help="a secret for RUN --mount=type=secret")
     p.add_argument("--add-host", action="append", default=[], metavar="HOST:IP",
                    help="add a line to RUN steps' /etc/hosts (IP may be host-gateway)")
+    p.add_argument("--shm-size", metavar="bytes", help="size of RUN steps' /dev/shm (default 64m)")
+    p.add_argument("--ulimit", action="append", default=[], metavar="NAME=SOFT[:HARD]",
+                   help="a resource limit for RUN steps (nofile, nproc, core, ...)")
     p.add_argument("--ssh", action="append", default=[], metavar="default|ID[=SOCKET|KEY,...]",
                    help="an SSH agent for RUN --mount=type=ssh: default ($SSH_AUTH_SOCK), an "
                         "agent socket, or private key files (served by an ssh-agent of its own)")
@@ -156,6 +159,19 @@ def _extra_hosts(values: list[str]) -> list[str]:
 
     try:
         return [etcfiles.parse_add_host(v) for v in values]
+    except SandboxError as e:
+        raise BuildError(str(e)) from None
+
+
+def _run_limits(args) -> dict:
+    """--shm-size and --ulimit for every RUN: run's parser (builder.commands.run), as
+    BuildOptions fields."""
+    from builder.commands.run import process_limits
+    from builder.errors import BuildError
+    from runtime.errors import SandboxError
+
+    try:
+        return process_limits(args.shm_size, args.ulimit)
     except SandboxError as e:
         raise BuildError(str(e)) from None
 
@@ -330,7 +346,7 @@ def _build(args, build_args: dict, store) -> int:
             no_cache_filter=[s.strip().lower() for f in args.no_cache_filter for s in f.split(",")
                              if s.strip()],
             labels=labels, network=args.network, secrets=secrets, ssh=ssh, epoch=epoch,
-            extra_hosts=_extra_hosts(args.add_host),
+            extra_hosts=_extra_hosts(args.add_host), **_run_limits(args),
             explain_cache=args.explain_cache,  # --- reprotime ---
             pull=PullOptions("always" if args.pull else "missing", args.tls_verify),
             **build_options(args.cache_to, args.cache_from))

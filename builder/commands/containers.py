@@ -693,7 +693,7 @@ def cmd_exec(args) -> int:
                         stdin=0 if args.interactive else None, terminal=args.tty,
                         security_opt=cfg.get("security_opt"), capmask=capmask,
                         privileged=bool(cfg.get("privileged") or args.privileged),
-                        detach_keys=keys)
+                        detach_keys=keys, ulimits=cfg.get("ulimits"))
     except tty.Detached as e:   # --- attach: the command runs on (docker exec's line, exit 1)
         print(e, file=sys.stderr)
         return 1

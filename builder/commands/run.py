@@ -92,6 +92,8 @@ FLAGS = (
     Flag("cpus", metavar="decimal", help="number of CPUs (e.g. 0.5)"),
     Flag("cpu-shares", short="c", help="CPU shares (relative weight)"),
     Flag("pids-limit", help="maximum number of processes (-1 unlimited)"),
+    Flag("shm-size", metavar="bytes", help="size of /dev/shm (default 64m)"),
+    Flag("ulimit", "append", help="a resource limit NAME=SOFT[:HARD] (nofile, nproc, core, ...)"),
     Flag("pull", "choice", default="missing", choices=("always", "missing", "never"),
          help="pull the image: when missing, always, or never"),
     Flag("tls-verify", default=True, metavar="bool", convert=_tls_verify,
@@ -368,6 +370,26 @@ def _security(args) -> list[str]:
     return cli_options(args.security_opt)
 
 
+def process_limits(shm_size: str | None, ulimit: list[str]) -> dict:
+    """--shm-size and --ulimit as the record (and SandboxSpec) keep them, checked with docker's
+    lines; {} when neither is given (build takes them too)."""
+    from runtime.errors import ConfigError
+
+    out: dict = {}
+    if shm_size:
+        from runtime.cgroups import parse_size
+
+        out["shm_size"] = parse_size(shm_size, "--shm-size")
+        if out["shm_size"] <= 0:
+            raise ConfigError(f'invalid argument "{shm_size}" for "--shm-size" flag: '
+                              "must be greater than 0")
+    if ulimit:
+        from runtime import ulimits
+
+        out["ulimits"] = ulimits.parse_all(ulimit)
+    return out
+
+
 def _privileges(args) -> dict:
     """--cap-add, --cap-drop, --privileged and --device as the record keeps them (the names as
     given, docker's HostConfig.Devices), checked with docker's lines; {} when none is given."""
@@ -581,6 +603,7 @@ def cmd_run(args) -> int:
                 raise ConfigError(str(e)) from None
         _network(args, {}, check_only=True)     # bad -p/--network/--add-host: before any pull
         privileges = _privileges(args)          # bad --cap-add/--device too
+        privileges.update(process_limits(args.shm_size, args.ulimit))
         dns = _dns(args)                        # --- dns: and a bad --mac-address ---
         limits = _limits(args)
         security = _security(args)

@@ -39,9 +39,12 @@ def run_step(run, ins: ast.Run, n: int) -> None:
     inputs = {"argv": argv, "env": env, "user": cfg.get("User") or "", "cwd": cwd,
               "network": network, "mounts": [m.key for m in mounts],
               "heredocs": [[h.name, h.content] for h in ins.heredocs]}
-    hosts = run.solver.opts.extra_hosts
-    if hosts:                   # --add-host: BuildKit's exec op keys its extra hosts too
-        inputs["extra_hosts"] = hosts
+    opts = run.solver.opts
+    hosts = opts.extra_hosts
+    for name, value in (("extra_hosts", hosts), ("shm_size", opts.shm_size),
+                        ("ulimits", opts.ulimits)):
+        if value:               # --add-host, --shm-size, --ulimit: BuildKit keys its exec meta
+            inputs[name] = value
 
     def execute(vertex):
         from runtime.sandbox import run as sandbox_run
@@ -66,7 +69,7 @@ def run_step(run, ins: ast.Run, n: int) -> None:
                     env=script_env, cwd=cwd, user=cfg.get("User") or "",
                     hostname=run.solver.opts.build_args.get("BUILDKIT_SANDBOX_HOSTNAME", "buildkitsandbox"),
                     network="none" if network == "none" else "host", mounts=sandbox_mounts,
-                    extra_hosts=hosts,
+                    extra_hosts=hosts, shm_size=opts.shm_size, ulimits=opts.ulimits,
                     stdin=devnull, stdout=w, stderr=w)
                 rc = sandbox_run(spec)
             finally:

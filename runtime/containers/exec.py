@@ -37,7 +37,8 @@ NAMESPACES = (("ipc", kernel.CLONE_NEWIPC), ("uts", kernel.CLONE_NEWUTS),
 def run(pid1: int, argv: list[str], env: list[str], cwd: str, user: str, *,
         detach: bool = False, stdin: int | None = None, terminal: bool = False,
         security_opt: list[str] | None = None, privileged: bool = False,
-        capmask: int = caps.DEFAULT_CAP_MASK, detach_keys: bytes | None = None) -> int:
+        capmask: int = caps.DEFAULT_CAP_MASK, detach_keys: bytes | None = None,
+        ulimits: list[dict] | None = None) -> int:
     """Run argv in the namespaces, root and cgroups of the process `pid1` (a container's pid 1,
     host pid); return its exit status (128+n for signal n; 0 at once with `detach`).
     terminal: a pty in the container, relayed to this process's stdout (and stdin when given).
@@ -45,8 +46,12 @@ def run(pid1: int, argv: list[str], env: list[str], cwd: str, user: str, *,
     ContainerError when the container is gone; SandboxError (one line) when the command cannot
     be set up. security_opt, privileged: the container's (its record's): the same seccomp
     filter (none when privileged, as docker) and no_new_privs as its pid 1 got. detach_keys:
-    typed on the terminal, they raise tty.Detached and the command runs on (_let_run)."""
+    typed on the terminal, they raise tty.Detached and the command runs on (_let_run).
+    ulimits: the container's --ulimit (its record's), set as on its pid 1 (runc exec)."""
     secure = seccomp.policy(security_opt, capmask, privileged)
+    if ulimits:         # imported on the host: after the mount setns nothing more can be
+        from runtime import ulimits as _ulimits
+        _ulimits.load()
     fds: list[int] = []
     try:
         for name, _ in NAMESPACES:
@@ -67,6 +72,7 @@ def run(pid1: int, argv: list[str], env: list[str], cwd: str, user: str, *,
     pid = os.fork()
     if pid == 0:
         _joiner(fds[:-1], root, joins, stdio, argv, env, cwd, user, w, detach, csock,
+                ulimits or [],
                 secure, capmask)  # never returns
     for fd in fds + joins + [w, devnull]:
         os.close(fd)
@@ -158,7 +164,7 @@ def _report(w: int, e: BaseException) -> None:
 
 # --- the children (never return). After the chroot nothing may be imported. ----------------
 
-def _joiner(nsfds, root, joins, stdio, argv, env, cwd, user, w, detach, csock, secure,
+def _joiner(nsfds, root, joins, stdio, argv, env, cwd, user, w, detach, csock, limits, secure,
             capmask) -> None:
     code = 126
     try:
@@ -178,7 +184,7 @@ def _joiner(nsfds, root, joins, stdio, argv, env, cwd, user, w, detach, csock, s
         pts = tty.send_new_pty(csock) if csock is not None else None
         child = os.fork()           # the first process that is inside the pid namespace
         if child == 0:
-            _command(argv, env, cwd, user, w, detach, joins, pts, secure, capmask)
+            _command(argv, env, cwd, user, w, detach, joins, pts, secure, capmask, limits)
         if detach:
             os.close(w)             # the caller reads it to its end: B's exec or error
             for sig in process.FORWARDED_SIGNALS:
@@ -195,7 +201,7 @@ def _joiner(nsfds, root, joins, stdio, argv, env, cwd, user, w, detach, csock, s
     os._exit(code)
 
 
-def _command(argv, env, cwd, user, w, detach, joins, pts, secure, capmask) -> None:
+def _command(argv, env, cwd, user, w, detach, joins, pts, secure, capmask, limits) -> None:
     code = 126
     try:
         for fd in joins:            # "0": this process, into the container's cgroups
@@ -207,6 +213,11 @@ def _command(argv, env, cwd, user, w, detach, joins, pts, secure, capmask) -> No
             os.setsid()
         if pts is not None:
             tty.become_controlling(pts)
+        os.umask(0o022)         # runc exec's default, as the container's pid 1 got
+        if limits:
+            from runtime import ulimits
+
+            ulimits.apply(limits)
         who = users.resolve(user, with_gid=True)
         environ = process._environ(env, who)
         try:

@@ -255,7 +255,8 @@ def _probe(c, argv: list[str], w: int) -> None:
                             bool(cfg.get("privileged")))     # the container's, as docker's probe
         code = cexec.run(pid1, argv, list(cfg.get("env") or []), cfg.get("cwd") or "/",
                          cfg.get("user") or "", security_opt=cfg.get("security_opt"),
-                         privileged=bool(cfg.get("privileged")), capmask=capmask)
+                         privileged=bool(cfg.get("privileged")), capmask=capmask,
+                         ulimits=cfg.get("ulimits"))
     except BaseException as e:  # noqa: BLE001 - the probe's output says why
         try:
             os.write(2, f"{e}\n".encode())

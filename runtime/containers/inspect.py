@@ -157,6 +157,9 @@ def doc(c) -> dict:
             "Devices": [{k: d[k] for k in ("PathOnHost", "PathInContainer", "CgroupPermissions")}
                         for d in cfg.get("devices") or []],
             "LogConfig": {"Type": "json-file", "Config": cfg.get("log_config") or {}},
+            "ShmSize": cfg.get("shm_size") or 64 << 20,
+            "Ulimits": [{k: u[k] for k in ("Name", "Hard", "Soft")}     # go-units' order
+                        for u in cfg.get("ulimits") or []] or None,
             # --- dns: --dns, --dns-search, --dns-option (docker's [] when none) ---
             **{key: list((cfg.get("dns") or {}).get(part) or [])
                for key, part in (("Dns", "servers"), ("DnsSearch", "search"),

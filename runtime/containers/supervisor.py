@@ -230,7 +230,8 @@ def _supervise(root: str, cid: str, ready_fd: int, restarts: int | None, lock_fd
                        cap_drop=cfg.get("cap_drop") or [], devices=cfg.get("devices") or [],
                        # --- dns: --dns/--dns-search/--dns-option, --mac-address ---
                        dns=cfg.get("dns"), mac_address=cfg.get("mac_address") or "",
-                       connected=connected)
+                       connected=connected, shm_size=cfg.get("shm_size") or 0,
+                       ulimits=cfg.get("ulimits") or [])
     if winsize and spec.tty:    # --- attach: start -a -i: the pty at the terminal's size ---
         from runtime import tty
         tty.initial_size = winsize

@@ -104,7 +104,7 @@ def test_inspect_fields_and_format(root):
 
     assert ok(run_pybuild("inspect", "-f", "{{.State.Status}}", "insp")).stdout == "running\n"
     assert ok(run_pybuild("container", "inspect", "-f", "{{.Name}} {{json .Config.Cmd}}",
-                          cid[:8])).stdout == '/insp ["sleep", "30"]\n'
+                          cid[:8])).stdout == '/insp ["sleep","30"]\n'   # Go's json: compact
     # a container first, then an image, as docker; --type picks one
     r = ok(run_pybuild("inspect", "-f", "{{.Id}}", "insp", "busybox"))
     assert r.stdout.splitlines()[0] == cid and r.stdout.splitlines()[1].startswith("sha256:")
