@@ -196,6 +196,20 @@ class Detached(Exception):
         return "read escape sequence"      # docker's words (moby/term's EscapeError)
 
 
+def chosen_detach_keys(text: str | None) -> bytes:
+    """The keys a client watches for: --detach-keys `text`, else docker's config.json
+    `detachKeys`, else ctrl-p,ctrl-q (docker's order). ValueError for a bad one."""
+    if text is None:
+        import json
+
+        from cache.registry.auth import docker_config_path
+        try:
+            text = json.loads(docker_config_path().read_bytes()).get("detachKeys")
+        except (OSError, ValueError, AttributeError):
+            text = None
+    return detach_keys(text)
+
+
 def detach_keys(text: str | None) -> bytes:
     """docker's --detach-keys (moby/term ToBytes): comma-separated `ctrl-<a-z@[\\]^_>`, `DEL`
     or single characters; None or "" is ctrl-p,ctrl-q. ValueError in docker's words."""

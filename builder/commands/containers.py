@@ -801,16 +801,8 @@ def _detach_keys(text: str | None) -> bytes:
     from runtime import tty
     from runtime.errors import ContainerError
 
-    if text is None:
-        import json
-
-        from cache.registry.auth import docker_config_path
-        try:
-            text = json.loads(docker_config_path().read_bytes()).get("detachKeys")
-        except (OSError, ValueError, AttributeError):
-            text = None
     try:
-        return tty.detach_keys(text)
+        return tty.chosen_detach_keys(text)
     except ValueError as e:
         raise ContainerError(str(e)) from None
 

@@ -534,9 +534,13 @@ def _network(args, cfg, check_only: bool = False) -> tuple[str, dict]:
 
 def _detach(root: str, image_id: str, image_config: dict, lowerdirs: list[str], args, argv,
             extra_env, cwd, user, network, limits, mounts, life: dict,
-            net: dict | None = None) -> int:
+            net: dict | None = None, attached: bool = False) -> int:
     """run -d: a container record, its supervisor started; print the ID once it runs.
-    `create` stops after the record; --rm (auto_remove) has the supervisor remove it at exit."""
+    `create` stops after the record; --rm (auto_remove) has the supervisor remove it at exit.
+    `attached` (a foreground run with --restart, which needs a supervisor): no ID; this
+    process is attached from before the start, as `start -a` (signals proxied, the detach
+    keys leave it running), and exits with the first run's code while the policy goes on, as
+    docker's client does."""
     from runtime.containers import config, supervisor
     from runtime.containers.state import Containers
 
@@ -570,11 +574,52 @@ def _detach(root: str, image_id: str, image_config: dict, lowerdirs: list[str], 
     if getattr(args, "create_only", False):
         print(c.id)
         return 0
+    if attached:
+        return _run_attached(root, c, args.detach_keys)
     error = supervisor.spawn(root, c.id)
     if error is not None:
         return _fail(error)
     print(c.id)
     return 0
+
+
+def _run_attached(root: str, c, keys_text: str | None) -> int:
+    import socket
+
+    from runtime import tty
+    from runtime.containers import attach, supervisor
+    from runtime.containers.inspect import init_pid
+
+    stdin = bool(c.config.get("interactive"))
+    size = tty.stdio_size() if c.config.get("tty") and os.isatty(1) else None
+    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:            # attached before it starts: nothing it writes is missed
+        mine.sendall(attach.hello(stdin, size))
+        error = supervisor.spawn(root, c.id, client=theirs.fileno(), winsize=size)
+        theirs.close()
+        if error is not None:
+            return _fail(error)
+
+        def proxy(sig: int) -> None:
+            pid = init_pid(c.reload())
+            if pid:
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+        try:
+            code = attach.session(mine, stdin=stdin, tty=bool(c.config.get("tty")),
+                                  keys=tty.chosen_detach_keys(keys_text) if stdin else None,
+                                  on_signal=proxy)
+        except tty.Detached:
+            return 0
+        if code is None:
+            c.reload()
+            code = c.state.get("exit_code", 0) if c.status == "exited" else 0
+        return code
+    finally:
+        theirs.close()
+        mine.close()
 
 
 def cmd_run(args) -> int:
@@ -622,15 +667,15 @@ def cmd_run(args) -> int:
             life["security_opt"] = security         # the record's: start and exec apply it too
         life.update(privileges)                 # the record's too (checked once, above)
         life.update(dns)                        # --- dns: the record's, and the spec's below ---
-        if not args.detach and life["restart"]["Name"] != "no":
-            raise ConfigError("--restart needs -d for now (a foreground run has no supervisor)")
+        # a foreground run with a restart policy needs a supervisor: run -d, attached
+        attached = not args.detach and life["restart"]["Name"] != "no"
         mounts = volumes.image_volumes(volumes.parse_all(args.volume, args.mount, args.tmpfs),
                                        cfg.get("Volumes"))
         if mounts:
             mounts = volumes.prepare(root, mounts, lowerdirs)
-        if args.detach:
+        if args.detach or attached:
             return _detach(root, image_id, image_config, lowerdirs, args, argv, extra_env, cwd,
-                           user, network, limits, mounts, life, net)
+                           user, network, limits, mounts, life, net, attached=attached)
         cid = os.urandom(32).hex()
         hostname = config.hostname(args.hostname, cid, network, os.uname().nodename)
         env = config.environment(cfg.get("Env") or [], extra_env, hostname, args.tty)

@@ -218,3 +218,16 @@ def test_log_opt_rotates_the_json_file_log(root):
                          ("max-file=0", "max-file cannot be less than 1")):
         r = one_error_line(run_pybuild("run", "-d", "--log-opt", opt, "busybox", "true"), code=125)
         assert r == f"pybuild: error: {message}"
+
+
+def test_a_foreground_run_with_a_policy_exits_with_the_first_code_and_restarts_on(root):
+    """docker run --restart without -d: attached to the first run (its output, its code), the
+    container goes on under its supervisor; --rm conflicts, as docker says."""
+    r = run_pybuild("run", "--name", "fg", "--network", "none", "--restart", "on-failure:2",
+                    "busybox", "sh", "-c", "echo run; exit 3", timeout=30)
+    assert r.returncode == 3 and r.stdout == "run\n", r.stderr
+    assert poll(lambda: run_pybuild("inspect", "-f", "{{.State.Status}} {{.RestartCount}}",
+                                    "fg").stdout == "exited 2\n", 15)
+    assert ok(run_pybuild("logs", "fg")).stdout == "run\n" * 3
+    one_error_line(run_pybuild("run", "--rm", "--restart", "always", "busybox", "true"),
+                   "Conflicting options: --restart and --rm", code=125)
