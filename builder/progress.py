@@ -27,6 +27,7 @@ class Vertex:
         self.step = False  # a layer step (a replay of the build shows it CACHED)
         self.once = False  # work the next identical build does not do again (a pull)
         self.error: str | None = None
+        self.canceled = False  # the build was interrupted while it ran
         self.tail: deque[str] = deque(maxlen=TAIL_LINES)
         self._partial = b""
 
@@ -87,6 +88,14 @@ class Progress:
             v.error = message
             self.on_error(v)
 
+    def cancel(self, v: Vertex) -> None:
+        """The step was running when the build was interrupted (^C): BuildKit's CANCELED."""
+        with self.lock:
+            self._flush_partial(v)
+            v.finished = time.monotonic()
+            v.canceled = True
+            self.on_canceled(v)
+
     def close(self) -> None:
         pass
 
@@ -104,6 +113,7 @@ class Progress:
     def on_explain(self, v: Vertex, text: str, reason: dict) -> None: ...
     def on_done(self, v: Vertex) -> None: ...
     def on_error(self, v: Vertex) -> None: ...
+    def on_canceled(self, v: Vertex) -> None: ...
 
 
 class PlainProgress(Progress):
@@ -131,6 +141,9 @@ class PlainProgress(Progress):
 
     def on_error(self, v):
         self._w(f"#{v.num} ERROR: {v.error}")
+
+    def on_canceled(self, v):
+        self._w(f"#{v.num} CANCELED")
 
 
 class JsonProgress(Progress):
@@ -161,6 +174,9 @@ class JsonProgress(Progress):
     def on_error(self, v):
         self._emit(v, "error", error=v.error)
 
+    def on_canceled(self, v):
+        self._emit(v, "canceled")
+
 
 def _frame(p: Progress) -> list[tuple[str, str]]:
     """The live view's lines as (text, style): one per step, the tail of a running one."""
@@ -168,6 +184,9 @@ def _frame(p: Progress) -> list[tuple[str, str]]:
     for v in p.vertices:
         if v.cached:
             out.append((f" => CACHED {v.name}", "blue"))
+            continue
+        if v.canceled:
+            out.append((f" => CANCELED {v.name}".ljust(60) + f" {v.elapsed:5.1f}s", "yellow"))
             continue
         style = "red" if v.error else ("blue" if v.finished else "")
         out.append((f" => {v.name}".ljust(60) + f" {v.elapsed:5.1f}s", style))

@@ -48,6 +48,10 @@ class BuildOptions:
     explain_cache: bool = False  # --explain-cache: every miss's whole reason after the build
 
 
+class Canceled(Exception):
+    """A step the build's ^C killed: it shows CANCELED, and the build ends as interrupted."""
+
+
 @dataclass
 class ImageState:
     """What a step leaves behind: its key, the layer chain and the image config."""
@@ -143,6 +147,8 @@ class StageRun:
         from cache.errors import StoreError
         from cache.keys import step_key
 
+        if self.solver.cancelled.is_set():
+            raise Canceled()            # ^C: no step starts after it
         store = self.solver.store
         # the layer's bytes depend on the epoch (file times are clamped to it)
         inputs = {**inputs, "epoch": self.solver.opts.epoch}
@@ -174,6 +180,9 @@ class StageRun:
             try:
                 diff_id = execute(vertex)
             except BaseException as e:
+                if self.solver.cancelled.is_set():      # ^C: it was killed, not failed
+                    self.solver.progress.cancel(vertex)
+                    raise Canceled() from None
                 self.solver.progress.fail(vertex, str(e).splitlines()[0] if str(e) else type(e).__name__)
                 raise
             store.cache_put(key, {"diff_id": diff_id})
@@ -206,6 +215,8 @@ class Solver:
         self._pulled: set[str] = set()  # refs checked with the registry in this build
         self._passed: list[tuple[int, int, str, str | None]] = []  # (stage, nth, key, diff_id)
         self._import_lock = threading.Lock()
+        self.cancelled = threading.Event()  # ^C: running RUNs are killed, nothing more starts
+        self._live: set = set()             # the RUNs' process trees (track/untrack)
         self.importers = []  # (CacheSpec, cache.registry.cache.Importer), asked in order
         self.exporters = []  # (CacheSpec, target): opened first, so a bad one fails before step 1
         if opts.cache_from or opts.cache_to:
@@ -225,10 +236,32 @@ class Solver:
                 self.results[i] = pool.submit(self._run_stage, self.plan.stages[i])
             try:
                 return self.results[self.plan.target].result()
-            except BaseException:
+            except BaseException as e:
                 for f in self.results.values():
                     f.cancel()
+                if isinstance(e, KeyboardInterrupt):
+                    self.cancel()       # the RUNs die now; the pool's wait below is short
                 raise
+
+    # -- ^C ----------------------------------------------------------------------------------
+    def track(self, tree) -> None:
+        """A RUN's process tree (runtime.sandbox.run's on_start): killed by cancel()."""
+        with self._lock:
+            if self.cancelled.is_set():
+                tree.kill()
+            self._live.add(tree)
+
+    def untrack(self, tree) -> None:
+        with self._lock:
+            self._live.discard(tree)
+
+    def cancel(self) -> None:
+        """Interrupted (^C): every running RUN is killed (its step shows CANCELED), no step
+        starts after it; what finished is in the cache for the next build."""
+        with self._lock:
+            self.cancelled.set()
+            for tree in self._live:
+                tree.kill()
 
     # -- the imported and exported build cache ---------------------------------------------
     def passed(self, stage: int, nth: int, key: str, diff_id: str | None) -> None:

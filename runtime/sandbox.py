@@ -14,15 +14,20 @@ from runtime import process, tty
 from runtime.spec import SandboxSpec
 
 
-def run(spec: SandboxSpec, *, forward_signals: bool = False, relay_stdin: bool = False) -> int:
+def run(spec: SandboxSpec, *, forward_signals: bool = False, relay_stdin: bool = False,
+        on_start=None, on_end=None) -> int:
     """Run spec to completion; return the exit status (128+n when killed by signal n).
 
     forward_signals: relay SIGINT/TERM/HUP/QUIT/USR1/USR2/WINCH received by this process to the
     command (for `pybuild run`; only possible from the main thread). With spec.tty the pty is
     relayed to this process's stdout, and stdin to it when relay_stdin (docker -it).
+    on_start(tree) / on_end(tree): told of the process tree once it runs and when it is over
+    (a build's ^C kills the trees it was told of).
     """
     tree = process.start(spec)
     old = {}
+    if on_start is not None:
+        on_start(tree)
     try:
         if forward_signals:
             try:
@@ -43,3 +48,5 @@ def run(spec: SandboxSpec, *, forward_signals: bool = False, relay_stdin: bool =
     finally:
         for sig, h in old.items():
             signal.signal(sig, h)
+        if on_end is not None:
+            on_end(tree)

@@ -71,7 +71,9 @@ def run_step(run, ins: ast.Run, n: int) -> None:
                     network="none" if network == "none" else "host", mounts=sandbox_mounts,
                     extra_hosts=hosts, shm_size=opts.shm_size, ulimits=opts.ulimits,
                     stdin=devnull, stdout=w, stderr=w)
-                rc = sandbox_run(spec)
+                if run.solver.cancelled.is_set():
+                    raise KeyboardInterrupt      # ^C came before this step could start
+                rc = sandbox_run(spec, on_start=run.solver.track, on_end=run.solver.untrack)
             finally:
                 os.close(w)
                 reader.join()
