@@ -77,6 +77,52 @@ def prepare(spec: str, file: str | None, tmp_parent: str, build_args: dict[str, 
 
 
 def _make(spec: str, file: str | None, dest: str, build_args: dict[str, str]) -> Prepared:
+    return _confined(_fetch(spec, file, dest, build_args))
+
+
+def _confined(p: Prepared) -> Prepared:
+    """A made context is somebody else's tree: its Dockerfile and .dockerignore are read as
+    if its root were `/` (a symlink to a host file, or to /dev/zero, must not be followed out
+    of it), and only as regular files. The Dockerfile's path becomes the resolved one; a
+    linked .dockerignore is replaced by the regular file it names inside (or goes)."""
+    import stat
+
+    from builder.context import resolve_in_root
+    from builder.errors import BuildError
+
+    if p.dockerfile_text is not None:
+        return p
+    root = p.context
+    rel = os.path.relpath(p.dockerfile, root) if p.dockerfile else "Dockerfile"
+    if not p.dockerfile and not os.path.lexists(os.path.join(root, rel)) and \
+            os.path.lexists(os.path.join(root, "dockerfile")):
+        rel = "dockerfile"          # docker's fallback to the lowercase name
+    path = resolve_in_root(root, rel)
+    try:
+        st = os.stat(path)
+    except OSError:
+        st = None
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        raise BuildError(f"failed to read Dockerfile: {rel} is not a regular file in the context")
+    p.dockerfile = path
+    for ignore in (path + ".dockerignore", os.path.join(root, ".dockerignore")):
+        if os.path.islink(ignore):
+            target = resolve_in_root(root, os.path.relpath(ignore, root))
+            data = None
+            try:
+                if stat.S_ISREG(os.stat(target).st_mode):
+                    with open(target, "rb") as f:
+                        data = f.read()
+            except OSError:
+                pass
+            os.unlink(ignore)
+            if data is not None:
+                with open(ignore, "wb") as f:
+                    f.write(data)
+    return p
+
+
+def _fetch(spec: str, file: str | None, dest: str, build_args: dict[str, str]) -> Prepared:
     if spec == "-":
         return _from_stream(sys.stdin.buffer, "stdin", file, dest)
     if is_git_url(spec):
@@ -143,7 +189,8 @@ def _from_stream(stream, what: str, file: str | None, made: str, sub: str = "") 
     from cache.extract import extract_stream
 
     try:
-        extract_stream(Prefixed(head, stream), dest, whiteouts="untar", owner=(0, 0))
+        extract_stream(Prefixed(head, stream), dest, whiteouts="untar", owner=(0, 0),
+                       devices=False)   # somebody else's tar: no device nodes on this host
     except StoreError as e:
         raise BuildError(f"unable to prepare context: {what}: {e}") from None
     return Prepared(dest, _inside(dest, file), made=made)

@@ -26,8 +26,23 @@ def parse(url: str) -> tuple[str, str, str]:
     return remote, ref, subdir
 
 
+# the caller's GIT_* that may stay: how to reach a server (BuildKit's gitutil keeps these)
+_KEEP = ("GIT_SSH", "GIT_SSH_COMMAND", "GIT_SSH_VARIANT", "GIT_SSL_NO_VERIFY", "GIT_SSL_CAINFO")
+
+
+def git_env() -> dict[str, str]:
+    """The environment git runs with: the caller's, without the GIT_* variables that point it
+    at another repository, work tree, index or object store (set inside git hooks and `git
+    rebase -x`: a clone would write into the caller's repo), prompts off, protocols as git's
+    defaults for a command a user did not type."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_") or k in _KEEP}
+    env.update(GIT_TERMINAL_PROMPT="0", GIT_ASKPASS="true", GIT_PROTOCOL_FROM_USER="0",
+               LC_ALL="C")
+    return env
+
+
 def _git(args: list[str], cwd: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "true", "LC_ALL": "C"}
+    env = git_env()
     try:
         return subprocess.run(["git", *args], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
                               capture_output=True, text=True, check=False)

@@ -121,10 +121,7 @@ def _tokens(src: str, line: int) -> list[tuple[str, object]]:
             j = _close_quote(src, i)
             if j < 0:
                 raise TemplateError(f"template: :{line}: unterminated quoted string")
-            try:
-                toks.append(("lit", json.loads(src[i:j + 1])))
-            except ValueError:
-                raise TemplateError(f"template: :{line}: invalid syntax: {src[i:j + 1]}") from None
+            toks.append(("lit", _unquote(src[i + 1:j], src[i:j + 1], line)))
             i = j + 1
             continue
         if c == "`":
@@ -138,8 +135,11 @@ def _tokens(src: str, line: int) -> list[tuple[str, object]]:
             j = _close_quote(src, i)
             if j < 0:
                 raise TemplateError(f"template: :{line}: unterminated character constant")
-            body = json.loads('"' + src[i + 1:j].replace('"', '\\"') + '"')
-            toks.append(("lit", ord(body) if len(body) == 1 else body))
+            body = _unquote(src[i + 1:j], src[i:j + 1], line)
+            if len(body) != 1:
+                raise TemplateError(f"template: :{line}: malformed character constant: "
+                                    f"{src[i:j + 1]}")
+            toks.append(("lit", ord(body)))
             i = j + 1
             continue
         j = i + 1
@@ -165,6 +165,44 @@ def _tokens(src: str, line: int) -> list[tuple[str, object]]:
         else:
             raise TemplateError(f"template: :{line}: unexpected {word!r} in command")
     return toks
+
+
+_ESCAPES = {"a": "\a", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v",
+            "\\": "\\", "'": "'", '"': '"'}
+
+
+def _unquote(body: str, quoted: str, line: int) -> str:
+    """Go's strconv.Unquote of a string or character literal's inside: the escapes a, b, f,
+    n, r, t, v, backslash, quotes, xHH, ooo (octal), uHHHH and UHHHHHHHH after a backslash;
+    anything else is Go's syntax error."""
+    out, i, n = [], 0, len(body)
+    try:
+        while i < n:
+            c = body[i]
+            if c != "\\":
+                out.append(c)
+                i += 1
+                continue
+            e = body[i + 1]
+            if e in _ESCAPES:
+                out.append(_ESCAPES[e])
+                i += 2
+            elif e in "xuU":
+                width = {"x": 2, "u": 4, "U": 8}[e]
+                digits = body[i + 2:i + 2 + width]
+                if len(digits) != width:
+                    raise ValueError
+                code = int(digits, 16)
+                out.append(chr(code) if e != "x" else bytes([code]).decode("latin-1"))
+                i += 2 + width
+            elif e in "01234567":
+                out.append(chr(int(body[i + 1:i + 4], 8)))
+                i += 4
+            else:
+                raise ValueError
+    except (ValueError, IndexError, OverflowError):
+        raise TemplateError(f"template: :{line}: invalid syntax: {quoted}") from None
+    return "".join(out)
 
 
 def _names(chain: str, line: int) -> list[str]:
@@ -684,10 +722,13 @@ def render(text: str, data, *, strict: tuple[set, str] | None = None,
     """Execute the template `text` on `data`. `strict` = (field names, Go type name) makes `.`
     a struct with only those fields; `missing_key_error` is Go's missingkey=error (what
     `docker inspect -f` uses on its JSON maps)."""
-    nodes = _PARSED.get(text)
-    if nodes is None:               # a listing renders one template per row: parse it once
-        nodes = _PARSED[text] = parse(text)
-    out: list[str] = []
-    fields, type_name = strict if strict is not None else (None, "")
-    _exec(nodes, data, [{"$": data}], out, (data, fields, type_name, missing_key_error))
+    try:
+        nodes = _PARSED.get(text)
+        if nodes is None:           # a listing renders one template per row: parse it once
+            nodes = _PARSED[text] = parse(text)
+        out: list[str] = []
+        fields, type_name = strict if strict is not None else (None, "")
+        _exec(nodes, data, [{"$": data}], out, (data, fields, type_name, missing_key_error))
+    except RecursionError:
+        raise TemplateError("template: exceeded maximum template depth") from None
     return "".join(out)

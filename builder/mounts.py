@@ -3,8 +3,8 @@
 bind (the default type) mounts the context, a stage or an image read-only (`rw` writes go to a
 throw-away overlay); cache mounts a directory kept in the store across builds, never part of the
 image or the key; tmpfs is a fresh tmpfs; secret mounts a `--secret` file (or sets an env var);
-ssh binds the agent socket `--ssh ID` forwarded (builder.sshagent) at
-/run/buildkit/ssh_agent.N and sets SSH_AUTH_SOCK to the first, as BuildKit does.
+ssh binds a relay to the agent `--ssh ID` forwarded (builder.sshagent, with the mount's uid,
+gid and mode) at /run/buildkit/ssh_agent.N and sets SSH_AUTH_SOCK to the first, as BuildKit.
 """
 from __future__ import annotations
 
@@ -70,9 +70,12 @@ class RunMount:
         if self.type == "secret":
             return Mount(type="bind", source=str(run.solver.opts.secrets[self.secret_id]), target=self.target,
                          readonly=True)
-        if self.type == "ssh":      # the agent's socket itself (a bind of a socket file)
-            return Mount(type="bind", source=run.solver.opts.ssh[self.secret_id], target=self.target,
-                         readonly=False)
+        if self.type == "ssh":      # a relay of the step's own to the agent (builder.sshagent)
+            from builder.sshagent import relay
+
+            sock = relay(run.solver.opts.ssh[self.secret_id], store.tmp, spec.uid or 0,
+                         spec.gid or 0, 0o600 if spec.mode is None else spec.mode, stack)
+            return Mount(type="bind", source=sock, target=self.target, readonly=True)
         if self.type == "cache":
             d = Path(store.root) / layout.CACHE_MOUNTS_DIR / _safe_name(spec.id or self.target)
             if not d.exists():

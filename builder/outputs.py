@@ -8,8 +8,10 @@ view of the image's layer dirs, whiteouts and opaque dirs applied: for a tar,
 runtime.snapshotter's read-only view (the one RUN steps see) through cache.layers'
 deterministic writer with the files' own times (the layers' times); for a directory,
 runtime.snapshot.materialise of the layer dirs (the native snapshotter's copy) into a
-temporary dir inside DEST, then moved into place entry by entry, so an interrupted export
-leaves DEST as it was plus whole entries, never half a file.
+temporary dir inside DEST, then merged in as BuildKit's exporter does (`_merge`: same-named
+entries replaced, directories merged, the rest of DEST kept), so an interrupted export leaves
+DEST as it was plus whole entries, never half a file; the next export removes a killed one's
+temporary dir.
 """
 from __future__ import annotations
 
@@ -85,26 +87,63 @@ def _tar(view, dest: str) -> None:
         raise BuildError(f"failed to write {dest}: {e.strerror}") from None
 
 
+_TMP = ".pybuild-"      # the export's own temporary dir in DEST: ".pybuild-export-<owner>-..."
+
+
 def _local(dirs: list, dest: str) -> None:
+    from cache import owner
+    from cache.fspath import remove_tree
     from runtime.snapshot import materialise
 
     try:
         os.makedirs(dest, exist_ok=True)
-        from cache import owner
-
-        tmp = owner.temp_dir(dest, ".pybuild-export")
+        for name in os.listdir(dest):       # what a killed export left (its owner is gone)
+            tok = owner.of_name(name[len(_TMP):]) if name.startswith(_TMP) else None
+            if tok is not None and not owner.alive(tok):
+                remove_tree(os.path.join(dest, name))
+        while True:
+            tmp = os.path.join(dest, _TMP + owner.temp_name("export"))
+            try:
+                os.mkdir(tmp, 0o700)
+                break
+            except FileExistsError:
+                continue
     except OSError as e:
         raise BuildError(f"failed to write {dest}: {e.strerror}") from None
-    from cache.fspath import remove_tree
-
     try:
         materialise(dirs, tmp)
-        for name in sorted(os.listdir(tmp)):
-            target = os.path.join(dest, name)
-            if os.path.isdir(target) and not os.path.islink(target):
-                remove_tree(target)
-            os.rename(os.path.join(tmp, name), target)
+        _merge(tmp, dest)
     except OSError as e:
         raise BuildError(f"failed to write {dest}: {e.strerror}") from None
     finally:
         remove_tree(tmp)
+
+
+def _merge(src: str, dest: str) -> None:
+    """Move the export's tree `src` into `dest` as BuildKit's local exporter merges (fsutil
+    Receive with Merge): its entries replace same-named ones, directories are merged (they
+    take the export's mode and owner), and what else DEST holds is kept. An entry whose type
+    differs from the export's (a directory where the export has a file) is replaced whole.
+    Never follows a link in DEST: a symlink there is replaced, not written through."""
+    import stat
+
+    from cache.fspath import remove_tree
+
+    stack = [(src, dest)]
+    while stack:
+        s_dir, d_dir = stack.pop()
+        for name in sorted(os.listdir(s_dir)):
+            s, d = os.path.join(s_dir, name), os.path.join(d_dir, name)
+            st = os.lstat(s)
+            try:
+                dt = os.lstat(d)
+            except FileNotFoundError:
+                dt = None
+            if stat.S_ISDIR(st.st_mode) and dt is not None and stat.S_ISDIR(dt.st_mode):
+                os.chown(d, st.st_uid, st.st_gid)
+                os.chmod(d, stat.S_IMODE(st.st_mode))
+                stack.append((s, d))
+                continue
+            if dt is not None and stat.S_ISDIR(dt.st_mode):
+                remove_tree(d)
+            os.rename(s, d)

@@ -34,8 +34,11 @@ def _whole(text: str, what: str) -> int:
     return int(t)
 
 
-def resolve(context: str, build_args: dict, environ, timestamp: str | None = None) -> Epoch:
-    """The epoch of a build of `context`; ValueError (one line, the user's) for a bad value."""
+def resolve(context: str, build_args: dict, environ, timestamp: str | None = None, *,
+            git: bool = True) -> Epoch:
+    """The epoch of a build of `context`; ValueError (one line, the user's) for a bad value.
+    `git=False` for a context pybuild made from a tar, URL or repository: its `.git` (and any
+    above the store) is not the user's to trust or date the build by."""
     if timestamp is not None:
         if timestamp == "now":
             return Epoch(None, "--timestamp now")
@@ -46,7 +49,7 @@ def resolve(context: str, build_args: dict, environ, timestamp: str | None = Non
     v = environ.get("SOURCE_DATE_EPOCH")
     if v:
         return Epoch(_whole(v, "SOURCE_DATE_EPOCH"), "SOURCE_DATE_EPOCH in the environment")
-    got = git_head_time(context)
+    got = git_head_time(context) if git else None
     if got is not None:
         return Epoch(got[0], got[1])
     return Epoch(0, "default")
@@ -126,12 +129,13 @@ def _loose(common: str, sha: str) -> bytes | None:
     raw = _read(os.path.join(common, "objects", sha[:2], sha[2:]))
     if raw is None:
         return None
-    data = zlib.decompress(raw)
+    data = zlib.decompressobj().decompress(raw, _HEADER_MAX)   # a header, never a bomb
     kind, _, rest = data.partition(b"\0")
     return rest if kind.startswith(b"commit ") else None
 
 
 _DELTA = object()  # the object is in a pack, stored as a delta of another
+_HEADER_MAX = 1 << 16   # a commit's header lines are read from at most this much inflated text
 
 
 def _in_pack(idx_path: str, want: bytes):
@@ -177,11 +181,11 @@ def _in_pack(idx_path: str, want: bytes):
             return None
         z = zlib.decompressobj()
         out = b""
-        while not z.eof:
-            chunk = p.read(4096)
+        while not z.eof and len(out) < _HEADER_MAX:
+            chunk = z.unconsumed_tail or p.read(4096)
             if not chunk:
                 break
-            out += z.decompress(chunk)
+            out += z.decompress(chunk, _HEADER_MAX - len(out))
         return out
 
 
@@ -227,10 +231,14 @@ def git_head_time(context: str) -> tuple[int, str] | None:
 def _git_log_time(where: str) -> int | None:
     import subprocess
 
-    try:
-        r = subprocess.run(["git", "-C", where, "log", "-1", "--format=%ct"], capture_output=True,
-                           text=True, check=False, timeout=30)
-    except OSError:
+    from builder.gitsource import git_env
+
+    try:        # no signature checks, pager or system config: only the committer time
+        r = subprocess.run(["git", "-C", where, "-c", "log.showSignature=false", "--no-pager",
+                            "log", "--no-show-signature", "-1", "--format=%ct"],
+                           capture_output=True, text=True, check=False, timeout=30,
+                           stdin=subprocess.DEVNULL, env={**git_env(), "GIT_CONFIG_NOSYSTEM": "1"})
+    except (OSError, subprocess.TimeoutExpired):
         return None
     out = r.stdout.strip()
     return int(out) if r.returncode == 0 and out.isdigit() else None

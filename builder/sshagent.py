@@ -4,8 +4,11 @@ As docker's: `--ssh default` is the caller's agent ($SSH_AUTH_SOCK); `--ssh ID=S
 agent's socket; `--ssh ID=KEY,...` private key files, served by an ssh-agent of the build's own
 (openssh-client's, started in the foreground on a socket in an owner-named dir under the
 store's tmp/, killed when the build ends and by the kernel if the build is killed: it dies
-with its parent). The RUN sees the socket itself bind-mounted (builder.mounts), so nothing of
-a key is ever written into a layer or the cache key.
+with its parent). A RUN never sees an agent's own socket: `relay` serves a socket of the
+step's own (the mount's uid, gid and mode, BuildKit's 0600 root by default) and copies each
+connection to the agent, so a step cannot chmod, chown or replace the caller's socket; the
+relay is bind-mounted read-only (builder.mounts), and nothing of a key reaches a layer or the
+cache key.
 """
 from __future__ import annotations
 
@@ -48,6 +51,62 @@ def forward(specs: list[str], tmp_dir, cleanup) -> dict[str, str]:
     return out
 
 
+def relay(upstream: str, tmp_dir, uid: int, gid: int, mode: int, cleanup) -> str:
+    """A socket (owned uid:gid, `mode`) whose every connection is copied to and from the agent
+    at `upstream`, served by daemon threads until `cleanup` (an ExitStack) closes it."""
+    import socket
+    import threading
+
+    from cache import owner
+
+    d = owner.temp_dir(tmp_dir, "ssh")
+    cleanup.callback(_remove, d)
+    path = os.path.join(d, "agent.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    os.chown(path, uid, gid)
+    os.chmod(path, mode)
+    listener.listen(16)
+
+    def pump(src, dst) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return              # closed: the step is over
+            try:
+                up = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                up.connect(upstream)
+            except OSError:
+                conn.close()
+                continue
+            for a, b in ((conn, up), (up, conn)):
+                threading.Thread(target=pump, args=(a, b), daemon=True).start()
+
+    def close() -> None:
+        try:
+            listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        listener.close()
+    threading.Thread(target=serve, daemon=True, name="ssh-relay").start()
+    cleanup.callback(close)
+    return path
+
+
 def _agent(spec: str, keys: list[str], tmp_dir, cleanup) -> str:
     from cache import owner
     from runtime import kernel
@@ -56,10 +115,14 @@ def _agent(spec: str, keys: list[str], tmp_dir, cleanup) -> str:
     cleanup.callback(_remove, d)
     sock = os.path.join(d, "agent.sock")
 
+    parent = os.getpid()
+
     def die_with_us() -> None:
         import signal
 
         kernel.prctl(kernel.PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:      # the build died before the prctl took
+            os._exit(1)
     try:
         agent = subprocess.Popen(["ssh-agent", "-D", "-a", sock], stdin=subprocess.DEVNULL,
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

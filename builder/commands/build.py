@@ -267,6 +267,7 @@ def run_build(args) -> int:
     try:
         args.context, args.file = prepared.context, prepared.dockerfile
         args.dockerfile_text = prepared.dockerfile_text
+        args.context_made = prepared.made is not None   # not the user's: no git epoch from it
         return _build(args, build_args, store)
     finally:
         prepared.remove()
@@ -330,7 +331,8 @@ def _build(args, build_args: dict, store) -> int:
         from builder.sourcedate import resolve as resolve_epoch
 
         try:
-            epoch = resolve_epoch(str(context), build_args, os.environ, args.timestamp).value
+            epoch = resolve_epoch(str(context), build_args, os.environ, args.timestamp,
+                                  git=not getattr(args, "context_made", False)).value
         except ValueError as e:
             raise BuildError(str(e)) from None
         # --- end reprotime ---

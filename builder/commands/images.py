@@ -142,7 +142,7 @@ def _created_seconds(created: str) -> float | None:
     from runtime.containers.state import parse_time
 
     try:
-        return int(parse_time(created))
+        return parse_time(created)
     except ValueError:
         return None
 
@@ -151,21 +151,25 @@ def _image_filters(store, specs: list[str]):
     """docker images --filter: a predicate over (image ID, familiar repo, tag, config)."""
     if not specs:
         return lambda *_: True
+    from builder.errors import BuildError
     from builder.filters import labels_match
     from builder.filters import parse as parse_filters
-    from grammar.gomatch import match
+    from grammar.gomatch import compile_match, match
 
     f = parse_filters(specs, ("dangling", "label", "before", "since", "reference"))
     for v in f.get("dangling", []):
         if v not in ("true", "false"):
-            from builder.errors import BuildError
-
             raise BuildError(f"invalid filter 'dangling={v}'")
+    for p in f.get("reference", []):
+        try:
+            compile_match(p)
+        except ValueError:
+            raise BuildError(f"invalid reference format: {p!r} is not a valid pattern") from None
     bounds = {}
     for key in ("before", "since"):
         for v in f.get(key, []):
             img = store.image(v)
-            bounds[key] = (img.config.get("created", ""), img.id)
+            bounds[key] = (_created_seconds(img.config.get("created", "")) or 0, img.id)
 
     def ok(image_id: str, repo: str, tag: str, cfg: dict) -> bool:
         if "dangling" in f and (repo == "<none>") != (f["dangling"][-1] == "true"):
@@ -173,7 +177,7 @@ def _image_filters(store, specs: list[str]):
         labels = (cfg.get("config") or {}).get("Labels") or {}
         if "label" in f and not labels_match(f["label"], labels):
             return False
-        created = cfg.get("created", "")
+        created = _created_seconds(cfg.get("created", "")) or 0     # by time, not by text
         if "before" in bounds and not (created, image_id) < bounds["before"]:
             return False
         if "since" in bounds and not (created, image_id) > bounds["since"]:
@@ -233,7 +237,7 @@ def cmd_images(args) -> int:
             created = img.config.get("created", "")
             size = human_size(_image_size(store, img, infos))
             when = _created_seconds(created)
-            rows.append(((created, (rec or {}).get("added") or 0, repo, tag), {
+            rows.append(((when or 0, (rec or {}).get("added") or 0, repo, tag), {
                 "ID": image_id if args.no_trunc else image_id[7:19], "Repository": repo,
                 "Tag": tag, "Digest": digest, "CreatedSince": human_ago(created),
                 "CreatedAt": go_time(when) if when is not None else "", "Size": size,

@@ -39,8 +39,12 @@ def frame(kind: bytes, data: bytes = b"") -> bytes:
     return kind + len(data).to_bytes(4, "big") + data
 
 
+MAX_FRAME = 1 << 20     # no frame of either side is larger (the relays send 64 KiB at most)
+
+
 class Frames:
-    """Frames out of a byte stream that comes in pieces."""
+    """Frames out of a byte stream that comes in pieces. A frame that says it is larger than
+    MAX_FRAME is ValueError: the peer is dropped, not buffered without end."""
 
     def __init__(self):
         self.buf = bytearray()
@@ -50,6 +54,8 @@ class Frames:
         out = []
         while len(self.buf) >= 5:
             n = int.from_bytes(self.buf[1:5], "big")
+            if n > MAX_FRAME:
+                raise ValueError(f"attach frame of {n} bytes")
             if len(self.buf) < 5 + n:
                 break
             out.append((bytes(self.buf[:1]), bytes(self.buf[5:5 + n])))
@@ -262,7 +268,12 @@ class Clients:
         if not data:
             self._drop(conn)
             return
-        for kind, payload in conn.frames.feed(data):
+        try:
+            frames = conn.frames.feed(data)
+        except ValueError:      # a client that announces a huge frame: gone
+            self._drop(conn)
+            return
+        for kind, payload in frames:
             if kind == b"h":
                 conn.stdin = bool(payload[:1] and payload[0] & STDIN) and self.sink is not None
             elif kind == b"i" and conn.stdin and not self.closing:
@@ -361,7 +372,11 @@ def session(sock, *, stdin: bool, tty: bool, keys: bytes | None = None,
                     data = b""
                 if data == b"":
                     return None
-                for kind, payload in frames.feed(data or b""):
+                try:
+                    got = frames.feed(data or b"")
+                except ValueError:
+                    return None         # not the supervisor's protocol: let go
+                for kind, payload in got:
                     if kind == b"x":
                         return int.from_bytes(payload, "big", signed=True)
                     term.write_all(2 if kind == b"2" else 1, payload)

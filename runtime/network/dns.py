@@ -145,8 +145,10 @@ def _rr(rtype: int, data: bytes) -> bytes:
 
 
 def servfail(msg: bytes) -> bytes | None:
-    """SERVFAIL for a message parsed no further than its header (None: not even that)."""
-    if len(msg) < 12:
+    """SERVFAIL for a message parsed no further than its header (None: not even that, or a
+    response: one is never answered, or a forged one from 127.0.0.11:53 to itself would make
+    the server answer itself for ever, as miekg/dns's MsgIgnore drops it)."""
+    if len(msg) < 12 or msg[2] & 0x80:
         return None
     try:
         return reply(Query(msg), SERVFAIL)
@@ -344,6 +346,8 @@ class Resolver:
                 if self.closed:
                     return
                 continue
+            if len(msg) < 3 or msg[2] & 0x80 or peer == sock.getsockname():
+                continue        # a response, or from ourselves: never answered (no loop)
             try:
                 limit = Query(msg).udp_size
             except (IndexError, ValueError, struct.error):

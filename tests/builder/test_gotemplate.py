@@ -55,6 +55,8 @@ DOC = {"RepoTags": ["a:1", "b:2"], "Id": "sha256:0123456789ab",
     ("{{/* a comment */}}x", "x"),
     ("{{`raw\\n`}}", "raw\\n"),
     ('{{"tab\\tx"}}', "tab\tx"),
+    ('{{"\\x41\\u00e9"}}', "Aé"),
+    ("{{'x'}}", "120"),
     ('{{pad "x" 1 2}}|', " x  |"),
     ('{{truncate "abcdef" 3}}', "abc"),
 ])
@@ -74,6 +76,10 @@ def test_go_semantics(text, want):
     ("{{$nope}}", "undefined variable: $nope"),
     ("{{range .Os}}x{{end}}", "range can't iterate over linux"),
     ("{{lt .Os 1}}", "incompatible types for comparison"),
+    ('{{"\\q"}}', "invalid syntax"),
+    ("{{'ab'}}", "malformed character constant"),
+    ("{{" + "(" * 3000 + "1" + ")" * 3000 + "}}", "exceeded maximum template depth"),
+    ("{{if 1}}" * 3000 + "x" + "{{end}}" * 3000, "exceeded maximum template depth"),
 ])
 def test_errors_say_what_go_says(text, words):
     with pytest.raises(TemplateError, match="^template: ") as e:

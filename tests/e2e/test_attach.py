@@ -312,3 +312,26 @@ def test_stdin_once_closes_the_pipe_after_a_large_input_without_spinning(root):
         if p.poll() is None:
             p.kill()
             p.wait()
+
+
+def test_a_client_announcing_a_huge_frame_is_dropped_and_the_container_runs_on(root):
+    """The attach socket's frames are length-prefixed: one that says 2 GiB is not buffered,
+    its client is dropped; the supervisor, the log and other clients are not hurt."""
+    import socket
+
+    cid = run_d("--network", "none", "busybox", "sh", "-c", "while true; do echo tick; sleep 0.2; done")
+    dirfd = os.open(root / "containers" / cid, os.O_RDONLY | os.O_DIRECTORY)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(10)
+        s.connect(f"/proc/self/fd/{dirfd}/attach.sock")     # the store path is long
+        os.close(dirfd)
+        s.sendall(b"h" + (1).to_bytes(4, "big") + b"\x00")
+        s.sendall(b"i" + (2 ** 31).to_bytes(4, "big") + b"x" * 1000)
+        got = b""
+        while True:             # frames may come first; then the supervisor lets go
+            data = s.recv(65536)
+            if not data:
+                break
+            got += data
+    assert status(cid).split()[0] == "running"
+    assert poll(lambda: ok(run_pybuild("logs", cid)).stdout.count("tick") >= 3)

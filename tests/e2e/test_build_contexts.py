@@ -256,3 +256,48 @@ def test_git_keep_git_dir_and_errors(busybox_root, pybuild, repos):
         assert r.returncode == 1, url
         one_error_line(r, *words)
     _tmp_empty(busybox_root)
+
+
+def _tar_of(entries) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as t:
+        for info, data in entries:
+            t.addfile(info, io.BytesIO(data) if data is not None else None)
+    return buf.getvalue()
+
+
+def _file(name: str, data: bytes):
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    return info, data
+
+
+def _link(name: str, target: str):
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = tarfile.SYMTYPE, target
+    return info, None
+
+
+def test_a_context_s_links_never_reach_host_files(busybox_root, pybuild, tmp_path):
+    """Somebody else's tar: a Dockerfile or .dockerignore that is a symlink is read as if the
+    context were `/` (a link to a host file finds nothing of it), a device node is not made."""
+    secret = tmp_path / "host-secret"
+    secret.write_text("FROM secret-line-from-host\n")
+    r = pybuild("build", "-", input=_tar_of([_link("Dockerfile", str(secret))]))
+    err = r.stderr.decode()
+    assert r.returncode == 1 and "secret-line-from-host" not in err, err
+    inside = _tar_of([_file("real/df", b"FROM busybox\nCOPY . /c\n"), _link("Dockerfile", "/real/df"),
+                      _link(".dockerignore", str(tmp_path / "ignore")), _file("kept", b"k")])
+    (tmp_path / "ignore").write_text("kept\n")       # a host file: must not be read as ours
+    r = pybuild("build", "-q", "-t", "linked", "-", input=inside)
+    assert r.returncode == 0, r.stderr
+    out = pybuild("run", "--rm", "--network", "none", "linked", "ls", "/c")
+    assert "kept" in out.stdout.split(), out.stdout
+    dev = tarfile.TarInfo("null2")
+    dev.type, dev.devmajor, dev.devminor = tarfile.CHRTYPE, 1, 3
+    r = pybuild("build", "-q", "-t", "nodev", "-",
+                input=_tar_of([_file("Dockerfile", b"FROM busybox\nCOPY . /c\n"), (dev, None)]))
+    assert r.returncode == 0, r.stderr
+    out = pybuild("run", "--rm", "--network", "none", "nodev", "ls", "/c")
+    assert "null2" not in out.stdout
+    _tmp_empty(busybox_root)

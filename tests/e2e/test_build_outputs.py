@@ -127,3 +127,31 @@ def test_same_files_as_docker_build_output(docker_busybox, busybox_root, pybuild
                               capture_output=True, check=False, cwd=REPO)
     assert mine_tar.returncode == 0
     assert tar_entries(mine_tar.stdout) == tar_entries(r.stdout)
+
+
+def test_local_output_merges_into_what_dest_holds(busybox_root, pybuild, tmp_path):
+    """BuildKit's local exporter merges: files of the export replace theirs, directories are
+    merged, everything else in DEST stays (-o . in a project must not wipe src/)."""
+    c = tmp_path / "c"
+    c.mkdir()
+    (c / "Dockerfile").write_text("FROM scratch\nCOPY out/ /\n")
+    (c / "out" / "src").mkdir(parents=True)
+    (c / "out" / "src" / "new.txt").write_text("new\n")
+    (c / "out" / "same.txt").write_text("from the build\n")
+    dest = tmp_path / "dest"
+    (dest / "src").mkdir(parents=True)
+    (dest / "src" / "keep.txt").write_text("mine\n")
+    (dest / "same.txt").write_text("old\n")
+    (dest / "other").write_text("untouched\n")
+    os.symlink("/etc", dest / "link")
+    r = pybuild("build", "-q", "-o", str(dest), str(c))
+    assert r.returncode == 0, r.stderr
+    assert (dest / "src" / "keep.txt").read_text() == "mine\n"
+    assert (dest / "src" / "new.txt").read_text() == "new\n"
+    assert (dest / "same.txt").read_text() == "from the build\n"
+    assert (dest / "other").read_text() == "untouched\n" and os.readlink(dest / "link") == "/etc"
+    assert sorted(os.listdir(dest)) == ["link", "other", "same.txt", "src"]
+    # a killed export's temporary dir (its owner gone) is removed by the next one
+    (dest / ".pybuild-export-999999.1-abc").mkdir()
+    assert pybuild("build", "-q", "-o", str(dest), str(c)).returncode == 0
+    assert not (dest / ".pybuild-export-999999.1-abc").exists()

@@ -105,3 +105,34 @@ def test_bad_ssh_values_are_one_line(busybox_root, pybuild, probe, tmp_path):
     one_error_line(pybuild("build", "--ssh", "x=/nonexistent/key", str(c)), "/nonexistent/key")
     one_error_line(pybuild("build", "--ssh", f"x={tmp_path}", str(c)), "agent socket")
     assert os.listdir(busybox_root / "tmp") == []
+
+
+def test_a_step_reaches_a_relay_never_the_callers_socket(busybox_root, pybuild, probe, key, tmp_path):
+    sock = tmp_path / "agent.sock"
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(300):
+            if sock.exists():
+                break
+            time.sleep(0.01)
+        subprocess.run(["ssh-add", "-q", str(key)], env={**os.environ, "SSH_AUTH_SOCK": str(sock)},
+                       check=True, capture_output=True)
+        before = os.stat(sock)
+        c = ctx(tmp_path, probe, "--mount=type=ssh sh -c 'chmod 666 $SSH_AUTH_SOCK; "
+                "chown 1000 $SSH_AUTH_SOCK; rm -f $SSH_AUTH_SOCK; /agentls'")
+        r = pybuild("build", "--progress", "plain", "--no-cache", "--ssh", f"default={sock}", str(c))
+        assert r.returncode == 0 and "pybuild-ssh-test" in r.stderr, r.stderr
+        after = os.stat(sock)
+        assert (after.st_mode, after.st_uid, after.st_ino) == (before.st_mode, before.st_uid,
+                                                               before.st_ino)
+        # the mount's uid and mode: a USER 1000 step can use it (as BuildKit's proxy socket)
+        c = ctx(tmp_path, probe, "--mount=type=ssh,uid=1000,mode=0600 sh -c "
+                "'stat -c \"%u %a\" $SSH_AUTH_SOCK; /agentls'", before="USER 1000\n")
+        r = pybuild("build", "--progress", "plain", "--no-cache", "--ssh", f"default={sock}", str(c))
+        assert r.returncode == 0, r.stderr
+        assert "1000 600" in r.stderr and "1 identities" in r.stderr
+        assert os.listdir(busybox_root / "tmp") == []
+    finally:
+        agent.kill()
+        agent.wait()

@@ -65,6 +65,8 @@ def test_bad_filter_and_format_are_one_line(images, pybuild):
     one_error_line(pybuild("images", "--format", "{{.Nope}}"),
                    "can't evaluate field Nope in type *formatter.imageContext")
     one_error_line(pybuild("images", "--filter", "dangling=maybe"), "dangling=maybe")
+    one_error_line(pybuild("images", "busy["), "not a valid pattern")
+    one_error_line(pybuild("images", "--filter", "reference=["), "not a valid pattern")
 
 
 def test_history_format_and_human(images, pybuild):

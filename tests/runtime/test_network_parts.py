@@ -428,3 +428,23 @@ def test_resolver_on_internal_networks_only_forwards_nothing(resolver, monkeypat
     r.start()
     assert _answers(_ask(udp, _query("store")))[2] == [(1, "10.2.0.3")]
     assert _answers(_ask(udp, _query("example.com")))[1] == 2
+
+
+def test_resolver_never_answers_a_response_nor_itself(resolver):
+    """A response (QR set), also one forged from the resolver's own address to itself (a
+    container holds CAP_NET_RAW), gets no reply: no loop. It still answers queries after."""
+    r, udp, _, _ = resolver
+    r.start()
+    response = bytes.fromhex("1234") + b"\x81\x80" + b"\x00" * 8
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as c:
+        c.settimeout(0.5)
+        c.sendto(response, udp)
+        with pytest.raises(socket.timeout):
+            c.recv(512)
+    # one message from the resolver's own socket to itself: it must not answer itself
+    sock = next(s for s in r.sockets if s.type == socket.SOCK_DGRAM)
+    sock.sendto(_query("web"), udp)
+    t0 = time.process_time()
+    time.sleep(0.5)
+    assert time.process_time() - t0 < 0.2        # no busy loop in this process
+    assert _answers(_ask(udp, _query("web")))[1:] == (0, [(1, "10.1.0.3")])
