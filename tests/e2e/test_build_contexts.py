@@ -301,3 +301,28 @@ def test_a_context_s_links_never_reach_host_files(busybox_root, pybuild, tmp_pat
     out = pybuild("run", "--rm", "--network", "none", "nodev", "ls", "/c")
     assert "null2" not in out.stdout
     _tmp_empty(busybox_root)
+
+
+@needs_git
+def test_a_made_context_s_git_never_dates_the_build(busybox_root, pybuild, tmp_path):
+    """A tar (or URL, or clone) is somebody else's tree: its .git is neither trusted (git log
+    of it could run its config's programs) nor the build's epoch, which stays 0."""
+    work = tmp_path / "w"
+    work.mkdir()
+    (work / "Dockerfile").write_text("FROM busybox\nLABEL x=1\n")
+    _git("init", "-q", cwd=work)
+    _git("add", ".", cwd=work)
+    subprocess.run(["git", "commit", "-qm", "c", "--date", "2017-07-14T02:40:00Z"], cwd=work,
+                   check=True, capture_output=True,
+                   env={**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
+                        "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
+                        "GIT_COMMITTER_DATE": "2017-07-14T02:40:00Z"})
+    local = pybuild("build", "-q", str(work))
+    assert pybuild("inspect", "-f", "{{.Created}}", local.stdout.strip()).stdout.startswith("2017-")
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as t:
+        t.add(str(work), ".")
+    made = pybuild("build", "-q", "-", input=buf.getvalue())
+    assert made.returncode == 0, made.stderr
+    created = pybuild("inspect", "-f", "{{.Created}}", made.stdout.decode().strip()).stdout
+    assert created == "1970-01-01T00:00:00Z\n"
