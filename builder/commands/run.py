@@ -496,15 +496,16 @@ def _network(args, cfg, check_only: bool = False) -> tuple[str, dict]:
     net: dict = _user_network(args, network) if (args.ip or args.network_alias
                                                   or network not in NETWORKS) else {}
     if network != "bridge" and not check_only:     # a killed foreground run's bridge goes now
-        from runtime.network import bridge_exists
-        if bridge_exists():
+        from runtime.network import bridge_exists, sweep_waits
+        if bridge_exists() and not sweep_waits():   # (a waiting sweep will see to it)
             from runtime.network.leases import sweep
             sweep()
     if not check_only:                              # and a user network's (but ours)
-        from runtime.network import user_bridges
-        others = [n for n in user_bridges() if n != net.get("network_id", "")[:12]]
+        from runtime.network import STATE_DIR, sweep_waits, user_bridges
+        others = [n for n in user_bridges() if n != net.get("network_id", "")[:12]
+                  and not sweep_waits(os.path.join(STATE_DIR, n))]
         if others:
-            from runtime.network import STATE_DIR, Net
+            from runtime.network import Net
             from runtime.network.leases import sweep
             for n in others:
                 sweep(Net(os.path.join(STATE_DIR, n), "br-" + n, id=n))

@@ -21,7 +21,7 @@ import os
 import struct
 
 from cache import owner
-from runtime.network import DEFAULT, Net
+from runtime.network import DEFAULT, WAITER, Net
 
 
 class Lease:
@@ -175,7 +175,6 @@ def _endpoint(path: str) -> dict | None:
 LINGER = 5.0            # s the bridge stays after its last container ended (default)
 RESTART_GRACE = 65.0    # s: above the restart policy's longest backoff (60 s)
 _STAMP = "released"     # the last release: its holder's token; its mtime says when
-_WAITER = "sweep.lock"  # flocked by the one sweep that waits out the linger
 
 
 def release(lease: Lease) -> None:
@@ -208,7 +207,7 @@ def release(lease: Lease) -> None:
 
 def _take_waiter(net: Net = DEFAULT) -> int | None:
     """The waiting sweep's flock, taken (its fd) or None when a sweep already holds it."""
-    fd = os.open(os.path.join(net.state_dir, _WAITER), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fd = os.open(os.path.join(net.state_dir, WAITER), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
