@@ -30,10 +30,10 @@ from pathlib import Path
 from builder.errors import BuildError
 from cache import atomic, fspath, layout
 from cache.errors import StoreError
+from cache.overlayfmt import key_xattrs
 from grammar import gopath
 from grammar.gomatch import compile_match
 
-CAP_XATTR = "security.capability"
 # A file whose mtime/ctime is this close to "now" may still change within the same timestamp
 # tick; its hash is used but not memoized (git's "racy" rule; see moby/buildkit#4950).
 _RACY_NS = 50_000_000
@@ -366,7 +366,10 @@ class SourceTree:
                     extra = os.readlink(e.path)
                 elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
                     extra = f"{os.major(st.st_rdev)},{os.minor(st.st_rdev)}"
-                cap = _get_cap(e.path)
+                cap, xattrs = key_xattrs(e.path)
+                shown = (cap or "-") + (f"+{xattrs}" if xattrs else "")     # for the listing
+                if xattrs:      # user.* xattrs COPY takes: in the key (only when there are any)
+                    cap = f"{cap}\0{xattrs}"
                 if self.observe is not None and stat.S_ISREG(mode) and not extra.startswith("hardlink:"):
                     self.observe(e.path, st, f"{extra}:{cap}")
                 h.update(f"{e.rel}\0{stat.S_IFMT(mode):o}\0{stat.S_IMODE(mode):o}\0{uid}\0{gid}"
@@ -375,7 +378,7 @@ class SourceTree:
                     where = f"{sel.rel}/{e.rel}".strip("/") or "."
                     what = extra[:16] if stat.S_ISREG(mode) and ":" not in extra else extra
                     listing[where] = (f"{stat.S_IFMT(mode):o} {stat.S_IMODE(mode):o} {uid}:{gid} "
-                                      f"{cap or '-'} {what}")
+                                      f"{shown} {what}")
         self.save_stat_cache()
         return "sha256:" + h.hexdigest()
 
@@ -448,14 +451,6 @@ def _may_match_below(patterns: Sequence[str], rel: str) -> bool:
         if ok:
             return True
     return False
-
-
-def _get_cap(path: str) -> str:
-    """The file capability xattr as hex, "" when there is none or it cannot be read."""
-    try:
-        return os.getxattr(path, CAP_XATTR, follow_symlinks=False).hex()
-    except OSError:
-        return ""
 
 
 class BuildContext(SourceTree):

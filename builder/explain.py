@@ -161,8 +161,12 @@ def _files_changes(old: dict | None, new: dict | None) -> list[dict]:
         else:  # "type mode uid:gid capability content" (SourceTree.digest's listing)
             ta, tb = a.split(" ", 4), b.split(" ", 4)
             what = []
-            if ta[0] != tb[0] or ta[3:] != tb[3:]:
+            if ta[0] != tb[0] or ta[4:] != tb[4:]:
                 what.append("content")
+            if ta[3:4] != tb[3:4]:      # "capability[+user xattrs]"
+                ca, _, xa = ta[3].partition("+")
+                cb, _, xb = tb[3].partition("+")
+                what += (["capability"] if ca != cb else []) + (["xattrs"] if xa != xb else [])
             if ta[1] != tb[1]:
                 what.append("mode")
             if ta[2] != tb[2]:

@@ -115,21 +115,22 @@ def _sig(st: os.stat_result) -> list[int]:
 
 
 def _same_content(path: str, now: list[int], sig: list) -> bool:
-    """A regular file whose times changed but whose bytes and capability did not: a touch,
+    """A regular file whose times changed but whose bytes and layer xattrs did not: a touch,
     which a build keys the same (digests never include mtimes)."""
     if len(sig) < 9 or now[:6] != sig[:6]:  # only regular files carry their content
         return False
     import hashlib
 
+    from cache.overlayfmt import key_xattrs
+
     try:
         with open(path, "rb") as f:
             hexd = hashlib.file_digest(f, "sha256").hexdigest()
-        try:
-            cap = os.getxattr(path, "security.capability", follow_symlinks=False).hex()
-        except OSError:
-            cap = ""
     except OSError:
         return False
+    cap, xattrs = key_xattrs(path)      # what the context's digest saw (builder.context)
+    if xattrs:
+        cap = f"{cap}\0{xattrs}"
     return f"{hexd}:{cap}" == sig[8]
 
 

@@ -83,6 +83,29 @@ def layer_xattr(name: str) -> bool:
     return name == "security.capability" or (name.startswith("user.") and not private_xattr(name))
 
 
+def key_xattrs(path) -> tuple[str, str]:
+    """(the file capability as hex, the other layer xattrs as `name=hex;...` sorted), "" for
+    none: what of a source file's xattrs a COPY's cache key and a replay's touch check see,
+    the ones `layer_xattr` lets into a layer. One listxattr when there are none."""
+    try:
+        names = os.listxattr(path, follow_symlinks=False)
+    except OSError:
+        return "", ""
+    cap, others = "", []
+    for name in sorted(names):
+        if not layer_xattr(name):
+            continue
+        try:
+            value = os.getxattr(path, name, follow_symlinks=False)
+        except OSError:
+            continue
+        if name == "security.capability":
+            cap = value.hex()
+        else:
+            others.append(f"{name}={value.hex()}")
+    return cap, ";".join(others)
+
+
 def _join(a, b):
     return a + (b"/" if isinstance(a, bytes) else "/") + b
 

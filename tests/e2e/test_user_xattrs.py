@@ -94,3 +94,36 @@ def test_add_of_a_tar_with_overlays_opaque_xattrs_keeps_the_base_dir(
     _assert_no_overlay_xattr(top)
     etc_entry = next(m for m in top if m.name.rstrip("/") == "etc")
     assert etc_entry.pax_headers.get("SCHILY.xattr.user.kept") == "k"   # other user.* stay
+
+
+@pytest.mark.skipif(not xattrs_supported(), reason=XATTR_REASON)
+def test_a_changed_user_xattr_on_a_source_file_misses_the_cache(busybox_root, pybuild, tmp_path):
+    """A user.* xattr is part of what COPY copies, so it is part of COPY's key: changing it
+    rebuilds the step (a replay does not take it for a touch) and the new layer has the new
+    value; the explanation names it."""
+    (tmp_path / "Dockerfile").write_text("FROM busybox\nCOPY f /f\n")
+    f = tmp_path / "f"
+    f.write_text("same bytes\n")
+    os.setxattr(f, "user.note", b"one")
+    first = pybuild("build", "-q", "-t", "xa", str(tmp_path))
+    assert first.returncode == 0, first.stderr
+    assert pybuild("build", "-q", "-t", "xa", str(tmp_path)).stdout == first.stdout   # cached
+    os.setxattr(f, "user.note", b"two")
+    r = pybuild("build", "--progress", "plain", "-t", "xa", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert "f (xattrs)" in r.stderr, r.stderr
+    second = pybuild("build", "-q", "-t", "xa", str(tmp_path)).stdout
+    assert second != first.stdout
+    tar = tmp_path / "xa.tar"
+    assert pybuild("save", "-o", str(tar), "xa").returncode == 0
+    with tarfile.open(tar) as outer:
+        layers = [m for m in outer if m.name.startswith("blobs/sha256/")]
+        notes = []
+        for m in layers:
+            try:
+                with tarfile.open(fileobj=outer.extractfile(m)) as layer:
+                    notes += [e.pax_headers.get("SCHILY.xattr.user.note") for e in layer
+                              if e.name == "f"]
+            except tarfile.ReadError:
+                continue            # a config or manifest blob
+    assert "two" in notes and "one" not in notes, notes
