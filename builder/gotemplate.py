@@ -331,7 +331,7 @@ def parse(text: str) -> list:
                 # {{else if X}}: an if in the else branch that shares this {{end}}
                 other = [control("if", _pipeline(rest[1:], line), line)]
             elif rest:
-                raise TemplateError(f"template: :{line}: unexpected {_src(rest)[0]!r} after else")
+                raise TemplateError(f"template: :{line}: unexpected {_word(rest[0])!r} after else")
             else:
                 other, _, _ = nodes_until(("end",))
         return (word, pipe, body, other)
@@ -340,22 +340,16 @@ def parse(text: str) -> list:
     return nodes
 
 
-def _src(toks: list) -> list[str]:
-    """Tokens back to source words (for `else if`, re-read as an `if`)."""
-    out = []
-    for kind, val in toks:
-        if kind == "field":
-            out.append("." + ".".join(val))
-        elif kind == "var":
-            out.append(val[0] + "".join("." + p for p in val[1]))
-        elif kind == "lit":
-            out.append(json.dumps(val) if isinstance(val, str) else
-                       ("nil" if val is None else str(val).lower() if isinstance(val, bool) else str(val)))
-        elif kind == ":=":
-            out.append(":=")
-        else:
-            out.append(str(val))
-    return out
+def _word(tok: tuple) -> str:
+    """A token as its source word, for error lines."""
+    kind, val = tok
+    if kind == "field":
+        return "." + ".".join(val)
+    if kind == "var":
+        return val[0] + "".join("." + p for p in val[1])
+    if kind == "lit":
+        return json.dumps(val) if isinstance(val, str) else go_str(val)
+    return ":=" if kind == ":=" else str(val)
 
 # ------------------------------------------------------------------------------- values
 
@@ -686,7 +680,7 @@ def _command(cmd: list, dot, scope, strict, line, piped):
             return method(*args)
     if len(cmd) > 1 or piped:
         raise TemplateError(f"template: :{line}: can't give argument to non-function "
-                            f"{_src([head])[0]}")
+                            f"{_word(head)}")
     return _operand(head, dot, scope, strict, line)
 
 

@@ -44,6 +44,25 @@ def ctx(tmp_path: Path, probe: Path, run: str, before: str = "") -> Path:
     return c
 
 
+@pytest.fixture
+def caller_agent(key, tmp_path) -> Path:
+    """An ssh-agent of the test's own (a user's) holding `key`: its socket."""
+    sock = tmp_path / "agent.sock"
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(300):
+            if sock.exists():
+                break
+            time.sleep(0.01)
+        subprocess.run(["ssh-add", "-q", str(key)], env={**os.environ, "SSH_AUTH_SOCK": str(sock)},
+                       check=True, capture_output=True)
+        yield sock
+    finally:
+        agent.kill()
+        agent.wait()
+
+
 def agents() -> set[int]:
     r = subprocess.run(["pgrep", "-x", "ssh-agent"], capture_output=True, text=True)
     return {int(p) for p in r.stdout.split()}
@@ -63,28 +82,17 @@ def test_key_files_are_served_by_an_agent_of_the_build(busybox_root, pybuild, pr
     assert "unset" in out.stdout and "ssh_agent" not in out.stdout      # nothing in the image
 
 
-def test_the_callers_agent_an_id_and_a_target(busybox_root, pybuild, probe, key, tmp_path):
-    sock = tmp_path / "agent.sock"
-    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(300):
-            if sock.exists():
-                break
-            time.sleep(0.01)
-        env = {**os.environ, "SSH_AUTH_SOCK": str(sock)}
-        subprocess.run(["ssh-add", "-q", str(key)], env=env, check=True, capture_output=True)
-        c = ctx(tmp_path, probe, "--mount=type=ssh /agentls")
-        r = pybuild("build", "--progress", "plain", "--no-cache", "--ssh", "default", str(c), env=env)
-        assert r.returncode == 0 and "pybuild-ssh-test" in r.stderr, r.stderr
-        c = ctx(tmp_path, probe, "--mount=type=ssh,id=deploy,target=/tmp/a.sock "
-                "sh -c 'echo at=$SSH_AUTH_SOCK; /agentls'")
-        r = pybuild("build", "--progress", "plain", "--no-cache", "--ssh", f"deploy={sock}", str(c))
-        assert r.returncode == 0, r.stderr
-        assert "at=/tmp/a.sock" in r.stderr and "1 identities" in r.stderr
-    finally:
-        agent.kill()
-        agent.wait()
+def test_the_callers_agent_an_id_and_a_target(busybox_root, pybuild, probe, caller_agent, tmp_path):
+    sock = caller_agent
+    env = {**os.environ, "SSH_AUTH_SOCK": str(sock)}
+    c = ctx(tmp_path, probe, "--mount=type=ssh /agentls")
+    r = pybuild("build", "--progress", "plain", "--no-cache", "--ssh", "default", str(c), env=env)
+    assert r.returncode == 0 and "pybuild-ssh-test" in r.stderr, r.stderr
+    c = ctx(tmp_path, probe, "--mount=type=ssh,id=deploy,target=/tmp/a.sock "
+            "sh -c 'echo at=$SSH_AUTH_SOCK; /agentls'")
+    r = pybuild("build", "--progress", "plain", "--no-cache", "--ssh", f"deploy={sock}", str(c))
+    assert r.returncode == 0, r.stderr
+    assert "at=/tmp/a.sock" in r.stderr and "1 identities" in r.stderr
 
 
 def test_required_without_ssh_fails_before_step_one(busybox_root, pybuild, probe, tmp_path):
@@ -107,32 +115,21 @@ def test_bad_ssh_values_are_one_line(busybox_root, pybuild, probe, tmp_path):
     assert os.listdir(busybox_root / "tmp") == []
 
 
-def test_a_step_reaches_a_relay_never_the_callers_socket(busybox_root, pybuild, probe, key, tmp_path):
-    sock = tmp_path / "agent.sock"
-    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(300):
-            if sock.exists():
-                break
-            time.sleep(0.01)
-        subprocess.run(["ssh-add", "-q", str(key)], env={**os.environ, "SSH_AUTH_SOCK": str(sock)},
-                       check=True, capture_output=True)
-        before = os.stat(sock)
-        c = ctx(tmp_path, probe, "--mount=type=ssh sh -c 'chmod 666 $SSH_AUTH_SOCK; "
-                "chown 1000 $SSH_AUTH_SOCK; rm -f $SSH_AUTH_SOCK; /agentls'")
-        r = pybuild("build", "--progress", "plain", "--no-cache", "--ssh", f"default={sock}", str(c))
-        assert r.returncode == 0 and "pybuild-ssh-test" in r.stderr, r.stderr
-        after = os.stat(sock)
-        assert (after.st_mode, after.st_uid, after.st_ino) == (before.st_mode, before.st_uid,
-                                                               before.st_ino)
-        # the mount's uid and mode: a USER 1000 step can use it (as BuildKit's proxy socket)
-        c = ctx(tmp_path, probe, "--mount=type=ssh,uid=1000,mode=0600 sh -c "
-                "'stat -c \"%u %a\" $SSH_AUTH_SOCK; /agentls'", before="USER 1000\n")
-        r = pybuild("build", "--progress", "plain", "--no-cache", "--ssh", f"default={sock}", str(c))
-        assert r.returncode == 0, r.stderr
-        assert "1000 600" in r.stderr and "1 identities" in r.stderr
-        assert os.listdir(busybox_root / "tmp") == []
-    finally:
-        agent.kill()
-        agent.wait()
+def test_a_step_reaches_a_relay_never_the_callers_socket(busybox_root, pybuild, probe,
+                                                         caller_agent, tmp_path):
+    sock = caller_agent
+    before = os.stat(sock)
+    c = ctx(tmp_path, probe, "--mount=type=ssh sh -c 'chmod 666 $SSH_AUTH_SOCK; "
+            "chown 1000 $SSH_AUTH_SOCK; rm -f $SSH_AUTH_SOCK; /agentls'")
+    r = pybuild("build", "--progress", "plain", "--no-cache", "--ssh", f"default={sock}", str(c))
+    assert r.returncode == 0 and "pybuild-ssh-test" in r.stderr, r.stderr
+    after = os.stat(sock)
+    assert (after.st_mode, after.st_uid, after.st_ino) == (before.st_mode, before.st_uid,
+                                                           before.st_ino)
+    # the mount's uid and mode: a USER 1000 step can use it (as BuildKit's proxy socket)
+    c = ctx(tmp_path, probe, "--mount=type=ssh,uid=1000,mode=0600 sh -c "
+            "'stat -c \"%u %a\" $SSH_AUTH_SOCK; /agentls'", before="USER 1000\n")
+    r = pybuild("build", "--progress", "plain", "--no-cache", "--ssh", f"default={sock}", str(c))
+    assert r.returncode == 0, r.stderr
+    assert "1000 600" in r.stderr and "1 identities" in r.stderr
+    assert os.listdir(busybox_root / "tmp") == []
