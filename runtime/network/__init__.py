@@ -68,6 +68,31 @@ def bridge_exists() -> bool:
     return os.path.exists(os.path.join(STATE_DIR, BRIDGE_STATE))
 
 
+def hand_over(var: str, fields: list[str], fds) -> tuple[int, ...]:
+    """Before a supervisor re-execs into its monitor (the port proxy's and the DNS server's
+    sockets): `fds` made inheritable, `fields` (what they are) in $var; the fds to keep."""
+    fds = tuple(fds)
+    for fd in fds:
+        os.set_inheritable(fd, True)
+    os.environ[var] = ";".join(fields)
+    return fds
+
+
+def taken_over(var: str) -> list[str] | None:
+    """In the monitor: the fields `hand_over` put in $var (taken out of the environment, so
+    the container's processes never see it), None when there were none."""
+    text = os.environ.pop(var, "")
+    return text.split(";") if text else None
+
+
+def adopt(fd: int):
+    """A handed-over socket fd as a socket, no longer inherited by what the monitor starts."""
+    import socket
+
+    os.set_inheritable(fd, False)
+    return socket.socket(fileno=fd)
+
+
 def sweep_waits(state_dir: str = STATE_DIR) -> bool:
     """Whether a sweep already waits out this bridge's linger (its flock on WAITER is held):
     it reclaims dead holders and removes the bridge when due, so a `run` off the bridge need

@@ -28,6 +28,8 @@ import struct
 import threading
 import time
 
+from runtime.network import adopt, hand_over, taken_over
+
 ADDRESS = "127.0.0.11"          # docker's resolverIPSandbox
 TTL = 600                       # docker's respTTL
 TIMEOUT = 2.0                   # s per upstream server (docker's extIOTimeout is 4 s)
@@ -442,21 +444,14 @@ def handoff(tree) -> tuple[int, ...]:
     r = _running.get(getattr(getattr(tree, "network", None), "dns_key", None) or "")
     if r is None:
         return ()
-    fds = tuple(s.fileno() for s in r.sockets)
-    for fd in fds:
-        os.set_inheritable(fd, True)
-    os.environ[_ENV] = ";".join([r.key, r.names.cid12, ",".join(map(str, fds)), *r.servers])
-    return fds
+    fds = [s.fileno() for s in r.sockets]
+    return hand_over(_ENV, [r.key, r.names.cid12, ",".join(map(str, fds)), *r.servers], fds)
 
 
 def resume() -> None:
     """In the monitor: serve the sockets the supervisor handed over."""
-    text = os.environ.pop(_ENV, "")
-    if not text:
+    got = taken_over(_ENV)
+    if got is None:
         return
-    key, cid12, fds, *servers = text.split(";")
-    socks = []
-    for fd in fds.split(","):
-        os.set_inheritable(int(fd), False)
-        socks.append(socket.socket(fileno=int(fd)))
-    Resolver(key, socks, cid12, servers).start()
+    key, cid12, fds, *servers = got
+    Resolver(key, [adopt(int(fd)) for fd in fds.split(",")], cid12, servers).start()

@@ -20,6 +20,8 @@ import threading
 import time
 from collections import OrderedDict
 
+from runtime.network import adopt, hand_over, taken_over
+
 _ENV = "PYBUILD_PROXY"
 # bounds, so a flood costs the holder at most ~2 x MAX_TCP threads and fds (read at import, so a
 # test can lower them for the process it starts)
@@ -210,23 +212,19 @@ def handoff(tree) -> tuple[int, ...]:
     p = _running.get(getattr(getattr(tree, "network", None), "proxy_key", None) or "")
     if p is None:
         return ()
-    items = []
-    for s, proto, ip, port in p.listeners:
-        os.set_inheritable(s.fileno(), True)
-        items.append(f"{s.fileno()},{proto},{ip},{port}")
-    os.environ[_ENV] = p.key + ";" + ";".join(items)
-    return tuple(s.fileno() for s, *_ in p.listeners)
+    return hand_over(_ENV, [p.key, *(f"{s.fileno()},{proto},{ip},{port}"
+                                     for s, proto, ip, port in p.listeners)],
+                     [s.fileno() for s, *_ in p.listeners])
 
 
 def resume() -> None:
     """In the monitor: serve the sockets the supervisor handed over."""
-    text = os.environ.pop(_ENV, "")
-    if not text:
+    got = taken_over(_ENV)
+    if got is None:
         return
-    key, *items = text.split(";")
+    key, *items = got
     listeners = []
     for item in items:
         fd, proto, ip, port = item.split(",")
-        os.set_inheritable(int(fd), False)
-        listeners.append((socket.socket(fileno=int(fd)), proto, ip, int(port)))
+        listeners.append((adopt(int(fd)), proto, ip, int(port)))
     Proxy(key, listeners).start()
