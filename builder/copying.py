@@ -470,16 +470,32 @@ class Share:
     filesystem than its layers; the old layer pruned meanwhile; EMLINK) is a copy instead."""
 
     def __init__(self, old_dir: str, then: dict, now: dict, observed: dict, context: str):
-        self.old = old_dir.rstrip("/") + "/"
+        self.old = old_dir
         self.then = then            # previous record: context rel -> [stat..., "sha256:cap"]
         self.now = now              # this build: host path -> "sha256:cap"
         self.observed = observed    # this build: host path -> stat identity (builder.replay._sig)
         self.ctx = context.rstrip("/") + "/"
         self.root = ""              # the merged root (copy() sets it)
         self.used: set[tuple[int, int]] = set()
-        self.todo: dict[str, list] = {}     # upper dir rel -> [(name, old path, copier, src, st)]
+        self.todo: dict[str, list] = {}     # upper dir rel -> [(name, copier, src, st)]
         self.linked = self.copied = 0
         self.can_link = True
+        self._dir: tuple[str, int | None] = ("\0", None)  # the old layer's dir looked in last
+
+    def _old_dir(self, parent: str) -> int | None:
+        """An fd of the old layer's dir `parent` (kept until the next one), opened a component
+        at a time without following any symlink; None if there is no such dir."""
+        if parent == self._dir[0]:
+            return self._dir[1]
+        self.close()
+        self._dir = (parent, _open_dir_nofollow(self.old, parent))
+        return self._dir[1]
+
+    def close(self) -> None:
+        """Let go of the old layer's dir (`finish` does; a failed copy must too)."""
+        if self._dir[1] is not None:
+            os.close(self._dir[1])
+        self._dir = ("\0", None)
 
     def defer(self, cp: _Copier, src: str, target: str, st: os.stat_result, fresh: bool) -> bool:
         """True if the file `src` -> `target` will be linked by `finish` (nothing written now)."""
@@ -493,10 +509,12 @@ class Share:
         if (sig is None or sig[0] != st.st_dev or sig[1] != st.st_ino or sig[2] != st.st_size
                 or sig[6] != st.st_mtime_ns or sig[7] != st.st_ctime_ns):
             return False                # not the file this build keyed
-        rel = target[len(self.root) + 1:]
-        path = self.old + rel
+        parent, _, name = target[len(self.root) + 1:].rpartition("/")
+        dfd = self._old_dir(parent)
+        if dfd is None:
+            return False
         try:
-            ost = os.lstat(path)
+            ost = os.lstat(name, dir_fd=dfd)
         except OSError:
             return False
         uid, gid = cp._owner(st)
@@ -516,30 +534,56 @@ class Share:
             except OSError:
                 return False
         self.used.add(ino)
-        parent, _, name = rel.rpartition("/")
-        self.todo.setdefault(parent, []).append((name, path, cp, src, st))
+        self.todo.setdefault(parent, []).append((name, cp, src, st))
         return True
 
-    def finish(self, upper: str) -> None:
+    def finish(self, upper) -> None:
         """Make the deferred files in `upper` (the overlay unmounted): links, else copies."""
+        self.close()
         upper = os.fspath(upper).rstrip("/")
         for parent, items in self.todo.items():
             d = upper + "/" + parent if parent else upper
-            dst = os.lstat(d)
-            for name, path, cp, src, st in items:
-                t = d + "/" + name
-                if self.can_link:
-                    try:
-                        os.link(path, t, follow_symlinks=False)
-                        self.linked += 1
-                        continue
-                    except OSError as e:
-                        if e.errno == errno.EXDEV:
-                            self.can_link = False
-                cp._write_file(src, t, st)
-                self.copied += 1
-            os.utime(d, ns=(dst.st_atime_ns, dst.st_mtime_ns), follow_symlinks=False)
+            dfd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            ofd = _open_dir_nofollow(self.old, parent) if self.can_link else None
+            try:
+                dst = os.fstat(dfd)
+                for name, cp, src, st in items:
+                    if ofd is not None and self.can_link:
+                        try:
+                            os.link(name, name, src_dir_fd=ofd, dst_dir_fd=dfd,
+                                    follow_symlinks=False)
+                            self.linked += 1
+                            continue
+                        except OSError as e:
+                            if e.errno == errno.EXDEV:
+                                self.can_link = False
+                    cp._write_file(src, d + "/" + name, st)
+                    self.copied += 1
+                os.utime(dfd, ns=(dst.st_atime_ns, dst.st_mtime_ns))
+            finally:
+                os.close(dfd)
+                if ofd is not None:
+                    os.close(ofd)
         self.todo.clear()
+
+
+def _open_dir_nofollow(root: str, rel: str) -> int | None:
+    """The directory `root/rel` by fd, each component opened with O_NOFOLLOW (a symlink in
+    an old layer must never lead a link elsewhere); None if any is missing or not a dir."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(root, flags)
+    except OSError:
+        return None
+    for part in rel.split("/") if rel else ():
+        try:
+            nxt = os.open(part, flags, dir_fd=fd)
+        except OSError:
+            os.close(fd)
+            return None
+        os.close(fd)
+        fd = nxt
+    return fd
 
 
 def _copy_xattrs(src, dst) -> None:

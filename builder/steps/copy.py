@@ -80,21 +80,25 @@ def copy_step(run, ins: ast.Copy | ast.Add, n: int) -> None:
             with scratch(run.solver.store) as (upper, work):
                 lowers = [] if link else run.lowerdirs()
                 share = None
-                with mounted(lowers, upper, work) as root:
-                    root = Path(root)
-                    owner = resolve_chown(chown, root) if chown else None
-                    for tree, names, _, local in groups:
-                        if callable(tree):
-                            tree = tree()
-                        sel = tree.select(names, excludes)
-                        if local and len(groups) == 1 and len(sel) == 1 and sel[0].is_dir:
-                            share = _share(run, upper, tree)
-                        copy(sel, root, dest, workdir=workdir, chown=owner, chmod=chmod,
-                             parents=parents, multiple=len(srcs) > 1,
-                             unpack=is_add and unpack and local, share=share,
-                             settle=(run.solver.opts.epoch,))
-                if share is not None:
-                    share.finish(upper)
+                try:
+                    with mounted(lowers, upper, work) as root:
+                        root = Path(root)
+                        owner = resolve_chown(chown, root) if chown else None
+                        for tree, names, _, local in groups:
+                            if callable(tree):
+                                tree = tree()
+                            sel = tree.select(names, excludes)
+                            if local and len(groups) == 1 and len(sel) == 1 and sel[0].is_dir:
+                                share = _share(run, upper, tree)
+                            copy(sel, root, dest, workdir=workdir, chown=owner, chmod=chmod,
+                                 parents=parents, multiple=len(srcs) > 1,
+                                 unpack=is_add and unpack and local, share=share,
+                                 settle=(run.solver.opts.epoch,))
+                    if share is not None:
+                        share.finish(upper)
+                finally:
+                    if share is not None:
+                        share.close()
                 return commit(run, upper)
 
         run.layer_step(ins, n, created_by, inputs, do, files, ignore)
