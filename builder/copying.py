@@ -19,6 +19,10 @@ frontend/dockerfile/dockerfile_copy_test.go):
   to files and dirs alike); mtimes and xattrs kept; symlinks inside dirs are copied as links,
   hardlinks within one source are kept, fifos and devices are re-created, sockets become
   empty files ("socket copied as stub").
+
+A layer step's copy can take unchanged files from the previous layer of the same step by hard
+link instead of writing them (`Share`, issue 14), and writes every other regular file through
+its two fds with the times the layer's commit would give it (`copy(settle=...)`).
 """
 
 from __future__ import annotations
