@@ -216,16 +216,12 @@ class Pending:
         return image
 
     def finish_replay(self, image_id: str) -> int:
-        from builder.progress import make_progress
-
         rec, o = self.record, self.opts
-        with open(os.devnull, "w") as devnull:
-            hush = o["quiet"] or o["progress"] == "quiet"
-            progress = make_progress("plain" if hush else o["progress"],
-                                     devnull if hush else None, live=False)
-            try:   # the layout of a full build's (builder.progress), from the record's facts
-                from builder.progress import CONTEXT, context_read, exported, loaded
+        if not (o["quiet"] or o["progress"] == "quiet"):    # -q: no progress to make at all
+            from builder.progress import CONTEXT, context_read, exported, loaded, make_progress
 
+            progress = make_progress(o["progress"], live=False)
+            try:   # the layout of a full build's (builder.progress), from the record's facts
                 ignore = next((t for t in self.inputs[5] if t is not None), "")
                 loaded(progress, os.path.basename(self.dockerfile), _size(self.inputs[4]), _size(ignore))
                 for name, cached in rec["steps"]:
