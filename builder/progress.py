@@ -29,7 +29,7 @@ class Vertex:
         self.started = time.monotonic()
         self.finished: float | None = None
         self.cached = False
-        self.step = False  # a layer step (a replay of the build shows it CACHED)
+        self.step = False  # a layer step or an image's FROM (a replay shows it CACHED)
         # not in a replay's record: work a replay does not do, or prints from its own inputs
         self.once = False
         self.error: str | None = None

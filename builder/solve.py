@@ -474,6 +474,7 @@ class Solver:
             v = self.progress.start(vertex_prefix(self.plan, st, 1, vertex_total(st))
                                     + f"FROM {display(st.base, default_tag=False)}")
             # what was in the store already is CACHED, a pulled image's layers were DONE now
+            v.step = True   # and in the store for a replay, which shows it CACHED
             (self.progress.done if st.base in self._fetched else self.progress.cached)(v)
         if self.explainer is not None:
             self.explainer.base(st.label, st.base, state.key, st.base_stage is not None)
