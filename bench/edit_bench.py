@@ -245,7 +245,7 @@ def main() -> int:
     if want_bk and NO_DOCKER:
         raise SystemExit(f"edit_bench: BuildKit {NO_DOCKER}; or pass --no-buildkit")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))     # unwind: stop dockerd, clean up
-    load0 = Path("/proc/loadavg").read_text().split()[:3]
+    load0, started = Path("/proc/loadavg").read_text().split()[:3], time.gmtime()
     commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
                             capture_output=True, text=True, check=False).stdout.strip()
     tmp = Path(tempfile.mkdtemp(prefix="edit-bench-"))
@@ -260,11 +260,11 @@ def main() -> int:
                 subprocess.run([*PYBUILD, "save", "-o", str(tar), "busybox:latest"], cwd=REPO,
                                env={**os.environ, "PYBUILD_ROOT": str(template)}, check=True)
                 bk = BuildKit(tmp, stack.enter_context(private_dockerd()), tar)
-            for n in sizes:
+            for k, n in enumerate(sizes):
                 tools = [Pybuild(tmp, template, n)] + ([bk] if bk else [])
                 results.append(measure(tmp, n, a.rounds, tools))
                 shutil.rmtree(tools[0].root, ignore_errors=True)
-                if bk:
+                if bk and k + 1 < len(sizes):       # room for the next size (the last goes with dockerd)
                     subprocess.run([*bk.cli, "builder", "prune", "-af"], check=False,
                                    stdout=subprocess.DEVNULL)
     finally:
@@ -275,7 +275,7 @@ def main() -> int:
                           "results": results}, indent=1))
         sys.stdout.flush()
         sys.stdout = sys.stderr
-    print(f"commit {commit}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+    print(f"commit {commit}, {time.strftime('%Y-%m-%d %H:%M UTC', started)}, "
           f"{a.rounds} rounds; load {' '.join(load0)} before, {' '.join(load1)} after\n")
     print(table(results))
     print()
