@@ -220,8 +220,10 @@ def steps_table(results: list[dict]) -> str:
                     return statistics.median(x["steps"].get(key, 0.0) for x in runs)
                 total = statistics.median(x["s"] for x in runs)
                 ctx, cp, run = med("context"), med("COPY"), med("RUN")
+                has_ctx = any("context" in x["steps"] for x in runs)   # pybuild has no such step
+                ctx_text = f"{total:.2f} s | " + (f"{ctx:.1f} s" if has_ctx else "–")
                 rows.append(f"| {r['files']:,} | {'cold' if case == 'cold' else 'one file edited'} "
-                            f"| {tool} | {total:.2f} s | {ctx:.1f} s | {cp:.1f} s | {run:.1f} s | "
+                            f"| {tool} | {ctx_text} | {cp:.1f} s | {run:.1f} s | "
                             f"{total - ctx - cp - run:.2f} s |")
     return "\n".join(rows)
 
@@ -245,6 +247,7 @@ def main() -> int:
     if want_bk and NO_DOCKER:
         raise SystemExit(f"edit_bench: BuildKit {NO_DOCKER}; or pass --no-buildkit")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))     # unwind: stop dockerd, clean up
+    signal.signal(signal.SIGINT, signal.default_int_handler)    # ^C, also when started with &
     load0, started = Path("/proc/loadavg").read_text().split()[:3], time.gmtime()
     commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
                             capture_output=True, text=True, check=False).stdout.strip()
