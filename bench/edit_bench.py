@@ -65,27 +65,29 @@ def edit(ctx: Path, n: int, round_no: int) -> None:
         f.write(f"edit {round_no}\n")
 
 
-STEP = re.compile(r"^#(\d+) \[(?:\d+/\d+|internal)\] (.*)$")
-DONE = re.compile(r"^#(\d+) (?:DONE|CACHED) ?([\d.]+)?s?")
+STEP = re.compile(r"^#(\d+) (?:\[(?:\d+/\d+|internal)\] )?(.*)$")
+DONE = re.compile(r"^#(\d+) (?:DONE|CACHED) ?([\d.]+)?s?$")
+KINDS = (("load build context", "context"), ("COPY ", "COPY"), ("RUN ", "RUN"),
+         ("exporting to image", "export"))
 
 
 def step_times(plain: str) -> dict[str, float]:
-    """{'context', 'COPY', 'RUN'} seconds from `--progress plain` output (BuildKit's and
-    pybuild's use the same #N lines)."""
+    """{'context', 'COPY', 'RUN', 'export'} seconds from `--progress plain` output (BuildKit's
+    and pybuild's print the same #N vertex lines and `#N DONE 0.1s`)."""
     names: dict[str, str] = {}
     out: dict[str, float] = {}
     for ln in plain.splitlines():
-        m = STEP.match(ln)
+        m = DONE.match(ln)
         if m:
-            text = m.group(2)
-            kind = ("context" if text.startswith("load build context") else
-                    text.split()[0] if text.split()[0] in ("COPY", "RUN") else None)
+            if m.group(1) in names and m.group(2):
+                kind = names[m.group(1)]
+                out[kind] = out.get(kind, 0.0) + float(m.group(2))
+            continue
+        m = STEP.match(ln)
+        if m and m.group(1) not in names:       # a vertex's first line names it
+            kind = next((k for prefix, k in KINDS if m.group(2).startswith(prefix)), None)
             if kind:
                 names[m.group(1)] = kind
-            continue
-        m = DONE.match(ln)
-        if m and m.group(1) in names and m.group(2):
-            out[names[m.group(1)]] = out.get(names[m.group(1)], 0.0) + float(m.group(2))
     return out
 
 
@@ -206,8 +208,8 @@ def table(results: list[dict]) -> str:
 
 def steps_table(results: list[dict]) -> str:
     """Medians of the per-step times; `outside` = total - the steps' DONE times."""
-    rows = ["| files | build | tool | total | context (BuildKit's load build context) | COPY | RUN "
-            "| outside the steps |", "|---:|---|---|---|---|---|---|---|"]
+    rows = ["| files | build | tool | total | load build context | COPY | RUN | exporting to image "
+            "| outside these |", "|---:|---|---|---|---|---|---|---|---|"]
     for r in results:
         for case in ("cold", "edit"):
             for tool in ("pybuild", "buildkit"):
@@ -219,12 +221,14 @@ def steps_table(results: list[dict]) -> str:
                 def med(key, runs=runs):
                     return statistics.median(x["steps"].get(key, 0.0) for x in runs)
                 total = statistics.median(x["s"] for x in runs)
-                ctx, cp, run = med("context"), med("COPY"), med("RUN")
-                has_ctx = any("context" in x["steps"] for x in runs)   # pybuild has no such step
-                ctx_text = f"{total:.2f} s | " + (f"{ctx:.1f} s" if has_ctx else "–")
+                ctx, cp, run, exp = med("context"), med("COPY"), med("RUN"), med("export")
+
+                def cell(key, v, runs=runs):    # "–": no such vertex (older pybuild)
+                    return f"{v:.1f} s" if any(key in x["steps"] for x in runs) else "–"
                 rows.append(f"| {r['files']:,} | {'cold' if case == 'cold' else 'one file edited'} "
-                            f"| {tool} | {ctx_text} | {cp:.1f} s | {run:.1f} s | "
-                            f"{total - ctx - cp - run:.2f} s |")
+                            f"| {tool} | {total:.2f} s | {cell('context', ctx)} | {cp:.1f} s | "
+                            f"{run:.1f} s | {cell('export', exp)} | "
+                            f"{total - ctx - cp - run - exp:.2f} s |")
     return "\n".join(rows)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -345,6 +346,13 @@ def _own_mounts(store: Path, pid: int) -> list:
     return mounts_under(store, f"/proc/{pid}/mountinfo")
 
 
+def _copy_done(log: Path) -> bool:
+    """Whether the progress says the COPY vertex finished (`#N DONE` of `#N [2/3] COPY . /app`)."""
+    text = log.read_text()
+    m = re.search(r"^#(\d+) \[[^]]*\] COPY \. /app$", text, re.M)
+    return bool(m) and re.search(rf"^#{m.group(1)} DONE", text, re.M) is not None
+
+
 def _kill_during_copy(store: Path, ctx: Path, log: Path, at_mount: bool) -> bool:
     """Start a build of ctx and kill -9 it in its COPY step: once a mount of its own shows under
     the store (the COPY's overlay) if `at_mount`, else as soon as the COPY's progress line shows;
@@ -356,14 +364,14 @@ def _kill_during_copy(store: Path, ctx: Path, log: Path, at_mount: bool) -> bool
     try:
         deadline = time.monotonic() + 120
         while not (_own_mounts(store, p.pid) if at_mount else "] COPY . /app" in log.read_text()):
-            if p.poll() is not None or "#2 DONE" in log.read_text():
+            if p.poll() is not None or _copy_done(log):
                 break               # finished its COPY without a mount: kill at the line next
             assert time.monotonic() < deadline, "the COPY never started"
             time.sleep(0.001)
         if p.poll() is None:
             os.kill(p.pid, signal.SIGKILL)
             assert p.wait(timeout=30) == -signal.SIGKILL
-        return "#2 DONE" not in log.read_text() and p.returncode == -signal.SIGKILL
+        return not _copy_done(log) and p.returncode == -signal.SIGKILL
     finally:
         if p.poll() is None:
             p.kill()
