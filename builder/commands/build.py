@@ -350,6 +350,7 @@ def _build(args, build_args: dict, store) -> int:
             labels=labels, network=args.network, secrets=secrets, ssh=ssh, epoch=epoch,
             extra_hosts=_extra_hosts(args.add_host), **_run_limits(args),
             explain_cache=args.explain_cache,  # --- reprotime ---
+            dockerfile_bytes=len(text.encode("utf-8", "surrogateescape")),
             pull=PullOptions("always" if args.pull else "missing", args.tls_verify),
             **build_options(args.cache_to, args.cache_from))
         pending = getattr(args, "replay", None)  # builder.replay.Pending: record this build
@@ -367,8 +368,6 @@ def _build(args, build_args: dict, store) -> int:
                 image_id = build(store, the_plan, opts, progress, recorder)
             finally:
                 progress.close()
-        if args.tag:  # held by this process since put_image (cache.leases): prune -a spares it
-            store.tag_all(args.tag, image_id)
         # --- reprodiff: check-reproducible (before anything is written or pushed) ---
         if args.check_reproducible:
             from builder.reprocheck import check
@@ -390,5 +389,5 @@ def _build(args, build_args: dict, store) -> int:
 
         to_stdout = output is not None and output.get("dest") == "-"   # stdout has the tar
         announce(image_id, args.tag, quiet=args.quiet and not to_stdout, iidfile=args.iidfile,
-                 silent=args.progress == "quiet")
+                 silent=args.progress != "json")     # the others said it in `exporting to image`
     return 0
