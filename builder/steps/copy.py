@@ -17,6 +17,8 @@ from builder.steps.layer import commit, scratch
 from cache import owner
 from grammar import ExpansionError, ast
 
+SHARE_ENV = "PYBUILD_COPY_SHARE"  # "link": a missed COPY hard-links unchanged files (_share)
+
 
 def _is_url(src: str) -> bool:
     return src.startswith(("http://", "https://"))
@@ -110,11 +112,17 @@ def _share(run, upper, tree):
     the sources' digests unchanged, so each source lands where it did), when the last
     record of this command line (builder.replay's: the full content digest of each context
     file then) was made with that layer; else None. Only with the overlay snapshotter: the
-    links go into the upper dir, which the native one writes only at the end."""
+    links go into the upper dir, which the native one writes only at the end.
+
+    Off unless PYBUILD_COPY_SHARE=link: a shared inode's link count is 2 or more while both
+    layers exist, and a later RUN (or a container) sees that count through the overlay where a
+    cold build shows 1 - the layer's tar and digest are a cold build's, its view is not."""
     from builder.copying import Share
     from cache.errors import StoreError
     from runtime.snapshotter import snapshotter
 
+    if os.environ.get(SHARE_ENV, "off") != "link":
+        return None
     rec, ex = run.solver.recorder, run.solver.explainer
     prev = getattr(rec, "previous", None)
     if run.no_cache or ex is None or not isinstance(prev, dict) or not rec.contents:

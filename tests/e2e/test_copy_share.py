@@ -52,22 +52,24 @@ def _settle_times(ctx: Path) -> None:
     os.utime(ctx, (OLD_T, OLD_T))
 
 
-def _env(root: Path, epoch: str = EPOCH) -> dict:
-    return {**os.environ, "PYBUILD_ROOT": str(root), "SOURCE_DATE_EPOCH": epoch}
+def _env(root: Path, epoch: str = EPOCH, share: str = "link") -> dict:
+    return {**os.environ, "PYBUILD_ROOT": str(root), "SOURCE_DATE_EPOCH": epoch,
+            "PYBUILD_COPY_SHARE": share}
 
 
-def _build(root: Path, ctx: Path, epoch: str = EPOCH, tag: str = "app") -> tuple[str, str]:
+def _build(root: Path, ctx: Path, epoch: str = EPOCH, tag: str = "app",
+           share: str = "link") -> tuple[str, str]:
     """(image ID, the COPY layer's diff_id) of a build in store `root`."""
     iid = ctx.parent / f"iid-{os.getpid()}"
     r = subprocess.run([sys.executable, "-m", "builder", "build", "--progress", "plain", "-t", tag,
-                        "--iidfile", str(iid), str(ctx)], cwd=REPO, env=_env(root, epoch),
+                        "--iidfile", str(iid), str(ctx)], cwd=REPO, env=_env(root, epoch, share),
                        capture_output=True, text=True, timeout=300)
     ok(r)
     image_id = iid.read_text().strip()
     r = ok(subprocess.run([sys.executable, "-m", "builder", "inspect", "--format",
                            "{{json .RootFS.Layers}}", image_id], cwd=REPO, env=_env(root),
                           capture_output=True, text=True, timeout=60))
-    return image_id, json.loads(r.stdout)[-1]     # (not Store.image here: it would hold it)
+    return image_id, json.loads(r.stdout)[1]     # the COPY after busybox (not Store.image: it holds)
 
 
 def _layer_dir(root: Path, diff_id: str) -> Path:
@@ -255,3 +257,18 @@ def test_kill_9_while_linking_leaves_the_old_layer_and_a_consistent_store(
     assert os.listdir(busybox_root / "tmp") == []
     assert _files(old_dir) == before
     assert _build(busybox_root, ctx) == _build(other_busybox_root, ctx)
+
+
+def test_without_the_setting_nothing_is_shared_and_a_run_sees_one_link(busybox_root, tmp_path):
+    """Sharing is opt-in (PYBUILD_COPY_SHARE=link): by default a RUN after an edited COPY sees
+    the link counts a cold build gives."""
+    ctx = tmp_path / "ctx"
+    _context(ctx, DOCKERFILE + "RUN stat -c %h /app/d2/f0 > /links\n")
+    _, old = _build(busybox_root, ctx, share="off")
+    _edit(ctx)
+    _, new = _build(busybox_root, ctx, share="off")
+    assert not _shared(_layer_dir(busybox_root, old), _layer_dir(busybox_root, new))
+    r = ok(subprocess.run([sys.executable, "-m", "builder", "run", "--rm", "app", "cat", "/links"],
+                          cwd=REPO, env=_env(busybox_root, share="off"), capture_output=True,
+                          text=True, timeout=120))
+    assert r.stdout == "1\n"
