@@ -20,6 +20,11 @@ from grammar import ExpansionError, ast
 SHARE_ENV = "PYBUILD_COPY_SHARE"  # "link": a missed COPY hard-links unchanged files (_share)
 
 
+def sharing() -> bool:
+    """Is COPY's sharing with the previous layer on (`_share`)?"""
+    return os.environ.get(SHARE_ENV, "off") == "link"
+
+
 def _is_url(src: str) -> bool:
     return src.startswith(("http://", "https://"))
 
@@ -121,7 +126,7 @@ def _share(run, upper, tree):
     from cache.errors import StoreError
     from runtime.snapshotter import snapshotter
 
-    if os.environ.get(SHARE_ENV, "off") != "link":
+    if not sharing():
         return None
     rec, ex = run.solver.recorder, run.solver.explainer
     prev = getattr(rec, "previous", None)
