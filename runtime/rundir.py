@@ -65,7 +65,8 @@ class RunDir:
             if net is not None:     # --mac-address, and a user network's DNS upstreams
                 net.configure(spec)
             etc_files = etcfiles.write(etc, spec.hostname, spec.network,
-                                       lease.ip if lease else "", lease.gateway if lease else "",
+                                       lease.ip if lease and not spec.own_hosts else "",
+                                       lease.gateway if lease else "",
                                        spec.extra_hosts, spec.dns,
                                        embedded=spec.endpoint is not None)
             self.rootdir = os.path.join(self.side, "root")

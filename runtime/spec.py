@@ -77,7 +77,7 @@ class SandboxSpec(Record):
                "endpoint",
                # --- dns: --dns/--dns-search/--dns-option, --mac-address ---
                "dns", "mac_address", "connected",
-               "shm_size", "ulimits")
+               "shm_size", "ulimits", "own_hosts")
 
     def __init__(self, lowerdirs: list | None = None, upperdir: str | os.PathLike | None = None,
                  workdir: str | os.PathLike | None = None, argv: list[str] | None = None,
@@ -97,10 +97,13 @@ class SandboxSpec(Record):
                  endpoint=None,
                  # --- dns: --dns/--dns-search/--dns-option, --mac-address ---
                  dns: dict | None = None, mac_address: str = "", connected: list | None = None,
-                 shm_size: int = 0, ulimits: list[dict] | None = None):
+                 shm_size: int = 0, ulimits: list[dict] | None = None, own_hosts: bool = False):
         self.lowerdirs = [] if lowerdirs is None else lowerdirs   # layer dirs, top first
         self.shm_size = shm_size        # --shm-size: /dev/shm's bytes (0: docker's 64 MiB)
         self.ulimits = [] if ulimits is None else ulimits   # --ulimit (runtime.ulimits.parse)
+        # RUN: BuildKit's /etc/hosts (the hostname on 127.0.0.1) also on the bridge, where a
+        # container's file has docker's lines and its address last
+        self.own_hosts = own_hosts
         self.upperdir = upperdir
         self.workdir = workdir
         self.argv = [] if argv is None else argv

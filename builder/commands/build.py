@@ -41,8 +41,10 @@ def register(sub) -> None:
                         "plain, json or quiet (none); default $BUILDKIT_PROGRESS, else auto")
     p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
                    help="set a label on the final image")
-    p.add_argument("--network", choices=("default", "host", "none"), default="default",
-                   help="network of RUN steps (default: the host's, as BuildKit without CNI)")
+    p.add_argument("--network", default="default", metavar="default|bridge|host|none",
+                   help="network of RUN steps: default (a network namespace of its own on the "
+                        "bridge, NAT'd out, as BuildKit in dockerd; bridge is the same), host "
+                        "(the host's) or none (only lo)")
     p.add_argument("--secret", action="append", default=[], metavar="id=ID,src=FILE",
                    help="a secret for RUN --mount=type=secret")
     p.add_argument("--add-host", action="append", default=[], metavar="HOST:IP",
@@ -111,6 +113,21 @@ def _key_values(items: list[str], flag: str, *, from_env: bool = False) -> dict[
             v = os.environ[k]
         out[k] = v
     return out
+
+
+def _network(mode: str) -> str:
+    """--network as BuildKit's RUN modes: default (bridge, docker's classic builder's word for
+    it, is the same), host, none; anything else is refused before a step runs, as dockerd does
+    ("not supported by buildkit"), and a bridge a killed build left behind is swept now."""
+    from builder.errors import BuildError
+
+    mode = "default" if mode in ("", "bridge") else mode
+    if mode not in ("default", "host", "none"):
+        raise BuildError(f'network mode "{mode}" not supported (use default, bridge, host or none)')
+    from builder.commands.run import sweep_stale_networks
+
+    sweep_stale_networks()
+    return mode
 
 
 def _secrets(items: list[str], store, cleanup) -> dict[str, Path]:
@@ -347,7 +364,7 @@ def _build(args, build_args: dict, store) -> int:
             tags=args.tag, build_args=build_args, target=args.target, no_cache=args.no_cache,
             no_cache_filter=[s.strip().lower() for f in args.no_cache_filter for s in f.split(",")
                              if s.strip()],
-            labels=labels, network=args.network, secrets=secrets, ssh=ssh, epoch=epoch,
+            labels=labels, network=_network(args.network), secrets=secrets, ssh=ssh, epoch=epoch,
             extra_hosts=_extra_hosts(args.add_host), **_run_limits(args),
             explain_cache=args.explain_cache,  # --- reprotime ---
             pull=PullOptions("always" if args.pull else "missing", args.tls_verify),

@@ -479,6 +479,24 @@ def _user_network(args, network: str) -> dict:
     return {"network_id": d["Id"], "aliases": list(args.network_alias), "ip": args.ip or ""}
 
 
+def sweep_stale_networks(default: bool = True, keep: str = "") -> None:
+    """What a killed foreground run or build left on the host goes now: the default bridge
+    (when `default`: a run off it) and every user network's bridge but `keep`'s, each when no
+    live lease holds it and its linger is over (runtime.network.leases.sweep). A stat and a
+    listdir when there is nothing to do; a bridge a detached sweep already waits on is its."""
+    from runtime.network import STATE_DIR, bridge_exists, sweep_waits, user_bridges
+
+    if default and bridge_exists() and not sweep_waits():
+        from runtime.network.leases import sweep
+        sweep()
+    others = [n for n in user_bridges() if n != keep and not sweep_waits(os.path.join(STATE_DIR, n))]
+    if others:
+        from runtime.network import Net
+        from runtime.network.leases import sweep
+        for n in others:
+            sweep(Net(os.path.join(STATE_DIR, n), "br-" + n, id=n))
+
+
 def _network(args, cfg, check_only: bool = False) -> tuple[str, dict]:
     """--network (docker's default bridge, or a user-defined network) and what goes with it:
     {"ports": -p/-P bindings, "exposed": the image's ExposedPorts + --expose, "extra_hosts":
@@ -495,20 +513,8 @@ def _network(args, cfg, check_only: bool = False) -> tuple[str, dict]:
         check_network(network)
     net: dict = _user_network(args, network) if (args.ip or args.network_alias
                                                   or network not in NETWORKS) else {}
-    if network != "bridge" and not check_only:     # a killed foreground run's bridge goes now
-        from runtime.network import bridge_exists, sweep_waits
-        if bridge_exists() and not sweep_waits():   # (a waiting sweep will see to it)
-            from runtime.network.leases import sweep
-            sweep()
-    if not check_only:                              # and a user network's (but ours)
-        from runtime.network import STATE_DIR, sweep_waits, user_bridges
-        others = [n for n in user_bridges() if n != net.get("network_id", "")[:12]
-                  and not sweep_waits(os.path.join(STATE_DIR, n))]
-        if others:
-            from runtime.network import Net
-            from runtime.network.leases import sweep
-            for n in others:
-                sweep(Net(os.path.join(STATE_DIR, n), "br-" + n, id=n))
+    if not check_only:
+        sweep_stale_networks(default=network != "bridge", keep=net.get("network_id", "")[:12])
     net["extra_hosts"] = [etcfiles.parse_add_host(h) for h in args.add_host]
     bridged = network not in ("host", "none")
     if not (args.publish or args.publish_all or args.expose) and (

@@ -23,7 +23,8 @@ pytestmark = pytest.mark.skipif(DOCKER is None, reason="needs docker.io's client
 GROUPS = ("image", "container", "system")
 # flags pybuild takes whose behaviour differs from docker's in a way a user may notice
 DIFFERENCES = {
-    ("build", "--network"): "default, host or none (no bridge for RUN yet)",
+    ("build", "--network"): "also bridge (default's other name), which BuildKit refuses",
+    ("image build", "--network"): "also bridge (default's other name), which BuildKit refuses",
     ("build", "--platform"): "only this machine's platform",
     ("build", "--output"): "local, tar, oci, docker and registry exporters",
     ("container run", "--restart"): "nothing restarts containers after a reboot (no daemon)",
