@@ -414,6 +414,9 @@ def _init(spec: SandboxSpec, plan: rootfs.MountPlan, w: int, csock, alive: int, 
     code = 125
     try:
         kernel.prctl(kernel.PR_SET_PDEATHSIG, signal.SIGKILL)
+        if spec.oom_score_adj is not None:      # docker --oom-score-adj (the init's guard after)
+            with open("/proc/self/oom_score_adj", "w") as f:
+                f.write(str(spec.oom_score_adj))
         oom_adj = _oom_guard(spec.init and joined is not None)
         kernel.prctl(kernel.PR_SET_DUMPABLE, 0)
         created: list = []
@@ -427,9 +430,14 @@ def _init(spec: SandboxSpec, plan: rootfs.MountPlan, w: int, csock, alive: int, 
             for path, at, mt in created:
                 os.write(w, f"C {path} {at} {mt}\n".encode())
         kernel.sethostname(spec.hostname)
+        if spec.domainname:
+            kernel.setdomainname(spec.domainname)
         if spec.network == "none":
             kernel.loopback_up()
         user = users.resolve(spec.user, with_gid=spec.gid_in_groups)
+        if spec.group_add:
+            user.sgids = user.sgids + [g for g in users.additional_groups(spec.group_add)
+                                       if g not in user.sgids]
         env = _environ(spec.env, user)
         pts = tty.send_new_pty(csock) if csock is not None else None
         if not spec.init:

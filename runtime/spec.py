@@ -77,7 +77,9 @@ class SandboxSpec(Record):
                "endpoint",
                # --- dns: --dns/--dns-search/--dns-option, --mac-address ---
                "dns", "mac_address", "connected",
-               "shm_size", "ulimits", "own_hosts")
+               "shm_size", "ulimits", "own_hosts",
+               # --- cli-rest: --domainname, --group-add, --oom-score-adj ---
+               "domainname", "group_add", "oom_score_adj")
 
     def __init__(self, lowerdirs: list | None = None, upperdir: str | os.PathLike | None = None,
                  workdir: str | os.PathLike | None = None, argv: list[str] | None = None,
@@ -97,13 +99,20 @@ class SandboxSpec(Record):
                  endpoint=None,
                  # --- dns: --dns/--dns-search/--dns-option, --mac-address ---
                  dns: dict | None = None, mac_address: str = "", connected: list | None = None,
-                 shm_size: int = 0, ulimits: list[dict] | None = None, own_hosts: bool = False):
+                 shm_size: int = 0, ulimits: list[dict] | None = None, own_hosts: bool = False,
+                 domainname: str = "", group_add: list[str] | None = None,
+                 oom_score_adj: int | None = None):
         self.lowerdirs = [] if lowerdirs is None else lowerdirs   # layer dirs, top first
         self.shm_size = shm_size        # --shm-size: /dev/shm's bytes (0: docker's 64 MiB)
         self.ulimits = [] if ulimits is None else ulimits   # --ulimit (runtime.ulimits.parse)
         # RUN: BuildKit's /etc/hosts (the hostname on 127.0.0.1) also on the bridge, where a
         # container's file has docker's lines and its address last
         self.own_hosts = own_hosts
+        # --- cli-rest: docker --domainname (the UTS namespace's), --group-add (names of the
+        # image's /etc/group or gids, after the user's own), --oom-score-adj (None: inherited)
+        self.domainname = domainname
+        self.group_add = [] if group_add is None else group_add
+        self.oom_score_adj = oom_score_adj
         self.upperdir = upperdir
         self.workdir = workdir
         self.argv = [] if argv is None else argv

@@ -300,16 +300,12 @@ def _build(args, build_args: dict, store) -> int:
 
     context = Path(args.context)
     if args.platform:
-        from cache import platform
+        from builder.commands.run import only_host_platform
 
-        host = platform.host()
         try:
-            want = {**host, **platform.parse(args.platform)}  # what it leaves out is the host's
+            only_host_platform(args.platform)
         except ValueError as e:
-            raise BuildError(f"--platform {e}") from None
-        if platform.to_string(want) != platform.to_string(host):
-            raise BuildError(f"--platform {args.platform}: only {platform.to_string(host)} (this machine) "
-                             "is supported")
+            raise BuildError(str(e)) from None
     labels = _key_values(args.label, "--label")
     text, name, path = read_dockerfile(args)
     df = parse_and_validate(text, name, build_args)

@@ -54,6 +54,8 @@ def register(sub) -> None:
     p.add_argument("-t", "--tty", action="store_true", help="allocate a pseudo-TTY")
     p.add_argument("-e", "--env", action="append", default=[], metavar="K=V",
                    help="set an environment variable (K alone: take it from this environment)")
+    p.add_argument("--env-file", action="append", default=[], metavar="FILE",
+                   help="read K=V lines from a file (before -e's)")
     p.add_argument("-w", "--workdir", metavar="DIR", help="working directory inside the container")
     p.add_argument("-u", "--user", metavar="USER", help="name|uid[:group|gid]")
     p.add_argument("--privileged", action="store_true",
@@ -68,6 +70,8 @@ def register(sub) -> None:
     q = csub.add_parser("inspect", help="display detailed information on one or more containers")
     q.add_argument("containers", nargs="+", metavar="CONTAINER")
     q.add_argument("-f", "--format", help="Go-template subset: {{.State.Status}}, {{json .Config}}")
+    q.add_argument("-s", "--size", action="store_true",
+                   help="add SizeRw (the writable layer's bytes) and SizeRootFs (with the image's)")
     q.set_defaults(func=cmd_container_inspect)
 
     p = sub.add_parser("ps", help="list containers", description="List containers (running only "
@@ -83,7 +87,8 @@ def register(sub) -> None:
                    help="show the N last created containers (all states)")
     p.add_argument("-l", "--latest", action="store_true",
                    help="show the latest created container (all states)")
-    p.add_argument("-s", "--size", action="store_true", help="display total file sizes (not yet)")
+    p.add_argument("-s", "--size", action="store_true",
+                   help="display total file sizes: the writable layer's (and with the image's)")
     p.set_defaults(func=cmd_ps)
 
     p = sub.add_parser("logs", help="fetch the logs of a container")
@@ -91,6 +96,8 @@ def register(sub) -> None:
     p.add_argument("-n", "--tail", default="all", metavar="N",
                    help='number of lines to show from the end of the logs (default "all")')
     p.add_argument("-t", "--timestamps", action="store_true", help="show timestamps")
+    p.add_argument("--details", action="store_true",
+                   help="show the extra details of each line (none are recorded: a space)")
     p.add_argument("--since", metavar="TIME", help="show logs since a time (2026-12-02T10:00:00Z, "
                    "a Unix time) or for a duration back (10m)")
     p.add_argument("--until", metavar="TIME", help="show logs before a time or a duration back")
@@ -363,10 +370,6 @@ def _image_ids(ref: str) -> set[str]:
 
 
 def cmd_ps(args) -> int:
-    from builder.errors import BuildError
-
-    if args.size:
-        raise BuildError("ps --size is not supported yet")
     now = time.time()
     keep = ps_filter(args.filter)
     last = 1 if args.latest else args.last
@@ -380,12 +383,21 @@ def cmd_ps(args) -> int:
     if args.quiet:
         sys.stdout.write("".join((c.id if args.no_trunc else c.id[:12]) + "\n" for c in shown))
         return 0
+    fmt = args.format or (_PS_DEFAULT + "\t{{.Size}}" if args.size else _PS_DEFAULT)
+    sized = args.size or ".Size" in fmt        # docker: a format naming .Size sizes too
+    store = None
+    if sized and shown:
+        from builder.commands.images import _store, container_sizes
+        store = _store()
     rows = []
     for c in shown:
         r = ps_fields(c, now, not args.no_trunc)
         r["_labels"] = c.config.get("labels") or {}
+        if sized:
+            rw, rootfs = container_sizes(c, store)
+            r["Size"] = f"{human_size(rw)} (virtual {human_size(rootfs)})"
         rows.append(r)
-    sys.stdout.write(render_ps(args.format or _PS_DEFAULT, rows))
+    sys.stdout.write(render_ps(fmt, rows))
     return 0
 
 
@@ -404,7 +416,7 @@ def cmd_logs(args) -> int:
     since = docker_time(args.since, now, "since") if args.since else None
     until = docker_time(args.until, now, "until") if args.until else None
     c = _containers().get(args.container)
-    return _show_log(c, 0, tail, args.follow, args.timestamps, since, until)
+    return _show_log(c, 0, tail, args.follow, args.timestamps, since, until, args.details)
 
 
 def docker_time(value: str, now: float, what: str) -> float:
@@ -441,10 +453,11 @@ def docker_time(value: str, now: float, what: str) -> float:
 
 
 def _show_log(c, offset: int, tail, follow: bool, timestamps: bool, since: float | None = None,
-              until: float | None = None) -> int:
+              until: float | None = None, details: bool = False) -> int:
     """Write the json-file log from byte `offset` (its last `tail` lines) to stdout/stderr as
     the streams it came from, only entries timed in [since, until] when given; with `follow`,
-    until the container's supervisor has exited (or `until` has passed)."""
+    until the container's supervisor has exited (or `until` has passed). `details`: docker's
+    --details, the entry's attributes (--log-opt labels/env: none are kept) and a space."""
     import json
 
     from runtime.containers.state import parse_time
@@ -466,6 +479,9 @@ def _show_log(c, offset: int, tail, follow: bool, timestamps: bool, since: float
                     continue
             out = outs.get(entry.get("stream"), sys.stdout.buffer)
             text = entry.get("log", "")
+            if details:
+                attrs = entry.get("attrs") or {}
+                text = ",".join(f"{k}={v}" for k, v in sorted(attrs.items())) + " " + text
             if timestamps:
                 text = f"{entry.get('time', '')} {text}"
             out.write(text.encode())
@@ -643,11 +659,12 @@ def cmd_stop(args) -> int:
 def cmd_container_inspect(args) -> int:
     import json
 
-    from builder.commands.images import render_format
+    from builder.commands.images import render_format, sized_doc
     from runtime.containers import inspect
 
     docs: list = []
-    rc = _each(args.containers, lambda cs, c, ref: docs.append(inspect.doc(c)))
+    rc = _each(args.containers, lambda cs, c, ref: docs.append(
+        sized_doc(c, inspect.doc(c)) if args.size else inspect.doc(c)))
     if args.format:
         for d in docs:
             print(render_format(args.format, d))
@@ -672,13 +689,21 @@ def cmd_exec(args) -> int:
         return 1                  # docker's CheckTty
     keys = _detach_keys(args.detach_keys) if args.detach_keys is not None or (
         args.tty and args.interactive) else None        # attach
+    from builder.commands.run import read_env_file
+    from runtime.errors import ConfigError
+
+    try:            # docker reads them first: a missing file is its one line, exit 1
+        given = [e for f in args.env_file
+                 for e in config.env_file(read_env_file(f), os.environ, f)]
+    except ConfigError as e:
+        raise ContainerError(str(e)) from None
     c = _containers().get(args.container)
     pid1 = inspect.init_pid(c)
     if not pid1:
         raise ContainerError(f"Container {c.id} is not running")
     cfg = c.config
     try:
-        env = list(cfg.get("env") or []) + config.user_env(args.env, os.environ)
+        env = list(cfg.get("env") or []) + given + config.user_env(args.env, os.environ)
         cwd = args.workdir or cfg.get("cwd") or "/"
         if not cwd.startswith("/"):
             raise ContainerError(f"the working directory '{cwd}' is invalid, it needs to be an "
@@ -693,7 +718,8 @@ def cmd_exec(args) -> int:
                         stdin=0 if args.interactive else None, terminal=args.tty,
                         security_opt=cfg.get("security_opt"), capmask=capmask,
                         privileged=bool(cfg.get("privileged") or args.privileged),
-                        detach_keys=keys, ulimits=cfg.get("ulimits"))
+                        detach_keys=keys, ulimits=cfg.get("ulimits"),
+                        group_add=cfg.get("group_add"), oom_score_adj=cfg.get("oom_score_adj"))
     except tty.Detached as e:   # --- attach: the command runs on (docker exec's line, exit 1)
         print(e, file=sys.stderr)
         return 1
@@ -722,7 +748,8 @@ def flag_command(word: str = "create"):
 
     return Command("pybuild create", run.USAGE,
                    "Create a new container from IMAGE and print its ID; `start` runs it.",
-                   run.FLAGS, positionals=("image",), rest="command",
+                   tuple(f for f in run.FLAGS if f.long not in run.RUN_ONLY),
+                   positionals=("image",), rest="command",
                    defaults={"func": cmd_create, "failure_exit": 125})
 
 

@@ -84,6 +84,19 @@ FLAGS = (
               "A foreground run has no supervisor to leave the container with: there they are "
               "only checked, and typed into the container like any key"),
     # --- end attach ---
+    Flag("cidfile", metavar="string", help="write the container ID to the file (which must "
+                                            "not exist yet)"),
+    Flag("platform", metavar="string",
+         help="platform of the image: only this machine's (e.g. linux/amd64)"),
+    Flag("sig-proxy", "bool", default=True,
+         help="relay the signals this process gets to the container (default true; not with a "
+              "tty). A foreground run has no daemon to keep the container: a signal that ends "
+              "this process ends it too"),
+    Flag("domainname", metavar="string", help="container NIS domain name"),
+    Flag("group-add", "append", metavar="list",
+         help="add a supplementary group (a name of the image's /etc/group or a gid)"),
+    Flag("oom-score-adj", "int", metavar="int",
+         help="tune the container's OOM preferences (-1000 to 1000)"),
     Flag("init", "bool", help="run an init as pid 1 that forwards signals and reaps processes "
                               "(the command is then pid 2)"),
     Flag("memory", short="m", metavar="bytes", help="memory limit (b, k, m, g units)"),
@@ -134,6 +147,7 @@ FLAGS = (
     # --- end caps ---
 )
 USAGE = "[OPTIONS] IMAGE [COMMAND] [ARG...]"
+RUN_ONLY = ("sig-proxy",)       # run's flags docker's create has not
 
 
 def register(sub) -> None:
@@ -216,7 +230,7 @@ def _labels(args, image_labels: dict) -> dict:
     """The image's Labels, then --label-file's lines, then --label (docker's order)."""
     items = []
     for path in args.label_file:
-        lines = _read_env_file(path, "--label-file").splitlines()
+        lines = read_env_file(path, "--label-file").splitlines()
         items += [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
     items += args.label
     out = dict(image_labels or {})
@@ -339,7 +353,7 @@ def _image(args) -> tuple[str, str, dict, list[str]]:
     return os.fspath(store.root), img.id, img.config, dirs
 
 
-def _read_env_file(path: str, flag: str = "--env-file") -> str:
+def read_env_file(path: str, flag: str = "--env-file") -> str:
     """The text of an --env-file or --label-file: a missing or non-UTF-8 file is one line."""
     from runtime.errors import ConfigError
 
@@ -541,7 +555,7 @@ def _network(args, cfg, check_only: bool = False) -> tuple[str, dict]:
 
 def _detach(root: str, image_id: str, image_config: dict, lowerdirs: list[str], args, argv,
             extra_env, cwd, user, network, limits, mounts, life: dict,
-            net: dict | None = None, attached: bool = False) -> int:
+            net: dict | None = None, attached: bool = False, cidfile=None) -> int:
     """run -d: a container record, its supervisor started; print the ID once it runs.
     `create` stops after the record; --rm (auto_remove) has the supervisor remove it at exit.
     `attached` (a foreground run with --restart, which needs a supervisor): no ID; this
@@ -578,11 +592,13 @@ def _detach(root: str, image_id: str, image_config: dict, lowerdirs: list[str], 
         from runtime.containers.volumes import Volumes
         Volumes(root).remove_anonymous(mounts)
         raise
+    if cidfile is not None:
+        cidfile.write(c.id)
     if getattr(args, "create_only", False):
         print(c.id)
         return 0
     if attached:
-        return _run_attached(root, c, args.detach_keys)
+        return _run_attached(root, c, args.detach_keys, args.sig_proxy)
     error = supervisor.spawn(root, c.id)
     if error is not None:
         return _fail(error)
@@ -590,7 +606,7 @@ def _detach(root: str, image_id: str, image_config: dict, lowerdirs: list[str], 
     return 0
 
 
-def _run_attached(root: str, c, keys_text: str | None) -> int:
+def _run_attached(root: str, c, keys_text: str | None, sig_proxy: bool = True) -> int:
     import socket
 
     from runtime import tty
@@ -617,7 +633,7 @@ def _run_attached(root: str, c, keys_text: str | None) -> int:
         try:
             code = attach.session(mine, stdin=stdin, tty=bool(c.config.get("tty")),
                                   keys=tty.chosen_detach_keys(keys_text) if stdin else None,
-                                  on_signal=proxy)
+                                  on_signal=proxy if sig_proxy else None)
         except tty.Detached:
             return 0
         if code is None:
@@ -629,11 +645,109 @@ def _run_attached(root: str, c, keys_text: str | None) -> int:
         mine.close()
 
 
+def only_host_platform(text: str) -> None:
+    """--platform of build, run and create: this machine's platform (what it leaves out is
+    the host's), else ValueError with the line to show."""
+    from cache import platform
+
+    host = platform.host()
+    try:
+        want = {**host, **platform.parse(text)}
+    except ValueError as e:
+        raise ValueError(f"--platform {e}") from None
+    if platform.to_string(want) != platform.to_string(host):
+        raise ValueError(f"--platform {text}: only {platform.to_string(host)} (this machine) "
+                         "is supported")
+
+
+class CidFileError(Exception):
+    """--cidfile cannot be made: docker's line and exit status (`code`)."""
+
+    def __init__(self, msg: str, code: int):
+        super().__init__(msg)
+        self.code = code
+
+
+class CidFile:
+    """--cidfile as docker's client keeps it: refused when the file is there, made (empty)
+    before the container, the ID written once it is known, removed when none was."""
+
+    def __init__(self, path: str):
+        self.path, self.written = path, False
+        if os.path.exists(path):
+            raise CidFileError(f"container ID file found, make sure the other container isn't "
+                               f"running or delete {path}", 125)
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+        except OSError as e:
+            # docker run's exit status for this error: 127 for "no such file", 126 for
+            # "permission denied" (its runStartContainerErr reads the text)
+            code = 127 if e.errno == 2 else 126 if e.errno == 13 else 125
+            raise CidFileError(f"failed to create the container ID file: open {path}: "
+                               f"{(e.strerror or '').lower()}", code) from None
+
+    def write(self, cid: str) -> None:
+        with open(self.path, "w") as f:
+            f.write(cid)
+        self.written = True
+
+    def close(self) -> None:
+        if not self.written:
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass
+
+
+def _extra(args) -> dict:
+    """--platform (this machine's only), --domainname, --group-add, --oom-score-adj checked
+    with docker's lines; the record's (and the spec's) fields of those given."""
+    from runtime.errors import ConfigError
+
+    out: dict = {}
+    if args.platform:
+        try:
+            only_host_platform(args.platform)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+    if args.oom_score_adj is not None:
+        if not -1000 <= args.oom_score_adj <= 1000:
+            raise ConfigError(f"Invalid value {args.oom_score_adj}, range for oom score adj is "
+                              "[-1000, 1000]")
+        if args.oom_score_adj:
+            out["oom_score_adj"] = args.oom_score_adj
+    if args.domainname:
+        out["domainname"] = args.domainname
+    if args.group_add:
+        out["group_add"] = list(args.group_add)
+    if args.cidfile:
+        out["cidfile"] = args.cidfile
+    return out
+
+
 def cmd_run(args) -> int:
     from runtime.privileges import require_root
 
     require_root()
 
+    if args.interactive and args.tty and not args.detach and not os.isatty(0):
+        print("pybuild: error: the input device is not a TTY", file=sys.stderr)
+        return 1        # docker's CheckTty, before anything is made
+    cidfile = None
+    if args.cidfile:
+        try:
+            cidfile = CidFile(args.cidfile)
+        except CidFileError as e:
+            print(f"pybuild: error: {e}", file=sys.stderr)
+            return e.code
+    try:
+        return _cmd_run(args, cidfile)
+    finally:
+        if cidfile is not None:
+            cidfile.close()
+
+
+def _cmd_run(args, cidfile) -> int:
     from cache.errors import StoreError
     from cache.fspath import remove_tree
     from cache.layout import new_scratch
@@ -643,9 +757,6 @@ def cmd_run(args) -> int:
     from runtime.sandbox import run
     from runtime.spec import SandboxSpec
 
-    if args.interactive and args.tty and not args.detach and not os.isatty(0):
-        print("pybuild: error: the input device is not a TTY", file=sys.stderr)
-        return 1        # docker's CheckTty, before anything is made
     try:
         if args.detach_keys:        # --- attach: docker's line for bad keys, before anything
             from runtime.tty import detach_keys
@@ -653,6 +764,7 @@ def cmd_run(args) -> int:
                 detach_keys(args.detach_keys)
             except ValueError as e:
                 raise ConfigError(str(e)) from None
+        extra = _extra(args)                    # --platform, --oom-score-adj, ...: checked
         _network(args, {}, check_only=True)     # bad -p/--network/--add-host: before any pull
         privileges = _privileges(args)          # bad --cap-add/--device too
         privileges.update(process_limits(args.shm_size, args.ulimit))
@@ -661,7 +773,7 @@ def cmd_run(args) -> int:
         security = _security(args)
         if not args.detach:         # the supervisor enters its own (it must not hold ours)
             mountns.enter_private()     # a mount made here (the snapshotter's probe) dies with us
-        extra_env = [e for f in args.env_file for e in config.env_file(_read_env_file(f), os.environ, f)]
+        extra_env = [e for f in args.env_file for e in config.env_file(read_env_file(f), os.environ, f)]
         extra_env += config.user_env(args.env, os.environ)
         root, image_id, image_config, lowerdirs = _image(args)
         cfg = image_config.get("config") or {}
@@ -674,6 +786,7 @@ def cmd_run(args) -> int:
             life["security_opt"] = security         # the record's: start and exec apply it too
         life.update(privileges)                 # the record's too (checked once, above)
         life.update(dns)                        # --- dns: the record's, and the spec's below ---
+        life.update(extra)
         # a foreground run with a restart policy needs a supervisor: run -d, attached
         attached = not args.detach and life["restart"]["Name"] != "no"
         mounts = volumes.image_volumes(volumes.parse_all(args.volume, args.mount, args.tmpfs),
@@ -682,7 +795,8 @@ def cmd_run(args) -> int:
             mounts = volumes.prepare(root, mounts, lowerdirs)
         if args.detach or attached:
             return _detach(root, image_id, image_config, lowerdirs, args, argv, extra_env, cwd,
-                           user, network, limits, mounts, life, net, attached=attached)
+                           user, network, limits, mounts, life, net, attached=attached,
+                           cidfile=cidfile)
         cid = os.urandom(32).hex()
         hostname = config.hostname(args.hostname, cid, network, os.uname().nodename)
         env = config.environment(cfg.get("Env") or [], extra_env, hostname, args.tty)
@@ -707,8 +821,12 @@ def cmd_run(args) -> int:
                            gid_in_groups=True, readonly_rootfs=args.read_only,
                            mounts=volumes.to_spec(root, mounts), security_opt=security,
                            dns=life.get("dns"), mac_address=life.get("mac_address") or "",
-                           **privileges)
-        return run(spec, forward_signals=True, relay_stdin=args.interactive)
+                           domainname=extra.get("domainname") or "",
+                           group_add=extra.get("group_add") or [],
+                           oom_score_adj=extra.get("oom_score_adj"), **privileges)
+        if cidfile is not None:
+            cidfile.write(cid)
+        return run(spec, forward_signals=args.sig_proxy, relay_stdin=args.interactive)
     except (SandboxError, StoreError) as e:
         return _fail(str(e))
     finally:

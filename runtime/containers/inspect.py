@@ -113,6 +113,7 @@ def doc(c) -> dict:
         state["Health"] = st["health"]
     config = {
         "Hostname": cfg.get("hostname", ""),
+        "Domainname": cfg.get("domainname", ""),
         "User": cfg.get("user", ""),
         "Env": cfg.get("env") or [],
         "Cmd": _cmd(argv, cfg.get("entrypoint")),
@@ -158,6 +159,9 @@ def doc(c) -> dict:
                         for d in cfg.get("devices") or []],
             "LogConfig": {"Type": "json-file", "Config": cfg.get("log_config") or {}},
             "ShmSize": cfg.get("shm_size") or 64 << 20,
+            "GroupAdd": cfg.get("group_add") or None,
+            "OomScoreAdj": cfg.get("oom_score_adj") or 0,
+            "ContainerIDFile": cfg.get("cidfile") or "",
             "Ulimits": [{k: u[k] for k in ("Name", "Hard", "Soft")}     # go-units' order
                         for u in cfg.get("ulimits") or []] or None,
             # --- dns: --dns, --dns-search, --dns-option (docker's [] when none) ---

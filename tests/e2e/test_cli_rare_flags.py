@@ -1,0 +1,192 @@
+"""docker's rarer run/create/exec/logs/inspect/ps flags as scripts use them, each run through
+pybuild and, where the two should agree, through docker (the private dockerd) on the same
+busybox: --cidfile, --platform, --domainname, --group-add, --oom-score-adj, --sig-proxy,
+exec --env-file, logs --details, inspect -s, ps -s."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import test_containers
+from busybox_fixture import REPO, run_pybuild
+from e2e_helpers import ok
+from test_containers import poll, run_d
+
+root = test_containers.root     # the fixture: a busybox store, every container removed after
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="containers need root (run as root)")
+
+
+def docker(cli, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*cli, *args], capture_output=True, text=True, check=False)
+
+
+def error_line(stderr: str) -> str:
+    """The message of the one error line, without the tool's prefix and docker's final dot."""
+    [line] = [ln for ln in stderr.splitlines() if ln.startswith(("docker:", "pybuild:"))]
+    return re.sub(r"^(docker|pybuild)(: error)?: (Error response from daemon: )?", "",
+                  line).rstrip(".")
+
+
+def both(cli, *args: str):
+    """(pybuild's, docker's) CompletedProcess of the same `run --rm --network none ...`."""
+    mine = run_pybuild("run", "--rm", "--network", "none", *args)
+    theirs = docker(cli, "run", "--rm", "--network", "none", *args)
+    return mine, theirs
+
+
+def test_cidfile_written_refused_when_there_and_its_errors(root, tmp_path, docker_busybox):
+    for tool in ("pybuild", "docker"):
+        f = tmp_path / f"{tool}.cid"
+        run = (lambda *a: run_pybuild("run", *a)) if tool == "pybuild" else (
+            lambda *a: docker(docker_busybox, "run", *a))
+        r = run("--rm", "--network", "none", "--cidfile", str(f), "busybox", "true")
+        assert r.returncode == 0, r.stderr
+        assert re.fullmatch(r"[0-9a-f]{64}", f.read_text())
+        again = run("--rm", "--network", "none", "--cidfile", str(f), "busybox", "true")
+        assert again.returncode == 125
+        assert error_line(again.stderr) == (f"container ID file found, make sure the other "
+                                            f"container isn't running or delete {f}")
+        missing = tmp_path / "no" / "dir"
+        r = run("--rm", "--network", "none", "--cidfile", str(missing), "busybox", "true")
+        assert r.returncode == 127, r.stderr
+        assert error_line(r.stderr) == (f"failed to create the container ID file: open "
+                                        f"{missing}: no such file or directory")
+    # create and run -d write the container's own ID; a failed run leaves no file
+    f = tmp_path / "create.cid"
+    cid = ok(run_pybuild("create", "--network", "none", "--cidfile", str(f), "busybox",
+                         "true")).stdout.strip()
+    assert f.read_text() == cid
+    assert json.loads(ok(run_pybuild("inspect", cid)).stdout)[0]["HostConfig"][
+        "ContainerIDFile"] == str(f)
+    f = tmp_path / "d.cid"
+    cid = run_d("--network", "none", "--cidfile", str(f), "busybox", "sleep", "5")
+    assert f.read_text() == cid
+    f = tmp_path / "fail.cid"
+    r = run_pybuild("run", "--rm", "--cidfile", str(f), "no-such-image-here:v1", "true")
+    assert r.returncode == 125 and not f.exists()
+
+
+def test_platform_only_this_machines(root):
+    import platform
+    arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
+    ok(run_pybuild("run", "--rm", "--network", "none", "--platform", f"linux/{arch}", "busybox",
+                   "true"))
+    other = "linux/s390x" if arch != "s390x" else "linux/amd64"
+    r = run_pybuild("run", "--rm", "--network", "none", "--platform", other, "busybox", "true")
+    assert r.returncode == 125
+    assert error_line(r.stderr).endswith("(this machine) is supported")
+
+
+def test_domainname_group_add_oom_score_adj_as_docker(root, docker_busybox):
+    cmd = ("cat /proc/sys/kernel/domainname; id; cat /proc/self/oom_score_adj")
+    args = ("--domainname", "example.org", "--group-add", "10", "--group-add", "daemon",
+            "--oom-score-adj", "300", "-u", "1000:1000", "busybox", "sh", "-c", cmd)
+    mine, theirs = both(docker_busybox, *args)
+    assert theirs.returncode == 0, theirs.stderr
+    assert ok(mine).stdout == theirs.stdout
+    assert mine.stdout.splitlines() == ["example.org",
+                                        "uid=1000(app) gid=1000(app) groups=1(daemon),10,1000(app)",
+                                        "300"]
+    # detached: the record keeps them, inspect shows them as docker, exec gets them too
+    cid = run_d("--network", "none", *args[:-3], "sleep", "30")
+    dcid = docker(docker_busybox, "run", "-d", "--network", "none", *args[:-3], "sleep",
+                  "30").stdout.strip()
+    try:
+        fmt = "{{.Config.Domainname}} {{.HostConfig.GroupAdd}} {{.HostConfig.OomScoreAdj}}"
+        assert ok(run_pybuild("inspect", "-f", fmt, cid)).stdout == \
+            docker(docker_busybox, "inspect", "-f", fmt, dcid).stdout == "example.org [10 daemon] 300\n"
+        assert ok(run_pybuild("exec", cid, "sh", "-c", cmd)).stdout == \
+            docker(docker_busybox, "exec", dcid, "sh", "-c", cmd).stdout
+    finally:
+        docker(docker_busybox, "rm", "-f", dcid)
+
+
+def test_bad_group_and_oom_score_are_dockers_lines(root, docker_busybox):
+    for args in (("--group-add", "nosuchgroup", "busybox", "true"),
+                 ("--oom-score-adj", "2000", "busybox", "true")):
+        mine, theirs = both(docker_busybox, *args)
+        assert mine.returncode == theirs.returncode == 125, (mine.stderr, theirs.stderr)
+        assert error_line(mine.stderr) == error_line(theirs.stderr)
+
+
+def test_sig_proxy(root):
+    """Relayed by default (the trap runs); with --sig-proxy=false the signal is this process's
+    own: it ends, and its container with it (no daemon keeps one), the trap never ran.
+    create has no --sig-proxy, as docker's."""
+    script = "trap 'echo got; exit 3' USR1; echo ready; while :; do sleep 0.1; done"
+    for flag, code, out in ((), 3, "ready\ngot\n"), (("--sig-proxy=false",), -signal.SIGUSR1, "ready\n"):
+        p = subprocess.Popen([sys.executable, "-m", "builder", "run", "--rm", "--network", "none",
+                              *flag, "busybox", "sh", "-c", script], cwd=REPO,
+                             stdout=subprocess.PIPE, text=True)
+        try:
+            assert p.stdout.readline() == "ready\n"
+            time.sleep(0.2)
+            p.send_signal(signal.SIGUSR1)
+            rest, _ = p.communicate(timeout=20)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        assert p.returncode == code
+        assert "ready\n" + rest == out
+    r = run_pybuild("create", "--sig-proxy=false", "busybox")
+    assert r.returncode == 125 and "unknown flag: --sig-proxy" in r.stderr
+
+
+def test_exec_env_file_and_logs_details_as_docker(root, tmp_path, docker_busybox):
+    env = tmp_path / "env"
+    env.write_text("A=1\n# a comment\nB\nC=from-file\n")
+    script = "echo out; echo err >&2; sleep 30"
+    cid = run_d("--network", "none", "busybox", "sh", "-c", script)
+    dcid = docker(docker_busybox, "run", "-d", "--network", "none", "busybox", "sh", "-c",
+                  script).stdout.strip()
+    try:
+        want = {**os.environ, "B": "2"}
+        mine = subprocess.run([sys.executable, "-m", "builder", "exec", "--env-file", str(env),
+                               "-e", "C=from-flag", cid, "env"], cwd=REPO, env=want,
+                              capture_output=True, text=True)
+        theirs = subprocess.run([*docker_busybox, "exec", "--env-file", str(env), "-e",
+                                 "C=from-flag", dcid, "env"], env=want, capture_output=True,
+                                text=True)
+        pick = lambda out: [ln for ln in out.splitlines() if ln[:2] in ("A=", "B=", "C=")]  # noqa: E731
+        assert pick(ok(mine).stdout) == pick(theirs.stdout) == ["A=1", "B=2", "C=from-flag"]
+        r = run_pybuild("exec", "--env-file", str(tmp_path / "none"), cid, "true")
+        d = docker(docker_busybox, "exec", "--env-file", str(tmp_path / "none"), dcid, "true")
+        assert r.returncode == d.returncode == 1
+        assert "no such file or directory" in r.stderr and "no such file or directory" in d.stderr
+        poll(lambda: b"err" in subprocess.run([*docker_busybox, "logs", dcid],
+                                              capture_output=True).stderr)
+        poll(lambda: "err" in run_pybuild("logs", cid).stderr)
+        mine = subprocess.run([sys.executable, "-m", "builder", "logs", "--details", cid],
+                              cwd=REPO, capture_output=True)
+        theirs = subprocess.run([*docker_busybox, "logs", "--details", dcid], capture_output=True)
+        assert (mine.stdout, mine.stderr) == (theirs.stdout, theirs.stderr) == (b" out\n", b" err\n")
+    finally:
+        docker(docker_busybox, "rm", "-f", dcid)
+
+
+def test_inspect_and_ps_size(root):
+    cid = run_d("--network", "none", "busybox", "sh", "-c", "echo x > /f; sleep 30")
+    poll(lambda: ok(run_pybuild("exec", cid, "cat", "/f")).stdout == "x\n")
+    [plain] = json.loads(ok(run_pybuild("inspect", cid)).stdout)
+    assert "SizeRw" not in plain
+    for cmd in (("inspect", "-s"), ("container", "inspect", "--size")):
+        [doc] = json.loads(ok(run_pybuild(*cmd, cid)).stdout)
+        keys = list(doc)
+        assert keys[keys.index("HostConfig") + 1:][:2] == ["SizeRw", "SizeRootFs"]   # docker's order
+        assert doc["SizeRw"] == 2           # "x\n" (docker shows 2 too)
+        image = ok(run_pybuild("image", "inspect", "-f", "{{.Size}}", "busybox")).stdout
+        assert doc["SizeRootFs"] == 2 + int(image)
+    lines = ok(run_pybuild("ps", "-s")).stdout.splitlines()
+    assert lines[0].split()[-1] == "SIZE"
+    row = next(ln for ln in lines if ln.startswith(cid[:12]))
+    assert re.search(r"  2B \(virtual [\d.]+MB\)$", row), row
+    assert re.fullmatch(r"2B \(virtual [\d.]+MB\)\n",
+                        ok(run_pybuild("ps", "-f", f"id={cid}", "--format", "{{.Size}}")).stdout)
