@@ -211,6 +211,18 @@ def freeze(ver: int, path: str, frozen: bool, timeout: float = 5.0) -> None:
         time.sleep(0.001)
 
 
+def frozen(ver: int, path: str) -> bool:
+    """Whether the cgroup is frozen (a `pause`d container's, or one a commit holds still)."""
+    try:
+        if ver == 1:
+            with open(os.path.join(path, "freezer.state")) as f:
+                return f.read().strip() == "FROZEN"
+        with open(os.path.join(path, "cgroup.events")) as f:
+            return "frozen 1" in f.read().splitlines()
+    except OSError:
+        return False
+
+
 # --- a container's cgroup ---------------------------------------------------------------------
 
 def _write(path: str, value) -> None:

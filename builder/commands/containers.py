@@ -124,6 +124,17 @@ def register(sub) -> None:
     p.add_argument("containers", nargs="+", metavar="CONTAINER")
     p.set_defaults(func=cmd_rm)
 
+    for word, what in (("pause", "pause all processes within one or more containers"),
+                       ("unpause", "unpause all processes within one or more containers")):
+        p = sub.add_parser(word, help=what)
+        p.add_argument("containers", nargs="+", metavar="CONTAINER")
+        p.set_defaults(func=cmd_pause, pause=word == "pause")
+
+    p = sub.add_parser("rename", help="rename a container")
+    p.add_argument("container", metavar="CONTAINER")
+    p.add_argument("new_name", metavar="NEW_NAME")
+    p.set_defaults(func=cmd_rename)
+
     p = sub.add_parser("top", help="display the running processes of a container")
     p.add_argument("container", metavar="CONTAINER")
     p.add_argument("ps_args", nargs="...", metavar="[ps OPTIONS]", help='default "-ef"')
@@ -151,9 +162,9 @@ def register(sub) -> None:
 
 
 _CONTAINER_ALIASES = (("attach", ()), ("create", ()), ("exec", ()), ("kill", ()), ("logs", ()),
-                      ("ps", ("ls", "list", "ps")), ("port", ()),
+                      ("pause", ()), ("ps", ("ls", "list", "ps")), ("port", ()), ("rename", ()),
                       ("restart", ()), ("rm", ("rm", "remove")), ("run", ()), ("start", ()),
-                      ("stop", ()), ("top", ()), ("wait", ()))
+                      ("stop", ()), ("top", ()), ("unpause", ()), ("wait", ()))
 
 
 def _help_of(sub, name: str) -> str | None:
@@ -221,7 +232,9 @@ def status_text(c, now: float) -> str:
     st = c.state
     status = c.status
     if status == "running":
-        return "Up " + human_duration(now - parse_time(st["started"])) + status_suffix(st.get("health"))
+        from runtime.containers.inspect import paused
+        up = "Up " + human_duration(now - parse_time(st["started"]))
+        return up + (" (Paused)" if paused(c) else status_suffix(st.get("health")))
     if status == "restarting":
         ago = human_duration(now - parse_time(st["finished"])) if st.get("finished") else ""
         return f"Restarting ({st.get('exit_code')}) {ago} ago"
@@ -276,7 +289,14 @@ def ps_fields(c, now: float, trunc: bool) -> dict:
             "LocalVolumes": "0", "Mounts": "", "Names": c.name,
             "Networks": _networks_text(c), "Ports": ps_text(*of_container(c)),
             "RunningFor": human_duration(now - created) + " ago", "Size": "0B",
-            "State": c.status, "Status": status_text(c, now)}
+            "State": _state(c), "Status": status_text(c, now)}
+
+
+def _state(c) -> str:
+    """docker's State word: paused for a running container whose cgroup is frozen."""
+    from runtime.containers.inspect import paused
+
+    return "paused" if paused(c) else c.status
 
 
 def render_ps(fmt: str, rows: list[dict], headers: dict | None = None,
@@ -334,7 +354,7 @@ def ps_filter(specs: list[str]):
             return False
         if "name" in f and not (_matches(f["name"], c.name) or _matches(f["name"], "/" + c.name)):
             return False
-        if "status" in f and c.status not in f["status"]:
+        if "status" in f and _state(c) not in f["status"]:
             return False
         if "label" in f and not _labels_match(f["label"], c.config.get("labels") or {}):
             return False
@@ -587,10 +607,21 @@ def send(c, sig: int) -> None:
         if c.config.get("init"):
             cmds = _children(target)
             target = cmds[0] if cmds else pid
+    # a paused container: v1's frozen tasks die only once thawed (its cgroup is found from
+    # pid 1, the keeper's child: before the keeper is killed)
+    where = inspect.freezer(c) if sig == 9 else None
     try:
         os.kill(target, sig)
     except ProcessLookupError:
         pass
+    if where is not None:
+        from runtime import cgroups
+        from runtime.errors import SandboxError
+        try:
+            if cgroups.frozen(*where):
+                cgroups.freeze(*where, False)
+        except (OSError, SandboxError):
+            pass        # gone meanwhile
 
 
 def wait_supervisor(c, timeout: float | None) -> bool:
@@ -701,6 +732,8 @@ def cmd_exec(args) -> int:
     pid1 = inspect.init_pid(c)
     if not pid1:
         raise ContainerError(f"Container {c.id} is not running")
+    if inspect.paused(c):
+        raise ContainerError(f"Container {c.id} is paused, unpause the container before exec")
     cfg = c.config
     try:
         env = list(cfg.get("env") or []) + given + config.user_env(args.env, os.environ)
@@ -970,6 +1003,11 @@ def cmd_rm(args) -> int:
     def rm(cs, c, ref):
         if c.status in ("running", "restarting"):
             if not args.force:
+                from runtime.containers.inspect import paused
+                if paused(c):
+                    raise ContainerError(f"You cannot remove a paused container {c.id}. Unpause "
+                                         f"and then stop the container before attempting removal "
+                                         f"or force remove")
                 raise ContainerError(f"You cannot remove a running container {c.id}. Stop the "
                                      f"container before attempting removal or force remove")
             c.request_stop()
@@ -994,6 +1032,38 @@ def cmd_rm(args) -> int:
             Volumes(cs.root).remove_anonymous(c.config.get("mounts"))
         print(ref)
     return _each(args.containers, rm)
+
+
+def cmd_pause(args) -> int:
+    """docker pause/unpause: the container's freezer cgroup frozen or thawed (docker's lines
+    for one that does not run, is already paused, or is not)."""
+    from runtime import cgroups
+    from runtime.containers import inspect
+    from runtime.errors import ContainerError
+
+    def pause(cs, c, ref):
+        where = inspect.freezer(c) if c.status == "running" else None
+        if where is None:
+            raise ContainerError(f"Container {c.id} is not running")
+        if cgroups.frozen(*where) == args.pause:
+            raise ContainerError(f"Container {c.id} is " + ("already paused" if args.pause
+                                                             else "not paused"))
+        cgroups.freeze(*where, args.pause)
+        print(ref)
+    return _each(args.containers, pause)
+
+
+def cmd_rename(args) -> int:
+    """docker rename: the record's name, under the containers' lock; docker's lines."""
+    from runtime.errors import ContainerError
+
+    cs = _containers()
+    try:
+        cs.rename(cs.get(args.container), args.new_name)
+    except ContainerError as e:
+        print(f"pybuild: error: {e}", file=sys.stderr)
+        return 1
+    return 0
 
 
 # ---- top, port, container prune -------------------------------------------------------------

@@ -35,6 +35,36 @@ def init_pid(c) -> int:
     return pid1
 
 
+def freezer(c) -> tuple[int, str] | None:
+    """(cgroup version, dir) of a running container's own freezer cgroup (below
+    cgroups.PARENT), else None: what `pause`, `unpause` and commit freeze."""
+    pid = init_pid(c)
+    if not pid:
+        return None
+    from runtime import cgroups
+
+    try:
+        ver, dirs = cgroups.of_pid(pid)
+    except OSError:
+        return None
+    path = dirs.get("freezer")
+    if not path or os.path.basename(os.path.dirname(path)) != cgroups.PARENT:
+        return None
+    return ver, path
+
+
+def paused(c) -> bool:
+    """docker's State.Paused: the container runs and its cgroup is frozen."""
+    if c.status != "running":
+        return False
+    where = freezer(c)
+    if where is None:
+        return False
+    from runtime import cgroups
+
+    return cgroups.frozen(*where)
+
+
 def _cmd(argv: list[str], entrypoint) -> list[str] | None:
     """Config.Cmd: argv after the entrypoint (docker keeps the two apart)."""
     ep = list(entrypoint or [])
@@ -96,10 +126,11 @@ def _network_settings(c) -> dict:
 def doc(c) -> dict:
     cfg, st, status = c.config, c.state, c.status
     argv = cfg.get("argv") or []
+    frozen = paused(c)
     state = {
-        "Status": status,
+        "Status": "paused" if frozen else status,
         "Running": status in ("running", "restarting"),     # docker: a restarting one runs
-        "Paused": False,
+        "Paused": frozen,
         "Restarting": status == "restarting",
         "OOMKilled": False,
         "Dead": status == "dead",

@@ -328,6 +328,28 @@ class Containers:
         return config
     # --- end dns ---
 
+    def rename(self, c: Container, new: str) -> None:
+        """docker rename: a valid name no other container has (docker's lines)."""
+        name = new.removeprefix("/")
+        if not valid_name(name):
+            raise ContainerError(f"Error when allocating new name: Invalid container name "
+                                 f"(/{name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
+        if name == c.name:
+            raise ContainerError("Renaming a container with the same name as its current name")
+        with self._lock().held():
+            taken = {o.name: o.id for o in self.all() if o.id != c.id}
+            if name in taken:
+                raise ContainerError(
+                    f'Error when allocating new name: Conflict. The container name "/{name}" is '
+                    f'already in use by container "{taken[name]}". You have to remove (or rename) '
+                    f'that container to be able to reuse that name.')
+            config = _read(os.path.join(c.path, CONFIG))
+            if config is None:
+                raise ContainerError(f"No such container: {c.id}")
+            config["name"] = name
+            atomic.write_json(os.path.join(c.path, CONFIG), config)
+        c.config = config
+
     def remove(self, c: Container) -> None:
         """Remove every trace of a container that no longer runs (its dir: config, state,
         log, upper and work dirs, a run dir left by a killed supervisor)."""

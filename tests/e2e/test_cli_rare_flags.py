@@ -1,7 +1,7 @@
 """docker's rarer run/create/exec/logs/inspect/ps flags as scripts use them, each run through
 pybuild and, where the two should agree, through docker (the private dockerd) on the same
 busybox: --cidfile, --platform, --domainname, --group-add, --oom-score-adj, --sig-proxy,
-exec --env-file, logs --details, inspect -s, ps -s."""
+exec --env-file, logs --details, inspect -s, ps -s, rename, pause/unpause."""
 from __future__ import annotations
 
 import json
@@ -190,3 +190,74 @@ def test_inspect_and_ps_size(root):
     assert re.search(r"  2B \(virtual [\d.]+MB\)$", row), row
     assert re.fullmatch(r"2B \(virtual [\d.]+MB\)\n",
                         ok(run_pybuild("ps", "-f", f"id={cid}", "--format", "{{.Size}}")).stdout)
+
+
+def last_error(stderr: str) -> str:
+    """The daemon's message: pybuild's one line, docker's `Error response from daemon:` one."""
+    [line] = [ln for ln in stderr.splitlines()
+              if ln.startswith(("pybuild: error:", "Error response from daemon:"))]
+    return line.split(": ", 1)[1].removeprefix("error: ")
+
+
+def same_failure(mine, theirs, *ids):
+    assert mine.returncode == theirs.returncode == 1, (mine.stderr, theirs.stderr)
+    a, b = last_error(mine.stderr), last_error(theirs.stderr)
+    for cid in ids:
+        a, b = a.replace(cid, "ID"), b.replace(cid, "ID")
+    assert a == b
+
+
+def test_rename_as_docker(root, docker_busybox):
+    ids = {}
+    for tool, run in (("pybuild", run_pybuild), ("docker", lambda *a: docker(docker_busybox, *a))):
+        ids[tool] = [ok(run("create", "--network", "none", "--name", n, "busybox", "true")).stdout.strip()
+                     for n in ("ra", "rb")]
+    try:
+        both_ = lambda *a: (run_pybuild(*a), docker(docker_busybox, *a))  # noqa: E731
+        for args in (("rename", "ra", "rb"), ("rename", "ra", "ra"), ("rename", "ra", "x y"),
+                     ("rename", "nosuch", "rc")):
+            same_failure(*both_(*args), *ids["pybuild"], *ids["docker"])
+        mine, theirs = both_("rename", "ra", "/rc")
+        assert ok(mine).stdout == ok(theirs).stdout == ""
+        names = sorted(ok(run_pybuild("ps", "-a", "--format", "{{.Names}}")).stdout.split())
+        assert names == sorted(docker(docker_busybox, "ps", "-a", "--format",
+                                      "{{.Names}}").stdout.split()) == ["rb", "rc"]
+        assert json.loads(ok(run_pybuild("inspect", "rc")).stdout)[0]["Id"] == ids["pybuild"][0]
+        ok(run_pybuild("container", "rename", "rc", "rd"))          # the group's word too
+        assert ok(run_pybuild("inspect", "-f", "{{.Name}}", ids["pybuild"][0])).stdout == "/rd\n"
+    finally:
+        docker(docker_busybox, "rm", "-f", *ids["docker"])
+
+
+def test_pause_unpause_as_docker(root, docker_busybox):
+    cid = run_d("--network", "none", "busybox", "sh", "-c", "while :; do date +%s%N > /t; sleep 0.05; done")
+    dcid = docker(docker_busybox, "run", "-d", "--network", "none", "busybox", "sleep", "60").stdout.strip()
+    try:
+        for run, c in ((run_pybuild, cid), (lambda *a: docker(docker_busybox, *a), dcid)):
+            assert ok(run("pause", c)).stdout == c + "\n"
+            assert ok(run("ps", "--format", "{{.State}} {{.Status}}", "-f", f"id={c}")).stdout \
+                .startswith("paused Up ") and "(Paused)" in run("ps", "-f", f"id={c}").stdout
+            assert ok(run("inspect", "-f", "{{.State.Status}} {{.State.Running}} {{.State.Paused}}",
+                          c)).stdout == "paused true true\n"
+            assert ok(run("ps", "-q", "-f", "status=paused")).stdout == c[:12] + "\n"
+        for word, *rest in (("pause",), ("exec", "true"), ("rm",)):
+            same_failure(run_pybuild(word, cid, *rest), docker(docker_busybox, word, dcid, *rest),
+                         cid, dcid)
+        upper = root / "containers" / cid / "upper" / "t"
+        frozen_at = upper.read_text()
+        time.sleep(0.3)
+        assert upper.read_text() == frozen_at            # nothing ran while paused
+        ok(run_pybuild("commit", cid, "paused-commit"))       # commit leaves it paused
+        assert ok(run_pybuild("inspect", "-f", "{{.State.Paused}}", cid)).stdout == "true\n"
+        for c, run in ((cid, run_pybuild), (dcid, lambda *a: docker(docker_busybox, *a))):
+            assert ok(run("unpause", c)).stdout == c + "\n"
+        poll(lambda: upper.read_text() != frozen_at)
+        same_failure(run_pybuild("unpause", cid), docker(docker_busybox, "unpause", dcid), cid, dcid)
+        # stop and kill reach a paused container (cgroup v1's frozen tasks die once thawed)
+        for c, run in ((cid, run_pybuild), (dcid, lambda *a: docker(docker_busybox, *a))):
+            ok(run("pause", c))
+            ok(run("stop", "-t", "1", c))
+            assert ok(run("inspect", "-f", "{{.State.Status}} {{.State.ExitCode}} {{.State.Paused}}",
+                          c)).stdout == "exited 137 false\n"
+    finally:
+        docker(docker_busybox, "rm", "-f", dcid)
