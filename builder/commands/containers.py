@@ -145,6 +145,17 @@ def register(sub) -> None:
     p.add_argument("private", nargs="?", metavar="PRIVATE_PORT[/PROTO]")
     p.set_defaults(func=cmd_port)
 
+    q = csub.add_parser("diff", help="inspect changes to files or directories on a container's "
+                                     "filesystem")
+    q.add_argument("container", metavar="CONTAINER")
+    q.set_defaults(func=cmd_container_diff)
+
+    for parent in (sub, csub):      # docker's top-level `export` and `container export`
+        q = parent.add_parser("export", help="export a container's filesystem as a tar archive")
+        q.add_argument("-o", "--output", metavar="FILE", help="write to a file, instead of STDOUT")
+        q.add_argument("container", metavar="CONTAINER")
+        q.set_defaults(func=cmd_export)
+
     q = csub.add_parser("prune", help="remove all stopped containers")
     q.add_argument("-f", "--force", action="store_true", help="do not prompt for confirmation")
     q.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
@@ -1051,6 +1062,34 @@ def cmd_pause(args) -> int:
         cgroups.freeze(*where, args.pause)
         print(ref)
     return _each(args.containers, pause)
+
+
+def cmd_container_diff(args) -> int:
+    """docker diff CONTAINER (`container diff`: pybuild's own `diff` compares two images)."""
+    from runtime.containers.state import changes
+
+    c = _containers().get(args.container)
+    sys.stdout.write("".join(f"{kind} {path}\n" for kind, path in changes(c)))
+    return 0
+
+
+def cmd_export(args) -> int:
+    """docker export: the container's filesystem (its writable layer over its image's) as a
+    tar, to -o FILE or stdout, never to a terminal (docker's line)."""
+    from builder import outputs
+    from builder.errors import BuildError
+    from runtime.privileges import require_root
+
+    if not args.output and sys.stdout.isatty():
+        raise BuildError("cowardly refusing to save to a terminal. Use the -o flag or redirect")
+    require_root()
+    c = _containers().get(args.container)
+    from cache.layout import TMP_DIR
+
+    tmp = os.path.join(os.path.dirname(os.path.dirname(c.path)), TMP_DIR)
+    outputs.tar_of([os.path.join(c.path, "upper"), *(c.config.get("lowerdirs") or [])], tmp,
+                   args.output or "-")
+    return 0
 
 
 def cmd_rename(args) -> int:

@@ -364,6 +364,44 @@ class Containers:
         shutil.rmtree(gone, ignore_errors=True)
 
 
+def changes(c: Container) -> list[tuple[str, str]]:
+    """docker diff: (kind, path) of what the container's writable layer changed over its image,
+    sorted by path: A added, C changed (a copied-up file or a dir holding changes), D deleted
+    (a whiteout; an opaque dir's lower entries it does not have again)."""
+    import stat
+
+    from cache.overlayfmt import dir_layers, is_opaque, is_whiteout, lookup
+
+    upper = os.path.join(c.path, "upper")
+    lowers = list(c.config.get("lowerdirs") or [])
+    out: list[tuple[str, str]] = []
+
+    def walk(rel: str, lower_there: bool) -> None:
+        try:
+            names = sorted(os.listdir(os.path.join(upper, rel) if rel else upper))
+        except OSError:
+            return
+        for name in names:
+            sub = f"{rel}/{name}" if rel else name
+            st = os.lstat(os.path.join(upper, sub))
+            if is_whiteout(st):
+                out.append(("D", "/" + sub))
+                continue
+            below = lower_there and lookup(lowers, sub) is not None
+            out.append(("C" if below else "A", "/" + sub))
+            if stat.S_ISDIR(st.st_mode):
+                if below and is_opaque(os.path.join(upper, sub)):
+                    seen = set(os.listdir(os.path.join(upper, sub)))
+                    gone = {n for d in dir_layers(lowers, sub) for n in os.listdir(os.path.join(d, sub))
+                            if n not in seen and lookup(lowers, f"{sub}/{n}") is not None}
+                    out.extend(("D", f"/{sub}/{n}") for n in gone)
+                walk(sub, below)
+
+    walk("", True)
+    out.sort(key=lambda kp: kp[1])
+    return out
+
+
 def rw_size(c: Container) -> int:
     """Bytes in the container's writable layer (docker's SizeRw): its upper dir's files."""
     from cache.fspath import tree_bytes

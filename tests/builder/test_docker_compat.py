@@ -33,6 +33,10 @@ DIFFERENCES = {
     ("container create", "--network"): "bridge, host, none or a user network",
     ("image ls", "--all"): "pybuild keeps no intermediate images: the same list",
     ("system df", "--verbose"): "accepted; prints the summary",
+    ("container export", "--output"): "no docker init layer (.dockerenv, /etc/hosts... stubs)",
+    ("container run", "--sig-proxy"): "=false: a signal that ends pybuild ends the container",
+    ("container run", "--platform"): "only this machine's platform",
+    ("container create", "--platform"): "only this machine's platform",
 }
 _OPTION = re.compile(r"^\s+(?:-(\w), )?--([\w-]+)(?: (\w+))?\s{2,}")
 

@@ -261,3 +261,44 @@ def test_pause_unpause_as_docker(root, docker_busybox):
                           c)).stdout == "exited 137 false\n"
     finally:
         docker(docker_busybox, "rm", "-f", dcid)
+
+
+# what docker's init layer adds to every container (mount points and .dockerenv): pybuild's
+# sandbox makes them at run time, outside the container's layers
+DOCKER_INIT = {".dockerenv", "dev/console", "dev/pts", "dev/shm", "etc/hostname", "etc/hosts",
+               "etc/mtab", "etc/resolv.conf"}
+
+
+def test_container_diff_and_export_as_docker(root, tmp_path, docker_busybox):
+    script = ("echo x > /etc/x; rm /bin/ls; mkdir /newd; echo > /newd/f; echo y >> /etc/passwd; "
+              "rm -rf /home; mkdir /home; touch /home/z; touch /ready; sleep 60")
+    cid = run_d("--network", "none", "busybox", "sh", "-c", script)
+    dcid = docker(docker_busybox, "run", "-d", "--network", "none", "busybox", "sh", "-c",
+                  script).stdout.strip()
+    try:
+        poll(lambda: run_pybuild("exec", cid, "test", "-e", "/ready").returncode == 0)
+        poll(lambda: docker(docker_busybox, "exec", dcid, "test", "-e", "/ready").returncode == 0)
+        mine = ok(run_pybuild("container", "diff", cid)).stdout.splitlines()
+        theirs = ok(docker(docker_busybox, "diff", dcid)).stdout.splitlines()
+        assert mine == sorted(mine, key=lambda ln: ln[2:])        # by path (docker's: map order)
+        assert sorted(mine) == sorted(theirs)
+        assert {"D /bin/ls", "A /etc/x", "C /etc/passwd", "D /home/app", "A /home/z"} <= set(mine)
+        r = run_pybuild("container", "diff", "nosuch")
+        assert r.returncode == 1 and "No such container: nosuch" in r.stderr
+        lists = {}
+        for tool, args in (("pybuild", [sys.executable, "-m", "builder"]), ("docker", docker_busybox)):
+            out = tmp_path / f"{tool}.tar"
+            c = cid if tool == "pybuild" else dcid
+            subprocess.run([*args, "export", "-o", str(out), c], cwd=REPO, check=True)
+            names = subprocess.run(["tar", "tf", str(out)], capture_output=True, text=True,
+                                   check=True).stdout.split()
+            lists[tool] = {n.removeprefix("./").rstrip("/") for n in names} - {""}
+        assert lists["pybuild"] == lists["docker"] - DOCKER_INIT
+        piped = subprocess.run([sys.executable, "-m", "builder", "container", "export", cid],
+                               cwd=REPO, capture_output=True, check=True).stdout
+        assert piped == (tmp_path / "pybuild.tar").read_bytes()
+        got = subprocess.run(["tar", "xOf", "-", "etc/passwd"], input=piped, capture_output=True,
+                             check=True).stdout
+        assert got.endswith(b"\ny\n")
+    finally:
+        docker(docker_busybox, "rm", "-f", dcid)
