@@ -29,7 +29,7 @@ COMMAND_OF = {
     "run": "run",
     **dict.fromkeys(("create", "start", "restart", "exec", "container", "ps", "logs", "stop",
                      "kill", "wait", "rm", "top", "port", "attach", "pause", "unpause",
-                     "rename", "export"), "containers"),
+                     "rename", "export", "update"), "containers"),
     **dict.fromkeys(("commit", "cp", "stats"), "containerfs"),
     "volume": "volumes",
     "network": "network",

@@ -79,10 +79,12 @@ def _parse_int(value: str, flag: str) -> int:
 
 
 def resources(memory: str | None = None, memory_swap: str | None = None, cpus: str | None = None,
-              cpu_shares: str | None = None, pids_limit: str | None = None) -> Resources:
+              cpu_shares: str | None = None, pids_limit: str | None = None,
+              cpu_period: str | None = None, cpu_quota: str | None = None,
+              memory_reservation: str | None = None, base: Resources | None = None) -> Resources:
     """docker run's limit flags (strings as given, None = absent) as Resources, checked as
-    docker's client and daemon check them."""
-    r = Resources()
+    docker's client and daemon check them; `base`: the limits they change (docker update)."""
+    r = Resources(**base.to_dict()) if base is not None else Resources()
     if memory is not None:
         r.memory = parse_size(memory)
         if r.memory and r.memory < MIN_MEMORY:
@@ -109,7 +111,36 @@ def resources(memory: str | None = None, memory_swap: str | None = None, cpus: s
             raise SandboxError("invalid CPU shares (must be >= 0)")
     if pids_limit is not None:
         r.pids_limit = _parse_int(pids_limit, "--pids-limit")
+    if cpu_period is not None:
+        r.cpu_period = _parse_int(cpu_period, "--cpu-period")
+    if cpu_quota is not None:
+        r.cpu_quota = _parse_int(cpu_quota, "--cpu-quota")
+    if memory_reservation is not None:
+        r.memory_reservation = parse_size(memory_reservation, "--memory-reservation")
+    _check(r, base)
     return r
+
+
+def _check(r: Resources, base: Resources | None) -> None:
+    """The daemon's checks of limits that go together (moby verifyPlatformContainerResources
+    and, for `update`, what may not change once another is set)."""
+    if base is not None and r.nano_cpus != base.nano_cpus and (base.cpu_period or base.cpu_quota):
+        raise SandboxError("Conflicting options: Nano CPUs cannot be updated as CPU Period has "
+                           "already been set")
+    if r.nano_cpus and r.cpu_period:
+        raise SandboxError("Conflicting options: Nano CPUs and CPU Period cannot both be set")
+    if r.nano_cpus and r.cpu_quota:
+        raise SandboxError("Conflicting options: Nano CPUs and CPU Quota cannot both be set")
+    if r.cpu_period and not 1000 <= r.cpu_period <= 1000000:
+        raise SandboxError("CPU cfs period can not be less than 1ms (i.e. 1000) or larger than 1s "
+                           "(i.e. 1000000)")
+    if 0 < r.cpu_quota < 1000:
+        raise SandboxError("CPU cfs quota can not be less than 1ms (i.e. 1000)")
+    if 0 < r.memory_reservation < MIN_MEMORY:
+        raise SandboxError("Minimum memory reservation allowed is 6MB")
+    if r.memory and r.memory_reservation and r.memory < r.memory_reservation:
+        raise SandboxError("Minimum memory limit can not be less than memory reservation limit, "
+                           "see usage")
 
 
 # --- where the hierarchies are ---------------------------------------------------------------
@@ -234,21 +265,29 @@ def _settings(ver: int, r: Resources) -> dict[str, list[tuple[str, str]]]:
     """{controller: [(file, value), ...]} in the order they must be written; the swap file is
     skipped where the kernel has no swap accounting (docker then limits memory only)."""
     out: dict[str, list[tuple[str, str]]] = {}
+    if r.memory_reservation:
+        out["memory"] = [("memory.soft_limit_in_bytes" if ver == 1 else "memory.low",
+                          str(r.memory_reservation))]
     if r.memory:
         swap = r.memory_swap
         if swap == 0:
             swap = 2 * r.memory                  # docker's default: as much swap as memory
+        mem = out.setdefault("memory", [])
         if ver == 1:
-            out["memory"] = [("memory.limit_in_bytes", str(r.memory))]
-            out["memory"].append(("memory.memsw.limit_in_bytes", str(swap)))
+            mem.append(("memory.limit_in_bytes", str(r.memory)))
+            mem.append(("memory.memsw.limit_in_bytes", str(swap)))
         else:
-            out["memory"] = [("memory.max", str(r.memory))]
-            out["memory"].append(("memory.swap.max", "max" if swap < 0 else str(swap - r.memory)))
+            mem.append(("memory.max", str(r.memory)))
+            mem.append(("memory.swap.max", "max" if swap < 0 else str(swap - r.memory)))
     cpu = []
     if r.nano_cpus:
         quota = r.nano_cpus * CFS_PERIOD // 10**9
         cpu += ([("cpu.cfs_period_us", str(CFS_PERIOD)), ("cpu.cfs_quota_us", str(quota))]
                 if ver == 1 else [("cpu.max", f"{quota} {CFS_PERIOD}")])
+    if r.cpu_period or r.cpu_quota:     # --cpu-period/--cpu-quota (never with --cpus)
+        period, quota = r.cpu_period or CFS_PERIOD, r.cpu_quota if r.cpu_quota > 0 else -1
+        cpu += ([("cpu.cfs_period_us", str(period)), ("cpu.cfs_quota_us", str(quota))]
+                if ver == 1 else [("cpu.max", f"{quota if quota > 0 else 'max'} {period}")])
     if r.cpu_shares:
         shares = max(2, min(r.cpu_shares, 262144))
         cpu.append(("cpu.shares", str(shares)) if ver == 1
@@ -258,6 +297,30 @@ def _settings(ver: int, r: Resources) -> dict[str, list[tuple[str, str]]]:
     if r.pids_limit > 0:
         out["pids"] = [("pids.max", str(r.pids_limit))]
     return out
+
+
+def update(pid: int, r: Resources) -> None:
+    """Write r's limits into the cgroups of a running container's pid 1 (docker update); on
+    v1 memory and memsw each must stay below the other's old value, so a refused order is
+    tried the other way round."""
+    ver, dirs = of_pid(pid)
+    for controller, values in _settings(ver, r).items():
+        path = dirs.get(controller)
+        if not path or os.path.basename(os.path.dirname(path)) != PARENT:
+            raise SandboxError(f"cannot update the {controller} limit: the container has no "
+                               f"{controller} cgroup of its own")
+        writes = [(os.path.join(path, f), v) for f, v in values
+                  if f not in _SWAP_FILES or os.path.exists(os.path.join(path, f))]
+        try:
+            for f, v in writes:
+                _write(f, v)
+        except OSError:
+            try:
+                for f, v in reversed(writes):
+                    _write(f, v)
+            except OSError as e:
+                raise SandboxError(f"cannot update the {controller} limit: "
+                                   f"{(e.strerror or '').lower()}") from None
 
 
 def create(r: Resources | None, device_rules: tuple[str, ...] | list[str] | None = DEVICE_RULES

@@ -130,6 +130,22 @@ def register(sub) -> None:
         p.add_argument("containers", nargs="+", metavar="CONTAINER")
         p.set_defaults(func=cmd_pause, pause=word == "pause")
 
+    p = sub.add_parser("update", help="update configuration of one or more containers")
+    for flags, dest, what in ((("-m", "--memory"), "memory", "memory limit"),
+                              (("--memory-swap",), "memory_swap",
+                               "memory + swap limit: -1 unlimited"),
+                              (("--memory-reservation",), "memory_reservation", "memory soft limit"),
+                              (("--cpus",), "cpus", "number of CPUs"),
+                              (("-c", "--cpu-shares"), "cpu_shares", "CPU shares (relative weight)"),
+                              (("--cpu-period",), "cpu_period", "limit the CPU CFS period"),
+                              (("--cpu-quota",), "cpu_quota", "limit the CPU CFS quota"),
+                              (("--pids-limit",), "pids_limit", "maximum number of processes"),
+                              (("--restart",), "restart", "restart policy: no, on-failure[:N], "
+                                                          "always, unless-stopped")):
+        p.add_argument(*flags, dest=dest, metavar="VALUE", help=what)
+    p.add_argument("containers", nargs="+", metavar="CONTAINER")
+    p.set_defaults(func=cmd_update)
+
     p = sub.add_parser("rename", help="rename a container")
     p.add_argument("container", metavar="CONTAINER")
     p.add_argument("new_name", metavar="NEW_NAME")
@@ -175,7 +191,7 @@ def register(sub) -> None:
 _CONTAINER_ALIASES = (("attach", ()), ("create", ()), ("exec", ()), ("kill", ()), ("logs", ()),
                       ("pause", ()), ("ps", ("ls", "list", "ps")), ("port", ()), ("rename", ()),
                       ("restart", ()), ("rm", ("rm", "remove")), ("run", ()), ("start", ()),
-                      ("stop", ()), ("top", ()), ("unpause", ()), ("wait", ()))
+                      ("stop", ()), ("top", ()), ("unpause", ()), ("update", ()), ("wait", ()))
 
 
 def _help_of(sub, name: str) -> str | None:
@@ -1090,6 +1106,51 @@ def cmd_export(args) -> int:
     outputs.tar_of([os.path.join(c.path, "upper"), *(c.config.get("lowerdirs") or [])], tmp,
                    args.output or "-")
     return 0
+
+
+_LIMITS = ("memory", "memory_swap", "cpus", "cpu_shares", "pids_limit", "cpu_period",
+           "cpu_quota", "memory_reservation")
+
+
+def cmd_update(args) -> int:
+    """docker update: new limits in the record and, while it runs, in its cgroups; --restart
+    in the record, which the supervisor reads at the command's end."""
+    from runtime import cgroups
+    from runtime.containers import inspect
+    from runtime.errors import ContainerError
+    from runtime.privileges import require_root
+    from runtime.spec import Resources
+
+    given = {k: getattr(args, k) for k in _LIMITS if getattr(args, k) is not None}
+    if not given and args.restart is None:
+        raise ContainerError("you must provide one or more flags when using this command")
+    require_root()
+
+    def update(cs, c, ref):
+        change: dict = {}
+        if args.restart is not None:
+            from builder.commands.run import _restart_policy
+            if c.config.get("auto_remove") and args.restart != "no":
+                raise ContainerError("Restart policy cannot be updated because AutoRemove is "
+                                     "enabled for the container")
+            change["restart"] = _restart_policy(args.restart, False)
+        if given:
+            base = Resources(**(c.config.get("resources") or {}))
+            try:
+                new = cgroups.resources(**given, base=base)
+            except ContainerError:
+                raise
+            except Exception as e:
+                if "cannot be updated" in str(e):
+                    raise ContainerError(f"Cannot update container {c.id}: {e}") from None
+                raise
+            pid = inspect.init_pid(c)
+            if pid:
+                cgroups.update(pid, new)
+            change["resources"] = new.to_dict()
+        cs.update_config(c, lambda cfg: cfg.update(change))
+        print(ref)
+    return _each(args.containers, update)
 
 
 def cmd_rename(args) -> int:

@@ -105,6 +105,9 @@ FLAGS = (
     Flag("cpus", metavar="decimal", help="number of CPUs (e.g. 0.5)"),
     Flag("cpu-shares", short="c", help="CPU shares (relative weight)"),
     Flag("pids-limit", help="maximum number of processes (-1 unlimited)"),
+    Flag("cpu-period", metavar="int", help="limit the CPU CFS period (µs; not with --cpus)"),
+    Flag("cpu-quota", metavar="int", help="limit the CPU CFS quota (µs per period; not with --cpus)"),
+    Flag("memory-reservation", metavar="bytes", help="memory soft limit"),
     Flag("shm-size", metavar="bytes", help="size of /dev/shm (default 64m)"),
     Flag("ulimit", "append", help="a resource limit NAME=SOFT[:HARD] (nofile, nproc, core, ...)"),
     Flag("pull", "choice", default="missing", choices=("always", "missing", "never"),
@@ -371,7 +374,8 @@ def _limits(args):
     from runtime import cgroups
 
     return cgroups.resources(args.memory, args.memory_swap, args.cpus, args.cpu_shares,
-                             args.pids_limit)
+                             args.pids_limit, args.cpu_period, args.cpu_quota,
+                             args.memory_reservation)
 
 
 def _security(args) -> list[str]:

@@ -123,6 +123,19 @@ def _network_settings(c) -> dict:
             "Networks": networks}
 
 
+def _resources(r: dict) -> dict:
+    """HostConfig's limits, in docker's names."""
+    swap = r.get("memory_swap") or 0
+    if r.get("memory") and not swap:
+        swap = 2 * r["memory"]          # docker's default, as its inspect shows it
+    out = {"CpuShares": r.get("cpu_shares") or 0, "Memory": r.get("memory") or 0,
+           "NanoCpus": r.get("nano_cpus") or 0, "CpuPeriod": r.get("cpu_period") or 0,
+           "CpuQuota": r.get("cpu_quota") or 0,
+           "MemoryReservation": r.get("memory_reservation") or 0, "MemorySwap": swap,
+           "PidsLimit": r.get("pids_limit") or None}      # docker's JSON: null when unset
+    return out
+
+
 def doc(c) -> dict:
     cfg, st, status = c.config, c.state, c.status
     argv = cfg.get("argv") or []
@@ -190,6 +203,7 @@ def doc(c) -> dict:
                         for d in cfg.get("devices") or []],
             "LogConfig": {"Type": "json-file", "Config": cfg.get("log_config") or {}},
             "ShmSize": cfg.get("shm_size") or 64 << 20,
+            **_resources(cfg.get("resources") or {}),
             "GroupAdd": cfg.get("group_add") or None,
             "OomScoreAdj": cfg.get("oom_score_adj") or 0,
             "ContainerIDFile": cfg.get("cidfile") or "",

@@ -408,6 +408,11 @@ def _should_restart(c, code: int, restarts: int, backoff: float, parse_time) -> 
     """docker's RestartManager.ShouldRestart: (restart?, the wait before it)."""
     import time
 
+    try:                # read again: `update --restart` may have changed it since the start
+        with open(os.path.join(c.path, "config.json"), "rb") as f:
+            c.config = json.load(f)
+    except (OSError, ValueError):
+        pass
     policy = c.config.get("restart") or {}
     name, most = policy.get("Name") or "no", policy.get("MaximumRetryCount") or 0
     try:

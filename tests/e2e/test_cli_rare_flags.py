@@ -302,3 +302,76 @@ def test_container_diff_and_export_as_docker(root, tmp_path, docker_busybox):
         assert got.endswith(b"\ny\n")
     finally:
         docker(docker_busybox, "rm", "-f", dcid)
+
+
+LIMITS = ("{{.HostConfig.CpuPeriod}} {{.HostConfig.CpuQuota}} {{.HostConfig.MemoryReservation}} "
+          "{{.HostConfig.Memory}} {{.HostConfig.NanoCpus}} {{.HostConfig.PidsLimit}} "
+          "{{.HostConfig.MemorySwap}}")
+
+
+def cgroup_value(pid: int, controller: str, file: str) -> str:
+    """A limit as the kernel holds it, read on the host from pid's own cgroup."""
+    from runtime import cgroups
+    _, dirs = cgroups.of_pid(pid)
+    with open(os.path.join(dirs[controller], file)) as f:
+        return f.read().strip()
+
+
+def test_cpu_period_quota_memory_reservation_and_update_as_docker(root, docker_busybox):
+    for bad in (("--cpus", "1", "--cpu-period", "50000"), ("--cpus", "1", "--cpu-quota", "50000"),
+                ("--cpu-period", "500"), ("--cpu-quota", "500"), ("--memory-reservation", "1m"),
+                ("-m", "10m", "--memory-reservation", "20m")):
+        mine, theirs = both(docker_busybox, *bad, "busybox", "true")
+        assert mine.returncode == theirs.returncode == 125
+        assert error_line(mine.stderr) == error_line(theirs.stderr)
+    args = ("--network", "none", "--cpu-period", "50000", "--cpu-quota", "25000",
+            "--memory-reservation", "20m", "busybox", "sleep", "60")
+    cid = run_d(*args)
+    dcid = docker(docker_busybox, "run", "-d", *args).stdout.strip()
+    try:
+        run = {cid: run_pybuild, dcid: lambda *a: docker(docker_busybox, *a)}
+        for c, r in run.items():    # (an unset PidsLimit: null in both JSONs, printed apart)
+            assert ok(r("inspect", "-f", LIMITS.replace("{{.HostConfig.PidsLimit}} ", ""),
+                        c)).stdout == "50000 25000 20971520 0 0 0\n"
+            assert json.loads(ok(r("inspect", c)).stdout)[0]["HostConfig"]["PidsLimit"] is None
+        pid = int(ok(run_pybuild("inspect", "-f", "{{.State.Pid}}", cid)).stdout)
+        v1 = os.path.exists(os.path.join(os.path.dirname(
+            __import__("runtime.cgroups", fromlist=["of_pid"]).of_pid(pid)[1]["cpu"]), "cpu.cfs_quota_us"))
+        if v1:
+            assert cgroup_value(pid, "cpu", "cpu.cfs_quota_us") == "25000"
+            assert cgroup_value(pid, "cpu", "cpu.cfs_period_us") == "50000"
+            assert cgroup_value(pid, "memory", "memory.soft_limit_in_bytes") == str(20 << 20)
+        else:
+            assert cgroup_value(pid, "cpu", "cpu.max") == "25000 50000"
+        for c, r in run.items():        # --cpus over a set period: docker's refusal, nothing changed
+            bad = r("update", "--cpus", "0.5", c)
+            assert bad.returncode == 1 and ("Cannot update container " + c +
+                                            ": Conflicting options: Nano CPUs cannot be updated "
+                                            "as CPU Period has already been set") in bad.stderr
+            assert ok(r("update", "-m", "50m", "--memory-swap", "100m", "--pids-limit", "100",
+                        "--cpu-quota", "20000", c)).stdout == c + "\n"
+            assert ok(r("inspect", "-f", LIMITS, c)).stdout == \
+                "50000 20000 20971520 52428800 0 100 104857600\n"
+        if v1:
+            assert cgroup_value(pid, "memory", "memory.limit_in_bytes") == str(50 << 20)
+            assert cgroup_value(pid, "cpu", "cpu.cfs_quota_us") == "20000"
+        assert cgroup_value(pid, "pids", "pids.max") == "100"
+        for words in (("update", cid), ("update", "-m", "1m", cid), ("update", "-m", "10m", "nosuch")):
+            mine = run_pybuild(*words)
+            theirs = docker(docker_busybox, *[dcid if w == cid else w for w in words])
+            assert mine.returncode == theirs.returncode == 1
+            their_line = theirs.stderr.splitlines()[0].removeprefix("Error response from daemon: ")
+            assert mine.stderr == f"pybuild: error: {their_line}\n"
+    finally:
+        docker(docker_busybox, "rm", "-f", dcid)
+
+
+def test_update_restart_reaches_the_supervisor(root):
+    cid = run_d("--network", "none", "busybox", "sh", "-c", "sleep 1; exit 3")
+    assert ok(run_pybuild("update", "--restart", "on-failure:2", cid)).stdout == cid + "\n"
+    poll(lambda: json.loads(ok(run_pybuild("inspect", cid)).stdout)[0]["RestartCount"] == 2, 30)
+    assert json.loads(ok(run_pybuild("inspect", cid)).stdout)[0]["HostConfig"]["RestartPolicy"] == \
+        {"Name": "on-failure", "MaximumRetryCount": 2}
+    rm = run_d("--rm", "--network", "none", "busybox", "sleep", "30")
+    r = run_pybuild("update", "--restart", "always", rm)
+    assert r.returncode == 1 and "AutoRemove is enabled" in r.stderr
