@@ -35,6 +35,8 @@ def register(sub) -> None:
     p.add_argument("--platform", metavar="OS/ARCH[/VARIANT]",
                    help="the platform to pull from a multi-platform image (default: this host's)")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the image reference")
+    p.add_argument("-a", "--all-tags", action="store_true",
+                   help="download every tagged image in the repository")
     _tls_flag(p)
     p.set_defaults(func=cmd_pull)
 
@@ -70,12 +72,28 @@ def _store():
     return Store.open()
 
 
+def _all_tags(repo_full: str, tls_verify: bool) -> list[str]:
+    """The repository's tags from the first endpoint that lists them (mirrors first), sorted."""
+    from cache.registry.errors import RegistryError
+    from cache.registry.pull import open_repository
+
+    errors: list[Exception] = []
+    for repo in open_repository(repo_full, tls_verify=tls_verify):
+        try:
+            return sorted(set(repo.tags()))
+        except RegistryError as e:
+            errors.append(e)
+    raise errors[-1] if errors else RegistryError(f"{repo_full}: no registry to pull from")
+
+
 def cmd_pull(args) -> int:
     from builder.transferview import TransferView
     from cache import refs
     from cache.registry.pull import pull
 
     repo, tag, digest = refs.parse(args.ref)
+    if args.all_tags:
+        return _pull_all(args, repo)
     view = TransferView(args.progress, quiet=args.quiet)
     try:
         if not args.quiet and tag == "latest" and ":" not in args.ref.rsplit("/", 1)[-1] \
@@ -90,6 +108,35 @@ def cmd_pull(args) -> int:
     finally:
         view.close()
     print(got.name if got.name else f"{repo}@{digest}")
+    return 0
+
+
+def _pull_all(args, repo: str) -> int:
+    """pull -a: every tag of the repository, each as docker shows it (its Pulling from and
+    Digest lines), one Status line for the repository, its name on stdout."""
+    from builder.errors import BuildError
+    from builder.transferview import TransferView
+    from cache import refs
+    from cache.registry.pull import pull
+
+    last = args.ref.rsplit("/", 1)[-1]
+    if ":" in last or "@" in last:
+        raise BuildError("tag can't be used with --all-tags/-a")
+    store = _store()
+    view = TransferView(args.progress, quiet=args.quiet)
+    downloaded = False
+    try:
+        for tag in _all_tags(repo, args.tls_verify):
+            got = pull(store, f"{repo}:{tag}", platform=args.platform, tls_verify=args.tls_verify,
+                       progress=view)
+            downloaded = downloaded or got.downloaded
+            view({"status": f"Digest: {got.digest}"})
+        shown = refs.familiar_repo(repo)
+        view({"status": f"Status: Downloaded newer image for {shown}" if downloaded
+              else f"Status: Image is up to date for {shown}"})
+    finally:
+        view.close()
+    print(repo)
     return 0
 
 

@@ -375,3 +375,27 @@ def test_update_restart_reaches_the_supervisor(root):
     rm = run_d("--rm", "--network", "none", "busybox", "sleep", "30")
     r = run_pybuild("update", "--restart", "always", rm)
     assert r.returncode == 1 and "AutoRemove is enabled" in r.stderr
+
+
+def test_pull_all_tags_as_docker(root, registry, docker_busybox):
+    repo = f"{registry.host}/rare/alltags"
+    for t in ("v1", "v2"):
+        ok(run_pybuild("tag", "busybox", f"{repo}:{t}"))
+        ok(run_pybuild("push", "-q", f"{repo}:{t}"))
+    ok(run_pybuild("rmi", f"{repo}:v1", f"{repo}:v2"))
+    mine = ok(run_pybuild("pull", "-a", repo))
+    theirs = docker(docker_busybox, "pull", "-a", repo)
+    assert theirs.returncode == 0, theirs.stderr
+    tags = lambda text: sorted(ln.split()[1] for ln in text.splitlines()  # noqa: E731
+                               if ln.startswith(repo + " "))
+    assert tags(ok(run_pybuild("images", repo)).stdout) == \
+        tags(docker(docker_busybox, "images", repo).stdout) == ["v1", "v2"]
+    assert mine.stdout.splitlines()[-1] == theirs.stdout.splitlines()[-1] == repo
+    for out in (mine.stdout + mine.stderr, theirs.stdout):
+        assert "v1: Pulling from rare/alltags" in out and "v2: Pulling from rare/alltags" in out
+        assert out.count("Digest: sha256:") == 2
+    bad = run_pybuild("pull", "-a", repo + ":v1")
+    dbad = docker(docker_busybox, "pull", "-a", repo + ":v1")
+    assert bad.returncode == dbad.returncode == 1, (bad.stderr, dbad.stderr)
+    assert "tag can't be used with --all-tags/-a" in bad.stderr and \
+        "tag can't be used with --all-tags/-a" in dbad.stderr
