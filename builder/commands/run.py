@@ -75,6 +75,8 @@ FLAGS = (
     Flag("mount", "append",
          help="type=bind|volume|tmpfs,source=SRC,target=DST[,readonly][,tmpfs-size=N]"),
     Flag("tmpfs", "append", help="mount a tmpfs: DST[:OPTS] (OPTS: size=64m,mode=1777,ro,...)"),
+    Flag("volumes-from", "append", metavar="list",
+         help="mount the volumes and binds of a container: CONTAINER[:ro|rw]"),
     Flag("interactive", "bool", short="i", help="keep stdin open"),
     Flag("tty", "bool", short="t", help="allocate a pseudo-terminal"),
     # --- attach: detach keys ---
@@ -705,7 +707,8 @@ class CidFile:
 
 def _extra(args) -> dict:
     """--platform (this machine's only), --domainname, --group-add, --oom-score-adj checked
-    with docker's lines; the record's (and the spec's) fields of those given."""
+    with docker's lines; the record's (and the spec's) fields of those given (--cidfile's and
+    --volumes-from's too, for inspect)."""
     from runtime.errors import ConfigError
 
     out: dict = {}
@@ -726,6 +729,8 @@ def _extra(args) -> dict:
         out["group_add"] = list(args.group_add)
     if args.cidfile:
         out["cidfile"] = args.cidfile
+    if args.volumes_from:
+        out["volumes_from"] = list(args.volumes_from)
     return out
 
 
@@ -793,8 +798,10 @@ def _cmd_run(args, cidfile) -> int:
         life.update(extra)
         # a foreground run with a restart policy needs a supervisor: run -d, attached
         attached = not args.detach and life["restart"]["Name"] != "no"
-        mounts = volumes.image_volumes(volumes.parse_all(args.volume, args.mount, args.tmpfs),
-                                       cfg.get("Volumes"))
+        mounts = volumes.image_volumes(
+            volumes.volumes_from(root, args.volumes_from,
+                                 volumes.parse_all(args.volume, args.mount, args.tmpfs)),
+            cfg.get("Volumes"))
         if mounts:
             mounts = volumes.prepare(root, mounts, lowerdirs)
         if args.detach or attached:

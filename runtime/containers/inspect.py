@@ -207,6 +207,7 @@ def doc(c) -> dict:
             "GroupAdd": cfg.get("group_add") or None,
             "OomScoreAdj": cfg.get("oom_score_adj") or 0,
             "ContainerIDFile": cfg.get("cidfile") or "",
+            "VolumesFrom": cfg.get("volumes_from") or None,
             "Ulimits": [{k: u[k] for k in ("Name", "Hard", "Soft")}     # go-units' order
                         for u in cfg.get("ulimits") or []] or None,
             # --- dns: --dns, --dns-search, --dns-option (docker's [] when none) ---

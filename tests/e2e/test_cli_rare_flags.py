@@ -399,3 +399,32 @@ def test_pull_all_tags_as_docker(root, registry, docker_busybox):
     assert bad.returncode == dbad.returncode == 1, (bad.stderr, dbad.stderr)
     assert "tag can't be used with --all-tags/-a" in bad.stderr and \
         "tag can't be used with --all-tags/-a" in dbad.stderr
+
+
+def test_volumes_from_as_docker(root, tmp_path, docker_busybox):
+    host = tmp_path / "bind"
+    host.mkdir()
+    (host / "b").write_text("bound\n")
+    outs = {}
+    for tool, run in (("pybuild", run_pybuild), ("docker", lambda *a: docker(docker_busybox, *a))):
+        src = ok(run("run", "-d", "--network", "none", "--name", f"vsrc-{tool}", "-v", "/anon",
+                     "-v", f"{host}:/bind", "busybox", "sh", "-c",
+                     "echo data > /anon/f; sleep 60")).stdout.strip()
+        poll(lambda run=run, src=src: run("exec", src, "test", "-e", "/anon/f").returncode == 0)
+        rw = run("run", "--rm", "--network", "none", "--volumes-from", src, "busybox", "sh", "-c",
+                 "cat /anon/f /bind/b; echo more >> /anon/f && echo wrote")
+        ro = run("run", "--rm", "--network", "none", "--volumes-from", f"{src}:ro",
+                 "busybox", "sh", "-c", "touch /anon/g 2>/dev/null || echo refused")
+        over = run("run", "--rm", "--network", "none", "--volumes-from", src, "-v",
+                   f"{tmp_path}:/anon", "busybox", "ls", "/anon")   # -v wins the target
+        bad = run("run", "--rm", "--network", "none", "--volumes-from", "vnosuch", "busybox", "true")
+        keep = ok(run("create", "--network", "none", "--volumes-from", src, "busybox",
+                      "cat", "/anon/f")).stdout.strip()
+        assert json.loads(ok(run("inspect", keep)).stdout)[0]["HostConfig"]["VolumesFrom"] == [src]
+        ok(run("rm", "-f", "-v", src))          # the volume is the other one's too: it stays
+        outs[tool] = (ok(rw).stdout, ok(ro).stdout, "bind" in ok(over).stdout.split(),
+                      bad.returncode, "No such container: vnosuch" in bad.stderr,
+                      ok(run("start", "-a", keep)).stdout)
+        run("rm", "-f", "-v", keep)
+    assert outs["pybuild"] == outs["docker"] == (
+        "data\nbound\nwrote\n", "refused\n", True, 125, True, "data\nmore\n")
