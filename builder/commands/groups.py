@@ -66,6 +66,9 @@ def register(sub) -> None:
     ssub = p.add_subparsers(dest="system_command", metavar="COMMAND", required=True)
     q = ssub.add_parser("df", help="show disk usage")
     q.add_argument("-v", "--verbose", action="store_true", help="accepted; the summary only")
+    q.add_argument("--format", metavar="TEMPLATE",
+                   help="Go-template: {{.Type}} {{.TotalCount}} {{.Active}} {{.Size}} "
+                        "{{.Reclaimable}}, table ..., {{json .}}")
     q.set_defaults(func=cmd_df)
     q = ssub.add_parser("prune", help="remove unused data")
     q.add_argument("-a", "--all", action="store_true", help="remove all unused images, not just "
@@ -223,11 +226,20 @@ def _volume_usage(store, tree_bytes) -> list[str]:
             f"{human_size(idle)} ({100 * idle // total if total else 0}%)"]
 
 
-def cmd_df(args) -> int:
-    from builder.formatter import table
+# docker's disk usage formatter fields and their table titles
+_DF_HEADERS = {"Type": "TYPE", "TotalCount": "TOTAL", "Active": "ACTIVE", "Size": "SIZE",
+               "Reclaimable": "RECLAIMABLE"}
 
-    rows = [["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"], *_usage(_store())]
-    sys.stdout.write(table(rows))
+
+def cmd_df(args) -> int:
+    from builder.formatter import render, table
+
+    usage = _usage(_store())
+    if args.format:
+        rows = [dict(zip(_DF_HEADERS, (str(v) for v in r), strict=True)) for r in usage]
+        sys.stdout.write(render(args.format, rows, _DF_HEADERS, "diskUsageImagesContext"))
+        return 0
+    sys.stdout.write(table([list(_DF_HEADERS.values()), *usage]))
     return 0
 
 
@@ -241,13 +253,14 @@ def _info_doc() -> dict:
               "ContainersStopped": 0, "Images": 0}
     if os.path.isdir(root):
         store = _store()
+        from runtime.containers.inspect import paused
         from runtime.containers.state import Containers
 
         cs = Containers(store.root).all()
         counts.update(Containers=len(cs),
                       ContainersRunning=sum(c.status == "running" for c in cs),
-                      ContainersPaused=sum(c.status == "paused" for c in cs),
-                      ContainersStopped=sum(c.status not in ("running", "paused") for c in cs),
+                      ContainersPaused=sum(paused(c) for c in cs),
+                      ContainersStopped=sum(c.status != "running" for c in cs),
                       Images=len(store.images()))
     u = os.uname()
     return {"ID": "", **counts, "Driver": "overlay", "DockerRootDir": root,

@@ -31,6 +31,8 @@ def register(sub) -> None:
     p = sub.add_parser("rmi", help="remove images", description="Remove one or more images.")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("-f", "--force", action="store_true", help="remove an image with several tags by ID")
+    p.add_argument("--no-prune", action="store_true",
+                   help="do not delete untagged parents (pybuild keeps no parent images: the same)")
     p.set_defaults(func=cmd_rmi)
 
     p = sub.add_parser("inspect", help="show container or image details as JSON",

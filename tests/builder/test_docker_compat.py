@@ -36,6 +36,7 @@ DIFFERENCES = {
     ("container export", "--output"): "no docker init layer (.dockerenv, /etc/hosts... stubs)",
     ("container run", "--sig-proxy"): "=false: a signal that ends pybuild ends the container",
     ("container run", "--platform"): "only this machine's platform",
+    ("image rm", "--no-prune"): "pybuild keeps no untagged parents: the same as without it",
     ("container create", "--platform"): "only this machine's platform",
 }
 _OPTION = re.compile(r"^\s+(?:-(\w), )?--([\w-]+)(?: (\w+))?\s{2,}")

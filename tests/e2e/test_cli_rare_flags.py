@@ -428,3 +428,25 @@ def test_volumes_from_as_docker(root, tmp_path, docker_busybox):
         run("rm", "-f", "-v", keep)
     assert outs["pybuild"] == outs["docker"] == (
         "data\nbound\nwrote\n", "refused\n", True, 125, True, "data\nmore\n")
+
+
+def test_system_df_format_and_rmi_no_prune_as_docker(root, docker_busybox):
+    for fmt in ("{{json .}}", "table {{.Type}}\t{{.TotalCount}}", "{{.Type}}|{{.Nope}}"):
+        mine = run_pybuild("system", "df", "--format", fmt)
+        theirs = docker(docker_busybox, "system", "df", "--format", fmt)
+        assert mine.returncode == theirs.returncode, (mine.stderr, theirs.stderr)
+        if fmt.startswith("{{json"):
+            shape = lambda out: [sorted(json.loads(ln)) + [json.loads(ln)["Type"]]  # noqa: E731
+                                 for ln in out.splitlines()]
+            assert shape(mine.stdout) == shape(theirs.stdout)
+        elif fmt.startswith("table"):
+            col = lambda out: [ln.split("  ")[0] for ln in out.splitlines()]  # noqa: E731
+            assert col(mine.stdout) == col(theirs.stdout) == ["TYPE", "Images", "Containers",
+                                                               "Local Volumes", "Build Cache"]
+        else:
+            assert "can't evaluate field Nope" in mine.stderr and "can't evaluate field Nope" in theirs.stderr
+    for tool, run in (("pybuild", run_pybuild), ("docker", lambda *a: docker(docker_busybox, *a))):
+        ok(run("tag", "busybox", f"noprune-{tool}:v1"))
+        assert ok(run("rmi", "--no-prune", f"noprune-{tool}:v1")).stdout == \
+            f"Untagged: noprune-{tool}:v1\n"
+        assert ok(run("image", "inspect", "-f", "{{.Id}}", "busybox")).stdout.startswith("sha256:")
