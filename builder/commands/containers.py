@@ -1316,15 +1316,38 @@ def cmd_port(args) -> int:
     return 0
 
 
+def prune_filter(specs: list[str]):
+    """The prunes' --filter (docker's until=, label=, label!=: containers, images, networks)
+    as a predicate on (created RFC 3339 time, labels); None when none is given."""
+    if not specs:
+        return None
+    from runtime.containers.state import parse_time
+
+    f = _filters(specs, ("until", "label", "label!"))
+    now = time.time()
+    until = [docker_time(v, now, "filter until") for v in f.get("until", [])]
+
+    def keep(created: str, labels: dict) -> bool:
+        if until:
+            try:
+                t = parse_time(created)
+            except ValueError:
+                return False
+            if not all(t < u for u in until):
+                return False
+        if "label" in f and not _labels_match(f["label"], labels):
+            return False
+        return not any(_labels_match([v], labels) for v in f.get("label!", []))
+    return keep
+
+
 def cmd_container_prune(args) -> int:
     """docker container prune: every container not running (created, exited, dead) goes, after
     a [y/N] question unless -f; filters until= (created before) and label[!]=."""
-    from runtime.containers.state import parse_time, rw_size
+    from runtime.containers.state import rw_size
     from runtime.errors import ContainerError
 
-    f = _filters(args.filter, ("until", "label", "label!"))
-    now = time.time()
-    until = [docker_time(v, now, "filter until") for v in f.get("until", [])]
+    keep = prune_filter(args.filter)
     if not args.force:
         from builder.prompt import confirm
 
@@ -1333,14 +1356,9 @@ def cmd_container_prune(args) -> int:
     deleted, reclaimed, rc = [], 0, 0
     cs = _containers()
     for c in cs.all():
-        labels = c.config.get("labels") or {}
         if c.status in ("running", "restarting") or (c.status == "created" and c.supervisor_alive):
             continue                 # running, or being started right now
-        if until and not all(parse_time(c.config["created"]) < u for u in until):
-            continue
-        if "label" in f and not _labels_match(f["label"], labels):
-            continue
-        if any(_labels_match([v], labels) for v in f.get("label!", [])):
+        if keep is not None and not keep(c.config["created"], c.config.get("labels") or {}):
             continue
         wait_supervisor(c, 5)        # an exited one's supervisor may still be on its way out
         size = rw_size(c)

@@ -51,6 +51,8 @@ def register(sub) -> None:
     q.add_argument("-a", "--all", action="store_true",
                    help="remove all unused images, not just dangling ones")
     q.add_argument("-f", "--force", action="store_true", help="do not prompt for confirmation")
+    q.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
+                   help="until=TIME|DURATION (created before), label=K[=V], label!=K[=V]")
     q.set_defaults(func=cmd_image_prune)
 
     p = sub.add_parser("builder", help="manage builds (build, prune)")
@@ -75,6 +77,9 @@ def register(sub) -> None:
                    "dangling ones")
     q.add_argument("-f", "--force", action="store_true", help="do not prompt for confirmation")
     q.add_argument("--volumes", action="store_true", help="prune anonymous volumes")
+    q.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
+                   help="until=TIME|DURATION, label=K[=V], label!=K[=V] (for containers, "
+                        "networks and images)")
     q.set_defaults(func=cmd_system_prune)
     for parent in (ssub, sub):
         q = parent.add_parser("info", help="display system-wide information")
@@ -108,10 +113,12 @@ def _confirm(warning: str, what: str, force: bool) -> None:
 def cmd_image_prune(args) -> int:
     """Images no container is made from and no other process holds: untagged ones, or with -a
     every one (its tags go first, as docker's `untagged:` lines say)."""
+    from builder.commands.containers import prune_filter
     from builder.commands.images import container_images
     from builder.units import human_size
     from cache import gc, refs
 
+    keep = prune_filter(getattr(args, "filter", []))
     _confirm("WARNING! This will remove all images without at least one container associated "
              "to them." if args.all else "WARNING! This will remove all dangling images.",
              "image prune", args.force)
@@ -122,6 +129,10 @@ def cmd_image_prune(args) -> int:
     lines, removed = [], 0
     for image_id in list(store.images()):
         if image_id in users or image_id in held or (image_id in tagged and not args.all):
+            continue
+        config = store.image(image_id).config
+        if keep is not None and not keep(config.get("created") or "",
+                                         (config.get("config") or {}).get("Labels") or {}):
             continue
         for t in store.tags_of(image_id):
             lines.append(f"untagged: {refs.familiar(t)}")
@@ -163,11 +174,14 @@ def cmd_system_prune(args) -> int:
     _confirm("WARNING! This will remove:\n" + "".join(f"  - {w}\n" for w in what),
              "system prune", args.force)
     ns = argparse.Namespace
-    rc = containers.cmd_container_prune(ns(force=True, filter=[]))
-    rc |= network.cmd_prune(ns(force=True, filter=[]))
-    if args.volumes:
-        rc |= volumes.cmd_prune(ns(force=True, all=False, filter=[]))
-    rc |= cmd_image_prune(ns(force=True, all=args.all))
+    if args.filter:             # checked before anything goes (docker's keys for each prune)
+        containers.prune_filter(args.filter)
+    rc = containers.cmd_container_prune(ns(force=True, filter=args.filter))
+    rc |= network.cmd_prune(ns(force=True, filter=args.filter))
+    if args.volumes:            # docker: volumes take no until
+        rc |= volumes.cmd_prune(ns(force=True, all=False,
+                                   filter=[f for f in args.filter if not f.startswith("until")]))
+    rc |= cmd_image_prune(ns(force=True, all=args.all, filter=args.filter))
     rc |= cmd_builder_prune(ns(force=True, all=True))
     return rc
 
