@@ -476,3 +476,18 @@ def test_image_and_system_prune_filter_as_docker(root, tmp_path, docker_busybox)
     # label!=a: net-b goes, net-a stays; the labelled image has keep=yes, not a: it goes with -a
     # only, so the dangling-only prune leaves it
     assert left["pybuild"] == left["docker"] == (["net-a-T"], True)
+
+
+def test_volume_prune_filter_as_docker(root, docker_busybox):
+    left = {}
+    for tool, run in (("pybuild", run_pybuild), ("docker", lambda *a: docker(docker_busybox, *a))):
+        ok(run("volume", "create", "--label", "a=1", f"vol-a-{tool}"))
+        ok(run("volume", "create", f"vol-b-{tool}"))
+        ok(run("volume", "prune", "-a", "-f", "--filter", "label=a")) if tool == "pybuild" else \
+            ok(run("volume", "prune", "-f", "--filter", "label=a"))    # 20.10: named ones too
+        bad = run("volume", "prune", "-f", "--filter", "until=1h")
+        assert bad.returncode == 1 and "invalid filter 'until'" in bad.stderr.lower()
+        vols = [ln.split()[1] for ln in ok(run("volume", "ls")).stdout.splitlines()[1:]]
+        left[tool] = sorted(v.replace(tool, "T") for v in vols if v.startswith("vol-"))
+        run("volume", "rm", f"vol-b-{tool}")
+    assert left["pybuild"] == left["docker"] == ["vol-b-T"]
