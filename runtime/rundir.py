@@ -79,7 +79,8 @@ class RunDir:
                                          upperdir=self.upper, workdir=work, etc_files=etc_files,
                                          mounts=list(spec.mounts),
                                          new_netns=spec.network != "host", tree=self.tree,
-                                         readonly=spec.readonly_rootfs, shm_size=spec.shm_size)
+                                         readonly=spec.readonly_rootfs, shm_size=spec.shm_size,
+                                         sysctls=spec.sysctls)
         except BaseException:
             self.remove()
             raise

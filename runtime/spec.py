@@ -85,7 +85,7 @@ class SandboxSpec(Record):
                "dns", "mac_address", "connected",
                "shm_size", "ulimits", "own_hosts",
                # --- cli-rest: --domainname, --group-add, --oom-score-adj ---
-               "domainname", "group_add", "oom_score_adj")
+               "domainname", "group_add", "oom_score_adj", "sysctls")
 
     def __init__(self, lowerdirs: list | None = None, upperdir: str | os.PathLike | None = None,
                  workdir: str | os.PathLike | None = None, argv: list[str] | None = None,
@@ -107,7 +107,7 @@ class SandboxSpec(Record):
                  dns: dict | None = None, mac_address: str = "", connected: list | None = None,
                  shm_size: int = 0, ulimits: list[dict] | None = None, own_hosts: bool = False,
                  domainname: str = "", group_add: list[str] | None = None,
-                 oom_score_adj: int | None = None):
+                 oom_score_adj: int | None = None, sysctls: dict | None = None):
         self.lowerdirs = [] if lowerdirs is None else lowerdirs   # layer dirs, top first
         self.shm_size = shm_size        # --shm-size: /dev/shm's bytes (0: docker's 64 MiB)
         self.ulimits = [] if ulimits is None else ulimits   # --ulimit (runtime.ulimits.parse)
@@ -119,6 +119,7 @@ class SandboxSpec(Record):
         self.domainname = domainname
         self.group_add = [] if group_add is None else group_add
         self.oom_score_adj = oom_score_adj
+        self.sysctls = {} if sysctls is None else sysctls   # --sysctl K=V (namespaced ones)
         self.upperdir = upperdir
         self.workdir = workdir
         self.argv = [] if argv is None else argv

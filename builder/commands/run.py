@@ -97,6 +97,9 @@ FLAGS = (
     Flag("domainname", metavar="string", help="container NIS domain name"),
     Flag("group-add", "append", metavar="list",
          help="add a supplementary group (a name of the image's /etc/group or a gid)"),
+    Flag("sysctl", "append", metavar="map", convert=lambda t: _sysctl(t),
+         help="set a namespaced kernel parameter K=V (kernel.shm*, kernel.msg*, kernel.sem, "
+              "fs.mqueue.*, net.* off the host network)"),
     Flag("oom-score-adj", "int", metavar="int",
          help="tune the container's OOM preferences (-1000 to 1000)"),
     Flag("init", "bool", help="run an init as pid 1 that forwards signals and reaps processes "
@@ -705,6 +708,18 @@ class CidFile:
                 pass
 
 
+_SYSCTL_KEYS = ("kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem", "kernel.shmall",
+                "kernel.shmmax", "kernel.shmmni", "kernel.shm_rmid_forced")
+
+
+def _sysctl(text: str) -> str:
+    """docker's opts.ValidateSysctl: K=V with K one of the IPC ones, fs.mqueue.* or net.*."""
+    key, eq, _ = text.partition("=")
+    if not eq or not (key in _SYSCTL_KEYS or key.startswith(("fs.mqueue.", "net."))):
+        raise ValueError(f"sysctl '{text}' is not whitelisted")
+    return text
+
+
 def _extra(args) -> dict:
     """--platform (this machine's only), --domainname, --group-add, --oom-score-adj checked
     with docker's lines; the record's (and the spec's) fields of those given (--cidfile's and
@@ -731,6 +746,11 @@ def _extra(args) -> dict:
         out["cidfile"] = args.cidfile
     if args.volumes_from:
         out["volumes_from"] = list(args.volumes_from)
+    if args.sysctl:
+        out["sysctls"] = dict(s.partition("=")[::2] for s in args.sysctl)
+        net = next((k for k in out["sysctls"] if k.startswith("net.")), None)
+        if net and args.network == "host":
+            raise ConfigError(f'sysctl "{net}" not allowed in host network namespace')
     return out
 
 
@@ -834,7 +854,8 @@ def _cmd_run(args, cidfile) -> int:
                            dns=life.get("dns"), mac_address=life.get("mac_address") or "",
                            domainname=extra.get("domainname") or "",
                            group_add=extra.get("group_add") or [],
-                           oom_score_adj=extra.get("oom_score_adj"), **privileges)
+                           oom_score_adj=extra.get("oom_score_adj"),
+                           sysctls=extra.get("sysctls") or {}, **privileges)
         if cidfile is not None:
             cidfile.write(cid)
         return run(spec, forward_signals=args.sig_proxy, relay_stdin=args.interactive)

@@ -208,6 +208,7 @@ def doc(c) -> dict:
             "OomScoreAdj": cfg.get("oom_score_adj") or 0,
             "ContainerIDFile": cfg.get("cidfile") or "",
             "VolumesFrom": cfg.get("volumes_from") or None,
+            **({"Sysctls": cfg["sysctls"]} if cfg.get("sysctls") else {}),
             "Ulimits": [{k: u[k] for k in ("Name", "Hard", "Soft")}     # go-units' order
                         for u in cfg.get("ulimits") or []] or None,
             # --- dns: --dns, --dns-search, --dns-option (docker's [] when none) ---

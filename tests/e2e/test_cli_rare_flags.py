@@ -491,3 +491,27 @@ def test_volume_prune_filter_as_docker(root, docker_busybox):
         left[tool] = sorted(v.replace(tool, "T") for v in vols if v.startswith("vol-"))
         run("volume", "rm", f"vol-b-{tool}")
     assert left["pybuild"] == left["docker"] == ["vol-b-T"]
+
+
+def test_sysctl_as_docker(root, docker_busybox):
+    with open("/proc/sys/kernel/shmmax") as f:
+        host_shmmax = f.read()
+    mine, theirs = both(docker_busybox, "--sysctl", "net.ipv4.tcp_syncookies=0", "--sysctl",
+                        "kernel.shmmax=12345678", "busybox", "sh", "-c",
+                        "cat /proc/sys/net/ipv4/tcp_syncookies /proc/sys/kernel/shmmax")
+    assert ok(mine).stdout == ok(theirs).stdout == "0\n12345678\n"
+    with open("/proc/sys/kernel/shmmax") as f:
+        assert f.read() == host_shmmax          # the container's IPC namespace only
+    for bad in (("--sysctl", "vm.swappiness=1"), ("--sysctl", "foo")):
+        mine, theirs = both(docker_busybox, *bad, "busybox", "true")
+        assert mine.returncode == theirs.returncode == 125
+        assert mine.stderr.splitlines()[0].removeprefix("pybuild: error: ") == \
+            theirs.stderr.splitlines()[0]
+    r = run_pybuild("run", "--rm", "--network", "host", "--sysctl", "net.ipv4.ip_forward=1",
+                    "busybox", "true")
+    assert r.returncode == 125
+    assert 'sysctl "net.ipv4.ip_forward" not allowed in host network namespace' in r.stderr
+    cid = run_d("--network", "none", "--sysctl", "kernel.shmmax=4321", "busybox", "sleep", "30")
+    assert json.loads(ok(run_pybuild("inspect", cid)).stdout)[0]["HostConfig"]["Sysctls"] == \
+        {"kernel.shmmax": "4321"}
+    assert ok(run_pybuild("exec", cid, "cat", "/proc/sys/kernel/shmmax")).stdout == "4321\n"
