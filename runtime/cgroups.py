@@ -81,7 +81,8 @@ def _parse_int(value: str, flag: str) -> int:
 def resources(memory: str | None = None, memory_swap: str | None = None, cpus: str | None = None,
               cpu_shares: str | None = None, pids_limit: str | None = None,
               cpu_period: str | None = None, cpu_quota: str | None = None,
-              memory_reservation: str | None = None, base: Resources | None = None) -> Resources:
+              memory_reservation: str | None = None, cpuset_cpus: str | None = None,
+              cpuset_mems: str | None = None, base: Resources | None = None) -> Resources:
     """docker run's limit flags (strings as given, None = absent) as Resources, checked as
     docker's client and daemon check them; `base`: the limits they change (docker update)."""
     r = Resources(**base.to_dict()) if base is not None else Resources()
@@ -117,8 +118,53 @@ def resources(memory: str | None = None, memory_swap: str | None = None, cpus: s
         r.cpu_quota = _parse_int(cpu_quota, "--cpu-quota")
     if memory_reservation is not None:
         r.memory_reservation = parse_size(memory_reservation, "--memory-reservation")
+    if cpuset_cpus is not None:
+        r.cpuset_cpus = _cpuset(cpuset_cpus, "cpus", sorted(os.sched_getaffinity(0)), "CPUs")
+    if cpuset_mems is not None:
+        r.cpuset_mems = _cpuset(cpuset_mems, "mems", _mem_nodes(), "memory nodes")
     _check(r, base)
     return r
+
+
+def _cpuset(text: str, what: str, have: list[int], words: str) -> str:
+    """docker's --cpuset-cpus/--cpuset-mems: a list like 0-2,4 (parsers.ParseUintList), each
+    available here (its lines)."""
+    want: set[int] = set()
+    for part in text.split(",") if text else []:
+        lo, dash, hi = part.partition("-")
+        if not lo.isdigit() or (dash and not hi.isdigit()) or (dash and int(hi) < int(lo)):
+            raise SandboxError(f"Invalid value {text} for cpuset {what}: invalid format: {text}")
+        want.update(range(int(lo), int(hi if dash else lo) + 1))
+    if want - set(have):
+        raise SandboxError(f"Requested {words} are not available - requested {text}, "
+                           f"available: {_ranges(have)}")
+    return text
+
+
+def _ranges(ns: list[int]) -> str:
+    """0,1,2,4 as the kernel's list format: 0-2,4."""
+    out, start = [], None
+    for i, n in enumerate(ns):
+        if start is None:
+            start = n
+        if i + 1 == len(ns) or ns[i + 1] != n + 1:
+            out.append(str(start) if start == n else f"{start}-{n}")
+            start = None
+    return ",".join(out)
+
+
+def _mem_nodes() -> list[int]:
+    """The memory (NUMA) nodes the kernel has online (0 alone without NUMA)."""
+    try:
+        with open("/sys/devices/system/node/online") as f:
+            text = f.read().strip()
+    except OSError:
+        return [0]
+    out: list[int] = []
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        out.extend(range(int(lo), int(hi or lo) + 1))
+    return out
 
 
 def _check(r: Resources, base: Resources | None) -> None:
@@ -184,7 +230,7 @@ def hierarchies(proc: str = "self") -> tuple[int, dict[str, str]]:
     for root, point, fstype, opts in mounts:
         if fstype != "cgroup":
             continue
-        for c in (*ACCOUNTING, DEVICES):
+        for c in (*ACCOUNTING, DEVICES, "cpuset"):
             if c in opts and c in own and c not in v1:
                 v1[c] = _under(point, root, own[c])
     if any(c in v1 for c in ("memory", "cpu", "pids")):
@@ -197,7 +243,8 @@ def hierarchies(proc: str = "self") -> tuple[int, dict[str, str]]:
                     have = f.read().split()
             except OSError:
                 continue
-            return 2, {"": base, **{c: base for c in ("memory", "cpu", "pids", "io") if c in have}}
+            return 2, {"": base, **{c: base for c in ("memory", "cpu", "pids", "io", "cpuset")
+                                    if c in have}}
     return 1, {}
 
 
@@ -296,6 +343,8 @@ def _settings(ver: int, r: Resources) -> dict[str, list[tuple[str, str]]]:
         out["cpu"] = cpu
     if r.pids_limit > 0:
         out["pids"] = [("pids.max", str(r.pids_limit))]
+    if r.cpuset_cpus or r.cpuset_mems:  # v1 needs both before a task may join: "" = the parent's
+        out["cpuset"] = [("cpuset.cpus", r.cpuset_cpus), ("cpuset.mems", r.cpuset_mems)]
     return out
 
 
@@ -310,7 +359,8 @@ def update(pid: int, r: Resources) -> None:
             raise SandboxError(f"cannot update the {controller} limit: the container has no "
                                f"{controller} cgroup of its own")
         writes = [(os.path.join(path, f), v) for f, v in values
-                  if f not in _SWAP_FILES or os.path.exists(os.path.join(path, f))]
+                  if (f not in _SWAP_FILES or os.path.exists(os.path.join(path, f)))
+                  and (v or controller != "cpuset")]
         try:
             for f, v in writes:
                 _write(f, v)
@@ -349,12 +399,18 @@ def create(r: Resources | None, device_rules: tuple[str, ...] | list[str] | None
             if path not in made:
                 os.makedirs(parent, exist_ok=True)
                 sweep(parent)
+                if controller == "cpuset" and ver == 1:
+                    _inherit_cpuset(own[controller], parent)
                 os.mkdir(path, 0o755)
                 made.append(path)
             for file, value in values:
                 f = os.path.join(path, file)
                 if file in _SWAP_FILES and not os.path.exists(f):
                     continue
+                if controller == "cpuset" and not value:
+                    if ver == 2:
+                        continue            # v2: empty is the parent's already
+                    value = _read_value(os.path.join(parent, file))
                 _write(f, value)
         for controller in ((*ACCOUNTING, "io") if r is not None else ()):  # stats, pause read it
             if controller in settings or controller not in own:
@@ -423,6 +479,19 @@ def device_rule(node: dict) -> str | None:
     if node["type"] not in ("c", "b"):
         return None
     return f'{node["type"]} {node["major"]}:{node["minor"]} {node["perms"]}'
+
+
+def _read_value(path: str) -> str:
+    with open(path) as f:
+        return f.read().strip()
+
+
+def _inherit_cpuset(top: str, parent: str) -> None:
+    """v1: a new cpuset dir starts with no CPUs and no memory nodes, and a task cannot join one
+    like that: PARENT gets its own parent's (once)."""
+    for file in ("cpuset.cpus", "cpuset.mems"):
+        if not _read_value(os.path.join(parent, file)):
+            _write(os.path.join(parent, file), _read_value(os.path.join(top, file)))
 
 
 def _enable(path: str, controller: str) -> None:

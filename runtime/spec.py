@@ -46,11 +46,12 @@ class Mount(Record):
 class Resources(Record):
     """docker run's resource limits (runtime.cgroups applies them); 0 = not set."""
     _fields = ("memory", "memory_swap", "nano_cpus", "cpu_shares", "pids_limit",
-               "cpu_period", "cpu_quota", "memory_reservation")
+               "cpu_period", "cpu_quota", "memory_reservation", "cpuset_cpus", "cpuset_mems")
 
     def __init__(self, memory: int = 0, memory_swap: int = 0, nano_cpus: int = 0,
                  cpu_shares: int = 0, pids_limit: int = 0, cpu_period: int = 0,
-                 cpu_quota: int = 0, memory_reservation: int = 0):
+                 cpu_quota: int = 0, memory_reservation: int = 0, cpuset_cpus: str = "",
+                 cpuset_mems: str = ""):
         self.memory = memory                # bytes (-m)
         self.memory_swap = memory_swap      # bytes of memory + swap; -1 unlimited; 0 = docker's default
         self.nano_cpus = nano_cpus          # --cpus x 1e9
@@ -59,11 +60,13 @@ class Resources(Record):
         self.cpu_period = cpu_period        # --cpu-period, µs (0: the CFS default, 100 ms)
         self.cpu_quota = cpu_quota          # --cpu-quota, µs per period (<= 0 unlimited)
         self.memory_reservation = memory_reservation   # --memory-reservation: a soft limit
+        self.cpuset_cpus = cpuset_cpus      # --cpuset-cpus "0-2,4" ("": every CPU)
+        self.cpuset_mems = cpuset_mems      # --cpuset-mems (NUMA nodes)
 
     def any(self) -> bool:
         return bool(self.memory or self.memory_swap or self.nano_cpus or self.cpu_shares
                     or self.pids_limit > 0 or self.cpu_period or self.cpu_quota > 0
-                    or self.memory_reservation)
+                    or self.memory_reservation or self.cpuset_cpus or self.cpuset_mems)
 
     def to_dict(self) -> dict[str, int]:
         """The limits as a container's record keeps them; `Resources(**d)` makes them again."""

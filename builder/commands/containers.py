@@ -140,6 +140,8 @@ def register(sub) -> None:
                               (("--cpu-period",), "cpu_period", "limit the CPU CFS period"),
                               (("--cpu-quota",), "cpu_quota", "limit the CPU CFS quota"),
                               (("--pids-limit",), "pids_limit", "maximum number of processes"),
+                              (("--cpuset-cpus",), "cpuset_cpus", "CPUs it may use (0-3, 0,1)"),
+                              (("--cpuset-mems",), "cpuset_mems", "memory nodes it may use"),
                               (("--restart",), "restart", "restart policy: no, on-failure[:N], "
                                                           "always, unless-stopped")):
         p.add_argument(*flags, dest=dest, metavar="VALUE", help=what)
@@ -1109,7 +1111,7 @@ def cmd_export(args) -> int:
 
 
 _LIMITS = ("memory", "memory_swap", "cpus", "cpu_shares", "pids_limit", "cpu_period",
-           "cpu_quota", "memory_reservation")
+           "cpu_quota", "memory_reservation", "cpuset_cpus", "cpuset_mems")
 
 
 def cmd_update(args) -> int:

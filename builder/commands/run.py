@@ -113,6 +113,8 @@ FLAGS = (
     Flag("cpu-period", metavar="int", help="limit the CPU CFS period (µs; not with --cpus)"),
     Flag("cpu-quota", metavar="int", help="limit the CPU CFS quota (µs per period; not with --cpus)"),
     Flag("memory-reservation", metavar="bytes", help="memory soft limit"),
+    Flag("cpuset-cpus", metavar="string", help="CPUs the container may use (0-3, 0,1)"),
+    Flag("cpuset-mems", metavar="string", help="memory nodes (NUMA) it may use (0-3, 0,1)"),
     Flag("shm-size", metavar="bytes", help="size of /dev/shm (default 64m)"),
     Flag("ulimit", "append", help="a resource limit NAME=SOFT[:HARD] (nofile, nproc, core, ...)"),
     Flag("pull", "choice", default="missing", choices=("always", "missing", "never"),
@@ -380,7 +382,7 @@ def _limits(args):
 
     return cgroups.resources(args.memory, args.memory_swap, args.cpus, args.cpu_shares,
                              args.pids_limit, args.cpu_period, args.cpu_quota,
-                             args.memory_reservation)
+                             args.memory_reservation, args.cpuset_cpus, args.cpuset_mems)
 
 
 def _security(args) -> list[str]:

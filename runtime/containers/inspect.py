@@ -132,6 +132,7 @@ def _resources(r: dict) -> dict:
            "NanoCpus": r.get("nano_cpus") or 0, "CpuPeriod": r.get("cpu_period") or 0,
            "CpuQuota": r.get("cpu_quota") or 0,
            "MemoryReservation": r.get("memory_reservation") or 0, "MemorySwap": swap,
+           "CpusetCpus": r.get("cpuset_cpus") or "", "CpusetMems": r.get("cpuset_mems") or "",
            "PidsLimit": r.get("pids_limit") or None}      # docker's JSON: null when unset
     return out
 

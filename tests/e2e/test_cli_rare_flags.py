@@ -515,3 +515,22 @@ def test_sysctl_as_docker(root, docker_busybox):
     assert json.loads(ok(run_pybuild("inspect", cid)).stdout)[0]["HostConfig"]["Sysctls"] == \
         {"kernel.shmmax": "4321"}
     assert ok(run_pybuild("exec", cid, "cat", "/proc/sys/kernel/shmmax")).stdout == "4321\n"
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to pin to one")
+def test_cpuset_as_docker(root, docker_busybox):
+    cpu = str(sorted(os.sched_getaffinity(0))[-1])
+    mine, theirs = both(docker_busybox, "--cpuset-cpus", cpu, "busybox", "grep",
+                        "Cpus_allowed_list", "/proc/self/status")
+    assert ok(mine).stdout == ok(theirs).stdout == f"Cpus_allowed_list:\t{cpu}\n"
+    for bad in (("--cpuset-cpus", "999"), ("--cpuset-cpus", "x"), ("--cpuset-mems", "999")):
+        mine, theirs = both(docker_busybox, *bad, "busybox", "true")
+        assert mine.returncode == theirs.returncode == 125
+        assert error_line(mine.stderr) == error_line(theirs.stderr)
+    cid = run_d("--network", "none", "--cpuset-cpus", "0", "busybox", "sleep", "30")
+    status = lambda: ok(run_pybuild("exec", cid, "grep", "Cpus_allowed_list",  # noqa: E731
+                                    "/proc/1/status")).stdout
+    assert status() == "Cpus_allowed_list:\t0\n"
+    ok(run_pybuild("update", "--cpuset-cpus", cpu, cid))
+    assert status() == f"Cpus_allowed_list:\t{cpu}\n"
+    assert ok(run_pybuild("inspect", "-f", "{{.HostConfig.CpusetCpus}}", cid)).stdout == cpu + "\n"
