@@ -157,3 +157,13 @@ def test_kill_9_of_the_build_leaves_nothing_once_the_next_one_sweeps(busybox_roo
     (ctx / "Dockerfile").write_text("FROM busybox\nRUN true\n")
     ok(run_pybuild("build", "--network", "none", str(ctx)))    # sweeps what the dead one left
     poll(nothing_left, GONE)
+
+
+def test_add_host_gateway_is_the_bridges_gateway(busybox_root, ctx, tmp_path):
+    """As dockerd's BuildKit: host-gateway is the bridge's address (docker0's there), the one
+    a RUN's default route goes through."""
+    df = "FROM busybox\nRUN grep gw /etc/hosts > /out; ip route | grep default >> /out\n"
+    dest = export(ctx, tmp_path, df, "--add-host", "gw:host-gateway")
+    hosts_line, route = (dest / "out").read_text().splitlines()
+    gateway = hosts_line.split()[0]
+    assert hosts_line == f"{gateway}\tgw" and f"via {gateway} " in route
