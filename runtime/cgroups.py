@@ -82,7 +82,8 @@ def resources(memory: str | None = None, memory_swap: str | None = None, cpus: s
               cpu_shares: str | None = None, pids_limit: str | None = None,
               cpu_period: str | None = None, cpu_quota: str | None = None,
               memory_reservation: str | None = None, cpuset_cpus: str | None = None,
-              cpuset_mems: str | None = None, base: Resources | None = None) -> Resources:
+              cpuset_mems: str | None = None, memory_swappiness: int | None = None,
+              oom_kill_disable: bool = False, base: Resources | None = None) -> Resources:
     """docker run's limit flags (strings as given, None = absent) as Resources, checked as
     docker's client and daemon check them; `base`: the limits they change (docker update)."""
     r = Resources(**base.to_dict()) if base is not None else Resources()
@@ -122,6 +123,13 @@ def resources(memory: str | None = None, memory_swap: str | None = None, cpus: s
         r.cpuset_cpus = _cpuset(cpuset_cpus, "cpus", sorted(os.sched_getaffinity(0)), "CPUs")
     if cpuset_mems is not None:
         r.cpuset_mems = _cpuset(cpuset_mems, "mems", _mem_nodes(), "memory nodes")
+    if memory_swappiness is not None:
+        if not -1 <= memory_swappiness <= 100:
+            raise SandboxError(f"invalid value: {memory_swappiness}. Valid memory swappiness "
+                               "range is 0-100")
+        r.memory_swappiness = memory_swappiness
+    if oom_kill_disable:
+        r.oom_kill_disable = True
     _check(r, base)
     return r
 
@@ -315,6 +323,10 @@ def _settings(ver: int, r: Resources) -> dict[str, list[tuple[str, str]]]:
     if r.memory_reservation:
         out["memory"] = [("memory.soft_limit_in_bytes" if ver == 1 else "memory.low",
                           str(r.memory_reservation))]
+    if ver == 1 and r.memory_swappiness >= 0:   # v2 has neither: docker discards them there
+        out.setdefault("memory", []).append(("memory.swappiness", str(r.memory_swappiness)))
+    if ver == 1 and r.oom_kill_disable:
+        out.setdefault("memory", []).append(("memory.oom_control", "1"))
     if r.memory:
         swap = r.memory_swap
         if swap == 0:

@@ -46,12 +46,14 @@ class Mount(Record):
 class Resources(Record):
     """docker run's resource limits (runtime.cgroups applies them); 0 = not set."""
     _fields = ("memory", "memory_swap", "nano_cpus", "cpu_shares", "pids_limit",
-               "cpu_period", "cpu_quota", "memory_reservation", "cpuset_cpus", "cpuset_mems")
+               "cpu_period", "cpu_quota", "memory_reservation", "cpuset_cpus", "cpuset_mems",
+               "memory_swappiness", "oom_kill_disable")
 
     def __init__(self, memory: int = 0, memory_swap: int = 0, nano_cpus: int = 0,
                  cpu_shares: int = 0, pids_limit: int = 0, cpu_period: int = 0,
                  cpu_quota: int = 0, memory_reservation: int = 0, cpuset_cpus: str = "",
-                 cpuset_mems: str = ""):
+                 cpuset_mems: str = "", memory_swappiness: int = -1,
+                 oom_kill_disable: bool = False):
         self.memory = memory                # bytes (-m)
         self.memory_swap = memory_swap      # bytes of memory + swap; -1 unlimited; 0 = docker's default
         self.nano_cpus = nano_cpus          # --cpus x 1e9
@@ -62,11 +64,14 @@ class Resources(Record):
         self.memory_reservation = memory_reservation   # --memory-reservation: a soft limit
         self.cpuset_cpus = cpuset_cpus      # --cpuset-cpus "0-2,4" ("": every CPU)
         self.cpuset_mems = cpuset_mems      # --cpuset-mems (NUMA nodes)
+        self.memory_swappiness = memory_swappiness     # 0-100; -1: the kernel's (not set)
+        self.oom_kill_disable = oom_kill_disable       # v1's memory.oom_control
 
     def any(self) -> bool:
         return bool(self.memory or self.memory_swap or self.nano_cpus or self.cpu_shares
                     or self.pids_limit > 0 or self.cpu_period or self.cpu_quota > 0
-                    or self.memory_reservation or self.cpuset_cpus or self.cpuset_mems)
+                    or self.memory_reservation or self.cpuset_cpus or self.cpuset_mems
+                    or self.memory_swappiness >= 0 or self.oom_kill_disable)
 
     def to_dict(self) -> dict[str, int]:
         """The limits as a container's record keeps them; `Resources(**d)` makes them again."""

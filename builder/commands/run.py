@@ -113,6 +113,9 @@ FLAGS = (
     Flag("cpu-period", metavar="int", help="limit the CPU CFS period (µs; not with --cpus)"),
     Flag("cpu-quota", metavar="int", help="limit the CPU CFS quota (µs per period; not with --cpus)"),
     Flag("memory-reservation", metavar="bytes", help="memory soft limit"),
+    Flag("memory-swappiness", "int", metavar="int",
+         help="tune the container's memory swappiness (0 to 100; cgroup v1)"),
+    Flag("oom-kill-disable", "bool", help="disable the OOM killer (cgroup v1; with -m)"),
     Flag("cpuset-cpus", metavar="string", help="CPUs the container may use (0-3, 0,1)"),
     Flag("cpuset-mems", metavar="string", help="memory nodes (NUMA) it may use (0-3, 0,1)"),
     Flag("shm-size", metavar="bytes", help="size of /dev/shm (default 64m)"),
@@ -380,9 +383,16 @@ def _limits(args):
     """The limit flags as runtime.spec.Resources (every container gets a cgroup, as in docker)."""
     from runtime import cgroups
 
+    if args.oom_kill_disable and not args.memory:     # docker's client's, then its daemon's
+        print("WARNING: Disabling the OOM killer on containers without setting a '-m/--memory' "
+              "limit may be dangerous.\nWARNING: OOM killer is disabled for the container, but "
+              "no memory limit is set, this can result in the system running out of resources.",
+              file=sys.stderr)
+
     return cgroups.resources(args.memory, args.memory_swap, args.cpus, args.cpu_shares,
                              args.pids_limit, args.cpu_period, args.cpu_quota,
-                             args.memory_reservation, args.cpuset_cpus, args.cpuset_mems)
+                             args.memory_reservation, args.cpuset_cpus, args.cpuset_mems,
+                             args.memory_swappiness, args.oom_kill_disable)
 
 
 def _security(args) -> list[str]:

@@ -133,6 +133,8 @@ def _resources(r: dict) -> dict:
            "CpuQuota": r.get("cpu_quota") or 0,
            "MemoryReservation": r.get("memory_reservation") or 0, "MemorySwap": swap,
            "CpusetCpus": r.get("cpuset_cpus") or "", "CpusetMems": r.get("cpuset_mems") or "",
+           "MemorySwappiness": r["memory_swappiness"] if r.get("memory_swappiness", -1) >= 0
+           else None, "OomKillDisable": bool(r.get("oom_kill_disable")),
            "PidsLimit": r.get("pids_limit") or None}      # docker's JSON: null when unset
     return out
 

@@ -534,3 +534,32 @@ def test_cpuset_as_docker(root, docker_busybox):
     ok(run_pybuild("update", "--cpuset-cpus", cpu, cid))
     assert status() == f"Cpus_allowed_list:\t{cpu}\n"
     assert ok(run_pybuild("inspect", "-f", "{{.HostConfig.CpusetCpus}}", cid)).stdout == cpu + "\n"
+
+
+def test_memory_swappiness_and_oom_kill_disable_as_docker(root, docker_busybox):
+    mine, theirs = both(docker_busybox, "--memory-swappiness", "101", "busybox", "true")
+    assert mine.returncode == theirs.returncode == 125
+    assert error_line(mine.stderr) == error_line(theirs.stderr)
+    mine, theirs = both(docker_busybox, "--oom-kill-disable", "busybox", "true")
+    assert ok(mine).stderr == ok(theirs).stderr          # the two warnings, without -m
+    fmt = "{{.HostConfig.MemorySwappiness}}|{{.HostConfig.OomKillDisable}}"
+    args = ("--network", "none", "--memory-swappiness", "10", "-m", "10m", "--oom-kill-disable",
+            "busybox", "sleep", "30")
+    cid = run_d(*args)
+    dcid = docker(docker_busybox, "run", "-d", *args).stdout.strip()
+    try:
+        assert ok(run_pybuild("inspect", "-f", fmt, cid)).stdout == \
+            docker(docker_busybox, "inspect", "-f", fmt, dcid).stdout == "10|true\n"
+        from runtime import cgroups
+        pid = int(ok(run_pybuild("inspect", "-f", "{{.State.Pid}}", cid)).stdout)
+        ver, dirs = cgroups.of_pid(pid)
+        if ver == 1:
+            with open(os.path.join(dirs["memory"], "memory.swappiness")) as f:
+                assert f.read().strip() == "10"
+            with open(os.path.join(dirs["memory"], "memory.oom_control")) as f:
+                assert "oom_kill_disable 1" in f.read()
+    finally:
+        docker(docker_busybox, "rm", "-f", dcid)
+    plain = ok(run_pybuild("create", "--network", "none", "busybox")).stdout.strip()
+    hc = json.loads(ok(run_pybuild("inspect", plain)).stdout)[0]["HostConfig"]
+    assert (hc["MemorySwappiness"], hc["OomKillDisable"]) == (None, False)     # docker's too
