@@ -93,7 +93,8 @@ class SandboxSpec(Record):
                "dns", "mac_address", "connected",
                "shm_size", "ulimits", "own_hosts",
                # --- cli-rest: --domainname, --group-add, --oom-score-adj ---
-               "domainname", "group_add", "oom_score_adj", "sysctls")
+               "domainname", "group_add", "oom_score_adj", "sysctls", "device_cgroup_rules",
+               "uts_host")
 
     def __init__(self, lowerdirs: list | None = None, upperdir: str | os.PathLike | None = None,
                  workdir: str | os.PathLike | None = None, argv: list[str] | None = None,
@@ -115,7 +116,8 @@ class SandboxSpec(Record):
                  dns: dict | None = None, mac_address: str = "", connected: list | None = None,
                  shm_size: int = 0, ulimits: list[dict] | None = None, own_hosts: bool = False,
                  domainname: str = "", group_add: list[str] | None = None,
-                 oom_score_adj: int | None = None, sysctls: dict | None = None):
+                 oom_score_adj: int | None = None, sysctls: dict | None = None,
+                 device_cgroup_rules: list[str] | None = None, uts_host: bool = False):
         self.lowerdirs = [] if lowerdirs is None else lowerdirs   # layer dirs, top first
         self.shm_size = shm_size        # --shm-size: /dev/shm's bytes (0: docker's 64 MiB)
         self.ulimits = [] if ulimits is None else ulimits   # --ulimit (runtime.ulimits.parse)
@@ -128,6 +130,10 @@ class SandboxSpec(Record):
         self.group_add = [] if group_add is None else group_add
         self.oom_score_adj = oom_score_adj
         self.sysctls = {} if sysctls is None else sysctls   # --sysctl K=V (namespaced ones)
+        # --device-cgroup-rule "c 1:3 mr" lines, after the default rules; --uts host: the
+        # host's UTS namespace (its hostname and domain name)
+        self.device_cgroup_rules = [] if device_cgroup_rules is None else device_cgroup_rules
+        self.uts_host = uts_host
         self.upperdir = upperdir
         self.workdir = workdir
         self.argv = [] if argv is None else argv

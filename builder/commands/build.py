@@ -66,6 +66,9 @@ def register(sub) -> None:
     p.add_argument("--tls-verify", default=True, metavar="BOOL", type=parse_bool,
                    help="verify registries' TLS certificates (default true)")
     p.add_argument("--iidfile", metavar="FILE", help="write the image ID to FILE")
+    from builder.commands.registry import content_trust_flag
+
+    content_trust_flag(p, "skip image verification (always: pybuild has no content trust)")
     p.add_argument("--compression", choices=("gzip", "zstd"), default="gzip",
                    help="layer compression for --output (default gzip)")
     p.add_argument("--platform", metavar="PLATFORM",
@@ -299,6 +302,9 @@ def _build(args, build_args: dict, store) -> int:
     from builder.plan import plan
 
     context = Path(args.context)
+    if not args.disable_content_trust:
+        raise BuildError("content trust (Notary) is not supported: drop "
+                         "--disable-content-trust=false")
     if args.platform:
         from builder.commands.run import only_host_platform
 

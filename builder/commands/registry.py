@@ -12,8 +12,23 @@ import sys
 def _tls_flag(p) -> None:
     p.add_argument("--tls-verify", default="true", metavar="BOOL", type=parse_bool,
                    help="verify the registry's TLS certificate (default true; podman's flag)")
+    content_trust_flag(p, "skip image verification and signing (always: pybuild has no content "
+                          "trust)")
     p.add_argument("--progress", choices=("auto", "tty", "plain", "json"), default="auto",
                    help="progress output on stderr (default: bars on a terminal, else plain)")
+
+
+def content_trust_flag(p, help: str) -> None:
+    """docker's pflag bool --disable-content-trust (default true) in argparse: the bare flag
+    takes no value (a context after it stays the context), and its `=true`/`=false` forms are
+    option strings of their own (argparse matches a whole word before splitting at `=`)."""
+    import argparse
+
+    p.add_argument("--disable-content-trust", action="store_true", default=True, help=help)
+    p.add_argument("--disable-content-trust=true", dest="disable_content_trust",
+                   action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--disable-content-trust=false", dest="disable_content_trust",
+                   action="store_false", help=argparse.SUPPRESS)
 
 
 def parse_bool(v: str) -> bool:
@@ -86,11 +101,20 @@ def _all_tags(repo_full: str, tls_verify: bool) -> list[str]:
     raise errors[-1] if errors else RegistryError(f"{repo_full}: no registry to pull from")
 
 
+def _no_trust(args) -> None:
+    """--disable-content-trust=false: docker's Notary, which pybuild does not have."""
+    if not args.disable_content_trust:
+        from builder.errors import BuildError
+        raise BuildError("content trust (Notary) is not supported: drop "
+                         "--disable-content-trust=false")
+
+
 def cmd_pull(args) -> int:
     from builder.transferview import TransferView
     from cache import refs
     from cache.registry.pull import pull
 
+    _no_trust(args)
     repo, tag, digest = refs.parse(args.ref)
     if args.all_tags:
         return _pull_all(args, repo)
@@ -144,6 +168,7 @@ def cmd_push(args) -> int:
     from builder.transferview import TransferView
     from cache.registry.push import push
 
+    _no_trust(args)
     view = TransferView(args.progress, quiet=args.quiet)
     try:
         got = push(_store(), args.ref, tls_verify=args.tls_verify, progress=view,

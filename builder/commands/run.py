@@ -97,6 +97,11 @@ FLAGS = (
     Flag("domainname", metavar="string", help="container NIS domain name"),
     Flag("group-add", "append", metavar="list",
          help="add a supplementary group (a name of the image's /etc/group or a gid)"),
+    Flag("device-cgroup-rule", "append", metavar="list", convert=lambda t: _device_rule(t),
+         help='add a rule to the cgroup allowed devices list ("c 1:3 mr", "b 8:* rwm")'),
+    Flag("uts", metavar="string", help="UTS namespace to use: host (the host's hostname)"),
+    Flag("disable-content-trust", "bool", default=True,
+         help="skip image verification (always: pybuild has no content trust; =false is refused)"),
     Flag("sysctl", "append", metavar="map", convert=lambda t: _sysctl(t),
          help="set a namespaced kernel parameter K=V (kernel.shm*, kernel.msg*, kernel.sem, "
               "fs.mqueue.*, net.* off the host network)"),
@@ -732,6 +737,15 @@ def _sysctl(text: str) -> str:
     return text
 
 
+def _device_rule(text: str) -> str:
+    """docker's opts.ValidateDeviceCgroupRule: TYPE MAJOR:MINOR ACCESS."""
+    import re
+
+    if not re.fullmatch(r"([acb]) ([0-9]+|\*):([0-9]+|\*) ([rwm]{1,3})", text):
+        raise ValueError(f"invalid device cgroup format '{text}'")
+    return text
+
+
 def _extra(args) -> dict:
     """--platform (this machine's only), --domainname, --group-add, --oom-score-adj checked
     with docker's lines; the record's (and the spec's) fields of those given (--cidfile's and
@@ -739,6 +753,18 @@ def _extra(args) -> dict:
     from runtime.errors import ConfigError
 
     out: dict = {}
+    if not args.disable_content_trust:
+        raise ConfigError("content trust (Notary) is not supported: drop "
+                          "--disable-content-trust=false")
+    if args.uts is not None:
+        if args.uts not in ("", "host"):
+            raise ConfigError("--uts: invalid UTS mode")
+        if args.uts == "host" and args.hostname:
+            raise ConfigError("conflicting options: hostname and the UTS mode")
+        if args.uts:
+            out["uts"] = "host"
+    if args.device_cgroup_rule:
+        out["device_cgroup_rules"] = list(args.device_cgroup_rule)
     if args.platform:
         try:
             only_host_platform(args.platform)
@@ -867,7 +893,9 @@ def _cmd_run(args, cidfile) -> int:
                            domainname=extra.get("domainname") or "",
                            group_add=extra.get("group_add") or [],
                            oom_score_adj=extra.get("oom_score_adj"),
-                           sysctls=extra.get("sysctls") or {}, **privileges)
+                           sysctls=extra.get("sysctls") or {},
+                           device_cgroup_rules=extra.get("device_cgroup_rules") or [],
+                           uts_host=extra.get("uts") == "host", **privileges)
         if cidfile is not None:
             cidfile.write(cid)
         return run(spec, forward_signals=args.sig_proxy, relay_stdin=args.interactive)

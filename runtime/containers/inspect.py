@@ -211,6 +211,8 @@ def doc(c) -> dict:
             "OomScoreAdj": cfg.get("oom_score_adj") or 0,
             "ContainerIDFile": cfg.get("cidfile") or "",
             "VolumesFrom": cfg.get("volumes_from") or None,
+            "UTSMode": cfg.get("uts") or "",
+            "DeviceCgroupRules": cfg.get("device_cgroup_rules") or None,
             **({"Sysctls": cfg["sysctls"]} if cfg.get("sysctls") else {}),
             "Ulimits": [{k: u[k] for k in ("Name", "Hard", "Soft")}     # go-units' order
                         for u in cfg.get("ulimits") or []] or None,

@@ -233,7 +233,9 @@ def _supervise(root: str, cid: str, ready_fd: int, restarts: int | None, lock_fd
                        connected=connected, shm_size=cfg.get("shm_size") or 0,
                        ulimits=cfg.get("ulimits") or [],
                        domainname=cfg.get("domainname") or "", group_add=cfg.get("group_add") or [],
-                       oom_score_adj=cfg.get("oom_score_adj"), sysctls=cfg.get("sysctls") or {})
+                       oom_score_adj=cfg.get("oom_score_adj"), sysctls=cfg.get("sysctls") or {},
+                       device_cgroup_rules=cfg.get("device_cgroup_rules") or [],
+                       uts_host=cfg.get("uts") == "host")
     if winsize and spec.tty:    # --- attach: start -a -i: the pty at the terminal's size ---
         from runtime import tty
         tty.initial_size = winsize

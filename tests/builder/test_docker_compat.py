@@ -37,6 +37,9 @@ DIFFERENCES = {
     ("container run", "--sig-proxy"): "=false: a signal that ends pybuild ends the container",
     ("container run", "--platform"): "only this machine's platform",
     ("image rm", "--no-prune"): "pybuild keeps no untagged parents: the same as without it",
+    **{(cmd, "--disable-content-trust"): "no content trust here: =false is refused"
+       for cmd in ("build", "image build", "image pull", "image push", "container run",
+                   "container create")},
     ("container create", "--platform"): "only this machine's platform",
 }
 _OPTION = re.compile(r"^\s+(?:-(\w), )?--([\w-]+)(?: (\w+))?\s{2,}")
