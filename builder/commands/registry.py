@@ -61,6 +61,8 @@ def register(sub) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="print only the digest")
     p.add_argument("--compression", choices=("gzip", "zstd"), default="gzip",
                    help="layer compression for layers built here (default gzip)")
+    p.add_argument("-a", "--all-tags", action="store_true",
+                   help="push every tag of the repository in the store")
     _tls_flag(p)
     p.set_defaults(func=cmd_push)
 
@@ -169,15 +171,34 @@ def cmd_push(args) -> int:
     from cache.registry.push import push
 
     _no_trust(args)
+    store = _store()
+    refs_ = _local_tags(store, args.ref) if args.all_tags else [args.ref]
     view = TransferView(args.progress, quiet=args.quiet)
     try:
-        got = push(_store(), args.ref, tls_verify=args.tls_verify, progress=view,
-                   compression=args.compression)
+        for ref in refs_:
+            got = push(store, ref, tls_verify=args.tls_verify, progress=view,
+                       compression=args.compression)
+            print(got.digest if args.quiet else f"{got.name.rpartition(':')[2]}: digest: "
+                  f"{got.digest} size: {got.size}", flush=True)
     finally:
         view.close()
-    print(got.digest if args.quiet else f"{got.name.rpartition(':')[2]}: digest: {got.digest} "
-          f"size: {got.size}")
     return 0
+
+
+def _local_tags(store, ref: str) -> list[str]:
+    """push -a: every tag of the repository `ref` names in the store, sorted (docker's
+    "tag can't be used with --all-tags/-a", and its line for a repository with none)."""
+    from builder.errors import BuildError
+    from cache import refs
+
+    last = ref.rsplit("/", 1)[-1]
+    if ":" in last or "@" in last:
+        raise BuildError("tag can't be used with --all-tags/-a")
+    repo = refs.parse(ref)[0]
+    tags = sorted(t for t in store.tags() if t.rpartition(":")[0] == repo)
+    if not tags:
+        raise BuildError(f"An image does not exist locally with the tag: {refs.familiar_repo(repo)}")
+    return tags
 
 
 def cmd_login(args) -> int:

@@ -596,3 +596,20 @@ def test_device_cgroup_rule_uts_and_content_trust_as_docker(root, tmp_path, dock
         assert r.returncode == (125 if cmd[0] == "run" else 1)
         assert "content trust (Notary) is not supported" in r.stderr
     ok(run_pybuild("build", "-q", "--disable-content-trust", str(tmp_path)))
+
+
+def test_push_all_tags_as_docker(root, registry, docker_busybox):
+    outs = {}
+    for tool, run in (("pybuild", run_pybuild), ("docker", lambda *a: docker(docker_busybox, *a))):
+        repo = f"{registry.host}/rare/push-{tool}"
+        for t in ("v1", "v2"):
+            ok(run("tag", "busybox", f"{repo}:{t}"))
+        r = ok(run("push", "-a", repo))
+        outs[tool] = sorted(ln.split(":")[0] for ln in r.stdout.splitlines() if ": digest: " in ln)
+        bad = run("push", "-a", repo + ":v1")
+        assert bad.returncode == 1 and "tag can't be used with --all-tags/-a" in bad.stderr
+        none = run("push", "-a", f"{registry.host}/rare/nothing-{tool}")
+        assert none.returncode == 1 and "An image does not exist locally with the tag" in none.stderr
+    assert outs["pybuild"] == outs["docker"] == ["v1", "v2"]
+    got = ok(run_pybuild("pull", "-a", f"{registry.host}/rare/push-docker"))
+    assert got.stdout.splitlines()[-1] == f"{registry.host}/rare/push-docker"
