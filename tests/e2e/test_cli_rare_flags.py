@@ -385,6 +385,13 @@ def test_pull_all_tags_as_docker(root, registry, docker_busybox):
     ok(run_pybuild("rmi", f"{repo}:v1", f"{repo}:v2"))
     mine = ok(run_pybuild("pull", "-a", repo))
     theirs = docker(docker_busybox, "pull", "-a", repo)
+    try:
+        _pulled_all(mine, theirs, repo, docker_busybox)
+    finally:        # the session's dockerd: its busybox keeps only its own tags
+        docker(docker_busybox, "rmi", f"{repo}:v1", f"{repo}:v2")
+
+
+def _pulled_all(mine, theirs, repo, docker_busybox):
     assert theirs.returncode == 0, theirs.stderr
     tags = lambda text: sorted(ln.split()[1] for ln in text.splitlines()  # noqa: E731
                                if ln.startswith(repo + " "))
@@ -475,6 +482,7 @@ def test_image_and_system_prune_filter_as_docker(root, tmp_path, docker_busybox)
         run("network", "rm", f"net-a-{tool}")
     # label!=a: net-b goes, net-a stays; the labelled image has keep=yes, not a: it goes with -a
     # only, so the dangling-only prune leaves it
+    docker(docker_busybox, "rmi", "prune-docker:yes")
     assert left["pybuild"] == left["docker"] == (["net-a-T"], True)
 
 
@@ -610,6 +618,7 @@ def test_push_all_tags_as_docker(root, registry, docker_busybox):
         assert bad.returncode == 1 and "tag can't be used with --all-tags/-a" in bad.stderr
         none = run("push", "-a", f"{registry.host}/rare/nothing-{tool}")
         assert none.returncode == 1 and "An image does not exist locally with the tag" in none.stderr
+    docker(docker_busybox, "rmi", *(f"{registry.host}/rare/push-docker:{t}" for t in ("v1", "v2")))
     assert outs["pybuild"] == outs["docker"] == ["v1", "v2"]
     got = ok(run_pybuild("pull", "-a", f"{registry.host}/rare/push-docker"))
     assert got.stdout.splitlines()[-1] == f"{registry.host}/rare/push-docker"
