@@ -465,6 +465,8 @@ def cmd_logs(args) -> int:
     since = docker_time(args.since, now, "since") if args.since else None
     until = docker_time(args.until, now, "until") if args.until else None
     c = _containers().get(args.container)
+    if c.config.get("log_driver") == "none":
+        raise BuildError("configured logging driver does not support reading")
     return _show_log(c, 0, tail, args.follow, args.timestamps, since, until, args.details)
 
 

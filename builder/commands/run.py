@@ -150,6 +150,8 @@ FLAGS = (
     Flag("health-retries", "int", default=0,
          help="consecutive failures needed to report unhealthy"),
     Flag("no-healthcheck", "bool", help="disable any container-specified HEALTHCHECK"),
+    Flag("log-driver", metavar="string",
+         help="logging driver: json-file (default) or none (nothing kept; `logs` refuses)"),
     Flag("log-opt", "append", help="json-file log options: max-size=N[k|m|g] (rotate when the "
                                    "log reaches it), max-file=N (logs kept, default 1)"),
     # --- seccomp helper's flags ---
@@ -310,6 +312,14 @@ def lifecycle(args, cfg: dict) -> dict:
             raise ConfigError(str(e)) from None
     if args.stop_timeout is not None:
         out["stop_timeout"] = args.stop_timeout
+    if args.log_driver not in (None, "json-file"):
+        from runtime.errors import ConfigError
+        if args.log_driver != "none":
+            raise ConfigError(f'error looking up logging plugin {args.log_driver}: plugin '
+                              f'"{args.log_driver}" not found')
+        if args.log_opt:
+            raise ConfigError("invalid logging opts for driver none")
+        out["log_driver"] = "none"
     out.update(_log_opts(args.log_opt))
     given = (args.health_cmd is not None or args.health_retries or args.no_healthcheck
              or any(getattr(args, "health_" + name.replace("-", "_")) is not None

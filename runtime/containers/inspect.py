@@ -184,7 +184,7 @@ def doc(c) -> dict:
         "Args": argv[1:],
         "State": state,
         "Image": cfg.get("image_id", ""),
-        "LogPath": c.log_path,
+        "LogPath": "" if cfg.get("log_driver") == "none" else c.log_path,
         "Name": "/" + c.name,
         "RestartCount": st.get("restart_count") or 0,
         "Driver": "overlay",
@@ -204,7 +204,8 @@ def doc(c) -> dict:
             "Privileged": bool(cfg.get("privileged")),
             "Devices": [{k: d[k] for k in ("PathOnHost", "PathInContainer", "CgroupPermissions")}
                         for d in cfg.get("devices") or []],
-            "LogConfig": {"Type": "json-file", "Config": cfg.get("log_config") or {}},
+            "LogConfig": {"Type": cfg.get("log_driver") or "json-file",
+                          "Config": cfg.get("log_config") or {}},
             "ShmSize": cfg.get("shm_size") or 64 << 20,
             **_resources(cfg.get("resources") or {}),
             "GroupAdd": cfg.get("group_add") or None,

@@ -200,7 +200,8 @@ def _supervise(root: str, cid: str, ready_fd: int, restarts: int | None, lock_fd
         stdin, hold = os.pipe2(os.O_CLOEXEC)
     out_r, out_w = os.pipe2(os.O_CLOEXEC)
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
-    log = os.open(c.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+    log = os.open(os.devnull if cfg.get("log_driver") == "none" else c.log_path,   # --log-driver
+                  os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
     mounts = []
     if cfg.get("mounts"):
         from runtime.containers.volumes import to_spec

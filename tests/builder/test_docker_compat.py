@@ -37,6 +37,8 @@ DIFFERENCES = {
     ("container run", "--sig-proxy"): "=false: a signal that ends pybuild ends the container",
     ("container run", "--platform"): "only this machine's platform",
     ("image rm", "--no-prune"): "pybuild keeps no untagged parents: the same as without it",
+    ("container run", "--log-driver"): "json-file or none",
+    ("container create", "--log-driver"): "json-file or none",
     **{(cmd, "--disable-content-trust"): "no content trust here: =false is refused"
        for cmd in ("build", "image build", "image pull", "image push", "container run",
                    "container create")},

@@ -622,3 +622,26 @@ def test_push_all_tags_as_docker(root, registry, docker_busybox):
     assert outs["pybuild"] == outs["docker"] == ["v1", "v2"]
     got = ok(run_pybuild("pull", "-a", f"{registry.host}/rare/push-docker"))
     assert got.stdout.splitlines()[-1] == f"{registry.host}/rare/push-docker"
+
+
+def test_log_driver_none_as_docker(root, docker_busybox):
+    cid = run_d("--network", "none", "--log-driver", "none", "busybox", "echo", "hi")
+    dcid = docker(docker_busybox, "run", "-d", "--network", "none", "--log-driver", "none",
+                  "busybox", "echo", "hi").stdout.strip()
+    try:
+        fmt = "{{json .HostConfig.LogConfig}}|{{.LogPath}}"
+        assert ok(run_pybuild("inspect", "-f", fmt, cid)).stdout == \
+            docker(docker_busybox, "inspect", "-f", fmt, dcid).stdout == '{"Type":"none","Config":{}}|\n'
+        same_failure(run_pybuild("logs", cid), docker(docker_busybox, "logs", dcid), cid, dcid)
+        assert not (root / "containers" / cid / f"{cid}-json.log").exists()
+    finally:
+        docker(docker_busybox, "rm", "-f", dcid)
+    for bad in (("--log-driver", "none", "--log-opt", "max-size=1m"),):
+        mine, theirs = both(docker_busybox, *bad, "busybox", "true")
+        assert mine.returncode == theirs.returncode == 125
+        assert error_line(mine.stderr) == error_line(theirs.stderr)
+    mine, theirs = both(docker_busybox, "--log-driver", "nosuchdriver", "busybox", "true")
+    assert mine.returncode == theirs.returncode == 125
+    assert error_line(mine.stderr) == error_line(theirs.stderr)
+    mine, theirs = both(docker_busybox, "--log-driver", "none", "busybox", "echo", "fg")
+    assert ok(mine).stdout == ok(theirs).stdout == "fg\n"     # a foreground run still shows it
