@@ -36,6 +36,7 @@ class BuildOptions:
     no_cache_filter: list[str] = field(default_factory=list)
     labels: dict[str, str] = field(default_factory=dict)
     network: str = "default"
+    allow_host_network: bool = False  # the network.host entitlement (--allow, --network host)
     secrets: dict[str, Path] = field(default_factory=dict)
     ssh: dict[str, str] = field(default_factory=dict)   # --ssh ID -> an agent socket path
     extra_hosts: list[str] = field(default_factory=list)    # --add-host, as /etc/hosts lines

@@ -45,6 +45,9 @@ def register(sub) -> None:
                    help="network of RUN steps: default (a network namespace of its own on the "
                         "bridge, NAT'd out, as BuildKit in dockerd; bridge is the same), host "
                         "(the host's) or none (only lo)")
+    p.add_argument("--allow", action="append", default=[], metavar="ENTITLEMENT",
+                   help="grant RUN steps an extra privilege: network.host (RUN --network=host); "
+                        "security.insecure is not granted")
     p.add_argument("--secret", action="append", default=[], metavar="id=ID,src=FILE",
                    help="a secret for RUN --mount=type=secret")
     p.add_argument("--add-host", action="append", default=[], metavar="HOST:IP",
@@ -220,6 +223,29 @@ def _required_ssh(the_plan, given: set[str], filename: str) -> None:
                                      f"the client: pass --ssh {sid}[=SOCKET|KEY]")
 
 
+def _entitlements(the_plan, args, filename: str) -> bool:
+    """--allow as buildx's: network.host is granted (also by `--network host`, as dockerd does);
+    security.insecure never is. A `RUN --network=host` without the grant fails before step 1,
+    as BuildKit's solve does. Returns whether the build may use the host's network."""
+    from builder.errors import BuildError
+    from builder.steps.run import host_network_refused
+    from grammar import ast
+
+    for e in args.allow:
+        if e == "security.insecure":
+            raise BuildError("--allow security.insecure: pybuild grants no security.insecure "
+                             "entitlement")
+        if e != "network.host":
+            raise BuildError(f'--allow: invalid entitlement "{e}" (use network.host)')
+    allowed = bool(args.allow) or args.network == "host"
+    for st in the_plan.stages:
+        for ins in st.instructions:
+            refused = isinstance(ins, ast.Run) and host_network_refused(ins, allowed)
+            if refused:
+                raise BuildError(f"{filename}:{ins.line}: {refused}")
+    return allowed
+
+
 def _push(store, args) -> None:
     """--push / --output type=registry: every -t name, as `pybuild push` would."""
     from builder.transferview import TransferView
@@ -317,6 +343,7 @@ def _build(args, build_args: dict, store) -> int:
     df = parse_and_validate(text, name, build_args)
     the_plan = plan(df, build_args, args.target)
     _required_ssh(the_plan, {s.partition("=")[0] for s in args.ssh}, name)
+    allow_host_network = _entitlements(the_plan, args, name)
     from builder import outputs
 
     output = outputs.parse(args.output) if args.output else None
@@ -366,7 +393,8 @@ def _build(args, build_args: dict, store) -> int:
             tags=args.tag, build_args=build_args, target=args.target, no_cache=args.no_cache,
             no_cache_filter=[s.strip().lower() for f in args.no_cache_filter for s in f.split(",")
                              if s.strip()],
-            labels=labels, network=_network(args.network), secrets=secrets, ssh=ssh, epoch=epoch,
+            labels=labels, network=_network(args.network), allow_host_network=allow_host_network,
+            secrets=secrets, ssh=ssh, epoch=epoch,
             extra_hosts=_extra_hosts(args.add_host), **_run_limits(args),
             explain_cache=args.explain_cache,  # --- reprotime ---
             dockerfile_bytes=len(text.encode("utf-8", "surrogateescape")),

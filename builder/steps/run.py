@@ -20,6 +20,16 @@ from grammar.parser import parse_heredoc
 RUNC_MOUNT_DIRS = ("dev", "proc", "sys")
 
 
+def host_network_refused(ins: ast.Run, allowed: bool) -> str | None:
+    """BuildKit's network.host entitlement: a Dockerfile's `RUN --network=host` reaches the
+    host's interfaces (its loopback services too) only when the user granted it, by `--allow
+    network.host` or a build that is `--network host` itself (as dockerd grants it)."""
+    if ins.flag("network") != "host" or allowed:
+        return None
+    return ("RUN --network=host: network.host is not allowed (grant it with --allow network.host, "
+            "or build with --network host)")
+
+
 def run_step(run, ins: ast.Run, n: int) -> None:
     cfg = run.state.config["config"]
     argv = _run_argv(run, ins)
@@ -27,6 +37,9 @@ def run_step(run, ins: ast.Run, n: int) -> None:
     network = ins.flag("network") or "default"
     if network not in ("default", "host", "none"):
         raise run.error(ins, f'invalid network mode "{network}"')
+    refused = host_network_refused(ins, run.solver.opts.allow_host_network)  # and before step 1
+    if refused:
+        raise run.error(ins, refused)
     if network == "default":        # BuildKit: only a RUN's own host/none beats the build's
         network = run.solver.opts.network
     security = ins.flag("security") or "sandbox"

@@ -145,8 +145,8 @@ def parse_all(vs, mounts, tmpfs) -> list[dict]:
 
 
 def volumes_from(root, specs, mounts: list[dict]) -> list[dict]:
-    """docker --volumes-from C[:ro|rw]: C's volumes and binds at their targets (ro/rw as
-    given, else as C has them), then `mounts` (the -v/--mount/--tmpfs ones, which win a target
+    """docker --volumes-from C[:ro|rw]: C's volumes and binds at their targets (ro as C has
+    them, or ro for all with :ro), then `mounts` (the -v/--mount/--tmpfs ones, which win a target
     both have). Its volumes are then shared by name, never anonymous here: `rm -v` of either
     leaves them to the other."""
     if not specs:
@@ -163,8 +163,8 @@ def volumes_from(root, specs, mounts: list[dict]) -> list[dict]:
             if m.get("type") not in ("volume", "bind") or m["target"] in taken:
                 continue
             m = {k: v for k, v in m.items() if k != "anonymous"}
-            if mode:
-                m["readonly"] = mode == "ro"
+            if mode:  # docker: RW = the mount's RW and the mode's; :rw never makes ro writable
+                m["readonly"] = bool(m.get("readonly")) or mode == "ro"
             out[m["target"]] = m
     return [*out.values(), *mounts]
 

@@ -93,10 +93,31 @@ def test_run_network_flag_beats_the_builds_and_default_follows_it(busybox_root, 
     df = ("FROM busybox\nRUN --network=default ip -o link > /default\n"
           "RUN --network=host ip -o link > /host\nRUN --network=none ip -o link > /none\n")
     dest = tmp_path / "x"
-    ok(build(ctx, df, "--network", "none", "-o", f"type=local,dest={dest}"))
+    ok(build(ctx, df, "--network", "none", "--allow", "network.host", "-o",
+             f"type=local,dest={dest}"))
     assert link_names((dest / "default").read_text()) == ["lo"]        # the build's none
     assert len(link_names((dest / "host").read_text())) > 1
     assert link_names((dest / "none").read_text()) == ["lo"]
+
+
+def test_run_network_host_needs_the_network_host_entitlement(busybox_root, ctx, tmp_path):
+    """BuildKit's network.host entitlement: a Dockerfile cannot put a RUN on the host's network
+    (its loopback services) unless the user grants it: refused before step 1, with the line."""
+    df = "FROM busybox\nRUN echo first > /first\nRUN --network=host ip -o link > /host\n"
+    r = build(ctx, df)
+    assert r.returncode == 1
+    err = r.stderr.strip().splitlines()
+    assert err[-1] == ("pybuild: error: Dockerfile:3: RUN --network=host: network.host is not "
+                       "allowed (grant it with --allow network.host, or build with --network host)")
+    assert "echo first" not in r.stderr                                 # no step ran
+    for grant in (["--allow", "network.host"], ["--network", "host"]):
+        dest = tmp_path / grant[1]
+        ok(build(ctx, df, *grant, "-o", f"type=local,dest={dest}"))
+        assert len(link_names((dest / "host").read_text())) > 1
+    for bad, why in (("security.insecure", "grants no security.insecure"),
+                     ("net.host", 'invalid entitlement "net.host"')):
+        r = build(ctx, df, "--allow", bad)
+        assert r.returncode == 1 and why in r.stderr and "Traceback" not in r.stderr
 
 
 def run_cached(stderr: str) -> bool:

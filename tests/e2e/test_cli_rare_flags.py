@@ -415,13 +415,15 @@ def test_volumes_from_as_docker(root, tmp_path, docker_busybox):
     outs = {}
     for tool, run in (("pybuild", run_pybuild), ("docker", lambda *a: docker(docker_busybox, *a))):
         src = ok(run("run", "-d", "--network", "none", "--name", f"vsrc-{tool}", "-v", "/anon",
-                     "-v", f"{host}:/bind", "busybox", "sh", "-c",
+                     "-v", f"{host}:/bind", "-v", f"{host}:/robind:ro", "busybox", "sh", "-c",
                      "echo data > /anon/f; sleep 60")).stdout.strip()
         poll(lambda run=run, src=src: run("exec", src, "test", "-e", "/anon/f").returncode == 0)
         rw = run("run", "--rm", "--network", "none", "--volumes-from", src, "busybox", "sh", "-c",
                  "cat /anon/f /bind/b; echo more >> /anon/f && echo wrote")
         ro = run("run", "--rm", "--network", "none", "--volumes-from", f"{src}:ro",
                  "busybox", "sh", "-c", "touch /anon/g 2>/dev/null || echo refused")
+        up = run("run", "--rm", "--network", "none", "--volumes-from", f"{src}:rw",  # never
+                 "busybox", "sh", "-c", "touch /robind/x 2>/dev/null || echo refused")  # ro -> rw
         over = run("run", "--rm", "--network", "none", "--volumes-from", src, "-v",
                    f"{tmp_path}:/anon", "busybox", "ls", "/anon")   # -v wins the target
         bad = run("run", "--rm", "--network", "none", "--volumes-from", "vnosuch", "busybox", "true")
@@ -429,12 +431,13 @@ def test_volumes_from_as_docker(root, tmp_path, docker_busybox):
                       "cat", "/anon/f")).stdout.strip()
         assert json.loads(ok(run("inspect", keep)).stdout)[0]["HostConfig"]["VolumesFrom"] == [src]
         ok(run("rm", "-f", "-v", src))          # the volume is the other one's too: it stays
-        outs[tool] = (ok(rw).stdout, ok(ro).stdout, "bind" in ok(over).stdout.split(),
+        outs[tool] = (ok(rw).stdout, ok(ro).stdout, ok(up).stdout, "bind" in ok(over).stdout.split(),
                       bad.returncode, "No such container: vnosuch" in bad.stderr,
                       ok(run("start", "-a", keep)).stdout)
         run("rm", "-f", "-v", keep)
     assert outs["pybuild"] == outs["docker"] == (
-        "data\nbound\nwrote\n", "refused\n", True, 125, True, "data\nmore\n")
+        "data\nbound\nwrote\n", "refused\n", "refused\n", True, 125, True, "data\nmore\n")
+    assert not (host / "x").exists()
 
 
 def test_system_df_format_and_rmi_no_prune_as_docker(root, docker_busybox):
