@@ -447,7 +447,7 @@ class SourceTree:
             if p is not None:
                 try:
                     with open(p, "rb") as f:
-                        data = marshal.load(f)
+                        data = marshal.loads(f.read())  # load(f) reads per object
                     if isinstance(data, dict) and data.get("v") == _MEMO_VERSION:
                         self._hashes = data["files"]
                 except (OSError, ValueError, EOFError, TypeError, KeyError):

@@ -11,7 +11,9 @@ image each base or `--from` reference named, the cache entry of each step key, a
 made. `pybuild build` tries the record first: every observation is checked again, and any
 difference - a touched file, a moved tag, a pruned cache entry, a removed image - falls back to
 the full build, which is always right. A replay prints the same steps (all CACHED) and tags the
-same way. Only os, json and zlib are imported; never hashlib, lark, the AST or the solver.
+same way. Only os, json and zlib are imported (and marshal, built in: the record is a marshal
+file, which 100,000 observed files load from in a tenth of JSON's time); never hashlib, lark,
+the AST or the solver.
 
 Command lines that depend on more than the above never replay: --no-cache(-filter), --secret,
 --output, `-f -`, a context that is not a local directory (`-`, a URL), unknown or abbreviated
@@ -20,6 +22,7 @@ flags; nor builds with ADD of a URL.
 from __future__ import annotations
 
 import json
+import marshal
 import os
 import sys
 
@@ -165,15 +168,15 @@ class Pending:
 
     @property
     def path(self) -> str:
-        return os.path.join(self.root, layout.REPLAY_DIR, self.slot + ".json")
+        return os.path.join(self.root, layout.REPLAY_DIR, self.slot + ".m")
 
     # -- replay ------------------------------------------------------------------------------
     def replay(self) -> str | None:
         """The image ID when every observation of the record still holds, else None."""
         try:
             with open(self.path, "rb") as f:
-                rec = json.load(f)
-        except (OSError, ValueError):
+                rec = marshal.loads(f.read())
+        except (OSError, ValueError, EOFError, TypeError):
             return None
         if not isinstance(rec, dict) or rec.get("inputs") != self.inputs:
             return None
@@ -193,14 +196,15 @@ class Pending:
             if tags.get(name) != image_id:
                 return None
         touched = []
+        ctx, base, lstat = self.context, self.context.rstrip("/") + "/", os.lstat
         for rel, sig in rec["files"].items():
-            path = os.path.join(self.context, rel) if rel else self.context
             try:
-                st = os.lstat(path)
+                st = lstat(base + rel if rel else ctx)
             except OSError:
                 return None
             now = _sig(st)
             if now != sig[:8]:
+                path = base + rel if rel else ctx
                 if not _same_content(path, now, sig):
                     return None
                 touched.append((rel, now + sig[8:]))
@@ -271,10 +275,13 @@ class Pending:
         from cache import atomic  # only when writing: the check above imports nothing more
 
         try:
+            data = marshal.dumps(doc, 4)
+        except ValueError:
+            return  # a value marshal cannot write: no record, the next build runs in full
+        try:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
             with atomic.Lock(os.path.join(self.root, layout.LOCK)).held():
-                atomic.write_json(self.path, doc, tmp_dir=os.path.join(self.root, layout.TMP_DIR),
-                                  compact=True)
+                atomic.write_file(self.path, data, tmp_dir=os.path.join(self.root, layout.TMP_DIR))
         except OSError:
             pass
 
