@@ -23,10 +23,10 @@ import posixpath
 import re
 import stat
 import time
+from collections import namedtuple
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
 
 from builder.errors import BuildError
 from cache import atomic, fspath, layout
@@ -90,13 +90,10 @@ def resolve_in_root(root: str, path: str, *, follow_final: bool = True,
 
 # --------------------------------------------------------------------------- selection
 
-class Entry(NamedTuple):
-    """One path a selection contributes: `rel` is relative to the selected root ('' = itself).
-    (A tuple: a walk of 100,000 files makes 100,000 of them.)"""
-
-    rel: str
-    path: str
-    st: os.stat_result
+Entry = namedtuple("Entry", "rel path st")
+Entry.__doc__ = """One path a selection contributes: `rel` is relative to the selected root ('' =
+itself), `path` the host path, `st` its lstat. (A tuple, not a dataclass: a walk of 100,000 files
+makes 100,000 of them; collections.namedtuple, not typing's, which the build path never loads.)"""
 
 
 @dataclass(frozen=True)
