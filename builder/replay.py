@@ -257,13 +257,19 @@ class Pending:
             if tags.get(full) != got:
                 return
             tags_read[full] = got
-        files = {}
+        files = []
         ctx = self.context.rstrip("/")
         for path, sig in rec.observed.items():
             if path != ctx and not path.startswith(ctx + "/"):
                 continue
             content = rec.contents.get(path)
-            files[path[len(ctx) + 1:] if path != ctx else ""] = sig if content is None else [*sig, content]
+            files.append((sig[6], path[len(ctx) + 1:] if path != ctx else "",
+                          sig if content is None else [*sig, content]))
+        # newest mtime first: the file a developer edits again is the one edited last, so the
+        # replay that an edit defeats finds it among the first files it checks, not after
+        # lstat-ing the other 99,999
+        files.sort(key=_newest_first)
+        files = {rel: sig for _t, rel, sig in files}
         steps = [[v.name, v.cached or v.step] for v in progress.vertices if not v.once]
         doc = {"inputs": self.inputs, "image": image_id, "keys": rec.keys, "tags_read": tags_read,
                "tags": [refs.normalize(t) for t in self.opts["tag"]], "files": files,
@@ -286,6 +292,10 @@ class Pending:
             pass
 
 
+def _newest_first(item: tuple) -> int:
+    return -item[0]
+
+
 class Recorder:
     """What a full build looked at, filled in by the solver and the context as they go."""
 
@@ -297,7 +307,10 @@ class Recorder:
         self.volatile = False  # read something a record cannot check (a URL)
 
     def observe(self, path: str, st: os.stat_result, content: str | None = None) -> None:
-        self.observed[path] = _sig(st)
+        """`content`: the file's "digest:capability", noted by the context's digest right after
+        its walk observed the same stat (so the stat identity is not made twice)."""
+        if content is None or path not in self.observed:
+            self.observed[path] = _sig(st)
         if content is not None:
             self.contents[path] = content
 
