@@ -241,13 +241,14 @@ def _write_entries(root: bytes, o: _Out, epoch: int | None, top: bytes | None = 
     settle = fp is not None
     fpe = _fingerprint_entry
     plain = tarfmt._plain
+    file_header, dir_header = tarfmt.plain_maker(tarfmt.REG), tarfmt.plain_maker(tarfmt.DIR)
     add = o.add
     read_file = o.read_file
     pads = [b"\0" * (-n % tarfmt.BLOCK) for n in range(tarfmt.BLOCK)]
     opq = overlayfmt.opaque_xattr()
     oflags, dflags = _FILE_FLAGS, _DIR_FLAGS
     utime, fstat, osopen, close, oread, listxattr = (os.utime, os.fstat, os.open, os.close,
-                                                     os.read, _listxattr)
+                                                     os.read, os.listxattr)
     if epoch is None:
         def mt(st) -> int:
             return st.st_mtime_ns // 1_000_000_000
@@ -311,15 +312,17 @@ def _write_entries(root: bytes, o: _Out, epoch: int | None, top: bytes | None = 
                     size = st.st_size
                     fd = osopen(name, oflags, dir_fd=dfd)
                     try:
-                        names = listxattr(fd)
+                        try:
+                            names = listxattr(fd)
+                        except OSError:
+                            names = None
                         xattrs = _kept_xattrs(fd, False, where + name, names) if names else None
                         if xattrs or size > _MAX11:
                             hdr = tarfmt.header(rel, mode=mode, uid=st.st_uid, gid=st.st_gid,
                                                 size=size, mtime=m, typeflag=tarfmt.REG,
                                                 xattrs=xattrs)
                         else:
-                            hdr = plain(rel, mode & 0o7777, st.st_uid, st.st_gid, size, m,
-                                        tarfmt.REG, b"", 0, 0)
+                            hdr = file_header(rel, mode & 0o7777, st.st_uid, st.st_gid, size, m)
                         if size <= _SMALL:
                             data = oread(fd, size) if size else b""
                             if len(data) != size:
@@ -349,14 +352,13 @@ def _write_entries(root: bytes, o: _Out, epoch: int | None, top: bytes | None = 
                     full = where + name
                     sub = osopen(name, dflags, dir_fd=dfd)
                     try:
-                        names = listxattr(sub)
+                        names = _listxattr(sub)
                         xattrs = _kept_xattrs(sub, False, full, names) if names else None
                         if xattrs:
                             hdr = tarfmt.header(rel + b"/", mode=mode, uid=st.st_uid, gid=st.st_gid,
                                                 mtime=m, typeflag=tarfmt.DIR, xattrs=xattrs)
                         else:
-                            hdr = plain(rel + b"/", mode & 0o7777, st.st_uid, st.st_gid, 0, m,
-                                        tarfmt.DIR, b"", 0, 0)
+                            hdr = dir_header(rel + b"/", mode & 0o7777, st.st_uid, st.st_gid, 0, m)
                         add(hdr)
                         if opq in names and os.getxattr(sub, opq) == b"y":
                             add(tarfmt.header(rel + b"/" + WH_OPAQUE, mode=0o600,

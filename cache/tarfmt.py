@@ -96,6 +96,30 @@ def _plain(name: bytes, mode: int, uid: int, gid: int, size: int, mtime: int, ty
                      linkname.ljust(100, b"\0"), tail))
 
 
+def plain_maker(typeflag: bytes):
+    """`_plain` for a writer's entries of one type without a link target, as a function of
+    (name, permission bits, uid, gid, size, mtime) that keeps its own pieces per (mode, uid,
+    gid, mtime): the layer writer's per-file header (the caller checks what `header` checks)."""
+    pieces: dict[tuple[int, int, int, int], tuple[bytes, bytes, bytes, int]] = {}
+    sizes = _sizes
+    after_name = bytes(100)
+
+    def make(name: bytes, mode: int, uid: int, gid: int, size: int, mtime: int) -> bytes:
+        got = pieces.get((mode, uid, gid, mtime))
+        if got is None:
+            ids, mt, tf, tail, fixed_sum = _fixed_part(mode, uid, gid, mtime, typeflag, 0, 0)
+            got = pieces[mode, uid, gid, mtime] = (ids, mt, tf + after_name + tail, fixed_sum)
+        sz = sizes.get(size)
+        if sz is None:
+            field = b"%011o\0" % size
+            sz = (field, sum(field))
+            if len(sizes) < 4096:
+                sizes[size] = sz
+        return b"".join((name.ljust(100, b"\0"), got[0], sz[0], got[1],
+                         b"%06o\0 " % (got[3] + sz[1] + sum(name)), got[2]))
+    return make
+
+
 def header(name: bytes, *, mode: int, uid: int = 0, gid: int = 0, size: int = 0, mtime: int = 0,
            typeflag: bytes = REG, linkname: bytes = b"", devmajor: int = 0, devminor: int = 0,
            xattrs: dict[bytes, bytes] | None = None) -> bytes:
