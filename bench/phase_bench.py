@@ -5,7 +5,10 @@ the commit of the layer dir (`LayerStore.commit`: tar + diff_id + settle + finge
 index), the replay record (save + the replay's check) and the explain record (save + load).
 Each phase runs in a child process of its own over a context of N small files (~200 bytes,
 100 per dir), this checkout next to another (`--also base=/work/main`), variants interleaved,
-min and median reported in ms, and µs per entry.
+min and median reported in ms, and µs per entry; each phase also as this process's CPU time
+(user + sys), which a loaded machine disturbs far less than the wall clock. Both checkouts
+should have their bytecode compiled (`python -m compileall -q .`): with PYTHONDONTWRITEBYTECODE
+set, a checkout without __pycache__ compiles its modules inside the phases that import them.
 
     python3 bench/phase_bench.py [--files 1000,10000,100000] [--rounds 3] [--also base=DIR]
 """
@@ -27,7 +30,11 @@ sys.path.insert(0, sys.argv[1])
 work, ctx, n = sys.argv[2], sys.argv[3], int(sys.argv[4])
 out = {}
 def timed(name, fn):
-    t = time.perf_counter(); r = fn(); out[name] = (time.perf_counter() - t) * 1000; return r
+    t, c = time.perf_counter(), time.process_time()
+    r = fn()
+    out[name] = (time.perf_counter() - t) * 1000
+    out[name + " (cpu)"] = (time.process_time() - c) * 1000
+    return r
 from builder.context import BuildContext
 from builder import replay, explain
 from cache.store import Store
