@@ -59,6 +59,7 @@ def _tree(d: Path) -> Path:
         os.mknod(d / "null", 0o20666, os.makedev(1, 3))
         os.chown(d / "src" / "pkg" / "u.go", 1000, 1001)
     (d / "ü-名前").write_text("utf8\n")
+    (d / os.fsdecode(b"not-utf8-\xff")).write_text("bytes\n")     # a name the memo keeps as-is
     (d / "ignored.log").write_text("no\n")
     (d / "keep.log").write_text("yes\n")
     (d / ".dockerignore").write_text("*.log\n!keep.log\n")
