@@ -21,6 +21,7 @@ flags; nor builds with ADD of a URL.
 """
 from __future__ import annotations
 
+import gc
 import json
 import marshal
 import os
@@ -173,6 +174,15 @@ class Pending:
     # -- replay ------------------------------------------------------------------------------
     def replay(self) -> str | None:
         """The image ID when every observation of the record still holds, else None."""
+        paused = gc.isenabled()  # no cyclic GC while a record of 100,000 files loads and is
+        gc.disable()             # checked (nothing here makes cycles)
+        try:
+            return self._replay()
+        finally:
+            if paused:
+                gc.enable()
+
+    def _replay(self) -> str | None:
         try:
             with open(self.path, "rb") as f:
                 rec = marshal.loads(f.read())
@@ -257,6 +267,20 @@ class Pending:
             if tags.get(full) != got:
                 return
             tags_read[full] = got
+        steps = [[v.name, v.cached or v.step] for v in progress.vertices if not v.once]
+        doc = {"inputs": self.inputs, "image": image_id, "keys": rec.keys, "tags_read": tags_read,
+               "tags": [refs.normalize(t) for t in self.opts["tag"]], "steps": steps}
+        paused = gc.isenabled()  # as in replay(): 100,000 entries, no cycles
+        gc.disable()
+        try:
+            doc["files"] = self._files(rec)
+            self._write(doc)
+        finally:
+            if paused:
+                gc.enable()
+
+    def _files(self, rec: Recorder) -> dict:
+        """The record's {path in the context: stat identity [+ content]}, newest first."""
         files = []
         ctx = self.context.rstrip("/")
         for path, sig in rec.observed.items():
@@ -269,12 +293,7 @@ class Pending:
         # replay that an edit defeats finds it among the first files it checks, not after
         # lstat-ing the other 99,999
         files.sort(key=_newest_first)
-        files = {rel: sig for _t, rel, sig in files}
-        steps = [[v.name, v.cached or v.step] for v in progress.vertices if not v.once]
-        doc = {"inputs": self.inputs, "image": image_id, "keys": rec.keys, "tags_read": tags_read,
-               "tags": [refs.normalize(t) for t in self.opts["tag"]], "files": files,
-               "steps": steps}
-        self._write(doc)
+        return {rel: sig for _t, rel, sig in files}
 
     def _write(self, doc: dict) -> None:
         """tmp + fsync + rename under the store lock (a prune sees a whole record or none)."""
