@@ -67,7 +67,13 @@ class Explainer:
 
     def save(self) -> None:
         """Write this build's record (tmp + fsync + rename under the store lock)."""
-        doc = {"v": RECORD_VERSION, "stages": self.stages}
+        # each step's inputs as JSON has them (lists, string keys), as the record held them when
+        # it was JSON: a later build compares them with its own (json round-tripped) inputs;
+        # the big part, a COPY's file listing, is str -> str already and goes as it is
+        stages = {label: {**st, "steps": [{**step, "inputs": json.loads(json.dumps(step["inputs"]))}
+                                          if "inputs" in step else step for step in st["steps"]]}
+                  for label, st in self.stages.items()}
+        doc = {"v": RECORD_VERSION, "stages": stages}
         try:
             data = marshal.dumps(doc, 4)
         except ValueError:
