@@ -37,8 +37,8 @@ def _from_argparse(parser, path: list[str], help: str) -> Cmd:
                 seen.add(id(sub))
                 subs.append(_from_argparse(sub, [*path, name], helps.get(name) or ""))
         elif a.option_strings:
-            if isinstance(a, argparse._HelpAction):
-                continue
+            if isinstance(a, argparse._HelpAction) or a.help == argparse.SUPPRESS:
+                continue            # (what --help hides: --disable-content-trust=false)
             value = "" if a.nargs == 0 else (a.metavar or a.dest.upper())
             if isinstance(value, tuple):
                 value = " ".join(value)

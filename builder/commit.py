@@ -154,6 +154,9 @@ def paused(c, pause: bool):
             raise BuildError(f"container {c.name} is running and cannot be committed as it runs "
                              f"({why}): its changes could swap a dir for a link to / mid-read; "
                              "stop it first, or commit with the default --pause")
+        if cgroups.frozen(ver, path):
+            yield           # `pause`d: it stays so (docker's commit of a paused container)
+            return
         with _interruptible():
             marker = c.freezing(ver, path)  # a kill -9 from here on: the next reader thaws it
             try:

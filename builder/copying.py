@@ -19,6 +19,10 @@ frontend/dockerfile/dockerfile_copy_test.go):
   to files and dirs alike); mtimes and xattrs kept; symlinks inside dirs are copied as links,
   hardlinks within one source are kept, fifos and devices are re-created, sockets become
   empty files ("socket copied as stub").
+
+A layer step's copy can take unchanged files from the previous layer of the same step by hard
+link instead of writing them (`Share`, issue 14), and writes every other regular file through
+its two fds with the times the layer's commit would give it (`copy(settle=...)`).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from cache import fspath
 from cache.compress import open_decompressed
 from cache.errors import StoreError
 from cache.extract import extract_stream
+from cache.layers import settled_ns
 from cache.overlayfmt import layer_xattr
 from grammar import gopath
 
@@ -237,14 +242,17 @@ def copy(selected: Sequence[Selected], dest_root: Path, dest: str, *, workdir: s
          chown: tuple[int, int] | None = None, chmod: str | Chmod | None = None,
          parents: bool = False, src_is_context: bool | None = None,
          follow_top_symlinks: bool = True, multiple: bool | None = None,
-         unpack: bool = False) -> None:
+         unpack: bool = False, share: Share | None = None, settle: tuple | None = None) -> None:
     """COPY the selections into `dest_root` at `dest` (relative to `workdir`).
 
     `src_is_context` None means "as the selection's tree says" (the build context resets
     owners to 0:0, a stage rootfs keeps them). `parents` re-selects each source word with
     --parents semantics unless the selections already carry --parents patterns. `multiple`
     tells that the instruction had several source words. `unpack` extracts local archives
-    (ADD) into `dest` instead of copying them.
+    (ADD) into `dest` instead of copying them. `share` (a layer being made, one directory
+    selection): files it takes are linked from the previous layer after the copy
+    (`Share.finish`). `settle` = (epoch,): entries get the times their layer will have at
+    commit (`cache.layers.settled_ns`) right away, so the commit need not set them again.
     """
     if not selected:
         return
@@ -268,7 +276,9 @@ def copy(selected: Sequence[Selected], dest_root: Path, dest: str, *, workdir: s
         if unpack and is_archive(sel.path):
             add_archive(sel.path, Path(root), dest, workdir=workdir, chown=chown)
             continue
-        _Copier(root, sel, chown, mode, reset, follow_top_symlinks).run(dst, dirmode)
+        if share is not None:
+            share.root = root
+        _Copier(root, sel, chown, mode, reset, follow_top_symlinks, share, settle).run(dst, dirmode)
 
 
 def _reselect_parents(selected: Sequence[Selected]) -> list[Selected]:
@@ -284,14 +294,27 @@ def _reselect_parents(selected: Sequence[Selected]) -> list[Selected]:
 
 
 class _Copier:
-    def __init__(self, root, sel, chown, mode, reset_owner, follow):
+    def __init__(self, root, sel, chown, mode, reset_owner, follow, share=None, settle=None):
         self.root = root
         self.sel = sel
         self.chown = chown
         self.mode = mode
         self.reset = reset_owner
         self.follow = follow
+        self.share = share
+        self.epoch = settle[0] if settle is not None else None
+        self.settle = settle is not None
         self.inodes: dict[tuple[int, int], str] = {}
+
+    def times(self, st) -> tuple[int, int]:
+        """(atime, mtime) in ns an entry copied from `st` gets."""
+        if self.settle:
+            t = settled_ns(st.st_mtime_ns, self.epoch)
+            return t, t
+        return st.st_atime_ns, st.st_mtime_ns
+
+    def perm(self, st) -> int:
+        return self.mode.apply(st.st_mode) if self.mode is not None else stat.S_IMODE(st.st_mode)
 
     def run(self, dst: str, dirmode: int) -> None:
         sel = self.sel
@@ -342,7 +365,7 @@ class _Copier:
                 elif not stat.S_ISDIR(tst.st_mode):
                     raise BuildError(f"cannot copy to non-directory: {_shown(self.root, t)}")
                 stack.append((e.rel, t, e.st, True, e.path))
-            else:
+            elif self.share is None or not self.share.defer(self, e.path, t, e.st, new_parent):
                 self._put(e.path, t, e.st, new_parent)
         while stack:
             self._finish_dir(*stack.pop())
@@ -358,7 +381,7 @@ class _Copier:
         else:
             # the top-level destination dir keeps its owner and mode; BuildKit restores the
             # source's timestamps on it
-            os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+            os.utime(target, ns=self.times(st), follow_symlinks=False)
 
     def _put(self, src: str, target: str, st: os.stat_result, fresh: bool = False) -> None:
         """Write one non-directory at `target` (replacing a non-directory already there)."""
@@ -386,7 +409,8 @@ class _Copier:
             else:
                 if st.st_nlink > 1:
                     self.inodes[key] = target
-                _copy_bytes(src, target)
+                self._write_file(src, target, st)
+                return
         elif is_link:
             os.symlink(os.readlink(src), target)
         elif stat.S_ISFIFO(m) or stat.S_ISCHR(m) or stat.S_ISBLK(m):
@@ -398,60 +422,216 @@ class _Copier:
     def _meta(self, target: str, st: os.stat_result, is_link: bool, src: str | None = None):
         os.chown(target, *self._owner(st), follow_symlinks=False)
         if not is_link:
-            perm = self.mode.apply(st.st_mode) if self.mode is not None else stat.S_IMODE(
-                st.st_mode)
-            os.chmod(target, perm)
+            os.chmod(target, self.perm(st))
         if src is not None:
             _copy_xattrs(src, target)
-        os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+        os.utime(target, ns=self.times(st), follow_symlinks=False)
+
+    def _write_file(self, src: str, target: str, st: os.stat_result) -> None:
+        """A regular file's bytes and metadata through its two fds: one open each, the data
+        in the kernel (copy_file_range), owner, mode, xattrs and times set on the fd; no
+        fsync (the layer is synced as a whole when it is committed)."""
+        try:
+            fd_in = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as e:
+            raise BuildError(f"failed to copy file: {e.strerror}: {target}") from None
+        try:
+            fd_out = os.open(target, _CREATE, 0o600)
+            try:
+                if st.st_size:
+                    _copy_fd(fd_in, fd_out, st.st_size)
+                os.fchown(fd_out, *self._owner(st))
+                os.fchmod(fd_out, self.perm(st))     # after the chown, which drops setuid
+                _copy_xattrs(fd_in, fd_out)
+                os.utime(fd_out, ns=self.times(st))
+            finally:
+                os.close(fd_out)
+        except OSError as e:
+            raise BuildError(f"failed to copy file: {e.strerror}: {target}") from None
+        finally:
+            os.close(fd_in)
 
 
-def _copy_xattrs(src: str, dst: str) -> None:
-    """Copy the xattrs a layer holds (overlayfmt.layer_xattr: never overlay's own, which would
-    let a user's file delete the base image's dirs); failures are ignored as in BuildKit (it
-    only logs them)."""
+class Share:
+    """Build a COPY's new layer from the previous layer of the same step (issue 14): a source
+    file whose result would be that layer's file, byte for byte and attribute for attribute,
+    is hard-linked from it instead of copied; only changed and new files are written.
+
+    What makes a file shareable (`defer`): a regular file with one link (hard-linked sources
+    are copied as a cold build links them), whose content and layer xattrs ("sha256:cap", the
+    replay record's form, builder.replay) are what they were when the previous layer was made
+    (`then`, the previous build's record) and what this build keyed (`now`; its stat identity
+    unchanged since), and whose old inode at the same path has the mode, owner and size this
+    copy gives and already the mtime the commit settles it to for this build's epoch (so the
+    commit never touches a shared inode; another epoch: copied). An inode is linked at most
+    once per layer (the tar writer would see two names of one inode as a hardlink) and never
+    when it is the source file itself (a context file hard-linked to a layer file: an edit of
+    it would change the layer). Directories are always made by the copy.
+
+    The links are made after the overlay is unmounted, straight into the upper dir (a file
+    created through overlay would have been written there too); each directory then gets
+    back the times the copy gave it. A link that fails (EXDEV: the store's tmp/ is on another
+    filesystem than its layers; the old layer pruned meanwhile; EMLINK) is a copy instead."""
+
+    def __init__(self, old_dir: str, then: dict, now: dict, observed: dict, context: str):
+        self.old = old_dir
+        self.then = then            # previous record: context rel -> [stat..., "sha256:cap"]
+        self.now = now              # this build: host path -> "sha256:cap"
+        self.observed = observed    # this build: host path -> stat identity (builder.replay._sig)
+        self.ctx = context.rstrip("/") + "/"
+        self.root = ""              # the merged root (copy() sets it)
+        self.used: set[tuple[int, int]] = set()
+        self.todo: dict[str, list] = {}     # upper dir rel -> [(name, copier, src, st)]
+        self.linked = self.copied = 0
+        self.can_link = True
+        self._dir: tuple[str, int | None] = ("\0", None)  # the old layer's dir looked in last
+
+    def _old_dir(self, parent: str) -> int | None:
+        """An fd of the old layer's dir `parent` (kept until the next one), opened a component
+        at a time without following any symlink; None if there is no such dir."""
+        if parent == self._dir[0]:
+            return self._dir[1]
+        self.close()
+        self._dir = (parent, _open_dir_nofollow(self.old, parent))
+        return self._dir[1]
+
+    def close(self) -> None:
+        """Let go of the old layer's dir (`finish` does; a failed copy must too)."""
+        if self._dir[1] is not None:
+            os.close(self._dir[1])
+        self._dir = ("\0", None)
+
+    def defer(self, cp: _Copier, src: str, target: str, st: os.stat_result, fresh: bool) -> bool:
+        """True if the file `src` -> `target` will be linked by `finish` (nothing written now)."""
+        if st.st_nlink != 1 or not stat.S_ISREG(st.st_mode) or not src.startswith(self.ctx):
+            return False
+        now = self.now.get(src)
+        old = self.then.get(src[len(self.ctx):])
+        if now is None or old is None or len(old) < 9 or old[8] != now:
+            return False
+        sig = self.observed.get(src)
+        if (sig is None or sig[0] != st.st_dev or sig[1] != st.st_ino or sig[2] != st.st_size
+                or sig[6] != st.st_mtime_ns or sig[7] != st.st_ctime_ns):
+            return False                # not the file this build keyed
+        parent, _, name = target[len(self.root) + 1:].rpartition("/")
+        dfd = self._old_dir(parent)
+        if dfd is None:
+            return False
+        try:
+            ost = os.lstat(name, dir_fd=dfd)
+        except OSError:
+            return False
+        uid, gid = cp._owner(st)
+        if (ost.st_mode != stat.S_IFREG | cp.perm(st) or ost.st_uid != uid or ost.st_gid != gid
+                or ost.st_size != st.st_size or not cp.settle
+                or ost.st_mtime_ns != settled_ns(st.st_mtime_ns, cp.epoch)):
+            return False
+        ino = (ost.st_dev, ost.st_ino)
+        if ino in self.used or ino == (st.st_dev, st.st_ino):
+            return False
+        if not fresh:       # something there (a lower layer's file): the copy replaces it
+            try:
+                os.lstat(target)
+                return False
+            except FileNotFoundError:
+                pass
+            except OSError:
+                return False
+        self.used.add(ino)
+        self.todo.setdefault(parent, []).append((name, cp, src, st))
+        return True
+
+    def finish(self, upper) -> None:
+        """Make the deferred files in `upper` (the overlay unmounted): links, else copies."""
+        self.close()
+        upper = os.fspath(upper).rstrip("/")
+        for parent, items in self.todo.items():
+            d = upper + "/" + parent if parent else upper
+            dfd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            ofd = _open_dir_nofollow(self.old, parent) if self.can_link else None
+            try:
+                dst = os.fstat(dfd)
+                for name, cp, src, st in items:
+                    if ofd is not None and self.can_link:
+                        try:
+                            os.link(name, name, src_dir_fd=ofd, dst_dir_fd=dfd,
+                                    follow_symlinks=False)
+                            self.linked += 1
+                            continue
+                        except OSError as e:
+                            if e.errno == errno.EXDEV:
+                                self.can_link = False
+                    cp._write_file(src, d + "/" + name, st)
+                    self.copied += 1
+                os.utime(dfd, ns=(dst.st_atime_ns, dst.st_mtime_ns))
+            finally:
+                os.close(dfd)
+                if ofd is not None:
+                    os.close(ofd)
+        self.todo.clear()
+
+
+def _open_dir_nofollow(root: str, rel: str) -> int | None:
+    """The directory `root/rel` by fd, each component opened with O_NOFOLLOW (a symlink in
+    an old layer must never lead a link elsewhere); None if any is missing or not a dir."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
-        names = os.listxattr(src, follow_symlinks=False)
+        fd = os.open(root, flags)
+    except OSError:
+        return None
+    for part in rel.split("/") if rel else ():
+        try:
+            nxt = os.open(part, flags, dir_fd=fd)
+        except OSError:
+            os.close(fd)
+            return None
+        os.close(fd)
+        fd = nxt
+    return fd
+
+
+def _copy_xattrs(src, dst) -> None:
+    """Copy the xattrs a layer holds (overlayfmt.layer_xattr: never overlay's own, which would
+    let a user's file delete the base image's dirs) from path or fd `src` to `dst` (never
+    following a final symlink); failures are ignored as in BuildKit (it only logs them)."""
+    follow = isinstance(src, int)  # an fd: no path to follow
+    try:
+        names = os.listxattr(src, follow_symlinks=follow)
     except OSError:
         return
     for name in names:
         if not layer_xattr(name):
             continue
         try:
-            os.setxattr(dst, name, os.getxattr(src, name, follow_symlinks=False),
-                        follow_symlinks=False)
+            os.setxattr(dst, name, os.getxattr(src, name, follow_symlinks=follow),
+                        follow_symlinks=follow)
         except OSError:
             pass
 
 
-def _copy_bytes(src: str, dst: str) -> None:
-    fd_in = os.open(src, os.O_RDONLY | os.O_NOFOLLOW)
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_NO_CFR = (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL, errno.EPERM, errno.EIO)
+
+
+def _copy_fd(fd_in: int, fd_out: int, size: int) -> None:
+    """`size` bytes (what the walk's lstat said; a file that shrank since gives what is there)
+    from fd to fd: copy_file_range (one call for a small file, a reflink where the filesystem
+    has them), read/write where the kernel refuses it before any byte moved."""
+    done = 0
     try:
-        fd_out = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        try:
-            size = os.fstat(fd_in).st_size
-            done = 0
-            try:
-                while done < size:
-                    n = os.copy_file_range(fd_in, fd_out, min(size - done, 1 << 30))
-                    if n == 0:
-                        break
-                    done += n
-            except OSError as e:
-                if e.errno not in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL,
-                                   errno.EPERM, errno.EIO) or done:
-                    raise
-                while True:
-                    buf = os.read(fd_in, 1 << 20)
-                    if not buf:
-                        break
-                    os.write(fd_out, buf)
-        finally:
-            os.close(fd_out)
+        while done < size:
+            n = os.copy_file_range(fd_in, fd_out, min(size - done, 1 << 30))
+            if n == 0:
+                return
+            done += n
     except OSError as e:
-        raise BuildError(f"failed to copy file: {e.strerror}: {dst}") from None
-    finally:
-        os.close(fd_in)
+        if e.errno not in _NO_CFR or done:
+            raise
+        while True:
+            buf = os.read(fd_in, 1 << 20)
+            if not buf:
+                break
+            os.write(fd_out, buf)
 
 
 # --------------------------------------------------------------------------- ADD archives

@@ -98,6 +98,21 @@ class Explainer:
                 self._prev = None
         return self._prev
 
+    def previous_step(self, label: str, step: dict) -> dict | None:
+        """The same layer step (`step`, as noted) in the last record: at its index with its
+        text, else the first with its text; None if there is none."""
+        prev = self.previous()
+        pst = prev["stages"].get(label) if prev else None
+        if pst is None:
+            return None
+        steps = self.stages[label]["steps"]
+        idx = next(i for i, s in enumerate(steps) if s is step)
+        old = pst["steps"][idx] if idx < len(pst["steps"]) else None
+        if old is None or old.get("config") or old["text"] != step["text"]:
+            old = next((s for s in pst["steps"] if not s.get("config") and s["text"] == step["text"]),
+                       None)
+        return old
+
     def why(self, label: str, step: dict, args: set[str]) -> tuple[str | None, dict]:
         """(one short line, the structured reason) for a step that missed the cache; `args`:
         the ARG names in scope (to say ARG or ENV). With no earlier build only the first miss

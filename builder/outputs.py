@@ -64,9 +64,15 @@ def write(store, image_id: str, name: str, output: dict[str, str], compression: 
     if kind == "local":
         _local(dirs, dest)
         return
+    tar_of(dirs, store.tmp, dest)
+
+
+def tar_of(dirs: list, tmp, dest: str) -> None:
+    """The merged filesystem of layer dirs (top first) as a tar: into file dest (replaced
+    whole), or stdout for `-` (build's type=tar, `container export`)."""
     from runtime.snapshotter import mounted
 
-    with mounted(dirs, tmp=store.tmp) as view:
+    with mounted(dirs, tmp=tmp) as view:
         _tar(view, dest)
 
 

@@ -112,6 +112,11 @@ def _read(path: str) -> str | None:
         return None
 
 
+def _size(text: str | None) -> int:
+    """Bytes of a file `_read` returned."""
+    return len(text.encode("utf-8", "surrogateescape")) if text else 0
+
+
 def _sig(st: os.stat_result) -> list[int]:
     """A path's stat identity; only the last two fields change on a touch."""
     return [st.st_dev, st.st_ino, st.st_size, st.st_mode, st.st_uid, st.st_gid,
@@ -145,6 +150,7 @@ class Pending:
         import zlib
 
         self.opts = opts
+        self.previous = None  # the record as read, whether it replays or not
         self.root = os.path.abspath(opts["root"] or layout.default_root())
         self.context = os.path.realpath(opts["context"])
         self.dockerfile = os.path.abspath(opts["file"] or os.path.join(opts["context"], "Dockerfile"))
@@ -188,6 +194,7 @@ class Pending:
                 rec = marshal.loads(f.read())
         except (OSError, ValueError, EOFError, TypeError):
             return None
+        self.previous = rec  # a full build reads it too (builder.copying.Share)
         if not isinstance(rec, dict) or rec.get("inputs") != self.inputs:
             return None
         root = self.root
@@ -225,17 +232,23 @@ class Pending:
         return image
 
     def finish_replay(self, image_id: str) -> int:
-        from builder.progress import make_progress
-
         rec, o = self.record, self.opts
-        with open(os.devnull, "w") as devnull:
-            hush = o["quiet"] or o["progress"] == "quiet"
-            progress = make_progress("plain" if hush else o["progress"],
-                                     devnull if hush else None, live=False)
-            try:
+        if not (o["quiet"] or o["progress"] == "quiet"):    # -q: no progress to make at all
+            from builder.progress import CONTEXT, context_read, exported, loaded, make_progress
+
+            progress = make_progress(o["progress"], live=False)
+            try:   # the layout of a full build's (builder.progress), from the record's facts
+                ignore = next((t for t in self.inputs[5] if t is not None), "")
+                loaded(progress, os.path.basename(self.dockerfile), _size(self.inputs[4]), _size(ignore))
                 for name, cached in rec["steps"]:
                     v = progress.start(name)
-                    (progress.cached if cached else progress.done)(v)
+                    if name == CONTEXT:     # the regular files the build read from it
+                        context_read(progress, v, sum(s[2] for s in rec["files"].values() if len(s) > 8))
+                    else:
+                        (progress.cached if cached else progress.done)(v)
+                v = progress.start("exporting to image")
+                progress.status(v, "exporting layers")
+                exported(progress, v, image_id, o["tag"])
             finally:
                 progress.close()
         tags = layout.read_index(self.root, layout.TAGS)
@@ -244,7 +257,7 @@ class Pending:
 
             Store.open(self.root).tag_all(o["tag"], image_id)  # all or none, as a full build
         announce(image_id, o["tag"], quiet=o["quiet"], iidfile=o["iidfile"],
-                 silent=o["progress"] == "quiet")
+                 silent=o["progress"] != "json")
         return 0
 
     # -- recording ---------------------------------------------------------------------------
@@ -324,6 +337,7 @@ class Recorder:
         self.refs: dict[str, str] = {}  # image reference as written -> image ID
         self.keys: dict[str, dict] = {}  # step key -> cache entry used or made
         self.volatile = False  # read something a record cannot check (a URL)
+        self.previous: dict | None = None  # the last record of this command line (Pending's)
 
     def observe(self, path: str, st: os.stat_result, content: str | None = None) -> None:
         """`content`: the file's "digest:capability", noted by the context's digest right after
@@ -386,8 +400,8 @@ def attempt(argv: list[str]):
 
 def announce(image_id: str, tags: list[str], *, quiet: bool, iidfile: str | None,
              silent: bool = False) -> None:
-    """How every build ends for the user, full or replayed (`silent`: --progress quiet, no
-    lines at all)."""
+    """How every build ends for the user, full or replayed (`silent`: no lines; --progress
+    quiet, or a progress that said them under `exporting to image`)."""
     if iidfile:
         try:
             with open(iidfile, "w") as f:

@@ -46,6 +46,7 @@ class BuildOptions:
     cache_from: list = field(default_factory=list)  # builder.cacheopts.CacheSpec, asked in order
     cache_to: list = field(default_factory=list)  # CacheSpec: exported after the build
     explain_cache: bool = False  # --explain-cache: every miss's whole reason after the build
+    dockerfile_bytes: int = 0  # the Dockerfile's size (`transferring dockerfile: 375B`)
 
 
 class Canceled(Exception):
@@ -62,6 +63,31 @@ class ImageState:
     args: dict[str, str | None] = field(default_factory=dict)  # declared ARGs, for child stages
 
 
+_VERTEX_STEPS = (ast.Run, ast.Copy, ast.Add, ast.Workdir)
+
+
+def image_base(stage: Stage) -> bool:
+    """The stage starts from an image, which BuildKit shows as a FROM vertex (a stage FROM
+    another stage or scratch has none)."""
+    return stage.base_stage is None and stage.base != "scratch"
+
+
+def vertex_total(stage: Stage) -> int:
+    """The n of `[stage i/n]`, as BuildKit's dockerfile2llb counts: the FROM of an image, each
+    RUN, COPY, ADD and WORKDIR (a `WORKDIR /` too, though it makes no vertex); ARG, ENV, LABEL
+    and the other config-only instructions make none."""
+    return int(image_base(stage)) + sum(isinstance(i, _VERTEX_STEPS) for i in stage.instructions)
+
+
+def vertex_prefix(plan: Plan, stage: Stage, i: int, total: int) -> str:
+    """`[base 2/4] ` (the stage's name, or stage-N, only when the Dockerfile has several; i
+    padded to n's width); nothing in a stage with no vertex counted."""
+    if not total:
+        return ""
+    label = f"{stage.label} " if len(plan.stages) > 1 else ""
+    return f"[{label}{i:>{len(str(total))}}/{total}] "
+
+
 class StageRun:
     """The dispatch state of one stage while its instructions run."""
 
@@ -71,7 +97,8 @@ class StageRun:
         self.state = state
         self.args = args  # in-scope ARGs (None: declared without a value)
         self.cmd_set = False
-        self.total = len(stage.instructions) + 1
+        self.total = vertex_total(stage)
+        self.named = 1 if image_base(stage) else 0  # vertices named so far: the FROM is one
         self.no_cache = solver.opts.no_cache or (stage.name or "") in solver.opts.no_cache_filter
         self.layer_steps = 0  # layer steps passed so far (their order in an exported cache)
 
@@ -123,13 +150,23 @@ class StageRun:
         return DockerfileError(self.df.filename, ins.line, message)
 
     # -- steps ------------------------------------------------------------------------------
-    def step_name(self, n: int, text: str) -> str:
-        multi = len(self.solver.plan.order) > 1 or self.stage.name
-        prefix = f"{self.stage.label} " if multi else ""
-        text = " ".join(text.split())
-        if len(text) > 80:
-            text = text[:77] + "..."
-        return f"[{prefix}{n}/{self.total}] {text}"
+    def step_name(self, ins: ast.Instruction) -> str:
+        """BuildKit's vertex name: `[stage i/n] ` (see `vertex_prefix`) and the instruction as
+        written with the stage's ARG and ENV values in (RUN keeps quotes and unset variables as
+        written, COPY/ADD/WORKDIR expand as a word; the text itself if that fails), its
+        keyword upper case. Never cut: the terminal view fits it to the screen."""
+        from grammar.lexer import ShellLex
+
+        text = ins.original or ins.keyword.upper()
+        run = isinstance(ins, ast.Run)
+        try:
+            text = ShellLex(self.df.escape, raw_quotes=run, skip_unset_env=run).process_word(
+                text, self.expansion_env())
+        except ExpansionError:
+            pass
+        word, sep, rest = text.partition(" ")
+        self.named += 1
+        return vertex_prefix(self.solver.plan, self.stage, self.named, self.total) + word.upper() + sep + rest
 
     def config_step(self, ins: ast.Instruction, created_by: str) -> None:
         """A config-only step: history entry, key rolled forward, nothing in the store."""
@@ -149,11 +186,12 @@ class StageRun:
 
         if self.solver.cancelled.is_set():
             raise Canceled()            # ^C: no step starts after it
+        self.solver.context_loaded()    # what this step reads of the context is hashed now
         store = self.solver.store
         # the layer's bytes depend on the epoch (file times are clamped to it)
         inputs = {**inputs, "epoch": self.solver.opts.epoch}
         key = step_key(ins.keyword.upper(), self.state.key, inputs)
-        name = self.step_name(n, ins.original or ins.keyword.upper())
+        name = self.step_name(ins)  # `n`, the instruction's place, is not what BuildKit shows
         vertex = self.solver.progress.start(name)
         explainer = self.solver.explainer
         noted = None if explainer is None else explainer.layer_step(
@@ -213,6 +251,9 @@ class Solver:
         self._ctx = None
         self._pulls: dict[str, threading.Lock] = {}
         self._pulled: set[str] = set()  # refs checked with the registry in this build
+        self._fetched: set[str] = set()  # refs whose image came from a registry in this build
+        self._ctx_vertex = None  # `[internal] load build context` while it is open
+        self._ctx_bytes = 0  # bytes of the context's files read (`transferring context: 35B`)
         self._passed: list[tuple[int, int, str, str | None]] = []  # (stage, nth, key, diff_id)
         self._import_lock = threading.Lock()
         self.cancelled = threading.Event()  # ^C: running RUNs are killed, nothing more starts
@@ -229,7 +270,19 @@ class Solver:
             self.exporters = [(spec, open_target(spec, tls_verify=tls)) for spec in opts.cache_to]
 
     def run(self) -> ImageState:
+        from builder.progress import loaded
+
         order = self.plan.order
+        stages = [self.plan.stages[i] for i in order]
+        reads = any(isinstance(ins, (ast.Copy, ast.Add)) and not ins.flag("from")
+                    for st in stages for ins in st.instructions)
+        # BuildKit's (N/M): the loads, one metadata vertex per base image, the context, the
+        # steps (the export is counted once it starts, as there)
+        self.progress.expected = (2 + len({st.base for st in stages if image_base(st)}) + reads
+                                  + sum(vertex_total(st) for st in stages))
+        ctx = self.context(load=False)
+        loaded(self.progress, self.plan.dockerfile.filename, self.opts.dockerfile_bytes,
+               ctx.ignore_file.stat().st_size if ctx.ignore_file else 0)
         workers = max(1, min(len(order), os.cpu_count() or 2, 4))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="stage") as pool:
             for i in order:
@@ -242,6 +295,8 @@ class Solver:
                 if isinstance(e, KeyboardInterrupt):
                     self.cancel()       # the RUNs die now; the pool's wait below is short
                 raise
+            finally:
+                self.context_loaded()
 
     # -- ^C ----------------------------------------------------------------------------------
     def track(self, tree) -> None:
@@ -335,17 +390,37 @@ class Solver:
     def stage_result(self, index: int) -> ImageState:
         return self.results[index].result()
 
-    def context(self):
-        """The build context (walked and hashed lazily, once per build)."""
+    def context(self, *, load: bool = True):
+        """The build context (walked and hashed lazily, once per build). `load`: a step reads
+        it, which BuildKit shows as `[internal] load build context` (ended by `context_loaded`)."""
         from builder.context import BuildContext
 
         with self._lock:
             if self._ctx is None:
                 self._ctx = BuildContext(self.opts.context, self.opts.dockerfile_path,
                                          stat_cache=Path(self.store.root) / layout.STAT_CACHE)
-                if self.recorder:
-                    self._ctx.observe = self.recorder.observe
+                rec = self.recorder
+
+                def observe(path, st, content=None):
+                    if content is not None:     # a regular file read (hashed or memoized)
+                        self._ctx_bytes += st.st_size
+                    if rec is not None:
+                        rec.observe(path, st, content)
+                self._ctx.observe = observe
+            if load and self._ctx_vertex is None:
+                from builder.progress import CONTEXT
+
+                self._ctx_vertex = self.progress.start(CONTEXT)
             return self._ctx
+
+    def context_loaded(self) -> None:
+        """The context vertex ends when the step that read it starts (or the build ends)."""
+        from builder.progress import context_read
+
+        with self._lock:
+            v = self._ctx_vertex
+            if v is not None and v.finished is None:
+                context_read(self.progress, v, self._ctx_bytes)
 
     # -- a stage -----------------------------------------------------------------------------
     def _base_state(self, st: Stage) -> tuple[ImageState, dict[str, str | None]]:
@@ -361,7 +436,8 @@ class Solver:
 
     def image(self, ref: str, line: int):
         """An image FROM or COPY --from names: from the store, pulled when missing (or always,
-        with --pull), its pull's lines shown under its own vertex."""
+        with --pull), under BuildKit's `[internal] load metadata for REF` vertex (once per
+        reference and build) with the pull's lines."""
         from builder.baseimage import get_image, log_view
         from cache.errors import StoreError
 
@@ -374,34 +450,32 @@ class Solver:
                 raise DockerfileError(self.plan.dockerfile.filename, line, f"{ref}: {e}") from None
 
     def _get(self, ref: str, get_image, log_view):
-        v = None
+        from cache.refs import display
+
+        v = self.progress.start(f"[internal] load metadata for {display(ref, default_tag=True)}")
 
         def log(text: str) -> None:
-            nonlocal v
-            if v is None:
-                v = self.progress.start(f"[internal] pull {ref}")
-                v.once = True  # the image is in the store from now on: a replay shows no pull
+            self._fetched.add(ref)   # the registry was asked: the FROM is not CACHED
             self.progress.log(v, (text + "\n").encode())
         try:
             img = get_image(self.store, ref, self.opts.pull, log_view(log))
         except BaseException as e:
-            if v is not None:
-                self.progress.fail(v, str(e))
+            self.progress.fail(v, str(e))
             raise
-        if v is not None:
-            self.progress.done(v)
+        self.progress.done(v)
         self._pulled.add(ref)
         return img
 
     def _run_stage(self, st: Stage) -> ImageState:
-        v = self.progress.start(f"[{st.label + ' ' if len(self.plan.order) > 1 or st.name else ''}"
-                                f"1/{len(st.instructions) + 1}] FROM {st.base}")
-        try:
-            state, args = self._base_state(st)
-        except BaseException as e:
-            self.progress.fail(v, str(e))
-            raise
-        self.progress.done(v)
+        state, args = self._base_state(st)  # a stage's own FROM shows only an image's vertex
+        if image_base(st):
+            from cache.refs import display
+
+            v = self.progress.start(vertex_prefix(self.plan, st, 1, vertex_total(st))
+                                    + f"FROM {display(st.base, default_tag=False)}")
+            # what was in the store already is CACHED, a pulled image's layers were DONE now
+            v.step = True   # and in the store for a replay, which shows it CACHED
+            (self.progress.done if st.base in self._fetched else self.progress.cached)(v)
         if self.explainer is not None:
             self.explainer.base(st.label, st.base, state.key, st.base_stage is not None)
         run = StageRun(self, st, state, args)
@@ -429,13 +503,19 @@ def located(e: BuildError, filename: str, line: int) -> BuildError:
 def build(store, plan: Plan, opts: BuildOptions, progress, recorder=None) -> str:
     """Run the plan, store the final image and return its ID (the config digest)."""
     from builder.explain import Explainer, report
+    from builder.progress import exported
 
     solver = Solver(store, plan, opts, progress, recorder)
     solver.explainer = explainer = Explainer(
         store.root, str(opts.dockerfile_path or opts.context / "-"), opts.tags, opts.target)
     final = solver.run()
+    v = progress.start("exporting to image", once=True)  # a replay prints its own
     config = ic.finalize(final.config, opts.epoch, opts.labels)
     image_id = store.put_image(config)
+    progress.status(v, "exporting layers", v.started)
+    if opts.tags:  # held by this process since put_image (cache.leases): prune -a spares it
+        store.tag_all(opts.tags, image_id)
+    exported(progress, v, image_id, opts.tags)
     solver.export_caches()
     explainer.save()
     if opts.explain_cache:

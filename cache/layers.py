@@ -199,11 +199,16 @@ def write_tar(dir, out=None, *, epoch: int | None = 0, hash_tar: bool = True,
 
 
 def fingerprint(dir) -> str:
-    """sha256 over the stat identity (name, inode, size, mode, owner, nlink, rdev, mtime and
-    ctime) of every entry below `dir`: a committed layer dir that still has the fingerprint it
-    had at commit holds the same bytes (any write, chmod, chown, xattr or rename moves a ctime),
-    so its tar needs no second hash when its blob is made. The root itself is left out: moving
-    the dir into the store changes its own ctime."""
+    """sha256 over the stat identity of every entry below `dir`: name, inode, size, mode,
+    owner, rdev and mtime of each; a directory's link count and ctime too. A committed layer
+    dir that still has the fingerprint it had at commit holds the same bytes, so its tar needs
+    no second hash when its blob is made. It sees a write (size or mtime moves), a chmod or
+    chown, a rename, an added or removed entry and, for a directory, anything that moves its
+    ctime (an xattr, a utime). For a file it leaves out nlink and ctime: a later layer made
+    by hard-linking this one's unchanged files (builder.copying.Share) moves both on the
+    shared inode and must not make this layer's record stale; so it does not see a file's
+    xattr changed in place, nor a rewrite that keeps size and mtime. The root itself is left
+    out: moving the dir into the store changes its own ctime."""
     h = hashlib.sha256()
     for rel, _full, st in _walk(os.fsencode(os.path.abspath(dir))):
         _fingerprint_entry(h, rel, st)
@@ -211,9 +216,24 @@ def fingerprint(dir) -> str:
 
 
 def _fingerprint_entry(h, rel: bytes, st) -> None:
-    h.update(b"%s\0%d %d %d %d %d %d %d %d %d %d\n" % (
-        rel, st.st_dev, st.st_ino, st.st_size, st.st_mode, st.st_uid, st.st_gid, st.st_nlink,
-        st.st_rdev, st.st_mtime_ns, st.st_ctime_ns))
+    """One entry of `fingerprint` (its rule is there). A fingerprint recorded under the earlier
+    rule (nlink and ctime of files too) no longer matches: that layer's tar is hashed once more
+    when a blob of it is made, which is the safe way round."""
+    if stat.S_ISDIR(st.st_mode):
+        h.update(b"%s\0%d %d %d %d %d %d %d %d %d %d\n" % (
+            rel, st.st_dev, st.st_ino, st.st_size, st.st_mode, st.st_uid, st.st_gid, st.st_nlink,
+            st.st_rdev, st.st_mtime_ns, st.st_ctime_ns))
+    else:
+        h.update(b"%s\0%d %d %d %d %d %d %d %d\n" % (
+            rel, st.st_dev, st.st_ino, st.st_size, st.st_mode, st.st_uid, st.st_gid,
+            st.st_rdev, st.st_mtime_ns))
+
+
+def settled_ns(mtime_ns: int, epoch: int | None) -> int:
+    """The mtime (ns) an entry of this mtime has in a built layer dir once committed: its tar
+    header's whole seconds, clamped to `epoch` (`write_tar(settle=True)`)."""
+    m = mtime_ns // 1_000_000_000
+    return (min(m, epoch) if epoch is not None else m) * 1_000_000_000
 
 
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC

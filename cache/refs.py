@@ -123,3 +123,17 @@ def familiar(full: str) -> str:
 def split_tag(full: str) -> tuple[str, str]:
     repo, _, tag = full.rpartition(":")
     return repo, tag
+
+
+def display(ref: str, *, default_tag: bool) -> str:
+    """A reference as BuildKit names it in progress: the full repository name with the tag and
+    digest as written (`docker.io/library/busybox`); `default_tag` adds `:latest` when neither
+    is (`load metadata for docker.io/library/busybox:latest`). `ref` itself if it is invalid."""
+    try:
+        repo, tag, digest = parse(ref)
+    except StoreError:
+        return ref
+    name = ref.partition("@")[0]
+    written = name.rfind(":") > name.rfind("/")
+    shown = written or (default_tag and not digest)
+    return repo + (f":{tag}" if shown else "") + (f"@{digest}" if digest else "")

@@ -79,10 +79,14 @@ def _parse_int(value: str, flag: str) -> int:
 
 
 def resources(memory: str | None = None, memory_swap: str | None = None, cpus: str | None = None,
-              cpu_shares: str | None = None, pids_limit: str | None = None) -> Resources:
+              cpu_shares: str | None = None, pids_limit: str | None = None,
+              cpu_period: str | None = None, cpu_quota: str | None = None,
+              memory_reservation: str | None = None, cpuset_cpus: str | None = None,
+              cpuset_mems: str | None = None, memory_swappiness: int | None = None,
+              oom_kill_disable: bool = False, base: Resources | None = None) -> Resources:
     """docker run's limit flags (strings as given, None = absent) as Resources, checked as
-    docker's client and daemon check them."""
-    r = Resources()
+    docker's client and daemon check them; `base`: the limits they change (docker update)."""
+    r = Resources(**base.to_dict()) if base is not None else Resources()
     if memory is not None:
         r.memory = parse_size(memory)
         if r.memory and r.memory < MIN_MEMORY:
@@ -109,7 +113,88 @@ def resources(memory: str | None = None, memory_swap: str | None = None, cpus: s
             raise SandboxError("invalid CPU shares (must be >= 0)")
     if pids_limit is not None:
         r.pids_limit = _parse_int(pids_limit, "--pids-limit")
+    if cpu_period is not None:
+        r.cpu_period = _parse_int(cpu_period, "--cpu-period")
+    if cpu_quota is not None:
+        r.cpu_quota = _parse_int(cpu_quota, "--cpu-quota")
+    if memory_reservation is not None:
+        r.memory_reservation = parse_size(memory_reservation, "--memory-reservation")
+    if cpuset_cpus is not None:
+        r.cpuset_cpus = _cpuset(cpuset_cpus, "cpus", sorted(os.sched_getaffinity(0)), "CPUs")
+    if cpuset_mems is not None:
+        r.cpuset_mems = _cpuset(cpuset_mems, "mems", _mem_nodes(), "memory nodes")
+    if memory_swappiness is not None:
+        if not -1 <= memory_swappiness <= 100:
+            raise SandboxError(f"invalid value: {memory_swappiness}. Valid memory swappiness "
+                               "range is 0-100")
+        r.memory_swappiness = memory_swappiness
+    if oom_kill_disable:
+        r.oom_kill_disable = True
+    _check(r, base)
     return r
+
+
+def _cpuset(text: str, what: str, have: list[int], words: str) -> str:
+    """docker's --cpuset-cpus/--cpuset-mems: a list like 0-2,4 (parsers.ParseUintList), each
+    available here (its lines)."""
+    want: set[int] = set()
+    for part in text.split(",") if text else []:
+        lo, dash, hi = part.partition("-")
+        if not lo.isdigit() or (dash and not hi.isdigit()) or (dash and int(hi) < int(lo)):
+            raise SandboxError(f"Invalid value {text} for cpuset {what}: invalid format: {text}")
+        want.update(range(int(lo), int(hi if dash else lo) + 1))
+    if want - set(have):
+        raise SandboxError(f"Requested {words} are not available - requested {text}, "
+                           f"available: {_ranges(have)}")
+    return text
+
+
+def _ranges(ns: list[int]) -> str:
+    """0,1,2,4 as the kernel's list format: 0-2,4."""
+    out, start = [], None
+    for i, n in enumerate(ns):
+        if start is None:
+            start = n
+        if i + 1 == len(ns) or ns[i + 1] != n + 1:
+            out.append(str(start) if start == n else f"{start}-{n}")
+            start = None
+    return ",".join(out)
+
+
+def _mem_nodes() -> list[int]:
+    """The memory (NUMA) nodes the kernel has online (0 alone without NUMA)."""
+    try:
+        with open("/sys/devices/system/node/online") as f:
+            text = f.read().strip()
+    except OSError:
+        return [0]
+    out: list[int] = []
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        out.extend(range(int(lo), int(hi or lo) + 1))
+    return out
+
+
+def _check(r: Resources, base: Resources | None) -> None:
+    """The daemon's checks of limits that go together (moby verifyPlatformContainerResources
+    and, for `update`, what may not change once another is set)."""
+    if base is not None and r.nano_cpus != base.nano_cpus and (base.cpu_period or base.cpu_quota):
+        raise SandboxError("Conflicting options: Nano CPUs cannot be updated as CPU Period has "
+                           "already been set")
+    if r.nano_cpus and r.cpu_period:
+        raise SandboxError("Conflicting options: Nano CPUs and CPU Period cannot both be set")
+    if r.nano_cpus and r.cpu_quota:
+        raise SandboxError("Conflicting options: Nano CPUs and CPU Quota cannot both be set")
+    if r.cpu_period and not 1000 <= r.cpu_period <= 1000000:
+        raise SandboxError("CPU cfs period can not be less than 1ms (i.e. 1000) or larger than 1s "
+                           "(i.e. 1000000)")
+    if 0 < r.cpu_quota < 1000:
+        raise SandboxError("CPU cfs quota can not be less than 1ms (i.e. 1000)")
+    if 0 < r.memory_reservation < MIN_MEMORY:
+        raise SandboxError("Minimum memory reservation allowed is 6MB")
+    if r.memory and r.memory_reservation and r.memory < r.memory_reservation:
+        raise SandboxError("Minimum memory limit can not be less than memory reservation limit, "
+                           "see usage")
 
 
 # --- where the hierarchies are ---------------------------------------------------------------
@@ -153,7 +238,7 @@ def hierarchies(proc: str = "self") -> tuple[int, dict[str, str]]:
     for root, point, fstype, opts in mounts:
         if fstype != "cgroup":
             continue
-        for c in (*ACCOUNTING, DEVICES):
+        for c in (*ACCOUNTING, DEVICES, "cpuset"):
             if c in opts and c in own and c not in v1:
                 v1[c] = _under(point, root, own[c])
     if any(c in v1 for c in ("memory", "cpu", "pids")):
@@ -166,7 +251,8 @@ def hierarchies(proc: str = "self") -> tuple[int, dict[str, str]]:
                     have = f.read().split()
             except OSError:
                 continue
-            return 2, {"": base, **{c: base for c in ("memory", "cpu", "pids", "io") if c in have}}
+            return 2, {"": base, **{c: base for c in ("memory", "cpu", "pids", "io", "cpuset")
+                                    if c in have}}
     return 1, {}
 
 
@@ -211,6 +297,18 @@ def freeze(ver: int, path: str, frozen: bool, timeout: float = 5.0) -> None:
         time.sleep(0.001)
 
 
+def frozen(ver: int, path: str) -> bool:
+    """Whether the cgroup is frozen (a `pause`d container's, or one a commit holds still)."""
+    try:
+        if ver == 1:
+            with open(os.path.join(path, "freezer.state")) as f:
+                return f.read().strip() == "FROZEN"
+        with open(os.path.join(path, "cgroup.events")) as f:
+            return "frozen 1" in f.read().splitlines()
+    except OSError:
+        return False
+
+
 # --- a container's cgroup ---------------------------------------------------------------------
 
 def _write(path: str, value) -> None:
@@ -222,21 +320,33 @@ def _settings(ver: int, r: Resources) -> dict[str, list[tuple[str, str]]]:
     """{controller: [(file, value), ...]} in the order they must be written; the swap file is
     skipped where the kernel has no swap accounting (docker then limits memory only)."""
     out: dict[str, list[tuple[str, str]]] = {}
+    if r.memory_reservation:
+        out["memory"] = [("memory.soft_limit_in_bytes" if ver == 1 else "memory.low",
+                          str(r.memory_reservation))]
+    if ver == 1 and r.memory_swappiness >= 0:   # v2 has neither: docker discards them there
+        out.setdefault("memory", []).append(("memory.swappiness", str(r.memory_swappiness)))
+    if ver == 1 and r.oom_kill_disable:
+        out.setdefault("memory", []).append(("memory.oom_control", "1"))
     if r.memory:
         swap = r.memory_swap
         if swap == 0:
             swap = 2 * r.memory                  # docker's default: as much swap as memory
+        mem = out.setdefault("memory", [])
         if ver == 1:
-            out["memory"] = [("memory.limit_in_bytes", str(r.memory))]
-            out["memory"].append(("memory.memsw.limit_in_bytes", str(swap)))
+            mem.append(("memory.limit_in_bytes", str(r.memory)))
+            mem.append(("memory.memsw.limit_in_bytes", str(swap)))
         else:
-            out["memory"] = [("memory.max", str(r.memory))]
-            out["memory"].append(("memory.swap.max", "max" if swap < 0 else str(swap - r.memory)))
+            mem.append(("memory.max", str(r.memory)))
+            mem.append(("memory.swap.max", "max" if swap < 0 else str(swap - r.memory)))
     cpu = []
     if r.nano_cpus:
         quota = r.nano_cpus * CFS_PERIOD // 10**9
         cpu += ([("cpu.cfs_period_us", str(CFS_PERIOD)), ("cpu.cfs_quota_us", str(quota))]
                 if ver == 1 else [("cpu.max", f"{quota} {CFS_PERIOD}")])
+    if r.cpu_period or r.cpu_quota:     # --cpu-period/--cpu-quota (never with --cpus)
+        period, quota = r.cpu_period or CFS_PERIOD, r.cpu_quota if r.cpu_quota > 0 else -1
+        cpu += ([("cpu.cfs_period_us", str(period)), ("cpu.cfs_quota_us", str(quota))]
+                if ver == 1 else [("cpu.max", f"{quota if quota > 0 else 'max'} {period}")])
     if r.cpu_shares:
         shares = max(2, min(r.cpu_shares, 262144))
         cpu.append(("cpu.shares", str(shares)) if ver == 1
@@ -245,7 +355,34 @@ def _settings(ver: int, r: Resources) -> dict[str, list[tuple[str, str]]]:
         out["cpu"] = cpu
     if r.pids_limit > 0:
         out["pids"] = [("pids.max", str(r.pids_limit))]
+    if r.cpuset_cpus or r.cpuset_mems:  # v1 needs both before a task may join: "" = the parent's
+        out["cpuset"] = [("cpuset.cpus", r.cpuset_cpus), ("cpuset.mems", r.cpuset_mems)]
     return out
+
+
+def update(pid: int, r: Resources) -> None:
+    """Write r's limits into the cgroups of a running container's pid 1 (docker update); on
+    v1 memory and memsw each must stay below the other's old value, so a refused order is
+    tried the other way round."""
+    ver, dirs = of_pid(pid)
+    for controller, values in _settings(ver, r).items():
+        path = dirs.get(controller)
+        if not path or os.path.basename(os.path.dirname(path)) != PARENT:
+            raise SandboxError(f"cannot update the {controller} limit: the container has no "
+                               f"{controller} cgroup of its own")
+        writes = [(os.path.join(path, f), v) for f, v in values
+                  if (f not in _SWAP_FILES or os.path.exists(os.path.join(path, f)))
+                  and (v or controller != "cpuset")]
+        try:
+            for f, v in writes:
+                _write(f, v)
+        except OSError:
+            try:
+                for f, v in reversed(writes):
+                    _write(f, v)
+            except OSError as e:
+                raise SandboxError(f"cannot update the {controller} limit: "
+                                   f"{(e.strerror or '').lower()}") from None
 
 
 def create(r: Resources | None, device_rules: tuple[str, ...] | list[str] | None = DEVICE_RULES
@@ -274,12 +411,18 @@ def create(r: Resources | None, device_rules: tuple[str, ...] | list[str] | None
             if path not in made:
                 os.makedirs(parent, exist_ok=True)
                 sweep(parent)
+                if controller == "cpuset" and ver == 1:
+                    _inherit_cpuset(own[controller], parent)
                 os.mkdir(path, 0o755)
                 made.append(path)
             for file, value in values:
                 f = os.path.join(path, file)
                 if file in _SWAP_FILES and not os.path.exists(f):
                     continue
+                if controller == "cpuset" and not value:
+                    if ver == 2:
+                        continue            # v2: empty is the parent's already
+                    value = _read_value(os.path.join(parent, file))
                 _write(f, value)
         for controller in ((*ACCOUNTING, "io") if r is not None else ()):  # stats, pause read it
             if controller in settings or controller not in own:
@@ -348,6 +491,19 @@ def device_rule(node: dict) -> str | None:
     if node["type"] not in ("c", "b"):
         return None
     return f'{node["type"]} {node["major"]}:{node["minor"]} {node["perms"]}'
+
+
+def _read_value(path: str) -> str:
+    with open(path) as f:
+        return f.read().strip()
+
+
+def _inherit_cpuset(top: str, parent: str) -> None:
+    """v1: a new cpuset dir starts with no CPUs and no memory nodes, and a task cannot join one
+    like that: PARENT gets its own parent's (once)."""
+    for file in ("cpuset.cpus", "cpuset.mems"):
+        if not _read_value(os.path.join(parent, file)):
+            _write(os.path.join(parent, file), _read_value(os.path.join(top, file)))
 
 
 def _enable(path: str, controller: str) -> None:

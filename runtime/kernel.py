@@ -215,6 +215,13 @@ def btime(path: str | bytes | os.PathLike) -> int:
     return sec * 1_000_000_000 + nsec
 
 
+def setdomainname(name: str) -> None:
+    """The UTS namespace's NIS domain name (docker run --domainname)."""
+    b = name.encode()
+    if _libc.setdomainname(b, ctypes.c_size_t(len(b))) != 0:
+        raise _fail(f"setdomainname {name!r}")
+
+
 def sethostname(name: str) -> None:
     b = name.encode()
     if _libc.sethostname(b, ctypes.c_size_t(len(b))) != 0:

@@ -247,12 +247,13 @@ def _privileges(spec: SandboxSpec) -> tuple[int, list[str] | None, list[dict]]:
     spec, checked before anything is made."""
     capmask = caps.mask(spec.cap_add, spec.cap_drop, spec.privileged)
     if not spec.devices and not spec.privileged:
-        return capmask, list(cgroups.DEVICE_RULES), []
+        return capmask, [*cgroups.DEVICE_RULES, *spec.device_cgroup_rules], []
     devices = rootfs.device_nodes(spec.devices, spec.privileged)
     if spec.privileged:
         return capmask, None, devices
     extra = [cgroups.device_rule(n) for n in devices]
-    return capmask, list(cgroups.DEVICE_RULES) + [r for r in extra if r], devices
+    return (capmask, list(cgroups.DEVICE_RULES) + [r for r in extra if r]
+            + list(spec.device_cgroup_rules), devices)
 
 
 # --- the children (never return; every path ends in os._exit) ------------------------------
@@ -330,7 +331,9 @@ def _keeper(spec: SandboxSpec, plan: rootfs.MountPlan, w: int, r: int, parent: i
                           + list(sync or ()) + [fd for _, fd in procs])
         os.set_inheritable(w, False)
         os.setsid()
-        flags = kernel.CLONE_NEWNS | kernel.CLONE_NEWPID | kernel.CLONE_NEWUTS | kernel.CLONE_NEWIPC
+        flags = kernel.CLONE_NEWNS | kernel.CLONE_NEWPID | kernel.CLONE_NEWIPC
+        if not spec.uts_host:
+            flags |= kernel.CLONE_NEWUTS
         if spec.network != "host":
             flags |= kernel.CLONE_NEWNET
         kernel.unshare(flags)
@@ -414,6 +417,9 @@ def _init(spec: SandboxSpec, plan: rootfs.MountPlan, w: int, csock, alive: int, 
     code = 125
     try:
         kernel.prctl(kernel.PR_SET_PDEATHSIG, signal.SIGKILL)
+        if spec.oom_score_adj is not None:      # docker --oom-score-adj (the init's guard after)
+            with open("/proc/self/oom_score_adj", "w") as f:
+                f.write(str(spec.oom_score_adj))
         oom_adj = _oom_guard(spec.init and joined is not None)
         kernel.prctl(kernel.PR_SET_DUMPABLE, 0)
         created: list = []
@@ -426,10 +432,16 @@ def _init(spec: SandboxSpec, plan: rootfs.MountPlan, w: int, csock, alive: int, 
         finally:
             for path, at, mt in created:
                 os.write(w, f"C {path} {at} {mt}\n".encode())
-        kernel.sethostname(spec.hostname)
+        if not spec.uts_host:           # --uts host: the host's names stay
+            kernel.sethostname(spec.hostname)
+            if spec.domainname:
+                kernel.setdomainname(spec.domainname)
         if spec.network == "none":
             kernel.loopback_up()
         user = users.resolve(spec.user, with_gid=spec.gid_in_groups)
+        if spec.group_add:
+            user.sgids = user.sgids + [g for g in users.additional_groups(spec.group_add)
+                                       if g not in user.sgids]
         env = _environ(spec.env, user)
         pts = tty.send_new_pty(csock) if csock is not None else None
         if not spec.init:

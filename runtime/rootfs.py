@@ -58,12 +58,12 @@ _NO_LINKS = kernel.RESOLVE_IN_ROOT | kernel.RESOLVE_NO_SYMLINKS | kernel.RESOLVE
 class MountPlan(Record):
     """What `setup` mounts; built on the host, used in the child (plain data, no fds)."""
     _fields = ("rootdir", "lowerdirs", "upperdir", "workdir", "etc_files", "mounts", "new_netns",
-               "tree", "readonly", "devices", "privileged", "shm_size")
+               "tree", "readonly", "devices", "privileged", "shm_size", "sysctls")
 
     def __init__(self, rootdir: str, lowerdirs: list[str], upperdir: str, workdir: str,
                  etc_files: dict[str, str], mounts: list | None = None, new_netns: bool = False,
                  tree: str = "", readonly: bool = False, devices: list | None = None,
-                 privileged: bool = False, shm_size: int = 0):
+                 privileged: bool = False, shm_size: int = 0, sysctls: dict | None = None):
         self.rootdir = rootdir
         self.lowerdirs = lowerdirs
         self.upperdir = upperdir
@@ -76,6 +76,7 @@ class MountPlan(Record):
         self.devices = [] if devices is None else devices   # device_nodes: made with mknod
         self.privileged = privileged    # --privileged: no masked or read-only paths, rw sysfs
         self.shm_size = shm_size        # /dev/shm's size in bytes; 0: docker's 64 MiB
+        self.sysctls = {} if sysctls is None else sysctls   # --sysctl: written before /proc/sys is ro
 
 
 def _fdpath(fd: int) -> str:
@@ -437,6 +438,22 @@ def _mask(rootfd: int, rootdir: str, devnull: int) -> None:
             os.close(fd)
 
 
+def _sysctls(rootfd: int, sysctls: dict) -> None:
+    """--sysctl: each namespaced key written in the container's new /proc (runc's way), before
+    /proc/sys is made read-only; the error is runc's line."""
+    procfd = _real_dir(rootfd, "/proc")     # opened again: the fd before the mount is under it
+    try:
+        for key, value in sysctls.items():
+            rel = "sys/" + key.replace(".", "/")
+            try:
+                with open(f"{_fdpath(procfd)}/{rel}", "w") as f:
+                    f.write(value)
+            except OSError as e:
+                raise SandboxError(f"open /proc/{rel}: {(e.strerror or '').lower()}") from None
+    finally:
+        os.close(procfd)
+
+
 def _readonly(rootfd: int) -> None:
     keep = kernel.MS_NOSUID | kernel.MS_NODEV | kernel.MS_NOEXEC
     for path in READONLY_PATHS:
@@ -503,6 +520,8 @@ def setup(plan: MountPlan, created: list) -> None:
             kernel.mount("proc", _fdpath(fd), "proc", kernel.MS_NOSUID | kernel.MS_NOEXEC | kernel.MS_NODEV)
         finally:
             os.close(fd)
+        if plan.sysctls:
+            _sysctls(rootfd, plan.sysctls)
         _setup_dev(rootfd, plan.rootdir, plan.shm_size)
         if plan.devices:
             _make_nodes(rootfd, plan.devices)

@@ -65,7 +65,8 @@ class RunDir:
             if net is not None:     # --mac-address, and a user network's DNS upstreams
                 net.configure(spec)
             etc_files = etcfiles.write(etc, spec.hostname, spec.network,
-                                       lease.ip if lease else "", lease.gateway if lease else "",
+                                       lease.ip if lease and not spec.own_hosts else "",
+                                       lease.gateway if lease else "",
                                        spec.extra_hosts, spec.dns,
                                        embedded=spec.endpoint is not None)
             self.rootdir = os.path.join(self.side, "root")
@@ -78,7 +79,8 @@ class RunDir:
                                          upperdir=self.upper, workdir=work, etc_files=etc_files,
                                          mounts=list(spec.mounts),
                                          new_netns=spec.network != "host", tree=self.tree,
-                                         readonly=spec.readonly_rootfs, shm_size=spec.shm_size)
+                                         readonly=spec.readonly_rootfs, shm_size=spec.shm_size,
+                                         sysctls=spec.sysctls)
         except BaseException:
             self.remove()
             raise

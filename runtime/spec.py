@@ -45,19 +45,33 @@ class Mount(Record):
 
 class Resources(Record):
     """docker run's resource limits (runtime.cgroups applies them); 0 = not set."""
-    _fields = ("memory", "memory_swap", "nano_cpus", "cpu_shares", "pids_limit")
+    _fields = ("memory", "memory_swap", "nano_cpus", "cpu_shares", "pids_limit",
+               "cpu_period", "cpu_quota", "memory_reservation", "cpuset_cpus", "cpuset_mems",
+               "memory_swappiness", "oom_kill_disable")
 
     def __init__(self, memory: int = 0, memory_swap: int = 0, nano_cpus: int = 0,
-                 cpu_shares: int = 0, pids_limit: int = 0):
+                 cpu_shares: int = 0, pids_limit: int = 0, cpu_period: int = 0,
+                 cpu_quota: int = 0, memory_reservation: int = 0, cpuset_cpus: str = "",
+                 cpuset_mems: str = "", memory_swappiness: int = -1,
+                 oom_kill_disable: bool = False):
         self.memory = memory                # bytes (-m)
         self.memory_swap = memory_swap      # bytes of memory + swap; -1 unlimited; 0 = docker's default
         self.nano_cpus = nano_cpus          # --cpus x 1e9
         self.cpu_shares = cpu_shares
         self.pids_limit = pids_limit        # <= 0 unlimited
+        self.cpu_period = cpu_period        # --cpu-period, µs (0: the CFS default, 100 ms)
+        self.cpu_quota = cpu_quota          # --cpu-quota, µs per period (<= 0 unlimited)
+        self.memory_reservation = memory_reservation   # --memory-reservation: a soft limit
+        self.cpuset_cpus = cpuset_cpus      # --cpuset-cpus "0-2,4" ("": every CPU)
+        self.cpuset_mems = cpuset_mems      # --cpuset-mems (NUMA nodes)
+        self.memory_swappiness = memory_swappiness     # 0-100; -1: the kernel's (not set)
+        self.oom_kill_disable = oom_kill_disable       # v1's memory.oom_control
 
     def any(self) -> bool:
         return bool(self.memory or self.memory_swap or self.nano_cpus or self.cpu_shares
-                    or self.pids_limit > 0)
+                    or self.pids_limit > 0 or self.cpu_period or self.cpu_quota > 0
+                    or self.memory_reservation or self.cpuset_cpus or self.cpuset_mems
+                    or self.memory_swappiness >= 0 or self.oom_kill_disable)
 
     def to_dict(self) -> dict[str, int]:
         """The limits as a container's record keeps them; `Resources(**d)` makes them again."""
@@ -77,7 +91,10 @@ class SandboxSpec(Record):
                "endpoint",
                # --- dns: --dns/--dns-search/--dns-option, --mac-address ---
                "dns", "mac_address", "connected",
-               "shm_size", "ulimits")
+               "shm_size", "ulimits", "own_hosts",
+               # --- cli-rest: --domainname, --group-add, --oom-score-adj ---
+               "domainname", "group_add", "oom_score_adj", "sysctls", "device_cgroup_rules",
+               "uts_host")
 
     def __init__(self, lowerdirs: list | None = None, upperdir: str | os.PathLike | None = None,
                  workdir: str | os.PathLike | None = None, argv: list[str] | None = None,
@@ -97,10 +114,26 @@ class SandboxSpec(Record):
                  endpoint=None,
                  # --- dns: --dns/--dns-search/--dns-option, --mac-address ---
                  dns: dict | None = None, mac_address: str = "", connected: list | None = None,
-                 shm_size: int = 0, ulimits: list[dict] | None = None):
+                 shm_size: int = 0, ulimits: list[dict] | None = None, own_hosts: bool = False,
+                 domainname: str = "", group_add: list[str] | None = None,
+                 oom_score_adj: int | None = None, sysctls: dict | None = None,
+                 device_cgroup_rules: list[str] | None = None, uts_host: bool = False):
         self.lowerdirs = [] if lowerdirs is None else lowerdirs   # layer dirs, top first
         self.shm_size = shm_size        # --shm-size: /dev/shm's bytes (0: docker's 64 MiB)
         self.ulimits = [] if ulimits is None else ulimits   # --ulimit (runtime.ulimits.parse)
+        # RUN: BuildKit's /etc/hosts (the hostname on 127.0.0.1) also on the bridge, where a
+        # container's file has docker's lines and its address last
+        self.own_hosts = own_hosts
+        # --- cli-rest: docker --domainname (the UTS namespace's), --group-add (names of the
+        # image's /etc/group or gids, after the user's own), --oom-score-adj (None: inherited)
+        self.domainname = domainname
+        self.group_add = [] if group_add is None else group_add
+        self.oom_score_adj = oom_score_adj
+        self.sysctls = {} if sysctls is None else sysctls   # --sysctl K=V (namespaced ones)
+        # --device-cgroup-rule "c 1:3 mr" lines, after the default rules; --uts host: the
+        # host's UTS namespace (its hostname and domain name)
+        self.device_cgroup_rules = [] if device_cgroup_rules is None else device_cgroup_rules
+        self.uts_host = uts_host
         self.upperdir = upperdir
         self.workdir = workdir
         self.argv = [] if argv is None else argv

@@ -33,6 +33,25 @@ class ExecUser(Record):
         self.home = home
 
 
+def additional_groups(names: list[str], group: str = "/etc/group") -> list[int]:
+    """docker --group-add: each a gid or a group of the container's /etc/group (moby/sys/user
+    GetAdditionalGroups, its error line)."""
+    rows = None
+    out = []
+    for name in names:
+        gid = _numeric(name)
+        if gid is None:
+            if rows is None:
+                rows = read_table(group) or []
+            found = next((r for r in rows if len(r) >= 3 and r[0] == name), None)
+            if found is None:
+                raise SandboxError(f"Unable to find group {name}: no matching entries in group file")
+            gid = _int(found[2])
+        if gid not in out:
+            out.append(gid)
+    return out
+
+
 def parse_table(data: bytes) -> list[list[str]]:
     """The rows of a passwd or group file: colon-separated fields of each line that is neither
     blank nor a `#` comment (moby/sys/user's parser; the one reader of these files, also for

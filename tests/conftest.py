@@ -2,15 +2,13 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import tempfile
-import time
 from pathlib import Path
 
 import pytest
 from busybox_fixture import REPO, copy_store, make_busybox_store, run_pybuild
-from registry_fixture import NO_REGISTRY, die_with_parent, run_registry, stop
+from dockerd_fixture import NO_DOCKER, private_dockerd
+from registry_fixture import NO_REGISTRY, run_registry
 
 
 @pytest.fixture(autouse=True)
@@ -72,20 +70,6 @@ def other_busybox_root(busybox_store, tmp_path_factory) -> Path:
     return copy_store(busybox_store.root, tmp_path_factory.mktemp("store2") / "root")
 
 
-def _docker_client() -> str | None:
-    # docker.io's own client matches its 20.10 dockerd; /usr/local/bin/docker may be newer
-    for c in ("/usr/bin/docker", shutil.which("docker")):
-        if c and os.path.exists(c):
-            return c
-    return None
-
-
-DOCKERD = "/usr/sbin/dockerd"
-NO_DOCKER = (None if os.path.exists(DOCKERD) and _docker_client() and os.geteuid() == 0 else
-             "needs root and docker.io's dockerd and client (./test.sh installs them: "
-             "apt-get install docker.io)")
-
-
 REGISTRY_FIXTURES = ("registry", "auth_registry", "token_registry")
 
 
@@ -106,34 +90,11 @@ def pytest_collection_modifyitems(items):
 def dockerd():
     """A private dockerd (own socket, data-root, no bridge, no iptables) for the session; yields
     the docker CLI prefix. Use `docker run --network none`."""
-    daemon, client = DOCKERD, _docker_client()
-    base = Path(tempfile.mkdtemp(prefix="pbd-", dir="/tmp"))  # short: unix socket path limit
-    sock = base / "d.sock"
-    log = open(base / "dockerd.log", "wb")  # noqa: SIM115 - closed at teardown
-    proc = subprocess.Popen(
-        [daemon, "--data-root", str(base / "data"), "--exec-root", str(base / "exec"),
-         "--pidfile", str(base / "d.pid"), "-H", f"unix://{sock}", "--iptables=false",
-         "--ip-masq=false", "--bridge=none"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=die_with_parent)
-    cli = [client, "-H", f"unix://{sock}"]
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"dockerd exited at start: {(base / 'dockerd.log').read_text()[-500:]}")
-            if sock.exists() and subprocess.run(cli + ["version"], capture_output=True,
-                                                check=False).returncode == 0:
-                break
-            if time.monotonic() > deadline:
-                pytest.fail("dockerd did not come up within 60 s")
-            time.sleep(0.2)
-        yield cli
-    finally:
-        stop(proc, 30)
-        log.close()
-        subprocess.run(["umount", "-R", "-l", str(base / "data")], capture_output=True, check=False)
-        subprocess.run(["umount", "-R", "-l", str(base / "exec")], capture_output=True, check=False)
-        shutil.rmtree(base, ignore_errors=True)
+        with private_dockerd() as d:
+            yield d.cli
+    except RuntimeError as e:
+        pytest.fail(str(e))
 
 
 @pytest.fixture(scope="session")

@@ -41,8 +41,10 @@ def register(sub) -> None:
                         "plain, json or quiet (none); default $BUILDKIT_PROGRESS, else auto")
     p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
                    help="set a label on the final image")
-    p.add_argument("--network", choices=("default", "host", "none"), default="default",
-                   help="network of RUN steps (default: the host's, as BuildKit without CNI)")
+    p.add_argument("--network", default="default", metavar="default|bridge|host|none",
+                   help="network of RUN steps: default (a network namespace of its own on the "
+                        "bridge, NAT'd out, as BuildKit in dockerd; bridge is the same), host "
+                        "(the host's) or none (only lo)")
     p.add_argument("--secret", action="append", default=[], metavar="id=ID,src=FILE",
                    help="a secret for RUN --mount=type=secret")
     p.add_argument("--add-host", action="append", default=[], metavar="HOST:IP",
@@ -64,6 +66,9 @@ def register(sub) -> None:
     p.add_argument("--tls-verify", default=True, metavar="BOOL", type=parse_bool,
                    help="verify registries' TLS certificates (default true)")
     p.add_argument("--iidfile", metavar="FILE", help="write the image ID to FILE")
+    from builder.commands.registry import content_trust_flag
+
+    content_trust_flag(p, "skip image verification (always: pybuild has no content trust)")
     p.add_argument("--compression", choices=("gzip", "zstd"), default="gzip",
                    help="layer compression for --output (default gzip)")
     p.add_argument("--platform", metavar="PLATFORM",
@@ -111,6 +116,21 @@ def _key_values(items: list[str], flag: str, *, from_env: bool = False) -> dict[
             v = os.environ[k]
         out[k] = v
     return out
+
+
+def _network(mode: str) -> str:
+    """--network as BuildKit's RUN modes: default (bridge, docker's classic builder's word for
+    it, is the same), host, none; anything else is refused before a step runs, as dockerd does
+    ("not supported by buildkit"), and a bridge a killed build left behind is swept now."""
+    from builder.errors import BuildError
+
+    mode = "default" if mode in ("", "bridge") else mode
+    if mode not in ("default", "host", "none"):
+        raise BuildError(f'network mode "{mode}" not supported (use default, bridge, host or none)')
+    from builder.commands.run import sweep_stale_networks
+
+    sweep_stale_networks()
+    return mode
 
 
 def _secrets(items: list[str], store, cleanup) -> dict[str, Path]:
@@ -282,17 +302,16 @@ def _build(args, build_args: dict, store) -> int:
     from builder.plan import plan
 
     context = Path(args.context)
+    if not args.disable_content_trust:
+        raise BuildError("content trust (Notary) is not supported: drop "
+                         "--disable-content-trust=false")
     if args.platform:
-        from cache import platform
+        from builder.commands.run import only_host_platform
 
-        host = platform.host()
         try:
-            want = {**host, **platform.parse(args.platform)}  # what it leaves out is the host's
+            only_host_platform(args.platform)
         except ValueError as e:
-            raise BuildError(f"--platform {e}") from None
-        if platform.to_string(want) != platform.to_string(host):
-            raise BuildError(f"--platform {args.platform}: only {platform.to_string(host)} (this machine) "
-                             "is supported")
+            raise BuildError(str(e)) from None
     labels = _key_values(args.label, "--label")
     text, name, path = read_dockerfile(args)
     df = parse_and_validate(text, name, build_args)
@@ -347,17 +366,22 @@ def _build(args, build_args: dict, store) -> int:
             tags=args.tag, build_args=build_args, target=args.target, no_cache=args.no_cache,
             no_cache_filter=[s.strip().lower() for f in args.no_cache_filter for s in f.split(",")
                              if s.strip()],
-            labels=labels, network=args.network, secrets=secrets, ssh=ssh, epoch=epoch,
+            labels=labels, network=_network(args.network), secrets=secrets, ssh=ssh, epoch=epoch,
             extra_hosts=_extra_hosts(args.add_host), **_run_limits(args),
             explain_cache=args.explain_cache,  # --- reprotime ---
+            dockerfile_bytes=len(text.encode("utf-8", "surrogateescape")),
             pull=PullOptions("always" if args.pull else "missing", args.tls_verify),
             **build_options(args.cache_to, args.cache_from))
         pending = getattr(args, "replay", None)  # builder.replay.Pending: record this build
         recorder = None
         if pending is not None and not args.no_cache:
             from builder.replay import Recorder
+            from builder.steps.copy import sharing
 
             recorder = Recorder()
+            if sharing():   # the last record, kept only for COPY to share from (~0.5 KB a file)
+                recorder.previous = pending.previous
+            pending.previous = None
         with open(os.devnull, "w") as devnull:
             hush = args.quiet or args.progress == "quiet"
             progress = make_progress("plain" if hush else args.progress,
@@ -366,8 +390,6 @@ def _build(args, build_args: dict, store) -> int:
                 image_id = build(store, the_plan, opts, progress, recorder)
             finally:
                 progress.close()
-        if args.tag:  # held by this process since put_image (cache.leases): prune -a spares it
-            store.tag_all(args.tag, image_id)
         # --- reprodiff: check-reproducible (before anything is written or pushed) ---
         if args.check_reproducible:
             from builder.reprocheck import check
@@ -389,5 +411,5 @@ def _build(args, build_args: dict, store) -> int:
 
         to_stdout = output is not None and output.get("dest") == "-"   # stdout has the tar
         announce(image_id, args.tag, quiet=args.quiet and not to_stdout, iidfile=args.iidfile,
-                 silent=args.progress == "quiet")
+                 silent=args.progress != "json")     # the others said it in `exporting to image`
     return 0

@@ -54,6 +54,8 @@ def register(sub) -> None:
     p.add_argument("-t", "--tty", action="store_true", help="allocate a pseudo-TTY")
     p.add_argument("-e", "--env", action="append", default=[], metavar="K=V",
                    help="set an environment variable (K alone: take it from this environment)")
+    p.add_argument("--env-file", action="append", default=[], metavar="FILE",
+                   help="read K=V lines from a file (before -e's)")
     p.add_argument("-w", "--workdir", metavar="DIR", help="working directory inside the container")
     p.add_argument("-u", "--user", metavar="USER", help="name|uid[:group|gid]")
     p.add_argument("--privileged", action="store_true",
@@ -68,6 +70,8 @@ def register(sub) -> None:
     q = csub.add_parser("inspect", help="display detailed information on one or more containers")
     q.add_argument("containers", nargs="+", metavar="CONTAINER")
     q.add_argument("-f", "--format", help="Go-template subset: {{.State.Status}}, {{json .Config}}")
+    q.add_argument("-s", "--size", action="store_true",
+                   help="add SizeRw (the writable layer's bytes) and SizeRootFs (with the image's)")
     q.set_defaults(func=cmd_container_inspect)
 
     p = sub.add_parser("ps", help="list containers", description="List containers (running only "
@@ -83,7 +87,8 @@ def register(sub) -> None:
                    help="show the N last created containers (all states)")
     p.add_argument("-l", "--latest", action="store_true",
                    help="show the latest created container (all states)")
-    p.add_argument("-s", "--size", action="store_true", help="display total file sizes (not yet)")
+    p.add_argument("-s", "--size", action="store_true",
+                   help="display total file sizes: the writable layer's (and with the image's)")
     p.set_defaults(func=cmd_ps)
 
     p = sub.add_parser("logs", help="fetch the logs of a container")
@@ -91,6 +96,8 @@ def register(sub) -> None:
     p.add_argument("-n", "--tail", default="all", metavar="N",
                    help='number of lines to show from the end of the logs (default "all")')
     p.add_argument("-t", "--timestamps", action="store_true", help="show timestamps")
+    p.add_argument("--details", action="store_true",
+                   help="show the extra details of each line (none are recorded: a space)")
     p.add_argument("--since", metavar="TIME", help="show logs since a time (2026-12-02T10:00:00Z, "
                    "a Unix time) or for a duration back (10m)")
     p.add_argument("--until", metavar="TIME", help="show logs before a time or a duration back")
@@ -117,6 +124,35 @@ def register(sub) -> None:
     p.add_argument("containers", nargs="+", metavar="CONTAINER")
     p.set_defaults(func=cmd_rm)
 
+    for word, what in (("pause", "pause all processes within one or more containers"),
+                       ("unpause", "unpause all processes within one or more containers")):
+        p = sub.add_parser(word, help=what)
+        p.add_argument("containers", nargs="+", metavar="CONTAINER")
+        p.set_defaults(func=cmd_pause, pause=word == "pause")
+
+    p = sub.add_parser("update", help="update configuration of one or more containers")
+    for flags, dest, what in ((("-m", "--memory"), "memory", "memory limit"),
+                              (("--memory-swap",), "memory_swap",
+                               "memory + swap limit: -1 unlimited"),
+                              (("--memory-reservation",), "memory_reservation", "memory soft limit"),
+                              (("--cpus",), "cpus", "number of CPUs"),
+                              (("-c", "--cpu-shares"), "cpu_shares", "CPU shares (relative weight)"),
+                              (("--cpu-period",), "cpu_period", "limit the CPU CFS period"),
+                              (("--cpu-quota",), "cpu_quota", "limit the CPU CFS quota"),
+                              (("--pids-limit",), "pids_limit", "maximum number of processes"),
+                              (("--cpuset-cpus",), "cpuset_cpus", "CPUs it may use (0-3, 0,1)"),
+                              (("--cpuset-mems",), "cpuset_mems", "memory nodes it may use"),
+                              (("--restart",), "restart", "restart policy: no, on-failure[:N], "
+                                                          "always, unless-stopped")):
+        p.add_argument(*flags, dest=dest, metavar="VALUE", help=what)
+    p.add_argument("containers", nargs="+", metavar="CONTAINER")
+    p.set_defaults(func=cmd_update)
+
+    p = sub.add_parser("rename", help="rename a container")
+    p.add_argument("container", metavar="CONTAINER")
+    p.add_argument("new_name", metavar="NEW_NAME")
+    p.set_defaults(func=cmd_rename)
+
     p = sub.add_parser("top", help="display the running processes of a container")
     p.add_argument("container", metavar="CONTAINER")
     p.add_argument("ps_args", nargs="...", metavar="[ps OPTIONS]", help='default "-ef"')
@@ -126,6 +162,17 @@ def register(sub) -> None:
     p.add_argument("container", metavar="CONTAINER")
     p.add_argument("private", nargs="?", metavar="PRIVATE_PORT[/PROTO]")
     p.set_defaults(func=cmd_port)
+
+    q = csub.add_parser("diff", help="inspect changes to files or directories on a container's "
+                                     "filesystem")
+    q.add_argument("container", metavar="CONTAINER")
+    q.set_defaults(func=cmd_container_diff)
+
+    for parent in (sub, csub):      # docker's top-level `export` and `container export`
+        q = parent.add_parser("export", help="export a container's filesystem as a tar archive")
+        q.add_argument("-o", "--output", metavar="FILE", help="write to a file, instead of STDOUT")
+        q.add_argument("container", metavar="CONTAINER")
+        q.set_defaults(func=cmd_export)
 
     q = csub.add_parser("prune", help="remove all stopped containers")
     q.add_argument("-f", "--force", action="store_true", help="do not prompt for confirmation")
@@ -144,9 +191,9 @@ def register(sub) -> None:
 
 
 _CONTAINER_ALIASES = (("attach", ()), ("create", ()), ("exec", ()), ("kill", ()), ("logs", ()),
-                      ("ps", ("ls", "list", "ps")), ("port", ()),
+                      ("pause", ()), ("ps", ("ls", "list", "ps")), ("port", ()), ("rename", ()),
                       ("restart", ()), ("rm", ("rm", "remove")), ("run", ()), ("start", ()),
-                      ("stop", ()), ("top", ()), ("wait", ()))
+                      ("stop", ()), ("top", ()), ("unpause", ()), ("update", ()), ("wait", ()))
 
 
 def _help_of(sub, name: str) -> str | None:
@@ -214,7 +261,9 @@ def status_text(c, now: float) -> str:
     st = c.state
     status = c.status
     if status == "running":
-        return "Up " + human_duration(now - parse_time(st["started"])) + status_suffix(st.get("health"))
+        from runtime.containers.inspect import paused
+        up = "Up " + human_duration(now - parse_time(st["started"]))
+        return up + (" (Paused)" if paused(c) else status_suffix(st.get("health")))
     if status == "restarting":
         ago = human_duration(now - parse_time(st["finished"])) if st.get("finished") else ""
         return f"Restarting ({st.get('exit_code')}) {ago} ago"
@@ -269,7 +318,14 @@ def ps_fields(c, now: float, trunc: bool) -> dict:
             "LocalVolumes": "0", "Mounts": "", "Names": c.name,
             "Networks": _networks_text(c), "Ports": ps_text(*of_container(c)),
             "RunningFor": human_duration(now - created) + " ago", "Size": "0B",
-            "State": c.status, "Status": status_text(c, now)}
+            "State": _state(c), "Status": status_text(c, now)}
+
+
+def _state(c) -> str:
+    """docker's State word: paused for a running container whose cgroup is frozen."""
+    from runtime.containers.inspect import paused
+
+    return "paused" if paused(c) else c.status
 
 
 def render_ps(fmt: str, rows: list[dict], headers: dict | None = None,
@@ -327,7 +383,7 @@ def ps_filter(specs: list[str]):
             return False
         if "name" in f and not (_matches(f["name"], c.name) or _matches(f["name"], "/" + c.name)):
             return False
-        if "status" in f and c.status not in f["status"]:
+        if "status" in f and _state(c) not in f["status"]:
             return False
         if "label" in f and not _labels_match(f["label"], c.config.get("labels") or {}):
             return False
@@ -363,10 +419,6 @@ def _image_ids(ref: str) -> set[str]:
 
 
 def cmd_ps(args) -> int:
-    from builder.errors import BuildError
-
-    if args.size:
-        raise BuildError("ps --size is not supported yet")
     now = time.time()
     keep = ps_filter(args.filter)
     last = 1 if args.latest else args.last
@@ -380,12 +432,21 @@ def cmd_ps(args) -> int:
     if args.quiet:
         sys.stdout.write("".join((c.id if args.no_trunc else c.id[:12]) + "\n" for c in shown))
         return 0
+    fmt = args.format or (_PS_DEFAULT + "\t{{.Size}}" if args.size else _PS_DEFAULT)
+    sized = args.size or ".Size" in fmt        # docker: a format naming .Size sizes too
+    store = None
+    if sized and shown:
+        from builder.commands.images import _store, container_sizes
+        store = _store()
     rows = []
     for c in shown:
         r = ps_fields(c, now, not args.no_trunc)
         r["_labels"] = c.config.get("labels") or {}
+        if sized:
+            rw, rootfs = container_sizes(c, store)
+            r["Size"] = f"{human_size(rw)} (virtual {human_size(rootfs)})"
         rows.append(r)
-    sys.stdout.write(render_ps(args.format or _PS_DEFAULT, rows))
+    sys.stdout.write(render_ps(fmt, rows))
     return 0
 
 
@@ -404,7 +465,9 @@ def cmd_logs(args) -> int:
     since = docker_time(args.since, now, "since") if args.since else None
     until = docker_time(args.until, now, "until") if args.until else None
     c = _containers().get(args.container)
-    return _show_log(c, 0, tail, args.follow, args.timestamps, since, until)
+    if c.config.get("log_driver") == "none":
+        raise BuildError("configured logging driver does not support reading")
+    return _show_log(c, 0, tail, args.follow, args.timestamps, since, until, args.details)
 
 
 def docker_time(value: str, now: float, what: str) -> float:
@@ -441,10 +504,11 @@ def docker_time(value: str, now: float, what: str) -> float:
 
 
 def _show_log(c, offset: int, tail, follow: bool, timestamps: bool, since: float | None = None,
-              until: float | None = None) -> int:
+              until: float | None = None, details: bool = False) -> int:
     """Write the json-file log from byte `offset` (its last `tail` lines) to stdout/stderr as
     the streams it came from, only entries timed in [since, until] when given; with `follow`,
-    until the container's supervisor has exited (or `until` has passed)."""
+    until the container's supervisor has exited (or `until` has passed). `details`: docker's
+    --details, the entry's attributes (--log-opt labels/env: none are kept) and a space."""
     import json
 
     from runtime.containers.state import parse_time
@@ -466,6 +530,9 @@ def _show_log(c, offset: int, tail, follow: bool, timestamps: bool, since: float
                     continue
             out = outs.get(entry.get("stream"), sys.stdout.buffer)
             text = entry.get("log", "")
+            if details:
+                attrs = entry.get("attrs") or {}
+                text = ",".join(f"{k}={v}" for k, v in sorted(attrs.items())) + " " + text
             if timestamps:
                 text = f"{entry.get('time', '')} {text}"
             out.write(text.encode())
@@ -571,10 +638,21 @@ def send(c, sig: int) -> None:
         if c.config.get("init"):
             cmds = _children(target)
             target = cmds[0] if cmds else pid
+    # a paused container: v1's frozen tasks die only once thawed (its cgroup is found from
+    # pid 1, the keeper's child: before the keeper is killed)
+    where = inspect.freezer(c) if sig == 9 else None
     try:
         os.kill(target, sig)
     except ProcessLookupError:
         pass
+    if where is not None:
+        from runtime import cgroups
+        from runtime.errors import SandboxError
+        try:
+            if cgroups.frozen(*where):
+                cgroups.freeze(*where, False)
+        except (OSError, SandboxError):
+            pass        # gone meanwhile
 
 
 def wait_supervisor(c, timeout: float | None) -> bool:
@@ -643,11 +721,12 @@ def cmd_stop(args) -> int:
 def cmd_container_inspect(args) -> int:
     import json
 
-    from builder.commands.images import render_format
+    from builder.commands.images import render_format, sized_doc
     from runtime.containers import inspect
 
     docs: list = []
-    rc = _each(args.containers, lambda cs, c, ref: docs.append(inspect.doc(c)))
+    rc = _each(args.containers, lambda cs, c, ref: docs.append(
+        sized_doc(c, inspect.doc(c)) if args.size else inspect.doc(c)))
     if args.format:
         for d in docs:
             print(render_format(args.format, d))
@@ -672,13 +751,23 @@ def cmd_exec(args) -> int:
         return 1                  # docker's CheckTty
     keys = _detach_keys(args.detach_keys) if args.detach_keys is not None or (
         args.tty and args.interactive) else None        # attach
+    from builder.commands.run import read_env_file
+    from runtime.errors import ConfigError
+
+    try:            # docker reads them first: a missing file is its one line, exit 1
+        given = [e for f in args.env_file
+                 for e in config.env_file(read_env_file(f), os.environ, f)]
+    except ConfigError as e:
+        raise ContainerError(str(e)) from None
     c = _containers().get(args.container)
     pid1 = inspect.init_pid(c)
     if not pid1:
         raise ContainerError(f"Container {c.id} is not running")
+    if inspect.paused(c):
+        raise ContainerError(f"Container {c.id} is paused, unpause the container before exec")
     cfg = c.config
     try:
-        env = list(cfg.get("env") or []) + config.user_env(args.env, os.environ)
+        env = list(cfg.get("env") or []) + given + config.user_env(args.env, os.environ)
         cwd = args.workdir or cfg.get("cwd") or "/"
         if not cwd.startswith("/"):
             raise ContainerError(f"the working directory '{cwd}' is invalid, it needs to be an "
@@ -693,7 +782,8 @@ def cmd_exec(args) -> int:
                         stdin=0 if args.interactive else None, terminal=args.tty,
                         security_opt=cfg.get("security_opt"), capmask=capmask,
                         privileged=bool(cfg.get("privileged") or args.privileged),
-                        detach_keys=keys, ulimits=cfg.get("ulimits"))
+                        detach_keys=keys, ulimits=cfg.get("ulimits"),
+                        group_add=cfg.get("group_add"), oom_score_adj=cfg.get("oom_score_adj"))
     except tty.Detached as e:   # --- attach: the command runs on (docker exec's line, exit 1)
         print(e, file=sys.stderr)
         return 1
@@ -722,7 +812,8 @@ def flag_command(word: str = "create"):
 
     return Command("pybuild create", run.USAGE,
                    "Create a new container from IMAGE and print its ID; `start` runs it.",
-                   run.FLAGS, positionals=("image",), rest="command",
+                   tuple(f for f in run.FLAGS if f.long not in run.RUN_ONLY),
+                   positionals=("image",), rest="command",
                    defaults={"func": cmd_create, "failure_exit": 125})
 
 
@@ -943,6 +1034,11 @@ def cmd_rm(args) -> int:
     def rm(cs, c, ref):
         if c.status in ("running", "restarting"):
             if not args.force:
+                from runtime.containers.inspect import paused
+                if paused(c):
+                    raise ContainerError(f"You cannot remove a paused container {c.id}. Unpause "
+                                         f"and then stop the container before attempting removal "
+                                         f"or force remove")
                 raise ContainerError(f"You cannot remove a running container {c.id}. Stop the "
                                      f"container before attempting removal or force remove")
             c.request_stop()
@@ -967,6 +1063,111 @@ def cmd_rm(args) -> int:
             Volumes(cs.root).remove_anonymous(c.config.get("mounts"))
         print(ref)
     return _each(args.containers, rm)
+
+
+def cmd_pause(args) -> int:
+    """docker pause/unpause: the container's freezer cgroup frozen or thawed (docker's lines
+    for one that does not run, is already paused, or is not)."""
+    from runtime import cgroups
+    from runtime.containers import inspect
+    from runtime.errors import ContainerError
+
+    def pause(cs, c, ref):
+        where = inspect.freezer(c) if c.status == "running" else None
+        if where is None:
+            raise ContainerError(f"Container {c.id} is not running")
+        if cgroups.frozen(*where) == args.pause:
+            raise ContainerError(f"Container {c.id} is " + ("already paused" if args.pause
+                                                             else "not paused"))
+        cgroups.freeze(*where, args.pause)
+        print(ref)
+    return _each(args.containers, pause)
+
+
+def cmd_container_diff(args) -> int:
+    """docker diff CONTAINER (`container diff`: pybuild's own `diff` compares two images)."""
+    from runtime.containers.state import changes
+
+    c = _containers().get(args.container)
+    sys.stdout.write("".join(f"{kind} {path}\n" for kind, path in changes(c)))
+    return 0
+
+
+def cmd_export(args) -> int:
+    """docker export: the container's filesystem (its writable layer over its image's) as a
+    tar, to -o FILE or stdout, never to a terminal (docker's line)."""
+    from builder import outputs
+    from builder.errors import BuildError
+    from runtime.privileges import require_root
+
+    if not args.output and sys.stdout.isatty():
+        raise BuildError("cowardly refusing to save to a terminal. Use the -o flag or redirect")
+    require_root()
+    c = _containers().get(args.container)
+    from cache.layout import TMP_DIR
+
+    tmp = os.path.join(os.path.dirname(os.path.dirname(c.path)), TMP_DIR)
+    outputs.tar_of([os.path.join(c.path, "upper"), *(c.config.get("lowerdirs") or [])], tmp,
+                   args.output or "-")
+    return 0
+
+
+_LIMITS = ("memory", "memory_swap", "cpus", "cpu_shares", "pids_limit", "cpu_period",
+           "cpu_quota", "memory_reservation", "cpuset_cpus", "cpuset_mems")
+
+
+def cmd_update(args) -> int:
+    """docker update: new limits in the record and, while it runs, in its cgroups; --restart
+    in the record, which the supervisor reads at the command's end."""
+    from runtime import cgroups
+    from runtime.containers import inspect
+    from runtime.errors import ContainerError
+    from runtime.privileges import require_root
+    from runtime.spec import Resources
+
+    given = {k: getattr(args, k) for k in _LIMITS if getattr(args, k) is not None}
+    if not given and args.restart is None:
+        raise ContainerError("you must provide one or more flags when using this command")
+    require_root()
+
+    def update(cs, c, ref):
+        change: dict = {}
+        if args.restart is not None:
+            from builder.commands.run import _restart_policy
+            if c.config.get("auto_remove") and args.restart != "no":
+                raise ContainerError("Restart policy cannot be updated because AutoRemove is "
+                                     "enabled for the container")
+            change["restart"] = _restart_policy(args.restart, False)
+        if given:
+            base = Resources(**(c.config.get("resources") or {}))
+            try:
+                new = cgroups.resources(**given, base=base)
+            except ContainerError:
+                raise
+            except Exception as e:
+                if "cannot be updated" in str(e):
+                    raise ContainerError(f"Cannot update container {c.id}: {e}") from None
+                raise
+            pid = inspect.init_pid(c)
+            if pid:
+                cgroups.update(pid, new)
+            change["resources"] = new.to_dict()
+        cs.update_config(c, lambda cfg: cfg.update(change))
+        print(ref)
+    return _each(args.containers, update)
+
+
+def cmd_rename(args) -> int:
+    """docker rename: the record's name, under the containers' lock; docker's lines."""
+    from runtime.errors import ContainerError
+
+    cs = _containers()
+    try:
+        cs.rename(cs.get(args.container), args.new_name)
+    except ContainerError as e:
+        print(f"pybuild: error: {e}", file=sys.stderr)
+        return 1
+    return 0
 
 
 # ---- top, port, container prune -------------------------------------------------------------
@@ -1119,15 +1320,38 @@ def cmd_port(args) -> int:
     return 0
 
 
+def prune_filter(specs: list[str]):
+    """The prunes' --filter (docker's until=, label=, label!=: containers, images, networks)
+    as a predicate on (created RFC 3339 time, labels); None when none is given."""
+    if not specs:
+        return None
+    from runtime.containers.state import parse_time
+
+    f = _filters(specs, ("until", "label", "label!"))
+    now = time.time()
+    until = [docker_time(v, now, "filter until") for v in f.get("until", [])]
+
+    def keep(created: str, labels: dict) -> bool:
+        if until:
+            try:
+                t = parse_time(created)
+            except ValueError:
+                return False
+            if not all(t < u for u in until):
+                return False
+        if "label" in f and not _labels_match(f["label"], labels):
+            return False
+        return not any(_labels_match([v], labels) for v in f.get("label!", []))
+    return keep
+
+
 def cmd_container_prune(args) -> int:
     """docker container prune: every container not running (created, exited, dead) goes, after
     a [y/N] question unless -f; filters until= (created before) and label[!]=."""
-    from runtime.containers.state import parse_time, rw_size
+    from runtime.containers.state import rw_size
     from runtime.errors import ContainerError
 
-    f = _filters(args.filter, ("until", "label", "label!"))
-    now = time.time()
-    until = [docker_time(v, now, "filter until") for v in f.get("until", [])]
+    keep = prune_filter(args.filter)
     if not args.force:
         from builder.prompt import confirm
 
@@ -1136,14 +1360,9 @@ def cmd_container_prune(args) -> int:
     deleted, reclaimed, rc = [], 0, 0
     cs = _containers()
     for c in cs.all():
-        labels = c.config.get("labels") or {}
         if c.status in ("running", "restarting") or (c.status == "created" and c.supervisor_alive):
             continue                 # running, or being started right now
-        if until and not all(parse_time(c.config["created"]) < u for u in until):
-            continue
-        if "label" in f and not _labels_match(f["label"], labels):
-            continue
-        if any(_labels_match([v], labels) for v in f.get("label!", [])):
+        if keep is not None and not keep(c.config["created"], c.config.get("labels") or {}):
             continue
         wait_supervisor(c, 5)        # an exited one's supervisor may still be on its way out
         size = rw_size(c)

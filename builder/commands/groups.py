@@ -51,6 +51,8 @@ def register(sub) -> None:
     q.add_argument("-a", "--all", action="store_true",
                    help="remove all unused images, not just dangling ones")
     q.add_argument("-f", "--force", action="store_true", help="do not prompt for confirmation")
+    q.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
+                   help="until=TIME|DURATION (created before), label=K[=V], label!=K[=V]")
     q.set_defaults(func=cmd_image_prune)
 
     p = sub.add_parser("builder", help="manage builds (build, prune)")
@@ -66,12 +68,18 @@ def register(sub) -> None:
     ssub = p.add_subparsers(dest="system_command", metavar="COMMAND", required=True)
     q = ssub.add_parser("df", help="show disk usage")
     q.add_argument("-v", "--verbose", action="store_true", help="accepted; the summary only")
+    q.add_argument("--format", metavar="TEMPLATE",
+                   help="Go-template: {{.Type}} {{.TotalCount}} {{.Active}} {{.Size}} "
+                        "{{.Reclaimable}}, table ..., {{json .}}")
     q.set_defaults(func=cmd_df)
     q = ssub.add_parser("prune", help="remove unused data")
     q.add_argument("-a", "--all", action="store_true", help="remove all unused images, not just "
                    "dangling ones")
     q.add_argument("-f", "--force", action="store_true", help="do not prompt for confirmation")
     q.add_argument("--volumes", action="store_true", help="prune anonymous volumes")
+    q.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
+                   help="until=TIME|DURATION, label=K[=V], label!=K[=V] (for containers, "
+                        "networks and images)")
     q.set_defaults(func=cmd_system_prune)
     for parent in (ssub, sub):
         q = parent.add_parser("info", help="display system-wide information")
@@ -105,10 +113,12 @@ def _confirm(warning: str, what: str, force: bool) -> None:
 def cmd_image_prune(args) -> int:
     """Images no container is made from and no other process holds: untagged ones, or with -a
     every one (its tags go first, as docker's `untagged:` lines say)."""
+    from builder.commands.containers import prune_filter
     from builder.commands.images import container_images
     from builder.units import human_size
     from cache import gc, refs
 
+    keep = prune_filter(getattr(args, "filter", []))
     _confirm("WARNING! This will remove all images without at least one container associated "
              "to them." if args.all else "WARNING! This will remove all dangling images.",
              "image prune", args.force)
@@ -119,6 +129,10 @@ def cmd_image_prune(args) -> int:
     lines, removed = [], 0
     for image_id in list(store.images()):
         if image_id in users or image_id in held or (image_id in tagged and not args.all):
+            continue
+        config = store.image(image_id).config
+        if keep is not None and not keep(config.get("created") or "",
+                                         (config.get("config") or {}).get("Labels") or {}):
             continue
         for t in store.tags_of(image_id):
             lines.append(f"untagged: {refs.familiar(t)}")
@@ -160,11 +174,14 @@ def cmd_system_prune(args) -> int:
     _confirm("WARNING! This will remove:\n" + "".join(f"  - {w}\n" for w in what),
              "system prune", args.force)
     ns = argparse.Namespace
-    rc = containers.cmd_container_prune(ns(force=True, filter=[]))
-    rc |= network.cmd_prune(ns(force=True, filter=[]))
-    if args.volumes:
-        rc |= volumes.cmd_prune(ns(force=True, all=False, filter=[]))
-    rc |= cmd_image_prune(ns(force=True, all=args.all))
+    if args.filter:             # checked before anything goes (docker's keys for each prune)
+        containers.prune_filter(args.filter)
+    rc = containers.cmd_container_prune(ns(force=True, filter=args.filter))
+    rc |= network.cmd_prune(ns(force=True, filter=args.filter))
+    if args.volumes:            # docker: volumes take no until
+        rc |= volumes.cmd_prune(ns(force=True, all=False,
+                                   filter=[f for f in args.filter if not f.startswith("until")]))
+    rc |= cmd_image_prune(ns(force=True, all=args.all, filter=args.filter))
     rc |= cmd_builder_prune(ns(force=True, all=True))
     return rc
 
@@ -223,11 +240,20 @@ def _volume_usage(store, tree_bytes) -> list[str]:
             f"{human_size(idle)} ({100 * idle // total if total else 0}%)"]
 
 
-def cmd_df(args) -> int:
-    from builder.formatter import table
+# docker's disk usage formatter fields and their table titles
+_DF_HEADERS = {"Type": "TYPE", "TotalCount": "TOTAL", "Active": "ACTIVE", "Size": "SIZE",
+               "Reclaimable": "RECLAIMABLE"}
 
-    rows = [["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"], *_usage(_store())]
-    sys.stdout.write(table(rows))
+
+def cmd_df(args) -> int:
+    from builder.formatter import render, table
+
+    usage = _usage(_store())
+    if args.format:
+        rows = [dict(zip(_DF_HEADERS, (str(v) for v in r), strict=True)) for r in usage]
+        sys.stdout.write(render(args.format, rows, _DF_HEADERS, "diskUsageImagesContext"))
+        return 0
+    sys.stdout.write(table([list(_DF_HEADERS.values()), *usage]))
     return 0
 
 
@@ -241,13 +267,14 @@ def _info_doc() -> dict:
               "ContainersStopped": 0, "Images": 0}
     if os.path.isdir(root):
         store = _store()
+        from runtime.containers.inspect import paused
         from runtime.containers.state import Containers
 
         cs = Containers(store.root).all()
         counts.update(Containers=len(cs),
                       ContainersRunning=sum(c.status == "running" for c in cs),
-                      ContainersPaused=sum(c.status == "paused" for c in cs),
-                      ContainersStopped=sum(c.status not in ("running", "paused") for c in cs),
+                      ContainersPaused=sum(paused(c) for c in cs),
+                      ContainersStopped=sum(c.status != "running" for c in cs),
                       Images=len(store.images()))
     u = os.uname()
     return {"ID": "", **counts, "Driver": "overlay", "DockerRootDir": root,

@@ -31,6 +31,8 @@ def register(sub) -> None:
     p = sub.add_parser("rmi", help="remove images", description="Remove one or more images.")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("-f", "--force", action="store_true", help="remove an image with several tags by ID")
+    p.add_argument("--no-prune", action="store_true",
+                   help="do not delete untagged parents (pybuild keeps no parent images: the same)")
     p.set_defaults(func=cmd_rmi)
 
     p = sub.add_parser("inspect", help="show container or image details as JSON",
@@ -39,6 +41,8 @@ def register(sub) -> None:
     p.add_argument("images", nargs="+", metavar="NAME|ID")
     p.add_argument("-f", "--format", help="Go-template subset: {{.Id}}, {{.Config.Env}}, {{json .Config}}")
     p.add_argument("--type", choices=("container", "image"), help="only look for this type")
+    p.add_argument("-s", "--size", action="store_true",
+                   help="a container's SizeRw and SizeRootFs too (docker's total file sizes)")
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("history", help="show the history of an image")
@@ -119,6 +123,32 @@ def _image_size(store, img, infos: dict | None = None) -> int:
     """The sum of its layers' sizes (`infos`: the layer index, read once by a listing)."""
     infos = store.layer_store.infos() if infos is None else infos
     return sum((infos.get(d) or {}).get("size") or 0 for d in img.diff_ids)
+
+
+def container_sizes(c, store=None) -> tuple[int, int]:
+    """(SizeRw, SizeRootFs) as docker's inspect -s and ps -s show them: the writable layer's
+    file bytes, and those plus its image's (0 for an image no longer in the store)."""
+    from cache.errors import StoreError
+    from runtime.containers.state import rw_size
+
+    rw = rw_size(c)
+    store = store or _store()
+    try:
+        base = _image_size(store, store.image(c.config.get("image_id", "")))
+    except StoreError:
+        base = 0
+    return rw, rw + base
+
+
+def sized_doc(c, doc: dict, store=None) -> dict:
+    """An inspect document with docker's SizeRw and SizeRootFs, after HostConfig (its order)."""
+    rw, rootfs = container_sizes(c, store)
+    out = {}
+    for k, v in doc.items():
+        out[k] = v
+        if k == "HostConfig":
+            out.update(SizeRw=rw, SizeRootFs=rootfs)
+    return out
 
 
 def _bool(text: str) -> bool:
@@ -419,7 +449,11 @@ def cmd_inspect(args) -> int:
     for ref in args.images:
         if kind in (None, "container"):
             try:
-                docs.append(inspect.doc(Containers(store.root).get(ref)))
+                c = Containers(store.root).get(ref)
+                if args.size:
+                    docs.append(sized_doc(c, inspect.doc(c), store))
+                else:
+                    docs.append(inspect.doc(c))
                 continue
             except ContainerError as e:
                 if kind == "container" or "multiple IDs" in str(e):

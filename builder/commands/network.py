@@ -58,6 +58,8 @@ def register(sub) -> None:
 
     p = nsub.add_parser("prune", help="remove all networks no container uses")
     p.add_argument("-f", "--force", action="store_true", help="do not prompt for confirmation")
+    p.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
+                   help="until=TIME|DURATION (created before), label=K[=V], label!=K[=V]")
     p.set_defaults(func=cmd_prune)
 
 
@@ -233,8 +235,10 @@ def _used(nid: str) -> bool:
 
 
 def cmd_prune(args) -> int:
+    from builder.commands.containers import prune_filter
     from runtime.errors import SandboxError
 
+    keep = prune_filter(getattr(args, "filter", []))
     if not args.force:
         from builder.prompt import confirm
 
@@ -242,7 +246,8 @@ def cmd_prune(args) -> int:
                 "container.", "network prune has been cancelled")
     nets, deleted = _networks(), []
     for d in nets.all():
-        if _used(d["Id"]):
+        if _used(d["Id"]) or (keep is not None and not keep(d.get("Created") or "",
+                                                              d.get("Labels") or {})):
             continue
         try:
             nets.remove(d)

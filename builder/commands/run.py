@@ -75,6 +75,8 @@ FLAGS = (
     Flag("mount", "append",
          help="type=bind|volume|tmpfs,source=SRC,target=DST[,readonly][,tmpfs-size=N]"),
     Flag("tmpfs", "append", help="mount a tmpfs: DST[:OPTS] (OPTS: size=64m,mode=1777,ro,...)"),
+    Flag("volumes-from", "append", metavar="list",
+         help="mount the volumes and binds of a container: CONTAINER[:ro|rw]"),
     Flag("interactive", "bool", short="i", help="keep stdin open"),
     Flag("tty", "bool", short="t", help="allocate a pseudo-terminal"),
     # --- attach: detach keys ---
@@ -84,6 +86,27 @@ FLAGS = (
               "A foreground run has no supervisor to leave the container with: there they are "
               "only checked, and typed into the container like any key"),
     # --- end attach ---
+    Flag("cidfile", metavar="string", help="write the container ID to the file (which must "
+                                            "not exist yet)"),
+    Flag("platform", metavar="string",
+         help="platform of the image: only this machine's (e.g. linux/amd64)"),
+    Flag("sig-proxy", "bool", default=True,
+         help="relay the signals this process gets to the container (default true; not with a "
+              "tty). A foreground run has no daemon to keep the container: a signal that ends "
+              "this process ends it too"),
+    Flag("domainname", metavar="string", help="container NIS domain name"),
+    Flag("group-add", "append", metavar="list",
+         help="add a supplementary group (a name of the image's /etc/group or a gid)"),
+    Flag("device-cgroup-rule", "append", metavar="list", convert=lambda t: _device_rule(t),
+         help='add a rule to the cgroup allowed devices list ("c 1:3 mr", "b 8:* rwm")'),
+    Flag("uts", metavar="string", help="UTS namespace to use: host (the host's hostname)"),
+    Flag("disable-content-trust", "bool", default=True,
+         help="skip image verification (always: pybuild has no content trust; =false is refused)"),
+    Flag("sysctl", "append", metavar="map", convert=lambda t: _sysctl(t),
+         help="set a namespaced kernel parameter K=V (kernel.shm*, kernel.msg*, kernel.sem, "
+              "fs.mqueue.*, net.* off the host network)"),
+    Flag("oom-score-adj", "int", metavar="int",
+         help="tune the container's OOM preferences (-1000 to 1000)"),
     Flag("init", "bool", help="run an init as pid 1 that forwards signals and reaps processes "
                               "(the command is then pid 2)"),
     Flag("memory", short="m", metavar="bytes", help="memory limit (b, k, m, g units)"),
@@ -92,6 +115,14 @@ FLAGS = (
     Flag("cpus", metavar="decimal", help="number of CPUs (e.g. 0.5)"),
     Flag("cpu-shares", short="c", help="CPU shares (relative weight)"),
     Flag("pids-limit", help="maximum number of processes (-1 unlimited)"),
+    Flag("cpu-period", metavar="int", help="limit the CPU CFS period (µs; not with --cpus)"),
+    Flag("cpu-quota", metavar="int", help="limit the CPU CFS quota (µs per period; not with --cpus)"),
+    Flag("memory-reservation", metavar="bytes", help="memory soft limit"),
+    Flag("memory-swappiness", "int", metavar="int",
+         help="tune the container's memory swappiness (0 to 100; cgroup v1)"),
+    Flag("oom-kill-disable", "bool", help="disable the OOM killer (cgroup v1; with -m)"),
+    Flag("cpuset-cpus", metavar="string", help="CPUs the container may use (0-3, 0,1)"),
+    Flag("cpuset-mems", metavar="string", help="memory nodes (NUMA) it may use (0-3, 0,1)"),
     Flag("shm-size", metavar="bytes", help="size of /dev/shm (default 64m)"),
     Flag("ulimit", "append", help="a resource limit NAME=SOFT[:HARD] (nofile, nproc, core, ...)"),
     Flag("pull", "choice", default="missing", choices=("always", "missing", "never"),
@@ -119,6 +150,8 @@ FLAGS = (
     Flag("health-retries", "int", default=0,
          help="consecutive failures needed to report unhealthy"),
     Flag("no-healthcheck", "bool", help="disable any container-specified HEALTHCHECK"),
+    Flag("log-driver", metavar="string",
+         help="logging driver: json-file (default) or none (nothing kept; `logs` refuses)"),
     Flag("log-opt", "append", help="json-file log options: max-size=N[k|m|g] (rotate when the "
                                    "log reaches it), max-file=N (logs kept, default 1)"),
     # --- seccomp helper's flags ---
@@ -134,6 +167,7 @@ FLAGS = (
     # --- end caps ---
 )
 USAGE = "[OPTIONS] IMAGE [COMMAND] [ARG...]"
+RUN_ONLY = ("sig-proxy",)       # run's flags docker's create has not
 
 
 def register(sub) -> None:
@@ -216,7 +250,7 @@ def _labels(args, image_labels: dict) -> dict:
     """The image's Labels, then --label-file's lines, then --label (docker's order)."""
     items = []
     for path in args.label_file:
-        lines = _read_env_file(path, "--label-file").splitlines()
+        lines = read_env_file(path, "--label-file").splitlines()
         items += [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
     items += args.label
     out = dict(image_labels or {})
@@ -278,6 +312,14 @@ def lifecycle(args, cfg: dict) -> dict:
             raise ConfigError(str(e)) from None
     if args.stop_timeout is not None:
         out["stop_timeout"] = args.stop_timeout
+    if args.log_driver not in (None, "json-file"):
+        from runtime.errors import ConfigError
+        if args.log_driver != "none":
+            raise ConfigError(f'error looking up logging plugin {args.log_driver}: plugin '
+                              f'"{args.log_driver}" not found')
+        if args.log_opt:
+            raise ConfigError("invalid logging opts for driver none")
+        out["log_driver"] = "none"
     out.update(_log_opts(args.log_opt))
     given = (args.health_cmd is not None or args.health_retries or args.no_healthcheck
              or any(getattr(args, "health_" + name.replace("-", "_")) is not None
@@ -339,7 +381,7 @@ def _image(args) -> tuple[str, str, dict, list[str]]:
     return os.fspath(store.root), img.id, img.config, dirs
 
 
-def _read_env_file(path: str, flag: str = "--env-file") -> str:
+def read_env_file(path: str, flag: str = "--env-file") -> str:
     """The text of an --env-file or --label-file: a missing or non-UTF-8 file is one line."""
     from runtime.errors import ConfigError
 
@@ -356,8 +398,16 @@ def _limits(args):
     """The limit flags as runtime.spec.Resources (every container gets a cgroup, as in docker)."""
     from runtime import cgroups
 
+    if args.oom_kill_disable and not args.memory:     # docker's client's, then its daemon's
+        print("WARNING: Disabling the OOM killer on containers without setting a '-m/--memory' "
+              "limit may be dangerous.\nWARNING: OOM killer is disabled for the container, but "
+              "no memory limit is set, this can result in the system running out of resources.",
+              file=sys.stderr)
+
     return cgroups.resources(args.memory, args.memory_swap, args.cpus, args.cpu_shares,
-                             args.pids_limit)
+                             args.pids_limit, args.cpu_period, args.cpu_quota,
+                             args.memory_reservation, args.cpuset_cpus, args.cpuset_mems,
+                             args.memory_swappiness, args.oom_kill_disable)
 
 
 def _security(args) -> list[str]:
@@ -479,6 +529,24 @@ def _user_network(args, network: str) -> dict:
     return {"network_id": d["Id"], "aliases": list(args.network_alias), "ip": args.ip or ""}
 
 
+def sweep_stale_networks(default: bool = True, keep: str = "") -> None:
+    """What a killed foreground run or build left on the host goes now: the default bridge
+    (when `default`: a run off it) and every user network's bridge but `keep`'s, each when no
+    live lease holds it and its linger is over (runtime.network.leases.sweep). A stat and a
+    listdir when there is nothing to do; a bridge a detached sweep already waits on is its."""
+    from runtime.network import STATE_DIR, bridge_exists, sweep_waits, user_bridges
+
+    if default and bridge_exists() and not sweep_waits():
+        from runtime.network.leases import sweep
+        sweep()
+    others = [n for n in user_bridges() if n != keep and not sweep_waits(os.path.join(STATE_DIR, n))]
+    if others:
+        from runtime.network import Net
+        from runtime.network.leases import sweep
+        for n in others:
+            sweep(Net(os.path.join(STATE_DIR, n), "br-" + n, id=n))
+
+
 def _network(args, cfg, check_only: bool = False) -> tuple[str, dict]:
     """--network (docker's default bridge, or a user-defined network) and what goes with it:
     {"ports": -p/-P bindings, "exposed": the image's ExposedPorts + --expose, "extra_hosts":
@@ -495,20 +563,8 @@ def _network(args, cfg, check_only: bool = False) -> tuple[str, dict]:
         check_network(network)
     net: dict = _user_network(args, network) if (args.ip or args.network_alias
                                                   or network not in NETWORKS) else {}
-    if network != "bridge" and not check_only:     # a killed foreground run's bridge goes now
-        from runtime.network import bridge_exists, sweep_waits
-        if bridge_exists() and not sweep_waits():   # (a waiting sweep will see to it)
-            from runtime.network.leases import sweep
-            sweep()
-    if not check_only:                              # and a user network's (but ours)
-        from runtime.network import STATE_DIR, sweep_waits, user_bridges
-        others = [n for n in user_bridges() if n != net.get("network_id", "")[:12]
-                  and not sweep_waits(os.path.join(STATE_DIR, n))]
-        if others:
-            from runtime.network import Net
-            from runtime.network.leases import sweep
-            for n in others:
-                sweep(Net(os.path.join(STATE_DIR, n), "br-" + n, id=n))
+    if not check_only:
+        sweep_stale_networks(default=network != "bridge", keep=net.get("network_id", "")[:12])
     net["extra_hosts"] = [etcfiles.parse_add_host(h) for h in args.add_host]
     bridged = network not in ("host", "none")
     if not (args.publish or args.publish_all or args.expose) and (
@@ -535,7 +591,7 @@ def _network(args, cfg, check_only: bool = False) -> tuple[str, dict]:
 
 def _detach(root: str, image_id: str, image_config: dict, lowerdirs: list[str], args, argv,
             extra_env, cwd, user, network, limits, mounts, life: dict,
-            net: dict | None = None, attached: bool = False) -> int:
+            net: dict | None = None, attached: bool = False, cidfile=None) -> int:
     """run -d: a container record, its supervisor started; print the ID once it runs.
     `create` stops after the record; --rm (auto_remove) has the supervisor remove it at exit.
     `attached` (a foreground run with --restart, which needs a supervisor): no ID; this
@@ -572,11 +628,13 @@ def _detach(root: str, image_id: str, image_config: dict, lowerdirs: list[str], 
         from runtime.containers.volumes import Volumes
         Volumes(root).remove_anonymous(mounts)
         raise
+    if cidfile is not None:
+        cidfile.write(c.id)
     if getattr(args, "create_only", False):
         print(c.id)
         return 0
     if attached:
-        return _run_attached(root, c, args.detach_keys)
+        return _run_attached(root, c, args.detach_keys, args.sig_proxy)
     error = supervisor.spawn(root, c.id)
     if error is not None:
         return _fail(error)
@@ -584,7 +642,7 @@ def _detach(root: str, image_id: str, image_config: dict, lowerdirs: list[str], 
     return 0
 
 
-def _run_attached(root: str, c, keys_text: str | None) -> int:
+def _run_attached(root: str, c, keys_text: str | None, sig_proxy: bool = True) -> int:
     import socket
 
     from runtime import tty
@@ -611,7 +669,7 @@ def _run_attached(root: str, c, keys_text: str | None) -> int:
         try:
             code = attach.session(mine, stdin=stdin, tty=bool(c.config.get("tty")),
                                   keys=tty.chosen_detach_keys(keys_text) if stdin else None,
-                                  on_signal=proxy)
+                                  on_signal=proxy if sig_proxy else None)
         except tty.Detached:
             return 0
         if code is None:
@@ -623,11 +681,150 @@ def _run_attached(root: str, c, keys_text: str | None) -> int:
         mine.close()
 
 
+def only_host_platform(text: str) -> None:
+    """--platform of build, run and create: this machine's platform (what it leaves out is
+    the host's), else ValueError with the line to show."""
+    from cache import platform
+
+    host = platform.host()
+    try:
+        want = {**host, **platform.parse(text)}
+    except ValueError as e:
+        raise ValueError(f"--platform {e}") from None
+    if platform.to_string(want) != platform.to_string(host):
+        raise ValueError(f"--platform {text}: only {platform.to_string(host)} (this machine) "
+                         "is supported")
+
+
+class CidFileError(Exception):
+    """--cidfile cannot be made: docker's line and exit status (`code`)."""
+
+    def __init__(self, msg: str, code: int):
+        super().__init__(msg)
+        self.code = code
+
+
+class CidFile:
+    """--cidfile as docker's client keeps it: refused when the file is there, made (empty)
+    before the container, the ID written once it is known, removed when none was."""
+
+    def __init__(self, path: str):
+        self.path, self.written = path, False
+        if os.path.exists(path):
+            raise CidFileError(f"container ID file found, make sure the other container isn't "
+                               f"running or delete {path}", 125)
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+        except OSError as e:
+            # docker run's exit status for this error: 127 for "no such file", 126 for
+            # "permission denied" (its runStartContainerErr reads the text)
+            code = 127 if e.errno == 2 else 126 if e.errno == 13 else 125
+            raise CidFileError(f"failed to create the container ID file: open {path}: "
+                               f"{(e.strerror or '').lower()}", code) from None
+
+    def write(self, cid: str) -> None:
+        with open(self.path, "w") as f:
+            f.write(cid)
+        self.written = True
+
+    def close(self) -> None:
+        if not self.written:
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass
+
+
+_SYSCTL_KEYS = ("kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem", "kernel.shmall",
+                "kernel.shmmax", "kernel.shmmni", "kernel.shm_rmid_forced")
+
+
+def _sysctl(text: str) -> str:
+    """docker's opts.ValidateSysctl: K=V with K one of the IPC ones, fs.mqueue.* or net.*."""
+    key, eq, _ = text.partition("=")
+    if not eq or not (key in _SYSCTL_KEYS or key.startswith(("fs.mqueue.", "net."))):
+        raise ValueError(f"sysctl '{text}' is not whitelisted")
+    return text
+
+
+def _device_rule(text: str) -> str:
+    """docker's opts.ValidateDeviceCgroupRule: TYPE MAJOR:MINOR ACCESS."""
+    import re
+
+    if not re.fullmatch(r"([acb]) ([0-9]+|\*):([0-9]+|\*) ([rwm]{1,3})", text):
+        raise ValueError(f"invalid device cgroup format '{text}'")
+    return text
+
+
+def _extra(args) -> dict:
+    """--platform (this machine's only), --domainname, --group-add, --oom-score-adj checked
+    with docker's lines; the record's (and the spec's) fields of those given (--cidfile's and
+    --volumes-from's too, for inspect)."""
+    from runtime.errors import ConfigError
+
+    out: dict = {}
+    if not args.disable_content_trust:
+        raise ConfigError("content trust (Notary) is not supported: drop "
+                          "--disable-content-trust=false")
+    if args.uts is not None:
+        if args.uts not in ("", "host"):
+            raise ConfigError("--uts: invalid UTS mode")
+        if args.uts == "host" and args.hostname:
+            raise ConfigError("conflicting options: hostname and the UTS mode")
+        if args.uts:
+            out["uts"] = "host"
+    if args.device_cgroup_rule:
+        out["device_cgroup_rules"] = list(args.device_cgroup_rule)
+    if args.platform:
+        try:
+            only_host_platform(args.platform)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+    if args.oom_score_adj is not None:
+        if not -1000 <= args.oom_score_adj <= 1000:
+            raise ConfigError(f"Invalid value {args.oom_score_adj}, range for oom score adj is "
+                              "[-1000, 1000]")
+        if args.oom_score_adj:
+            out["oom_score_adj"] = args.oom_score_adj
+    if args.domainname:
+        out["domainname"] = args.domainname
+    if args.group_add:
+        out["group_add"] = list(args.group_add)
+    if args.cidfile:
+        out["cidfile"] = args.cidfile
+    if args.volumes_from:
+        out["volumes_from"] = list(args.volumes_from)
+    if args.sysctl:
+        out["sysctls"] = dict(s.partition("=")[::2] for s in args.sysctl)
+        net = next((k for k in out["sysctls"] if k.startswith("net.")), None)
+        if net and args.network == "host":
+            raise ConfigError(f'sysctl "{net}" not allowed in host network namespace')
+    return out
+
+
 def cmd_run(args) -> int:
     from runtime.privileges import require_root
 
     require_root()
 
+    if args.interactive and args.tty and not args.detach and not os.isatty(0):
+        print("pybuild: error: the input device is not a TTY", file=sys.stderr)
+        return 1        # docker's CheckTty, before anything is made
+    cidfile = None
+    if args.cidfile:
+        try:
+            cidfile = CidFile(args.cidfile)
+        except CidFileError as e:
+            print(f"pybuild: error: {e}", file=sys.stderr)
+            return e.code
+    try:
+        return _cmd_run(args, cidfile)
+    finally:
+        if cidfile is not None:
+            cidfile.close()
+
+
+def _cmd_run(args, cidfile) -> int:
     from cache.errors import StoreError
     from cache.fspath import remove_tree
     from cache.layout import new_scratch
@@ -637,9 +834,6 @@ def cmd_run(args) -> int:
     from runtime.sandbox import run
     from runtime.spec import SandboxSpec
 
-    if args.interactive and args.tty and not args.detach and not os.isatty(0):
-        print("pybuild: error: the input device is not a TTY", file=sys.stderr)
-        return 1        # docker's CheckTty, before anything is made
     try:
         if args.detach_keys:        # --- attach: docker's line for bad keys, before anything
             from runtime.tty import detach_keys
@@ -647,6 +841,7 @@ def cmd_run(args) -> int:
                 detach_keys(args.detach_keys)
             except ValueError as e:
                 raise ConfigError(str(e)) from None
+        extra = _extra(args)                    # --platform, --oom-score-adj, ...: checked
         _network(args, {}, check_only=True)     # bad -p/--network/--add-host: before any pull
         privileges = _privileges(args)          # bad --cap-add/--device too
         privileges.update(process_limits(args.shm_size, args.ulimit))
@@ -655,7 +850,7 @@ def cmd_run(args) -> int:
         security = _security(args)
         if not args.detach:         # the supervisor enters its own (it must not hold ours)
             mountns.enter_private()     # a mount made here (the snapshotter's probe) dies with us
-        extra_env = [e for f in args.env_file for e in config.env_file(_read_env_file(f), os.environ, f)]
+        extra_env = [e for f in args.env_file for e in config.env_file(read_env_file(f), os.environ, f)]
         extra_env += config.user_env(args.env, os.environ)
         root, image_id, image_config, lowerdirs = _image(args)
         cfg = image_config.get("config") or {}
@@ -668,15 +863,19 @@ def cmd_run(args) -> int:
             life["security_opt"] = security         # the record's: start and exec apply it too
         life.update(privileges)                 # the record's too (checked once, above)
         life.update(dns)                        # --- dns: the record's, and the spec's below ---
+        life.update(extra)
         # a foreground run with a restart policy needs a supervisor: run -d, attached
         attached = not args.detach and life["restart"]["Name"] != "no"
-        mounts = volumes.image_volumes(volumes.parse_all(args.volume, args.mount, args.tmpfs),
-                                       cfg.get("Volumes"))
+        mounts = volumes.image_volumes(
+            volumes.volumes_from(root, args.volumes_from,
+                                 volumes.parse_all(args.volume, args.mount, args.tmpfs)),
+            cfg.get("Volumes"))
         if mounts:
             mounts = volumes.prepare(root, mounts, lowerdirs)
         if args.detach or attached:
             return _detach(root, image_id, image_config, lowerdirs, args, argv, extra_env, cwd,
-                           user, network, limits, mounts, life, net, attached=attached)
+                           user, network, limits, mounts, life, net, attached=attached,
+                           cidfile=cidfile)
         cid = os.urandom(32).hex()
         hostname = config.hostname(args.hostname, cid, network, os.uname().nodename)
         env = config.environment(cfg.get("Env") or [], extra_env, hostname, args.tty)
@@ -701,8 +900,15 @@ def cmd_run(args) -> int:
                            gid_in_groups=True, readonly_rootfs=args.read_only,
                            mounts=volumes.to_spec(root, mounts), security_opt=security,
                            dns=life.get("dns"), mac_address=life.get("mac_address") or "",
-                           **privileges)
-        return run(spec, forward_signals=True, relay_stdin=args.interactive)
+                           domainname=extra.get("domainname") or "",
+                           group_add=extra.get("group_add") or [],
+                           oom_score_adj=extra.get("oom_score_adj"),
+                           sysctls=extra.get("sysctls") or {},
+                           device_cgroup_rules=extra.get("device_cgroup_rules") or [],
+                           uts_host=extra.get("uts") == "host", **privileges)
+        if cidfile is not None:
+            cidfile.write(cid)
+        return run(spec, forward_signals=args.sig_proxy, relay_stdin=args.interactive)
     except (SandboxError, StoreError) as e:
         return _fail(str(e))
     finally:

@@ -37,6 +37,8 @@ def register(sub) -> None:
     p.add_argument("-f", "--force", action="store_true", help="do not prompt for confirmation")
     p.add_argument("-a", "--all", action="store_true",
                    help="named volumes too (by default only anonymous ones, as docker 23+)")
+    p.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
+                   help="label=K[=V], label!=K[=V]")
     p.set_defaults(func=cmd_prune)
 
 
@@ -104,6 +106,11 @@ def cmd_prune(args) -> int:
     from builder.units import human_size
     from cache.fspath import tree_bytes
 
+    keep = None
+    if getattr(args, "filter", None):
+        from builder.commands.containers import _filters, prune_filter
+        _filters(args.filter, ("label", "label!"))      # docker: no until for volumes
+        keep = prune_filter(args.filter)
     if not args.force:
         from builder.prompt import confirm
 
@@ -113,7 +120,10 @@ def cmd_prune(args) -> int:
     vols = _volumes()
     deleted, reclaimed = [], 0
     for n in vols.names():
-        if vols.users(n) or not (args.all or (vols.meta(n) or {}).get("Anonymous")):
+        meta = vols.meta(n) or {}
+        if vols.users(n) or not (args.all or meta.get("Anonymous")):
+            continue
+        if keep is not None and not keep(meta.get("CreatedAt") or "", meta.get("Labels") or {}):
             continue
         size = tree_bytes(vols.mountpoint(n))
         vols.remove(n)

@@ -64,8 +64,10 @@ def arg(run, ins: ast.Arg, n: int) -> None:
             value: str | None = build_args[name]
         elif kv.value is not None:
             value = run.expand(ins, kv.value)
-        else:
-            value = run.solver.plan.global_args.get(name)
+        else:  # BuildKit: a bare ARG takes the global default, else keeps what is in scope
+            value = run.solver.plan.global_args.get(name)  # (an ARG of the stage built on)
+            if value is None:
+                value = run.args.get(name)
         run.args[name] = value
         parts.append(f"{name}={value}" if value is not None else name)
     run.config_step(ins, "ARG " + " ".join(parts))

@@ -8,12 +8,21 @@ their mtimes.
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import shutil
 from pathlib import Path
 
 from builder.steps.layer import commit, scratch
 from cache import owner
 from grammar import ExpansionError, ast
+
+SHARE_ENV = "PYBUILD_COPY_SHARE"  # "link": a missed COPY hard-links unchanged files (_share)
+
+
+def sharing() -> bool:
+    """Is COPY's sharing with the previous layer on (`_share`)?"""
+    return os.environ.get(SHARE_ENV, "off") == "link"
 
 
 def _is_url(src: str) -> bool:
@@ -77,18 +86,72 @@ def copy_step(run, ins: ast.Copy | ast.Add, n: int) -> None:
 
             with scratch(run.solver.store) as (upper, work):
                 lowers = [] if link else run.lowerdirs()
-                with mounted(lowers, upper, work) as root:
-                    root = Path(root)
-                    owner = resolve_chown(chown, root) if chown else None
-                    for tree, names, _, local in groups:
-                        if callable(tree):
-                            tree = tree()
-                        copy(tree.select(names, excludes), root, dest, workdir=workdir, chown=owner,
-                             chmod=chmod, parents=parents, multiple=len(srcs) > 1,
-                             unpack=is_add and unpack and local)
+                share = None
+                try:
+                    with mounted(lowers, upper, work) as root:
+                        root = Path(root)
+                        owner = resolve_chown(chown, root) if chown else None
+                        for tree, names, _, local in groups:
+                            if callable(tree):
+                                tree = tree()
+                            sel = tree.select(names, excludes)
+                            if local and len(groups) == 1 and len(sel) == 1 and sel[0].is_dir:
+                                share = _share(run, upper, tree)
+                            copy(sel, root, dest, workdir=workdir, chown=owner, chmod=chmod,
+                                 parents=parents, multiple=len(srcs) > 1,
+                                 unpack=is_add and unpack and local, share=share,
+                                 settle=(run.solver.opts.epoch,))
+                    if share is not None:
+                        share.finish(upper)
+                finally:
+                    if share is not None:
+                        share.close()
                 return commit(run, upper)
 
         run.layer_step(ins, n, created_by, inputs, do, files, ignore)
+
+
+def _share(run, upper, tree):
+    """A `builder.copying.Share` with the layer this step made in the last build of this
+    Dockerfile and tag (builder.explain's record: the same step, its parent and inputs but
+    the sources' digests unchanged, so each source lands where it did), when the last
+    record of this command line (builder.replay's: the full content digest of each context
+    file then) was made with that layer; else None. Only with the overlay snapshotter: the
+    links go into the upper dir, which the native one writes only at the end.
+
+    Off unless PYBUILD_COPY_SHARE=link: a shared inode's link count is 2 or more while both
+    layers exist, and a later RUN (or a container) sees that count through the overlay where a
+    cold build shows 1 - the layer's tar and digest are a cold build's, its view is not."""
+    from builder.copying import Share
+    from cache.errors import StoreError
+    from runtime.snapshotter import snapshotter
+
+    if not sharing():
+        return None
+    rec, ex = run.solver.recorder, run.solver.explainer
+    prev = getattr(rec, "previous", None)
+    if run.no_cache or ex is None or not isinstance(prev, dict) or not rec.contents:
+        return None
+    try:
+        steps = ex.stages[run.stage.label]["steps"]
+        step = steps[-1]            # noted by layer_step just before it ran this
+        old = ex.previous_step(run.stage.label, step)
+        if old is None or old["parent"] != step["parent"]:
+            return None
+        def same(d):
+            return {k: v for k, v in d.items() if k not in ("sources", "epoch")}
+        if json.loads(json.dumps(same(step["inputs"]))) != same(old["inputs"]):
+            return None
+        diff_id = (prev["keys"].get(old["key"]) or {}).get("diff_id")
+        files = prev["files"]
+        if not diff_id or not isinstance(files, dict):
+            return None
+        if snapshotter(Path(upper).parent) != "overlay":
+            return None
+        old_dir = run.solver.store.layer_dir(diff_id)   # held from now on: a prune keeps it
+    except (KeyError, TypeError, AttributeError, IndexError, StopIteration, StoreError):
+        return None
+    return Share(os.fspath(old_dir), files, rec.contents, rec.observed, tree.root)
 
 
 def _source_groups(run, ins, srcs, heredocs, frm, checksum, stack):

@@ -24,9 +24,11 @@ def run_step(run, ins: ast.Run, n: int) -> None:
     cfg = run.state.config["config"]
     argv = _run_argv(run, ins)
     env = run.run_env()
-    network = ins.flag("network") or run.solver.opts.network
+    network = ins.flag("network") or "default"
     if network not in ("default", "host", "none"):
         raise run.error(ins, f'invalid network mode "{network}"')
+    if network == "default":        # BuildKit: only a RUN's own host/none beats the build's
+        network = run.solver.opts.network
     security = ins.flag("security") or "sandbox"
     if security == "insecure":
         raise run.error(ins, "RUN --security=insecure is not allowed: pybuild grants no "
@@ -68,7 +70,8 @@ def run_step(run, ins: ast.Run, n: int) -> None:
                     lowerdirs=run.lowerdirs(), upperdir=upper, workdir=work, argv=spec_argv,
                     env=script_env, cwd=cwd, user=cfg.get("User") or "",
                     hostname=run.solver.opts.build_args.get("BUILDKIT_SANDBOX_HOSTNAME", "buildkitsandbox"),
-                    network="none" if network == "none" else "host", mounts=sandbox_mounts,
+                    network="bridge" if network == "default" else network, own_hosts=True,
+                    mounts=sandbox_mounts,
                     extra_hosts=hosts, shm_size=opts.shm_size, ulimits=opts.ulimits,
                     stdin=devnull, stdout=w, stderr=w)
                 if run.solver.cancelled.is_set():

@@ -38,7 +38,8 @@ def run(pid1: int, argv: list[str], env: list[str], cwd: str, user: str, *,
         detach: bool = False, stdin: int | None = None, terminal: bool = False,
         security_opt: list[str] | None = None, privileged: bool = False,
         capmask: int = caps.DEFAULT_CAP_MASK, detach_keys: bytes | None = None,
-        ulimits: list[dict] | None = None) -> int:
+        ulimits: list[dict] | None = None, group_add: list[str] | None = None,
+        oom_score_adj: int | None = None) -> int:
     """Run argv in the namespaces, root and cgroups of the process `pid1` (a container's pid 1,
     host pid); return its exit status (128+n for signal n; 0 at once with `detach`).
     terminal: a pty in the container, relayed to this process's stdout (and stdin when given).
@@ -47,7 +48,8 @@ def run(pid1: int, argv: list[str], env: list[str], cwd: str, user: str, *,
     be set up. security_opt, privileged: the container's (its record's): the same seccomp
     filter (none when privileged, as docker) and no_new_privs as its pid 1 got. detach_keys:
     typed on the terminal, they raise tty.Detached and the command runs on (_let_run).
-    ulimits: the container's --ulimit (its record's), set as on its pid 1 (runc exec)."""
+    ulimits: the container's --ulimit (its record's), set as on its pid 1 (runc exec); so are
+    group_add (--group-add: after the user's groups) and oom_score_adj (--oom-score-adj)."""
     secure = seccomp.policy(security_opt, capmask, privileged)
     if ulimits:         # imported on the host: after the mount setns nothing more can be
         from runtime import ulimits as _ulimits
@@ -73,7 +75,7 @@ def run(pid1: int, argv: list[str], env: list[str], cwd: str, user: str, *,
     if pid == 0:
         _joiner(fds[:-1], root, joins, stdio, argv, env, cwd, user, w, detach, csock,
                 ulimits or [],
-                secure, capmask)  # never returns
+                secure, capmask, (group_add or [], oom_score_adj))  # never returns
     for fd in fds + joins + [w, devnull]:
         os.close(fd)
     master = None
@@ -165,9 +167,12 @@ def _report(w: int, e: BaseException) -> None:
 # --- the children (never return). After the chroot nothing may be imported. ----------------
 
 def _joiner(nsfds, root, joins, stdio, argv, env, cwd, user, w, detach, csock, limits, secure,
-            capmask) -> None:
+            capmask, extra) -> None:
     code = 126
     try:
+        if extra[1] is not None:        # the container's --oom-score-adj, inherited by B
+            with open("/proc/self/oom_score_adj", "w") as f:
+                f.write(str(extra[1]))
         if detach and os.fork() != 0:
             os._exit(0)             # the caller returns; this orphan waits for B on the host
         for i, fd in enumerate(stdio):
@@ -184,7 +189,8 @@ def _joiner(nsfds, root, joins, stdio, argv, env, cwd, user, w, detach, csock, l
         pts = tty.send_new_pty(csock) if csock is not None else None
         child = os.fork()           # the first process that is inside the pid namespace
         if child == 0:
-            _command(argv, env, cwd, user, w, detach, joins, pts, secure, capmask, limits)
+            _command(argv, env, cwd, user, w, detach, joins, pts, secure, capmask, limits,
+                     extra[0])
         if detach:
             os.close(w)             # the caller reads it to its end: B's exec or error
             for sig in process.FORWARDED_SIGNALS:
@@ -201,7 +207,8 @@ def _joiner(nsfds, root, joins, stdio, argv, env, cwd, user, w, detach, csock, l
     os._exit(code)
 
 
-def _command(argv, env, cwd, user, w, detach, joins, pts, secure, capmask, limits) -> None:
+def _command(argv, env, cwd, user, w, detach, joins, pts, secure, capmask, limits,
+             group_add) -> None:
     code = 126
     try:
         for fd in joins:            # "0": this process, into the container's cgroups
@@ -219,6 +226,9 @@ def _command(argv, env, cwd, user, w, detach, joins, pts, secure, capmask, limit
 
             ulimits.apply(limits)
         who = users.resolve(user, with_gid=True)
+        if group_add:
+            who.sgids = who.sgids + [g for g in users.additional_groups(group_add)
+                                     if g not in who.sgids]
         environ = process._environ(env, who)
         try:
             os.chdir(cwd)

@@ -35,6 +35,36 @@ def init_pid(c) -> int:
     return pid1
 
 
+def freezer(c) -> tuple[int, str] | None:
+    """(cgroup version, dir) of a running container's own freezer cgroup (below
+    cgroups.PARENT), else None: what `pause`, `unpause` and commit freeze."""
+    pid = init_pid(c)
+    if not pid:
+        return None
+    from runtime import cgroups
+
+    try:
+        ver, dirs = cgroups.of_pid(pid)
+    except OSError:
+        return None
+    path = dirs.get("freezer")
+    if not path or os.path.basename(os.path.dirname(path)) != cgroups.PARENT:
+        return None
+    return ver, path
+
+
+def paused(c) -> bool:
+    """docker's State.Paused: the container runs and its cgroup is frozen."""
+    if c.status != "running":
+        return False
+    where = freezer(c)
+    if where is None:
+        return False
+    from runtime import cgroups
+
+    return cgroups.frozen(*where)
+
+
 def _cmd(argv: list[str], entrypoint) -> list[str] | None:
     """Config.Cmd: argv after the entrypoint (docker keeps the two apart)."""
     ep = list(entrypoint or [])
@@ -93,13 +123,30 @@ def _network_settings(c) -> dict:
             "Networks": networks}
 
 
+def _resources(r: dict) -> dict:
+    """HostConfig's limits, in docker's names."""
+    swap = r.get("memory_swap") or 0
+    if r.get("memory") and not swap:
+        swap = 2 * r["memory"]          # docker's default, as its inspect shows it
+    out = {"CpuShares": r.get("cpu_shares") or 0, "Memory": r.get("memory") or 0,
+           "NanoCpus": r.get("nano_cpus") or 0, "CpuPeriod": r.get("cpu_period") or 0,
+           "CpuQuota": r.get("cpu_quota") or 0,
+           "MemoryReservation": r.get("memory_reservation") or 0, "MemorySwap": swap,
+           "CpusetCpus": r.get("cpuset_cpus") or "", "CpusetMems": r.get("cpuset_mems") or "",
+           "MemorySwappiness": r["memory_swappiness"] if r.get("memory_swappiness", -1) >= 0
+           else None, "OomKillDisable": bool(r.get("oom_kill_disable")),
+           "PidsLimit": r.get("pids_limit") or None}      # docker's JSON: null when unset
+    return out
+
+
 def doc(c) -> dict:
     cfg, st, status = c.config, c.state, c.status
     argv = cfg.get("argv") or []
+    frozen = paused(c)
     state = {
-        "Status": status,
+        "Status": "paused" if frozen else status,
         "Running": status in ("running", "restarting"),     # docker: a restarting one runs
-        "Paused": False,
+        "Paused": frozen,
         "Restarting": status == "restarting",
         "OOMKilled": False,
         "Dead": status == "dead",
@@ -113,6 +160,7 @@ def doc(c) -> dict:
         state["Health"] = st["health"]
     config = {
         "Hostname": cfg.get("hostname", ""),
+        "Domainname": cfg.get("domainname", ""),
         "User": cfg.get("user", ""),
         "Env": cfg.get("env") or [],
         "Cmd": _cmd(argv, cfg.get("entrypoint")),
@@ -136,7 +184,7 @@ def doc(c) -> dict:
         "Args": argv[1:],
         "State": state,
         "Image": cfg.get("image_id", ""),
-        "LogPath": c.log_path,
+        "LogPath": "" if cfg.get("log_driver") == "none" else c.log_path,
         "Name": "/" + c.name,
         "RestartCount": st.get("restart_count") or 0,
         "Driver": "overlay",
@@ -156,8 +204,17 @@ def doc(c) -> dict:
             "Privileged": bool(cfg.get("privileged")),
             "Devices": [{k: d[k] for k in ("PathOnHost", "PathInContainer", "CgroupPermissions")}
                         for d in cfg.get("devices") or []],
-            "LogConfig": {"Type": "json-file", "Config": cfg.get("log_config") or {}},
+            "LogConfig": {"Type": cfg.get("log_driver") or "json-file",
+                          "Config": cfg.get("log_config") or {}},
             "ShmSize": cfg.get("shm_size") or 64 << 20,
+            **_resources(cfg.get("resources") or {}),
+            "GroupAdd": cfg.get("group_add") or None,
+            "OomScoreAdj": cfg.get("oom_score_adj") or 0,
+            "ContainerIDFile": cfg.get("cidfile") or "",
+            "VolumesFrom": cfg.get("volumes_from") or None,
+            "UTSMode": cfg.get("uts") or "",
+            "DeviceCgroupRules": cfg.get("device_cgroup_rules") or None,
+            **({"Sysctls": cfg["sysctls"]} if cfg.get("sysctls") else {}),
             "Ulimits": [{k: u[k] for k in ("Name", "Hard", "Soft")}     # go-units' order
                         for u in cfg.get("ulimits") or []] or None,
             # --- dns: --dns, --dns-search, --dns-option (docker's [] when none) ---

@@ -328,6 +328,28 @@ class Containers:
         return config
     # --- end dns ---
 
+    def rename(self, c: Container, new: str) -> None:
+        """docker rename: a valid name no other container has (docker's lines)."""
+        name = new.removeprefix("/")
+        if not valid_name(name):
+            raise ContainerError(f"Error when allocating new name: Invalid container name "
+                                 f"(/{name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
+        if name == c.name:
+            raise ContainerError("Renaming a container with the same name as its current name")
+        with self._lock().held():
+            taken = {o.name: o.id for o in self.all() if o.id != c.id}
+            if name in taken:
+                raise ContainerError(
+                    f'Error when allocating new name: Conflict. The container name "/{name}" is '
+                    f'already in use by container "{taken[name]}". You have to remove (or rename) '
+                    f'that container to be able to reuse that name.')
+            config = _read(os.path.join(c.path, CONFIG))
+            if config is None:
+                raise ContainerError(f"No such container: {c.id}")
+            config["name"] = name
+            atomic.write_json(os.path.join(c.path, CONFIG), config)
+        c.config = config
+
     def remove(self, c: Container) -> None:
         """Remove every trace of a container that no longer runs (its dir: config, state,
         log, upper and work dirs, a run dir left by a killed supervisor)."""
@@ -340,6 +362,44 @@ class Containers:
         import shutil  # lazily: the supervisor imports this module and stays small
 
         shutil.rmtree(gone, ignore_errors=True)
+
+
+def changes(c: Container) -> list[tuple[str, str]]:
+    """docker diff: (kind, path) of what the container's writable layer changed over its image,
+    sorted by path: A added, C changed (a copied-up file or a dir holding changes), D deleted
+    (a whiteout; an opaque dir's lower entries it does not have again)."""
+    import stat
+
+    from cache.overlayfmt import dir_layers, is_opaque, is_whiteout, lookup
+
+    upper = os.path.join(c.path, "upper")
+    lowers = list(c.config.get("lowerdirs") or [])
+    out: list[tuple[str, str]] = []
+
+    def walk(rel: str, lower_there: bool) -> None:
+        try:
+            names = sorted(os.listdir(os.path.join(upper, rel) if rel else upper))
+        except OSError:
+            return
+        for name in names:
+            sub = f"{rel}/{name}" if rel else name
+            st = os.lstat(os.path.join(upper, sub))
+            if is_whiteout(st):
+                out.append(("D", "/" + sub))
+                continue
+            below = lower_there and lookup(lowers, sub) is not None
+            out.append(("C" if below else "A", "/" + sub))
+            if stat.S_ISDIR(st.st_mode):
+                if below and is_opaque(os.path.join(upper, sub)):
+                    seen = set(os.listdir(os.path.join(upper, sub)))
+                    gone = {n for d in dir_layers(lowers, sub) for n in os.listdir(os.path.join(d, sub))
+                            if n not in seen and lookup(lowers, f"{sub}/{n}") is not None}
+                    out.extend(("D", f"/{sub}/{n}") for n in gone)
+                walk(sub, below)
+
+    walk("", True)
+    out.sort(key=lambda kp: kp[1])
+    return out
 
 
 def rw_size(c: Container) -> int:

@@ -200,7 +200,8 @@ def _supervise(root: str, cid: str, ready_fd: int, restarts: int | None, lock_fd
         stdin, hold = os.pipe2(os.O_CLOEXEC)
     out_r, out_w = os.pipe2(os.O_CLOEXEC)
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
-    log = os.open(c.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+    log = os.open(os.devnull if cfg.get("log_driver") == "none" else c.log_path,   # --log-driver
+                  os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
     mounts = []
     if cfg.get("mounts"):
         from runtime.containers.volumes import to_spec
@@ -231,7 +232,11 @@ def _supervise(root: str, cid: str, ready_fd: int, restarts: int | None, lock_fd
                        # --- dns: --dns/--dns-search/--dns-option, --mac-address ---
                        dns=cfg.get("dns"), mac_address=cfg.get("mac_address") or "",
                        connected=connected, shm_size=cfg.get("shm_size") or 0,
-                       ulimits=cfg.get("ulimits") or [])
+                       ulimits=cfg.get("ulimits") or [],
+                       domainname=cfg.get("domainname") or "", group_add=cfg.get("group_add") or [],
+                       oom_score_adj=cfg.get("oom_score_adj"), sysctls=cfg.get("sysctls") or {},
+                       device_cgroup_rules=cfg.get("device_cgroup_rules") or [],
+                       uts_host=cfg.get("uts") == "host")
     if winsize and spec.tty:    # --- attach: start -a -i: the pty at the terminal's size ---
         from runtime import tty
         tty.initial_size = winsize
@@ -406,6 +411,11 @@ def _should_restart(c, code: int, restarts: int, backoff: float, parse_time) -> 
     """docker's RestartManager.ShouldRestart: (restart?, the wait before it)."""
     import time
 
+    try:                # read again: `update --restart` may have changed it since the start
+        with open(os.path.join(c.path, "config.json"), "rb") as f:
+            c.config = json.load(f)
+    except (OSError, ValueError):
+        pass
     policy = c.config.get("restart") or {}
     name, most = policy.get("Name") or "no", policy.get("MaximumRetryCount") or 0
     try:

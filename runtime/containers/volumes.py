@@ -144,6 +144,31 @@ def parse_all(vs, mounts, tmpfs) -> list[dict]:
     return out
 
 
+def volumes_from(root, specs, mounts: list[dict]) -> list[dict]:
+    """docker --volumes-from C[:ro|rw]: C's volumes and binds at their targets (ro/rw as
+    given, else as C has them), then `mounts` (the -v/--mount/--tmpfs ones, which win a target
+    both have). Its volumes are then shared by name, never anonymous here: `rm -v` of either
+    leaves them to the other."""
+    if not specs:
+        return mounts
+    from runtime.containers.state import Containers
+
+    cs, taken = Containers(root), {m["target"] for m in mounts}
+    out: dict[str, dict] = {}
+    for spec in specs:
+        ref, _, mode = spec.partition(":")
+        if mode not in ("", "ro", "rw"):
+            raise ConfigError(f"invalid mode: {mode}")
+        for m in cs.get(ref).config.get("mounts") or []:
+            if m.get("type") not in ("volume", "bind") or m["target"] in taken:
+                continue
+            m = {k: v for k, v in m.items() if k != "anonymous"}
+            if mode:
+                m["readonly"] = mode == "ro"
+            out[m["target"]] = m
+    return [*out.values(), *mounts]
+
+
 def image_volumes(mounts: list[dict], volumes) -> list[dict]:
     """The image's VOLUME paths as anonymous volumes after the user's mounts, as docker run
     makes them: a path one of `mounts` already targets is left to that mount; relative paths
@@ -267,9 +292,10 @@ class Volumes:
         shutil.rmtree(gone, ignore_errors=True)
 
     def remove_anonymous(self, mounts: list) -> None:
-        """`rm -v` / `run --rm`: the container's anonymous volumes go with it."""
+        """`rm -v` / `run --rm`: the container's anonymous volumes go with it, unless another
+        container (--volumes-from) mounts them too."""
         for m in mounts or []:
-            if m.get("type") == "volume" and m.get("anonymous"):
+            if m.get("type") == "volume" and m.get("anonymous") and not self.users(m["source"]):
                 try:
                     self.remove(m["source"], force=True)
                 except ContainerError:

@@ -82,6 +82,8 @@ def test_create_takes_every_flag_of_run():
     *_, create = _flag_args(["create", *argv])
     assert run.func is not create.func
     del run.func, create.func
+    assert not hasattr(create, "sig_proxy")     # run's own (builder.commands.run.RUN_ONLY)
+    del run.sig_proxy
     assert vars(run) == vars(create)
 
 

@@ -52,7 +52,9 @@ def test_bash_completion_from_the_cli():
     script = r.stdout
     assert _complete(script, ["pybuild", "bui"]) == ["build", "builder"]
     assert _complete(script, ["pybuild", "image", "l"]) == ["load", "ls"]
-    assert set(_complete(script, ["pybuild", "run", "--memo"])) == {"--memory", "--memory-swap"}
+    assert set(_complete(script, ["pybuild", "run", "--memo"])) == {"--memory", "--memory-swap",
+                                                                  "--memory-reservation",
+                                                                  "--memory-swappiness"}
     assert _complete(script, ["pybuild", "--debug", "network", "cr"]) == ["create"]
     assert "--check-reproducible" in _complete(script, ["pybuild", "build", "--check"])
     z = subprocess.run([sys.executable, "-m", "builder", "completion", "zsh"], cwd=REPO,

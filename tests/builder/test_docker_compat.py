@@ -23,7 +23,8 @@ pytestmark = pytest.mark.skipif(DOCKER is None, reason="needs docker.io's client
 GROUPS = ("image", "container", "system")
 # flags pybuild takes whose behaviour differs from docker's in a way a user may notice
 DIFFERENCES = {
-    ("build", "--network"): "default, host or none (no bridge for RUN yet)",
+    ("build", "--network"): "also bridge (default's other name), which BuildKit refuses",
+    ("image build", "--network"): "also bridge (default's other name), which BuildKit refuses",
     ("build", "--platform"): "only this machine's platform",
     ("build", "--output"): "local, tar, oci, docker and registry exporters",
     ("container run", "--restart"): "nothing restarts containers after a reboot (no daemon)",
@@ -32,6 +33,16 @@ DIFFERENCES = {
     ("container create", "--network"): "bridge, host, none or a user network",
     ("image ls", "--all"): "pybuild keeps no intermediate images: the same list",
     ("system df", "--verbose"): "accepted; prints the summary",
+    ("container export", "--output"): "no docker init layer (.dockerenv, /etc/hosts... stubs)",
+    ("container run", "--sig-proxy"): "=false: a signal that ends pybuild ends the container",
+    ("container run", "--platform"): "only this machine's platform",
+    ("image rm", "--no-prune"): "pybuild keeps no untagged parents: the same as without it",
+    ("container run", "--log-driver"): "json-file or none",
+    ("container create", "--log-driver"): "json-file or none",
+    **{(cmd, "--disable-content-trust"): "no content trust here: =false is refused"
+       for cmd in ("build", "image build", "image pull", "image push", "container run",
+                   "container create")},
+    ("container create", "--platform"): "only this machine's platform",
 }
 _OPTION = re.compile(r"^\s+(?:-(\w), )?--([\w-]+)(?: (\w+))?\s{2,}")
 

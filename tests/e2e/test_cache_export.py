@@ -56,7 +56,7 @@ def build(pybuild, root: Path, ctx: Path, dockerfile: str, *flags: str, ok: bool
             names[n] = rest
         elif rest == "CACHED" or rest.startswith(("DONE", "ERROR")):
             outcome[names[n]] = rest.split()[0].rstrip(":")
-    image = next((x.split()[2] for x in r.stderr.splitlines() if x.startswith("writing image ")), None)
+    image = next((x.split()[3] for x in r.stderr.splitlines() if " writing image " in x), None)
     return image, outcome, r
 
 
@@ -240,7 +240,7 @@ def test_an_unwritable_dest_fails_the_build_in_one_line(pybuild, busybox_root, c
     # ignore-error=true: a warning, the image is built and named
     _, _, r = build(pybuild, busybox_root, ctx, SINGLE, "-t", "app",
                     "--cache-to", f"type=local,dest={tmp_path}/file/d,ignore-error=true")
-    assert "WARNING: --cache-to" in r.stderr and "naming to app done" in r.stderr
+    assert "WARNING: --cache-to" in r.stderr and "naming to docker.io/library/app done" in r.stderr
 
 
 def test_registry_cache_makes_a_second_machine_build_all_cached(pybuild, busybox_root,
