@@ -31,24 +31,37 @@ class TarResult:
     fingerprint: str | None = None  # with settle=True: `fingerprint(dir)` after the settling
 
 
-def _kept_xattrs(path: bytes, is_link: bool) -> dict[bytes, bytes]:
-    try:
-        names = os.listxattr(path, follow_symlinks=False)
-    except OSError:
-        return {}
+def _kept_xattrs(path, is_link: bool, shown: bytes | None = None,
+                 names: list[str] | None = None) -> dict[bytes, bytes]:
+    """The layer xattrs of `path` (a path, or an fd: then `shown` names it in an error and
+    `names` may be its listxattr, already read)."""
+    nofollow = {} if isinstance(path, int) else {"follow_symlinks": False}
+    if names is None:
+        try:
+            names = os.listxattr(path, **nofollow)
+        except OSError:
+            return {}
     out = {}
     for n in names:
         if n in REDIRECT_XATTRS:
-            raise StoreError(f"{os.fsdecode(path)}: overlay redirect_dir entries cannot be written "
+            where = os.fsdecode(path if shown is None else shown)
+            raise StoreError(f"{where}: overlay redirect_dir entries cannot be written "
                              "as a layer (mount the overlay with redirect_dir=off)")
         if layer_xattr(n):
             if is_link:
                 continue
             try:
-                out[n.encode()] = os.getxattr(path, n, follow_symlinks=False)
+                out[n.encode()] = os.getxattr(path, n, **nofollow)
             except OSError:
                 pass
     return out
+
+
+def _listxattr(fd: int) -> list[str]:
+    try:
+        return os.listxattr(fd)
+    except OSError:
+        return []
 
 
 class _Out:
@@ -223,35 +236,207 @@ def settled_ns(mtime_ns: int, epoch: int | None) -> int:
     return (min(m, epoch) if epoch is not None else m) * 1_000_000_000
 
 
+_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+_DIR_FLAGS = _FILE_FLAGS | os.O_DIRECTORY
+_S_IFMT, _S_IFREG, _S_IFDIR, _S_IFLNK = 0o170000, stat.S_IFREG, stat.S_IFDIR, stat.S_IFLNK
+_SMALL = 1 << 16      # a file up to this size is read with one read(), header and data in one add
+_MAX_OPEN_DIRS = 64   # open dir fds kept along the walk's path; deeper parents are reopened
+_MAX7, _MAX11 = 0o7777777, 0o77777777777
+
+
 def _write_entries(root: bytes, o: _Out, epoch: int | None, top: bytes | None = None,
                    fp=None) -> None:
-    """The entries of `write_tar`; with `fp` (a sha256), each entry is settled to its header's
-    time and fed to the fingerprint afterwards."""
+    """The entries of `write_tar`, in `_sorted_children`'s order; with `fp` (a sha256), each
+    entry is settled to its header's time and fed to `_fingerprint_entry` afterwards.
+
+    The per-entry cost is what a commit of 100,000 files pays 100,000 times, so the common
+    kinds (regular files, dirs, symlinks) work on a name relative to their dir's open fd:
+    a regular file is opened once and its xattrs listed, read, settled (futimens) and
+    re-stat'ed on that fd; a dir's fd gives its xattrs and opaque marker and is the base of
+    its children's opens. Plain headers come from `tarfmt._plain`'s shared pieces. The bytes
+    are `_write_entry`'s, which still writes the rare kinds (whiteouts, devices, fifos,
+    hardlinks, names that need PAX) and `top`'s first entry."""
     seen: dict[tuple[int, int], bytes] = {}
-
-    def mt(st) -> int:
-        m = st.st_mtime_ns // 1_000_000_000
-        return min(m, epoch) if epoch is not None else m
-
     settled: dict[tuple[int, int], os.stat_result] = {}  # hard-linked inodes done once
-    for rel, full, st in _walk(root, top):
-        _write_entry(o, seen, mt, rel, full, st)
-        if fp is None:
-            continue
+    settle = fp is not None
+    fpe = _fingerprint_entry
+    plain = tarfmt._plain
+    file_header, dir_header = tarfmt.plain_maker(tarfmt.REG), tarfmt.plain_maker(tarfmt.DIR)
+    add = o.add
+    read_file = o.read_file
+    pads = [b"\0" * (-n % tarfmt.BLOCK) for n in range(tarfmt.BLOCK)]
+    opq = overlayfmt.opaque_xattr()
+    oflags, dflags = _FILE_FLAGS, _DIR_FLAGS
+    utime, fstat, osopen, close, oread, listxattr = (os.utime, os.fstat, os.open, os.close,
+                                                     os.read, os.listxattr)
+    if epoch is None:
+        def mt(st) -> int:
+            return st.st_mtime_ns // 1_000_000_000
+    else:
+        def mt(st) -> int:
+            m = st.st_mtime_ns // 1_000_000_000
+            return m if m < epoch else epoch
+
+    def settle_rare(rel: bytes, full: bytes, st):
+        """`write_tar`'s settle of an entry `_write_entry` wrote, by path."""
         if st.st_nlink > 1 and (st.st_dev, st.st_ino) in settled:
-            st = settled[st.st_dev, st.st_ino]  # what this name's stat said before is stale
-        elif not (stat.S_ISSOCK(st.st_mode) or is_whiteout(st)):
+            return settled[st.st_dev, st.st_ino]
+        if not (stat.S_ISSOCK(st.st_mode) or is_whiteout(st)):
             t = mt(st) * 1_000_000_000
             if st.st_mtime_ns != t:
                 os.utime(full, ns=(t, t), follow_symlinks=False)
-                st = os.lstat(full)  # its ctime moved
+                st = os.lstat(full)
             if st.st_nlink > 1 and not stat.S_ISDIR(st.st_mode):
                 settled[st.st_dev, st.st_ino] = st
-        _fingerprint_entry(fp, rel, st)
+        return st
+
+    if top is not None:
+        st = os.lstat(root)
+        _write_entry(o, seen, mt, top, root, st)
+        if settle:
+            fpe(fp, top, settle_rare(top, root, st))
+        if not stat.S_ISDIR(st.st_mode):
+            return
+        prefix0 = top + b"/"
+    else:
+        prefix0 = b""
+    # a frame: [rel prefix, dir path + "/", its sorted children's iterator, dir fd or None]
+    stack = [[prefix0, root + b"/", iter(_sorted_children(root)), osopen(root, dflags)]]
+    try:
+        while stack:
+            frame = stack[-1]
+            prefix, where, it, dfd = frame
+            if dfd is None:
+                dfd = frame[3] = osopen(where, dflags)
+            for _sort_name, name, st in it:
+                rel = prefix + name
+                mode = st.st_mode
+                kind = mode & _S_IFMT
+                simple = (len(rel) < 100 and rel.isascii() and 0 <= st.st_uid <= _MAX7
+                          and 0 <= st.st_gid <= _MAX7 and not name.startswith(WH_PREFIX))
+                m = st.st_mtime_ns // 1_000_000_000
+                if epoch is not None and m > epoch:
+                    m = epoch
+                if not (0 <= m <= _MAX11):
+                    simple = False
+                if kind == _S_IFREG and simple:
+                    if st.st_nlink > 1:  # the first of its names in this layer: the rest link to it
+                        key = (st.st_dev, st.st_ino)
+                        if key in seen:
+                            full = where + name
+                            _write_entry(o, seen, mt, rel, full, st)
+                            if settle:
+                                fpe(fp, rel, settle_rare(rel, full, st))
+                            continue
+                        seen[key] = rel
+                    size = st.st_size
+                    fd = osopen(name, oflags, dir_fd=dfd)
+                    try:
+                        try:
+                            names = listxattr(fd)
+                        except OSError:
+                            names = None
+                        xattrs = _kept_xattrs(fd, False, where + name, names) if names else None
+                        if xattrs or size > _MAX11:
+                            hdr = tarfmt.header(rel, mode=mode, uid=st.st_uid, gid=st.st_gid,
+                                                size=size, mtime=m, typeflag=tarfmt.REG,
+                                                xattrs=xattrs)
+                        else:
+                            hdr = file_header(rel, mode & 0o7777, st.st_uid, st.st_gid, size, m)
+                        if size <= _SMALL:
+                            data = oread(fd, size) if size else b""
+                            if len(data) != size:
+                                raise StoreError(f"{os.fsdecode(where + name)}: file changed size "
+                                                 "while writing the layer")
+                            add(hdr + data + pads[size % tarfmt.BLOCK])
+                        else:
+                            add(hdr)
+                            if not read_file(fd, size):
+                                raise StoreError(f"{os.fsdecode(where + name)}: file changed size "
+                                                 "while writing the layer")
+                            if size % tarfmt.BLOCK:
+                                add(pads[size % tarfmt.BLOCK])
+                        if settle:
+                            t = m * 1_000_000_000
+                            if st.st_mtime_ns != t:
+                                utime(fd, ns=(t, t))
+                                st = fstat(fd)  # its ctime moved
+                            if st.st_nlink > 1:
+                                settled[st.st_dev, st.st_ino] = st
+                    finally:
+                        close(fd)
+                    if settle:
+                        fpe(fp, rel, st)
+                    continue
+                if kind == _S_IFDIR and simple:
+                    full = where + name
+                    sub = osopen(name, dflags, dir_fd=dfd)
+                    try:
+                        names = _listxattr(sub)
+                        xattrs = _kept_xattrs(sub, False, full, names) if names else None
+                        if xattrs:
+                            hdr = tarfmt.header(rel + b"/", mode=mode, uid=st.st_uid, gid=st.st_gid,
+                                                mtime=m, typeflag=tarfmt.DIR, xattrs=xattrs)
+                        else:
+                            hdr = dir_header(rel + b"/", mode & 0o7777, st.st_uid, st.st_gid, 0, m)
+                        add(hdr)
+                        if opq in names and os.getxattr(sub, opq) == b"y":
+                            add(tarfmt.header(rel + b"/" + WH_OPAQUE, mode=0o600,
+                                              typeflag=tarfmt.REG))
+                        if settle:
+                            t = m * 1_000_000_000
+                            if st.st_mtime_ns != t:
+                                utime(sub, ns=(t, t))
+                                st = fstat(sub)
+                            fpe(fp, rel, st)
+                        children = _sorted_children(full)
+                    except BaseException:
+                        close(sub)
+                        raise
+                    if len(stack) >= _MAX_OPEN_DIRS:
+                        close(dfd)
+                        frame[3] = None
+                    stack.append([rel + b"/", full + b"/", iter(children), sub])
+                    break
+                if kind == _S_IFLNK and simple:
+                    target = os.readlink(name, dir_fd=dfd)
+                    if len(target) <= 100 and target.isascii():
+                        add(plain(rel, mode & 0o7777, st.st_uid, st.st_gid, 0, m, tarfmt.SYM,
+                                  target, 0, 0))
+                    else:
+                        add(tarfmt.header(rel, mode=mode, uid=st.st_uid, gid=st.st_gid, mtime=m,
+                                          typeflag=tarfmt.SYM, linkname=target))
+                    if settle:
+                        t = m * 1_000_000_000
+                        if st.st_mtime_ns != t:
+                            utime(name, ns=(t, t), dir_fd=dfd, follow_symlinks=False)
+                            st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+                        fpe(fp, rel, st)
+                    continue
+                # the rare kinds, by path, as written before
+                full = where + name
+                _write_entry(o, seen, mt, rel, full, st)
+                if settle:
+                    fpe(fp, rel, settle_rare(rel, full, st))
+                if kind == _S_IFDIR:
+                    if len(stack) >= _MAX_OPEN_DIRS:
+                        close(dfd)
+                        frame[3] = None
+                    stack.append([rel + b"/", full + b"/", iter(_sorted_children(full)),
+                                  osopen(full, dflags)])
+                    break
+            else:
+                stack.pop()
+                close(dfd)
+    finally:
+        for frame in stack:
+            if frame[3] is not None:
+                close(frame[3])
 
 
 def _write_entry(o: _Out, seen: dict, mt, rel: bytes, full: bytes, st) -> None:
-    """One entry's header (and data) in layer order."""
+    """One entry's header (and data) in layer order, by path: the kinds and names the fast
+    loop of `_write_entries` leaves to it."""
     mode = st.st_mode
     parent, _, base = rel.rpartition(b"/")
     if base.startswith(WH_PREFIX) and not is_whiteout(st):

@@ -53,10 +53,83 @@ def _pad(n: int) -> bytes:
     return b"\0" * (-n % BLOCK)
 
 
+# A plain header (name and link target ASCII and <= 100 bytes, every number fits, no xattrs:
+# nearly every entry of a layer) is built from pieces: the fields that layer entries mostly
+# share (mode, owner, mtime, type, device) once per distinct set, with their share of the
+# checksum, so an entry costs one join and the sums of its name, link target and size field.
+_MAX7, _MAX11 = 0o7777777, 0o77777777777
+_fixed: dict[tuple, tuple[bytes, bytes, bytes, bytes, int]] = {}
+_sizes: dict[int, tuple[bytes, int]] = {}
+
+
+def _fixed_part(mode: int, uid: int, gid: int, mtime: int, typeflag: bytes, devmajor: int,
+                devminor: int) -> tuple[bytes, bytes, bytes, bytes, int]:
+    key = (mode, uid, gid, mtime, typeflag, devmajor, devminor)
+    got = _fixed.get(key)
+    if got is None:
+        ids = b"%07o\0%07o\0%07o\0" % (mode, uid, gid)               # [100:124]
+        mt = b"%011o\0" % mtime                                       # [136:148]
+        tail = (b"ustar\x0000" + bytes(64) + b"%07o\0%07o\0" % (devmajor, devminor)
+                + bytes(BLOCK - 345))                                 # [257:512]
+        got = (ids, mt, typeflag, tail, sum(ids) + sum(mt) + typeflag[0] + sum(tail) + 8 * 32)
+        if len(_fixed) > 4096:
+            _fixed.clear()
+        _fixed[key] = got
+    return got
+
+
+def _plain(name: bytes, mode: int, uid: int, gid: int, size: int, mtime: int, typeflag: bytes,
+           linkname: bytes, devmajor: int, devminor: int) -> bytes:
+    """`_raw_header`'s bytes, from the shared pieces (the caller checked that all fit:
+    `mode` is its permission bits only)."""
+    ids, mt, tf, tail, fixed_sum = _fixed_part(mode, uid, gid, mtime, typeflag, devmajor, devminor)
+    sz = _sizes.get(size)
+    if sz is None:
+        field = b"%011o\0" % size
+        sz = (field, sum(field))
+        if len(_sizes) < 4096:
+            _sizes[size] = sz
+    chk = fixed_sum + sz[1] + sum(name)
+    if linkname:
+        chk += sum(linkname)
+    return b"".join((name.ljust(100, b"\0"), ids, sz[0], mt, b"%06o\0 " % chk, tf,
+                     linkname.ljust(100, b"\0"), tail))
+
+
+def plain_maker(typeflag: bytes):
+    """`_plain` for a writer's entries of one type without a link target, as a function of
+    (name, permission bits, uid, gid, size, mtime) that keeps its own pieces per (mode, uid,
+    gid, mtime): the layer writer's per-file header (the caller checks what `header` checks)."""
+    pieces: dict[tuple[int, int, int, int], tuple[bytes, bytes, bytes, int]] = {}
+    sizes = _sizes
+    after_name = bytes(100)
+
+    def make(name: bytes, mode: int, uid: int, gid: int, size: int, mtime: int) -> bytes:
+        got = pieces.get((mode, uid, gid, mtime))
+        if got is None:
+            ids, mt, tf, tail, fixed_sum = _fixed_part(mode, uid, gid, mtime, typeflag, 0, 0)
+            got = pieces[mode, uid, gid, mtime] = (ids, mt, tf + after_name + tail, fixed_sum)
+        sz = sizes.get(size)
+        if sz is None:
+            field = b"%011o\0" % size
+            sz = (field, sum(field))
+            if len(sizes) < 4096:
+                sizes[size] = sz
+        return b"".join((name.ljust(100, b"\0"), got[0], sz[0], got[1],
+                         b"%06o\0 " % (got[3] + sz[1] + sum(name)), got[2]))
+    return make
+
+
 def header(name: bytes, *, mode: int, uid: int = 0, gid: int = 0, size: int = 0, mtime: int = 0,
            typeflag: bytes = REG, linkname: bytes = b"", devmajor: int = 0, devminor: int = 0,
            xattrs: dict[bytes, bytes] | None = None) -> bytes:
     """The bytes of one entry's header(s); the caller writes `size` bytes of data and pad()."""
+    if (not xattrs and len(name) <= 100 and len(linkname) <= 100 and name.isascii()
+            and linkname.isascii() and 0 <= uid <= _MAX7 and 0 <= gid <= _MAX7
+            and 0 <= size <= _MAX11 and 0 <= mtime <= _MAX11 and 0 <= devmajor <= _MAX7
+            and 0 <= devminor <= _MAX7):
+        return _plain(name, mode & 0o7777, uid, gid, size, mtime, typeflag, linkname, devmajor,
+                      devminor)
     pax: dict[bytes, bytes] = {}
     if len(name) > 100 or not name.isascii():
         pax[b"path"] = name

@@ -3,6 +3,7 @@ name one process (pid + start time), and replay records written through them."""
 from __future__ import annotations
 
 import json
+import marshal
 import os
 import re
 import subprocess
@@ -144,7 +145,7 @@ def test_replay_record_is_written_under_the_store_lock(busybox_root, tmp_path):
     assert r.returncode == 0, r.stderr
     assert waited > 0.5, "the record was written while another process held the store lock"
     record = Path(r.stdout.strip())
-    assert record.parent == busybox_root / layout.REPLAY_DIR and json.loads(record.read_text())
+    assert record.parent == busybox_root / layout.REPLAY_DIR and marshal.loads(record.read_bytes())
     assert [p.name for p in record.parent.iterdir()] == [record.name]
     assert not any((busybox_root / layout.TMP_DIR).iterdir())
 
