@@ -108,7 +108,7 @@ def container_config(image_config: dict, run_config: dict) -> dict:
 
 
 @contextlib.contextmanager
-def paused(c, pause: bool):
+def paused(c, pause: bool, doing: str = "committed"):
     """The container held still while the body reads its upper dir: a stopped one kept from
     starting (its supervisor.lock held, as `cp` does), a running one frozen (its freezer cgroup,
     docker's `--pause`). A running one is never read as it runs (`--pause=false`, or no freezer
@@ -151,9 +151,10 @@ def paused(c, pause: bool):
         if not path or os.path.basename(os.path.dirname(path)) != cgroups.PARENT:
             why = ("it is starting or stopping" if not pid else "--pause=false" if not pause
                    else "it has no freezer cgroup of its own")
-            raise BuildError(f"container {c.name} is running and cannot be committed as it runs "
+            raise BuildError(f"container {c.name} is running and cannot be {doing} as it runs "
                              f"({why}): its changes could swap a dir for a link to / mid-read; "
-                             "stop it first, or commit with the default --pause")
+                             "stop it first" + (", or commit with the default --pause"
+                                                if doing == "committed" else ""))
         if cgroups.frozen(ver, path):
             yield           # `pause`d: it stays so (docker's commit of a paused container)
             return

@@ -1085,11 +1085,16 @@ def cmd_pause(args) -> int:
 
 
 def cmd_container_diff(args) -> int:
-    """docker diff CONTAINER (`container diff`: pybuild's own `diff` compares two images)."""
+    """docker diff CONTAINER (`container diff`: pybuild's own `diff` compares two images). A
+    running container is frozen meanwhile (builder.commit.paused), as for commit: its upper dir
+    is walked by path."""
+    from builder.commit import paused
     from runtime.containers.state import changes
 
     c = _containers().get(args.container)
-    sys.stdout.write("".join(f"{kind} {path}\n" for kind, path in changes(c)))
+    with paused(c, True, "diffed"):
+        found = changes(c)
+    sys.stdout.write("".join(f"{kind} {path}\n" for kind, path in found))
     return 0
 
 
@@ -1106,9 +1111,13 @@ def cmd_export(args) -> int:
     c = _containers().get(args.container)
     from cache.layout import TMP_DIR
 
+    from builder.commit import paused
+
     tmp = os.path.join(os.path.dirname(os.path.dirname(c.path)), TMP_DIR)
-    outputs.tar_of([os.path.join(c.path, "upper"), *(c.config.get("lowerdirs") or [])], tmp,
-                   args.output or "-")
+    upper = os.path.join(c.path, "upper")
+    with paused(c, True, "exported"):  # frozen: its upper dir is read while it cannot write
+        layers = [upper] if os.path.isdir(upper) else []  # created, never started: none yet
+        outputs.tar_of([*layers, *(c.config.get("lowerdirs") or [])], tmp, args.output or "-")
     return 0
 
 

@@ -271,9 +271,10 @@ def _info_doc() -> dict:
         from runtime.containers.state import Containers
 
         cs = Containers(store.root).all()
+        frozen = sum(paused(c) for c in cs)  # docker counts a paused one only as paused
         counts.update(Containers=len(cs),
-                      ContainersRunning=sum(c.status == "running" for c in cs),
-                      ContainersPaused=sum(paused(c) for c in cs),
+                      ContainersRunning=sum(c.status == "running" for c in cs) - frozen,
+                      ContainersPaused=frozen,
                       ContainersStopped=sum(c.status != "running" for c in cs),
                       Images=len(store.images()))
     u = os.uname()

@@ -706,15 +706,17 @@ class CidFileError(Exception):
 
 class CidFile:
     """--cidfile as docker's client keeps it: refused when the file is there, made (empty)
-    before the container, the ID written once it is known, removed when none was."""
+    before the container, the ID written once it is known (through the fd that made it: the
+    path is never opened again, so a link swapped in meanwhile is not followed), removed when
+    none was."""
 
     def __init__(self, path: str):
-        self.path, self.written = path, False
+        self.path, self.written, self.fd = path, False, -1
         if os.path.exists(path):
             raise CidFileError(f"container ID file found, make sure the other container isn't "
                                f"running or delete {path}", 125)
         try:
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+            self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         except OSError as e:
             # docker run's exit status for this error: 127 for "no such file", 126 for
             # "permission denied" (its runStartContainerErr reads the text)
@@ -723,11 +725,13 @@ class CidFile:
                                f"{(e.strerror or '').lower()}", code) from None
 
     def write(self, cid: str) -> None:
-        with open(self.path, "w") as f:
-            f.write(cid)
+        os.write(self.fd, cid.encode())
         self.written = True
 
     def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
         if not self.written:
             try:
                 os.unlink(self.path)

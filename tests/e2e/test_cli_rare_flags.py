@@ -648,3 +648,39 @@ def test_log_driver_none_as_docker(root, docker_busybox):
     assert error_line(mine.stderr) == error_line(theirs.stderr)
     mine, theirs = both(docker_busybox, "--log-driver", "none", "busybox", "echo", "fg")
     assert ok(mine).stdout == ok(theirs).stdout == "fg\n"     # a foreground run still shows it
+
+
+def test_container_diff_and_export_of_a_churning_and_a_created_container(root, tmp_path):
+    """A running container that keeps creating and deleting files is frozen while its upper dir
+    is read (as commit does), so diff and export never race it into an error; a container
+    created but never started exports its image's filesystem (it has no upper dir yet)."""
+    churn = ("mkdir -p /d; while true; do for i in $(seq 200); do echo > /d/a$i; done; "
+             "rm /d/a*; done")
+    cid = run_d("--network", "none", "busybox", "sh", "-c", churn)
+    try:
+        poll(lambda: run_pybuild("exec", cid, "test", "-d", "/d").returncode == 0)
+        for _ in range(5):
+            r = run_pybuild("container", "diff", cid)
+            assert r.returncode == 0, r.stderr
+            assert "A /d" in r.stdout.splitlines()
+            out = tmp_path / "churn.tar"
+            r = run_pybuild("export", "-o", str(out), cid)
+            assert r.returncode == 0, r.stderr
+            names = subprocess.run(["tar", "tf", str(out)], capture_output=True, text=True,
+                                   check=True).stdout.split()
+            assert "d/" in names
+        state = json.loads(ok(run_pybuild("inspect", cid)).stdout)[0]["State"]
+        assert state["Running"] and not state["Paused"]                    # thawed after
+    finally:
+        run_pybuild("rm", "-f", cid)
+    created = ok(run_pybuild("create", "--network", "none", "busybox", "true")).stdout.strip()
+    try:
+        out = tmp_path / "created.tar"
+        r = run_pybuild("export", "-o", str(out), created)
+        assert r.returncode == 0, r.stderr
+        names = subprocess.run(["tar", "tf", str(out)], capture_output=True, text=True,
+                               check=True).stdout.split()
+        assert "bin/busybox" in names and "etc/passwd" in names
+        assert ok(run_pybuild("container", "diff", created)).stdout == ""
+    finally:
+        run_pybuild("rm", "-f", created)
