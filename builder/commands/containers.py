@@ -1109,9 +1109,8 @@ def cmd_export(args) -> int:
         raise BuildError("cowardly refusing to save to a terminal. Use the -o flag or redirect")
     require_root()
     c = _containers().get(args.container)
-    from cache.layout import TMP_DIR
-
     from builder.commit import paused
+    from cache.layout import TMP_DIR
 
     tmp = os.path.join(os.path.dirname(os.path.dirname(c.path)), TMP_DIR)
     upper = os.path.join(c.path, "upper")
