@@ -435,10 +435,11 @@ class SourceTree:
     @staticmethod
     def _hash_file(path: str) -> str:
         """sha256 hex of the file's bytes: a raw fd and 64 KiB reads (hashlib.file_digest
-        zeroes a 256 KiB buffer per call, which is most of the cost of a small file)."""
+        zeroes a 256 KiB buffer per call, which is most of the cost of a small file); only a
+        regular file, never a link's target or a FIFO swapped in since the walk."""
         h = hashlib.sha256()
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            fd = fspath.open_file(path)
             try:
                 while data := os.read(fd, 1 << 16):
                     h.update(data)

@@ -432,7 +432,7 @@ class _Copier:
         in the kernel (copy_file_range), owner, mode, xattrs and times set on the fd; no
         fsync (the layer is synced as a whole when it is committed)."""
         try:
-            fd_in = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            fd_in = fspath.open_file(src, st)  # the walk's file still: no FIFO waited on, no link
         except OSError as e:
             raise BuildError(f"failed to copy file: {e.strerror}: {target}") from None
         try:
@@ -627,11 +627,12 @@ def _copy_fd(fd_in: int, fd_out: int, size: int) -> None:
     except OSError as e:
         if e.errno not in _NO_CFR or done:
             raise
-        while True:
-            buf = os.read(fd_in, 1 << 20)
+        while done < size:      # never more than the walk saw (the header's promise)
+            buf = os.read(fd_in, min(size - done, 1 << 20))
             if not buf:
                 break
             os.write(fd_out, buf)
+            done += len(buf)
 
 
 # --------------------------------------------------------------------------- ADD archives

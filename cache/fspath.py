@@ -11,6 +11,7 @@ So no name -- `..`, absolute, a link pointing out, a link laid down earlier -- r
 """
 from __future__ import annotations
 
+import errno
 import os
 import stat
 
@@ -214,6 +215,23 @@ def open_in_root(root, path: str, mode: str = "rb"):
         raise StoreError(f"{path} is not a regular file")
     os.set_blocking(fd, True)
     return os.fdopen(fd, mode)
+
+
+FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+def open_file(name, st=None, *, dir_fd: int | None = None) -> int:
+    """A read fd of the regular file `name` (relative to `dir_fd`) that a walk's lstat `st`
+    found there, for a tree something else may change meanwhile (a context, a container's
+    upper dir): no link followed, no FIFO waited on (O_NONBLOCK), and the opened inode must
+    be a regular file and, with `st`, that same inode. Else OSError(ESTALE): it changed."""
+    fd = os.open(name, FILE_FLAGS, dir_fd=dir_fd)
+    now = os.fstat(fd)
+    if not stat.S_ISREG(now.st_mode) or (
+            st is not None and (now.st_ino != st.st_ino or now.st_dev != st.st_dev)):
+        os.close(fd)
+        raise OSError(errno.ESTALE, "file changed while it was read", os.fsdecode(name))
+    return fd
 
 
 def tree_bytes(path) -> int:

@@ -10,6 +10,7 @@ char devices) become `.wh.NAME` and an opaque dir (`trusted.overlay.opaque=y`, o
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import stat
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from cache import overlayfmt, tarfmt
 from cache.compress import CHUNK
 from cache.errors import StoreError
+from cache.fspath import open_file
 from cache.overlayfmt import REDIRECT_XATTRS, is_opaque, is_whiteout, layer_xattr
 
 WH_PREFIX = os.fsencode(overlayfmt.WH_PREFIX)
@@ -236,8 +238,7 @@ def settled_ns(mtime_ns: int, epoch: int | None) -> int:
     return (min(m, epoch) if epoch is not None else m) * 1_000_000_000
 
 
-_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
-_DIR_FLAGS = _FILE_FLAGS | os.O_DIRECTORY
+_DIR_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_DIRECTORY
 _S_IFMT, _S_IFREG, _S_IFDIR, _S_IFLNK = 0o170000, stat.S_IFREG, stat.S_IFDIR, stat.S_IFLNK
 _SMALL = 1 << 16      # a file up to this size is read with one read(), header and data in one add
 _MAX_OPEN_DIRS = 64   # open dir fds kept along the walk's path; deeper parents are reopened
@@ -266,7 +267,7 @@ def _write_entries(root: bytes, o: _Out, epoch: int | None, top: bytes | None = 
     read_file = o.read_file
     pads = [b"\0" * (-n % tarfmt.BLOCK) for n in range(tarfmt.BLOCK)]
     opq = overlayfmt.opaque_xattr()
-    oflags, dflags = _FILE_FLAGS, _DIR_FLAGS
+    dflags = _DIR_FLAGS
     utime, fstat, osopen, close, oread, listxattr = (os.utime, os.fstat, os.open, os.close,
                                                      os.read, os.listxattr)
     if epoch is None:
@@ -330,7 +331,13 @@ def _write_entries(root: bytes, o: _Out, epoch: int | None, top: bytes | None = 
                             continue
                         seen[key] = rel
                     size = st.st_size
-                    fd = osopen(name, oflags, dir_fd=dfd)
+                    try:
+                        fd = open_file(name, st, dir_fd=dfd)
+                    except OSError as e:
+                        if e.errno != errno.ESTALE:
+                            raise
+                        raise StoreError(f"{os.fsdecode(where + name)}: file changed while "
+                                         "writing the layer") from None
                     try:
                         try:
                             names = listxattr(fd)
@@ -380,7 +387,7 @@ def _write_entries(root: bytes, o: _Out, epoch: int | None, top: bytes | None = 
                         else:
                             hdr = dir_header(rel + b"/", mode & 0o7777, st.st_uid, st.st_gid, 0, m)
                         add(hdr)
-                        if opq in names and os.getxattr(sub, opq) == b"y":
+                        if opq in names and _getxattr(sub, opq) == b"y":
                             add(tarfmt.header(rel + b"/" + WH_OPAQUE, mode=0o600,
                                               typeflag=tarfmt.REG))
                         if settle:
@@ -434,6 +441,13 @@ def _write_entries(root: bytes, o: _Out, epoch: int | None, top: bytes | None = 
                 close(frame[3])
 
 
+def _getxattr(fd: int, name: str) -> bytes | None:
+    try:
+        return os.getxattr(fd, name)
+    except OSError:     # gone meanwhile, or not readable: not opaque, as is_opaque says
+        return None
+
+
 def _write_entry(o: _Out, seen: dict, mt, rel: bytes, full: bytes, st) -> None:
     """One entry's header (and data) in layer order, by path: the kinds and names the fast
     loop of `_write_entries` leaves to it."""
@@ -471,7 +485,7 @@ def _write_entry(o: _Out, seen: dict, mt, rel: bytes, full: bytes, st) -> None:
         size = st.st_size
         o.add(tarfmt.header(rel, mode=mode, uid=st.st_uid, gid=st.st_gid, size=size,
                             mtime=mt(st), typeflag=tarfmt.REG, xattrs=xattrs))
-        _copy_file(full, size, o)
+        _copy_file(full, size, o, st)
         if size % tarfmt.BLOCK:
             o.add(tarfmt.pad(size))
     elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
@@ -484,9 +498,14 @@ def _write_entry(o: _Out, seen: dict, mt, rel: bytes, full: bytes, st) -> None:
                             typeflag=tarfmt.FIFO, xattrs=xattrs))
 
 
-def _copy_file(path: bytes, size: int, o: _Out) -> None:
+def _copy_file(path: bytes, size: int, o: _Out, st=None) -> None:
     """Exactly `size` bytes (the header's promise): a file that shrank meanwhile is an error."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        fd = open_file(path, st)
+    except OSError as e:
+        if e.errno != errno.ESTALE:
+            raise
+        raise StoreError(f"{os.fsdecode(path)}: file changed while writing the layer") from None
     try:
         if not o.read_file(fd, size):
             raise StoreError(f"{os.fsdecode(path)}: file changed size while writing the layer")

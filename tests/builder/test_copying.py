@@ -442,3 +442,39 @@ def test_mkdir_errors_name_the_image_path_and_depth_is_capped(ctx, root):
         _copy(ctx, root, ["dir"], "/.cfg")
     with pytest.raises(BuildError, match="path too deep"):
         make_dirs(root, "/d" * 600)
+
+
+def test_the_fallback_copy_never_writes_more_than_the_walk_saw(tmp_path):
+    """Where the kernel refuses copy_file_range (a device swapped in), the read/write fallback
+    stops at the size the walk's lstat gave, never at an end that /dev/zero does not have."""
+    from builder.copying import _copy_fd
+
+    out = tmp_path / "out"
+    fd_in = os.open("/dev/zero", os.O_RDONLY)
+    fd_out = os.open(out, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        _copy_fd(fd_in, fd_out, 10)
+    finally:
+        os.close(fd_in)
+        os.close(fd_out)
+    assert out.read_bytes() == b"\0" * 10
+
+
+def test_open_file_refuses_what_the_walk_did_not_see(tmp_path):
+    """cache.fspath.open_file, for the layer writer, COPY and the context hash: a FIFO is not
+    waited on, a link is not followed, another inode than the walk's is not read."""
+    import errno
+
+    from cache.fspath import open_file
+
+    f = tmp_path / "f"
+    f.write_text("x")
+    st = os.lstat(f)
+    os.close(open_file(str(f), st))
+    os.mkfifo(tmp_path / "fifo")
+    os.symlink(f, tmp_path / "link")
+    (tmp_path / "g").write_text("y")
+    for name, expect in (("fifo", errno.ESTALE), ("link", errno.ELOOP), ("g", errno.ESTALE)):
+        with pytest.raises(OSError) as e:
+            open_file(str(tmp_path / name), st)
+        assert e.value.errno == expect, name

@@ -5,6 +5,7 @@ tree with every entry kind and every field that needs PAX. A layer's bytes are i
 its image IDs: they must never move."""
 from __future__ import annotations
 
+import errno
 import io
 import os
 import random
@@ -239,3 +240,39 @@ def test_settled_hard_links_share_one_stat_in_the_fingerprint(tmp_path):
     got = write_tar(d, None, epoch=0, settle=True)
     assert got.fingerprint == fingerprint(d)
     shutil.rmtree(d)
+
+
+@pytest.mark.parametrize("name", [b"f", b"n" * 120])      # the fast path, and the by-path one
+@pytest.mark.parametrize("swap", ["fifo", "symlink", "other file"])
+def test_a_file_swapped_after_the_walk_is_an_error_not_a_hang(tmp_path, monkeypatch, name, swap):
+    """What the walk lstat'ed as a regular file and is something else by the time it is opened
+    (a container still writing its upper dir; `pybuild cp` from a running one): a FIFO is never
+    waited on, a link never followed, another inode never read - the layer write stops."""
+    import cache.layers as layers
+
+    d = tmp_path / "s"
+    d.mkdir()
+    (tmp_path / "outside").write_bytes(b"HOST-SECRET")
+    entry = os.fsdecode(name)
+    (d / entry).write_bytes(b"x" * 10)
+    real = layers._sorted_children
+
+    def swapped(path):
+        items = real(path)
+        target = os.path.join(os.fsencode(path) if isinstance(path, str) else path, name)
+        os.link(target, tmp_path / "kept")      # its inode number is not reused meanwhile
+        os.unlink(target)
+        if swap == "fifo":
+            os.mkfifo(target)
+        elif swap == "symlink":
+            os.symlink(tmp_path / "outside", target)
+        else:
+            (tmp_path / "other").write_bytes(b"y" * 10)
+            os.rename(tmp_path / "other", target)
+        return items
+    monkeypatch.setattr(layers, "_sorted_children", swapped)
+    out = io.BytesIO()
+    with pytest.raises((StoreError, OSError)) as e:
+        write_tar(d, out)
+    assert "changed" in str(e.value) or e.value.errno in (errno.ELOOP, errno.ESTALE)
+    assert b"HOST-SECRET" not in out.getvalue()
