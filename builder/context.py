@@ -357,7 +357,13 @@ class SourceTree:
         paused = gc.isenabled()
         gc.disable()
         try:
-            return self._digest(selected, listing)
+            try:
+                return self._digest(selected, listing)
+            except (TypeError, IndexError, ValueError):
+                if not self._hashes:
+                    raise
+                self._hashes = {}   # a damaged memo entry: the memo is only a cache, start over
+                return self._digest(selected, listing)
         finally:
             if paused:
                 gc.enable()
@@ -466,9 +472,10 @@ class SourceTree:
                 try:
                     with open(p, "rb") as f:
                         data = marshal.loads(f.read())  # load(f) reads per object
-                    if isinstance(data, dict) and data.get("v") == _MEMO_VERSION:
+                    if isinstance(data, dict) and data.get("v") == _MEMO_VERSION and \
+                            isinstance(data.get("files"), dict):
                         self._hashes = data["files"]
-                except (OSError, ValueError, EOFError, TypeError, KeyError):
+                except (OSError, ValueError, EOFError, TypeError, KeyError, MemoryError):
                     pass
         return self._hashes
 

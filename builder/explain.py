@@ -94,7 +94,7 @@ class Explainer:
                     doc = marshal.loads(f.read())
                 if isinstance(doc, dict) and doc.get("v") == RECORD_VERSION:
                     self._prev = doc
-            except (OSError, ValueError, EOFError, TypeError):
+            except (OSError, ValueError, EOFError, TypeError, MemoryError):
                 self._prev = None
         return self._prev
 

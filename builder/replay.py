@@ -184,6 +184,8 @@ class Pending:
         gc.disable()             # checked (nothing here makes cycles)
         try:
             return self._replay()
+        except (KeyError, TypeError, AttributeError, ValueError, IndexError):
+            return None     # a record of another shape (damaged): a full build, never a trace
         finally:
             if paused:
                 gc.enable()
@@ -192,8 +194,8 @@ class Pending:
         try:
             with open(self.path, "rb") as f:
                 rec = marshal.loads(f.read())
-        except (OSError, ValueError, EOFError, TypeError):
-            return None
+        except (OSError, ValueError, EOFError, TypeError, MemoryError):
+            return None     # MemoryError: a damaged length asked for gigabytes
         self.previous = rec  # a full build reads it too (builder.copying.Share)
         if not isinstance(rec, dict) or rec.get("inputs") != self.inputs:
             return None

@@ -377,7 +377,18 @@ def _write_entries(root: bytes, o: _Out, epoch: int | None, top: bytes | None = 
                     continue
                 if kind == _S_IFDIR and simple:
                     full = where + name
-                    sub = osopen(name, dflags, dir_fd=dfd)
+                    try:
+                        sub = osopen(name, dflags, dir_fd=dfd)
+                    except OSError as e:
+                        if e.errno not in (errno.ENOTDIR, errno.ELOOP):
+                            raise
+                        # no longer a dir (a live tree, `pybuild cp`): written as what it
+                        # is now, as a walk that came later would have seen it; never followed
+                        st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+                        _write_entry(o, seen, mt, rel, full, st)
+                        if settle:
+                            fpe(fp, rel, settle_rare(rel, full, st))
+                        continue
                     try:
                         names = _listxattr(sub)
                         xattrs = _kept_xattrs(sub, False, full, names) if names else None

@@ -30,7 +30,7 @@ CACHE_MOUNTS_DIR = "cache-mounts"  # RUN --mount=type=cache dirs
 CONTAINERS_DIR = "containers"  # one dir per container (runtime.containers.state)
 CONTAINERS_LOCK = os.path.join(CONTAINERS_DIR, "lock")  # held to create, name or remove one
 VOLUMES_DIR = "volumes"  # <name>/volume.json and <name>/_data (runtime.containers.volumes)
-STAT_CACHE = "context-stat-cache.json"
+STAT_CACHE = "context-stat-cache.m"  # marshal (builder.context)
 
 
 def default_root() -> str:

@@ -206,8 +206,8 @@ def _required_ssh(the_plan, given: set[str], filename: str) -> None:
     from grammar import ast
     from grammar.mountspec import MountError, parse_mount
 
-    for st in the_plan.stages:
-        for ins in st.instructions:
+    for i in the_plan.order:      # the stages this build builds (not those --target skips)
+        for ins in the_plan.stages[i].instructions:
             if not isinstance(ins, ast.Run):
                 continue
             for text in ins.flag_values("mount"):
@@ -231,15 +231,16 @@ def _entitlements(the_plan, args, filename: str) -> bool:
     from builder.steps.run import host_network_refused
     from grammar import ast
 
-    for e in args.allow:
+    allow = [e.strip() for a in args.allow for e in a.split(",") if e.strip()]  # buildx: a,b
+    for e in allow:
         if e == "security.insecure":
             raise BuildError("--allow security.insecure: pybuild grants no security.insecure "
                              "entitlement")
         if e != "network.host":
             raise BuildError(f'--allow: invalid entitlement "{e}" (use network.host)')
-    allowed = bool(args.allow) or args.network == "host"
-    for st in the_plan.stages:
-        for ins in st.instructions:
+    allowed = bool(allow) or args.network == "host"
+    for i in the_plan.order:
+        for ins in the_plan.stages[i].instructions:
             refused = isinstance(ins, ast.Run) and host_network_refused(ins, allowed)
             if refused:
                 raise BuildError(f"{filename}:{ins.line}: {refused}")

@@ -110,8 +110,11 @@ def test_run_network_host_needs_the_network_host_entitlement(busybox_root, ctx, 
     assert err[-1] == ("pybuild: error: Dockerfile:3: RUN --network=host: network.host is not "
                        "allowed (grant it with --allow network.host, or build with --network host)")
     assert "echo first" not in r.stderr                                 # no step ran
-    for grant in (["--allow", "network.host"], ["--network", "host"]):
-        dest = tmp_path / grant[1]
+    ok(build(ctx, "FROM busybox AS dev\nRUN --network=host true\nFROM busybox AS prod\n"
+                  "RUN true\n", "--target", "prod"))        # only the stages built are asked
+    for grant in (["--allow", "network.host"], ["--network", "host"],
+                  ["--allow", "network.host,network.host"]):
+        dest = tmp_path / grant[1].replace(",", "-")
         ok(build(ctx, df, *grant, "-o", f"type=local,dest={dest}"))
         assert len(link_names((dest / "host").read_text())) > 1
     for bad, why in (("security.insecure", "grants no security.insecure"),

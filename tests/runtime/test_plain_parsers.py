@@ -76,10 +76,14 @@ def test_spec_classes_compare_and_show_field_by_field():
 
 
 def test_resources_dict_is_what_a_record_kept_and_makes_them_again():
-    """`dataclasses.asdict(resources)` was the record's form: the same keys, order and values."""
-    r = Resources(memory=32 << 20, memory_swap=-1, nano_cpus=500_000_000, cpu_shares=512, pids_limit=7)
+    """`dataclasses.asdict(resources)` was the record's form: the same keys, order and values;
+    a record kept before the later limits (cpu_period...) existed makes them again too."""
+    old = {"memory": 32 << 20, "memory_swap": -1, "nano_cpus": 500_000_000, "cpu_shares": 512,
+           "pids_limit": 7}
+    r = Resources(**old)
     d = r.to_dict()
-    assert list(d.items()) == [("memory", 32 << 20), ("memory_swap", -1),
-                               ("nano_cpus", 500_000_000), ("cpu_shares", 512), ("pids_limit", 7)]
+    assert list(d.items()) == [*old.items(), ("cpu_period", 0), ("cpu_quota", 0),
+                               ("memory_reservation", 0), ("cpuset_cpus", ""), ("cpuset_mems", ""),
+                               ("memory_swappiness", -1), ("oom_kill_disable", False)]
     assert Resources(**d) == r and Resources(**Resources().to_dict()) == Resources()
     assert not Resources().any() and r.any()
