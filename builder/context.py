@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import gc
 import hashlib
-import marshal
 import os
 import posixpath
 import re
@@ -30,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from builder.errors import BuildError
-from cache import atomic, fspath, layout
+from cache import atomic, fspath, layout, sealed
 from cache.errors import StoreError
 from cache.overlayfmt import key_xattrs
 from grammar import gopath
@@ -469,14 +468,10 @@ class SourceTree:
             self._hashes = {}
             p = self._stat_cache_path
             if p is not None:
-                try:
-                    with open(p, "rb") as f:
-                        data = marshal.loads(f.read())  # load(f) reads per object
-                    if isinstance(data, dict) and data.get("v") == _MEMO_VERSION and \
-                            isinstance(data.get("files"), dict):
-                        self._hashes = data["files"]
-                except (OSError, ValueError, EOFError, TypeError, KeyError, MemoryError):
-                    pass
+                data = sealed.read(p)
+                if isinstance(data, dict) and data.get("v") == _MEMO_VERSION and \
+                        isinstance(data.get("files"), dict):
+                    self._hashes = data["files"]
         return self._hashes
 
     def save_stat_cache(self) -> None:
@@ -490,7 +485,7 @@ class SourceTree:
         try:
             p.parent.mkdir(parents=True, exist_ok=True)
             tmp = p.parent / layout.TMP_DIR    # the store's tmp/: prune removes a killed write's temporary
-            atomic.write_file(p, marshal.dumps({"v": _MEMO_VERSION, "files": files}, 4),
+            atomic.write_file(p, sealed.dumps({"v": _MEMO_VERSION, "files": files}),
                               tmp_dir=tmp if tmp.is_dir() else None)
             self._hashes_dirty = False
         except OSError:

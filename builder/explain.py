@@ -15,11 +15,10 @@ cached) build never touches it, so the record is the last build that ran in full
 from __future__ import annotations
 
 import json
-import marshal
 import os
 import zlib
 
-from cache import atomic, layout
+from cache import atomic, layout, sealed
 
 RECORD_VERSION = 2
 SHOWN_FILES = 3  # the progress line names this many files, then "and N more"
@@ -75,7 +74,7 @@ class Explainer:
                   for label, st in self.stages.items()}
         doc = {"v": RECORD_VERSION, "stages": stages}
         try:
-            data = marshal.dumps(doc, 4)
+            data = sealed.dumps(doc)
         except ValueError:
             return  # a value marshal cannot write: no record (the next miss says why not)
         try:
@@ -89,13 +88,9 @@ class Explainer:
     def previous(self) -> dict | None:
         if not self._loaded:
             self._loaded = True
-            try:
-                with open(self.path, "rb") as f:
-                    doc = marshal.loads(f.read())
-                if isinstance(doc, dict) and doc.get("v") == RECORD_VERSION:
-                    self._prev = doc
-            except (OSError, ValueError, EOFError, TypeError, MemoryError):
-                self._prev = None
+            doc = sealed.read(self.path)
+            if isinstance(doc, dict) and doc.get("v") == RECORD_VERSION:
+                self._prev = doc
         return self._prev
 
     def previous_step(self, label: str, step: dict) -> dict | None:

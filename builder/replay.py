@@ -11,7 +11,7 @@ image each base or `--from` reference named, the cache entry of each step key, a
 made. `pybuild build` tries the record first: every observation is checked again, and any
 difference - a touched file, a moved tag, a pruned cache entry, a removed image - falls back to
 the full build, which is always right. A replay prints the same steps (all CACHED) and tags the
-same way. Only os, json and zlib are imported (and marshal, built in: the record is a marshal
+same way. Only os, json and zlib are imported (and marshal, built in: the record is a sealed marshal
 file, which 100,000 observed files load from in a tenth of JSON's time); never hashlib, lark,
 the AST or the solver.
 
@@ -23,12 +23,11 @@ from __future__ import annotations
 
 import gc
 import json
-import marshal
 import os
 import sys
 
 from builder import codeid, sourcedate
-from cache import layout
+from cache import layout, sealed
 
 RECORD_VERSION = 2
 _VALUE_FLAGS = {"-t": "tag", "--tag": "tag", "-f": "file", "--file": "file",
@@ -191,11 +190,9 @@ class Pending:
                 gc.enable()
 
     def _replay(self) -> str | None:
-        try:
-            with open(self.path, "rb") as f:
-                rec = marshal.loads(f.read())
-        except (OSError, ValueError, EOFError, TypeError, MemoryError):
-            return None     # MemoryError: a damaged length asked for gigabytes
+        rec = sealed.read(self.path)
+        if rec is None:
+            return None
         self.previous = rec  # a full build reads it too (builder.copying.Share)
         if not isinstance(rec, dict) or rec.get("inputs") != self.inputs:
             return None
@@ -315,7 +312,7 @@ class Pending:
         from cache import atomic  # only when writing: the check above imports nothing more
 
         try:
-            data = marshal.dumps(doc, 4)
+            data = sealed.dumps(doc)
         except ValueError:
             return  # a value marshal cannot write: no record, the next build runs in full
         try:

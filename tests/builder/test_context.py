@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import marshal
 import os
 import time
 from pathlib import Path
@@ -11,6 +10,7 @@ import pytest
 
 from builder.context import BuildContext, SourceTree, go_match, resolve_in_root
 from builder.errors import BuildError
+from cache import sealed
 
 
 def _tree(root: Path, files: dict[str, str | None]) -> Path:
@@ -252,14 +252,14 @@ def test_stat_cache_makes_touch_cheap_and_content_changes_visible(ctx_dir, tmp_p
     time.sleep(0.06)  # ctime of fresh files must age past the racy window
     ctx = BuildContext(ctx_dir, None, stat_cache=cache)
     d0 = ctx.digest(ctx.select(["."]))
-    memo = marshal.loads(cache.read_bytes())["files"]
+    memo = sealed.loads(cache.read_bytes())["files"]
     a = str(ctx_dir / "a.txt")
     assert memo[a][1] == "ca978112ca1bbdcafac231b39a23dc4da786eff8147c4e72b9807785afee48bb"
     os.utime(ctx_dir / "a.txt")                      # touch
     time.sleep(0.06)
     ctx = BuildContext(ctx_dir, None, stat_cache=cache)
     assert ctx.digest(ctx.select(["."])) == d0
-    assert marshal.loads(cache.read_bytes())["files"][a][0][3] == os.stat(a).st_mtime_ns
+    assert sealed.loads(cache.read_bytes())["files"][a][0][3] == os.stat(a).st_mtime_ns
     (ctx_dir / "a.txt").write_text("Z")
     ctx = BuildContext(ctx_dir, None, stat_cache=cache)
     assert ctx.digest(ctx.select(["."])) != d0

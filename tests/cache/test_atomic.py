@@ -3,7 +3,6 @@ name one process (pid + start time), and replay records written through them."""
 from __future__ import annotations
 
 import json
-import marshal
 import os
 import re
 import subprocess
@@ -16,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cache import atomic, layout, owner
+from cache import atomic, layout, owner, sealed
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -145,7 +144,7 @@ def test_replay_record_is_written_under_the_store_lock(busybox_root, tmp_path):
     assert r.returncode == 0, r.stderr
     assert waited > 0.5, "the record was written while another process held the store lock"
     record = Path(r.stdout.strip())
-    assert record.parent == busybox_root / layout.REPLAY_DIR and marshal.loads(record.read_bytes())
+    assert record.parent == busybox_root / layout.REPLAY_DIR and sealed.loads(record.read_bytes())
     assert [p.name for p in record.parent.iterdir()] == [record.name]
     assert not any((busybox_root / layout.TMP_DIR).iterdir())
 
@@ -163,3 +162,21 @@ def test_a_replay_that_writes_nothing_loads_no_writer(busybox_root, tmp_path):
             for _ in range(2)]
     assert runs[0].stdout.splitlines()[-1].startswith("0 ['cache.atomic'"), runs[0].stderr
     assert runs[1].stdout.splitlines()[-1] == "0 []", runs[1].stderr
+
+
+def test_sealed_files_never_hand_damaged_bytes_to_marshal():
+    """cache.sealed: what a build's caches are written as reads back; a bit flipped, a cut, a
+    foreign file or marshal's own bytes read as None - and at once: five unsealed bytes make
+    marshal allocate 16 GB before it fails."""
+    import time
+
+    obj = {"v": 2, "files": {"/a": ((1, 2), "ff", "", "")}}
+    raw = sealed.dumps(obj)
+    assert sealed.loads(raw) == obj
+    flipped = bytearray(raw)
+    flipped[-3] ^= 1
+    t = time.monotonic()
+    for bad in (bytes(flipped), raw[:-1], raw + b"x", b"", b"{}", b"(\xff\xff\xff\x7f",
+                sealed.MAGIC + (2**40).to_bytes(8, "little") + b"\0" * 4 + b"(\xff\xff\xff\x7f"):
+        assert sealed.loads(bad) is None
+    assert time.monotonic() - t < 1

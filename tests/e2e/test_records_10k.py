@@ -4,7 +4,6 @@ edit of one file rebuilds with the one file named, and the layer after the edit 
 cold build of the same context makes."""
 from __future__ import annotations
 
-import marshal
 import os
 import time
 from pathlib import Path
@@ -12,7 +11,7 @@ from pathlib import Path
 import pytest
 from e2e_helpers import ok
 
-from cache import layout
+from cache import layout, sealed
 
 pytestmark = pytest.mark.usefixtures("busybox_root")
 
@@ -67,7 +66,7 @@ def test_replay_touch_and_one_edit_at_10k_files(pybuild, ctx, busybox_root):
     assert steps["COPY . /app"] == "1 file changed: d050/f07.txt (content)"
     # the record lists the newest file first: the next edit of it defeats the replay at once
     (record,) = (busybox_root / layout.REPLAY_DIR).iterdir()
-    files = marshal.loads(record.read_bytes())["files"]
+    files = sealed.loads(record.read_bytes())["files"]
     assert len(files) > FILES and next(iter(files)) == "d050/f07.txt"
     assert build(pybuild, ctx)[0] == edited             # and that replays in turn
     cold, _ = build(pybuild, ctx, "--no-cache")
