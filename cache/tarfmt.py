@@ -78,17 +78,21 @@ def _fixed_part(mode: int, uid: int, gid: int, mtime: int, typeflag: bytes, devm
     return got
 
 
+def _size_field(size: int) -> tuple[bytes, int]:
+    """The size field [124:136] and its byte sum, kept for the first 4096 sizes seen."""
+    field = b"%011o\0" % size
+    sz = (field, sum(field))
+    if len(_sizes) < 4096:
+        _sizes[size] = sz
+    return sz
+
+
 def _plain(name: bytes, mode: int, uid: int, gid: int, size: int, mtime: int, typeflag: bytes,
            linkname: bytes, devmajor: int, devminor: int) -> bytes:
     """`_raw_header`'s bytes, from the shared pieces (the caller checked that all fit:
     `mode` is its permission bits only)."""
     ids, mt, tf, tail, fixed_sum = _fixed_part(mode, uid, gid, mtime, typeflag, devmajor, devminor)
-    sz = _sizes.get(size)
-    if sz is None:
-        field = b"%011o\0" % size
-        sz = (field, sum(field))
-        if len(_sizes) < 4096:
-            _sizes[size] = sz
+    sz = _sizes.get(size) or _size_field(size)
     chk = fixed_sum + sz[1] + sum(name)
     if linkname:
         chk += sum(linkname)
@@ -109,12 +113,7 @@ def plain_maker(typeflag: bytes):
         if got is None:
             ids, mt, tf, tail, fixed_sum = _fixed_part(mode, uid, gid, mtime, typeflag, 0, 0)
             got = pieces[mode, uid, gid, mtime] = (ids, mt, tf + after_name + tail, fixed_sum)
-        sz = sizes.get(size)
-        if sz is None:
-            field = b"%011o\0" % size
-            sz = (field, sum(field))
-            if len(sizes) < 4096:
-                sizes[size] = sz
+        sz = sizes.get(size) or _size_field(size)
         return b"".join((name.ljust(100, b"\0"), got[0], sz[0], got[1],
                          b"%06o\0 " % (got[3] + sz[1] + sum(name)), got[2]))
     return make
