@@ -270,6 +270,8 @@ def _write_entries(root: bytes, o: _Out, epoch: int | None, top: bytes | None = 
     dflags = _DIR_FLAGS
     utime, fstat, osopen, close, oread, listxattr = (os.utime, os.fstat, os.open, os.close,
                                                      os.read, os.listxattr)
+    # `settled_ns`'s rule in seconds (whole seconds, clamped to the epoch), specialised here
+    # and inline in the loop below: it runs once per entry
     if epoch is None:
         def mt(st) -> int:
             return st.st_mtime_ns // 1_000_000_000
