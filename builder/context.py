@@ -356,13 +356,7 @@ class SourceTree:
         paused = gc.isenabled()
         gc.disable()
         try:
-            try:
-                return self._digest(selected, listing)
-            except (TypeError, IndexError, ValueError):
-                if not self._hashes:
-                    raise
-                self._hashes = {}   # a damaged memo entry: the memo is only a cache, start over
-                return self._digest(selected, listing)
+            return self._digest(selected, listing)  # the memo is sealed: only what we wrote
         finally:
             if paused:
                 gc.enable()
