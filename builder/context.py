@@ -343,10 +343,14 @@ class SourceTree:
     def owner(self, st: os.stat_result) -> tuple[int, int]:
         return (0, 0) if self.reset_owner else (st.st_uid, st.st_gid)
 
-    def digest(self, selected: Sequence[Selected], listing: dict | None = None) -> str:
+    def digest(self, selected: Sequence[Selected], listing: dict | None = None,
+               manifest: dict | None = None) -> str:
         """sha256 over what the selections would copy; mtimes never count. `listing` (why a
         step rebuilt, builder.explain) gets {path in the tree: "type mode uid:gid capability
         content"} of every entry (content: 16 hex digits of the digest, or the link target).
+        `manifest` (a COPY made as a delta over an earlier layer, builder.delta) gets {path in
+        the selection: (its line of the key, mtime ns)}: all that decides what the copy
+        writes for the entry.
 
         An entry whose stat identity the memo knows costs its one stat (the walk's): its
         content digest and xattrs come from the memo, and its line of the key is formatted
@@ -356,12 +360,13 @@ class SourceTree:
         paused = gc.isenabled()
         gc.disable()
         try:
-            return self._digest(selected, listing)  # the memo is sealed: only what we wrote
+            return self._digest(selected, listing, manifest)  # the memo is sealed: only what we wrote
         finally:
             if paused:
                 gc.enable()
 
-    def _digest(self, selected: Sequence[Selected], listing: dict | None) -> str:
+    def _digest(self, selected: Sequence[Selected], listing: dict | None,
+                manifest: dict | None = None) -> str:
         h = hashlib.sha256()
         memo = self._load_stat_cache()
         observe = self.observe
@@ -408,7 +413,10 @@ class SourceTree:
                 keycap = f"{cap}\0{xattrs}" if xattrs else cap  # user.* xattrs only when any
                 if observe is not None and fmt == _S_IFREG and not extra.startswith("hardlink:"):
                     observe(path, st, f"{extra}:{keycap}")
-                lines.append(f"{rel}\0{fmt:o}\0{mode & 0o7777:o}\0{uid}\0{gid}\0{extra}\0{keycap}\n")
+                line = f"{rel}\0{fmt:o}\0{mode & 0o7777:o}\0{uid}\0{gid}\0{extra}\0{keycap}\n"
+                lines.append(line)
+                if manifest is not None:
+                    manifest[rel] = (line, st.st_mtime_ns)
                 if len(lines) >= 4096:
                     h.update("".join(lines).encode("utf-8", "surrogateescape"))
                     lines.clear()
