@@ -20,9 +20,9 @@ frontend/dockerfile/dockerfile_copy_test.go):
   hardlinks within one source are kept, fifos and devices are re-created, sockets become
   empty files ("socket copied as stub").
 
-A layer step's copy can take unchanged files from the previous layer of the same step by hard
-link instead of writing them (`Share`, issue 14), and writes every other regular file through
-its two fds with the times the layer's commit would give it (`copy(settle=...)`).
+A layer step's copy writes each regular file through its two fds with the times the layer's
+commit would give it (`copy(settle=...)`); an edited one can write only what changed over the
+layer an earlier copy made (`copy_changes`, builder.delta).
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from cache import fspath
 from cache.compress import open_decompressed
 from cache.errors import StoreError
 from cache.extract import extract_stream
+from cache.layerdelta import NotDelta
 from cache.layers import settled_ns
 from cache.overlayfmt import layer_xattr
 from grammar import gopath
@@ -242,17 +243,16 @@ def copy(selected: Sequence[Selected], dest_root: Path, dest: str, *, workdir: s
          chown: tuple[int, int] | None = None, chmod: str | Chmod | None = None,
          parents: bool = False, src_is_context: bool | None = None,
          follow_top_symlinks: bool = True, multiple: bool | None = None,
-         unpack: bool = False, share: Share | None = None, settle: tuple | None = None) -> None:
+         unpack: bool = False, settle: tuple | None = None) -> None:
     """COPY the selections into `dest_root` at `dest` (relative to `workdir`).
 
     `src_is_context` None means "as the selection's tree says" (the build context resets
     owners to 0:0, a stage rootfs keeps them). `parents` re-selects each source word with
     --parents semantics unless the selections already carry --parents patterns. `multiple`
     tells that the instruction had several source words. `unpack` extracts local archives
-    (ADD) into `dest` instead of copying them. `share` (a layer being made, one directory
-    selection): files it takes are linked from the previous layer after the copy
-    (`Share.finish`). `settle` = (epoch,): entries get the times their layer will have at
-    commit (`cache.layers.settled_ns`) right away, so the commit need not set them again.
+    (ADD) into `dest` instead of copying them. `settle` = (epoch,): entries get the times
+    their layer will have at commit (`cache.layers.settled_ns`) right away, so the commit need
+    not set them again.
     """
     if not selected:
         return
@@ -276,9 +276,79 @@ def copy(selected: Sequence[Selected], dest_root: Path, dest: str, *, workdir: s
         if unpack and is_archive(sel.path):
             add_archive(sel.path, Path(root), dest, workdir=workdir, chown=chown)
             continue
-        if share is not None:
-            share.root = root
-        _Copier(root, sel, chown, mode, reset, follow_top_symlinks, share, settle).run(dst, dirmode)
+        _Copier(root, sel, chown, mode, reset, follow_top_symlinks, settle).run(dst, dirmode)
+
+
+def copy_changes(sel: Selected, dest_root: Path, dest: str, changed, deleted, *,
+                 workdir: str = "/", chown: tuple[int, int] | None = None,
+                 chmod: str | Chmod | None = None, settle: tuple, lower_has) -> None:
+    """Only what changed of one directory selection, over the layer an earlier copy of it
+    made (mounted below `dest_root`: builder.delta). `changed`: the selection's relative
+    paths whose entries differ from the earlier copy's or are new; `deleted`: those it no
+    longer has. Each is written as `copy` writes it; every directory above one of them gets
+    its metadata again (writing inside moved its times). `lower_has(path)`: a layer below the
+    earlier one has that path, which a deletion would hide too: NotDelta."""
+    mode = chmod if isinstance(chmod, Chmod) else parse_chmod(chmod)
+    root = os.path.realpath(os.fspath(dest_root))
+    dst = resolve_in_root(root, dest_path(dest, workdir))
+    if not sel.is_dir or not os.path.isdir(dst) or os.path.islink(dst):
+        raise NotDelta("the destination is not the directory the earlier copy made")
+    cp = _Copier(root, sel, chown, mode, sel.tree.reset_owner, True, settle)
+
+    def parts(rel: str) -> list[str]:
+        return rel.split("/")
+
+    gone: list[str] = []
+    for rel in sorted(deleted, key=parts):
+        if gone and rel.startswith(gone[-1] + "/"):
+            continue                    # inside a dir removed already
+        t = os.path.join(dst, rel)
+        if lower_has(t):
+            raise NotDelta(f"{rel}: a lower layer has it too")
+        if os.path.isdir(t) and not os.path.islink(t):
+            import shutil
+            shutil.rmtree(t)
+        else:
+            os.unlink(t)
+        gone.append(rel)
+    todo = set(changed)
+    for rel in [*changed, *gone]:       # their parents' times moved: set again
+        while rel:
+            rel = rel.rpartition("/")[0]
+            if rel in todo:
+                break
+            todo.add(rel)
+    todo.add("")
+    src_root = sel.real
+    stack: list[tuple[str, str, os.stat_result, bool, str]] = []
+    for rel in sorted(todo, key=parts):
+        src = os.path.join(src_root, rel) if rel else src_root
+        st = os.lstat(src)
+        if rel == "":
+            stack.append(("", dst, st, False, src))
+            continue
+        while stack and not (rel.startswith(stack[-1][0] + "/") or stack[-1][0] == ""):
+            cp._finish_dir(*stack.pop())
+        t = os.path.join(dst, rel)
+        try:
+            tst = os.lstat(t)
+        except FileNotFoundError:
+            tst = None
+        if stat.S_ISDIR(st.st_mode):
+            if tst is None:
+                os.mkdir(t, 0o700)
+            elif not stat.S_ISDIR(tst.st_mode):
+                raise NotDelta(f"{rel}: a file became a directory")   # overlay: an opaque dir
+            stack.append((rel, t, st, True, src))
+            continue
+        if st.st_nlink > 1 and stat.S_ISREG(st.st_mode):
+            raise NotDelta(f"{rel}: a hardlinked file")
+        if tst is not None and stat.S_ISDIR(tst.st_mode):
+            import shutil
+            shutil.rmtree(t)            # a directory became a file
+        cp._put(src, t, st)
+    while stack:
+        cp._finish_dir(*stack.pop())
 
 
 def _reselect_parents(selected: Sequence[Selected]) -> list[Selected]:
@@ -294,14 +364,13 @@ def _reselect_parents(selected: Sequence[Selected]) -> list[Selected]:
 
 
 class _Copier:
-    def __init__(self, root, sel, chown, mode, reset_owner, follow, share=None, settle=None):
+    def __init__(self, root, sel, chown, mode, reset_owner, follow, settle=None):
         self.root = root
         self.sel = sel
         self.chown = chown
         self.mode = mode
         self.reset = reset_owner
         self.follow = follow
-        self.share = share
         self.epoch = settle[0] if settle is not None else None
         self.settle = settle is not None
         self.inodes: dict[tuple[int, int], str] = {}
@@ -365,7 +434,7 @@ class _Copier:
                 elif not stat.S_ISDIR(tst.st_mode):
                     raise BuildError(f"cannot copy to non-directory: {_shown(self.root, t)}")
                 stack.append((e.rel, t, e.st, True, e.path))
-            elif self.share is None or not self.share.defer(self, e.path, t, e.st, new_parent):
+            else:
                 self._put(e.path, t, e.st, new_parent)
         while stack:
             self._finish_dir(*stack.pop())
@@ -450,144 +519,6 @@ class _Copier:
             raise BuildError(f"failed to copy file: {e.strerror}: {target}") from None
         finally:
             os.close(fd_in)
-
-
-class Share:
-    """Build a COPY's new layer from the previous layer of the same step (issue 14): a source
-    file whose result would be that layer's file, byte for byte and attribute for attribute,
-    is hard-linked from it instead of copied; only changed and new files are written.
-
-    What makes a file shareable (`defer`): a regular file with one link (hard-linked sources
-    are copied as a cold build links them), whose content and layer xattrs ("sha256:cap", the
-    replay record's form, builder.replay) are what they were when the previous layer was made
-    (`then`, the previous build's record) and what this build keyed (`now`; its stat identity
-    unchanged since), and whose old inode at the same path has the mode, owner and size this
-    copy gives and already the mtime the commit settles it to for this build's epoch (so the
-    commit never touches a shared inode; another epoch: copied). An inode is linked at most
-    once per layer (the tar writer would see two names of one inode as a hardlink) and never
-    when it is the source file itself (a context file hard-linked to a layer file: an edit of
-    it would change the layer). Directories are always made by the copy.
-
-    The links are made after the overlay is unmounted, straight into the upper dir (a file
-    created through overlay would have been written there too); each directory then gets
-    back the times the copy gave it. A link that fails (EXDEV: the store's tmp/ is on another
-    filesystem than its layers; the old layer pruned meanwhile; EMLINK) is a copy instead."""
-
-    def __init__(self, old_dir: str, then: dict, now: dict, observed: dict, context: str):
-        self.old = old_dir
-        self.then = then            # previous record: context rel -> [stat..., "sha256:cap"]
-        self.now = now              # this build: host path -> "sha256:cap"
-        self.observed = observed    # this build: host path -> stat identity (builder.replay._sig)
-        self.ctx = context.rstrip("/") + "/"
-        self.root = ""              # the merged root (copy() sets it)
-        self.used: set[tuple[int, int]] = set()
-        self.todo: dict[str, list] = {}     # upper dir rel -> [(name, copier, src, st)]
-        self.linked = self.copied = 0
-        self.can_link = True
-        self._dir: tuple[str, int | None] = ("\0", None)  # the old layer's dir looked in last
-
-    def _old_dir(self, parent: str) -> int | None:
-        """An fd of the old layer's dir `parent` (kept until the next one), opened a component
-        at a time without following any symlink; None if there is no such dir."""
-        if parent == self._dir[0]:
-            return self._dir[1]
-        self.close()
-        self._dir = (parent, _open_dir_nofollow(self.old, parent))
-        return self._dir[1]
-
-    def close(self) -> None:
-        """Let go of the old layer's dir (`finish` does; a failed copy must too)."""
-        if self._dir[1] is not None:
-            os.close(self._dir[1])
-        self._dir = ("\0", None)
-
-    def defer(self, cp: _Copier, src: str, target: str, st: os.stat_result, fresh: bool) -> bool:
-        """True if the file `src` -> `target` will be linked by `finish` (nothing written now)."""
-        if st.st_nlink != 1 or not stat.S_ISREG(st.st_mode) or not src.startswith(self.ctx):
-            return False
-        now = self.now.get(src)
-        old = self.then.get(src[len(self.ctx):])
-        if now is None or old is None or len(old) < 9 or old[8] != now:
-            return False
-        sig = self.observed.get(src)
-        if (sig is None or sig[0] != st.st_dev or sig[1] != st.st_ino or sig[2] != st.st_size
-                or sig[6] != st.st_mtime_ns or sig[7] != st.st_ctime_ns):
-            return False                # not the file this build keyed
-        parent, _, name = target[len(self.root) + 1:].rpartition("/")
-        dfd = self._old_dir(parent)
-        if dfd is None:
-            return False
-        try:
-            ost = os.lstat(name, dir_fd=dfd)
-        except OSError:
-            return False
-        uid, gid = cp._owner(st)
-        if (ost.st_mode != stat.S_IFREG | cp.perm(st) or ost.st_uid != uid or ost.st_gid != gid
-                or ost.st_size != st.st_size or not cp.settle
-                or ost.st_mtime_ns != settled_ns(st.st_mtime_ns, cp.epoch)):
-            return False
-        ino = (ost.st_dev, ost.st_ino)
-        if ino in self.used or ino == (st.st_dev, st.st_ino):
-            return False
-        if not fresh:       # something there (a lower layer's file): the copy replaces it
-            try:
-                os.lstat(target)
-                return False
-            except FileNotFoundError:
-                pass
-            except OSError:
-                return False
-        self.used.add(ino)
-        self.todo.setdefault(parent, []).append((name, cp, src, st))
-        return True
-
-    def finish(self, upper) -> None:
-        """Make the deferred files in `upper` (the overlay unmounted): links, else copies."""
-        self.close()
-        upper = os.fspath(upper).rstrip("/")
-        for parent, items in self.todo.items():
-            d = upper + "/" + parent if parent else upper
-            dfd = os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-            ofd = _open_dir_nofollow(self.old, parent) if self.can_link else None
-            try:
-                dst = os.fstat(dfd)
-                for name, cp, src, st in items:
-                    if ofd is not None and self.can_link:
-                        try:
-                            os.link(name, name, src_dir_fd=ofd, dst_dir_fd=dfd,
-                                    follow_symlinks=False)
-                            self.linked += 1
-                            continue
-                        except OSError as e:
-                            if e.errno == errno.EXDEV:
-                                self.can_link = False
-                    cp._write_file(src, d + "/" + name, st)
-                    self.copied += 1
-                os.utime(dfd, ns=(dst.st_atime_ns, dst.st_mtime_ns))
-            finally:
-                os.close(dfd)
-                if ofd is not None:
-                    os.close(ofd)
-        self.todo.clear()
-
-
-def _open_dir_nofollow(root: str, rel: str) -> int | None:
-    """The directory `root/rel` by fd, each component opened with O_NOFOLLOW (a symlink in
-    an old layer must never lead a link elsewhere); None if any is missing or not a dir."""
-    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-    try:
-        fd = os.open(root, flags)
-    except OSError:
-        return None
-    for part in rel.split("/") if rel else ():
-        try:
-            nxt = os.open(part, flags, dir_fd=fd)
-        except OSError:
-            os.close(fd)
-            return None
-        os.close(fd)
-        fd = nxt
-    return fd
 
 
 def _copy_xattrs(src, dst) -> None:

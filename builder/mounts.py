@@ -91,7 +91,7 @@ class RunMount:
             i = run.solver.plan.stage_by_ref(frm, run.stage.index)
             diff_ids = (run.solver.stage_result(i).diff_ids if i is not None
                         else run.solver.image(frm, self.line).diff_ids)
-            layers = [store.layer_dir(d) for d in reversed(diff_ids)]
+            layers = store.layer_dirs(diff_ids)
             root = Path(stack.enter_context(mounted(layers, tmp=store.tmp)))
         else:
             root = Path(run.solver.opts.context)

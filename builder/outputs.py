@@ -60,7 +60,7 @@ def write(store, image_id: str, name: str, output: dict[str, str], compression: 
         raise BuildError("--output type=tar,dest=-: refusing to write a tar archive to a terminal; "
                          "redirect stdout or give dest=FILE")
     img = store.image(image_id)
-    dirs = [store.layer_dir(d) for d in reversed(img.diff_ids)]
+    dirs = store.layer_dirs(img.diff_ids)
     if kind == "local":
         _local(dirs, dest)
         return

@@ -149,7 +149,6 @@ class Pending:
         import zlib
 
         self.opts = opts
-        self.previous = None  # the record as read, whether it replays or not
         self.root = os.path.abspath(opts["root"] or layout.default_root())
         self.context = os.path.realpath(opts["context"])
         self.dockerfile = os.path.abspath(opts["file"] or os.path.join(opts["context"], "Dockerfile"))
@@ -193,7 +192,6 @@ class Pending:
         rec = sealed.read(self.path)
         if rec is None:
             return None
-        self.previous = rec  # a full build reads it too (builder.copying.Share)
         if not isinstance(rec, dict) or rec.get("inputs") != self.inputs:
             return None
         root = self.root
@@ -336,7 +334,6 @@ class Recorder:
         self.refs: dict[str, str] = {}  # image reference as written -> image ID
         self.keys: dict[str, dict] = {}  # step key -> cache entry used or made
         self.volatile = False  # read something a record cannot check (a URL)
-        self.previous: dict | None = None  # the last record of this command line (Pending's)
 
     def observe(self, path: str, st: os.stat_result, content: str | None = None) -> None:
         """`content`: the file's "digest:capability", noted by the context's digest right after

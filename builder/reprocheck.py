@@ -53,10 +53,15 @@ def _seed(src, dst, img) -> None:
     from cache import layout, owner
     infos = src.layer_store.infos()
     with dst.locked():
-        for d in img.diff_ids:
+        bases = [b for b in (layout.delta_base(src.root, d) for d in img.diff_ids) if b]
+        for d in [*img.diff_ids, *bases]:
             have, link = src.layer_path(d), dst.layer_path(d)
             if have.is_dir() and not os.path.lexists(link):
                 os.symlink(os.path.abspath(have), link)  # the root may be relative
+            meta, mlink = layout.layer_meta_path(src.root, d), layout.layer_meta_path(dst.root, d)
+            if os.path.isdir(meta) and not os.path.lexists(mlink):  # a delta's base and plan
+                os.makedirs(os.path.dirname(mlink), exist_ok=True)
+                os.symlink(os.path.abspath(meta), mlink)
             info = dict(infos.get(d) or {"origin": "received"})
             blobs = {}
             for comp, b in (info.get("blobs") or {}).items():

@@ -204,7 +204,7 @@ class StageRun:
             diff_id = hit.get("diff_id")
             try:
                 if diff_id:
-                    store.layer_dir(diff_id)
+                    store.layer_dirs([diff_id])  # a delta: its base too
             except StoreError:
                 hit = None
         if hit is None and not self.no_cache and self.solver.importers:
@@ -236,7 +236,7 @@ class StageRun:
 
     def lowerdirs(self, diff_ids: list[str] | None = None) -> list[Path]:
         store = self.solver.store
-        return [store.layer_dir(d) for d in reversed(self.state.diff_ids if diff_ids is None else diff_ids)]
+        return store.layer_dirs(self.state.diff_ids if diff_ids is None else diff_ids)
 
 
 class Solver:
@@ -346,7 +346,7 @@ class Solver:
             try:
                 hit = imp.lookup(store, key)
                 if hit is not None and hit["diff_id"]:
-                    store.layer_dir(hit["diff_id"])
+                    store.layer_dirs([hit["diff_id"]])
             except StoreError as e:
                 self.warn(vertex, f"cache import from {spec.describe()} failed: {e} (running the step)")
                 continue

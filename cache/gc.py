@@ -19,7 +19,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
-from cache import owner
+from cache import layerdelta, layout, owner
 
 _SHA = re.compile(r"sha256:[0-9a-f]{64}")
 
@@ -136,11 +136,16 @@ def prune(store, *, all_: bool = False, build_cache: bool = False,
                     _refs_in(json.loads(blobs.path(mdigest).read_bytes()), keep)
                 except (OSError, ValueError):
                     pass
+        for d in list(keep):    # a delta layer needs its base (cache.layerdelta)
+            base = layout.delta_base(store.root, d)
+            if base is not None:
+                keep.add(base)
         for d in list(keep):
             for b in (infos.get(d, {}).get("blobs") or {}).values():
                 keep.add(b["digest"])
         # sweep
         dropped = {d for d in infos if d not in keep} | {d for d in layers.dir_ids() if d not in keep}
+        dropped |= {d for d in layerdelta.meta_ids(store.root) if d not in keep}
         for d in dropped:
             if layers.path(d).exists():
                 rep.bytes += _size(layers.path(d))

@@ -78,10 +78,11 @@ def open_image(root, ref: str) -> tuple[str, dict, list[str]] | None:
             diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
             if not isinstance(diff_ids, list) or not all(is_digest(d) for d in diff_ids):
                 return None
-            dirs = [layout.layer_path(root, d) for d in reversed(diff_ids)]
+            dirs = layout.layer_dirs(root, diff_ids)   # a delta layer's base after it
             if not all(os.path.exists(d) for d in dirs):
                 return None     # a received layer not unpacked yet: Store.layer_dir does it
-            Leases(root).hold(image_id, *diff_ids)
+            # every dir's layer: the image's and the bases of its deltas
+            Leases(root).hold(image_id, *("sha256:" + os.path.basename(d) for d in dirs))
     except (StoreError, OSError, ValueError, AttributeError, TypeError):
         return None     # corrupt data among them: the Store path says what is wrong
     return image_id, config, dirs

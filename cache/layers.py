@@ -26,6 +26,21 @@ WH_PREFIX = os.fsencode(overlayfmt.WH_PREFIX)
 WH_OPAQUE = os.fsencode(overlayfmt.WH_OPAQUE)
 
 
+class TarIndex:
+    """Where each entry of a layer tar starts (`write_tar(index=...)`): `rels[i]` (the walk's
+    name: a whiteout keeps its own) begins at byte `offs[i]`, the end marker at `end`.
+    `special`: the tar has a whiteout, an opaque marker or a hardlink, which a layer made as a
+    delta over this one (cache.layerdelta) does not handle."""
+
+    __slots__ = ("rels", "offs", "end", "special")
+
+    def __init__(self):
+        self.rels: list[bytes] = []
+        self.offs: list[int] = []
+        self.end = 0
+        self.special = False
+
+
 @dataclass(frozen=True)
 class TarResult:
     diff_id: str | None  # sha256 of the uncompressed tar (None: not hashed)
@@ -170,7 +185,8 @@ def _sorted_children(path: bytes):
 
 
 def write_tar(dir, out=None, *, epoch: int | None = 0, hash_tar: bool = True,
-              top: str | None = None, settle: bool = False) -> TarResult:
+              top: str | None = None, settle: bool = False,
+              index: TarIndex | None = None) -> TarResult:
     """Write the layer tar of `dir` (overlay format) to `out` (None: only hash it). `out` gets
     memoryviews valid only during its write() call, unless it lends its own buffers (a
     compress.ThreadedWriter). `hash_tar=False` skips the diff_id (for a layer whose diff_id is
@@ -183,12 +199,14 @@ def write_tar(dir, out=None, *, epoch: int | None = 0, hash_tar: bool = True,
     saved or pushed copy (the tar) see one time; and the result carries the dir's
     `fingerprint` as it is afterwards, made in the same walk. Setting an entry's times never
     moves its parent's, so each is settled as it is written; whiteouts and sockets, which the
-    tar does not carry as such, are left as they are."""
+    tar does not carry as such, are left as they are. `index` gets where each entry starts."""
     root = os.fsencode(os.path.abspath(dir))
     o = _Out(out, hash_tar)
     fp = hashlib.sha256() if settle else None
     try:
-        _write_entries(root, o, epoch, None if top is None else os.fsencode(top), fp)
+        _write_entries(root, o, epoch, None if top is None else os.fsencode(top), fp, index)
+        if index is not None:
+            index.end = o.size + o.pos
         o.add(tarfmt.END)
         o.flush()
     except BaseException:
@@ -202,14 +220,10 @@ def write_tar(dir, out=None, *, epoch: int | None = 0, hash_tar: bool = True,
 
 def fingerprint(dir) -> str:
     """sha256 over the stat identity of every entry below `dir`: name, inode, size, mode,
-    owner, rdev and mtime of each; a directory's link count and ctime too. A committed layer
-    dir that still has the fingerprint it had at commit holds the same bytes, so its tar needs
-    no second hash when its blob is made. It sees a write (size or mtime moves), a chmod or
-    chown, a rename, an added or removed entry and, for a directory, anything that moves its
-    ctime (an xattr, a utime). For a file it leaves out nlink and ctime: a later layer made
-    by hard-linking this one's unchanged files (builder.copying.Share) moves both on the
-    shared inode and must not make this layer's record stale; so it does not see a file's
-    xattr changed in place, nor a rewrite that keeps size and mtime. The root itself is left
+    owner, link count, rdev, mtime and ctime of each. A committed layer dir that still has the
+    fingerprint it had at commit holds the same bytes, so its tar needs no second hash when
+    its blob is made. It sees a write, a chmod or chown, a rename, a link, an added or removed
+    entry and anything else that moves a ctime (an xattr, a utime). The root itself is left
     out: moving the dir into the store changes its own ctime."""
     h = hashlib.sha256()
     for rel, _full, st in _walk(os.fsencode(os.path.abspath(dir))):
@@ -218,17 +232,12 @@ def fingerprint(dir) -> str:
 
 
 def _fingerprint_entry(h, rel: bytes, st) -> None:
-    """One entry of `fingerprint` (its rule is there). A fingerprint recorded under the earlier
-    rule (nlink and ctime of files too) no longer matches: that layer's tar is hashed once more
-    when a blob of it is made, which is the safe way round."""
-    if stat.S_ISDIR(st.st_mode):
-        h.update(b"%s\0%d %d %d %d %d %d %d %d %d %d\n" % (
-            rel, st.st_dev, st.st_ino, st.st_size, st.st_mode, st.st_uid, st.st_gid, st.st_nlink,
-            st.st_rdev, st.st_mtime_ns, st.st_ctime_ns))
-    else:
-        h.update(b"%s\0%d %d %d %d %d %d %d %d\n" % (
-            rel, st.st_dev, st.st_ino, st.st_size, st.st_mode, st.st_uid, st.st_gid,
-            st.st_rdev, st.st_mtime_ns))
+    """One entry of `fingerprint` (its rule is there). A fingerprint recorded under another
+    rule no longer matches: that layer's tar is hashed once more when a blob of it is made,
+    which is the safe way round."""
+    h.update(b"%s\0%d %d %d %d %d %d %d %d %d %d\n" % (
+        rel, st.st_dev, st.st_ino, st.st_size, st.st_mode, st.st_uid, st.st_gid, st.st_nlink,
+        st.st_rdev, st.st_mtime_ns, st.st_ctime_ns))
 
 
 def settled_ns(mtime_ns: int, epoch: int | None) -> int:
@@ -246,7 +255,7 @@ _MAX7, _MAX11 = 0o7777777, 0o77777777777
 
 
 def _write_entries(root: bytes, o: _Out, epoch: int | None, top: bytes | None = None,
-                   fp=None) -> None:
+                   fp=None, index: TarIndex | None = None) -> None:
     """The entries of `write_tar`, in `_sorted_children`'s order; with `fp` (a sha256), each
     entry is settled to its header's time and fed to `_fingerprint_entry` afterwards.
 
@@ -256,7 +265,8 @@ def _write_entries(root: bytes, o: _Out, epoch: int | None, top: bytes | None = 
     re-stat'ed on that fd; a dir's fd gives its xattrs and opaque marker and is the base of
     its children's opens. Plain headers come from `tarfmt._plain`'s shared pieces. The bytes
     are `_write_entry`'s, which still writes the rare kinds (whiteouts, devices, fifos,
-    hardlinks, names that need PAX) and `top`'s first entry."""
+    hardlinks, names that need PAX) and `top`'s first entry. With `index`, each entry's start
+    is noted before its bytes."""
     seen: dict[tuple[int, int], bytes] = {}
     settled: dict[tuple[int, int], os.stat_result] = {}  # hard-linked inodes done once
     settle = fp is not None
@@ -313,6 +323,9 @@ def _write_entries(root: bytes, o: _Out, epoch: int | None, top: bytes | None = 
                 dfd = frame[3] = osopen(where, dflags)
             for _sort_name, name, st in it:
                 rel = prefix + name
+                if index is not None:
+                    index.rels.append(rel)
+                    index.offs.append(o.size + o.pos)
                 mode = st.st_mode
                 kind = mode & _S_IFMT
                 simple = (len(rel) < 100 and rel.isascii() and 0 <= st.st_uid <= _MAX7
@@ -325,6 +338,8 @@ def _write_entries(root: bytes, o: _Out, epoch: int | None, top: bytes | None = 
                 if kind == _S_IFREG and simple:
                     if st.st_nlink > 1:  # the first of its names in this layer: the rest link to it
                         key = (st.st_dev, st.st_ino)
+                        if index is not None:
+                            index.special = True
                         if key in seen:
                             full = where + name
                             _write_entry(o, seen, mt, rel, full, st)
@@ -401,6 +416,8 @@ def _write_entries(root: bytes, o: _Out, epoch: int | None, top: bytes | None = 
                             hdr = dir_header(rel + b"/", mode & 0o7777, st.st_uid, st.st_gid, 0, m)
                         add(hdr)
                         if opq in names and _getxattr(sub, opq) == b"y":
+                            if index is not None:
+                                index.special = True
                             add(tarfmt.header(rel + b"/" + WH_OPAQUE, mode=0o600,
                                               typeflag=tarfmt.REG))
                         if settle:
@@ -435,6 +452,9 @@ def _write_entries(root: bytes, o: _Out, epoch: int | None, top: bytes | None = 
                     continue
                 # the rare kinds, by path, as written before
                 full = where + name
+                if index is not None and (is_whiteout(st) or (st.st_nlink > 1 and kind != _S_IFDIR)
+                                          or (kind == _S_IFDIR and is_opaque(full))):
+                    index.special = True
                 _write_entry(o, seen, mt, rel, full, st)
                 if settle:
                     fpe(fp, rel, settle_rare(rel, full, st))

@@ -2,7 +2,8 @@
 use, the layers.json index, and the scratch dirs a layer is made in.
 
 layers.json: {diff_id: {"size": n, "origin": "built"|"received", "epoch": e,
-                        "blobs": {compression: {"digest", "size"}}, "fingerprint": ...}}
+                        "blobs": {compression: {"digest", "size"}}, "fingerprint": ...,
+                        "delta_key": k (a base, cache.layerdelta), "base": diff_id (a delta)}}
 A layer this process commits or opens is held (cache.leases) before it is looked for under the
 lock: a prune in between cannot take it from a build or a running container.
 """
@@ -13,7 +14,7 @@ import os
 import shutil
 from pathlib import Path
 
-from cache import atomic, layout
+from cache import atomic, layerdelta, layout
 from cache.blobs import Blobs, check_digest
 from cache.errors import StoreError
 from cache.indexes import Indexes
@@ -54,6 +55,10 @@ class LayerStore:
         out = []
         for d in diff_ids:
             if self.path(d).exists():
+                base = layout.delta_base(self.root, d)
+                if base is None or self.path(base).exists():
+                    continue
+                out.append(d)
                 continue
             infos = self.infos() if infos is None else infos
             blobs = ((infos.get(d) or {}).get("blobs") or {}).values()
@@ -76,18 +81,21 @@ class LayerStore:
                     idx.pop(d, None)
             for d in diff_ids:
                 shutil.rmtree(self.path(d), ignore_errors=True)
+            layerdelta.remove(self.root, diff_ids)
 
     # ---- committing and unpacking --------------------------------------------------------
 
     def commit(self, upper, *, epoch: int | None = 0, keep_empty: bool = False,
-               keep_source: bool = False) -> str | None:
+               keep_source: bool = False, keep_base: tuple[str, object] | None = None) -> str | None:
         """Move an overlay upper dir (or any dir in overlay format) into the store as a layer;
         returns its diff_id. Its entries' times become those of its tar (whole seconds,
         clamped to `epoch`; `write_tar(settle=True)`), so the dir and the tar agree. An
         empty dir gives None (no layer) unless `keep_empty`: BuildKit commits the 1024-byte
         empty tar for a RUN/COPY/WORKDIR that changed nothing.
         `keep_source` (`pybuild commit`: the container keeps its upper dir) copies it in
-        through our own tar instead of moving it."""
+        through our own tar instead of moving it. `keep_base` = (key, manifest): keep the tar
+        too, so that a later layer of the same step can be made as a delta over this one
+        (cache.layerdelta)."""
         from cache.layers import is_empty_dir, write_tar
         upper = Path(upper)
         if not keep_empty and is_empty_dir(upper):
@@ -96,7 +104,22 @@ class LayerStore:
         # as it is then, in the tar's own walk (a copy comes from the tar: nothing to settle;
         # only a moved dir keeps its inodes). Outside the lock: renaming the dir changes only
         # its own ctime, which the fingerprint leaves out.
-        res = write_tar(upper, None, epoch=epoch, settle=not keep_source)
+        kept = index = None
+        if keep_base is not None and not keep_source:
+            from cache.layers import TarIndex
+            index = TarIndex()
+            f, kept = atomic.tmp_file(self.tmp, "tar")
+            try:
+                with f:
+                    res = write_tar(upper, f, epoch=epoch, settle=True, index=index)
+            except BaseException:
+                kept.unlink(missing_ok=True)
+                raise
+            if index.special:       # not a base a delta can be made over
+                kept.unlink(missing_ok=True)
+                kept = None
+        else:
+            res = write_tar(upper, None, epoch=epoch, settle=not keep_source)
         fp = res.fingerprint
         dest = self.path(res.diff_id)
         moved = None
@@ -126,7 +149,76 @@ class LayerStore:
                 info.pop("t", None)
                 if "epoch" not in info and info["origin"] == "built":
                     info["epoch"] = epoch
+                if kept is not None and moved is not None:
+                    try:
+                        layerdelta.keep_base(self.root, self.tmp, res.diff_id, kept, index,
+                                             res.size, keep_base[0], keep_base[1])
+                        info["delta_key"] = keep_base[0]
+                    except OSError:
+                        pass        # no base: the next edit is a full copy
+        if kept is not None:
+            kept.unlink(missing_ok=True)
         return res.diff_id
+
+    # ---- deltas (cache.layerdelta) -------------------------------------------------------
+
+    def find_base(self, key: str) -> tuple[str, dict] | None:
+        """The newest full layer kept as a base under `key`, with its index, held."""
+        for d, info in reversed(list(self.infos().items())):
+            if info.get("delta_key") != key or "base" in info:
+                continue
+            self.leases.hold(d)
+            index = layerdelta.read_index(self.root, d)
+            if index is not None and index.get("key") == key and self.path(d).is_dir():
+                return d, index
+        return None
+
+    def commit_delta(self, upper, base: str, index: dict, *, epoch: int | None = 0) -> str:
+        """Move an overlay upper dir made over the layer dir of `base` into the store as a
+        delta layer over it; returns the diff_id of the layer the two make together (the tar
+        a cold build of it writes). NotDelta when the dir holds what a splice cannot carry
+        (an opaque dir, a whiteout of what the base does not have)."""
+        import io
+
+        from cache.layers import TarIndex, write_tar
+        from cache.overlayfmt import is_opaque, is_whiteout
+        upper = Path(upper)
+        dindex = TarIndex()
+        buf = io.BytesIO()
+        write_tar(upper, buf, epoch=epoch, settle=True, hash_tar=False, index=dindex)
+        data = buf.getbuffer()
+        kinds = []
+        root = os.fsencode(upper)
+        for rel in dindex.rels:
+            st = os.lstat(root + b"/" + rel)
+            if is_whiteout(st):
+                kinds.append("w")
+            elif os.path.isdir(root + b"/" + rel) and not os.path.islink(root + b"/" + rel):
+                if is_opaque(root + b"/" + rel):
+                    raise layerdelta.NotDelta(f"{os.fsdecode(rel)}: an opaque dir")
+                kinds.append("d")
+            elif st.st_nlink > 1:
+                raise layerdelta.NotDelta(f"{os.fsdecode(rel)}: a hardlink")
+            else:
+                kinds.append("f")
+        segs = layerdelta.plan(index, layerdelta.delta_entries(dindex, kinds))
+        diff_id, size = layerdelta.splice(self.root, base, index, data, segs)
+        dest = self.path(diff_id)
+        self.leases.hold(diff_id, base)
+        with self.lock.held():
+            if not dest.exists():
+                layerdelta.write_delta_meta(self.root, self.tmp, diff_id, base, segs)
+                os.rename(upper, dest)
+                atomic.fsync_dir(self.dir)
+            else:
+                shutil.rmtree(upper, ignore_errors=True)
+            with self.ix.update(layout.LAYERS) as idx:
+                info = idx.setdefault(diff_id, {"origin": "built", "blobs": {}})
+                if "size" not in info:
+                    info.update({"size": size, "epoch": epoch})
+                    if layout.delta_base(self.root, diff_id) == base:
+                        info["base"] = base
+        return diff_id
 
     def _copy_in(self, src: Path, dest: Path, diff_id: str, epoch) -> None:
         from cache.layers import extract, write_tar
@@ -173,6 +265,17 @@ class LayerStore:
             shutil.rmtree(scratch, ignore_errors=True)
         return dest
 
+    def dirs(self, diff_ids) -> list[Path]:
+        """The dirs of `diff_ids` (bottom first, as a config lists them) in overlay's lowerdir
+        order, top first: a delta layer's dir followed by its base's (`dir_of` each)."""
+        out = []
+        for d in reversed(list(diff_ids)):
+            out.append(self.dir_of(d))
+            base = layout.delta_base(self.root, d)
+            if base is not None:
+                out.append(self.dir_of(base))
+        return out
+
     # ---- tars and blobs ------------------------------------------------------------------
 
     def tar(self, diff_id: str, out) -> str:
@@ -183,6 +286,9 @@ class LayerStore:
             raise StoreError(f"layer {diff_id} is not in the store")
         if info.get("origin") == "built":
             from cache.layers import write_tar
+            base = layout.delta_base(self.root, diff_id)
+            if base is not None:
+                return self._delta_tar(diff_id, base, info, out)
             return write_tar(self.path(diff_id), out, epoch=info.get("epoch", 0)).diff_id
         _kind, blob = next(iter(sorted(info["blobs"].items())))
         h = HashingWriter(out)
@@ -225,12 +331,37 @@ class LayerStore:
             tmp.unlink(missing_ok=True)
         return {"mediaType": MEDIA_TYPES[compression], "digest": h.digest, "size": h.size}
 
+    def _delta_tar(self, diff_id: str, base: str, info: dict, out) -> str:
+        """`tar` of a delta layer: its plan over the base's kept tar (made again from the
+        base's dir if it is gone) and its own dir's tar; hashed as it is written."""
+        import io
+
+        from cache.compress import HashingWriter
+        from cache.layers import write_tar
+        self.dir_of(base)
+        base_tar = os.path.join(layerdelta.meta_path(self.root, base), "tar")
+        made = None
+        if not os.path.isfile(base_tar):
+            f, made = atomic.tmp_file(self.tmp, "tar")
+            with f:
+                write_tar(self.path(base), f, epoch=(self.info(base) or {}).get("epoch", 0))
+            base_tar = os.fspath(made)
+        try:
+            own = io.BytesIO()
+            write_tar(self.path(diff_id), own, epoch=info.get("epoch", 0), hash_tar=False)
+            h = HashingWriter(out)
+            layerdelta.stream(self.root, diff_id, base_tar, own.getbuffer(), h)
+            return h.digest
+        finally:
+            if made is not None:
+                made.unlink(missing_ok=True)
+
     def _blob_tar(self, diff_id: str, info: dict, out) -> str:
         """`tar` for making a blob: a built layer dir whose fingerprint is what it was at
         commit, before and after the write, is not hashed again (its diff_id is known)."""
         from cache.layers import fingerprint, write_tar
         fp = info.get("fingerprint")
-        if info.get("origin") != "built" or not fp:
+        if info.get("origin") != "built" or not fp or "base" in info:
             return self.tar(diff_id, out)
         path = self.path(diff_id)
         if fingerprint(path) != fp:

@@ -22,6 +22,7 @@ OCI_LAYOUT = "oci-layout"
 LOCK = "lock"            # flock'ed around every index update
 BLOBS_DIR = os.path.join("blobs", "sha256")
 LAYERS_DIR = "layers"
+LAYERMETA_DIR = "layermeta"  # kept tars of delta bases, delta plans (cache.layerdelta)
 TMP_DIR = "tmp"          # temporaries and scratch dirs, named by owner (cache.owner)
 REPLAY_DIR = "replay"    # builder.replay's records
 EXPLAIN_DIR = "explain"  # builder.explain's records: each step's key inputs per Dockerfile+tag
@@ -89,4 +90,34 @@ def has_blob(root: str, digest: str) -> bool:
 
 
 def has_layer_dir(root: str, diff_id: str) -> bool:
-    return diff_id.startswith("sha256:") and os.path.isdir(layer_path(root, diff_id))
+    """The layer's dir is here, and its base's if it is a delta (cache.layerdelta)."""
+    if not (diff_id.startswith("sha256:") and os.path.isdir(layer_path(root, diff_id))):
+        return False
+    base = delta_base(root, diff_id)
+    return base is None or os.path.isdir(layer_path(root, base))
+
+
+def layer_meta_path(root, diff_id: str) -> str:
+    """`layermeta/<hex>`: a delta base's kept tar and index, a delta's base and plan."""
+    return os.path.join(os.fspath(root), LAYERMETA_DIR, diff_id[7:])
+
+
+def delta_base(root, diff_id: str) -> str | None:
+    """The base of a delta layer (the target of its `base` symlink), None for a full one."""
+    try:
+        base = os.readlink(os.path.join(layer_meta_path(root, diff_id), "base"))
+    except OSError:
+        return None
+    return base if is_digest(base) else None
+
+
+def layer_dirs(root, diff_ids) -> list[str]:
+    """The dirs of the layers `diff_ids` (bottom first, as a config lists them) in overlay's
+    lowerdir order, top first: a delta layer's dir followed by its base's."""
+    out = []
+    for d in reversed(diff_ids):
+        out.append(layer_path(root, d))
+        base = delta_base(root, d)
+        if base is not None:
+            out.append(layer_path(root, base))
+    return out

@@ -123,12 +123,23 @@ class Store:
         return self.layer_store.info(diff_id)
 
     def commit_layer(self, upper, *, epoch: int | None = 0, keep_empty: bool = False,
-                     keep_source: bool = False) -> str | None:
+                     keep_source: bool = False, keep_base=None) -> str | None:
         return self.layer_store.commit(upper, epoch=epoch, keep_empty=keep_empty,
-                                       keep_source=keep_source)
+                                       keep_source=keep_source, keep_base=keep_base)
+
+    def commit_delta_layer(self, upper, base: str, index: dict, *, epoch: int | None = 0) -> str:
+        return self.layer_store.commit_delta(upper, base, index, epoch=epoch)
+
+    def delta_base(self, key: str) -> tuple[str, dict] | None:
+        return self.layer_store.find_base(key)
 
     def layer_dir(self, diff_id: str) -> Path:
+        """One layer's own dir (a delta layer's is only its changes: mount `layer_dirs`)."""
         return self.layer_store.dir_of(diff_id)
+
+    def layer_dirs(self, diff_ids) -> list[Path]:
+        """The dirs to mount for `diff_ids` (bottom first), top first as overlay takes them."""
+        return self.layer_store.dirs(diff_ids)
 
     def layer_tar(self, diff_id: str, out) -> str:
         return self.layer_store.tar(diff_id, out)

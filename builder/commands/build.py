@@ -405,12 +405,8 @@ def _build(args, build_args: dict, store) -> int:
         recorder = None
         if pending is not None and not args.no_cache:
             from builder.replay import Recorder
-            from builder.steps.copy import sharing
 
             recorder = Recorder()
-            if sharing():   # the last record, kept only for COPY to share from (~0.5 KB a file)
-                recorder.previous = pending.previous
-            pending.previous = None
         with open(os.devnull, "w") as devnull:
             hush = args.quiet or args.progress == "quiet"
             progress = make_progress("plain" if hush else args.progress,

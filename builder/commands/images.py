@@ -391,7 +391,7 @@ def inspect_doc(store, img) -> dict:
     from cache import layout, refs
     cfg = img.config
     size = _image_size(store, img)
-    dirs = [layout.layer_path(str(store.root), d) for d in reversed(img.diff_ids)]
+    dirs = layout.layer_dirs(str(store.root), img.diff_ids)
     dirs = [d for d in dirs if os.path.isdir(d)]
     doc = {
         "Id": img.id,

@@ -377,7 +377,7 @@ def _image(args) -> tuple[str, str, dict, list[str]]:
             raise StoreError(f"{args.image}: {e}") from None
         finally:
             view.close()
-    dirs = [os.fspath(store.layer_dir(d)) for d in reversed(img.diff_ids)]
+    dirs = [os.fspath(d) for d in store.layer_dirs(img.diff_ids)]
     return os.fspath(store.root), img.id, img.config, dirs
 
 

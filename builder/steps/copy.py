@@ -8,7 +8,6 @@ their mtimes.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 from pathlib import Path
@@ -16,13 +15,6 @@ from pathlib import Path
 from builder.steps.layer import commit, scratch
 from cache import owner
 from grammar import ExpansionError, ast
-
-SHARE_ENV = "PYBUILD_COPY_SHARE"  # "link": a missed COPY hard-links unchanged files (_share)
-
-
-def sharing() -> bool:
-    """Is COPY's sharing with the previous layer on (`_share`)?"""
-    return os.environ.get(SHARE_ENV, "off") == "link"
 
 
 def _is_url(src: str) -> bool:
@@ -69,12 +61,19 @@ def copy_step(run, ins: ast.Copy | ast.Add, n: int) -> None:
         groups = _source_groups(run, ins, srcs, heredocs, frm, checksum, stack)
         digests = []
         files = ignore = None  # what builder.explain compares when the step misses
+        manifest = None        # builder.delta's, for a COPY of one context dir
         for tree, names, from_key, local in groups:
             # a stage or image source is keyed by its own key: no mount, no walk on a cache hit
+            if from_key:
+                digests.append(from_key)
+                continue
             if local:
                 files, ignore = {}, list(getattr(tree, "ignore_patterns", []))
-            digests.append(from_key or tree.digest(tree.select(names, excludes),
-                                                   files if local else None))
+            sel = tree.select(names, excludes)
+            if (local and len(groups) == 1 and len(sel) == 1 and sel[0].is_dir and not is_add
+                    and not link and not parents and not run.no_cache and _delta_on()):
+                manifest = {}
+            digests.append(tree.digest(sel, files if local else None, manifest))
         inputs = {"kind": kind, "srcs": srcs, "dest": dest, "chown": chown, "chmod": chmod,
                   "parents": parents, "link": link, "exclude": excludes, "workdir": workdir,
                   "unpack": unpack, "sources": digests}
@@ -84,74 +83,68 @@ def copy_step(run, ins: ast.Copy | ast.Add, n: int) -> None:
             from builder.users import resolve_chown
             from runtime.snapshotter import mounted
 
+            keep = None
+            if manifest is not None:
+                got, keep = _as_delta(run, inputs, groups[0][0], groups[0][1], excludes, manifest,
+                                      dest, workdir, chown, chmod)
+                if got is not None:
+                    return got
             with scratch(run.solver.store) as (upper, work):
                 lowers = [] if link else run.lowerdirs()
-                share = None
-                try:
-                    with mounted(lowers, upper, work) as root:
-                        root = Path(root)
-                        owner = resolve_chown(chown, root) if chown else None
-                        for tree, names, _, local in groups:
-                            if callable(tree):
-                                tree = tree()
-                            sel = tree.select(names, excludes)
-                            if local and len(groups) == 1 and len(sel) == 1 and sel[0].is_dir:
-                                share = _share(run, upper, tree)
-                            copy(sel, root, dest, workdir=workdir, chown=owner, chmod=chmod,
-                                 parents=parents, multiple=len(srcs) > 1,
-                                 unpack=is_add and unpack and local, share=share,
-                                 settle=(run.solver.opts.epoch,))
-                    if share is not None:
-                        share.finish(upper)
-                finally:
-                    if share is not None:
-                        share.close()
-                return commit(run, upper)
+                with mounted(lowers, upper, work) as root:
+                    root = Path(root)
+                    owner = resolve_chown(chown, root) if chown else None
+                    for tree, names, _, local in groups:
+                        if callable(tree):
+                            tree = tree()
+                        copy(tree.select(names, excludes), root, dest, workdir=workdir,
+                             chown=owner, chmod=chmod, parents=parents, multiple=len(srcs) > 1,
+                             unpack=is_add and unpack and local, settle=(run.solver.opts.epoch,))
+                return commit(run, upper, keep)
 
         run.layer_step(ins, n, created_by, inputs, do, files, ignore)
 
 
-def _share(run, upper, tree):
-    """A `builder.copying.Share` with the layer this step made in the last build of this
-    Dockerfile and tag (builder.explain's record: the same step, its parent and inputs but
-    the sources' digests unchanged, so each source lands where it did), when the last
-    record of this command line (builder.replay's: the full content digest of each context
-    file then) was made with that layer; else None. Only with the overlay snapshotter: the
-    links go into the upper dir, which the native one writes only at the end.
+def _delta_on() -> bool:
+    from builder.delta import enabled
+    return enabled()
 
-    Off unless PYBUILD_COPY_SHARE=link: a shared inode's link count is 2 or more while both
-    layers exist, and a later RUN (or a container) sees that count through the overlay where a
-    cold build shows 1 - the layer's tar and digest are a cold build's, its view is not."""
-    from builder.copying import Share
-    from cache.errors import StoreError
-    from runtime.snapshotter import snapshotter
 
-    if not sharing():
-        return None
-    rec, ex = run.solver.recorder, run.solver.explainer
-    prev = getattr(rec, "previous", None)
-    if run.no_cache or ex is None or not isinstance(prev, dict) or not rec.contents:
-        return None
-    try:
-        steps = ex.stages[run.stage.label]["steps"]
-        step = steps[-1]            # noted by layer_step just before it ran this
-        old = ex.previous_step(run.stage.label, step)
-        if old is None or old["parent"] != step["parent"]:
-            return None
-        def same(d):
-            return {k: v for k, v in d.items() if k not in ("sources", "epoch")}
-        if json.loads(json.dumps(same(step["inputs"]))) != same(old["inputs"]):
-            return None
-        diff_id = (prev["keys"].get(old["key"]) or {}).get("diff_id")
-        files = prev["files"]
-        if not diff_id or not isinstance(files, dict):
-            return None
+def _as_delta(run, inputs, tree, srcs, excludes, manifest, dest, workdir, chown, chmod):
+    """(diff_id, None) of this COPY made as a delta over the base of its step
+    (builder.delta), else (None, what `commit` keeps to make this layer such a base)."""
+    from builder import delta
+    from builder.copying import copy_changes
+    from builder.users import resolve_chown
+    from cache.keys import step_key
+    from runtime.snapshotter import mounted, snapshotter
+
+    store = run.solver.store
+    epoch = run.solver.opts.epoch
+    keep = (delta.base_key(step_key, run.state.key, inputs, epoch), manifest)
+    if epoch is None:
+        return None, None               # real times: no two builds agree on a layer anyway
+    found = store.delta_base(keep[0])
+    if found is None:
+        return None, keep
+    base, index = found
+    ch = delta.changes(index["manifest"], manifest, epoch)
+    if ch is None:
+        return None, keep
+    with scratch(store) as (upper, work):
         if snapshotter(Path(upper).parent) != "overlay":
-            return None
-        old_dir = run.solver.store.layer_dir(diff_id)   # held from now on: a prune keeps it
-    except (KeyError, TypeError, AttributeError, IndexError, StopIteration, StoreError):
-        return None
-    return Share(os.fspath(old_dir), files, rec.contents, rec.observed, tree.root)
+            return None, None
+        lowers = run.lowerdirs()
+        try:
+            with mounted([store.layer_dir(base), *lowers], upper, work) as root:
+                root = os.path.realpath(root)
+                owner = resolve_chown(chown, Path(root)) if chown else None
+                sel = tree.select(srcs, excludes)
+                copy_changes(sel[0], Path(root), dest, *ch, workdir=workdir, chown=owner,
+                             chmod=chmod, settle=(epoch,), lower_has=delta.lower_has(lowers, root))
+            return store.commit_delta_layer(upper, base, index, epoch=epoch), None
+        except delta.NotDelta:
+            return None, keep
 
 
 def _source_groups(run, ins, srcs, heredocs, frm, checksum, stack):
@@ -171,7 +164,7 @@ def _source_groups(run, ins, srcs, heredocs, frm, checksum, stack):
             img = run.solver.image(frm, ins.line)
             diff_ids, key = img.diff_ids, img.id
         def stage_tree():  # mounted only when the step runs
-            layers = [store.layer_dir(d) for d in reversed(diff_ids)]
+            layers = store.layer_dirs(diff_ids)
             return SourceTree(Path(stack.enter_context(mounted(layers, tmp=store.tmp))))
 
         return [(stage_tree, srcs, f"{key}:{srcs}", False)]

@@ -23,7 +23,8 @@ def scratch(store):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def commit(run, upper: Path):
+def commit(run, upper: Path, keep_base=None):
     """The upper dir becomes the step's layer; like BuildKit, a step that changed nothing
-    still gets one (the empty tar, sha256:5f70bf18...)."""
-    return run.solver.store.commit_layer(upper, epoch=run.solver.opts.epoch, keep_empty=True)
+    still gets one (the empty tar, sha256:5f70bf18...). `keep_base`: builder.delta's."""
+    return run.solver.store.commit_layer(upper, epoch=run.solver.opts.epoch, keep_empty=True,
+                                         keep_base=keep_base)

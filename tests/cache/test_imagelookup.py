@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def _by_store(store: Store, ref: str):
     img = store.image(ref)
-    return img.id, img.config, [str(store.layer_dir(d)) for d in reversed(img.diff_ids)]
+    return img.id, img.config, [str(d) for d in store.layer_dirs(img.diff_ids)]
 
 
 def _two_layer_image(store: Store, tag: str) -> str:

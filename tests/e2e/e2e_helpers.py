@@ -90,5 +90,5 @@ def image_fs(ref: str):
 
     store = Store.open()
     img = store.image(ref)
-    with mounted([store.layer_dir(d) for d in reversed(img.diff_ids)]) as root:
+    with mounted(store.layer_dirs(img.diff_ids)) as root:
         yield Path(root)

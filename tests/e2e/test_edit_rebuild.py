@@ -30,8 +30,12 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="builds mount overlays
 
 TAG = "edit/app"
 # the RUN sees every attribute of every copied file (link counts and times included): its layer,
-# and so the image ID, differs from a cold build's if the COPY layer's view does
-LISTING = ("RUN find /app | sort | xargs stat -c '%n|%F|%s|%a|%u:%g|%h|%Y|%N' > /listing\n")
+# and so the image ID, differs from a cold build's if the COPY layer's view does. A directory's
+# link count and size are left out: above an edited entry it is a merged directory of the delta
+# layer and its base (builder.delta), which overlayfs shows with a link count of 1 and the size
+# of the delta's copy (an ext4 directory's size is the history of its entries anyway)
+LISTING = ("RUN (find /app ! -type d | sort | xargs stat -c '%n|%F|%s|%a|%u:%g|%h|%Y|%N'; "
+           "find /app -type d | sort | xargs stat -c '%n|%F|%a|%u:%g|%Y') > /listing\n")
 DOCKERFILE = "FROM busybox\nCOPY . /app\n" + LISTING
 CHOWN = "FROM busybox\nCOPY --chown=1:2 . /app\n" + LISTING
 STAT = "%n|%F|%s|%a|%u:%g|%Y"
@@ -253,6 +257,18 @@ CASES = {"edit": (_edit, ()), "add": (_add, ()), "delete": (_delete, ()), "chmod
                                ("--build-arg", "SOURCE_DATE_EPOCH=1700000000"))}
 
 
+# the changes an edited COPY writes as a delta over the previous layer of its step (builder.delta);
+# a hard link (a cold copy keeps links within a layer), another Dockerfile (another step) or
+# another epoch (every time may move) make the layer in full
+AS_DELTA = {"edit", "add", "delete", "chmod", "rename", "user xattr", "symlink",
+            "edit under --chown=1:2"}
+
+
+def is_delta(root: Path, diff_id: str) -> bool:
+    from cache import layout
+    return layout.delta_base(root, diff_id) is not None
+
+
 @pytest.mark.parametrize("case", [
     pytest.param(c, marks=pytest.mark.skipif(c == "user xattr" and not xattrs_supported("user.x"),
                                              reason=XATTR_REASON))
@@ -272,6 +288,7 @@ def test_rebuild_after_a_change_equals_a_cold_build(builds, pybuild, tmp_path, c
     new = builds.build(ctx, *args)
     if case not in ("mtime only", "touch"):     # mtime is not content: those rebuild nothing
         assert new != prev
+    assert is_delta(builds.store, image(builds.store, new)["diff_ids"][1]) == (case in AS_DELTA)
     cold, prev_now = assert_same_as_cold(builds, ctx, new, *args, prev=prev)
 
     # the previous image is as it was
@@ -313,6 +330,7 @@ def test_five_edits_in_a_row_each_equal_a_cold_build(builds, pybuild, tmp_path):
         prev_dirs = layer_states(builds.store, image(builds.store, ids[-1])["diff_ids"])
         new = builds.build(ctx)
         assert new not in ids
+        assert is_delta(builds.store, image(builds.store, new)["diff_ids"][1])
         assert_same_as_cold(builds, ctx, new)
         assert layer_states(builds.store, image(builds.store, ids[-1])["diff_ids"]) == prev_dirs
         ids.append(new)
@@ -326,6 +344,7 @@ def test_removed_and_pruned_previous_image_leaves_the_new_one_whole(builds, pybu
     _edit(ctx)
     new = builds.build(ctx)
     diff_ids = image(builds.store, new)["diff_ids"]
+    assert is_delta(builds.store, diff_ids[1])  # over the COPY layer of `prev`, which prune keeps
     saved = saved_layers(pybuild, builds.store, TAG, tmp_path / "new.tar")
     dirs = layer_states(builds.store, diff_ids)
 
@@ -336,8 +355,8 @@ def test_removed_and_pruned_previous_image_leaves_the_new_one_whole(builds, pybu
     assert layer_states(builds.store, diff_ids) == dirs
     assert tar_of_dirs(builds.store, diff_ids) == diff_ids
     assert saved_layers(pybuild, builds.store, TAG, tmp_path / "new.tar") == saved
-    r = ok(pybuild("run", "--rm", "--network", "none", TAG, "cat", "/app/d0/f000"))
-    assert r.stdout == (ctx / "d0/f000").read_text()
+    r = ok(pybuild("run", "--rm", "--network", "none", TAG, "cat", "/app/d0/f000", "/app/d1/f001"))
+    assert r.stdout == (ctx / "d0/f000").read_text() + (ctx / "d1/f001").read_text()
     assert_same_as_cold(builds, ctx, new)
 
 
