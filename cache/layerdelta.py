@@ -229,6 +229,15 @@ def stream(root, diff_id: str, base_tar: str, delta_tar: bytes, out) -> None:
     out.write(tarfmt.END)
 
 
+def drop_base(root, diff_id: str) -> None:
+    """No longer a base: its kept tar and index go (a delta over it streams from its dir)."""
+    for name in ("tar", "index"):
+        try:
+            os.unlink(os.path.join(meta_path(root, diff_id), name))
+        except FileNotFoundError:
+            pass
+
+
 def remove(root, diff_ids) -> None:
     for d in diff_ids:
         shutil.rmtree(meta_path(root, d), ignore_errors=True)

@@ -153,9 +153,16 @@ class LayerStore:
                     try:
                         layerdelta.keep_base(self.root, self.tmp, res.diff_id, kept, index,
                                              res.size, keep_base[0], keep_base[1])
-                        info["delta_key"] = keep_base[0]
                     except OSError:
                         pass        # no base: the next edit is a full copy
+                    else:
+                        # the newest base of a step is the one its next edit is a delta over:
+                        # the older ones' tars go (a delta over one makes it again to stream)
+                        for d, other in idx.items():
+                            if other.get("delta_key") == keep_base[0] and d != res.diff_id:
+                                del other["delta_key"]
+                                layerdelta.drop_base(self.root, d)
+                        info["delta_key"] = keep_base[0]
         if kept is not None:
             kept.unlink(missing_ok=True)
         return res.diff_id
@@ -163,8 +170,9 @@ class LayerStore:
     # ---- deltas (cache.layerdelta) -------------------------------------------------------
 
     def find_base(self, key: str) -> tuple[str, dict] | None:
-        """The newest full layer kept as a base under `key`, with its index, held."""
-        for d, info in reversed(list(self.infos().items())):
+        """The full layer kept as a base under `key` (one at most: `commit`), with its index,
+        held."""
+        for d, info in self.infos().items():
             if info.get("delta_key") != key or "base" in info:
                 continue
             self.leases.hold(d)
