@@ -344,13 +344,13 @@ class SourceTree:
         return (0, 0) if self.reset_owner else (st.st_uid, st.st_gid)
 
     def digest(self, selected: Sequence[Selected], listing: dict | None = None,
-               manifest: dict | None = None) -> str:
+               manifest: set | None = None) -> str:
         """sha256 over what the selections would copy; mtimes never count. `listing` (why a
         step rebuilt, builder.explain) gets {path in the tree: "type mode uid:gid capability
         content"} of every entry (content: 16 hex digits of the digest, or the link target).
-        `manifest` (a COPY made as a delta over an earlier layer, builder.delta) gets {path in
-        the selection: (its line of the key, mtime ns)}: all that decides what the copy
-        writes for the entry.
+        `manifest` (a COPY made as a delta over an earlier layer, builder.delta) gets, per
+        entry, its line of the key (path in the selection first) followed by its mtime in whole
+        seconds: all that decides what the copy writes for the entry.
 
         An entry whose stat identity the memo knows costs its one stat (the walk's): its
         content digest and xattrs come from the memo, and its line of the key is formatted
@@ -366,7 +366,7 @@ class SourceTree:
                 gc.enable()
 
     def _digest(self, selected: Sequence[Selected], listing: dict | None,
-                manifest: dict | None = None) -> str:
+                manifest: set | None = None) -> str:
         h = hashlib.sha256()
         memo = self._load_stat_cache()
         observe = self.observe
@@ -416,7 +416,7 @@ class SourceTree:
                 line = f"{rel}\0{fmt:o}\0{mode & 0o7777:o}\0{uid}\0{gid}\0{extra}\0{keycap}\n"
                 lines.append(line)
                 if manifest is not None:
-                    manifest[rel] = (line, st.st_mtime_ns)
+                    manifest.add(line + str(st.st_mtime_ns // 1_000_000_000))
                 if len(lines) >= 4096:
                     h.update("".join(lines).encode("utf-8", "surrogateescape"))
                     lines.clear()

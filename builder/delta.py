@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 
 from cache.layerdelta import NotDelta
-from cache.layers import settled_ns
 
 ENV = "PYBUILD_COPY_DELTA"     # "off": every missed COPY is a full copy
 _MIN_CHANGES = 64              # up to this many changed entries always go as a delta
@@ -34,21 +33,28 @@ def base_key(step_key_of, parent_key: str | None, inputs: dict, epoch) -> str:
     return step_key_of("COPY-DELTA", parent_key, {**same, "epoch": epoch, "delta": 1})
 
 
-def changes(old: dict, new: dict, epoch) -> tuple[list[str], list[str]] | None:
+def changes(old, new: set, epoch) -> tuple[list[str], list[str]] | None:
     """(changed or new, deleted) relative paths between two manifests
-    (`SourceTree.digest(manifest=...)`: {rel: (key line, mtime ns)}); an mtime counts as the
-    layer keeps it (`settled_ns`). None when a cold copy is cheaper."""
-    changed = []
-    added = 0
-    for rel, v in new.items():
-        o = old.get(rel)
-        if o is None:
-            added += 1
-            changed.append(rel)
-        elif o[0] != v[0] or (
-                o[1] != v[1] and settled_ns(o[1], epoch) != settled_ns(v[1], epoch)):
-            changed.append(rel)
-    deleted = [rel for rel in old if rel not in new] if len(old) > len(new) - added else []
+    (`SourceTree.digest(manifest=...)`: per entry "rel\0...key line...\n" + mtime seconds); an
+    mtime counts as the layer keeps it (clamped to the epoch). None when a cold copy is
+    cheaper."""
+    if not isinstance(old, (set, frozenset)):
+        return None
+    gone, came = old - new, new - old       # set differences: C loops, not Python ones
+    if len(gone) + len(came) > 2 * max(_MIN_CHANGES, len(new) // 5):
+        return None
+
+    def split(lines) -> dict[str, tuple[str, int]]:
+        out = {}
+        for s in lines:
+            line, _, secs = s.rpartition("\n")
+            m = int(secs)
+            out[line.partition("\0")[0]] = (line, m if epoch is None or m < epoch else epoch)
+        return out
+
+    was, now = split(gone), split(came)
+    changed = [rel for rel, v in now.items() if was.get(rel) != v]
+    deleted = [rel for rel in was if rel not in now]
     if len(changed) + len(deleted) > max(_MIN_CHANGES, len(new) // 5):
         return None
     return changed, deleted

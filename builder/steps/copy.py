@@ -71,8 +71,8 @@ def copy_step(run, ins: ast.Copy | ast.Add, n: int) -> None:
                 files, ignore = {}, list(getattr(tree, "ignore_patterns", []))
             sel = tree.select(names, excludes)
             if (local and len(groups) == 1 and len(sel) == 1 and sel[0].is_dir and not is_add
-                    and not link and not parents and not run.no_cache and _delta_on()):
-                manifest = {}
+                    and not link and not parents and _delta_on()):
+                manifest = set()
             digests.append(tree.digest(sel, files if local else None, manifest))
         inputs = {"kind": kind, "srcs": srcs, "dest": dest, "chown": chown, "chmod": chmod,
                   "parents": parents, "link": link, "exclude": excludes, "workdir": workdir,
@@ -124,6 +124,8 @@ def _as_delta(run, inputs, tree, srcs, excludes, manifest, dest, workdir, chown,
     keep = (delta.base_key(step_key, run.state.key, inputs, epoch), manifest)
     if epoch is None:
         return None, None               # real times: no two builds agree on a layer anyway
+    if run.no_cache:
+        return None, keep               # a cold build, which the next edit can be a delta over
     found = store.delta_base(keep[0])
     if found is None:
         return None, keep

@@ -135,11 +135,18 @@ def test_a_damaged_kept_tar_is_not_spliced(tmp_path):
                          res.size, "k", {})
     doc = layerdelta.read_index(root, res.diff_id)
     tar = os.path.join(layerdelta.meta_path(root, res.diff_id), "tar")
+    assert layerdelta.splice(root, res.diff_id, doc, b"", [(0, 0, doc["end"])], check=True) == \
+        (res.diff_id, res.size)
+    st = os.stat(tar)
     with open(tar, "r+b") as f:
         f.seek(600)
         f.write(b"y")           # one byte of the file's data
-    with pytest.raises(NotDelta):
+    with pytest.raises(NotDelta):   # its mtime moved: not the file written with the diff_id
         layerdelta.splice(root, res.diff_id, doc, b"", [(0, 0, doc["end"])])
+    os.utime(tar, ns=(st.st_atime_ns, st.st_mtime_ns))
+    layerdelta.splice(root, res.diff_id, doc, b"", [(0, 0, doc["end"])])  # trusted by identity
+    with pytest.raises(NotDelta):   # hashed again: damaged
+        layerdelta.splice(root, res.diff_id, doc, b"", [(0, 0, doc["end"])], check=True)
     os.truncate(tar, 1024)
     with pytest.raises(NotDelta):
         layerdelta.splice(root, res.diff_id, doc, b"", [(0, 0, doc["end"])])
