@@ -172,10 +172,10 @@ class Explainer:
 def _files_changes(old: dict | None, new: dict | None) -> list[dict]:
     old, new = old or {}, new or {}
     out = []
-    for path in sorted(set(old) | set(new)):
+    # the entries that differ, by a set difference of the two listings' items (C, not a
+    # Python loop over 100,000 paths and a sort of them all)
+    for path in sorted({p for p, _ in old.items() ^ new.items()}):
         a, b = old.get(path), new.get(path)
-        if a == b:
-            continue
         if a is None:
             out.append({"path": path, "what": "added"})
         elif b is None:
