@@ -137,8 +137,11 @@ def _as_delta(run, inputs, tree, srcs, excludes, manifest, dest, workdir, chown,
         if snapshotter(Path(upper).parent) != "overlay":
             return None, None
         lowers = run.lowerdirs()
+        base_dir = store.layer_dir(base)
+        if chown and any(os.path.lexists(base_dir / "etc" / f) for f in ("passwd", "group")):
+            return None, keep           # --chown's names must come from the image, not the copy
         try:
-            with mounted([store.layer_dir(base), *lowers], upper, work) as root:
+            with mounted([base_dir, *lowers], upper, work) as root:
                 root = os.path.realpath(root)
                 owner = resolve_chown(chown, Path(root)) if chown else None
                 sel = tree.select(srcs, excludes)
