@@ -339,13 +339,17 @@ def copy_changes(sel: Selected, dest_root: Path, dest: str, changed, deleted, *,
                 os.mkdir(t, 0o700)
             elif not stat.S_ISDIR(tst.st_mode):
                 raise NotDelta(f"{rel}: a file became a directory")   # overlay: an opaque dir
+            else:               # the earlier copy's: its layer xattrs go, the source's come back
+                _drop_layer_xattrs(t)
             stack.append((rel, t, st, True, src))
             continue
         if st.st_nlink > 1 and stat.S_ISREG(st.st_mode):
             raise NotDelta(f"{rel}: a hardlinked file")
         if tst is not None and stat.S_ISDIR(tst.st_mode):
+            if lower_has(t):    # a cold copy refuses to replace that directory with a file
+                raise NotDelta(f"{rel}: a directory a lower layer has became a file")
             import shutil
-            shutil.rmtree(t)            # a directory became a file
+            shutil.rmtree(t)            # a directory of the earlier copy became a file
         cp._put(src, t, st)
     while stack:
         cp._finish_dir(*stack.pop())
@@ -519,6 +523,20 @@ class _Copier:
             raise BuildError(f"failed to copy file: {e.strerror}: {target}") from None
         finally:
             os.close(fd_in)
+
+
+def _drop_layer_xattrs(path: str) -> None:
+    """Remove the layer xattrs (`layer_xattr`) of the directory `path`, never following it."""
+    try:
+        names = os.listxattr(path, follow_symlinks=False)
+    except OSError:
+        return
+    for name in names:
+        if layer_xattr(name):
+            try:
+                os.removexattr(path, name, follow_symlinks=False)
+            except OSError:
+                pass
 
 
 def _copy_xattrs(src, dst) -> None:

@@ -61,10 +61,26 @@ def changes(old, new: set, epoch) -> tuple[list[str], list[str]] | None:
 
 
 def lower_has(lowers, root: str):
-    """`copy_changes`'s test: does a layer dir in `lowers` have the merged path `path`?"""
+    """`copy_changes`'s test: may a layer dir in `lowers` have the merged path `path`? Each dir
+    is walked a component at a time without following a link: a link on the way (which the
+    merged view resolves through other layers) counts as yes, the cold copy's answer."""
+    import stat
+
     def has(path: str) -> bool:
-        rel = os.path.relpath(path, root)
-        return any(os.path.lexists(os.path.join(d, rel)) for d in lowers)
+        parts = os.path.relpath(path, root).split("/")
+        for d in lowers:
+            cur = os.fspath(d)
+            for i, name in enumerate(parts):
+                cur = os.path.join(cur, name)
+                try:
+                    st = os.lstat(cur)
+                except (FileNotFoundError, NotADirectoryError):
+                    break
+                if i == len(parts) - 1 or stat.S_ISLNK(st.st_mode):
+                    return True
+                if not stat.S_ISDIR(st.st_mode):
+                    break
+        return False
     return has
 
 

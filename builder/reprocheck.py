@@ -63,6 +63,7 @@ def _seed(src, dst, img) -> None:
                 os.makedirs(os.path.dirname(mlink), exist_ok=True)
                 os.symlink(os.path.abspath(meta), mlink)
             info = dict(infos.get(d) or {"origin": "received"})
+            info.pop("delta_key", None)     # no base here: its tar is the user's store's
             blobs = {}
             for comp, b in (info.get("blobs") or {}).items():
                 if not src.has_blob(b["digest"]):

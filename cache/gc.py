@@ -150,6 +150,7 @@ def prune(store, *, all_: bool = False, build_cache: bool = False,
             if layers.path(d).exists():
                 rep.bytes += _size(layers.path(d))
                 rep.layers += 1
+            rep.bytes += _size(layout.layer_meta_path(store.root, d))  # a kept tar, a plan
         layers.remove(dropped)
         for d in blobs.digests():
             if d not in keep:

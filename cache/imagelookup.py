@@ -81,6 +81,11 @@ def open_image(root, ref: str) -> tuple[str, dict, list[str]] | None:
             dirs = layout.layer_dirs(root, diff_ids)   # a delta layer's base after it
             if not all(os.path.exists(d) for d in dirs):
                 return None     # a received layer not unpacked yet: Store.layer_dir does it
+            if os.path.isdir(os.path.join(root, layout.LAYERMETA_DIR)):    # deltas may be here
+                infos = layout.read_index(root, layout.LAYERS)
+                if any(layout.delta_base(root, d) != (infos.get(d) or {}).get("base")
+                       for d in diff_ids):
+                    return None     # a delta's record and its meta disagree: the Store says so
             # every dir's layer: the image's and the bases of its deltas
             Leases(root).hold(image_id, *("sha256:" + os.path.basename(d) for d in dirs))
     except (StoreError, OSError, ValueError, AttributeError, TypeError):

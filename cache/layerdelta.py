@@ -20,7 +20,7 @@ import hashlib
 import os
 import shutil
 
-from cache import layout, sealed, tarfmt
+from cache import atomic, layout, sealed, tarfmt
 from cache.errors import StoreError
 
 VERSION = 1
@@ -66,8 +66,6 @@ def keep_base(root, tmp_dir, diff_id: str, tar_path: str, index, size: int, key:
     """Keep the just-written tar of the full layer `diff_id` (moved from `tar_path`) as a base.
     The meta dir is made whole in tmp/ and renamed in: a crash leaves garbage, never half."""
     dest = meta_path(root, diff_id)
-    if os.path.isdir(dest):
-        return
     from cache import owner
     work = owner.temp_dir(tmp_dir, "meta")
     try:
@@ -80,11 +78,8 @@ def keep_base(root, tmp_dir, diff_id: str, tar_path: str, index, size: int, key:
         with open(os.path.join(work, "index"), "wb") as f:
             f.write(sealed.dumps(doc))
         os.makedirs(os.path.dirname(dest), exist_ok=True)
-        try:
-            os.rename(work, dest)
-        except OSError:
-            if not os.path.isdir(dest):
-                raise
+        shutil.rmtree(dest, ignore_errors=True)  # a stale one (the layer was made again)
+        os.rename(work, dest)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -97,10 +92,14 @@ def write_delta_meta(root, tmp_dir, diff_id: str, base: str, segs: list) -> None
     try:
         with open(os.path.join(work, "splice"), "wb") as f:
             f.write(sealed.dumps({"v": VERSION, "base": base, "segs": segs}))
+            f.flush()
+            os.fsync(f.fileno())
         os.symlink(base, os.path.join(work, "base"))
+        atomic.fsync_dir(work)
         os.makedirs(os.path.dirname(dest), exist_ok=True)
         shutil.rmtree(dest, ignore_errors=True)  # a stale one of a layer made again
         os.rename(work, dest)
+        atomic.fsync_dir(os.path.dirname(dest))  # on disk before the layer dir is moved in
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -227,23 +226,21 @@ def read_splice(root, diff_id: str) -> dict:
     return doc
 
 
-def stream(root, diff_id: str, base_tar: str, delta_tar: bytes, out) -> None:
-    """Write a delta layer's tar to `out` (the caller hashes it) from its base's kept tar and
-    the delta dir's own tar."""
-    segs = read_splice(root, diff_id)["segs"]
-    with open(base_tar, "rb", buffering=0) as f:
-        for src, a, b in segs:
-            if src == 1:
-                out.write(delta_tar[a:b])
-                continue
-            f.seek(a)
-            left = b - a
-            while left:
-                data = f.read(min(_CHUNK, left))
-                if not data:
-                    raise StoreError(f"layer {diff_id}: its base's tar is shorter than it was")
-                out.write(data)
-                left -= len(data)
+def stream(root, diff_id: str, f, delta_tar: bytes, out) -> None:
+    """Write a delta layer's tar to `out` (the caller hashes it) from its base's kept tar (the
+    open file `f`) and the delta dir's own tar."""
+    for src, a, b in read_splice(root, diff_id)["segs"]:
+        if src == 1:
+            out.write(delta_tar[a:b])
+            continue
+        f.seek(a)
+        left = b - a
+        while left:
+            data = f.read(min(_CHUNK, left))
+            if not data:
+                raise StoreError(f"layer {diff_id}: its base's tar is shorter than it was")
+            out.write(data)
+            left -= len(data)
     out.write(tarfmt.END)
 
 

@@ -9,6 +9,7 @@ lock: a prune in between cannot take it from a build or a running container.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
@@ -56,7 +57,9 @@ class LayerStore:
         for d in diff_ids:
             if self.path(d).exists():
                 base = layout.delta_base(self.root, d)
-                if base is None or self.path(base).exists():
+                infos = self.infos() if infos is None else infos
+                if base == (infos.get(d) or {}).get("base") and (
+                        base is None or self.path(base).exists()):
                     continue
                 out.append(d)
                 continue
@@ -131,6 +134,7 @@ class LayerStore:
             elif keep_source:
                 self._copy_in(upper, dest, res.diff_id, epoch)
             else:
+                layerdelta.remove(self.root, [res.diff_id])  # a stale meta must not make it a delta
                 try:
                     os.rename(upper, dest)
                     moved = fp  # the inodes just hashed are the layer's now
@@ -277,9 +281,14 @@ class LayerStore:
         """The dirs of `diff_ids` (bottom first, as a config lists them) in overlay's lowerdir
         order, top first: a delta layer's dir followed by its base's (`dir_of` each)."""
         out = []
+        infos = None
         for d in reversed(list(diff_ids)):
             out.append(self.dir_of(d))
             base = layout.delta_base(self.root, d)
+            infos = self.infos() if infos is None else infos
+            if base != (infos.get(d) or {}).get("base"):
+                raise StoreError(f"layer {d}: its delta record is damaged; remove the image and "
+                                 "build it again")
             if base is not None:
                 out.append(self.dir_of(base))
         return out
@@ -326,6 +335,11 @@ class LayerStore:
                 f.flush()
                 os.fsync(f.fileno())  # here, not under the lock
             if got != diff_id:
+                if "base" in info:      # its base's kept tar lied: no more deltas over it
+                    with self.lock.held():
+                        with self.ix.update(layout.LAYERS) as idx:
+                            (idx.get(info["base"]) or {}).pop("delta_key", None)
+                        layerdelta.drop_base(self.root, info["base"])
                 raise StoreError(f"layer {diff_id} changed on disk (it now hashes to {got}); "
                                  "remove the image and build it again")
             with self.lock.held():
@@ -347,22 +361,21 @@ class LayerStore:
         from cache.compress import HashingWriter
         from cache.layers import write_tar
         self.dir_of(base)
-        base_tar = os.path.join(layerdelta.meta_path(self.root, base), "tar")
-        made = None
-        if not os.path.isfile(base_tar):
-            f, made = atomic.tmp_file(self.tmp, "tar")
-            with f:
-                write_tar(self.path(base), f, epoch=(self.info(base) or {}).get("epoch", 0))
-            base_tar = os.fspath(made)
-        try:
+        with contextlib.ExitStack() as stack:
+            try:    # opened now: a commit dropping it meanwhile cannot take it from under us
+                kept = stack.enter_context(open(
+                    os.path.join(layerdelta.meta_path(self.root, base), "tar"), "rb", buffering=0))
+            except FileNotFoundError:
+                f, made = atomic.tmp_file(self.tmp, "tar")
+                stack.callback(made.unlink, missing_ok=True)
+                with f:
+                    write_tar(self.path(base), f, epoch=(self.info(base) or {}).get("epoch", 0))
+                kept = stack.enter_context(open(made, "rb", buffering=0))
             own = io.BytesIO()
             write_tar(self.path(diff_id), own, epoch=info.get("epoch", 0), hash_tar=False)
             h = HashingWriter(out)
-            layerdelta.stream(self.root, diff_id, base_tar, own.getbuffer(), h)
+            layerdelta.stream(self.root, diff_id, kept, own.getbuffer(), h)
             return h.digest
-        finally:
-            if made is not None:
-                made.unlink(missing_ok=True)
 
     def _blob_tar(self, diff_id: str, info: dict, out) -> str:
         """`tar` for making a blob: a built layer dir whose fingerprint is what it was at

@@ -121,29 +121,32 @@ def _as_delta(run, inputs, tree, srcs, excludes, manifest, dest, workdir, chown,
 
     store = run.solver.store
     epoch = run.solver.opts.epoch
-    keep = (delta.base_key(step_key, run.state.key, inputs, epoch), manifest)
     if epoch is None:
         return None, None               # real times: no two builds agree on a layer anyway
-    if run.no_cache:
-        return None, keep               # a cold build, which the next edit can be a delta over
-    found = store.delta_base(keep[0])
-    if found is None:
-        return None, keep
-    base, index = found
-    ch = delta.changes(index["manifest"], manifest, epoch)
-    if ch is None:
-        return None, keep
+    # the parent's layers, not only its key: a RUN run again under the same key (the build
+    # cache pruned) may have made other ones, which a base made over the old ones ignores
+    keep = (delta.base_key(step_key, run.state.key, {**inputs, "lowers": run.state.diff_ids},
+                           epoch), manifest)
     with scratch(store) as (upper, work):
         if snapshotter(Path(upper).parent) != "overlay":
-            return None, None
+            return None, None           # the native one writes the upper dir at the end
+        if run.no_cache:
+            return None, keep           # a cold build, which the next edit can be a delta over
+        found = store.delta_base(keep[0])
+        if found is None:
+            return None, keep
+        base, index = found
+        ch = delta.changes(index["manifest"], manifest, epoch)
+        if ch is None:
+            return None, keep
         lowers = run.lowerdirs()
-        base_dir = store.layer_dir(base)
-        if chown and any(os.path.lexists(base_dir / "etc" / f) for f in ("passwd", "group")):
-            return None, keep           # --chown's names must come from the image, not the copy
+        owner = None
+        if chown:                       # names as the image has them, not as the copy made them
+            with mounted(lowers, tmp=store.tmp) as image_root:
+                owner = resolve_chown(chown, Path(image_root))
         try:
-            with mounted([base_dir, *lowers], upper, work) as root:
+            with mounted([store.layer_dir(base), *lowers], upper, work) as root:
                 root = os.path.realpath(root)
-                owner = resolve_chown(chown, Path(root)) if chown else None
                 sel = tree.select(srcs, excludes)
                 copy_changes(sel[0], Path(root), dest, *ch, workdir=workdir, chown=owner,
                              chmod=chmod, settle=(epoch,), lower_has=delta.lower_has(lowers, root))

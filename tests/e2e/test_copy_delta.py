@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from e2e_helpers import ok
+from fs_probe import XATTR_REASON, xattrs_supported
 from test_edit_rebuild import TAG, Builds, assert_same_as_cold, image, is_delta, make_context, saved_layers
 
 from cache import layout
@@ -181,3 +182,84 @@ def test_removing_everything_and_pruning_leaves_nothing(builds, pybuild, tmp_pat
     assert set(os.listdir(builds.store / layout.LAYERS_DIR)) == busybox
     assert os.listdir(builds.store / layout.LAYERMETA_DIR) == []
     assert mounts_under(builds.store) == []
+
+
+# -- what a review found (each a delta that differed from a cold build) ------------------------
+def test_a_parent_that_made_other_layers_under_the_same_key_is_no_base(builds, pybuild, tmp_path):
+    """A RUN whose output differs run to run keeps its key; once the build cache is pruned it
+    runs again and the COPY above it sits on other layers: not a delta over the old ones."""
+    ctx = tmp_path / "ctx"
+    make_context(ctx, dirs=2, per_dir=20)
+    (ctx / "Dockerfile").write_text("FROM busybox\nRUN date +%s%N > /stamp\nCOPY . /app\n")
+    builds.build(ctx)
+    first = image(builds.store, TAG)["diff_ids"]
+    ok(pybuild("builder", "prune", "-a", "-f"))
+    (ctx / "d0/f000").write_text("edited\n")
+    builds.build(ctx)
+    now = image(builds.store, TAG)["diff_ids"]
+    assert now[1] != first[1]                           # the RUN made another layer
+    assert not is_delta(builds.store, now[2])
+    (ctx / "d0/f001").write_text("edited too\n")       # over the new RUN layer: a delta again
+    builds.build(ctx)
+    assert layout.delta_base(builds.store, copy_layer(builds, k=2)) == now[2]
+
+
+@pytest.mark.skipif(not xattrs_supported("user.x"), reason=XATTR_REASON)
+def test_a_directory_xattr_removed_from_the_context(builds, tmp_path):
+    ctx = tmp_path / "ctx"
+    make_context(ctx, dirs=2, per_dir=20)
+    os.setxattr(ctx / "d1", "user.dx", b"1")
+    builds.build(ctx)
+    os.removexattr(ctx / "d1", "user.dx")
+    (ctx / "d1/f000").write_text("edited\n")
+    new = builds.build(ctx)
+    assert is_delta(builds.store, copy_layer(builds))
+    assert_same_as_cold(builds, ctx, new)
+
+
+def test_a_file_over_a_directory_a_lower_layer_has_fails_as_a_cold_copy_does(builds, pybuild,
+                                                                            tmp_path):
+    ctx = tmp_path / "ctx"
+    make_context(ctx, dirs=2, per_dir=20)
+    (ctx / "Dockerfile").write_text(
+        "FROM busybox\nRUN mkdir -p /app/x && echo lower > /app/x/l\nCOPY . /app\n")
+    (ctx / "x").mkdir()
+    (ctx / "x/mine").write_text("mine\n")
+    builds.build(ctx)
+    shutil.rmtree(ctx / "x")
+    (ctx / "x").write_text("a file now\n")
+    r = pybuild("build", "-q", "-t", TAG, str(ctx))
+    assert r.returncode == 1 and "cannot replace to directory /app/x with file" in r.stderr
+    assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+
+
+def test_chown_names_come_from_the_image_not_from_the_copy(builds, tmp_path):
+    """/etc/group is a link to a file the COPY overwrites: a cold copy resolves the name in
+    the image's group file (555), never in the copied one (777)."""
+    ctx = tmp_path / "ctx"
+    (ctx / "conf").mkdir(parents=True)
+    (ctx / "conf/group").write_text("mygrp:x:777:\n")
+    (ctx / "conf/f1").write_text("one\n")
+    (ctx / "Dockerfile").write_text(
+        "FROM busybox\nRUN echo mygrp:x:555: >> /etc/group && mkdir -p /srv/etc && "
+        "mv /etc/group /srv/etc/group && ln -s /srv/etc/group /etc/group\n"
+        "COPY --chown=1:mygrp conf /srv/etc\n")
+    builds.build(ctx)
+    (ctx / "conf/f1").write_text("edited\n")
+    new = builds.build(ctx)
+    assert is_delta(builds.store, copy_layer(builds, k=2))
+    assert_same_as_cold(builds, ctx, new)
+
+
+def test_a_delta_whose_record_is_gone_is_an_error_not_half_a_filesystem(builds, pybuild,
+                                                                       tmp_path):
+    ctx = tmp_path / "ctx"
+    make_context(ctx, dirs=2, per_dir=20)
+    builds.build(ctx)
+    (ctx / "d0/f000").write_text("edited\n")
+    builds.build(ctx)
+    d = copy_layer(builds)
+    os.unlink(Path(layout.layer_meta_path(builds.store, d)) / "base")
+    r = pybuild("run", "--rm", "--network", "none", TAG, "ls", "/app/d1")
+    assert r.returncode == 125 and "delta record is damaged" in r.stderr, r.stderr
+    assert r.stderr.count("\n") == 1
