@@ -174,7 +174,8 @@ def splice(root, base_id: str, base: dict, delta_tar: bytes, segs: list, *,
     identity it had when it was written with the base's diff_id (as a layer dir's
     fingerprint vouches for its bytes); `check` also hashes it all again. NotDelta if it is
     gone, changed or (checked) damaged. The tar is mapped, not read: hashing 100 MB is then
-    its only cost (~70 ms)."""
+    its only cost (~60 ms); each window hashed is let go of (MADV_DONTNEED), so the mapping
+    adds 16 MiB to the process's RSS, not the tar's size."""
     import mmap
 
     path = os.path.join(meta_path(root, base_id), "tar")
@@ -186,21 +187,21 @@ def splice(root, base_id: str, base: dict, delta_tar: bytes, segs: list, *,
         st = os.fstat(fd)
         if [st.st_ino, st.st_size, st.st_mtime_ns] != base["tar"] or st.st_size != base["size"]:
             raise NotDelta("the base's tar is not the file it was")
-        m = mmap.mmap(fd, 0, prot=mmap.PROT_READ,
-                      flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0))
+        m = mmap.mmap(fd, 0, prot=mmap.PROT_READ, flags=mmap.MAP_SHARED)
     finally:
         os.close(fd)
+    m.madvise(mmap.MADV_SEQUENTIAL)
     h = hashlib.sha256()
     size = 0
     view = memoryview(m)
     try:
-        if check and "sha256:" + _hash(view, 0, len(view)).hexdigest() != base_id:
+        if check and "sha256:" + _hash(m, view, 0, len(view)).hexdigest() != base_id:
             raise NotDelta("the base's kept tar does not hash to its diff_id")
         for src, a, b in segs:
             if src == 0:
                 if b > len(view):
                     raise NotDelta("the base's tar is shorter than its index")
-                _hash(view, a, b, h)
+                _hash(m, view, a, b, h)
             else:
                 h.update(delta_tar[a:b])
             size += b - a
@@ -211,10 +212,17 @@ def splice(root, base_id: str, base: dict, delta_tar: bytes, segs: list, *,
     return "sha256:" + h.hexdigest(), size + len(tarfmt.END)
 
 
-def _hash(view, a: int, b: int, h=None):
+def _hash(m, view, a: int, b: int, h=None):
+    """`h` (a new sha256 if None) updated with bytes [a, b) of the mapping `m` (`view`)."""
+    import mmap
+
     h = hashlib.sha256() if h is None else h
-    for k in range(a, b, _CHUNK * 4):
-        h.update(view[k:min(b, k + _CHUNK * 4)])
+    step = _CHUNK * 16
+    for k in range(a, b, step):
+        end = min(b, k + step)
+        h.update(view[k:end])
+        start = k - k % mmap.PAGESIZE
+        m.madvise(mmap.MADV_DONTNEED, start, end - start)
     return h
 
 
