@@ -66,7 +66,7 @@ def _of_name_by_regex(name: str) -> str | None:
     return m.group(1) if m.group(2) is None else f"{m.group(1)}.{m.group(2)}"
 
 
-@settings(max_examples=1500, deadline=None)
+@settings(max_examples=500, deadline=None)
 @given(st.lists(st.sampled_from(["scratch", "w", "A", "-", ".", "1", "42", "\u0663", "\u00b2", "x",
                                  "-ab", "\n", "_", " "]), max_size=10).map("".join))
 def test_owner_of_name_agrees_with_its_regex(name):

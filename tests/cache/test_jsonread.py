@@ -34,7 +34,7 @@ def _outcome(f, s):
         return "error", type(e), str(e)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(VALUES, st.sampled_from([{}, {"indent": 1, "sort_keys": True}, {"separators": (",", ":")},
                                 {"ensure_ascii": False}, {"indent": "\t"}]))
 def test_documents_read_as_json_loads_reads_them(value, options):
@@ -47,7 +47,7 @@ def test_documents_read_as_json_loads_reads_them(value, options):
     assert _outcome(loads, bytearray(text.encode())) == _outcome(json.loads, text.encode())
 
 
-@settings(max_examples=1500, deadline=None)
+@settings(max_examples=600, deadline=None)
 @given(TEXTS)
 def test_any_text_gives_json_loads_value_or_error(text):
     assert _outcome(loads, text) == _outcome(json.loads, text)

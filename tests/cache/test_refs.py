@@ -87,7 +87,7 @@ ALPHABETS = {
 
 
 @pytest.mark.parametrize("check", list(GRAMMAR), ids=lambda f: f.__name__)
-@settings(max_examples=600, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(data=st.data())
 def test_hand_written_checks_agree_with_the_grammar(check, data):
     alphabet = ALPHABETS[check]
