@@ -26,6 +26,7 @@ import time
 from collections import namedtuple
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from pathlib import Path
 
 from builder.errors import BuildError
@@ -91,6 +92,8 @@ def resolve_in_root(root: str, path: str, *, follow_final: bool = True,
 # --------------------------------------------------------------------------- selection
 
 Entry = namedtuple("Entry", "rel path st")
+_entry = tuple.__new__  # _entry(Entry, (rel, path, st)): an Entry without namedtuple's Python __new__
+_by_name = attrgetter("name")
 Entry.__doc__ = """One path a selection contributes: `rel` is relative to the selected root ('' =
 itself), `path` the host path, `st` its lstat. (A tuple, not a dataclass: a walk of 100,000 files
 makes 100,000 of them; collections.namedtuple, not typing's, which the build path never loads.)"""
@@ -146,6 +149,7 @@ class SourceTree:
         self._hashes: dict[str, list] | None = None
         self._hashes_dirty = False
         self._known: set[str] = set()  # memo entries this process used
+        self.keyed_bytes = 0  # bytes of the regular files its digests keyed (the progress line)
         self.observe = None  # callable(path, st) told of every path the build looks at
 
     # -- visibility (the context hides .dockerignored paths) --------------------------------
@@ -299,10 +303,27 @@ class SourceTree:
         """
         try:
             with os.scandir(path) as it:
-                ents = sorted(it, key=lambda e: e.name)
+                ents = sorted(it, key=_by_name)
         except OSError as e:
             raise BuildError(f"failed to read /{treerel}: {e.strerror}") from None
         ign = self._ignore
+        observe = self.observe
+        if ign is None and exc is None and inc is None and not pending:
+            # nothing to hide, exclude or wait for (no .dockerignore, --exclude, --parents):
+            # each entry is its stat and its tuple (a tenth of a 100,000-file key's cost)
+            pre = rel + "/" if rel else ""
+            tpre = treerel + "/" if treerel else ""
+            for de in ents:
+                p = de.path
+                st = de.stat(follow_symlinks=False)
+                if observe is not None:
+                    observe(p, st)
+                r = pre + de.name
+                yield _entry(Entry, (r, p, st))
+                if st.st_mode & 0o170000 == 0o040000:
+                    yield from self._walk_dir(p, tpre + de.name, r, pending, None, incpats, None,
+                                              inc_hit)
+            return
         ign_exc = self._has_exceptions()
         exc_exc = exc is not None and bool(getattr(exc, "has_exceptions", True))
         for de in ents:
@@ -314,8 +335,8 @@ class SourceTree:
             hidden = ign is not None and ign.matches(tr)
             if hidden and not (isdir and ign_exc):
                 continue
-            if self.observe is not None:
-                self.observe(de.path, st)
+            if observe is not None:
+                observe(de.path, st)
             excluded = exc is not None and exc.matches(r)
             if excluded and not (isdir and exc_exc):
                 continue
@@ -377,6 +398,8 @@ class SourceTree:
                      .encode("utf-8", "surrogateescape"))
             links: dict[tuple[int, int], str] = {}
             lines: list[str] = []
+            append = lines.append
+            wpre, wself = (sel.rel + "/", sel.rel) if sel.rel else ("", ".")  # listing's paths
             for rel, path, st in self.walk(sel):
                 mode = st.st_mode
                 fmt = mode & 0o170000
@@ -386,12 +409,14 @@ class SourceTree:
                     uid, gid = st.st_uid, st.st_gid
                 hit = memo.get(path)
                 sig = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-                if hit is None or hit[0] != sig:
+                if hit is not None and hit[0] != sig:
                     hit = None
+                content = None      # a regular file's "digest:capability" (builder.replay)
                 if fmt == _S_IFREG:
                     if st.st_nlink > 1 and (st.st_dev, st.st_ino) in links:
                         extra = "hardlink:" + links[st.st_dev, st.st_ino]
                         cap, xattrs = (hit[2], hit[3]) if hit is not None else key_xattrs(path)
+                        keycap = f"{cap}\0{xattrs}" if xattrs else cap
                     else:
                         if st.st_nlink > 1:
                             links[st.st_dev, st.st_ino] = rel
@@ -399,6 +424,9 @@ class SourceTree:
                             hit = self._remember(path, st, sig, self._hash_file(path), memo)
                         known.add(path)
                         extra, cap, xattrs = hit[1], hit[2], hit[3]
+                        keycap = f"{cap}\0{xattrs}" if xattrs else cap  # user.* xattrs only when any
+                        content = f"{extra}:{keycap}"
+                        self.keyed_bytes += st.st_size
                 else:
                     if fmt == _S_IFLNK:
                         extra = os.readlink(path)
@@ -410,21 +438,22 @@ class SourceTree:
                         hit = self._remember(path, st, sig, "", memo)
                     known.add(path)
                     cap, xattrs = hit[2], hit[3]
-                keycap = f"{cap}\0{xattrs}" if xattrs else cap  # user.* xattrs only when any
-                if observe is not None and fmt == _S_IFREG and not extra.startswith("hardlink:"):
-                    observe(path, st, f"{extra}:{keycap}")
-                line = f"{rel}\0{fmt:o}\0{mode & 0o7777:o}\0{uid}\0{gid}\0{extra}\0{keycap}\n"
-                lines.append(line)
+                    keycap = f"{cap}\0{xattrs}" if xattrs else cap
+                if content is not None and observe is not None:
+                    observe(path, st, content)
+                perm = mode & 0o7777
+                line = f"{rel}\0{fmt:o}\0{perm:o}\0{uid}\0{gid}\0{extra}\0{keycap}\n"
+                append(line)
                 if manifest is not None:
                     manifest[rel] = (line, st.st_mtime_ns)
                 if len(lines) >= 4096:
                     h.update("".join(lines).encode("utf-8", "surrogateescape"))
                     lines.clear()
                 if listing is not None:  # one short string per entry: 20,000 files are ~1 MB
-                    where = f"{sel.rel}/{rel}".strip("/") or "."
                     what = extra[:16] if fmt == _S_IFREG and ":" not in extra else extra
-                    shown = (cap or "-") + (f"+{xattrs}" if xattrs else "")
-                    listing[where] = f"{fmt:o} {mode & 0o7777:o} {uid}:{gid} {shown} {what}"
+                    shown = f"{cap or '-'}+{xattrs}" if xattrs else cap or "-"
+                    listing[wpre + rel if rel else wself] = \
+                        f"{fmt:o} {perm:o} {uid}:{gid} {shown} {what}"
             h.update("".join(lines).encode("utf-8", "surrogateescape"))
         self.save_stat_cache()
         return "sha256:" + h.hexdigest()
@@ -487,8 +516,9 @@ class SourceTree:
         try:
             p.parent.mkdir(parents=True, exist_ok=True)
             tmp = p.parent / layout.TMP_DIR    # the store's tmp/: prune removes a killed write's temporary
+            # a cache that checks itself (sealed; each entry by its stat identity): no fsync
             atomic.write_file(p, sealed.dumps({"v": _MEMO_VERSION, "files": files}),
-                              tmp_dir=tmp if tmp.is_dir() else None)
+                              tmp_dir=tmp if tmp.is_dir() else None, durable=False)
             self._hashes_dirty = False
         except OSError:
             pass

@@ -254,7 +254,6 @@ class Solver:
         self._pulled: set[str] = set()  # refs checked with the registry in this build
         self._fetched: set[str] = set()  # refs whose image came from a registry in this build
         self._ctx_vertex = None  # `[internal] load build context` while it is open
-        self._ctx_bytes = 0  # bytes of the context's files read (`transferring context: 35B`)
         self._passed: list[tuple[int, int, str, str | None]] = []  # (stage, nth, key, diff_id)
         self._import_lock = threading.Lock()
         self.cancelled = threading.Event()  # ^C: running RUNs are killed, nothing more starts
@@ -400,14 +399,8 @@ class Solver:
             if self._ctx is None:
                 self._ctx = BuildContext(self.opts.context, self.opts.dockerfile_path,
                                          stat_cache=Path(self.store.root) / layout.STAT_CACHE)
-                rec = self.recorder
-
-                def observe(path, st, content=None):
-                    if content is not None:     # a regular file read (hashed or memoized)
-                        self._ctx_bytes += st.st_size
-                    if rec is not None:
-                        rec.observe(path, st, content)
-                self._ctx.observe = observe
+                # what a replay must check again (the bytes read are the context's keyed_bytes)
+                self._ctx.observe = self.recorder.observe if self.recorder is not None else None
             if load and self._ctx_vertex is None:
                 from builder.progress import CONTEXT
 
@@ -420,8 +413,8 @@ class Solver:
 
         with self._lock:
             v = self._ctx_vertex
-            if v is not None and v.finished is None:
-                context_read(self.progress, v, self._ctx_bytes)
+            if v is not None and v.finished is None:  # `transferring context: 35B`
+                context_read(self.progress, v, self._ctx.keyed_bytes)
 
     # -- a stage -----------------------------------------------------------------------------
     def _base_state(self, st: Stage) -> tuple[ImageState, dict[str, str | None]]:
