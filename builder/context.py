@@ -44,8 +44,9 @@ _RACY_NS = 50_000_000
 # capability hex, other layer xattrs)}}.
 _MEMO_VERSION = 2
 # A save is put off while what it would add is at most 1/_DEFER_SHARE of the memo's entries and
-# _DEFER_BYTES of file content: re-hashing that is cheaper than rewriting the memo.
-_DEFER_SHARE, _DEFER_BYTES = 100, 4 << 20
+# _DEFER_BYTES of file content: re-hashing that (each build until a save: at most 100 small files
+# in a 100,000-entry memo) costs less than rewriting the memo.
+_DEFER_SHARE, _DEFER_BYTES = 1000, 1 << 20
 _S_IFREG, _S_IFLNK, _S_IFCHR, _S_IFBLK = stat.S_IFREG, stat.S_IFLNK, stat.S_IFCHR, stat.S_IFBLK
 
 
@@ -521,7 +522,7 @@ class SourceTree:
         if n * _DEFER_SHARE <= len(files) and size <= _DEFER_BYTES:
             # a few files edited in a big memo: hashing them again next time costs less than
             # writing every entry now (100,000 entries: ~13 MB, ~0.1 s); they are memoized
-            # with the next save that has more to say
+            # by the save that has enough to say
             return
         if len(files) > 250_000:
             files = {k: v for k, v in files.items() if k in self._known}
