@@ -41,6 +41,7 @@ class Explainer:
         self.misses: list[tuple[str, str, dict]] = []  # (step name, short text, reason)
         self._prev: dict | None = None
         self._loaded = False
+        self._compared: dict[tuple, tuple] = {}  # (id old, id new, args) -> (old, new, changes)
 
     # -- recording -----------------------------------------------------------------------
     def stage(self, label: str) -> dict:
@@ -140,12 +141,21 @@ class Explainer:
                 return {"kind": "line", "line": step["line"], "old": old["text"],
                         "new": step["text"]}
             old = same[0] if same else old
-        changes = _input_changes(old, step, args)
+        changes = self._changes(old, step, args)
         if changes:
             return {"kind": "inputs", "changes": changes}
         if old["parent"] != step["parent"]:
             return self._earlier(cur, pst, idx, args)
         return {"kind": "gone", "key": step["key"]}
+
+    def _changes(self, old: dict, new: dict, args: set[str]) -> list[dict]:
+        """`_input_changes`, once per pair of steps: a COPY that missed is compared again for
+        each later step's reason (100,000 files: a pass over both listings each time)."""
+        key = (id(old), id(new), tuple(sorted(args)))
+        hit = self._compared.get(key)
+        if hit is None or hit[0] is not old or hit[1] is not new:
+            hit = self._compared[key] = (old, new, _input_changes(old, new, args))
+        return hit[2]
 
     def _earlier(self, cur: dict, pst: dict, idx: int, args: set[str]) -> dict:
         """The parent key moved: the first earlier step of the stage that changed by itself
@@ -156,7 +166,7 @@ class Explainer:
                 continue
             o = pst["steps"][j] if j < len(pst["steps"]) else None
             if (o is None or o["text"] != s["text"] or bool(o.get("config")) != bool(s.get("config"))
-                    or (not s.get("config") and _input_changes(o, s, args))):
+                    or (not s.get("config") and self._changes(o, s, args))):
                 out = {"kind": "earlier", "line": s["line"], "text": s["text"]}
                 if o is not None and o["text"] != s["text"]:
                     out["old"] = o["text"]
