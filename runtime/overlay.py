@@ -110,8 +110,9 @@ def mounted(lowerdirs: Sequence[Path], upperdir: Path | None = None,
     import shutil
     from pathlib import Path
 
-    from cache.owner import temp_dir    # 0700 dirs of this process: tempfile's mkdtemp, without
-                                        # importing tempfile and random (~1% of a small build)
+    # 0700 dirs of this process, as tempfile's mkdtemp, without importing tempfile and random
+    # (~1% of a small build)
+    from cache.owner import temp_dir
     made: list[str] = []
     try:
         if base is None and upperdir is not None:
