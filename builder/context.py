@@ -286,20 +286,22 @@ class SourceTree:
                         excludes=excludes, wildcard=wildcard)
 
     # -- walk --------------------------------------------------------------------------------
-    def walk(self, sel: Selected, *, follow: bool = True) -> Iterator[Entry]:
-        """Entries of a selection, parents before children, names sorted; the root first."""
+    def walk(self, sel: Selected, *, follow: bool = True, quiet: bool = False) -> Iterator[Entry]:
+        """Entries of a selection, parents before children, names sorted; the root first.
+        `quiet`: `observe` is not told (the caller tells it of each entry it is given)."""
         path = sel.real if follow else sel.link
         st = os.lstat(path)
-        if self.observe is not None:
+        if self.observe is not None and not quiet:
             self.observe(path, st)
         yield Entry("", path, st)
         if not stat.S_ISDIR(st.st_mode):
             return
         inc = _load_matcher(sel.includes) if sel.includes else None
         exc = _load_matcher(sel.excludes) if sel.excludes else None
-        yield from self._walk_dir(path, sel.rel, "", [], inc, sel.includes, exc)
+        yield from self._walk_dir(path, sel.rel, "", [], inc, sel.includes, exc, quiet=quiet)
 
-    def _walk_dir(self, path, treerel, rel, pending, inc, incpats, exc, inc_hit=False):
+    def _walk_dir(self, path, treerel, rel, pending, inc, incpats, exc, inc_hit=False, *,
+                  quiet=False):
         """Yield visible entries below `path`.
 
         `pending` holds parent dirs that are hidden themselves (ignored or excluded with
@@ -312,7 +314,7 @@ class SourceTree:
         except OSError as e:
             raise BuildError(f"failed to read /{treerel}: {e.strerror}") from None
         ign = self._ignore
-        observe = self.observe
+        observe = None if quiet else self.observe
         if ign is None and exc is None and inc is None and not pending:
             # nothing to hide, exclude or wait for (no .dockerignore, --exclude, --parents):
             # each entry is its stat and its tuple (a tenth of a 100,000-file key's cost)
@@ -327,7 +329,7 @@ class SourceTree:
                 yield _entry(Entry, (r, p, st))
                 if st.st_mode & 0o170000 == 0o040000:
                     yield from self._walk_dir(p, tpre + de.name, r, pending, None, incpats, None,
-                                              inc_hit)
+                                              inc_hit, quiet=quiet)
             return
         ign_exc = self._has_exceptions()
         exc_exc = exc is not None and bool(getattr(exc, "has_exceptions", True))
@@ -353,7 +355,8 @@ class SourceTree:
                 if not included and not _may_match_below(incpats, r):
                     continue
                 pending.append(entry)
-                yield from self._walk_dir(de.path, tr, r, pending, inc, incpats, exc, inc_hit)
+                yield from self._walk_dir(de.path, tr, r, pending, inc, incpats, exc, inc_hit,
+                                          quiet=quiet)
                 if pending and pending[-1] is entry:
                     pending.pop()
                 continue
@@ -363,7 +366,7 @@ class SourceTree:
             yield entry
             if isdir:
                 yield from self._walk_dir(de.path, tr, r, pending, inc, incpats, exc,
-                                          inc_hit or inc is not None)
+                                          inc_hit or inc is not None, quiet=quiet)
 
     # -- digest ------------------------------------------------------------------------------
     def owner(self, st: os.stat_result) -> tuple[int, int]:
@@ -405,7 +408,11 @@ class SourceTree:
             lines: list[str] = []
             append = lines.append
             wpre, wself = (sel.rel + "/", sel.rel) if sel.rel else ("", ".")  # listing's paths
-            for rel, path, st in self.walk(sel):
+            # nothing hidden or excluded (the walk then tells observe of exactly what it
+            # yields): observe hears of each entry once, from here, with a file's content
+            own = observe is not None and self._ignore is None and not sel.includes \
+                and not sel.excludes
+            for rel, path, st in self.walk(sel, quiet=own):
                 mode = st.st_mode
                 fmt = mode & 0o170000
                 if reset:
@@ -444,7 +451,9 @@ class SourceTree:
                     known.add(path)
                     cap, xattrs = hit[2], hit[3]
                     keycap = f"{cap}\0{xattrs}" if xattrs else cap
-                if content is not None and observe is not None:
+                if own:
+                    observe(path, st, content)      # None: a dir, link, hard link... as the walk
+                elif content is not None and observe is not None:
                     observe(path, st, content)
                 perm = mode & 0o7777
                 line = f"{rel}\0{fmt:o}\0{perm:o}\0{uid}\0{gid}\0{extra}\0{keycap}\n"
