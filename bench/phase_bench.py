@@ -66,9 +66,13 @@ class Progress:
 timed("replay save", lambda: p.save("sha256:" + "0" * 64, rec, Tags(), Progress()))
 out["replay record KB"] = os.path.getsize(p.path) / 1024
 def check():  # what Pending.replay does after its index checks: load, lstat every file
-    import json as j, marshal
+    import json as j
     data = open(p.path, "rb").read()
-    r = marshal.loads(data) if p.path.endswith(".m") else j.loads(data)
+    if p.path.endswith(".m"):  # a sealed marshal file (cache.sealed), or a plain one before it
+        from cache import sealed
+        r = sealed.loads(data) if data[:4] == sealed.MAGIC else __import__("marshal").loads(data)
+    else:
+        r = j.loads(data)
     for rel, sig in r["files"].items():
         st = os.lstat(os.path.join(p.context, rel) if rel else p.context)
         if replay._sig(st) != sig[:8]:

@@ -26,6 +26,7 @@ import time
 from collections import namedtuple
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from pathlib import Path
 
 from builder.errors import BuildError
@@ -42,6 +43,10 @@ _RACY_NS = 50_000_000
 # {"v": 2, "files": {host path: ((dev, ino, size, mtime_ns, ctime_ns), sha256 hex or "",
 # capability hex, other layer xattrs)}}.
 _MEMO_VERSION = 2
+# A save is put off while what it would add is at most 1/_DEFER_SHARE of the memo's entries and
+# _DEFER_BYTES of file content: re-hashing that (each build until a save: at most 100 small files
+# in a 100,000-entry memo) costs less than rewriting the memo.
+_DEFER_SHARE, _DEFER_BYTES = 1000, 1 << 20
 _S_IFREG, _S_IFLNK, _S_IFCHR, _S_IFBLK = stat.S_IFREG, stat.S_IFLNK, stat.S_IFCHR, stat.S_IFBLK
 
 
@@ -91,6 +96,8 @@ def resolve_in_root(root: str, path: str, *, follow_final: bool = True,
 # --------------------------------------------------------------------------- selection
 
 Entry = namedtuple("Entry", "rel path st")
+_entry = tuple.__new__  # _entry(Entry, (rel, path, st)): an Entry without namedtuple's Python __new__
+_by_name = attrgetter("name")
 Entry.__doc__ = """One path a selection contributes: `rel` is relative to the selected root ('' =
 itself), `path` the host path, `st` its lstat. (A tuple, not a dataclass: a walk of 100,000 files
 makes 100,000 of them; collections.namedtuple, not typing's, which the build path never loads.)"""
@@ -145,7 +152,9 @@ class SourceTree:
         self._stat_cache_path = Path(stat_cache) if stat_cache else None
         self._hashes: dict[str, list] | None = None
         self._hashes_dirty = False
+        self._fresh = [0, 0]  # entries memoized since the load: count, their files' bytes
         self._known: set[str] = set()  # memo entries this process used
+        self.keyed_bytes = 0  # bytes of the regular files its digests keyed (the progress line)
         self.observe = None  # callable(path, st) told of every path the build looks at
 
     # -- visibility (the context hides .dockerignored paths) --------------------------------
@@ -277,20 +286,22 @@ class SourceTree:
                         excludes=excludes, wildcard=wildcard)
 
     # -- walk --------------------------------------------------------------------------------
-    def walk(self, sel: Selected, *, follow: bool = True) -> Iterator[Entry]:
-        """Entries of a selection, parents before children, names sorted; the root first."""
+    def walk(self, sel: Selected, *, follow: bool = True, quiet: bool = False) -> Iterator[Entry]:
+        """Entries of a selection, parents before children, names sorted; the root first.
+        `quiet`: `observe` is not told (the caller tells it of each entry it is given)."""
         path = sel.real if follow else sel.link
         st = os.lstat(path)
-        if self.observe is not None:
+        if self.observe is not None and not quiet:
             self.observe(path, st)
         yield Entry("", path, st)
         if not stat.S_ISDIR(st.st_mode):
             return
         inc = _load_matcher(sel.includes) if sel.includes else None
         exc = _load_matcher(sel.excludes) if sel.excludes else None
-        yield from self._walk_dir(path, sel.rel, "", [], inc, sel.includes, exc)
+        yield from self._walk_dir(path, sel.rel, "", [], inc, sel.includes, exc, quiet=quiet)
 
-    def _walk_dir(self, path, treerel, rel, pending, inc, incpats, exc, inc_hit=False):
+    def _walk_dir(self, path, treerel, rel, pending, inc, incpats, exc, inc_hit=False, *,
+                  quiet=False):
         """Yield visible entries below `path`.
 
         `pending` holds parent dirs that are hidden themselves (ignored or excluded with
@@ -299,10 +310,27 @@ class SourceTree:
         """
         try:
             with os.scandir(path) as it:
-                ents = sorted(it, key=lambda e: e.name)
+                ents = sorted(it, key=_by_name)
         except OSError as e:
             raise BuildError(f"failed to read /{treerel}: {e.strerror}") from None
         ign = self._ignore
+        observe = None if quiet else self.observe
+        if ign is None and exc is None and inc is None and not pending:
+            # nothing to hide, exclude or wait for (no .dockerignore, --exclude, --parents):
+            # each entry is its stat and its tuple (a tenth of a 100,000-file key's cost)
+            pre = rel + "/" if rel else ""
+            tpre = treerel + "/" if treerel else ""
+            for de in ents:
+                p = de.path
+                st = de.stat(follow_symlinks=False)
+                if observe is not None:
+                    observe(p, st)
+                r = pre + de.name
+                yield _entry(Entry, (r, p, st))
+                if st.st_mode & 0o170000 == 0o040000:
+                    yield from self._walk_dir(p, tpre + de.name, r, pending, None, incpats, None,
+                                              inc_hit, quiet=quiet)
+            return
         ign_exc = self._has_exceptions()
         exc_exc = exc is not None and bool(getattr(exc, "has_exceptions", True))
         for de in ents:
@@ -314,8 +342,8 @@ class SourceTree:
             hidden = ign is not None and ign.matches(tr)
             if hidden and not (isdir and ign_exc):
                 continue
-            if self.observe is not None:
-                self.observe(de.path, st)
+            if observe is not None:
+                observe(de.path, st)
             excluded = exc is not None and exc.matches(r)
             if excluded and not (isdir and exc_exc):
                 continue
@@ -327,7 +355,8 @@ class SourceTree:
                 if not included and not _may_match_below(incpats, r):
                     continue
                 pending.append(entry)
-                yield from self._walk_dir(de.path, tr, r, pending, inc, incpats, exc, inc_hit)
+                yield from self._walk_dir(de.path, tr, r, pending, inc, incpats, exc, inc_hit,
+                                          quiet=quiet)
                 if pending and pending[-1] is entry:
                     pending.pop()
                 continue
@@ -337,7 +366,7 @@ class SourceTree:
             yield entry
             if isdir:
                 yield from self._walk_dir(de.path, tr, r, pending, inc, incpats, exc,
-                                          inc_hit or inc is not None)
+                                          inc_hit or inc is not None, quiet=quiet)
 
     # -- digest ------------------------------------------------------------------------------
     def owner(self, st: os.stat_result) -> tuple[int, int]:
@@ -377,7 +406,13 @@ class SourceTree:
                      .encode("utf-8", "surrogateescape"))
             links: dict[tuple[int, int], str] = {}
             lines: list[str] = []
-            for rel, path, st in self.walk(sel):
+            append = lines.append
+            wpre, wself = (sel.rel + "/", sel.rel) if sel.rel else ("", ".")  # listing's paths
+            # nothing hidden or excluded (the walk then tells observe of exactly what it
+            # yields): observe hears of each entry once, from here, with a file's content
+            own = observe is not None and self._ignore is None and not sel.includes \
+                and not sel.excludes
+            for rel, path, st in self.walk(sel, quiet=own):
                 mode = st.st_mode
                 fmt = mode & 0o170000
                 if reset:
@@ -386,12 +421,14 @@ class SourceTree:
                     uid, gid = st.st_uid, st.st_gid
                 hit = memo.get(path)
                 sig = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-                if hit is None or hit[0] != sig:
+                if hit is not None and hit[0] != sig:
                     hit = None
+                content = None      # a regular file's "digest:capability" (builder.replay)
                 if fmt == _S_IFREG:
                     if st.st_nlink > 1 and (st.st_dev, st.st_ino) in links:
                         extra = "hardlink:" + links[st.st_dev, st.st_ino]
                         cap, xattrs = (hit[2], hit[3]) if hit is not None else key_xattrs(path)
+                        keycap = f"{cap}\0{xattrs}" if xattrs else cap
                     else:
                         if st.st_nlink > 1:
                             links[st.st_dev, st.st_ino] = rel
@@ -399,6 +436,9 @@ class SourceTree:
                             hit = self._remember(path, st, sig, self._hash_file(path), memo)
                         known.add(path)
                         extra, cap, xattrs = hit[1], hit[2], hit[3]
+                        keycap = f"{cap}\0{xattrs}" if xattrs else cap  # user.* xattrs only when any
+                        content = f"{extra}:{keycap}"
+                        self.keyed_bytes += st.st_size
                 else:
                     if fmt == _S_IFLNK:
                         extra = os.readlink(path)
@@ -410,21 +450,24 @@ class SourceTree:
                         hit = self._remember(path, st, sig, "", memo)
                     known.add(path)
                     cap, xattrs = hit[2], hit[3]
-                keycap = f"{cap}\0{xattrs}" if xattrs else cap  # user.* xattrs only when any
-                if observe is not None and fmt == _S_IFREG and not extra.startswith("hardlink:"):
-                    observe(path, st, f"{extra}:{keycap}")
-                line = f"{rel}\0{fmt:o}\0{mode & 0o7777:o}\0{uid}\0{gid}\0{extra}\0{keycap}\n"
-                lines.append(line)
+                    keycap = f"{cap}\0{xattrs}" if xattrs else cap
+                if own:
+                    observe(path, st, content)      # None: a dir, link, hard link... as the walk
+                elif content is not None and observe is not None:
+                    observe(path, st, content)
+                perm = mode & 0o7777
+                line = f"{rel}\0{fmt:o}\0{perm:o}\0{uid}\0{gid}\0{extra}\0{keycap}\n"
+                append(line)
                 if manifest is not None:
                     manifest.add(line + str(st.st_mtime_ns // 1_000_000_000))
                 if len(lines) >= 4096:
                     h.update("".join(lines).encode("utf-8", "surrogateescape"))
                     lines.clear()
                 if listing is not None:  # one short string per entry: 20,000 files are ~1 MB
-                    where = f"{sel.rel}/{rel}".strip("/") or "."
                     what = extra[:16] if fmt == _S_IFREG and ":" not in extra else extra
-                    shown = (cap or "-") + (f"+{xattrs}" if xattrs else "")
-                    listing[where] = f"{fmt:o} {mode & 0o7777:o} {uid}:{gid} {shown} {what}"
+                    shown = f"{cap or '-'}+{xattrs}" if xattrs else cap or "-"
+                    listing[wpre + rel if rel else wself] = \
+                        f"{fmt:o} {perm:o} {uid}:{gid} {shown} {what}"
             h.update("".join(lines).encode("utf-8", "surrogateescape"))
         self.save_stat_cache()
         return "sha256:" + h.hexdigest()
@@ -463,6 +506,8 @@ class SourceTree:
         if max(st.st_mtime_ns, st.st_ctime_ns) < time.time_ns() - _RACY_NS:
             memo[path] = entry
             self._hashes_dirty = True
+            self._fresh[0] += 1
+            self._fresh[1] += st.st_size
         return entry
 
     def _load_stat_cache(self) -> dict:
@@ -482,13 +527,20 @@ class SourceTree:
         if p is None or not self._hashes_dirty or self._hashes is None:
             return
         files = self._hashes
+        n, size = self._fresh
+        if n * _DEFER_SHARE <= len(files) and size <= _DEFER_BYTES:
+            # a few files edited in a big memo: hashing them again next time costs less than
+            # writing every entry now (100,000 entries: ~13 MB, ~0.1 s); they are memoized
+            # by the save that has enough to say
+            return
         if len(files) > 250_000:
             files = {k: v for k, v in files.items() if k in self._known}
         try:
             p.parent.mkdir(parents=True, exist_ok=True)
             tmp = p.parent / layout.TMP_DIR    # the store's tmp/: prune removes a killed write's temporary
+            # a cache that checks itself (sealed; each entry by its stat identity): no fsync
             atomic.write_file(p, sealed.dumps({"v": _MEMO_VERSION, "files": files}),
-                              tmp_dir=tmp if tmp.is_dir() else None)
+                              tmp_dir=tmp if tmp.is_dir() else None, durable=False)
             self._hashes_dirty = False
         except OSError:
             pass

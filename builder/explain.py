@@ -41,6 +41,7 @@ class Explainer:
         self.misses: list[tuple[str, str, dict]] = []  # (step name, short text, reason)
         self._prev: dict | None = None
         self._loaded = False
+        self._compared: dict[tuple, tuple] = {}  # (id old, id new, args) -> (old, new, changes)
 
     # -- recording -----------------------------------------------------------------------
     def stage(self, label: str) -> dict:
@@ -65,7 +66,7 @@ class Explainer:
         return step
 
     def save(self) -> None:
-        """Write this build's record (tmp + fsync + rename under the store lock)."""
+        """Write this build's record (tmp + rename under the store lock)."""
         # each step's inputs as JSON has them (lists, string keys), as the record held them when
         # it was JSON: a later build compares them with its own (json round-tripped) inputs;
         # the big part, a COPY's file listing, is str -> str already and goes as it is
@@ -80,7 +81,7 @@ class Explainer:
         try:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
             with atomic.Lock(self.lock).held():
-                atomic.write_file(self.path, data, tmp_dir=self.tmp)
+                atomic.write_file(self.path, data, tmp_dir=self.tmp, durable=False)  # a help
         except OSError:
             pass  # an explanation is a help, never a reason for a build to fail
 
@@ -140,12 +141,21 @@ class Explainer:
                 return {"kind": "line", "line": step["line"], "old": old["text"],
                         "new": step["text"]}
             old = same[0] if same else old
-        changes = _input_changes(old, step, args)
+        changes = self._changes(old, step, args)
         if changes:
             return {"kind": "inputs", "changes": changes}
         if old["parent"] != step["parent"]:
             return self._earlier(cur, pst, idx, args)
         return {"kind": "gone", "key": step["key"]}
+
+    def _changes(self, old: dict, new: dict, args: set[str]) -> list[dict]:
+        """`_input_changes`, once per pair of steps: a COPY that missed is compared again for
+        each later step's reason (100,000 files: a pass over both listings each time)."""
+        key = (id(old), id(new), tuple(sorted(args)))
+        hit = self._compared.get(key)
+        if hit is None or hit[0] is not old or hit[1] is not new:
+            hit = self._compared[key] = (old, new, _input_changes(old, new, args))
+        return hit[2]
 
     def _earlier(self, cur: dict, pst: dict, idx: int, args: set[str]) -> dict:
         """The parent key moved: the first earlier step of the stage that changed by itself
@@ -156,7 +166,7 @@ class Explainer:
                 continue
             o = pst["steps"][j] if j < len(pst["steps"]) else None
             if (o is None or o["text"] != s["text"] or bool(o.get("config")) != bool(s.get("config"))
-                    or (not s.get("config") and _input_changes(o, s, args))):
+                    or (not s.get("config") and self._changes(o, s, args))):
                 out = {"kind": "earlier", "line": s["line"], "text": s["text"]}
                 if o is not None and o["text"] != s["text"]:
                     out["old"] = o["text"]
@@ -171,9 +181,11 @@ class Explainer:
 
 def _files_changes(old: dict | None, new: dict | None) -> list[dict]:
     old, new = old or {}, new or {}
+    if old == new:      # one C-level pass: the usual case of a step that missed for another reason
+        return []
     out = []
-    # the entries that differ, by a set difference of the two listings' items (C, not a
-    # Python loop over 100,000 paths and a sort of them all)
+    # only the entries that differ, by a set difference of the two listings' items (C, not a
+    # Python loop over 100,000 paths and a sort of them all; a later step's reason asks too)
     for path in sorted({p for p, _ in old.items() ^ new.items()}):
         a, b = old.get(path), new.get(path)
         if a is None:

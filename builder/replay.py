@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import gc
 import json
+import operator
 import os
 import sys
 
@@ -216,8 +217,12 @@ class Pending:
                 st = lstat(base + rel if rel else ctx)
             except OSError:
                 return None
-            now = _sig(st)
-            if now != sig[:8]:
+            # _sig(st) != sig[:8], field by field: no two lists per file (a third of the loop),
+            # the times first (what an edit or a touch moves)
+            if (st.st_mtime_ns != sig[6] or st.st_ctime_ns != sig[7] or st.st_ino != sig[1]
+                    or st.st_size != sig[2] or st.st_dev != sig[0] or st.st_mode != sig[3]
+                    or st.st_uid != sig[4] or st.st_gid != sig[5]):
+                now = _sig(st)
                 path = base + rel if rel else ctx
                 if not _same_content(path, now, sig):
                     return None
@@ -302,11 +307,11 @@ class Pending:
         # newest mtime first: the file a developer edits again is the one edited last, so the
         # replay that an edit defeats finds it among the first files it checks, not after
         # lstat-ing the other 99,999
-        files.sort(key=_newest_first)
+        files.sort(key=_mtime, reverse=True)     # stable: equal times keep the walk's order
         return {rel: sig for _t, rel, sig in files}
 
     def _write(self, doc: dict) -> None:
-        """tmp + fsync + rename under the store lock (a prune sees a whole record or none)."""
+        """tmp + rename under the store lock (a prune sees a whole record or none)."""
         from cache import atomic  # only when writing: the check above imports nothing more
 
         try:
@@ -316,13 +321,15 @@ class Pending:
         try:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
             with atomic.Lock(os.path.join(self.root, layout.LOCK)).held():
-                atomic.write_file(self.path, data, tmp_dir=os.path.join(self.root, layout.TMP_DIR))
+                # no fsync: a lost or damaged record (sealed) means a full build, and what it
+                # names was written durably before it and is checked again by a replay
+                atomic.write_file(self.path, data, tmp_dir=os.path.join(self.root, layout.TMP_DIR),
+                                  durable=False)
         except OSError:
             pass
 
 
-def _newest_first(item: tuple) -> int:
-    return -item[0]
+_mtime = operator.itemgetter(0)
 
 
 class Recorder:
@@ -338,10 +345,13 @@ class Recorder:
     def observe(self, path: str, st: os.stat_result, content: str | None = None) -> None:
         """`content`: the file's "digest:capability", noted by the context's digest right after
         its walk observed the same stat (so the stat identity is not made twice)."""
-        if content is None or path not in self.observed:
+        if content is None:     # _sig(st), inline: called for every path a build walks
+            self.observed[path] = [st.st_dev, st.st_ino, st.st_size, st.st_mode, st.st_uid,
+                                   st.st_gid, st.st_mtime_ns, st.st_ctime_ns]
+            return
+        if path not in self.observed:
             self.observed[path] = _sig(st)
-        if content is not None:
-            self.contents[path] = content
+        self.contents[path] = content
 
     def store(self, store) -> RecordingStore:
         return RecordingStore(store, self)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,6 +51,58 @@ class BuildOptions:
 
 class Canceled(Exception):
     """A step the build's ^C killed: it shows CANCELED, and the build ends as interrupted."""
+
+
+class _StagePool:
+    """The stages run in the given order on up to `workers` threads (a stage waits only for
+    those it reads, which come before it); `result(i)` waits for stage i and returns its
+    state or raises what it raised. concurrent.futures' pool did this, but importing it (and
+    logging, traceback and queue with it) was ~5% of a small build."""
+
+    def __init__(self, run, stages: list[tuple[int, Stage]], workers: int):
+        self._run = run
+        self._todo = list(stages)
+        self._lock = threading.Lock()
+        self._done = {i: threading.Event() for i, _ in stages}
+        self._out: dict[int, tuple[bool, object]] = {}
+        self._threads = [threading.Thread(target=self._work, name=f"stage_{n}")
+                         for n in range(workers)]
+
+    def start(self) -> _StagePool:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                if not self._todo:
+                    return
+                i, stage = self._todo.pop(0)
+            try:
+                self._out[i] = (True, self._run(stage))
+            except BaseException as e:  # noqa: BLE001 - the waiter raises it
+                self._out[i] = (False, e)
+            self._done[i].set()
+
+    def result(self, i: int) -> ImageState:
+        self._done[i].wait()
+        ok, value = self._out[i]
+        if not ok:
+            raise value
+        return value
+
+    def cancel(self) -> None:
+        """The stages not started yet never run (waiting for one raises Canceled)."""
+        with self._lock:
+            for i, _ in self._todo:
+                self._out[i] = (False, Canceled())
+                self._done[i].set()
+            self._todo.clear()
+
+    def join(self) -> None:
+        for t in self._threads:
+            t.join()
 
 
 @dataclass
@@ -247,14 +298,13 @@ class Solver:
         self.plan = plan
         self.opts = opts
         self.progress = progress
-        self.results: dict[int, Future] = {}
+        self.results: _StagePool | None = None     # each stage's outcome, once run() started
         self._lock = threading.Lock()
         self._ctx = None
         self._pulls: dict[str, threading.Lock] = {}
         self._pulled: set[str] = set()  # refs checked with the registry in this build
         self._fetched: set[str] = set()  # refs whose image came from a registry in this build
         self._ctx_vertex = None  # `[internal] load build context` while it is open
-        self._ctx_bytes = 0  # bytes of the context's files read (`transferring context: 35B`)
         self._passed: list[tuple[int, int, str, str | None]] = []  # (stage, nth, key, diff_id)
         self._import_lock = threading.Lock()
         self.cancelled = threading.Event()  # ^C: running RUNs are killed, nothing more starts
@@ -285,19 +335,22 @@ class Solver:
         loaded(self.progress, self.plan.dockerfile.filename, self.opts.dockerfile_bytes,
                ctx.ignore_file.stat().st_size if ctx.ignore_file else 0)
         workers = max(1, min(len(order), os.cpu_count() or 2, 4))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="stage") as pool:
-            for i in order:
-                self.results[i] = pool.submit(self._run_stage, self.plan.stages[i])
+        # set before a stage runs: a stage asks it for the stages it reads (stage_result)
+        self.results = pool = _StagePool(self._run_stage, [(i, self.plan.stages[i]) for i in order],
+                                         workers)
+        pool.start()
+        try:
             try:
-                return self.results[self.plan.target].result()
+                return pool.result(self.plan.target)
             except BaseException as e:
-                for f in self.results.values():
-                    f.cancel()
+                pool.cancel()           # a stage not started never starts
                 if isinstance(e, KeyboardInterrupt):
-                    self.cancel()       # the RUNs die now; the pool's wait below is short
+                    self.cancel()       # the RUNs die now; the wait below is short
                 raise
             finally:
                 self.context_loaded()
+        finally:
+            pool.join()
 
     # -- ^C ----------------------------------------------------------------------------------
     def track(self, tree) -> None:
@@ -372,6 +425,8 @@ class Solver:
         return [(key, d) for st, _n, key, d in passed if stages is None or st in stages]
 
     def export_caches(self) -> None:
+        if not self.exporters:  # no --cache-to: nothing of cache.registry to import
+            return
         from cache.errors import StoreError
         from cache.registry.cache import export
 
@@ -389,7 +444,7 @@ class Solver:
             self.progress.done(v)
 
     def stage_result(self, index: int) -> ImageState:
-        return self.results[index].result()
+        return self.results.result(index)
 
     def context(self, *, load: bool = True):
         """The build context (walked and hashed lazily, once per build). `load`: a step reads
@@ -400,14 +455,8 @@ class Solver:
             if self._ctx is None:
                 self._ctx = BuildContext(self.opts.context, self.opts.dockerfile_path,
                                          stat_cache=Path(self.store.root) / layout.STAT_CACHE)
-                rec = self.recorder
-
-                def observe(path, st, content=None):
-                    if content is not None:     # a regular file read (hashed or memoized)
-                        self._ctx_bytes += st.st_size
-                    if rec is not None:
-                        rec.observe(path, st, content)
-                self._ctx.observe = observe
+                # what a replay must check again (the bytes read are the context's keyed_bytes)
+                self._ctx.observe = self.recorder.observe if self.recorder is not None else None
             if load and self._ctx_vertex is None:
                 from builder.progress import CONTEXT
 
@@ -420,8 +469,8 @@ class Solver:
 
         with self._lock:
             v = self._ctx_vertex
-            if v is not None and v.finished is None:
-                context_read(self.progress, v, self._ctx_bytes)
+            if v is not None and v.finished is None:  # `transferring context: 35B`
+                context_read(self.progress, v, self._ctx.keyed_bytes)
 
     # -- a stage -----------------------------------------------------------------------------
     def _base_state(self, st: Stage) -> tuple[ImageState, dict[str, str | None]]:

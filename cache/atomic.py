@@ -3,7 +3,10 @@ indexes, replay records, memo files, container state).
 
 A file is written to a temporary name (owned by this process: `cache.owner`), flushed and
 fsynced, renamed over its final name and its directory fsynced: a reader sees the old bytes or
-the new ones, and a crash leaves at most the temporary, which prune removes. The lock is one
+the new ones, and a crash leaves at most the temporary, which prune removes. A cache that
+checks itself when read (`durable=False`: the sealed records and memo, whose damage or loss
+means only a full build) skips the two fsyncs: a crash may lose or damage it, never the store's
+references, which are written durably before it. The lock is one
 flock'ed file, exclusive across processes and re-entrant within one (threads wait on an RLock).
 Kept light (os, fcntl and C modules at import; pathlib and json only when a file is written), so
 the replay path may write through it and `pybuild run` take the lock without loading more.
@@ -37,16 +40,17 @@ def tmp_file(directory, kind: str = "w", mode: int = 0o600):
         return os.fdopen(fd, "wb"), path
 
 
-def publish(tmp, dest, mode: int = 0o644, *, synced: bool = False) -> None:
+def publish(tmp, dest, mode: int = 0o644, *, synced: bool = False, durable: bool = True) -> None:
     """Rename a complete temporary file over `dest` (fsynced first unless `synced`), then fsync
-    dest's dir."""
-    if not synced:
+    dest's dir (neither when not `durable`)."""
+    if not synced and durable:
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
     os.chmod(tmp, mode)
     os.rename(tmp, dest)
-    from pathlib import Path
-    fsync_dir(Path(dest).parent)
+    if durable:
+        from pathlib import Path
+        fsync_dir(Path(dest).parent)
 
 
 class replacing:
@@ -54,9 +58,11 @@ class replacing:
     temporary lives in `tmp_dir` (default: dest's dir), which must be on dest's filesystem.
     A class, not a contextlib.contextmanager, to keep contextlib out of the import."""
 
-    def __init__(self, dest, *, tmp_dir=None, mode: int = 0o644, kind: str = "w"):
+    def __init__(self, dest, *, tmp_dir=None, mode: int = 0o644, kind: str = "w",
+                 durable: bool = True):
         from pathlib import Path
         self.dest, self.tmp_dir, self.mode, self.kind = Path(dest), tmp_dir, mode, kind
+        self.durable = durable
 
     def __enter__(self):
         self.f, self.tmp = tmp_file(self.tmp_dir if self.tmp_dir is not None else self.dest.parent,
@@ -68,9 +74,10 @@ class replacing:
             with self.f:
                 if typ is None:
                     self.f.flush()
-                    os.fsync(self.f.fileno())
+                    if self.durable:
+                        os.fsync(self.f.fileno())
             if typ is None:
-                publish(self.tmp, self.dest, self.mode, synced=True)
+                publish(self.tmp, self.dest, self.mode, synced=True, durable=self.durable)
                 return False
         except BaseException:
             self.tmp.unlink(missing_ok=True)
@@ -79,8 +86,9 @@ class replacing:
         return False
 
 
-def write_file(dest, data: bytes, *, tmp_dir=None, mode: int = 0o644) -> None:
-    with replacing(dest, tmp_dir=tmp_dir, mode=mode) as f:
+def write_file(dest, data: bytes, *, tmp_dir=None, mode: int = 0o644,
+               durable: bool = True) -> None:
+    with replacing(dest, tmp_dir=tmp_dir, mode=mode, durable=durable) as f:
         f.write(data)
 
 

@@ -15,7 +15,6 @@ from builder.steps.layer import commit, scratch
 from cache import owner
 from cache.overlayfmt import lookup
 from grammar import ast, gopath
-from grammar.parser import parse_heredoc
 
 RUNC_MOUNT_DIRS = ("dev", "proc", "sys")
 
@@ -153,6 +152,9 @@ def _run_argv(run, ins: ast.Run) -> list[str]:
 def _only_heredoc(text: str, h: ast.Heredoc) -> bool:
     """Is the command nothing but this heredoc's marker (`<<EOF`, `3<<-'E"O"F'`, ...)? Read by
     the parser's one marker reader, as BuildKit's dispatchRun uses parser.MustParseHeredoc."""
+    from grammar.parser import parse_heredoc  # only a RUN with a heredoc: the parser module (its
+                                              # dataclass and regexes) stays out of other builds
+
     marker = parse_heredoc(text.strip())
     return marker is not None and marker[0] == h.name
 

@@ -185,3 +185,39 @@ def test_entry_is_still_rel_path_st(tmp_path):
     (sel,) = tree.select(["f"])
     (e,) = tree.walk(sel)
     assert (e.rel, e.path, e.st.st_size) == ("", str(tmp_path / "f"), 1)
+
+
+def test_one_edit_in_a_big_memo_is_hashed_again_rather_than_saved(tmp_path, monkeypatch):
+    """A save that would add one entry to a memo of 1,000 is put off (rewriting every entry
+    costs more than hashing that file again next time); the key is the same either way, and
+    the next save that has more to add writes them all."""
+    ctx = tmp_path / "ctx"
+    for i in range(1000):
+        (ctx / f"d{i // 100}").mkdir(parents=True, exist_ok=True)
+        (ctx / f"d{i // 100}" / f"f{i}").write_text(f"{i}\n")
+    old = time.time() - 10
+    for p in ctx.rglob("*"):
+        os.utime(p, (old, old))
+    time.sleep(0.06)
+    memo = tmp_path / "memo"
+
+    def key():
+        c = BuildContext(ctx, None, stat_cache=memo)
+        return c.digest(c.select(["."]))
+    first = key()
+    saved = memo.stat().st_mtime_ns
+    (ctx / "d1" / "f150").write_text("edited\n")
+    time.sleep(0.06)
+    edited = key()
+    assert edited != first and memo.stat().st_mtime_ns == saved
+    assert key() == edited                      # hashed again, the same key
+    (ctx / "d2" / "f250").write_text("edited too\n")
+    time.sleep(0.06)
+    both = key()
+    assert memo.stat().st_mtime_ns != saved     # two to add: saved, both memoized
+    opened, real = [], os.open
+    monkeypatch.setattr(os, "open", lambda path, *a, **kw: (opened.append(os.fspath(path)),
+                                                            real(path, *a, **kw))[1])
+    assert key() == both
+    monkeypatch.undo()
+    assert not [p for p in opened if isinstance(p, str) and p.startswith(str(ctx) + "/")]
