@@ -23,6 +23,21 @@ from cache.layout import is_digest
 from cache.leases import Leases
 
 
+def _sync_tree(top: Path) -> None:
+    """fsync every regular file and directory below `top` (a delta's few entries: cheaper
+    than the sync of the whole filesystem an overlay's unmount would do)."""
+    for dirpath, _dirs, files in os.walk(top):
+        for name in files:
+            p = os.path.join(dirpath, name)
+            if os.path.isfile(p) and not os.path.islink(p):
+                fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        atomic.fsync_dir(dirpath)
+
+
 class LayerStore:
     def __init__(self, root: Path, blobs: Blobs, indexes: Indexes, leases: Leases):
         self.root = Path(root)
@@ -215,6 +230,7 @@ class LayerStore:
                 kinds.append("f")
         segs = layerdelta.plan(index, layerdelta.delta_entries(dindex, kinds))
         diff_id, size = layerdelta.splice(self.root, base, index, data, segs)
+        _sync_tree(upper)       # its few entries, on disk before it is a layer
         dest = self.path(diff_id)
         self.leases.hold(diff_id, base)
         with self.lock.held():

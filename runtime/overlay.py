@@ -43,10 +43,12 @@ def distinct_layers(lowerdirs: Sequence[str | os.PathLike]) -> list:
 
 def mount_overlay(target: str | os.PathLike, lowerdirs: Sequence[str | os.PathLike],
                   upperdir: str | os.PathLike | None = None,
-                  workdir: str | os.PathLike | None = None) -> None:
+                  workdir: str | os.PathLike | None = None, *, volatile: bool = False) -> None:
     """Mount an overlay of lowerdirs (top first) [+ upper/work] on target, read-only without upper.
 
-    The kernel needs one lower dir with an upper dir, two without.
+    The kernel needs one lower dir with an upper dir, two without. `volatile`: its unmount
+    does not sync the upper dir's whole filesystem (overlayfs's default, which writes out
+    every dirty page of the disk the store is on); the caller makes what it keeps durable.
     """
     lowerdirs = distinct_layers(lowerdirs)
     if len(lowerdirs) < (1 if upperdir is not None else 2):
@@ -56,15 +58,16 @@ def mount_overlay(target: str | os.PathLike, lowerdirs: Sequence[str | os.PathLi
     for d in lowerdirs:
         if not os.path.isdir(d):
             raise SandboxError(f"layer dir {os.fsdecode(d)} is missing (run `pybuild prune`?)")
+    volatile = volatile and upperdir is not None
     try:
-        _mount_new_api(target, lowerdirs, upperdir, workdir)
+        _mount_new_api(target, lowerdirs, upperdir, workdir, volatile)
     except KernelCallError as e:
         if not (e.errno == errno.ENOSYS or (e.errno == errno.EINVAL and "lowerdir+" in e.what)):
             raise
-        _mount_legacy(target, lowerdirs, upperdir, workdir)
+        _mount_legacy(target, lowerdirs, upperdir, workdir, volatile)
 
 
-def _mount_new_api(target, lowerdirs, upperdir, workdir) -> None:
+def _mount_new_api(target, lowerdirs, upperdir, workdir, volatile=False) -> None:
     fd = kernel.fsopen("overlay")
     try:
         for d in lowerdirs:
@@ -74,6 +77,8 @@ def _mount_new_api(target, lowerdirs, upperdir, workdir) -> None:
             kernel.fsconfig(fd, kernel.FSCONFIG_SET_STRING, "workdir", os.fspath(workdir))
         for key, value in _BUILD_OPTS:
             kernel.fsconfig(fd, kernel.FSCONFIG_SET_STRING, key, value)
+        if volatile:
+            kernel.fsconfig(fd, kernel.FSCONFIG_SET_FLAG, "volatile")
         kernel.fsconfig(fd, kernel.FSCONFIG_CMD_CREATE)
         mfd = kernel.fsmount(fd, kernel.MOUNT_ATTR_RDONLY if upperdir is None else 0)
         try:
@@ -84,13 +89,15 @@ def _mount_new_api(target, lowerdirs, upperdir, workdir) -> None:
         os.close(fd)
 
 
-def _mount_legacy(target, lowerdirs, upperdir, workdir) -> None:
+def _mount_legacy(target, lowerdirs, upperdir, workdir, volatile=False) -> None:
     fds = [os.open(d, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC) for d in lowerdirs]
     try:
         opts = "lowerdir=" + ":".join(f"/proc/self/fd/{fd}" for fd in fds)
         if upperdir is not None:
             opts += f",upperdir={os.fspath(upperdir)},workdir={os.fspath(workdir)}"
         opts += "".join(f",{k}={v}" for k, v in _BUILD_OPTS)
+        if volatile:
+            opts += ",volatile"
         if len(opts) >= 4096:
             raise SandboxError(f"too many layers ({len(lowerdirs)}) for this kernel's overlay mount "
                                "options; a kernel >= 6.8 has no such limit")
@@ -103,10 +110,12 @@ def _mount_legacy(target, lowerdirs, upperdir, workdir) -> None:
 
 @lazyctx.contextmanager
 def mounted(lowerdirs: Sequence[Path], upperdir: Path | None = None,
-            workdir: Path | None = None, *, base: str | os.PathLike | None = None) -> Iterator[Path]:
+            workdir: Path | None = None, *, base: str | os.PathLike | None = None,
+            volatile: bool = False) -> Iterator[Path]:
     """The merged Path of the layer dirs (top first), an overlay unmounted on exit: see
     `runtime.snapshotter.mounted`, which picks this or the native snapshotter's copy. Its mount
-    point (and work dir) go in `base`, default next to upperdir, else the system temp dir."""
+    point (and work dir) go in `base`, default next to upperdir, else the system temp dir.
+    `volatile`: `mount_overlay`'s."""
     import shutil
     from pathlib import Path
 
@@ -131,7 +140,7 @@ def mounted(lowerdirs: Sequence[Path], upperdir: Path | None = None,
             lowers.append(Path(empty))
         target = temp_dir(base, "pybuild-merged")
         made.append(target)
-        mount_overlay(target, lowers, upperdir, workdir)
+        mount_overlay(target, lowers, upperdir, workdir, volatile=volatile)
         try:
             yield Path(target)
         finally:

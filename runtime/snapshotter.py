@@ -193,7 +193,8 @@ def overlay_problem(base: str) -> str | None:
 
 @lazyctx.contextmanager
 def mounted(lowerdirs: Sequence[Path], upperdir: Path | None = None,
-            workdir: Path | None = None, *, tmp: str | os.PathLike | None = None) -> Iterator[Path]:
+            workdir: Path | None = None, *, tmp: str | os.PathLike | None = None,
+            volatile: bool = False) -> Iterator[Path]:
     """A context manager yielding the merged Path of the layer dirs (top first).
 
     With overlayfs: an overlay in this process's mount namespace, unmounted on exit. Without
@@ -206,7 +207,8 @@ def mounted(lowerdirs: Sequence[Path], upperdir: Path | None = None,
     What the mount needs on disk goes next to upperdir (a store's scratch dir); a read-only view
     puts it in one dir named for this process (`mount-<pid>.<start>-...`, `cache.owner`) under
     `tmp` (the store's tmp/), so what a killed build leaves is what `pybuild prune` removes.
-    Without either it uses the system temp dir (for callers outside a store).
+    Without either it uses the system temp dir (for callers outside a store). `volatile`
+    (overlay only): no sync of the store's filesystem at unmount (`overlay.mount_overlay`).
     """
     import contextlib
     import shutil
@@ -225,7 +227,8 @@ def mounted(lowerdirs: Sequence[Path], upperdir: Path | None = None,
         merged = None
         if snapshotter(base) == "overlay":
             try:
-                merged = stack.enter_context(overlay.mounted(lowerdirs, upperdir, workdir, base=base))
+                merged = stack.enter_context(overlay.mounted(lowerdirs, upperdir, workdir, base=base,
+                                                             volatile=volatile))
             except KernelCallError as e:
                 if e.errno not in _UNUSABLE:
                     raise

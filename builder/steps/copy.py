@@ -145,7 +145,9 @@ def _as_delta(run, inputs, tree, srcs, excludes, manifest, dest, workdir, chown,
             with mounted(lowers, tmp=store.tmp) as image_root:
                 owner = resolve_chown(chown, Path(image_root))
         try:
-            with mounted([store.layer_dir(base), *lowers], upper, work) as root:
+            # volatile: its unmount would sync the whole disk; the few entries it writes are
+            # made durable by the commit (LayerStore.commit_delta)
+            with mounted([store.layer_dir(base), *lowers], upper, work, volatile=True) as root:
                 root = os.path.realpath(root)
                 sel = tree.select(srcs, excludes)
                 copy_changes(sel[0], Path(root), dest, *ch, workdir=workdir, chown=owner,

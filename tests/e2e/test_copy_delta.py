@@ -190,7 +190,8 @@ def test_a_parent_that_made_other_layers_under_the_same_key_is_no_base(builds, p
     runs again and the COPY above it sits on other layers: not a delta over the old ones."""
     ctx = tmp_path / "ctx"
     make_context(ctx, dirs=2, per_dir=20)
-    (ctx / "Dockerfile").write_text("FROM busybox\nRUN date +%s%N > /stamp\nCOPY . /app\n")
+    (ctx / "Dockerfile").write_text(
+        "FROM busybox\nRUN cat /proc/sys/kernel/random/uuid > /stamp\nCOPY . /app\n")
     builds.build(ctx)
     first = image(builds.store, TAG)["diff_ids"]
     ok(pybuild("builder", "prune", "-a", "-f"))
