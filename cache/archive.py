@@ -16,7 +16,15 @@ from pathlib import Path
 
 from cache import atomic, fspath, platform, refs, schema, tarfmt
 from cache import image as im
-from cache.compress import CHUNK, SNIFF_BYTES, HashingWriter, layer_digest, open_decompressed, sniff
+from cache.compress import (
+    CHUNK,
+    SNIFF_BYTES,
+    HashingWriter,
+    copy_exactly,
+    layer_digest,
+    open_decompressed,
+    sniff,
+)
 from cache.errors import StoreError
 from cache.fspath import clean
 from cache.keys import digest_bytes
@@ -40,14 +48,8 @@ def _blob_entry(out, store, digest: str) -> None:
     path = store.blob_path(digest)
     size = path.stat().st_size
     out.write(tarfmt.header(f"blobs/sha256/{digest[7:]}".encode(), mode=0o644, size=size))
-    left = size
     with open(path, "rb") as f:
-        while left:
-            data = f.read(min(CHUNK, left))
-            if not data:
-                raise StoreError(f"blob {digest} shrank while saving")
-            out.write(data)
-            left -= len(data)
+        copy_exactly(f, out, size, f"blob {digest} shrank while saving")
     out.write(tarfmt.pad(size))
 
 

@@ -29,6 +29,17 @@ CHUNK = 1 << 20
 DEPTH = 16  # buffers per ThreadedWriter pool: 2 x 16 MiB in flight at most
 
 
+def copy_exactly(src, out, n: int, short: str) -> None:
+    """Copy exactly `n` bytes from the file `src` (at its position) to `out`, CHUNK at a time;
+    StoreError(`short`) if `src` ends first."""
+    while n:
+        data = src.read(min(CHUNK, n))
+        if not data:
+            raise StoreError(short)
+        out.write(data)
+        n -= len(data)
+
+
 class HashingWriter:
     """Counts and sha256-hashes what passes through to `out` (which may be None: a sink)."""
 

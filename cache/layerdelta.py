@@ -237,18 +237,14 @@ def read_splice(root, diff_id: str) -> dict:
 def stream(root, diff_id: str, f, delta_tar: bytes, out) -> None:
     """Write a delta layer's tar to `out` (the caller hashes it) from its base's kept tar (the
     open file `f`) and the delta dir's own tar."""
+    from cache.compress import copy_exactly  # save and push only: not a build's import
+
     for src, a, b in read_splice(root, diff_id)["segs"]:
         if src == 1:
             out.write(delta_tar[a:b])
             continue
         f.seek(a)
-        left = b - a
-        while left:
-            data = f.read(min(_CHUNK, left))
-            if not data:
-                raise StoreError(f"layer {diff_id}: its base's tar is shorter than it was")
-            out.write(data)
-            left -= len(data)
+        copy_exactly(f, out, b - a, f"layer {diff_id}: its base's tar is shorter than it was")
     out.write(tarfmt.END)
 
 
