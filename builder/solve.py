@@ -86,7 +86,10 @@ class _StagePool:
             self._done[i].set()
 
     def result(self, i: int) -> ImageState:
-        self._done[i].wait()
+        # in slices: a ^C the kernel hands to a stage's thread sets Python's flag, which the
+        # main thread only reads when its wait returns (an endless one never does)
+        while not self._done[i].wait(0.05):
+            pass
         ok, value = self._out[i]
         if not ok:
             raise value
