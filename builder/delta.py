@@ -10,13 +10,11 @@ every attribute are a cold build's; a RUN after it mounts [delta, base].
 
 A cold copy instead (and a new base) when: --no-cache, no base, more than a fifth of the
 entries changed, or the change needs what a delta cannot say (a deletion of a path a lower
-layer also has, a file that became a directory, a hardlinked file: NotDelta).
+layer also has, a file that became a directory, a hardlinked file: cache.layerdelta.NotDelta).
 """
 from __future__ import annotations
 
 import os
-
-from cache.layerdelta import NotDelta
 
 ENV = "PYBUILD_COPY_DELTA"     # "off": every missed COPY is a full copy
 _MIN_CHANGES = 64              # up to this many changed entries always go as a delta
@@ -26,11 +24,15 @@ def enabled() -> bool:
     return os.environ.get(ENV, "on") != "off"
 
 
-def base_key(step_key_of, parent_key: str | None, inputs: dict, epoch) -> str:
-    """The key a base is kept and found by: the step's parent and inputs, the sources' digests
-    left out (`step_key_of` is cache.keys.step_key)."""
+def base_key(parent_key: str | None, parent_layers: list[str], inputs: dict, epoch) -> str:
+    """The key a base is kept and found by: the step's parent key and inputs, the sources'
+    digests left out, and the parent's layers (a RUN run again under the same key, the build
+    cache pruned, may have made other ones, which a base made over the old ones ignores)."""
+    from cache.keys import step_key
+
     same = {k: v for k, v in inputs.items() if k != "sources"}
-    return step_key_of("COPY-DELTA", parent_key, {**same, "epoch": epoch, "delta": 1})
+    return step_key("COPY-DELTA", parent_key,
+                    {**same, "lowers": list(parent_layers), "epoch": epoch, "delta": 1})
 
 
 def changes(old, new: set, epoch) -> tuple[list[str], list[str]] | None:
@@ -83,5 +85,3 @@ def lower_has(lowers, root: str):
         return False
     return has
 
-
-__all__ = ["NotDelta", "base_key", "changes", "enabled", "lower_has"]

@@ -13,6 +13,7 @@ import contextlib
 import errno
 import os
 import shutil
+import stat
 from pathlib import Path
 
 from cache import atomic, layerdelta, layout
@@ -29,7 +30,7 @@ def _sync_tree(top: Path) -> None:
     for dirpath, _dirs, files in os.walk(top):
         for name in files:
             p = os.path.join(dirpath, name)
-            if os.path.isfile(p) and not os.path.islink(p):
+            if stat.S_ISREG(os.lstat(p).st_mode):
                 fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
                 try:
                     os.fsync(fd)
@@ -220,7 +221,7 @@ class LayerStore:
             st = os.lstat(root + b"/" + rel)
             if is_whiteout(st):
                 kinds.append("w")
-            elif os.path.isdir(root + b"/" + rel) and not os.path.islink(root + b"/" + rel):
+            elif stat.S_ISDIR(st.st_mode):
                 if is_opaque(root + b"/" + rel):
                     raise layerdelta.NotDelta(f"{os.fsdecode(rel)}: an opaque dir")
                 kinds.append("d")

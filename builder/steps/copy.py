@@ -12,6 +12,7 @@ import os
 import shutil
 from pathlib import Path
 
+from builder import delta
 from builder.steps.layer import commit, scratch
 from cache import owner
 from grammar import ExpansionError, ast
@@ -71,7 +72,7 @@ def copy_step(run, ins: ast.Copy | ast.Add, n: int) -> None:
                 files, ignore = {}, list(getattr(tree, "ignore_patterns", []))
             sel = tree.select(names, excludes)
             if (local and len(groups) == 1 and len(sel) == 1 and sel[0].is_dir and not is_add
-                    and not link and not parents and _delta_on()):
+                    and not link and not parents and delta.enabled()):
                 manifest = set()
             digests.append(tree.digest(sel, files if local else None, manifest))
         inputs = {"kind": kind, "srcs": srcs, "dest": dest, "chown": chown, "chmod": chmod,
@@ -105,28 +106,19 @@ def copy_step(run, ins: ast.Copy | ast.Add, n: int) -> None:
         run.layer_step(ins, n, created_by, inputs, do, files, ignore)
 
 
-def _delta_on() -> bool:
-    from builder.delta import enabled
-    return enabled()
-
-
 def _as_delta(run, inputs, tree, srcs, excludes, manifest, dest, workdir, chown, chmod):
     """(diff_id, None) of this COPY made as a delta over the base of its step
     (builder.delta), else (None, what `commit` keeps to make this layer such a base)."""
-    from builder import delta
     from builder.copying import copy_changes
     from builder.users import resolve_chown
-    from cache.keys import step_key
+    from cache.layerdelta import NotDelta
     from runtime.snapshotter import mounted, snapshotter
 
     store = run.solver.store
     epoch = run.solver.opts.epoch
     if epoch is None:
         return None, None               # real times: no two builds agree on a layer anyway
-    # the parent's layers, not only its key: a RUN run again under the same key (the build
-    # cache pruned) may have made other ones, which a base made over the old ones ignores
-    keep = (delta.base_key(step_key, run.state.key, {**inputs, "lowers": run.state.diff_ids},
-                           epoch), manifest)
+    keep = (delta.base_key(run.state.key, run.state.diff_ids, inputs, epoch), manifest)
     with scratch(store) as (upper, work):
         if snapshotter(Path(upper).parent) != "overlay":
             return None, None           # the native one writes the upper dir at the end
@@ -153,7 +145,7 @@ def _as_delta(run, inputs, tree, srcs, excludes, manifest, dest, workdir, chown,
                 copy_changes(sel[0], Path(root), dest, *ch, workdir=workdir, chown=owner,
                              chmod=chmod, settle=(epoch,), lower_has=delta.lower_has(lowers, root))
             return store.commit_delta_layer(upper, base, index, epoch=epoch), None
-        except delta.NotDelta:
+        except NotDelta:
             return None, keep
 
 
