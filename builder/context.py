@@ -30,6 +30,7 @@ from operator import attrgetter
 from pathlib import Path
 
 from builder.errors import BuildError
+from builder.statid import identity
 from cache import atomic, fspath, layout, sealed
 from cache.errors import StoreError
 from cache.overlayfmt import key_xattrs
@@ -40,9 +41,9 @@ from grammar.gomatch import compile_match
 # tick; its hash is used but not memoized (git's "racy" rule; see moby/buildkit#4950).
 _RACY_NS = 50_000_000
 # The stat memo (layout.STAT_CACHE, marshal: 100,000 entries load in a tenth of JSON's time):
-# {"v": 2, "files": {host path: ((dev, ino, size, mtime_ns, ctime_ns), sha256 hex or "",
+# {"v": 3, "files": {host path: (stat identity (builder.statid), sha256 hex or "",
 # capability hex, other layer xattrs)}}.
-_MEMO_VERSION = 2
+_MEMO_VERSION = 3
 # A save is put off while what it would add is at most 1/_DEFER_SHARE of the memo's entries and
 # _DEFER_BYTES of file content: re-hashing that (each build until a save: at most 100 small files
 # in a 100,000-entry memo) costs less than rewriting the memo.
@@ -156,6 +157,13 @@ class SourceTree:
         self._known: set[str] = set()  # memo entries this process used
         self.keyed_bytes = 0  # bytes of the regular files its digests keyed (the progress line)
         self.observe = None  # callable(path, st) told of every path the build looks at
+        # {host path: stat identity} of the same observer (builder.replay.Recorder.observed):
+        # the digest stores the identity it made for the memo there itself
+        self.observed: dict | None = None
+        # {host path: (stat identity, "sha256hex:capability")} of the regular files hashed by
+        # this process that the memo file does not hold (a save put off, or racy times): a
+        # replay record carries these contents, the memo file the others (builder.replay)
+        self.unsaved: dict[str, tuple] = {}
 
     # -- visibility (the context hides .dockerignored paths) --------------------------------
     def ignored(self, rel: str) -> bool:
@@ -399,8 +407,12 @@ class SourceTree:
         h = hashlib.sha256()
         memo = self._load_stat_cache()
         observe = self.observe
+        observed = self.observed if observe is not None else None
         reset = self.reset_owner
         known = self._known
+        # (mode, uid, gid) -> that part of a key line and of a listing value: formatting the
+        # octal numbers of 100,000 entries that share a handful of modes is most of a line's cost
+        mids: dict[tuple, tuple[str, str]] = {}
         for sel in selected:
             h.update(f"S\0{sel.name}\0{int(sel.is_dir)}\0{sel.includes}\0{sel.excludes}\n"
                      .encode("utf-8", "surrogateescape"))
@@ -410,7 +422,7 @@ class SourceTree:
             wpre, wself = (sel.rel + "/", sel.rel) if sel.rel else ("", ".")  # listing's paths
             # nothing hidden or excluded (the walk then tells observe of exactly what it
             # yields): observe hears of each entry once, from here, with a file's content
-            own = observe is not None and self._ignore is None and not sel.includes \
+            own = observed is not None and self._ignore is None and not sel.includes \
                 and not sel.excludes
             for rel, path, st in self.walk(sel, quiet=own):
                 mode = st.st_mode
@@ -420,10 +432,10 @@ class SourceTree:
                 else:
                     uid, gid = st.st_uid, st.st_gid
                 hit = memo.get(path)
-                sig = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+                sig = (st.st_dev, st.st_ino, st.st_size, mode, st.st_uid, st.st_gid,
+                       st.st_mtime_ns, st.st_ctime_ns)      # statid.identity, inline
                 if hit is not None and hit[0] != sig:
                     hit = None
-                content = None      # a regular file's "digest:capability" (builder.replay)
                 if fmt == _S_IFREG:
                     if st.st_nlink > 1 and (st.st_dev, st.st_ino) in links:
                         extra = "hardlink:" + links[st.st_dev, st.st_ino]
@@ -437,7 +449,6 @@ class SourceTree:
                         known.add(path)
                         extra, cap, xattrs = hit[1], hit[2], hit[3]
                         keycap = f"{cap}\0{xattrs}" if xattrs else cap  # user.* xattrs only when any
-                        content = f"{extra}:{keycap}"
                         self.keyed_bytes += st.st_size
                 else:
                     if fmt == _S_IFLNK:
@@ -452,11 +463,13 @@ class SourceTree:
                     cap, xattrs = hit[2], hit[3]
                     keycap = f"{cap}\0{xattrs}" if xattrs else cap
                 if own:
-                    observe(path, st, content)      # None: a dir, link, hard link... as the walk
-                elif content is not None and observe is not None:
-                    observe(path, st, content)
-                perm = mode & 0o7777
-                line = f"{rel}\0{fmt:o}\0{perm:o}\0{uid}\0{gid}\0{extra}\0{keycap}\n"
+                    observed[path] = sig            # what the walk, told quiet, did not say
+                mid = mids.get((mode, uid, gid))
+                if mid is None:
+                    perm = mode & 0o7777
+                    mid = mids[mode, uid, gid] = (f"\0{fmt:o}\0{perm:o}\0{uid}\0{gid}\0",
+                                                  f"{fmt:o} {perm:o} {uid}:{gid} ")
+                line = f"{rel}{mid[0]}{extra}\0{keycap}\n"
                 append(line)
                 if manifest is not None:
                     manifest.add(line + str(st.st_mtime_ns // 1_000_000_000))
@@ -466,8 +479,7 @@ class SourceTree:
                 if listing is not None:  # one short string per entry: 20,000 files are ~1 MB
                     what = extra[:16] if fmt == _S_IFREG and ":" not in extra else extra
                     shown = f"{cap or '-'}+{xattrs}" if xattrs else cap or "-"
-                    listing[wpre + rel if rel else wself] = \
-                        f"{fmt:o} {perm:o} {uid}:{gid} {shown} {what}"
+                    listing[wpre + rel if rel else wself] = f"{mid[1]}{shown} {what}"
             h.update("".join(lines).encode("utf-8", "surrogateescape"))
         self.save_stat_cache()
         return "sha256:" + h.hexdigest()
@@ -475,7 +487,7 @@ class SourceTree:
     def file_hash(self, path: str, st: os.stat_result) -> str:
         """sha256 of a file's bytes, memoized by its stat identity (a touch is a re-read)."""
         memo = self._load_stat_cache()
-        sig = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        sig = identity(st)
         hit = memo.get(path)
         if hit is None or hit[0] != sig or not hit[1]:
             hit = self._remember(path, st, sig, self._hash_file(path), memo)
@@ -503,6 +515,9 @@ class SourceTree:
         """(sig, content digest or "", capability hex, other layer xattrs): what the key needs
         of `path`, memoized unless its times are racy (an xattr change moves the ctime too)."""
         entry = (sig, hexd, *key_xattrs(path))
+        if hexd:
+            self.unsaved[path] = (sig, f"{hexd}:{entry[2]}\0{entry[3]}" if entry[3] else
+                                  f"{hexd}:{entry[2]}")
         if max(st.st_mtime_ns, st.st_ctime_ns) < time.time_ns() - _RACY_NS:
             memo[path] = entry
             self._hashes_dirty = True
@@ -542,6 +557,8 @@ class SourceTree:
             atomic.write_file(p, sealed.dumps({"v": _MEMO_VERSION, "files": files}),
                               tmp_dir=tmp if tmp.is_dir() else None, durable=False)
             self._hashes_dirty = False
+            self.unsaved = {k: v for k, v in self.unsaved.items()
+                            if k not in files or files[k][0] != v[0]}
         except OSError:
             pass
 

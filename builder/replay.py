@@ -22,15 +22,19 @@ flags; nor builds with ADD of a URL.
 from __future__ import annotations
 
 import gc
+import heapq
 import json
-import operator
 import os
 import sys
 
 from builder import codeid, sourcedate
+from builder.statid import CONTENT, MODE, MTIME, identity
 from cache import layout, sealed
 
-RECORD_VERSION = 2
+RECORD_VERSION = 3
+# the record's files start with its newest this many (an edit defeats the replay at once when
+# it is of a file edited lately), then the rest in the order the build saw them
+_NEWEST_FIRST = 64
 _VALUE_FLAGS = {"-t": "tag", "--tag": "tag", "-f": "file", "--file": "file",
                 "--build-arg": "build_arg", "--label": "label", "--target": "target",
                 "--progress": "progress", "--network": "network", "--iidfile": "iidfile",
@@ -117,16 +121,22 @@ def _size(text: str | None) -> int:
     return len(text.encode("utf-8", "surrogateescape")) if text else 0
 
 
-def _sig(st: os.stat_result) -> list[int]:
-    """A path's stat identity; only the last two fields change on a touch."""
-    return [st.st_dev, st.st_ino, st.st_size, st.st_mode, st.st_uid, st.st_gid,
-            st.st_mtime_ns, st.st_ctime_ns]
+def _recorded_content(path: str, sig, memo) -> str | None:
+    """A regular file's "sha256hex:capability" when the record was made: the record's own, or
+    the stat memo's for the identity the record holds (`memo()` loads it); None if unknown."""
+    if len(sig) > CONTENT:
+        return sig[CONTENT]
+    hit = memo().get(path)
+    if hit is None or tuple(hit[0]) != tuple(sig[:CONTENT]) or not hit[1]:
+        return None
+    return f"{hit[1]}:{hit[2]}\0{hit[3]}" if hit[3] else f"{hit[1]}:{hit[2]}"
 
 
-def _same_content(path: str, now: list[int], sig: list) -> bool:
+def _same_content(path: str, now: tuple, sig, content: str | None) -> bool:
     """A regular file whose times changed but whose bytes and layer xattrs did not: a touch,
     which a build keys the same (digests never include mtimes)."""
-    if len(sig) < 9 or now[:6] != sig[:6]:  # only regular files carry their content
+    if content is None or tuple(now[:MTIME]) != tuple(sig[:MTIME]) or \
+            now[MODE] & 0o170000 != 0o100000:
         return False
     import hashlib
 
@@ -140,7 +150,20 @@ def _same_content(path: str, now: list[int], sig: list) -> bool:
     cap, xattrs = key_xattrs(path)      # what the context's digest saw (builder.context)
     if xattrs:
         cap = f"{cap}\0{xattrs}"
-    return f"{hexd}:{cap}" == sig[8]
+    return f"{hexd}:{cap}" == content
+
+
+def _memo_loader(root: str):
+    """The stat memo's {host path: entry}, read once when first asked (only for a touch)."""
+    got: list[dict] = []
+
+    def load() -> dict:
+        if not got:
+            data = sealed.read(os.path.join(root, layout.STAT_CACHE))
+            files = data.get("files") if isinstance(data, dict) else None
+            got.append(files if isinstance(files, dict) else {})
+        return got[0]
+    return load
 
 
 class Pending:
@@ -211,22 +234,24 @@ class Pending:
             if tags.get(name) != image_id:
                 return None
         touched = []
+        memo = _memo_loader(root)
         ctx, base, lstat = self.context, self.context.rstrip("/") + "/", os.lstat
         for rel, sig in rec["files"].items():
             try:
                 st = lstat(base + rel if rel else ctx)
             except OSError:
                 return None
-            # _sig(st) != sig[:8], field by field: no two lists per file (a third of the loop),
-            # the times first (what an edit or a touch moves)
+            # identity(st) != sig[:8], field by field: no two tuples per file (a third of the
+            # loop), the times first (what an edit or a touch moves)
             if (st.st_mtime_ns != sig[6] or st.st_ctime_ns != sig[7] or st.st_ino != sig[1]
                     or st.st_size != sig[2] or st.st_dev != sig[0] or st.st_mode != sig[3]
                     or st.st_uid != sig[4] or st.st_gid != sig[5]):
-                now = _sig(st)
+                now = identity(st)
                 path = base + rel if rel else ctx
-                if not _same_content(path, now, sig):
+                content = _recorded_content(path, sig, memo)
+                if not _same_content(path, now, sig, content):
                     return None
-                touched.append((rel, now + sig[8:]))
+                touched.append((rel, (*now, content)))  # the memo does not know this identity
         if touched:  # a touch: same bytes, mode and owner; remember the new stat identity
             rec["files"].update(touched)
             self._write(rec)
@@ -245,7 +270,7 @@ class Pending:
                 for name, cached in rec["steps"]:
                     v = progress.start(name)
                     if name == CONTEXT:     # the regular files the build read from it
-                        context_read(progress, v, sum(s[2] for s in rec["files"].values() if len(s) > 8))
+                        context_read(progress, v, rec["context_bytes"])
                     else:
                         (progress.cached if cached else progress.done)(v)
                 v = progress.start("exporting to image")
@@ -284,7 +309,8 @@ class Pending:
             tags_read[full] = got
         steps = [[v.name, v.cached or v.step] for v in progress.vertices if not v.once]
         doc = {"inputs": self.inputs, "image": image_id, "keys": rec.keys, "tags_read": tags_read,
-               "tags": [refs.normalize(t) for t in self.opts["tag"]], "steps": steps}
+               "tags": [refs.normalize(t) for t in self.opts["tag"]], "steps": steps,
+               "context_bytes": rec.tree.keyed_bytes if rec.tree is not None else 0}
         paused = gc.isenabled()  # as in replay(): 100,000 entries, no cycles
         gc.disable()
         try:
@@ -295,20 +321,25 @@ class Pending:
                 gc.enable()
 
     def _files(self, rec: Recorder) -> dict:
-        """The record's {path in the context: stat identity [+ content]}, newest first."""
-        files = []
+        """The record's {path in the context: stat identity [+ content]}: a regular file's
+        content ("sha256hex:capability", what a touch is checked against) only where the stat
+        memo's file does not hold it for that identity (`SourceTree.unsaved`)."""
         ctx = self.context.rstrip("/")
-        for path, sig in rec.observed.items():
-            if path != ctx and not path.startswith(ctx + "/"):
-                continue
-            content = rec.contents.get(path)
-            files.append((sig[6], path[len(ctx) + 1:] if path != ctx else "",
-                          sig if content is None else [*sig, content]))
-        # newest mtime first: the file a developer edits again is the one edited last, so the
+        pre, cut = ctx + "/", len(ctx) + 1
+        observed = rec.observed
+        files = {p[cut:]: sig for p, sig in observed.items() if p.startswith(pre)}
+        if ctx in observed:
+            files[""] = observed[ctx]
+        if rec.tree is not None:
+            for path, (sig, content) in rec.tree.unsaved.items():
+                rel = path[cut:]
+                if path.startswith(pre) and files.get(rel) == sig:
+                    files[rel] = (*sig, content)
+        # newest mtimes first: the file a developer edits again is the one edited last, so the
         # replay that an edit defeats finds it among the first files it checks, not after
         # lstat-ing the other 99,999
-        files.sort(key=_mtime, reverse=True)     # stable: equal times keep the walk's order
-        return {rel: sig for _t, rel, sig in files}
+        newest = heapq.nlargest(_NEWEST_FIRST, files.items(), key=_mtime)
+        return {**dict(newest), **files} if newest else files
 
     def _write(self, doc: dict) -> None:
         """tmp + rename under the store lock (a prune sees a whole record or none)."""
@@ -329,29 +360,24 @@ class Pending:
             pass
 
 
-_mtime = operator.itemgetter(0)
+def _mtime(item) -> int:
+    return item[1][MTIME]
 
 
 class Recorder:
     """What a full build looked at, filled in by the solver and the context as they go."""
 
     def __init__(self):
-        self.observed: dict[str, list[int]] = {}  # host path -> stat identity (`_sig`)
-        self.contents: dict[str, str] = {}  # regular file -> "sha256hex:capability hex"
+        self.observed: dict[str, tuple] = {}  # host path -> stat identity (builder.statid)
+        self.tree = None  # the build context (builder.context.BuildContext) once it is opened
         self.refs: dict[str, str] = {}  # image reference as written -> image ID
         self.keys: dict[str, dict] = {}  # step key -> cache entry used or made
         self.volatile = False  # read something a record cannot check (a URL)
 
-    def observe(self, path: str, st: os.stat_result, content: str | None = None) -> None:
-        """`content`: the file's "digest:capability", noted by the context's digest right after
-        its walk observed the same stat (so the stat identity is not made twice)."""
-        if content is None:     # _sig(st), inline: called for every path a build walks
-            self.observed[path] = [st.st_dev, st.st_ino, st.st_size, st.st_mode, st.st_uid,
-                                   st.st_gid, st.st_mtime_ns, st.st_ctime_ns]
-            return
-        if path not in self.observed:
-            self.observed[path] = _sig(st)
-        self.contents[path] = content
+    def observe(self, path: str, st: os.stat_result) -> None:
+        """Note a path the build looked at (the context's digest stores the identities of
+        what it walks in `observed` itself)."""
+        self.observed[path] = identity(st)
 
     def store(self, store) -> RecordingStore:
         return RecordingStore(store, self)

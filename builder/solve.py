@@ -459,7 +459,10 @@ class Solver:
                 self._ctx = BuildContext(self.opts.context, self.opts.dockerfile_path,
                                          stat_cache=Path(self.store.root) / layout.STAT_CACHE)
                 # what a replay must check again (the bytes read are the context's keyed_bytes)
-                self._ctx.observe = self.recorder.observe if self.recorder is not None else None
+                if self.recorder is not None:
+                    self._ctx.observe = self.recorder.observe
+                    self._ctx.observed = self.recorder.observed
+                    self.recorder.tree = self._ctx
             if load and self._ctx_vertex is None:
                 from builder.progress import CONTEXT
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from builder import statid
 from builder.context import BuildContext, SourceTree, go_match, resolve_in_root
 from builder.errors import BuildError
 from cache import sealed
@@ -259,7 +260,7 @@ def test_stat_cache_makes_touch_cheap_and_content_changes_visible(ctx_dir, tmp_p
     time.sleep(0.06)
     ctx = BuildContext(ctx_dir, None, stat_cache=cache)
     assert ctx.digest(ctx.select(["."])) == d0
-    assert sealed.loads(cache.read_bytes())["files"][a][0][3] == os.stat(a).st_mtime_ns
+    assert sealed.loads(cache.read_bytes())["files"][a][0][statid.MTIME] == os.stat(a).st_mtime_ns
     (ctx_dir / "a.txt").write_text("Z")
     ctx = BuildContext(ctx_dir, None, stat_cache=cache)
     assert ctx.digest(ctx.select(["."])) != d0

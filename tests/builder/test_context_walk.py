@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from builder import statid
 from builder.context import BuildContext, SourceTree
 
 REPO = Path(__file__).resolve().parents[2]
@@ -77,12 +78,29 @@ def _both(ctx: Path, memo_dir: Path, srcs=("."), excludes=(), parents=False, tre
         kw = {} if tree else {"stat_cache": memo_dir / f"{name}.memo"}
         c = cls(ctx, **kw) if tree else cls(ctx, None, **kw)
         seen: dict = {}
-        c.observe = lambda path, st, content=None, seen=seen: seen.__setitem__(path, content) \
-            if content is not None or path not in seen else None
+        if name == "ref":   # told each path, a regular file's with its "digest:capability"
+            c.observe = lambda path, st, content=None, seen=seen: seen.__setitem__(path, content) \
+                if content is not None or path not in seen else None
+        else:               # told each path or stores its identity; contents: memo or unsaved
+            c.observed = {}
+            c.observe = lambda path, st, c=c: c.observed.__setitem__(path, statid.identity(st))
         listing: dict = {}
         key = c.digest(c.select(list(srcs), list(excludes), parents=parents), listing)
+        if name == "new":
+            seen = {path: _content(c, path, sig) for path, sig in c.observed.items()}
         out.append((key, listing, seen))
     return out
+
+
+def _content(c, path: str, sig: tuple) -> str | None:
+    """What a replay record holds of a regular file's content: the tree's unsaved entry, else
+    the memo's for that identity (builder.replay)."""
+    if path in c.unsaved and c.unsaved[path][0] == sig:
+        return c.unsaved[path][1]
+    hit = (c._hashes or {}).get(path)
+    if hit is None or hit[0] != sig or not hit[1]:
+        return None
+    return f"{hit[1]}:{hit[2]}\0{hit[3]}" if hit[3] else f"{hit[1]}:{hit[2]}"
 
 
 EDITS = [

@@ -69,5 +69,21 @@ def test_replay_touch_and_one_edit_at_10k_files(pybuild, ctx, busybox_root):
     files = sealed.loads(record.read_bytes())["files"]
     assert len(files) > FILES and next(iter(files)) == "d050/f07.txt"
     assert build(pybuild, ctx)[0] == edited             # and that replays in turn
+    # the memo's rewrite was put off for one file: the record carries that file's content,
+    # so a touch of it replays too, and a chmod of it does not
+    os.utime(ctx / "d050" / "f07.txt")
+    time.sleep(0.06)
+    (explain,) = (busybox_root / layout.EXPLAIN_DIR).iterdir()
+    ran_in_full = explain.stat().st_mtime_ns           # a replay never writes it
+    again, steps = build(pybuild, ctx)
+    assert again == edited and steps["COPY . /app"] == "CACHED", steps
+    assert explain.stat().st_mtime_ns == ran_in_full
+    os.chmod(ctx / "d050" / "f07.txt", 0o600)
+    time.sleep(0.06)
+    chmodded, steps = build(pybuild, ctx)
+    assert chmodded != edited
+    assert steps["COPY . /app"].startswith("1 file changed: d050/f07.txt"), steps
+    os.chmod(ctx / "d050" / "f07.txt", 0o644)
+    time.sleep(0.06)
     cold, _ = build(pybuild, ctx, "--no-cache")
     assert cold == edited
