@@ -164,6 +164,9 @@ class SourceTree:
         # this process that the memo file does not hold (a save put off, or racy times): a
         # replay record carries these contents, the memo file the others (builder.replay)
         self.unsaved: dict[str, tuple] = {}
+        # {host path: lstat result} a failed replay check made moments ago (builder.replay):
+        # the walk takes each once instead of a second lstat of 100,000 files
+        self.prestat: dict | None = None
 
     # -- visibility (the context hides .dockerignored paths) --------------------------------
     def ignored(self, rel: str) -> bool:
@@ -298,7 +301,8 @@ class SourceTree:
         """Entries of a selection, parents before children, names sorted; the root first.
         `quiet`: `observe` is not told (the caller tells it of each entry it is given)."""
         path = sel.real if follow else sel.link
-        st = os.lstat(path)
+        pre = self.prestat
+        st = (pre.pop(path, None) if pre else None) or os.lstat(path)
         if self.observe is not None and not quiet:
             self.observe(path, st)
         yield Entry("", path, st)
@@ -323,6 +327,7 @@ class SourceTree:
             raise BuildError(f"failed to read /{treerel}: {e.strerror}") from None
         ign = self._ignore
         observe = None if quiet else self.observe
+        prestat = self.prestat or None
         if ign is None and exc is None and inc is None and not pending:
             # nothing to hide, exclude or wait for (no .dockerignore, --exclude, --parents):
             # each entry is its stat and its tuple (a tenth of a 100,000-file key's cost)
@@ -330,7 +335,9 @@ class SourceTree:
             tpre = treerel + "/" if treerel else ""
             for de in ents:
                 p = de.path
-                st = de.stat(follow_symlinks=False)
+                st = prestat.pop(p, None) if prestat else None
+                if st is None:
+                    st = de.stat(follow_symlinks=False)
                 if observe is not None:
                     observe(p, st)
                 r = pre + de.name
@@ -345,7 +352,9 @@ class SourceTree:
             name = de.name
             r = rel + "/" + name if rel else name
             tr = treerel + "/" + name if treerel else name
-            st = de.stat(follow_symlinks=False)
+            st = prestat.pop(de.path, None) if prestat else None
+            if st is None:
+                st = de.stat(follow_symlinks=False)
             isdir = stat.S_ISDIR(st.st_mode)
             hidden = ign is not None and ign.matches(tr)
             if hidden and not (isdir and ign_exc):

@@ -173,6 +173,9 @@ class Pending:
         import zlib
 
         self.opts = opts
+        # {host path: lstat result} of the record's paths as the replay check found them: the
+        # full build's context walk takes these instead of a second lstat (builder.context)
+        self.stats: dict[str, os.stat_result] = {}
         self.root = os.path.abspath(opts["root"] or layout.default_root())
         self.context = os.path.realpath(opts["context"])
         self.dockerfile = os.path.abspath(opts["file"] or os.path.join(opts["context"], "Dockerfile"))
@@ -236,27 +239,42 @@ class Pending:
         touched = []
         memo = _memo_loader(root)
         ctx, base, lstat = self.context, self.context.rstrip("/") + "/", os.lstat
-        for rel, sig in rec["files"].items():
+        stats = self.stats
+        files = iter(rec["files"].items())
+        for rel, sig in files:
+            path = base + rel if rel else ctx
             try:
-                st = lstat(base + rel if rel else ctx)
+                st = lstat(path)
             except OSError:
-                return None
+                return self._stat_rest(files)
+            stats[path] = st
             # identity(st) != sig[:8], field by field: no two tuples per file (a third of the
             # loop), the times first (what an edit or a touch moves)
             if (st.st_mtime_ns != sig[6] or st.st_ctime_ns != sig[7] or st.st_ino != sig[1]
                     or st.st_size != sig[2] or st.st_dev != sig[0] or st.st_mode != sig[3]
                     or st.st_uid != sig[4] or st.st_gid != sig[5]):
                 now = identity(st)
-                path = base + rel if rel else ctx
                 content = _recorded_content(path, sig, memo)
                 if not _same_content(path, now, sig, content):
-                    return None
+                    return self._stat_rest(files)
                 touched.append((rel, (*now, content)))  # the memo does not know this identity
         if touched:  # a touch: same bytes, mode and owner; remember the new stat identity
             rec["files"].update(touched)
             self._write(rec)
         self.record = rec
         return image
+
+    def _stat_rest(self, files) -> None:
+        """The replay is off: lstat the record's other paths too, for the full build's walk
+        (`stats`), which then reads its directories but stats none of these again."""
+        ctx, base, lstat, stats = self.context, self.context.rstrip("/") + "/", os.lstat, self.stats
+        for rel, _sig in files:
+            path = base + rel if rel else ctx
+            try:
+                stats[path] = lstat(path)
+            except OSError:
+                pass
+        return None
 
     def finish_replay(self, image_id: str) -> int:
         rec, o = self.record, self.opts
@@ -370,6 +388,7 @@ class Recorder:
     def __init__(self):
         self.observed: dict[str, tuple] = {}  # host path -> stat identity (builder.statid)
         self.tree = None  # the build context (builder.context.BuildContext) once it is opened
+        self.prestat: dict | None = None  # the failed replay check's lstats (Pending.stats)
         self.refs: dict[str, str] = {}  # image reference as written -> image ID
         self.keys: dict[str, dict] = {}  # step key -> cache entry used or made
         self.volatile = False  # read something a record cannot check (a URL)

@@ -463,6 +463,7 @@ class Solver:
                     self._ctx.observe = self.recorder.observe
                     self._ctx.observed = self.recorder.observed
                     self.recorder.tree = self._ctx
+                    self._ctx.prestat = self.recorder.prestat
             if load and self._ctx_vertex is None:
                 from builder.progress import CONTEXT
 

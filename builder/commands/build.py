@@ -407,6 +407,7 @@ def _build(args, build_args: dict, store) -> int:
             from builder.replay import Recorder
 
             recorder = Recorder()
+            recorder.prestat = pending.stats
         with open(os.devnull, "w") as devnull:
             hush = args.quiet or args.progress == "quiet"
             progress = make_progress("plain" if hush else args.progress,

@@ -277,3 +277,31 @@ def test_a_corrupt_stat_cache_is_ignored(ctx_dir, tmp_path):
 def test_missing_context_dir_is_a_build_error(tmp_path):
     with pytest.raises(BuildError, match="unable to prepare context"):
         BuildContext(tmp_path / "nope", None)
+
+
+@pytest.mark.parametrize("ignore", [True, False], ids=["dockerignore", "plain"])
+def test_a_failed_replays_lstats_stand_in_for_the_walks(tmp_path, ignore):
+    """builder.replay hands the lstats of its failed check to the full build's walk: the key,
+    listing and observations are the ones of a walk that stats everything itself, and each
+    lstat handed over is taken (none is made twice)."""
+    ctx_dir = tmp_path / "ctx"
+    (ctx_dir / "sub" / "deep").mkdir(parents=True)
+    for rel in ("a.txt", "sub/b.txt", "sub/deep/c.txt"):
+        (ctx_dir / rel).write_text(rel)
+    os.symlink("a.txt", ctx_dir / "link")
+    if ignore:      # the walk that hides paths, else the one that hides none
+        (ctx_dir / ".dockerignore").write_text("*.log\n")
+        (ctx_dir / "x.log").write_text("ignored")
+    results = []
+    for handed in (False, True):
+        ctx = BuildContext(ctx_dir, None)
+        ctx.observed = {}
+        ctx.observe = lambda path, st, ctx=ctx: ctx.observed.__setitem__(path, statid.identity(st))
+        if handed:
+            ctx.prestat = {str(p): os.lstat(p) for p in [ctx_dir, *ctx_dir.rglob("*")]
+                           if p.name != "x.log"}
+        listing: dict = {}
+        results.append((ctx.digest(ctx.select(["."]), listing), listing, ctx.observed))
+        if handed:
+            assert ctx.prestat == {}
+    assert results[0] == results[1]
