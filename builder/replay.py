@@ -22,7 +22,6 @@ flags; nor builds with ADD of a URL.
 from __future__ import annotations
 
 import gc
-import heapq
 import json
 import os
 import sys
@@ -31,10 +30,7 @@ from builder import codeid, sourcedate
 from builder.statid import CONTENT, MODE, MTIME, identity
 from cache import layout, sealed
 
-RECORD_VERSION = 3
-# the record's files start with its newest this many (an edit defeats the replay at once when
-# it is of a file edited lately), then the rest in the order the build saw them
-_NEWEST_FIRST = 64
+RECORD_VERSION = 4
 _VALUE_FLAGS = {"-t": "tag", "--tag": "tag", "-f": "file", "--file": "file",
                 "--build-arg": "build_arg", "--label": "label", "--target": "target",
                 "--progress": "progress", "--network": "network", "--iidfile": "iidfile",
@@ -238,11 +234,9 @@ class Pending:
                 return None
         touched = []
         memo = _memo_loader(root)
-        ctx, base, lstat = self.context, self.context.rstrip("/") + "/", os.lstat
-        stats = self.stats
+        lstat, stats = os.lstat, self.stats
         files = iter(rec["files"].items())
-        for rel, sig in files:
-            path = base + rel if rel else ctx
+        for path, sig in files:
             try:
                 st = lstat(path)
             except OSError:
@@ -257,7 +251,7 @@ class Pending:
                 content = _recorded_content(path, sig, memo)
                 if not _same_content(path, now, sig, content):
                     return self._stat_rest(files)
-                touched.append((rel, (*now, content)))  # the memo does not know this identity
+                touched.append((path, (*now, content)))  # the memo does not know this identity
         if touched:  # a touch: same bytes, mode and owner; remember the new stat identity
             rec["files"].update(touched)
             self._write(rec)
@@ -267,9 +261,8 @@ class Pending:
     def _stat_rest(self, files) -> None:
         """The replay is off: lstat the record's other paths too, for the full build's walk
         (`stats`), which then reads its directories but stats none of these again."""
-        ctx, base, lstat, stats = self.context, self.context.rstrip("/") + "/", os.lstat, self.stats
-        for rel, _sig in files:
-            path = base + rel if rel else ctx
+        lstat, stats = os.lstat, self.stats
+        for path, _sig in files:
             try:
                 stats[path] = lstat(path)
             except OSError:
@@ -339,25 +332,18 @@ class Pending:
                 gc.enable()
 
     def _files(self, rec: Recorder) -> dict:
-        """The record's {path in the context: stat identity [+ content]}: a regular file's
+        """The record's {host path: stat identity [+ content]}, every path the build looked
+        at (all in the context: the context is the only tree observed): a regular file's
         content ("sha256hex:capability", what a touch is checked against) only where the stat
-        memo's file does not hold it for that identity (`SourceTree.unsaved`)."""
-        ctx = self.context.rstrip("/")
-        pre, cut = ctx + "/", len(ctx) + 1
-        observed = rec.observed
-        files = {p[cut:]: sig for p, sig in observed.items() if p.startswith(pre)}
-        if ctx in observed:
-            files[""] = observed[ctx]
+        memo's file does not hold it for that identity (`SourceTree.unsaved`). In the order
+        the build saw them: the check of a replay an edit defeats goes on to lstat the rest
+        for the full build's walk anyway (`_stat_rest`), so no order finds an edit sooner."""
+        files = dict(rec.observed)
         if rec.tree is not None:
             for path, (sig, content) in rec.tree.unsaved.items():
-                rel = path[cut:]
-                if path.startswith(pre) and files.get(rel) == sig:
-                    files[rel] = (*sig, content)
-        # newest mtimes first: the file a developer edits again is the one edited last, so the
-        # replay that an edit defeats finds it among the first files it checks, not after
-        # lstat-ing the other 99,999
-        newest = heapq.nlargest(_NEWEST_FIRST, files.items(), key=_mtime)
-        return {**dict(newest), **files} if newest else files
+                if files.get(path) == sig:
+                    files[path] = (*sig, content)
+        return files
 
     def _write(self, doc: dict) -> None:
         """tmp + rename under the store lock (a prune sees a whole record or none)."""
@@ -376,10 +362,6 @@ class Pending:
                                   durable=False)
         except OSError:
             pass
-
-
-def _mtime(item) -> int:
-    return item[1][MTIME]
 
 
 class Recorder:
