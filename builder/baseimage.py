@@ -10,6 +10,8 @@ PULL_POLICIES = ("missing", "always", "never")
 
 @dataclass(frozen=True)
 class PullOptions:
+    """How FROM and --from images come from a registry (--pull, --tls-verify)."""
+
     policy: str = "missing"        # missing | always | never
     tls_verify: bool = True
     platform: str | None = None

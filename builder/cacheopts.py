@@ -21,6 +21,8 @@ _BOOL = {"true": True, "1": True, "false": False, "0": False}
 
 @dataclass(frozen=True)
 class CacheSpec:
+    """One --cache-to or --cache-from, parsed."""
+
     flag: str  # "--cache-to" or "--cache-from"
     type: str  # "registry" | "local"
     ref: str | None = None  # registry: the reference as given

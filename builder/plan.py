@@ -46,6 +46,8 @@ class Stage:
 
 @dataclass
 class Plan:
+    """A Dockerfile planned: its stages, the global ARGs, the target and the build order."""
+
     stages: list[Stage]
     global_args: dict[str, str | None]  # meta ARGs after --build-arg, plus builtins
     meta_arg_names: list[str]

@@ -25,6 +25,8 @@ from grammar.errors import DockerfileError, ExpansionError
 
 @dataclass
 class BuildOptions:
+    """Everything a build was asked for, as the solver reads it."""
+
     context: Path
     dockerfile: ast.Dockerfile
     dockerfile_path: Path | None = None

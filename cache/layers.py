@@ -43,6 +43,8 @@ class TarIndex:
 
 @dataclass(frozen=True)
 class TarResult:
+    """What writing a layer tar made: its diff_id, its size, the settled dir's fingerprint."""
+
     diff_id: str | None  # sha256 of the uncompressed tar (None: not hashed)
     size: int            # its length in bytes
     fingerprint: str | None = None  # with settle=True: `fingerprint(dir)` after the settling

@@ -60,6 +60,8 @@ def _cache_file(grammar: str, version: str) -> str | bool:
 
 @dataclass
 class _Logical:
+    """One logical line (continuations joined), its first and last line, its heredocs."""
+
     text: str
     start: int
     end: int
