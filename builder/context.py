@@ -430,7 +430,7 @@ class SourceTree:
             append = lines.append
             wpre, wself = (sel.rel + "/", sel.rel) if sel.rel else ("", ".")  # listing's paths
             # nothing hidden or excluded (the walk then tells observe of exactly what it
-            # yields): observe hears of each entry once, from here, with a file's content
+            # yields): each entry's identity goes into `observed` from here, the memo's tuple
             own = observed is not None and self._ignore is None and not sel.includes \
                 and not sel.excludes
             for rel, path, st in self.walk(sel, quiet=own):
