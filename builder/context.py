@@ -26,6 +26,7 @@ import time
 from collections import namedtuple
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from operator import add as _concat
 from operator import attrgetter
 from pathlib import Path
 
@@ -48,6 +49,12 @@ _MEMO_VERSION = 3
 # _DEFER_BYTES of file content: re-hashing that (each build until a save: at most 100 small files
 # in a 100,000-entry memo) costs less than rewriting the memo.
 _DEFER_SHARE, _DEFER_BYTES = 1000, 1 << 20
+# The directory memo (layout.DIR_CACHE, next to the stat memo), for a selected directory that hides
+# nothing: {"v": 1, "dirs": {host path of a directory: ((its prefix in the selection, owners
+# reset), entry names, their stat identities, their lines of the key, listing values, mtimes in
+# seconds, bytes of its regular files)}}. Past this many directories, those a save's process did
+# not walk are dropped.
+_DIR_MEMO_VERSION, _DIR_MEMO_MAX = 1, 50_000
 _S_IFREG, _S_IFLNK, _S_IFCHR, _S_IFBLK = stat.S_IFREG, stat.S_IFLNK, stat.S_IFCHR, stat.S_IFBLK
 
 
@@ -153,6 +160,11 @@ class SourceTree:
         self._stat_cache_path = Path(stat_cache) if stat_cache else None
         self._hashes: dict[str, list] | None = None
         self._hashes_dirty = False
+        self._dir_cache_path = (self._stat_cache_path.parent / layout.DIR_CACHE
+                                if self._stat_cache_path is not None else None)
+        self._dirs: dict | None = None
+        self._dirs_dirty = 0        # directories memoized or dropped since the load
+        self._dirs_seen: set[str] = set()
         self._fresh = [0, 0]  # entries memoized since the load: count, their files' bytes
         self._known: set[str] = set()  # memo entries this process used
         self.keyed_bytes = 0  # bytes of the regular files its digests keyed (the progress line)
@@ -422,6 +434,59 @@ class SourceTree:
         # (mode, uid, gid) -> that part of a key line and of a listing value: formatting the
         # octal numbers of 100,000 entries that share a handful of modes is most of a line's cost
         mids: dict[tuple, tuple[str, str]] = {}
+        def entry(rel: str, path: str, st, links: dict, want_value: bool) -> tuple:
+            """(line of the key, listing value (None unless `want_value`), stat identity) of
+            one entry; its content digest and xattrs come from the memo, or are read and
+            memoized."""
+            mode = st.st_mode
+            fmt = mode & 0o170000
+            if reset:
+                uid = gid = 0
+            else:
+                uid, gid = st.st_uid, st.st_gid
+            hit = memo.get(path)
+            sig = (st.st_dev, st.st_ino, st.st_size, mode, st.st_uid, st.st_gid,
+                   st.st_mtime_ns, st.st_ctime_ns)      # statid.identity, inline
+            if hit is not None and hit[0] != sig:
+                hit = None
+            if fmt == _S_IFREG:
+                if st.st_nlink > 1 and (st.st_dev, st.st_ino) in links:
+                    extra = "hardlink:" + links[st.st_dev, st.st_ino]
+                    cap, xattrs = (hit[2], hit[3]) if hit is not None else key_xattrs(path)
+                    keycap = f"{cap}\0{xattrs}" if xattrs else cap
+                else:
+                    if st.st_nlink > 1:
+                        links[st.st_dev, st.st_ino] = rel
+                    if hit is None or not hit[1]:
+                        hit = self._remember(path, st, sig, self._hash_file(path), memo)
+                    known.add(path)
+                    extra, cap, xattrs = hit[1], hit[2], hit[3]
+                    keycap = f"{cap}\0{xattrs}" if xattrs else cap  # user.* xattrs only when any
+                    self.keyed_bytes += st.st_size
+            else:
+                if fmt == _S_IFLNK:
+                    extra = os.readlink(path)
+                elif fmt in (_S_IFCHR, _S_IFBLK):
+                    extra = f"{os.major(st.st_rdev)},{os.minor(st.st_rdev)}"
+                else:
+                    extra = ""
+                if hit is None:
+                    hit = self._remember(path, st, sig, "", memo)
+                known.add(path)
+                cap, xattrs = hit[2], hit[3]
+                keycap = f"{cap}\0{xattrs}" if xattrs else cap
+            mid = mids.get((mode, uid, gid))
+            if mid is None:
+                perm = mode & 0o7777
+                mid = mids[mode, uid, gid] = (f"\0{fmt:o}\0{perm:o}\0{uid}\0{gid}\0",
+                                              f"{fmt:o} {perm:o} {uid}:{gid} ")
+            if not want_value:
+                return f"{rel}{mid[0]}{extra}\0{keycap}\n", None, sig
+            what = extra[:16] if fmt == _S_IFREG and ":" not in extra else extra
+            shown = f"{cap or '-'}+{xattrs}" if xattrs else cap or "-"
+            return f"{rel}{mid[0]}{extra}\0{keycap}\n", f"{mid[1]}{shown} {what}", sig
+
+        dirs = None     # the directory memo, loaded for the first selection that uses it
         for sel in selected:
             h.update(f"S\0{sel.name}\0{int(sel.is_dir)}\0{sel.includes}\0{sel.excludes}\n"
                      .encode("utf-8", "surrogateescape"))
@@ -433,52 +498,18 @@ class SourceTree:
             # yields): each entry's identity goes into `observed` from here, the memo's tuple
             own = observed is not None and self._ignore is None and not sel.includes \
                 and not sel.excludes
+            if (sel.is_dir and self._ignore is None and not sel.includes and not sel.excludes
+                    and (own or observe is None) and self._dir_cache_path is not None):
+                if dirs is None:
+                    dirs = self._load_dir_cache()
+                self._digest_dirs(sel, entry, dirs, links, lines, h, listing, manifest,
+                                  observed, wpre)
+                h.update("".join(lines).encode("utf-8", "surrogateescape"))
+                continue
             for rel, path, st in self.walk(sel, quiet=own):
-                mode = st.st_mode
-                fmt = mode & 0o170000
-                if reset:
-                    uid = gid = 0
-                else:
-                    uid, gid = st.st_uid, st.st_gid
-                hit = memo.get(path)
-                sig = (st.st_dev, st.st_ino, st.st_size, mode, st.st_uid, st.st_gid,
-                       st.st_mtime_ns, st.st_ctime_ns)      # statid.identity, inline
-                if hit is not None and hit[0] != sig:
-                    hit = None
-                if fmt == _S_IFREG:
-                    if st.st_nlink > 1 and (st.st_dev, st.st_ino) in links:
-                        extra = "hardlink:" + links[st.st_dev, st.st_ino]
-                        cap, xattrs = (hit[2], hit[3]) if hit is not None else key_xattrs(path)
-                        keycap = f"{cap}\0{xattrs}" if xattrs else cap
-                    else:
-                        if st.st_nlink > 1:
-                            links[st.st_dev, st.st_ino] = rel
-                        if hit is None or not hit[1]:
-                            hit = self._remember(path, st, sig, self._hash_file(path), memo)
-                        known.add(path)
-                        extra, cap, xattrs = hit[1], hit[2], hit[3]
-                        keycap = f"{cap}\0{xattrs}" if xattrs else cap  # user.* xattrs only when any
-                        self.keyed_bytes += st.st_size
-                else:
-                    if fmt == _S_IFLNK:
-                        extra = os.readlink(path)
-                    elif fmt in (_S_IFCHR, _S_IFBLK):
-                        extra = f"{os.major(st.st_rdev)},{os.minor(st.st_rdev)}"
-                    else:
-                        extra = ""
-                    if hit is None:
-                        hit = self._remember(path, st, sig, "", memo)
-                    known.add(path)
-                    cap, xattrs = hit[2], hit[3]
-                    keycap = f"{cap}\0{xattrs}" if xattrs else cap
+                line, lval, sig = entry(rel, path, st, links, listing is not None)
                 if own:
                     observed[path] = sig            # what the walk, told quiet, did not say
-                mid = mids.get((mode, uid, gid))
-                if mid is None:
-                    perm = mode & 0o7777
-                    mid = mids[mode, uid, gid] = (f"\0{fmt:o}\0{perm:o}\0{uid}\0{gid}\0",
-                                                  f"{fmt:o} {perm:o} {uid}:{gid} ")
-                line = f"{rel}{mid[0]}{extra}\0{keycap}\n"
                 append(line)
                 if manifest is not None:
                     manifest.add(line + str(st.st_mtime_ns // 1_000_000_000))
@@ -486,12 +517,115 @@ class SourceTree:
                     h.update("".join(lines).encode("utf-8", "surrogateescape"))
                     lines.clear()
                 if listing is not None:  # one short string per entry: 20,000 files are ~1 MB
-                    what = extra[:16] if fmt == _S_IFREG and ":" not in extra else extra
-                    shown = f"{cap or '-'}+{xattrs}" if xattrs else cap or "-"
-                    listing[wpre + rel if rel else wself] = f"{mid[1]}{shown} {what}"
+                    listing[wpre + rel if rel else wself] = lval
             h.update("".join(lines).encode("utf-8", "surrogateescape"))
         self.save_stat_cache()
+        if dirs is not None:
+            self._save_dir_cache()
         return "sha256:" + h.hexdigest()
+
+    def _digest_dirs(self, sel: Selected, entry, dirs: dict, links: dict, lines: list, h,
+                     listing: dict | None, manifest: set | None, observed: dict | None,
+                     wpre: str) -> None:
+        """The walk and key of a selected directory that hides nothing, a directory at a time:
+        a directory whose entries all have the stat identities the directory memo holds for it
+        (`_DIR_MEMO_VERSION`) takes its lines of the key, listing values and mtimes from there
+        (one comparison, no per-entry Python beyond its identity); in one that changed, each
+        entry whose identity is the memo's still takes its own, the others go through `entry`.
+        The key's bytes, the listing and the observations are those of the walk by entry
+        (tests/builder/test_context_dirs.py). A directory holding a hard-linked file or a file
+        whose times are racy is never memoized (its entries' lines depend on the walk so far,
+        or may not be final)."""
+        prestat = self.prestat or None
+        reset = self.reset_owner
+        seen = self._dirs_seen
+        known = self._known
+        racy = time.time_ns() - _RACY_NS
+        path = sel.real
+        st = (prestat.pop(path, None) if prestat else None) or os.lstat(path)
+        line, lval, sig = entry("", path, st, links, listing is not None)
+        if observed is not None:
+            observed[path] = sig
+        lines.append(line)
+        if manifest is not None:
+            manifest.add(line + str(st.st_mtime_ns // 1_000_000_000))
+        if listing is not None:
+            listing[sel.rel or "."] = lval
+
+        def visit(path: str, treerel: str, rel: str) -> None:
+            try:
+                with os.scandir(path) as it:
+                    ents = sorted(it, key=_by_name)
+            except OSError as e:
+                raise BuildError(f"failed to read /{treerel}: {e.strerror}") from None
+            pre = rel + "/" if rel else ""
+            names = tuple([de.name for de in ents])
+            paths = [de.path for de in ents]
+            if prestat:
+                sts = [prestat.pop(p, None) or de.stat(follow_symlinks=False)
+                       for p, de in zip(paths, ents, strict=True)]
+            else:
+                sts = [de.stat(follow_symlinks=False) for de in ents]
+            sigs = tuple([(st.st_dev, st.st_ino, st.st_size, st.st_mode, st.st_uid, st.st_gid,
+                           st.st_mtime_ns, st.st_ctime_ns) for st in sts])  # statid.identity
+            seen.add(path)
+            got = dirs.get(path)
+            if got is not None and got[0] != (pre, reset):
+                got = None      # another selection's prefix or owners: other lines
+            if got is not None and got[1] == names and got[2] == sigs:
+                dlines, dvals, dsecs = got[3], got[4], got[5]
+                self.keyed_bytes += got[6]
+                known.update(paths)
+            else:
+                old = {n: i for i, n in enumerate(got[1])} if got is not None else {}
+                dlines, dvals, dsecs, nbytes, keep = [], [], [], 0, True
+                for k, (name, p, st) in enumerate(zip(names, paths, sts, strict=True)):
+                    i = old.get(name)
+                    regular = st.st_mode & 0o170000 == _S_IFREG
+                    if i is not None and got[2][i] == sigs[k] and st.st_nlink == 1:
+                        dlines.append(got[3][i])
+                        dvals.append(got[4][i])
+                        known.add(p)
+                        if regular:
+                            self.keyed_bytes += st.st_size
+                    else:
+                        line, lval, _sig = entry(pre + name, p, st, links, True)
+                        dlines.append(line)
+                        dvals.append(lval)
+                    if regular:
+                        nbytes += st.st_size
+                        if st.st_nlink > 1:
+                            keep = False
+                    dsecs.append(str(st.st_mtime_ns // 1_000_000_000))
+                    if max(st.st_mtime_ns, st.st_ctime_ns) >= racy:
+                        keep = False
+                dlines, dvals, dsecs = tuple(dlines), tuple(dvals), tuple(dsecs)
+                if keep:
+                    dirs[path] = ((pre, reset), names, sigs, dlines, dvals, dsecs, nbytes)
+                    self._dirs_dirty += 1
+                elif path in dirs:
+                    del dirs[path]
+                    self._dirs_dirty += 1
+            if observed is not None:
+                observed.update(zip(paths, sigs, strict=True))
+            if listing is not None:
+                lpre = wpre + pre
+                listing.update(zip([lpre + n for n in names], dvals, strict=True))
+            if manifest is not None:
+                manifest.update(map(_concat, dlines, dsecs))
+            last = 0
+            for k, st in enumerate(sts):
+                if st.st_mode & 0o170000 == 0o040000:
+                    lines.extend(dlines[last:k + 1])
+                    last = k + 1
+                    visit(paths[k], treerel + "/" + names[k] if treerel else names[k],
+                          pre + names[k])
+            lines.extend(dlines[last:])
+            if len(lines) >= 4096:
+                h.update("".join(lines).encode("utf-8", "surrogateescape"))
+                lines.clear()
+
+        visit(path, sel.rel, "")
 
     def file_hash(self, path: str, st: os.stat_result) -> str:
         """sha256 of a file's bytes, memoized by its stat identity (a touch is a re-read)."""
@@ -569,6 +703,33 @@ class SourceTree:
             self.unsaved = {k: v for k, v in self.unsaved.items()
                             if k not in files or files[k][0] != v[0]}
         except OSError:
+            pass
+
+
+    def _load_dir_cache(self) -> dict:
+        if self._dirs is None:
+            data = sealed.read(self._dir_cache_path)
+            self._dirs = data["dirs"] if isinstance(data, dict) and \
+                data.get("v") == _DIR_MEMO_VERSION and isinstance(data.get("dirs"), dict) else {}
+        return self._dirs
+
+    def _save_dir_cache(self) -> None:
+        """Write the directory memo if it changed, put off as the stat memo's save is (a few
+        directories of many changed: walking their entries again costs less than a rewrite)."""
+        dirs = self._dirs
+        if dirs is None or not self._dirs_dirty:
+            return
+        if self._dirs_dirty * _DEFER_SHARE <= len(dirs) and self._fresh[1] <= _DEFER_BYTES:
+            return
+        if len(dirs) > _DIR_MEMO_MAX:
+            dirs = {k: v for k, v in dirs.items() if k in self._dirs_seen}
+        p = self._dir_cache_path
+        try:
+            tmp = p.parent / layout.TMP_DIR
+            atomic.write_file(p, sealed.dumps({"v": _DIR_MEMO_VERSION, "dirs": dirs}),
+                              tmp_dir=tmp if tmp.is_dir() else None, durable=False)
+            self._dirs_dirty = 0
+        except (OSError, ValueError):
             pass
 
 

@@ -32,6 +32,7 @@ CONTAINERS_DIR = "containers"  # one dir per container (runtime.containers.state
 CONTAINERS_LOCK = os.path.join(CONTAINERS_DIR, "lock")  # held to create, name or remove one
 VOLUMES_DIR = "volumes"  # <name>/volume.json and <name>/_data (runtime.containers.volumes)
 STAT_CACHE = "context-stat-cache.m"  # marshal (builder.context)
+DIR_CACHE = "context-dir-cache.m"  # marshal (builder.context: a directory at a time)
 
 
 def default_root() -> str:

@@ -1,5 +1,6 @@
-"""The build context's stat cache is written through the store's tmp/, so the temporary a
-killed build leaves there is one `pybuild prune` removes (not a stray file in the store root)."""
+"""The build context's stat memo and directory memo are written through the store's tmp/, so
+the temporary a killed build leaves there is one `pybuild prune` removes (not a stray file in
+the store root)."""
 from __future__ import annotations
 
 import os
@@ -29,7 +30,9 @@ def test_the_stat_cache_temporary_lives_in_the_stores_tmp(tmp_path, monkeypatch)
     c = BuildContext(ctx, None, stat_cache=root / layout.STAT_CACHE)
     c.digest(c.select(["."]))
     c.save_stat_cache()
-    (src, dst), = [r for r in renamed if r[1] == str(root / layout.STAT_CACHE)]
-    assert os.path.dirname(src) == str(root / layout.TMP_DIR)
-    assert owner.of_name(os.path.basename(src)) == owner.token()
-    assert sorted(os.listdir(root)) == sorted([layout.TMP_DIR, layout.STAT_CACHE])
+    for name in (layout.STAT_CACHE, layout.DIR_CACHE):
+        (src, dst), = [r for r in renamed if r[1] == str(root / name)]
+        assert os.path.dirname(src) == str(root / layout.TMP_DIR)
+        assert owner.of_name(os.path.basename(src)) == owner.token()
+    assert sorted(os.listdir(root)) == sorted([layout.TMP_DIR, layout.STAT_CACHE,
+                                               layout.DIR_CACHE])

@@ -1,0 +1,148 @@
+"""The context key a directory at a time (builder.context.SourceTree._digest_dirs: a selected
+directory that hides nothing takes each unchanged directory's lines of the key, listing values
+and mtimes from the directory memo) gives what the walk by entry gives - key, explain listing,
+replay observations, delta manifest and the bytes keyed - for a tree of every kind, through a
+run of edits with the memo warm; and an unchanged directory costs no per-entry lookup."""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from builder import statid
+from builder.context import BuildContext
+from cache import layout
+
+CAP = bytes.fromhex("0100000200100000000000000000000000000000")  # v2: cap_net_bind_service
+
+
+def _tree(d: Path) -> Path:
+    (d / "src" / "pkg" / "deep").mkdir(parents=True)
+    (d / "empty-dir").mkdir()
+    (d / "src" / "main.go").write_text("package main\n")
+    (d / "src" / "pkg" / "u.go").write_text("package pkg\n")
+    (d / "src" / "pkg" / "deep" / "d.txt").write_text("deep\n")
+    for i in range(30):
+        (d / "src" / f"f{i:02d}.txt").write_text(f"{i}\n")
+    (d / "big").write_bytes(os.urandom(100_000))
+    os.link(d / "src" / "main.go", d / "hard")
+    os.symlink("src/main.go", d / "link")
+    (d / "attrs").write_text("x\n")
+    os.setxattr(d / "attrs", "user.a", b"1")
+    os.setxattr(d / "src", "user.dir", b"d")
+    if os.geteuid() == 0:
+        (d / "capped").write_text("c\n")
+        os.setxattr(d / "capped", "security.capability", CAP)
+        os.mknod(d / "null", 0o20666, os.makedev(1, 3))
+        os.chown(d / "src" / "pkg" / "u.go", 1000, 1001)
+    (d / "ü-名前").write_text("utf8\n")
+    (d / os.fsdecode(b"not-utf8-\xff")).write_text("bytes\n")
+    old = time.time() - 10
+    for p in [*d.rglob("*"), d]:
+        os.utime(p, (old, old), follow_symlinks=False)
+    return d
+
+
+def _digest(ctx: Path, memo: Path | None, srcs=(".",)):
+    """(key, listing, observations, manifest, bytes keyed); `memo` None: the walk by entry."""
+    c = BuildContext(ctx, None, stat_cache=memo)
+    c.observed = {}
+    c.observe = lambda path, st: c.observed.__setitem__(path, statid.identity(st))
+    listing: dict = {}
+    manifest: set = set()
+    key = c.digest(c.select(list(srcs)), listing, manifest)
+    return key, listing, c.observed, manifest, c.keyed_bytes
+
+
+EDITS = [
+    ("nothing", lambda d: None),
+    ("touch", lambda d: os.utime(d / "src" / "f03.txt")),
+    ("edit", lambda d: (d / "src" / "pkg" / "u.go").write_text("package pkg // edited\n")),
+    ("chmod", lambda d: os.chmod(d / "attrs", 0o600)),
+    ("xattr", lambda d: os.setxattr(d / "attrs", "user.a", b"changed")),
+    ("dir xattr", lambda d: os.removexattr(d / "src", "user.dir")),
+    ("add", lambda d: (d / "src" / "new.go").write_text("new\n")),
+    ("rename", lambda d: os.rename(d / "src" / "new.go", d / "src" / "renamed.go")),
+    ("delete", lambda d: os.unlink(d / "src" / "f10.txt")),
+    ("hard link into a memoized dir", lambda d: os.link(d / "src" / "f11.txt", d / "h2")),
+    ("unlink it", lambda d: os.unlink(d / "h2")),
+    ("relink", lambda d: (os.unlink(d / "link"), os.symlink("elsewhere", d / "link"))),
+    ("file to dir", lambda d: (os.unlink(d / "src" / "f12.txt"),
+                               (d / "src" / "f12.txt").mkdir(),
+                               (d / "src" / "f12.txt" / "in").write_text("in\n"))),
+    ("deep edit", lambda d: (d / "src" / "pkg" / "deep" / "d.txt").write_text("deeper\n")),
+    ("dir removed", lambda d: os.rmdir(d / "empty-dir")),
+]
+
+
+def test_a_directory_at_a_time_is_the_walk_by_entry_through_edits(tmp_path):
+    ctx = _tree(tmp_path / "ctx")
+    memo = tmp_path / "store" / layout.STAT_CACHE
+    memo.parent.mkdir()
+    for what, edit in EDITS:
+        edit(ctx)
+        time.sleep(0.06)        # past the racy window: every directory is memoized
+        want = _digest(ctx, None)
+        for _pass in range(2):  # the memo as the last edit left it, then as this one did
+            got = _digest(ctx, memo)
+            for name, a, b in zip(("key", "listing", "observed", "manifest", "bytes"), got,
+                                  want, strict=True):
+                assert a == b, f"{what}: {name}"
+    assert (memo.parent / layout.DIR_CACHE).exists()
+
+
+@pytest.mark.parametrize("srcs", [["src"], ["src", "attrs", "big"], ["src/pkg"]])
+def test_selections_below_the_root_and_several_roots(tmp_path, srcs):
+    ctx = _tree(tmp_path / "ctx")
+    time.sleep(0.06)
+    memo = tmp_path / "store" / layout.STAT_CACHE
+    memo.parent.mkdir()
+    want = _digest(ctx, None, srcs)
+    assert _digest(ctx, memo, srcs) == want
+    (ctx / "src" / "pkg" / "u.go").write_text("edited\n")
+    time.sleep(0.06)
+    want = _digest(ctx, None, srcs)
+    assert _digest(ctx, memo, srcs) == want == _digest(ctx, memo, srcs)
+
+
+def test_an_unchanged_directory_costs_no_entry_lookup(tmp_path, monkeypatch):
+    ctx = _tree(tmp_path / "ctx")
+    time.sleep(0.06)        # ctimes past the racy window
+    memo = tmp_path / "store" / layout.STAT_CACHE
+    memo.parent.mkdir()
+    first = _digest(ctx, memo)
+    looked: list[str] = []
+
+    class Counting(dict):
+        def get(self, key, default=None):
+            looked.append(key)
+            return super().get(key, default)
+
+    real = BuildContext._load_stat_cache
+
+    def load(self):
+        if not isinstance(self._hashes, Counting):
+            self._hashes = Counting(real(self))
+        return self._hashes
+    real_save = BuildContext.save_stat_cache
+
+    def save(self):     # marshal writes a dict, not a subclass
+        self._hashes = dict(self._hashes)
+        real_save(self)
+    monkeypatch.setattr(BuildContext, "_load_stat_cache", load)
+    monkeypatch.setattr(BuildContext, "save_stat_cache", save)
+    assert _digest(ctx, memo) == first
+    # the selected root's own entry, and the hard-linked files' directories, walked by entry
+    hard = {str(ctx / "hard"), str(ctx / "src" / "main.go")}
+    assert str(ctx) in looked and set(looked) - {str(ctx)} <= {
+        str(p) for p in [*ctx.iterdir(), *(ctx / "src").iterdir()]} | hard
+    inside = str(ctx / "src" / "pkg") + "/"      # src/pkg itself is an entry of src
+    assert not [p for p in looked if p.startswith(inside)]
+    (ctx / "src" / "pkg" / "deep" / "d.txt").write_text("edited\n")
+    time.sleep(0.06)
+    looked.clear()
+    _digest(ctx, memo)
+    assert [p for p in looked if p.startswith(inside)] == \
+        [str(ctx / "src" / "pkg" / "deep" / "d.txt")]
