@@ -1,6 +1,7 @@
 """The build's own caches in the store (the replay and explain records, the context's stat
-and directory memos) damaged on disk - truncated, of another shape, a length asking for gigabytes: the next
-build runs in full and gives the image a clean store gives, with no traceback."""
+and directory memos) damaged on disk - truncated, of another shape, a length asking for
+gigabytes: the next build runs in full and gives the image a clean store gives, with no
+traceback."""
 import marshal
 import os
 import time
