@@ -50,11 +50,12 @@ _MEMO_VERSION = 3
 # in a 100,000-entry memo) costs less than rewriting the memo.
 _DEFER_SHARE, _DEFER_BYTES = 1000, 1 << 20
 # The directory memo (layout.DIR_CACHE, next to the stat memo), for a selected directory that hides
-# nothing: {"v": 1, "dirs": {host path of a directory: ((its prefix in the selection, owners
-# reset), entry names, their stat identities, their lines of the key, listing values, mtimes in
-# seconds, bytes of its regular files)}}. Past this many directories, those a save's process did
-# not walk are dropped.
-_DIR_MEMO_VERSION, _DIR_MEMO_MAX = 1, 50_000
+# only what .dockerignore patterns without exceptions match: {"v": 2, "dirs": {host path of a
+# directory: ((its prefix in the selection, owners reset, the ignore patterns or None), visible
+# entry names, their stat identities, their lines of the key, listing values, mtimes in seconds,
+# bytes of its regular files, all entry names or None when nothing is ignored)}}. Past this many
+# directories, those a save's process did not walk are dropped.
+_DIR_MEMO_VERSION, _DIR_MEMO_MAX = 2, 50_000
 _S_IFREG, _S_IFLNK, _S_IFCHR, _S_IFBLK = stat.S_IFREG, stat.S_IFLNK, stat.S_IFCHR, stat.S_IFBLK
 
 
@@ -498,8 +499,9 @@ class SourceTree:
             # yields): each entry's identity goes into `observed` from here, the memo's tuple
             own = observed is not None and self._ignore is None and not sel.includes \
                 and not sel.excludes
-            if (sel.is_dir and self._ignore is None and not sel.includes and not sel.excludes
-                    and (own or observe is None) and self._dir_cache_path is not None):
+            if (sel.is_dir and not self._has_exceptions() and not sel.includes
+                    and not sel.excludes and (observe is None or observed is not None)
+                    and self._dir_cache_path is not None):
                 if dirs is None:
                     dirs = self._load_dir_cache()
                 self._digest_dirs(sel, entry, dirs, links, lines, h, listing, manifest,
@@ -527,7 +529,9 @@ class SourceTree:
     def _digest_dirs(self, sel: Selected, entry, dirs: dict, links: dict, lines: list, h,
                      listing: dict | None, manifest: set | None, observed: dict | None,
                      wpre: str) -> None:
-        """The walk and key of a selected directory that hides nothing, a directory at a time:
+        """The walk and key of a selected directory, a directory at a time, when what it hides
+        is only what .dockerignore patterns without exceptions match (so no hidden directory is
+        walked for what it holds):
         a directory whose entries all have the stat identities the directory memo holds for it
         (`_DIR_MEMO_VERSION`) takes its lines of the key, listing values and mtimes from there
         (one comparison, no per-entry Python beyond its identity); in one that changed, each
@@ -538,6 +542,10 @@ class SourceTree:
         or may not be final)."""
         prestat = self.prestat or None
         reset = self.reset_owner
+        ign = self._ignore
+        # what decides a directory's lines besides its entries: its prefix in the selection,
+        # owners reset or not, and the ignore patterns (which of its entries are visible)
+        ignkey = tuple(getattr(self, "ignore_patterns", ())) if ign is not None else None
         seen = self._dirs_seen
         known = self._known
         racy = time.time_ns() - _RACY_NS
@@ -559,6 +567,20 @@ class SourceTree:
             except OSError as e:
                 raise BuildError(f"failed to read /{treerel}: {e.strerror}") from None
             pre = rel + "/" if rel else ""
+            dkey = (pre, reset, ignkey)
+            got = dirs.get(path)
+            if got is not None and got[0] != dkey:
+                got = None      # another selection's prefix, owners or patterns: other lines
+            allnames = None
+            if ign is not None:     # hidden: not walked, not observed, as the walk by entry
+                allnames = tuple([de.name for de in ents])
+                if got is not None and got[7] == allnames:
+                    if len(got[1]) != len(allnames):
+                        shown = set(got[1])
+                        ents = [de for de in ents if de.name in shown]
+                else:
+                    tpre = treerel + "/" if treerel else ""
+                    ents = [de for de in ents if not ign.matches(tpre + de.name)]
             names = tuple([de.name for de in ents])
             paths = [de.path for de in ents]
             if prestat:
@@ -569,9 +591,6 @@ class SourceTree:
             sigs = tuple([(st.st_dev, st.st_ino, st.st_size, st.st_mode, st.st_uid, st.st_gid,
                            st.st_mtime_ns, st.st_ctime_ns) for st in sts])  # statid.identity
             seen.add(path)
-            got = dirs.get(path)
-            if got is not None and got[0] != (pre, reset):
-                got = None      # another selection's prefix or owners: other lines
             if got is not None and got[1] == names and got[2] == sigs:
                 dlines, dvals, dsecs = got[3], got[4], got[5]
                 self.keyed_bytes += got[6]
@@ -601,7 +620,7 @@ class SourceTree:
                         keep = False
                 dlines, dvals, dsecs = tuple(dlines), tuple(dvals), tuple(dsecs)
                 if keep:
-                    dirs[path] = ((pre, reset), names, sigs, dlines, dvals, dsecs, nbytes)
+                    dirs[path] = (dkey, names, sigs, dlines, dvals, dsecs, nbytes, allnames)
                     self._dirs_dirty += 1
                 elif path in dirs:
                     del dirs[path]

@@ -1,6 +1,7 @@
 """The context key a directory at a time (builder.context.SourceTree._digest_dirs: a selected
-directory that hides nothing takes each unchanged directory's lines of the key, listing values
-and mtimes from the directory memo) gives what the walk by entry gives - key, explain listing,
+directory that hides nothing, or only what .dockerignore patterns without exceptions match,
+takes each unchanged directory's lines of the key, listing values and mtimes from the
+directory memo) gives what the walk by entry gives - key, explain listing,
 replay observations, delta manifest and the bytes keyed - for a tree of every kind, through a
 run of edits with the memo warm; and an unchanged directory costs no per-entry lookup."""
 from __future__ import annotations
@@ -38,6 +39,8 @@ def _tree(d: Path) -> Path:
         os.mknod(d / "null", 0o20666, os.makedev(1, 3))
         os.chown(d / "src" / "pkg" / "u.go", 1000, 1001)
     (d / "ü-名前").write_text("utf8\n")
+    (d / "src" / "debug.log").write_text("log\n")
+    (d / "top.log").write_text("log\n")
     (d / os.fsdecode(b"not-utf8-\xff")).write_text("bytes\n")
     old = time.time() - 10
     for p in [*d.rglob("*"), d]:
@@ -74,11 +77,20 @@ EDITS = [
                                (d / "src" / "f12.txt" / "in").write_text("in\n"))),
     ("deep edit", lambda d: (d / "src" / "pkg" / "deep" / "d.txt").write_text("deeper\n")),
     ("dir removed", lambda d: os.rmdir(d / "empty-dir")),
+    ("an ignored file edited", lambda d: (d / "src" / "debug.log").write_text("more\n")),
+    ("an ignored file added", lambda d: (d / "src" / "new.log").write_text("new\n")),
 ]
 
 
-def test_a_directory_at_a_time_is_the_walk_by_entry_through_edits(tmp_path):
+IGNORES = {"nothing ignored": None, "ignored": "**/*.log\n**/deep\n",
+           "with exceptions": "*.log\n!top.log\n"}   # the last: walked by entry both ways
+
+
+@pytest.mark.parametrize("ignore", IGNORES.values(), ids=IGNORES.keys())
+def test_a_directory_at_a_time_is_the_walk_by_entry_through_edits(tmp_path, ignore):
     ctx = _tree(tmp_path / "ctx")
+    if ignore is not None:
+        (ctx / ".dockerignore").write_text(ignore)
     memo = tmp_path / "store" / layout.STAT_CACHE
     memo.parent.mkdir()
     for what, edit in EDITS:
@@ -90,7 +102,10 @@ def test_a_directory_at_a_time_is_the_walk_by_entry_through_edits(tmp_path):
             for name, a, b in zip(("key", "listing", "observed", "manifest", "bytes"), got,
                                   want, strict=True):
                 assert a == b, f"{what}: {name}"
-    assert (memo.parent / layout.DIR_CACHE).exists()
+    by_dirs = ignore != IGNORES["with exceptions"]
+    assert (memo.parent / layout.DIR_CACHE).exists() == by_dirs
+    if ignore == IGNORES["ignored"]:
+        assert not [p for p in got[2] if p.endswith(".log") or "/deep" in p]
 
 
 @pytest.mark.parametrize("srcs", [["src"], ["src", "attrs", "big"], ["src/pkg"]])
