@@ -49,12 +49,16 @@ _MEMO_VERSION = 3
 # _DEFER_BYTES of file content: re-hashing that (each build until a save: at most 100 small files
 # in a 100,000-entry memo) costs less than rewriting the memo.
 _DEFER_SHARE, _DEFER_BYTES = 1000, 1 << 20
+# Past this many entries, a memo's save drops those its process did not use (a store that
+# built many contexts keeps the ones built lately).
+_MEMO_ENTRIES = 250_000
 # The directory memo (layout.DIR_CACHE, next to the stat memo), for a selected directory that hides
 # only what .dockerignore patterns without exceptions match: {"v": 2, "dirs": {host path of a
 # directory: ((its prefix in the selection, owners reset, the ignore patterns or None), visible
 # entry names, their stat identities, their lines of the key, listing values, mtimes in seconds,
 # bytes of its regular files, all entry names or None when nothing is ignored)}}. Past this many
-# directories, those a save's process did not walk are dropped.
+# directories or entries in all (the stat memo's bound), those a save's process did not walk
+# are dropped.
 _DIR_MEMO_VERSION, _DIR_MEMO_MAX = 2, 50_000
 _S_IFREG, _S_IFLNK, _S_IFCHR, _S_IFBLK = stat.S_IFREG, stat.S_IFLNK, stat.S_IFCHR, stat.S_IFBLK
 
@@ -710,7 +714,7 @@ class SourceTree:
             # writing every entry now (100,000 entries: ~13 MB, ~0.1 s); they are memoized
             # by the save that has enough to say
             return
-        if len(files) > 250_000:
+        if len(files) > _MEMO_ENTRIES:
             files = {k: v for k, v in files.items() if k in self._known}
         try:
             p.parent.mkdir(parents=True, exist_ok=True)
@@ -740,7 +744,7 @@ class SourceTree:
             return
         if self._dirs_dirty * _DEFER_SHARE <= len(dirs) and self._fresh[1] <= _DEFER_BYTES:
             return
-        if len(dirs) > _DIR_MEMO_MAX:
+        if len(dirs) > _DIR_MEMO_MAX or sum(len(v[1]) for v in dirs.values()) > _MEMO_ENTRIES:
             dirs = {k: v for k, v in dirs.items() if k in self._dirs_seen}
         p = self._dir_cache_path
         try:

@@ -161,3 +161,26 @@ def test_an_unchanged_directory_costs_no_entry_lookup(tmp_path, monkeypatch):
     _digest(ctx, memo)
     assert [p for p in looked if p.startswith(inside)] == \
         [str(ctx / "src" / "pkg" / "deep" / "d.txt")]
+
+
+def test_a_big_directory_memo_keeps_what_its_build_walked(tmp_path, monkeypatch):
+    """Past the memos' bound of entries, a save keeps the directories its process walked: a
+    store that built many contexts does not carry all of them in every build's memo."""
+    import builder.context as context
+    from cache import sealed
+
+    monkeypatch.setattr(context, "_MEMO_ENTRIES", 60)
+    memo = tmp_path / "store" / layout.STAT_CACHE
+    memo.parent.mkdir()
+    trees = []
+    for name in ("a", "b"):
+        t = tmp_path / name
+        for i in range(40):
+            (t / "d").mkdir(parents=True, exist_ok=True)
+            (t / "d" / f"f{i}").write_text(f"{name}{i}\n")
+        trees.append(t)
+    time.sleep(0.06)
+    for t in trees:
+        _digest(t, memo)
+    dirs = sealed.read(memo.parent / layout.DIR_CACHE)["dirs"]
+    assert sorted(dirs) == [str(trees[1]), str(trees[1] / "d")]
