@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The edit-rebuild loop (issue 14): one file edited, then build, pybuild next to BuildKit.
 
-    python3 bench/edit_bench.py [--sizes 1000,10000,100000] [--rounds 3] [--no-buildkit] [--json]
+    python3 bench/edit_bench.py [--sizes 1000,10000,100000] [--rounds 3] [--settle S]
+                                [--no-buildkit] [--json]
 
 Dockerfile `FROM busybox` / `COPY . /app` / `RUN ls /app | wc -l`; contexts of N small files
 (~200 bytes, 100 per directory) in a temp dir of the bench's own. For each size:
@@ -158,15 +159,26 @@ class BuildKit:
         return {"s": dt, "rss_kib": rss, "daemon_rss_kib": self._hwm(), "steps": step_times(text)}
 
 
-def measure(tmp: Path, n: int, rounds: int, tools: list) -> dict:
+def settle(seconds: float) -> None:
+    """Before each build of either tool: what the last one left dirty is written out and the
+    machine rests, so no build pays for the writeback (or dockerd's aftermath) of the build
+    before it. Without it pybuild, which runs first in a round, always follows BuildKit's."""
+    if seconds > 0:
+        os.sync()
+        time.sleep(seconds)
+
+
+def measure(tmp: Path, n: int, rounds: int, tools: list, rest: float = 0) -> dict:
     ctx = tmp / f"ctx-{n}"
     make_context(ctx, n)
     res: dict = {"files": n, "cold": {}, "edit": {t.name: [] for t in tools}}
     for t in tools:
+        settle(rest)
         res["cold"][t.name] = t.build(ctx, cold=True)
     for r in range(rounds):
         edit(ctx, n, r)
         for t in tools:
+            settle(rest)
             res["edit"][t.name].append(t.build(ctx, cold=False))
         print(f"# {n} files, round {r + 1}: " + ", ".join(
             f"{t.name} {res['edit'][t.name][-1]['s']:.2f}s" for t in tools), file=sys.stderr,
@@ -244,6 +256,8 @@ def main() -> int:
     ap.add_argument("--sizes", default="1000,10000,100000",
                     help="context sizes in files, comma-separated (default 1000,10000,100000)")
     ap.add_argument("--rounds", type=int, default=3, help="one-file-edited builds per size")
+    ap.add_argument("--settle", type=float, default=0, metavar="S",
+                    help="sync and rest S seconds before every build of either tool (0: none)")
     ap.add_argument("--no-buildkit", action="store_true", help="pybuild only")
     ap.add_argument("--json", action="store_true",
                     help="print the raw results as JSON on stdout (the tables go to stderr)")
@@ -276,7 +290,7 @@ def main() -> int:
                 bk = BuildKit(tmp, stack.enter_context(private_dockerd()), tar)
             for k, n in enumerate(sizes):
                 tools = [Pybuild(tmp, template, n)] + ([bk] if bk else [])
-                results.append(measure(tmp, n, a.rounds, tools))
+                results.append(measure(tmp, n, a.rounds, tools, a.settle))
                 shutil.rmtree(tools[0].root, ignore_errors=True)
                 if bk and k + 1 < len(sizes):       # room for the next size (the last goes with dockerd)
                     subprocess.run([*bk.cli, "builder", "prune", "-af"], check=False,
@@ -290,7 +304,8 @@ def main() -> int:
         sys.stdout.flush()
         sys.stdout = sys.stderr
     print(f"commit {commit}, {time.strftime('%Y-%m-%d %H:%M UTC', started)}, "
-          f"{a.rounds} rounds; load {' '.join(load0)} before, {' '.join(load1)} after\n")
+          f"{a.rounds} rounds, settle {a.settle:g} s; load {' '.join(load0)} before, "
+          f"{' '.join(load1)} after\n")
     print(table(results))
     print()
     print(steps_table(results))
