@@ -716,17 +716,10 @@ class SourceTree:
             return
         if len(files) > _MEMO_ENTRIES:
             files = {k: v for k, v in files.items() if k in self._known}
-        try:
-            p.parent.mkdir(parents=True, exist_ok=True)
-            tmp = p.parent / layout.TMP_DIR    # the store's tmp/: prune removes a killed write's temporary
-            # a cache that checks itself (sealed; each entry by its stat identity): no fsync
-            atomic.write_file(p, sealed.dumps({"v": _MEMO_VERSION, "files": files}),
-                              tmp_dir=tmp if tmp.is_dir() else None, durable=False)
+        if _write_memo(p, {"v": _MEMO_VERSION, "files": files}):
             self._hashes_dirty = False
             self.unsaved = {k: v for k, v in self.unsaved.items()
                             if k not in files or files[k][0] != v[0]}
-        except OSError:
-            pass
 
 
     def _load_dir_cache(self) -> dict:
@@ -746,14 +739,22 @@ class SourceTree:
             return
         if len(dirs) > _DIR_MEMO_MAX or sum(len(v[1]) for v in dirs.values()) > _MEMO_ENTRIES:
             dirs = {k: v for k, v in dirs.items() if k in self._dirs_seen}
-        p = self._dir_cache_path
-        try:
-            tmp = p.parent / layout.TMP_DIR
-            atomic.write_file(p, sealed.dumps({"v": _DIR_MEMO_VERSION, "dirs": dirs}),
-                              tmp_dir=tmp if tmp.is_dir() else None, durable=False)
+        if _write_memo(self._dir_cache_path, {"v": _DIR_MEMO_VERSION, "dirs": dirs}):
             self._dirs_dirty = 0
-        except (OSError, ValueError):
-            pass
+
+
+def _write_memo(path: Path, doc: dict) -> bool:
+    """Write a memo (tmp + rename through the store's tmp/, which prune sweeps of a killed
+    write's temporary); no fsync: a cache that checks itself (sealed; each entry by its stat
+    identity). False if it could not be written (a help, never a reason for a build to fail)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.parent / layout.TMP_DIR
+        atomic.write_file(path, sealed.dumps(doc), tmp_dir=tmp if tmp.is_dir() else None,
+                          durable=False)
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def _may_match_below(patterns: Sequence[str], rel: str) -> bool:
