@@ -31,7 +31,7 @@ from operator import attrgetter
 from pathlib import Path
 
 from builder.errors import BuildError
-from builder.statid import identity
+from builder.statid import content, identity
 from cache import atomic, fspath, layout, sealed
 from cache.errors import StoreError
 from cache.overlayfmt import key_xattrs
@@ -605,7 +605,10 @@ class SourceTree:
                 for k, (name, p, st) in enumerate(zip(names, paths, sts, strict=True)):
                     i = old.get(name)
                     regular = st.st_mode & 0o170000 == _S_IFREG
-                    if i is not None and got[2][i] == sigs[k] and st.st_nlink == 1:
+                    # a hard-linked file's line names the first path of its inode: walked
+                    # by entry (a directory's link count is its subdirectories'; it is reused)
+                    if i is not None and got[2][i] == sigs[k] and (not regular
+                                                                   or st.st_nlink == 1):
                         dlines.append(got[3][i])
                         dvals.append(got[4][i])
                         known.add(p)
@@ -682,8 +685,7 @@ class SourceTree:
         of `path`, memoized unless its times are racy (an xattr change moves the ctime too)."""
         entry = (sig, hexd, *key_xattrs(path))
         if hexd:
-            self.unsaved[path] = (sig, f"{hexd}:{entry[2]}\0{entry[3]}" if entry[3] else
-                                  f"{hexd}:{entry[2]}")
+            self.unsaved[path] = (sig, content(hexd, entry[2], entry[3]))
         if max(st.st_mtime_ns, st.st_ctime_ns) < time.time_ns() - _RACY_NS:
             memo[path] = entry
             self._hashes_dirty = True

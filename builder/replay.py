@@ -26,7 +26,7 @@ import json
 import os
 import sys
 
-from builder import codeid, sourcedate
+from builder import codeid, sourcedate, statid
 from builder.statid import CONTENT, MODE, MTIME, identity
 from cache import layout, sealed
 
@@ -125,13 +125,13 @@ def _recorded_content(path: str, sig, memo) -> str | None:
     hit = memo().get(path)
     if hit is None or tuple(hit[0]) != tuple(sig[:CONTENT]) or not hit[1]:
         return None
-    return f"{hit[1]}:{hit[2]}\0{hit[3]}" if hit[3] else f"{hit[1]}:{hit[2]}"
+    return statid.content(hit[1], hit[2], hit[3])
 
 
-def _same_content(path: str, now: tuple, sig, content: str | None) -> bool:
+def _same_content(path: str, now: tuple, sig, recorded: str | None) -> bool:
     """A regular file whose times changed but whose bytes and layer xattrs did not: a touch,
     which a build keys the same (digests never include mtimes)."""
-    if content is None or tuple(now[:MTIME]) != tuple(sig[:MTIME]) or \
+    if recorded is None or tuple(now[:MTIME]) != tuple(sig[:MTIME]) or \
             now[MODE] & 0o170000 != 0o100000:
         return False
     import hashlib
@@ -143,10 +143,7 @@ def _same_content(path: str, now: tuple, sig, content: str | None) -> bool:
             hexd = hashlib.file_digest(f, "sha256").hexdigest()
     except OSError:
         return False
-    cap, xattrs = key_xattrs(path)      # what the context's digest saw (builder.context)
-    if xattrs:
-        cap = f"{cap}\0{xattrs}"
-    return f"{hexd}:{cap}" == content
+    return statid.content(hexd, *key_xattrs(path)) == recorded   # what the digest saw
 
 
 def _memo_loader(root: str):

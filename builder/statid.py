@@ -10,6 +10,13 @@ from __future__ import annotations
 DEV, INO, SIZE, MODE, UID, GID, MTIME, CTIME, CONTENT = range(9)
 
 
+def content(hexd: str, cap: str, xattrs: str) -> str:
+    """A regular file's content as the replay record holds it and a touch is checked against:
+    "sha256hex:capability", with "\0" and the other layer xattrs when it has any (the stat
+    memo's entry holds the three parts)."""
+    return f"{hexd}:{cap}\0{xattrs}" if xattrs else f"{hexd}:{cap}"
+
+
 def identity(st) -> tuple:
     """(st_dev, st_ino, st_size, st_mode, st_uid, st_gid, st_mtime_ns, st_ctime_ns)."""
     return (st.st_dev, st.st_ino, st.st_size, st.st_mode, st.st_uid, st.st_gid,

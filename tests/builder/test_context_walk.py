@@ -100,7 +100,7 @@ def _content(c, path: str, sig: tuple) -> str | None:
     hit = (c._hashes or {}).get(path)
     if hit is None or hit[0] != sig or not hit[1]:
         return None
-    return f"{hit[1]}:{hit[2]}\0{hit[3]}" if hit[3] else f"{hit[1]}:{hit[2]}"
+    return statid.content(hit[1], hit[2], hit[3])
 
 
 EDITS = [
