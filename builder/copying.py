@@ -23,6 +23,12 @@ frontend/dockerfile/dockerfile_copy_test.go):
 A layer step's copy writes each regular file through its two fds with the times the layer's
 commit would give it (`copy(settle=...)`); an edited one can write only what changed over the
 layer an earlier copy made (`copy_changes`, builder.delta).
+
+Below a directory the copy made itself through the overlay (nothing of a lower layer can show
+inside it), entries are written straight into the overlay's upper dir (`copy(upper=...)`):
+the upper dir ends as writing through the mount leaves it, without the overlay's cost per
+create (about 3x a plain create on ext4). Nothing looks those entries up through the mount
+while it is up, so its dentry cache never disagrees with the upper dir.
 """
 
 from __future__ import annotations
@@ -243,7 +249,8 @@ def copy(selected: Sequence[Selected], dest_root: Path, dest: str, *, workdir: s
          chown: tuple[int, int] | None = None, chmod: str | Chmod | None = None,
          parents: bool = False, src_is_context: bool | None = None,
          follow_top_symlinks: bool = True, multiple: bool | None = None,
-         unpack: bool = False, settle: tuple | None = None) -> None:
+         unpack: bool = False, settle: tuple | None = None,
+         upper: Path | None = None) -> None:
     """COPY the selections into `dest_root` at `dest` (relative to `workdir`).
 
     `src_is_context` None means "as the selection's tree says" (the build context resets
@@ -252,7 +259,9 @@ def copy(selected: Sequence[Selected], dest_root: Path, dest: str, *, workdir: s
     tells that the instruction had several source words. `unpack` extracts local archives
     (ADD) into `dest` instead of copying them. `settle` = (epoch,): entries get the times
     their layer will have at commit (`cache.layers.settled_ns`) right away, so the commit need
-    not set them again.
+    not set them again. `upper`: the upper dir of the overlay `dest_root` is
+    (`runtime.snapshotter.writes_through`), where what goes below a directory this copy makes
+    is written directly.
     """
     if not selected:
         return
@@ -276,7 +285,8 @@ def copy(selected: Sequence[Selected], dest_root: Path, dest: str, *, workdir: s
         if unpack and is_archive(sel.path):
             add_archive(sel.path, Path(root), dest, workdir=workdir, chown=chown)
             continue
-        _Copier(root, sel, chown, mode, reset, follow_top_symlinks, settle).run(dst, dirmode)
+        _Copier(root, sel, chown, mode, reset, follow_top_symlinks, settle,
+                upper).run(dst, dirmode)
 
 
 def copy_changes(sel: Selected, dest_root: Path, dest: str, changed, deleted, *,
@@ -368,8 +378,9 @@ def _reselect_parents(selected: Sequence[Selected]) -> list[Selected]:
 
 
 class _Copier:
-    def __init__(self, root, sel, chown, mode, reset_owner, follow, settle=None):
+    def __init__(self, root, sel, chown, mode, reset_owner, follow, settle=None, upper=None):
         self.root = root
+        self.upper = os.fspath(upper) if upper is not None else None
         self.sel = sel
         self.chown = chown
         self.mode = mode
@@ -411,6 +422,7 @@ class _Copier:
         # contents are written (so their mtime sticks), hence the stack
         stack: list[tuple[str, str, os.stat_result, bool, str]] = []
         fresh: set[str] = set()   # dirs made by this copy: nothing to replace inside them
+        up, cut = self.upper, len(self.root)
         for e in entries:
             if e.rel == "":
                 if src_dir:
@@ -425,6 +437,8 @@ class _Copier:
                 self._finish_dir(*stack.pop())
             t = os.path.join(target, e.rel)
             new_parent = os.path.dirname(t) in fresh
+            # where it is written: in a dir made here, the upper dir's own path of it
+            w = up + t[cut:] if new_parent and up is not None else t
             if stat.S_ISDIR(e.st.st_mode):
                 tst = None
                 if not new_parent:
@@ -433,15 +447,27 @@ class _Copier:
                     except FileNotFoundError:
                         pass
                 if tst is None:
-                    os.mkdir(t, 0o700)
+                    os.mkdir(w, 0o700)
                     fresh.add(t)
                 elif not stat.S_ISDIR(tst.st_mode):
                     raise BuildError(f"cannot copy to non-directory: {_shown(self.root, t)}")
-                stack.append((e.rel, t, e.st, True, e.path))
+                stack.append((e.rel, w, e.st, True, e.path))
             else:
-                self._put(e.path, t, e.st, new_parent)
+                self._put(e.path, w, e.st, new_parent)
         while stack:
             self._finish_dir(*stack.pop())
+
+    def _beside(self, path: str, like: str) -> str:
+        """`path` (the mount's or the upper dir's) as seen from where `like` is: a hard link
+        cannot cross from the upper dir to the mount."""
+        up = self.upper
+        if up is None:
+            return path
+        if like.startswith(up + "/") and path.startswith(self.root + "/"):
+            return up + path[len(self.root):]
+        if like.startswith(self.root + "/") and path.startswith(up + "/"):
+            return self.root + path[len(up):]
+        return path
 
     def _owner(self, st) -> tuple[int, int]:
         if self.chown is not None:
@@ -478,7 +504,7 @@ class _Copier:
             key = (st.st_dev, st.st_ino)
             first = self.inodes.get(key) if st.st_nlink > 1 else None
             if first is not None:
-                os.link(first, target, follow_symlinks=False)
+                os.link(self._beside(first, target), target, follow_symlinks=False)
             else:
                 if st.st_nlink > 1:
                     self.inodes[key] = target

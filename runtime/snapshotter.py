@@ -191,6 +191,15 @@ def overlay_problem(base: str) -> str | None:
         remove_tree(probe)
 
 
+def writes_through(merged: str | os.PathLike, upperdir: str | os.PathLike) -> bool:
+    """True when `merged` (from `mounted`) is an overlay over `upperdir`, so that an entry
+    written into upperdir below a directory made through the mount is what the mount shows
+    there; False for the native snapshotter's copy, whose changes reach upperdir only at
+    the end. An overlay's directories have the overlay's own device number; the copy is a
+    plain directory on upperdir's filesystem."""
+    return os.stat(merged).st_dev != os.stat(upperdir).st_dev
+
+
 @lazyctx.contextmanager
 def mounted(lowerdirs: Sequence[Path], upperdir: Path | None = None,
             workdir: Path | None = None, *, tmp: str | os.PathLike | None = None,

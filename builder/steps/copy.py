@@ -82,7 +82,7 @@ def copy_step(run, ins: ast.Copy | ast.Add, n: int) -> None:
         def do(vertex):
             from builder.copying import copy
             from builder.users import resolve_chown
-            from runtime.snapshotter import mounted
+            from runtime.snapshotter import mounted, writes_through
 
             keep = None
             if manifest is not None:
@@ -95,12 +95,14 @@ def copy_step(run, ins: ast.Copy | ast.Add, n: int) -> None:
                 with mounted(lowers, upper, work) as root:
                     root = Path(root)
                     owner = resolve_chown(chown, root) if chown else None
+                    direct = upper if writes_through(root, upper) else None
                     for tree, names, _, local in groups:
                         if callable(tree):
                             tree = tree()
                         copy(tree.select(names, excludes), root, dest, workdir=workdir,
                              chown=owner, chmod=chmod, parents=parents, multiple=len(srcs) > 1,
-                             unpack=is_add and unpack and local, settle=(run.solver.opts.epoch,))
+                             unpack=is_add and unpack and local, settle=(run.solver.opts.epoch,),
+                             upper=direct)
                 return commit(run, upper, keep)
 
         run.layer_step(ins, n, created_by, inputs, do, files, ignore)
