@@ -529,7 +529,7 @@ class _Copier:
     def _write_file(self, src: str, target: str, st: os.stat_result) -> None:
         """A regular file's bytes and metadata through its two fds: one open each, the data
         in the kernel (copy_file_range), owner, mode, xattrs and times set on the fd; no
-        fsync (the layer is synced as a whole when it is committed)."""
+        fsync (the commit syncs the layer: cache.atomic.sync_tree)."""
         try:
             fd_in = fspath.open_file(src, st)  # the walk's file still: no FIFO waited on, no link
         except OSError as e:

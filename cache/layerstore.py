@@ -24,21 +24,6 @@ from cache.layout import is_digest
 from cache.leases import Leases
 
 
-def _sync_tree(top: Path) -> None:
-    """fsync every regular file and directory below `top` (a delta's few entries: cheaper
-    than the sync of the whole filesystem an overlay's unmount would do)."""
-    for dirpath, _dirs, files in os.walk(top):
-        for name in files:
-            p = os.path.join(dirpath, name)
-            if stat.S_ISREG(os.lstat(p).st_mode):
-                fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-        atomic.fsync_dir(dirpath)
-
-
 class LayerStore:
     def __init__(self, root: Path, blobs: Blobs, indexes: Indexes, leases: Leases):
         self.root = Path(root)
@@ -142,6 +127,10 @@ class LayerStore:
         fp = res.fingerprint
         dest = self.path(res.diff_id)
         moved = None
+        synced = False
+        if not keep_source and not dest.exists():
+            atomic.sync_tree(upper)     # on disk before it is a layer; outside the lock
+            synced = True
         self.leases.hold(res.diff_id)  # until this process is done with it (put_image, exit)
         with self.lock.held():
             if dest.exists():
@@ -151,6 +140,8 @@ class LayerStore:
                 self._copy_in(upper, dest, res.diff_id, epoch)
             else:
                 layerdelta.remove(self.root, [res.diff_id])  # a stale meta must not make it a delta
+                if not synced:          # pruned since the look above
+                    atomic.sync_tree(upper)
                 try:
                     os.rename(upper, dest)
                     moved = fp  # the inodes just hashed are the layer's now
@@ -231,7 +222,7 @@ class LayerStore:
                 kinds.append("f")
         segs = layerdelta.plan(index, layerdelta.delta_entries(dindex, kinds))
         diff_id, size = layerdelta.splice(self.root, base, index, data, segs)
-        _sync_tree(upper)       # its few entries, on disk before it is a layer
+        atomic.sync_tree(upper)     # its few entries, on disk before it is a layer
         dest = self.path(diff_id)
         self.leases.hold(diff_id, base)
         with self.lock.held():
@@ -261,6 +252,7 @@ class LayerStore:
                 got = extract(r, scratch / "layer")
             if got != diff_id:
                 raise StoreError(f"layer copy changed its content ({got} != {diff_id})")
+            atomic.sync_tree(scratch / "layer")
             os.rename(scratch / "layer", dest)
         finally:
             tmp.unlink(missing_ok=True)

@@ -58,12 +58,13 @@ _NO_LINKS = kernel.RESOLVE_IN_ROOT | kernel.RESOLVE_NO_SYMLINKS | kernel.RESOLVE
 class MountPlan(Record):
     """What `setup` mounts; built on the host, used in the child (plain data, no fds)."""
     _fields = ("rootdir", "lowerdirs", "upperdir", "workdir", "etc_files", "mounts", "new_netns",
-               "tree", "readonly", "devices", "privileged", "shm_size", "sysctls")
+               "tree", "readonly", "devices", "privileged", "shm_size", "sysctls", "volatile")
 
     def __init__(self, rootdir: str, lowerdirs: list[str], upperdir: str, workdir: str,
                  etc_files: dict[str, str], mounts: list | None = None, new_netns: bool = False,
                  tree: str = "", readonly: bool = False, devices: list | None = None,
-                 privileged: bool = False, shm_size: int = 0, sysctls: dict | None = None):
+                 privileged: bool = False, shm_size: int = 0, sysctls: dict | None = None,
+                 volatile: bool = False):
         self.rootdir = rootdir
         self.lowerdirs = lowerdirs
         self.upperdir = upperdir
@@ -77,6 +78,7 @@ class MountPlan(Record):
         self.privileged = privileged    # --privileged: no masked or read-only paths, rw sysfs
         self.shm_size = shm_size        # /dev/shm's size in bytes; 0: docker's 64 MiB
         self.sysctls = {} if sysctls is None else sysctls   # --sysctl: written before /proc/sys is ro
+        self.volatile = volatile    # overlay.mount_overlay's: an upper dir used once
 
 
 def _fdpath(fd: int) -> str:
@@ -507,7 +509,8 @@ def setup(plan: MountPlan, created: list) -> None:
         kernel.mount(plan.tree, plan.rootdir, None, kernel.MS_BIND)
     else:
         try:
-            mount_overlay(plan.rootdir, plan.lowerdirs, plan.upperdir, plan.workdir)
+            mount_overlay(plan.rootdir, plan.lowerdirs, plan.upperdir, plan.workdir,
+                          volatile=plan.volatile)
         except KernelCallError as e:
             e.overlay_refused = True    # the snapshotter's cached "overlay works" may be wrong
             raise

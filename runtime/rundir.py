@@ -80,7 +80,9 @@ class RunDir:
                                          mounts=list(spec.mounts),
                                          new_netns=spec.network != "host", tree=self.tree,
                                          readonly=spec.readonly_rootfs, shm_size=spec.shm_size,
-                                         sysctls=spec.sysctls)
+                                         sysctls=spec.sysctls,
+                                         # a throw-away upper dir, or one its caller syncs
+                                         volatile=spec.volatile or not self.keep)
         except BaseException:
             self.remove()
             raise

@@ -94,7 +94,7 @@ class SandboxSpec(Record):
                "shm_size", "ulimits", "own_hosts",
                # --- cli-rest: --domainname, --group-add, --oom-score-adj ---
                "domainname", "group_add", "oom_score_adj", "sysctls", "device_cgroup_rules",
-               "uts_host")
+               "uts_host", "volatile")
 
     def __init__(self, lowerdirs: list | None = None, upperdir: str | os.PathLike | None = None,
                  workdir: str | os.PathLike | None = None, argv: list[str] | None = None,
@@ -117,7 +117,8 @@ class SandboxSpec(Record):
                  shm_size: int = 0, ulimits: list[dict] | None = None, own_hosts: bool = False,
                  domainname: str = "", group_add: list[str] | None = None,
                  oom_score_adj: int | None = None, sysctls: dict | None = None,
-                 device_cgroup_rules: list[str] | None = None, uts_host: bool = False):
+                 device_cgroup_rules: list[str] | None = None, uts_host: bool = False,
+                 volatile: bool = False):
         self.lowerdirs = [] if lowerdirs is None else lowerdirs   # layer dirs, top first
         self.shm_size = shm_size        # --shm-size: /dev/shm's bytes (0: docker's 64 MiB)
         self.ulimits = [] if ulimits is None else ulimits   # --ulimit (runtime.ulimits.parse)
@@ -134,6 +135,9 @@ class SandboxSpec(Record):
         # host's UTS namespace (its hostname and domain name)
         self.device_cgroup_rules = [] if device_cgroup_rules is None else device_cgroup_rules
         self.uts_host = uts_host
+        # the upper/work pair is used once and its keeper syncs what it keeps (a RUN's scratch:
+        # cache.atomic.sync_tree at commit): no sync of the whole disk at the overlay's unmount
+        self.volatile = volatile
         self.upperdir = upperdir
         self.workdir = workdir
         self.argv = [] if argv is None else argv

@@ -909,7 +909,9 @@ def _cmd_run(args, cidfile) -> int:
                            oom_score_adj=extra.get("oom_score_adj"),
                            sysctls=extra.get("sysctls") or {},
                            device_cgroup_rules=extra.get("device_cgroup_rules") or [],
-                           uts_host=extra.get("uts") == "host", **privileges)
+                           uts_host=extra.get("uts") == "host",
+                           volatile=True,   # the scratch pair goes when the run ends
+                           **privileges)
         if cidfile is not None:
             cidfile.write(cid)
         return run(spec, forward_signals=args.sig_proxy, relay_stdin=args.interactive)

@@ -92,7 +92,8 @@ def copy_step(run, ins: ast.Copy | ast.Add, n: int) -> None:
                     return got
             with scratch(run.solver.store) as (upper, work):
                 lowers = [] if link else run.lowerdirs()
-                with mounted(lowers, upper, work) as root:
+                # volatile: the commit syncs the layer, not the whole disk (atomic.sync_tree)
+                with mounted(lowers, upper, work, volatile=True) as root:
                     root = Path(root)
                     owner = resolve_chown(chown, root) if chown else None
                     direct = upper if writes_through(root, upper) else None
@@ -140,7 +141,7 @@ def _as_delta(run, inputs, tree, srcs, excludes, manifest, dest, workdir, chown,
                 owner = resolve_chown(chown, Path(image_root))
         try:
             # volatile: its unmount would sync the whole disk; the few entries it writes are
-            # made durable by the commit (LayerStore.commit_delta)
+            # made durable by the commit (LayerStore.commit_delta: atomic.sync_tree)
             with mounted([store.layer_dir(base), *lowers], upper, work, volatile=True) as root:
                 root = os.path.realpath(root)
                 sel = tree.select(srcs, excludes)

@@ -85,7 +85,8 @@ def run_step(run, ins: ast.Run, n: int) -> None:
                     network="bridge" if network == "default" else network, own_hosts=True,
                     mounts=sandbox_mounts,
                     extra_hosts=hosts, shm_size=opts.shm_size, ulimits=opts.ulimits,
-                    stdin=devnull, stdout=w, stderr=w)
+                    stdin=devnull, stdout=w, stderr=w,
+                    volatile=True)      # the commit syncs the layer (cache.atomic.sync_tree)
                 if run.solver.cancelled.is_set():
                     raise KeyboardInterrupt      # ^C came before this step could start
                 rc = sandbox_run(spec, on_start=run.solver.track, on_end=run.solver.untrack)

@@ -23,7 +23,7 @@ def workdir(run, ins: ast.Workdir, n: int) -> None:
         from runtime.snapshotter import mounted
 
         with scratch(run.solver.store) as (upper, work):
-            with mounted(run.lowerdirs(), upper, work) as root:
+            with mounted(run.lowerdirs(), upper, work, volatile=True) as root:  # commit syncs
                 owner = resolve_chown(user, Path(root), strict=False) if user else None
                 make_dirs(Path(root), gopath.clean(path), owner)
             return commit(run, upper)

@@ -180,3 +180,35 @@ def test_sealed_files_never_hand_damaged_bytes_to_marshal():
                 sealed.MAGIC + (2**40).to_bytes(8, "little") + b"\0" * 4 + b"(\xff\xff\xff\x7f"):
         assert sealed.loads(bad) is None
     assert time.monotonic() - t < 1
+
+
+def test_sync_tree_fsyncs_a_few_files_and_syncs_the_filesystem_for_many(tmp_path, monkeypatch):
+    """A layer dir is on disk before it is renamed into the store: a few files by an fsync of
+    each (and of each dir), which waits only for them; past SYNC_EACH, one syncfs."""
+    from cache import atomic
+
+    small, big = tmp_path / "small", tmp_path / "big"
+    (small / "d").mkdir(parents=True)
+    (small / "a").write_text("a")
+    (small / "d" / "b").write_text("b")
+    os.symlink("a", small / "link")
+    os.mkfifo(small / "fifo")       # never opened: an fsync would wait for a writer
+    big.mkdir()
+    for i in range(atomic.SYNC_EACH + 1):
+        (big / str(i)).write_text("x")
+    fsyncs, syncfs = [], []
+    real_fsync = os.fsync
+
+    def count(fd):
+        fsyncs.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+    monkeypatch.setattr(atomic.os, "fsync", count)
+    real_syncfs = atomic._syncfs
+    monkeypatch.setattr(atomic, "_syncfs", lambda p: (syncfs.append(str(p)), real_syncfs(p)))
+    atomic.sync_tree(small)
+    assert sorted(fsyncs) == sorted(str(p) for p in (small, small / "d", small / "a",
+                                                     small / "d" / "b"))
+    assert syncfs == []
+    fsyncs.clear()
+    atomic.sync_tree(big)
+    assert fsyncs == [] and syncfs == [str(big)]

@@ -473,3 +473,20 @@ def test_a_secret_as_env_may_hold_any_bytes(tmp_path, pybuild):
                   "--secret", f"id=s,src={tmp_path / 's'}")
     with fs() as root:
         assert (root / "x").read_text() == "6162fffe"
+
+
+def test_build_and_throw_away_overlays_are_volatile_a_kept_containers_is_not(tmp_path, pybuild):
+    """A RUN's upper dir is synced by its commit and a foreground `pybuild run`'s is thrown
+    away, so neither overlay syncs the whole disk at unmount (volatile); a container that keeps
+    its upper dir mounts it again at each start, which a volatile mount would forbid."""
+    root_line = "grep ' / / ' /proc/self/mountinfo"
+    _, fs = build(pybuild, tmp_path, f"FROM busybox\nRUN {root_line} > /mi\n")
+    with fs() as root:
+        assert "volatile" in (root / "mi").read_text()
+    r = pybuild("run", "--rm", "busybox", "sh", "-c", root_line)
+    assert r.returncode == 0 and "volatile" in r.stdout, r.stderr
+    assert pybuild("create", "--name", "kept", "busybox", "sh", "-c", root_line).returncode == 0
+    for _ in range(2):
+        r = pybuild("start", "-a", "kept")
+        assert r.returncode == 0 and "overlay" in r.stdout and "volatile" not in r.stdout, r.stderr
+    assert pybuild("rm", "kept").returncode == 0
