@@ -165,6 +165,9 @@ class SourceTree:
         self._stat_cache_path = Path(stat_cache) if stat_cache else None
         self._hashes: dict[str, list] | None = None
         self._hashes_dirty = False
+        # what `_remember` memoized while the memo file was not loaded (a walk the directory
+        # memo served needs it only for new names): merged into it when it is loaded
+        self._pending: dict[str, tuple] = {}
         self._dir_cache_path = (self._stat_cache_path.parent / layout.DIR_CACHE
                                 if self._stat_cache_path is not None else None)
         self._dirs: dict | None = None
@@ -431,7 +434,7 @@ class SourceTree:
     def _digest(self, selected: Sequence[Selected], listing: dict | None,
                 manifest: set | None = None) -> str:
         h = hashlib.sha256()
-        memo = self._load_stat_cache()
+        memo = self._hashes     # loaded by the first entry that asks it (see `stale`)
         observe = self.observe
         observed = self.observed if observe is not None else None
         reset = self.reset_owner
@@ -439,17 +442,25 @@ class SourceTree:
         # (mode, uid, gid) -> that part of a key line and of a listing value: formatting the
         # octal numbers of 100,000 entries that share a handful of modes is most of a line's cost
         mids: dict[tuple, tuple[str, str]] = {}
-        def entry(rel: str, path: str, st, links: dict, want_value: bool) -> tuple:
+        def entry(rel: str, path: str, st, links: dict, want_value: bool,
+                  stale: bool = False) -> tuple:
             """(line of the key, listing value (None unless `want_value`), stat identity) of
             one entry; its content digest and xattrs come from the memo, or are read and
-            memoized."""
+            memoized. `stale`: the directory memo holds another identity for it, which the
+            stat memo, saved by the same builds, cannot better: it is not loaded for it."""
+            nonlocal memo
             mode = st.st_mode
             fmt = mode & 0o170000
             if reset:
                 uid = gid = 0
             else:
                 uid, gid = st.st_uid, st.st_gid
-            hit = memo.get(path)
+            if stale:
+                hit = None
+            else:
+                if memo is None:
+                    memo = self._load_stat_cache()
+                hit = memo.get(path)
             sig = (st.st_dev, st.st_ino, st.st_size, mode, st.st_uid, st.st_gid,
                    st.st_mtime_ns, st.st_ctime_ns)      # statid.identity, inline
             if hit is not None and hit[0] != sig:
@@ -463,7 +474,7 @@ class SourceTree:
                     if st.st_nlink > 1:
                         links[st.st_dev, st.st_ino] = rel
                     if hit is None or not hit[1]:
-                        hit = self._remember(path, st, sig, self._hash_file(path), memo)
+                        hit = self._remember(path, st, sig, self._hash_file(path))
                     known.add(path)
                     extra, cap, xattrs = hit[1], hit[2], hit[3]
                     keycap = f"{cap}\0{xattrs}" if xattrs else cap  # user.* xattrs only when any
@@ -475,8 +486,10 @@ class SourceTree:
                     extra = f"{os.major(st.st_rdev)},{os.minor(st.st_rdev)}"
                 else:
                     extra = ""
-                if hit is None:
-                    hit = self._remember(path, st, sig, "", memo)
+                if hit is None and stale:   # only xattrs to memoize: read again, not kept
+                    hit = (sig, "", *key_xattrs(path))
+                elif hit is None:
+                    hit = self._remember(path, st, sig, "")
                 known.add(path)
                 cap, xattrs = hit[2], hit[3]
                 keycap = f"{cap}\0{xattrs}" if xattrs else cap
@@ -555,7 +568,8 @@ class SourceTree:
         racy = time.time_ns() - _RACY_NS
         path = sel.real
         st = (prestat.pop(path, None) if prestat else None) or os.lstat(path)
-        line, lval, sig = entry("", path, st, links, listing is not None)
+        # stale: its xattrs are one call; the stat memo is loaded only if an entry needs it
+        line, lval, sig = entry("", path, st, links, listing is not None, True)
         if observed is not None:
             observed[path] = sig
         lines.append(line)
@@ -615,7 +629,8 @@ class SourceTree:
                         if regular:
                             self.keyed_bytes += st.st_size
                     else:
-                        line, lval, _sig = entry(pre + name, p, st, links, True)
+                        line, lval, _sig = entry(pre + name, p, st, links, True, i is not None
+                                                 and got[2][i] != sigs[k])
                         dlines.append(line)
                         dvals.append(lval)
                     if regular:
@@ -659,7 +674,7 @@ class SourceTree:
         sig = identity(st)
         hit = memo.get(path)
         if hit is None or hit[0] != sig or not hit[1]:
-            hit = self._remember(path, st, sig, self._hash_file(path), memo)
+            hit = self._remember(path, st, sig, self._hash_file(path))
         self._known.add(path)
         return hit[1]
 
@@ -680,14 +695,14 @@ class SourceTree:
             raise BuildError(f"failed to read {path}: {e.strerror}") from None
         return h.hexdigest()
 
-    def _remember(self, path: str, st: os.stat_result, sig: tuple, hexd: str, memo: dict) -> tuple:
+    def _remember(self, path: str, st: os.stat_result, sig: tuple, hexd: str) -> tuple:
         """(sig, content digest or "", capability hex, other layer xattrs): what the key needs
         of `path`, memoized unless its times are racy (an xattr change moves the ctime too)."""
         entry = (sig, hexd, *key_xattrs(path))
         if hexd:
             self.unsaved[path] = (sig, content(hexd, entry[2], entry[3]))
         if max(st.st_mtime_ns, st.st_ctime_ns) < time.time_ns() - _RACY_NS:
-            memo[path] = entry
+            (self._hashes if self._hashes is not None else self._pending)[path] = entry
             self._hashes_dirty = True
             self._fresh[0] += 1
             self._fresh[1] += st.st_size
@@ -702,20 +717,25 @@ class SourceTree:
                 if isinstance(data, dict) and data.get("v") == _MEMO_VERSION and \
                         isinstance(data.get("files"), dict):
                     self._hashes = data["files"]
+            if self._pending:
+                self._hashes.update(self._pending)
+                self._pending = {}
         return self._hashes
 
     def save_stat_cache(self) -> None:
         """Write the memo (tmp + rename) if it changed; unseen entries are dropped when big."""
         p = self._stat_cache_path
-        if p is None or not self._hashes_dirty or self._hashes is None:
+        if p is None or not self._hashes_dirty:
             return
-        files = self._hashes
         n, size = self._fresh
-        if n * _DEFER_SHARE <= len(files) and size <= _DEFER_BYTES:
+        # not loaded (the directory memo served the walk): it holds about what was walked
+        total = len(self._hashes) if self._hashes is not None else len(self._known)
+        if n * _DEFER_SHARE <= total and size <= _DEFER_BYTES:
             # a few files edited in a big memo: hashing them again next time costs less than
             # writing every entry now (100,000 entries: ~13 MB, ~0.1 s); they are memoized
             # by the save that has enough to say
             return
+        files = self._load_stat_cache()
         if len(files) > _MEMO_ENTRIES:
             files = {k: v for k, v in files.items() if k in self._known}
         if _write_memo(p, {"v": _MEMO_VERSION, "files": files}):

@@ -97,7 +97,7 @@ def _content(c, path: str, sig: tuple) -> str | None:
     the memo's for that identity (builder.replay)."""
     if path in c.unsaved and c.unsaved[path][0] == sig:
         return c.unsaved[path][1]
-    hit = (c._hashes or {}).get(path)
+    hit = c._load_stat_cache().get(path)     # the memo file, as the replay reads it
     if hit is None or hit[0] != sig or not hit[1]:
         return None
     return statid.content(hit[1], hit[2], hit[3])
