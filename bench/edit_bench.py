@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
 """The edit-rebuild loop (issue 14): one file edited, then build, pybuild next to BuildKit.
 
-    python3 bench/edit_bench.py [--sizes 1000,10000,100000] [--rounds 3] [--settle S]
-                                [--no-buildkit] [--json]
+    python3 bench/edit_bench.py [--sizes 1000,10000,100000] [--rounds 3] [--cold-rounds 1]
+                                [--settle S] [--no-buildkit] [--json]
 
 Dockerfile `FROM busybox` / `COPY . /app` / `RUN ls /app | wc -l`; contexts of N small files
 (~200 bytes, 100 per directory) in a temp dir of the bench's own. For each size:
 - cold: pybuild `build --no-cache` in a fresh store holding only busybox; BuildKit with its build
-  cache pruned (`docker builder prune -af`) first, and `--no-cache`;
+  cache pruned (`docker builder prune -af`) first, and `--no-cache`; `--cold-rounds` times each
+  (interleaved; median and min-max), each pybuild round in a store of its own;
 - one file edited: append a line to one file, build with each tool (interleaved), `--rounds`
   times; median and min-max.
 Peak RSS: pybuild's process tree (wait4's ru_maxrss); BuildKit's side is dockerd's VmHWM (BuildKit
@@ -115,10 +116,17 @@ class Pybuild:
     name = "pybuild"
 
     def __init__(self, tmp: Path, template: Path, n: int):
-        self.root = copy_store(template, tmp / f"store-{n}")
+        self.tmp, self.template, self.n, self.stores = tmp, template, n, []
+        self.logs = tmp
+        self.fresh()
+
+    def fresh(self) -> None:
+        """A store of its own holding only busybox (the old ones stay until the size is done:
+        removing 100,000 files makes the next creates slow on this machine's ext4)."""
+        self.root = copy_store(self.template, self.tmp / f"store-{self.n}-{len(self.stores)}")
+        self.stores.append(self.root)
         self.env = {**os.environ, "PYBUILD_ROOT": str(self.root)}
         self.env.pop("PYTHONDONTWRITEBYTECODE", None)     # a user's python caches bytecode
-        self.logs = tmp
 
     def build(self, ctx: Path, cold: bool) -> dict:
         # the RUN's network as BuildKit's below (host: docker0 may be missing here); pybuild's
@@ -168,13 +176,18 @@ def settle(seconds: float) -> None:
         time.sleep(seconds)
 
 
-def measure(tmp: Path, n: int, rounds: int, tools: list, rest: float = 0) -> dict:
+def measure(tmp: Path, n: int, rounds: int, tools: list, rest: float = 0,
+            cold_rounds: int = 1) -> dict:
     ctx = tmp / f"ctx-{n}"
     make_context(ctx, n)
-    res: dict = {"files": n, "cold": {}, "edit": {t.name: [] for t in tools}}
-    for t in tools:
-        settle(rest)
-        res["cold"][t.name] = t.build(ctx, cold=True)
+    res: dict = {"files": n, "cold": {t.name: [] for t in tools},
+                 "edit": {t.name: [] for t in tools}}
+    for r in range(cold_rounds):
+        for t in tools:
+            if r and isinstance(t, Pybuild):
+                t.fresh()
+            settle(rest)
+            res["cold"][t.name].append(t.build(ctx, cold=True))
     for r in range(rounds):
         edit(ctx, n, r)
         for t in tools:
@@ -210,16 +223,17 @@ def table(results: list[dict]) -> str:
     for r in results:
         pe = [x["s"] for x in r["edit"]["pybuild"]]
         be = [x["s"] for x in r["edit"].get("buildkit", [])]
-        pc = [r["cold"]["pybuild"]["s"]]
-        bc = [r["cold"]["buildkit"]["s"]] if "buildkit" in r["cold"] else []
+        pc = [x["s"] for x in r["cold"]["pybuild"]]
+        bc = [x["s"] for x in r["cold"].get("buildkit", [])]
         prss = (f"{_mb(max(x['rss_kib'] for x in r['edit']['pybuild']))} / "
-                f"{_mb(r['cold']['pybuild']['rss_kib'])}")
+                f"{_mb(max(x['rss_kib'] for x in r['cold']['pybuild']))}")
         brss = "-"
         if bc:
             e, c = r["edit"]["buildkit"], r["cold"]["buildkit"]
             brss = (f"{_mb(max(x['daemon_rss_kib'] for x in e))} + "
                     f"{_mb(max(x['rss_kib'] for x in e))} / "
-                    f"{_mb(c['daemon_rss_kib'])} + {_mb(c['rss_kib'])}")
+                    f"{_mb(max(x['daemon_rss_kib'] for x in c))} + "
+                    f"{_mb(max(x['rss_kib'] for x in c))}")
         rows.append(f"| {r['files']:,} | {_span(pe)} | {_span(be)} | {_ratio(pe, be)} | "
                     f"{_span(pc)} | {_span(bc)} | {_ratio(pc, bc)} | {prss} | {brss} |")
     return "\n".join(rows)
@@ -256,6 +270,8 @@ def main() -> int:
     ap.add_argument("--sizes", default="1000,10000,100000",
                     help="context sizes in files, comma-separated (default 1000,10000,100000)")
     ap.add_argument("--rounds", type=int, default=3, help="one-file-edited builds per size")
+    ap.add_argument("--cold-rounds", type=int, default=1, metavar="K",
+                    help="cold builds per size and tool (default 1)")
     ap.add_argument("--settle", type=float, default=0, metavar="S",
                     help="sync and rest S seconds before every build of either tool (0: none)")
     ap.add_argument("--no-buildkit", action="store_true", help="pybuild only")
@@ -290,8 +306,9 @@ def main() -> int:
                 bk = BuildKit(tmp, stack.enter_context(private_dockerd()), tar)
             for k, n in enumerate(sizes):
                 tools = [Pybuild(tmp, template, n)] + ([bk] if bk else [])
-                results.append(measure(tmp, n, a.rounds, tools, a.settle))
-                shutil.rmtree(tools[0].root, ignore_errors=True)
+                results.append(measure(tmp, n, a.rounds, tools, a.settle, a.cold_rounds))
+                for store in tools[0].stores:
+                    shutil.rmtree(store, ignore_errors=True)
                 if bk and k + 1 < len(sizes):       # room for the next size (the last goes with dockerd)
                     subprocess.run([*bk.cli, "builder", "prune", "-af"], check=False,
                                    stdout=subprocess.DEVNULL)
@@ -300,11 +317,12 @@ def main() -> int:
     load1 = Path("/proc/loadavg").read_text().split()[:3]
     if a.json:      # the raw figures on stdout, the tables on stderr
         print(json.dumps({"commit": commit, "load": [load0, load1], "rounds": a.rounds,
+                          "cold_rounds": a.cold_rounds,
                           "results": results}, indent=1))
         sys.stdout.flush()
         sys.stdout = sys.stderr
     print(f"commit {commit}, {time.strftime('%Y-%m-%d %H:%M UTC', started)}, "
-          f"{a.rounds} rounds, settle {a.settle:g} s; load {' '.join(load0)} before, "
+          f"{a.rounds} rounds, {a.cold_rounds} cold, settle {a.settle:g} s; load {' '.join(load0)} before, "
           f"{' '.join(load1)} after\n")
     print(table(results))
     print()
