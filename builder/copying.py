@@ -37,7 +37,6 @@ import errno
 import os
 import posixpath
 import stat
-import tarfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -46,7 +45,6 @@ from builder.errors import BuildError
 from cache import fspath
 from cache.compress import open_decompressed
 from cache.errors import StoreError
-from cache.extract import extract_stream
 from cache.layerdelta import NotDelta
 from cache.layers import settled_ns
 from cache.overlayfmt import layer_xattr
@@ -614,6 +612,7 @@ def _copy_fd(fd_in: int, fd_out: int, size: int) -> None:
 
 def is_archive(path: Path | str) -> bool:
     """True for a regular file that is a (possibly compressed) tar: magic bytes, not the name."""
+    import tarfile  # here: a COPY never loads it (tarfile, cache.extract: 6 ms), an ADD does
     try:
         st = os.lstat(path)
         if not stat.S_ISREG(st.st_mode):
@@ -633,6 +632,7 @@ def add_archive(path: Path | str, dest_root: Path, dest: str, *, workdir: str = 
     archive's uid/gid unless --chown; implied parent dirs are 0755 root; existing files are
     replaced, existing dirs merged; a name escaping the dest is an error and every path is
     resolved inside the dest dir, so archive symlinks cannot lead out."""
+    from cache.extract import extract_stream
     root = os.path.realpath(os.fspath(dest_root))
     dfd = _open_dirs(root, dest_path(dest, workdir), 0o755, chown)
     try:
