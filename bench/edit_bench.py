@@ -188,6 +188,9 @@ def measure(tmp: Path, n: int, rounds: int, tools: list, rest: float = 0,
                 t.fresh()
             settle(rest)
             res["cold"][t.name].append(t.build(ctx, cold=True))
+        print(f"# {n} files, cold {r + 1}: " + ", ".join(
+            f"{t.name} {res['cold'][t.name][-1]['s']:.2f}s" for t in tools), file=sys.stderr,
+            flush=True)
     for r in range(rounds):
         edit(ctx, n, r)
         for t in tools:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import _thread
 import fcntl
 import os
+from stat import S_ISREG as _S_ISREG
 
 from cache import owner
 
@@ -43,7 +44,7 @@ def sync_tree(top) -> None:
         dirs.append(dirpath)
         for name in names:
             p = os.path.join(dirpath, name)
-            if os.path.isfile(p) and not os.path.islink(p):
+            if _S_ISREG(os.lstat(p).st_mode):   # never a link's target (a host path)
                 files.append(p)
         if len(files) > SYNC_EACH:
             _syncfs(top)
