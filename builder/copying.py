@@ -27,7 +27,7 @@ layer an earlier copy made (`copy_changes`, builder.delta).
 Below a directory the copy made itself through the overlay (nothing of a lower layer can show
 inside it), entries are written straight into the overlay's upper dir (`copy(upper=...)`):
 the upper dir ends as writing through the mount leaves it, without the overlay's cost per
-create (about 3x a plain create on ext4). Nothing looks those entries up through the mount
+create (1,000 files on tmpfs: 64 -> 40 ms). Nothing looks those entries up through the mount
 while it is up, so its dentry cache never disagrees with the upper dir.
 """
 
