@@ -11,41 +11,23 @@ import time
 from pathlib import Path
 
 import pytest
+from context_trees import backdate, every_kind
 
 from builder import statid
 from builder.context import BuildContext
 from cache import layout
 
-CAP = bytes.fromhex("0100000200100000000000000000000000000000")  # v2: cap_net_bind_service
-
 
 def _tree(d: Path) -> Path:
     (d / "src" / "pkg" / "deep").mkdir(parents=True)
     (d / "empty-dir").mkdir()
-    (d / "src" / "main.go").write_text("package main\n")
-    (d / "src" / "pkg" / "u.go").write_text("package pkg\n")
+    every_kind(d, big=100_000)
     (d / "src" / "pkg" / "deep" / "d.txt").write_text("deep\n")
     for i in range(30):
         (d / "src" / f"f{i:02d}.txt").write_text(f"{i}\n")
-    (d / "big").write_bytes(os.urandom(100_000))
-    os.link(d / "src" / "main.go", d / "hard")
-    os.symlink("src/main.go", d / "link")
-    (d / "attrs").write_text("x\n")
-    os.setxattr(d / "attrs", "user.a", b"1")
-    os.setxattr(d / "src", "user.dir", b"d")
-    if os.geteuid() == 0:
-        (d / "capped").write_text("c\n")
-        os.setxattr(d / "capped", "security.capability", CAP)
-        os.mknod(d / "null", 0o20666, os.makedev(1, 3))
-        os.chown(d / "src" / "pkg" / "u.go", 1000, 1001)
-    (d / "ü-名前").write_text("utf8\n")
     (d / "src" / "debug.log").write_text("log\n")
     (d / "top.log").write_text("log\n")
-    (d / os.fsdecode(b"not-utf8-\xff")).write_text("bytes\n")
-    old = time.time() - 10
-    for p in [*d.rglob("*"), d]:
-        os.utime(p, (old, old), follow_symlinks=False)
-    return d
+    return backdate(d)
 
 
 def _digest(ctx: Path, memo: Path | None, srcs=(".",)):

@@ -13,6 +13,7 @@ import types
 from pathlib import Path
 
 import pytest
+from context_trees import backdate, every_kind
 
 from builder import statid
 from builder.context import BuildContext, SourceTree
@@ -38,36 +39,14 @@ REF_CONTEXT = _reference()
 needs_ref = pytest.mark.skipif(REF_CONTEXT is None, reason=f"needs git and commit {REF} of this "
                                "repository (the reference context hash); run from a git checkout")
 
-CAP = bytes.fromhex("0100000200100000000000000000000000000000")  # v2: cap_net_bind_service
-
-
 def _tree(d: Path) -> Path:
-    (d / "src" / "pkg").mkdir(parents=True)
-    (d / "src" / "main.go").write_text("package main\n")
-    (d / "src" / "pkg" / "u.go").write_text("package pkg\n")
+    every_kind(d, big=200_000, xattrs=(("user.b", b"2"), ("user.a", b"1")))
     (d / "empty").write_bytes(b"")
-    (d / "big").write_bytes(os.urandom(200_000))
-    os.link(d / "src" / "main.go", d / "hard")
-    os.symlink("src/main.go", d / "link")
     os.symlink("/nowhere", d / "dangling")
-    (d / "attrs").write_text("x\n")
-    os.setxattr(d / "attrs", "user.b", b"2")
-    os.setxattr(d / "attrs", "user.a", b"1")
-    os.setxattr(d / "src", "user.dir", b"d")
-    if os.geteuid() == 0:
-        (d / "capped").write_text("c\n")
-        os.setxattr(d / "capped", "security.capability", CAP)
-        os.mknod(d / "null", 0o20666, os.makedev(1, 3))
-        os.chown(d / "src" / "pkg" / "u.go", 1000, 1001)
-    (d / "ü-名前").write_text("utf8\n")
-    (d / os.fsdecode(b"not-utf8-\xff")).write_text("bytes\n")     # a name the memo keeps as-is
     (d / "ignored.log").write_text("no\n")
     (d / "keep.log").write_text("yes\n")
     (d / ".dockerignore").write_text("*.log\n!keep.log\n")
-    old = time.time() - 10
-    for p in [*d.rglob("*"), d]:
-        os.utime(p, (old, old), follow_symlinks=False)
-    return d
+    return backdate(d)
 
 
 def _both(ctx: Path, memo_dir: Path, srcs=("."), excludes=(), parents=False, tree=False):
